@@ -1,0 +1,799 @@
+/* ir.c: the IR core: the op table built from ops.def, the module arena, builders, attributes,
+ * use lists, per-op shape rules and FLOP counts, and whole-module analyses (parameter count and
+ * bytes, FLOPs, liveness peak). Printer, parser, verifier and expressions live in their own files.
+ */
+#include "ir.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shape rules and FLOP counts (named in ops.def).                                             */
+
+typedef bool (*ShapeFn)(const Module *, const Op *, Type *, char *, size_t);
+typedef int64_t (*FlopsFn)(const Module *, const Op *);
+
+static char *tstr(const Type *t, char *buf) { return ir_type_str(t, buf, 96); }
+
+static bool fail(char *err, size_t n, const char *fmt, const char *a, const char *b) {
+  snprintf(err, n, fmt, a ? a : "", b ? b : "");
+  return false;
+}
+
+static bool need_float(const Op *op, char *err, size_t n) {
+  if (op->in[0]->type.dtype == DT_I32 || op->in[0]->type.dtype == DT_I64 || op->in[0]->type.dtype == DT_I8)
+    return fail(err, n, "%s expects a floating-point operand%s", ir_op_name(op->kind), NULL);
+  return true;
+}
+
+static const Attr *need_attr(const Op *op, const char *key, AttrKind kind, char *err, size_t n) {
+  const Attr *a = ir_attr(op, key);
+  if (!a) {
+    snprintf(err, n, "%s requires attribute '%s'", ir_op_name(op->kind), key);
+    return NULL;
+  }
+  bool ok = a->kind == kind || (kind == ATTR_FLOAT && a->kind == ATTR_INT) ||
+            (kind == ATTR_STR && a->kind == ATTR_SYM);
+  if (!ok) {
+    static const char *kn[] = {"an integer", "a number", "a string", "a symbol", "an integer list"};
+    snprintf(err, n, "%s attribute '%s' must be %s", ir_op_name(op->kind), key, kn[kind]);
+    return NULL;
+  }
+  return a;
+}
+
+static bool shape_from_ints(const Attr *a, DType dt, Type *out, char *err, size_t n) {
+  if (a->n > IR_MAX_RANK) return fail(err, n, "shape has too many dimensions%s%s", NULL, NULL);
+  out->dtype = dt;
+  out->rank = a->n;
+  int64_t total = 1;
+  for (int i = 0; i < a->n; i++) {
+    if (a->ints[i] < 1) return fail(err, n, "shape dimensions must be positive%s%s", NULL, NULL);
+    if (total > INT64_MAX / a->ints[i]) return fail(err, n, "shape is too large%s%s", NULL, NULL);
+    total *= a->ints[i];
+    out->dim[i] = a->ints[i];
+  }
+  return true;
+}
+
+static bool shape_param(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  const Attr *a = need_attr(op, "p", ATTR_SYM, err, n);
+  if (!a) return false;
+  const Param *p = ir_find_param(m, a->s);
+  if (!p) return fail(err, n, "unknown parameter @%s%s", a->s, NULL);
+  *out = p->type;
+  return true;
+}
+
+static bool shape_const(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  if (!need_attr(op, "value", ATTR_FLOAT, err, n)) return false;
+  const Attr *s = need_attr(op, "shape", ATTR_INTS, err, n);
+  return s && shape_from_ints(s, DT_F32, out, err, n);
+}
+
+static bool shape_sinusoid(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  const Attr *s = need_attr(op, "shape", ATTR_INTS, err, n);
+  if (!s) return false;
+  if (s->n != 2) return fail(err, n, "sinusoid shape must be [T,C]%s%s", NULL, NULL);
+  return shape_from_ints(s, DT_F32, out, err, n);
+}
+
+/* NumPy broadcasting of a and b into out. */
+static bool broadcast(const Type *a, const Type *b, Type *out) {
+  int r = a->rank > b->rank ? a->rank : b->rank;
+  out->dtype = a->dtype;
+  out->rank = r;
+  for (int i = 0; i < r; i++) {
+    int ia = a->rank - r + i, ib = b->rank - r + i;
+    int64_t da = ia >= 0 ? a->dim[ia] : 1, db = ib >= 0 ? b->dim[ib] : 1;
+    if (da != db && da != 1 && db != 1) return false;
+    out->dim[i] = da > db ? da : db;
+  }
+  return true;
+}
+
+static bool shape_binary(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Type *a = &op->in[0]->type, *b = &op->in[1]->type;
+  if (a->dtype != b->dtype) return fail(err, n, "operand types differ: %s vs %s", tstr(a, b1), tstr(b, b2));
+  if (!broadcast(a, b, out)) return fail(err, n, "shapes do not broadcast: %s vs %s", tstr(a, b1), tstr(b, b2));
+  return true;
+}
+
+static bool shape_unary(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  if (!need_float(op, err, n)) return false;
+  *out = op->in[0]->type;
+  return true;
+}
+
+static bool shape_ew(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  if (!need_attr(op, "expr", ATTR_STR, err, n)) return false;
+  *out = op->in[0]->type;
+  for (int i = 1; i < op->nin; i++) {
+    char b1[96], b2[96];
+    Type t;
+    if (op->in[i]->type.dtype != out->dtype)
+      return fail(err, n, "operand types differ: %s vs %s", tstr(out, b1), tstr(&op->in[i]->type, b2));
+    if (!broadcast(out, &op->in[i]->type, &t))
+      return fail(err, n, "shapes do not broadcast: %s vs %s", tstr(out, b1), tstr(&op->in[i]->type, b2));
+    *out = t;
+  }
+  return true;
+}
+
+static bool shape_norm(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Type *x = &op->in[0]->type;
+  if (!need_float(op, err, n) || !need_attr(op, "eps", ATTR_FLOAT, err, n)) return false;
+  if (x->rank < 1) return fail(err, n, "%s of a scalar%s", ir_op_name(op->kind), NULL);
+  for (int i = 1; i < op->nin; i++) {
+    const Type *g = &op->in[i]->type;
+    if (g->rank != 1 || g->dim[0] != x->dim[x->rank - 1] || g->dtype != x->dtype)
+      return fail(err, n, "norm parameter %s does not match the last dimension of %s", tstr(g, b1), tstr(x, b2));
+  }
+  *out = *x;
+  return true;
+}
+
+static bool shape_linear(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Type *x = &op->in[0]->type, *w = &op->in[1]->type;
+  if (!need_float(op, err, n)) return false;
+  if (x->rank < 1 || w->rank != 2 || w->dim[1] != x->dim[x->rank - 1] || w->dtype != x->dtype)
+    return fail(err, n, "linear: weight %s is not [out, in] for input %s", tstr(w, b1), tstr(x, b2));
+  *out = *x;
+  out->dim[x->rank - 1] = w->dim[0];
+  for (int i = 2; i < op->nin; i++) {
+    Type t;
+    if (op->in[i]->type.dtype != x->dtype || !broadcast(out, &op->in[i]->type, &t) || !ir_type_eq(&t, out))
+      return fail(err, n, "linear: epilogue operand %s does not broadcast to %s", tstr(&op->in[i]->type, b1),
+                  tstr(out, b2));
+  }
+  const Attr *e = ir_attr(op, "epi");
+  if (e && e->kind != ATTR_STR) return fail(err, n, "linear attribute 'epi' must be a string%s%s", NULL, NULL);
+  if (!e && op->nin > 2) return fail(err, n, "linear: extra operands need an 'epi' expression%s%s", NULL, NULL);
+  return true;
+}
+
+static bool shape_matmul(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Type *a = &op->in[0]->type, *b = &op->in[1]->type;
+  if (!need_float(op, err, n)) return false;
+  bool ok = a->rank >= 2 && b->rank >= 2 && a->dtype == b->dtype && a->dim[a->rank - 1] == b->dim[b->rank - 2] &&
+            (b->rank == 2 || b->rank == a->rank);
+  for (int i = 0; ok && b->rank > 2 && i < a->rank - 2; i++) ok = a->dim[i] == b->dim[i];
+  if (!ok) return fail(err, n, "matmul: shapes %s and %s do not multiply", tstr(a, b1), tstr(b, b2));
+  *out = *a;
+  out->dim[a->rank - 1] = b->dim[b->rank - 1];
+  return true;
+}
+
+static bool shape_attention(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96];
+  const Type *x = &op->in[0]->type;
+  const Attr *h = need_attr(op, "heads", ATTR_INT, err, n);
+  if (!h || !need_attr(op, "causal", ATTR_INT, err, n) || !need_float(op, err, n)) return false;
+  if (x->rank != 3 || x->dim[2] % 3 != 0)
+    return fail(err, n, "attention expects qkv [B,T,3C], got %s%s", tstr(x, b1), NULL);
+  int64_t c = x->dim[2] / 3;
+  if (h->i < 1 || c % h->i != 0) return fail(err, n, "attention: heads do not divide the width of %s%s", tstr(x, b1), NULL);
+  *out = *x;
+  out->dim[2] = c;
+  return true;
+}
+
+static bool shape_embedding(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Type *ids = &op->in[0]->type, *tab = &op->in[1]->type;
+  if ((ids->dtype != DT_I32 && ids->dtype != DT_I64) || ids->rank < 1 || ids->rank >= IR_MAX_RANK || tab->rank != 2 ||
+      tab->dtype == DT_I32 || tab->dtype == DT_I64)
+    return fail(err, n, "embedding expects integer ids and a [V,C] table, got %s and %s", tstr(ids, b1), tstr(tab, b2));
+  *out = *ids;
+  out->dtype = tab->dtype;
+  out->dim[out->rank++] = tab->dim[1];
+  return true;
+}
+
+static bool shape_pool(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96];
+  const Type *x = &op->in[0]->type;
+  const Attr *mode = need_attr(op, "mode", ATTR_STR, err, n);
+  if (!mode || !need_float(op, err, n)) return false;
+  if (strcmp(mode->s, "first") != 0 && strcmp(mode->s, "mean") != 0)
+    return fail(err, n, "pool mode must be \"first\" or \"mean\", not \"%s\"%s", mode->s, NULL);
+  if (x->rank != 3) return fail(err, n, "pool expects [B,T,C], got %s%s", tstr(x, b1), NULL);
+  *out = ir_type2(x->dtype, x->dim[0], x->dim[2]);
+  return true;
+}
+
+static bool shape_reshape(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Attr *s = need_attr(op, "shape", ATTR_INTS, err, n);
+  if (!s || !shape_from_ints(s, op->in[0]->type.dtype, out, err, n)) return false;
+  if (ir_type_numel(out) != ir_type_numel(&op->in[0]->type))
+    return fail(err, n, "reshape from %s to %s changes the element count", tstr(&op->in[0]->type, b1), tstr(out, b2));
+  return true;
+}
+
+static bool shape_call(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Attr *c = need_attr(op, "callee", ATTR_SYM, err, n);
+  if (!c) return false;
+  const Func *f = ir_find_func(m, c->s);
+  if (!f) return fail(err, n, "call to unknown function @%s%s", c->s, NULL);
+  if (f->narg != op->nin) {
+    snprintf(err, n, "call to @%s with %d arguments, it takes %d", f->name, op->nin, f->narg);
+    return false;
+  }
+  if (f->nret != op->nout) {
+    snprintf(err, n, "call to @%s with %d results, it returns %d", f->name, op->nout, f->nret);
+    return false;
+  }
+  for (int i = 0; i < f->narg; i++)
+    if (!ir_type_eq(&f->args[i]->type, &op->in[i]->type)) {
+      snprintf(err, n, "call to @%s: argument %d is %s, expected %s", f->name, i, tstr(&op->in[i]->type, b1),
+               tstr(&f->args[i]->type, b2));
+      return false;
+    }
+  for (int i = 0; i < f->nret; i++) out[i] = f->ret[i]->type;
+  return true;
+}
+
+static int64_t out_numel(const Op *op) { return ir_type_numel(&op->out[0]->type); }
+static int64_t flops_zero(const Module *m, const Op *op) { return 0; }
+static int64_t flops_ew(const Module *m, const Op *op) { return out_numel(op); }
+/* Every operation of a fused expression is one NAME( ... ) call: count the '('. */
+static int64_t count_calls(const char *s) {
+  int64_t k = 0;
+  for (; s && *s; s++) k += *s == '(';
+  return k;
+}
+static int64_t flops_ew_expr(const Module *m, const Op *op) {
+  return out_numel(op) * count_calls(ir_attr_str(op, "expr"));
+}
+/* layernorm: mean, centre, variance, normalise, scale, shift ~ 8 per element; rmsnorm ~ 5. */
+static int64_t flops_norm(const Module *m, const Op *op) {
+  return out_numel(op) * (op->kind == OP_LAYERNORM ? 8 : 5);
+}
+static int64_t flops_linear(const Module *m, const Op *op) {
+  const Type *w = &op->in[1]->type;
+  int64_t rows = ir_type_numel(&op->in[0]->type) / w->dim[1];
+  return 2 * rows * w->dim[0] * w->dim[1] + out_numel(op) * count_calls(ir_attr_str(op, "epi"));
+}
+static int64_t flops_matmul(const Module *m, const Op *op) {
+  const Type *a = &op->in[0]->type;
+  return 2 * out_numel(op) * a->dim[a->rank - 1];
+}
+/* Q.K^T and P.V: 2*T*T*hd each per head, plus ~5 per score for the softmax; a causal mask only
+ * computes the T(T+1)/2 pairs on or below the diagonal. */
+static int64_t flops_attention(const Module *m, const Op *op) {
+  const Type *x = &op->in[0]->type;
+  int64_t b = x->dim[0], t = x->dim[1], c = x->dim[2] / 3, h = ir_attr_int(op, "heads", 1);
+  int64_t pairs = ir_attr_int(op, "causal", 0) ? t * (t + 1) / 2 : t * t;
+  return b * pairs * (4 * c + 5 * h);
+}
+static int64_t flops_softmax(const Module *m, const Op *op) { return 5 * out_numel(op); }
+static int64_t flops_pool(const Module *m, const Op *op) {
+  const char *mode = ir_attr_str(op, "mode");
+  return mode && strcmp(mode, "mean") == 0 ? ir_type_numel(&op->in[0]->type) : 0;
+}
+static int64_t flops_call(const Module *m, const Op *op) {
+  const Func *f = ir_find_func(m, ir_attr_str(op, "callee"));
+  return f ? ir_func_flops(m, f) : 0;
+}
+
+static const struct {
+  ShapeFn shape;
+  FlopsFn flops;
+} op_rules[OP_COUNT] = {
+#define OP(e, name, mi, ma, no, fl, sh, fo, gr) [e] = {sh, fo},
+#include "ops.def"
+#undef OP
+};
+
+const OpInfo ir_op_info[OP_COUNT] = {
+#define OP(e, name, mi, ma, no, fl, sh, fo, gr) [e] = {name, mi, ma, no, fl},
+#include "ops.def"
+#undef OP
+};
+
+const char *ir_op_name(OpKind k) { return k < OP_COUNT ? ir_op_info[k].name : "?"; }
+
+int ir_op_by_name(const char *name) {
+  for (int k = 0; k < OP_COUNT; k++)
+    if (strcmp(ir_op_info[k].name, name) == 0) return k;
+  return -1;
+}
+
+static const char *const dtype_names[DT_COUNT] = {"f32", "f16", "bf16", "i8", "i32", "i64"};
+static const size_t dtype_bits[DT_COUNT] = {32, 16, 16, 8, 32, 64};
+
+const char *ir_dtype_name(DType t) { return t < DT_COUNT ? dtype_names[t] : "?"; }
+int ir_dtype_by_name(const char *name) {
+  for (int i = 0; i < DT_COUNT; i++)
+    if (strcmp(dtype_names[i], name) == 0) return i;
+  return -1;
+}
+size_t ir_dtype_bits(DType t) { return t < DT_COUNT ? dtype_bits[t] : 0; }
+
+static const char *const init_names[INIT_COUNT] = {"zeros", "ones", "normal", "uniform", "sinusoid"};
+const char *ir_init_name(InitKind k) { return k < INIT_COUNT ? init_names[k] : "?"; }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Types.                                                                                       */
+
+Type ir_type(DType dt, int rank, const int64_t *dims) {
+  Type t;
+  memset(&t, 0, sizeof t);
+  IR_ASSERT(rank >= 0 && rank <= IR_MAX_RANK);
+  t.dtype = dt;
+  t.rank = rank;
+  for (int i = 0; i < rank; i++) t.dim[i] = dims[i];
+  return t;
+}
+Type ir_type1(DType dt, int64_t d0) { return ir_type(dt, 1, (int64_t[]){d0}); }
+Type ir_type2(DType dt, int64_t d0, int64_t d1) { return ir_type(dt, 2, (int64_t[]){d0, d1}); }
+Type ir_type3(DType dt, int64_t d0, int64_t d1, int64_t d2) { return ir_type(dt, 3, (int64_t[]){d0, d1, d2}); }
+
+bool ir_type_eq(const Type *a, const Type *b) {
+  if (a->dtype != b->dtype || a->rank != b->rank) return false;
+  for (int i = 0; i < a->rank; i++)
+    if (a->dim[i] != b->dim[i]) return false;
+  return true;
+}
+
+int64_t ir_type_numel(const Type *t) {
+  int64_t n = 1;
+  for (int i = 0; i < t->rank; i++) n *= t->dim[i];
+  return n;
+}
+
+int64_t ir_type_bytes(const Type *t) { return ir_type_numel(t) * (int64_t)ir_dtype_bits(t->dtype) / 8; }
+
+char *ir_type_str(const Type *t, char *buf, size_t n) {
+  size_t k = (size_t)snprintf(buf, n, "%s[", ir_dtype_name(t->dtype));
+  for (int i = 0; i < t->rank && k < n; i++)
+    k += (size_t)snprintf(buf + k, n - k, i ? ",%lld" : "%lld", (long long)t->dim[i]);
+  if (k < n) snprintf(buf + k, n - k, "]");
+  return buf;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Arena and module.                                                                            */
+
+struct ArenaChunk {
+  ArenaChunk *next;
+  size_t used, cap;
+  _Alignas(16) unsigned char data[];
+};
+
+void *ir_alloc(Module *m, size_t n) {
+  n = (n + 15) & ~(size_t)15;
+  ArenaChunk *c = m->arena;
+  if (!c || c->cap - c->used < n) {
+    size_t cap = n > 65536 ? n : 65536;
+    c = malloc(sizeof *c + cap);
+    if (!c) die("out of memory");
+    c->next = m->arena;
+    c->used = 0;
+    c->cap = cap;
+    m->arena = c;
+  }
+  void *p = c->data + c->used;
+  c->used += n;
+  memset(p, 0, n);
+  return p;
+}
+
+char *ir_strdup(Module *m, const char *s) {
+  if (!s) return NULL;
+  size_t n = strlen(s);
+  char *p = ir_alloc(m, n + 1);
+  memcpy(p, s, n + 1);
+  return p;
+}
+
+/* Grows an arena array of elements of size sz from *cap to at least need. */
+static void *grow(Module *m, void *arr, int *cap, int need, size_t sz) {
+  if (need <= *cap) return arr;
+  int nc = *cap ? *cap * 2 : 8;
+  while (nc < need) nc *= 2;
+  void *p = ir_alloc(m, (size_t)nc * sz);
+  if (arr) memcpy(p, arr, (size_t)*cap * sz);
+  *cap = nc;
+  return p;
+}
+
+Module *ir_module_new(const char *name) {
+  Module *m = calloc(1, sizeof *m);
+  if (!m) die("out of memory");
+  m->name = ir_strdup(m, name ? name : "model");
+  return m;
+}
+
+void ir_module_free(Module *m) {
+  if (!m) return;
+  ArenaChunk *c = m->arena;
+  while (c) {
+    ArenaChunk *n = c->next;
+    free(c);
+    c = n;
+  }
+  free(m);
+}
+
+/* Inserts or replaces a in the key-sorted attribute array (*attrs, *n). */
+static void attr_put(Module *m, Attr **attrs, int *n, Attr a) {
+  int i = 0;
+  while (i < *n && strcmp((*attrs)[i].key, a.key) < 0) i++;
+  a.key = ir_strdup(m, a.key);
+  if (a.kind == ATTR_STR || a.kind == ATTR_SYM) a.s = ir_strdup(m, a.s);
+  if (a.kind == ATTR_INTS) {
+    int64_t *v = ir_alloc(m, sizeof(int64_t) * (size_t)(a.n > 0 ? a.n : 1));
+    if (a.n) memcpy(v, a.ints, sizeof(int64_t) * (size_t)a.n);
+    a.ints = v;
+  }
+  if (i < *n && strcmp((*attrs)[i].key, a.key) == 0) {
+    (*attrs)[i] = a;
+    return;
+  }
+  Attr *na = ir_alloc(m, sizeof(Attr) * (size_t)(*n + 1));
+  if (i) memcpy(na, *attrs, sizeof(Attr) * (size_t)i);
+  na[i] = a;
+  if (*n - i) memcpy(na + i + 1, *attrs + i, sizeof(Attr) * (size_t)(*n - i));
+  *attrs = na;
+  (*n)++;
+}
+
+static const Attr *attr_get(const Attr *attrs, int n, const char *key) {
+  for (int i = 0; i < n; i++)
+    if (strcmp(attrs[i].key, key) == 0) return &attrs[i];
+  return NULL;
+}
+
+void ir_module_set_attr(Module *m, Attr a) { attr_put(m, &m->attr, &m->nattr, a); }
+const Attr *ir_module_attr(const Module *m, const char *key) { return attr_get(m->attr, m->nattr, key); }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Parameters and functions.                                                                   */
+
+Param *ir_add_param(Module *m, const char *name, Type t, InitKind init, double init_arg) {
+  if (ir_find_param(m, name)) return NULL;
+  m->params = grow(m, m->params, &m->capparam, m->nparam + 1, sizeof(Param *));
+  Param *p = ir_alloc(m, sizeof *p);
+  p->name = ir_strdup(m, name);
+  p->type = t;
+  p->init = init;
+  p->init_arg = init_arg;
+  p->trainable = true;
+  p->decay = true;
+  m->params[m->nparam++] = p;
+  return p;
+}
+
+Param *ir_find_param(const Module *m, const char *name) {
+  if (!name) return NULL;
+  for (int i = 0; i < m->nparam; i++)
+    if (strcmp(m->params[i]->name, name) == 0) return m->params[i];
+  return NULL;
+}
+
+Func *ir_add_func(Module *m, const char *name) {
+  if (ir_find_func(m, name)) return NULL;
+  m->funcs = grow(m, m->funcs, &m->capfunc, m->nfunc + 1, sizeof(Func *));
+  Func *f = ir_alloc(m, sizeof *f);
+  f->name = ir_strdup(m, name);
+  f->module = m;
+  m->funcs[m->nfunc++] = f;
+  return f;
+}
+
+Func *ir_find_func(const Module *m, const char *name) {
+  if (!name) return NULL;
+  for (int i = 0; i < m->nfunc; i++)
+    if (strcmp(m->funcs[i]->name, name) == 0) return m->funcs[i];
+  return NULL;
+}
+
+void ir_remove_func(Module *m, Func *f) {
+  for (int i = 0; i < m->nfunc; i++)
+    if (m->funcs[i] == f) {
+      memmove(m->funcs + i, m->funcs + i + 1, sizeof(Func *) * (size_t)(m->nfunc - i - 1));
+      m->nfunc--;
+      return;
+    }
+}
+
+Value *ir_new_value(Func *f, const char *name, Type t) {
+  Value *v = ir_alloc(f->module, sizeof *v);
+  v->id = f->nvalues++;
+  v->name = ir_strdup(f->module, name);
+  v->type = t;
+  return v;
+}
+
+Value *ir_add_arg(Func *f, const char *name, Type t) {
+  Value **na = ir_alloc(f->module, sizeof(Value *) * (size_t)(f->narg + 1));
+  if (f->narg) memcpy(na, f->args, sizeof(Value *) * (size_t)f->narg);
+  Value *v = ir_new_value(f, name, t);
+  v->index = f->narg;
+  na[f->narg++] = v;
+  f->args = na;
+  return v;
+}
+
+void ir_set_return(Func *f, int n, Value *const *vals) {
+  f->ret = ir_alloc(f->module, sizeof(Value *) * (size_t)(n > 0 ? n : 1));
+  for (int i = 0; i < n; i++) f->ret[i] = vals[i];
+  f->nret = n;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Ops.                                                                                         */
+
+Op *ir_op_new(Func *f, OpKind k, int nin, Value *const *in, int nout) {
+  IR_ASSERT(k < OP_COUNT && nin >= 0 && nout >= 0);
+  Op *op = ir_alloc(f->module, sizeof *op);
+  op->kind = k;
+  op->module = f->module;
+  ir_set_operands(op, nin, in);
+  op->nout = nout;
+  op->out = ir_alloc(f->module, sizeof(Value *) * (size_t)(nout > 0 ? nout : 1));
+  for (int i = 0; i < nout; i++) {
+    op->out[i] = ir_new_value(f, NULL, ir_type(DT_F32, 0, NULL));
+    op->out[i]->def = op;
+    op->out[i]->index = i;
+  }
+  return op;
+}
+
+void ir_set_operands(Op *op, int nin, Value *const *in) {
+  Value **a = ir_alloc(op->module, sizeof(Value *) * (size_t)(nin > 0 ? nin : 1));
+  for (int i = 0; i < nin; i++) a[i] = in[i];
+  op->in = a;
+  op->nin = nin;
+}
+
+void ir_append(Func *f, Op *op) {
+  IR_ASSERT(!op->func);
+  op->func = f;
+  op->prev = f->last;
+  op->next = NULL;
+  if (f->last)
+    f->last->next = op;
+  else
+    f->first = op;
+  f->last = op;
+}
+
+void ir_insert_before(Op *pos, Op *op) {
+  IR_ASSERT(!op->func && pos->func);
+  Func *f = pos->func;
+  op->func = f;
+  op->next = pos;
+  op->prev = pos->prev;
+  if (pos->prev)
+    pos->prev->next = op;
+  else
+    f->first = op;
+  pos->prev = op;
+}
+
+void ir_insert_after(Op *pos, Op *op) {
+  IR_ASSERT(!op->func && pos->func);
+  if (pos->next) {
+    ir_insert_before(pos->next, op);
+    return;
+  }
+  ir_append(pos->func, op);
+}
+
+void ir_unlink(Op *op) {
+  Func *f = op->func;
+  if (!f) return;
+  if (op->prev)
+    op->prev->next = op->next;
+  else
+    f->first = op->next;
+  if (op->next)
+    op->next->prev = op->prev;
+  else
+    f->last = op->prev;
+  op->prev = op->next = NULL;
+  op->func = NULL;
+}
+
+void ir_set_attr(Op *op, Attr a) { attr_put(op->module, &op->attr, &op->nattr, a); }
+
+void ir_set_attr_int(Op *op, const char *key, int64_t v) {
+  ir_set_attr(op, (Attr){.key = key, .kind = ATTR_INT, .i = v});
+}
+void ir_set_attr_float(Op *op, const char *key, double v) {
+  ir_set_attr(op, (Attr){.key = key, .kind = ATTR_FLOAT, .f = v});
+}
+void ir_set_attr_str(Op *op, const char *key, const char *v) {
+  ir_set_attr(op, (Attr){.key = key, .kind = ATTR_STR, .s = v});
+}
+void ir_set_attr_sym(Op *op, const char *key, const char *v) {
+  ir_set_attr(op, (Attr){.key = key, .kind = ATTR_SYM, .s = v});
+}
+void ir_set_attr_ints(Op *op, const char *key, int n, const int64_t *v) {
+  ir_set_attr(op, (Attr){.key = key, .kind = ATTR_INTS, .n = n, .ints = (int64_t *)v});
+}
+
+void ir_remove_attr(Op *op, const char *key) {
+  for (int i = 0; i < op->nattr; i++)
+    if (strcmp(op->attr[i].key, key) == 0) {
+      memmove(op->attr + i, op->attr + i + 1, sizeof(Attr) * (size_t)(op->nattr - i - 1));
+      op->nattr--;
+      return;
+    }
+}
+
+const Attr *ir_attr(const Op *op, const char *key) { return attr_get(op->attr, op->nattr, key); }
+
+int64_t ir_attr_int(const Op *op, const char *key, int64_t dflt) {
+  const Attr *a = ir_attr(op, key);
+  return a && a->kind == ATTR_INT ? a->i : dflt;
+}
+
+double ir_attr_float(const Op *op, const char *key, double dflt) {
+  const Attr *a = ir_attr(op, key);
+  if (!a) return dflt;
+  return a->kind == ATTR_FLOAT ? a->f : a->kind == ATTR_INT ? (double)a->i : dflt;
+}
+
+const char *ir_attr_str(const Op *op, const char *key) {
+  const Attr *a = ir_attr(op, key);
+  return a && (a->kind == ATTR_STR || a->kind == ATTR_SYM) ? a->s : NULL;
+}
+
+bool ir_attr_eq(const Attr *a, const Attr *b) {
+  if (strcmp(a->key, b->key) != 0 || a->kind != b->kind) return false;
+  switch (a->kind) {
+  case ATTR_INT: return a->i == b->i;
+  case ATTR_FLOAT: return memcmp(&a->f, &b->f, sizeof a->f) == 0; /* bitwise: NaN == NaN, 0 != -0 */
+  case ATTR_STR:
+  case ATTR_SYM: return strcmp(a->s, b->s) == 0;
+  case ATTR_INTS: return a->n == b->n && (a->n == 0 || memcmp(a->ints, b->ints, sizeof(int64_t) * (size_t)a->n) == 0);
+  }
+  return false;
+}
+
+bool ir_infer(const Module *m, Op *op, char *err, size_t n) {
+  const OpInfo *info = &ir_op_info[op->kind];
+  if (op->nin < info->min_in || (info->max_in >= 0 && op->nin > info->max_in)) {
+    if (info->min_in == info->max_in)
+      snprintf(err, n, "%s takes %d operand%s, got %d", info->name, info->min_in, info->min_in == 1 ? "" : "s", op->nin);
+    else if (info->max_in < 0)
+      snprintf(err, n, "%s takes at least %d operands, got %d", info->name, info->min_in, op->nin);
+    else
+      snprintf(err, n, "%s takes %d to %d operands, got %d", info->name, info->min_in, info->max_in, op->nin);
+    return false;
+  }
+  if (info->nout >= 0 && op->nout != info->nout) {
+    snprintf(err, n, "%s has %d result%s, not %d", info->name, info->nout, info->nout == 1 ? "" : "s", op->nout);
+    return false;
+  }
+  Type tmp[16];
+  Type *out = op->nout <= 16 ? tmp : ir_alloc((Module *)m, sizeof(Type) * (size_t)op->nout);
+  memset(out, 0, sizeof(Type) * (size_t)(op->nout > 0 ? op->nout : 1));
+  if (!op_rules[op->kind].shape(m, op, out, err, n)) return false;
+  for (int i = 0; i < op->nout; i++) op->out[i]->type = out[i];
+  return true;
+}
+
+Value *ir_emit(Func *f, Op *op) {
+  char err[256];
+  if (!ir_infer(f->module, op, err, sizeof err)) die("ir_emit(%s): %s", ir_op_name(op->kind), err);
+  ir_append(f, op);
+  return op->nout ? op->out[0] : NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Uses.                                                                                        */
+
+void ir_count_uses(Func *f) {
+  for (int i = 0; i < f->narg; i++) f->args[i]->nuses = 0;
+  for (Op *op = f->first; op; op = op->next)
+    for (int i = 0; i < op->nout; i++) op->out[i]->nuses = 0;
+  for (Op *op = f->first; op; op = op->next)
+    for (int i = 0; i < op->nin; i++) op->in[i]->nuses++;
+  for (int i = 0; i < f->nret; i++) f->ret[i]->nuses++;
+}
+
+int ir_replace_uses(Func *f, Value *from, Value *to) {
+  int k = 0;
+  for (Op *op = f->first; op; op = op->next)
+    for (int i = 0; i < op->nin; i++)
+      if (op->in[i] == from) {
+        op->in[i] = to;
+        k++;
+      }
+  for (int i = 0; i < f->nret; i++)
+    if (f->ret[i] == from) {
+      f->ret[i] = to;
+      k++;
+    }
+  return k;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Analyses.                                                                                    */
+
+int64_t ir_op_flops(const Module *m, const Op *op) { return op_rules[op->kind].flops(m, op); }
+
+int64_t ir_func_flops(const Module *m, const Func *f) {
+  int64_t total = 0;
+  for (const Op *op = f->first; op; op = op->next) total += ir_op_flops(m, op);
+  return total;
+}
+
+int64_t ir_param_count(const Module *m) {
+  int64_t n = 0;
+  for (int i = 0; i < m->nparam; i++)
+    if (!m->params[i]->shared_with) n += ir_type_numel(&m->params[i]->type);
+  return n;
+}
+
+int64_t ir_param_bytes(const Module *m) {
+  int64_t n = 0;
+  for (int i = 0; i < m->nparam; i++) {
+    const Param *p = m->params[i];
+    if (p->shared_with) continue;
+    int64_t numel = ir_type_numel(&p->type);
+    if (p->quant_bits > 0) {
+      /* packed weights plus one f32 scale per group (or per output row) */
+      int64_t groups = p->quant_group > 0 ? (numel + p->quant_group - 1) / p->quant_group
+                                          : (p->type.rank ? p->type.dim[0] : 1);
+      n += (numel * p->quant_bits + 7) / 8 + groups * 4;
+    } else {
+      n += ir_type_bytes(&p->type);
+    }
+  }
+  return n;
+}
+
+/* Bytes an op's result occupies in the activation arena: parameter loads alias the weights. */
+static int64_t value_bytes(const Value *v) {
+  if (v->def && v->def->kind == OP_PARAM) return 0;
+  return ir_type_bytes(&v->type);
+}
+
+int64_t ir_func_peak_bytes(const Module *m, const Func *f) {
+  /* Give each op an index and find every value's last use (returns live to the end). */
+  int nops = 0;
+  for (const Op *op = f->first; op; op = op->next) nops++;
+  int *last = calloc((size_t)f->nvalues + 1, sizeof(int));
+  if (!last) die("out of memory");
+  for (int i = 0; i < f->nvalues; i++) last[i] = -1;
+  int idx = 0;
+  for (const Op *op = f->first; op; op = op->next, idx++)
+    for (int i = 0; i < op->nin; i++) last[op->in[i]->id] = idx;
+  for (int i = 0; i < f->nret; i++) last[f->ret[i]->id] = nops;
+
+  int64_t live = 0, peak = 0;
+  idx = 0;
+  for (const Op *op = f->first; op; op = op->next, idx++) {
+    int64_t outb = 0, transient = 0;
+    for (int i = 0; i < op->nout; i++) outb += value_bytes(op->out[i]);
+    if (op->kind == OP_CALL) {
+      const Func *g = ir_find_func(m, ir_attr_str(op, "callee"));
+      if (g && g != f) transient = ir_func_peak_bytes(m, g);
+    }
+    if (live + outb + transient > peak) peak = live + outb + transient;
+    live += outb;
+    for (int i = 0; i < op->nout; i++)
+      if (last[op->out[i]->id] < 0) live -= value_bytes(op->out[i]); /* dead on arrival */
+    for (int i = 0; i < op->nin; i++) {
+      const Value *v = op->in[i];
+      if (v->def && last[v->id] == idx) {
+        bool dup = false; /* an operand used twice by this op is freed once */
+        for (int j = 0; j < i; j++) dup |= op->in[j] == v;
+        if (!dup) live -= value_bytes(v);
+      }
+    }
+  }
+  free(last);
+  return peak;
+}

@@ -1,0 +1,253 @@
+/* ir.h: the modelc tensor IR.
+ *
+ * A Module holds parameters (named tensors with shape, dtype, initialiser and the facts passes
+ * attach) and functions. A Func is a doubly linked list of Ops in topological order over SSA
+ * Values with static shapes. A repeated block is one Func called once per layer by OP_CALL with
+ * that layer's parameters as arguments, so weight sharing is "pass the same parameter values",
+ * autodiff differentiates a block once, and checkpointing re-calls a block.
+ *
+ * Everything is allocated from the Module's arena and freed at once by ir_module_free().
+ * The op table is ir/ops.def; the text form is described in docs/ir.md (printer ir/print.c,
+ * parser ir/parse.c); ir_verify() (ir/verify.c) checks SSA, types and shapes.
+ */
+#ifndef MODELC_IR_H
+#define MODELC_IR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "diag.h"
+
+#define IR_MAX_RANK 6
+
+typedef enum DType { DT_F32, DT_F16, DT_BF16, DT_I8, DT_I32, DT_I64, DT_COUNT } DType;
+
+/* A tensor type: element type and a static shape (rank 0 is a scalar). */
+typedef struct Type {
+  DType dtype;
+  int rank;                   /* 0..IR_MAX_RANK */
+  int64_t dim[IR_MAX_RANK];   /* each >= 1 */
+} Type;
+
+typedef struct Module Module;
+typedef struct Func Func;
+typedef struct Op Op;
+
+/* An SSA value: a function argument or an op result. */
+typedef struct Value {
+  int id;            /* unique within its Func; allocation order, not printed */
+  const char *name;  /* printed as %name; NULL: printed as %N, N counting unnamed values in order */
+  Type type;         /* static type */
+  Op *def;           /* defining op, NULL for a function argument */
+  int index;         /* result index in def, or argument index */
+  int nuses;         /* operand uses, valid after ir_count_uses() */
+} Value;
+
+typedef enum AttrKind { ATTR_INT, ATTR_FLOAT, ATTR_STR, ATTR_SYM, ATTR_INTS } AttrKind;
+
+/* An op attribute. Printed in key order as key=VALUE: 4, 1e-05, "text", @symbol, [1,2]. */
+typedef struct Attr {
+  const char *key;
+  AttrKind kind;
+  int64_t i;         /* ATTR_INT */
+  double f;          /* ATTR_FLOAT */
+  const char *s;     /* ATTR_STR and ATTR_SYM (without '@') */
+  int n;             /* ATTR_INTS: count */
+  int64_t *ints;     /* ATTR_INTS: values */
+} Attr;
+
+typedef enum OpKind {
+#define OP(e, name, mi, ma, no, fl, sh, fo, gr) e,
+#include "ops.def"
+#undef OP
+  OP_COUNT
+} OpKind;
+
+enum {
+  OPF_PURE = 1,      /* no side effects: CSE and DCE may remove or merge it */
+  OPF_EW = 2,        /* scalar element-wise op: may appear in fused expressions */
+  OPF_COMMUTE = 4,   /* binary and commutative */
+  OPF_RANDOM = 8,    /* draws random numbers at train time (never merged) */
+};
+
+typedef struct Op {
+  OpKind kind;
+  int nin;           /* operands */
+  struct Value **in;
+  int nout;          /* results */
+  struct Value **out;
+  int nattr;         /* attributes, kept sorted by key */
+  Attr *attr;
+  Op *prev, *next;   /* neighbours in the function's op list */
+  Func *func;        /* owning function, NULL while detached */
+  Module *module;    /* owning module (its arena holds the op) */
+  int line, col;     /* source position when parsed from text, else 0 */
+} Op;
+
+typedef struct Func {
+  const char *name;  /* without '@' */
+  int narg;
+  Value **args;
+  int nret;
+  Value **ret;       /* returned values */
+  Op *first, *last;  /* op list in topological order */
+  int nvalues;       /* next Value id */
+  Module *module;
+  int line, col;     /* source position when parsed */
+} Func;
+
+typedef enum InitKind { INIT_ZEROS, INIT_ONES, INIT_NORMAL, INIT_UNIFORM, INIT_SINUSOID, INIT_COUNT } InitKind;
+
+/* A model parameter (weight, bias, norm gain, embedding table). */
+typedef struct Param {
+  const char *name;        /* stable, PyTorch state_dict style: "h.0.attn.c_attn.weight" */
+  Type type;
+  InitKind init;           /* initialiser used by PROG init */
+  double init_arg;         /* std for INIT_NORMAL, bound for INIT_UNIFORM */
+  bool trainable;          /* false: frozen (printed "frozen") */
+  bool decay;              /* weight decay applies (false for biases and norm gains) */
+  const char *shared_with; /* NULL, or the parameter whose storage this one uses (weight sharing) */
+  int quant_bits;          /* 0: not quantised; else bits per weight */
+  int quant_group;         /* elements per quantisation scale (0: per output channel) */
+  const char *sparse;      /* NULL: dense; else the sparse format ("csr", "bsr", ...) */
+  double sparsity;         /* fraction of zeros the sparse format assumes */
+  int line, col;           /* source position when parsed */
+} Param;
+
+typedef struct ArenaChunk ArenaChunk;
+
+struct Module {
+  ArenaChunk *arena;       /* all IR memory */
+  const char *name;        /* model name */
+  int nattr;               /* module attributes (batch, context, vocab, kind, ...), sorted */
+  Attr *attr;
+  int nparam, capparam;
+  Param **params;          /* in creation order (this order is the safetensors order) */
+  int nfunc, capfunc;
+  Func **funcs;            /* callees before callers is not required */
+  const char *entry;       /* name of the entry function ("forward") */
+};
+
+/* ---- op table (ir.c) ---- */
+typedef struct OpInfo {
+  const char *name;
+  int min_in, max_in, nout, flags;
+} OpInfo;
+extern const OpInfo ir_op_info[OP_COUNT];
+const char *ir_op_name(OpKind k);
+int ir_op_by_name(const char *name);   /* -1 if unknown */
+const char *ir_dtype_name(DType t);
+int ir_dtype_by_name(const char *name);  /* -1 if unknown */
+size_t ir_dtype_bits(DType t);
+const char *ir_init_name(InitKind k);
+
+/* ---- types ---- */
+Type ir_type(DType dt, int rank, const int64_t *dims);
+Type ir_type1(DType dt, int64_t d0);
+Type ir_type2(DType dt, int64_t d0, int64_t d1);
+Type ir_type3(DType dt, int64_t d0, int64_t d1, int64_t d2);
+bool ir_type_eq(const Type *a, const Type *b);
+int64_t ir_type_numel(const Type *t);
+int64_t ir_type_bytes(const Type *t);
+/* Writes "f32[4,128,128]" into buf; returns buf. */
+char *ir_type_str(const Type *t, char *buf, size_t n);
+
+/* ---- module, arena ---- */
+Module *ir_module_new(const char *name);
+void ir_module_free(Module *m);
+void *ir_alloc(Module *m, size_t n);          /* zeroed */
+char *ir_strdup(Module *m, const char *s);
+void ir_module_set_attr(Module *m, Attr a);   /* replaces an attribute of the same key */
+const Attr *ir_module_attr(const Module *m, const char *key);
+
+/* ---- parameters ---- */
+Param *ir_add_param(Module *m, const char *name, Type t, InitKind init, double init_arg);  /* NULL if the name exists */
+Param *ir_find_param(const Module *m, const char *name);
+
+/* ---- functions ---- */
+Func *ir_add_func(Module *m, const char *name);  /* NULL if the name exists */
+Func *ir_find_func(const Module *m, const char *name);
+void ir_remove_func(Module *m, Func *f);
+Value *ir_add_arg(Func *f, const char *name, Type t);
+void ir_set_return(Func *f, int n, Value *const *vals);
+Value *ir_new_value(Func *f, const char *name, Type t);
+
+/* ---- ops ---- */
+/* A new detached op with nin operands (copied) and nout results whose types are filled by
+ * ir_infer(); for OP_CALL nout must be the callee's return count. */
+Op *ir_op_new(Func *f, OpKind k, int nin, Value *const *in, int nout);
+void ir_append(Func *f, Op *op);
+void ir_insert_before(Op *pos, Op *op);
+void ir_insert_after(Op *pos, Op *op);
+void ir_unlink(Op *op);                       /* detach from its function (memory stays in the arena) */
+void ir_set_operands(Op *op, int nin, Value *const *in);
+
+void ir_set_attr_int(Op *op, const char *key, int64_t v);
+void ir_set_attr_float(Op *op, const char *key, double v);
+void ir_set_attr_str(Op *op, const char *key, const char *v);
+void ir_set_attr_sym(Op *op, const char *key, const char *v);
+void ir_set_attr_ints(Op *op, const char *key, int n, const int64_t *v);
+void ir_set_attr(Op *op, Attr a);             /* generic; replaces a same-key attribute */
+void ir_remove_attr(Op *op, const char *key);
+const Attr *ir_attr(const Op *op, const char *key);
+int64_t ir_attr_int(const Op *op, const char *key, int64_t dflt);
+double ir_attr_float(const Op *op, const char *key, double dflt); /* accepts ATTR_INT too */
+const char *ir_attr_str(const Op *op, const char *key);           /* STR or SYM; NULL if absent */
+bool ir_attr_eq(const Attr *a, const Attr *b);
+
+/* Runs the op's shape rule and sets its result types. On a user-level mismatch writes a message to
+ * err and returns false. */
+bool ir_infer(const Module *m, Op *op, char *err, size_t n);
+/* Builder convenience: ir_infer + ir_append; a failure is an internal error (die). Returns out[0]. */
+Value *ir_emit(Func *f, Op *op);
+
+/* ---- uses ---- */
+void ir_count_uses(Func *f);                          /* sets Value.nuses (counting returns) */
+int ir_replace_uses(Func *f, Value *from, Value *to); /* operands and returns; returns count */
+
+/* ---- analyses ---- */
+int64_t ir_op_flops(const Module *m, const Op *op);   /* forward FLOPs of one op (calls: the callee's) */
+int64_t ir_func_flops(const Module *m, const Func *f);
+int64_t ir_param_count(const Module *m);              /* elements, shared parameters counted once */
+int64_t ir_param_bytes(const Module *m);              /* storage bytes (quantised/shared accounted) */
+/* Peak bytes of simultaneously live intermediate values of a function under a liveness plan that
+ * frees a value after its last use (callee peaks included at their call sites). Function
+ * arguments and parameters are not counted. */
+int64_t ir_func_peak_bytes(const Module *m, const Func *f);
+
+/* ---- fused element-wise expressions (ir/expr.c) ----
+ * Grammar:  expr := '$' INT | NUMBER | NAME '(' expr (',' expr)* ')'
+ * NAME is an OPF_EW op name; '$i' is operand i of the owning op (for linear's epi, $0 is the
+ * product and $1.. are the operands after the weight). */
+typedef enum ExprKind { EX_ARG, EX_CONST, EX_OP } ExprKind;
+typedef struct Expr {
+  ExprKind kind;
+  int arg;              /* EX_ARG */
+  double c;             /* EX_CONST */
+  OpKind op;            /* EX_OP: an OPF_EW op */
+  int nkid;             /* EX_OP: 1 or 2 */
+  struct Expr *kid[2];
+} Expr;
+/* Parses s; nargs bounds '$i'. Returns NULL with a message in err on error. Arena-allocated. */
+Expr *ir_expr_parse(Module *m, const char *s, int nargs, char *err, size_t n);
+/* Scalar semantics of an OPF_EW op, shared by constant folding, expression evaluation and tests. */
+double ir_ew_apply(OpKind k, double a, double b);
+double ir_expr_eval(const Expr *e, const double *args);
+int ir_expr_count_ops(const Expr *e);   /* element-wise operations per output element */
+
+/* ---- text form (ir/print.c, ir/parse.c) ---- */
+void ir_print_module(FILE *out, const Module *m);
+void ir_print_func(FILE *out, const Module *m, const Func *f);
+char *ir_print_to_string(const Module *m);    /* malloc'd */
+/* Parses the text form; errors go to d located FILE:LINE:COL. NULL on error. */
+Module *ir_parse(const char *file, const char *text, size_t len, Diag *d);
+
+/* ---- verifier (ir/verify.c) ---- */
+/* Checks SSA (defined before use, single definition, no dangling values), op arity, attribute
+ * presence and kinds, types via each op's shape rule, calls against callee signatures, parameter
+ * references, return types, and fused expressions. Reports every problem to d. */
+bool ir_verify(const Module *m, Diag *d);
+
+#endif

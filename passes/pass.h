@@ -1,0 +1,111 @@
+/* pass.h: the pass manager: a registry of named IR passes with typed options, pipelines written
+ * as LLVM's new pass manager writes them ("fuse,dce,cse", "name<key=value;flag>"), and a runner
+ * that verifies after every pass and prints the IR before/after passes on request.
+ *
+ * Each pass lives in its own file passes/NAME.c as
+ *     bool pass_NAME(Module *m, const PassOptions *o, Diag *d);
+ * and is registered in the one table in passes/registry.c.
+ */
+#ifndef MODELC_PASS_H
+#define MODELC_PASS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "../ir/ir.h"
+
+typedef enum PassOptType {
+  POPT_INT,    /* decimal integer */
+  POPT_FLOAT,  /* real number */
+  POPT_BOOL,   /* "name" alone means true; name=true|false|1|0 */
+  POPT_STR,    /* any text without ';' or '>' */
+  POPT_SIZE,   /* bytes, with optional suffix KiB, MiB, GiB (or K, M, G) */
+} PassOptType;
+
+typedef struct PassOptSpec {
+  const char *key;
+  PassOptType type;
+  const char *dflt;   /* default, in the option's text syntax */
+  const char *help;   /* one line */
+} PassOptSpec;
+
+#define PASS_MAX_OPTS 16
+typedef struct PassOptValue {
+  const char *key;    /* points into the PassOptSpec */
+  PassOptType type;
+  bool set;           /* given by the user (else the default is in effect) */
+  int64_t i;          /* INT, BOOL (0/1), SIZE */
+  double f;           /* FLOAT */
+  char s[64];         /* STR */
+} PassOptValue;
+
+typedef struct PassOptions {
+  int n;
+  PassOptValue v[PASS_MAX_OPTS];   /* one per PassOptSpec of the pass, in spec order */
+} PassOptions;
+
+typedef struct Module Module;
+typedef bool (*PassFn)(Module *m, const PassOptions *o, Diag *d);
+
+typedef struct PassInfo {
+  const char *name;
+  const char *desc;          /* one line, shown by `modelc passes` */
+  PassFn run;
+  const PassOptSpec *opts;   /* NULL if none */
+  int nopts;
+} PassInfo;
+
+const PassInfo *pass_find(const char *name);
+const PassInfo *pass_registry(int *n);
+/* The pipeline used when neither the spec nor --passes gives one. */
+const char *pass_default_pipeline(void);
+
+int64_t pass_opt_int(const PassOptions *o, const char *key);   /* INT, BOOL, SIZE */
+double pass_opt_float(const PassOptions *o, const char *key);
+bool pass_opt_bool(const PassOptions *o, const char *key);
+const char *pass_opt_str(const PassOptions *o, const char *key);
+bool pass_opt_is_set(const PassOptions *o, const char *key);
+
+typedef struct PipelineEntry {
+  const PassInfo *pass;
+  PassOptions opts;
+  const char *file;   /* where it was written (spec file or "--passes"), for diagnostics */
+  int line, col;
+} PipelineEntry;
+
+typedef struct Pipeline {
+  int n, cap;
+  PipelineEntry *e;   /* malloc'd */
+} Pipeline;
+
+void pass_pipeline_init(Pipeline *p);
+void pass_pipeline_free(Pipeline *p);
+/* Parses "a,b<k=v;flag>,c" and appends its entries. file/line/col locate text[0]; errors are
+ * reported at the exact column of the bad name or option. Returns false on any error. */
+bool pass_parse_pipeline(Pipeline *p, const char *text, const char *file, int line, int col, Diag *d);
+/* Appends one pass by name (unknown names get a "did you mean"); NULL on error. */
+PipelineEntry *pass_pipeline_append(Pipeline *p, const char *name, const char *file, int line, int col,
+                                    Diag *d);
+/* Sets one option from its text value, checking key and type; false on error. */
+bool pass_set_option(PipelineEntry *e, const char *key, const char *value, const char *file, int line,
+                     int col, Diag *d);
+/* Writes the canonical pipeline text ("fuse,checkpoint<every=2>") into buf. */
+char *pass_pipeline_str(const Pipeline *p, char *buf, size_t n);
+
+typedef struct PassRunConfig {
+  bool verify_each;          /* run ir_verify after every pass (debug and test builds) */
+  bool print_after_all;
+  const char *print_after;   /* pass name or NULL */
+  const char *print_before;  /* pass name or NULL */
+  bool print_times;          /* per-pass wall time */
+  FILE *dump;                /* where --print-* and times go (stderr) */
+  /* Called after every pass (after verification) when non-NULL: stats tables use it. */
+  void (*after_pass)(void *ctx, const Module *m, const PipelineEntry *e);
+  void *ctx;
+} PassRunConfig;
+
+/* Runs the pipeline in order; stops at the first failing pass or verification. */
+bool pass_run_pipeline(Module *m, const Pipeline *p, const PassRunConfig *cfg, Diag *d);
+
+#endif
