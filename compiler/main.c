@@ -1,0 +1,425 @@
+/* main.c: the modelc driver. One verb per job (check, dump, stats, graph, passes, build), each
+ * with --help; compiler-style flags (--passes, --print-after-all, ...). It loads a spec (YAML) or
+ * an IR text file (.mir), runs the pass pipeline, and prints what was asked for.
+ *
+ * Exit status: 0 success, 1 user error (bad spec, IR, flags), 2 internal error.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../ir/ir.h"
+#include "../passes/pass.h"
+#include "frontend/spec.h"
+
+#ifndef MODELC_VERSION
+#define MODELC_VERSION "0.0.0"
+#endif
+
+enum { EXIT_USER = 1, EXIT_INTERNAL = 2 };
+
+typedef struct Options {
+  const char *input;
+  const char *passes;        /* --passes=..., NULL when not given */
+  bool print_after_all, print_times, verify_each;
+  const char *print_after, *print_before;
+  const char *output;        /* -o */
+} Options;
+
+static const char *const usage_main =
+    "usage: modelc COMMAND [options] FILE\n"
+    "\n"
+    "modelc compiles a transformer described in YAML (docs/spec.md) into a typed tensor IR\n"
+    "(docs/ir.md), optimises it with passes (docs/passes.md) and reports on it.\n"
+    "\n"
+    "commands:\n"
+    "  check SPEC            parse and validate a spec; report every error\n"
+    "  dump SPEC|FILE.mir    print the IR after the pass pipeline (stdout)\n"
+    "  stats SPEC|FILE.mir   parameters, bytes, FLOPs per token and activation memory, per pass\n"
+    "  graph SPEC|FILE.mir   Graphviz DOT of the model (stdout)\n"
+    "  passes                list the available passes and their options\n"
+    "  build SPEC -o PROG    compile to a standalone program (not implemented yet)\n"
+    "\n"
+    "options:\n"
+    "  --help, -h            help (also: modelc COMMAND --help)\n"
+    "  --version             print the version\n"
+    "\n"
+    "Run 'modelc COMMAND --help' for the options of each command.\n";
+
+static const char *const usage_pipeline =
+    "  --passes=PIPELINE     passes to run, e.g. 'constfold,cse,fuse<max-ops=8>,dce'; default: the\n"
+    "                        spec's passes: list, else the default pipeline (for .mir input: none)\n"
+    "  --print-after-all     print the IR after every pass (stderr)\n"
+    "  --print-after=NAME    print the IR after each run of pass NAME (stderr)\n"
+    "  --print-before=NAME   print the IR before each run of pass NAME (stderr)\n"
+    "  --print-pass-times    print each pass's wall time (stderr)\n"
+    "  --verify-each         verify the IR after every pass (always on in debug builds)\n";
+
+static void print_command_help(const char *cmd) {
+  if (strcmp(cmd, "check") == 0)
+    printf("usage: modelc check SPEC\n\nParse and validate SPEC (YAML, docs/spec.md) and lower it to IR.\n"
+           "Reports every error as FILE:LINE:COL: error: MESSAGE; exit status 1 if any.\n");
+  else if (strcmp(cmd, "dump") == 0)
+    printf("usage: modelc dump [options] SPEC|FILE.mir\n\nPrint the IR text (docs/ir.md) after the pass "
+           "pipeline to stdout. The output can be fed back as FILE.mir.\n\noptions:\n%s",
+           usage_pipeline);
+  else if (strcmp(cmd, "stats") == 0)
+    printf("usage: modelc stats [options] SPEC|FILE.mir\n\nPrint a table of parameters, parameter bytes, "
+           "forward FLOPs per token and planned\nactivation bytes for the input and after each pass.\n\n"
+           "options:\n%s",
+           usage_pipeline);
+  else if (strcmp(cmd, "graph") == 0)
+    printf("usage: modelc graph [options] SPEC|FILE.mir\n\nPrint the model as a Graphviz DOT graph "
+           "(after the pipeline) to stdout:\n  modelc graph examples/gpt-tiny.yaml | dot -Tsvg > gpt.svg\n\n"
+           "options:\n%s",
+           usage_pipeline);
+  else if (strcmp(cmd, "passes") == 0)
+    printf("usage: modelc passes\n\nList every registered pass with its description and options.\n");
+  else if (strcmp(cmd, "build") == 0)
+    printf("usage: modelc build SPEC -o PROG\n\nCompile SPEC to a standalone executable. "
+           "Not implemented yet (the C backend is the next milestone).\n");
+}
+
+/* Parses argv after the command. Returns false (after printing why) on a bad flag. */
+static bool parse_args(const char *cmd, int argc, char **argv, Options *o, bool *help) {
+  memset(o, 0, sizeof *o);
+#ifndef NDEBUG
+  o->verify_each = true;
+#endif
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      *help = true;
+      return true;
+    } else if (strncmp(a, "--passes=", 9) == 0) {
+      o->passes = a + 9;
+    } else if (strcmp(a, "--passes") == 0 && i + 1 < argc) {
+      o->passes = argv[++i];
+    } else if (strcmp(a, "--print-after-all") == 0) {
+      o->print_after_all = true;
+    } else if (strncmp(a, "--print-after=", 14) == 0 && a[14]) {
+      o->print_after = a + 14;
+    } else if (strncmp(a, "--print-before=", 15) == 0 && a[15]) {
+      o->print_before = a + 15;
+    } else if (strcmp(a, "--print-pass-times") == 0) {
+      o->print_times = true;
+    } else if (strcmp(a, "--verify-each") == 0) {
+      o->verify_each = true;
+    } else if (strcmp(a, "-o") == 0 && i + 1 < argc) {
+      o->output = argv[++i];
+    } else if (a[0] == '-' && a[1]) {
+      fprintf(stderr, "modelc: error: unknown option '%s' for 'modelc %s' (see 'modelc %s --help')\n", a, cmd,
+              cmd);
+      return false;
+    } else if (o->input) {
+      fprintf(stderr, "modelc: error: more than one input file ('%s' and '%s')\n", o->input, a);
+      return false;
+    } else {
+      o->input = a;
+    }
+  }
+  return true;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static char *read_file(const char *path, size_t *len, Diag *d) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    diag_error(d, path, 0, 0, "cannot open file: %s", strerror(errno));
+    return NULL;
+  }
+  size_t cap = 1 << 16, n = 0;
+  char *buf = malloc(cap + 1);
+  for (size_t k; buf && (k = fread(buf + n, 1, cap - n, f)) > 0;) {
+    n += k;
+    if (n == cap) {
+      char *nb = realloc(buf, cap * 2 + 1);
+      if (!nb) break;
+      buf = nb;
+      cap *= 2;
+    }
+  }
+  bool bad = ferror(f) || !buf;
+  fclose(f);
+  if (bad) {
+    free(buf);
+    diag_error(d, path, 0, 0, "cannot read file");
+    return NULL;
+  }
+  buf[n] = 0;
+  *len = n;
+  return buf;
+}
+
+/* Loads the input (spec or .mir) and builds the pipeline to run. */
+static Module *load(const Options *o, Pipeline *pipe, Diag *d) {
+  Module *m = NULL;
+  const Pipeline *spec_passes = NULL;
+  Spec *spec = NULL;
+  bool mir = ends_with(o->input, ".mir");
+  if (mir) {
+    size_t len = 0;
+    char *text = read_file(o->input, &len, d);
+    if (!text) return NULL;
+    m = ir_parse(o->input, text, len, d);
+    free(text);
+    if (m && !ir_verify(m, d)) {
+      ir_module_free(m);
+      m = NULL;
+    }
+  } else {
+    spec = fe_parse_spec_file(o->input, d);
+    if (!spec) return NULL;
+    m = fe_lower(spec, d);
+    spec_passes = fe_spec_passes(spec);
+  }
+  if (!m) {
+    fe_spec_free(spec);
+    return NULL;
+  }
+  bool ok = true;
+  if (o->passes)
+    ok = pass_parse_pipeline(pipe, o->passes, "--passes", 1, 1, d);
+  else if (spec_passes)
+    for (int i = 0; i < spec_passes->n; i++) {
+      if (pipe->n == pipe->cap) {
+        pipe->cap = pipe->cap ? pipe->cap * 2 : 8;
+        pipe->e = realloc(pipe->e, sizeof *pipe->e * (size_t)pipe->cap);
+        if (!pipe->e) die("out of memory");
+      }
+      pipe->e[pipe->n] = spec_passes->e[i];
+      pipe->e[pipe->n++].file = o->input; /* the spec's own copy of the name dies with the spec */
+    }
+  else if (!mir)
+    ok = pass_parse_pipeline(pipe, pass_default_pipeline(), "<default pipeline>", 1, 1, d);
+  fe_spec_free(spec);
+  if (!ok) {
+    ir_module_free(m);
+    return NULL;
+  }
+  return m;
+}
+
+static bool run_passes(Module *m, const Options *o, const Pipeline *pipe, Diag *d,
+                       void (*after)(void *, const Module *, const PipelineEntry *), void *ctx) {
+  PassRunConfig cfg = {
+      .verify_each = o->verify_each,
+      .print_after_all = o->print_after_all,
+      .print_after = o->print_after,
+      .print_before = o->print_before,
+      .print_times = o->print_times,
+      .dump = stderr,
+      .after_pass = after,
+      .ctx = ctx,
+  };
+  if (o->print_after && !pass_find(o->print_after))
+    diag_warning(d, NULL, 0, 0, "--print-after=%s names no registered pass", o->print_after);
+  if (o->print_before && !pass_find(o->print_before))
+    diag_warning(d, NULL, 0, 0, "--print-before=%s names no registered pass", o->print_before);
+  return pass_run_pipeline(m, pipe, &cfg, d);
+}
+
+/* ---- stats ---- */
+
+static int64_t tokens_per_call(const Module *m) {
+  const Attr *b = ir_module_attr(m, "batch"), *t = ir_module_attr(m, "context");
+  int64_t n = 1;
+  if (b && b->kind == ATTR_INT && b->i > 0) n *= b->i;
+  if (t && t->kind == ATTR_INT && t->i > 0) n *= t->i;
+  return n;
+}
+
+static const Func *entry_func(const Module *m) {
+  if (m->entry) return ir_find_func(m, m->entry);
+  return m->nfunc ? m->funcs[m->nfunc - 1] : NULL;
+}
+
+static void fmt_count(char *buf, size_t n, int64_t v) {
+  char raw[32];
+  snprintf(raw, sizeof raw, "%lld", (long long)v);
+  size_t len = strlen(raw), k = 0;
+  for (size_t i = 0; i < len && k + 2 < n; i++) {
+    if (i && (len - i) % 3 == 0 && raw[i - 1] != '-') buf[k++] = ',';
+    buf[k++] = raw[i];
+  }
+  buf[k] = 0;
+}
+
+static void stats_row(void *ctx, const Module *m, const PipelineEntry *e) {
+  char name[96], params[32], bytes[32], flops[32], act[32];
+  if (e)
+    pass_pipeline_str(&(Pipeline){.n = 1, .cap = 1, .e = (PipelineEntry *)e}, name, sizeof name);
+  else
+    snprintf(name, sizeof name, "(input)");
+  const Func *f = entry_func(m);
+  fmt_count(params, sizeof params, ir_param_count(m));
+  fmt_count(bytes, sizeof bytes, ir_param_bytes(m));
+  fmt_count(flops, sizeof flops, f ? ir_func_flops(m, f) / tokens_per_call(m) : 0);
+  fmt_count(act, sizeof act, f ? ir_func_peak_bytes(m, f) : 0);
+  printf("%-24s %16s %16s %18s %18s\n", name, params, bytes, flops, act);
+  (void)ctx;
+}
+
+/* ---- graph ---- */
+
+static void dot_escape(FILE *out, const char *s) {
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\') fputc('\\', out);
+    fputc(*s, out);
+  }
+}
+
+static void graph_func(FILE *out, const Module *m, const Func *f, int idx) {
+  char tb[96];
+  fprintf(out, "  subgraph cluster_%d {\n    label=\"@", idx);
+  dot_escape(out, f->name);
+  fprintf(out, "\";\n    style=rounded;\n");
+  for (int i = 0; i < f->narg; i++) {
+    fprintf(out, "    f%d_v%d [shape=ellipse,label=\"%%", idx, f->args[i]->id);
+    dot_escape(out, f->args[i]->name ? f->args[i]->name : "arg");
+    fprintf(out, "\\n%s\"];\n", ir_type_str(&f->args[i]->type, tb, sizeof tb));
+  }
+  for (const Op *op = f->first; op; op = op->next) {
+    const Value *v = op->out[0];
+    if (op->kind == OP_PARAM) {
+      fprintf(out, "    f%d_v%d [shape=note,fontsize=9,label=\"@", idx, v->id);
+      dot_escape(out, ir_attr_str(op, "p"));
+      fprintf(out, "\\n%s\"];\n", ir_type_str(&v->type, tb, sizeof tb));
+      continue;
+    }
+    fprintf(out, "    f%d_v%d [shape=box,label=\"%s", idx, v->id, ir_op_name(op->kind));
+    const char *callee = op->kind == OP_CALL ? ir_attr_str(op, "callee") : NULL;
+    const char *expr = ir_attr_str(op, op->kind == OP_EW ? "expr" : "epi");
+    if (callee) {
+      fprintf(out, " @");
+      dot_escape(out, callee);
+    }
+    if (expr) {
+      fprintf(out, "\\n");
+      dot_escape(out, expr);
+    }
+    fprintf(out, "\\n%s\"];\n", ir_type_str(&v->type, tb, sizeof tb));
+    for (int i = 0; i < op->nin; i++) fprintf(out, "    f%d_v%d -> f%d_v%d;\n", idx, op->in[i]->id, idx, v->id);
+  }
+  fprintf(out, "    f%d_ret [shape=doublecircle,label=\"return\"];\n", idx);
+  for (int i = 0; i < f->nret; i++) fprintf(out, "    f%d_v%d -> f%d_ret;\n", idx, f->ret[i]->id, idx);
+  fprintf(out, "  }\n");
+}
+
+static void graph_module(FILE *out, const Module *m) {
+  fprintf(out, "digraph \"");
+  dot_escape(out, m->name);
+  fprintf(out, "\" {\n  rankdir=TB;\n  node [fontname=\"Helvetica\",fontsize=10];\n");
+  for (int i = 0; i < m->nfunc; i++) graph_func(out, m, m->funcs[i], i);
+  /* calls: an edge from each call node to the callee's cluster */
+  for (int i = 0; i < m->nfunc; i++)
+    for (const Op *op = m->funcs[i]->first; op; op = op->next)
+      if (op->kind == OP_CALL) {
+        const Func *g = ir_find_func(m, ir_attr_str(op, "callee"));
+        for (int j = 0; g && j < m->nfunc; j++)
+          if (m->funcs[j] == g) {
+            fprintf(out, "  f%d_v%d -> f%d_ret [style=dashed,color=gray,constraint=false];\n", i, op->out[0]->id, j);
+            break;
+          }
+      }
+  fprintf(out, "}\n");
+}
+
+/* ---- passes ---- */
+
+static void list_passes(void) {
+  int n = 0;
+  const PassInfo *p = pass_registry(&n);
+  static const char *const tn[] = {"int", "float", "bool", "string", "size"};
+  printf("Passes (use --passes='a,b<key=value;flag>'; default pipeline: %s):\n\n", pass_default_pipeline());
+  for (int i = 0; i < n; i++) {
+    printf("  %-14s %s\n", p[i].name, p[i].desc);
+    for (int k = 0; k < p[i].nopts; k++)
+      printf("  %14s   %s=<%s> (default %s): %s\n", "", p[i].opts[k].key, tn[p[i].opts[k].type],
+             p[i].opts[k].dflt, p[i].opts[k].help);
+  }
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fputs(usage_main, stderr);
+    return EXIT_USER;
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+    fputs(usage_main, stdout);
+    return 0;
+  }
+  if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+    printf("modelc %s\n", MODELC_VERSION);
+    return 0;
+  }
+  static const char *const cmds[] = {"check", "dump", "stats", "graph", "passes", "build"};
+  bool known = false;
+  for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) known |= strcmp(cmd, cmds[i]) == 0;
+  if (!known) {
+    const char *s = diag_suggest(cmd, cmds, (int)(sizeof cmds / sizeof *cmds));
+    fprintf(stderr, "modelc: error: unknown command '%s'%s%s%s (see 'modelc --help')\n", cmd,
+            s ? "; did you mean '" : "", s ? s : "", s ? "'?" : "");
+    return EXIT_USER;
+  }
+
+  Options o;
+  bool help = false;
+  if (!parse_args(cmd, argc - 2, argv + 2, &o, &help)) return EXIT_USER;
+  if (help) {
+    print_command_help(cmd);
+    return 0;
+  }
+  if (strcmp(cmd, "passes") == 0) {
+    list_passes();
+    return 0;
+  }
+  if (strcmp(cmd, "build") == 0) {
+    fprintf(stderr, "modelc: error: 'modelc build' is not implemented yet: the C backend and runtime are the "
+                    "next milestone; use 'modelc dump' or 'modelc stats' meanwhile\n");
+    return EXIT_USER;
+  }
+  if (!o.input) {
+    fprintf(stderr, "modelc: error: 'modelc %s' needs an input file (see 'modelc %s --help')\n", cmd, cmd);
+    return EXIT_USER;
+  }
+
+  Diag d;
+  diag_init(&d, stderr);
+  Pipeline pipe;
+  pass_pipeline_init(&pipe);
+  int status = 0;
+  Module *m = load(&o, &pipe, &d);
+  if (!m) {
+    status = EXIT_USER;
+  } else if (strcmp(cmd, "check") == 0) {
+    printf("%s: ok (%s, %lld parameters)\n", o.input, m->name, (long long)ir_param_count(m));
+  } else if (strcmp(cmd, "stats") == 0) {
+    printf("%s: %lld tokens per forward call (batch x context)\n", m->name, (long long)tokens_per_call(m));
+    printf("%-24s %16s %16s %18s %18s\n", "after pass", "parameters", "param bytes", "FLOPs/token",
+           "activation bytes");
+    stats_row(NULL, m, NULL);
+    if (!run_passes(m, &o, &pipe, &d, stats_row, NULL)) status = EXIT_USER;
+  } else {
+    if (!run_passes(m, &o, &pipe, &d, NULL, NULL))
+      status = EXIT_USER;
+    else if (strcmp(cmd, "dump") == 0)
+      ir_print_module(stdout, m);
+    else
+      graph_module(stdout, m);
+  }
+  ir_module_free(m);
+  pass_pipeline_free(&pipe);
+  diag_free(&d);
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    fprintf(stderr, "modelc: error: cannot write the output\n");
+    status = EXIT_USER;
+  }
+  return status;
+}
