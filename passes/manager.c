@@ -1,0 +1,445 @@
+/* manager.c: the pass manager.
+ *
+ * Parses pipelines written as LLVM's new pass manager writes them ("constfold,cse,fuse<max-ops=8>,
+ * dce", options in angle brackets separated by ';', a bare option name meaning "true"), checks
+ * every pass name and option against the registry (passes/registry.c) with "did you mean" hints at
+ * the exact column, keeps typed option values, prints the canonical pipeline text, and runs a
+ * pipeline: verifying the IR after each pass when asked, printing the IR before/after passes
+ * (--print-before=P, --print-after=P, --print-after-all) and a table of pass wall times
+ * (--print-pass-times). The driver, the spec frontend and the tests all go through here, so a
+ * pipeline means the same thing wherever it is written.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "pass.h"
+
+/* ---- option values ---- */
+
+static const char *type_desc(PassOptType t) {
+  switch (t) {
+  case POPT_INT: return "an integer";
+  case POPT_FLOAT: return "a number";
+  case POPT_BOOL: return "true, false, 1 or 0";
+  case POPT_STR: return "text without ';' or '>' (at most 63 bytes)";
+  case POPT_SIZE: return "a size in bytes (e.g. 4096, 4KiB, 2MiB, 1G)";
+  }
+  return "?";
+}
+
+/* Parses text as a value of v->type into v. False if the text is not such a value. */
+static bool parse_value(PassOptValue *v, const char *text) {
+  char *end;
+  switch (v->type) {
+  case POPT_INT: {
+    if (!*text || isspace((unsigned char)*text)) return false;
+    errno = 0;
+    long long x = strtoll(text, &end, 10);
+    if (errno || *end) return false;
+    v->i = x;
+    return true;
+  }
+  case POPT_FLOAT: {
+    if (!*text || isspace((unsigned char)*text)) return false;
+    errno = 0;
+    double x = strtod(text, &end);
+    if (errno || *end || !isfinite(x)) return false;
+    v->f = x;
+    return true;
+  }
+  case POPT_BOOL:
+    if (!strcmp(text, "true") || !strcmp(text, "1")) v->i = 1;
+    else if (!strcmp(text, "false") || !strcmp(text, "0")) v->i = 0;
+    else return false;
+    return true;
+  case POPT_STR:
+    if (strlen(text) >= sizeof v->s || strpbrk(text, ";>")) return false;
+    strcpy(v->s, text);
+    return true;
+  case POPT_SIZE: {
+    const char *p = text;
+    if (!isdigit((unsigned char)*p)) return false;
+    int64_t x = 0;
+    for (; isdigit((unsigned char)*p); p++) {
+      int dgt = *p - '0';
+      if (x > (INT64_MAX - dgt) / 10) return false;  /* overflow */
+      x = x * 10 + dgt;
+    }
+    static const struct { const char *suffix; int64_t mult; } units[] = {
+        {"", 1}, {"K", 1 << 10}, {"KiB", 1 << 10}, {"M", 1 << 20}, {"MiB", 1 << 20},
+        {"G", (int64_t)1 << 30}, {"GiB", (int64_t)1 << 30},
+    };
+    for (size_t u = 0; u < sizeof units / sizeof units[0]; u++) {
+      if (strcmp(p, units[u].suffix) != 0) continue;
+      if (x > INT64_MAX / units[u].mult) return false;  /* overflow */
+      v->i = x * units[u].mult;
+      return true;
+    }
+    return false;
+  }
+  }
+  return false;
+}
+
+static const PassOptValue *find_opt(const PassOptions *o, const char *key) {
+  for (int i = 0; i < o->n; i++)
+    if (strcmp(o->v[i].key, key) == 0) return &o->v[i];
+  die("pass option '%s' does not exist", key);
+}
+
+int64_t pass_opt_int(const PassOptions *o, const char *key) {
+  const PassOptValue *v = find_opt(o, key);
+  IR_ASSERT(v->type == POPT_INT || v->type == POPT_BOOL || v->type == POPT_SIZE);
+  return v->i;
+}
+
+double pass_opt_float(const PassOptions *o, const char *key) {
+  const PassOptValue *v = find_opt(o, key);
+  IR_ASSERT(v->type == POPT_FLOAT);
+  return v->f;
+}
+
+bool pass_opt_bool(const PassOptions *o, const char *key) {
+  const PassOptValue *v = find_opt(o, key);
+  IR_ASSERT(v->type == POPT_BOOL);
+  return v->i != 0;
+}
+
+const char *pass_opt_str(const PassOptions *o, const char *key) {
+  const PassOptValue *v = find_opt(o, key);
+  IR_ASSERT(v->type == POPT_STR);
+  return v->s;
+}
+
+bool pass_opt_is_set(const PassOptions *o, const char *key) { return find_opt(o, key)->set; }
+
+/* ---- pipelines ---- */
+
+void pass_pipeline_init(Pipeline *p) { memset(p, 0, sizeof *p); }
+
+void pass_pipeline_free(Pipeline *p) {
+  free(p->e);
+  memset(p, 0, sizeof *p);
+}
+
+static const char *const *pass_names(int *n) {
+  static const char *names[64];
+  const PassInfo *reg = pass_registry(n);
+  IR_ASSERT(*n <= 64);
+  for (int i = 0; i < *n; i++) names[i] = reg[i].name;
+  return names;
+}
+
+PipelineEntry *pass_pipeline_append(Pipeline *p, const char *name, const char *file, int line, int col,
+                                    Diag *d) {
+  const PassInfo *pi = pass_find(name);
+  if (!pi) {
+    int n;
+    const char *const *names = pass_names(&n);
+    const char *hint = diag_suggest(name, names, n);
+    if (hint) diag_error(d, file, line, col, "unknown pass '%s'; did you mean '%s'?", name, hint);
+    else diag_error(d, file, line, col, "unknown pass '%s' (`modelc passes` lists them)", name);
+    return NULL;
+  }
+  if (p->n == p->cap) {
+    int cap = p->cap ? 2 * p->cap : 8;
+    PipelineEntry *e = realloc(p->e, (size_t)cap * sizeof *e);
+    if (!e) die("out of memory");
+    p->e = e;
+    p->cap = cap;
+  }
+  PipelineEntry *e = &p->e[p->n++];
+  memset(e, 0, sizeof *e);
+  e->pass = pi;
+  e->file = file;
+  e->line = line;
+  e->col = col;
+  IR_ASSERT(pi->nopts <= PASS_MAX_OPTS);
+  e->opts.n = pi->nopts;
+  for (int i = 0; i < pi->nopts; i++) {
+    PassOptValue *v = &e->opts.v[i];
+    v->key = pi->opts[i].key;
+    v->type = pi->opts[i].type;
+    if (!parse_value(v, pi->opts[i].dflt))
+      die("pass '%s': bad default '%s' for option '%s'", pi->name, pi->opts[i].dflt, v->key);
+  }
+  return e;
+}
+
+/* Sets option key (at kcol) to value (at vcol; NULL: the bare flag form). */
+static bool set_option(PipelineEntry *e, const char *key, const char *value, const char *file, int line,
+                       int kcol, int vcol, Diag *d) {
+  const PassInfo *pi = e->pass;
+  int k = -1;
+  for (int i = 0; i < e->opts.n; i++)
+    if (strcmp(e->opts.v[i].key, key) == 0) k = i;
+  if (k < 0) {
+    const char *keys[PASS_MAX_OPTS];
+    for (int i = 0; i < pi->nopts; i++) keys[i] = pi->opts[i].key;
+    const char *hint = pi->nopts ? diag_suggest(key, keys, pi->nopts) : NULL;
+    if (hint)
+      diag_error(d, file, line, kcol, "unknown option '%s' for pass '%s'; did you mean '%s'?", key, pi->name,
+                 hint);
+    else if (pi->nopts)
+      diag_error(d, file, line, kcol, "unknown option '%s' for pass '%s'", key, pi->name);
+    else
+      diag_error(d, file, line, kcol, "unknown option '%s': pass '%s' takes no options", key, pi->name);
+    return false;
+  }
+  PassOptValue *v = &e->opts.v[k];
+  if (!value) {
+    if (v->type != POPT_BOOL) {
+      diag_error(d, file, line, kcol, "option '%s' of pass '%s' needs a value (%s)", key, pi->name,
+                 type_desc(v->type));
+      return false;
+    }
+    value = "true";
+  }
+  PassOptValue tmp = *v;
+  if (!parse_value(&tmp, value)) {
+    diag_error(d, file, line, vcol, "invalid value '%s' for option '%s' of pass '%s': expected %s", value, key,
+               pi->name, type_desc(v->type));
+    return false;
+  }
+  *v = tmp;
+  v->set = true;
+  return true;
+}
+
+bool pass_set_option(PipelineEntry *e, const char *key, const char *value, const char *file, int line,
+                     int col, Diag *d) {
+  return set_option(e, key, value, file, line, col, col, d);
+}
+
+static bool is_name_char(char c) { return isalnum((unsigned char)c) || c == '_' || c == '-' || c == '.'; }
+
+/* Copies text[a,b) trimmed of surrounding blanks into buf (size n); returns the start offset used. */
+static size_t copy_trim(const char *text, size_t a, size_t b, char *buf, size_t n) {
+  while (a < b && isspace((unsigned char)text[a])) a++;
+  while (b > a && isspace((unsigned char)text[b - 1])) b--;
+  size_t len = b - a < n - 1 ? b - a : n - 1;
+  memcpy(buf, text + a, len);
+  buf[len] = 0;
+  return a;
+}
+
+bool pass_parse_pipeline(Pipeline *p, const char *text, const char *file, int line, int col, Diag *d) {
+  size_t len = strlen(text), i = 0;
+  bool ok = true;
+  /* An entirely blank pipeline is the empty pipeline (run no passes). */
+  size_t s = 0;
+  while (s < len && isspace((unsigned char)text[s])) s++;
+  if (s == len) return true;
+
+#define COL(off) (col + (int)(off))
+  for (;;) {
+    /* one element: blanks NAME blanks ['<' options '>'] blanks */
+    while (i < len && isspace((unsigned char)text[i])) i++;
+    size_t name_at = i;
+    while (i < len && is_name_char(text[i])) i++;
+    if (i == name_at) {
+      if (i == len || text[i] == ',')
+        diag_error(d, file, line, COL(i), "empty pipeline element: expected a pass name");
+      else
+        diag_error(d, file, line, COL(i), "expected a pass name, found '%c'", text[i]);
+      return false;
+    }
+    char name[64];
+    copy_trim(text, name_at, i, name, sizeof name);
+    PipelineEntry *e = pass_pipeline_append(p, name, file, line, COL(name_at), d);
+    if (!e) ok = false;
+    while (i < len && isspace((unsigned char)text[i])) i++;
+    if (i < len && text[i] == '<') {
+      size_t open = i++;
+      for (int nopt = 0;; nopt++) {
+        /* one option: blanks KEY blanks ['=' VALUE] up to ';' or '>' */
+        size_t a = i;
+        while (i < len && text[i] != ';' && text[i] != '>') i++;
+        if (i == len) {
+          diag_error(d, file, line, COL(len), "expected '>' to close the options of '%s' opened at column %d",
+                     name, COL(open));
+          return false;
+        }
+        const char *eq = memchr(text + a, '=', i - a);
+        size_t kend = eq ? (size_t)(eq - text) : i;
+        char key[64], value[256];
+        size_t kat = copy_trim(text, a, kend, key, sizeof key);
+        if (!key[0] && !eq && nopt == 0 && text[i] == '>') {
+          /* "name<>": no options */
+        } else if (!key[0]) {
+          diag_error(d, file, line, COL(kat), "empty option in the options of '%s'", name);
+          ok = false;
+        } else if (e) {
+          size_t vat = eq ? copy_trim(text, kend + 1, i, value, sizeof value) : 0;
+          if (!set_option(e, key, eq ? value : NULL, file, line, COL(kat), COL(vat), d)) ok = false;
+        }
+        if (text[i++] == '>') break;
+      }
+      while (i < len && isspace((unsigned char)text[i])) i++;
+    }
+    if (i == len) break;
+    if (text[i] != ',') {
+      diag_error(d, file, line, COL(i), "expected ',' or '<' after pass '%s', found '%c'", name, text[i]);
+      return false;
+    }
+    i++;
+  }
+#undef COL
+  return ok;
+}
+
+/* Appends printf text to buf[*at..n), truncating safely. */
+static void put(char *buf, size_t n, size_t *at, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void put(char *buf, size_t n, size_t *at, const char *fmt, ...) {
+  if (*at >= n) return;
+  va_list ap;
+  va_start(ap, fmt);
+  int k = vsnprintf(buf + *at, n - *at, fmt, ap);
+  va_end(ap);
+  if (k > 0) *at += (size_t)k;
+  if (*at >= n) *at = n - 1;
+}
+
+char *pass_pipeline_str(const Pipeline *p, char *buf, size_t n) {
+  size_t at = 0;
+  IR_ASSERT(n > 0);
+  buf[0] = 0;
+  for (int k = 0; k < p->n; k++) {
+    const PipelineEntry *e = &p->e[k];
+    put(buf, n, &at, "%s%s", k ? "," : "", e->pass->name);
+    int nset = 0;
+    for (int i = 0; i < e->opts.n; i++) {
+      const PassOptValue *v = &e->opts.v[i];
+      if (!v->set) continue;
+      put(buf, n, &at, "%s", nset++ ? ";" : "<");
+      switch (v->type) {
+      case POPT_INT: put(buf, n, &at, "%s=%" PRId64, v->key, v->i); break;
+      case POPT_BOOL:
+        if (v->i) put(buf, n, &at, "%s", v->key);
+        else put(buf, n, &at, "%s=false", v->key);
+        break;
+      case POPT_FLOAT: {
+        char num[40];
+        for (int prec = 1; prec <= 17; prec++) {   /* shortest text that reads back exactly */
+          snprintf(num, sizeof num, "%.*g", prec, v->f);
+          if (strtod(num, NULL) == v->f) break;
+        }
+        put(buf, n, &at, "%s=%s", v->key, num);
+        break;
+      }
+      case POPT_STR: put(buf, n, &at, "%s=%s", v->key, v->s); break;
+      case POPT_SIZE: {
+        static const char *const sfx[] = {"GiB", "MiB", "KiB"};
+        static const int shift[] = {30, 20, 10};
+        int u = 0;
+        while (u < 3 && !(v->i != 0 && v->i % ((int64_t)1 << shift[u]) == 0)) u++;
+        if (u < 3) put(buf, n, &at, "%s=%" PRId64 "%s", v->key, v->i >> shift[u], sfx[u]);
+        else put(buf, n, &at, "%s=%" PRId64, v->key, v->i);
+        break;
+      }
+      }
+    }
+    if (nset) put(buf, n, &at, ">");
+  }
+  return buf;
+}
+
+/* ---- running ---- */
+
+/* True if name is in list, a comma-separated list of pass names ("fuse" or "fuse,dce"). */
+static bool name_in_list(const char *list, const char *name) {
+  if (!list) return false;
+  size_t n = strlen(name);
+  for (const char *p = list; *p;) {
+    const char *q = strchr(p, ',');
+    size_t len = q ? (size_t)(q - p) : strlen(p);
+    if (len == n && strncmp(p, name, n) == 0) return true;
+    if (!q) break;
+    p = q + 1;
+  }
+  return false;
+}
+
+static double now_sec(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void print_times(FILE *out, const Pipeline *p, const double *t, int nrun) {
+  double total = 0;
+  for (int k = 0; k < nrun; k++) total += t[k];
+  fprintf(out, "; *** Pass execution times ***\n");
+  fprintf(out, "; %12s  %6s  %s\n", "wall (ms)", "%", "pass");
+  for (int k = 0; k < nrun; k++)
+    fprintf(out, "; %12.3f  %6.1f  %s\n", t[k] * 1e3, total > 0 ? 100.0 * t[k] / total : 0.0,
+            p->e[k].pass->name);
+  fprintf(out, "; %12.3f  %6.1f  %s\n", total * 1e3, 100.0, "total");
+}
+
+/* Verifies m after entry e; on failure reports "IR invalid after pass 'NAME'" followed by the
+ * verifier's own messages, and returns false. */
+static bool verify_after(const Module *m, const PipelineEntry *e, Diag *d) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *mem = open_memstream(&text, &len);
+  if (!mem) die("open_memstream failed");
+  Diag scratch;
+  diag_init(&scratch, mem);
+  bool ok = ir_verify(m, &scratch);
+  fclose(mem);
+  if (!ok || scratch.nerrors) {
+    diag_error(d, e->file, e->line, e->col, "IR invalid after pass '%s'", e->pass->name);
+    if (d->out && text) fputs(text, d->out);
+    d->nerrors += scratch.nerrors;
+    ok = false;
+  }
+  diag_free(&scratch);
+  free(text);
+  return ok;
+}
+
+bool pass_run_pipeline(Module *m, const Pipeline *p, const PassRunConfig *cfg, Diag *d) {
+  static const PassRunConfig none = {0};
+  if (!cfg) cfg = &none;
+  FILE *dump = cfg->dump ? cfg->dump : stderr;
+  double *times = calloc((size_t)p->n + 1, sizeof *times);
+  if (!times) die("out of memory");
+  bool ok = true;
+  int nrun = 0;
+  for (int k = 0; k < p->n && ok; k++) {
+    const PipelineEntry *e = &p->e[k];
+    const char *name = e->pass->name;
+    if (name_in_list(cfg->print_before, name)) {
+      fprintf(dump, "; *** IR Dump Before %s ***\n", name);
+      ir_print_module(dump, m);
+    }
+    int errs = d->nerrors;
+    double t0 = now_sec();
+    bool pass_ok = e->pass->run(m, &e->opts, d);
+    times[k] = now_sec() - t0;
+    nrun = k + 1;
+    if (!pass_ok) {
+      if (d->nerrors == errs) diag_error(d, e->file, e->line, e->col, "pass '%s' failed", name);
+      ok = false;
+      break;
+    }
+    if (cfg->verify_each && !verify_after(m, e, d)) {
+      ok = false;
+      break;
+    }
+    if (cfg->print_after_all || name_in_list(cfg->print_after, name)) {
+      fprintf(dump, "; *** IR Dump After %s ***\n", name);
+      ir_print_module(dump, m);
+    }
+    if (cfg->after_pass) cfg->after_pass(cfg->ctx, m, e);
+  }
+  if (cfg->print_times) print_times(dump, p, times, nrun);
+  free(times);
+  return ok;
+}

@@ -1,0 +1,43 @@
+/* registry.c: the one table of IR passes.
+ *
+ * Every pass the pipeline parser, `modelc passes` and the docs know about is listed here once:
+ * its name (as written in --passes), a one-line description, its entry point and its typed
+ * options. Adding a pass means writing passes/NAME.c and adding one row below.
+ */
+#include <string.h>
+
+#include "pass.h"
+
+bool pass_constfold(Module *m, const PassOptions *o, Diag *d);
+bool pass_cse(Module *m, const PassOptions *o, Diag *d);
+bool pass_dce(Module *m, const PassOptions *o, Diag *d);
+bool pass_fuse(Module *m, const PassOptions *o, Diag *d);
+
+static const PassOptSpec fuse_opts[] = {
+    {"max-ops", POPT_INT, "16", "maximum element-wise operations in one fused expression"},
+    {"epilogue", POPT_BOOL, "true", "fold element-wise consumers into a linear op's epilogue"},
+};
+
+#define NOPTS(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static const PassInfo registry[] = {
+    {"constfold", "fold element-wise ops on constants and simplify x+0, x*1, dropout(p=0)",
+     pass_constfold, NULL, 0},
+    {"cse", "merge identical pure ops (including repeated parameter loads)", pass_cse, NULL, 0},
+    {"dce", "remove unused pure ops and functions unreachable from the entry", pass_dce, NULL, 0},
+    {"fuse", "fuse element-wise chains into one loop and into linear epilogues", pass_fuse, fuse_opts,
+     NOPTS(fuse_opts)},
+};
+
+const PassInfo *pass_registry(int *n) {
+  if (n) *n = NOPTS(registry);
+  return registry;
+}
+
+const PassInfo *pass_find(const char *name) {
+  for (int i = 0; i < NOPTS(registry); i++)
+    if (strcmp(registry[i].name, name) == 0) return &registry[i];
+  return NULL;
+}
+
+const char *pass_default_pipeline(void) { return "constfold,cse,fuse,dce"; }
