@@ -32,8 +32,8 @@ static void ex_fail(ExprParser *ps, const char *msg, const char *detail) {
   if (ps->failed) return;
   ps->failed = true;
   if (ps->err && ps->n)
-    snprintf(ps->err, ps->n, "expression \"%s\": %s%s at offset %d", ps->s, msg, detail ? detail : "",
-             (int)(ps->p - ps->s));
+    snprintf(ps->err, ps->n, "%s%s at offset %d in \"%s\"", msg, detail ? detail : "", (int)(ps->p - ps->s),
+             ps->s);
 }
 
 static void ex_skip(ExprParser *ps) {

@@ -1,0 +1,412 @@
+/* verify.c: ir_verify(), the IR's structural and type checker.
+ *
+ * Every pass must leave a module that verifies; the pass manager runs this after each pass in
+ * debug builds and tests, and the parser guarantees that whatever it returns verifies. Checks:
+ *   - names: module, parameter, function, value and attribute names are printable in the text
+ *     form (so the printer/parser round trip holds); parameter and function names unique; value
+ *     names unique within a function;
+ *   - SSA: each operand is an argument or an earlier result of the same function, each value is
+ *     defined once, def/index links are consistent, returned values are defined;
+ *   - ops: operand count within ops.def's range, required attributes present with the right kind,
+ *     result types equal what the op's shape rule (ir_infer) computes, calls match the callee's
+ *     signature, fused expressions (ew expr, linear epi) parse, norms have eps > 0;
+ *   - module: the entry function exists, shared parameters name an existing parameter of the same
+ *     type, and the call graph has no cycle.
+ * Every problem is reported (not just the first) as "in @func: ...", located at the op when it
+ * came from text. ir_verify() never modifies the module.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ir.h"
+
+#define MAX_NUMEL ((int64_t)1 << 48)
+
+typedef struct Verifier {
+  const Module *m;
+  Diag *d;
+  Module *scratch;   /* arena for parsing fused expressions (the module itself stays untouched) */
+  bool ok;
+} Verifier;
+
+static void verr(Verifier *v, int line, int col, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void verr(Verifier *v, int line, int col, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  diag_verror(v->d, line > 0 ? "<ir>" : NULL, line, col, fmt, ap);
+  va_end(ap);
+  v->ok = false;
+}
+
+static bool name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+         c == '-';
+}
+
+/* A name printable after '@' or '%': [A-Za-z0-9_.-]+. */
+static bool valid_name(const char *s) {
+  if (!s || !*s) return false;
+  for (; *s; s++)
+    if (!name_char(*s)) return false;
+  return true;
+}
+
+static bool all_digits(const char *s) {
+  for (; *s; s++)
+    if (*s < '0' || *s > '9') return false;
+  return true;
+}
+
+/* An attribute key: [A-Za-z_][A-Za-z0-9_]*. */
+static bool valid_key(const char *s) {
+  if (!s || !*s || (s[0] >= '0' && s[0] <= '9')) return false;
+  for (; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_')) return false;
+  return true;
+}
+
+/* NULL if t is a well-formed type, else what is wrong with it. */
+static const char *type_problem(const Type *t) {
+  if ((unsigned)t->dtype >= DT_COUNT) return "has an invalid element type";
+  if (t->rank < 0 || t->rank > IR_MAX_RANK) return "has an invalid rank";
+  int64_t n = 1;
+  for (int i = 0; i < t->rank; i++) {
+    if (t->dim[i] < 1) return "has a dimension below 1";
+    if (t->dim[i] > MAX_NUMEL || n > MAX_NUMEL / t->dim[i]) return "is too large";
+    n *= t->dim[i];
+  }
+  return NULL;
+}
+
+static void check_attrs(Verifier *v, const char *where, int line, int col, int n, const Attr *a) {
+  for (int i = 0; i < n; i++) {
+    if (!valid_key(a[i].key)) verr(v, line, col, "%s: invalid attribute name '%s'", where, a[i].key ? a[i].key : "");
+    if (i > 0 && a[i - 1].key && a[i].key && strcmp(a[i - 1].key, a[i].key) >= 0)
+      verr(v, line, col, "%s: attributes not sorted or duplicated at '%s'", where, a[i].key);
+    if (a[i].kind == ATTR_SYM && !valid_name(a[i].s))
+      verr(v, line, col, "%s: attribute '%s' has an invalid symbol", where, a[i].key ? a[i].key : "");
+    if (a[i].kind == ATTR_STR && !a[i].s) verr(v, line, col, "%s: attribute '%s' has no string", where, a[i].key);
+    if (a[i].kind == ATTR_INTS && a[i].n > 0 && !a[i].ints)
+      verr(v, line, col, "%s: attribute '%s' has no values", where, a[i].key);
+  }
+}
+
+/* ---- per-op checks ------------------------------------------------------------------------ */
+
+static void check_expr_attr(Verifier *v, const Func *f, const Op *op, const char *key, int nargs, bool required) {
+  const Attr *a = ir_attr(op, key);
+  if (!a) {
+    if (required) verr(v, op->line, op->col, "in @%s: %s requires attribute '%s'", f->name, ir_op_name(op->kind), key);
+    return;
+  }
+  if (a->kind != ATTR_STR) {
+    verr(v, op->line, op->col, "in @%s: %s attribute '%s' must be a string", f->name, ir_op_name(op->kind), key);
+    return;
+  }
+  char err[256];
+  if (!ir_expr_parse(v->scratch, a->s, nargs, err, sizeof err))
+    verr(v, op->line, op->col, "in @%s: %s: bad %s: %s", f->name, ir_op_name(op->kind), key, err);
+}
+
+/* Op-specific attribute rules that the shape rules do not already enforce. */
+static void check_op_attrs(Verifier *v, const Func *f, const Op *op) {
+  switch (op->kind) {
+  case OP_EW: check_expr_attr(v, f, op, "expr", op->nin, true); break;
+  case OP_LINEAR:
+    if (op->nin >= 2) check_expr_attr(v, f, op, "epi", 1 + (op->nin - 2), false);
+    break;
+  case OP_LAYERNORM:
+  case OP_RMSNORM: {
+    const Attr *a = ir_attr(op, "eps");
+    if (a && (a->kind == ATTR_FLOAT || a->kind == ATTR_INT) && !(ir_attr_float(op, "eps", 0) > 0))
+      verr(v, op->line, op->col, "in @%s: %s: eps must be positive", f->name, ir_op_name(op->kind));
+    break;
+  }
+  case OP_DROPOUT: {
+    const Attr *a = ir_attr(op, "p");
+    if (!a)
+      verr(v, op->line, op->col, "in @%s: dropout requires attribute 'p'", f->name);
+    else if (a->kind != ATTR_FLOAT && a->kind != ATTR_INT)
+      verr(v, op->line, op->col, "in @%s: dropout attribute 'p' must be a number", f->name);
+    else if (!(ir_attr_float(op, "p", 0) >= 0 && ir_attr_float(op, "p", 0) < 1))
+      verr(v, op->line, op->col, "in @%s: dropout: p must be in [0, 1)", f->name);
+    break;
+  }
+  default: break;
+  }
+}
+
+/* Runs the shape rule on a copy of op (so the module is not modified) and compares the types. */
+static void check_op_types(Verifier *v, const Func *f, const Op *op) {
+  if (op->kind == OP_CALL) {
+    const Attr *c = ir_attr(op, "callee");
+    if (c && c->kind == ATTR_SYM && !ir_find_func(v->m, c->s)) {
+      verr(v, op->line, op->col, "in @%s: call to unknown function @%s", f->name, c->s);
+      return;
+    }
+  }
+  Value *tmpv = malloc(sizeof(Value) * (size_t)(op->nout + 1));
+  Value **tmpp = malloc(sizeof(Value *) * (size_t)(op->nout + 1));
+  if (!tmpv || !tmpp) die("out of memory");
+  Op copy = *op;
+  for (int i = 0; i < op->nout; i++) {
+    tmpv[i] = *op->out[i];
+    tmpp[i] = &tmpv[i];
+  }
+  copy.out = tmpp;
+  char err[256];
+  if (!ir_infer(v->m, &copy, err, sizeof err)) {
+    verr(v, op->line, op->col, "in @%s: %s", f->name, err);
+    free(tmpv);
+    free(tmpp);
+    return;
+  }
+  for (int i = 0; i < op->nout; i++)
+    if (!ir_type_eq(&tmpv[i].type, &op->out[i]->type)) {
+      char b1[96], b2[96];
+      verr(v, op->line, op->col, "in @%s: %s result %d has type %s, but the operands give %s", f->name,
+           ir_op_name(op->kind), i, ir_type_str(&op->out[i]->type, b1, sizeof b1), ir_type_str(&tmpv[i].type, b2, sizeof b2));
+    }
+  free(tmpv);
+  free(tmpp);
+}
+
+/* ---- functions ---------------------------------------------------------------------------- */
+
+static int cmp_value_name(const void *a, const void *b) {
+  const Value *x = *(const Value *const *)a, *y = *(const Value *const *)b;
+  int c = strcmp(x->name, y->name);
+  return c ? c : (x->id > y->id) - (x->id < y->id);
+}
+
+static void check_func(Verifier *v, const Func *f) {
+  if (!valid_name(f->name)) verr(v, f->line, f->col, "invalid function name '@%s'", f->name ? f->name : "");
+  const char *fn = f->name ? f->name : "";
+  int nv = f->nvalues > 0 ? f->nvalues : 0;
+  /* defined[id] is the Value defined with that id so far (an argument or an earlier result). */
+  const Value **defined = calloc((size_t)nv + 1, sizeof *defined);
+  const Value **named = malloc(sizeof *named * ((size_t)nv + 1));
+  if (!defined || !named) die("out of memory");
+  int nnamed = 0;
+
+  /* Records a definition of val; false (after reporting) if it cannot be one. */
+#define DEFINE(val, line, col)                                                                              \
+  do {                                                                                                      \
+    const Value *dv_ = (val);                                                                               \
+    if (dv_->id < 0 || dv_->id >= nv) {                                                                     \
+      verr(v, line, col, "in @%s: value with id %d does not belong to this function", fn, dv_->id);       \
+      break;                                                                                                \
+    }                                                                                                       \
+    if (defined[dv_->id]) {                                                                                 \
+      verr(v, line, col, "in @%s: value id %d defined twice", fn, dv_->id);                                \
+      break;                                                                                                \
+    }                                                                                                       \
+    defined[dv_->id] = dv_;                                                                                 \
+    if (dv_->name) {                                                                                        \
+      if (!valid_name(dv_->name) || all_digits(dv_->name))                                                  \
+        verr(v, line, col, "in @%s: invalid value name '%%%s'", fn, dv_->name);                            \
+      named[nnamed++] = dv_;                                                                                \
+    }                                                                                                       \
+    const char *tp_ = type_problem(&dv_->type);                                                             \
+    if (tp_) verr(v, line, col, "in @%s: the type of a value %s", fn, tp_);                                 \
+  } while (0)
+
+  for (int i = 0; i < f->narg; i++) {
+    const Value *a = f->args[i];
+    if (!a) {
+      verr(v, f->line, f->col, "in @%s: argument %d is null", fn, i);
+      continue;
+    }
+    if (a->def || a->index != i) verr(v, f->line, f->col, "in @%s: argument %d has inconsistent links", fn, i);
+    DEFINE(a, f->line, f->col);
+  }
+
+  const Op *prev = NULL;
+  for (const Op *op = f->first; op; prev = op, op = op->next) {
+    int line = op->line, col = op->col;
+    if (op->func != f || op->prev != prev) verr(v, line, col, "in @%s: op list links are inconsistent", fn);
+    if ((unsigned)op->kind >= OP_COUNT) {
+      verr(v, line, col, "in @%s: invalid op kind %d", fn, (int)op->kind);
+      continue;
+    }
+    const char *on = ir_op_name(op->kind);
+    bool operands_ok = true;
+    for (int i = 0; i < op->nin; i++) {
+      const Value *x = op->in[i];
+      if (!x) {
+        verr(v, line, col, "in @%s: %s operand %d is null", fn, on, i);
+        operands_ok = false;
+      } else if (x->id < 0 || x->id >= nv || defined[x->id] != x) {
+        if (x->name)
+          verr(v, line, col, "in @%s: %s operand %d (%%%s) is used before its definition", fn, on, i, x->name);
+        else
+          verr(v, line, col, "in @%s: %s operand %d is used before its definition", fn, on, i);
+        operands_ok = false;
+      }
+    }
+    bool results_ok = op->nout >= 1;
+    if (op->nout < 1) verr(v, line, col, "in @%s: %s has no results", fn, on);
+    for (int i = 0; i < op->nout; i++) {
+      const Value *r = op->out[i];
+      if (!r) {
+        verr(v, line, col, "in @%s: %s result %d is null", fn, on, i);
+        results_ok = false;
+        continue;
+      }
+      if (r->def != op || r->index != i) verr(v, line, col, "in @%s: %s result %d has inconsistent links", fn, on, i);
+      DEFINE(r, line, col);
+    }
+    char where[160];
+    snprintf(where, sizeof where, "in @%s: %s", fn, on);
+    check_attrs(v, where, line, col, op->nattr, op->attr);
+    if (operands_ok && results_ok) {
+      for (int i = 0; i < op->nin; i++)
+        if (type_problem(&op->in[i]->type)) operands_ok = false;
+      for (int i = 0; i < op->nout; i++)
+        if (type_problem(&op->out[i]->type)) operands_ok = false;
+      if (operands_ok) check_op_types(v, f, op);
+    }
+    check_op_attrs(v, f, op);
+  }
+  if (f->last != prev) verr(v, f->line, f->col, "in @%s: op list links are inconsistent", fn);
+
+  for (int i = 0; i < f->nret; i++) {
+    const Value *r = f->ret[i];
+    if (!r || r->id < 0 || r->id >= nv || defined[r->id] != r)
+      verr(v, f->line, f->col, "in @%s: returned value %d is not defined in the function", fn, i);
+  }
+
+  qsort(named, (size_t)nnamed, sizeof *named, cmp_value_name);
+  for (int i = 1; i < nnamed; i++)
+    if (strcmp(named[i - 1]->name, named[i]->name) == 0) {
+      const Op *d = named[i]->def;
+      verr(v, d ? d->line : f->line, d ? d->col : f->col, "in @%s: duplicate value name %%%s", fn, named[i]->name);
+    }
+#undef DEFINE
+  free(defined);
+  free(named);
+}
+
+/* ---- module-level checks ------------------------------------------------------------------ */
+
+static int func_index(const Module *m, const char *name) {
+  if (!name) return -1;
+  for (int i = 0; i < m->nfunc; i++)
+    if (m->funcs[i]->name && strcmp(m->funcs[i]->name, name) == 0) return i;
+  return -1;
+}
+
+/* Iterative depth-first search of the call graph; a call to a function on the stack is a cycle. */
+static void check_call_graph(Verifier *v) {
+  const Module *m = v->m;
+  int n = m->nfunc;
+  if (n == 0) return;
+  char *color = calloc((size_t)n, 1);        /* 0 unvisited, 1 on the stack, 2 done */
+  int *stack = malloc(sizeof(int) * (size_t)n);
+  const Op **cursor = malloc(sizeof(const Op *) * (size_t)n);
+  if (!color || !stack || !cursor) die("out of memory");
+  for (int root = 0; root < n; root++) {
+    if (color[root]) continue;
+    int sp = 0;
+    stack[sp] = root;
+    cursor[sp] = m->funcs[root]->first;
+    color[root] = 1;
+    sp++;
+    while (sp > 0) {
+      int fi = stack[sp - 1];
+      const Op *op = cursor[sp - 1];
+      while (op && op->kind != OP_CALL) op = op->next;
+      if (!op) {
+        color[fi] = 2;
+        sp--;
+        continue;
+      }
+      cursor[sp - 1] = op->next;
+      int g = func_index(m, ir_attr_str(op, "callee"));
+      if (g < 0) continue;
+      if (color[g] == 1) {
+        verr(v, op->line, op->col, "in @%s: recursive call to @%s (the call graph has a cycle)", m->funcs[fi]->name,
+             m->funcs[g]->name);
+      } else if (color[g] == 0) {
+        color[g] = 1;
+        stack[sp] = g;
+        cursor[sp] = m->funcs[g]->first;
+        sp++;
+      }
+    }
+  }
+  free(color);
+  free(stack);
+  free(cursor);
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void check_unique(Verifier *v, const char *what, const char **names, int n) {
+  qsort(names, (size_t)n, sizeof *names, cmp_str);
+  for (int i = 1; i < n; i++)
+    if (strcmp(names[i - 1], names[i]) == 0 && (i < 2 || strcmp(names[i - 2], names[i]) != 0))
+      verr(v, 0, 0, "duplicate %s name @%s", what, names[i]);
+}
+
+static void check_params(Verifier *v) {
+  const Module *m = v->m;
+  for (int i = 0; i < m->nparam; i++) {
+    const Param *p = m->params[i];
+    const char *pn = p->name ? p->name : "";
+    if (!valid_name(p->name)) verr(v, p->line, p->col, "invalid parameter name '@%s'", pn);
+    const char *tp = type_problem(&p->type);
+    if (tp) verr(v, p->line, p->col, "parameter @%s: the type %s", pn, tp);
+    if ((unsigned)p->init >= INIT_COUNT) verr(v, p->line, p->col, "parameter @%s: invalid initialiser", pn);
+    if ((p->init == INIT_NORMAL || p->init == INIT_UNIFORM) && !(isfinite(p->init_arg) && p->init_arg >= 0))
+      verr(v, p->line, p->col, "parameter @%s: %s needs a finite non-negative scale", pn, ir_init_name(p->init));
+    if (p->shared_with) {
+      const Param *q = ir_find_param(m, p->shared_with);
+      if (!q)
+        verr(v, p->line, p->col, "parameter @%s is shared with unknown parameter @%s", pn, p->shared_with);
+      else if (q == p)
+        verr(v, p->line, p->col, "parameter @%s is shared with itself", pn);
+      else if (!ir_type_eq(&p->type, &q->type)) {
+        char b1[96], b2[96];
+        verr(v, p->line, p->col, "parameter @%s (%s) is shared with @%s of a different type (%s)", pn,
+             ir_type_str(&p->type, b1, sizeof b1), q->name, ir_type_str(&q->type, b2, sizeof b2));
+      }
+    }
+    if (p->quant_bits < 0 || p->quant_bits > 32 || p->quant_group < 0)
+      verr(v, p->line, p->col, "parameter @%s: invalid quantisation int%d(group=%d)", pn, p->quant_bits, p->quant_group);
+    if (p->sparse) {
+      if (!valid_key(p->sparse)) verr(v, p->line, p->col, "parameter @%s: invalid sparse format '%s'", pn, p->sparse);
+      if (!(p->sparsity >= 0 && p->sparsity <= 1))
+        verr(v, p->line, p->col, "parameter @%s: sparsity must be in [0, 1]", pn);
+    }
+  }
+}
+
+bool ir_verify(const Module *m, Diag *d) {
+  Verifier v = {m, d, ir_module_new("verify-scratch"), true};
+  if (!valid_name(m->name)) verr(&v, 0, 0, "invalid module name '@%s'", m->name ? m->name : "");
+  check_attrs(&v, "module", 0, 0, m->nattr, m->attr);
+  if (m->entry && !ir_find_func(m, m->entry)) verr(&v, 0, 0, "entry function @%s does not exist", m->entry);
+
+  check_params(&v);
+  int n = m->nparam > m->nfunc ? m->nparam : m->nfunc;
+  const char **names = malloc(sizeof *names * ((size_t)n + 1));
+  if (!names) die("out of memory");
+  int k = 0;
+  for (int i = 0; i < m->nparam; i++)
+    if (m->params[i]->name) names[k++] = m->params[i]->name;
+  check_unique(&v, "parameter", names, k);
+  k = 0;
+  for (int i = 0; i < m->nfunc; i++)
+    if (m->funcs[i]->name) names[k++] = m->funcs[i]->name;
+  check_unique(&v, "function", names, k);
+  free(names);
+
+  for (int i = 0; i < m->nfunc; i++) check_func(&v, m->funcs[i]);
+  check_call_graph(&v);
+  ir_module_free(v.scratch);
+  return v.ok;
+}
