@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../ir/ir.h"
+#include "../passes/memplan.h"
 #include "../passes/pass.h"
 #include "frontend/spec.h"
 
@@ -251,7 +252,7 @@ static void fmt_count(char *buf, size_t n, int64_t v) {
 }
 
 static void stats_row(void *ctx, const Module *m, const PipelineEntry *e) {
-  char name[96], params[32], bytes[32], flops[32], act[32];
+  char name[96], params[32], bytes[32], flops[32], act[32], arena[32] = "-";
   if (e)
     pass_pipeline_str(&(Pipeline){.n = 1, .cap = 1, .e = (PipelineEntry *)e}, name, sizeof name);
   else
@@ -261,7 +262,9 @@ static void stats_row(void *ctx, const Module *m, const PipelineEntry *e) {
   fmt_count(bytes, sizeof bytes, ir_param_bytes(m));
   fmt_count(flops, sizeof flops, f ? ir_func_flops(m, f) / tokens_per_call(m) : 0);
   fmt_count(act, sizeof act, f ? ir_func_peak_bytes(m, f) : 0);
-  printf("%-24s %16s %16s %18s %18s\n", name, params, bytes, flops, act);
+  int64_t planned = f ? memplan_arena_bytes(m, f) : -1;
+  if (planned >= 0) fmt_count(arena, sizeof arena, planned);
+  printf("%-24s %16s %16s %16s %16s %16s\n", name, params, bytes, flops, act, arena);
   (void)ctx;
 }
 
@@ -402,8 +405,8 @@ int main(int argc, char **argv) {
     printf("%s: ok (%s, %lld parameters)\n", o.input, m->name, (long long)ir_param_count(m));
   } else if (strcmp(cmd, "stats") == 0) {
     printf("%s: %lld tokens per forward call (batch x context)\n", m->name, (long long)tokens_per_call(m));
-    printf("%-24s %16s %16s %18s %18s\n", "after pass", "parameters", "param bytes", "FLOPs/token",
-           "activation bytes");
+    printf("%-24s %16s %16s %16s %16s %16s\n", "after pass", "parameters", "param bytes", "FLOPs/token",
+           "live peak bytes", "arena bytes");
     stats_row(NULL, m, NULL);
     if (!run_passes(m, &o, &pipe, &d, stats_row, NULL)) status = EXIT_USER;
   } else {

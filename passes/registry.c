@@ -12,6 +12,7 @@ bool pass_constfold(Module *m, const PassOptions *o, Diag *d);
 bool pass_cse(Module *m, const PassOptions *o, Diag *d);
 bool pass_dce(Module *m, const PassOptions *o, Diag *d);
 bool pass_fuse(Module *m, const PassOptions *o, Diag *d);
+bool pass_memplan(Module *m, const PassOptions *o, Diag *d);
 
 static const PassOptSpec fuse_opts[] = {
     {"max-ops", POPT_INT, "16", "maximum element-wise operations in one fused expression"},
@@ -27,6 +28,8 @@ static const PassInfo registry[] = {
     {"dce", "remove unused pure ops and functions unreachable from the entry", pass_dce, NULL, 0},
     {"fuse", "fuse element-wise chains into one loop and into linear epilogues", pass_fuse, fuse_opts,
      NOPTS(fuse_opts)},
+    {"memplan", "place every intermediate tensor at a static offset in one arena (liveness, greedy by size)",
+     pass_memplan, NULL, 0},
 };
 
 const PassInfo *pass_registry(int *n) {
@@ -40,4 +43,4 @@ const PassInfo *pass_find(const char *name) {
   return NULL;
 }
 
-const char *pass_default_pipeline(void) { return "constfold,cse,fuse,dce"; }
+const char *pass_default_pipeline(void) { return "constfold,cse,fuse,dce,memplan"; }

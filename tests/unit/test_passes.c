@@ -245,7 +245,7 @@ START_TEST(test_pipeline_good) {
   pass_pipeline_free(&p);
 
   ck_assert(parse_pl(&p, pass_default_pipeline(), &md));
-  ck_assert_int_eq(p.n, 4);
+  ck_assert_int_eq(p.n, 5);
   pass_pipeline_free(&p);
   ck_assert_int_eq(md.d.nerrors, 0);
   md_close(&md);
@@ -384,7 +384,7 @@ START_TEST(test_registry) {
     ck_assert(r[i].desc && r[i].desc[0] && r[i].run);
   }
   ck_assert_ptr_null(pass_find("nope"));
-  ck_assert_str_eq(pass_default_pipeline(), "constfold,cse,fuse,dce");
+  ck_assert_str_eq(pass_default_pipeline(), "constfold,cse,fuse,dce,memplan");
 }
 END_TEST
 
