@@ -1,0 +1,254 @@
+/* lower.c: a checked Spec -> IR Module.
+ *
+ * The entry function @forward(%tokens: i32[B,T]) returns the logits f32[B,T,V] (or f32[B,classes]
+ * for a classifier). Parameters are created in spec order with the names fe_layer_params() gives,
+ * so checking and lowering agree on names and order. A `repeat` becomes ONE function @<name>(%x,
+ * <the block's parameters by relative name>) -> f32[B,T,C], called once per copy with that copy's
+ * parameters (emitted as `param` ops in @forward). Every op goes through ir_emit, so the IR's
+ * shape rules type (and check) everything we build. docs/spec.md lists the ops each layer makes.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "spec.h"
+
+typedef struct Lower {
+  const Spec *s;
+  Module *m;
+  Func *f;          /* function being built */
+  bool block;       /* building a repeat's function: parameters are its arguments */
+  int cursor;       /* next parameter argument (after %x) when block */
+  Value *tokens;    /* %tokens of @forward */
+  Diag *d;
+  bool ok;
+} Lower;
+
+static Value *lw_op(Func *f, OpKind k, int nin, Value *const *in) { return ir_emit(f, ir_op_new(f, k, nin, in, 1)); }
+static Value *lw_op1(Func *f, OpKind k, Value *a) { return lw_op(f, k, 1, &a); }
+static Value *lw_op2(Func *f, OpKind k, Value *a, Value *b) {
+  Value *in[2] = {a, b};
+  return lw_op(f, k, 2, in);
+}
+
+static Type lw_param_type(const SpecParam *p) {
+  return p->rank == 1 ? ir_type1(DT_F32, p->dim[0]) : ir_type2(DT_F32, p->dim[0], p->dim[1]);
+}
+
+/* Adds a module parameter (top-level layers and each repeat copy). */
+static void lw_add_param(Lower *lw, const SpecParam *p) {
+  Param *q = ir_add_param(lw->m, p->name, lw_param_type(p), p->init, p->init_arg);
+  if (!q) {
+    diag_error(lw->d, lw->s->file, 0, 0, "duplicate parameter name '%s'", p->name);
+    lw->ok = false;
+    return;
+  }
+  q->decay = p->decay;
+  q->trainable = true;
+}
+
+/* `param {p=@name}` in @forward. */
+static Value *lw_param_op(Lower *lw, const char *name) {
+  Op *op = ir_op_new(lw->f, OP_PARAM, 0, NULL, 1);
+  ir_set_attr_sym(op, "p", name);
+  return ir_emit(lw->f, op);
+}
+
+/* The value of a layer's parameter in the function being built. */
+static Value *lw_param(Lower *lw, const SpecParam *p) {
+  if (lw->block) {
+    Value *v = lw->f->args[1 + lw->cursor++];
+    IR_ASSERT(!strcmp(v->name, p->name));
+    return v;
+  }
+  lw_add_param(lw, p);
+  return lw_param_op(lw, p->name);
+}
+
+static Value *lw_bias(Lower *lw, Value *x, bool has, Value *const *pv, int *k) {
+  return has ? lw_op2(lw->f, OP_ADD, x, pv[(*k)++]) : x;
+}
+
+static Value *lw_list(Lower *lw, const SpecLayer *ls, int n, Value *x, int depth);
+
+/* Collects the parameters of a layer list (nested residuals included) in lowering order. */
+static void lw_collect(const Spec *s, const SpecLayer *ls, int n, const char *prefix, SpecParam **arr, int *np,
+                       int *cap, int depth) {
+  for (int i = 0; i < n && depth <= FE_MAX_DEPTH; i++) {
+    if (ls[i].nbody) lw_collect(s, ls[i].body, ls[i].nbody, prefix, arr, np, cap, depth + 1);
+    if (*np + FE_LAYER_MAX_PARAMS > *cap) {
+      *cap = *cap * 2 + FE_LAYER_MAX_PARAMS;
+      *arr = realloc(*arr, (size_t)*cap * sizeof **arr);
+      if (!*arr) die("out of memory");
+    }
+    *np += fe_layer_params(s, &ls[i], prefix, *arr + *np);
+  }
+}
+
+/* A repeat: the block function once, then each copy's parameters and a call. */
+static Value *lw_repeat(Lower *lw, const SpecLayer *l, Value *x) {
+  const Spec *s = lw->s;
+  const SpecModel *md = &s->model;
+  Type xt = ir_type3(DT_F32, md->batch, md->context, md->dim);
+  SpecParam *ps = NULL;
+  int np = 0, cap = 0;
+  lw_collect(s, l->body, l->nbody, "", &ps, &np, &cap, 0);
+
+  Func *bf = ir_add_func(lw->m, l->name);
+  if (!bf) {
+    diag_error(lw->d, s->file, l->line, l->col, "a function named '%s' already exists", l->name);
+    lw->ok = false;
+    free(ps);
+    return x;
+  }
+  Value *bx = ir_add_arg(bf, "x", xt);
+  for (int i = 0; i < np; i++) ir_add_arg(bf, ps[i].name, lw_param_type(&ps[i]));
+  Lower inner = *lw;
+  inner.f = bf;
+  inner.block = true;
+  inner.cursor = 0;
+  Value *y = lw_list(&inner, l->body, l->nbody, bx, 1);
+  ir_set_return(bf, 1, &y);
+  lw->ok = inner.ok;
+
+  Value **in = malloc((size_t)(np + 1) * sizeof *in);
+  if (!in) die("out of memory");
+  for (int64_t r = 0; r < l->count; r++) {
+    char pre[FE_NAME_MAX];
+    snprintf(pre, sizeof pre, "%s.%lld.", l->name, (long long)r);
+    int k = 0;
+    lw_collect(s, l->body, l->nbody, pre, &ps, &k, &cap, 0);
+    in[0] = x;
+    for (int i = 0; i < k; i++) {
+      lw_add_param(lw, &ps[i]);
+      in[1 + i] = lw_param_op(lw, ps[i].name);
+    }
+    Op *call = ir_op_new(lw->f, OP_CALL, k + 1, in, 1);
+    ir_set_attr_sym(call, "callee", l->name);
+    x = ir_emit(lw->f, call);
+  }
+  free(in);
+  free(ps);
+  return x;
+}
+
+static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
+  const Spec *s = lw->s;
+  Func *f = lw->f;
+  SpecParam ps[FE_LAYER_MAX_PARAMS];
+  Value *pv[FE_LAYER_MAX_PARAMS];
+  int np = l->kind == SPEC_L_REPEAT ? 0 : fe_layer_params(s, l, "", ps);
+  for (int i = 0; i < np; i++) pv[i] = lw_param(lw, &ps[i]);
+  int k = 0;
+  switch (l->kind) {
+  case SPEC_L_EMBEDDING:
+    return lw_op2(f, OP_EMBEDDING, lw->tokens, pv[0]);
+  case SPEC_L_POSITIONS: {
+    Value *pos;
+    if (l->pos == SPEC_POS_LEARNED) {
+      pos = pv[0];
+    } else {
+      Op *op = ir_op_new(f, OP_SINUSOID, 0, NULL, 1);
+      int64_t shape[2] = {s->model.context, s->model.dim};
+      ir_set_attr_ints(op, "shape", 2, shape);
+      pos = ir_emit(f, op);
+    }
+    return lw_op2(f, OP_ADD, x, pos);
+  }
+  case SPEC_L_LAYERNORM:
+  case SPEC_L_RMSNORM: {
+    Value *in[3] = {x, pv[0], np > 1 ? pv[1] : NULL};
+    Op *op = ir_op_new(f, l->kind == SPEC_L_LAYERNORM ? OP_LAYERNORM : OP_RMSNORM, np + 1, in, 1);
+    ir_set_attr_float(op, "eps", l->eps);
+    return ir_emit(f, op);
+  }
+  case SPEC_L_ATTENTION: {
+    Value *qkv = lw_op2(f, OP_LINEAR, x, pv[k++]);
+    qkv = lw_bias(lw, qkv, l->bias, pv, &k);
+    Op *op = ir_op_new(f, OP_ATTENTION, 1, &qkv, 1);
+    ir_set_attr_int(op, "heads", l->heads);
+    ir_set_attr_int(op, "causal", l->causal ? 1 : 0);
+    Value *y = ir_emit(f, op);
+    y = lw_op2(f, OP_LINEAR, y, pv[k++]);
+    return lw_bias(lw, y, l->bias, pv, &k);
+  }
+  case SPEC_L_MLP: {
+    Value *h = lw_op2(f, OP_LINEAR, x, pv[k++]);
+    h = lw_bias(lw, h, l->bias, pv, &k);
+    switch (l->activation) {
+    case SPEC_ACT_GELU: h = lw_op1(f, OP_GELU, h); break;
+    case SPEC_ACT_GELU_TANH: h = lw_op1(f, OP_GELU_TANH, h); break;
+    case SPEC_ACT_RELU: h = lw_op1(f, OP_RELU, h); break;
+    case SPEC_ACT_SWIGLU: {
+      Value *g = lw_op2(f, OP_LINEAR, x, pv[k++]);
+      g = lw_bias(lw, g, l->bias, pv, &k);
+      h = lw_op2(f, OP_MUL, lw_op1(f, OP_SILU, h), g);
+      break;
+    }
+    }
+    h = lw_op2(f, OP_LINEAR, h, pv[k++]);
+    return lw_bias(lw, h, l->bias, pv, &k);
+  }
+  case SPEC_L_RESIDUAL:
+    return lw_op2(f, OP_ADD, x, lw_list(lw, l->body, l->nbody, x, depth + 1));
+  case SPEC_L_REPEAT:
+    return lw_repeat(lw, l, x);
+  case SPEC_L_DROPOUT: {
+    Op *op = ir_op_new(f, OP_DROPOUT, 1, &x, 1);
+    ir_set_attr_float(op, "p", l->p);
+    return ir_emit(f, op);
+  }
+  case SPEC_L_LM_HEAD: {
+    Value *w = l->tied ? NULL : pv[0];
+    if (l->tied) {
+      char name[FE_NAME_MAX];
+      snprintf(name, sizeof name, "%s.weight", s->embedding);
+      w = lw_param_op(lw, name);
+    }
+    return lw_op2(f, OP_LINEAR, x, w);
+  }
+  case SPEC_L_CLASSIFIER: {
+    Op *op = ir_op_new(f, OP_POOL, 1, &x, 1);
+    ir_set_attr_str(op, "mode", l->pool == SPEC_POOL_FIRST ? "first" : "mean");
+    Value *y = ir_emit(f, op);
+    y = lw_op2(f, OP_LINEAR, y, pv[0]);
+    return lw_op2(f, OP_ADD, y, pv[1]);
+  }
+  default:
+    die("lowering an unchecked layer");
+  }
+}
+
+static Value *lw_list(Lower *lw, const SpecLayer *ls, int n, Value *x, int depth) {
+  IR_ASSERT(depth <= FE_MAX_DEPTH + 1);
+  for (int i = 0; i < n && lw->ok; i++) x = lw_layer(lw, &ls[i], x, depth);
+  return x;
+}
+
+static void lw_attr_int(Module *m, const char *key, int64_t v) {
+  ir_module_set_attr(m, (Attr){.key = key, .kind = ATTR_INT, .i = v});
+}
+
+Module *fe_lower(const Spec *s, Diag *d) {
+  const SpecModel *md = &s->model;
+  Module *m = ir_module_new(md->name);
+  lw_attr_int(m, "batch", md->batch);
+  lw_attr_int(m, "context", md->context);
+  lw_attr_int(m, "vocab", md->vocab);
+  lw_attr_int(m, "dim", md->dim);
+  ir_module_set_attr(m, (Attr){.key = "kind", .kind = ATTR_STR, .s = md->kind == SPEC_DECODER ? "decoder" : "encoder"});
+  const SpecLayer *last = s->nlayers ? &s->layers[s->nlayers - 1] : NULL;
+  if (last && last->kind == SPEC_L_CLASSIFIER) lw_attr_int(m, "classes", last->classes);
+
+  Func *f = ir_add_func(m, "forward");
+  m->entry = ir_strdup(m, "forward");
+  Lower lw = {.s = s, .m = m, .f = f, .d = d, .ok = true};
+  lw.tokens = ir_add_arg(f, "tokens", ir_type2(DT_I32, md->batch, md->context));
+  Value *y = lw_list(&lw, s->layers, s->nlayers, NULL, 0);
+  if (!lw.ok || !y) {
+    ir_module_free(m);
+    return NULL;
+  }
+  ir_set_return(f, 1, &y);
+  return m;
+}
