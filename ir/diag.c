@@ -122,24 +122,24 @@ bool diag_full(const Diag *d) {
   return d->nerrors >= cap;
 }
 
+/* Optimal-string-alignment distance: insertions, deletions, substitutions and transpositions of
+ * neighbours each cost 1, so "fsue" is one step from "fuse". */
 static int edit_distance(const char *a, const char *b) {
   size_t la = strlen(a), lb = strlen(b);
   if (la > 64 || lb > 64) return 1000;
-  int row[65];
-  for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
-  for (size_t i = 1; i <= la; i++) {
-    int prev = row[0];
-    row[0] = (int)i;
+  int dist[65][65];
+  for (size_t i = 0; i <= la; i++) dist[i][0] = (int)i;
+  for (size_t j = 0; j <= lb; j++) dist[0][j] = (int)j;
+  for (size_t i = 1; i <= la; i++)
     for (size_t j = 1; j <= lb; j++) {
-      int cur = row[j];
-      int best = prev + (a[i - 1] != b[j - 1]);
-      if (row[j] + 1 < best) best = row[j] + 1;
-      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
-      row[j] = best;
-      prev = cur;
+      int best = dist[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+      if (dist[i - 1][j] + 1 < best) best = dist[i - 1][j] + 1;
+      if (dist[i][j - 1] + 1 < best) best = dist[i][j - 1] + 1;
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && dist[i - 2][j - 2] + 1 < best)
+        best = dist[i - 2][j - 2] + 1;
+      dist[i][j] = best;
     }
-  }
-  return row[lb];
+  return dist[la][lb];
 }
 
 const char *diag_suggest(const char *word, const char *const *candidates, int n) {

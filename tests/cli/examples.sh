@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.bash"
 for ex in examples/*.yaml; do
   name=$(basename "$ex" .yaml)
   expect_status 0 "$MODELC" check "$ex";  expect_in "$TMP/out" "ok"
-  for p in "" dce cse constfold fuse "constfold,cse,fuse,dce"; do
+  for p in "" dce cse constfold fuse memplan "constfold,cse,fuse,dce,memplan"; do
     expect_status 0 "$MODELC" dump --passes="$p" "$ex"
     cp "$TMP/out" "$TMP/$name.mir"
     expect_status 0 "$MODELC" dump "$TMP/$name.mir"
@@ -37,7 +37,7 @@ expect_in "$TMP/out" "call("
 
 # --print-after-all / --print-after / --print-before / --print-pass-times go to stderr
 expect_status 0 "$MODELC" dump --print-after-all examples/gpt-tiny.yaml
-for p in constfold cse fuse dce; do expect_in "$TMP/err" "; *** IR Dump After $p ***"; done
+for p in constfold cse fuse dce memplan; do expect_in "$TMP/err" "; *** IR Dump After $p ***"; done
 expect_status 0 "$MODELC" dump --print-before=fuse --print-after=dce examples/gpt-tiny.yaml
 expect_in "$TMP/err" "; *** IR Dump Before fuse ***"
 expect_in "$TMP/err" "; *** IR Dump After dce ***"
