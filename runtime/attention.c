@@ -1,0 +1,201 @@
+/* attention.c: multi-head self-attention kernels.
+ *
+ * rt_attention is flash-attention style: for each (batch, head), queries are processed in blocks
+ * of RT_ATTN_BQ rows and keys in blocks of RT_ATTN_BK; each key block contributes to a running
+ * (online) softmax: per query row we keep the running max m, the running denominator l and the
+ * unnormalised output O, and rescale them by exp(m_old - m_new) when the max grows. Only one
+ * (BQ x BK) score tile exists at a time, so memory is O(BQ*(BK+hd)) instead of O(T^2). The two
+ * products per tile (S = Q K^T and O += P V) are cblas_sgemm calls that read q, k, v in place
+ * from the fused (B,T,3C) buffer through a leading dimension of 3C, so nothing is copied.
+ * Causal attention skips key blocks entirely above the diagonal and masks only the diagonal tile.
+ *
+ * rt_attention_decode handles one new token per sequence against a KV cache with two sgemv
+ * calls per head. rt_attention_ref is the naive full-softmax twin used by the tests.
+ * Single-threaded apart from OpenBLAS's own pool. */
+#include "modelc_rt.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* exp(x) for x <= 0 (a score minus its row's running max), vectorisable: clamp x to [-87, 0] on
+ * the integer bits of |x| (no float compares, which GCC will not if-convert under its default
+ * -ftrapping-math; NaN also clamps), round x*log2(e) to n with the 1.5*2^23 trick, reduce
+ * r = x - n ln2 (two-part ln2), Cephes' degree-6 polynomial for e^r on [-ln2/2, ln2/2], scale by
+ * 2^n through the exponent bits. Relative error ~2 ulp; x < -87 gives exp(-87) ~ 1.6e-38, which
+ * is negligible next to the row maximum's exp(0) = 1 that every sum here contains. */
+static inline float exp_neg(float x) {
+  const float magic = 12582912.0f; /* 1.5 * 2^23 */
+  uint32_t ux;
+  memcpy(&ux, &x, sizeof ux);
+  ux &= 0x7fffffffu;
+  ux = ux < 0x42ae0000u ? ux : 0x42ae0000u; /* |x| <= 87.0f */
+  float ax;
+  memcpy(&ax, &ux, sizeof ax);
+  float xc = -ax;
+  float n = (xc * 1.44269504088896341f + magic) - magic;
+  float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t bits = ((int32_t)n + 127) * (1 << 23);
+  float scale;
+  memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+/* s[j] = exp(s[j] - mx) for j < n; returns their sum (8 partial sums, so the loop vectorises). */
+static float exp_row(float *s, int n, float mx) {
+  float a[8] = {0};
+  int j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; k++) {
+      float e = exp_neg(s[j + k] - mx);
+      s[j + k] = e;
+      a[k] += e;
+    }
+  float tail = 0.0f;
+  for (; j < n; j++)
+    tail += s[j] = exp_neg(s[j] - mx);
+  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
+}
+
+size_t rt_attention_scratch_floats(int T, int C, int n_head) {
+  (void)T;
+  size_t hd = (size_t)(C / n_head);
+  return (size_t)RT_ATTN_BQ * RT_ATTN_BK + (size_t)RT_ATTN_BQ * hd + 2 * (size_t)RT_ATTN_BQ;
+}
+
+/* One (batch, head): q, k, v point at column h*hd of row 0, row stride ld = 3C; o (T rows,
+ * stride ldo = C). S is (BQ,BK), O is (BQ,hd), m and l are (BQ). */
+static void attend_head(float *o, int ldo, const float *q, const float *k, const float *v, int ld, int T, int hd,
+                        int causal, float scale, float *S, float *O, float *m, float *l) {
+  for (int q0 = 0; q0 < T; q0 += RT_ATTN_BQ) {
+    int nq = T - q0 < RT_ATTN_BQ ? T - q0 : RT_ATTN_BQ;
+    int kend = causal ? q0 + nq : T;
+    memset(O, 0, (size_t)nq * hd * sizeof(float));
+    for (int i = 0; i < nq; i++) {
+      m[i] = -INFINITY;
+      l[i] = 0.0f;
+    }
+    for (int k0 = 0; k0 < kend; k0 += RT_ATTN_BK) {
+      int nk = kend - k0 < RT_ATTN_BK ? kend - k0 : RT_ATTN_BK;
+      /* S (nq,nk) = scale * Q[q0:q0+nq] K[k0:k0+nk]^T */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, q + (size_t)q0 * ld, ld,
+                  k + (size_t)k0 * ld, ld, 0.0f, S, nk);
+      for (int i = 0; i < nq; i++) {
+        float *s = S + (size_t)i * nk;
+        /* causal: key k0+j is visible to query q0+i iff k0+j <= q0+i; k0 <= q0 so jmax >= 0 */
+        int nvis = nk;
+        if (causal && k0 + nk - 1 > q0 + i)
+          nvis = q0 + i - k0 + 1;
+        float mx = m[i];
+        for (int j = 0; j < nvis; j++)
+          mx = s[j] > mx ? s[j] : mx;
+        float alpha = expf(m[i] - mx); /* 0 on the first block (m = -inf) */
+        float sum = exp_row(s, nvis, mx);
+        for (int j = nvis; j < nk; j++)
+          s[j] = 0.0f;
+        l[i] = l[i] * alpha + sum;
+        m[i] = mx;
+        if (alpha != 1.0f) {
+          float *orow = O + (size_t)i * hd;
+          for (int d = 0; d < hd; d++)
+            orow[d] *= alpha;
+        }
+      }
+      /* O (nq,hd) += P (nq,nk) V[k0:k0+nk] */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, S, nk, v + (size_t)k0 * ld, ld, 1.0f, O,
+                  hd);
+    }
+    for (int i = 0; i < nq; i++) {
+      float inv = 1.0f / l[i];
+      float *dst = o + (size_t)(q0 + i) * ldo;
+      const float *src = O + (size_t)i * hd;
+      for (int d = 0; d < hd; d++)
+        dst[d] = src[d] * inv;
+    }
+  }
+}
+
+void rt_attention(float *out, const float *qkv, int B, int T, int C, int n_head, int causal, float *scratch) {
+  int hd = C / n_head;
+  float scale = 1.0f / sqrtf((float)hd);
+  float *S = scratch;
+  float *O = S + (size_t)RT_ATTN_BQ * RT_ATTN_BK;
+  float *m = O + (size_t)RT_ATTN_BQ * hd;
+  float *l = m + RT_ATTN_BQ;
+  size_t ld = 3 * (size_t)C;
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < n_head; h++) {
+      const float *q = qkv + (size_t)b * T * ld + (size_t)h * hd;
+      attend_head(out + (size_t)b * T * C + (size_t)h * hd, C, q, q + C, q + 2 * C, (int)ld, T, hd, causal, scale, S, O,
+                  m, l);
+    }
+}
+
+void rt_attention_ref(float *out, const float *qkv, int B, int T, int C, int n_head, int causal) {
+  int hd = C / n_head;
+  double scale = 1.0 / sqrt((double)hd);
+  double *p = malloc((size_t)(T > 0 ? T : 1) * sizeof(double)); /* test-only twin: allocation is fine */
+  if (!p)
+    return;
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < n_head; h++)
+      for (int t = 0; t < T; t++) {
+        const float *q = qkv + ((size_t)b * T + t) * 3 * C + (size_t)h * hd;
+        int ns = causal ? t + 1 : T;
+        double mx = -INFINITY, sum = 0;
+        for (int s = 0; s < ns; s++) {
+          const float *k = qkv + ((size_t)b * T + s) * 3 * C + C + (size_t)h * hd;
+          double d = 0;
+          for (int i = 0; i < hd; i++)
+            d += (double)q[i] * k[i];
+          p[s] = d * scale;
+          mx = p[s] > mx ? p[s] : mx;
+        }
+        for (int s = 0; s < ns; s++)
+          sum += (p[s] = exp(p[s] - mx));
+        for (int i = 0; i < hd; i++) {
+          double acc = 0;
+          for (int s = 0; s < ns; s++)
+            acc += p[s] * qkv[((size_t)b * T + s) * 3 * C + 2 * C + (size_t)h * hd + i];
+          out[((size_t)b * T + t) * C + (size_t)h * hd + i] = (float)(acc / sum);
+        }
+      }
+  free(p);
+}
+
+size_t rt_attention_decode_scratch_floats(int Tmax) { return (size_t)(Tmax > 0 ? Tmax : 1); }
+
+void rt_attention_decode(float *out, const float *qkv, float *kcache, float *vcache, int B, int Tmax, int t, int C,
+                         int n_head, float *scratch) {
+  int hd = C / n_head;
+  float scale = 1.0f / sqrtf((float)hd);
+  int n = t + 1;
+  for (int b = 0; b < B; b++) {
+    const float *row = qkv + (size_t)b * 3 * C;
+    float *kc = kcache + (size_t)b * Tmax * C;
+    float *vc = vcache + (size_t)b * Tmax * C;
+    memcpy(kc + (size_t)t * C, row + C, (size_t)C * sizeof(float));
+    memcpy(vc + (size_t)t * C, row + 2 * C, (size_t)C * sizeof(float));
+    for (int h = 0; h < n_head; h++) {
+      float *s = scratch;
+      /* s (n) = scale * K_h[0:n] (n,hd; stride C) q_h */
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, n, hd, scale, kc + (size_t)h * hd, C, row + (size_t)h * hd, 1, 0.0f, s,
+                  1);
+      float mx = -INFINITY;
+      for (int j = 0; j < n; j++)
+        mx = s[j] > mx ? s[j] : mx;
+      float sum = exp_row(s, n, mx);
+      /* out_h (hd) = V_h[0:n]^T s / sum */
+      cblas_sgemv(CblasRowMajor, CblasTrans, n, hd, 1.0f / sum, vc + (size_t)h * hd, C, s, 1, 0.0f,
+                  out + (size_t)b * C + (size_t)h * hd, 1);
+    }
+  }
+}

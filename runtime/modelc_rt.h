@@ -1,0 +1,285 @@
+/* modelc_rt.h: the one public header of the modelc runtime (libmodelc_rt.a).
+ *
+ * Generated model code includes only this header. The runtime knows nothing of the compiler: it is
+ * a library of inference kernels (GEMM via OpenBLAS, norms, activations, attention), file readers
+ * and writers (safetensors, .npy), sampling, a byte-level tokenizer and timing. docs/runtime.md is
+ * the full ABI description; the conventions are:
+ *
+ * Layout. Every tensor is float32 (unless stated), dense, row-major (C order). Shapes are given in
+ * each kernel's comment as (B,T,C) etc.; "x is (R,C)" means x[r*C + c].
+ *
+ * Errors. Functions that can fail on user input return int: 0 on success, -1 on failure, and when
+ * `err` is non-NULL fill err->msg with one line naming the file and the tensor
+ * ("w.safetensors: tensor 'wte.weight': ..."). The runtime never calls exit() or abort().
+ * Kernels that cannot fail on valid shapes return void; shapes are the caller's (the generated
+ * code's) responsibility and are not re-checked in hot paths.
+ *
+ * Memory. Nothing allocates in a hot loop. Kernels that need scratch take it from the caller and
+ * publish a size function (rt_attention_scratch_floats). Readers allocate once at open.
+ *
+ * Threading. Kernels are single-threaded, except that GEMM-heavy work (rt_matmul, attention
+ * tiles) goes through OpenBLAS, which uses its own thread pool (OPENBLAS_NUM_THREADS). No OpenMP.
+ * All functions are reentrant: no global mutable state.
+ */
+#ifndef MODELC_RT_H
+#define MODELC_RT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Errors and timing
+ * ------------------------------------------------------------------------------------------- */
+
+#define RT_ERR_LEN 256
+
+/* The error sink of every fallible runtime call; may be passed as NULL to ignore the message. */
+typedef struct RtError {
+  char msg[RT_ERR_LEN];
+} RtError;
+
+/* Formats a message into err (if non-NULL) and returns -1, so callers can `return rt_fail(...)`. */
+int rt_fail(RtError *err, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* Seconds from an arbitrary fixed point, monotonic clock (CLOCK_MONOTONIC). */
+double rt_now_seconds(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Data types (shared by safetensors and .npy)
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum RtDType {
+  RT_DT_INVALID = 0,
+  RT_DT_F32,
+  RT_DT_F16,
+  RT_DT_BF16,
+  RT_DT_F64,
+  RT_DT_I8,
+  RT_DT_U8,
+  RT_DT_I16,
+  RT_DT_U16,
+  RT_DT_I32,
+  RT_DT_U32,
+  RT_DT_I64,
+  RT_DT_U64,
+  RT_DT_BOOL,
+  RT_DT_COUNT
+} RtDType;
+
+#define RT_MAX_DIMS 8
+
+/* Bytes per element (0 for RT_DT_INVALID). */
+size_t rt_dtype_size(RtDType dt);
+/* The safetensors name ("F32", "BF16", ...), or "?" . */
+const char *rt_dtype_name(RtDType dt);
+/* Parses a safetensors dtype name; RT_DT_INVALID if unknown. */
+RtDType rt_dtype_from_name(const char *name);
+
+/* Half-precision conversions (IEEE binary16 and bfloat16), round-to-nearest-even on the way down. */
+float rt_f16_to_f32(uint16_t h);
+float rt_bf16_to_f32(uint16_t h);
+uint16_t rt_f32_to_bf16(float f);
+
+/* ---------------------------------------------------------------------------------------------
+ * Kernels. Each has a `_ref` twin: plain loops, double accumulation, obviously correct.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Linear layer, PyTorch layout: y = x W^T + bias.
+ * x is (M,K), W is (N,K) (out_features, in_features), bias is (N) or NULL, y is (M,N). All
+ * row-major. y must not alias x or W. Uses cblas_sgemm. */
+void rt_matmul(float *y, const float *x, const float *W, const float *bias, int M, int N, int K);
+void rt_matmul_ref(float *y, const float *x, const float *W, const float *bias, int M, int N, int K);
+
+/* Token embedding: out[i,:] = table[ids[i],:] for i in [0,n).
+ * ids is (n) int32 (n = B*T), table is (V,C), out is (n,C).
+ * An id outside [0,V) is not a crash: its row is written as zeros, every other row is still
+ * written, and the call returns -1 naming the first bad id and its position. */
+int rt_embedding(float *out, const int32_t *ids, const float *table, int n, int V, int C, RtError *err);
+int rt_embedding_ref(float *out, const int32_t *ids, const float *table, int n, int V, int C, RtError *err);
+
+/* Learned positions, in place: x[b,t,:] += pos[t0 + t,:].
+ * x is (B,T,C), pos is (Tmax,C) with t0 + T <= Tmax (t0 is the first position, for decoding). */
+void rt_add_positions(float *x, const float *pos, int B, int T, int C, int t0);
+void rt_add_positions_ref(float *x, const float *pos, int B, int T, int C, int t0);
+
+/* LayerNorm over the last axis: out[r,:] = (x[r,:] - mean_r) * rstd_r * gain + bias.
+ * x, out are (R,C) (out may equal x); gain is (C); bias is (C) or NULL; rstd_r = 1/sqrt(var_r+eps)
+ * with the biased variance. mean_out, rstd_out are (R) or NULL (saved for a backward pass).
+ * Two-pass (mean, then centred sum of squares) with 8 float partial sums per pass. */
+void rt_layernorm(float *out, float *mean_out, float *rstd_out, const float *x, const float *gain, const float *bias,
+                  int R, int C, float eps);
+void rt_layernorm_ref(float *out, float *mean_out, float *rstd_out, const float *x, const float *gain,
+                      const float *bias, int R, int C, float eps);
+
+/* RMSNorm: out[r,:] = x[r,:] / sqrt(mean(x[r,:]^2) + eps) * gain. x, out (R,C), gain (C).
+ * rstd_out is (R) or NULL. out may equal x. */
+void rt_rmsnorm(float *out, float *rstd_out, const float *x, const float *gain, int R, int C, float eps);
+void rt_rmsnorm_ref(float *out, float *rstd_out, const float *x, const float *gain, int R, int C, float eps);
+
+/* Element-wise activations over n floats; out may equal x. */
+void rt_gelu(float *out, const float *x, size_t n);      /* exact: 0.5 x (1 + erf(x/sqrt 2)) */
+void rt_gelu_tanh(float *out, const float *x, size_t n); /* tanh approximation (GPT-2 "gelu_new") */
+void rt_relu(float *out, const float *x, size_t n);
+void rt_silu(float *out, const float *x, size_t n); /* x * sigmoid(x) */
+void rt_gelu_ref(float *out, const float *x, size_t n);
+void rt_gelu_tanh_ref(float *out, const float *x, size_t n);
+void rt_relu_ref(float *out, const float *x, size_t n);
+void rt_silu_ref(float *out, const float *x, size_t n);
+
+/* SwiGLU: out[i] = silu(a[i]) * b[i] for i in [0,n); out may equal a or b. */
+void rt_swiglu(float *out, const float *a, const float *b, size_t n);
+void rt_swiglu_ref(float *out, const float *a, const float *b, size_t n);
+
+/* Softmax over each row, max-subtracted. x, out are (R,C); out may equal x. */
+void rt_softmax(float *out, const float *x, int R, int C);
+void rt_softmax_ref(float *out, const float *x, int R, int C);
+
+/* ---------------------------------------------------------------------------------------------
+ * Attention
+ * ------------------------------------------------------------------------------------------- */
+
+/* Multi-head self-attention from a fused qkv buffer.
+ * qkv is (B,T,3C): q = qkv[b,t,0:C], k = qkv[b,t,C:2C], v = qkv[b,t,2C:3C]; head h uses columns
+ * h*hd..(h+1)*hd of each, hd = C/n_head (C must be a multiple of n_head). out is (B,T,C), heads
+ * concatenated in the same column order. Scale 1/sqrt(hd); causal masks key s > query t.
+ * Flash-attention style: query blocks x key blocks with an online (streaming) softmax, so at most
+ * one (RT_ATTN_BQ x RT_ATTN_BK) tile of scores exists at a time; each tile is two cblas_sgemm
+ * calls reading q/k/v in place (leading dimension 3C). scratch holds
+ * rt_attention_scratch_floats(T, C, n_head) floats. out must not alias qkv. */
+#define RT_ATTN_BQ 64
+#define RT_ATTN_BK 128
+size_t rt_attention_scratch_floats(int T, int C, int n_head);
+void rt_attention(float *out, const float *qkv, int B, int T, int C, int n_head, int causal, float *scratch);
+/* Naive twin: materialises the full (T,T) score row by row, double accumulation, no scratch. */
+void rt_attention_ref(float *out, const float *qkv, int B, int T, int C, int n_head, int causal);
+
+/* Decoding with a KV cache: one new token per sequence, all at position t (0 <= t < Tmax).
+ * qkv is (B,3C): the new token's fused q,k,v. kcache, vcache are (B,Tmax,C). The new k,v are
+ * written to kcache[b,t,:], vcache[b,t,:], then q attends over positions 0..t (causal by
+ * construction). out is (B,C). scratch holds rt_attention_decode_scratch_floats(Tmax) floats. */
+size_t rt_attention_decode_scratch_floats(int Tmax);
+void rt_attention_decode(float *out, const float *qkv, float *kcache, float *vcache, int B, int Tmax, int t, int C,
+                         int n_head, float *scratch);
+
+/* ---------------------------------------------------------------------------------------------
+ * safetensors (read by mmap, fully validated; see docs/runtime.md for the list of checks)
+ * ------------------------------------------------------------------------------------------- */
+
+/* One tensor: a view into the file (or, for writing, the caller's memory). */
+typedef struct RtTensor {
+  const char *name;
+  RtDType dtype;
+  int ndim; /* 0 for a scalar */
+  int64_t shape[RT_MAX_DIMS];
+  const void *data; /* aligned to rt_dtype_size(dtype) (the reader copies if needed) */
+  size_t nbytes;
+} RtTensor;
+
+typedef struct RtSafetensors RtSafetensors; /* opaque */
+
+/* Opens and validates path. On success *out owns the mapping; release with rt_st_close. */
+int rt_st_open(RtSafetensors **out, const char *path, RtError *err);
+/* Validates an in-memory image (8-byte length, header, data). buf must outlive the handle; `name`
+ * is used in messages. Used by tests and fuzz targets. */
+int rt_st_open_buffer(RtSafetensors **out, const void *buf, size_t size, const char *name, RtError *err);
+void rt_st_close(RtSafetensors *st);
+
+int rt_st_count(const RtSafetensors *st);
+const RtTensor *rt_st_tensor(const RtSafetensors *st, int i);          /* header order */
+const RtTensor *rt_st_find(const RtSafetensors *st, const char *name); /* NULL if absent */
+/* The __metadata__ value for key, or NULL. */
+const char *rt_st_metadata(const RtSafetensors *st, const char *key);
+/* Finds `name` and checks its dtype and shape (ndim < 0 skips the shape check); on failure the
+ * message names the file, the tensor and what differs. *out may be NULL. */
+int rt_st_require(const RtSafetensors *st, const char *name, RtDType dtype, int ndim, const int64_t *shape,
+                  const RtTensor **out, RtError *err);
+
+/* Writes tensors (in the given order, packed) and optional metadata (n_meta key/value pairs in
+ * meta[2*i], meta[2*i+1]) to path: header padded with spaces to a multiple of 8 bytes, written
+ * to a temporary file in the same directory, fsync'd, then renamed over path. */
+int rt_st_write(const char *path, const RtTensor *tensors, int n, const char *const *meta, int n_meta, RtError *err);
+
+/* Converts any float tensor (F32, F16, BF16, F64) to float32; out holds nbytes/size elements. */
+int rt_tensor_to_f32(const RtTensor *t, float *out, RtError *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * NumPy .npy (versions 1.0, 2.0, 3.0; dtypes <f4, <i4, <i8; C order only)
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct RtNpy {
+  RtDType dtype; /* RT_DT_F32, RT_DT_I32 or RT_DT_I64 */
+  int ndim;
+  int64_t shape[RT_MAX_DIMS];
+  void *data; /* owned, 64-byte aligned; release with rt_npy_free */
+  size_t nbytes;
+} RtNpy;
+
+int rt_npy_read(const char *path, RtNpy *out, RtError *err);
+/* Parses an in-memory image (copies the data); `name` is used in messages. */
+int rt_npy_parse(const void *buf, size_t size, const char *name, RtNpy *out, RtError *err);
+void rt_npy_free(RtNpy *a);
+/* Writes a C-order array; path "-" writes to stdout, any other path is written atomically
+ * (temporary file, fsync, rename). Version 1.0 unless the header needs 2.0. */
+int rt_npy_write(const char *path, RtDType dtype, int ndim, const int64_t *shape, const void *data, RtError *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * Atomic file writing (used by the writers, checkpoints)
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct RtChunk {
+  const void *data;
+  size_t len;
+} RtChunk;
+
+/* Writes the concatenation of chunks to "path.tmp.XXXXXX", fsyncs, renames to path. */
+int rt_write_file_atomic(const char *path, const RtChunk *chunks, int n, RtError *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * Sampling (reproducible: PCG32 seeded from a uint64)
+ * ------------------------------------------------------------------------------------------- */
+
+/* PCG32 (O'Neill, XSH-RR 64/32): 64-bit state, fixed odd increment. */
+typedef struct RtRng {
+  uint64_t state;
+  uint64_t inc;
+} RtRng;
+
+void rt_rng_seed(RtRng *rng, uint64_t seed);
+uint32_t rt_rng_u32(RtRng *rng);
+float rt_rng_uniform(RtRng *rng); /* [0,1), 24 random bits */
+
+typedef struct RtSampleParams {
+  float temperature; /* <= 0: greedy */
+  int top_k;         /* 0 (or >= V): off; 1: greedy */
+  float top_p;       /* >= 1: off; else keep the smallest highest-probability set with mass >= top_p */
+} RtSampleParams;
+
+/* Index of the largest logit; ties go to the lowest index. NaNs are never chosen unless all are. */
+int rt_sample_argmax(const float *logits, int V);
+/* Draws one token id in [0,V) from logits (V) after temperature, top-k, then top-p (top-p mass is
+ * measured on the top-k renormalised distribution). Scratch: probs (V floats), idx (V int32).
+ * Greedy (temperature <= 0 or top_k == 1) uses no randomness and no scratch. */
+int rt_sample(const float *logits, int V, const RtSampleParams *p, RtRng *rng, float *probs, int32_t *idx);
+
+/* ---------------------------------------------------------------------------------------------
+ * Byte-level tokenizer: vocabulary 256, id == byte value.
+ * ------------------------------------------------------------------------------------------- */
+
+#define RT_BYTE_VOCAB 256
+/* ids (n) <- bytes of text (n); returns n. */
+size_t rt_byte_encode(int32_t *ids, const void *text, size_t n);
+/* text (n bytes) <- ids (n); an id outside [0,256) is an error naming its position. */
+int rt_byte_decode(char *text, const int32_t *ids, size_t n, RtError *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MODELC_RT_H */

@@ -1,0 +1,196 @@
+/* util.c: the runtime's small shared pieces: the error convention (rt_fail), the monotonic clock,
+ * dtype names and sizes, half-precision conversions, the byte-level tokenizer and atomic file
+ * writing. They live together because each is a few lines and every other runtime file uses them. */
+#include "modelc_rt.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+int rt_fail(RtError *err, const char *fmt, ...) {
+  if (err) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+  }
+  return -1;
+}
+
+double rt_now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Indexed by RtDType. */
+static const struct {
+  const char *name;
+  size_t size;
+} dtype_info[RT_DT_COUNT] = {
+    [RT_DT_INVALID] = {"?", 0}, [RT_DT_F32] = {"F32", 4},   [RT_DT_F16] = {"F16", 2}, [RT_DT_BF16] = {"BF16", 2},
+    [RT_DT_F64] = {"F64", 8},   [RT_DT_I8] = {"I8", 1},     [RT_DT_U8] = {"U8", 1},   [RT_DT_I16] = {"I16", 2},
+    [RT_DT_U16] = {"U16", 2},   [RT_DT_I32] = {"I32", 4},   [RT_DT_U32] = {"U32", 4}, [RT_DT_I64] = {"I64", 8},
+    [RT_DT_U64] = {"U64", 8},   [RT_DT_BOOL] = {"BOOL", 1},
+};
+
+size_t rt_dtype_size(RtDType dt) { return (dt > RT_DT_INVALID && dt < RT_DT_COUNT) ? dtype_info[dt].size : 0; }
+
+const char *rt_dtype_name(RtDType dt) { return (dt > RT_DT_INVALID && dt < RT_DT_COUNT) ? dtype_info[dt].name : "?"; }
+
+RtDType rt_dtype_from_name(const char *name) {
+  for (int i = RT_DT_INVALID + 1; i < RT_DT_COUNT; i++)
+    if (strcmp(name, dtype_info[i].name) == 0)
+      return (RtDType)i;
+  return RT_DT_INVALID;
+}
+
+static float bits_to_f32(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+float rt_f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ffu;
+  if (exp == 0) { /* zero or subnormal: man * 2^-24 */
+    float v = (float)man * 5.9604644775390625e-8f;
+    return sign ? -v : v;
+  }
+  if (exp == 31)
+    return bits_to_f32(sign | 0x7f800000u | (man << 13)); /* inf / nan */
+  return bits_to_f32(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+float rt_bf16_to_f32(uint16_t h) { return bits_to_f32((uint32_t)h << 16); }
+
+uint16_t rt_f32_to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    return (uint16_t)((u >> 16) | 0x40); /* quiet nan */
+  u += 0x7fffu + ((u >> 16) & 1u);       /* round to nearest even */
+  return (uint16_t)(u >> 16);
+}
+
+int rt_tensor_to_f32(const RtTensor *t, float *out, RtError *err) {
+  size_t es = rt_dtype_size(t->dtype);
+  if (es == 0)
+    return rt_fail(err, "tensor '%s': invalid dtype", t->name ? t->name : "?");
+  size_t n = t->nbytes / es;
+  switch (t->dtype) {
+  case RT_DT_F32: memcpy(out, t->data, n * 4); return 0;
+  case RT_DT_F64: {
+    const double *d = t->data;
+    for (size_t i = 0; i < n; i++)
+      out[i] = (float)d[i];
+    return 0;
+  }
+  case RT_DT_F16: {
+    const uint16_t *d = t->data;
+    for (size_t i = 0; i < n; i++)
+      out[i] = rt_f16_to_f32(d[i]);
+    return 0;
+  }
+  case RT_DT_BF16: {
+    const uint16_t *d = t->data;
+    for (size_t i = 0; i < n; i++)
+      out[i] = rt_bf16_to_f32(d[i]);
+    return 0;
+  }
+  default:
+    return rt_fail(err, "tensor '%s': dtype %s is not a float type", t->name ? t->name : "?", rt_dtype_name(t->dtype));
+  }
+}
+
+size_t rt_byte_encode(int32_t *ids, const void *text, size_t n) {
+  const unsigned char *s = text;
+  for (size_t i = 0; i < n; i++)
+    ids[i] = s[i];
+  return n;
+}
+
+int rt_byte_decode(char *text, const int32_t *ids, size_t n, RtError *err) {
+  for (size_t i = 0; i < n; i++) {
+    if (ids[i] < 0 || ids[i] >= RT_BYTE_VOCAB)
+      return rt_fail(err, "byte tokenizer: id %ld at position %zu is outside [0, 256)", (long)ids[i], i);
+    text[i] = (char)(unsigned char)ids[i];
+  }
+  return 0;
+}
+
+static int write_all(int fd, const void *buf, size_t len) {
+  const char *p = buf;
+  while (len > 0) {
+    ssize_t w = write(fd, p, len);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    p += w;
+    len -= (size_t)w;
+  }
+  return 0;
+}
+
+int rt_write_file_atomic(const char *path, const RtChunk *chunks, int n, RtError *err) {
+  size_t plen = strlen(path);
+  char *tmp = malloc(plen + 16);
+  if (!tmp)
+    return rt_fail(err, "%s: out of memory", path);
+  memcpy(tmp, path, plen);
+  memcpy(tmp + plen, ".tmp.XXXXXX", 12);
+  int fd = mkstemp(tmp);
+  if (fd < 0) {
+    rt_fail(err, "%s: cannot create temporary file: %s", path, strerror(errno));
+    free(tmp);
+    return -1;
+  }
+  const char *what = NULL;
+  for (int i = 0; i < n && !what; i++)
+    if (chunks[i].len && write_all(fd, chunks[i].data, chunks[i].len) != 0)
+      what = "write";
+  if (!what && fsync(fd) != 0)
+    what = "fsync";
+  int saved = errno;
+  if (close(fd) != 0 && !what) {
+    what = "close";
+    saved = errno;
+  }
+  if (!what && rename(tmp, path) != 0) {
+    what = "rename";
+    saved = errno;
+  }
+  if (what) {
+    unlink(tmp);
+    free(tmp);
+    return rt_fail(err, "%s: %s failed: %s", path, what, strerror(saved));
+  }
+  free(tmp);
+  /* Make the rename itself durable: fsync the containing directory (best effort). */
+  char *dir = strdup(path);
+  if (dir) {
+    char *slash = strrchr(dir, '/');
+    const char *d = ".";
+    if (slash) {
+      if (slash == dir)
+        slash[1] = '\0';
+      else
+        *slash = '\0';
+      d = dir;
+    }
+    int dfd = open(d, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+      (void)fsync(dfd);
+      close(dfd);
+    }
+    free(dir);
+  }
+  return 0;
+}

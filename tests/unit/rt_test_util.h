@@ -1,0 +1,50 @@
+/* rt_test_util.h: helpers shared by the runtime's Check tests (tests/unit/test_rt_*.c): a seeded
+ * fill of random floats and the normalised error used to compare a kernel with its _ref twin. */
+#ifndef RT_TEST_UTIL_H
+#define RT_TEST_UTIL_H
+
+#include "../../runtime/modelc_rt.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Uniform floats in [lo, hi) from a seeded PCG32. */
+static inline void fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed) {
+  RtRng r;
+  rt_rng_seed(&r, seed);
+  for (size_t i = 0; i < n; i++)
+    x[i] = lo + (hi - lo) * rt_rng_uniform(&r);
+}
+
+/* max |a - b| / max(max |b|, 1e-12): the error of a relative to reference b, normalised. */
+static inline double norm_err(const float *a, const float *b, size_t n) {
+  double md = 0, mb = 1e-12;
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - b[i]);
+    if (d > md || d != d)
+      md = d != d ? INFINITY : d;
+    if (fabs(b[i]) > mb)
+      mb = fabs(b[i]);
+  }
+  return md / mb;
+}
+
+/* max over elements of |a - b| / max(|b|, floor): per-element relative error with an absolute
+ * floor so values near zero do not dominate. */
+static inline double max_rel_err(const float *a, const float *b, size_t n, double floor) {
+  double m = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - b[i]) / fmax(fabs(b[i]), floor);
+    if (d > m || d != d)
+      m = d != d ? INFINITY : d;
+  }
+  return m;
+}
+
+static inline float *falloc(size_t n) {
+  float *p = malloc((n ? n : 1) * sizeof(float));
+  return p;
+}
+
+#endif

@@ -1,0 +1,117 @@
+/* test_rt_attention.c: the tiled (flash-style) rt_attention against the naive rt_attention_ref,
+ * causal and bidirectional, on sizes that leave partial query/key blocks; KV-cache decoding token
+ * by token against causal rt_attention_ref over the whole sequence; and a timing report
+ * (T=256, C=384, 6 heads) printed to stderr, not asserted (machines here are noisy). */
+#include "rt_test_util.h"
+
+#include <check.h>
+#include <stdio.h>
+
+static void check_attention(int B, int T, int C, int nh, int causal, uint64_t seed) {
+  size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
+  float *qkv = falloc(nqkv), *o = falloc(no), *r = falloc(no);
+  float *scratch = falloc(rt_attention_scratch_floats(T, C, nh)); /* exact size: ASan catches overruns */
+  fill_uniform(qkv, nqkv, -2, 2, seed);
+  rt_attention(o, qkv, B, T, C, nh, causal, scratch);
+  rt_attention_ref(r, qkv, B, T, C, nh, causal);
+  double e = norm_err(o, r, no);
+  ck_assert_msg(e < 1e-5, "attention B=%d T=%d C=%d nh=%d causal=%d: normalised error %g", B, T, C, nh, causal, e);
+  free(qkv), free(o), free(r), free(scratch);
+}
+
+START_TEST(attention_vs_ref) {
+  for (int causal = 0; causal <= 1; causal++) {
+    check_attention(2, 67, 40, 5, causal, 1);  /* hd = 8, one partial query block */
+    check_attention(1, 1, 12, 3, causal, 2);   /* a single token */
+    check_attention(2, 203, 48, 3, causal, 3); /* several query and key blocks, both partial */
+    check_attention(1, 129, 36, 1, causal, 4); /* one head, hd = 36 */
+    check_attention(1, 64, 64, 2, causal, 5);  /* exactly one block */
+  }
+}
+END_TEST
+
+START_TEST(causal_row0_is_v0) {
+  /* With causal masking, token 0 attends only to itself: out[0] == v[0]. */
+  enum { T = 5, C = 6, NH = 2 };
+  float qkv[T * 3 * C], o[T * C];
+  float *scratch = falloc(rt_attention_scratch_floats(T, C, NH));
+  fill_uniform(qkv, T * 3 * C, -1, 1, 9);
+  rt_attention(o, qkv, 1, T, C, NH, 1, scratch);
+  for (int c = 0; c < C; c++)
+    ck_assert(fabsf(o[c] - qkv[2 * C + c]) < 1e-6f);
+  free(scratch);
+}
+END_TEST
+
+START_TEST(decode_matches_full) {
+  enum { B = 2, T = 37, C = 24, NH = 3, TMAX = 40 };
+  float *qkv = falloc((size_t)B * T * 3 * C), *ref = falloc((size_t)B * T * C);
+  float *kc = falloc((size_t)B * TMAX * C), *vc = falloc((size_t)B * TMAX * C);
+  float step[B * 3 * C], out[B * C];
+  float *scratch = falloc(rt_attention_decode_scratch_floats(TMAX));
+  fill_uniform(qkv, (size_t)B * T * 3 * C, -2, 2, 7);
+  rt_attention_ref(ref, qkv, B, T, C, NH, 1);
+  double worst = 0;
+  for (int t = 0; t < T; t++) {
+    for (int b = 0; b < B; b++)
+      memcpy(step + b * 3 * C, qkv + ((size_t)b * T + t) * 3 * C, 3 * C * sizeof(float));
+    rt_attention_decode(out, step, kc, vc, B, TMAX, t, C, NH, scratch);
+    for (int b = 0; b < B; b++) {
+      double e = norm_err(out + b * C, ref + ((size_t)b * T + t) * C, C);
+      worst = e > worst ? e : worst;
+    }
+  }
+  ck_assert_msg(worst < 1e-5, "decode vs full causal: normalised error %g", worst);
+  /* the cache holds every k and v */
+  ck_assert(memcmp(kc + (size_t)1 * TMAX * C + 5 * C, qkv + ((size_t)1 * T + 5) * 3 * C + C, C * sizeof(float)) == 0);
+  free(qkv), free(ref), free(kc), free(vc), free(scratch);
+}
+END_TEST
+
+static double median3(double a, double b, double c) {
+  return a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
+}
+
+START_TEST(attention_timing) {
+  enum { B = 1, T = 256, C = 384, NH = 6 };
+  size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
+  float *qkv = falloc(nqkv), *o = falloc(no), *r = falloc(no);
+  float *scratch = falloc(rt_attention_scratch_floats(T, C, NH));
+  fill_uniform(qkv, nqkv, -2, 2, 11);
+  for (int causal = 0; causal <= 1; causal++) {
+    double tf[3], tr[3];
+    for (int rep = 0; rep < 3; rep++) {
+      double t0 = rt_now_seconds();
+      for (int i = 0; i < 10; i++)
+        rt_attention(o, qkv, B, T, C, NH, causal, scratch);
+      double t1 = rt_now_seconds();
+      rt_attention_ref(r, qkv, B, T, C, NH, causal);
+      double t2 = rt_now_seconds();
+      tf[rep] = (t1 - t0) / 10;
+      tr[rep] = t2 - t1;
+    }
+    double f = median3(tf[0], tf[1], tf[2]), rr = median3(tr[0], tr[1], tr[2]);
+    double flops = 4.0 * B * NH * (double)T * T * (C / NH) * (causal ? 0.5 : 1.0);
+    fprintf(stderr, "attention B=%d T=%d C=%d heads=%d causal=%d: fast %.3f ms (%.2f GFLOP/s), ref %.3f ms, %.1fx\n", B,
+            T, C, NH, causal, f * 1e3, flops / f * 1e-9, rr * 1e3, rr / f);
+    ck_assert(norm_err(o, r, no) < 1e-5);
+  }
+  free(qkv), free(o), free(r), free(scratch);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("rt_attention");
+  TCase *tc = tcase_create("attention");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, attention_vs_ref);
+  tcase_add_test(tc, causal_row0_is_v0);
+  tcase_add_test(tc, decode_matches_full);
+  tcase_add_test(tc, attention_timing);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}
