@@ -5,6 +5,11 @@
  * Exit status: 0 success, 1 user error (bad spec, IR, flags), 2 internal error.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +17,10 @@
 #include "../ir/ir.h"
 #include "../passes/memplan.h"
 #include "../passes/pass.h"
+#include "backend/backend.h"
 #include "frontend/spec.h"
+
+extern char **environ;
 
 #ifndef MODELC_VERSION
 #define MODELC_VERSION "0.0.0"
@@ -26,6 +34,10 @@ typedef struct Options {
   bool print_after_all, print_times, verify_each;
   const char *print_after, *print_before;
   const char *output;        /* -o */
+  const char *emit;          /* --emit=exe|c|obj */
+  const char *opt_level;     /* -O0..-O3 */
+  const char *embed_weights; /* --embed-weights=FILE */
+  bool no_native;            /* --no-native: no -march=native */
 } Options;
 
 static const char *const usage_main =
@@ -40,7 +52,7 @@ static const char *const usage_main =
     "  stats SPEC|FILE.mir   parameters, bytes, FLOPs per token and activation memory, per pass\n"
     "  graph SPEC|FILE.mir   Graphviz DOT of the model (stdout)\n"
     "  passes                list the available passes and their options\n"
-    "  build SPEC -o PROG    compile to a standalone program (not implemented yet)\n"
+    "  build SPEC -o PROG    compile to a standalone program (C backend, OpenBLAS runtime)\n"
     "\n"
     "options:\n"
     "  --help, -h            help (also: modelc COMMAND --help)\n"
@@ -78,8 +90,19 @@ static void print_command_help(const char *cmd) {
   else if (strcmp(cmd, "passes") == 0)
     printf("usage: modelc passes\n\nList every registered pass with its description and options.\n");
   else if (strcmp(cmd, "build") == 0)
-    printf("usage: modelc build SPEC -o PROG\n\nCompile SPEC to a standalone executable. "
-           "Not implemented yet (the C backend is the next milestone).\n");
+    printf("usage: modelc build [options] SPEC|FILE.mir -o PROG\n\n"
+           "Compile the model to a standalone program (PROG info|init|forward|generate|eval|bench;\n"
+           "see docs/runtime.md). The memplan pass is appended to the pipeline if it is not last.\n\n"
+           "options:\n"
+           "  -o FILE               output file (required)\n"
+           "  --emit=exe|c|obj      what to write (default exe): an executable, the generated C file\n"
+           "                        only, or an object file\n"
+           "  -O0|-O1|-O2|-O3       optimisation level for the generated C (default -O2)\n"
+           "  --embed-weights=W     bake the safetensors file W into the program (no --weights needed)\n"
+           "  --no-native           do not compile for this CPU (-march=native is the default)\n"
+           "environment: CC (default cc) compiles and links; MODELC_RUNTIME_INCLUDE and\n"
+           "MODELC_RUNTIME_LIB override where modelc_rt.h and libmodelc_rt.a are found.\n%s",
+           usage_pipeline);
 }
 
 /* Parses argv after the command. Returns false (after printing why) on a bad flag. */
@@ -109,6 +132,16 @@ static bool parse_args(const char *cmd, int argc, char **argv, Options *o, bool 
       o->verify_each = true;
     } else if (strcmp(a, "-o") == 0 && i + 1 < argc) {
       o->output = argv[++i];
+    } else if (strncmp(a, "--emit=", 7) == 0) {
+      o->emit = a + 7;
+    } else if (strcmp(a, "-O0") == 0 || strcmp(a, "-O1") == 0 || strcmp(a, "-O2") == 0 || strcmp(a, "-O3") == 0) {
+      o->opt_level = a;
+    } else if (strncmp(a, "--embed-weights=", 16) == 0 && a[16]) {
+      o->embed_weights = a + 16;
+    } else if (strcmp(a, "--embed-weights") == 0 && i + 1 < argc) {
+      o->embed_weights = argv[++i];
+    } else if (strcmp(a, "--no-native") == 0) {
+      o->no_native = true;
     } else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "modelc: error: unknown option '%s' for 'modelc %s' (see 'modelc %s --help')\n", a, cmd,
               cmd);
@@ -348,6 +381,138 @@ static void list_passes(void) {
   }
 }
 
+/* ---- build ---- */
+
+#ifndef MODELC_RT_INCLUDE
+#define MODELC_RT_INCLUDE "runtime"
+#endif
+#ifndef MODELC_RT_LIB
+#define MODELC_RT_LIB "libmodelc_rt.a"
+#endif
+
+/* Runs argv (searching PATH); returns its exit status, or -1 if it could not start. */
+static int run_command(char *const *argv, bool quiet) {
+  pid_t pid;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  if (quiet) posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  int rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) return -1;
+  int st;
+  while (waitpid(pid, &st, 0) < 0)
+    if (errno != EINTR) return -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **argv, Diag *d) {
+  const char *emit = o->emit ? o->emit : "exe";
+  if (strcmp(emit, "exe") != 0 && strcmp(emit, "c") != 0 && strcmp(emit, "obj") != 0) {
+    diag_error(d, NULL, 0, 0, "--emit=%s: expected exe, c or obj", emit);
+    return EXIT_USER;
+  }
+  if (!o->output) {
+    diag_error(d, NULL, 0, 0, "'modelc build' needs an output file: -o FILE");
+    return EXIT_USER;
+  }
+  if (o->embed_weights) {
+    FILE *w = fopen(o->embed_weights, "rb");
+    if (!w) {
+      diag_error(d, o->embed_weights, 0, 0, "cannot open weights file: %s", strerror(errno));
+      return EXIT_USER;
+    }
+    fclose(w);
+    if (strchr(o->embed_weights, '\n')) {
+      diag_error(d, NULL, 0, 0, "--embed-weights: a file name with a newline is not supported");
+      return EXIT_USER;
+    }
+  }
+  if (pipe->n == 0 || strcmp(pipe->e[pipe->n - 1].pass->name, "memplan") != 0)
+    if (!pass_pipeline_append(pipe, "memplan", "<build>", 1, 1, d)) return EXIT_INTERNAL;
+  if (!run_passes(m, o, pipe, d, NULL, NULL)) return EXIT_USER;
+
+  /* The compile options recorded in the program. */
+  char opts[1024];
+  size_t k = (size_t)snprintf(opts, sizeof opts, "modelc %s", MODELC_VERSION);
+  for (int i = 1; i < argc && k < sizeof opts; i++) k += (size_t)snprintf(opts + k, sizeof opts - k, " %s", argv[i]);
+  char abs_weights[PATH_MAX];
+  EmitOptions eo = {.compile_options = opts, .embed_weights = NULL};
+  if (o->embed_weights) {
+    if (!realpath(o->embed_weights, abs_weights)) {
+      diag_error(d, o->embed_weights, 0, 0, "cannot resolve path: %s", strerror(errno));
+      return EXIT_USER;
+    }
+    eo.embed_weights = abs_weights;
+  }
+
+  char cpath[PATH_MAX];
+  if (strcmp(emit, "c") == 0) {
+    snprintf(cpath, sizeof cpath, "%s", o->output);
+  } else {
+    snprintf(cpath, sizeof cpath, "%s.XXXXXX.c", o->output);
+    int fd = mkstemps(cpath, 2);
+    if (fd < 0) {
+      diag_error(d, o->output, 0, 0, "cannot create a temporary file next to the output: %s", strerror(errno));
+      return EXIT_USER;
+    }
+    close(fd);
+  }
+  FILE *c = fopen(cpath, "w");
+  if (!c) {
+    diag_error(d, cpath, 0, 0, "cannot write: %s", strerror(errno));
+    return EXIT_USER;
+  }
+  bool ok = emitc_module(m, &eo, c, d);
+  if (fclose(c) != 0) ok = false;
+  if (!ok || strcmp(emit, "c") == 0) {
+    if (!ok) remove(cpath);
+    return ok ? 0 : EXIT_USER;
+  }
+
+  const char *cc = getenv("CC");
+  if (!cc || !*cc) cc = "cc";
+  const char *inc = getenv("MODELC_RUNTIME_INCLUDE");
+  const char *lib = getenv("MODELC_RUNTIME_LIB");
+  char incflag[PATH_MAX + 3];
+  snprintf(incflag, sizeof incflag, "-I%s", inc && *inc ? inc : MODELC_RT_INCLUDE);
+  char *args[32];
+  int n = 0;
+  args[n++] = (char *)cc;
+  args[n++] = (char *)(o->opt_level ? o->opt_level : "-O2");
+  args[n++] = "-std=c11";
+  if (!o->no_native) args[n++] = "-march=native";
+  args[n++] = incflag;
+  if (strcmp(emit, "obj") == 0) args[n++] = "-c";
+  args[n++] = cpath;
+  args[n++] = "-o";
+  args[n++] = (char *)o->output;
+  if (strcmp(emit, "exe") == 0) {
+    args[n++] = (char *)(lib && *lib ? lib : MODELC_RT_LIB);
+    args[n++] = "-lopenblas";
+    args[n++] = "-lm";
+    args[n++] = "-lpthread";
+  }
+  args[n] = NULL;
+  int rc = run_command(args, false);
+  remove(cpath);
+  if (rc != 0) {
+    diag_error(d, NULL, 0, 0, "%s failed (exit status %d) compiling the generated code", cc, rc);
+    return rc < 0 ? EXIT_USER : EXIT_INTERNAL;
+  }
+  if (o->embed_weights && strcmp(emit, "exe") == 0) {
+    /* The program validates its embedded weights: a bad file fails the build, not the user later. */
+    char prog[PATH_MAX];
+    snprintf(prog, sizeof prog, "%s%s", strchr(o->output, '/') ? "" : "./", o->output);
+    char *info[] = {prog, "info", NULL};
+    if (run_command(info, true) != 0) {
+      remove(o->output);
+      diag_error(d, o->embed_weights, 0, 0, "the weights do not fit the model (see the message above)");
+      return EXIT_USER;
+    }
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fputs(usage_main, stderr);
@@ -383,11 +548,6 @@ int main(int argc, char **argv) {
     list_passes();
     return 0;
   }
-  if (strcmp(cmd, "build") == 0) {
-    fprintf(stderr, "modelc: error: 'modelc build' is not implemented yet: the C backend and runtime are the "
-                    "next milestone; use 'modelc dump' or 'modelc stats' meanwhile\n");
-    return EXIT_USER;
-  }
   if (!o.input) {
     fprintf(stderr, "modelc: error: 'modelc %s' needs an input file (see 'modelc %s --help')\n", cmd, cmd);
     return EXIT_USER;
@@ -409,6 +569,8 @@ int main(int argc, char **argv) {
            "live peak bytes", "arena bytes");
     stats_row(NULL, m, NULL);
     if (!run_passes(m, &o, &pipe, &d, stats_row, NULL)) status = EXIT_USER;
+  } else if (strcmp(cmd, "build") == 0) {
+    status = build(m, &o, &pipe, argc, argv, &d);
   } else {
     if (!run_passes(m, &o, &pipe, &d, NULL, NULL))
       status = EXIT_USER;

@@ -199,3 +199,31 @@ void rt_attention_decode(float *out, const float *qkv, float *kcache, float *vca
     }
   }
 }
+
+/* ---- attention with a KV cache, any number of new tokens ------------------------------------- */
+
+size_t rt_attention_kv_scratch_floats(int Tmax, int C, int n_head) {
+  size_t a = rt_attention_scratch_floats(Tmax, C, n_head), b = rt_attention_decode_scratch_floats(Tmax);
+  return a > b ? a : b;
+}
+
+void rt_attention_kv(float *out, const float *qkv, float *kcache, float *vcache, int B, int nt, int t0, int Tmax,
+                     int C, int n_head, int causal, float *scratch) {
+  if (t0 == 0) {
+    /* prefill: plain attention over the new tokens, and their k, v into the cache */
+    rt_attention(out, qkv, B, nt, C, n_head, causal, scratch);
+    for (int b = 0; b < B; b++)
+      for (int t = 0; t < nt; t++) {
+        const float *row = qkv + ((size_t)b * nt + t) * 3 * C;
+        memcpy(kcache + ((size_t)b * Tmax + t) * C, row + C, (size_t)C * sizeof(float));
+        memcpy(vcache + ((size_t)b * Tmax + t) * C, row + 2 * C, (size_t)C * sizeof(float));
+      }
+    return;
+  }
+  /* decoding: token t of sequence b sits at position t0 + t and sees positions 0..t0+t */
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < nt; t++)
+      rt_attention_decode(out + ((size_t)b * nt + t) * C, qkv + ((size_t)b * nt + t) * 3 * C,
+                          kcache + (size_t)b * Tmax * C, vcache + (size_t)b * Tmax * C, 1, Tmax, t0 + t, C, n_head,
+                          scratch);
+}

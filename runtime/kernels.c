@@ -8,8 +8,6 @@
 #include <math.h>
 #include <string.h>
 
-#define RT_SQRT1_2 0.70710678118654752440f
-#define RT_SQRT_2_OVER_PI 0.79788456080286535588f
 
 /* Sum of x[0..n) with 8 lanes, then a pairwise combine: accurate and vectorisable. */
 static float sum8(const float *x, int n) {
@@ -199,32 +197,27 @@ void rt_rmsnorm_ref(float *out, float *rstd_out, const float *x, const float *ga
 /* 1 + erf(z) is computed as erfc(-z): no cancellation for negative x. */
 void rt_gelu(float *out, const float *x, size_t n) {
   for (size_t i = 0; i < n; i++)
-    out[i] = 0.5f * x[i] * erfcf(-x[i] * RT_SQRT1_2);
+    out[i] = rt_geluf(x[i]);
 }
 
 void rt_gelu_tanh(float *out, const float *x, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    float v = x[i];
-    /* 0.5 (1 + tanh u) == 1 / (1 + exp(-2u)): same value, no cancellation, cheaper */
-    out[i] = v / (1.0f + expf(-2.0f * RT_SQRT_2_OVER_PI * (v + 0.044715f * v * v * v)));
-  }
+  for (size_t i = 0; i < n; i++)
+    out[i] = rt_gelu_tanhf(x[i]);
 }
 
 void rt_relu(float *out, const float *x, size_t n) {
   for (size_t i = 0; i < n; i++)
-    out[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    out[i] = rt_reluf(x[i]);
 }
 
 void rt_silu(float *out, const float *x, size_t n) {
   for (size_t i = 0; i < n; i++)
-    out[i] = x[i] / (1.0f + expf(-x[i]));
+    out[i] = rt_siluf(x[i]);
 }
 
 void rt_swiglu(float *out, const float *a, const float *b, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    float av = a[i];
-    out[i] = av / (1.0f + expf(-av)) * b[i];
-  }
+  for (size_t i = 0; i < n; i++)
+    out[i] = rt_siluf(a[i]) * b[i];
 }
 
 void rt_gelu_ref(float *out, const float *x, size_t n) {
@@ -242,7 +235,7 @@ void rt_gelu_tanh_ref(float *out, const float *x, size_t n) {
 
 void rt_relu_ref(float *out, const float *x, size_t n) {
   for (size_t i = 0; i < n; i++)
-    out[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    out[i] = rt_reluf(x[i]);
 }
 
 void rt_silu_ref(float *out, const float *x, size_t n) {
@@ -292,4 +285,27 @@ void rt_softmax_ref(float *out, const float *x, int R, int C) {
     for (int c = 0; c < C; c++)
       out[(size_t)r * C + c] = (float)(exp(xr[c] - mx) / s);
   }
+}
+
+/* ---- sinusoidal positions: out (T,C) --------------------------------------------------------- */
+
+/* The angle t / 10000^(2i/C) for column pair i, in double; the table is computed once per program
+ * (generated code caches it), so accuracy matters more than speed. */
+void rt_sinusoid(float *out, int T, int C) {
+  for (int i = 0; 2 * i < C; i++) {
+    double inv = pow(10000.0, -(2.0 * i) / C);
+    for (int t = 0; t < T; t++) {
+      double a = t * inv;
+      out[(size_t)t * C + 2 * i] = (float)sin(a);
+      if (2 * i + 1 < C) out[(size_t)t * C + 2 * i + 1] = (float)cos(a);
+    }
+  }
+}
+
+void rt_sinusoid_ref(float *out, int T, int C) {
+  for (int t = 0; t < T; t++)
+    for (int c = 0; c < C; c++) {
+      double a = t / pow(10000.0, (double)(c - c % 2) / C);
+      out[(size_t)t * C + c] = (float)(c % 2 ? cos(a) : sin(a));
+    }
 }

@@ -24,6 +24,7 @@
 #ifndef MODELC_RT_H
 #define MODELC_RT_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -278,6 +279,89 @@ int rt_sample(const float *logits, int V, const RtSampleParams *p, RtRng *rng, f
 size_t rt_byte_encode(int32_t *ids, const void *text, size_t n);
 /* text (n bytes) <- ids (n); an id outside [0,256) is an error naming its position. */
 int rt_byte_decode(char *text, const int32_t *ids, size_t n, RtError *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * Scalar activations, shared by the array kernels above and by generated fused loops
+ * ------------------------------------------------------------------------------------------- */
+
+static inline float rt_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float rt_reluf(float x) { return x > 0.0f ? x : 0.0f; }
+static inline float rt_siluf(float x) { return x / (1.0f + expf(-x)); }
+/* exact GELU: 0.5 x (1 + erf(x / sqrt 2)), computed as 0.5 x erfc(-x / sqrt 2) (no cancellation
+ * for negative x) */
+static inline float rt_geluf(float x) { return 0.5f * x * erfcf(-x * 0.70710678118654752f); }
+/* tanh approximation (GPT-2): 0.5 x (1 + tanh u), u = sqrt(2/pi) (x + 0.044715 x^3), computed as
+ * x / (1 + exp(-2u)): the same value without cancellation */
+static inline float rt_gelu_tanhf(float x) {
+  return x / (1.0f + expf(-2.0f * 0.79788456080286536f * (x + 0.044715f * x * x * x)));
+}
+
+/* Sinusoidal positions (Vaswani et al. 2017): out[t, 2i] = sin(t / 10000^(2i/C)),
+ * out[t, 2i+1] = cos(t / 10000^(2i/C)). out is (T,C). Computed in double, stored as float. */
+void rt_sinusoid(float *out, int T, int C);
+void rt_sinusoid_ref(float *out, int T, int C);
+
+/* Attention with a KV cache, for prefill and decoding alike. qkv is (B,nt,3C) for tokens at
+ * positions t0..t0+nt-1; kcache, vcache are (B,Tmax,C). Their k and v are stored into the cache at
+ * those positions, then each query attends causally over the cache positions 0..t0+t. out is
+ * (B,nt,C). With t0 == 0 this is rt_attention on qkv (plus the cache writes). scratch holds
+ * rt_attention_kv_scratch_floats(Tmax, C, n_head) floats. Only causal attention has a cache. */
+size_t rt_attention_kv_scratch_floats(int Tmax, int C, int n_head);
+void rt_attention_kv(float *out, const float *qkv, float *kcache, float *vcache, int B, int nt, int t0, int Tmax,
+                     int C, int n_head, int causal, float *scratch);
+
+/* ---------------------------------------------------------------------------------------------
+ * Generated programs: the model descriptor and the command line (runtime/prog.c)
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum RtInit { RT_INIT_ZEROS, RT_INIT_ONES, RT_INIT_NORMAL, RT_INIT_UNIFORM, RT_INIT_SINUSOID } RtInit;
+
+/* One parameter: its safetensors name and shape, and where it lives in the weight buffer. */
+typedef struct RtParamInfo {
+  const char *name;
+  int ndim;
+  int64_t shape[4];
+  int64_t offset;   /* floats from the start of the weight buffer (64-byte aligned) */
+  RtInit init;      /* initialiser for PROG init */
+  float init_arg;   /* std (normal) or bound (uniform) */
+  int stored;       /* 0: shares another parameter's storage (not in the weights file) */
+  int decay;        /* weight decay applies (training) */
+} RtParamInfo;
+
+/* One KV-cache slot (one attention op instance): k and v are (B,Tmax,C). */
+typedef struct RtKV {
+  float *k, *v;
+} RtKV;
+
+/* One call of the generated forward: runtime batch nb <= batch, length nt <= context, position of
+ * the first token t0 (t0 + nt <= context), the KV cache (NULL: none), attention scratch. */
+typedef struct RtStep {
+  int nb, nt, t0;
+  RtKV *kv;
+  float *scratch;
+} RtStep;
+
+typedef struct RtModel {
+  const char *name;
+  const char *kind;             /* "decoder" or "encoder" */
+  int64_t batch, context, vocab;  /* compiled maxima; vocab of the token ids */
+  int out_per_token;            /* 1: output (B,T,out_dim) logits; 0: (B,out_dim) (classifier) */
+  int64_t out_dim;
+  int nparams;
+  const RtParamInfo *params;
+  int64_t weight_floats;        /* size of the weight buffer */
+  int64_t param_count, param_bytes, flops_per_token, arena_bytes;
+  int kv_slots;                 /* attention op instances (KV-cache slots) */
+  int64_t attn_t, attn_c, attn_heads;  /* largest attention sizes, for scratch */
+  const char *compile_options;
+  /* The model: tokens (nb,nt) int32 -> out. arena holds arena_bytes, W weight_floats floats. */
+  void (*forward)(const RtStep *s, char *arena, const float *W, const int32_t *tokens, float *out);
+  const unsigned char *embedded_weights, *embedded_end; /* a safetensors image, or NULL */
+} RtModel;
+
+/* The generated program's command line: info, init, forward, generate, eval, bench (each with
+ * --help). Returns the process exit status: 0, 1 for user errors. */
+int rt_main(int argc, char **argv, const RtModel *m);
 
 #ifdef __cplusplus
 }

@@ -58,7 +58,7 @@ static Value *lw_param_op(Lower *lw, const char *name) {
 static Value *lw_param(Lower *lw, const SpecParam *p) {
   if (lw->block) {
     Value *v = lw->f->args[1 + lw->cursor++];
-    IR_ASSERT(!strcmp(v->name, p->name));
+    IR_ASSERT(v->name && strcmp(v->name, p->name) == 0);
     return v;
   }
   lw_add_param(lw, p);

@@ -1,0 +1,62 @@
+/* backend.h: what the backends share: the analysis of a lowered, memory-planned module into facts
+ * code generation needs (which axes of each tensor are the dynamic batch and time axes, where each
+ * parameter lives in the weight buffer, how many KV-cache slots each function uses), and the
+ * backends' entry points.
+ *
+ * Dynamic shapes. IR shapes are the compiled maxima. A generated program runs any batch
+ * nb <= B and sequence length nt <= T: tensors derived from the tokens carry a batch axis (B) and
+ * a time axis (T) whose runtime extents are nb and nt, packed densely. A static tensor aligned with
+ * a time axis by broadcasting (a learned or sinusoidal position table [T,C]) is indexed at the
+ * absolute position t0 + t, so the same code serves a full forward (t0 = 0) and KV-cache decoding
+ * (nt = 1, t0 = position). Every other axis is static.
+ */
+#ifndef MODELC_BACKEND_H
+#define MODELC_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "../../ir/ir.h"
+
+typedef enum AxisRole { AX_STATIC = 0, AX_BATCH, AX_TIME } AxisRole;
+
+typedef struct ValueInfo {
+  AxisRole role[IR_MAX_RANK]; /* per axis */
+  bool known;                 /* roles computed */
+} ValueInfo;
+
+typedef struct FuncInfo {
+  const Func *f;
+  ValueInfo *vals;     /* indexed by Value.id */
+  int nattn;           /* attention ops in f itself */
+  int kv_slots;        /* KV-cache slots f and its callees use (one per attention op instance) */
+  int64_t frame;       /* bytes of f's own frame (memplan) */
+  bool analysed;
+} FuncInfo;
+
+typedef struct BackendPlan {
+  const Module *m;
+  FuncInfo *funcs;         /* parallel to m->funcs */
+  const Func *entry;
+  int64_t *param_offset;   /* floats into the weight buffer, parallel to m->params */
+  int64_t weight_floats;   /* size of the weight buffer */
+  int64_t arena_bytes;     /* the whole planned arena (entry frame + deepest callee arena) */
+  int kv_slots;            /* KV-cache slots of the whole program */
+  int64_t max_attn_t, max_attn_c, max_attn_heads; /* sizes for attention scratch */
+} BackendPlan;
+
+/* Analyses m (which must have been through memplan). Reports unsupported constructs to d. */
+bool backend_plan(BackendPlan *p, const Module *m, Diag *d);
+void backend_plan_free(BackendPlan *p);
+FuncInfo *backend_func(const BackendPlan *p, const Func *f);
+
+typedef struct EmitOptions {
+  const char *compile_options;  /* recorded in the program (PROG info) */
+  const char *embed_weights;    /* safetensors file baked into the program, or NULL */
+} EmitOptions;
+
+/* The C backend: writes one C file for the whole program to out. */
+bool emitc_module(const Module *m, const EmitOptions *o, FILE *out, Diag *d);
+
+#endif

@@ -1,0 +1,565 @@
+/* emit_c.c: the C backend. Writes one readable C file for a lowered, memory-planned module:
+ * one C function per IR function, feature sizes as constants, every element-wise group as one
+ * loop nest, runtime kernel calls for the rest, a comment naming the IR op behind each statement,
+ * and every intermediate tensor at its planned offset in one arena. The file ends with the model
+ * descriptor (RtModel) and a main() handing it to the runtime's command line (rt_main).
+ *
+ * Generated functions take (s, A, W, kv, args..., results...): s the step (runtime batch nb,
+ * length nt, first position t0, KV cache, scratch), A this function's frame in the arena, W the
+ * weight buffer, kv the first KV-cache slot this call owns. See backend.h for dynamic shapes.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../passes/memplan.h"
+#include "backend.h"
+
+typedef struct Em {
+  FILE *o;
+  BackendPlan *p;
+  Diag *d;
+  const Func *f;
+  FuncInfo *fi;
+  bool ok;
+  int kv_local;   /* running KV-cache slot offset within the function being emitted */
+  int sin_count; /* sinusoid tables emitted so far */
+} Em;
+
+/* ---- names and sizes ---- */
+
+static bool is_int(const Value *v) { return v->type.dtype == DT_I32 || v->type.dtype == DT_I64; }
+
+static int ret_index(const Func *f, const Value *v) {
+  for (int i = 0; i < f->nret; i++)
+    if (f->ret[i] == v) return i;
+  return -1;
+}
+
+/* The C expression naming v's storage. */
+static const char *vname(const Em *e, const Value *v, char *buf) {
+  if (!v->def)
+    snprintf(buf, 32, "a%d", v->index);
+  else
+    snprintf(buf, 32, "v%d", v->id);
+  (void)e;
+  return buf;
+}
+
+/* Runtime extent of axis i of v. */
+static void extent(const Em *e, const Value *v, int i, char *buf) {
+  AxisRole r = e->fi->vals[v->id].role[i];
+  if (r == AX_BATCH)
+    snprintf(buf, 32, "nb");
+  else if (r == AX_TIME)
+    snprintf(buf, 32, "nt");
+  else
+    snprintf(buf, 32, "%lld", (long long)v->type.dim[i]);
+}
+
+/* Runtime element count of v, optionally of its leading axes only (all but the last `skip`). */
+static void numel(const Em *e, const Value *v, int skip, char *buf, size_t n) {
+  size_t k = (size_t)snprintf(buf, n, "((size_t)1");
+  for (int i = 0; i + skip < v->type.rank && k < n; i++) {
+    char ex[32];
+    extent(e, v, i, ex);
+    k += (size_t)snprintf(buf + k, n - k, " * %s", ex);
+  }
+  if (k < n) snprintf(buf + k, n - k, ")");
+}
+
+/* A C float literal for v: "0.5f", "1e-05f", "2.0f", "INFINITY", "(-INFINITY)", "NAN". */
+static const char *flit(double v, char *buf) {
+  if (v != v) return strcpy(buf, "NAN");
+  if (v > 3.4e38) return strcpy(buf, "INFINITY");
+  if (v < -3.4e38) return strcpy(buf, "(-INFINITY)");
+  snprintf(buf, 40, "%.9g", v);
+  if (!strpbrk(buf, ".e")) strcat(buf, ".0");
+  strcat(buf, "f");
+  return buf;
+}
+
+/* ---- comments ---- */
+
+static void comment_op(Em *e, const Op *op) {
+  char b[32], tb[96];
+  fprintf(e->o, "  /* ");
+  for (int i = 0; i < op->nout; i++) fprintf(e->o, "%s%%%s", i ? ", " : "", vname(e, op->out[i], b));
+  fprintf(e->o, " = %s(", ir_op_name(op->kind));
+  for (int i = 0; i < op->nin; i++) fprintf(e->o, "%s%%%s", i ? ", " : "", vname(e, op->in[i], b));
+  fprintf(e->o, ")");
+  for (int i = 0; i < op->nattr; i++) {
+    const Attr *a = &op->attr[i];
+    fprintf(e->o, "%s%s=", i ? ", " : " {", a->key);
+    switch (a->kind) {
+    case ATTR_INT: fprintf(e->o, "%lld", (long long)a->i); break;
+    case ATTR_FLOAT: fprintf(e->o, "%g", a->f); break;
+    case ATTR_SYM: fprintf(e->o, "@%s", a->s); break;
+    case ATTR_STR:
+      fputc('"', e->o);
+      for (const char *s = a->s; *s; s++)
+        if (!(s[0] == '*' && s[1] == '/') && (unsigned char)*s >= 32 && *s != '\\') fputc(*s, e->o);
+      fputc('"', e->o);
+      break;
+    case ATTR_INTS:
+      fputc('[', e->o);
+      for (int k = 0; k < a->n; k++) fprintf(e->o, "%s%lld", k ? "," : "", (long long)a->ints[k]);
+      fputc(']', e->o);
+      break;
+    }
+    if (i == op->nattr - 1) fputc('}', e->o);
+  }
+  fprintf(e->o, " : %s */\n", ir_type_str(&op->out[0]->type, tb, sizeof tb));
+}
+
+/* ---- element-wise expressions ---- */
+
+/* Writes the C expression of an OPF_EW op applied to argument expressions a, b. */
+static void ew_c(FILE *o, OpKind k, const char *a, const char *b) {
+  switch (k) {
+  case OP_ADD: fprintf(o, "(%s + %s)", a, b); break;
+  case OP_SUB: fprintf(o, "(%s - %s)", a, b); break;
+  case OP_MUL: fprintf(o, "(%s * %s)", a, b); break;
+  case OP_DIV: fprintf(o, "(%s / %s)", a, b); break;
+  case OP_NEG: fprintf(o, "(-%s)", a); break;
+  case OP_EXP: fprintf(o, "expf(%s)", a); break;
+  case OP_TANH: fprintf(o, "tanhf(%s)", a); break;
+  case OP_SIGMOID: fprintf(o, "rt_sigmoidf(%s)", a); break;
+  case OP_RELU: fprintf(o, "rt_reluf(%s)", a); break;
+  case OP_GELU: fprintf(o, "rt_geluf(%s)", a); break;
+  case OP_GELU_TANH: fprintf(o, "rt_gelu_tanhf(%s)", a); break;
+  case OP_SILU: fprintf(o, "rt_siluf(%s)", a); break;
+  default: die("not an element-wise op: %s", ir_op_name(k));
+  }
+}
+
+/* Writes an expression tree; operand $i reads args[i]. */
+static void expr_c(FILE *o, const Expr *x, char *const *args) {
+  if (x->kind == EX_ARG) {
+    fputs(args[x->arg], o);
+  } else if (x->kind == EX_CONST) {
+    char fb[48];
+    fputs(flit(x->c, fb), o);
+  } else {
+    char *buf[2] = {NULL, NULL};
+    size_t len[2];
+    for (int i = 0; i < x->nkid; i++) {
+      FILE *m = open_memstream(&buf[i], &len[i]);
+      if (!m) die("out of memory");
+      expr_c(m, x->kid[i], args);
+      fclose(m);
+    }
+    ew_c(o, x->op, buf[0], x->nkid > 1 ? buf[1] : "");
+    free(buf[0]);
+    free(buf[1]);
+  }
+}
+
+/* The index expression of operand v inside a loop nest over result r (coordinates i0..), in
+ * Horner form over v's own runtime extents: ((i0 * nt + i1) * 128 + i2). Broadcast axes
+ * (extent 1) contribute nothing. */
+static void operand_index(const Em *e, const Value *v, const Value *r, char *buf, size_t n) {
+  int shift = r->type.rank - v->type.rank;
+  buf[0] = 0;
+  for (int j = 0; j < v->type.rank; j++) {
+    char ex[32], coord[48], tmp[512];
+    extent(e, v, j, ex);
+    AxisRole vr = e->fi->vals[v->id].role[j], rr = e->fi->vals[r->id].role[j + shift];
+    if (v->type.dim[j] == 1)
+      snprintf(coord, sizeof coord, "0");
+    else if (vr == AX_STATIC && rr == AX_TIME)
+      snprintf(coord, sizeof coord, "(t0 + i%d)", j + shift); /* a position table: absolute position */
+    else
+      snprintf(coord, sizeof coord, "i%d", j + shift);
+    if (!buf[0] && strcmp(coord, "0") == 0) continue; /* leading broadcast axes */
+    if (!buf[0])
+      snprintf(tmp, sizeof tmp, "(size_t)%s", coord);
+    else if (strcmp(coord, "0") == 0)
+      snprintf(tmp, sizeof tmp, "(%s) * %s", buf, ex);
+    else
+      snprintf(tmp, sizeof tmp, "(%s) * %s + %s", buf, ex, coord);
+    snprintf(buf, n, "%s", tmp);
+  }
+  if (!buf[0]) snprintf(buf, n, "0");
+}
+
+/* One loop nest computing out[i] = expr(operands) over the result value r. */
+static void emit_loop(Em *e, const Value *r, const char *outp, int nops, const Value *const *ops,
+                      const char *const *opnames, const Expr *x) {
+  int rank = r->type.rank;
+  char ind[64] = "  ";
+  fprintf(e->o, "  {\n");
+  for (int i = 0; i < rank; i++) {
+    char ex[32];
+    extent(e, r, i, ex);
+    fprintf(e->o, "%s  for (int i%d = 0; i%d < %s; i%d++)\n", ind, i, i, ex, i);
+    strcat(ind, "  ");
+  }
+  char **args = calloc((size_t)nops + 1, sizeof *args);
+  char ri[512];
+  operand_index(e, r, r, ri, sizeof ri);
+  for (int k = 0; k < nops; k++) {
+    char idx[512];
+    if (ops[k] == r) {
+      snprintf(idx, sizeof idx, "%s", ri);
+    } else {
+      operand_index(e, ops[k], r, idx, sizeof idx);
+    }
+    size_t len = strlen(opnames[k]) + strlen(idx) + 8;
+    args[k] = malloc(len);
+    snprintf(args[k], len, "%s[%s]", opnames[k], idx);
+  }
+  fprintf(e->o, "%s  %s[%s] = ", ind, outp, ri);
+  expr_c(e->o, x, args);
+  fprintf(e->o, ";\n  }\n");
+  for (int k = 0; k < nops; k++) free(args[k]);
+  free(args);
+}
+
+/* ---- ops ---- */
+
+/* Declares the output pointer of op's result: the caller's result buffer or its arena place. */
+static const char *out_ptr(Em *e, const Op *op, char *buf) {
+  const Value *v = op->out[0];
+  int ri = ret_index(e->f, v);
+  char b[32];
+  if (ri >= 0) {
+    fprintf(e->o, "  %s *%s = r%d;\n", is_int(v) ? "int32_t" : "float", vname(e, v, b), ri);
+  } else {
+    int64_t off = 0;
+    if (!memplan_offset(v, &off)) die("value without a planned place");
+    fprintf(e->o, "  %s *%s = (%s *)(A + %lld);\n", is_int(v) ? "int32_t" : "float", vname(e, v, b),
+            is_int(v) ? "int32_t" : "float", (long long)off);
+  }
+  return vname(e, v, buf);
+}
+
+static void unsupported(Em *e, const Op *op, const char *why) {
+  diag_error(e->d, NULL, op->line, op->col, "C backend: in @%s: %s: %s", e->f->name, ir_op_name(op->kind), why);
+  e->ok = false;
+}
+
+static void emit_op(Em *e, const Op *op) {
+  char o[32], a0[32], a1[32], a2[32], n0[160];
+  const Value *r = op->out[0];
+  comment_op(e, op);
+  switch (op->kind) {
+  case OP_PARAM: {
+    const Param *q = ir_find_param(e->p->m, ir_attr_str(op, "p"));
+    int qi = 0;
+    while (e->p->m->params[qi] != q) qi++;
+    fprintf(e->o, "  const float *%s = W + %lld; /* @%s */\n", vname(e, r, o), (long long)e->p->param_offset[qi],
+            q->name);
+    return;
+  }
+  case OP_CONST: {
+    out_ptr(e, op, o);
+    numel(e, r, 0, n0, sizeof n0);
+    char fb[48];
+    fprintf(e->o, "  for (size_t i = 0; i < %s; i++) %s[i] = %s;\n", n0, o, flit(ir_attr_float(op, "value", 0), fb));
+    return;
+  }
+  case OP_SINUSOID: {
+    int id = e->sin_count++;
+    fprintf(e->o, "  static float sin%d[%lld];\n  static int sin%d_ready;\n", id, (long long)ir_type_numel(&r->type), id);
+    fprintf(e->o, "  if (!sin%d_ready) {\n    rt_sinusoid(sin%d, %lld, %lld);\n    sin%d_ready = 1;\n  }\n", id, id,
+            (long long)r->type.dim[0], (long long)r->type.dim[1], id);
+    if (ret_index(e->f, r) >= 0) {
+      out_ptr(e, op, o);
+      fprintf(e->o, "  memcpy(%s, sin%d, sizeof sin%d);\n", o, id, id);
+    } else {
+      fprintf(e->o, "  const float *%s = sin%d;\n", vname(e, r, o), id);
+    }
+    return;
+  }
+  case OP_EMBEDDING:
+    out_ptr(e, op, o);
+    numel(e, op->in[0], 0, n0, sizeof n0);
+    fprintf(e->o, "  rt_embedding(%s, %s, %s, (int)%s, %lld, %lld, NULL);\n", o, vname(e, op->in[0], a0),
+            vname(e, op->in[1], a1), n0, (long long)op->in[1]->type.dim[0], (long long)op->in[1]->type.dim[1]);
+    return;
+  case OP_LAYERNORM:
+  case OP_RMSNORM: {
+    out_ptr(e, op, o);
+    const Value *x = op->in[0];
+    numel(e, x, 1, n0, sizeof n0);
+    int64_t c = x->type.dim[x->type.rank - 1];
+    char fb[48];
+    flit(ir_attr_float(op, "eps", 1e-5), fb);
+    if (op->kind == OP_LAYERNORM)
+      fprintf(e->o, "  rt_layernorm(%s, NULL, NULL, %s, %s, %s, (int)%s, %lld, %s);\n", o, vname(e, x, a0),
+              vname(e, op->in[1], a1), op->nin > 2 ? vname(e, op->in[2], a2) : "NULL", n0, (long long)c, fb);
+    else
+      fprintf(e->o, "  rt_rmsnorm(%s, NULL, %s, %s, (int)%s, %lld, %s);\n", o, vname(e, x, a0),
+              vname(e, op->in[1], a1), n0, (long long)c, fb);
+    return;
+  }
+  case OP_SOFTMAX: {
+    out_ptr(e, op, o);
+    const Value *x = op->in[0];
+    numel(e, x, 1, n0, sizeof n0);
+    fprintf(e->o, "  rt_softmax(%s, %s, (int)%s, %lld);\n", o, vname(e, x, a0), n0,
+            (long long)x->type.dim[x->type.rank - 1]);
+    return;
+  }
+  case OP_LINEAR: {
+    out_ptr(e, op, o);
+    const Value *x = op->in[0], *w = op->in[1];
+    numel(e, x, 1, n0, sizeof n0);
+    const char *epi = ir_attr_str(op, "epi");
+    /* A bias-only epilogue is the kernel's own bias argument. */
+    bool bias_only = epi && op->nin == 3 && op->in[2]->type.rank == 1 &&
+                     (strcmp(epi, "add($0,$1)") == 0 || strcmp(epi, "add($1,$0)") == 0);
+    fprintf(e->o, "  rt_matmul(%s, %s, %s, %s, (int)%s, %lld, %lld);\n", o, vname(e, x, a0), vname(e, w, a1),
+            bias_only ? vname(e, op->in[2], a2) : "NULL", n0, (long long)w->type.dim[0], (long long)w->type.dim[1]);
+    if (epi && !bias_only) {
+      char err[160];
+      Expr *ex = ir_expr_parse((Module *)e->p->m, epi, op->nin - 1, err, sizeof err);
+      if (!ex) die("bad epilogue: %s", err);
+      const Value *ops[64];
+      char names[64][32];
+      const char *pn[64];
+      IR_ASSERT(op->nin - 1 <= 64);
+      ops[0] = r;
+      snprintf(names[0], 32, "%s", o);
+      for (int i = 2; i < op->nin; i++) {
+        ops[i - 1] = op->in[i];
+        vname(e, op->in[i], names[i - 1]);
+      }
+      for (int i = 0; i < op->nin - 1; i++) pn[i] = names[i];
+      emit_loop(e, r, o, op->nin - 1, ops, pn, ex);
+    }
+    return;
+  }
+  case OP_ATTENTION: {
+    out_ptr(e, op, o);
+    const Value *x = op->in[0];
+    int64_t c = x->type.dim[2] / 3, h = ir_attr_int(op, "heads", 1), causal = ir_attr_int(op, "causal", 0);
+    fprintf(e->o, "  if (s->kv)\n    rt_attention_kv(%s, %s, s->kv[kv + %d].k, s->kv[kv + %d].v, nb, nt, t0, %lld, "
+                  "%lld, %lld, %d, s->scratch);\n",
+            o, vname(e, x, a0), e->kv_local, e->kv_local, (long long)x->type.dim[1], (long long)c, (long long)h,
+            (int)causal);
+    fprintf(e->o, "  else\n    rt_attention(%s, %s, nb, nt, %lld, %lld, %d, s->scratch);\n", o, vname(e, x, a0),
+            (long long)c, (long long)h, (int)causal);
+    e->kv_local++;
+    return;
+  }
+  case OP_POOL: {
+    out_ptr(e, op, o);
+    const Value *x = op->in[0];
+    long long c = (long long)x->type.dim[2];
+    if (strcmp(ir_attr_str(op, "mode"), "first") == 0)
+      fprintf(e->o, "  for (int b = 0; b < nb; b++) memcpy(%s + (size_t)b * %lld, %s + (size_t)b * nt * %lld, "
+                    "%lld * sizeof(float));\n",
+              o, c, vname(e, x, a0), c, c);
+    else
+      fprintf(e->o,
+              "  for (int b = 0; b < nb; b++)\n    for (int c = 0; c < %lld; c++) {\n      float acc = 0.0f;\n"
+              "      for (int t = 0; t < nt; t++) acc += %s[((size_t)b * nt + t) * %lld + c];\n"
+              "      %s[(size_t)b * %lld + c] = acc / (float)nt;\n    }\n",
+              c, vname(e, x, a0), c, o, c);
+    return;
+  }
+  case OP_RESHAPE:
+  case OP_DROPOUT: /* inference: dropout is the identity */
+    out_ptr(e, op, o);
+    numel(e, r, 0, n0, sizeof n0);
+    fprintf(e->o, "  memcpy(%s, %s, %s * sizeof(float));\n", o, vname(e, op->in[0], a0), n0);
+    return;
+  case OP_CALL: {
+    const Func *g = ir_find_func(e->p->m, ir_attr_str(op, "callee"));
+    FuncInfo *gi = backend_func(e->p, g);
+    for (int i = 0; i < op->nout; i++) {
+      const Value *v = op->out[i];
+      int ri = ret_index(e->f, v);
+      int64_t off = 0;
+      if (ri >= 0)
+        fprintf(e->o, "  float *%s = r%d;\n", vname(e, v, a0), ri);
+      else if (memplan_offset(v, &off))
+        fprintf(e->o, "  float *%s = (float *)(A + %lld);\n", vname(e, v, a0), (long long)off);
+      else
+        die("call result without a place");
+    }
+    fprintf(e->o, "  f_%s(s, A + %lld, W, kv + %d", g->name, (long long)e->fi->frame, e->kv_local);
+    for (int i = 0; i < op->nin; i++) fprintf(e->o, ", %s", vname(e, op->in[i], a0));
+    for (int i = 0; i < op->nout; i++) fprintf(e->o, ", %s", vname(e, op->out[i], a0));
+    fprintf(e->o, ");\n");
+    e->kv_local += gi->kv_slots;
+    return;
+  }
+  case OP_MATMUL: unsupported(e, op, "not supported by the C backend yet"); return;
+  default: break;
+  }
+  /* element-wise: a single op or a fused group */
+  char err[160];
+  const Expr *ex;
+  if (op->kind == OP_EW) {
+    ex = ir_expr_parse((Module *)e->p->m, ir_attr_str(op, "expr"), op->nin, err, sizeof err);
+    if (!ex) die("bad expression: %s", err);
+  } else if (ir_op_info[op->kind].flags & OPF_EW) {
+    Expr *x = ir_alloc((Module *)e->p->m, sizeof *x);
+    x->kind = EX_OP;
+    x->op = op->kind;
+    x->nkid = op->nin;
+    for (int i = 0; i < op->nin; i++) {
+      x->kid[i] = ir_alloc((Module *)e->p->m, sizeof *x);
+      x->kid[i]->kind = EX_ARG;
+      x->kid[i]->arg = i;
+    }
+    ex = x;
+  } else {
+    unsupported(e, op, "not supported by the C backend");
+    return;
+  }
+  out_ptr(e, op, o);
+  const char *pn[64];
+  char names[64][32];
+  IR_ASSERT(op->nin <= 64);
+  for (int i = 0; i < op->nin; i++) pn[i] = vname(e, op->in[i], names[i]);
+  emit_loop(e, r, o, op->nin, (const Value *const *)op->in, pn, ex);
+}
+
+static void emit_signature(Em *e, const Func *f) {
+  char tb[96];
+  fprintf(e->o, "static void f_%s(const RtStep *s, char *A, const float *W, int kv", f->name);
+  for (int i = 0; i < f->narg; i++)
+    fprintf(e->o, ",\n    const %s *a%d /* %%%s : %s */", is_int(f->args[i]) ? "int32_t" : "float", i,
+            f->args[i]->name ? f->args[i]->name : "arg", ir_type_str(&f->args[i]->type, tb, sizeof tb));
+  for (int i = 0; i < f->nret; i++)
+    fprintf(e->o, ",\n    %s *r%d /* result %d : %s */", is_int(f->ret[i]) ? "int32_t" : "float", i, i,
+            ir_type_str(&f->ret[i]->type, tb, sizeof tb));
+  fprintf(e->o, ")");
+}
+
+static void emit_func(Em *e, const Func *f) {
+  e->f = f;
+  e->fi = backend_func(e->p, f);
+  e->kv_local = 0;
+  fprintf(e->o, "/* @%s: frame %lld bytes, %d KV-cache slot(s) */\n", f->name, (long long)e->fi->frame,
+          e->fi->kv_slots);
+  emit_signature(e, f);
+  fprintf(e->o, " {\n  const int nb = s->nb, nt = s->nt, t0 = s->t0;\n");
+  fprintf(e->o, "  (void)nb;\n  (void)nt;\n  (void)t0;\n  (void)A;\n  (void)W;\n  (void)kv;\n");
+  for (const Op *op = f->first; op; op = op->next) emit_op(e, op);
+  /* Results not written in place: arguments, parameters, or a value returned twice. */
+  char b[32], n0[160];
+  for (int i = 0; i < f->nret; i++) {
+    const Value *v = f->ret[i];
+    if (v->def && v->def->kind != OP_PARAM && v->def->kind != OP_SINUSOID && ret_index(f, v) == i) continue;
+    numel(e, v, 0, n0, sizeof n0);
+    fprintf(e->o, "  memcpy(r%d, %s, %s * sizeof(*r%d));\n", i, vname(e, v, b), n0, i);
+  }
+  fprintf(e->o, "}\n\n");
+}
+
+static void emit_str(FILE *o, const char *s) {
+  fputc('"', o);
+  for (; s && *s; s++) {
+    if (*s == '"' || *s == '\\')
+      fprintf(o, "\\%c", *s);
+    else if ((unsigned char)*s < 32 || (unsigned char)*s >= 127)
+      fprintf(o, "\\%03o", (unsigned char)*s);
+    else
+      fputc(*s, o);
+  }
+  fputc('"', o);
+}
+
+static int64_t mattr(const Module *m, const char *k) {
+  const Attr *a = ir_module_attr(m, k);
+  return a && a->kind == ATTR_INT ? a->i : 0;
+}
+
+bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
+  BackendPlan p;
+  if (!backend_plan(&p, m, d)) {
+    backend_plan_free(&p);
+    return false;
+  }
+  const Func *ent = p.entry;
+  if (ent->narg != 1 || !is_int(ent->args[0]) || ent->args[0]->type.rank != 2 || ent->nret != 1 ||
+      is_int(ent->ret[0])) {
+    diag_error(d, NULL, ent->line, ent->col,
+               "C backend: the entry @%s must take token ids i32[B,T] and return one f32 tensor", ent->name);
+    backend_plan_free(&p);
+    return false;
+  }
+  Em e = {out, &p, d, NULL, NULL, true, 0, 0};
+  const Attr *kind = ir_module_attr(m, "kind");
+  fprintf(out, "/* %s: generated by modelc from the model \"%s\". Do not edit: regenerate with modelc build.\n",
+          m->name, m->name);
+  fprintf(out, " *\n * Every statement is preceded by the IR op it implements (docs/ir.md). Tensors live in one arena at\n"
+               " * offsets chosen by the memplan pass; nb, nt are the runtime batch and length (<= %lld, %lld),\n"
+               " * t0 the position of the first token (KV-cache decoding). */\n",
+          (long long)ent->args[0]->type.dim[0], (long long)ent->args[0]->type.dim[1]);
+  fprintf(out, "#include <math.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <string.h>\n\n"
+               "#include \"modelc_rt.h\"\n\n");
+  /* prototypes, then bodies */
+  for (int i = 0; i < m->nfunc; i++) {
+    if (!backend_func(&p, m->funcs[i])->analysed) continue;
+    emit_signature(&e, m->funcs[i]);
+    fprintf(out, ";\n");
+  }
+  fprintf(out, "\n");
+  for (int i = 0; i < m->nfunc; i++)
+    if (backend_func(&p, m->funcs[i])->analysed) emit_func(&e, m->funcs[i]);
+
+  fprintf(out, "static void model_forward(const RtStep *s, char *arena, const float *W, const int32_t *tokens, "
+               "float *out) {\n  f_%s(s, arena, W, 0, tokens, out);\n}\n\n",
+          ent->name);
+  /* parameters */
+  fprintf(out, "static const RtParamInfo model_params[] = {\n");
+  for (int i = 0; i < m->nparam; i++) {
+    const Param *q = m->params[i];
+    fprintf(out, "    {");
+    emit_str(out, q->name);
+    fprintf(out, ", %d, {", q->type.rank);
+    for (int k = 0; k < q->type.rank; k++) fprintf(out, "%s%lld", k ? ", " : "", (long long)q->type.dim[k]);
+    static const char *const inits[] = {"RT_INIT_ZEROS", "RT_INIT_ONES", "RT_INIT_NORMAL", "RT_INIT_UNIFORM",
+                                        "RT_INIT_SINUSOID"};
+    char fb[48];
+    fprintf(out, "}, %lld, %s, %s, %d, %d},\n", (long long)p.param_offset[i], inits[q->init], flit(q->init_arg, fb),
+            q->shared_with ? 0 : 1, q->decay ? 1 : 0);
+  }
+  if (m->nparam == 0) fprintf(out, "    {NULL, 0, {0}, 0, RT_INIT_ZEROS, 0.0f, 0, 0},\n");
+  fprintf(out, "};\n\n");
+  if (opt->embed_weights) {
+    fprintf(out, "/* The weights, baked in at build time from ");
+    for (const char *s = opt->embed_weights; *s; s++)
+      if (!(s[0] == '*' && s[1] == '/')) fputc(*s, out);
+    fprintf(out, " */\n__asm__(\".section .rodata\\n.balign 64\\n.globl modelc_weights_blob\\nmodelc_weights_blob:\\n"
+                 ".incbin \\\"");
+    for (const char *s = opt->embed_weights; *s; s++) {
+      if (*s == '"' || *s == '\\') fputs("\\\\\\", out);
+      fputc(*s, out);
+    }
+    fprintf(out, "\\\"\\n.globl modelc_weights_end\\nmodelc_weights_end:\\n.previous\\n\");\n"
+                 "extern const unsigned char modelc_weights_blob[], modelc_weights_end[];\n\n");
+  }
+  const Value *ret = ent->ret[0];
+  bool per_token = ret->type.rank >= 2 && backend_func(&p, ent)->vals[ret->id].role[1] == AX_TIME;
+  fprintf(out, "static const RtModel model = {\n    .name = ");
+  emit_str(out, m->name);
+  fprintf(out, ",\n    .kind = ");
+  emit_str(out, kind && kind->kind == ATTR_STR ? kind->s : "decoder");
+  fprintf(out, ",\n    .batch = %lld,\n    .context = %lld,\n    .vocab = %lld,\n", (long long)ent->args[0]->type.dim[0],
+          (long long)ent->args[0]->type.dim[1], (long long)mattr(m, "vocab"));
+  fprintf(out, "    .out_per_token = %d,\n    .out_dim = %lld,\n", per_token ? 1 : 0,
+          (long long)ret->type.dim[ret->type.rank - 1]);
+  fprintf(out, "    .nparams = %d,\n    .params = model_params,\n    .weight_floats = %lld,\n", m->nparam,
+          (long long)p.weight_floats);
+  fprintf(out, "    .param_count = %lld,\n    .param_bytes = %lld,\n", (long long)ir_param_count(m),
+          (long long)ir_param_bytes(m));
+  int64_t tokens = ent->args[0]->type.dim[0] * ent->args[0]->type.dim[1];
+  fprintf(out, "    .flops_per_token = %lld,\n    .arena_bytes = %lld,\n", (long long)(ir_func_flops(m, ent) / tokens),
+          (long long)p.arena_bytes);
+  fprintf(out, "    .kv_slots = %d,\n    .attn_t = %lld,\n    .attn_c = %lld,\n    .attn_heads = %lld,\n", p.kv_slots,
+          (long long)p.max_attn_t, (long long)p.max_attn_c, (long long)p.max_attn_heads);
+  fprintf(out, "    .compile_options = ");
+  emit_str(out, opt->compile_options ? opt->compile_options : "");
+  fprintf(out, ",\n    .forward = model_forward,\n");
+  if (opt->embed_weights)
+    fprintf(out, "    .embedded_weights = modelc_weights_blob,\n    .embedded_end = modelc_weights_end,\n");
+  fprintf(out, "};\n\nint main(int argc, char **argv) { return rt_main(argc, argv, &model); }\n");
+  backend_plan_free(&p);
+  return e.ok;
+}

@@ -1,0 +1,733 @@
+/* prog.c: the command line of every generated program (rt_main): info, init, forward, generate,
+ * eval and bench over the model descriptor the generated code provides. Everything a user can get
+ * wrong (flags, files, shapes, token ids) is reported as one clear line and exit status 1.
+ *
+ * Memory is allocated once per command: weights, arena, scratch, KV cache, outputs.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include <cblas.h>
+
+#include "modelc_rt.h"
+
+enum { EXIT_OK = 0, EXIT_USER = 1 };
+
+/* ---- options ---- */
+
+typedef struct Opts {
+  const char *weights, *tokens, *out, *prompt, *data, *logits_out;
+  uint64_t seed;
+  long n, top_k, runs, threads;
+  double temperature, top_p;
+  int no_cache;
+  int have_n;
+} Opts;
+
+static int usage_error(const char *prog, const char *verb, const char *fmt, ...) {
+  va_list ap;
+  fprintf(stderr, "%s %s: error: ", prog, verb);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, " (see '%s %s --help')\n", prog, verb);
+  return EXIT_USER;
+}
+
+static int parse_long(const char *s, long lo, long hi, long *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || end == s || *end || v < lo || v > hi) return -1;
+  *out = v;
+  return 0;
+}
+
+static int parse_double(const char *s, double lo, double hi, double *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || *end || !(v >= lo && v <= hi)) return -1;
+  *out = v;
+  return 0;
+}
+
+/* Parses argv[2..]; `allowed` is a space-separated list of the verb's options. */
+static int parse_opts(const char *prog, const char *verb, int argc, char **argv, const char *allowed, Opts *o,
+                      int *help) {
+  memset(o, 0, sizeof *o);
+  o->seed = 1337;
+  o->n = 64;
+  o->temperature = 1.0;
+  o->top_p = 1.0;
+  o->runs = 7;
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      *help = 1;
+      return 0;
+    }
+    const char *val = NULL;
+    char key[64];
+    const char *eq = strchr(a, '=');
+    if (strncmp(a, "--", 2) == 0 && eq) {
+      snprintf(key, sizeof key, "%.*s", (int)(eq - a), a);
+      val = eq + 1;
+    } else {
+      snprintf(key, sizeof key, "%s", a);
+    }
+    /* is the option one of this verb's? */
+    char pat[80];
+    snprintf(pat, sizeof pat, " %s ", key);
+    char all[512];
+    snprintf(all, sizeof all, " %s ", allowed);
+    if (key[0] != '-' || !strstr(all, pat))
+      return usage_error(prog, verb, key[0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'", a);
+    if (!strcmp(key, "--no-cache")) {
+      o->no_cache = 1;
+      continue;
+    }
+    if (!val) {
+      if (i + 1 >= argc) return usage_error(prog, verb, "option '%s' needs a value", key);
+      val = argv[++i];
+    }
+    long lv;
+    double dv;
+    if (!strcmp(key, "--weights")) o->weights = val;
+    else if (!strcmp(key, "--tokens")) o->tokens = val;
+    else if (!strcmp(key, "--out")) o->out = val;
+    else if (!strcmp(key, "--prompt")) o->prompt = val;
+    else if (!strcmp(key, "--data")) o->data = val;
+    else if (!strcmp(key, "--logits-out")) o->logits_out = val;
+    else if (!strcmp(key, "--seed")) {
+      char *end;
+      errno = 0;
+      unsigned long long s = strtoull(val, &end, 10);
+      if (errno || end == val || *end || val[0] == '-') return usage_error(prog, verb, "bad --seed '%s'", val);
+      o->seed = s;
+    } else if (!strcmp(key, "-n")) {
+      if (parse_long(val, 0, 1000000000L, &lv)) return usage_error(prog, verb, "bad -n '%s'", val);
+      o->n = lv;
+      o->have_n = 1;
+    } else if (!strcmp(key, "--top-k")) {
+      if (parse_long(val, 0, 1L << 30, &lv)) return usage_error(prog, verb, "bad --top-k '%s'", val);
+      o->top_k = lv;
+    } else if (!strcmp(key, "--runs")) {
+      if (parse_long(val, 1, 1000, &lv)) return usage_error(prog, verb, "bad --runs '%s' (1..1000)", val);
+      o->runs = lv;
+    } else if (!strcmp(key, "--threads")) {
+      if (parse_long(val, 1, 1024, &lv)) return usage_error(prog, verb, "bad --threads '%s'", val);
+      o->threads = lv;
+    } else if (!strcmp(key, "--temperature")) {
+      if (parse_double(val, 0.0, 1e6, &dv)) return usage_error(prog, verb, "bad --temperature '%s' (>= 0)", val);
+      o->temperature = dv;
+    } else if (!strcmp(key, "--top-p")) {
+      if (parse_double(val, 0.0, 1.0, &dv) || dv <= 0)
+        return usage_error(prog, verb, "bad --top-p '%s' (0 < p <= 1)", val);
+      o->top_p = dv;
+    }
+  }
+  if (o->threads) openblas_set_num_threads((int)o->threads);
+  return 0;
+}
+
+/* ---- the model in memory ---- */
+
+typedef struct Run {
+  const RtModel *m;
+  float *W;          /* weights */
+  char *arena;
+  float *scratch;
+  RtKV *kv;          /* NULL until a cache is made */
+  float *kvmem;
+  int kv_batch;
+} Run;
+
+static void *xalloc(size_t n) {
+  if (n == 0) n = 64;
+  n = (n + 63) / 64 * 64;
+  void *p = aligned_alloc(64, n);
+  if (p) memset(p, 0, n);
+  return p;
+}
+
+static size_t scratch_floats(const RtModel *m) {
+  if (!m->kv_slots) return 16;
+  size_t a = rt_attention_scratch_floats((int)m->attn_t, (int)m->attn_c, (int)m->attn_heads);
+  size_t b = rt_attention_kv_scratch_floats((int)m->attn_t, (int)m->attn_c, (int)m->attn_heads);
+  return a > b ? a : b;
+}
+
+static int run_init(Run *r, const RtModel *m, RtError *err) {
+  memset(r, 0, sizeof *r);
+  r->m = m;
+  r->W = xalloc((size_t)m->weight_floats * sizeof(float));
+  r->arena = xalloc((size_t)m->arena_bytes);
+  r->scratch = xalloc(scratch_floats(m) * sizeof(float));
+  if (!r->W || !r->arena || !r->scratch) return rt_fail(err, "out of memory allocating the model");
+  return 0;
+}
+
+static int run_kv(Run *r, int batch, RtError *err) {
+  const RtModel *m = r->m;
+  size_t per = (size_t)batch * (size_t)m->context * (size_t)m->attn_c;
+  r->kv = calloc((size_t)(m->kv_slots ? m->kv_slots : 1), sizeof *r->kv);
+  r->kvmem = xalloc(2 * per * (size_t)m->kv_slots * sizeof(float));
+  if (!r->kv || !r->kvmem) return rt_fail(err, "out of memory allocating the KV cache");
+  for (int i = 0; i < m->kv_slots; i++) {
+    r->kv[i].k = r->kvmem + (size_t)(2 * i) * per;
+    r->kv[i].v = r->kvmem + (size_t)(2 * i + 1) * per;
+  }
+  r->kv_batch = batch;
+  return 0;
+}
+
+static void run_free(Run *r) {
+  free(r->W);
+  free(r->arena);
+  free(r->scratch);
+  free(r->kv);
+  free(r->kvmem);
+}
+
+static int64_t numel(const RtParamInfo *p) {
+  int64_t n = 1;
+  for (int i = 0; i < p->ndim; i++) n *= p->shape[i];
+  return n;
+}
+
+/* Loads every stored parameter from a safetensors file (or the embedded image) into r->W. */
+static int load_weights(Run *r, const char *path, RtError *err) {
+  const RtModel *m = r->m;
+  RtSafetensors *st = NULL;
+  if (path) {
+    if (rt_st_open(&st, path, err)) return -1;
+  } else if (m->embedded_weights) {
+    if (rt_st_open_buffer(&st, m->embedded_weights, (size_t)(m->embedded_end - m->embedded_weights),
+                          "<embedded weights>", err))
+      return -1;
+    path = "<embedded weights>";
+  } else {
+    return rt_fail(err, "--weights FILE is required (this program has no embedded weights)");
+  }
+  int rc = 0;
+  for (int i = 0; i < m->nparams && rc == 0; i++) {
+    const RtParamInfo *p = &m->params[i];
+    if (!p->stored) continue;
+    const RtTensor *t = rt_st_find(st, p->name);
+    if (!t) {
+      rc = rt_fail(err, "%s: tensor '%s' is missing (the model needs %d parameters)", path, p->name, m->nparams);
+      break;
+    }
+    int same = t->ndim == p->ndim;
+    for (int k = 0; same && k < p->ndim; k++) same = t->shape[k] == p->shape[k];
+    if (!same) {
+      char want[128], got[128];
+      size_t a = 0, b = 0;
+      for (int k = 0; k < p->ndim; k++) a += (size_t)snprintf(want + a, sizeof want - a, k ? ",%lld" : "%lld", (long long)p->shape[k]);
+      for (int k = 0; k < t->ndim && b < sizeof got; k++)
+        b += (size_t)snprintf(got + b, sizeof got - b, k ? ",%lld" : "%lld", (long long)t->shape[k]);
+      want[a] = 0;
+      got[b < sizeof got ? b : sizeof got - 1] = 0;
+      rc = rt_fail(err, "%s: tensor '%s' has shape [%s], the model needs [%s]", path, p->name, got, want);
+      break;
+    }
+    if (t->dtype != RT_DT_F32 && t->dtype != RT_DT_F16 && t->dtype != RT_DT_BF16 && t->dtype != RT_DT_F64) {
+      rc = rt_fail(err, "%s: tensor '%s' has dtype %s, expected a float type", path, p->name, rt_dtype_name(t->dtype));
+      break;
+    }
+    rc = rt_tensor_to_f32(t, r->W + p->offset, err);
+  }
+  rt_st_close(st);
+  return rc;
+}
+
+/* ---- random numbers for init ---- */
+
+static float normal(RtRng *g) {
+  /* Box-Muller on two uniforms in (0,1]. */
+  float u1 = 1.0f - rt_rng_uniform(g), u2 = rt_rng_uniform(g);
+  return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853071795864f * u2);
+}
+
+/* ---- verbs ---- */
+
+static const char *prog_name(const char *argv0) {
+  const char *s = strrchr(argv0, '/');
+  return s ? s + 1 : argv0;
+}
+
+static void print_info(const RtModel *m, FILE *o) {
+  fprintf(o, "model:            %s (%s)\n", m->name, m->kind);
+  fprintf(o, "compiled shapes:  batch %lld, context %lld, vocab %lld, output %s[%lld]\n", (long long)m->batch,
+          (long long)m->context, (long long)m->vocab, m->out_per_token ? "per token " : "per sequence ",
+          (long long)m->out_dim);
+  fprintf(o, "parameters:       %lld\n", (long long)m->param_count);
+  fprintf(o, "parameter bytes:  %lld\n", (long long)m->param_bytes);
+  fprintf(o, "forward FLOPs:    %lld per token\n", (long long)m->flops_per_token);
+  fprintf(o, "arena bytes:      %lld (planned activations)\n", (long long)m->arena_bytes);
+  fprintf(o, "KV cache bytes:   %lld at batch 1 (%d attention layers)\n",
+          (long long)(2 * (int64_t)m->kv_slots * m->context * m->attn_c * 4), m->kv_slots);
+  fprintf(o, "compile options:  %s\n", m->compile_options);
+}
+
+static int cmd_info(const char *prog, int argc, char **argv, const RtModel *m) {
+  Opts o;
+  int help = 0;
+  if (parse_opts(prog, "info", argc, argv, "", &o, &help)) return EXIT_USER;
+  if (help) {
+    printf("usage: %s info\n\nPrint the model's name, parameters, bytes, FLOPs per token, planned arena and\n"
+           "compile options. With embedded weights, also checks them.\n", prog);
+    return EXIT_OK;
+  }
+  print_info(m, stdout);
+  if (m->embedded_weights) {
+    Run r;
+    RtError err;
+    if (run_init(&r, m, &err) || load_weights(&r, NULL, &err)) {
+      fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+      run_free(&r);
+      return EXIT_USER;
+    }
+    printf("weights:          embedded (%lld bytes), checked\n", (long long)(m->embedded_end - m->embedded_weights));
+    run_free(&r);
+  } else {
+    printf("weights:          not embedded (pass --weights FILE)\n");
+  }
+  return EXIT_OK;
+}
+
+static int cmd_init(const char *prog, int argc, char **argv, const RtModel *m) {
+  Opts o;
+  int help = 0;
+  if (parse_opts(prog, "init", argc, argv, "--seed --out", &o, &help)) return EXIT_USER;
+  if (help) {
+    printf("usage: %s init [--seed N] --out W.safetensors\n\nInitialise the parameters as the spec says "
+           "(normal(0, 0.02) for linear and embedding\nweights, zeros for biases, ones for norm gains) with a "
+           "seeded generator (default seed 1337),\nand write them as safetensors.\n", prog);
+    return EXIT_OK;
+  }
+  if (!o.out) return usage_error(prog, "init", "--out FILE is required");
+  Run r;
+  RtError err;
+  if (run_init(&r, m, &err)) {
+    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+    return EXIT_USER;
+  }
+  RtRng g;
+  rt_rng_seed(&g, o.seed);
+  RtTensor *ts = calloc((size_t)m->nparams + 1, sizeof *ts);
+  int n = 0;
+  for (int i = 0; i < m->nparams; i++) {
+    const RtParamInfo *p = &m->params[i];
+    if (!p->stored) continue;
+    float *w = r.W + p->offset;
+    int64_t k = numel(p);
+    for (int64_t j = 0; j < k; j++) {
+      switch (p->init) {
+      case RT_INIT_ZEROS: w[j] = 0.0f; break;
+      case RT_INIT_ONES: w[j] = 1.0f; break;
+      case RT_INIT_NORMAL: w[j] = p->init_arg * normal(&g); break;
+      case RT_INIT_UNIFORM: w[j] = p->init_arg * (2.0f * rt_rng_uniform(&g) - 1.0f); break;
+      case RT_INIT_SINUSOID: break;
+      }
+    }
+    if (p->init == RT_INIT_SINUSOID && p->ndim == 2) rt_sinusoid(w, (int)p->shape[0], (int)p->shape[1]);
+    ts[n].name = p->name;
+    ts[n].dtype = RT_DT_F32;
+    ts[n].ndim = p->ndim;
+    for (int d = 0; d < p->ndim; d++) ts[n].shape[d] = p->shape[d];
+    ts[n].data = w;
+    ts[n].nbytes = (size_t)k * sizeof(float);
+    n++;
+  }
+  const char *meta[] = {"format", "pt", "modelc_model", m->name};
+  int rc = rt_st_write(o.out, ts, n, meta, 2, &err);
+  free(ts);
+  run_free(&r);
+  if (rc) {
+    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+    return EXIT_USER;
+  }
+  return EXIT_OK;
+}
+
+/* Reads a token file (int32/int64 [B,T]) into int32 ids, checking shapes and ranges. */
+static int read_tokens(const RtModel *m, const char *path, int32_t **ids, int *B, int *T, RtError *err) {
+  RtNpy a;
+  if (rt_npy_read(path, &a, err)) return -1;
+  int rc = 0;
+  if (a.dtype != RT_DT_I32 && a.dtype != RT_DT_I64)
+    rc = rt_fail(err, "%s: tokens must be int32 or int64, not %s", path, rt_dtype_name(a.dtype));
+  else if (a.ndim != 2)
+    rc = rt_fail(err, "%s: tokens must be [B,T], got %d dimensions", path, a.ndim);
+  else if (a.shape[0] < 1 || a.shape[0] > m->batch || a.shape[1] < 1 || a.shape[1] > m->context)
+    rc = rt_fail(err, "%s: tokens [%lld,%lld] exceed the compiled shape [%lld,%lld] (or are empty)", path,
+                 (long long)a.shape[0], (long long)a.shape[1], (long long)m->batch, (long long)m->context);
+  if (rc) {
+    rt_npy_free(&a);
+    return rc;
+  }
+  size_t n = (size_t)(a.shape[0] * a.shape[1]);
+  *ids = malloc(n * sizeof(int32_t));
+  if (!*ids) {
+    rt_npy_free(&a);
+    return rt_fail(err, "out of memory");
+  }
+  for (size_t i = 0; i < n; i++) {
+    int64_t v = a.dtype == RT_DT_I32 ? ((int32_t *)a.data)[i] : ((int64_t *)a.data)[i];
+    if (v < 0 || v >= m->vocab) {
+      rc = rt_fail(err, "%s: token %lld at [%lld,%lld] is outside the vocabulary [0,%lld)", path, (long long)v,
+                   (long long)(i / (size_t)a.shape[1]), (long long)(i % (size_t)a.shape[1]), (long long)m->vocab);
+      break;
+    }
+    (*ids)[i] = (int32_t)v;
+  }
+  *B = (int)a.shape[0];
+  *T = (int)a.shape[1];
+  rt_npy_free(&a);
+  if (rc) {
+    free(*ids);
+    *ids = NULL;
+  }
+  return rc;
+}
+
+static size_t out_floats(const RtModel *m, int B, int T) {
+  return (size_t)B * (size_t)(m->out_per_token ? T : 1) * (size_t)m->out_dim;
+}
+
+static int cmd_forward(const char *prog, int argc, char **argv, const RtModel *m) {
+  Opts o;
+  int help = 0;
+  if (parse_opts(prog, "forward", argc, argv, "--weights --tokens --out --threads", &o, &help)) return EXIT_USER;
+  if (help) {
+    printf("usage: %s forward [--weights W.safetensors] --tokens T.npy --out OUT.npy [--threads N]\n\n"
+           "Run the model on token ids T (int32 or int64 [B,T], B <= %lld, T <= %lld) and write\n"
+           "float32 %s.\n", prog, (long long)m->batch, (long long)m->context,
+           m->out_per_token ? "logits [B,T,V]" : "outputs [B,classes]");
+    return EXIT_OK;
+  }
+  if (!o.tokens) return usage_error(prog, "forward", "--tokens FILE is required");
+  if (!o.out) return usage_error(prog, "forward", "--out FILE is required");
+  RtError err;
+  Run r;
+  int32_t *ids = NULL;
+  int B = 0, T = 0, rc = EXIT_OK;
+  float *out = NULL;
+  if (run_init(&r, m, &err) || load_weights(&r, o.weights, &err) || read_tokens(m, o.tokens, &ids, &B, &T, &err)) {
+    rc = EXIT_USER;
+  } else {
+    out = xalloc(out_floats(m, B, T) * sizeof(float));
+    RtStep s = {B, T, 0, NULL, r.scratch};
+    m->forward(&s, r.arena, r.W, ids, out);
+    int64_t shape[3] = {B, m->out_per_token ? T : m->out_dim, m->out_dim};
+    if (rt_npy_write(o.out, RT_DT_F32, m->out_per_token ? 3 : 2, shape, out, &err)) rc = EXIT_USER;
+  }
+  if (rc) fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+  free(out);
+  free(ids);
+  run_free(&r);
+  return rc;
+}
+
+static int is_lm(const RtModel *m) { return m->out_per_token && m->out_dim == m->vocab; }
+
+static int cmd_generate(const char *prog, int argc, char **argv, const RtModel *m) {
+  Opts o;
+  int help = 0;
+  if (parse_opts(prog, "generate", argc, argv,
+                 "--weights --prompt -n --temperature --top-k --top-p --seed --no-cache --logits-out --threads", &o,
+                 &help))
+    return EXIT_USER;
+  if (help) {
+    printf("usage: %s generate [--weights W] --prompt TEXT [-n N] [--temperature X] [--top-k K]\n"
+           "       [--top-p P] [--seed S] [--no-cache] [--logits-out L.npy] [--threads N]\n\n"
+           "Continue TEXT by N tokens (default 64), streaming them to stdout. Uses the KV cache unless\n"
+           "--no-cache (then every step recomputes the whole sequence). --temperature 0 is greedy.\n"
+           "Defaults: temperature 1, top-k off, top-p 1 (off), seed 1337. Generation stops at the\n"
+           "compiled context (%lld tokens). --logits-out writes each step's logits [N,V].\n",
+           prog, (long long)m->context);
+    return EXIT_OK;
+  }
+  if (!is_lm(m)) return usage_error(prog, "generate", "this model has no language-model head");
+  if (!o.prompt || !o.prompt[0]) return usage_error(prog, "generate", "--prompt TEXT is required (non-empty)");
+  if (m->vocab < RT_BYTE_VOCAB)
+    return usage_error(prog, "generate", "the byte tokenizer needs a vocabulary of at least 256");
+  RtError err;
+  Run r;
+  int rc = EXIT_OK;
+  size_t plen = strlen(o.prompt);
+  int ctx = (int)m->context;
+  int32_t *ids = malloc(sizeof(int32_t) * (size_t)ctx);
+  float *logits = xalloc((size_t)ctx * (size_t)m->vocab * sizeof(float));
+  float *probs = xalloc((size_t)m->vocab * sizeof(float));
+  int32_t *idx = xalloc((size_t)m->vocab * sizeof(int32_t));
+  float *lsave = o.logits_out ? xalloc((size_t)(o.n ? o.n : 1) * (size_t)m->vocab * sizeof(float)) : NULL;
+  if (run_init(&r, m, &err) || load_weights(&r, o.weights, &err) || run_kv(&r, 1, &err) || !ids || !logits ||
+      !probs || !idx || (o.logits_out && !lsave)) {
+    fprintf(stderr, "%s: error: %s\n", prog, err.msg[0] ? err.msg : "out of memory");
+    rc = EXIT_USER;
+    goto done;
+  }
+  /* keep the end of a prompt longer than the context, leaving room to generate */
+  if (plen >= (size_t)ctx) {
+    fprintf(stderr, "%s: note: prompt truncated to its last %d bytes\n", prog, ctx - 1);
+    o.prompt += plen - (size_t)(ctx - 1);
+    plen = (size_t)(ctx - 1);
+  }
+  int len = (int)rt_byte_encode(ids, o.prompt, plen);
+  RtSampleParams sp = {(float)o.temperature, (int)o.top_k, (float)o.top_p};
+  RtRng g;
+  rt_rng_seed(&g, o.seed);
+  /* prefill */
+  RtStep s = {1, len, 0, o.no_cache ? NULL : r.kv, r.scratch};
+  m->forward(&s, r.arena, r.W, ids, logits);
+  const float *last = logits + (size_t)(len - 1) * (size_t)m->vocab;
+  long made = 0;
+  for (; made < o.n; made++) {
+    if (lsave) memcpy(lsave + (size_t)made * (size_t)m->vocab, last, (size_t)m->vocab * sizeof(float));
+    int tok = rt_sample(last, (int)m->vocab, &sp, &g, probs, idx);
+    if (tok < RT_BYTE_VOCAB) {
+      putchar(tok);
+    } else {
+      printf("<%d>", tok);
+    }
+    fflush(stdout);
+    if (len >= ctx) {
+      fprintf(stderr, "\n%s: note: stopped at the compiled context of %d tokens\n", prog, ctx);
+      made++;
+      break;
+    }
+    ids[len++] = tok;
+    if (made + 1 == o.n) {
+      made++;
+      break;
+    }
+    if (o.no_cache) {
+      RtStep full = {1, len, 0, NULL, r.scratch};
+      m->forward(&full, r.arena, r.W, ids, logits);
+      last = logits + (size_t)(len - 1) * (size_t)m->vocab;
+    } else {
+      RtStep step = {1, 1, len - 1, r.kv, r.scratch};
+      m->forward(&step, r.arena, r.W, ids + len - 1, logits);
+      last = logits;
+    }
+  }
+  if (lsave) {
+    int64_t shape[2] = {made, m->vocab};
+    if (rt_npy_write(o.logits_out, RT_DT_F32, 2, shape, lsave, &err)) {
+      fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+      rc = EXIT_USER;
+    }
+  }
+done:
+  free(ids);
+  free(logits);
+  free(probs);
+  free(idx);
+  free(lsave);
+  run_free(&r);
+  return rc;
+}
+
+static int cmd_eval(const char *prog, int argc, char **argv, const RtModel *m) {
+  Opts o;
+  int help = 0;
+  if (parse_opts(prog, "eval", argc, argv, "--weights --data --threads", &o, &help)) return EXIT_USER;
+  if (help) {
+    printf("usage: %s eval [--weights W] --data FILE\n\nMean next-token cross-entropy (nats) and bits per byte "
+           "over the bytes of FILE, in\nwindows of the compiled context.\n", prog);
+    return EXIT_OK;
+  }
+  if (!is_lm(m) || m->vocab < RT_BYTE_VOCAB) return usage_error(prog, "eval", "eval needs a byte-level language model");
+  if (!o.data) return usage_error(prog, "eval", "--data FILE is required");
+  RtError err;
+  FILE *f = fopen(o.data, "rb");
+  if (!f) {
+    fprintf(stderr, "%s: error: %s: %s\n", prog, o.data, strerror(errno));
+    return EXIT_USER;
+  }
+  size_t cap = 1 << 20, n = 0;
+  unsigned char *buf = malloc(cap);
+  for (size_t k; buf && (k = fread(buf + n, 1, cap - n, f)) > 0;) {
+    n += k;
+    if (n == cap) {
+      unsigned char *nb = realloc(buf, cap * 2);
+      if (!nb) {
+        free(buf);
+        buf = NULL;
+        break;
+      }
+      buf = nb;
+      cap *= 2;
+    }
+  }
+  int bad = ferror(f) || !buf;
+  fclose(f);
+  if (bad || n < 2) {
+    fprintf(stderr, "%s: error: %s: %s\n", prog, o.data, bad ? "cannot read" : "needs at least 2 bytes");
+    free(buf);
+    return EXIT_USER;
+  }
+  Run r;
+  int rc = EXIT_OK;
+  int B = (int)m->batch, T = (int)m->context;
+  int32_t *ids = malloc(sizeof(int32_t) * (size_t)B * (size_t)T);
+  int32_t *tgt = malloc(sizeof(int32_t) * (size_t)B * (size_t)T);
+  float *logits = xalloc((size_t)B * (size_t)T * (size_t)m->vocab * sizeof(float));
+  if (run_init(&r, m, &err) || load_weights(&r, o.weights, &err) || !ids || !tgt || !logits) {
+    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+    rc = EXIT_USER;
+  } else {
+    double total = 0;
+    size_t count = 0, pos = 0;
+    while (pos + 1 < n) {
+      int nb = 0, nt = T;
+      /* a batch of windows of T inputs and their next bytes; the last window may be shorter */
+      size_t left = n - 1 - pos;
+      if (left < (size_t)T) nt = (int)left;
+      for (; nb < B && pos + 1 < n && n - 1 - pos >= (size_t)nt; nb++) {
+        for (int t = 0; t < nt; t++) {
+          ids[nb * nt + t] = buf[pos + (size_t)t];
+          tgt[nb * nt + t] = buf[pos + (size_t)t + 1];
+        }
+        pos += (size_t)nt;
+      }
+      RtStep s = {nb, nt, 0, NULL, r.scratch};
+      m->forward(&s, r.arena, r.W, ids, logits);
+      for (int i = 0; i < nb * nt; i++) {
+        const float *l = logits + (size_t)i * (size_t)m->vocab;
+        double mx = l[0], sum = 0;
+        for (int v = 1; v < m->vocab; v++) mx = l[v] > mx ? l[v] : mx;
+        for (int v = 0; v < m->vocab; v++) sum += exp(l[v] - mx);
+        total += mx + log(sum) - l[tgt[i]];
+        count++;
+      }
+    }
+    double loss = total / (double)count;
+    printf("tokens:        %zu\nloss:          %.6f nats/token\nbits per byte: %.6f\n", count, loss,
+           loss / log(2.0));
+  }
+  free(buf);
+  free(ids);
+  free(tgt);
+  free(logits);
+  run_free(&r);
+  return rc;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int cmd_bench(const char *prog, int argc, char **argv, const RtModel *m) {
+  Opts o;
+  int help = 0;
+  if (parse_opts(prog, "bench", argc, argv, "--weights --runs --threads --seed -n", &o, &help)) return EXIT_USER;
+  if (help) {
+    printf("usage: %s bench [--weights W] [--runs N] [--threads N] [-n DECODE_TOKENS]\n\n"
+           "Forward tokens/s at the full compiled batch and context, and decode tokens/s at batch 1\n"
+           "with the KV cache (language models), as medians of N runs (default 7). Without weights,\n"
+           "the parameters are drawn at random (speed does not depend on their values).\n"
+           "Prints 'key: value' lines.\n", prog);
+    return EXIT_OK;
+  }
+  RtError err;
+  Run r;
+  int rc = EXIT_OK;
+  int B = (int)m->batch, T = (int)m->context;
+  int32_t *ids = malloc(sizeof(int32_t) * (size_t)B * (size_t)T);
+  float *out = xalloc(out_floats(m, B, T) * sizeof(float));
+  double *times = calloc((size_t)o.runs, sizeof(double));
+  RtRng g;
+  rt_rng_seed(&g, o.seed);
+  if (run_init(&r, m, &err) || !ids || !out || !times ||
+      (o.weights || m->embedded_weights ? load_weights(&r, o.weights, &err) : 0)) {
+    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+    rc = EXIT_USER;
+    goto done;
+  }
+  if (!o.weights && !m->embedded_weights)
+    for (int64_t i = 0; i < m->weight_floats; i++) r.W[i] = 0.02f * normal(&g);
+  for (int i = 0; i < B * T; i++) ids[i] = (int32_t)(rt_rng_u32(&g) % (uint32_t)m->vocab);
+  RtStep s = {B, T, 0, NULL, r.scratch};
+  m->forward(&s, r.arena, r.W, ids, out); /* warm-up */
+  for (int k = 0; k < o.runs; k++) {
+    double t0 = rt_now_seconds();
+    m->forward(&s, r.arena, r.W, ids, out);
+    times[k] = rt_now_seconds() - t0;
+  }
+  double fwd = median(times, (int)o.runs);
+  printf("model: %s\nforward_batch: %d\nforward_context: %d\nforward_seconds: %.6f\nforward_tokens_per_s: %.1f\n",
+         m->name, B, T, fwd, B * T / fwd);
+  printf("forward_gflops: %.2f\n", (double)m->flops_per_token * B * T / fwd / 1e9);
+  if (is_lm(m) && m->kv_slots > 0) {
+    if (run_kv(&r, 1, &err)) {
+      fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+      rc = EXIT_USER;
+      goto done;
+    }
+    int steps = o.have_n && o.n > 0 && o.n < T ? (int)o.n : T - 1;
+    for (int k = 0; k < o.runs; k++) {
+      RtStep p = {1, 1, 0, r.kv, r.scratch};
+      m->forward(&p, r.arena, r.W, ids, out);
+      double t0 = rt_now_seconds();
+      for (int t = 1; t <= steps; t++) {
+        RtStep d = {1, 1, t, r.kv, r.scratch};
+        m->forward(&d, r.arena, r.W, ids + t, out);
+      }
+      times[k] = (rt_now_seconds() - t0) / steps;
+    }
+    double dec = median(times, (int)o.runs);
+    printf("decode_tokens: %d\ndecode_seconds_per_token: %.6f\ndecode_tokens_per_s: %.1f\n", steps, dec, 1.0 / dec);
+  }
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  printf("peak_rss_kib: %ld\narena_bytes: %lld\n", ru.ru_maxrss, (long long)m->arena_bytes);
+done:
+  free(ids);
+  free(out);
+  free(times);
+  run_free(&r);
+  return rc;
+}
+
+int rt_main(int argc, char **argv, const RtModel *m) {
+  const char *prog = prog_name(argc > 0 ? argv[0] : "model");
+  const char *verbs = "info, init, forward, generate, eval, bench";
+  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+    fprintf(argc < 2 ? stderr : stdout,
+            "usage: %s COMMAND [options]\n\n%s: a standalone program for the model \"%s\", compiled by modelc.\n\n"
+            "commands:\n"
+            "  info       model facts: parameters, bytes, FLOPs, planned memory, compile options\n"
+            "  init       initialise weights and write them as safetensors\n"
+            "  forward    run token ids (.npy) through the model, write the outputs (.npy)\n"
+            "  generate   continue a text prompt (KV cache, greedy or sampled)\n"
+            "  eval       next-token loss and bits per byte over a text file\n"
+            "  bench      forward and decode speed\n\n"
+            "Run '%s COMMAND --help' for each command's options.\n",
+            prog, prog, m->name, prog);
+    return argc < 2 ? EXIT_USER : EXIT_OK;
+  }
+  const char *v = argv[1];
+  if (!strcmp(v, "info")) return cmd_info(prog, argc, argv, m);
+  if (!strcmp(v, "init")) return cmd_init(prog, argc, argv, m);
+  if (!strcmp(v, "forward")) return cmd_forward(prog, argc, argv, m);
+  if (!strcmp(v, "generate")) return cmd_generate(prog, argc, argv, m);
+  if (!strcmp(v, "eval")) return cmd_eval(prog, argc, argv, m);
+  if (!strcmp(v, "bench")) return cmd_bench(prog, argc, argv, m);
+  fprintf(stderr, "%s: error: unknown command '%s' (commands: %s; see '%s --help')\n", prog, v, verbs, prog);
+  return EXIT_USER;
+}
