@@ -38,12 +38,12 @@ static bool broadcast_roles(const Op *op, int first, FuncInfo *fi, ValueInfo *ou
     int shift = rt->rank - v->type.rank;
     for (int j = 0; j < v->type.rank; j++) {
       AxisRole r = in->role[j];
-      if (r == AX_STATIC || v->type.dim[j] == 1) continue;
+      /* a dynamic axis keeps its role even at compiled extent 1 (batch 1) */
+      if (r == AX_STATIC) continue;
       if (out->role[j + shift] != AX_STATIC && out->role[j + shift] != r) return false;
       out->role[j + shift] = r;
     }
   }
-  /* A dynamic operand axis must not meet a static operand axis of a different extent. */
   return true;
 }
 
