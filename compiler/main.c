@@ -389,6 +389,9 @@ static void list_passes(void) {
 #ifndef MODELC_RT_LIB
 #define MODELC_RT_LIB "libmodelc_rt.a"
 #endif
+#ifndef MODELC_RT_CFLAGS
+#define MODELC_RT_CFLAGS "" /* e.g. sanitizer flags when the runtime was built with them */
+#endif
 
 /* Runs argv (searching PATH); returns its exit status, or -1 if it could not start. */
 static int run_command(char *const *argv, bool quiet) {
@@ -481,6 +484,7 @@ static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **a
   args[n++] = (char *)(o->opt_level ? o->opt_level : "-O2");
   args[n++] = "-std=c11";
   if (!o->no_native) args[n++] = "-march=native";
+  if (MODELC_RT_CFLAGS[0]) args[n++] = MODELC_RT_CFLAGS;
   args[n++] = incflag;
   if (strcmp(emit, "obj") == 0) args[n++] = "-c";
   args[n++] = cpath;

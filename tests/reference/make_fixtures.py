@@ -30,7 +30,9 @@ import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(ROOT, "tests", "reference", "fixtures")
-EXAMPLES = ["gpt-tiny", "bert-tiny"]
+# (fixture name, spec): the examples, and test specs covering the remaining layer kinds
+MODELS = [("gpt-tiny", "examples/gpt-tiny.yaml"), ("bert-tiny", "examples/bert-tiny.yaml"),
+          ("llama-tiny", "tests/reference/specs/llama-tiny.yaml"), ("enc-mean", "tests/reference/specs/enc-mean.yaml")]
 GEN_TOKENS = 64
 PROMPT = b"The quick brown fox "
 
@@ -190,8 +192,8 @@ def run(fns, x):
 
 def main():
     torch.set_num_threads(2)
-    for name in EXAMPLES:
-        spec = yaml.safe_load(open(os.path.join(ROOT, "examples", name + ".yaml")))
+    for name, path in MODELS:
+        spec = yaml.safe_load(open(os.path.join(ROOT, path)))
         ctx = Ctx(spec)
         model = build(spec["layers"], ctx, "")
         d = os.path.join(OUT, name)

@@ -25,7 +25,7 @@
 
 #define FIX "tests/reference/fixtures"
 static char tmp[256];
-static char gpt[300], bert[300];
+static char gpt[300], bert[300], llama[300], encm[300];
 
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int sh(const char *fmt, ...) {
@@ -68,14 +68,19 @@ static void setup(void) {
   snprintf(bert, sizeof bert, "%s/bert", tmp);
   ck_assert_int_eq(sh("%s build examples/gpt-tiny.yaml -o %s", MODELC_BIN, gpt), 0);
   ck_assert_int_eq(sh("%s build examples/bert-tiny.yaml -o %s", MODELC_BIN, bert), 0);
+  snprintf(llama, sizeof llama, "%s/llama", tmp);
+  snprintf(encm, sizeof encm, "%s/encm", tmp);
+  ck_assert_int_eq(sh("%s build tests/reference/specs/llama-tiny.yaml -o %s", MODELC_BIN, llama), 0);
+  ck_assert_int_eq(sh("%s build tests/reference/specs/enc-mean.yaml -o %s", MODELC_BIN, encm), 0);
 }
 
 static void teardown(void) { sh("rm -rf %s", tmp); }
 
-/* Forward logits of both examples match PyTorch. */
+/* Forward logits of both examples, and of the test models covering RMSNorm, SwiGLU, sinusoidal
+ * positions, bias-free layers, untied heads, ReLU and mean pooling, match PyTorch. */
 START_TEST(test_reference_logits) {
-  const char *prog[2] = {gpt, bert}, *name[2] = {"gpt-tiny", "bert-tiny"};
-  for (int k = 0; k < 2; k++) {
+  const char *prog[4] = {gpt, bert, llama, encm}, *name[4] = {"gpt-tiny", "bert-tiny", "llama-tiny", "enc-mean"};
+  for (int k = 0; k < 4; k++) {
     ck_assert_int_eq(sh("%s forward --weights " FIX "/%s/weights.safetensors --tokens " FIX
                         "/%s/tokens.npy --out %s/out.npy",
                         prog[k], name[k], name[k], tmp),

@@ -68,6 +68,32 @@ START_TEST(decode_matches_full) {
 }
 END_TEST
 
+/* rt_attention_kv: a prefill of P tokens, then the rest in chunks of 1 and 3 tokens (t0 > 0), each
+ * against causal rt_attention_ref over the whole sequence. */
+START_TEST(kv_prefill_then_chunks) {
+  enum { B = 2, T = 41, C = 24, NH = 3, TMAX = 48, P = 17 };
+  float *qkv = falloc((size_t)B * T * 3 * C), *ref = falloc((size_t)B * T * C);
+  float *kc = falloc((size_t)B * TMAX * C), *vc = falloc((size_t)B * TMAX * C);
+  float *chunk = falloc((size_t)B * P * 3 * C), *out = falloc((size_t)B * P * C);
+  float *scratch = falloc(rt_attention_kv_scratch_floats(TMAX, C, NH));
+  fill_uniform(qkv, (size_t)B * T * 3 * C, -2, 2, 11);
+  rt_attention_ref(ref, qkv, B, T, C, NH, 1);
+  double worst = 0;
+  for (int t0 = 0, n = P; t0 < T; t0 += n, n = (t0 / 3) % 2 ? 3 : 1) {
+    if (t0 + n > T) n = T - t0;
+    for (int b = 0; b < B; b++) /* (B,n,3C) rows of this chunk */
+      memcpy(chunk + (size_t)b * n * 3 * C, qkv + ((size_t)b * T + t0) * 3 * C, (size_t)n * 3 * C * sizeof(float));
+    rt_attention_kv(out, chunk, kc, vc, B, n, t0, TMAX, C, NH, 1, scratch);
+    for (int b = 0; b < B; b++) {
+      double e = norm_err(out + (size_t)b * n * C, ref + ((size_t)b * T + t0) * C, (size_t)n * C);
+      worst = e > worst ? e : worst;
+    }
+  }
+  ck_assert_msg(worst < 1e-5, "rt_attention_kv vs full causal: normalised error %g", worst);
+  free(qkv), free(ref), free(kc), free(vc), free(chunk), free(out), free(scratch);
+}
+END_TEST
+
 static double median3(double a, double b, double c) {
   return a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
 }
@@ -107,6 +133,7 @@ int main(void) {
   tcase_add_test(tc, attention_vs_ref);
   tcase_add_test(tc, causal_row0_is_v0);
   tcase_add_test(tc, decode_matches_full);
+  tcase_add_test(tc, kv_prefill_then_chunks);
   tcase_add_test(tc, attention_timing);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);

@@ -181,6 +181,21 @@ START_TEST(halfs_and_tokenizer) {
 }
 END_TEST
 
+/* Sinusoidal positions against the per-element double formula, including an odd width. */
+START_TEST(sinusoid_vs_ref) {
+  int sizes[][2] = {{128, 64}, {7, 5}, {1, 2}};
+  for (int k = 0; k < 3; k++) {
+    int T = sizes[k][0], C = sizes[k][1];
+    float *a = falloc((size_t)T * C), *b = falloc((size_t)T * C);
+    rt_sinusoid(a, T, C);
+    rt_sinusoid_ref(b, T, C);
+    ck_assert_msg(norm_err(a, b, (size_t)T * C) < 1e-6, "sinusoid T=%d C=%d", T, C);
+    ck_assert(a[0] == 0.0f && (C < 2 || a[1] == 1.0f)); /* position 0: sin 0, cos 0 */
+    free(a), free(b);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("rt_kernels");
   TCase *tc = tcase_create("kernels");
@@ -190,6 +205,7 @@ int main(void) {
   tcase_add_test(tc, activations_vs_ref);
   tcase_add_test(tc, softmax_vs_ref);
   tcase_add_test(tc, halfs_and_tokenizer);
+  tcase_add_test(tc, sinusoid_vs_ref);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
