@@ -1,0 +1,141 @@
+#!/usr/bin/python3
+"""summarise.py OUT MODEL...: the Markdown report of tests/bench/run.sh from the files it wrote in OUT.
+
+Every figure is the median over rounds of what one process reported (itself a median of its timed
+runs). Ratios are ours / the fastest peer; targets are those of the performance issue.
+"""
+import glob
+import os
+import re
+import statistics
+import sys
+
+ENGINES = ["ours", "torch", "ort"]
+NAMES = {"ours": "modelc (generated)", "torch": "PyTorch 1.13 eager", "ort": "ONNX Runtime"}
+FORWARD_TARGET = {"small": 1.15, "gpt-tiny": 1.3}
+DECODE_TARGET = 2.5
+
+
+def kv(path):
+    d = {}
+    for line in open(path):
+        if ":" in line:
+            k, v = line.split(":", 1)
+            d[k.strip()] = v.strip()
+    return d
+
+
+def med(vals):
+    return statistics.median(vals) if vals else float("nan")
+
+
+def main(out, models):
+    machine = kv(os.path.join(out, "machine"))
+    rounds = sorted({int(re.match(r"r(\d+)\.", os.path.basename(p)).group(1))
+                     for p in glob.glob(os.path.join(out, "raw", "r*.sgemm"))})
+    sg = [kv(os.path.join(out, "raw", "r%d.sgemm" % r)) for r in rounds]
+    sgemm = med([float(s["sgemm_gflops_median"]) for s in sg])
+    sgemm_best = max(float(s["sgemm_gflops_best"]) for s in sg)
+    mem = {k: med([float(s["mem_%s_gbs" % k]) for s in sg]) for k in ("read", "copy", "triad")}
+    bw_kind = max(mem, key=mem.get)   # the bound uses the best sustained bandwidth measured
+    probe = {k: med([float(s[k]) for s in sg if k in s]) for k in sg[0] if k.startswith("decode_linears_ms_")}
+    probe_bytes = (6 * (1152 + 384 + 1536 + 1536) * 384 + 4096 * 384) * 4   # small's decode weights
+
+    print("# modelc benchmark results\n")
+    for k in ("date", "command", "nproc", "cpu", "torch", "node"):
+        print("- %s: %s" % (k, machine.get(k, "?")))
+    print("- ONNX Runtime: onnxruntime-node %s" % kv(os.path.join(out, "raw", "r1.%s.ort" % models[0])).get("ort_version", "?"))
+    print("- OpenBLAS: %s" % sg[0].get("openblas_config", "?"))
+    print("- rounds: %d (medians over rounds; each process reports the median of its own timed runs)" % len(rounds))
+    print()
+    print("## Reference figures (same run, 2 threads)\n")
+    print("| | median over rounds | range over rounds |")
+    print("|---|---|---|")
+    vals = [float(s["sgemm_gflops_median"]) for s in sg]
+    print("| OpenBLAS sgemm %s^3, GFLOP/s | %.1f | %.1f – %.1f (best single call %.1f) |" % (
+        sg[0]["sgemm_n"], sgemm, min(vals), max(vals), sgemm_best))
+    for k in ("read", "copy", "triad"):
+        vals = [float(s["mem_%s_gbs" % k]) for s in sg]
+        print("| memory bandwidth, %s, GB/s | %.1f | %.1f – %.1f |" % (k, mem[k], min(vals), max(vals)))
+    for k in sorted(probe):
+        vals = [float(s[k]) for s in sg if k in s]
+        what = k[len("decode_linears_ms_"):]
+        print("| small's decode linears (%.2f MB) per step, %s, ms (= GB/s) | %.3f (%.1f GB/s) | %.3f – %.3f |" % (
+            probe_bytes / 1e6, what.replace("sgemm_m1", "cblas_sgemm M=1").replace("sgemv", "cblas_sgemv")
+            .replace("_", ", ").replace("1t", "1 thread").replace("2t", "2 threads"),
+            probe[k], probe_bytes / probe[k] / 1e6, min(vals), max(vals)))
+    print()
+
+    print("## Correctness (benchmark weights, max|x - torch| / max|torch| over all logits)\n")
+    print("| model | logits shape | ours vs PyTorch | ORT vs PyTorch | result |")
+    print("|---|---|---|---|---|")
+    for m in models:
+        c = kv(os.path.join(out, m + ".check"))
+        print("| %s | %s | %s | %s | %s |" % (m, c["check_logits_shape"], c["check_ours_vs_torch"],
+                                             c.get("check_ort_vs_torch", "-"), c["check"]))
+    print()
+
+    res, info = {}, {}
+    for m in models:
+        i = open(os.path.join(out, m + ".info")).read()
+        info[m] = {"flops": int(re.search(r"forward FLOPs:\s+(\d+)", i).group(1)),
+                   "params": int(re.search(r"parameters:\s+(\d+)", i).group(1))}
+        for e in ENGINES:
+            rs = [kv(p) for p in sorted(glob.glob(os.path.join(out, "raw", "r*.%s.%s" % (m, e))))]
+            g = lambda key: [float(r[key]) for r in rs if key in r]
+            res[m, e] = {"fwd": med(g("forward_tokens_per_s")), "fwd_all": g("forward_tokens_per_s"),
+                         "dec": med(g("decode_tokens_per_s")), "dec_all": g("decode_tokens_per_s"),
+                         "rss": med(g("peak_rss_kib")), "n": len(rs)}
+
+    print("## Measured (medians over rounds)\n")
+    print("Forward: batch x full context per call, logits for every position. Decode: batch 1, KV cache,")
+    print("tokens 1..T-1 after a 1-token prefill. GFLOP/s = FLOPs/token from `PROG info` x tokens/s;")
+    print("%% of sgemm = that / the OpenBLAS sgemm median above (%.1f GFLOP/s).\n" % sgemm)
+    print("| model | engine | forward tokens/s (range) | forward GFLOP/s | % of sgemm | decode tokens/s (range) | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for m in models:
+        for e in ENGINES:
+            r = res[m, e]
+            gf = info[m]["flops"] * r["fwd"] / 1e9
+            dec = "%.1f (%.0f – %.0f)" % (r["dec"], min(r["dec_all"]), max(r["dec_all"])) if r["dec_all"] else "-"
+            print("| %s | %s | %.0f (%.0f – %.0f) | %.1f | %.0f%% | %s | %.0f |" % (
+                m, NAMES[e], r["fwd"], min(r["fwd_all"]), max(r["fwd_all"]), gf, 100 * gf / sgemm, dec, r["rss"] / 1024))
+    print()
+
+    print("## Ratios and targets\n")
+    print("| model | figure | ours | fastest peer | ratio | target | met |")
+    print("|---|---|---|---|---|---|---|")
+    for m in models:
+        peer = max(("torch", "ort"), key=lambda e: res[m, e]["fwd"])
+        ratio = res[m, "ours"]["fwd"] / res[m, peer]["fwd"]
+        t = FORWARD_TARGET.get(m)
+        print("| %s | forward tokens/s | %.0f | %.0f (%s) | %.2fx | %s | %s |" % (
+            m, res[m, "ours"]["fwd"], res[m, peer]["fwd"], NAMES[peer], ratio,
+            ">= %.2fx" % t if t else "-", ("yes" if ratio >= t else "**no**") if t else "-"))
+        ratio = res[m, "ours"]["dec"] / res[m, "torch"]["dec"]
+        print("| %s | decode tokens/s | %.1f | %.1f (%s) | %.2fx | >= %.1fx | %s |" % (
+            m, res[m, "ours"]["dec"], res[m, "torch"]["dec"], NAMES["torch"], ratio, DECODE_TARGET,
+            "yes" if ratio >= DECODE_TARGET else "**no**"))
+        low = min(("torch", "ort"), key=lambda e: res[m, e]["rss"])
+        print("| %s | peak RSS MiB (lower is better) | %.0f | %.0f (%s) | %.2fx | - | - |" % (
+            m, res[m, "ours"]["rss"] / 1024, res[m, low]["rss"] / 1024, NAMES[low], res[m, "ours"]["rss"] / res[m, low]["rss"]))
+    print()
+
+    print("## Decode memory-bandwidth bound (batch 1)\n")
+    print("Bytes per decoded token: every weight once (the tied embedding is read whole by the LM head,")
+    print("one row of wpe) plus the KV cache averaged over positions 1..T-1 (`torch_model.py bytes`).")
+    print("Ideal tokens/s = the best sustained bandwidth measured above (%s, %.1f GB/s) / bytes per token." % (bw_kind, mem[bw_kind]))
+    print("(small's 49 MB of weights may partly stay in the L3 cache between steps; the bound is for DRAM.)\n")
+    print("| model | MB per token | ideal tokens/s | ours tokens/s | ours / ideal | ours effective GB/s | PyTorch / ideal |")
+    print("|---|---|---|---|---|---|---|")
+    for m in models:
+        b = int(kv(os.path.join(out, m + ".bytes"))["decode_bytes_per_token"])
+        ideal = mem[bw_kind] * 1e9 / b
+        o, t = res[m, "ours"]["dec"], res[m, "torch"]["dec"]
+        print("| %s | %.2f | %.0f | %.1f | %.0f%% | %.1f | %.0f%% |" % (
+            m, b / 1e6, ideal, o, 100 * o / ideal, o * b / 1e9, 100 * t / ideal))
+    print()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
