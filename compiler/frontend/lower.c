@@ -138,6 +138,7 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
   SpecParam ps[FE_LAYER_MAX_PARAMS];
   Value *pv[FE_LAYER_MAX_PARAMS];
   int np = l->kind == SPEC_L_REPEAT ? 0 : fe_layer_params(s, l, "", ps);
+  if (np < 0 || np > FE_LAYER_MAX_PARAMS) die("fe_layer_params returned %d", np);
   for (int i = 0; i < np; i++) pv[i] = lw_param(lw, &ps[i]);
   int k = 0;
   switch (l->kind) {
