@@ -10,6 +10,12 @@ weights and writes fixtures that the CTest reference tests compare against, so C
   tests/reference/fixtures/NAME/logits.npy           float32 logits [B, T, V] (or [B, classes])
   tests/reference/fixtures/NAME/generate.npy         decoders: int32 greedy continuation ids
   tests/reference/fixtures/NAME/prompt.txt           decoders: the prompt bytes
+  tests/reference/fixtures/NAME/targets.npy          int32 targets ([B,T] next tokens, or [B] classes)
+  tests/reference/fixtures/NAME/loss.npy             float64 mean cross-entropy of logits vs targets
+  tests/reference/fixtures/NAME/grads.safetensors    d loss / d parameter for every parameter (float64
+                                                     autograd, stored as float32)
+  tests/reference/fixtures/NAME/adamw_losses.npy     losses of 10 torch.optim.AdamW steps on that batch
+                                                     (float32 model; hyper-parameters in TRAIN below)
 
 Reference logits are computed in float64 from the float32 weights, so they are the exact answer
 to ~1e-12 and the comparison measures only our float32 rounding.
@@ -56,8 +62,9 @@ def save_safetensors(path, tensors):
 
 # ---- the model, layer by layer as docs/spec.md defines it ----------------------------------------
 class Ctx:
-    def __init__(self, spec):
+    def __init__(self, spec, dtype=torch.float64):
         m = spec["model"]
+        self.dtype = dtype
         self.vocab, self.context, self.batch, self.dim = m["vocab"], m["context"], m["batch"], m["dim"]
         self.params = {}   # name -> tensor (float64 for the forward; saved as float32)
         self.order = []
@@ -74,7 +81,7 @@ class Ctx:
             t = 0.02 * torch.randn(shape, generator=g)
         t = t.float()
         assert name not in self.params, name
-        self.params[name] = t.double()
+        self.params[name] = t.to(self.dtype)
         self.order.append((name, t))
         return self.params[name]
 
@@ -116,6 +123,7 @@ def build(layers, ctx, prefix, norms=None):
                 ang = pos / torch.pow(10000.0, i / C)
                 pe = torch.zeros(ctx.context, C, dtype=torch.float64)
                 pe[:, 0::2], pe[:, 1::2] = torch.sin(ang), torch.cos(ang[:, : C // 2])
+                pe = pe.to(ctx.dtype)
                 fns.append(lambda x, pe=pe: x + pe[: x.shape[1]])
         elif key in ("layernorm", "rmsnorm"):
             n = prefix + norm_name(opts, key, norms)
@@ -184,6 +192,44 @@ def build(layers, ctx, prefix, norms=None):
     return fns
 
 
+# The optimiser run the training tests repeat: AdamW with decoupled weight decay on 2-D weights
+# only (biases and norm gains exempt, as nanoGPT), constant learning rate, no clipping.
+TRAIN = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1, "steps": 10}
+
+
+def cross_entropy(logits, targets):
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def training_fixtures(spec, d, tokens, targets):
+    ctx = Ctx(spec, torch.float64)
+    model = build(spec["layers"], ctx, "")
+    for t in ctx.params.values():
+        t.requires_grad_(True)
+    loss = cross_entropy(run(model, tokens), targets)
+    loss.backward()
+    save_safetensors(os.path.join(d, "grads.safetensors"), [(n, ctx.params[n].grad) for n, _ in ctx.order])
+    np.save(os.path.join(d, "loss.npy"), np.array([loss.item()], dtype=np.float64))
+    ctx32 = Ctx(spec, torch.float32)
+    model32 = build(spec["layers"], ctx32, "")
+    decay = [ctx32.params[n] for n, t in ctx32.order if t.dim() >= 2]
+    other = [ctx32.params[n] for n, t in ctx32.order if t.dim() < 2]
+    for t in decay + other:
+        t.requires_grad_(True)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": TRAIN["weight_decay"]},
+                             {"params": other, "weight_decay": 0.0}],
+                            lr=TRAIN["lr"], betas=(TRAIN["beta1"], TRAIN["beta2"]), eps=TRAIN["eps"])
+    losses = []
+    for _ in range(TRAIN["steps"]):
+        opt.zero_grad()
+        step_loss = cross_entropy(run(model32, tokens), targets)
+        step_loss.backward()
+        opt.step()
+        losses.append(step_loss.item())
+    np.save(os.path.join(d, "adamw_losses.npy"), np.array(losses, dtype=np.float32))
+    return loss.item(), losses
+
+
 def run(fns, x):
     for f in fns:
         x = f(x)
@@ -206,6 +252,13 @@ def main():
             logits = run(model, tokens)
         np.save(os.path.join(d, "tokens.npy"), tokens.numpy().astype(np.int32))
         np.save(os.path.join(d, "logits.npy"), logits.numpy().astype(np.float32))
+        if logits.dim() == 3:
+            targets = torch.randint(0, ctx.vocab, (B, T), generator=g, dtype=torch.int64)
+        else:
+            targets = torch.randint(0, logits.shape[-1], (B,), generator=g, dtype=torch.int64)
+        np.save(os.path.join(d, "targets.npy"), targets.numpy().astype(np.int32))
+        loss0, losses = training_fixtures(spec, d, tokens, targets)
+        print("%s: loss %.6f, AdamW losses %s" % (name, loss0, " ".join("%.4f" % v for v in losses)))
         print("%s: %d parameters, logits %s" % (name, sum(t.numel() for _, t in ctx.order), tuple(logits.shape)))
         decoder = any("lm_head" in it for it in spec["layers"]) and spec.get("model", {}).get("kind") != "encoder"
         if decoder and len(PROMPT) + GEN_TOKENS <= T:
