@@ -11,43 +11,16 @@
  *
  * rt_attention_decode handles one new token per sequence against a KV cache with two sgemv
  * calls per head. rt_attention_ref is the naive full-softmax twin used by the tests.
- * Single-threaded apart from OpenBLAS's own pool. */
+ * Threading: (batch, head) pairs are the tasks of rt_parallel_for (OpenBLAS runs single-threaded
+ * inside each); every chunk of tasks claims its own slice of the scratch, which therefore holds
+ * rt_threads() per-task slices (the scratch size functions multiply by rt_threads()). */
 #include "modelc_rt.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* exp(x) for x <= 0 (a score minus its row's running max), vectorisable: clamp x to [-87, 0] on
- * the integer bits of |x| (no float compares, which GCC will not if-convert under its default
- * -ftrapping-math; NaN also clamps), round x*log2(e) to n with the 1.5*2^23 trick, reduce
- * r = x - n ln2 (two-part ln2), Cephes' degree-6 polynomial for e^r on [-ln2/2, ln2/2], scale by
- * 2^n through the exponent bits. Relative error ~2 ulp; x < -87 gives exp(-87) ~ 1.6e-38, which
- * is negligible next to the row maximum's exp(0) = 1 that every sum here contains. */
-static inline float exp_neg(float x) {
-  const float magic = 12582912.0f; /* 1.5 * 2^23 */
-  uint32_t ux;
-  memcpy(&ux, &x, sizeof ux);
-  ux &= 0x7fffffffu;
-  ux = ux < 0x42ae0000u ? ux : 0x42ae0000u; /* |x| <= 87.0f */
-  float ax;
-  memcpy(&ax, &ux, sizeof ax);
-  float xc = -ax;
-  float n = (xc * 1.44269504088896341f + magic) - magic;
-  float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  int32_t bits = ((int32_t)n + 127) * (1 << 23);
-  float scale;
-  memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
 
 /* s[j] = exp(s[j] - mx) for j < n; returns their sum (8 partial sums, so the loop vectorises). */
 static float exp_row(float *s, int n, float mx) {
@@ -55,20 +28,27 @@ static float exp_row(float *s, int n, float mx) {
   int j = 0;
   for (; j + 8 <= n; j += 8)
     for (int k = 0; k < 8; k++) {
-      float e = exp_neg(s[j + k] - mx);
+      float e = rt_expf(s[j + k] - mx);
       s[j + k] = e;
       a[k] += e;
     }
   float tail = 0.0f;
   for (; j < n; j++)
-    tail += s[j] = exp_neg(s[j] - mx);
+    tail += s[j] = rt_expf(s[j] - mx);
   return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
+}
+
+/* floats of one per-task scratch slice, rounded up to a cache line (no false sharing) */
+static size_t slice_floats(size_t n) { return (n + 15) / 16 * 16; }
+
+static size_t attn_slice(int C, int n_head) {
+  size_t hd = (size_t)(C / n_head);
+  return slice_floats((size_t)RT_ATTN_BQ * RT_ATTN_BK + (size_t)RT_ATTN_BQ * hd + 2 * (size_t)RT_ATTN_BQ);
 }
 
 size_t rt_attention_scratch_floats(int T, int C, int n_head) {
   (void)T;
-  size_t hd = (size_t)(C / n_head);
-  return (size_t)RT_ATTN_BQ * RT_ATTN_BK + (size_t)RT_ATTN_BQ * hd + 2 * (size_t)RT_ATTN_BQ;
+  return attn_slice(C, n_head) * (size_t)rt_threads();
 }
 
 /* One (batch, head): q, k, v point at column h*hd of row 0, row stride ld = 3C; o (T rows,
@@ -123,20 +103,42 @@ static void attend_head(float *o, int ldo, const float *q, const float *k, const
   }
 }
 
-void rt_attention(float *out, const float *qkv, int B, int T, int C, int n_head, int causal, float *scratch) {
-  int hd = C / n_head;
-  float scale = 1.0f / sqrtf((float)hd);
-  float *S = scratch;
+typedef struct AttnCtx {
+  float *out;
+  const float *qkv;
+  int T, C, n_head, hd, causal;
+  float scale;
+  float *scratch;
+  size_t slice;
+  atomic_int next_slot; /* each chunk claims one scratch slice */
+} AttnCtx;
+
+static void attn_tasks(void *p, int lo, int hi) {
+  AttnCtx *a = p;
+  int slot = atomic_fetch_add_explicit(&a->next_slot, 1, memory_order_relaxed);
+  float *S = a->scratch + (size_t)slot * a->slice;
   float *O = S + (size_t)RT_ATTN_BQ * RT_ATTN_BK;
-  float *m = O + (size_t)RT_ATTN_BQ * hd;
+  float *m = O + (size_t)RT_ATTN_BQ * a->hd;
   float *l = m + RT_ATTN_BQ;
+  int C = a->C, T = a->T;
   size_t ld = 3 * (size_t)C;
-  for (int b = 0; b < B; b++)
-    for (int h = 0; h < n_head; h++) {
-      const float *q = qkv + (size_t)b * T * ld + (size_t)h * hd;
-      attend_head(out + (size_t)b * T * C + (size_t)h * hd, C, q, q + C, q + 2 * C, (int)ld, T, hd, causal, scale, S, O,
-                  m, l);
-    }
+  for (int task = lo; task < hi; task++) {
+    int b = task / a->n_head, h = task % a->n_head;
+    const float *q = a->qkv + (size_t)b * T * ld + (size_t)h * a->hd;
+    attend_head(a->out + (size_t)b * T * C + (size_t)h * a->hd, C, q, q + C, q + 2 * C, (int)ld, T, a->hd, a->causal,
+                a->scale, S, O, m, l);
+  }
+}
+
+void rt_attention(float *out, const float *qkv, int B, int T, int C, int n_head, int causal, float *scratch) {
+  if (B <= 0 || T <= 0)
+    return;
+  AttnCtx a = {out, qkv, T, C, n_head, C / n_head, causal, 1.0f / sqrtf((float)(C / n_head)), scratch,
+               attn_slice(C, n_head), 0};
+  /* one (batch, head) at T = 16 is already ~10 us of work: every pair is worth a task, except for
+   * tiny T where the whole call is inline */
+  int grain = T >= 16 ? 1 : B * n_head;
+  rt_parallel_for(B * n_head, grain, attn_tasks, &a);
 }
 
 void rt_attention_ref(float *out, const float *qkv, int B, int T, int C, int n_head, int causal) {
@@ -171,33 +173,59 @@ void rt_attention_ref(float *out, const float *qkv, int B, int T, int C, int n_h
   free(p);
 }
 
-size_t rt_attention_decode_scratch_floats(int Tmax) { return (size_t)(Tmax > 0 ? Tmax : 1); }
+size_t rt_attention_decode_scratch_floats(int Tmax) {
+  return slice_floats((size_t)(Tmax > 0 ? Tmax : 1)) * (size_t)rt_threads();
+}
+
+typedef struct DecCtx {
+  float *out;
+  const float *qkv;
+  float *kcache, *vcache;
+  int Tmax, t, C, n_head, hd;
+  float scale;
+  float *scratch;
+  size_t slice;
+  atomic_int next_slot;
+} DecCtx;
+
+/* tasks are (b, h) pairs: each writes its own head's columns of the new cache row, then attends */
+static void dec_tasks(void *p, int lo, int hi) {
+  DecCtx *d = p;
+  int slot = atomic_fetch_add_explicit(&d->next_slot, 1, memory_order_relaxed);
+  float *s = d->scratch + (size_t)slot * d->slice;
+  int C = d->C, hd = d->hd, t = d->t, n = t + 1;
+  for (int task = lo; task < hi; task++) {
+    int b = task / d->n_head, h = task % d->n_head;
+    const float *row = d->qkv + (size_t)b * 3 * C;
+    float *kc = d->kcache + (size_t)b * d->Tmax * C + (size_t)h * hd;
+    float *vc = d->vcache + (size_t)b * d->Tmax * C + (size_t)h * hd;
+    memcpy(kc + (size_t)t * C, row + C + (size_t)h * hd, (size_t)hd * sizeof(float));
+    memcpy(vc + (size_t)t * C, row + 2 * C + (size_t)h * hd, (size_t)hd * sizeof(float));
+    /* s (n) = scale * K_h[0:n] (n,hd; stride C) q_h */
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, n, hd, d->scale, kc, C, row + (size_t)h * hd, 1, 0.0f, s, 1);
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++)
+      mx = s[j] > mx ? s[j] : mx;
+    float sum = exp_row(s, n, mx);
+    /* out_h (hd) = V_h[0:n]^T s / sum */
+    cblas_sgemv(CblasRowMajor, CblasTrans, n, hd, 1.0f / sum, vc, C, s, 1, 0.0f, d->out + (size_t)b * C + (size_t)h * hd,
+                1);
+  }
+}
 
 void rt_attention_decode(float *out, const float *qkv, float *kcache, float *vcache, int B, int Tmax, int t, int C,
                          int n_head, float *scratch) {
+  if (B <= 0)
+    return;
   int hd = C / n_head;
-  float scale = 1.0f / sqrtf((float)hd);
-  int n = t + 1;
-  for (int b = 0; b < B; b++) {
-    const float *row = qkv + (size_t)b * 3 * C;
-    float *kc = kcache + (size_t)b * Tmax * C;
-    float *vc = vcache + (size_t)b * Tmax * C;
-    memcpy(kc + (size_t)t * C, row + C, (size_t)C * sizeof(float));
-    memcpy(vc + (size_t)t * C, row + 2 * C, (size_t)C * sizeof(float));
-    for (int h = 0; h < n_head; h++) {
-      float *s = scratch;
-      /* s (n) = scale * K_h[0:n] (n,hd; stride C) q_h */
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, n, hd, scale, kc + (size_t)h * hd, C, row + (size_t)h * hd, 1, 0.0f, s,
-                  1);
-      float mx = -INFINITY;
-      for (int j = 0; j < n; j++)
-        mx = s[j] > mx ? s[j] : mx;
-      float sum = exp_row(s, n, mx);
-      /* out_h (hd) = V_h[0:n]^T s / sum */
-      cblas_sgemv(CblasRowMajor, CblasTrans, n, hd, 1.0f / sum, vc + (size_t)h * hd, C, s, 1, 0.0f,
-                  out + (size_t)b * C + (size_t)h * hd, 1);
-    }
-  }
+  DecCtx d = {out, qkv, kcache, vcache, Tmax, t, C, n_head, hd, 1.0f / sqrtf((float)hd), scratch,
+              slice_floats((size_t)(Tmax > 0 ? Tmax : 1)), 0};
+  /* a task reads 2 (t+1) hd floats of cache; below ~16K floats per chunk the pool costs more than
+   * it saves (early positions of a decode are a few microseconds in all) */
+  long per = 2L * (t + 1) * hd;
+  long g = 16384 / (per > 0 ? per : 1);
+  int grain = g < 1 ? 1 : g > B * n_head ? B * n_head : (int)g;
+  rt_parallel_for(B * n_head, grain, dec_tasks, &d);
 }
 
 /* ---- attention with a KV cache, any number of new tokens ------------------------------------- */

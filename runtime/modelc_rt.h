@@ -17,9 +17,12 @@
  * Memory. Nothing allocates in a hot loop. Kernels that need scratch take it from the caller and
  * publish a size function (rt_attention_scratch_floats). Readers allocate once at open.
  *
- * Threading. Kernels are single-threaded, except that GEMM-heavy work (rt_matmul, attention
- * tiles) goes through OpenBLAS, which uses its own thread pool (OPENBLAS_NUM_THREADS). No OpenMP.
- * All functions are reentrant: no global mutable state.
+ * Threading. One threading layer: the runtime's own pool (rt_parallel_for, runtime/pool.c), with
+ * OpenBLAS kept single-threaded inside each task, so BLAS threads and ours never compete for the
+ * cores. rt_linear, the norms, softmax and attention split their work over the pool; generated
+ * code runs its fused loops through rt_parallel_for. No OpenMP.
+ * All functions are reentrant; the only global mutable state is the pool itself (a second thread
+ * calling kernels while the pool is busy runs them serially).
  */
 #ifndef MODELC_RT_H
 #define MODELC_RT_H
@@ -27,6 +30,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -52,6 +56,28 @@ int rt_fail(RtError *err, const char *fmt, ...)
 
 /* Seconds from an arbitrary fixed point, monotonic clock (CLOCK_MONOTONIC). */
 double rt_now_seconds(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Thread pool (runtime/pool.c)
+ * ------------------------------------------------------------------------------------------- */
+
+/* Sets the number of threads (calling thread included) used from now on; n <= 0 means
+ * MODELC_THREADS if set, else the online CPUs capped at 16; at most 64. Makes OpenBLAS
+ * single-threaded (openblas_set_num_threads(1)) and starts the missing workers (persistent,
+ * detached; never stopped: lowering n just leaves some idle). May be called again between calls
+ * of the kernels; ignored when called from inside a task. Called by rt_main with --threads (0 by
+ * default); the first kernel or rt_threads() call does rt_set_threads(0) if nobody did.
+ * Size scratch (rt_attention_*_scratch_floats) after the last call: it scales with rt_threads(). */
+void rt_set_threads(int n);
+/* The current number of threads (initialising the pool if needed). */
+int rt_threads(void);
+/* Splits [0,n) into at most rt_threads() contiguous chunks and runs fn(ctx, lo, hi) on each, the
+ * calling thread taking the first; returns when all are done (their writes are then visible).
+ * Chunks are multiples of `grain` (the last excepted); n < 2*grain, one thread, nested calls (from
+ * inside a task) and calls while another thread is using the pool run fn(ctx, 0, n) inline. n <= 0
+ * calls nothing. Idle workers spin ~100 us (MODELC_SPIN_US) on the next job, then sleep. */
+typedef void (*RtRangeFn)(void *ctx, int lo, int hi);
+void rt_parallel_for(int n, int grain, RtRangeFn fn, void *ctx);
 
 /* ---------------------------------------------------------------------------------------------
  * Data types (shared by safetensors and .npy)
@@ -95,8 +121,16 @@ uint16_t rt_f32_to_bf16(float f);
 
 /* Linear layer, PyTorch layout: y = x W^T + bias.
  * x is (M,K), W is (N,K) (out_features, in_features), bias is (N) or NULL, y is (M,N). All
- * row-major. y must not alias x or W. Uses cblas_sgemm. */
+ * row-major. y must not alias x or W. rt_linear(y, x, W, bias, M, N, K, NULL, NULL). */
 void rt_matmul(float *y, const float *x, const float *W, const float *bias, int M, int N, int K);
+/* rt_matmul split over the pool: by rows of y in chunks of multiples of 16 rows, each chunk an
+ * sgemm followed, while its rows are hot in cache, by epi(ctx, row_lo, row_hi) if epi is non-NULL
+ * (generated fused epilogues: activation, residual). Below 32 rows (decode) it splits over N
+ * instead (slices of W's rows: sgemv for M == 1, sgemm otherwise) and calls epi(ctx, 0, M) once
+ * after all slices. bias is pre-filled into y (beta = 1), so epi sees y = x W^T + bias. An epi
+ * runs in pool threads concurrently on disjoint row ranges: it must touch only rows lo..hi. */
+void rt_linear(float *y, const float *x, const float *W, const float *bias, int M, int N, int K, RtRangeFn epi,
+               void *ctx);
 void rt_matmul_ref(float *y, const float *x, const float *W, const float *bias, int M, int N, int K);
 
 /* Token embedding: out[i,:] = table[ids[i],:] for i in [0,n).
@@ -154,7 +188,9 @@ void rt_softmax_ref(float *out, const float *x, int R, int C);
  * Flash-attention style: query blocks x key blocks with an online (streaming) softmax, so at most
  * one (RT_ATTN_BQ x RT_ATTN_BK) tile of scores exists at a time; each tile is two cblas_sgemm
  * calls reading q/k/v in place (leading dimension 3C). scratch holds
- * rt_attention_scratch_floats(T, C, n_head) floats. out must not alias qkv. */
+ * rt_attention_scratch_floats(T, C, n_head) floats. out must not alias qkv.
+ * Parallel over (batch, head) pairs; the scratch holds one slice per thread, so its size depends
+ * on rt_threads(): compute it after rt_set_threads (the same holds for the two sizes below). */
 #define RT_ATTN_BQ 64
 #define RT_ATTN_BK 128
 size_t rt_attention_scratch_floats(int T, int C, int n_head);
@@ -165,7 +201,8 @@ void rt_attention_ref(float *out, const float *qkv, int B, int T, int C, int n_h
 /* Decoding with a KV cache: one new token per sequence, all at position t (0 <= t < Tmax).
  * qkv is (B,3C): the new token's fused q,k,v. kcache, vcache are (B,Tmax,C). The new k,v are
  * written to kcache[b,t,:], vcache[b,t,:], then q attends over positions 0..t (causal by
- * construction). out is (B,C). scratch holds rt_attention_decode_scratch_floats(Tmax) floats. */
+ * construction). out is (B,C). scratch holds rt_attention_decode_scratch_floats(Tmax) floats
+ * (one slice per thread). Parallel over (batch, head) pairs once t is large enough to pay. */
 size_t rt_attention_decode_scratch_floats(int Tmax);
 void rt_attention_decode(float *out, const float *qkv, float *kcache, float *vcache, int B, int Tmax, int t, int C,
                          int n_head, float *scratch);
@@ -284,16 +321,59 @@ int rt_byte_decode(char *text, const int32_t *ids, size_t n, RtError *err);
  * Scalar activations, shared by the array kernels above and by generated fused loops
  * ------------------------------------------------------------------------------------------- */
 
-static inline float rt_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+/* exp(x), branch-free and vectorisable (no libm call, no float compares: GCC will not if-convert
+ * those under its default -ftrapping-math). Cephes-style: clamp x to [-104, 89] on the integer bits
+ * (sign-dependent limit on |x|; NaN clamps too), n = round(x log2 e) with the 1.5*2^23 trick,
+ * r = x - n ln2 (two-part ln2), Cephes' degree-6 polynomial for e^r on [-ln2/2, ln2/2], then
+ * scale by 2^n as two exponent-bit multiplies 2^(n/2) * 2^(n - n/2), so the result underflows
+ * gradually to denormals and 0 and overflows to +inf like expf; NaN gives NaN (an integer select,
+ * so still branch-free). Relative error <= 2 ulp over the normal range (tests/unit/test_rt_kernels.c
+ * checks it against exp() in double). */
+static inline float rt_expf(float x) {
+  const float magic = 12582912.0f; /* 1.5 * 2^23 */
+  uint32_t ux, sign, x0;
+  memcpy(&ux, &x, sizeof ux);
+  x0 = ux;
+  sign = ux >> 31;
+  ux &= 0x7fffffffu;
+  uint32_t nanmask = 0u - (uint32_t)(ux > 0x7f800000u); /* all ones if x is NaN */
+  uint32_t lim = 0x42b20000u + sign * (0x42d00000u - 0x42b20000u); /* 89.0f, or 104.0f if x < 0 */
+  ux = ux < lim ? ux : lim;
+  ux |= sign << 31;
+  float xc;
+  memcpy(&xc, &ux, sizeof xc);
+  float n = (xc * 1.44269504088896341f + magic) - magic;
+  float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t ni = (int32_t)n, n1 = ni / 2, n2 = ni - n1; /* each in [-75, 64] */
+  uint32_t b1 = (uint32_t)(n1 + 127) << 23, b2 = (uint32_t)(n2 + 127) << 23;
+  float s1, s2;
+  memcpy(&s1, &b1, sizeof s1);
+  memcpy(&s2, &b2, sizeof s2);
+  float res = p * s1 * s2;
+  uint32_t ur;
+  memcpy(&ur, &res, sizeof ur);
+  ur = (x0 & nanmask) | (ur & ~nanmask); /* masks, not ?: (GCC would branch around the math) */
+  memcpy(&res, &ur, sizeof res);
+  return res;
+}
+
+static inline float rt_sigmoidf(float x) { return 1.0f / (1.0f + rt_expf(-x)); }
 static inline float rt_reluf(float x) { return x > 0.0f ? x : 0.0f; }
-static inline float rt_siluf(float x) { return x / (1.0f + expf(-x)); }
+static inline float rt_siluf(float x) { return x / (1.0f + rt_expf(-x)); }
 /* exact GELU: 0.5 x (1 + erf(x / sqrt 2)), computed as 0.5 x erfc(-x / sqrt 2) (no cancellation
  * for negative x) */
 static inline float rt_geluf(float x) { return 0.5f * x * erfcf(-x * 0.70710678118654752f); }
 /* tanh approximation (GPT-2): 0.5 x (1 + tanh u), u = sqrt(2/pi) (x + 0.044715 x^3), computed as
  * x / (1 + exp(-2u)): the same value without cancellation */
 static inline float rt_gelu_tanhf(float x) {
-  return x / (1.0f + expf(-2.0f * 0.79788456080286536f * (x + 0.044715f * x * x * x)));
+  return x / (1.0f + rt_expf(-2.0f * 0.79788456080286536f * (x + 0.044715f * x * x * x)));
 }
 
 /* Sinusoidal positions (Vaswani et al. 2017): out[t, 2i] = sin(t / 10000^(2i/C)),

@@ -12,7 +12,6 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include <cblas.h>
 
 #include "modelc_rt.h"
 
@@ -132,7 +131,9 @@ static int parse_opts(const char *prog, const char *verb, int argc, char **argv,
       o->top_p = dv;
     }
   }
-  if (o->threads) openblas_set_num_threads((int)o->threads);
+  /* Every command: the pool (and single-threaded OpenBLAS) before any scratch is sized, since
+   * the attention scratch holds one slice per thread. 0: MODELC_THREADS or the online CPUs. */
+  rt_set_threads((int)o->threads);
   return 0;
 }
 
@@ -673,6 +674,7 @@ static int cmd_bench(const char *prog, int argc, char **argv, const RtModel *m) 
   printf("model: %s\nforward_batch: %d\nforward_context: %d\nforward_seconds: %.6f\nforward_tokens_per_s: %.1f\n",
          m->name, B, T, fwd, B * T / fwd);
   printf("forward_gflops: %.2f\n", (double)m->flops_per_token * B * T / fwd / 1e9);
+  printf("threads: %d\n", rt_threads());
   if (is_lm(m) && m->kv_slots > 0) {
     if (run_kv(&r, 1, &err)) {
       fprintf(stderr, "%s: error: %s\n", prog, err.msg);

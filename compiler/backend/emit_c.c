@@ -21,7 +21,9 @@ typedef struct Em {
   const Func *f;
   FuncInfo *fi;
   bool ok;
-  int kv_local;   /* running KV-cache slot offset within the function being emitted */
+  FILE *pre;     /* file-scope definitions (loop functions) needed by the function being emitted */
+  int nloops;    /* loop functions emitted so far */
+  int kv_local;  /* running KV-cache slot offset within the function being emitted */
   int sin_count; /* sinusoid tables emitted so far */
 } Em;
 
@@ -182,37 +184,113 @@ static void operand_index(const Em *e, const Value *v, const Value *r, char *buf
   if (!buf[0]) snprintf(buf, n, "0");
 }
 
-/* One loop nest computing out[i] = expr(operands) over the result value r. */
-static void emit_loop(Em *e, const Value *r, const char *outp, int nops, const Value *const *ops,
-                      const char *const *opnames, const Expr *x) {
-  int rank = r->type.rank;
-  char ind[64] = "  ";
-  fprintf(e->o, "  {\n");
-  for (int i = 0; i < rank; i++) {
-    char ex[32];
-    extent(e, r, i, ex);
-    fprintf(e->o, "%s  for (int i%d = 0; i%d < %s; i%d++)\n", ind, i, i, ex, i);
-    strcat(ind, "  ");
+/* True if the C expression text uses the loop coordinate i<k> (not i<k>N). */
+static bool uses_coord(const char *text, int k) {
+  char name[16];
+  int n = snprintf(name, sizeof name, "i%d", k);
+  for (const char *p = strstr(text, name); p; p = strstr(p + 1, name))
+    if ((p == text || !(p[-1] == '_' || (p[-1] >= 'a' && p[-1] <= 'z') || (p[-1] >= '0' && p[-1] <= '9'))) &&
+        !(p[n] >= '0' && p[n] <= '9'))
+      return true;
+  return false;
+}
+
+/* One element-wise loop nest computing out = expr(operands) over the result value r, written as a
+ * file-scope function over a range of rows (all axes but the last) so the runtime's pool can
+ * split it: a context struct carrying the pointers and the step's sizes, the row function
+ * (to e->pre), and the context's initialisation (to e->o). Returns the loop's number; the caller
+ * passes mc_loopN and &cN to rt_parallel_for or rt_linear. */
+static int emit_loop(Em *e, const Value *r, const char *outp, int nops, const Value *const *ops,
+                     const char *const *opnames, const Expr *x) {
+  int id = e->nloops++, rank = r->type.rank;
+  FILE *o = e->pre;
+  /* distinct pointer names: the output first */
+  const char *names[66];
+  bool isout[66], isint[66];
+  int nn = 0;
+  names[nn] = outp, isout[nn] = true, isint[nn++] = is_int(r);
+  for (int k = 0; k < nops; k++) {
+    bool dup = false;
+    for (int j = 0; j < nn; j++) dup |= strcmp(names[j], opnames[k]) == 0;
+    if (!dup) names[nn] = opnames[k], isout[nn] = false, isint[nn++] = is_int(ops[k]);
   }
+  fprintf(o, "typedef struct {\n");
+  for (int j = 0; j < nn; j++)
+    fprintf(o, "  %s%s *%s;\n", isout[j] ? "" : "const ", isint[j] ? "int32_t" : "float", names[j]);
+  fprintf(o, "  int nb, nt, t0;\n} mc_ctx%d;\n\n", id);
+  fprintf(o, "static void mc_loop%d(void *ctx, int lo, int hi) {\n  const mc_ctx%d *c = ctx;\n", id, id);
+  for (int j = 0; j < nn; j++)
+    fprintf(o, "  %s%s *%s = c->%s;\n", isout[j] ? "" : "const ", isint[j] ? "int32_t" : "float", names[j], names[j]);
+  fprintf(o, "  const int nb = c->nb, nt = c->nt, t0 = c->t0;\n  (void)nb;\n  (void)nt;\n  (void)t0;\n");
   char **args = calloc((size_t)nops + 1, sizeof *args);
+  /* the result, and every operand of the same shape and axis roles, is indexed by row */
+  bool coords = rank < 2;
   char ri[512];
-  operand_index(e, r, r, ri, sizeof ri);
+  if (rank >= 2) {
+    char ex[32];
+    extent(e, r, rank - 1, ex);
+    snprintf(ri, sizeof ri, "(size_t)r * %s + i%d", ex, rank - 1);
+  } else {
+    operand_index(e, r, r, ri, sizeof ri);
+  }
   for (int k = 0; k < nops; k++) {
     char idx[512];
-    if (ops[k] == r) {
+    const ValueInfo *vk = &e->fi->vals[ops[k]->id], *vr = &e->fi->vals[r->id];
+    if (ops[k] == r || (ir_type_eq(&ops[k]->type, &r->type) && memcmp(vk->role, vr->role, sizeof vk->role) == 0))
       snprintf(idx, sizeof idx, "%s", ri);
-    } else {
+    else {
       operand_index(e, ops[k], r, idx, sizeof idx);
+      coords = true;
     }
     size_t len = strlen(opnames[k]) + strlen(idx) + 8;
     args[k] = malloc(len);
     snprintf(args[k], len, "%s[%s]", opnames[k], idx);
   }
-  fprintf(e->o, "%s  %s[%s] = ", ind, outp, ri);
-  expr_c(e->o, x, args);
-  fprintf(e->o, ";\n  }\n");
+  fprintf(o, "  for (int r = lo; r < hi; r++) {\n");
+  bool used[IR_MAX_RANK] = {false};
+  int lowest = rank;
+  for (int i = 0; coords && i + 1 < rank; i++)
+    for (int k = 0; k < nops; k++)
+      if (uses_coord(args[k], i)) {
+        used[i] = true;
+        if (i < lowest) lowest = i;
+      }
+  if (rank >= 2 && lowest < rank - 1) { /* the row's coordinates some operand is indexed by */
+    fprintf(o, "    int rr = r;\n");
+    for (int i = rank - 2; i >= 1 && i >= lowest; i--) {
+      char ex[32];
+      extent(e, r, i, ex);
+      if (used[i]) fprintf(o, "    const int i%d = rr %% %s;\n", i, ex);
+      if (i > lowest) fprintf(o, "    rr /= %s;\n", ex);
+    }
+    if (used[0]) fprintf(o, "    const int i0 = rr;\n");
+  } else if (rank < 2) {
+    fprintf(o, "    (void)r;\n");
+  }
+  char ind[8] = "    ";
+  if (rank >= 1) {
+    char ex[32];
+    extent(e, r, rank - 1, ex);
+    fprintf(o, "    for (int i%d = 0; i%d < %s; i%d++)\n", rank - 1, rank - 1, ex, rank - 1);
+    strcpy(ind, "      ");
+  }
+  fprintf(o, "%s%s[%s] = ", ind, outp, ri);
+  expr_c(o, x, args);
+  fprintf(o, ";\n  }\n}\n\n");
   for (int k = 0; k < nops; k++) free(args[k]);
   free(args);
+  /* the context in the calling function */
+  fprintf(e->o, "  mc_ctx%d c%d = {", id, id);
+  for (int j = 0; j < nn; j++) fprintf(e->o, "%s, ", names[j]);
+  fprintf(e->o, "nb, nt, t0};\n");
+  return id;
+}
+
+/* Rows of r (all axes but the last) and a grain of about 4096 elements per chunk. */
+static void rows_and_grain(const Em *e, const Value *r, char *rows, size_t n, int *grain) {
+  numel(e, r, 1, rows, n);
+  int64_t inner = r->type.rank ? r->type.dim[r->type.rank - 1] : 1;
+  *grain = inner >= 4096 ? 1 : (int)(4096 / inner);
 }
 
 /* ---- ops ---- */
@@ -309,9 +387,11 @@ static void emit_op(Em *e, const Op *op) {
     /* A bias-only epilogue is the kernel's own bias argument. */
     bool bias_only = epi && op->nin == 3 && op->in[2]->type.rank == 1 &&
                      (strcmp(epi, "add($0,$1)") == 0 || strcmp(epi, "add($1,$0)") == 0);
-    fprintf(e->o, "  rt_matmul(%s, %s, %s, %s, (int)%s, %lld, %lld);\n", o, vname(e, x, a0), vname(e, w, a1),
-            bias_only ? vname(e, op->in[2], a2) : "NULL", n0, (long long)w->type.dim[0], (long long)w->type.dim[1]);
-    if (epi && !bias_only) {
+    if (!epi || bias_only) {
+      fprintf(e->o, "  rt_linear(%s, %s, %s, %s, (int)%s, %lld, %lld, NULL, NULL);\n", o, vname(e, x, a0),
+              vname(e, w, a1), bias_only ? vname(e, op->in[2], a2) : "NULL", n0, (long long)w->type.dim[0],
+              (long long)w->type.dim[1]);
+    } else {
       char err[160];
       Expr *ex = ir_expr_parse((Module *)e->p->m, epi, op->nin - 1, err, sizeof err);
       if (!ex) die("bad epilogue: %s", err);
@@ -326,7 +406,9 @@ static void emit_op(Em *e, const Op *op) {
         vname(e, op->in[i], names[i - 1]);
       }
       for (int i = 0; i < op->nin - 1; i++) pn[i] = names[i];
-      emit_loop(e, r, o, op->nin - 1, ops, pn, ex);
+      int id = emit_loop(e, r, o, op->nin - 1, ops, pn, ex);
+      fprintf(e->o, "  rt_linear(%s, %s, %s, NULL, (int)%s, %lld, %lld, mc_loop%d, &c%d);\n", o, vname(e, x, a0),
+              vname(e, w, a1), n0, (long long)w->type.dim[0], (long long)w->type.dim[1], id, id);
     }
     return;
   }
@@ -415,7 +497,11 @@ static void emit_op(Em *e, const Op *op) {
   char names[64][32];
   IR_ASSERT(op->nin <= 64);
   for (int i = 0; i < op->nin; i++) pn[i] = vname(e, op->in[i], names[i]);
-  emit_loop(e, r, o, op->nin, (const Value *const *)op->in, pn, ex);
+  int id = emit_loop(e, r, o, op->nin, (const Value *const *)op->in, pn, ex);
+  char rows[160];
+  int grain;
+  rows_and_grain(e, r, rows, sizeof rows, &grain);
+  fprintf(e->o, "  rt_parallel_for((int)%s, %d, mc_loop%d, &c%d);\n", rows, grain, id, id);
 }
 
 static void emit_signature(Em *e, const Func *f) {
@@ -430,7 +516,28 @@ static void emit_signature(Em *e, const Func *f) {
   fprintf(e->o, ")");
 }
 
+static void emit_func_body(Em *e, const Func *f);
+
+/* Emits f: its loop functions first, then the function, which uses them. */
 static void emit_func(Em *e, const Func *f) {
+  FILE *out = e->o;
+  char *pre = NULL, *body = NULL;
+  size_t npre = 0, nbody = 0;
+  e->pre = open_memstream(&pre, &npre);
+  e->o = open_memstream(&body, &nbody);
+  if (!e->pre || !e->o) die("out of memory");
+  emit_func_body(e, f);
+  fclose(e->pre);
+  fclose(e->o);
+  fwrite(pre, 1, npre, out);
+  fwrite(body, 1, nbody, out);
+  free(pre);
+  free(body);
+  e->o = out;
+  e->pre = NULL;
+}
+
+static void emit_func_body(Em *e, const Func *f) {
   e->f = f;
   e->fi = backend_func(e->p, f);
   e->kv_local = 0;
@@ -483,7 +590,7 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
     backend_plan_free(&p);
     return false;
   }
-  Em e = {out, &p, d, NULL, NULL, true, 0, 0};
+  Em e = {out, &p, d, NULL, NULL, true, NULL, 0, 0, 0};
   const Attr *kind = ir_module_attr(m, "kind");
   fprintf(out, "/* %s: generated by modelc from the model \"%s\". Do not edit: regenerate with modelc build.\n",
           m->name, m->name);

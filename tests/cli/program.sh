@@ -24,7 +24,8 @@ expect_status 0 "$MODELC" build examples/bert-tiny.yaml -o "$B"
 expect_status 0 "$MODELC" build --emit=c examples/gpt-tiny.yaml -o "$TMP/g.c"
 expect_in "$TMP/g.c" "/* %v"                   # the IR op behind each statement
 expect_in "$TMP/g.c" "static void f_h("        # one C function per IR function
-expect_in "$TMP/g.c" "rt_matmul("
+expect_in "$TMP/g.c" "rt_linear("
+expect_in "$TMP/g.c" "rt_parallel_for("
 for cc in gcc clang; do
   if command -v $cc >/dev/null; then
     $cc -std=c11 -Wall -Wextra -Werror -O2 -Iruntime -c "$TMP/g.c" -o "$TMP/g.o" || fail "$cc warns on generated C"

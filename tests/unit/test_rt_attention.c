@@ -1,7 +1,9 @@
 /* test_rt_attention.c: the tiled (flash-style) rt_attention against the naive rt_attention_ref,
  * causal and bidirectional, on sizes that leave partial query/key blocks; KV-cache decoding token
  * by token against causal rt_attention_ref over the whole sequence; and a timing report
- * (T=256, C=384, 6 heads) printed to stderr, not asserted (machines here are noisy). */
+ * (T=256, C=384, 6 heads) printed to stderr, not asserted (machines here are noisy). The
+ * comparisons are loop tests run with 1, 2 and 3 pool threads (rt_set_threads(_i) before the
+ * scratch is sized: it holds one slice per thread). */
 #include "rt_test_util.h"
 
 #include <check.h>
@@ -20,12 +22,14 @@ static void check_attention(int B, int T, int C, int nh, int causal, uint64_t se
 }
 
 START_TEST(attention_vs_ref) {
+  rt_set_threads(_i);
   for (int causal = 0; causal <= 1; causal++) {
     check_attention(2, 67, 40, 5, causal, 1);  /* hd = 8, one partial query block */
     check_attention(1, 1, 12, 3, causal, 2);   /* a single token */
     check_attention(2, 203, 48, 3, causal, 3); /* several query and key blocks, both partial */
     check_attention(1, 129, 36, 1, causal, 4); /* one head, hd = 36 */
     check_attention(1, 64, 64, 2, causal, 5);  /* exactly one block */
+    check_attention(3, 70, 40, 5, causal, 6);  /* 15 (batch, head) tasks over the threads */
   }
 }
 END_TEST
@@ -44,7 +48,9 @@ START_TEST(causal_row0_is_v0) {
 END_TEST
 
 START_TEST(decode_matches_full) {
-  enum { B = 2, T = 37, C = 24, NH = 3, TMAX = 40 };
+  rt_set_threads(_i);
+  /* hd = 16: from t ~ 130 on, the (batch, head) tasks are split over the threads */
+  enum { B = 2, T = 300, C = 64, NH = 4, TMAX = 310 };
   float *qkv = falloc((size_t)B * T * 3 * C), *ref = falloc((size_t)B * T * C);
   float *kc = falloc((size_t)B * TMAX * C), *vc = falloc((size_t)B * TMAX * C);
   float step[B * 3 * C], out[B * C];
@@ -71,6 +77,7 @@ END_TEST
 /* rt_attention_kv: a prefill of P tokens, then the rest in chunks of 1 and 3 tokens (t0 > 0), each
  * against causal rt_attention_ref over the whole sequence. */
 START_TEST(kv_prefill_then_chunks) {
+  rt_set_threads(_i);
   enum { B = 2, T = 41, C = 24, NH = 3, TMAX = 48, P = 17 };
   float *qkv = falloc((size_t)B * T * 3 * C), *ref = falloc((size_t)B * T * C);
   float *kc = falloc((size_t)B * TMAX * C), *vc = falloc((size_t)B * TMAX * C);
@@ -130,10 +137,10 @@ int main(void) {
   Suite *s = suite_create("rt_attention");
   TCase *tc = tcase_create("attention");
   tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, attention_vs_ref);
+  tcase_add_loop_test(tc, attention_vs_ref, 1, 4); /* _i = 1..3 threads */
   tcase_add_test(tc, causal_row0_is_v0);
-  tcase_add_test(tc, decode_matches_full);
-  tcase_add_test(tc, kv_prefill_then_chunks);
+  tcase_add_loop_test(tc, decode_matches_full, 1, 4);
+  tcase_add_loop_test(tc, kv_prefill_then_chunks, 1, 4);
   tcase_add_test(tc, attention_timing);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);

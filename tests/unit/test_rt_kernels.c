@@ -1,6 +1,8 @@
 /* test_rt_kernels.c: every dense kernel of runtime/kernels.c against its _ref twin on random inputs
  * of awkward sizes (odd row counts, C not a multiple of 8), by normalised error; plus the
- * embedding's out-of-range report and the in-place forms. */
+ * embedding's out-of-range report and the in-place forms. The kernel tests are loop tests run with
+ * 1, 2 and 3 pool threads (rt_set_threads(_i)), with sizes large enough to take the parallel
+ * paths; rt_expf is checked against exp() in double. */
 #include "rt_test_util.h"
 
 #include <check.h>
@@ -20,6 +22,13 @@ static void check_matmul(int M, int N, int K, int with_bias, uint64_t seed) {
 }
 
 START_TEST(matmul_vs_ref) {
+  rt_set_threads(_i);
+  ck_assert_int_eq(rt_threads(), _i);
+  check_matmul(1, 1000, 300, 1, 6);  /* decode: sgemv split over N */
+  check_matmul(1, 77, 5, 0, 7);      /* decode, too small to split */
+  check_matmul(5, 700, 200, 1, 8);   /* few rows: sgemm split over N */
+  check_matmul(100, 77, 50, 1, 9);   /* rows split in chunks of 16 */
+  check_matmul(257, 33, 19, 0, 10);
   check_matmul(7, 13, 37, 0, 1);
   check_matmul(7, 13, 37, 1, 2);
   check_matmul(1, 1, 1, 1, 3);
@@ -29,6 +38,7 @@ START_TEST(matmul_vs_ref) {
 END_TEST
 
 START_TEST(embedding_and_positions) {
+  rt_set_threads(_i);
   enum { V = 11, C = 13, B = 2, T = 5, TMAX = 9 };
   float table[V * C], pos[TMAX * C], out[B * T * C], ref[B * T * C];
   int32_t ids[B * T] = {0, 10, 3, 3, 7, 1, 2, 9, 4, 5};
@@ -56,6 +66,30 @@ START_TEST(embedding_and_positions) {
   }
   ck_assert_int_eq(rt_embedding_ref(ref, ids, table, B * T, V, C, NULL), -1);
   ck_assert(memcmp(out, ref, sizeof out) == 0);
+
+  /* large enough to split over threads (8192/C rows per chunk); bad ids in two chunks: the first
+   * one is reported */
+  enum { N2 = 600, C2 = 40, V2 = 50, B2 = 3, T2 = 200 };
+  int32_t *ids2 = malloc(N2 * sizeof(int32_t));
+  float *tab2 = falloc(V2 * C2), *o2 = falloc((size_t)N2 * C2), *r2 = falloc((size_t)N2 * C2);
+  float *pos2 = falloc((size_t)(T2 + 7) * C2);
+  fill_uniform(tab2, V2 * C2, -1, 1, 12);
+  fill_uniform(pos2, (size_t)(T2 + 7) * C2, -1, 1, 13);
+  for (int i = 0; i < N2; i++)
+    ids2[i] = (i * 7) % V2;
+  ck_assert_int_eq(rt_embedding(o2, ids2, tab2, N2, V2, C2, &err), 0);
+  ck_assert_int_eq(rt_embedding_ref(r2, ids2, tab2, N2, V2, C2, &err), 0);
+  ck_assert(memcmp(o2, r2, (size_t)N2 * C2 * sizeof(float)) == 0);
+  rt_add_positions(o2, pos2, B2, T2, C2, 7);
+  rt_add_positions_ref(r2, pos2, B2, T2, C2, 7);
+  ck_assert(memcmp(o2, r2, (size_t)N2 * C2 * sizeof(float)) == 0);
+  ids2[450] = V2;
+  ids2[510] = -3;
+  ck_assert_int_eq(rt_embedding(o2, ids2, tab2, N2, V2, C2, &err), -1);
+  ck_assert_msg(strstr(err.msg, "token id 50 at position 450") != NULL, "%s", err.msg);
+  ck_assert_int_eq(rt_embedding_ref(r2, ids2, tab2, N2, V2, C2, NULL), -1);
+  ck_assert(memcmp(o2, r2, (size_t)N2 * C2 * sizeof(float)) == 0);
+  free(ids2), free(tab2), free(o2), free(r2), free(pos2);
 }
 END_TEST
 
@@ -87,7 +121,10 @@ static void check_norms(int R, int C, float offset, uint64_t seed) {
 }
 
 START_TEST(norms_vs_ref) {
+  rt_set_threads(_i);
   check_norms(5, 37, 0.0f, 20);
+  check_norms(301, 97, 0.0f, 24);   /* 84 rows per chunk: split over threads */
+  check_norms(50, 1000, 10.0f, 25); /* 8 rows per chunk */
   check_norms(3, 385, 0.0f, 21);
   check_norms(7, 1, 0.0f, 22);
   check_norms(9, 771, 100.0f, 23); /* large mean: the two-pass variance must not cancel */
@@ -96,9 +133,8 @@ END_TEST
 
 typedef void (*Act)(float *, const float *, size_t);
 
-static void check_act(const char *name, Act fast, Act ref, double tol) {
-  enum { N = 1001 };
-  float x[N], y[N], yr[N];
+static void check_act_n(const char *name, Act fast, Act ref, double tol, size_t N) {
+  float *x = falloc(N), *y = falloc(N), *yr = falloc(N);
   fill_uniform(x, N, -8, 8, 30);
   x[0] = 0.0f, x[1] = -30.0f, x[2] = 30.0f, x[3] = -100.0f;
   fast(y, x, N);
@@ -106,10 +142,17 @@ static void check_act(const char *name, Act fast, Act ref, double tol) {
   double e = max_rel_err(y, yr, N, 1e-3);
   ck_assert_msg(e < tol, "%s: max relative error %g", name, e);
   fast(x, x, N); /* in place */
-  ck_assert(memcmp(x, y, sizeof y) == 0);
+  ck_assert(memcmp(x, y, N * sizeof(float)) == 0);
+  free(x), free(y), free(yr);
+}
+
+static void check_act(const char *name, Act fast, Act ref, double tol) {
+  check_act_n(name, fast, ref, tol, 1001);
+  check_act_n(name, fast, ref, tol, 50001); /* 13 blocks of 4096: split over threads */
 }
 
 START_TEST(activations_vs_ref) {
+  rt_set_threads(_i);
   check_act("gelu", rt_gelu, rt_gelu_ref, 1e-5);
   check_act("gelu_tanh", rt_gelu_tanh, rt_gelu_tanh_ref, 1e-5);
   check_act("relu", rt_relu, rt_relu_ref, 0.0 + 1e-30);
@@ -131,10 +174,64 @@ START_TEST(activations_vs_ref) {
   ck_assert(max_rel_err(y, yr, N, 1e-3) < 1e-5);
   rt_swiglu(p, p, q, N);
   ck_assert(memcmp(p, y, sizeof y) == 0);
+
+  enum { N3 = 40000 };
+  float *p3 = falloc(N3), *q3 = falloc(N3), *y3 = falloc(N3), *r3 = falloc(N3);
+  fill_uniform(p3, N3, -8, 8, 33);
+  fill_uniform(q3, N3, -2, 2, 34);
+  rt_swiglu(y3, p3, q3, N3);
+  rt_swiglu_ref(r3, p3, q3, N3);
+  ck_assert(max_rel_err(y3, r3, N3, 1e-3) < 1e-5);
+  free(p3), free(q3), free(y3), free(r3);
+
+  /* the scalar forms used by generated code: sigmoid, and saturation without NaN */
+  for (float v = -100.0f; v <= 100.0f; v += 0.37f) {
+    double sr = 1.0 / (1.0 + exp(-(double)v));
+    ck_assert_msg(fabs(rt_sigmoidf(v) - sr) <= 4e-7 * sr + 1e-30, "sigmoid(%g)", v);
+  }
+  ck_assert(rt_sigmoidf(-200.0f) == 0.0f && rt_sigmoidf(200.0f) == 1.0f);
+  ck_assert(rt_gelu_tanhf(-1e20f) == 0.0f && rt_gelu_tanhf(1e20f) == 1e20f);
+  ck_assert(rt_siluf(-1000.0f) == 0.0f && rt_siluf(1000.0f) == 1000.0f);
+  ck_assert(isnan(rt_siluf(NAN)) && isnan(rt_gelu_tanhf(NAN)));
+}
+END_TEST
+
+/* rt_expf against exp() in double: relative error over the normal range of the result, absolute
+ * (a couple of denormal steps) below it; the specials. */
+START_TEST(expf_vs_exp) {
+  double worst = 0, worst_x = 0;
+  const double fmin = 1.17549435e-38;
+  for (double xd = -88.0; xd <= 88.0; xd += 0.000731) {
+    float x = (float)xd;
+    double e = exp((double)x), f = rt_expf(x);
+    double err = e >= fmin ? fabs(f - e) / e : fabs(f - e) / 1.401298464e-45 * 1e-9;
+    if (err > worst)
+      worst = err, worst_x = x;
+  }
+  fprintf(stderr, "rt_expf: max relative error %.3g (%.2f ulp of 2^-23) at x = %.7g\n", worst, worst / 1.1920929e-7,
+          worst_x);
+  ck_assert_msg(worst < 2.5e-7, "rt_expf: max relative error %g at x = %g", worst, worst_x);
+  /* denormal results: within 2 denormal steps */
+  for (float x = -103.0f; x < -87.4f; x += 0.01f)
+    ck_assert_msg(fabs(rt_expf(x) - exp((double)x)) <= 2 * 1.401298464e-45, "rt_expf(%g)", x);
+  ck_assert(rt_expf(0.0f) == 1.0f);
+  ck_assert(rt_expf(-INFINITY) == 0.0f && rt_expf(-1000.0f) == 0.0f);
+  ck_assert(isinf(rt_expf(INFINITY)) && isinf(rt_expf(89.0f)) && rt_expf(88.5f) < INFINITY);
+  ck_assert(isnan(rt_expf(NAN)) && isnan(rt_expf(-NAN)));
 }
 END_TEST
 
 START_TEST(softmax_vs_ref) {
+  rt_set_threads(_i);
+  {
+    enum { R2 = 200, C2 = 129 }; /* 63 rows per chunk: split over threads */
+    float *x2 = falloc(R2 * C2), *y2 = falloc(R2 * C2), *r2 = falloc(R2 * C2);
+    fill_uniform(x2, R2 * C2, -20, 20, 41);
+    rt_softmax(y2, x2, R2, C2);
+    rt_softmax_ref(r2, x2, R2, C2);
+    ck_assert(max_rel_err(y2, r2, R2 * C2, 1e-6) < 1e-5);
+    free(x2), free(y2), free(r2);
+  }
   enum { R = 4, C = 257 };
   float x[R * C], y[R * C], yr[R * C];
   fill_uniform(x, R * C, -50, 50, 40);
@@ -199,11 +296,13 @@ END_TEST
 int main(void) {
   Suite *s = suite_create("rt_kernels");
   TCase *tc = tcase_create("kernels");
-  tcase_add_test(tc, matmul_vs_ref);
-  tcase_add_test(tc, embedding_and_positions);
-  tcase_add_test(tc, norms_vs_ref);
-  tcase_add_test(tc, activations_vs_ref);
-  tcase_add_test(tc, softmax_vs_ref);
+  /* loop tests: _i = 1, 2, 3 pool threads */
+  tcase_add_loop_test(tc, matmul_vs_ref, 1, 4);
+  tcase_add_loop_test(tc, embedding_and_positions, 1, 4);
+  tcase_add_loop_test(tc, norms_vs_ref, 1, 4);
+  tcase_add_loop_test(tc, activations_vs_ref, 1, 4);
+  tcase_add_loop_test(tc, softmax_vs_ref, 1, 4);
+  tcase_add_test(tc, expf_vs_exp);
   tcase_add_test(tc, halfs_and_tokenizer);
   tcase_add_test(tc, sinusoid_vs_ref);
   suite_add_tcase(s, tc);
