@@ -200,6 +200,17 @@ double ir_ew_apply(OpKind k, double a, double b) {
     return 0.5 * a * (1.0 + tanh(c * (a + 0.044715 * a * a * a)));
   }
   case OP_SILU: return a / (1.0 + exp(-a));
+  case OP_GELU_D: /* Phi(x) + x phi(x) */
+    return 0.5 * (1.0 + erf(a / sqrt(2.0))) + a * exp(-0.5 * a * a) / sqrt(2.0 * M_PI);
+  case OP_GELU_TANH_D: {
+    double c = sqrt(2.0 / M_PI), t = tanh(c * (a + 0.044715 * a * a * a));
+    return 0.5 * (1.0 + t) + 0.5 * a * (1.0 - t * t) * c * (1.0 + 3.0 * 0.044715 * a * a);
+  }
+  case OP_RELU_D: return a > 0 ? 1.0 : 0.0;
+  case OP_SILU_D: {
+    double sg = 1.0 / (1.0 + exp(-a));
+    return sg * (1.0 + a * (1.0 - sg));
+  }
   default: die("ir_ew_apply: %s is not an element-wise op", (unsigned)k < OP_COUNT ? ir_op_name(k) : "?");
   }
 }

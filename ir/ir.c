@@ -239,6 +239,100 @@ static bool shape_call(const Module *m, const Op *op, Type *out, char *err, size
   return true;
 }
 
+/* ---- training ops ---- */
+
+static bool is_int_type(const Type *t) { return t->dtype == DT_I32 || t->dtype == DT_I64 || t->dtype == DT_I8; }
+
+static bool shape_xent(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Type *l = &op->in[0]->type, *t = &op->in[1]->type;
+  bool ok = l->rank >= 1 && !is_int_type(l) && is_int_type(t) && t->rank == l->rank - 1;
+  for (int i = 0; ok && i < t->rank; i++) ok = t->dim[i] == l->dim[i];
+  if (!ok) return fail(err, n, "cross_entropy expects logits [..,V] and integer targets [..], got %s and %s", tstr(l, b1), tstr(t, b2));
+  *out = ir_type(l->dtype, 0, NULL);
+  return true;
+}
+
+static bool shape_xent_grad(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  Type loss;
+  if (!shape_xent(m, op, &loss, err, n)) return false;
+  if (op->in[2]->type.rank != 0) return fail(err, n, "cross_entropy_grad: the loss gradient must be a scalar%s%s", NULL, NULL);
+  *out = op->in[0]->type;
+  return true;
+}
+
+/* sum_to: the inverse of broadcasting: x reduced to {shape}, which must broadcast to x. */
+static bool shape_sum_to(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Attr *s = need_attr(op, "shape", ATTR_INTS, err, n);
+  if (!s || !shape_from_ints(s, op->in[0]->type.dtype, out, err, n)) return false;
+  Type t;
+  if (!broadcast(out, &op->in[0]->type, &t) || !ir_type_eq(&t, &op->in[0]->type))
+    return fail(err, n, "sum_to: %s does not broadcast to %s", tstr(out, b1), tstr(&op->in[0]->type, b2));
+  return true;
+}
+
+static bool shape_linear_dw(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Type *dy = &op->in[0]->type, *x = &op->in[1]->type;
+  bool ok = dy->rank >= 1 && dy->rank == x->rank && dy->dtype == x->dtype && !is_int_type(dy);
+  for (int i = 0; ok && i + 1 < dy->rank; i++) ok = dy->dim[i] == x->dim[i];
+  if (!ok) return fail(err, n, "linear_dw: %s and %s are not [..,N] and [..,K] over the same rows", tstr(dy, b1), tstr(x, b2));
+  *out = ir_type2(dy->dtype, dy->dim[dy->rank - 1], x->dim[x->rank - 1]);
+  return true;
+}
+
+static bool shape_norm_dx(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Type *x = &op->in[0]->type, *g = &op->in[1]->type, *dy = &op->in[2]->type;
+  if (!need_attr(op, "eps", ATTR_FLOAT, err, n)) return false;
+  if (x->rank < 1 || !ir_type_eq(x, dy) || g->rank != 1 || g->dim[0] != x->dim[x->rank - 1])
+    return fail(err, n, "norm_dx: x %s, gain and dy %s do not match", tstr(x, b1), tstr(dy, b2));
+  *out = *x;
+  return true;
+}
+
+static bool shape_norm_dg(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Type *x = &op->in[0]->type, *dy = &op->in[1]->type;
+  if (!need_attr(op, "eps", ATTR_FLOAT, err, n)) return false;
+  if (x->rank < 1 || !ir_type_eq(x, dy)) return fail(err, n, "norm_dg: x %s and dy %s differ", tstr(x, b1), tstr(dy, b2));
+  *out = ir_type1(x->dtype, x->dim[x->rank - 1]);
+  return true;
+}
+
+static bool shape_embed_dw(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Type *ids = &op->in[0]->type, *dy = &op->in[1]->type;
+  const Attr *v = need_attr(op, "vocab", ATTR_INT, err, n);
+  if (!v) return false;
+  bool ok = is_int_type(ids) && dy->rank == ids->rank + 1 && v->i >= 1;
+  for (int i = 0; ok && i < ids->rank; i++) ok = ids->dim[i] == dy->dim[i];
+  if (!ok) return fail(err, n, "embedding_dw: ids %s and dy %s do not match", tstr(ids, b1), tstr(dy, b2));
+  *out = ir_type2(dy->dtype, v->i, dy->dim[dy->rank - 1]);
+  return true;
+}
+
+static bool shape_attn_dx(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  Type y;
+  if (!shape_attention(m, op, &y, err, n)) return false;
+  if (!ir_type_eq(&y, &op->in[1]->type))
+    return fail(err, n, "attention_dx: dy %s is not the attention output %s", tstr(&op->in[1]->type, b1), tstr(&y, b2));
+  *out = op->in[0]->type;
+  return true;
+}
+
+static bool shape_pool_dx(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Attr *mode = need_attr(op, "mode", ATTR_STR, err, n), *s = need_attr(op, "shape", ATTR_INTS, err, n);
+  if (!mode || !s || !shape_from_ints(s, op->in[0]->type.dtype, out, err, n)) return false;
+  const Type *dy = &op->in[0]->type;
+  if (out->rank != 3 || dy->rank != 2 || dy->dim[0] != out->dim[0] || dy->dim[1] != out->dim[2])
+    return fail(err, n, "pool_dx: dy %s does not pool %s", tstr(dy, b1), tstr(out, b2));
+  return true;
+}
+
 static int64_t out_numel(const Op *op) { return ir_type_numel(&op->out[0]->type); }
 static int64_t flops_zero(const Module *m, const Op *op) { return 0; }
 static int64_t flops_ew(const Module *m, const Op *op) { return out_numel(op); }
@@ -277,16 +371,27 @@ static int64_t flops_pool(const Module *m, const Op *op) {
   const char *mode = ir_attr_str(op, "mode");
   return mode && strcmp(mode, "mean") == 0 ? ir_type_numel(&op->in[0]->type) : 0;
 }
+/* log-softmax and the gradient: ~5 per logit */
+static int64_t flops_xent(const Module *m, const Op *op) { return 5 * ir_type_numel(&op->in[0]->type); }
+static int64_t flops_sum_to(const Module *m, const Op *op) { return ir_type_numel(&op->in[0]->type); }
+static int64_t flops_linear_dw(const Module *m, const Op *op) {
+  return 2 * ir_type_numel(&op->in[0]->type) * op->in[1]->type.dim[op->in[1]->type.rank - 1];
+}
+/* recompute scores and P (forward), then dV = P^T dY, dP = dY V^T, dS, dQ = dS K, dK = dS^T Q: ~2.5x */
+static int64_t flops_attn_dx(const Module *m, const Op *op) { return 5 * flops_attention(m, op) / 2; }
 static int64_t flops_call(const Module *m, const Op *op) {
   const Func *f = ir_find_func(m, ir_attr_str(op, "callee"));
   return f ? ir_func_flops(m, f) : 0;
 }
 
+#include "grad.h"
+
 static const struct {
   ShapeFn shape;
   FlopsFn flops;
+  GradFn grad;
 } op_rules[OP_COUNT] = {
-#define OP(e, name, mi, ma, no, fl, sh, fo, gr) [e] = {sh, fo},
+#define OP(e, name, mi, ma, no, fl, sh, fo, gr) [e] = {sh, fo, gr},
 #include "ops.def"
 #undef OP
 };
@@ -722,6 +827,8 @@ int ir_replace_uses(Func *f, Value *from, Value *to) {
 /* Analyses.                                                                                    */
 
 int64_t ir_op_flops(const Module *m, const Op *op) { return op_rules[op->kind].flops(m, op); }
+
+GradFn ir_op_grad(OpKind k) { return k < OP_COUNT ? op_rules[k].grad : NULL; }
 
 int64_t ir_func_flops(const Module *m, const Func *f) {
   int64_t total = 0;

@@ -217,6 +217,25 @@ int64_t ir_param_bytes(const Module *m);              /* storage bytes (quantise
  * arguments and parameters are not counted. */
 int64_t ir_func_peak_bytes(const Module *m, const Func *f);
 
+/* ---- gradients (ir/grad.c) ----
+ * Reverse-mode differentiation is driven by the autodiff pass (passes/autodiff.c); the rule of
+ * each op lives here, named in ops.def's GRAD column. A rule reads the gradient of the op's
+ * result, emits ops into the backward function, and accumulates the gradients of the inputs
+ * that need one. Forward values are mapped to their copies in the backward function. */
+typedef struct GradCtx {
+  Func *f;          /* the backward function the gradient ops are appended to */
+  Value **val;      /* forward Value.id -> the value in f (its copy, or f's argument) */
+  Value **adj;      /* forward Value.id -> accumulated gradient in f; NULL: zero so far */
+  const bool *needs;/* forward Value.id -> some requested gradient depends on this value */
+} GradCtx;
+typedef bool (*GradFn)(GradCtx *g, const Op *op, char *err, size_t n);
+/* The op's gradient rule, or NULL if it is not differentiable. */
+GradFn ir_op_grad(OpKind k);
+/* adj[fwd] += d (an add op when fwd already has a gradient); d must have fwd's type. */
+void ir_grad_accumulate(GradCtx *g, const Value *fwd, Value *d);
+/* Sums d down to type t (inverse of broadcasting), or returns d when it already has type t. */
+Value *ir_grad_reduce(Func *f, Value *d, const Type *t);
+
 /* ---- fused element-wise expressions (ir/expr.c) ----
  * Grammar:  expr := '$' INT | NUMBER | NAME '(' expr (',' expr)* ')'
  * NAME is an OPF_EW op name; '$i' is operand i of the owning op (for linear's epi, $0 is the

@@ -8,6 +8,7 @@
 
 #include "pass.h"
 
+bool pass_autodiff(Module *m, const PassOptions *o, Diag *d);
 bool pass_constfold(Module *m, const PassOptions *o, Diag *d);
 bool pass_cse(Module *m, const PassOptions *o, Diag *d);
 bool pass_dce(Module *m, const PassOptions *o, Diag *d);
@@ -22,6 +23,8 @@ static const PassOptSpec fuse_opts[] = {
 #define NOPTS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static const PassInfo registry[] = {
+    {"autodiff", "reverse-mode differentiation: @train(tokens, targets) -> (loss, parameter gradients)",
+     pass_autodiff, NULL, 0},
     {"constfold", "fold element-wise ops on constants and simplify x+0, x*1, dropout(p=0)",
      pass_constfold, NULL, 0},
     {"cse", "merge identical pure ops (including repeated parameter loads)", pass_cse, NULL, 0},

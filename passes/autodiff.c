@@ -1,0 +1,218 @@
+/* autodiff.c: reverse-mode differentiation (the `autodiff` pass).
+ *
+ * From the entry function (token ids -> logits) it builds @train(tokens, targets) -> (loss,
+ * d loss/d p for every stored trainable parameter p, in module order): the forward pass, the
+ * mean cross-entropy of the logits against the targets, and the backward pass, emitted op by op
+ * in reverse from each op's gradient rule (ops.def's GRAD column, ir/grad.c).
+ *
+ * Repeated blocks are differentiated once: for every function @f the entry calls, @f.bwd(args of
+ * f..., d results of f...) -> (d args of f...) recomputes f's forward from its inputs and then runs
+ * f's backward, so a call site in @train is differentiated by calling @f.bwd with the call's
+ * saved inputs. This is gradient checkpointing at block boundaries: between forward and backward
+ * only each block's input stays live, and one block's activations at a time.
+ *
+ * Gradients of one parameter loaded in several places (a tied LM head and embedding) are summed.
+ * The pass must run before `fuse` (rules differentiate unfused ops); the fuse, cse, dce and memplan
+ * passes then apply to the training functions as to the forward one. The module attribute
+ * `train` names the training function for the backends.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pass.h"
+
+typedef struct AD {
+  Module *m;
+  Diag *d;
+  bool ok;
+} AD;
+
+static void err(AD *a, const Op *op, const char *fmt, const char *x, const char *y) {
+  diag_error(a->d, NULL, op ? op->line : 0, op ? op->col : 0, fmt, x ? x : "", y ? y : "");
+  a->ok = false;
+}
+
+static bool is_float(const Type *t) { return t->dtype == DT_F32 || t->dtype == DT_F16 || t->dtype == DT_BF16; }
+
+static Value *zeros(Func *f, const Type *t) {
+  Op *op = ir_op_new(f, OP_CONST, 0, NULL, 1);
+  ir_set_attr_float(op, "value", 0.0);
+  ir_set_attr_ints(op, "shape", t->rank, t->dim);
+  return ir_emit(f, op);
+}
+
+/* Copies f's ops into b (values mapped through val, which must hold f's arguments). */
+static void copy_forward(const Func *f, Func *b, Value **val) {
+  for (const Op *op = f->first; op; op = op->next) {
+    Value *in[256];
+    IR_ASSERT(op->nin <= 256);
+    for (int i = 0; i < op->nin; i++) in[i] = val[op->in[i]->id];
+    Op *c = ir_op_new(b, op->kind, op->nin, in, op->nout);
+    for (int i = 0; i < op->nattr; i++) ir_set_attr(c, op->attr[i]);
+    char e[256];
+    if (!ir_infer(b->module, c, e, sizeof e)) die("copying @%s: %s", f->name, e);
+    ir_append(b, c);
+    for (int i = 0; i < op->nout; i++) val[op->out[i]->id] = c->out[i];
+  }
+}
+
+/* needs[v]: v depends on a value we want a gradient for (seeded by the caller). */
+static void propagate_needs(const Func *f, bool *needs) {
+  for (const Op *op = f->first; op; op = op->next) {
+    bool any = op->kind == OP_PARAM;
+    for (int i = 0; i < op->nin; i++) any |= needs[op->in[i]->id];
+    for (int i = 0; i < op->nout; i++) needs[op->out[i]->id] = any && is_float(&op->out[i]->type);
+  }
+}
+
+static Func *differentiate_callee(AD *a, const Func *f);
+
+/* Runs the backward of f's ops in reverse, appending to g->f. */
+static void backward(AD *a, const Func *f, GradCtx *g) {
+  int nops = 0;
+  for (const Op *op = f->first; op; op = op->next) nops++;
+  const Op **ops = malloc(sizeof *ops * (size_t)(nops ? nops : 1));
+  int k = 0;
+  for (const Op *op = f->first; op; op = op->next) ops[k++] = op;
+  for (int i = nops - 1; i >= 0 && a->ok; i--) {
+    const Op *op = ops[i];
+    bool have = false, want = false;
+    for (int r = 0; r < op->nout; r++) have |= g->adj[op->out[r]->id] != NULL;
+    for (int j = 0; j < op->nin; j++) want |= g->needs[op->in[j]->id];
+    if (!have || !want) continue;
+    if (op->kind == OP_CALL) {
+      const Func *callee = ir_find_func(a->m, ir_attr_str(op, "callee"));
+      Func *cb = differentiate_callee(a, callee);
+      if (!cb) return;
+      Value *in[512];
+      int n = 0;
+      IR_ASSERT(op->nin + op->nout <= 512);
+      for (int j = 0; j < op->nin; j++) in[n++] = g->val[op->in[j]->id];
+      for (int r = 0; r < op->nout; r++) {
+        Value *d = g->adj[op->out[r]->id];
+        in[n++] = d ? d : zeros(g->f, &op->out[r]->type);
+      }
+      Op *c = ir_op_new(g->f, OP_CALL, n, in, cb->nret);
+      ir_set_attr_sym(c, "callee", cb->name);
+      ir_emit(g->f, c);
+      for (int j = 0; j < op->nin; j++)
+        if (g->needs[op->in[j]->id]) ir_grad_accumulate(g, op->in[j], c->out[j]);
+      continue;
+    }
+    GradFn rule = ir_op_grad(op->kind);
+    if (!rule) {
+      err(a, op, "autodiff: '%s' has no gradient rule%s", ir_op_name(op->kind), NULL);
+      break;
+    }
+    char e[256];
+    if (!rule(g, op, e, sizeof e)) err(a, op, "autodiff: %s: %s", ir_op_name(op->kind), e);
+  }
+  free(ops);
+}
+
+/* @f.bwd(args of f..., d results...) -> (d args of f...): recompute f, then its backward. */
+static Func *differentiate_callee(AD *a, const Func *f) {
+  char name[256];
+  snprintf(name, sizeof name, "%s.bwd", f->name);
+  Func *b = ir_find_func(a->m, name);
+  if (b) return b;
+  b = ir_add_func(a->m, name);
+  Value **val = calloc((size_t)f->nvalues + 1, sizeof *val);
+  Value **adj = calloc((size_t)f->nvalues + 1, sizeof *adj);
+  bool *needs = calloc((size_t)f->nvalues + 1, sizeof *needs);
+  if (!val || !adj || !needs) die("out of memory");
+  for (int i = 0; i < f->narg; i++) {
+    val[f->args[i]->id] = ir_add_arg(b, f->args[i]->name, f->args[i]->type);
+    needs[f->args[i]->id] = is_float(&f->args[i]->type);
+  }
+  Value **dys = malloc(sizeof *dys * (size_t)(f->nret ? f->nret : 1));
+  for (int r = 0; r < f->nret; r++) {
+    char dn[160];
+    snprintf(dn, sizeof dn, "d%d", r);
+    dys[r] = ir_add_arg(b, dn, f->ret[r]->type);
+  }
+  copy_forward(f, b, val);
+  propagate_needs(f, needs);
+  GradCtx g = {b, val, adj, needs};
+  for (int r = 0; r < f->nret; r++)
+    if (needs[f->ret[r]->id]) ir_grad_accumulate(&g, f->ret[r], dys[r]);
+  backward(a, f, &g);
+  Value **rets = malloc(sizeof *rets * (size_t)(f->narg ? f->narg : 1));
+  for (int i = 0; i < f->narg; i++) {
+    Value *d = adj[f->args[i]->id];
+    rets[i] = d ? d : zeros(b, &f->args[i]->type);
+  }
+  ir_set_return(b, f->narg, rets);
+  free(rets);
+  free(dys);
+  free(val);
+  free(adj);
+  free(needs);
+  return a->ok ? b : NULL;
+}
+
+bool pass_autodiff(Module *m, const PassOptions *o, Diag *d) {
+  (void)o;
+  AD a = {m, d, true};
+  const Func *f = m->entry ? ir_find_func(m, m->entry) : NULL;
+  if (!f) {
+    diag_error(d, NULL, 0, 0, "autodiff: the module has no entry function");
+    return false;
+  }
+  if (ir_find_func(m, "train")) {
+    diag_error(d, NULL, 0, 0, "autodiff: the module already has a @train function (run the pass once)");
+    return false;
+  }
+  if (f->narg != 1 || f->nret != 1 || f->args[0]->type.dtype != DT_I32 || f->ret[0]->type.rank < 1 ||
+      !is_float(&f->ret[0]->type)) {
+    diag_error(d, NULL, f->line, f->col, "autodiff: the entry @%s must map token ids to logits", f->name);
+    return false;
+  }
+  const Type *lt = &f->ret[0]->type;
+  Func *t = ir_add_func(m, "train");
+  Value **val = calloc((size_t)f->nvalues + 1, sizeof *val);
+  Value **adj = calloc((size_t)f->nvalues + 1, sizeof *adj);
+  bool *needs = calloc((size_t)f->nvalues + 1, sizeof *needs);
+  if (!val || !adj || !needs) die("out of memory");
+  val[f->args[0]->id] = ir_add_arg(t, f->args[0]->name, f->args[0]->type);
+  Value *targets = ir_add_arg(t, "targets", ir_type(DT_I32, lt->rank - 1, lt->dim));
+  copy_forward(f, t, val);
+  propagate_needs(f, needs);
+  Value *logits = val[f->ret[0]->id];
+  Value *loss = ir_emit(t, ir_op_new(t, OP_CROSS_ENTROPY, 2, (Value *[]){logits, targets}, 1));
+  /* d loss / d logits directly (the loss is the last op; its own gradient is 1) */
+  Op *one = ir_op_new(t, OP_CONST, 0, NULL, 1);
+  ir_set_attr_float(one, "value", 1.0);
+  ir_set_attr_ints(one, "shape", 0, NULL);
+  Value *dl = ir_emit(t, one);
+  GradCtx g = {t, val, adj, needs};
+  if (needs[f->ret[0]->id])
+    ir_grad_accumulate(&g, f->ret[0], ir_emit(t, ir_op_new(t, OP_XENT_GRAD, 3, (Value *[]){logits, targets, dl}, 1)));
+  backward(&a, f, &g);
+  /* results: the loss, then each stored trainable parameter's gradient (all its loads summed) */
+  int nret = 1;
+  Value **rets = malloc(sizeof *rets * (size_t)(m->nparam + 1));
+  rets[0] = loss;
+  for (int i = 0; i < m->nparam && a.ok; i++) {
+    const Param *p = m->params[i];
+    if (p->shared_with || !p->trainable) continue;
+    Value *sum = NULL;
+    for (const Op *op = f->first; op; op = op->next) {
+      if (op->kind != OP_PARAM) continue;
+      const Param *q = ir_find_param(m, ir_attr_str(op, "p"));
+      for (int hops = 0; q && q->shared_with && hops < m->nparam; hops++) q = ir_find_param(m, q->shared_with);
+      Value *dv = adj[op->out[0]->id];
+      if (q != p || !dv) continue;
+      sum = sum ? ir_emit(t, ir_op_new(t, OP_ADD, 2, (Value *[]){sum, dv}, 1)) : dv;
+    }
+    rets[nret++] = sum ? sum : zeros(t, &p->type);
+  }
+  ir_set_return(t, nret, rets);
+  free(rets);
+  free(val);
+  free(adj);
+  free(needs);
+  if (!a.ok) return false;
+  ir_module_set_attr(m, (Attr){.key = "train", .kind = ATTR_SYM, .s = "train"});
+  return true;
+}
