@@ -390,6 +390,74 @@ size_t rt_attention_kv_scratch_floats(int Tmax, int C, int n_head);
 void rt_attention_kv(float *out, const float *qkv, float *kcache, float *vcache, int B, int nt, int t0, int Tmax,
                      int C, int n_head, int causal, float *scratch);
 
+/* Training settings compiled in from the spec's train: section (docs/spec.md); PROG train flags
+ * override them. */
+typedef enum RtSchedule { RT_SCHED_COSINE, RT_SCHED_CONSTANT, RT_SCHED_LINEAR } RtSchedule;
+typedef enum RtOptimizer { RT_OPT_ADAMW, RT_OPT_SGD } RtOptimizer;
+typedef enum RtPrecision { RT_PREC_FP32, RT_PREC_BF16, RT_PREC_FP16 } RtPrecision;
+typedef struct RtTrainConfig {
+  int64_t steps, batch, micro_batch, warmup, seed, eval_every, checkpoint_every;
+  double lr, min_lr, beta1, beta2, eps, weight_decay, momentum, grad_clip;
+  RtSchedule schedule;
+  RtOptimizer optimizer;
+  RtPrecision precision;
+  const char *data; /* default --data, or NULL */
+} RtTrainConfig;
+
+/* ---------------------------------------------------------------------------------------------
+ * Training kernels (runtime/backward.c): the backward ops of the IR (docs/ir.md, "Training").
+ * Each has a naive _ref twin and is checked against finite differences of the forward kernels.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Mean over R rows of -log softmax(logits[r,:])[targets[r]]. logits (R,V), targets (R) int32 in
+ * [0,V). Accumulates in double. */
+float rt_cross_entropy(const float *logits, const int32_t *targets, int R, int V);
+float rt_cross_entropy_ref(const float *logits, const int32_t *targets, int R, int V);
+/* dlogits (R,V) = dloss * (softmax(logits[r,:]) - onehot(targets[r])) / R. */
+void rt_cross_entropy_grad(float *dlogits, const float *logits, const int32_t *targets, int R, int V, float dloss);
+void rt_cross_entropy_grad_ref(float *dlogits, const float *logits, const int32_t *targets, int R, int V,
+                               float dloss);
+/* y (M,K) = dy (M,N) W (N,K): the input gradient of a linear layer. */
+void rt_matmul_nn(float *y, const float *dy, const float *W, int M, int N, int K);
+void rt_matmul_nn_ref(float *y, const float *dy, const float *W, int M, int N, int K);
+/* dW (N,K) = sum over rows r of dy[r,:]^T x[r,:]; dy (M,N), x (M,K): the weight gradient. */
+void rt_linear_dw(float *dW, const float *dy, const float *x, int M, int N, int K);
+void rt_linear_dw_ref(float *dW, const float *dy, const float *x, int M, int N, int K);
+/* LayerNorm (rms = 0) or RMSNorm (rms = 1) backward over rows of (R,C), recomputing the row
+ * statistics from x: dx (R,C) from x, gain (C), dy (R,C); dgain (C) = sum_r dy * xhat. */
+void rt_norm_dx(float *dx, const float *x, const float *gain, const float *dy, int R, int C, float eps, int rms);
+void rt_norm_dx_ref(float *dx, const float *x, const float *gain, const float *dy, int R, int C, float eps, int rms);
+void rt_norm_dg(float *dgain, const float *x, const float *dy, int R, int C, float eps, int rms);
+void rt_norm_dg_ref(float *dgain, const float *x, const float *dy, int R, int C, float eps, int rms);
+/* dtable (V,C) = zeros, then dtable[ids[i],:] += dy[i,:] for i in [0,n). */
+void rt_embedding_dw(float *dtable, const int32_t *ids, const float *dy, int n, int V, int C);
+void rt_embedding_dw_ref(float *dtable, const int32_t *ids, const float *dy, int n, int V, int C);
+/* Attention backward: dqkv (B,T,3C) from qkv (B,T,3C) and dy (B,T,C), the same layout and
+ * scaling as rt_attention (recomputed, flash-attention style). scratch holds
+ * rt_attention_dx_scratch_floats(T, C, n_head) floats (call after rt_set_threads). */
+size_t rt_attention_dx_scratch_floats(int T, int C, int n_head);
+void rt_attention_dx(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head, int causal,
+                     float *scratch);
+void rt_attention_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
+                         int causal);
+
+/* ---------------------------------------------------------------------------------------------
+ * Optimisers and schedules (runtime/optim.c)
+ * ------------------------------------------------------------------------------------------- */
+
+/* AdamW (Loshchilov & Hutter; as torch.optim.AdamW): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+ * w -= lr * wd * w (decoupled); w -= lr * (m / (1-b1^step)) / (sqrt(v / (1-b2^step)) + eps).
+ * step >= 1. n floats. */
+void rt_adamw(float *w, const float *g, float *m, float *v, int64_t n, float lr, float beta1, float beta2, float eps,
+              float wd, int64_t step);
+/* SGD with momentum (as torch.optim.SGD): mom = momentum * mom + g (+ wd * w); w -= lr * mom. */
+void rt_sgd(float *w, const float *g, float *mom, int64_t n, float lr, float momentum, float wd);
+/* sum of g[i]^2 in double (for clipping by global norm). */
+double rt_sum_squares(const float *g, int64_t n);
+/* The learning rate at step (1-based): linear warm-up from 0 over `warmup` steps, then cosine or
+ * linear decay to min_lr at `steps`, or constant. */
+double rt_lr_at(const RtTrainConfig *c, int64_t step);
+
 /* ---------------------------------------------------------------------------------------------
  * Generated programs: the model descriptor and the command line (runtime/prog.c)
  * ------------------------------------------------------------------------------------------- */
@@ -421,6 +489,7 @@ typedef struct RtStep {
   float *scratch;
 } RtStep;
 
+
 typedef struct RtModel {
   const char *name;
   const char *kind;             /* "decoder" or "encoder" */
@@ -437,6 +506,14 @@ typedef struct RtModel {
   /* The model: tokens (nb,nt) int32 -> out. arena holds arena_bytes, W weight_floats floats. */
   void (*forward)(const RtStep *s, char *arena, const float *W, const int32_t *tokens, float *out);
   const unsigned char *embedded_weights, *embedded_end; /* a safetensors image, or NULL */
+  /* Training (NULL when the program was built without the autodiff pass): tokens (nb,nt) and
+   * targets (nb,nt) int32 (targets (nb) for a classifier) -> *loss, the mean cross-entropy over
+   * the nb*nt (or nb) targets, and the gradient of every stored trainable parameter written (not
+   * accumulated) at its offset in G, which has W's layout. arena holds train_arena_bytes. */
+  void (*train)(const RtStep *s, char *arena, const float *W, const int32_t *tokens, const int32_t *targets,
+                float *loss, float *G);
+  int64_t train_arena_bytes, train_flops_per_token;
+  RtTrainConfig train_config;
 } RtModel;
 
 /* The generated program's command line: info, init, forward, generate, eval, bench (each with
