@@ -190,6 +190,11 @@ static char *read_file(const char *path, size_t *len, Diag *d) {
   return buf;
 }
 
+/* Training defaults from the last spec loaded (compiled into programs by build). */
+static EmitTrain spec_train;
+static bool have_spec_train;
+static char spec_train_data[4096];
+
 /* Loads the input (spec or .mir) and builds the pipeline to run. */
 static Module *load(const Options *o, Pipeline *pipe, Diag *d) {
   Module *m = NULL;
@@ -211,6 +216,15 @@ static Module *load(const Options *o, Pipeline *pipe, Diag *d) {
     if (!spec) return NULL;
     m = fe_lower(spec, d);
     spec_passes = fe_spec_passes(spec);
+    const SpecTrain *t = fe_spec_train(spec);
+    spec_train = (EmitTrain){t->steps, t->batch, t->micro_batch, t->warmup, t->seed, t->eval_every,
+                             t->checkpoint_every, t->lr, t->min_lr, t->beta1, t->beta2, t->eps, t->weight_decay,
+                             t->momentum, t->grad_clip, (int)t->schedule, (int)t->optimizer, (int)t->precision, NULL};
+    if (t->data) {
+      snprintf(spec_train_data, sizeof spec_train_data, "%s", t->data);
+      spec_train.data = spec_train_data;
+    }
+    have_spec_train = true;
   }
   if (!m) {
     fe_spec_free(spec);
@@ -439,7 +453,7 @@ static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **a
   size_t k = (size_t)snprintf(opts, sizeof opts, "modelc %s", MODELC_VERSION);
   for (int i = 1; i < argc && k < sizeof opts; i++) k += (size_t)snprintf(opts + k, sizeof opts - k, " %s", argv[i]);
   char abs_weights[PATH_MAX];
-  EmitOptions eo = {.compile_options = opts, .embed_weights = NULL};
+  EmitOptions eo = {.train = have_spec_train ? &spec_train : NULL, .compile_options = opts, .embed_weights = NULL};
   if (o->embed_weights) {
     if (!realpath(o->embed_weights, abs_weights)) {
       diag_error(d, o->embed_weights, 0, 0, "cannot resolve path: %s", strerror(errno));

@@ -3,7 +3,8 @@
  * Removes every OPF_PURE op none of whose results is used (by an op or a return), to a fixpoint:
  * removing an op may leave its operands' producers dead too. Ops that are not pure (calls, which
  * may be checkpointed or carry effects, and random ops such as dropout) are kept. When the module
- * names an entry function, functions not reachable from it through calls are removed as well, so
+ * names an entry function, functions not reachable from it (or from the training function the
+ * module attribute `train` names) through calls are removed as well, so
  * a block that fusion or inlining made unused does not reach the backend.
  *
  * The op sweep runs last to first and decrements operand use counts as it removes ops; since
@@ -61,6 +62,10 @@ bool pass_dce(Module *m, const PassOptions *o, Diag *d) {
     bool *live = calloc((size_t)m->nfunc + 1, sizeof *live);
     if (!live) die("out of memory");
     mark(m, entry, live);
+    /* the training function (autodiff) is a second root */
+    const Attr *tr = ir_module_attr(m, "train");
+    Func *train = tr && tr->kind == ATTR_SYM ? ir_find_func(m, tr->s) : NULL;
+    if (train) mark(m, train, live);
     /* Collect first: ir_remove_func shifts m->funcs. */
     int ndead = 0;
     Func **dead = calloc((size_t)m->nfunc + 1, sizeof *dead);

@@ -376,6 +376,20 @@ static inline float rt_gelu_tanhf(float x) {
   return x / (1.0f + rt_expf(-2.0f * 0.79788456080286536f * (x + 0.044715f * x * x * x)));
 }
 
+/* Derivatives of the activations (training; the IR's gelu_d, gelu_tanh_d, relu_d, silu_d). */
+static inline float rt_gelu_df(float x) { /* Phi(x) + x phi(x) */
+  return 0.5f * erfcf(-x * 0.70710678118654752f) + x * 0.39894228040143268f * expf(-0.5f * x * x);
+}
+static inline float rt_gelu_tanh_df(float x) {
+  float u = 0.79788456080286536f * (x + 0.044715f * x * x * x), t = tanhf(u);
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * 0.79788456080286536f * (1.0f + 3.0f * 0.044715f * x * x);
+}
+static inline float rt_relu_df(float x) { return x > 0.0f ? 1.0f : 0.0f; }
+static inline float rt_silu_df(float x) {
+  float s = 1.0f / (1.0f + expf(-x));
+  return s * (1.0f + x * (1.0f - s));
+}
+
 /* Sinusoidal positions (Vaswani et al. 2017): out[t, 2i] = sin(t / 10000^(2i/C)),
  * out[t, 2i+1] = cos(t / 10000^(2i/C)). out is (T,C). Computed in double, stored as float. */
 void rt_sinusoid(float *out, int T, int C);

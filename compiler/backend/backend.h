@@ -39,6 +39,8 @@ typedef struct BackendPlan {
   const Module *m;
   FuncInfo *funcs;         /* parallel to m->funcs */
   const Func *entry;
+  const Func *train;       /* the training function (module attribute train), or NULL */
+  int64_t train_arena_bytes;
   int64_t *param_offset;   /* floats into the weight buffer, parallel to m->params */
   int64_t weight_floats;   /* size of the weight buffer */
   int64_t arena_bytes;     /* the whole planned arena (entry frame + deepest callee arena) */
@@ -51,7 +53,16 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d);
 void backend_plan_free(BackendPlan *p);
 FuncInfo *backend_func(const BackendPlan *p, const Func *f);
 
+/* Training defaults compiled into the program (from the spec's train: section). */
+typedef struct EmitTrain {
+  int64_t steps, batch, micro_batch, warmup, seed, eval_every, checkpoint_every;
+  double lr, min_lr, beta1, beta2, eps, weight_decay, momentum, grad_clip;
+  int schedule, optimizer, precision; /* RtSchedule, RtOptimizer, RtPrecision values */
+  const char *data;
+} EmitTrain;
+
 typedef struct EmitOptions {
+  const EmitTrain *train;       /* NULL: runtime defaults */
   const char *compile_options;  /* recorded in the program (PROG info) */
   const char *embed_weights;    /* safetensors file baked into the program, or NULL */
 } EmitOptions;

@@ -80,6 +80,29 @@ static const char *flit(double v, char *buf) {
   return buf;
 }
 
+/* The C name of an IR function: f_ and its name with every character outside [A-Za-z0-9_]
+ * replaced by '_' (@h.bwd -> f_h_bwd), plus _N if an earlier function maps to the same name. */
+static void sanitize(const char *name, char *buf, size_t n) {
+  size_t k = (size_t)snprintf(buf, n, "f_");
+  for (const char *c = name; *c && k + 1 < n; c++)
+    buf[k++] = ((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')) ? *c : '_';
+  buf[k] = 0;
+}
+
+static const char *cname(const Module *m, const Func *f, char *buf, size_t n) {
+  sanitize(f->name, buf, n);
+  for (int i = 0; i < m->nfunc && m->funcs[i] != f; i++) {
+    char other[256];
+    sanitize(m->funcs[i]->name, other, sizeof other);
+    if (strcmp(other, buf) == 0) {
+      for (int j = 0; j < m->nfunc; j++)
+        if (m->funcs[j] == f) snprintf(buf + strlen(buf), n - strlen(buf), "_%d", j);
+      break;
+    }
+  }
+  return buf;
+}
+
 /* ---- comments ---- */
 
 static void comment_op(Em *e, const Op *op) {
@@ -130,6 +153,10 @@ static void ew_c(FILE *o, OpKind k, const char *a, const char *b) {
   case OP_GELU: fprintf(o, "rt_geluf(%s)", a); break;
   case OP_GELU_TANH: fprintf(o, "rt_gelu_tanhf(%s)", a); break;
   case OP_SILU: fprintf(o, "rt_siluf(%s)", a); break;
+  case OP_GELU_D: fprintf(o, "rt_gelu_df(%s)", a); break;
+  case OP_GELU_TANH_D: fprintf(o, "rt_gelu_tanh_df(%s)", a); break;
+  case OP_RELU_D: fprintf(o, "rt_relu_df(%s)", a); break;
+  case OP_SILU_D: fprintf(o, "rt_silu_df(%s)", a); break;
   default: die("not an element-wise op: %s", ir_op_name(k));
   }
 }
@@ -291,6 +318,27 @@ static void rows_and_grain(const Em *e, const Value *r, char *rows, size_t n, in
   numel(e, r, 1, rows, n);
   int64_t inner = r->type.rank ? r->type.dim[r->type.rank - 1] : 1;
   *grain = inner >= 4096 ? 1 : (int)(4096 / inner);
+}
+
+/* The index into sum_to's result r for the loop over its input x: r's axes align with x's last
+ * axes; reduced axes (extent 1) index 0. */
+static void sum_index(const Em *e, const Value *x, const Value *r, char *buf, size_t n) {
+  int shift = x->type.rank - r->type.rank;
+  buf[0] = 0;
+  for (int j = 0; j < r->type.rank; j++) {
+    char ex[32], c[16], tmp[512];
+    extent(e, r, j, ex);
+    if (r->type.dim[j] == 1)
+      snprintf(c, sizeof c, "0");
+    else
+      snprintf(c, sizeof c, "i%d", j + shift);
+    if (!buf[0])
+      snprintf(tmp, sizeof tmp, "(size_t)%s", c);
+    else
+      snprintf(tmp, sizeof tmp, "(%s) * %s + %s", buf, ex, c);
+    snprintf(buf, n, "%s", tmp);
+  }
+  if (!buf[0]) snprintf(buf, n, "0");
 }
 
 /* ---- ops ---- */
@@ -461,14 +509,111 @@ static void emit_op(Em *e, const Op *op) {
       else
         die("call result without a place");
     }
-    fprintf(e->o, "  f_%s(s, A + %lld, W, kv + %d", g->name, (long long)e->fi->frame, e->kv_local);
+    char cn[256];
+    fprintf(e->o, "  %s(s, A + %lld, W, kv + %d", cname(e->p->m, g, cn, sizeof cn), (long long)e->fi->frame,
+            e->kv_local);
     for (int i = 0; i < op->nin; i++) fprintf(e->o, ", %s", vname(e, op->in[i], a0));
     for (int i = 0; i < op->nout; i++) fprintf(e->o, ", %s", vname(e, op->out[i], a0));
     fprintf(e->o, ");\n");
     e->kv_local += gi->kv_slots;
     return;
   }
-  case OP_MATMUL: unsupported(e, op, "not supported by the C backend yet"); return;
+  case OP_MATMUL: { /* dy[..,N] @ W[N,K] */
+    out_ptr(e, op, o);
+    const Value *a = op->in[0], *b = op->in[1];
+    numel(e, a, 1, n0, sizeof n0);
+    fprintf(e->o, "  rt_matmul_nn(%s, %s, %s, (int)%s, %lld, %lld);\n", o, vname(e, a, a0), vname(e, b, a1), n0,
+            (long long)b->type.dim[0], (long long)b->type.dim[1]);
+    return;
+  }
+  case OP_CROSS_ENTROPY: {
+    out_ptr(e, op, o);
+    const Value *l = op->in[0];
+    numel(e, op->in[1], 0, n0, sizeof n0);
+    fprintf(e->o, "  %s[0] = rt_cross_entropy(%s, %s, (int)%s, %lld);\n", o, vname(e, l, a0), vname(e, op->in[1], a1),
+            n0, (long long)l->type.dim[l->type.rank - 1]);
+    return;
+  }
+  case OP_XENT_GRAD: {
+    out_ptr(e, op, o);
+    const Value *l = op->in[0];
+    numel(e, op->in[1], 0, n0, sizeof n0);
+    fprintf(e->o, "  rt_cross_entropy_grad(%s, %s, %s, (int)%s, %lld, %s[0]);\n", o, vname(e, l, a0),
+            vname(e, op->in[1], a1), n0, (long long)l->type.dim[l->type.rank - 1], vname(e, op->in[2], a2));
+    return;
+  }
+  case OP_LINEAR_DW: {
+    out_ptr(e, op, o);
+    const Value *dy = op->in[0], *x = op->in[1];
+    numel(e, dy, 1, n0, sizeof n0);
+    fprintf(e->o, "  rt_linear_dw(%s, %s, %s, (int)%s, %lld, %lld);\n", o, vname(e, dy, a0), vname(e, x, a1), n0,
+            (long long)dy->type.dim[dy->type.rank - 1], (long long)x->type.dim[x->type.rank - 1]);
+    return;
+  }
+  case OP_NORM_DX:
+  case OP_NORM_DG: {
+    out_ptr(e, op, o);
+    const Value *x = op->in[0];
+    numel(e, x, 1, n0, sizeof n0);
+    char fb[48];
+    flit(ir_attr_float(op, "eps", 1e-5), fb);
+    int rms = (int)ir_attr_int(op, "rms", 0);
+    if (op->kind == OP_NORM_DX)
+      fprintf(e->o, "  rt_norm_dx(%s, %s, %s, %s, (int)%s, %lld, %s, %d);\n", o, vname(e, x, a0), vname(e, op->in[1], a1),
+              vname(e, op->in[2], a2), n0, (long long)x->type.dim[x->type.rank - 1], fb, rms);
+    else
+      fprintf(e->o, "  rt_norm_dg(%s, %s, %s, (int)%s, %lld, %s, %d);\n", o, vname(e, x, a0), vname(e, op->in[1], a1), n0,
+              (long long)x->type.dim[x->type.rank - 1], fb, rms);
+    return;
+  }
+  case OP_EMBEDDING_DW: {
+    out_ptr(e, op, o);
+    numel(e, op->in[0], 0, n0, sizeof n0);
+    fprintf(e->o, "  rt_embedding_dw(%s, %s, %s, (int)%s, %lld, %lld);\n", o, vname(e, op->in[0], a0),
+            vname(e, op->in[1], a1), n0, (long long)r->type.dim[0], (long long)r->type.dim[1]);
+    return;
+  }
+  case OP_ATTENTION_DX: {
+    out_ptr(e, op, o);
+    const Value *x = op->in[0];
+    fprintf(e->o, "  rt_attention_dx(%s, %s, %s, nb, nt, %lld, %lld, %d, s->scratch);\n", o, vname(e, x, a0),
+            vname(e, op->in[1], a1), (long long)(x->type.dim[2] / 3), (long long)ir_attr_int(op, "heads", 1),
+            (int)ir_attr_int(op, "causal", 0));
+    return;
+  }
+  case OP_POOL_DX: {
+    out_ptr(e, op, o);
+    long long c = (long long)r->type.dim[2];
+    numel(e, r, 0, n0, sizeof n0);
+    fprintf(e->o, "  memset(%s, 0, %s * sizeof(float));\n", o, n0);
+    if (strcmp(ir_attr_str(op, "mode"), "first") == 0)
+      fprintf(e->o, "  for (int b = 0; b < nb; b++) memcpy(%s + (size_t)b * nt * %lld, %s + (size_t)b * %lld, "
+                    "%lld * sizeof(float));\n",
+              o, c, vname(e, op->in[0], a0), c, c);
+    else
+      fprintf(e->o, "  for (int b = 0; b < nb; b++)\n    for (int t = 0; t < nt; t++)\n      for (int c = 0; c < %lld; c++)\n"
+                    "        %s[((size_t)b * nt + t) * %lld + c] = %s[(size_t)b * %lld + c] / (float)nt;\n",
+              c, o, c, vname(e, op->in[0], a0), c);
+    return;
+  }
+  case OP_SUM_TO: { /* zero the whole (compiled-size) result, then add every input element in */
+    out_ptr(e, op, o);
+    const Value *x = op->in[0];
+    fprintf(e->o, "  memset(%s, 0, %lld * sizeof(float));\n", o, (long long)ir_type_numel(&r->type));
+    fprintf(e->o, "  {\n");
+    char ind[64] = "  ";
+    for (int i = 0; i < x->type.rank; i++) {
+      char ex[32];
+      extent(e, x, i, ex);
+      fprintf(e->o, "%s  for (int i%d = 0; i%d < %s; i%d++)\n", ind, i, i, ex, i);
+      strcat(ind, "  ");
+    }
+    char xi[512], ri[512];
+    operand_index(e, x, x, xi, sizeof xi);
+    sum_index(e, x, r, ri, sizeof ri);
+    fprintf(e->o, "%s  %s[%s] += %s[%s];\n  }\n", ind, o, ri, vname(e, x, a0), xi);
+    return;
+  }
   default: break;
   }
   /* element-wise: a single op or a fused group */
@@ -506,7 +651,8 @@ static void emit_op(Em *e, const Op *op) {
 
 static void emit_signature(Em *e, const Func *f) {
   char tb[96];
-  fprintf(e->o, "static void f_%s(const RtStep *s, char *A, const float *W, int kv", f->name);
+  char cn[256];
+  fprintf(e->o, "static void %s(const RtStep *s, char *A, const float *W, int kv", cname(e->p->m, f, cn, sizeof cn));
   for (int i = 0; i < f->narg; i++)
     fprintf(e->o, ",\n    const %s *a%d /* %%%s : %s */", is_int(f->args[i]) ? "int32_t" : "float", i,
             f->args[i]->name ? f->args[i]->name : "arg", ir_type_str(&f->args[i]->type, tb, sizeof tb));
@@ -546,6 +692,13 @@ static void emit_func_body(Em *e, const Func *f) {
   emit_signature(e, f);
   fprintf(e->o, " {\n  const int nb = s->nb, nt = s->nt, t0 = s->t0;\n");
   fprintf(e->o, "  (void)nb;\n  (void)nt;\n  (void)t0;\n  (void)A;\n  (void)W;\n  (void)kv;\n");
+  for (int i = 0; i < f->narg; i++) { /* arguments the body does not read (e.g. after DCE in a .bwd) */
+    bool used = false;
+    for (const Op *op = f->first; op && !used; op = op->next)
+      for (int k = 0; k < op->nin; k++) used |= op->in[k] == f->args[i];
+    for (int k = 0; k < f->nret; k++) used |= f->ret[k] == f->args[i];
+    if (!used) fprintf(e->o, "  (void)a%d;\n", i);
+  }
   for (const Op *op = f->first; op; op = op->next) emit_op(e, op);
   /* Results not written in place: arguments, parameters, or a value returned twice. */
   char b[32], n0[160];
@@ -610,9 +763,29 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
   for (int i = 0; i < m->nfunc; i++)
     if (backend_func(&p, m->funcs[i])->analysed) emit_func(&e, m->funcs[i]);
 
+  char cn[256];
   fprintf(out, "static void model_forward(const RtStep *s, char *arena, const float *W, const int32_t *tokens, "
-               "float *out) {\n  f_%s(s, arena, W, 0, tokens, out);\n}\n\n",
-          ent->name);
+               "float *out) {\n  %s(s, arena, W, 0, tokens, out);\n}\n\n",
+          cname(m, ent, cn, sizeof cn));
+  if (p.train) {
+    const Func *tf = p.train;
+    fprintf(out, "static void model_train(const RtStep *s, char *arena, const float *W, const int32_t *tokens,\n"
+                 "                        const int32_t *targets, float *loss, float *G) {\n"
+                 "  %s(s, arena, W, 0, tokens, targets, loss", cname(m, tf, cn, sizeof cn));
+    int k = 1;
+    for (int i = 0; i < m->nparam; i++) {
+      const Param *q = m->params[i];
+      if (q->shared_with || !q->trainable) continue;
+      if (k >= tf->nret || !ir_type_eq(&tf->ret[k]->type, &q->type)) {
+        diag_error(d, NULL, 0, 0, "C backend: @%s does not return the gradient of @%s as result %d", tf->name, q->name, k);
+        backend_plan_free(&p);
+        return false;
+      }
+      fprintf(out, ",\n      G + %lld", (long long)p.param_offset[i]);
+      k++;
+    }
+    fprintf(out, ");\n}\n\n");
+  }
   /* parameters */
   fprintf(out, "static const RtParamInfo model_params[] = {\n");
   for (int i = 0; i < m->nparam; i++) {
@@ -666,6 +839,27 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
   fprintf(out, ",\n    .forward = model_forward,\n");
   if (opt->embed_weights)
     fprintf(out, "    .embedded_weights = modelc_weights_blob,\n    .embedded_end = modelc_weights_end,\n");
+  if (p.train) {
+    fprintf(out, "    .train = model_train,\n    .train_arena_bytes = %lld,\n    .train_flops_per_token = %lld,\n",
+            (long long)p.train_arena_bytes, (long long)(ir_func_flops(m, p.train) / tokens));
+  }
+  if (opt->train) {
+    const EmitTrain *t = opt->train;
+    char f1[48], f2[48], f3[48], f4[48], f5[48], f6[48], f7[48], f8[48];
+    fprintf(out, "    .train_config = {.steps = %lld, .batch = %lld, .micro_batch = %lld, .warmup = %lld, .seed = %lld,\n"
+                 "                     .eval_every = %lld, .checkpoint_every = %lld, .lr = %s, .min_lr = %s,\n"
+                 "                     .beta1 = %s, .beta2 = %s, .eps = %s, .weight_decay = %s, .momentum = %s,\n"
+                 "                     .grad_clip = %s, .schedule = %d, .optimizer = %d, .precision = %d, .data = ",
+            (long long)t->steps, (long long)t->batch, (long long)t->micro_batch, (long long)t->warmup,
+            (long long)t->seed, (long long)t->eval_every, (long long)t->checkpoint_every, flit(t->lr, f1),
+            flit(t->min_lr, f2), flit(t->beta1, f3), flit(t->beta2, f4), flit(t->eps, f5), flit(t->weight_decay, f6),
+            flit(t->momentum, f7), flit(t->grad_clip, f8), t->schedule, t->optimizer, t->precision);
+    if (t->data)
+      emit_str(out, t->data);
+    else
+      fputs("NULL", out);
+    fprintf(out, "},\n");
+  }
   fprintf(out, "};\n\nint main(int argc, char **argv) { return rt_main(argc, argv, &model); }\n");
   backend_plan_free(&p);
   return e.ok;

@@ -96,7 +96,27 @@ static void analyse_op(Ctx *c, const Func *f, FuncInfo *fi, const Op *op) {
     for (int i = 0; i < op->in[0]->type.rank; i++)
       if (x->role[i] != AX_STATIC) err(c, f, op, "reshaping a tensor with batch/time axes is not supported yet");
     break;
-  case OP_MATMUL: err(c, f, op, "batched matmul is not supported by the backends yet"); break;
+  case OP_MATMUL: /* dy[..,N] @ W[N,K]: the input gradient of a linear layer */
+    if (op->in[1]->type.rank != 2) err(c, f, op, "batched matmul is not supported by the backends yet");
+    for (int i = 0; i + 1 < rt->rank; i++) out->role[i] = x->role[i];
+    break;
+  case OP_CROSS_ENTROPY:
+  case OP_LINEAR_DW:
+  case OP_NORM_DG:
+  case OP_EMBEDDING_DW: break; /* reductions over the rows: static */
+  case OP_XENT_GRAD:
+  case OP_NORM_DX:
+  case OP_ATTENTION_DX: *out = *x; break;
+  case OP_POOL_DX:
+    out->role[0] = AX_BATCH;
+    out->role[1] = AX_TIME;
+    break;
+  case OP_SUM_TO: { /* kept axes keep their roles */
+    int shift = op->in[0]->type.rank - rt->rank;
+    for (int i = 0; i < rt->rank; i++)
+      if (rt->dim[i] == op->in[0]->type.dim[i + shift]) out->role[i] = x->role[i + shift];
+    break;
+  }
   case OP_CALL: {
     const Func *g = ir_find_func(c->p->m, ir_attr_str(op, "callee"));
     FuncInfo *gi = backend_func(c->p, g);
@@ -193,6 +213,19 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
   analyse(&c, p->entry);
   p->kv_slots = ei->kv_slots;
   p->arena_bytes = memplan_arena_bytes(m, p->entry);
+  const Attr *tr = ir_module_attr(m, "train");
+  p->train = tr && tr->kind == ATTR_SYM ? ir_find_func(m, tr->s) : NULL;
+  if (p->train) {
+    FuncInfo *ti = backend_func(p, p->train);
+    for (int i = 0; i < p->train->narg; i++) {
+      ValueInfo *a = vi(ti, p->train->args[i]);
+      a->known = true;
+      if (p->train->args[i]->type.rank >= 1) a->role[0] = AX_BATCH;
+      if (p->train->args[i]->type.rank >= 2) a->role[1] = AX_TIME;
+    }
+    analyse(&c, p->train);
+    p->train_arena_bytes = memplan_arena_bytes(m, p->train);
+  }
   return c.ok;
 }
 
