@@ -121,6 +121,7 @@ typedef struct ArenaChunk ArenaChunk;
 struct Module {
   ArenaChunk *arena;       /* all IR memory */
   const char *name;        /* model name */
+  const char *file;        /* the source it came from (spec or .mir), for diagnostics; NULL if built */
   int nattr;               /* module attributes (batch, context, vocab, kind, ...), sorted */
   Attr *attr;
   int nparam, capparam;

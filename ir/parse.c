@@ -1194,6 +1194,7 @@ Module *ir_parse(const char *file, const char *text, size_t len, Diag *d) {
     expected(&P, "'module @name' at the start of the file");
   }
 
+  P.m->file = ir_strdup(P.m, file);
   while (P.tok.kind != T_EOF && !diag_full(d)) {
     const char *s = P.tok.p;
     if (is_ident(&P, "param")) {

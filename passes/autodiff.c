@@ -28,7 +28,7 @@ typedef struct AD {
 } AD;
 
 static void err(AD *a, const Op *op, const char *fmt, const char *x, const char *y) {
-  diag_error(a->d, NULL, op ? op->line : 0, op ? op->col : 0, fmt, x ? x : "", y ? y : "");
+  diag_error(a->d, a->m->file, op ? op->line : 0, op ? op->col : 0, fmt, x ? x : "", y ? y : "");
   a->ok = false;
 }
 

@@ -233,6 +233,7 @@ static void lw_attr_int(Module *m, const char *key, int64_t v) {
 Module *fe_lower(const Spec *s, Diag *d) {
   const SpecModel *md = &s->model;
   Module *m = ir_module_new(md->name);
+  m->file = ir_strdup(m, s->file);
   lw_attr_int(m, "batch", md->batch);
   lw_attr_int(m, "context", md->context);
   lw_attr_int(m, "vocab", md->vocab);
