@@ -256,6 +256,50 @@ static float normal(RtRng *g) {
   return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853071795864f * u2);
 }
 
+/* ---- shared with runtime/train.c (which declares these three) ---- */
+
+/* Initialises every stored parameter of W as the spec says, from a PCG32 seeded with seed. */
+void rt_prog_init_weights(const RtModel *m, float *W, uint64_t seed) {
+  RtRng g;
+  rt_rng_seed(&g, seed);
+  for (int i = 0; i < m->nparams; i++) {
+    const RtParamInfo *p = &m->params[i];
+    if (!p->stored) continue;
+    float *w = W + p->offset;
+    int64_t k = numel(p);
+    for (int64_t j = 0; j < k; j++) {
+      switch (p->init) {
+      case RT_INIT_ZEROS: w[j] = 0.0f; break;
+      case RT_INIT_ONES: w[j] = 1.0f; break;
+      case RT_INIT_NORMAL: w[j] = p->init_arg * normal(&g); break;
+      case RT_INIT_UNIFORM: w[j] = p->init_arg * (2.0f * rt_rng_uniform(&g) - 1.0f); break;
+      case RT_INIT_SINUSOID: break;
+      }
+    }
+    if (p->init == RT_INIT_SINUSOID && p->ndim == 2) rt_sinusoid(w, (int)p->shape[0], (int)p->shape[1]);
+  }
+}
+
+static int read_tokens(const RtModel *m, const char *path, int32_t **ids, int *B, int *T, RtError *err);
+
+/* load_weights into any buffer of weight_floats floats (path NULL: the embedded weights). */
+int rt_prog_load_weights(const RtModel *m, float *W, const char *path, RtError *err) {
+  Run r;
+  memset(&r, 0, sizeof r);
+  r.m = m;
+  r.W = W;
+  return load_weights(&r, path, err);
+}
+
+/* read_tokens: int32/int64 [B,T] within the compiled shape and the vocabulary; *ids is malloc'd. */
+int rt_prog_read_tokens(const RtModel *m, const char *path, int32_t **ids, int *B, int *T, RtError *err) {
+  return read_tokens(m, path, ids, B, T, err);
+}
+
+/* runtime/train.c */
+int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m);
+int rt_prog_grad(const char *prog, int argc, char **argv, const RtModel *m);
+
 /* ---- verbs ---- */
 
 static const char *prog_name(const char *argv0) {
@@ -320,8 +364,7 @@ static int cmd_init(const char *prog, int argc, char **argv, const RtModel *m) {
     fprintf(stderr, "%s: error: %s\n", prog, err.msg);
     return EXIT_USER;
   }
-  RtRng g;
-  rt_rng_seed(&g, o.seed);
+  rt_prog_init_weights(m, r.W, o.seed);
   RtTensor *ts = calloc((size_t)m->nparams + 1, sizeof *ts);
   int n = 0;
   for (int i = 0; i < m->nparams; i++) {
@@ -329,16 +372,6 @@ static int cmd_init(const char *prog, int argc, char **argv, const RtModel *m) {
     if (!p->stored) continue;
     float *w = r.W + p->offset;
     int64_t k = numel(p);
-    for (int64_t j = 0; j < k; j++) {
-      switch (p->init) {
-      case RT_INIT_ZEROS: w[j] = 0.0f; break;
-      case RT_INIT_ONES: w[j] = 1.0f; break;
-      case RT_INIT_NORMAL: w[j] = p->init_arg * normal(&g); break;
-      case RT_INIT_UNIFORM: w[j] = p->init_arg * (2.0f * rt_rng_uniform(&g) - 1.0f); break;
-      case RT_INIT_SINUSOID: break;
-      }
-    }
-    if (p->init == RT_INIT_SINUSOID && p->ndim == 2) rt_sinusoid(w, (int)p->shape[0], (int)p->shape[1]);
     ts[n].name = p->name;
     ts[n].dtype = RT_DT_F32;
     ts[n].ndim = p->ndim;
@@ -708,7 +741,7 @@ done:
 
 int rt_main(int argc, char **argv, const RtModel *m) {
   const char *prog = prog_name(argc > 0 ? argv[0] : "model");
-  const char *verbs = "info, init, forward, generate, eval, bench";
+  const char *verbs = "info, init, forward, generate, eval, bench, train, grad";
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
     fprintf(argc < 2 ? stderr : stdout,
             "usage: %s COMMAND [options]\n\n%s: a standalone program for the model \"%s\", compiled by modelc.\n\n"
@@ -718,7 +751,9 @@ int rt_main(int argc, char **argv, const RtModel *m) {
             "  forward    run token ids (.npy) through the model, write the outputs (.npy)\n"
             "  generate   continue a text prompt (KV cache, greedy or sampled)\n"
             "  eval       next-token loss and bits per byte over a text file\n"
-            "  bench      forward and decode speed\n\n"
+            "  bench      forward and decode speed\n"
+            "  train      train on a byte file (AdamW/SGD, checkpoints, CSV log, SVG loss curve)\n"
+            "  grad       one training step's loss and parameter gradients (.safetensors)\n\n"
             "Run '%s COMMAND --help' for each command's options.\n",
             prog, prog, m->name, prog);
     return argc < 2 ? EXIT_USER : EXIT_OK;
@@ -730,6 +765,8 @@ int rt_main(int argc, char **argv, const RtModel *m) {
   if (!strcmp(v, "generate")) return cmd_generate(prog, argc, argv, m);
   if (!strcmp(v, "eval")) return cmd_eval(prog, argc, argv, m);
   if (!strcmp(v, "bench")) return cmd_bench(prog, argc, argv, m);
+  if (!strcmp(v, "train")) return rt_prog_train(prog, argc, argv, m);
+  if (!strcmp(v, "grad")) return rt_prog_grad(prog, argc, argv, m);
   fprintf(stderr, "%s: error: unknown command '%s' (commands: %s; see '%s --help')\n", prog, v, verbs, prog);
   return EXIT_USER;
 }

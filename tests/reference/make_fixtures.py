@@ -11,7 +11,7 @@ weights and writes fixtures that the CTest reference tests compare against, so C
   tests/reference/fixtures/NAME/generate.npy         decoders: int32 greedy continuation ids
   tests/reference/fixtures/NAME/prompt.txt           decoders: the prompt bytes
   tests/reference/fixtures/NAME/targets.npy          int32 targets ([B,T] next tokens, or [B] classes)
-  tests/reference/fixtures/NAME/loss.npy             float64 mean cross-entropy of logits vs targets
+  tests/reference/fixtures/NAME/loss.npy             float32 mean cross-entropy of logits vs targets
   tests/reference/fixtures/NAME/grads.safetensors    d loss / d parameter for every parameter (float64
                                                      autograd, stored as float32)
   tests/reference/fixtures/NAME/adamw_losses.npy     losses of 10 torch.optim.AdamW steps on that batch
@@ -209,7 +209,7 @@ def training_fixtures(spec, d, tokens, targets):
     loss = cross_entropy(run(model, tokens), targets)
     loss.backward()
     save_safetensors(os.path.join(d, "grads.safetensors"), [(n, ctx.params[n].grad) for n, _ in ctx.order])
-    np.save(os.path.join(d, "loss.npy"), np.array([loss.item()], dtype=np.float64))
+    np.save(os.path.join(d, "loss.npy"), np.array([loss.item()], dtype=np.float32))
     ctx32 = Ctx(spec, torch.float32)
     model32 = build(spec["layers"], ctx32, "")
     decay = [ctx32.params[n] for n, t in ctx32.order if t.dim() >= 2]

@@ -1,0 +1,140 @@
+/* optim.c: optimisers (AdamW, SGD with momentum), the squared gradient norm for clipping, and the
+ * learning-rate schedule (docs/runtime.md, "Training").
+ *
+ * The updates are element-wise, so they split over the pool in blocks of RT_OPT_BLOCK floats and
+ * give the same bits for any thread count. rt_sum_squares adds fixed blocks (whose size depends
+ * only on n) in double and then the block sums in order: also independent of the thread count, so
+ * a training run is bit-reproducible whatever --threads says.
+ */
+#include <math.h>
+#include <stdint.h>
+
+#include "modelc_rt.h"
+
+#define RT_OPT_BLOCK 4096      /* floats per task block */
+#define RT_OPT_GRAIN 4         /* blocks per chunk at least (16K floats) */
+#define RT_SUMSQ_MAXBLOCKS 1024 /* partial sums of rt_sum_squares (on the stack) */
+
+typedef struct AdamCtx {
+  float *w, *m, *v;
+  const float *g;
+  int64_t n;
+  float b1, b2, eps, decay; /* decay = 1 - lr * wd */
+  float step_size, bc2_sqrt;
+} AdamCtx;
+
+static void adam_range(void *p, int lo, int hi) {
+  const AdamCtx *c = p;
+  int64_t a = (int64_t)lo * RT_OPT_BLOCK, b = (int64_t)hi * RT_OPT_BLOCK;
+  if (b > c->n) b = c->n;
+  float *restrict w = c->w, *restrict m = c->m, *restrict v = c->v;
+  const float *restrict g = c->g;
+  const float b1 = c->b1, b2 = c->b2, eps = c->eps, decay = c->decay, ss = c->step_size, bc2 = c->bc2_sqrt;
+  const float ob1 = 1.0f - b1, ob2 = 1.0f - b2;
+  for (int64_t i = a; i < b; i++) {
+    float gi = g[i];
+    float wi = w[i] * decay;
+    float mi = b1 * m[i] + ob1 * gi;
+    float vi = b2 * v[i] + ob2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    w[i] = wi - ss * mi / (sqrtf(vi) / bc2 + eps);
+  }
+}
+
+void rt_adamw(float *w, const float *g, float *m, float *v, int64_t n, float lr, float beta1, float beta2, float eps,
+              float wd, int64_t step) {
+  if (n <= 0) return;
+  if (step < 1) step = 1;
+  /* as torch.optim.AdamW (single-tensor path): the bias corrections in double, then
+   * step_size = lr / bc1 and denom = sqrt(v) / sqrt(bc2) + eps */
+  double bc1 = 1.0 - pow((double)beta1, (double)step);
+  double bc2 = 1.0 - pow((double)beta2, (double)step);
+  AdamCtx c = {w, m, v, g, n, beta1, beta2, eps, (float)(1.0 - (double)lr * (double)wd),
+               (float)((double)lr / bc1), (float)sqrt(bc2)};
+  int64_t nb = (n + RT_OPT_BLOCK - 1) / RT_OPT_BLOCK;
+  rt_parallel_for((int)nb, RT_OPT_GRAIN, adam_range, &c);
+}
+
+typedef struct SgdCtx {
+  float *w, *mom;
+  const float *g;
+  int64_t n;
+  float lr, momentum, wd;
+} SgdCtx;
+
+static void sgd_range(void *p, int lo, int hi) {
+  const SgdCtx *c = p;
+  int64_t a = (int64_t)lo * RT_OPT_BLOCK, b = (int64_t)hi * RT_OPT_BLOCK;
+  if (b > c->n) b = c->n;
+  float *restrict w = c->w, *restrict mom = c->mom;
+  const float *restrict g = c->g;
+  const float lr = c->lr, mu = c->momentum, wd = c->wd;
+  for (int64_t i = a; i < b; i++) {
+    float d = g[i];
+    if (wd != 0.0f) d += wd * w[i];
+    float mi = mu * mom[i] + d;
+    mom[i] = mi;
+    w[i] -= lr * mi;
+  }
+}
+
+void rt_sgd(float *w, const float *g, float *mom, int64_t n, float lr, float momentum, float wd) {
+  if (n <= 0) return;
+  SgdCtx c = {w, mom, g, n, lr, momentum, wd};
+  int64_t nb = (n + RT_OPT_BLOCK - 1) / RT_OPT_BLOCK;
+  rt_parallel_for((int)nb, RT_OPT_GRAIN, sgd_range, &c);
+}
+
+typedef struct SumCtx {
+  const float *g;
+  int64_t n, block;
+  double *part;
+} SumCtx;
+
+static void sumsq_range(void *p, int lo, int hi) {
+  const SumCtx *c = p;
+  for (int k = lo; k < hi; k++) {
+    int64_t a = (int64_t)k * c->block, b = a + c->block;
+    if (b > c->n) b = c->n;
+    /* 4 partial sums: vectorisable, still a fixed order */
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int64_t i = a;
+    for (; i + 4 <= b; i += 4) {
+      s0 += (double)c->g[i] * c->g[i];
+      s1 += (double)c->g[i + 1] * c->g[i + 1];
+      s2 += (double)c->g[i + 2] * c->g[i + 2];
+      s3 += (double)c->g[i + 3] * c->g[i + 3];
+    }
+    for (; i < b; i++) s0 += (double)c->g[i] * c->g[i];
+    c->part[k] = (s0 + s1) + (s2 + s3);
+  }
+}
+
+double rt_sum_squares(const float *g, int64_t n) {
+  if (n <= 0) return 0.0;
+  double part[RT_SUMSQ_MAXBLOCKS];
+  /* the block size depends only on n: the same sum for any number of threads */
+  int64_t block = RT_OPT_BLOCK;
+  if ((n + block - 1) / block > RT_SUMSQ_MAXBLOCKS) block = (n + RT_SUMSQ_MAXBLOCKS - 1) / RT_SUMSQ_MAXBLOCKS;
+  int nb = (int)((n + block - 1) / block);
+  SumCtx c = {g, n, block, part};
+  rt_parallel_for(nb, RT_OPT_GRAIN, sumsq_range, &c);
+  double s = 0;
+  for (int k = 0; k < nb; k++) s += part[k];
+  return s;
+}
+
+double rt_lr_at(const RtTrainConfig *c, int64_t step) {
+  double lr = c->lr, min_lr = c->min_lr;
+  if (step < 0) step = 0;
+  if (c->warmup > 0 && step <= c->warmup) return lr * (double)step / (double)c->warmup;
+  if (c->schedule == RT_SCHED_CONSTANT) return lr;
+  int64_t span = c->steps - (c->warmup > 0 ? c->warmup : 0);
+  if (span <= 0) return lr; /* all warm-up: the decay never starts */
+  double p = (double)(step - (c->warmup > 0 ? c->warmup : 0)) / (double)span;
+  if (p > 1.0) p = 1.0;
+  if (p < 0.0) p = 0.0;
+  if (c->schedule == RT_SCHED_LINEAR) return lr + (min_lr - lr) * p;
+  return min_lr + 0.5 * (1.0 + cos(3.14159265358979323846 * p)) * (lr - min_lr);
+}

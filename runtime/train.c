@@ -1,0 +1,1042 @@
+/* train.c: the train and grad commands of generated programs (rt_main dispatches here; see
+ * docs/runtime.md, "Training").
+ *
+ * train: seeded random windows of a byte file, gradient accumulation over micro-batches, clipping
+ * by global norm, AdamW or SGD with the compiled schedule, validation on the held-out tail,
+ * checkpoints (weights + optimiser state + step + RNG state in one safetensors file, resumed
+ * bit-exactly), a CSV log of every step and an SVG loss curve.
+ * grad: one call of the model's train function on given tokens and targets, gradients written as
+ * safetensors (the reference tests compare them with PyTorch's).
+ *
+ * Everything a user can get wrong is one line on stderr and exit status 1.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "modelc_rt.h"
+
+enum { EXIT_OK = 0, EXIT_USER = 1 };
+
+/* runtime/prog.c */
+void rt_prog_init_weights(const RtModel *m, float *W, uint64_t seed);
+int rt_prog_load_weights(const RtModel *m, float *W, const char *path, RtError *err);
+int rt_prog_read_tokens(const RtModel *m, const char *path, int32_t **ids, int *B, int *T, RtError *err);
+/* called by rt_main */
+int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m);
+int rt_prog_grad(const char *prog, int argc, char **argv, const RtModel *m);
+
+/* The attention-backward scratch size lives in runtime/backward.c. Referenced weakly: a program
+ * whose train function uses the backward kernels links backward.o and so defines it; a program
+ * that does not (tests with hand-written models) needs no such scratch, and sees NULL here. */
+#if defined(__GNUC__)
+extern size_t rt_attention_dx_scratch_floats(int T, int C, int n_head) __attribute__((weak));
+#endif
+
+/* ---- options ---- */
+
+typedef struct TOpts {
+  const char *data, *weights, *out, *checkpoint, *resume, *log, *tokens, *targets;
+  long long steps, batch, micro, eval_every, ckpt_every, stop_at;
+  double lr;
+  uint64_t seed;
+  long threads;
+  int have_steps, have_batch, have_micro, have_lr, have_seed, have_eval, have_ckpt_every;
+} TOpts;
+
+static int usage_error(const char *prog, const char *verb, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static int usage_error(const char *prog, const char *verb, const char *fmt, ...) {
+  va_list ap;
+  fprintf(stderr, "%s %s: error: ", prog, verb);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, " (see '%s %s --help')\n", prog, verb);
+  return EXIT_USER;
+}
+
+static int parse_ll(const char *s, long long lo, long long hi, long long *out) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || end == s || *end || v < lo || v > hi) return -1;
+  *out = v;
+  return 0;
+}
+
+static int parse_u64(const char *s, uint64_t *out) {
+  char *end;
+  if (!s || !*s || *s == '-' || *s == '+' || *s == ' ') return -1;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || end == s || *end) return -1;
+  *out = (uint64_t)v;
+  return 0;
+}
+
+static int parse_opts(const char *prog, const char *verb, int argc, char **argv, const char *allowed, TOpts *o,
+                      int *help) {
+  memset(o, 0, sizeof *o);
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      *help = 1;
+      return 0;
+    }
+    const char *val = NULL;
+    char key[64];
+    const char *eq = strchr(a, '=');
+    if (strncmp(a, "--", 2) == 0 && eq) {
+      snprintf(key, sizeof key, "%.*s", (int)(eq - a), a);
+      val = eq + 1;
+    } else {
+      snprintf(key, sizeof key, "%s", a);
+    }
+    char pat[80], all[512];
+    snprintf(pat, sizeof pat, " %s ", key);
+    snprintf(all, sizeof all, " %s ", allowed);
+    if (key[0] != '-' || !strstr(all, pat))
+      return usage_error(prog, verb, key[0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'", a);
+    if (!val) {
+      if (i + 1 >= argc) return usage_error(prog, verb, "option '%s' needs a value", key);
+      val = argv[++i];
+    }
+    long long v;
+    if (!strcmp(key, "--data")) o->data = val;
+    else if (!strcmp(key, "--weights")) o->weights = val;
+    else if (!strcmp(key, "--out")) o->out = val;
+    else if (!strcmp(key, "--checkpoint")) o->checkpoint = val;
+    else if (!strcmp(key, "--resume")) o->resume = val;
+    else if (!strcmp(key, "--log")) o->log = val;
+    else if (!strcmp(key, "--tokens")) o->tokens = val;
+    else if (!strcmp(key, "--targets")) o->targets = val;
+    else if (!strcmp(key, "--seed")) {
+      if (parse_u64(val, &o->seed)) return usage_error(prog, verb, "bad --seed '%s'", val);
+      o->have_seed = 1;
+    } else if (!strcmp(key, "--steps")) {
+      if (parse_ll(val, 1, 1000000000000LL, &o->steps)) return usage_error(prog, verb, "bad --steps '%s' (>= 1)", val);
+      o->have_steps = 1;
+    } else if (!strcmp(key, "--stop-at")) {
+      if (parse_ll(val, 1, 1000000000000LL, &o->stop_at))
+        return usage_error(prog, verb, "bad --stop-at '%s' (>= 1)", val);
+    } else if (!strcmp(key, "--batch")) {
+      if (parse_ll(val, 1, 1LL << 30, &o->batch)) return usage_error(prog, verb, "bad --batch '%s' (>= 1)", val);
+      o->have_batch = 1;
+    } else if (!strcmp(key, "--micro-batch")) {
+      if (parse_ll(val, 1, 1LL << 30, &o->micro))
+        return usage_error(prog, verb, "bad --micro-batch '%s' (>= 1)", val);
+      o->have_micro = 1;
+    } else if (!strcmp(key, "--eval-every")) {
+      if (parse_ll(val, 0, 1000000000000LL, &o->eval_every))
+        return usage_error(prog, verb, "bad --eval-every '%s' (>= 0)", val);
+      o->have_eval = 1;
+    } else if (!strcmp(key, "--checkpoint-every")) {
+      if (parse_ll(val, 0, 1000000000000LL, &o->ckpt_every))
+        return usage_error(prog, verb, "bad --checkpoint-every '%s' (>= 0)", val);
+      o->have_ckpt_every = 1;
+    } else if (!strcmp(key, "--threads")) {
+      if (parse_ll(val, 1, 1024, &v)) return usage_error(prog, verb, "bad --threads '%s'", val);
+      o->threads = (long)v;
+    } else if (!strcmp(key, "--lr")) {
+      char *end;
+      errno = 0;
+      double d = strtod(val, &end);
+      if (errno || end == val || *end || !(d > 0 && d < 1e6)) return usage_error(prog, verb, "bad --lr '%s' (> 0)", val);
+      o->lr = d;
+      o->have_lr = 1;
+    }
+  }
+  rt_set_threads((int)o->threads);
+  return 0;
+}
+
+/* ---- small helpers ---- */
+
+static void *xalloc(size_t n) {
+  if (n == 0) n = 64;
+  n = (n + 63) / 64 * 64;
+  void *p = aligned_alloc(64, n);
+  if (p) memset(p, 0, n);
+  return p;
+}
+
+static int64_t numel(const RtParamInfo *p) {
+  int64_t n = 1;
+  for (int i = 0; i < p->ndim; i++) n *= p->shape[i];
+  return n;
+}
+
+static size_t scratch_floats(const RtModel *m, int training) {
+  size_t s = 16;
+  if (m->kv_slots) {
+    size_t a = rt_attention_scratch_floats((int)m->attn_t, (int)m->attn_c, (int)m->attn_heads);
+    size_t b = rt_attention_kv_scratch_floats((int)m->attn_t, (int)m->attn_c, (int)m->attn_heads);
+    s = a > b ? a : b;
+#if defined(__GNUC__)
+    if (training && rt_attention_dx_scratch_floats) {
+      size_t c = rt_attention_dx_scratch_floats((int)m->attn_t, (int)m->attn_c, (int)m->attn_heads);
+      s = c > s ? c : s;
+    }
+#endif
+  }
+  return s;
+}
+
+static int read_file(const char *path, unsigned char **out, size_t *n_out, RtError *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return rt_fail(err, "%s: %s", path, strerror(errno));
+  size_t cap = 1 << 16, n = 0;
+  unsigned char *buf = malloc(cap);
+  for (size_t k; buf && (k = fread(buf + n, 1, cap - n, f)) > 0;) {
+    n += k;
+    if (n == cap) {
+      unsigned char *nb = realloc(buf, cap * 2);
+      if (!nb) {
+        free(buf);
+        buf = NULL;
+        break;
+      }
+      buf = nb;
+      cap *= 2;
+    }
+  }
+  int bad = ferror(f) || !buf;
+  fclose(f);
+  if (bad) {
+    free(buf);
+    return rt_fail(err, "%s: cannot read", path);
+  }
+  *out = buf;
+  *n_out = n;
+  return 0;
+}
+
+/* A growing string (for the SVG and the rewritten CSV). */
+typedef struct Str {
+  char *s;
+  size_t len, cap;
+  int oom;
+} Str;
+
+static void sputf(Str *b, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+static void sputf(Str *b, const char *fmt, ...) {
+  if (b->oom) return;
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    size_t room = b->cap - b->len;
+    int k = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? room : 0, fmt, ap);
+    va_end(ap);
+    if (k < 0) {
+      b->oom = 1;
+      return;
+    }
+    if (b->s && (size_t)k < room) {
+      b->len += (size_t)k;
+      return;
+    }
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + (size_t)k + 1) cap *= 2;
+    char *ns = realloc(b->s, cap);
+    if (!ns) {
+      b->oom = 1;
+      return;
+    }
+    b->s = ns;
+    b->cap = cap;
+  }
+}
+
+/* "w.safetensors" -> "w" + ext; anything else -> path + ext */
+static char *with_ext(const char *path, const char *strip, const char *ext) {
+  size_t n = strlen(path), s = strlen(strip);
+  if (n > s && !strcmp(path + n - s, strip)) n -= s;
+  char *r = malloc(n + strlen(ext) + 1);
+  if (r) {
+    memcpy(r, path, n);
+    strcpy(r + n, ext);
+  }
+  return r;
+}
+
+/* ---- the trainer ---- */
+
+typedef struct Hist {
+  int64_t step;
+  double loss, val_loss, val_bpb; /* val NAN when not measured */
+} Hist;
+
+typedef struct Trainer {
+  const char *prog;
+  const RtModel *m;
+  RtTrainConfig c;
+  int64_t steps, B, M, eval_every, ckpt_every, stop_at;
+  int T;
+  float *W, *G, *Gacc, *s1, *s2; /* s1: AdamW m or SGD momentum; s2: AdamW v */
+  char *arena;                   /* max(arena_bytes, train_arena_bytes): forward and train in turn */
+  float *scratch, *logits;
+  int32_t *ids, *tgt;
+  unsigned char *data;
+  size_t ntrain, nval;
+  RtRng rng;
+  int64_t step; /* optimiser steps done */
+  double elapsed0;
+  Hist *hist;
+  int64_t nhist;
+  char *log_path, *svg_path;
+  FILE *log;
+} Trainer;
+
+static void trainer_free(Trainer *t) {
+  free(t->W);
+  free(t->G);
+  free(t->Gacc);
+  free(t->s1);
+  free(t->s2);
+  free(t->arena);
+  free(t->scratch);
+  free(t->logits);
+  free(t->ids);
+  free(t->tgt);
+  free(t->data);
+  free(t->hist);
+  free(t->log_path);
+  free(t->svg_path);
+  if (t->log) fclose(t->log);
+}
+
+static const char *opt_name(RtOptimizer o) { return o == RT_OPT_SGD ? "sgd" : "adamw"; }
+
+/* One window per row: context+1 bytes at a random offset of the training part. */
+static void draw_rows(Trainer *t, int rows) {
+  size_t range = t->ntrain - (size_t)t->T; /* offsets 0 .. ntrain-T-1 */
+  for (int r = 0; r < rows; r++) {
+    uint64_t x = rt_rng_u32(&t->rng);
+    if ((uint64_t)range > 0xffffffffull) x = (x << 32) | rt_rng_u32(&t->rng);
+    const unsigned char *w = t->data + (size_t)(x % (uint64_t)range);
+    for (int i = 0; i < t->T; i++) {
+      t->ids[r * t->T + i] = w[i];
+      t->tgt[r * t->T + i] = w[i + 1];
+    }
+  }
+}
+
+/* Mean next-byte loss (nats) over the held-out tail, windows of the context, batches up to the
+ * compiled batch (a shorter last window goes alone). */
+static double evaluate(Trainer *t) {
+  const RtModel *m = t->m;
+  const unsigned char *buf = t->data + t->ntrain;
+  size_t n = t->nval, pos = 0, count = 0;
+  int B = (int)m->batch, T = t->T;
+  double total = 0;
+  while (pos + 1 < n) {
+    int nb = 0, nt = T;
+    size_t left = n - 1 - pos;
+    if (left < (size_t)T) nt = (int)left;
+    for (; nb < B && pos + 1 < n && n - 1 - pos >= (size_t)nt; nb++) {
+      for (int i = 0; i < nt; i++) {
+        t->ids[nb * nt + i] = buf[pos + (size_t)i];
+        t->tgt[nb * nt + i] = buf[pos + (size_t)i + 1];
+      }
+      pos += (size_t)nt;
+    }
+    RtStep s = {nb, nt, 0, NULL, t->scratch};
+    m->forward(&s, t->arena, t->W, t->ids, t->logits);
+    for (int i = 0; i < nb * nt; i++) {
+      const float *l = t->logits + (size_t)i * (size_t)m->vocab;
+      double mx = l[0], sum = 0;
+      for (int v = 1; v < m->vocab; v++) mx = l[v] > mx ? l[v] : mx;
+      for (int v = 0; v < m->vocab; v++) sum += exp(l[v] - mx);
+      total += mx + log(sum) - l[t->tgt[i]];
+      count++;
+    }
+  }
+  return count ? total / (double)count : NAN;
+}
+
+/* One optimiser step (t->step + 1): B/M train calls, averaged, clipped, applied. Returns the loss. */
+static double train_step(Trainer *t, double lr) {
+  const RtModel *m = t->m;
+  int64_t nmicro = t->B / t->M;
+  double loss = 0;
+  float *g = nmicro > 1 ? t->Gacc : t->G;
+  for (int64_t k = 0; k < nmicro; k++) {
+    draw_rows(t, (int)t->M);
+    RtStep s = {(int)t->M, t->T, 0, NULL, t->scratch};
+    float l = 0;
+    m->train(&s, t->arena, t->W, t->ids, t->tgt, &l, t->G);
+    loss += l;
+    if (nmicro > 1) {
+      for (int i = 0; i < m->nparams; i++) {
+        const RtParamInfo *p = &m->params[i];
+        if (!p->stored) continue;
+        float *a = t->Gacc + p->offset;
+        const float *b = t->G + p->offset;
+        int64_t n = numel(p);
+        if (k == 0) memcpy(a, b, (size_t)n * sizeof(float));
+        else
+          for (int64_t j = 0; j < n; j++) a[j] += b[j];
+      }
+    }
+  }
+  loss /= (double)nmicro;
+  double norm2 = 0;
+  float scale = nmicro > 1 ? (float)(1.0 / (double)nmicro) : 1.0f;
+  if (nmicro > 1)
+    for (int i = 0; i < m->nparams; i++) {
+      const RtParamInfo *p = &m->params[i];
+      if (!p->stored) continue;
+      float *a = g + p->offset;
+      int64_t n = numel(p);
+      for (int64_t j = 0; j < n; j++) a[j] *= scale;
+    }
+  if (t->c.grad_clip > 0) {
+    for (int i = 0; i < m->nparams; i++)
+      if (m->params[i].stored) norm2 += rt_sum_squares(g + m->params[i].offset, numel(&m->params[i]));
+    /* as torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), applied when < 1 */
+    double coef = t->c.grad_clip / (sqrt(norm2) + 1e-6);
+    if (coef < 1.0)
+      for (int i = 0; i < m->nparams; i++) {
+        const RtParamInfo *p = &m->params[i];
+        if (!p->stored) continue;
+        float *a = g + p->offset, cf = (float)coef;
+        int64_t n = numel(p);
+        for (int64_t j = 0; j < n; j++) a[j] *= cf;
+      }
+  }
+  int64_t step = t->step + 1;
+  for (int i = 0; i < m->nparams; i++) {
+    const RtParamInfo *p = &m->params[i];
+    if (!p->stored) continue;
+    int64_t o = p->offset, n = numel(p);
+    float wd = p->decay ? (float)t->c.weight_decay : 0.0f;
+    if (t->c.optimizer == RT_OPT_SGD)
+      rt_sgd(t->W + o, g + o, t->s1 + o, n, (float)lr, (float)t->c.momentum, wd);
+    else
+      rt_adamw(t->W + o, g + o, t->s1 + o, t->s2 + o, n, (float)lr, (float)t->c.beta1, (float)t->c.beta2,
+               (float)t->c.eps, wd, step);
+  }
+  t->step = step;
+  return loss;
+}
+
+/* ---- files: weights, checkpoints ---- */
+
+static int nstored(const RtModel *m) {
+  int n = 0;
+  for (int i = 0; i < m->nparams; i++) n += m->params[i].stored != 0;
+  return n;
+}
+
+static void tensor_of(RtTensor *ts, const RtParamInfo *p, const char *name, const float *base) {
+  memset(ts, 0, sizeof *ts);
+  ts->name = name;
+  ts->dtype = RT_DT_F32;
+  ts->ndim = p->ndim;
+  for (int d = 0; d < p->ndim; d++) ts->shape[d] = p->shape[d];
+  ts->data = base + p->offset;
+  ts->nbytes = (size_t)numel(p) * sizeof(float);
+}
+
+/* Writes the stored parameters of buf (W's layout) under their names, with metadata. */
+static int write_params(const RtModel *m, const char *path, const float *buf, const char *const *meta, int nmeta,
+                        RtError *err) {
+  RtTensor *ts = calloc((size_t)m->nparams + 1, sizeof *ts);
+  if (!ts) return rt_fail(err, "out of memory");
+  int n = 0;
+  for (int i = 0; i < m->nparams; i++)
+    if (m->params[i].stored) tensor_of(&ts[n++], &m->params[i], m->params[i].name, buf);
+  int rc = rt_st_write(path, ts, n, meta, nmeta, err);
+  free(ts);
+  return rc;
+}
+
+static int write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *err) {
+  const RtModel *m = t->m;
+  int sgd = t->c.optimizer == RT_OPT_SGD, ns = nstored(m), per = sgd ? 2 : 3;
+  RtTensor *ts = calloc((size_t)(ns * per) + 1, sizeof *ts);
+  char **names = calloc((size_t)(ns * per) + 1, sizeof *names);
+  int rc = 0, n = 0;
+  if (!ts || !names) rc = rt_fail(err, "out of memory");
+  for (int i = 0; i < m->nparams && !rc; i++) {
+    const RtParamInfo *p = &m->params[i];
+    if (!p->stored) continue;
+    tensor_of(&ts[n++], p, p->name, t->W);
+  }
+  for (int k = 1; k < per && !rc; k++) {
+    const char *prefix = sgd ? "opt.mom." : k == 1 ? "opt.m." : "opt.v.";
+    const float *base = k == 1 ? t->s1 : t->s2;
+    for (int i = 0; i < m->nparams && !rc; i++) {
+      const RtParamInfo *p = &m->params[i];
+      if (!p->stored) continue;
+      size_t len = strlen(prefix) + strlen(p->name) + 1;
+      if (!(names[n] = malloc(len))) {
+        rc = rt_fail(err, "out of memory");
+        break;
+      }
+      snprintf(names[n], len, "%s%s", prefix, p->name);
+      tensor_of(&ts[n], p, names[n], base);
+      n++;
+    }
+  }
+  if (!rc) {
+    char step[32], steps[32], st[32], inc[32], el[32];
+    snprintf(step, sizeof step, "%lld", (long long)t->step);
+    snprintf(steps, sizeof steps, "%lld", (long long)t->steps);
+    snprintf(st, sizeof st, "%llu", (unsigned long long)t->rng.state);
+    snprintf(inc, sizeof inc, "%llu", (unsigned long long)t->rng.inc);
+    snprintf(el, sizeof el, "%.3f", elapsed);
+    const char *meta[] = {"format", "pt", "modelc_checkpoint", "1", "model", m->name, "optimizer",
+                          opt_name(t->c.optimizer), "step", step, "steps", steps, "rng_state", st, "rng_inc", inc,
+                          "elapsed_s", el};
+    rc = rt_st_write(path, ts, n, meta, (int)(sizeof meta / sizeof *meta / 2), err);
+  }
+  if (names)
+    for (int i = 0; i < ns * per; i++) free(names[i]);
+  free(names);
+  free(ts);
+  return rc;
+}
+
+/* Loads a checkpoint into the trainer after checking it is one of this model's, with this
+ * optimiser, holding every tensor with its exact shape. */
+static int load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError *err) {
+  const RtModel *m = t->m;
+  RtSafetensors *st = NULL;
+  if (rt_st_open(&st, path, err)) return -1;
+  int rc = 0;
+  const char *model = rt_st_metadata(st, "model"), *opt = rt_st_metadata(st, "optimizer");
+  const char *step = rt_st_metadata(st, "step"), *rs = rt_st_metadata(st, "rng_state");
+  const char *ri = rt_st_metadata(st, "rng_inc"), *steps = rt_st_metadata(st, "steps");
+  const char *el = rt_st_metadata(st, "elapsed_s");
+  uint64_t u_step = 0, u_state = 0, u_inc = 0, u_steps = 0;
+  if (!rt_st_metadata(st, "modelc_checkpoint") || !model || !opt || !step || !rs || !ri)
+    rc = rt_fail(err, "%s: not a modelc training checkpoint (its metadata lacks model, optimizer, step or the RNG "
+                      "state)", path);
+  else if (strcmp(model, m->name))
+    rc = rt_fail(err, "%s: checkpoint of model '%s', but this program is model '%s'", path, model, m->name);
+  else if (strcmp(opt, opt_name(t->c.optimizer)))
+    rc = rt_fail(err, "%s: checkpoint holds %s optimiser state, but this run uses %s", path, opt,
+                 opt_name(t->c.optimizer));
+  else if (parse_u64(step, &u_step) || u_step > (uint64_t)INT64_MAX / 2 || parse_u64(rs, &u_state) ||
+           parse_u64(ri, &u_inc) || !(u_inc & 1) || (steps && parse_u64(steps, &u_steps)))
+    rc = rt_fail(err, "%s: bad step or RNG state in the checkpoint metadata", path);
+  int sgd = t->c.optimizer == RT_OPT_SGD;
+  for (int k = 0; k < (sgd ? 2 : 3) && !rc; k++) {
+    const char *prefix = k == 0 ? "" : sgd ? "opt.mom." : k == 1 ? "opt.m." : "opt.v.";
+    float *base = k == 0 ? t->W : k == 1 ? t->s1 : t->s2;
+    for (int i = 0; i < m->nparams && !rc; i++) {
+      const RtParamInfo *p = &m->params[i];
+      if (!p->stored) continue;
+      char name[512];
+      snprintf(name, sizeof name, "%s%s", prefix, p->name);
+      const RtTensor *ten = NULL;
+      if (rt_st_require(st, name, RT_DT_F32, p->ndim, p->shape, &ten, err)) {
+        rc = -1;
+        break;
+      }
+      memcpy(base + p->offset, ten->data, ten->nbytes);
+    }
+  }
+  if (!rc) {
+    t->step = (int64_t)u_step;
+    t->rng.state = u_state;
+    t->rng.inc = u_inc;
+    t->elapsed0 = el ? atof(el) : 0.0;
+    *ck_steps = (int64_t)u_steps;
+  }
+  rt_st_close(st);
+  return rc;
+}
+
+/* ---- log and plot ---- */
+
+/* Opens the CSV log: fresh, or on resume the old one cut to the rows up to the resumed step. */
+static int open_log(Trainer *t, int resumed, RtError *err) {
+  const char *header = "step,lr,loss,val_loss,val_bpb,tokens_per_s,elapsed_s\n";
+  Str keep = {0};
+  if (resumed) {
+    unsigned char *old = NULL;
+    size_t n = 0;
+    RtError e2;
+    if (read_file(t->log_path, &old, &n, &e2) == 0) {
+      size_t i = 0;
+      while (i < n && old[i] != '\n') i++; /* skip the header */
+      i++;
+      while (i < n) {
+        size_t j = i;
+        while (j < n && old[j] != '\n') j++;
+        char line[512];
+        size_t len = j - i < sizeof line - 1 ? j - i : sizeof line - 1;
+        memcpy(line, old + i, len);
+        line[len] = 0;
+        char *f[8] = {0};
+        int nf = 0;
+        for (char *c = line; nf < 8;) {
+          f[nf++] = c;
+          char *comma = strchr(c, ',');
+          if (!comma) break;
+          *comma = 0;
+          c = comma + 1;
+        }
+        long long s;
+        if (nf == 7 && parse_ll(f[0], 1, INT64_MAX, &s) == 0 && s <= t->step && t->nhist < t->steps) {
+          Hist *h = &t->hist[t->nhist++];
+          h->step = s;
+          h->loss = atof(f[2]);
+          h->val_loss = f[3][0] ? atof(f[3]) : NAN;
+          h->val_bpb = f[4][0] ? atof(f[4]) : NAN;
+          sputf(&keep, "%.*s\n", (int)(j - i), (const char *)old + i);
+        }
+        i = j + 1;
+      }
+      free(old);
+    }
+  }
+  t->log = fopen(t->log_path, "w");
+  if (!t->log) {
+    free(keep.s);
+    return rt_fail(err, "%s: %s", t->log_path, strerror(errno));
+  }
+  fputs(header, t->log);
+  if (keep.len) fwrite(keep.s, 1, keep.len, t->log);
+  free(keep.s);
+  fflush(t->log);
+  return 0;
+}
+
+/* 1, 2 or 5 times a power of ten, about span/5. */
+static double nice_step(double span) {
+  if (!(span > 0)) return 1;
+  double raw = span / 5, p = pow(10, floor(log10(raw))), f = raw / p;
+  return (f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10) * p;
+}
+
+/* The loss curve as a hand-written SVG: training loss (a polyline, averaged into at most 1000
+ * points), validation loss (points joined by a dashed line), axes with ticks and labels. */
+static int write_svg(const Trainer *t, RtError *err) {
+  const double Wd = 800, Ht = 480, L = 70, R = 20, Tp = 40, Bt = 55;
+  double pw = Wd - L - R, ph = Ht - Tp - Bt;
+  int64_t x0 = 0, x1 = t->steps;
+  double ylo = INFINITY, yhi = -INFINITY;
+  for (int64_t i = 0; i < t->nhist; i++) {
+    const Hist *h = &t->hist[i];
+    if (isfinite(h->loss)) ylo = fmin(ylo, h->loss), yhi = fmax(yhi, h->loss);
+    if (isfinite(h->val_loss)) ylo = fmin(ylo, h->val_loss), yhi = fmax(yhi, h->val_loss);
+  }
+  if (!(ylo <= yhi)) ylo = 0, yhi = 1;
+  if (yhi - ylo < 1e-9) ylo -= 0.5, yhi += 0.5;
+  double ys = nice_step(yhi - ylo);
+  ylo = floor(ylo / ys) * ys;
+  yhi = ceil(yhi / ys) * ys;
+  double xs = nice_step((double)(x1 - x0));
+  if (xs < 1) xs = 1;
+#define SX(v) (L + ((double)(v) - (double)x0) / (double)(x1 > x0 ? x1 - x0 : 1) * pw)
+#define SY(v) (Tp + (yhi - (v)) / (yhi - ylo) * ph)
+  Str b = {0};
+  sputf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
+            "font-family=\"sans-serif\" font-size=\"12\">\n", Wd, Ht, Wd, Ht);
+  sputf(&b, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+  sputf(&b, "<text x=\"%.1f\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">%s: loss</text>\n", L + pw / 2,
+        t->m->name);
+  /* grid, ticks and tick labels */
+  for (double y = ylo; y <= yhi + ys * 1e-6; y += ys) {
+    double py = SY(y);
+    sputf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>\n", L, py, L + pw, py);
+    sputf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", L - 5, py, L, py);
+    sputf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", L - 8, py + 4, y);
+  }
+  for (double x = (double)x0; x <= (double)x1 + xs * 1e-6; x += xs) {
+    double px = SX(x);
+    sputf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>\n", px, Tp, px, Tp + ph);
+    sputf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", px, Tp + ph, px,
+          Tp + ph + 5);
+    sputf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", px, Tp + ph + 18, x);
+  }
+  sputf(&b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"black\"/>\n", L, Tp,
+        pw, ph);
+  sputf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">step</text>\n", L + pw / 2, Ht - 12);
+  sputf(&b, "<text transform=\"translate(18 %.1f) rotate(-90)\" text-anchor=\"middle\">loss (nats per byte)</text>\n",
+        Tp + ph / 2);
+  /* training loss, bucket means */
+  int64_t per = t->nhist > 1000 ? (t->nhist + 999) / 1000 : 1;
+  sputf(&b, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"");
+  for (int64_t i = 0; i < t->nhist; i += per) {
+    double s = 0, l = 0;
+    int64_t k = 0;
+    for (int64_t j = i; j < i + per && j < t->nhist; j++, k++) s += (double)t->hist[j].step, l += t->hist[j].loss;
+    if (isfinite(l)) sputf(&b, "%.1f,%.1f ", SX(s / (double)k), SY(l / (double)k));
+  }
+  sputf(&b, "\"/>\n");
+  /* validation */
+  sputf(&b, "<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"1.5\" stroke-dasharray=\"4 3\" points=\"");
+  for (int64_t i = 0; i < t->nhist; i++)
+    if (isfinite(t->hist[i].val_loss)) sputf(&b, "%.1f,%.1f ", SX(t->hist[i].step), SY(t->hist[i].val_loss));
+  sputf(&b, "\"/>\n");
+  for (int64_t i = 0; i < t->nhist; i++)
+    if (isfinite(t->hist[i].val_loss))
+      sputf(&b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#d62728\"/>\n", SX(t->hist[i].step),
+            SY(t->hist[i].val_loss));
+  /* legend */
+  double lx = L + pw - 150, ly = Tp + 15;
+  sputf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#1f77b4\" stroke-width=\"2\"/>"
+            "<text x=\"%.1f\" y=\"%.1f\">train loss</text>\n", lx, ly, lx + 25, ly, lx + 32, ly + 4);
+  sputf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#d62728\" stroke-width=\"2\" "
+            "stroke-dasharray=\"4 3\"/><circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#d62728\"/>"
+            "<text x=\"%.1f\" y=\"%.1f\">validation loss</text>\n", lx, ly + 18, lx + 25, ly + 18, lx + 12.5, ly + 18,
+        lx + 32, ly + 22);
+  sputf(&b, "</svg>\n");
+#undef SX
+#undef SY
+  if (b.oom) {
+    free(b.s);
+    return rt_fail(err, "out of memory writing %s", t->svg_path);
+  }
+  RtChunk ch = {b.s, b.len};
+  int rc = rt_write_file_atomic(t->svg_path, &ch, 1, err);
+  free(b.s);
+  return rc;
+}
+
+static void fmt_secs(char *buf, size_t n, double s) {
+  if (!(s >= 0) || s > 1e8) snprintf(buf, n, "?");
+  else if (s < 60) snprintf(buf, n, "%.0fs", s);
+  else if (s < 3600) snprintf(buf, n, "%dm%02ds", (int)s / 60, (int)s % 60);
+  else snprintf(buf, n, "%dh%02dm", (int)s / 3600, (int)s % 3600 / 60);
+}
+
+/* ---- train ---- */
+
+static void train_help(const char *prog, const RtModel *m) {
+  const RtTrainConfig *c = &m->train_config;
+  printf("usage: %s train --data FILE --out W.safetensors [--weights INIT | --resume CKPT] [--steps N]\n"
+         "       [--batch B] [--micro-batch M] [--lr LR] [--seed S] [--eval-every K]\n"
+         "       [--checkpoint PATH] [--checkpoint-every K] [--stop-at K] [--log FILE.csv] [--threads N]\n\n"
+         "Train on the bytes of FILE (byte-level vocabulary). The last 10%% of FILE (at least context+1\n"
+         "bytes) is held out for validation. Each step draws B windows of context+1 bytes at random\n"
+         "offsets (PCG32 seeded by --seed) and averages the gradients of B/M micro-batches of M rows\n"
+         "(M <= %lld, the compiled batch), clips them by global norm, then applies %s with the %s\n"
+         "schedule. Without --weights or --resume, the weights are initialised like 'init --seed S'.\n"
+         "--eval-every K measures the validation loss and bits per byte every K steps (0: never).\n"
+         "--checkpoint PATH saves weights, optimiser state, step and RNG state every\n"
+         "--checkpoint-every K steps and at the end; --resume CKPT continues such a run bit-exactly up\n"
+         "to --steps (default: the checkpoint's). --stop-at K ends this session after step K (the\n"
+         "schedule still runs to --steps). Writes the final weights to --out, a CSV of every step to\n"
+         "--log (default OUT.csv next to --out) and the loss curve next to it (.svg).\n"
+         "Defaults (from the spec): steps %lld, batch %lld, micro-batch %lld, lr %g, seed %lld,\n"
+         "eval-every %lld, checkpoint-every %lld.\n",
+         prog, (long long)m->batch, opt_name(c->optimizer),
+         c->schedule == RT_SCHED_COSINE ? "cosine" : c->schedule == RT_SCHED_LINEAR ? "linear" : "constant",
+         (long long)c->steps, (long long)c->batch, (long long)c->micro_batch, c->lr, (long long)c->seed,
+         (long long)c->eval_every, (long long)c->checkpoint_every);
+}
+
+/* The compiled configuration with the values 0 cannot mean replaced by the spec's defaults. */
+static RtTrainConfig effective_config(const RtModel *m) {
+  RtTrainConfig c = m->train_config;
+  if (c.steps <= 0) c.steps = 1000;
+  if (c.batch <= 0) c.batch = m->batch;
+  if (c.micro_batch <= 0) c.micro_batch = c.batch < m->batch ? c.batch : m->batch;
+  if (!(c.lr > 0)) c.lr = 6e-4;
+  if (!(c.eps > 0)) c.eps = 1e-8;
+  if (c.seed < 0) c.seed = 1337;
+  return c;
+}
+
+int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
+  TOpts o;
+  int help = 0;
+  if (parse_opts(prog, "train", argc, argv,
+                 "--data --weights --out --steps --stop-at --batch --micro-batch --lr --seed --eval-every "
+                 "--checkpoint --checkpoint-every --resume --log --threads",
+                 &o, &help))
+    return EXIT_USER;
+  if (help) {
+    train_help(prog, m);
+    return EXIT_OK;
+  }
+  if (!m->train)
+    return usage_error(prog, "train", "this program was built without training support (add the autodiff pass)");
+  if (!m->out_per_token)
+    return usage_error(prog, "train", "training a classifier (one output per sequence) on raw bytes is not "
+                                      "supported yet; use 'grad' with explicit targets");
+  if (m->out_dim != m->vocab || m->vocab < RT_BYTE_VOCAB)
+    return usage_error(prog, "train", "training on bytes needs a language model with a vocabulary of at least 256");
+  Trainer t;
+  memset(&t, 0, sizeof t);
+  t.prog = prog;
+  t.m = m;
+  t.c = effective_config(m);
+  t.T = (int)m->context;
+  const char *data = o.data ? o.data : t.c.data;
+  if (!data) return usage_error(prog, "train", "--data FILE is required");
+  if (!o.out) return usage_error(prog, "train", "--out W.safetensors is required");
+  if (o.resume && o.weights) return usage_error(prog, "train", "--resume and --weights exclude each other");
+  if (o.have_ckpt_every && o.ckpt_every > 0 && !o.checkpoint)
+    return usage_error(prog, "train", "--checkpoint-every needs --checkpoint PATH");
+  t.B = o.have_batch ? o.batch : t.c.batch;
+  if (o.have_micro) {
+    t.M = o.micro;
+  } else if (t.B % t.c.micro_batch == 0 && t.c.micro_batch <= m->batch) {
+    t.M = t.c.micro_batch;
+  } else {
+    for (t.M = t.B < m->batch ? t.B : m->batch; t.B % t.M; t.M--) {
+    }
+  }
+  if (t.M > m->batch)
+    return usage_error(prog, "train", "--micro-batch %lld exceeds the compiled batch %lld", (long long)t.M,
+                       (long long)m->batch);
+  if (t.B % t.M)
+    return usage_error(prog, "train", "--micro-batch %lld does not divide --batch %lld", (long long)t.M,
+                       (long long)t.B);
+  if (o.have_lr) { /* min_lr keeps the spec's ratio to lr (lr/10 by default) */
+    double ratio = t.c.min_lr >= 0 && t.c.min_lr <= t.c.lr ? t.c.min_lr / t.c.lr : 0.1;
+    t.c.lr = o.lr;
+    t.c.min_lr = o.lr * ratio;
+  }
+  uint64_t seed = o.have_seed ? o.seed : (uint64_t)t.c.seed;
+  t.eval_every = o.have_eval ? o.eval_every : t.c.eval_every;
+  t.ckpt_every = o.checkpoint ? (o.have_ckpt_every ? o.ckpt_every : t.c.checkpoint_every) : 0;
+
+  RtError err;
+  err.msg[0] = 0;
+  int rc = EXIT_OK;
+  size_t n = 0;
+  if (read_file(data, &t.data, &n, &err)) goto fail;
+  t.nval = n / 10 + (n % 10 != 0);
+  if (t.nval < (size_t)t.T + 1) t.nval = (size_t)t.T + 1;
+  if (n < t.nval + (size_t)t.T + 1) {
+    rt_fail(&err, "%s: %zu bytes is too small: training needs at least %lld (context+1 bytes to train on plus a "
+                  "held-out tail of 10%%, at least context+1 bytes)", data, n, (long long)(t.nval + (size_t)t.T + 1));
+    goto fail;
+  }
+  t.ntrain = n - t.nval;
+
+  size_t wbytes = (size_t)m->weight_floats * sizeof(float);
+  size_t abytes = (size_t)(m->arena_bytes > m->train_arena_bytes ? m->arena_bytes : m->train_arena_bytes);
+  size_t rows = (size_t)(m->batch > t.M ? m->batch : t.M) * (size_t)t.T;
+  t.W = xalloc(wbytes);
+  t.G = xalloc(wbytes);
+  t.Gacc = t.B / t.M > 1 ? xalloc(wbytes) : NULL;
+  t.s1 = xalloc(wbytes);
+  t.s2 = t.c.optimizer == RT_OPT_ADAMW ? xalloc(wbytes) : NULL;
+  t.arena = xalloc(abytes);
+  t.scratch = xalloc(scratch_floats(m, 1) * sizeof(float));
+  t.logits = xalloc((size_t)m->batch * (size_t)t.T * (size_t)m->vocab * sizeof(float));
+  t.ids = xalloc(rows * sizeof(int32_t));
+  t.tgt = xalloc(rows * sizeof(int32_t));
+  if (!t.W || !t.G || (t.B / t.M > 1 && !t.Gacc) || !t.s1 || (t.c.optimizer == RT_OPT_ADAMW && !t.s2) || !t.arena ||
+      !t.scratch || !t.logits || !t.ids || !t.tgt) {
+    rt_fail(&err, "out of memory allocating the training state");
+    goto fail;
+  }
+
+  int64_t ck_steps = 0;
+  if (o.resume) {
+    if (load_checkpoint(&t, o.resume, &ck_steps, &err)) goto fail;
+  } else if (o.weights || m->embedded_weights) {
+    if (rt_prog_load_weights(m, t.W, o.weights, &err)) goto fail;
+    rt_rng_seed(&t.rng, seed);
+  } else {
+    rt_prog_init_weights(m, t.W, seed);
+    rt_rng_seed(&t.rng, seed);
+  }
+  t.steps = o.have_steps ? o.steps : (o.resume && ck_steps > 0) ? ck_steps : t.c.steps;
+  t.c.steps = t.steps;
+  if (t.c.warmup > t.steps) t.c.warmup = t.steps;
+  if (t.step > t.steps) {
+    rt_fail(&err, "%s: the checkpoint is at step %lld, beyond --steps %lld", o.resume, (long long)t.step,
+            (long long)t.steps);
+    goto fail;
+  }
+  t.stop_at = o.stop_at && o.stop_at < t.steps ? o.stop_at : t.steps;
+  if (t.stop_at < t.step) t.stop_at = t.step;
+  t.hist = calloc((size_t)t.steps + 1, sizeof *t.hist);
+  t.log_path = o.log ? strdup(o.log) : with_ext(o.out, ".safetensors", ".csv");
+  t.svg_path = t.log_path ? with_ext(t.log_path, ".csv", ".svg") : NULL;
+  if (!t.hist || !t.log_path || !t.svg_path) {
+    rt_fail(&err, "out of memory");
+    goto fail;
+  }
+  if (open_log(&t, o.resume != NULL, &err)) goto fail;
+
+  int tty = isatty(STDERR_FILENO);
+  int64_t first = t.step, every = t.steps / 10 > 0 ? t.steps / 10 : 1;
+  double t_start = rt_now_seconds(), t_train = 0, last_draw = 0, last_val = NAN;
+  double tokens_per_step = (double)t.B * (double)t.T;
+  fprintf(stderr, "%s train: %s, %lld parameters, %zu training bytes, %zu held out, steps %lld..%lld of %lld, "
+                  "batch %lld (micro %lld), %s, lr %g, %d threads\n",
+          prog, m->name, (long long)m->param_count, t.ntrain, t.nval, (long long)t.step + 1, (long long)t.stop_at,
+          (long long)t.steps, (long long)t.B, (long long)t.M, opt_name(t.c.optimizer), t.c.lr, rt_threads());
+  while (t.step < t.stop_at) {
+    double lr = rt_lr_at(&t.c, t.step + 1);
+    double t0 = rt_now_seconds();
+    double loss = train_step(&t, lr);
+    double dt = rt_now_seconds() - t0;
+    t_train += dt;
+    int64_t s = t.step;
+    if (!isfinite(loss)) {
+      if (tty) fputc('\n', stderr);
+      rt_fail(&err, "the loss is %g at step %lld (try a lower --lr)", loss, (long long)s);
+      goto fail;
+    }
+    Hist *h = &t.hist[t.nhist++];
+    h->step = s;
+    h->loss = loss;
+    h->val_loss = h->val_bpb = NAN;
+    int evald = 0;
+    if (t.eval_every > 0 && (s % t.eval_every == 0 || s == t.steps)) {
+      h->val_loss = last_val = evaluate(&t);
+      h->val_bpb = h->val_loss / log(2.0);
+      evald = 1;
+    }
+    double elapsed = t.elapsed0 + rt_now_seconds() - t_start;
+    if (evald)
+      fprintf(t.log, "%lld,%.9g,%.6f,%.6f,%.6f,%.1f,%.3f\n", (long long)s, lr, loss, h->val_loss, h->val_bpb,
+              dt > 0 ? tokens_per_step / dt : 0.0, elapsed);
+    else
+      fprintf(t.log, "%lld,%.9g,%.6f,,,%.1f,%.3f\n", (long long)s, lr, loss, dt > 0 ? tokens_per_step / dt : 0.0,
+              elapsed);
+    fflush(t.log);
+    if (evald && write_svg(&t, &err)) goto fail;
+    if (o.checkpoint && t.ckpt_every > 0 && s % t.ckpt_every == 0 && s != t.stop_at &&
+        write_checkpoint(&t, o.checkpoint, elapsed, &err))
+      goto fail;
+    /* progress */
+    double tps = tokens_per_step * (double)(s - first) / t_train;
+    double eta = (double)(t.stop_at - s) * t_train / (double)(s - first);
+    char etas[32], val[48] = "";
+    fmt_secs(etas, sizeof etas, eta);
+    if (isfinite(last_val)) snprintf(val, sizeof val, " | val %.4f", last_val);
+    double now = rt_now_seconds();
+    if (tty) {
+      if (now - last_draw > 0.1 || s == t.stop_at || evald) {
+        fprintf(stderr, "\rstep %lld/%lld | loss %.4f%s | %.0f tok/s | ETA %s   ", (long long)s, (long long)t.steps,
+                loss, val, tps, etas);
+        last_draw = now;
+      }
+    } else if (evald || s % every == 0 || s == t.stop_at) {
+      fprintf(stderr, "step %lld/%lld | loss %.4f%s | %.0f tok/s | ETA %s\n", (long long)s, (long long)t.steps, loss,
+              val, tps, etas);
+    }
+  }
+  if (tty && t.step > first) fputc('\n', stderr);
+  double elapsed = t.elapsed0 + rt_now_seconds() - t_start;
+  if (o.checkpoint && write_checkpoint(&t, o.checkpoint, elapsed, &err)) goto fail;
+  {
+    char step[32];
+    snprintf(step, sizeof step, "%lld", (long long)t.step);
+    const char *meta[] = {"format", "pt", "modelc_model", m->name, "step", step};
+    if (write_params(m, o.out, t.W, meta, 3, &err)) goto fail;
+  }
+  if (write_svg(&t, &err)) goto fail;
+  if (t.nhist > 0) {
+    const Hist *h = &t.hist[t.nhist - 1];
+    printf("step %lld: loss %.6f", (long long)h->step, h->loss);
+    if (isfinite(last_val)) printf(", val loss %.6f (%.4f bits per byte)", last_val, last_val / log(2.0));
+    printf("\n");
+  }
+  printf("wrote %s, %s, %s%s%s\n", o.out, t.log_path, t.svg_path, o.checkpoint ? ", " : "",
+         o.checkpoint ? o.checkpoint : "");
+  trainer_free(&t);
+  return rc;
+fail:
+  fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+  trainer_free(&t);
+  return EXIT_USER;
+}
+
+/* ---- grad ---- */
+
+/* Targets: int32/int64, [B,T] like the tokens (language model) or [B] (classifier), in [0,out_dim). */
+static int read_targets(const RtModel *m, const char *path, int B, int T, int32_t **out, RtError *err) {
+  RtNpy a;
+  if (rt_npy_read(path, &a, err)) return -1;
+  int rc = 0;
+  if (a.dtype != RT_DT_I32 && a.dtype != RT_DT_I64)
+    rc = rt_fail(err, "%s: targets must be int32 or int64, not %s", path, rt_dtype_name(a.dtype));
+  else if (m->out_per_token && (a.ndim != 2 || a.shape[0] != B || a.shape[1] != T))
+    rc = rt_fail(err, "%s: targets must be [%d,%d] like the tokens", path, B, T);
+  else if (!m->out_per_token && (a.ndim != 1 || a.shape[0] != B))
+    rc = rt_fail(err, "%s: targets of a classifier must be [%d] (one class per sequence)", path, B);
+  size_t n = m->out_per_token ? (size_t)B * (size_t)T : (size_t)B;
+  if (!rc && !(*out = malloc(n * sizeof(int32_t)))) rc = rt_fail(err, "out of memory");
+  for (size_t i = 0; !rc && i < n; i++) {
+    int64_t v = a.dtype == RT_DT_I32 ? ((int32_t *)a.data)[i] : ((int64_t *)a.data)[i];
+    if (v < 0 || v >= m->out_dim) {
+      rc = rt_fail(err, "%s: target %lld at index %zu is outside [0,%lld)", path, (long long)v, i,
+                   (long long)m->out_dim);
+      free(*out);
+      *out = NULL;
+      break;
+    }
+    (*out)[i] = (int32_t)v;
+  }
+  rt_npy_free(&a);
+  return rc;
+}
+
+int rt_prog_grad(const char *prog, int argc, char **argv, const RtModel *m) {
+  TOpts o;
+  int help = 0;
+  if (parse_opts(prog, "grad", argc, argv, "--weights --tokens --targets --out --threads", &o, &help))
+    return EXIT_USER;
+  if (help) {
+    printf("usage: %s grad [--weights W.safetensors] --tokens T.npy --targets Y.npy --out G.safetensors\n\n"
+           "One call of the model's training function: the mean cross-entropy of the outputs for tokens T\n"
+           "(int32/int64 [B,T], B <= %lld, T <= %lld) against targets Y (%s), and the gradient of\n"
+           "every stored parameter, written as float32 under the parameter's name to G, with the loss in\n"
+           "its metadata (\"loss\"). Prints 'loss: X'.\n",
+           prog, (long long)m->batch, (long long)m->context, m->out_per_token ? "[B,T] like T" : "[B]");
+    return EXIT_OK;
+  }
+  if (!m->train)
+    return usage_error(prog, "grad", "this program was built without training support (add the autodiff pass)");
+  if (!o.tokens) return usage_error(prog, "grad", "--tokens FILE is required");
+  if (!o.targets) return usage_error(prog, "grad", "--targets FILE is required");
+  if (!o.out) return usage_error(prog, "grad", "--out FILE is required");
+  RtError err;
+  err.msg[0] = 0;
+  int B = 0, T = 0, rc = EXIT_OK;
+  int32_t *ids = NULL, *tgt = NULL;
+  size_t wbytes = (size_t)m->weight_floats * sizeof(float);
+  float *W = xalloc(wbytes), *G = xalloc(wbytes);
+  char *arena = xalloc((size_t)m->train_arena_bytes);
+  float *scratch = xalloc(scratch_floats(m, 1) * sizeof(float));
+  if (!W || !G || !arena || !scratch) {
+    rt_fail(&err, "out of memory allocating the model");
+    rc = EXIT_USER;
+  } else if (rt_prog_load_weights(m, W, o.weights, &err) || rt_prog_read_tokens(m, o.tokens, &ids, &B, &T, &err) ||
+             read_targets(m, o.targets, B, T, &tgt, &err)) {
+    rc = EXIT_USER;
+  } else {
+    RtStep s = {B, T, 0, NULL, scratch};
+    float loss = 0;
+    m->train(&s, arena, W, ids, tgt, &loss, G);
+    char ls[48];
+    snprintf(ls, sizeof ls, "%.9g", (double)loss);
+    const char *meta[] = {"format", "pt", "modelc_model", m->name, "loss", ls};
+    if (write_params(m, o.out, G, meta, 3, &err)) rc = EXIT_USER;
+    else printf("loss: %.9g\n", (double)loss);
+  }
+  if (rc) fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+  free(ids);
+  free(tgt);
+  free(W);
+  free(G);
+  free(arena);
+  free(scratch);
+  return rc;
+}
