@@ -288,6 +288,8 @@ typedef struct Trainer {
   char *arena;                   /* max(arena_bytes, train_arena_bytes): forward and train in turn */
   float *scratch, *logits;
   int32_t *ids, *tgt;
+  int32_t *fix_ids, *fix_tgt;    /* --tokens/--targets: a fixed batch instead of --data windows */
+  int64_t fix_rows, fix_next;    /* its rows, and the next row to use */
   unsigned char *data;
   size_t ntrain, nval;
   RtRng rng;
@@ -311,6 +313,8 @@ static void trainer_free(Trainer *t) {
   free(t->ids);
   free(t->tgt);
   free(t->data);
+  free(t->fix_ids);
+  free(t->fix_tgt);
   free(t->hist);
   free(t->log_path);
   free(t->svg_path);
@@ -319,8 +323,16 @@ static void trainer_free(Trainer *t) {
 
 static const char *opt_name(RtOptimizer o) { return o == RT_OPT_SGD ? "sgd" : "adamw"; }
 
-/* One window per row: context+1 bytes at a random offset of the training part. */
+/* One window per row: context+1 bytes at a random offset of the training part (or the next rows
+ * of the fixed batch, cycling). */
 static void draw_rows(Trainer *t, int rows) {
+  if (t->fix_ids) {
+    for (int r = 0; r < rows; r++, t->fix_next = (t->fix_next + 1) % t->fix_rows) {
+      memcpy(t->ids + (size_t)r * t->T, t->fix_ids + t->fix_next * t->T, (size_t)t->T * sizeof(int32_t));
+      memcpy(t->tgt + (size_t)r * t->T, t->fix_tgt + t->fix_next * t->T, (size_t)t->T * sizeof(int32_t));
+    }
+    return;
+  }
   size_t range = t->ntrain - (size_t)t->T; /* offsets 0 .. ntrain-T-1 */
   for (int r = 0; r < rows; r++) {
     uint64_t x = rt_rng_u32(&t->rng);
@@ -755,12 +767,14 @@ static RtTrainConfig effective_config(const RtModel *m) {
   return c;
 }
 
+static int read_targets(const RtModel *m, const char *path, int B, int T, int32_t **out, RtError *err);
+
 int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
   TOpts o;
   int help = 0;
   if (parse_opts(prog, "train", argc, argv,
                  "--data --weights --out --steps --stop-at --batch --micro-batch --lr --seed --eval-every "
-                 "--checkpoint --checkpoint-every --resume --log --threads",
+                 "--checkpoint --checkpoint-every --resume --log --threads --tokens --targets",
                  &o, &help))
     return EXIT_USER;
   if (help) {
@@ -780,8 +794,24 @@ int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
   t.m = m;
   t.c = effective_config(m);
   t.T = (int)m->context;
-  const char *data = o.data ? o.data : t.c.data;
-  if (!data) return usage_error(prog, "train", "--data FILE is required");
+  const char *data = o.data ? o.data : o.tokens ? NULL : t.c.data;
+  if (!data && !o.tokens) return usage_error(prog, "train", "--data FILE (or --tokens and --targets) is required");
+  if (!o.tokens != !o.targets) return usage_error(prog, "train", "--tokens and --targets go together");
+  RtError ferr;
+  if (o.tokens) { /* a fixed batch: every step trains on these rows */
+    int fb = 0, ft = 0;
+    if (rt_prog_read_tokens(m, o.tokens, &t.fix_ids, &fb, &ft, &ferr) ||
+        read_targets(m, o.targets, fb, ft, &t.fix_tgt, &ferr)) {
+      fprintf(stderr, "%s: error: %s\n", prog, ferr.msg);
+      trainer_free(&t);
+      return EXIT_USER;
+    }
+    t.fix_rows = fb;
+    t.T = ft;
+    if (!o.have_batch) o.batch = fb, o.have_batch = 1;
+    if (!o.have_micro && o.batch <= m->batch) o.micro = o.batch, o.have_micro = 1;
+    if (!data) o.eval_every = 0, o.have_eval = 1; /* nothing held out */
+  }
   if (!o.out) return usage_error(prog, "train", "--out W.safetensors is required");
   if (o.resume && o.weights) return usage_error(prog, "train", "--resume and --weights exclude each other");
   if (o.have_ckpt_every && o.ckpt_every > 0 && !o.checkpoint)
@@ -814,6 +844,7 @@ int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
   err.msg[0] = 0;
   int rc = EXIT_OK;
   size_t n = 0;
+  if (!data) goto no_data;
   if (read_file(data, &t.data, &n, &err)) goto fail;
   t.nval = n / 10 + (n % 10 != 0);
   if (t.nval < (size_t)t.T + 1) t.nval = (size_t)t.T + 1;
@@ -823,7 +854,7 @@ int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
     goto fail;
   }
   t.ntrain = n - t.nval;
-
+no_data:;
   size_t wbytes = (size_t)m->weight_floats * sizeof(float);
   size_t abytes = (size_t)(m->arena_bytes > m->train_arena_bytes ? m->arena_bytes : m->train_arena_bytes);
   size_t rows = (size_t)(m->batch > t.M ? m->batch : t.M) * (size_t)t.T;
@@ -904,10 +935,10 @@ int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
     }
     double elapsed = t.elapsed0 + rt_now_seconds() - t_start;
     if (evald)
-      fprintf(t.log, "%lld,%.9g,%.6f,%.6f,%.6f,%.1f,%.3f\n", (long long)s, lr, loss, h->val_loss, h->val_bpb,
+      fprintf(t.log, "%lld,%.9g,%.8g,%.8g,%.8g,%.1f,%.3f\n", (long long)s, lr, loss, h->val_loss, h->val_bpb,
               dt > 0 ? tokens_per_step / dt : 0.0, elapsed);
     else
-      fprintf(t.log, "%lld,%.9g,%.6f,,,%.1f,%.3f\n", (long long)s, lr, loss, dt > 0 ? tokens_per_step / dt : 0.0,
+      fprintf(t.log, "%lld,%.9g,%.8g,,,%.1f,%.3f\n", (long long)s, lr, loss, dt > 0 ? tokens_per_step / dt : 0.0,
               elapsed);
     fflush(t.log);
     if (evald && write_svg(&t, &err)) goto fail;

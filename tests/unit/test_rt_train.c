@@ -490,7 +490,7 @@ START_TEST(test_bad_inputs) {
   char text[256], out[256];
   snprintf(text, sizeof text, "%s", P("text.txt"));
   snprintf(out, sizeof out, "%s", P("w.safetensors"));
-  EXPECT_FAIL("--data FILE is required", &m, "train", "--out", out);
+  EXPECT_FAIL("--data FILE (or --tokens and --targets) is required", &m, "train", "--out", out);
   EXPECT_FAIL("--out W.safetensors is required", &m, "train", "--data", text);
   EXPECT_FAIL("No such file", &m, "train", "--data", P("missing.txt"), "--out", out);
   EXPECT_FAIL("17 bytes is too small", &m, "train", "--data", P("tiny.txt"), "--out", out);
