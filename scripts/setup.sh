@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Build tools and libraries; clang and its sanitizer runtime build the ASan+UBSan configuration.
 PKGS=(build-essential cmake pkg-config libyaml-dev check libsubunit-dev libopenblas-dev
-      llvm-14-dev clang libclang-rt-14-dev)
+      llvm-14-dev clang libclang-rt-14-dev fortunes)
 
 missing=()
 for p in "${PKGS[@]}"; do
