@@ -46,7 +46,22 @@ typedef struct TOpts {
   uint64_t seed;
   long threads;
   int have_steps, have_batch, have_micro, have_lr, have_seed, have_eval, have_ckpt_every;
+  /* optimiser and schedule overrides of the spec's train: section (have_* says which were given) */
+  double min_lr, weight_decay, grad_clip, beta1, beta2, momentum;
+  long long warmup;
+  int schedule, optimizer;
+  int have_min_lr, have_wd, have_clip, have_beta1, have_beta2, have_momentum, have_warmup, have_schedule, have_opt;
 } TOpts;
+
+/* Parses a real in [lo, hi] (hi_open: hi excluded). */
+static int parse_real(const char *s, double lo, double hi, int hi_open, double *out) {
+  char *end;
+  errno = 0;
+  double d = strtod(s, &end);
+  if (errno || end == s || *end || !(d >= lo) || (hi_open ? !(d < hi) : !(d <= hi))) return -1;
+  *out = d;
+  return 0;
+}
 
 static int usage_error(const char *prog, const char *verb, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -145,6 +160,37 @@ static int parse_opts(const char *prog, const char *verb, int argc, char **argv,
     } else if (!strcmp(key, "--threads")) {
       if (parse_ll(val, 1, 1024, &v)) return usage_error(prog, verb, "bad --threads '%s'", val);
       o->threads = (long)v;
+    } else if (!strcmp(key, "--min-lr")) {
+      if (parse_real(val, 0, 1e6, 0, &o->min_lr)) return usage_error(prog, verb, "bad --min-lr '%s' (>= 0)", val);
+      o->have_min_lr = 1;
+    } else if (!strcmp(key, "--weight-decay")) {
+      if (parse_real(val, 0, 1e6, 0, &o->weight_decay))
+        return usage_error(prog, verb, "bad --weight-decay '%s' (>= 0)", val);
+      o->have_wd = 1;
+    } else if (!strcmp(key, "--grad-clip")) {
+      if (parse_real(val, 0, 1e12, 0, &o->grad_clip))
+        return usage_error(prog, verb, "bad --grad-clip '%s' (>= 0; 0 turns clipping off)", val);
+      o->have_clip = 1;
+    } else if (!strcmp(key, "--beta1") || !strcmp(key, "--beta2") || !strcmp(key, "--momentum")) {
+      double d;
+      if (parse_real(val, 0, 1, 1, &d)) return usage_error(prog, verb, "bad %s '%s' (in [0, 1))", key, val);
+      if (!strcmp(key, "--beta1")) o->beta1 = d, o->have_beta1 = 1;
+      else if (!strcmp(key, "--beta2")) o->beta2 = d, o->have_beta2 = 1;
+      else o->momentum = d, o->have_momentum = 1;
+    } else if (!strcmp(key, "--warmup")) {
+      if (parse_ll(val, 0, 1000000000000LL, &o->warmup)) return usage_error(prog, verb, "bad --warmup '%s' (>= 0)", val);
+      o->have_warmup = 1;
+    } else if (!strcmp(key, "--schedule")) {
+      if (!strcmp(val, "cosine")) o->schedule = RT_SCHED_COSINE;
+      else if (!strcmp(val, "constant")) o->schedule = RT_SCHED_CONSTANT;
+      else if (!strcmp(val, "linear")) o->schedule = RT_SCHED_LINEAR;
+      else return usage_error(prog, verb, "bad --schedule '%s' (cosine, constant or linear)", val);
+      o->have_schedule = 1;
+    } else if (!strcmp(key, "--optimizer")) {
+      if (!strcmp(val, "adamw")) o->optimizer = RT_OPT_ADAMW;
+      else if (!strcmp(val, "sgd")) o->optimizer = RT_OPT_SGD;
+      else return usage_error(prog, verb, "bad --optimizer '%s' (adamw or sgd)", val);
+      o->have_opt = 1;
     } else if (!strcmp(key, "--lr")) {
       char *end;
       errno = 0;
@@ -735,7 +781,10 @@ static void train_help(const char *prog, const RtModel *m) {
   const RtTrainConfig *c = &m->train_config;
   printf("usage: %s train --data FILE --out W.safetensors [--weights INIT | --resume CKPT] [--steps N]\n"
          "       [--batch B] [--micro-batch M] [--lr LR] [--seed S] [--eval-every K]\n"
-         "       [--checkpoint PATH] [--checkpoint-every K] [--stop-at K] [--log FILE.csv] [--threads N]\n\n"
+         "       [--checkpoint PATH] [--checkpoint-every K] [--stop-at K] [--log FILE.csv] [--threads N]\n"
+         "       [--optimizer adamw|sgd] [--schedule cosine|linear|constant] [--warmup N] [--min-lr X]\n"
+         "       [--weight-decay X] [--grad-clip X] [--beta1 X] [--beta2 X] [--momentum X]\n"
+         "       [--tokens T.npy --targets Y.npy]   (a fixed batch every step instead of --data)\n\n"
          "Train on the bytes of FILE (byte-level vocabulary). The last 10%% of FILE (at least context+1\n"
          "bytes) is held out for validation. Each step draws B windows of context+1 bytes at random\n"
          "offsets (PCG32 seeded by --seed) and averages the gradients of B/M micro-batches of M rows\n"
@@ -774,7 +823,8 @@ int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
   int help = 0;
   if (parse_opts(prog, "train", argc, argv,
                  "--data --weights --out --steps --stop-at --batch --micro-batch --lr --seed --eval-every "
-                 "--checkpoint --checkpoint-every --resume --log --threads --tokens --targets",
+                 "--checkpoint --checkpoint-every --resume --log --threads --tokens --targets --min-lr "
+                 "--weight-decay --grad-clip --beta1 --beta2 --momentum --warmup --schedule --optimizer",
                  &o, &help))
     return EXIT_USER;
   if (help) {
@@ -812,10 +862,10 @@ int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
     if (!o.have_micro && o.batch <= m->batch) o.micro = o.batch, o.have_micro = 1;
     if (!data) o.eval_every = 0, o.have_eval = 1; /* nothing held out */
   }
-  if (!o.out) return usage_error(prog, "train", "--out W.safetensors is required");
-  if (o.resume && o.weights) return usage_error(prog, "train", "--resume and --weights exclude each other");
+  if (!o.out) return trainer_free(&t), usage_error(prog, "train", "--out W.safetensors is required");
+  if (o.resume && o.weights) return trainer_free(&t), usage_error(prog, "train", "--resume and --weights exclude each other");
   if (o.have_ckpt_every && o.ckpt_every > 0 && !o.checkpoint)
-    return usage_error(prog, "train", "--checkpoint-every needs --checkpoint PATH");
+    return trainer_free(&t), usage_error(prog, "train", "--checkpoint-every needs --checkpoint PATH");
   t.B = o.have_batch ? o.batch : t.c.batch;
   if (o.have_micro) {
     t.M = o.micro;
@@ -826,16 +876,27 @@ int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
     }
   }
   if (t.M > m->batch)
-    return usage_error(prog, "train", "--micro-batch %lld exceeds the compiled batch %lld", (long long)t.M,
+    return trainer_free(&t), usage_error(prog, "train", "--micro-batch %lld exceeds the compiled batch %lld", (long long)t.M,
                        (long long)m->batch);
   if (t.B % t.M)
-    return usage_error(prog, "train", "--micro-batch %lld does not divide --batch %lld", (long long)t.M,
+    return trainer_free(&t), usage_error(prog, "train", "--micro-batch %lld does not divide --batch %lld", (long long)t.M,
                        (long long)t.B);
   if (o.have_lr) { /* min_lr keeps the spec's ratio to lr (lr/10 by default) */
     double ratio = t.c.min_lr >= 0 && t.c.min_lr <= t.c.lr ? t.c.min_lr / t.c.lr : 0.1;
     t.c.lr = o.lr;
     t.c.min_lr = o.lr * ratio;
   }
+  if (o.have_min_lr) t.c.min_lr = o.min_lr;
+  if (t.c.min_lr > t.c.lr)
+    return trainer_free(&t), usage_error(prog, "train", "--min-lr %g exceeds the learning rate %g", t.c.min_lr, t.c.lr);
+  if (o.have_wd) t.c.weight_decay = o.weight_decay;
+  if (o.have_clip) t.c.grad_clip = o.grad_clip;
+  if (o.have_beta1) t.c.beta1 = o.beta1;
+  if (o.have_beta2) t.c.beta2 = o.beta2;
+  if (o.have_momentum) t.c.momentum = o.momentum;
+  if (o.have_warmup) t.c.warmup = o.warmup;
+  if (o.have_schedule) t.c.schedule = (RtSchedule)o.schedule;
+  if (o.have_opt) t.c.optimizer = (RtOptimizer)o.optimizer;
   uint64_t seed = o.have_seed ? o.seed : (uint64_t)t.c.seed;
   t.eval_every = o.have_eval ? o.eval_every : t.c.eval_every;
   t.ckpt_every = o.checkpoint ? (o.have_ckpt_every ? o.ckpt_every : t.c.checkpoint_every) : 0;

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Training through a generated program (gpt-tiny, whose pipeline starts with autodiff): flags
+# override the spec's train: settings; a run resumed from a checkpoint ends byte-identical to an
+# uninterrupted one; micro-batches give the full batch's result; bad flags and programs built
+# without training fail clearly.
+set -euo pipefail
+source "$(dirname "$0")/lib.bash"
+FIX=tests/reference/fixtures
+G="$TMP/gpt"
+expect_status 0 "$MODELC" build examples/gpt-tiny.yaml -o "$G"
+expect_status 0 "$G" info
+expect_status 0 "$G" train --help; expect_in "$TMP/out" "--optimizer adamw|sgd"
+cat README.md docs/*.md > "$TMP/data.txt"   # a few tens of kB of English
+
+# resume: 6 steps in one run == 3 steps, checkpoint, resume to 6 (cosine schedule over 6 steps)
+expect_status 0 "$G" train --data "$TMP/data.txt" --steps 6 --eval-every 3 --seed 5 --out "$TMP/a.safetensors"
+expect_status 0 "$G" train --data "$TMP/data.txt" --steps 6 --stop-at 3 --seed 5 --checkpoint "$TMP/ck.safetensors" \
+  --out "$TMP/half.safetensors"
+expect_status 0 "$G" train --data "$TMP/data.txt" --steps 6 --resume "$TMP/ck.safetensors" --out "$TMP/b.safetensors"
+cmp -s "$TMP/a.safetensors" "$TMP/b.safetensors" || fail "resumed run differs from the uninterrupted one"
+[ "$(wc -l < "$TMP/a.csv")" -eq 7 ] || fail "the CSV log should have a header and 6 rows"
+grep -q '^3,.*,[0-9.]*,[0-9.]*,' "$TMP/a.csv" || fail "no validation loss at step 3 in the CSV"
+head -c 4 "$TMP/a.svg" | grep -q '<svg' || fail "no SVG loss curve"
+
+# micro-batches: batch 4 as 4 x 1 gives the same weights as 1 x 4 (to float rounding: compare losses)
+expect_status 0 "$G" train --tokens $FIX/gpt-tiny/tokens.npy --targets $FIX/gpt-tiny/targets.npy --steps 2 \
+  --batch 4 --micro-batch 4 --out "$TMP/m4.safetensors"
+expect_status 0 "$G" train --tokens $FIX/gpt-tiny/tokens.npy --targets $FIX/gpt-tiny/targets.npy --steps 2 \
+  --batch 4 --micro-batch 1 --out "$TMP/m1.safetensors"
+l4=$(sed -n '3p' "$TMP/m4.csv" | cut -d, -f3); l1=$(sed -n '3p' "$TMP/m1.csv" | cut -d, -f3)
+awk -v a="$l4" -v b="$l1" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-5 * (a < 0 ? -a : a)) }' ||
+  fail "step-2 loss with micro-batch 1 ($l1) differs from micro-batch 4 ($l4)"
+
+# every optimiser/schedule flag is taken
+expect_status 0 "$G" train --tokens $FIX/gpt-tiny/tokens.npy --targets $FIX/gpt-tiny/targets.npy --steps 3 \
+  --optimizer sgd --momentum 0.8 --schedule linear --warmup 1 --lr 1e-2 --min-lr 1e-4 --grad-clip 0.5 \
+  --weight-decay 0 --beta1 0.8 --beta2 0.99 --out "$TMP/s.safetensors"
+expect_in "$TMP/out" "step 3"
+
+# errors
+expect_status 1 "$G" train --data "$TMP/data.txt" --out x --schedule wavy; expect_in "$TMP/err" "bad --schedule 'wavy'"
+expect_status 1 "$G" train --data "$TMP/data.txt" --out x --optimizer adam; expect_in "$TMP/err" "bad --optimizer"
+expect_status 1 "$G" train --data "$TMP/data.txt" --out x --min-lr 5;    expect_in "$TMP/err" "exceeds the learning rate"
+expect_status 1 "$G" train --data "$TMP/data.txt" --out x --beta2 1;     expect_in "$TMP/err" "bad --beta2"
+expect_status 1 "$G" train --data "$TMP/data.txt" --out x --micro-batch 3; expect_in "$TMP/err" "does not divide"
+expect_status 1 "$G" train --tokens $FIX/gpt-tiny/tokens.npy --out x;     expect_in "$TMP/err" "go together"
+printf 'tiny' > "$TMP/tiny.txt"
+expect_status 1 "$G" train --data "$TMP/tiny.txt" --out x;               expect_in "$TMP/err" "too small"
+expect_status 1 "$G" train --data "$TMP/data.txt" --out x --resume $FIX/bert-tiny/weights.safetensors
+expect_in "$TMP/err" "error"
+expect_status 0 "$MODELC" build examples/bert-tiny.yaml -o "$TMP/bert"
+expect_status 1 "$TMP/bert" train --data "$TMP/data.txt" --out x
+expect_in "$TMP/err" "built without training support"
+finish
