@@ -586,7 +586,20 @@ int main(int argc, char **argv) {
     printf("%-24s %16s %16s %16s %16s %16s\n", "after pass", "parameters", "param bytes", "FLOPs/token",
            "live peak bytes", "arena bytes");
     stats_row(NULL, m, NULL);
-    if (!run_passes(m, &o, &pipe, &d, stats_row, NULL)) status = EXIT_USER;
+    if (!run_passes(m, &o, &pipe, &d, stats_row, NULL)) {
+      status = EXIT_USER;
+    } else {
+      const Attr *tr = ir_module_attr(m, "train");
+      const Func *tf = tr && tr->kind == ATTR_SYM ? ir_find_func(m, tr->s) : NULL;
+      if (tf) {
+        char fl[32], ar[32] = "-", lp[32];
+        fmt_count(fl, sizeof fl, ir_func_flops(m, tf) / tokens_per_call(m));
+        fmt_count(lp, sizeof lp, ir_func_peak_bytes(m, tf));
+        int64_t a = memplan_arena_bytes(m, tf);
+        if (a >= 0) fmt_count(ar, sizeof ar, a);
+        printf("%-24s %16s %16s %16s %16s %16s\n", "@train (after the pipeline)", "", "", fl, lp, ar);
+      }
+    }
   } else if (strcmp(cmd, "build") == 0) {
     status = build(m, &o, &pipe, argc, argv, &d);
   } else {

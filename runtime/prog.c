@@ -316,6 +316,11 @@ static void print_info(const RtModel *m, FILE *o) {
   fprintf(o, "parameter bytes:  %lld\n", (long long)m->param_bytes);
   fprintf(o, "forward FLOPs:    %lld per token\n", (long long)m->flops_per_token);
   fprintf(o, "arena bytes:      %lld (planned activations)\n", (long long)m->arena_bytes);
+  if (m->train)
+    fprintf(o, "training:         %lld FLOPs per token (forward, recompute, backward), train arena %lld bytes\n",
+            (long long)m->train_flops_per_token, (long long)m->train_arena_bytes);
+  else
+    fprintf(o, "training:         not compiled in (add the autodiff pass)\n");
   fprintf(o, "KV cache bytes:   %lld at batch 1 (%d attention layers)\n",
           (long long)(2 * (int64_t)m->kv_slots * m->context * m->attn_c * 4), m->kv_slots);
   fprintf(o, "compile options:  %s\n", m->compile_options);
@@ -673,9 +678,12 @@ static int cmd_bench(const char *prog, int argc, char **argv, const RtModel *m) 
   if (help) {
     printf("usage: %s bench [--weights W] [--runs N] [--threads N] [-n DECODE_TOKENS]\n\n"
            "Forward tokens/s at the full compiled batch and context, and decode tokens/s at batch 1\n"
-           "with the KV cache (language models), as medians of N runs (default 7). Without weights,\n"
-           "the parameters are drawn at random (speed does not depend on their values).\n"
-           "Prints 'key: value' lines.\n", prog);
+           "with the KV cache (language models), as medians of N runs (default 7). Programs built\n"
+           "with the autodiff pass also time one training step at the full compiled batch and\n"
+           "context: train (forward + backward into the gradients) then AdamW over every stored\n"
+           "parameter (lr 1e-4; betas, eps, weight decay from the spec), after a warm-up step.\n"
+           "Without weights, the parameters are drawn at random (speed does not depend on their\n"
+           "values). Prints 'key: value' lines.\n", prog);
     return EXIT_OK;
   }
   RtError err;
@@ -730,7 +738,71 @@ static int cmd_bench(const char *prog, int argc, char **argv, const RtModel *m) 
   }
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  printf("peak_rss_kib: %ld\narena_bytes: %lld\n", ru.ru_maxrss, (long long)m->arena_bytes);
+  long rss_inference = ru.ru_maxrss; /* peak_rss_kib: forward and decode only, as before */
+  if (m->train) {
+    /* One optimiser step as PROG train takes it with micro-batch = batch and no clipping: train
+     * (forward + backward, gradients written into G) then AdamW on every stored parameter. The
+     * arena and scratch are sized as runtime/train.c sizes them; the weights are trained in place
+     * (speed does not depend on their values). */
+#if defined(__GNUC__)
+    extern size_t rt_attention_dx_scratch_floats(int T, int C, int n_head) __attribute__((weak));
+#endif
+    const RtTrainConfig *c = &m->train_config;
+    int64_t nw = m->weight_floats;
+    size_t ab = (size_t)(m->train_arena_bytes > m->arena_bytes ? m->train_arena_bytes : m->arena_bytes);
+    size_t sf = scratch_floats(m);
+#if defined(__GNUC__)
+    if (m->kv_slots && rt_attention_dx_scratch_floats) {
+      size_t d = rt_attention_dx_scratch_floats((int)m->attn_t, (int)m->attn_c, (int)m->attn_heads);
+      sf = d > sf ? d : sf;
+    }
+#endif
+    float *G = xalloc((size_t)nw * sizeof(float)), *s1 = xalloc((size_t)nw * sizeof(float));
+    float *s2 = xalloc((size_t)nw * sizeof(float)), *tscr = xalloc(sf * sizeof(float));
+    char *tarena = xalloc(ab);
+    int nb = m->out_per_token ? B * T : B;
+    int32_t *tgt = malloc(sizeof(int32_t) * (size_t)nb);
+    if (!G || !s1 || !s2 || !tscr || !tarena || !tgt) {
+      fprintf(stderr, "%s: error: out of memory allocating the training state\n", prog);
+      rc = EXIT_USER;
+    } else {
+      uint32_t ncls = (uint32_t)(m->out_per_token ? m->vocab : m->out_dim);
+      for (int i = 0; i < nb; i++) tgt[i] = (int32_t)(rt_rng_u32(&g) % ncls);
+      float beta1 = c->beta1 > 0 ? (float)c->beta1 : 0.9f, beta2 = c->beta2 > 0 ? (float)c->beta2 : 0.999f;
+      float eps = c->eps > 0 ? (float)c->eps : 1e-8f;
+      double loss = 0;
+      for (int k = -1; k < (int)o.runs; k++) { /* k = -1: warm-up */
+        RtStep st = {B, T, 0, NULL, tscr};
+        float l = 0;
+        double t0 = rt_now_seconds();
+        m->train(&st, tarena, r.W, ids, tgt, &l, G);
+        for (int i = 0; i < m->nparams; i++) {
+          const RtParamInfo *p = &m->params[i];
+          if (!p->stored) continue;
+          float wd = p->decay ? (float)c->weight_decay : 0.0f;
+          rt_adamw(r.W + p->offset, G + p->offset, s1 + p->offset, s2 + p->offset, numel(p), 1e-4f, beta1, beta2,
+                   eps, wd, (int64_t)k + 2);
+        }
+        if (k >= 0) times[k] = rt_now_seconds() - t0;
+        loss = l;
+      }
+      double ts = median(times, (int)o.runs);
+      printf("train_batch: %d\ntrain_context: %d\ntrain_loss: %.4f\ntrain_step_seconds: %.6f\n"
+             "train_tokens_per_s: %.1f\n", B, T, loss, ts, B * T / ts);
+      if (m->train_flops_per_token > 0)
+        printf("train_gflops: %.2f\n", (double)m->train_flops_per_token * B * T / ts / 1e9);
+      getrusage(RUSAGE_SELF, &ru);
+      printf("train_peak_rss_kib: %ld\n", ru.ru_maxrss);
+    }
+    free(G);
+    free(s1);
+    free(s2);
+    free(tscr);
+    free(tarena);
+    free(tgt);
+    if (rc != EXIT_OK) goto done;
+  }
+  printf("peak_rss_kib: %ld\narena_bytes: %lld\n", rss_inference, (long long)m->arena_bytes);
 done:
   free(ids);
   free(out);
