@@ -14,44 +14,13 @@
  * output rows (each element is one task's dot product; OpenBLAS's own blocking of a chunk is
  * deterministic for given chunk sizes, so those two are deterministic per thread count). */
 #include "modelc_rt.h"
+#include "rt_internal.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Rows per chunk for row-wise kernels over C columns: about 8K floats of work per chunk (as in
- * kernels.c). */
-static inline int row_grain(int C) { return C >= 8192 ? 1 : 8192 / (C > 0 ? C : 1); }
-
-/* Sum of x[0..n) with 8 lanes, then a pairwise combine (the forward norms' exact formula). */
-static float sum8(const float *x, int n) {
-  float a[8] = {0};
-  int i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; j++)
-      a[j] += x[i + j];
-  float tail = 0.0f;
-  for (; i < n; i++)
-    tail += x[i];
-  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
-}
-
-/* Sum of (x[i] - m)^2 with 8 lanes (the forward norms' exact formula). */
-static float sqdev8(const float *x, int n, float m) {
-  float a[8] = {0};
-  int i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; j++) {
-      float d = x[i + j] - m;
-      a[j] += d * d;
-    }
-  float tail = 0.0f;
-  for (; i < n; i++)
-    tail += (x[i] - m) * (x[i] - m);
-  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
-}
 
 /* Max of x[0..n) (n >= 1). */
 static float max_row(const float *x, int n) {
@@ -123,7 +92,7 @@ static void ce_blocks(void *p, int lo, int hi) {
 
 /* rows per block: at least about 8K floats of work, and at most CE_BLOCKS blocks */
 static int ce_rows_per_block(int R, int V) {
-  int rpb = row_grain(V);
+  int rpb = rt_row_grain(V);
   if ((R + rpb - 1) / rpb > CE_BLOCKS)
     rpb = (R + CE_BLOCKS - 1) / CE_BLOCKS;
   return rpb;
@@ -184,7 +153,7 @@ void rt_cross_entropy_grad(float *dlogits, const float *logits, const int32_t *t
   if (R <= 0 || V <= 0)
     return;
   CeCtx c = {dlogits, logits, targets, R, V, 0, dloss, {0}};
-  rt_parallel_for(R, row_grain(V), ce_grad_rows, &c);
+  rt_parallel_for(R, rt_row_grain(V), ce_grad_rows, &c);
 }
 
 void rt_cross_entropy_grad_ref(float *dlogits, const float *logits, const int32_t *targets, int R, int V,
@@ -278,7 +247,7 @@ void rt_linear_dw_ref(float *dW, const float *dy, const float *x, int M, int N, 
 
 /* ---- LayerNorm / RMSNorm backward ----------------------------------------------------------- *
  * xhat = (x - mean) * rstd (LayerNorm) or x * rstd (RMSNorm), y = xhat * g (+ b), with the
- * forward's statistics (sum8 / sqdev8 in float, exactly as rt_layernorm / rt_rmsnorm).
+ * forward's statistics (rt_sum8 / rt_sqdev8 in float, exactly as rt_layernorm / rt_rmsnorm).
  * dxhat = dy * g;  dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))   (LayerNorm)
  *                  dx = rstd * (dxhat - xhat * mean(dxhat * xhat))                 (RMSNorm)
  * dgain = sum over rows of dy * xhat. */
@@ -294,11 +263,11 @@ typedef struct NormBwdCtx {
 static void row_stats(const float *xr, int C, float eps, int rms, float *mean, float *rstd) {
   if (rms) {
     *mean = 0.0f;
-    *rstd = 1.0f / sqrtf(sqdev8(xr, C, 0.0f) / (float)C + eps);
+    *rstd = 1.0f / sqrtf(rt_sqdev8(xr, C, 0.0f) / (float)C + eps);
   } else {
-    float m = sum8(xr, C) / (float)C;
+    float m = rt_sum8(xr, C) / (float)C;
     *mean = m;
-    *rstd = 1.0f / sqrtf(sqdev8(xr, C, m) / (float)C + eps);
+    *rstd = 1.0f / sqrtf(rt_sqdev8(xr, C, m) / (float)C + eps);
   }
 }
 
@@ -341,7 +310,7 @@ void rt_norm_dx(float *dx, const float *x, const float *gain, const float *dy, i
   if (R <= 0 || C <= 0)
     return;
   NormBwdCtx n = {dx, NULL, x, gain, dy, C, rms, 0, eps, NULL, NULL};
-  rt_parallel_for(R, row_grain(C), norm_dx_rows, &n);
+  rt_parallel_for(R, rt_row_grain(C), norm_dx_rows, &n);
 }
 
 void rt_norm_dx_ref(float *dx, const float *x, const float *gain, const float *dy, int R, int C, float eps, int rms) {
@@ -430,7 +399,7 @@ void rt_norm_dg(float *dgain, const float *x, const float *dy, int R, int C, flo
     d.n.r0 = r0;
     d.rows = R - r0 < NORM_GROUP ? R - r0 : NORM_GROUP;
     d.first = r0 == 0;
-    rt_parallel_for(d.rows, row_grain(C), norm_stats_rows, &d.n);
+    rt_parallel_for(d.rows, rt_row_grain(C), norm_stats_rows, &d.n);
     /* columns in multiples of 16 (whole cache lines of dgain), about 8K floats per chunk */
     int g = (8192 / d.rows + 15) / 16 * 16;
     rt_parallel_for(C, g < 16 ? 16 : g, norm_dg_cols, &d);
@@ -492,7 +461,7 @@ void rt_embedding_dw(float *dtable, const int32_t *ids, const float *dy, int n, 
     return;
   EmbCtx e = {dtable, ids, dy, n > 0 ? n : 0, C};
   /* a task zeroes (hi-lo) C floats and scans n ids: at least ~8K floats of zeroing per chunk */
-  rt_parallel_for(V, row_grain(C), emb_dw_rows, &e);
+  rt_parallel_for(V, rt_row_grain(C), emb_dw_rows, &e);
 }
 
 void rt_embedding_dw_ref(float *dtable, const int32_t *ids, const float *dy, int n, int V, int C) {

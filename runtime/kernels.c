@@ -4,6 +4,7 @@
  * split rows (or elements) over rt_parallel_for and keep 8 independent float partial sums so
  * compilers can vectorise reductions without -ffast-math; refs accumulate in double. */
 #include "modelc_rt.h"
+#include "rt_internal.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -11,38 +12,9 @@
 
 /* Rows per chunk for row-wise kernels over C columns: about 8K floats of work per chunk, so the
  * pool is only used when each thread gets at least that much. */
-static inline int row_grain(int C) { return C >= 8192 ? 1 : 8192 / (C > 0 ? C : 1); }
 
 /* Elements per block for element-wise kernels (rt_parallel_for counts blocks: n may exceed int). */
 #define EW_BLOCK 4096
-
-/* Sum of x[0..n) with 8 lanes, then a pairwise combine: accurate and vectorisable. */
-static float sum8(const float *x, int n) {
-  float a[8] = {0};
-  int i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; j++)
-      a[j] += x[i + j];
-  float tail = 0.0f;
-  for (; i < n; i++)
-    tail += x[i];
-  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
-}
-
-/* Sum of (x[i] - m)^2 with 8 lanes. */
-static float sqdev8(const float *x, int n, float m) {
-  float a[8] = {0};
-  int i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; j++) {
-      float d = x[i + j] - m;
-      a[j] += d * d;
-    }
-  float tail = 0.0f;
-  for (; i < n; i++)
-    tail += (x[i] - m) * (x[i] - m);
-  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
-}
 
 /* ---- linear: x (M,K), W (N,K), bias (N) or NULL -> y (M,N) ---------------------------------- */
 
@@ -156,7 +128,7 @@ static void emb_rows(void *p, int lo, int hi) {
 
 int rt_embedding(float *out, const int32_t *ids, const float *table, int n, int V, int C, RtError *err) {
   EmbCtx e = {out, ids, table, V, C};
-  rt_parallel_for(n, row_grain(C), emb_rows, &e);
+  rt_parallel_for(n, rt_row_grain(C), emb_rows, &e);
   for (int i = 0; i < n; i++) /* the first bad id, serially: n ints are cheap to scan */
     if (ids[i] < 0 || ids[i] >= V)
       return rt_fail(err, "embedding: token id %ld at position %d is outside [0, %d)", (long)ids[i], i, V);
@@ -197,7 +169,7 @@ static void pos_rows(void *p, int lo, int hi) {
 
 void rt_add_positions(float *x, const float *pos, int B, int T, int C, int t0) {
   PosCtx c = {x, pos, T, C, t0};
-  rt_parallel_for(B * T, row_grain(C), pos_rows, &c);
+  rt_parallel_for(B * T, rt_row_grain(C), pos_rows, &c);
 }
 
 void rt_add_positions_ref(float *x, const float *pos, int B, int T, int C, int t0) {
@@ -223,8 +195,8 @@ static void layernorm_rows(void *p, int lo, int hi) {
   for (int r = lo; r < hi; r++) {
     const float *xr = n->x + (size_t)r * C;
     float *o = n->out + (size_t)r * C;
-    float mean = sum8(xr, C) / (float)C;
-    float var = sqdev8(xr, C, mean) / (float)C;
+    float mean = rt_sum8(xr, C) / (float)C;
+    float var = rt_sqdev8(xr, C, mean) / (float)C;
     float rstd = 1.0f / sqrtf(var + n->eps);
     if (bias)
       for (int c = 0; c < C; c++)
@@ -242,7 +214,7 @@ static void layernorm_rows(void *p, int lo, int hi) {
 void rt_layernorm(float *out, float *mean_out, float *rstd_out, const float *x, const float *gain, const float *bias,
                   int R, int C, float eps) {
   NormCtx n = {out, mean_out, rstd_out, x, gain, bias, C, eps};
-  rt_parallel_for(R, row_grain(C), layernorm_rows, &n);
+  rt_parallel_for(R, rt_row_grain(C), layernorm_rows, &n);
 }
 
 void rt_layernorm_ref(float *out, float *mean_out, float *rstd_out, const float *x, const float *gain,
@@ -274,7 +246,7 @@ static void rmsnorm_rows(void *p, int lo, int hi) {
   for (int r = lo; r < hi; r++) {
     const float *xr = n->x + (size_t)r * C;
     float *o = n->out + (size_t)r * C;
-    float ms = sqdev8(xr, C, 0.0f) / (float)C;
+    float ms = rt_sqdev8(xr, C, 0.0f) / (float)C;
     float rstd = 1.0f / sqrtf(ms + n->eps);
     for (int c = 0; c < C; c++)
       o[c] = xr[c] * rstd * n->gain[c];
@@ -285,7 +257,7 @@ static void rmsnorm_rows(void *p, int lo, int hi) {
 
 void rt_rmsnorm(float *out, float *rstd_out, const float *x, const float *gain, int R, int C, float eps) {
   NormCtx n = {out, NULL, rstd_out, x, gain, NULL, C, eps};
-  rt_parallel_for(R, row_grain(C), rmsnorm_rows, &n);
+  rt_parallel_for(R, rt_row_grain(C), rmsnorm_rows, &n);
 }
 
 void rt_rmsnorm_ref(float *out, float *rstd_out, const float *x, const float *gain, int R, int C, float eps) {
@@ -398,7 +370,7 @@ static void softmax_rows(void *p, int lo, int hi) {
     }
     for (int c = 0; c < C; c++)
       o[c] = rt_expf(xr[c] - mx);
-    float inv = 1.0f / sum8(o, C);
+    float inv = 1.0f / rt_sum8(o, C);
     for (int c = 0; c < C; c++)
       o[c] *= inv;
   }
@@ -406,7 +378,7 @@ static void softmax_rows(void *p, int lo, int hi) {
 
 void rt_softmax(float *out, const float *x, int R, int C) {
   SmCtx sc = {out, x, C};
-  rt_parallel_for(R, row_grain(C), softmax_rows, &sc);
+  rt_parallel_for(R, rt_row_grain(C), softmax_rows, &sc);
 }
 
 void rt_softmax_ref(float *out, const float *x, int R, int C) {

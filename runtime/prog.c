@@ -14,6 +14,7 @@
 
 
 #include "modelc_rt.h"
+#include "rt_internal.h"
 
 enum { EXIT_OK = 0, EXIT_USER = 1 };
 
@@ -587,30 +588,14 @@ static int cmd_eval(const char *prog, int argc, char **argv, const RtModel *m) {
   if (!is_lm(m) || m->vocab < RT_BYTE_VOCAB) return usage_error(prog, "eval", "eval needs a byte-level language model");
   if (!o.data) return usage_error(prog, "eval", "--data FILE is required");
   RtError err;
-  FILE *f = fopen(o.data, "rb");
-  if (!f) {
-    fprintf(stderr, "%s: error: %s: %s\n", prog, o.data, strerror(errno));
+  unsigned char *buf = NULL;
+  size_t n = 0;
+  if (rt_read_file(o.data, &buf, &n, &err)) {
+    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
     return EXIT_USER;
   }
-  size_t cap = 1 << 20, n = 0;
-  unsigned char *buf = malloc(cap);
-  for (size_t k; buf && (k = fread(buf + n, 1, cap - n, f)) > 0;) {
-    n += k;
-    if (n == cap) {
-      unsigned char *nb = realloc(buf, cap * 2);
-      if (!nb) {
-        free(buf);
-        buf = NULL;
-        break;
-      }
-      buf = nb;
-      cap *= 2;
-    }
-  }
-  int bad = ferror(f) || !buf;
-  fclose(f);
-  if (bad || n < 2) {
-    fprintf(stderr, "%s: error: %s: %s\n", prog, o.data, bad ? "cannot read" : "needs at least 2 bytes");
+  if (n < 2) {
+    fprintf(stderr, "%s: error: %s: needs at least 2 bytes\n", prog, o.data);
     free(buf);
     return EXIT_USER;
   }

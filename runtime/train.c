@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "modelc_rt.h"
+#include "rt_internal.h"
 
 enum { EXIT_OK = 0, EXIT_USER = 1 };
 
@@ -234,35 +235,6 @@ static size_t scratch_floats(const RtModel *m, int training) {
 #endif
   }
   return s;
-}
-
-static int read_file(const char *path, unsigned char **out, size_t *n_out, RtError *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return rt_fail(err, "%s: %s", path, strerror(errno));
-  size_t cap = 1 << 16, n = 0;
-  unsigned char *buf = malloc(cap);
-  for (size_t k; buf && (k = fread(buf + n, 1, cap - n, f)) > 0;) {
-    n += k;
-    if (n == cap) {
-      unsigned char *nb = realloc(buf, cap * 2);
-      if (!nb) {
-        free(buf);
-        buf = NULL;
-        break;
-      }
-      buf = nb;
-      cap *= 2;
-    }
-  }
-  int bad = ferror(f) || !buf;
-  fclose(f);
-  if (bad) {
-    free(buf);
-    return rt_fail(err, "%s: cannot read", path);
-  }
-  *out = buf;
-  *n_out = n;
-  return 0;
 }
 
 /* A growing string (for the SVG and the rewritten CSV). */
@@ -629,7 +601,7 @@ static int open_log(Trainer *t, int resumed, RtError *err) {
     unsigned char *old = NULL;
     size_t n = 0;
     RtError e2;
-    if (read_file(t->log_path, &old, &n, &e2) == 0) {
+    if (rt_read_file(t->log_path, &old, &n, &e2) == 0) {
       size_t i = 0;
       while (i < n && old[i] != '\n') i++; /* skip the header */
       i++;
@@ -906,7 +878,7 @@ int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
   int rc = EXIT_OK;
   size_t n = 0;
   if (!data) goto no_data;
-  if (read_file(data, &t.data, &n, &err)) goto fail;
+  if (rt_read_file(data, &t.data, &n, &err)) goto fail;
   t.nval = n / 10 + (n % 10 != 0);
   if (t.nval < (size_t)t.T + 1) t.nval = (size_t)t.T + 1;
   if (n < t.nval + (size_t)t.T + 1) {

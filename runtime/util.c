@@ -2,6 +2,7 @@
  * dtype names and sizes, half-precision conversions, the byte-level tokenizer and atomic file
  * writing. They live together because each is a few lines and every other runtime file uses them. */
 #include "modelc_rt.h"
+#include "rt_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -192,5 +193,35 @@ int rt_write_file_atomic(const char *path, const RtChunk *chunks, int n, RtError
     }
     free(dir);
   }
+  return 0;
+}
+
+/* The whole file into a malloc'd buffer (rt_internal.h). */
+int rt_read_file(const char *path, unsigned char **out, size_t *n_out, RtError *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return rt_fail(err, "%s: %s", path, strerror(errno));
+  size_t cap = 1 << 16, n = 0;
+  unsigned char *buf = malloc(cap);
+  for (size_t k; buf && (k = fread(buf + n, 1, cap - n, f)) > 0;) {
+    n += k;
+    if (n == cap) {
+      unsigned char *nb = realloc(buf, cap * 2);
+      if (!nb) {
+        free(buf);
+        buf = NULL;
+        break;
+      }
+      buf = nb;
+      cap *= 2;
+    }
+  }
+  int bad = ferror(f) || !buf;
+  fclose(f);
+  if (bad) {
+    free(buf);
+    return rt_fail(err, "%s: cannot read", path);
+  }
+  *out = buf;
+  *n_out = n;
   return 0;
 }

@@ -1,0 +1,43 @@
+/* rt_internal.h: helpers shared by the runtime's own sources (not part of the public ABI in
+ * modelc_rt.h). One definition each, so that e.g. the backward norms recompute exactly the row
+ * statistics the forward norms computed. */
+#ifndef MODELC_RT_INTERNAL_H
+#define MODELC_RT_INTERNAL_H
+
+#include <stddef.h>
+
+#include "modelc_rt.h"
+
+/* Rows per chunk for row-wise kernels over C columns: about 8K floats of work per chunk, so the
+ * pool is only used when each thread gets at least that much. */
+static inline int rt_row_grain(int C) { return C >= 8192 ? 1 : 8192 / (C > 0 ? C : 1); }
+
+/* Sum of x[0..n) with 8 lanes, then a pairwise combine: accurate and vectorisable. */
+static inline float rt_sum8(const float *x, int n) {
+  float a[8] = {0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) a[j] += x[i + j];
+  float tail = 0.0f;
+  for (; i < n; i++) tail += x[i];
+  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
+}
+
+/* Sum of (x[i] - m)^2 with 8 lanes. */
+static inline float rt_sqdev8(const float *x, int n, float m) {
+  float a[8] = {0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) {
+      float d = x[i + j] - m;
+      a[j] += d * d;
+    }
+  float tail = 0.0f;
+  for (; i < n; i++) tail += (x[i] - m) * (x[i] - m);
+  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
+}
+
+/* Reads a whole file into a malloc'd buffer (*out, *n). -1 with a message naming the file. */
+int rt_read_file(const char *path, unsigned char **out, size_t *n, RtError *err);
+
+#endif
