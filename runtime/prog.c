@@ -490,8 +490,9 @@ static int cmd_generate(const char *prog, int argc, char **argv, const RtModel *
            "       [--top-p P] [--seed S] [--no-cache] [--logits-out L.npy] [--threads N]\n\n"
            "Continue TEXT by N tokens (default 64), streaming them to stdout. Uses the KV cache unless\n"
            "--no-cache (then every step recomputes the whole sequence). --temperature 0 is greedy.\n"
-           "Defaults: temperature 1, top-k off, top-p 1 (off), seed 1337. Generation stops at the\n"
-           "compiled context (%lld tokens). --logits-out writes each step's logits [N,V].\n",
+           "Defaults: temperature 1, top-k off, top-p 1 (off), seed 1337. Past the compiled context\n"
+           "(%lld tokens) the window slides: its last half is re-encoded. --logits-out writes each\n"
+           "step's logits [N,V].\n",
            prog, (long long)m->context);
     return EXIT_OK;
   }
@@ -539,16 +540,23 @@ static int cmd_generate(const char *prog, int argc, char **argv, const RtModel *
       printf("<%d>", tok);
     }
     fflush(stdout);
-    if (len >= ctx) {
-      fprintf(stderr, "\n%s: note: stopped at the compiled context of %d tokens\n", prog, ctx);
-      made++;
-      break;
-    }
-    ids[len++] = tok;
     if (made + 1 == o.n) {
       made++;
       break;
     }
+    if (len >= ctx) {
+      /* the window is full: keep its last half and re-encode it from position 0 (a sliding
+       * window in steps of ctx/2, so the cache is rebuilt once every ctx/2 tokens) */
+      int keep = ctx / 2;
+      memmove(ids, ids + len - keep, (size_t)keep * sizeof(int32_t));
+      len = keep;
+      ids[len++] = tok;
+      RtStep pre = {1, len, 0, o.no_cache ? NULL : r.kv, r.scratch};
+      m->forward(&pre, r.arena, r.W, ids, logits);
+      last = logits + (size_t)(len - 1) * (size_t)m->vocab;
+      continue;
+    }
+    ids[len++] = tok;
     if (o.no_cache) {
       RtStep full = {1, len, 0, NULL, r.scratch};
       m->forward(&full, r.arena, r.W, ids, logits);
