@@ -188,12 +188,14 @@ GRAD_RULE(grad_reshape) {
   return true;
 }
 
+/* dropout scales the kept elements by 1/(1-p): its gradient is the same mask applied to dy, so it
+ * is a dropout op with the same attributes (p and the random stream): the backend draws the same
+ * mask in both (docs/backend.md, "Dropout"). */
 GRAD_RULE(grad_dropout) {
-  if (ir_attr_float(op, "p", 0) != 0) {
-    snprintf(err, n, "training with dropout p > 0 is not implemented yet (set p: 0 or remove the layer)");
-    return false;
-  }
-  give(g, op, 0, dy_of(g, op));
+  Value *dy = dy_of(g, op);
+  Op *o = ir_op_new(g->f, OP_DROPOUT, 1, &dy, 1);
+  for (int i = 0; i < op->nattr; i++) ir_set_attr(o, op->attr[i]);
+  give(g, op, 0, ir_emit(g->f, o));
   return true;
 }
 

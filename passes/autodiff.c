@@ -94,6 +94,8 @@ static void backward(AD *a, const Func *f, GradCtx *g) {
       }
       Op *c = ir_op_new(g->f, OP_CALL, n, in, cb->nret);
       ir_set_attr_sym(c, "callee", cb->name);
+      /* the backward call recomputes the block: it must draw the forward call's random stream */
+      if (ir_attr(op, "stream")) ir_set_attr_int(c, "stream", ir_attr_int(op, "stream", 0));
       ir_emit(g->f, c);
       for (int j = 0; j < op->nin; j++)
         if (g->needs[op->in[j]->id]) ir_grad_accumulate(g, op->in[j], c->out[j]);

@@ -421,3 +421,35 @@ void rt_sinusoid_ref(float *out, int T, int C) {
       out[(size_t)t * C + c] = (float)(c % 2 ? cos(a) : sin(a));
     }
 }
+
+/* ---- dropout: x, out (n), counter-based mask (see modelc_rt.h) ------------------------------ */
+
+static inline int dropout_keep(uint64_t key, size_t i, uint64_t threshold) {
+  return (rt_mix(key, (uint64_t)i) >> 32) >= threshold;
+}
+
+typedef struct DropCtx {
+  float *out;
+  const float *x;
+  size_t n;
+  uint64_t key, threshold;
+  float scale;
+} DropCtx;
+
+static void dropout_blocks(void *ctx, int lo, int hi) {
+  const DropCtx *d = ctx;
+  size_t end = (size_t)hi * EW_BLOCK < d->n ? (size_t)hi * EW_BLOCK : d->n;
+  for (size_t i = (size_t)lo * EW_BLOCK; i < end; i++)
+    d->out[i] = dropout_keep(d->key, i, d->threshold) ? d->x[i] * d->scale : 0.0f;
+}
+
+void rt_dropout(float *out, const float *x, size_t n, float p, uint64_t key) {
+  DropCtx d = {out, x, n, key, (uint64_t)((double)p * 4294967296.0), p < 1.0f ? 1.0f / (1.0f - p) : 0.0f};
+  rt_parallel_for((int)((n + EW_BLOCK - 1) / EW_BLOCK), 1, dropout_blocks, &d);
+}
+
+void rt_dropout_ref(float *out, const float *x, size_t n, float p, uint64_t key) {
+  uint64_t threshold = (uint64_t)((double)p * 4294967296.0);
+  float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+  for (size_t i = 0; i < n; i++) out[i] = dropout_keep(key, i, threshold) ? x[i] * scale : 0.0f;
+}

@@ -376,6 +376,21 @@ static inline float rt_gelu_tanhf(float x) {
   return x / (1.0f + rt_expf(-2.0f * 0.79788456080286536f * (x + 0.044715f * x * x * x)));
 }
 
+/* splitmix64 of a ^ b: derives independent random streams (per layer call, per dropout op). */
+static inline uint64_t rt_mix(uint64_t a, uint64_t b) {
+  uint64_t z = a ^ (b + 0x9e3779b97f4a7c15ull + (a << 6) + (a >> 2));
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+/* Dropout with a counter-based mask: element i is kept iff the top 32 bits of rt_mix(key, i) are
+ * >= p * 2^32, and kept elements are scaled by 1/(1-p). The mask depends only on (key, i), so
+ * the backward pass (the same call on dy) and a recomputed forward draw the same mask without
+ * storing it. x, out (n); out may equal x. */
+void rt_dropout(float *out, const float *x, size_t n, float p, uint64_t key);
+void rt_dropout_ref(float *out, const float *x, size_t n, float p, uint64_t key);
+
 /* Derivatives of the activations (training; the IR's gelu_d, gelu_tanh_d, relu_d, silu_d). */
 static inline float rt_gelu_df(float x) { /* Phi(x) + x phi(x) */
   return 0.5f * erfcf(-x * 0.70710678118654752f) + x * 0.39894228040143268f * rt_expf(-0.5f * x * x);
@@ -501,6 +516,7 @@ typedef struct RtStep {
   int nb, nt, t0;
   RtKV *kv;
   float *scratch;
+  uint64_t seed; /* 0: inference (dropout is the identity); else the training step's random seed */
 } RtStep;
 
 

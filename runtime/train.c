@@ -312,6 +312,7 @@ typedef struct Trainer {
   size_t ntrain, nval;
   RtRng rng;
   int64_t step; /* optimiser steps done */
+  uint64_t dropout_seed; /* --seed of the run (kept in checkpoints): dropout masks derive from it */
   double elapsed0;
   Hist *hist;
   int64_t nhist;
@@ -345,9 +346,10 @@ static const char *opt_name(RtOptimizer o) { return o == RT_OPT_SGD ? "sgd" : "a
  * of the fixed batch, cycling). */
 static void draw_rows(Trainer *t, int rows) {
   if (t->fix_ids) {
+    int per = t->m->out_per_token ? t->T : 1; /* targets per row: every position, or one class */
     for (int r = 0; r < rows; r++, t->fix_next = (t->fix_next + 1) % t->fix_rows) {
       memcpy(t->ids + (size_t)r * t->T, t->fix_ids + t->fix_next * t->T, (size_t)t->T * sizeof(int32_t));
-      memcpy(t->tgt + (size_t)r * t->T, t->fix_tgt + t->fix_next * t->T, (size_t)t->T * sizeof(int32_t));
+      memcpy(t->tgt + (size_t)r * per, t->fix_tgt + t->fix_next * per, (size_t)per * sizeof(int32_t));
     }
     return;
   }
@@ -382,7 +384,7 @@ static double evaluate(Trainer *t) {
       }
       pos += (size_t)nt;
     }
-    RtStep s = {nb, nt, 0, NULL, t->scratch};
+    RtStep s = {nb, nt, 0, NULL, t->scratch, 0};
     m->forward(&s, t->arena, t->W, t->ids, t->logits);
     for (int i = 0; i < nb * nt; i++) {
       const float *l = t->logits + (size_t)i * (size_t)m->vocab;
@@ -404,7 +406,11 @@ static double train_step(Trainer *t, double lr) {
   float *g = nmicro > 1 ? t->Gacc : t->G;
   for (int64_t k = 0; k < nmicro; k++) {
     draw_rows(t, (int)t->M);
-    RtStep s = {(int)t->M, t->T, 0, NULL, t->scratch};
+    /* dropout masks: a seed per (step, micro-batch) derived from the run's stream constant (set by
+     * --seed, kept in checkpoints), not drawn from the data stream, so the windows do not depend
+     * on M; never 0, which means inference */
+    uint64_t seed = rt_mix(t->dropout_seed, ((uint64_t)(t->step + 1) << 20) | (uint64_t)k) | 1;
+    RtStep s = {(int)t->M, t->T, 0, NULL, t->scratch, seed};
     float l = 0;
     m->train(&s, t->arena, t->W, t->ids, t->tgt, &l, t->G);
     loss += l;
@@ -522,7 +528,8 @@ static int write_checkpoint(Trainer *t, const char *path, double elapsed, RtErro
     }
   }
   if (!rc) {
-    char step[32], steps[32], st[32], inc[32], el[32];
+    char step[32], steps[32], st[32], inc[32], el[32], ds[32];
+    snprintf(ds, sizeof ds, "%llu", (unsigned long long)t->dropout_seed);
     snprintf(step, sizeof step, "%lld", (long long)t->step);
     snprintf(steps, sizeof steps, "%lld", (long long)t->steps);
     snprintf(st, sizeof st, "%llu", (unsigned long long)t->rng.state);
@@ -530,7 +537,7 @@ static int write_checkpoint(Trainer *t, const char *path, double elapsed, RtErro
     snprintf(el, sizeof el, "%.3f", elapsed);
     const char *meta[] = {"format", "pt", "modelc_checkpoint", "1", "model", m->name, "optimizer",
                           opt_name(t->c.optimizer), "step", step, "steps", steps, "rng_state", st, "rng_inc", inc,
-                          "elapsed_s", el};
+                          "elapsed_s", el, "dropout_seed", ds};
     rc = rt_st_write(path, ts, n, meta, (int)(sizeof meta / sizeof *meta / 2), err);
   }
   if (names)
@@ -550,8 +557,8 @@ static int load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtEr
   const char *model = rt_st_metadata(st, "model"), *opt = rt_st_metadata(st, "optimizer");
   const char *step = rt_st_metadata(st, "step"), *rs = rt_st_metadata(st, "rng_state");
   const char *ri = rt_st_metadata(st, "rng_inc"), *steps = rt_st_metadata(st, "steps");
-  const char *el = rt_st_metadata(st, "elapsed_s");
-  uint64_t u_step = 0, u_state = 0, u_inc = 0, u_steps = 0;
+  const char *el = rt_st_metadata(st, "elapsed_s"), *dsd = rt_st_metadata(st, "dropout_seed");
+  uint64_t u_step = 0, u_state = 0, u_inc = 0, u_steps = 0, u_ds = 0;
   if (!rt_st_metadata(st, "modelc_checkpoint") || !model || !opt || !step || !rs || !ri)
     rc = rt_fail(err, "%s: not a modelc training checkpoint (its metadata lacks model, optimizer, step or the RNG "
                       "state)", path);
@@ -561,7 +568,8 @@ static int load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtEr
     rc = rt_fail(err, "%s: checkpoint holds %s optimiser state, but this run uses %s", path, opt,
                  opt_name(t->c.optimizer));
   else if (parse_u64(step, &u_step) || u_step > (uint64_t)INT64_MAX / 2 || parse_u64(rs, &u_state) ||
-           parse_u64(ri, &u_inc) || !(u_inc & 1) || (steps && parse_u64(steps, &u_steps)))
+           parse_u64(ri, &u_inc) || !(u_inc & 1) || (steps && parse_u64(steps, &u_steps)) ||
+           (dsd && parse_u64(dsd, &u_ds)))
     rc = rt_fail(err, "%s: bad step or RNG state in the checkpoint metadata", path);
   int sgd = t->c.optimizer == RT_OPT_SGD;
   for (int k = 0; k < (sgd ? 2 : 3) && !rc; k++) {
@@ -584,6 +592,7 @@ static int load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtEr
     t->step = (int64_t)u_step;
     t->rng.state = u_state;
     t->rng.inc = u_inc;
+    t->dropout_seed = u_ds;
     t->elapsed0 = el ? atof(el) : 0.0;
     *ck_steps = (int64_t)u_steps;
   }
@@ -805,10 +814,10 @@ int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
   }
   if (!m->train)
     return usage_error(prog, "train", "this program was built without training support (add the autodiff pass)");
-  if (!m->out_per_token)
+  if (!o.tokens && !m->out_per_token)
     return usage_error(prog, "train", "training a classifier (one output per sequence) on raw bytes is not "
-                                      "supported yet; use 'grad' with explicit targets");
-  if (m->out_dim != m->vocab || m->vocab < RT_BYTE_VOCAB)
+                                      "supported yet; give labelled batches with --tokens and --targets");
+  if (!o.tokens && (m->out_dim != m->vocab || m->vocab < RT_BYTE_VOCAB))
     return usage_error(prog, "train", "training on bytes needs a language model with a vocabulary of at least 256");
   Trainer t;
   memset(&t, 0, sizeof t);
@@ -913,9 +922,11 @@ no_data:;
   } else if (o.weights || m->embedded_weights) {
     if (rt_prog_load_weights(m, t.W, o.weights, &err)) goto fail;
     rt_rng_seed(&t.rng, seed);
+    t.dropout_seed = seed;
   } else {
     rt_prog_init_weights(m, t.W, seed);
     rt_rng_seed(&t.rng, seed);
+    t.dropout_seed = seed;
   }
   t.steps = o.have_steps ? o.steps : (o.resume && ck_steps > 0) ? ck_steps : t.c.steps;
   t.c.steps = t.steps;
@@ -1086,7 +1097,7 @@ int rt_prog_grad(const char *prog, int argc, char **argv, const RtModel *m) {
              read_targets(m, o.targets, B, T, &tgt, &err)) {
     rc = EXIT_USER;
   } else {
-    RtStep s = {B, T, 0, NULL, scratch};
+    RtStep s = {B, T, 0, NULL, scratch, 0};
     float loss = 0;
     m->train(&s, arena, W, ids, tgt, &loss, G);
     char ls[48];

@@ -489,8 +489,17 @@ static void emit_op(Em *e, const Op *op) {
               c, vname(e, x, a0), c, o, c);
     return;
   }
+  case OP_DROPOUT: { /* training steps (s->seed != 0) draw the mask of stream K; inference copies */
+    out_ptr(e, op, o);
+    numel(e, r, 0, n0, sizeof n0);
+    char fb[48];
+    fprintf(e->o, "  if (s->seed)\n    rt_dropout(%s, %s, %s, %s, rt_mix(rng, %lld));\n  else\n    memcpy(%s, %s, %s * "
+                  "sizeof(float));\n",
+            o, vname(e, op->in[0], a0), n0, flit(ir_attr_float(op, "p", 0), fb),
+            2 * (long long)ir_attr_int(op, "stream", 0) + 1, o, vname(e, op->in[0], a0), n0);
+    return;
+  }
   case OP_RESHAPE:
-  case OP_DROPOUT: /* inference: dropout is the identity */
     out_ptr(e, op, o);
     numel(e, r, 0, n0, sizeof n0);
     fprintf(e->o, "  memcpy(%s, %s, %s * sizeof(float));\n", o, vname(e, op->in[0], a0), n0);
@@ -510,8 +519,9 @@ static void emit_op(Em *e, const Op *op) {
         die("call result without a place");
     }
     char cn[256];
-    fprintf(e->o, "  %s(s, A + %lld, W, kv + %d", cname(e->p->m, g, cn, sizeof cn), (long long)e->fi->frame,
-            e->kv_local);
+    /* the callee's random stream: the call's stream J (layer index), apart from dropout's 2K+1 */
+    fprintf(e->o, "  %s(s, A + %lld, W, kv + %d, rt_mix(rng, %lld)", cname(e->p->m, g, cn, sizeof cn),
+            (long long)e->fi->frame, e->kv_local, 2 * (long long)ir_attr_int(op, "stream", 0) + 2);
     for (int i = 0; i < op->nin; i++) fprintf(e->o, ", %s", vname(e, op->in[i], a0));
     for (int i = 0; i < op->nout; i++) fprintf(e->o, ", %s", vname(e, op->out[i], a0));
     fprintf(e->o, ");\n");
@@ -652,7 +662,8 @@ static void emit_op(Em *e, const Op *op) {
 static void emit_signature(Em *e, const Func *f) {
   char tb[96];
   char cn[256];
-  fprintf(e->o, "static void %s(const RtStep *s, char *A, const float *W, int kv", cname(e->p->m, f, cn, sizeof cn));
+  fprintf(e->o, "static void %s(const RtStep *s, char *A, const float *W, int kv, uint64_t rng",
+          cname(e->p->m, f, cn, sizeof cn));
   for (int i = 0; i < f->narg; i++)
     fprintf(e->o, ",\n    const %s *a%d /* %%%s : %s */", is_int(f->args[i]) ? "int32_t" : "float", i,
             f->args[i]->name ? f->args[i]->name : "arg", ir_type_str(&f->args[i]->type, tb, sizeof tb));
@@ -691,7 +702,7 @@ static void emit_func_body(Em *e, const Func *f) {
           e->fi->kv_slots);
   emit_signature(e, f);
   fprintf(e->o, " {\n  const int nb = s->nb, nt = s->nt, t0 = s->t0;\n");
-  fprintf(e->o, "  (void)nb;\n  (void)nt;\n  (void)t0;\n  (void)A;\n  (void)W;\n  (void)kv;\n");
+  fprintf(e->o, "  (void)nb;\n  (void)nt;\n  (void)t0;\n  (void)A;\n  (void)W;\n  (void)kv;\n  (void)rng;\n");
   for (int i = 0; i < f->narg; i++) { /* arguments the body does not read (e.g. after DCE in a .bwd) */
     bool used = false;
     for (const Op *op = f->first; op && !used; op = op->next)
@@ -770,13 +781,13 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
 
   char cn[256];
   fprintf(out, "static void model_forward(const RtStep *s, char *arena, const float *W, const int32_t *tokens, "
-               "float *out) {\n  %s(s, arena, W, 0, tokens, out);\n}\n\n",
+               "float *out) {\n  %s(s, arena, W, 0, s->seed, tokens, out);\n}\n\n",
           cname(m, ent, cn, sizeof cn));
   if (p.train) {
     const Func *tf = p.train;
     fprintf(out, "static void model_train(const RtStep *s, char *arena, const float *W, const int32_t *tokens,\n"
                  "                        const int32_t *targets, float *loss, float *G) {\n"
-                 "  %s(s, arena, W, 0, tokens, targets, loss", cname(m, tf, cn, sizeof cn));
+                 "  %s(s, arena, W, 0, s->seed, tokens, targets, loss", cname(m, tf, cn, sizeof cn));
     int k = 1;
     for (int i = 0; i < m->nparam; i++) {
       const Param *q = m->params[i];

@@ -19,6 +19,7 @@ typedef struct Lower {
   Func *f;          /* function being built */
   bool block;       /* building a repeat's function: parameters are its arguments */
   int cursor;       /* next parameter argument (after %x) when block */
+  int ndropout;     /* dropout ops emitted in this function: each gets its own random stream */
   Value *tokens;    /* %tokens of @forward */
   Diag *d;
   bool ok;
@@ -125,6 +126,7 @@ static Value *lw_repeat(Lower *lw, const SpecLayer *l, Value *x) {
     }
     Op *call = ir_op_new(lw->f, OP_CALL, k + 1, in, 1);
     ir_set_attr_sym(call, "callee", l->name);
+    ir_set_attr_int(call, "stream", r); /* the layer's random stream (dropout masks) */
     x = ir_emit(lw->f, call);
   }
   free(in);
@@ -197,6 +199,7 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
   case SPEC_L_DROPOUT: {
     Op *op = ir_op_new(f, OP_DROPOUT, 1, &x, 1);
     ir_set_attr_float(op, "p", l->p);
+    ir_set_attr_int(op, "stream", lw->ndropout++);
     return ir_emit(f, op);
   }
   case SPEC_L_LM_HEAD: {

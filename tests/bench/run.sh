@@ -5,12 +5,18 @@
 #
 # For gpt-tiny (examples/gpt-tiny.yaml) and small (tests/bench/small.yaml) it compares, on the same
 # weights (PROG init --seed 1) and the same input shapes:
-#   ours     the program modelc builds (PROG bench --weights W, OPENBLAS_NUM_THREADS=2)
+#   ours     the program modelc builds (PROG bench --weights W, OPENBLAS_NUM_THREADS=2): forward,
+#            decode and (both specs have autodiff in their passes) one training step
 #   torch    PyTorch eager (Debian's python3-torch via /usr/bin/python3, torch.set_num_threads(2),
-#            OMP_WAIT_POLICY=PASSIVE): tests/bench/torch_model.py
+#            OMP_WAIT_POLICY=PASSIVE): tests/bench/torch_model.py bench (forward, decode)
+#   ttrain   the same PyTorch module, one training step: forward, cross-entropy, backward,
+#            torch.optim.AdamW step (tests/bench/torch_model.py train), same batch and context
 #   ort      ONNX Runtime (npm onnxruntime-node, 2 intra-op threads) on torch.onnx.export's graph:
 #            tests/bench/ort_bench.js
-# plus OpenBLAS's own sgemm and the memory bandwidth (tests/bench/sgemm_peak.c), at 2 threads.
+# plus OpenBLAS's own sgemm and the memory bandwidth (tests/bench/sgemm_peak.c), at 2 threads, and
+# for gpt-tiny the micro-batch table: PROG train --data CORPUS --steps 20 --eval-every 0 --batch 4
+# --micro-batch M for M in 1 2 4 (seconds per step from the CSV's elapsed_s over steps 6..20, peak
+# RSS from /usr/bin/time -f %M); CORPUS is scripts/fortunes-corpus.sh's (Debian's fortunes).
 #
 # Steps: build modelc (Release, build-bench/), install onnxruntime-node into tests/bench/node_modules
 # if missing, build the two programs, initialise weights, check that our logits (and ORT's) match
@@ -45,6 +51,14 @@ if [ ! -d "$HERE/node_modules/onnxruntime-node" ]; then
   log "installing onnxruntime-node into $HERE/node_modules"
   (cd "$HERE" && ONNXRUNTIME_NODE_INSTALL=skip npm install --no-audit --no-fund onnxruntime-node >&2)
 fi
+
+# 2b. /usr/bin/time and the fortunes corpus (micro-batch table)
+apt_install() {
+  if [ "$(id -u)" = 0 ]; then apt-get install -y "$@" >&2; else sudo apt-get install -y "$@" >&2; fi
+}
+[ -x /usr/bin/time ] || { log "installing time"; apt_install time; }
+[ -d /usr/share/games/fortunes ] || { log "installing fortunes"; apt_install fortunes; }
+scripts/fortunes-corpus.sh "$OUT/corpus.txt" 2>/dev/null
 
 # 3. sgemm / bandwidth probe
 cc -O2 -march=native -Wall -Wextra "$HERE/sgemm_peak.c" -o "$OUT/sgemm_peak" -lopenblas -lpthread
@@ -90,18 +104,29 @@ run_engine() {   # round model engine
   case $e in
     ours) "$OUT/$m" bench --weights "$OUT/$m.safetensors" --runs "$RUNS" > "$f" ;;
     torch) "$PY" "$HERE/torch_model.py" bench "$spec" "$OUT/$m.safetensors" --runs "$RUNS" > "$f" ;;
+    ttrain) "$PY" "$HERE/torch_model.py" train "$spec" "$OUT/$m.safetensors" --runs "$RUNS" > "$f" ;;
     ort) node "$HERE/ort_bench.js" "$OUT/$m.onnx" "$B" "$T" "$V" --runs "$RUNS" --threads $THREADS > "$f" ;;
   esac
-  log "round $r $m $e: $(grep -E '^(forward_tokens_per_s|decode_tokens_per_s)' "$f" | tr '\n' ' ')"
+  log "round $r $m $e: $(grep -E '^(forward_tokens_per_s|decode_tokens_per_s|train_step_seconds)' "$f" | tr '\n' ' ')"
 }
-ENGINES=(ours torch ort)
+run_micro() {    # round M: gpt-tiny, 20 optimiser steps of batch 4 in micro-batches of M
+  local r=$1 mb=$2 f="$OUT/raw/r$1.mb$2"
+  /usr/bin/time -f 'peak_rss_kib: %M' -o "$f.time" "$OUT/gpt-tiny" train --data "$OUT/corpus.txt" --steps 20 \
+    --eval-every 0 --batch 4 --micro-batch "$mb" --out "$OUT/mb.safetensors" --log "$f.csv" >/dev/null 2>&1
+  log "round $r gpt-tiny micro-batch $mb: $(tail -1 "$f.csv") $(cat "$f.time")"
+}
+ENGINES=(ours torch ort ttrain)
+MICRO=(1 2 4)
 for r in $(seq 1 "$ROUNDS"); do
   "$OUT/sgemm_peak" 1024 $THREADS > "$OUT/raw/r$r.sgemm"
   log "round $r sgemm: $(grep -E '^(sgemm_gflops_median|mem_read_gbs)' "$OUT/raw/r$r.sgemm" | tr '\n' ' ')"
   for m in $MODELS; do
-    for i in 0 1 2; do
-      run_engine "$r" "$m" "${ENGINES[$(((i + r) % 3))]}"
+    for i in 0 1 2 3; do
+      run_engine "$r" "$m" "${ENGINES[$(((i + r) % 4))]}"
     done
+  done
+  for i in 0 1 2; do
+    run_micro "$r" "${MICRO[$(((i + r) % 3))]}"
   done
 done
 

@@ -14,6 +14,7 @@ ENGINES = ["ours", "torch", "ort"]
 NAMES = {"ours": "modelc (generated)", "torch": "PyTorch 1.13 eager", "ort": "ONNX Runtime"}
 FORWARD_TARGET = {"small": 1.15, "gpt-tiny": 1.3}
 DECODE_TARGET = 2.5
+TRAIN_TARGET = 1.4      # training step: ours >= 1.4x faster than PyTorch eager
 
 
 def kv(path):
@@ -120,6 +121,52 @@ def main(out, models):
         print("| %s | peak RSS MiB (lower is better) | %.0f | %.0f (%s) | %.2fx | - | - |" % (
             m, res[m, "ours"]["rss"] / 1024, res[m, low]["rss"] / 1024, NAMES[low], res[m, "ours"]["rss"] / res[m, low]["rss"]))
     print()
+
+    print("## Training step (forward + cross-entropy + backward + AdamW, full compiled batch x context)\n")
+    print("Ours: `PROG bench` (train, then `rt_adamw` over every stored parameter); PyTorch 1.13 eager:")
+    print("`torch_model.py train` (`loss.backward()`, `torch.optim.AdamW.step()`, `zero_grad(set_to_none=True)`).")
+    print("Seconds per step: medians over rounds (range). Peak RSS: ours is the bench process after its")
+    print("training steps (it also ran forward and decode), PyTorch's a process that only trains.\n")
+    print("| model | B x T | ours s/step (range) | ours tokens/s | PyTorch s/step (range) | PyTorch tokens/s | speed-up | target | met | peak RSS MiB ours / PyTorch |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for m in models:
+        o = [kv(p) for p in sorted(glob.glob(os.path.join(out, "raw", "r*.%s.ours" % m)))]
+        t = [kv(p) for p in sorted(glob.glob(os.path.join(out, "raw", "r*.%s.ttrain" % m)))]
+        os_ = [float(r["train_step_seconds"]) for r in o if "train_step_seconds" in r]
+        ts_ = [float(r["train_step_seconds"]) for r in t if "train_step_seconds" in r]
+        if not os_ or not ts_:
+            continue
+        B, T = int(o[0]["train_batch"]), int(o[0]["train_context"])
+        sp = med(ts_) / med(os_)
+        print("| %s | %d x %d | %.4f (%.4f – %.4f) | %.0f | %.4f (%.4f – %.4f) | %.0f | %.2fx | >= %.1fx | %s | %.0f / %.0f |" % (
+            m, B, T, med(os_), min(os_), max(os_), B * T / med(os_), med(ts_), min(ts_), max(ts_), B * T / med(ts_),
+            sp, TRAIN_TARGET, "yes" if sp >= TRAIN_TARGET else "**no**",
+            med([float(r["train_peak_rss_kib"]) for r in o]) / 1024, med([float(r["peak_rss_kib"]) for r in t]) / 1024))
+    print()
+
+    mbs = sorted({int(re.match(r"r\d+\.mb(\d+)\.csv", os.path.basename(p)).group(1))
+                  for p in glob.glob(os.path.join(out, "raw", "r*.mb*.csv"))})
+    if mbs:
+        print("## Micro-batches (gpt-tiny, `PROG train --steps 20 --eval-every 0 --batch 4 --micro-batch M`)\n")
+        print("Seconds per optimiser step = (elapsed_s at step 20 - at step 5) / 15 from the training CSV")
+        print("(steady state, without start-up); peak RSS of the whole process (`/usr/bin/time -f %M`).")
+        print("Medians over rounds (range).\n")
+        print("| micro-batch M | train calls per step | s/step (range) | tokens/s | peak RSS MiB (range) |")
+        print("|---|---|---|---|---|")
+        for mb in mbs:
+            sps, rss = [], []
+            for p in sorted(glob.glob(os.path.join(out, "raw", "r*.mb%d.csv" % mb))):
+                rows = [l.strip().split(",") for l in open(p) if l[:1].isdigit()]
+                el = {int(r[0]): float(r[6]) for r in rows}
+                if 20 in el and 5 in el:
+                    sps.append((el[20] - el[5]) / 15)
+                tf = p[:-4] + ".time"
+                if os.path.exists(tf):
+                    rss.append(float(kv(tf)["peak_rss_kib"]) / 1024)
+            if sps:
+                print("| %d | %d | %.4f (%.4f – %.4f) | %.0f | %.1f (%.1f – %.1f) |" % (
+                    mb, 4 // mb, med(sps), min(sps), max(sps), 4 * 128 / med(sps), med(rss), min(rss), max(rss)))
+        print()
 
     print("## Decode memory-bandwidth bound (batch 1)\n")
     print("Bytes per decoded token: every weight once (the tied embedding is read whole by the LM head,")

@@ -9,6 +9,11 @@ LM head), loads modelc's safetensors by hand, and offers:
   export SPEC W OUT.onnx                       torch.onnx.export of the [B, T] forward
   bench  SPEC W --runs N                       forward tokens/s (B x T, no_grad) and decode
                                                tokens/s (batch 1, KV cache) as 'key: value' lines
+  train  SPEC W --runs N                       one training step at B x T: forward, cross-entropy,
+                                               backward, torch.optim.AdamW step (lr 1e-4; betas,
+                                               eps, weight decay from the spec's train: section;
+                                               decay on tensors of >= 2 dims, as modelc's init
+                                               marks linear and embedding weights); medians
   bytes  SPEC W                                bytes read per decoded token (decode bound)
 
 Needs only Debian's python3-torch, python3-numpy and python3-yaml (no onnx, no safetensors).
@@ -249,6 +254,44 @@ def cmd_bench(spec, w, runs):
     return 0
 
 
+def cmd_train(spec_path, w, runs):
+    model = make(spec_path, w)
+    model.train()
+    tr = yaml.safe_load(open(spec_path)).get("train") or {}
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": float(tr.get("weight_decay", 0.0))},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=1e-4, betas=(float(tr.get("beta1", 0.9)), float(tr.get("beta2", 0.999))),
+                            eps=float(tr.get("eps", 1e-8)))
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, model.V, (model.B, model.T), generator=g, dtype=torch.int64)
+    tgt = torch.randint(0, model.V, (model.B, model.T), generator=g, dtype=torch.int64)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        logits = model(ids)
+        loss = F.cross_entropy(logits.view(-1, model.V), tgt.view(-1))
+        loss.backward()
+        opt.step()
+        return float(loss)
+
+    step()   # warm-up (also allocates AdamW's state)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - t)
+    ts = statistics.median(times)
+    print("train_batch: %d" % model.B)
+    print("train_context: %d" % model.T)
+    print("train_loss: %.4f" % loss)
+    print("train_step_seconds: %.6f" % ts)
+    print("train_tokens_per_s: %.1f" % (model.B * model.T / ts))
+    print("peak_rss_kib: %d" % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return 0
+
+
 def cmd_bytes(spec, w):
     """Bytes one decode step must read from memory at batch 1: every weight (the tied embedding is
     read whole by the LM head), one row of wpe, and the KV cache averaged over positions 1..T-1."""
@@ -276,6 +319,9 @@ def main(argv):
     if cmd == "bench":
         runs = int(args[args.index("--runs") + 1]) if "--runs" in args else 5
         return cmd_bench(args[0], args[1], runs)
+    if cmd == "train":
+        runs = int(args[args.index("--runs") + 1]) if "--runs" in args else 5
+        return cmd_train(args[0], args[1], runs)
     if cmd == "bytes":
         return cmd_bytes(*args)
     print(__doc__)

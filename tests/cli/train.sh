@@ -48,7 +48,10 @@ printf 'tiny' > "$TMP/tiny.txt"
 expect_status 1 "$G" train --data "$TMP/tiny.txt" --out x;               expect_in "$TMP/err" "too small"
 expect_status 1 "$G" train --data "$TMP/data.txt" --out x --resume $FIX/bert-tiny/weights.safetensors
 expect_in "$TMP/err" "error"
-expect_status 0 "$MODELC" build examples/bert-tiny.yaml -o "$TMP/bert"
-expect_status 1 "$TMP/bert" train --data "$TMP/data.txt" --out x
+expect_status 0 "$MODELC" build --passes=constfold,cse,fuse,dce examples/gpt-tiny.yaml -o "$TMP/inference-only"
+expect_status 1 "$TMP/inference-only" train --data "$TMP/data.txt" --out x
 expect_in "$TMP/err" "built without training support"
+expect_status 0 "$MODELC" build examples/bert-tiny.yaml -o "$TMP/bert"     # a classifier: labelled batches only
+expect_status 1 "$TMP/bert" train --data "$TMP/data.txt" --out x
+expect_in "$TMP/err" "give labelled batches with --tokens and --targets"
 finish

@@ -293,6 +293,38 @@ START_TEST(sinusoid_vs_ref) {
 }
 END_TEST
 
+/* Dropout: fast equals ref exactly (any thread count), the keep rate is 1-p, kept elements are
+ * scaled by 1/(1-p), the same key gives the same mask (forward, backward and recompute agree) and
+ * another key another mask; p = 0 is the identity. */
+START_TEST(dropout_masks) {
+  size_t n = 100003;
+  float *x = falloc(n), *a = falloc(n), *b = falloc(n), *c = falloc(n);
+  fill_uniform(x, n, 0.5f, 1.5f, 3);
+  for (int th = 1; th <= 3; th++) {
+    rt_set_threads(th);
+    rt_dropout(a, x, n, 0.25f, 42);
+    rt_dropout_ref(b, x, n, 0.25f, 42);
+    ck_assert(memcmp(a, b, n * sizeof(float)) == 0);
+  }
+  size_t kept = 0;
+  for (size_t i = 0; i < n; i++)
+    if (a[i] != 0) {
+      kept++;
+      ck_assert(fabsf(a[i] - x[i] / 0.75f) <= 1e-6f * fabsf(a[i]));
+    }
+  double rate = (double)kept / (double)n;
+  ck_assert_msg(fabs(rate - 0.75) < 0.01, "keep rate %g", rate);
+  rt_dropout(c, x, n, 0.25f, 43);
+  size_t same = 0;
+  for (size_t i = 0; i < n; i++) same += (a[i] != 0) == (c[i] != 0);
+  ck_assert_msg(same < n * 0.7, "keys 42 and 43 give nearly the same mask (%zu of %zu agree)", same, n);
+  rt_dropout(c, x, n, 0.0f, 42);
+  ck_assert(memcmp(c, x, n * sizeof(float)) == 0);
+  rt_set_threads(0);
+  free(x), free(a), free(b), free(c);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("rt_kernels");
   TCase *tc = tcase_create("kernels");
@@ -305,6 +337,7 @@ int main(void) {
   tcase_add_test(tc, expf_vs_exp);
   tcase_add_test(tc, halfs_and_tokenizer);
   tcase_add_test(tc, sinusoid_vs_ref);
+  tcase_add_test(tc, dropout_masks);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

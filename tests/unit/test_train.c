@@ -8,8 +8,8 @@
  * to ~1e-6), some of them over all B*T rows (weight gradients sum 512 row products), and the
  * gradients of small parameters (norm gains, biases) are sums of many terms of both signs, so
  * their relative rounding is larger than the forward's; 1e-4 still catches any wrong rule, which
- * shows at 1e-2 or worse. bert-tiny is not here: it has dropout 0.1, which training does not
- * support yet (the autodiff pass reports it).
+ * shows at 1e-2 or worse. bert-tiny has dropout 0.1: `grad` computes without dropout (seed 0, as
+ * PyTorch's fixture in eval mode); `train` draws masks (test_dropout_trains).
  */
 #include <check.h>
 #include <math.h>
@@ -41,6 +41,7 @@ static const struct {
   const char *name, *spec;
 } models[] = {
     {"gpt-tiny", "examples/gpt-tiny.yaml"},
+    {"bert-tiny", "examples/bert-tiny.yaml"}, /* dropout 0.1: `grad` runs without dropout, as eval mode */
     {"llama-tiny", "tests/reference/specs/llama-tiny.yaml"},
     {"enc-mean", "tests/reference/specs/enc-mean.yaml"},
 };
@@ -151,6 +152,48 @@ START_TEST(test_adamw_steps_match_pytorch) {
 }
 END_TEST
 
+static double csv_loss(const char *path, int step) {
+  FILE *f = fopen(path, "r");
+  ck_assert_msg(f, "%s", path);
+  char line[512];
+  long st;
+  double lr, loss = NAN;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "%ld,%lf,%lf", &st, &lr, &loss) == 3 && st == step) break;
+  fclose(f);
+  return loss;
+}
+
+/* bert-tiny (dropout 0.1) trains on its labelled fixture batch: training steps draw dropout masks
+ * (two seeds give two different first-step losses, one seed twice the same), those losses differ
+ * from the dropout-free loss `grad` reports, and 30 steps fit the batch. */
+START_TEST(test_dropout_trains) {
+  const char *b = FIX "/bert-tiny";
+  ck_assert_int_eq(sh("%s build examples/bert-tiny.yaml -o %s/bert", MODELC_BIN, tmp), 0);
+  for (int run = 0; run < 3; run++)
+    ck_assert_int_eq(sh("%s/bert train --weights %s/weights.safetensors --tokens %s/tokens.npy --targets %s/targets.npy "
+                        "--steps %d --lr 1e-4 --seed %d --out %s/b%d.safetensors 2>/dev/null >/dev/null",
+                        tmp, b, b, b, run == 2 ? 30 : 1, run == 1 ? 8 : 7, tmp, run),
+                     0);
+  char p0[512], p1[512], p2[512];
+  snprintf(p0, sizeof p0, "%s/b0.csv", tmp);
+  snprintf(p1, sizeof p1, "%s/b1.csv", tmp);
+  snprintf(p2, sizeof p2, "%s/b2.csv", tmp);
+  double l0 = csv_loss(p0, 1), l1 = csv_loss(p1, 1), l2 = csv_loss(p2, 1), last = csv_loss(p2, 30);
+  RtNpy ref;
+  RtError err;
+  ck_assert_msg(rt_npy_read(FIX "/bert-tiny/loss.npy", &ref, &err) == 0, "%s", err.msg);
+  double nodrop = ((float *)ref.data)[0];
+  rt_npy_free(&ref);
+  printf("bert-tiny: step-1 loss %.6f (seed 7), %.6f (seed 8), %.6f (seed 7 again), without dropout %.6f; "
+         "step 30: %.6f\n", l0, l1, l2, nodrop, last);
+  ck_assert_msg(l0 == l2, "the same seed gave different dropout masks");
+  ck_assert_msg(l0 != l1, "two seeds gave the same dropout masks");
+  ck_assert_msg(fabs(l0 - nodrop) > 1e-5, "training loss equals the dropout-free loss: no dropout applied");
+  ck_assert_msg(last < 0.5 * l0, "30 steps did not fit the batch (%g -> %g)", l0, last);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("train");
   TCase *tc = tcase_create("train");
@@ -158,6 +201,7 @@ int main(void) {
   tcase_add_unchecked_fixture(tc, setup, teardown);
   tcase_add_loop_test(tc, test_gradients_match_pytorch, 0, (int)(sizeof models / sizeof *models));
   tcase_add_test(tc, test_adamw_steps_match_pytorch);
+  tcase_add_test(tc, test_dropout_trains);
   suite_add_tcase(s, tc);
   SRunner *r = srunner_create(s);
   srunner_run_all(r, CK_NORMAL);
