@@ -9,11 +9,18 @@
 #include "pass.h"
 
 bool pass_autodiff(Module *m, const PassOptions *o, Diag *d);
+bool pass_checkpoint(Module *m, const PassOptions *o, Diag *d);
 bool pass_constfold(Module *m, const PassOptions *o, Diag *d);
 bool pass_cse(Module *m, const PassOptions *o, Diag *d);
 bool pass_dce(Module *m, const PassOptions *o, Diag *d);
 bool pass_fuse(Module *m, const PassOptions *o, Diag *d);
 bool pass_memplan(Module *m, const PassOptions *o, Diag *d);
+
+static const PassOptSpec checkpoint_opts[] = {
+    {"every", POPT_INT, "1", "keep the input of every N-th block, recompute the others"},
+    {"sqrt", POPT_BOOL, "false", "keep about sqrt(blocks) inputs (Chen et al. 2016)"},
+    {"budget", POPT_SIZE, "0", "least recompute whose planned training arena fits BYTES"},
+};
 
 static const PassOptSpec fuse_opts[] = {
     {"max-ops", POPT_INT, "16", "maximum element-wise operations in one fused expression"},
@@ -25,6 +32,8 @@ static const PassOptSpec fuse_opts[] = {
 static const PassInfo registry[] = {
     {"autodiff", "reverse-mode differentiation: @train(tokens, targets) -> (loss, parameter gradients)",
      pass_autodiff, NULL, 0},
+    {"checkpoint", "gradient-checkpoint placement over the block chain (every=N, sqrt or budget=BYTES)",
+     pass_checkpoint, checkpoint_opts, NOPTS(checkpoint_opts)},
     {"constfold", "fold element-wise ops on constants and simplify x+0, x*1, dropout(p=0)",
      pass_constfold, NULL, 0},
     {"cse", "merge identical pure ops (including repeated parameter loads)", pass_cse, NULL, 0},

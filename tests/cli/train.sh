@@ -37,6 +37,17 @@ expect_status 0 "$G" train --tokens $FIX/gpt-tiny/tokens.npy --targets $FIX/gpt-
   --weight-decay 0 --beta1 0.8 --beta2 0.99 --out "$TMP/s.safetensors"
 expect_in "$TMP/out" "step 3"
 
+# checkpoint policies: less planned training memory for more recompute FLOPs (modelc stats)
+train_row() { "$MODELC" stats --passes="autodiff,$1constfold,cse,fuse,dce,memplan" examples/gpt-tiny.yaml |
+  awk '/^@train/ { gsub(",", ""); print $(NF-2), $NF }'; }
+read -r f1 a1 < <(train_row "")
+read -r f2 a2 < <(train_row "checkpoint<every=2>,")
+read -r f4 a4 < <(train_row "checkpoint<every=4>,")
+[ "$a2" -lt "$a1" ] && [ "$a4" -lt "$a2" ] || fail "arena does not fall with checkpointing: $a1 $a2 $a4"
+[ "$f2" -gt "$f1" ] && [ "$f4" -gt "$f2" ] || fail "recompute FLOPs do not grow with checkpointing: $f1 $f2 $f4"
+expect_status 1 "$MODELC" stats --passes='autodiff,checkpoint<budget=1MiB>' examples/gpt-tiny.yaml
+expect_in "$TMP/err" "is below the smallest planned training arena any placement reaches"
+
 # errors
 expect_status 1 "$G" train --data "$TMP/data.txt" --out x --schedule wavy; expect_in "$TMP/err" "bad --schedule 'wavy'"
 expect_status 1 "$G" train --data "$TMP/data.txt" --out x --optimizer adam; expect_in "$TMP/err" "bad --optimizer"

@@ -194,6 +194,26 @@ START_TEST(test_dropout_trains) {
 }
 END_TEST
 
+/* Gradient checkpointing changes memory and recompute, never the numbers: the gradients of
+ * gpt-tiny built with checkpoint<every=2>, <sqrt> and <budget=...> are byte-identical to those of
+ * the default build (the same kernels on the same inputs). */
+START_TEST(test_checkpoint_policies_same_gradients) {
+  const char *pol[] = {"every=2", "sqrt", "every=4", "budget=7MiB"};
+  const char *grad = "grad --weights " FIX "/gpt-tiny/weights.safetensors --tokens " FIX "/gpt-tiny/tokens.npy "
+                     "--targets " FIX "/gpt-tiny/targets.npy";
+  ck_assert_int_eq(sh("%s/gpt-tiny %s --out %s/g_ref.safetensors > /dev/null", tmp, grad, tmp), 0);
+  for (size_t i = 0; i < sizeof pol / sizeof *pol; i++) {
+    ck_assert_int_eq(sh("%s build '--passes=autodiff,checkpoint<%s>,constfold,cse,fuse,dce,memplan' "
+                        "examples/gpt-tiny.yaml -o %s/gck",
+                        MODELC_BIN, pol[i], tmp),
+                     0);
+    ck_assert_int_eq(sh("%s/gck %s --out %s/g_ck.safetensors > /dev/null", tmp, grad, tmp), 0);
+    ck_assert_msg(sh("cmp -s %s/g_ref.safetensors %s/g_ck.safetensors", tmp, tmp) == 0,
+                  "checkpoint<%s> changed the gradients", pol[i]);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("train");
   TCase *tc = tcase_create("train");
@@ -202,6 +222,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_gradients_match_pytorch, 0, (int)(sizeof models / sizeof *models));
   tcase_add_test(tc, test_adamw_steps_match_pytorch);
   tcase_add_test(tc, test_dropout_trains);
+  tcase_add_test(tc, test_checkpoint_policies_same_gradients);
   suite_add_tcase(s, tc);
   SRunner *r = srunner_create(s);
   srunner_run_all(r, CK_NORMAL);
