@@ -38,6 +38,7 @@ typedef struct Options {
   const char *opt_level;     /* -O0..-O3 */
   const char *embed_weights; /* --embed-weights=FILE */
   bool no_native;            /* --no-native: no -march=native */
+  long batch;                /* --batch=N: compile for batch N instead of the spec's model.batch (0: keep) */
 } Options;
 
 static const char *const usage_main =
@@ -67,7 +68,9 @@ static const char *const usage_pipeline =
     "  --print-after=NAME    print the IR after each run of pass NAME (stderr)\n"
     "  --print-before=NAME   print the IR before each run of pass NAME (stderr)\n"
     "  --print-pass-times    print each pass's wall time (stderr)\n"
-    "  --verify-each         verify the IR after every pass (always on in debug builds)\n";
+    "  --verify-each         verify the IR after every pass (always on in debug builds)\n"
+    "  --batch=N             compile for batch N instead of the spec's model.batch: the largest\n"
+    "                        (micro-)batch a program runs; training memory is planned for it\n";
 
 static void print_command_help(const char *cmd) {
   if (strcmp(cmd, "check") == 0)
@@ -142,6 +145,15 @@ static bool parse_args(const char *cmd, int argc, char **argv, Options *o, bool 
       o->embed_weights = argv[++i];
     } else if (strcmp(a, "--no-native") == 0) {
       o->no_native = true;
+    } else if (strncmp(a, "--batch=", 8) == 0 || (strcmp(a, "--batch") == 0 && i + 1 < argc)) {
+      const char *v = a[7] == '=' ? a + 8 : argv[++i];
+      char *end;
+      long b = strtol(v, &end, 10);
+      if (end == v || *end || b < 1 || b > 1L << 20) {
+        fprintf(stderr, "modelc: error: --batch needs a whole number from 1 to %ld, not '%s'\n", 1L << 20, v);
+        return false;
+      }
+      o->batch = b;
     } else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "modelc: error: unknown option '%s' for 'modelc %s' (see 'modelc %s --help')\n", a, cmd,
               cmd);
@@ -214,6 +226,7 @@ static Module *load(const Options *o, Pipeline *pipe, Diag *d) {
   } else {
     spec = fe_parse_spec_file(o->input, d);
     if (!spec) return NULL;
+    if (o->batch) spec->model.batch = o->batch; /* the compiled (micro-)batch */
     m = fe_lower(spec, d);
     spec_passes = fe_spec_passes(spec);
     const SpecTrain *t = fe_spec_train(spec);

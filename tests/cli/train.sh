@@ -31,6 +31,19 @@ l4=$(sed -n '3p' "$TMP/m4.csv" | cut -d, -f3); l1=$(sed -n '3p' "$TMP/m1.csv" | 
 awk -v a="$l4" -v b="$l1" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-5 * (a < 0 ? -a : a)) }' ||
   fail "step-2 loss with micro-batch 1 ($l1) differs from micro-batch 4 ($l4)"
 
+# micro-batches in memory: a program compiled for batch 1 (--batch=1) plans a quarter of the
+# training arena and trains batch 4 as 4 micro-batches, with the batch-4 program's losses
+expect_status 0 "$MODELC" build --batch=1 examples/gpt-tiny.yaml -o "$TMP/g1"
+a4=$("$G" info | sed -n 's/.*train arena \([0-9]*\).*/\1/p'); a1=$("$TMP/g1" info | sed -n 's/.*train arena \([0-9]*\).*/\1/p')
+[ -n "$a1" ] && [ "$a1" -lt $((a4 / 3)) ] || fail "train arena for micro-batch 1 ($a1) is not about a quarter of batch 4's ($a4)"
+expect_status 0 "$G" train --data "$TMP/data.txt" --steps 2 --batch 4 --micro-batch 4 --seed 9 --eval-every 0 --out "$TMP/b4.safetensors"
+expect_status 0 "$TMP/g1" train --data "$TMP/data.txt" --steps 2 --batch 4 --micro-batch 1 --seed 9 --eval-every 0 --out "$TMP/b1.safetensors"
+l4=$(sed -n '3p' "$TMP/b4.csv" | cut -d, -f3); l1=$(sed -n '3p' "$TMP/b1.csv" | cut -d, -f3)
+awk -v a="$l4" -v b="$l1" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-5 * (a < 0 ? -a : a)) }' ||
+  fail "batch 4 as 4 micro-batches of a batch-1 program ($l1) differs from the batch-4 program ($l4)"
+expect_status 1 "$TMP/g1" train --data "$TMP/data.txt" --batch 4 --micro-batch 2 --out x
+expect_in "$TMP/err" "exceeds the compiled batch 1"
+
 # every optimiser/schedule flag is taken
 expect_status 0 "$G" train --tokens $FIX/gpt-tiny/tokens.npy --targets $FIX/gpt-tiny/targets.npy --steps 3 \
   --optimizer sgd --momentum 0.8 --schedule linear --warmup 1 --lr 1e-2 --min-lr 1e-4 --grad-clip 0.5 \
