@@ -115,21 +115,29 @@ START_TEST(test_gradients_match_pytorch) {
 END_TEST
 
 /* Ten AdamW steps on the fixture batch (constant lr 1e-3, betas 0.9/0.95, eps 1e-8, weight decay
- * 0.1 on 2-D weights only, no clipping: tests/reference/specs/gpt-tiny-adamw.yaml) give, step by
+ * 0.1 on 2-D weights only, no clipping: the specs tests/reference/specs/NAME-adamw.yaml) give, step by
  * step, the losses of torch.optim.AdamW with the same settings (both in float32). Tolerance 1e-5
  * relative per step: measured ~1e-6, and the loss falls from 6.0 to 2.1, so an optimiser error
  * (bias correction, decay on the wrong parameters, a missed step) shows at 1e-3 or more. */
+static const struct {
+  const char *fixture, *spec;
+} adamw_models[] = {
+    {"gpt-tiny", "tests/reference/specs/gpt-tiny-adamw.yaml"},
+    {"bert-tiny", "tests/reference/specs/bert-tiny-adamw.yaml"}, /* dropout 0: PyTorch ran in eval mode */
+};
+
 START_TEST(test_adamw_steps_match_pytorch) {
-  ck_assert_int_eq(sh("%s build tests/reference/specs/gpt-tiny-adamw.yaml -o %s/ga", MODELC_BIN, tmp), 0);
-  ck_assert_int_eq(sh("%s/ga train --weights " FIX "/gpt-tiny/weights.safetensors --tokens " FIX
-                      "/gpt-tiny/tokens.npy --targets " FIX "/gpt-tiny/targets.npy --out %s/ga.safetensors "
-                      "--log %s/ga.csv 2>/dev/null",
-                      tmp, tmp, tmp),
+  const char *fx = adamw_models[_i].fixture;
+  ck_assert_int_eq(sh("%s build %s -o %s/ga", MODELC_BIN, adamw_models[_i].spec, tmp), 0);
+  ck_assert_int_eq(sh("%s/ga train --weights " FIX "/%s/weights.safetensors --tokens " FIX "/%s/tokens.npy --targets " FIX
+                      "/%s/targets.npy --out %s/ga.safetensors --log %s/ga.csv 2>/dev/null",
+                      tmp, fx, fx, fx, tmp, tmp),
                    0);
   RtNpy ref;
   RtError err;
-  ck_assert_msg(rt_npy_read(FIX "/gpt-tiny/adamw_losses.npy", &ref, &err) == 0, "%s", err.msg);
   char path[512], line[512];
+  snprintf(path, sizeof path, FIX "/%s/adamw_losses.npy", fx);
+  ck_assert_msg(rt_npy_read(path, &ref, &err) == 0, "%s", err.msg);
   snprintf(path, sizeof path, "%s/ga.csv", tmp);
   FILE *f = fopen(path, "r");
   ck_assert(f);
@@ -141,9 +149,9 @@ START_TEST(test_adamw_steps_match_pytorch) {
     ck_assert_int_eq(step, steps + 1);
     ck_assert_int_lt(steps, ref.shape[0]);
     double want = ((float *)ref.data)[steps];
-    printf("AdamW step %ld: loss %.6f, PyTorch %.6f\n", step, loss, want);
-    ck_assert_msg(fabs(loss - want) <= 1e-5 * fmax(1.0, fabs(want)), "step %ld: loss %.7g vs PyTorch %.7g", step, loss,
-                  want);
+    printf("%s AdamW step %ld: loss %.7f, PyTorch %.7f\n", fx, step, loss, want);
+    ck_assert_msg(fabs(loss - want) <= 1e-5 * fmax(1.0, fabs(want)), "%s step %ld: loss %.7g vs PyTorch %.7g", fx, step,
+                  loss, want);
     steps++;
   }
   fclose(f);
@@ -220,7 +228,7 @@ int main(void) {
   tcase_set_timeout(tc, 300);
   tcase_add_unchecked_fixture(tc, setup, teardown);
   tcase_add_loop_test(tc, test_gradients_match_pytorch, 0, (int)(sizeof models / sizeof *models));
-  tcase_add_test(tc, test_adamw_steps_match_pytorch);
+  tcase_add_loop_test(tc, test_adamw_steps_match_pytorch, 0, (int)(sizeof adamw_models / sizeof *adamw_models));
   tcase_add_test(tc, test_dropout_trains);
   tcase_add_test(tc, test_checkpoint_policies_same_gradients);
   suite_add_tcase(s, tc);
