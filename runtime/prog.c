@@ -29,15 +29,6 @@ typedef struct Opts {
   int have_n;
 } Opts;
 
-static int usage_error(const char *prog, const char *verb, const char *fmt, ...) {
-  va_list ap;
-  fprintf(stderr, "%s %s: error: ", prog, verb);
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, " (see '%s %s --help')\n", prog, verb);
-  return EXIT_USER;
-}
 
 static int parse_long(const char *s, long lo, long hi, long *out) {
   char *end;
@@ -67,34 +58,17 @@ static int parse_opts(const char *prog, const char *verb, int argc, char **argv,
   o->top_p = 1.0;
   o->runs = 7;
   for (int i = 2; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+    char key[64];
+    const char *val;
+    int r = rt_next_opt(prog, verb, argc, argv, &i, allowed, "--no-cache", key, &val);
+    if (r < 0) return EXIT_USER;
+    if (r == 0) {
       *help = 1;
       return 0;
     }
-    const char *val = NULL;
-    char key[64];
-    const char *eq = strchr(a, '=');
-    if (strncmp(a, "--", 2) == 0 && eq) {
-      snprintf(key, sizeof key, "%.*s", (int)(eq - a), a);
-      val = eq + 1;
-    } else {
-      snprintf(key, sizeof key, "%s", a);
-    }
-    /* is the option one of this verb's? */
-    char pat[80];
-    snprintf(pat, sizeof pat, " %s ", key);
-    char all[512];
-    snprintf(all, sizeof all, " %s ", allowed);
-    if (key[0] != '-' || !strstr(all, pat))
-      return usage_error(prog, verb, key[0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'", a);
     if (!strcmp(key, "--no-cache")) {
       o->no_cache = 1;
       continue;
-    }
-    if (!val) {
-      if (i + 1 >= argc) return usage_error(prog, verb, "option '%s' needs a value", key);
-      val = argv[++i];
     }
     long lv;
     double dv;
@@ -108,27 +82,27 @@ static int parse_opts(const char *prog, const char *verb, int argc, char **argv,
       char *end;
       errno = 0;
       unsigned long long s = strtoull(val, &end, 10);
-      if (errno || end == val || *end || val[0] == '-') return usage_error(prog, verb, "bad --seed '%s'", val);
+      if (errno || end == val || *end || val[0] == '-') return rt_usage_error(prog, verb, "bad --seed '%s'", val);
       o->seed = s;
     } else if (!strcmp(key, "-n")) {
-      if (parse_long(val, 0, 1000000000L, &lv)) return usage_error(prog, verb, "bad -n '%s'", val);
+      if (parse_long(val, 0, 1000000000L, &lv)) return rt_usage_error(prog, verb, "bad -n '%s'", val);
       o->n = lv;
       o->have_n = 1;
     } else if (!strcmp(key, "--top-k")) {
-      if (parse_long(val, 0, 1L << 30, &lv)) return usage_error(prog, verb, "bad --top-k '%s'", val);
+      if (parse_long(val, 0, 1L << 30, &lv)) return rt_usage_error(prog, verb, "bad --top-k '%s'", val);
       o->top_k = lv;
     } else if (!strcmp(key, "--runs")) {
-      if (parse_long(val, 1, 1000, &lv)) return usage_error(prog, verb, "bad --runs '%s' (1..1000)", val);
+      if (parse_long(val, 1, 1000, &lv)) return rt_usage_error(prog, verb, "bad --runs '%s' (1..1000)", val);
       o->runs = lv;
     } else if (!strcmp(key, "--threads")) {
-      if (parse_long(val, 1, 1024, &lv)) return usage_error(prog, verb, "bad --threads '%s'", val);
+      if (parse_long(val, 1, 1024, &lv)) return rt_usage_error(prog, verb, "bad --threads '%s'", val);
       o->threads = lv;
     } else if (!strcmp(key, "--temperature")) {
-      if (parse_double(val, 0.0, 1e6, &dv)) return usage_error(prog, verb, "bad --temperature '%s' (>= 0)", val);
+      if (parse_double(val, 0.0, 1e6, &dv)) return rt_usage_error(prog, verb, "bad --temperature '%s' (>= 0)", val);
       o->temperature = dv;
     } else if (!strcmp(key, "--top-p")) {
       if (parse_double(val, 0.0, 1.0, &dv) || dv <= 0)
-        return usage_error(prog, verb, "bad --top-p '%s' (0 < p <= 1)", val);
+        return rt_usage_error(prog, verb, "bad --top-p '%s' (0 < p <= 1)", val);
       o->top_p = dv;
     }
   }
@@ -363,7 +337,7 @@ static int cmd_init(const char *prog, int argc, char **argv, const RtModel *m) {
            "seeded generator (default seed 1337),\nand write them as safetensors.\n", prog);
     return EXIT_OK;
   }
-  if (!o.out) return usage_error(prog, "init", "--out FILE is required");
+  if (!o.out) return rt_usage_error(prog, "init", "--out FILE is required");
   Run r;
   RtError err;
   if (run_init(&r, m, &err)) {
@@ -453,8 +427,8 @@ static int cmd_forward(const char *prog, int argc, char **argv, const RtModel *m
            m->out_per_token ? "logits [B,T,V]" : "outputs [B,classes]");
     return EXIT_OK;
   }
-  if (!o.tokens) return usage_error(prog, "forward", "--tokens FILE is required");
-  if (!o.out) return usage_error(prog, "forward", "--out FILE is required");
+  if (!o.tokens) return rt_usage_error(prog, "forward", "--tokens FILE is required");
+  if (!o.out) return rt_usage_error(prog, "forward", "--out FILE is required");
   RtError err;
   Run r;
   int32_t *ids = NULL;
@@ -496,10 +470,10 @@ static int cmd_generate(const char *prog, int argc, char **argv, const RtModel *
            prog, (long long)m->context);
     return EXIT_OK;
   }
-  if (!is_lm(m)) return usage_error(prog, "generate", "this model has no language-model head");
-  if (!o.prompt || !o.prompt[0]) return usage_error(prog, "generate", "--prompt TEXT is required (non-empty)");
+  if (!is_lm(m)) return rt_usage_error(prog, "generate", "this model has no language-model head");
+  if (!o.prompt || !o.prompt[0]) return rt_usage_error(prog, "generate", "--prompt TEXT is required (non-empty)");
   if (m->vocab < RT_BYTE_VOCAB)
-    return usage_error(prog, "generate", "the byte tokenizer needs a vocabulary of at least 256");
+    return rt_usage_error(prog, "generate", "the byte tokenizer needs a vocabulary of at least 256");
   RtError err;
   Run r;
   int rc = EXIT_OK;
@@ -593,8 +567,8 @@ static int cmd_eval(const char *prog, int argc, char **argv, const RtModel *m) {
            "over the bytes of FILE, in\nwindows of the compiled context.\n", prog);
     return EXIT_OK;
   }
-  if (!is_lm(m) || m->vocab < RT_BYTE_VOCAB) return usage_error(prog, "eval", "eval needs a byte-level language model");
-  if (!o.data) return usage_error(prog, "eval", "--data FILE is required");
+  if (!is_lm(m) || m->vocab < RT_BYTE_VOCAB) return rt_usage_error(prog, "eval", "eval needs a byte-level language model");
+  if (!o.data) return rt_usage_error(prog, "eval", "--data FILE is required");
   RtError err;
   unsigned char *buf = NULL;
   size_t n = 0;

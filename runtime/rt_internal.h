@@ -40,4 +40,19 @@ static inline float rt_sqdev8(const float *x, int n, float m) {
 /* Reads a whole file into a malloc'd buffer (*out, *n). -1 with a message naming the file. */
 int rt_read_file(const char *path, unsigned char **out, size_t *n, RtError *err);
 
+/* Prints "PROG VERB: error: MESSAGE (see 'PROG VERB --help')" to stderr; returns 1, the user-error
+ * exit status. */
+int rt_usage_error(const char *prog, const char *verb, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Reads the option at argv[*i] of a verb's command line (GNU style: --key value or --key=value).
+ * `allowed` lists the verb's options separated by spaces; `flags` those that take no value.
+ * Returns 1 with key (at most 63 bytes) and *val (NULL for a flag), advancing *i past a separate
+ * value; 0 for --help or -h; -1 after printing the error (unknown option, missing value). */
+int rt_next_opt(const char *prog, const char *verb, int argc, char **argv, int *i, const char *allowed,
+                const char *flags, char *key, const char **val);
+
 #endif

@@ -64,20 +64,6 @@ static int parse_real(const char *s, double lo, double hi, int hi_open, double *
   return 0;
 }
 
-static int usage_error(const char *prog, const char *verb, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-static int usage_error(const char *prog, const char *verb, const char *fmt, ...) {
-  va_list ap;
-  fprintf(stderr, "%s %s: error: ", prog, verb);
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, " (see '%s %s --help')\n", prog, verb);
-  return EXIT_USER;
-}
 
 static int parse_ll(const char *s, long long lo, long long hi, long long *out) {
   char *end;
@@ -102,28 +88,13 @@ static int parse_opts(const char *prog, const char *verb, int argc, char **argv,
                       int *help) {
   memset(o, 0, sizeof *o);
   for (int i = 2; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+    char key[64];
+    const char *val;
+    int r = rt_next_opt(prog, verb, argc, argv, &i, allowed, "", key, &val);
+    if (r < 0) return EXIT_USER;
+    if (r == 0) {
       *help = 1;
       return 0;
-    }
-    const char *val = NULL;
-    char key[64];
-    const char *eq = strchr(a, '=');
-    if (strncmp(a, "--", 2) == 0 && eq) {
-      snprintf(key, sizeof key, "%.*s", (int)(eq - a), a);
-      val = eq + 1;
-    } else {
-      snprintf(key, sizeof key, "%s", a);
-    }
-    char pat[80], all[512];
-    snprintf(pat, sizeof pat, " %s ", key);
-    snprintf(all, sizeof all, " %s ", allowed);
-    if (key[0] != '-' || !strstr(all, pat))
-      return usage_error(prog, verb, key[0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'", a);
-    if (!val) {
-      if (i + 1 >= argc) return usage_error(prog, verb, "option '%s' needs a value", key);
-      val = argv[++i];
     }
     long long v;
     if (!strcmp(key, "--data")) o->data = val;
@@ -135,68 +106,68 @@ static int parse_opts(const char *prog, const char *verb, int argc, char **argv,
     else if (!strcmp(key, "--tokens")) o->tokens = val;
     else if (!strcmp(key, "--targets")) o->targets = val;
     else if (!strcmp(key, "--seed")) {
-      if (parse_u64(val, &o->seed)) return usage_error(prog, verb, "bad --seed '%s'", val);
+      if (parse_u64(val, &o->seed)) return rt_usage_error(prog, verb, "bad --seed '%s'", val);
       o->have_seed = 1;
     } else if (!strcmp(key, "--steps")) {
-      if (parse_ll(val, 1, 1000000000000LL, &o->steps)) return usage_error(prog, verb, "bad --steps '%s' (>= 1)", val);
+      if (parse_ll(val, 1, 1000000000000LL, &o->steps)) return rt_usage_error(prog, verb, "bad --steps '%s' (>= 1)", val);
       o->have_steps = 1;
     } else if (!strcmp(key, "--stop-at")) {
       if (parse_ll(val, 1, 1000000000000LL, &o->stop_at))
-        return usage_error(prog, verb, "bad --stop-at '%s' (>= 1)", val);
+        return rt_usage_error(prog, verb, "bad --stop-at '%s' (>= 1)", val);
     } else if (!strcmp(key, "--batch")) {
-      if (parse_ll(val, 1, 1LL << 30, &o->batch)) return usage_error(prog, verb, "bad --batch '%s' (>= 1)", val);
+      if (parse_ll(val, 1, 1LL << 30, &o->batch)) return rt_usage_error(prog, verb, "bad --batch '%s' (>= 1)", val);
       o->have_batch = 1;
     } else if (!strcmp(key, "--micro-batch")) {
       if (parse_ll(val, 1, 1LL << 30, &o->micro))
-        return usage_error(prog, verb, "bad --micro-batch '%s' (>= 1)", val);
+        return rt_usage_error(prog, verb, "bad --micro-batch '%s' (>= 1)", val);
       o->have_micro = 1;
     } else if (!strcmp(key, "--eval-every")) {
       if (parse_ll(val, 0, 1000000000000LL, &o->eval_every))
-        return usage_error(prog, verb, "bad --eval-every '%s' (>= 0)", val);
+        return rt_usage_error(prog, verb, "bad --eval-every '%s' (>= 0)", val);
       o->have_eval = 1;
     } else if (!strcmp(key, "--checkpoint-every")) {
       if (parse_ll(val, 0, 1000000000000LL, &o->ckpt_every))
-        return usage_error(prog, verb, "bad --checkpoint-every '%s' (>= 0)", val);
+        return rt_usage_error(prog, verb, "bad --checkpoint-every '%s' (>= 0)", val);
       o->have_ckpt_every = 1;
     } else if (!strcmp(key, "--threads")) {
-      if (parse_ll(val, 1, 1024, &v)) return usage_error(prog, verb, "bad --threads '%s'", val);
+      if (parse_ll(val, 1, 1024, &v)) return rt_usage_error(prog, verb, "bad --threads '%s'", val);
       o->threads = (long)v;
     } else if (!strcmp(key, "--min-lr")) {
-      if (parse_real(val, 0, 1e6, 0, &o->min_lr)) return usage_error(prog, verb, "bad --min-lr '%s' (>= 0)", val);
+      if (parse_real(val, 0, 1e6, 0, &o->min_lr)) return rt_usage_error(prog, verb, "bad --min-lr '%s' (>= 0)", val);
       o->have_min_lr = 1;
     } else if (!strcmp(key, "--weight-decay")) {
       if (parse_real(val, 0, 1e6, 0, &o->weight_decay))
-        return usage_error(prog, verb, "bad --weight-decay '%s' (>= 0)", val);
+        return rt_usage_error(prog, verb, "bad --weight-decay '%s' (>= 0)", val);
       o->have_wd = 1;
     } else if (!strcmp(key, "--grad-clip")) {
       if (parse_real(val, 0, 1e12, 0, &o->grad_clip))
-        return usage_error(prog, verb, "bad --grad-clip '%s' (>= 0; 0 turns clipping off)", val);
+        return rt_usage_error(prog, verb, "bad --grad-clip '%s' (>= 0; 0 turns clipping off)", val);
       o->have_clip = 1;
     } else if (!strcmp(key, "--beta1") || !strcmp(key, "--beta2") || !strcmp(key, "--momentum")) {
       double d;
-      if (parse_real(val, 0, 1, 1, &d)) return usage_error(prog, verb, "bad %s '%s' (in [0, 1))", key, val);
+      if (parse_real(val, 0, 1, 1, &d)) return rt_usage_error(prog, verb, "bad %s '%s' (in [0, 1))", key, val);
       if (!strcmp(key, "--beta1")) o->beta1 = d, o->have_beta1 = 1;
       else if (!strcmp(key, "--beta2")) o->beta2 = d, o->have_beta2 = 1;
       else o->momentum = d, o->have_momentum = 1;
     } else if (!strcmp(key, "--warmup")) {
-      if (parse_ll(val, 0, 1000000000000LL, &o->warmup)) return usage_error(prog, verb, "bad --warmup '%s' (>= 0)", val);
+      if (parse_ll(val, 0, 1000000000000LL, &o->warmup)) return rt_usage_error(prog, verb, "bad --warmup '%s' (>= 0)", val);
       o->have_warmup = 1;
     } else if (!strcmp(key, "--schedule")) {
       if (!strcmp(val, "cosine")) o->schedule = RT_SCHED_COSINE;
       else if (!strcmp(val, "constant")) o->schedule = RT_SCHED_CONSTANT;
       else if (!strcmp(val, "linear")) o->schedule = RT_SCHED_LINEAR;
-      else return usage_error(prog, verb, "bad --schedule '%s' (cosine, constant or linear)", val);
+      else return rt_usage_error(prog, verb, "bad --schedule '%s' (cosine, constant or linear)", val);
       o->have_schedule = 1;
     } else if (!strcmp(key, "--optimizer")) {
       if (!strcmp(val, "adamw")) o->optimizer = RT_OPT_ADAMW;
       else if (!strcmp(val, "sgd")) o->optimizer = RT_OPT_SGD;
-      else return usage_error(prog, verb, "bad --optimizer '%s' (adamw or sgd)", val);
+      else return rt_usage_error(prog, verb, "bad --optimizer '%s' (adamw or sgd)", val);
       o->have_opt = 1;
     } else if (!strcmp(key, "--lr")) {
       char *end;
       errno = 0;
       double d = strtod(val, &end);
-      if (errno || end == val || *end || !(d > 0 && d < 1e6)) return usage_error(prog, verb, "bad --lr '%s' (> 0)", val);
+      if (errno || end == val || *end || !(d > 0 && d < 1e6)) return rt_usage_error(prog, verb, "bad --lr '%s' (> 0)", val);
       o->lr = d;
       o->have_lr = 1;
     }
@@ -813,12 +784,12 @@ int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
     return EXIT_OK;
   }
   if (!m->train)
-    return usage_error(prog, "train", "this program was built without training support (add the autodiff pass)");
+    return rt_usage_error(prog, "train", "this program was built without training support (add the autodiff pass)");
   if (!o.tokens && !m->out_per_token)
-    return usage_error(prog, "train", "training a classifier (one output per sequence) on raw bytes is not "
+    return rt_usage_error(prog, "train", "training a classifier (one output per sequence) on raw bytes is not "
                                       "supported yet; give labelled batches with --tokens and --targets");
   if (!o.tokens && (m->out_dim != m->vocab || m->vocab < RT_BYTE_VOCAB))
-    return usage_error(prog, "train", "training on bytes needs a language model with a vocabulary of at least 256");
+    return rt_usage_error(prog, "train", "training on bytes needs a language model with a vocabulary of at least 256");
   Trainer t;
   memset(&t, 0, sizeof t);
   t.prog = prog;
@@ -826,8 +797,8 @@ int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
   t.c = effective_config(m);
   t.T = (int)m->context;
   const char *data = o.data ? o.data : o.tokens ? NULL : t.c.data;
-  if (!data && !o.tokens) return usage_error(prog, "train", "--data FILE (or --tokens and --targets) is required");
-  if (!o.tokens != !o.targets) return usage_error(prog, "train", "--tokens and --targets go together");
+  if (!data && !o.tokens) return rt_usage_error(prog, "train", "--data FILE (or --tokens and --targets) is required");
+  if (!o.tokens != !o.targets) return rt_usage_error(prog, "train", "--tokens and --targets go together");
   RtError ferr;
   if (o.tokens) { /* a fixed batch: every step trains on these rows */
     int fb = 0, ft = 0;
@@ -843,10 +814,10 @@ int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
     if (!o.have_micro && o.batch <= m->batch) o.micro = o.batch, o.have_micro = 1;
     if (!data) o.eval_every = 0, o.have_eval = 1; /* nothing held out */
   }
-  if (!o.out) return trainer_free(&t), usage_error(prog, "train", "--out W.safetensors is required");
-  if (o.resume && o.weights) return trainer_free(&t), usage_error(prog, "train", "--resume and --weights exclude each other");
+  if (!o.out) return trainer_free(&t), rt_usage_error(prog, "train", "--out W.safetensors is required");
+  if (o.resume && o.weights) return trainer_free(&t), rt_usage_error(prog, "train", "--resume and --weights exclude each other");
   if (o.have_ckpt_every && o.ckpt_every > 0 && !o.checkpoint)
-    return trainer_free(&t), usage_error(prog, "train", "--checkpoint-every needs --checkpoint PATH");
+    return trainer_free(&t), rt_usage_error(prog, "train", "--checkpoint-every needs --checkpoint PATH");
   t.B = o.have_batch ? o.batch : t.c.batch;
   if (o.have_micro) {
     t.M = o.micro;
@@ -857,10 +828,10 @@ int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
     }
   }
   if (t.M > m->batch)
-    return trainer_free(&t), usage_error(prog, "train", "--micro-batch %lld exceeds the compiled batch %lld", (long long)t.M,
+    return trainer_free(&t), rt_usage_error(prog, "train", "--micro-batch %lld exceeds the compiled batch %lld", (long long)t.M,
                        (long long)m->batch);
   if (t.B % t.M)
-    return trainer_free(&t), usage_error(prog, "train", "--micro-batch %lld does not divide --batch %lld", (long long)t.M,
+    return trainer_free(&t), rt_usage_error(prog, "train", "--micro-batch %lld does not divide --batch %lld", (long long)t.M,
                        (long long)t.B);
   if (o.have_lr) { /* min_lr keeps the spec's ratio to lr (lr/10 by default) */
     double ratio = t.c.min_lr >= 0 && t.c.min_lr <= t.c.lr ? t.c.min_lr / t.c.lr : 0.1;
@@ -869,7 +840,7 @@ int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
   }
   if (o.have_min_lr) t.c.min_lr = o.min_lr;
   if (t.c.min_lr > t.c.lr)
-    return trainer_free(&t), usage_error(prog, "train", "--min-lr %g exceeds the learning rate %g", t.c.min_lr, t.c.lr);
+    return trainer_free(&t), rt_usage_error(prog, "train", "--min-lr %g exceeds the learning rate %g", t.c.min_lr, t.c.lr);
   if (o.have_wd) t.c.weight_decay = o.weight_decay;
   if (o.have_clip) t.c.grad_clip = o.grad_clip;
   if (o.have_beta1) t.c.beta1 = o.beta1;
@@ -1078,10 +1049,10 @@ int rt_prog_grad(const char *prog, int argc, char **argv, const RtModel *m) {
     return EXIT_OK;
   }
   if (!m->train)
-    return usage_error(prog, "grad", "this program was built without training support (add the autodiff pass)");
-  if (!o.tokens) return usage_error(prog, "grad", "--tokens FILE is required");
-  if (!o.targets) return usage_error(prog, "grad", "--targets FILE is required");
-  if (!o.out) return usage_error(prog, "grad", "--out FILE is required");
+    return rt_usage_error(prog, "grad", "this program was built without training support (add the autodiff pass)");
+  if (!o.tokens) return rt_usage_error(prog, "grad", "--tokens FILE is required");
+  if (!o.targets) return rt_usage_error(prog, "grad", "--targets FILE is required");
+  if (!o.out) return rt_usage_error(prog, "grad", "--out FILE is required");
   RtError err;
   err.msg[0] = 0;
   int B = 0, T = 0, rc = EXIT_OK;
