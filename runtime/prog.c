@@ -124,27 +124,35 @@ typedef struct Run {
   int kv_batch;
 } Run;
 
-static void *xalloc(size_t n) {
-  if (n == 0) n = 64;
-  n = (n + 63) / 64 * 64;
-  void *p = aligned_alloc(64, n);
-  if (p) memset(p, 0, n);
-  return p;
-}
+/* The attention-backward scratch size lives in runtime/backward.c. Referenced weakly: a program
+ * whose train function uses the backward kernels links backward.o and so defines it; a program
+ * that does not (inference only, or the tests' hand-written models) needs no such scratch. */
+#if defined(__GNUC__)
+extern size_t rt_attention_dx_scratch_floats(int T, int C, int n_head) __attribute__((weak));
+#endif
 
-static size_t scratch_floats(const RtModel *m) {
-  if (!m->kv_slots) return 16;
-  size_t a = rt_attention_scratch_floats((int)m->attn_t, (int)m->attn_c, (int)m->attn_heads);
-  size_t b = rt_attention_kv_scratch_floats((int)m->attn_t, (int)m->attn_c, (int)m->attn_heads);
-  return a > b ? a : b;
+size_t rt_model_scratch_floats(const RtModel *m, int training) {
+  size_t s = 16;
+  if (m->kv_slots) {
+    size_t a = rt_attention_scratch_floats((int)m->attn_t, (int)m->attn_c, (int)m->attn_heads);
+    size_t b = rt_attention_kv_scratch_floats((int)m->attn_t, (int)m->attn_c, (int)m->attn_heads);
+    s = a > b ? a : b;
+#if defined(__GNUC__)
+    if (training && rt_attention_dx_scratch_floats) {
+      size_t c = rt_attention_dx_scratch_floats((int)m->attn_t, (int)m->attn_c, (int)m->attn_heads);
+      s = c > s ? c : s;
+    }
+#endif
+  }
+  return s;
 }
 
 static int run_init(Run *r, const RtModel *m, RtError *err) {
   memset(r, 0, sizeof *r);
   r->m = m;
-  r->W = xalloc((size_t)m->weight_floats * sizeof(float));
-  r->arena = xalloc((size_t)m->arena_bytes);
-  r->scratch = xalloc(scratch_floats(m) * sizeof(float));
+  r->W = rt_xalloc((size_t)m->weight_floats * sizeof(float));
+  r->arena = rt_xalloc((size_t)m->arena_bytes);
+  r->scratch = rt_xalloc(rt_model_scratch_floats(m, 0) * sizeof(float));
   if (!r->W || !r->arena || !r->scratch) return rt_fail(err, "out of memory allocating the model");
   return 0;
 }
@@ -153,7 +161,7 @@ static int run_kv(Run *r, int batch, RtError *err) {
   const RtModel *m = r->m;
   size_t per = (size_t)batch * (size_t)m->context * (size_t)m->attn_c;
   r->kv = calloc((size_t)(m->kv_slots ? m->kv_slots : 1), sizeof *r->kv);
-  r->kvmem = xalloc(2 * per * (size_t)m->kv_slots * sizeof(float));
+  r->kvmem = rt_xalloc(2 * per * (size_t)m->kv_slots * sizeof(float));
   if (!r->kv || !r->kvmem) return rt_fail(err, "out of memory allocating the KV cache");
   for (int i = 0; i < m->kv_slots; i++) {
     r->kv[i].k = r->kvmem + (size_t)(2 * i) * per;
@@ -171,11 +179,6 @@ static void run_free(Run *r) {
   free(r->kvmem);
 }
 
-static int64_t numel(const RtParamInfo *p) {
-  int64_t n = 1;
-  for (int i = 0; i < p->ndim; i++) n *= p->shape[i];
-  return n;
-}
 
 /* Loads every stored parameter from a safetensors file (or the embedded image) into r->W. */
 static int load_weights(Run *r, const char *path, RtError *err) {
@@ -241,7 +244,7 @@ void rt_prog_init_weights(const RtModel *m, float *W, uint64_t seed) {
     const RtParamInfo *p = &m->params[i];
     if (!p->stored) continue;
     float *w = W + p->offset;
-    int64_t k = numel(p);
+    int64_t k = rt_param_numel(p);
     for (int64_t j = 0; j < k; j++) {
       switch (p->init) {
       case RT_INIT_ZEROS: w[j] = 0.0f; break;
@@ -351,7 +354,7 @@ static int cmd_init(const char *prog, int argc, char **argv, const RtModel *m) {
     const RtParamInfo *p = &m->params[i];
     if (!p->stored) continue;
     float *w = r.W + p->offset;
-    int64_t k = numel(p);
+    int64_t k = rt_param_numel(p);
     ts[n].name = p->name;
     ts[n].dtype = RT_DT_F32;
     ts[n].ndim = p->ndim;
@@ -437,7 +440,7 @@ static int cmd_forward(const char *prog, int argc, char **argv, const RtModel *m
   if (run_init(&r, m, &err) || load_weights(&r, o.weights, &err) || read_tokens(m, o.tokens, &ids, &B, &T, &err)) {
     rc = EXIT_USER;
   } else {
-    out = xalloc(out_floats(m, B, T) * sizeof(float));
+    out = rt_xalloc(out_floats(m, B, T) * sizeof(float));
     RtStep s = {B, T, 0, NULL, r.scratch, 0};
     m->forward(&s, r.arena, r.W, ids, out);
     int64_t shape[3] = {B, m->out_per_token ? T : m->out_dim, m->out_dim};
@@ -480,10 +483,10 @@ static int cmd_generate(const char *prog, int argc, char **argv, const RtModel *
   size_t plen = strlen(o.prompt);
   int ctx = (int)m->context;
   int32_t *ids = malloc(sizeof(int32_t) * (size_t)ctx);
-  float *logits = xalloc((size_t)ctx * (size_t)m->vocab * sizeof(float));
-  float *probs = xalloc((size_t)m->vocab * sizeof(float));
-  int32_t *idx = xalloc((size_t)m->vocab * sizeof(int32_t));
-  float *lsave = o.logits_out ? xalloc((size_t)(o.n ? o.n : 1) * (size_t)m->vocab * sizeof(float)) : NULL;
+  float *logits = rt_xalloc((size_t)ctx * (size_t)m->vocab * sizeof(float));
+  float *probs = rt_xalloc((size_t)m->vocab * sizeof(float));
+  int32_t *idx = rt_xalloc((size_t)m->vocab * sizeof(int32_t));
+  float *lsave = o.logits_out ? rt_xalloc((size_t)(o.n ? o.n : 1) * (size_t)m->vocab * sizeof(float)) : NULL;
   if (run_init(&r, m, &err) || load_weights(&r, o.weights, &err) || run_kv(&r, 1, &err) || !ids || !logits ||
       !probs || !idx || (o.logits_out && !lsave)) {
     fprintf(stderr, "%s: error: %s\n", prog, err.msg[0] ? err.msg : "out of memory");
@@ -586,7 +589,7 @@ static int cmd_eval(const char *prog, int argc, char **argv, const RtModel *m) {
   int B = (int)m->batch, T = (int)m->context;
   int32_t *ids = malloc(sizeof(int32_t) * (size_t)B * (size_t)T);
   int32_t *tgt = malloc(sizeof(int32_t) * (size_t)B * (size_t)T);
-  float *logits = xalloc((size_t)B * (size_t)T * (size_t)m->vocab * sizeof(float));
+  float *logits = rt_xalloc((size_t)B * (size_t)T * (size_t)m->vocab * sizeof(float));
   if (run_init(&r, m, &err) || load_weights(&r, o.weights, &err) || !ids || !tgt || !logits) {
     fprintf(stderr, "%s: error: %s\n", prog, err.msg);
     rc = EXIT_USER;
@@ -658,7 +661,7 @@ static int cmd_bench(const char *prog, int argc, char **argv, const RtModel *m) 
   int rc = EXIT_OK;
   int B = (int)m->batch, T = (int)m->context;
   int32_t *ids = malloc(sizeof(int32_t) * (size_t)B * (size_t)T);
-  float *out = xalloc(out_floats(m, B, T) * sizeof(float));
+  float *out = rt_xalloc(out_floats(m, B, T) * sizeof(float));
   double *times = calloc((size_t)o.runs, sizeof(double));
   RtRng g;
   rt_rng_seed(&g, o.seed);
@@ -711,22 +714,13 @@ static int cmd_bench(const char *prog, int argc, char **argv, const RtModel *m) 
      * (forward + backward, gradients written into G) then AdamW on every stored parameter. The
      * arena and scratch are sized as runtime/train.c sizes them; the weights are trained in place
      * (speed does not depend on their values). */
-#if defined(__GNUC__)
-    extern size_t rt_attention_dx_scratch_floats(int T, int C, int n_head) __attribute__((weak));
-#endif
     const RtTrainConfig *c = &m->train_config;
     int64_t nw = m->weight_floats;
     size_t ab = (size_t)(m->train_arena_bytes > m->arena_bytes ? m->train_arena_bytes : m->arena_bytes);
-    size_t sf = scratch_floats(m);
-#if defined(__GNUC__)
-    if (m->kv_slots && rt_attention_dx_scratch_floats) {
-      size_t d = rt_attention_dx_scratch_floats((int)m->attn_t, (int)m->attn_c, (int)m->attn_heads);
-      sf = d > sf ? d : sf;
-    }
-#endif
-    float *G = xalloc((size_t)nw * sizeof(float)), *s1 = xalloc((size_t)nw * sizeof(float));
-    float *s2 = xalloc((size_t)nw * sizeof(float)), *tscr = xalloc(sf * sizeof(float));
-    char *tarena = xalloc(ab);
+    size_t sf = rt_model_scratch_floats(m, 1);
+    float *G = rt_xalloc((size_t)nw * sizeof(float)), *s1 = rt_xalloc((size_t)nw * sizeof(float));
+    float *s2 = rt_xalloc((size_t)nw * sizeof(float)), *tscr = rt_xalloc(sf * sizeof(float));
+    char *tarena = rt_xalloc(ab);
     int nb = m->out_per_token ? B * T : B;
     int32_t *tgt = malloc(sizeof(int32_t) * (size_t)nb);
     if (!G || !s1 || !s2 || !tscr || !tarena || !tgt) {
@@ -747,7 +741,7 @@ static int cmd_bench(const char *prog, int argc, char **argv, const RtModel *m) 
           const RtParamInfo *p = &m->params[i];
           if (!p->stored) continue;
           float wd = p->decay ? (float)c->weight_decay : 0.0f;
-          rt_adamw(r.W + p->offset, G + p->offset, s1 + p->offset, s2 + p->offset, numel(p), 1e-4f, beta1, beta2,
+          rt_adamw(r.W + p->offset, G + p->offset, s1 + p->offset, s2 + p->offset, rt_param_numel(p), 1e-4f, beta1, beta2,
                    eps, wd, (int64_t)k + 2);
         }
         if (k >= 0) times[k] = rt_now_seconds() - t0;

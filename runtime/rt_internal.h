@@ -37,6 +37,20 @@ static inline float rt_sqdev8(const float *x, int n, float m) {
   return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
 }
 
+/* A zeroed, 64-byte aligned block of at least n bytes (rounded up), or NULL. */
+void *rt_xalloc(size_t n);
+
+/* Elements of a parameter. */
+static inline int64_t rt_param_numel(const RtParamInfo *p) {
+  int64_t n = 1;
+  for (int i = 0; i < p->ndim; i++) n *= p->shape[i];
+  return n;
+}
+
+/* Floats of attention scratch a model's forward (and, with training, its backward) needs, for the
+ * current rt_threads(): one place for prog.c's and train.c's sizes (runtime/prog.c). */
+size_t rt_model_scratch_floats(const RtModel *m, int training);
+
 /* Reads a whole file into a malloc'd buffer (*out, *n). -1 with a message naming the file. */
 int rt_read_file(const char *path, unsigned char **out, size_t *n, RtError *err);
 

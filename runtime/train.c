@@ -31,12 +31,6 @@ int rt_prog_read_tokens(const RtModel *m, const char *path, int32_t **ids, int *
 int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m);
 int rt_prog_grad(const char *prog, int argc, char **argv, const RtModel *m);
 
-/* The attention-backward scratch size lives in runtime/backward.c. Referenced weakly: a program
- * whose train function uses the backward kernels links backward.o and so defines it; a program
- * that does not (tests with hand-written models) needs no such scratch, and sees NULL here. */
-#if defined(__GNUC__)
-extern size_t rt_attention_dx_scratch_floats(int T, int C, int n_head) __attribute__((weak));
-#endif
 
 /* ---- options ---- */
 
@@ -178,35 +172,7 @@ static int parse_opts(const char *prog, const char *verb, int argc, char **argv,
 
 /* ---- small helpers ---- */
 
-static void *xalloc(size_t n) {
-  if (n == 0) n = 64;
-  n = (n + 63) / 64 * 64;
-  void *p = aligned_alloc(64, n);
-  if (p) memset(p, 0, n);
-  return p;
-}
 
-static int64_t numel(const RtParamInfo *p) {
-  int64_t n = 1;
-  for (int i = 0; i < p->ndim; i++) n *= p->shape[i];
-  return n;
-}
-
-static size_t scratch_floats(const RtModel *m, int training) {
-  size_t s = 16;
-  if (m->kv_slots) {
-    size_t a = rt_attention_scratch_floats((int)m->attn_t, (int)m->attn_c, (int)m->attn_heads);
-    size_t b = rt_attention_kv_scratch_floats((int)m->attn_t, (int)m->attn_c, (int)m->attn_heads);
-    s = a > b ? a : b;
-#if defined(__GNUC__)
-    if (training && rt_attention_dx_scratch_floats) {
-      size_t c = rt_attention_dx_scratch_floats((int)m->attn_t, (int)m->attn_c, (int)m->attn_heads);
-      s = c > s ? c : s;
-    }
-#endif
-  }
-  return s;
-}
 
 /* A growing string (for the SVG and the rewritten CSV). */
 typedef struct Str {
@@ -391,7 +357,7 @@ static double train_step(Trainer *t, double lr) {
         if (!p->stored) continue;
         float *a = t->Gacc + p->offset;
         const float *b = t->G + p->offset;
-        int64_t n = numel(p);
+        int64_t n = rt_param_numel(p);
         if (k == 0) memcpy(a, b, (size_t)n * sizeof(float));
         else
           for (int64_t j = 0; j < n; j++) a[j] += b[j];
@@ -406,12 +372,12 @@ static double train_step(Trainer *t, double lr) {
       const RtParamInfo *p = &m->params[i];
       if (!p->stored) continue;
       float *a = g + p->offset;
-      int64_t n = numel(p);
+      int64_t n = rt_param_numel(p);
       for (int64_t j = 0; j < n; j++) a[j] *= scale;
     }
   if (t->c.grad_clip > 0) {
     for (int i = 0; i < m->nparams; i++)
-      if (m->params[i].stored) norm2 += rt_sum_squares(g + m->params[i].offset, numel(&m->params[i]));
+      if (m->params[i].stored) norm2 += rt_sum_squares(g + m->params[i].offset, rt_param_numel(&m->params[i]));
     /* as torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), applied when < 1 */
     double coef = t->c.grad_clip / (sqrt(norm2) + 1e-6);
     if (coef < 1.0)
@@ -419,7 +385,7 @@ static double train_step(Trainer *t, double lr) {
         const RtParamInfo *p = &m->params[i];
         if (!p->stored) continue;
         float *a = g + p->offset, cf = (float)coef;
-        int64_t n = numel(p);
+        int64_t n = rt_param_numel(p);
         for (int64_t j = 0; j < n; j++) a[j] *= cf;
       }
   }
@@ -427,7 +393,7 @@ static double train_step(Trainer *t, double lr) {
   for (int i = 0; i < m->nparams; i++) {
     const RtParamInfo *p = &m->params[i];
     if (!p->stored) continue;
-    int64_t o = p->offset, n = numel(p);
+    int64_t o = p->offset, n = rt_param_numel(p);
     float wd = p->decay ? (float)t->c.weight_decay : 0.0f;
     if (t->c.optimizer == RT_OPT_SGD)
       rt_sgd(t->W + o, g + o, t->s1 + o, n, (float)lr, (float)t->c.momentum, wd);
@@ -454,7 +420,7 @@ static void tensor_of(RtTensor *ts, const RtParamInfo *p, const char *name, cons
   ts->ndim = p->ndim;
   for (int d = 0; d < p->ndim; d++) ts->shape[d] = p->shape[d];
   ts->data = base + p->offset;
-  ts->nbytes = (size_t)numel(p) * sizeof(float);
+  ts->nbytes = (size_t)rt_param_numel(p) * sizeof(float);
 }
 
 /* Writes the stored parameters of buf (W's layout) under their names, with metadata. */
@@ -871,16 +837,16 @@ no_data:;
   size_t wbytes = (size_t)m->weight_floats * sizeof(float);
   size_t abytes = (size_t)(m->arena_bytes > m->train_arena_bytes ? m->arena_bytes : m->train_arena_bytes);
   size_t rows = (size_t)(m->batch > t.M ? m->batch : t.M) * (size_t)t.T;
-  t.W = xalloc(wbytes);
-  t.G = xalloc(wbytes);
-  t.Gacc = t.B / t.M > 1 ? xalloc(wbytes) : NULL;
-  t.s1 = xalloc(wbytes);
-  t.s2 = t.c.optimizer == RT_OPT_ADAMW ? xalloc(wbytes) : NULL;
-  t.arena = xalloc(abytes);
-  t.scratch = xalloc(scratch_floats(m, 1) * sizeof(float));
-  t.logits = xalloc((size_t)m->batch * (size_t)t.T * (size_t)m->vocab * sizeof(float));
-  t.ids = xalloc(rows * sizeof(int32_t));
-  t.tgt = xalloc(rows * sizeof(int32_t));
+  t.W = rt_xalloc(wbytes);
+  t.G = rt_xalloc(wbytes);
+  t.Gacc = t.B / t.M > 1 ? rt_xalloc(wbytes) : NULL;
+  t.s1 = rt_xalloc(wbytes);
+  t.s2 = t.c.optimizer == RT_OPT_ADAMW ? rt_xalloc(wbytes) : NULL;
+  t.arena = rt_xalloc(abytes);
+  t.scratch = rt_xalloc(rt_model_scratch_floats(m, 1) * sizeof(float));
+  t.logits = rt_xalloc((size_t)m->batch * (size_t)t.T * (size_t)m->vocab * sizeof(float));
+  t.ids = rt_xalloc(rows * sizeof(int32_t));
+  t.tgt = rt_xalloc(rows * sizeof(int32_t));
   if (!t.W || !t.G || (t.B / t.M > 1 && !t.Gacc) || !t.s1 || (t.c.optimizer == RT_OPT_ADAMW && !t.s2) || !t.arena ||
       !t.scratch || !t.logits || !t.ids || !t.tgt) {
     rt_fail(&err, "out of memory allocating the training state");
@@ -1058,9 +1024,9 @@ int rt_prog_grad(const char *prog, int argc, char **argv, const RtModel *m) {
   int B = 0, T = 0, rc = EXIT_OK;
   int32_t *ids = NULL, *tgt = NULL;
   size_t wbytes = (size_t)m->weight_floats * sizeof(float);
-  float *W = xalloc(wbytes), *G = xalloc(wbytes);
-  char *arena = xalloc((size_t)m->train_arena_bytes);
-  float *scratch = xalloc(scratch_floats(m, 1) * sizeof(float));
+  float *W = rt_xalloc(wbytes), *G = rt_xalloc(wbytes);
+  char *arena = rt_xalloc((size_t)m->train_arena_bytes);
+  float *scratch = rt_xalloc(rt_model_scratch_floats(m, 1) * sizeof(float));
   if (!W || !G || !arena || !scratch) {
     rt_fail(&err, "out of memory allocating the model");
     rc = EXIT_USER;

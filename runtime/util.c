@@ -281,3 +281,11 @@ int rt_next_opt(const char *prog, const char *verb, int argc, char **argv, int *
   }
   return 1;
 }
+
+void *rt_xalloc(size_t n) {
+  if (n == 0) n = 64;
+  n = (n + 63) / 64 * 64;
+  void *p = aligned_alloc(64, n);
+  if (p) memset(p, 0, n);
+  return p;
+}
