@@ -460,6 +460,10 @@ static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **a
   if (pipe->n == 0 || strcmp(pipe->e[pipe->n - 1].pass->name, "memplan") != 0)
     if (!pass_pipeline_append(pipe, "memplan", "<build>", 1, 1, d)) return EXIT_INTERNAL;
   if (!run_passes(m, o, pipe, d, NULL, NULL)) return EXIT_USER;
+  if (have_spec_train && spec_train.precision != 0 && ir_module_attr(m, "train"))
+    diag_warning(d, o->input, 0, 0, "train: precision %s is not implemented yet: the program will refuse to train "
+                                    "(set precision: fp32)",
+                 spec_train.precision == 1 ? "bf16" : "fp16");
 
   /* The compile options recorded in the program. */
   char opts[1024];

@@ -762,6 +762,10 @@ int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
   t.m = m;
   t.c = effective_config(m);
   t.T = (int)m->context;
+  if (t.c.precision != RT_PREC_FP32)
+    return rt_usage_error(prog, "train", "the spec asks for precision %s, which is not implemented yet: training runs in "
+                                         "fp32 only (set train: precision: fp32)",
+                          t.c.precision == RT_PREC_BF16 ? "bf16" : "fp16");
   const char *data = o.data ? o.data : o.tokens ? NULL : t.c.data;
   if (!data && !o.tokens) return rt_usage_error(prog, "train", "--data FILE (or --tokens and --targets) is required");
   if (!o.tokens != !o.targets) return rt_usage_error(prog, "train", "--tokens and --targets go together");
