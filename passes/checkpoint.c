@@ -9,8 +9,10 @@
  * dropped inputs then die at the next forward call, so the planned arena holds |K| block inputs
  * plus one segment's recomputed ones, for one extra forward of every block outside K.
  *
- * Policies: every=N keeps every N-th block input; sqrt keeps about sqrt(L) (N = ceil(sqrt L));
- * budget=BYTES chooses the kept set with the least recompute whose planned training arena fits.
+ * Policies: store keeps every activation the backward reads (no recompute: each block's forward
+ * returns them from @f.fwd and @f.bwds reads them; most memory, fewest FLOPs); every=N keeps every
+ * N-th block input; sqrt keeps about sqrt(L) (N = ceil(sqrt L)); budget=BYTES chooses the
+ * placement with the least recompute whose planned training arena fits (store if it fits).
  * With identical blocks the recompute is (L - |K|) block forwards and, for a given |K|, the
  * largest segment is smallest with equal segments; so the exact optimum is the largest |K| whose
  * equal segmentation fits, found by planning each candidate (constfold, cse, fuse, dce and memplan
@@ -115,7 +117,9 @@ static int chain_length(Module *m) {
   return n;
 }
 
-/* The planned training arena with every=N, measured on a copy after fuse, dce and memplan. */
+static bool store_all(Module *m, Func *t, Diag *d);
+
+/* The planned training arena with every=N (0: store), measured on a copy after fuse, dce and memplan. */
 static int64_t arena_with(const Module *m, int every, Diag *d) {
   char *text = ir_print_to_string(m);
   Diag quiet;
@@ -123,7 +127,10 @@ static int64_t arena_with(const Module *m, int every, Diag *d) {
   Module *c = ir_parse("<checkpoint candidate>", text, strlen(text), &quiet);
   free(text);
   IR_ASSERT(c);
-  apply_every(c, train_func(c), every);
+  if (every == 0)
+    store_all(c, train_func(c), &quiet);
+  else
+    apply_every(c, train_func(c), every);
   /* the optimisations that follow checkpoint in the default pipeline, then the planner */
   Pipeline p;
   pass_pipeline_init(&p);
@@ -138,17 +145,177 @@ static int64_t arena_with(const Module *m, int every, Diag *d) {
   return a;
 }
 
+
+/* ---- store: keep every block activation the backward needs (no recompute) ---- */
+
+/* Clones op into dst with operands mapped through map (by Value.id of the source function). */
+static Op *clone_op(Module *m, Func *dst, const Op *op, Value **map) {
+  Value *in[512];
+  IR_ASSERT(op->nin <= 512);
+  for (int i = 0; i < op->nin; i++) {
+    in[i] = map[op->in[i]->id];
+    IR_ASSERT(in[i]);
+  }
+  Op *c = ir_op_new(dst, op->kind, op->nin, in, op->nout);
+  for (int i = 0; i < op->nattr; i++) ir_set_attr(c, op->attr[i]);
+  char err[256];
+  if (!ir_infer(m, c, err, sizeof err)) die("checkpoint<store>: %s", err);
+  ir_append(dst, c);
+  for (int i = 0; i < op->nout; i++) map[op->out[i]->id] = c->out[i];
+  return c;
+}
+
+/* Splits @g.bwd (g's forward recomputed, then g's backward) into @g.fwd (g's forward returning
+ * its result and every value the backward reads) and @g.bwds (the backward alone, reading those
+ * values as arguments), and makes @train call them. */
+static bool store_block(Module *m, Func *t, Func *b, Diag *d) {
+  char base[256];
+  snprintf(base, sizeof base, "%.*s", (int)(strlen(b->name) - 4), b->name);
+  Func *g = ir_find_func(m, base);
+  if (!g) return true;
+  int nf = 0, nb = 0;
+  for (const Op *op = g->first; op; op = op->next) nf++;
+  for (const Op *op = b->first; op; op = op->next) nb++;
+  /* the first nf ops of the .bwd are g's forward (autodiff copies it first) */
+  const Op *op = b->first;
+  const Op *go = g->first;
+  for (int i = 0; i < nf; i++, op = op->next, go = go->next)
+    if (!op || op->kind != go->kind) {
+      diag_error(d, m->file, 0, 0, "checkpoint<store>: @%s does not start with @%s's forward (run right after autodiff)",
+                 b->name, g->name);
+      return false;
+    }
+  const Op *first_bwd = op;
+  /* S: forward values the backward part reads (or returns) */
+  bool *fwd_val = calloc((size_t)b->nvalues + 1, sizeof *fwd_val), *saved = calloc((size_t)b->nvalues + 1, sizeof *saved);
+  Value **order = calloc((size_t)b->nvalues + 1, sizeof *order);
+  op = b->first;
+  for (int i = 0; i < nf; i++, op = op->next)
+    for (int k = 0; k < op->nout; k++) fwd_val[op->out[k]->id] = true;
+  int ns = 0;
+  for (op = first_bwd; op; op = op->next)
+    for (int k = 0; k < op->nin; k++)
+      if (fwd_val[op->in[k]->id] && !saved[op->in[k]->id]) saved[op->in[k]->id] = true, order[ns++] = op->in[k];
+  for (int k = 0; k < b->nret; k++)
+    if (fwd_val[b->ret[k]->id] && !saved[b->ret[k]->id]) saved[b->ret[k]->id] = true, order[ns++] = b->ret[k];
+  /* the forward's result in b: the copy of g's returned value (same op position) */
+  int ypos = 0;
+  for (go = g->first; go && go != g->ret[0]->def; go = go->next) ypos++;
+  op = b->first;
+  for (int i = 0; i < ypos; i++) op = op->next;
+  const Value *yb = op->out[g->ret[0]->index];
+  (void)nb;
+
+  /* @g.fwd(args of g) -> (y, S...) */
+  char name[300];
+  snprintf(name, sizeof name, "%s.fwd", base);
+  Func *fw = ir_add_func(m, name);
+  Value **map = calloc((size_t)b->nvalues + 1, sizeof *map);
+  for (int i = 0; i < g->narg; i++) map[b->args[i]->id] = ir_add_arg(fw, b->args[i]->name, b->args[i]->type);
+  op = b->first;
+  for (int i = 0; i < nf; i++, op = op->next) clone_op(m, fw, op, map);
+  Value **rets = calloc((size_t)ns + 2, sizeof *rets);
+  rets[0] = map[yb->id];
+  for (int i = 0; i < ns; i++) rets[1 + i] = map[order[i]->id];
+  ir_set_return(fw, 1 + ns, rets);
+
+  /* @g.bwds(args of g, S..., d results...) -> (d args of g) */
+  snprintf(name, sizeof name, "%s.bwds", base);
+  Func *bs = ir_add_func(m, name);
+  memset(map, 0, sizeof *map * ((size_t)b->nvalues + 1));
+  for (int i = 0; i < g->narg; i++) map[b->args[i]->id] = ir_add_arg(bs, b->args[i]->name, b->args[i]->type);
+  for (int i = 0; i < ns; i++) {
+    char sn[32];
+    snprintf(sn, sizeof sn, "s%d", i);
+    map[order[i]->id] = ir_add_arg(bs, sn, order[i]->type);
+  }
+  for (int i = g->narg; i < b->narg; i++) map[b->args[i]->id] = ir_add_arg(bs, b->args[i]->name, b->args[i]->type);
+  for (op = first_bwd; op; op = op->next) clone_op(m, bs, op, map);
+  Value **brets = calloc((size_t)b->nret + 1, sizeof *brets);
+  for (int i = 0; i < b->nret; i++) {
+    brets[i] = map[b->ret[i]->id];
+    IR_ASSERT(brets[i]);
+  }
+  ir_set_return(bs, b->nret, brets);
+
+  /* @train: F = call @g -> call @g.fwd; B = call @g.bwd -> call @g.bwds with F's saved values */
+  for (Op *B = t->first; B; B = B->next) {
+    if (B->kind != OP_CALL || strcmp(ir_attr_str(B, "callee"), b->name) != 0) continue;
+    Op *F = NULL;
+    for (Op *q = t->first; q && q != B && !F; q = q->next)
+      if (q->kind == OP_CALL && strcmp(ir_attr_str(q, "callee"), g->name) == 0 && q->nin == g->narg) {
+        bool same = true;
+        for (int k = 0; k < g->narg && same; k++) same = q->in[k] == B->in[k];
+        if (same) F = q;
+      }
+    if (!F) continue; /* (a recompute call: none under this policy) */
+    Op *nfw = ir_op_new(t, OP_CALL, F->nin, F->in, 1 + ns);
+    for (int k = 0; k < F->nattr; k++) ir_set_attr(nfw, F->attr[k]);
+    ir_set_attr_sym(nfw, "callee", fw->name);
+    char err[256];
+    if (!ir_infer(m, nfw, err, sizeof err)) die("checkpoint<store>: %s", err);
+    ir_insert_before(F, nfw);
+    ir_replace_uses(t, F->out[0], nfw->out[0]);
+    ir_unlink(F);
+    Value *in[512];
+    int n = 0;
+    IR_ASSERT(B->nin + ns <= 512);
+    for (int k = 0; k < g->narg; k++) in[n++] = B->in[k];
+    for (int k = 0; k < ns; k++) in[n++] = nfw->out[1 + k];
+    for (int k = g->narg; k < B->nin; k++) in[n++] = B->in[k];
+    Op *nbw = ir_op_new(t, OP_CALL, n, in, B->nout);
+    for (int k = 0; k < B->nattr; k++) ir_set_attr(nbw, B->attr[k]);
+    ir_set_attr_sym(nbw, "callee", bs->name);
+    if (!ir_infer(m, nbw, err, sizeof err)) die("checkpoint<store>: %s", err);
+    ir_insert_before(B, nbw);
+    for (int k = 0; k < B->nout; k++) ir_replace_uses(t, B->out[k], nbw->out[k]);
+    Op *next = B->next;
+    ir_unlink(B);
+    B = next ? next->prev : t->last;
+    if (!B) break;
+  }
+  free(fwd_val);
+  free(saved);
+  free(order);
+  free(map);
+  free(rets);
+  free(brets);
+  return true;
+}
+
+static bool store_all(Module *m, Func *t, Diag *d) {
+  int n = m->nfunc;
+  Func **fs = malloc(sizeof *fs * (size_t)(n ? n : 1));
+  for (int i = 0; i < n; i++) fs[i] = m->funcs[i];
+  bool ok = true;
+  for (int i = 0; i < n && ok; i++) {
+    size_t len = strlen(fs[i]->name);
+    if (len > 4 && strcmp(fs[i]->name + len - 4, ".bwd") == 0) ok = store_block(m, t, fs[i], d);
+  }
+  free(fs);
+  return ok;
+}
+
 bool pass_checkpoint(Module *m, const PassOptions *o, Diag *d) {
   Func *t = train_func(m);
   bool has_every = pass_opt_is_set(o, "every"), has_sqrt = pass_opt_is_set(o, "sqrt"),
-       has_budget = pass_opt_is_set(o, "budget");
-  if (has_every + has_sqrt + has_budget != 1) {
-    diag_error(d, m->file, 0, 0, "checkpoint: give exactly one policy: every=N, sqrt or budget=BYTES");
+       has_budget = pass_opt_is_set(o, "budget"), has_store = pass_opt_is_set(o, "store");
+  if (has_every + has_sqrt + has_budget + has_store != 1) {
+    diag_error(d, m->file, 0, 0, "checkpoint: give exactly one policy: store, every=N, sqrt or budget=BYTES");
     return false;
   }
   if (!t) {
     diag_error(d, m->file, 0, 0, "checkpoint: no training function: run autodiff first");
     return false;
+  }
+  if (has_store) {
+    if (!pass_opt_bool(o, "store")) {
+      diag_error(d, m->file, 0, 0, "checkpoint: store=false is no policy; give store, every=N, sqrt or budget=BYTES");
+      return false;
+    }
+    if (!store_all(m, t, d)) return false;
+    ir_module_set_attr(m, (Attr){.key = "checkpoint_every", .kind = ATTR_INT, .i = 0});
+    return true;
   }
   int L = chain_length(m);
   int every = 1;
@@ -164,6 +331,13 @@ bool pass_checkpoint(Module *m, const PassOptions *o, Diag *d) {
   } else {
     int64_t budget = pass_opt_int(o, "budget"), best_arena = -1, min_arena = INT64_MAX;
     int best = 0;
+    /* storing everything recomputes nothing: take it if it fits */
+    int64_t sa = arena_with(m, 0, d);
+    if (sa >= 0 && sa <= budget) {
+      if (!store_all(m, t, d)) return false;
+      ir_module_set_attr(m, (Attr){.key = "checkpoint_every", .kind = ATTR_INT, .i = 0});
+      return true;
+    }
     /* recompute falls as segments shorten: try every = 1, 2, ... and keep the first that fits */
     for (int n = 1; n <= (L > 0 ? L : 1); n++) {
       int64_t a = arena_with(m, n, d);

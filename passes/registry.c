@@ -17,6 +17,7 @@ bool pass_fuse(Module *m, const PassOptions *o, Diag *d);
 bool pass_memplan(Module *m, const PassOptions *o, Diag *d);
 
 static const PassOptSpec checkpoint_opts[] = {
+    {"store", POPT_BOOL, "false", "keep every activation the backward needs: no recompute, most memory"},
     {"every", POPT_INT, "1", "keep the input of every N-th block, recompute the others"},
     {"sqrt", POPT_BOOL, "false", "keep about sqrt(blocks) inputs (Chen et al. 2016)"},
     {"budget", POPT_SIZE, "0", "least recompute whose planned training arena fits BYTES"},
@@ -32,7 +33,7 @@ static const PassOptSpec fuse_opts[] = {
 static const PassInfo registry[] = {
     {"autodiff", "reverse-mode differentiation: @train(tokens, targets) -> (loss, parameter gradients)",
      pass_autodiff, NULL, 0},
-    {"checkpoint", "gradient-checkpoint placement over the block chain (every=N, sqrt or budget=BYTES)",
+    {"checkpoint", "gradient-checkpoint placement over the block chain (store, every=N, sqrt or budget=BYTES)",
      pass_checkpoint, checkpoint_opts, NOPTS(checkpoint_opts)},
     {"constfold", "fold element-wise ops on constants and simplify x+0, x*1, dropout(p=0)",
      pass_constfold, NULL, 0},

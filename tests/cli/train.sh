@@ -50,7 +50,8 @@ expect_status 0 "$G" train --tokens $FIX/gpt-tiny/tokens.npy --targets $FIX/gpt-
   --weight-decay 0 --beta1 0.8 --beta2 0.99 --out "$TMP/s.safetensors"
 expect_in "$TMP/out" "step 3"
 
-# checkpoint policies: less planned training memory for more recompute FLOPs (modelc stats)
+# checkpoint policies: less planned training memory for more recompute FLOPs, and store: no
+# recompute for more memory (modelc stats)
 train_row() { "$MODELC" stats --passes="autodiff,$1constfold,cse,fuse,dce,memplan" examples/gpt-tiny.yaml |
   awk '/^@train/ { gsub(",", ""); print $(NF-2), $NF }'; }
 read -r f1 a1 < <(train_row "")
@@ -58,6 +59,8 @@ read -r f2 a2 < <(train_row "checkpoint<every=2>,")
 read -r f4 a4 < <(train_row "checkpoint<every=4>,")
 [ "$a2" -lt "$a1" ] && [ "$a4" -lt "$a2" ] || fail "arena does not fall with checkpointing: $a1 $a2 $a4"
 [ "$f2" -gt "$f1" ] && [ "$f4" -gt "$f2" ] || fail "recompute FLOPs do not grow with checkpointing: $f1 $f2 $f4"
+read -r fs as < <(train_row "checkpoint<store>,")
+[ "$fs" -lt "$f1" ] && [ "$as" -gt "$a1" ] || fail "store should cost fewer FLOPs ($fs vs $f1) and more memory ($as vs $a1)"
 expect_status 1 "$MODELC" stats --passes='autodiff,checkpoint<budget=1MiB>' examples/gpt-tiny.yaml
 expect_in "$TMP/err" "is below the smallest planned training arena any placement reaches"
 

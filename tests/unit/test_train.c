@@ -206,7 +206,7 @@ END_TEST
  * gpt-tiny built with checkpoint<every=2>, <sqrt> and <budget=...> are byte-identical to those of
  * the default build (the same kernels on the same inputs). */
 START_TEST(test_checkpoint_policies_same_gradients) {
-  const char *pol[] = {"every=2", "sqrt", "every=4", "budget=7MiB"};
+  const char *pol[] = {"every=2", "sqrt", "every=4", "budget=7MiB", "store", "budget=64MiB"};
   const char *grad = "grad --weights " FIX "/gpt-tiny/weights.safetensors --tokens " FIX "/gpt-tiny/tokens.npy "
                      "--targets " FIX "/gpt-tiny/targets.npy";
   ck_assert_int_eq(sh("%s/gpt-tiny %s --out %s/g_ref.safetensors > /dev/null", tmp, grad, tmp), 0);
