@@ -15,6 +15,7 @@
  * inside each); every chunk of tasks claims its own slice of the scratch, which therefore holds
  * rt_threads() per-task slices (the scratch size functions multiply by rt_threads()). */
 #include "modelc_rt.h"
+#include "rt_internal.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -22,28 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* s[j] = exp(s[j] - mx) for j < n; returns their sum (8 partial sums, so the loop vectorises). */
-static float exp_row(float *s, int n, float mx) {
-  float a[8] = {0};
-  int j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int k = 0; k < 8; k++) {
-      float e = rt_expf(s[j + k] - mx);
-      s[j + k] = e;
-      a[k] += e;
-    }
-  float tail = 0.0f;
-  for (; j < n; j++)
-    tail += s[j] = rt_expf(s[j] - mx);
-  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
-}
-
-/* floats of one per-task scratch slice, rounded up to a cache line (no false sharing) */
-static size_t slice_floats(size_t n) { return (n + 15) / 16 * 16; }
-
 static size_t attn_slice(int C, int n_head) {
   size_t hd = (size_t)(C / n_head);
-  return slice_floats((size_t)RT_ATTN_BQ * RT_ATTN_BK + (size_t)RT_ATTN_BQ * hd + 2 * (size_t)RT_ATTN_BQ);
+  return rt_slice_floats((size_t)RT_ATTN_BQ * RT_ATTN_BK + (size_t)RT_ATTN_BQ * hd + 2 * (size_t)RT_ATTN_BQ);
 }
 
 size_t rt_attention_scratch_floats(int T, int C, int n_head) {
@@ -78,7 +60,7 @@ static void attend_head(float *o, int ldo, const float *q, const float *k, const
         for (int j = 0; j < nvis; j++)
           mx = s[j] > mx ? s[j] : mx;
         float alpha = expf(m[i] - mx); /* 0 on the first block (m = -inf) */
-        float sum = exp_row(s, nvis, mx);
+        float sum = rt_exp_row(s, s, nvis, mx);
         for (int j = nvis; j < nk; j++)
           s[j] = 0.0f;
         l[i] = l[i] * alpha + sum;
@@ -174,7 +156,7 @@ void rt_attention_ref(float *out, const float *qkv, int B, int T, int C, int n_h
 }
 
 size_t rt_attention_decode_scratch_floats(int Tmax) {
-  return slice_floats((size_t)(Tmax > 0 ? Tmax : 1)) * (size_t)rt_threads();
+  return rt_slice_floats((size_t)(Tmax > 0 ? Tmax : 1)) * (size_t)rt_threads();
 }
 
 typedef struct DecCtx {
@@ -206,7 +188,7 @@ static void dec_tasks(void *p, int lo, int hi) {
     float mx = -INFINITY;
     for (int j = 0; j < n; j++)
       mx = s[j] > mx ? s[j] : mx;
-    float sum = exp_row(s, n, mx);
+    float sum = rt_exp_row(s, s, n, mx);
     /* out_h (hd) = V_h[0:n]^T s / sum */
     cblas_sgemv(CblasRowMajor, CblasTrans, n, hd, 1.0f / sum, vc, C, s, 1, 0.0f, d->out + (size_t)b * C + (size_t)h * hd,
                 1);
@@ -219,7 +201,7 @@ void rt_attention_decode(float *out, const float *qkv, float *kcache, float *vca
     return;
   int hd = C / n_head;
   DecCtx d = {out, qkv, kcache, vcache, Tmax, t, C, n_head, hd, 1.0f / sqrtf((float)hd), scratch,
-              slice_floats((size_t)(Tmax > 0 ? Tmax : 1)), 0};
+              rt_slice_floats((size_t)(Tmax > 0 ? Tmax : 1)), 0};
   /* a task reads 2 (t+1) hd floats of cache; below ~16K floats per chunk the pool costs more than
    * it saves (early positions of a decode are a few microseconds in all) */
   long per = 2L * (t + 1) * hd;

@@ -22,33 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Max of x[0..n) (n >= 1). */
-static float max_row(const float *x, int n) {
-  float m = x[0];
-  for (int i = 1; i < n; i++)
-    m = x[i] > m ? x[i] : m;
-  return m;
-}
-
-/* e[j] = exp(x[j] - mx) for j < n (e may equal x); returns their sum with 8 lanes. */
-static float exp_row(float *e, const float *x, int n, float mx) {
-  float a[8] = {0};
-  int j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int k = 0; k < 8; k++) {
-      float v = rt_expf(x[j + k] - mx);
-      e[j + k] = v;
-      a[k] += v;
-    }
-  float tail = 0.0f;
-  for (; j < n; j++)
-    tail += e[j] = rt_expf(x[j] - mx);
-  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
-}
-
-/* floats of one per-task scratch slice, rounded up to a cache line (no false sharing) */
-static size_t slice_floats(size_t n) { return (n + 15) / 16 * 16; }
-
 /* ---- cross-entropy: logits (R,V), targets (R) ----------------------------------------------- */
 
 /* The loss is a sum over rows: rows go in at most CE_BLOCKS fixed blocks (not per-thread chunks),
@@ -77,12 +50,12 @@ static void ce_blocks(void *p, int lo, int hi) {
       int t = c->targets[r];
       if (t < 0 || t >= V)
         continue;
-      float mx = max_row(l, V);
+      float mx = rt_max_row(l, V);
       /* exp_row writes; the loss does not need the exponentials, so a small stack tile holds them */
       float sum = 0.0f, tile[256];
       for (int j0 = 0; j0 < V; j0 += 256) {
         int n = V - j0 < 256 ? V - j0 : 256;
-        sum += exp_row(tile, l + j0, n, mx);
+        sum += rt_exp_row(tile, l + j0, n, mx);
       }
       acc += (double)mx + log((double)sum) - (double)l[t];
     }
@@ -141,8 +114,8 @@ static void ce_grad_rows(void *p, int lo, int hi) {
       memset(d, 0, (size_t)V * sizeof(float));
       continue;
     }
-    float mx = max_row(l, V);
-    float s = k / exp_row(d, l, V, mx); /* d may equal l: each element is read before written */
+    float mx = rt_max_row(l, V);
+    float s = k / rt_exp_row(d, l, V, mx); /* d may equal l: each element is read before written */
     for (int j = 0; j < V; j++)
       d[j] *= s;
     d[t] -= k;
@@ -497,7 +470,7 @@ void rt_embedding_dw_ref(float *dtable, const int32_t *ids, const float *dy, int
 
 static size_t attn_dx_slice(int T) {
   size_t bq = T < RT_ATTN_BQ ? (size_t)(T > 0 ? T : 1) : RT_ATTN_BQ;
-  return slice_floats(2 * bq * (size_t)(T > 0 ? T : 1));
+  return rt_slice_floats(2 * bq * (size_t)(T > 0 ? T : 1));
 }
 
 size_t rt_attention_dx_scratch_floats(int T, int C, int n_head) {
@@ -524,8 +497,8 @@ static void attn_dx_head(float *dq, float *dk, float *dv, const float *q, const 
     for (int i = 0; i < nq; i++) {
       float *p = P + (size_t)i * kend, *dp = dP + (size_t)i * kend;
       int nvis = causal ? q0 + i + 1 : kend;
-      float mx = max_row(p, nvis);
-      float inv = 1.0f / exp_row(p, p, nvis, mx);
+      float mx = rt_max_row(p, nvis);
+      float inv = 1.0f / rt_exp_row(p, p, nvis, mx);
       float a[8] = {0}, tail = 0.0f;
       int j = 0;
       for (; j + 8 <= nvis; j += 8)

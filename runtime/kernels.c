@@ -368,9 +368,7 @@ static void softmax_rows(void *p, int lo, int hi) {
       memset(o, 0, (size_t)C * sizeof(float));
       continue;
     }
-    for (int c = 0; c < C; c++)
-      o[c] = rt_expf(xr[c] - mx);
-    float inv = 1.0f / rt_sum8(o, C);
+    float inv = 1.0f / rt_exp_row(o, xr, C, mx);
     for (int c = 0; c < C; c++)
       o[c] *= inv;
   }

@@ -37,6 +37,33 @@ static inline float rt_sqdev8(const float *x, int n, float m) {
   return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
 }
 
+/* Max of x[0..n) (n >= 1). */
+static inline float rt_max_row(const float *x, int n) {
+  float m = x[0];
+  for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+/* e[j] = exp(x[j] - mx) for j < n (e may equal x); returns their sum with 8 partial sums, so the
+ * loop vectorises. The forward attention and its backward use this one formula, so the backward
+ * recomputes exactly the forward's probabilities. */
+static inline float rt_exp_row(float *e, const float *x, int n, float mx) {
+  float a[8] = {0};
+  int j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; k++) {
+      float v = rt_expf(x[j + k] - mx);
+      e[j + k] = v;
+      a[k] += v;
+    }
+  float tail = 0.0f;
+  for (; j < n; j++) tail += e[j] = rt_expf(x[j] - mx);
+  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
+}
+
+/* Floats of one per-task scratch slice, rounded up to a cache line (no false sharing). */
+static inline size_t rt_slice_floats(size_t n) { return (n + 15) / 16 * 16; }
+
 /* A zeroed, 64-byte aligned block of at least n bytes (rounded up), or NULL. */
 void *rt_xalloc(size_t n);
 
