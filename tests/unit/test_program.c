@@ -22,21 +22,11 @@
 #include <unistd.h>
 
 #include "../../runtime/modelc_rt.h"
+#include "sh.h"
 
 #define FIX "tests/reference/fixtures"
 static char tmp[256];
 static char gpt[300], bert[300], llama[300], encm[300];
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-  char cmd[4096];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  int st = system(cmd);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static RtNpy load(const char *path) {
   RtNpy a;

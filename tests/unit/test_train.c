@@ -21,21 +21,11 @@
 #include <unistd.h>
 
 #include "../../runtime/modelc_rt.h"
+#include "sh.h"
 
 #define FIX "tests/reference/fixtures"
 #define TRAIN_PASSES "autodiff,constfold,cse,fuse,dce,memplan"
 static char tmp[256];
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-  char cmd[4096];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  int st = system(cmd);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static const struct {
   const char *name, *spec;
