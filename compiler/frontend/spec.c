@@ -432,6 +432,13 @@ static const char *fe_name(Ctx *c, const YNode *n, const char *what, bool allow_
 /* a * b into *out; false on int64 overflow. */
 static bool fe_mul(int64_t a, int64_t b, int64_t *out) { return !__builtin_mul_overflow(a, b, out); }
 
+/* a * b, saturating at INT64_MAX: parameter shapes are listed (for their names) even when the
+ * sizes were rejected, and then only need to be large, not exact. */
+static int64_t fe_smul(int64_t a, int64_t b) {
+  int64_t r;
+  return fe_mul(a, b, &r) ? r : INT64_MAX;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* model:                                                                                       */
 
@@ -703,7 +710,10 @@ static void fe_layer(Ctx *c, SpecLayer *l, const YNode *item, int depth, bool to
     else ERR_AT(c, key, "unknown layer '%.40s'", key->text);
     return;
   }
-  if (kind == SPEC_L_REPEAT) return;   /* handled above; a bare "- repeat" scalar: */
+  if (kind == SPEC_L_REPEAT) { /* a mapping with a repeat key was handled above: this is a bare "- repeat" */
+    ERR_AT(c, key, "'repeat' needs a count and a block, as in '- {repeat: 4, block: [attention: {heads: 4}]}'");
+    return;
+  }
   l->kind = (SpecLayerKind)kind;
   if (kind == SPEC_L_RESIDUAL && !opt) {
     ERR_AT(c, key, "residual needs a list of layers, as in 'residual: [attention: {heads: 4}]'");
@@ -819,8 +829,8 @@ int fe_layer_params(const Spec *s, const SpecLayer *l, const char *prefix, SpecP
     if (l->bias) k = fe_add_p(out, k, prefix, n, ".bias", 1, C, 0, INIT_ZEROS, 0, false);
     break;
   case SPEC_L_ATTENTION:
-    k = fe_add_p(out, k, prefix, n, ".c_attn.weight", 2, 3 * C, C, INIT_NORMAL, 0.02, true);
-    if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_attn.bias", 1, 3 * C, 0, INIT_ZEROS, 0, false);
+    k = fe_add_p(out, k, prefix, n, ".c_attn.weight", 2, fe_smul(3, C), C, INIT_NORMAL, 0.02, true);
+    if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_attn.bias", 1, fe_smul(3, C), 0, INIT_ZEROS, 0, false);
     k = fe_add_p(out, k, prefix, n, ".c_proj.weight", 2, C, C, INIT_NORMAL, 0.02, true);
     if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_proj.bias", 1, C, 0, INIT_ZEROS, 0, false);
     break;

@@ -18,6 +18,13 @@ export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1
 for t in spec:fuzz_spec ir:fuzz_ir st:fuzz_safetensors; do
   dir=${t%%:*} bin=${t#*:}
   echo "fuzz: $bin for ${secs}s" >&2
-  build-fuzz/$bin -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix=build-fuzz/ "$work/$dir" 2>&1 | tail -3 >&2
+  log=build-fuzz/$bin.log
+  if ! build-fuzz/$bin -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    -artifact_prefix=build-fuzz/ "$work/$dir" >"$log" 2>&1; then
+    # the whole report: the sanitizer's trace, the input in hex and base64, the artifact's name
+    grep -v -E '^#[0-9]+' "$log" | tail -60 >&2
+    echo "fuzz: $bin FAILED (reproduce: build-fuzz/$bin ARTIFACT)" >&2
+    exit 1
+  fi
+  grep -E '^stat::(number_of_executed_units|new_units_added)|cov:' "$log" | tail -3 >&2
 done

@@ -7,6 +7,8 @@
 #include "rt_test_util.h"
 
 #include <check.h>
+
+#include "check_run.h"
 #include <stdio.h>
 
 static void check_attention(int B, int T, int C, int nh, int causal, uint64_t seed) {
@@ -143,9 +145,5 @@ int main(void) {
   tcase_add_loop_test(tc, kv_prefill_then_chunks, 1, 4);
   tcase_add_test(tc, attention_timing);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return check_run(s);
 }

@@ -16,6 +16,8 @@
 #include "rt_test_util.h"
 
 #include <check.h>
+
+#include "check_run.h"
 #include <stdio.h>
 
 static void fill_ids(int32_t *ids, int n, int V, uint64_t seed) {
@@ -498,9 +500,5 @@ int main(void) {
   tcase_add_loop_test(tc, embedding_dw_accumulates, 1, 4);
   tcase_add_test(tc, attention_dx_timing);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return check_run(s);
 }

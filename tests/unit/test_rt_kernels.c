@@ -6,6 +6,8 @@
 #include "rt_test_util.h"
 
 #include <check.h>
+
+#include "check_run.h"
 #include <stdio.h>
 
 static void check_matmul(int M, int N, int K, int with_bias, uint64_t seed) {
@@ -339,9 +341,5 @@ int main(void) {
   tcase_add_test(tc, sinusoid_vs_ref);
   tcase_add_test(tc, dropout_masks);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return check_run(s);
 }

@@ -4,6 +4,8 @@
 #include "rt_test_util.h"
 
 #include <check.h>
+
+#include "check_run.h"
 #include <stdio.h>
 #include <unistd.h>
 
@@ -159,9 +161,5 @@ int main(void) {
   tcase_add_test(tc, corrupt);
   tcase_add_test(tc, round_trip);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return check_run(s);
 }

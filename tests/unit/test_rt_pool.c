@@ -8,6 +8,8 @@
 #include "rt_test_util.h"
 
 #include <check.h>
+
+#include "check_run.h"
 #include <stdatomic.h>
 #include <stdio.h>
 #include <sys/wait.h>
@@ -258,9 +260,5 @@ int main(void) {
   tcase_add_test(tc, pool_after_fork);
   tcase_add_loop_test(tc, linear_with_epilogue, 1, 4);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return check_run(s);
 }

@@ -4,6 +4,8 @@
 #include "rt_test_util.h"
 
 #include <check.h>
+
+#include "check_run.h"
 #include <stdio.h>
 
 START_TEST(greedy) {
@@ -122,9 +124,5 @@ int main(void) {
   tcase_add_test(tc, rng_reproducible);
   tcase_add_test(tc, distribution_and_truncation);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return check_run(s);
 }
