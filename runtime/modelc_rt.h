@@ -114,6 +114,19 @@ RtDType rt_dtype_from_name(const char *name);
 float rt_f16_to_f32(uint16_t h);
 float rt_bf16_to_f32(uint16_t h);
 uint16_t rt_f32_to_bf16(float f);
+uint16_t rt_f32_to_f16(float f); /* overflow (|f| >= 65520) gives inf, as IEEE rounding does */
+
+/* Conversions of n elements between f32 and the 16-bit float types (mixed precision: the IR's
+ * cast op). Round to nearest even; fast versions use the CPU's conversion instructions where it
+ * has them (F16C), refs convert one element at a time with the functions above. */
+void rt_cast_f32_bf16(uint16_t *out, const float *x, size_t n);
+void rt_cast_bf16_f32(float *out, const uint16_t *x, size_t n);
+void rt_cast_f32_f16(uint16_t *out, const float *x, size_t n);
+void rt_cast_f16_f32(float *out, const uint16_t *x, size_t n);
+void rt_cast_f32_bf16_ref(uint16_t *out, const float *x, size_t n);
+void rt_cast_bf16_f32_ref(float *out, const uint16_t *x, size_t n);
+void rt_cast_f32_f16_ref(uint16_t *out, const float *x, size_t n);
+void rt_cast_f16_f32_ref(float *out, const uint16_t *x, size_t n);
 
 /* ---------------------------------------------------------------------------------------------
  * Kernels. Each has a `_ref` twin: plain loops, double accumulation, obviously correct.

@@ -79,6 +79,27 @@ uint16_t rt_f32_to_bf16(float f) {
   return (uint16_t)(u >> 16);
 }
 
+uint16_t rt_f32_to_f16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+  uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return sign | 0x7e00u; /* quiet nan */
+  if (a >= 0x477ff000u) return sign | 0x7c00u; /* |f| >= 65520 (half-way past 65504): inf */
+  if (a >= 0x38800000u) {                      /* normal: rebias the exponent (127 - 15) */
+    uint32_t r = a - 0x38000000u;
+    r += 0xfffu + ((r >> 13) & 1u); /* round to nearest even; a carry moves into the exponent */
+    return sign | (uint16_t)(r >> 13);
+  }
+  uint32_t e = a >> 23;
+  if (e < 102) return sign; /* below 2^-25: rounds to zero */
+  /* subnormal: the count of 2^-24 units, rounded to nearest even */
+  uint32_t mant = (a & 0x7fffffu) | 0x800000u, sh = 126 - e, q = mant >> sh, rem = mant & ((1u << sh) - 1u),
+           half = 1u << (sh - 1);
+  if (rem > half || (rem == half && (q & 1u))) q++;
+  return sign | (uint16_t)q;
+}
+
 int rt_tensor_to_f32(const RtTensor *t, float *out, RtError *err) {
   size_t es = rt_dtype_size(t->dtype);
   if (es == 0)

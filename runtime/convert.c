@@ -1,0 +1,81 @@
+/* convert.c: element-wise conversions between f32 and the 16-bit float types, the kernels behind
+ * the IR's cast op (mixed-precision training stores activations in 16 bits). The fast versions
+ * are branch-free loops the compiler vectorises (bf16) or the CPU's F16C instructions (f16,
+ * checked at run time); the `_ref` twins convert one element at a time with rt_f32_to_bf16 and
+ * friends (runtime/util.c). Both round to nearest even and agree bit for bit. */
+#include "modelc_rt.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define RT_HAVE_F16C_PATH 1
+#endif
+
+void rt_cast_f32_bf16(uint16_t *out, const float *x, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &x[i], sizeof u);
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    uint32_t nan = (u >> 16) | 0x40u;
+    out[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : r);
+  }
+}
+
+void rt_cast_bf16_f32(float *out, const uint16_t *x, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u = (uint32_t)x[i] << 16;
+    memcpy(&out[i], &u, sizeof u);
+  }
+}
+
+#ifdef RT_HAVE_F16C_PATH
+__attribute__((target("avx,f16c"))) static size_t f32_f16_hw(uint16_t *out, const float *x, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128((__m128i *)(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  return i;
+}
+__attribute__((target("avx,f16c"))) static size_t f16_f32_hw(float *out, const uint16_t *x, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+  return i;
+}
+static int have_f16c(void) {
+  static int have = -1;
+  if (have < 0) {
+    __builtin_cpu_init();
+    have = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  }
+  return have;
+}
+#endif
+
+void rt_cast_f32_f16(uint16_t *out, const float *x, size_t n) {
+  size_t i = 0;
+#ifdef RT_HAVE_F16C_PATH
+  if (have_f16c()) i = f32_f16_hw(out, x, n);
+#endif
+  for (; i < n; i++) out[i] = rt_f32_to_f16(x[i]);
+}
+
+void rt_cast_f16_f32(float *out, const uint16_t *x, size_t n) {
+  size_t i = 0;
+#ifdef RT_HAVE_F16C_PATH
+  if (have_f16c()) i = f16_f32_hw(out, x, n);
+#endif
+  for (; i < n; i++) out[i] = rt_f16_to_f32(x[i]);
+}
+
+void rt_cast_f32_bf16_ref(uint16_t *out, const float *x, size_t n) {
+  for (size_t i = 0; i < n; i++) out[i] = rt_f32_to_bf16(x[i]);
+}
+void rt_cast_bf16_f32_ref(float *out, const uint16_t *x, size_t n) {
+  for (size_t i = 0; i < n; i++) out[i] = rt_bf16_to_f32(x[i]);
+}
+void rt_cast_f32_f16_ref(uint16_t *out, const float *x, size_t n) {
+  for (size_t i = 0; i < n; i++) out[i] = rt_f32_to_f16(x[i]);
+}
+void rt_cast_f16_f32_ref(float *out, const uint16_t *x, size_t n) {
+  for (size_t i = 0; i < n; i++) out[i] = rt_f16_to_f32(x[i]);
+}
