@@ -207,6 +207,25 @@ static EmitTrain spec_train;
 static bool have_spec_train;
 static char spec_train_data[4096];
 
+/* The spec's train: precision (bf16, fp16) is the precision pass, placed right after the passes
+ * that build @train (autodiff, checkpoint) unless the pipeline already has it; a pipeline without
+ * autodiff does not train and is left alone. */
+static bool add_precision(Pipeline *pipe, const Spec *spec, const char *file, Diag *d) {
+  int at = -1;
+  for (int i = 0; i < pipe->n; i++) {
+    const char *n = pipe->e[i].pass->name;
+    if (!strcmp(n, "precision")) return true;
+    if (!strcmp(n, "autodiff") || !strcmp(n, "checkpoint")) at = i;
+  }
+  if (at < 0) return true;
+  const char *text = fe_spec_train(spec)->precision == SPEC_PREC_BF16 ? "precision<bf16>" : "precision<fp16>";
+  if (!pass_parse_pipeline(pipe, text, file, 1, 1, d)) return false;
+  PipelineEntry e = pipe->e[pipe->n - 1];
+  memmove(&pipe->e[at + 2], &pipe->e[at + 1], sizeof *pipe->e * (size_t)(pipe->n - 2 - at));
+  pipe->e[at + 1] = e;
+  return true;
+}
+
 /* Loads the input (spec or .mir) and builds the pipeline to run. */
 static Module *load(const Options *o, Pipeline *pipe, Diag *d) {
   Module *m = NULL;
@@ -258,6 +277,7 @@ static Module *load(const Options *o, Pipeline *pipe, Diag *d) {
     }
   else if (!mir)
     ok = pass_parse_pipeline(pipe, pass_default_pipeline(), "<default pipeline>", 1, 1, d);
+  if (ok && spec && fe_spec_train(spec)->precision != SPEC_PREC_FP32) ok = add_precision(pipe, spec, o->input, d);
   fe_spec_free(spec);
   if (!ok) {
     ir_module_free(m);
@@ -460,10 +480,6 @@ static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **a
   if (pipe->n == 0 || strcmp(pipe->e[pipe->n - 1].pass->name, "memplan") != 0)
     if (!pass_pipeline_append(pipe, "memplan", "<build>", 1, 1, d)) return EXIT_INTERNAL;
   if (!run_passes(m, o, pipe, d, NULL, NULL)) return EXIT_USER;
-  if (have_spec_train && spec_train.precision != 0 && ir_module_attr(m, "train"))
-    diag_warning(d, o->input, 0, 0, "train: precision %s is not implemented yet: the program will refuse to train "
-                                    "(set precision: fp32)",
-                 spec_train.precision == 1 ? "bf16" : "fp16");
 
   /* The compile options recorded in the program. */
   char opts[1024];

@@ -333,6 +333,26 @@ static bool shape_pool_dx(const Module *m, const Op *op, Type *out, char *err, s
   return true;
 }
 
+/* cast: between f32 and the 16-bit float types only (mixed precision stores activations in 16 bits). */
+static bool shape_cast(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  const Attr *to = need_attr(op, "to", ATTR_STR, err, n);
+  if (!to || !need_float(op, err, n)) return false;
+  int t = ir_dtype_by_name(to->s);
+  DType from = op->in[0]->type.dtype;
+  if (t != DT_F32 && t != DT_BF16 && t != DT_F16)
+    return fail(err, n, "cast: to=\"%s\" is not a float type (f32, bf16 or f16)%s", to->s, NULL);
+  if ((from == DT_F32) == (t == DT_F32))
+    return fail(err, n, "cast: converts f32 to bf16/f16 or back, not %s to %s", ir_dtype_name(from), to->s);
+  *out = op->in[0]->type;
+  out->dtype = (DType)t;
+  return true;
+}
+
+static bool shape_loss_scale(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  *out = (Type){.dtype = DT_F32, .rank = 0};
+  return true;
+}
+
 static int64_t out_numel(const Op *op) { return ir_type_numel(&op->out[0]->type); }
 static int64_t flops_zero(const Module *m, const Op *op) { return 0; }
 static int64_t flops_ew(const Module *m, const Op *op) { return out_numel(op); }
@@ -554,6 +574,11 @@ static const Attr *attr_get(const Attr *attrs, int n, const char *key) {
   for (int i = 0; i < n; i++)
     if (strcmp(attrs[i].key, key) == 0) return &attrs[i];
   return NULL;
+}
+
+Func *ir_train_func(const Module *m) {
+  const Attr *a = ir_module_attr(m, "train");
+  return a && a->kind == ATTR_SYM ? ir_find_func(m, a->s) : NULL;
 }
 
 void ir_module_set_attr(Module *m, Attr a) { attr_put(m, &m->attr, &m->nattr, a); }

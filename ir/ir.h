@@ -161,6 +161,7 @@ void ir_module_free(Module *m);
 void *ir_alloc(Module *m, size_t n);          /* zeroed */
 char *ir_strdup(Module *m, const char *s);
 void ir_module_set_attr(Module *m, Attr a);   /* replaces an attribute of the same key */
+Func *ir_train_func(const Module *m);         /* the function module attribute train names, or NULL */
 const Attr *ir_module_attr(const Module *m, const char *key);
 
 /* ---- parameters ---- */

@@ -102,13 +102,8 @@ static int apply_every(Module *m, Func *t, int every) {
   return recomputed;
 }
 
-static Func *train_func(Module *m) {
-  const Attr *a = ir_module_attr(m, "train");
-  return a && a->kind == ATTR_SYM ? ir_find_func(m, a->s) : NULL;
-}
-
 static int chain_length(Module *m) {
-  Func *t = train_func(m);
+  Func *t = ir_train_func(m);
   if (!t) return 0;
   Chain c;
   find_chain(t, &c);
@@ -128,9 +123,9 @@ static int64_t arena_with(const Module *m, int every, Diag *d) {
   free(text);
   IR_ASSERT(c);
   if (every == 0)
-    store_all(c, train_func(c), &quiet);
+    store_all(c, ir_train_func(c), &quiet);
   else
-    apply_every(c, train_func(c), every);
+    apply_every(c, ir_train_func(c), every);
   /* the optimisations that follow checkpoint in the default pipeline, then the planner */
   Pipeline p;
   pass_pipeline_init(&p);
@@ -139,7 +134,7 @@ static int64_t arena_with(const Module *m, int every, Diag *d) {
       !pass_run_pipeline(c, &p, &cfg, &quiet))
     die("checkpoint: planning a candidate failed");
   pass_pipeline_free(&p);
-  int64_t a = memplan_arena_bytes(c, train_func(c));
+  int64_t a = memplan_arena_bytes(c, ir_train_func(c));
   ir_module_free(c);
   diag_free(&quiet);
   return a;
@@ -297,7 +292,7 @@ static bool store_all(Module *m, Func *t, Diag *d) {
 }
 
 bool pass_checkpoint(Module *m, const PassOptions *o, Diag *d) {
-  Func *t = train_func(m);
+  Func *t = ir_train_func(m);
   bool has_every = pass_opt_is_set(o, "every"), has_sqrt = pass_opt_is_set(o, "sqrt"),
        has_budget = pass_opt_is_set(o, "budget"), has_store = pass_opt_is_set(o, "store");
   if (has_every + has_sqrt + has_budget + has_store != 1) {

@@ -15,6 +15,7 @@ bool pass_cse(Module *m, const PassOptions *o, Diag *d);
 bool pass_dce(Module *m, const PassOptions *o, Diag *d);
 bool pass_fuse(Module *m, const PassOptions *o, Diag *d);
 bool pass_memplan(Module *m, const PassOptions *o, Diag *d);
+bool pass_precision(Module *m, const PassOptions *o, Diag *d);
 
 static const PassOptSpec checkpoint_opts[] = {
     {"store", POPT_BOOL, "false", "keep every activation the backward needs: no recompute, most memory"},
@@ -26,6 +27,11 @@ static const PassOptSpec checkpoint_opts[] = {
 static const PassOptSpec fuse_opts[] = {
     {"max-ops", POPT_INT, "16", "maximum element-wise operations in one fused expression"},
     {"epilogue", POPT_BOOL, "true", "fold element-wise consumers into a linear op's epilogue"},
+};
+
+static const PassOptSpec precision_opts[] = {
+    {"bf16", POPT_BOOL, "false", "store activations between forward and backward, and gradients, in bfloat16"},
+    {"fp16", POPT_BOOL, "false", "the same in IEEE half precision, with dynamic loss scaling"},
 };
 
 #define NOPTS(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -41,6 +47,8 @@ static const PassInfo registry[] = {
     {"dce", "remove unused pure ops and functions unreachable from the entry", pass_dce, NULL, 0},
     {"fuse", "fuse element-wise chains into one loop and into linear epilogues", pass_fuse, fuse_opts,
      NOPTS(fuse_opts)},
+    {"precision", "mixed-precision training: 16-bit activation storage (bf16 or fp16, with loss scaling)",
+     pass_precision, precision_opts, NOPTS(precision_opts)},
     {"memplan", "place every intermediate tensor at a static offset in one arena (liveness, greedy by size)",
      pass_memplan, NULL, 0},
 };

@@ -496,6 +496,22 @@ void rt_adamw(float *w, const float *g, float *m, float *v, int64_t n, float lr,
 void rt_sgd(float *w, const float *g, float *mom, int64_t n, float lr, float momentum, float wd);
 /* sum of g[i]^2 in double (for clipping by global norm). */
 double rt_sum_squares(const float *g, int64_t n);
+/* Working weights for mixed precision: out[i] = w[i] rounded to bf16 or fp16 (and back to f32,
+ * which is what sgemm reads); a copy for fp32. n floats. */
+void rt_round_weights(float *out, const float *w, int64_t n, RtPrecision p);
+/* Dynamic loss scaling (as torch.cuda.amp.GradScaler): the loss gradient is multiplied by scale;
+ * a step whose gradients are not all finite is skipped and halves the scale; `window` good steps
+ * in a row double it. */
+typedef struct RtLossScaler {
+  double scale;   /* initial 65536 */
+  int64_t window; /* good steps before growing (2000) */
+  int64_t good;   /* good steps since the scale last changed */
+  int64_t skipped;/* steps skipped so far */
+} RtLossScaler;
+/* Records a step's outcome; returns 1 when its update should be applied, 0 to skip it. */
+int rt_loss_scaler_update(RtLossScaler *s, int grads_finite);
+/* 1 when all n values are finite. */
+int rt_all_finite(const float *g, int64_t n);
 /* The learning rate at step (1-based): linear warm-up from 0 over `warmup` steps, then cosine or
  * linear decay to min_lr at `steps`, or constant. */
 double rt_lr_at(const RtTrainConfig *c, int64_t step);
@@ -530,6 +546,7 @@ typedef struct RtStep {
   RtKV *kv;
   float *scratch;
   uint64_t seed; /* 0: inference (dropout is the identity); else the training step's random seed */
+  float loss_scale; /* training under fp16: the loss scale the loss_scale op reads (docs/passes.md) */
 } RtStep;
 
 
@@ -557,6 +574,10 @@ typedef struct RtModel {
                 float *loss, float *G);
   int64_t train_arena_bytes, train_flops_per_token;
   RtTrainConfig train_config;
+  /* Mixed precision compiled into train (the precision pass): activations stored in bf16 or fp16;
+   * the trainer then steps with working weights rounded to that type, and under fp16 scales the
+   * loss dynamically (RtLossScaler). */
+  RtPrecision train_precision;
 } RtModel;
 
 /* The generated program's command line: info, init, forward, generate, eval, bench (each with

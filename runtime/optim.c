@@ -138,3 +138,32 @@ double rt_lr_at(const RtTrainConfig *c, int64_t step) {
   if (c->schedule == RT_SCHED_LINEAR) return lr + (min_lr - lr) * p;
   return min_lr + 0.5 * (1.0 + cos(3.14159265358979323846 * p)) * (lr - min_lr);
 }
+
+/* ---- mixed precision ---- */
+
+void rt_round_weights(float *out, const float *w, int64_t n, RtPrecision p) {
+  for (int64_t i = 0; i < n; i++)
+    out[i] = p == RT_PREC_BF16   ? rt_bf16_to_f32(rt_f32_to_bf16(w[i]))
+             : p == RT_PREC_FP16 ? rt_f16_to_f32(rt_f32_to_f16(w[i]))
+                                 : w[i];
+}
+
+int rt_all_finite(const float *g, int64_t n) {
+  int ok = 1;
+  for (int64_t i = 0; i < n; i++) ok &= isfinite(g[i]) != 0;
+  return ok;
+}
+
+int rt_loss_scaler_update(RtLossScaler *s, int grads_finite) {
+  if (!grads_finite) {
+    s->scale *= 0.5;
+    s->good = 0;
+    s->skipped++;
+    return 0;
+  }
+  if (++s->good >= s->window) {
+    s->scale *= 2.0;
+    s->good = 0;
+  }
+  return 1;
+}

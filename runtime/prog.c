@@ -297,6 +297,11 @@ static void print_info(const RtModel *m, FILE *o) {
   if (m->train)
     fprintf(o, "training:         %lld FLOPs per token (forward, recompute, backward), train arena %lld bytes\n",
             (long long)m->train_flops_per_token, (long long)m->train_arena_bytes);
+  if (m->train)
+    fprintf(o, "precision:        %s\n", m->train_precision == RT_PREC_BF16   ? "bf16 (activations stored in bfloat16)"
+                                      : m->train_precision == RT_PREC_FP16 ? "fp16 (activations stored in binary16, "
+                                                                              "dynamic loss scaling)"
+                                                                            : "fp32");
   else
     fprintf(o, "training:         not compiled in (add the autodiff pass)\n");
   fprintf(o, "KV cache bytes:   %lld at batch 1 (%d attention layers)\n",
@@ -441,7 +446,7 @@ static int cmd_forward(const char *prog, int argc, char **argv, const RtModel *m
     rc = EXIT_USER;
   } else {
     out = rt_xalloc(out_floats(m, B, T) * sizeof(float));
-    RtStep s = {B, T, 0, NULL, r.scratch, 0};
+    RtStep s = {B, T, 0, NULL, r.scratch, 0, 0.0f};
     m->forward(&s, r.arena, r.W, ids, out);
     int64_t shape[3] = {B, m->out_per_token ? T : m->out_dim, m->out_dim};
     if (rt_npy_write(o.out, RT_DT_F32, m->out_per_token ? 3 : 2, shape, out, &err)) rc = EXIT_USER;
@@ -504,7 +509,7 @@ static int cmd_generate(const char *prog, int argc, char **argv, const RtModel *
   RtRng g;
   rt_rng_seed(&g, o.seed);
   /* prefill */
-  RtStep s = {1, len, 0, o.no_cache ? NULL : r.kv, r.scratch, 0};
+  RtStep s = {1, len, 0, o.no_cache ? NULL : r.kv, r.scratch, 0, 0.0f};
   m->forward(&s, r.arena, r.W, ids, logits);
   const float *last = logits + (size_t)(len - 1) * (size_t)m->vocab;
   long made = 0;
@@ -528,18 +533,18 @@ static int cmd_generate(const char *prog, int argc, char **argv, const RtModel *
       memmove(ids, ids + len - keep, (size_t)keep * sizeof(int32_t));
       len = keep;
       ids[len++] = tok;
-      RtStep pre = {1, len, 0, o.no_cache ? NULL : r.kv, r.scratch, 0};
+      RtStep pre = {1, len, 0, o.no_cache ? NULL : r.kv, r.scratch, 0, 0.0f};
       m->forward(&pre, r.arena, r.W, ids, logits);
       last = logits + (size_t)(len - 1) * (size_t)m->vocab;
       continue;
     }
     ids[len++] = tok;
     if (o.no_cache) {
-      RtStep full = {1, len, 0, NULL, r.scratch, 0};
+      RtStep full = {1, len, 0, NULL, r.scratch, 0, 0.0f};
       m->forward(&full, r.arena, r.W, ids, logits);
       last = logits + (size_t)(len - 1) * (size_t)m->vocab;
     } else {
-      RtStep step = {1, 1, len - 1, r.kv, r.scratch, 0};
+      RtStep step = {1, 1, len - 1, r.kv, r.scratch, 0, 0.0f};
       m->forward(&step, r.arena, r.W, ids + len - 1, logits);
       last = logits;
     }
@@ -608,7 +613,7 @@ static int cmd_eval(const char *prog, int argc, char **argv, const RtModel *m) {
         }
         pos += (size_t)nt;
       }
-      RtStep s = {nb, nt, 0, NULL, r.scratch, 0};
+      RtStep s = {nb, nt, 0, NULL, r.scratch, 0, 0.0f};
       m->forward(&s, r.arena, r.W, ids, logits);
       for (int i = 0; i < nb * nt; i++) {
         const float *l = logits + (size_t)i * (size_t)m->vocab;
@@ -674,7 +679,7 @@ static int cmd_bench(const char *prog, int argc, char **argv, const RtModel *m) 
   if (!o.weights && !m->embedded_weights)
     for (int64_t i = 0; i < m->weight_floats; i++) r.W[i] = 0.02f * normal(&g);
   for (int i = 0; i < B * T; i++) ids[i] = (int32_t)(rt_rng_u32(&g) % (uint32_t)m->vocab);
-  RtStep s = {B, T, 0, NULL, r.scratch, 0};
+  RtStep s = {B, T, 0, NULL, r.scratch, 0, 0.0f};
   m->forward(&s, r.arena, r.W, ids, out); /* warm-up */
   for (int k = 0; k < o.runs; k++) {
     double t0 = rt_now_seconds();
@@ -694,11 +699,11 @@ static int cmd_bench(const char *prog, int argc, char **argv, const RtModel *m) 
     }
     int steps = o.have_n && o.n > 0 && o.n < T ? (int)o.n : T - 1;
     for (int k = 0; k < o.runs; k++) {
-      RtStep p = {1, 1, 0, r.kv, r.scratch, 0};
+      RtStep p = {1, 1, 0, r.kv, r.scratch, 0, 0.0f};
       m->forward(&p, r.arena, r.W, ids, out);
       double t0 = rt_now_seconds();
       for (int t = 1; t <= steps; t++) {
-        RtStep d = {1, 1, t, r.kv, r.scratch, 0};
+        RtStep d = {1, 1, t, r.kv, r.scratch, 0, 0.0f};
         m->forward(&d, r.arena, r.W, ids + t, out);
       }
       times[k] = (rt_now_seconds() - t0) / steps;
@@ -733,7 +738,7 @@ static int cmd_bench(const char *prog, int argc, char **argv, const RtModel *m) 
       float eps = c->eps > 0 ? (float)c->eps : 1e-8f;
       double loss = 0;
       for (int k = -1; k < (int)o.runs; k++) { /* k = -1: warm-up */
-        RtStep st = {B, T, 0, NULL, tscr, 0};
+        RtStep st = {B, T, 0, NULL, tscr, 0, 1.0f};
         float l = 0;
         double t0 = rt_now_seconds();
         m->train(&st, tarena, r.W, ids, tgt, &l, G);

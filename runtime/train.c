@@ -46,6 +46,9 @@ typedef struct TOpts {
   long long warmup;
   int schedule, optimizer;
   int have_min_lr, have_wd, have_clip, have_beta1, have_beta2, have_momentum, have_warmup, have_schedule, have_opt;
+  double loss_scale; /* fp16: the initial loss scale and the good steps before it doubles */
+  long long scale_window;
+  int have_loss_scale, have_scale_window;
 } TOpts;
 
 /* Parses a real in [lo, hi] (hi_open: hi excluded). */
@@ -157,6 +160,14 @@ static int parse_opts(const char *prog, const char *verb, int argc, char **argv,
       else if (!strcmp(val, "sgd")) o->optimizer = RT_OPT_SGD;
       else return rt_usage_error(prog, verb, "bad --optimizer '%s' (adamw or sgd)", val);
       o->have_opt = 1;
+    } else if (!strcmp(key, "--loss-scale")) {
+      if (parse_real(val, 1, 1e30, 0, &o->loss_scale))
+        return rt_usage_error(prog, verb, "bad --loss-scale '%s' (in [1, 1e30])", val);
+      o->have_loss_scale = 1;
+    } else if (!strcmp(key, "--loss-scale-window")) {
+      if (parse_ll(val, 1, 1000000000000LL, &o->scale_window))
+        return rt_usage_error(prog, verb, "bad --loss-scale-window '%s' (>= 1)", val);
+      o->have_scale_window = 1;
     } else if (!strcmp(key, "--lr")) {
       char *end;
       errno = 0;
@@ -240,6 +251,9 @@ typedef struct Trainer {
   int64_t steps, B, M, eval_every, ckpt_every, stop_at;
   int T;
   float *W, *G, *Gacc, *s1, *s2; /* s1: AdamW m or SGD momentum; s2: AdamW v */
+  RtPrecision prec;              /* compiled into the train function (the precision pass) */
+  float *Wh;                     /* bf16/fp16: the working weights, W rounded, that steps read */
+  RtLossScaler ls;               /* fp16: dynamic loss scaling (scale 1 otherwise) */
   char *arena;                   /* max(arena_bytes, train_arena_bytes): forward and train in turn */
   float *scratch, *logits;
   int32_t *ids, *tgt;
@@ -259,6 +273,7 @@ typedef struct Trainer {
 
 static void trainer_free(Trainer *t) {
   free(t->W);
+  free(t->Wh);
   free(t->G);
   free(t->Gacc);
   free(t->s1);
@@ -278,6 +293,7 @@ static void trainer_free(Trainer *t) {
 }
 
 static const char *opt_name(RtOptimizer o) { return o == RT_OPT_SGD ? "sgd" : "adamw"; }
+static const char *prec_name(RtPrecision p) { return p == RT_PREC_BF16 ? "bf16" : p == RT_PREC_FP16 ? "fp16" : "fp32"; }
 
 /* One window per row: context+1 bytes at a random offset of the training part (or the next rows
  * of the fixed batch, cycling). */
@@ -321,7 +337,7 @@ static double evaluate(Trainer *t) {
       }
       pos += (size_t)nt;
     }
-    RtStep s = {nb, nt, 0, NULL, t->scratch, 0};
+    RtStep s = {nb, nt, 0, NULL, t->scratch, 0, 0.0f};
     m->forward(&s, t->arena, t->W, t->ids, t->logits);
     for (int i = 0; i < nb * nt; i++) {
       const float *l = t->logits + (size_t)i * (size_t)m->vocab;
@@ -341,15 +357,20 @@ static double train_step(Trainer *t, double lr) {
   int64_t nmicro = t->B / t->M;
   double loss = 0;
   float *g = nmicro > 1 ? t->Gacc : t->G;
+  const float *W = t->W;
+  if (t->Wh) { /* mixed precision: the step reads the master weights rounded to 16 bits */
+    rt_round_weights(t->Wh, t->W, m->weight_floats, t->prec);
+    W = t->Wh;
+  }
   for (int64_t k = 0; k < nmicro; k++) {
     draw_rows(t, (int)t->M);
     /* dropout masks: a seed per (step, micro-batch) derived from the run's stream constant (set by
      * --seed, kept in checkpoints), not drawn from the data stream, so the windows do not depend
      * on M; never 0, which means inference */
     uint64_t seed = rt_mix(t->dropout_seed, ((uint64_t)(t->step + 1) << 20) | (uint64_t)k) | 1;
-    RtStep s = {(int)t->M, t->T, 0, NULL, t->scratch, seed};
+    RtStep s = {(int)t->M, t->T, 0, NULL, t->scratch, seed, (float)t->ls.scale};
     float l = 0;
-    m->train(&s, t->arena, t->W, t->ids, t->tgt, &l, t->G);
+    m->train(&s, t->arena, W, t->ids, t->tgt, &l, t->G);
     loss += l;
     if (nmicro > 1) {
       for (int i = 0; i < m->nparams; i++) {
@@ -365,9 +386,21 @@ static double train_step(Trainer *t, double lr) {
     }
   }
   loss /= (double)nmicro;
+  int64_t step = t->step + 1;
+  double unscale = 1.0; /* the gradients carry the loss scale this step used */
+  if (t->prec == RT_PREC_FP16) { /* dynamic loss scaling: skip the update on inf/nan gradients */
+    int finite = 1;
+    for (int i = 0; i < m->nparams && finite; i++)
+      if (m->params[i].stored) finite = rt_all_finite(g + m->params[i].offset, rt_param_numel(&m->params[i]));
+    unscale = 1.0 / t->ls.scale;
+    if (!rt_loss_scaler_update(&t->ls, finite)) {
+      t->step = step;
+      return loss;
+    }
+  }
   double norm2 = 0;
-  float scale = nmicro > 1 ? (float)(1.0 / (double)nmicro) : 1.0f;
-  if (nmicro > 1)
+  float scale = (float)(unscale / (double)nmicro);
+  if (scale != 1.0f)
     for (int i = 0; i < m->nparams; i++) {
       const RtParamInfo *p = &m->params[i];
       if (!p->stored) continue;
@@ -389,7 +422,7 @@ static double train_step(Trainer *t, double lr) {
         for (int64_t j = 0; j < n; j++) a[j] *= cf;
       }
   }
-  int64_t step = t->step + 1;
+  int64_t opt_step = step - t->ls.skipped; /* AdamW's bias correction counts applied updates */
   for (int i = 0; i < m->nparams; i++) {
     const RtParamInfo *p = &m->params[i];
     if (!p->stored) continue;
@@ -399,7 +432,7 @@ static double train_step(Trainer *t, double lr) {
       rt_sgd(t->W + o, g + o, t->s1 + o, n, (float)lr, (float)t->c.momentum, wd);
     else
       rt_adamw(t->W + o, g + o, t->s1 + o, t->s2 + o, n, (float)lr, (float)t->c.beta1, (float)t->c.beta2,
-               (float)t->c.eps, wd, step);
+               (float)t->c.eps, wd, opt_step);
   }
   t->step = step;
   return loss;
@@ -465,7 +498,10 @@ static int write_checkpoint(Trainer *t, const char *path, double elapsed, RtErro
     }
   }
   if (!rc) {
-    char step[32], steps[32], st[32], inc[32], el[32], ds[32];
+    char step[32], steps[32], st[32], inc[32], el[32], ds[32], ls[48], lsg[32], lss[32];
+    snprintf(ls, sizeof ls, "%.17g", t->ls.scale);
+    snprintf(lsg, sizeof lsg, "%lld", (long long)t->ls.good);
+    snprintf(lss, sizeof lss, "%lld", (long long)t->ls.skipped);
     snprintf(ds, sizeof ds, "%llu", (unsigned long long)t->dropout_seed);
     snprintf(step, sizeof step, "%lld", (long long)t->step);
     snprintf(steps, sizeof steps, "%lld", (long long)t->steps);
@@ -474,7 +510,8 @@ static int write_checkpoint(Trainer *t, const char *path, double elapsed, RtErro
     snprintf(el, sizeof el, "%.3f", elapsed);
     const char *meta[] = {"format", "pt", "modelc_checkpoint", "1", "model", m->name, "optimizer",
                           opt_name(t->c.optimizer), "step", step, "steps", steps, "rng_state", st, "rng_inc", inc,
-                          "elapsed_s", el, "dropout_seed", ds};
+                          "elapsed_s", el, "dropout_seed", ds, "loss_scale", ls, "loss_scale_good", lsg,
+                          "skipped_steps", lss};
     rc = rt_st_write(path, ts, n, meta, (int)(sizeof meta / sizeof *meta / 2), err);
   }
   if (names)
@@ -495,7 +532,10 @@ static int load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtEr
   const char *step = rt_st_metadata(st, "step"), *rs = rt_st_metadata(st, "rng_state");
   const char *ri = rt_st_metadata(st, "rng_inc"), *steps = rt_st_metadata(st, "steps");
   const char *el = rt_st_metadata(st, "elapsed_s"), *dsd = rt_st_metadata(st, "dropout_seed");
-  uint64_t u_step = 0, u_state = 0, u_inc = 0, u_steps = 0, u_ds = 0;
+  const char *ls = rt_st_metadata(st, "loss_scale"), *lsg = rt_st_metadata(st, "loss_scale_good"),
+             *lss = rt_st_metadata(st, "skipped_steps");
+  uint64_t u_step = 0, u_state = 0, u_inc = 0, u_steps = 0, u_ds = 0, u_good = 0, u_skip = 0;
+  double d_scale = 1.0;
   if (!rt_st_metadata(st, "modelc_checkpoint") || !model || !opt || !step || !rs || !ri)
     rc = rt_fail(err, "%s: not a modelc training checkpoint (its metadata lacks model, optimizer, step or the RNG "
                       "state)", path);
@@ -508,6 +548,9 @@ static int load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtEr
            parse_u64(ri, &u_inc) || !(u_inc & 1) || (steps && parse_u64(steps, &u_steps)) ||
            (dsd && parse_u64(dsd, &u_ds)))
     rc = rt_fail(err, "%s: bad step or RNG state in the checkpoint metadata", path);
+  else if ((ls && parse_real(ls, 1e-30, 1e30, 0, &d_scale)) || (lsg && parse_u64(lsg, &u_good)) ||
+           (lss && (parse_u64(lss, &u_skip) || u_skip > u_step)))
+    rc = rt_fail(err, "%s: bad loss-scaling state in the checkpoint metadata", path);
   int sgd = t->c.optimizer == RT_OPT_SGD;
   for (int k = 0; k < (sgd ? 2 : 3) && !rc; k++) {
     const char *prefix = k == 0 ? "" : sgd ? "opt.mom." : k == 1 ? "opt.m." : "opt.v.";
@@ -530,6 +573,9 @@ static int load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtEr
     t->rng.state = u_state;
     t->rng.inc = u_inc;
     t->dropout_seed = u_ds;
+    if (ls) t->ls.scale = d_scale; /* older checkpoints: the run's initial scale */
+    t->ls.good = (int64_t)u_good;
+    t->ls.skipped = (int64_t)u_skip;
     t->elapsed0 = el ? atof(el) : 0.0;
     *ck_steps = (int64_t)u_steps;
   }
@@ -541,7 +587,7 @@ static int load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtEr
 
 /* Opens the CSV log: fresh, or on resume the old one cut to the rows up to the resumed step. */
 static int open_log(Trainer *t, int resumed, RtError *err) {
-  const char *header = "step,lr,loss,val_loss,val_bpb,tokens_per_s,elapsed_s\n";
+  const char *header = "step,lr,loss,val_loss,val_bpb,tokens_per_s,elapsed_s,loss_scale\n";
   Str keep = {0};
   if (resumed) {
     unsigned char *old = NULL;
@@ -558,9 +604,9 @@ static int open_log(Trainer *t, int resumed, RtError *err) {
         size_t len = j - i < sizeof line - 1 ? j - i : sizeof line - 1;
         memcpy(line, old + i, len);
         line[len] = 0;
-        char *f[8] = {0};
+        char *f[9] = {0};
         int nf = 0;
-        for (char *c = line; nf < 8;) {
+        for (char *c = line; nf < 9;) {
           f[nf++] = c;
           char *comma = strchr(c, ',');
           if (!comma) break;
@@ -568,7 +614,7 @@ static int open_log(Trainer *t, int resumed, RtError *err) {
           c = comma + 1;
         }
         long long s;
-        if (nf == 7 && parse_ll(f[0], 1, INT64_MAX, &s) == 0 && s <= t->step && t->nhist < t->steps) {
+        if (nf == 8 && parse_ll(f[0], 1, INT64_MAX, &s) == 0 && s <= t->step && t->nhist < t->steps) {
           Hist *h = &t->hist[t->nhist++];
           h->step = s;
           h->loss = atof(f[2]);
@@ -702,7 +748,8 @@ static void train_help(const char *prog, const RtModel *m) {
          "       [--checkpoint PATH] [--checkpoint-every K] [--stop-at K] [--log FILE.csv] [--threads N]\n"
          "       [--optimizer adamw|sgd] [--schedule cosine|linear|constant] [--warmup N] [--min-lr X]\n"
          "       [--weight-decay X] [--grad-clip X] [--beta1 X] [--beta2 X] [--momentum X]\n"
-         "       [--tokens T.npy --targets Y.npy]   (a fixed batch every step instead of --data)\n\n"
+         "       [--tokens T.npy --targets Y.npy]   (a fixed batch every step instead of --data)\n"
+         "       [--loss-scale S] [--loss-scale-window N]   (fp16 programs: initial 65536, window 2000)\n\n"
          "Train on the bytes of FILE (byte-level vocabulary). The last 10%% of FILE (at least context+1\n"
          "bytes) is held out for validation. Each step draws B windows of context+1 bytes at random\n"
          "offsets (PCG32 seeded by --seed) and averages the gradients of B/M micro-batches of M rows\n"
@@ -714,11 +761,13 @@ static void train_help(const char *prog, const RtModel *m) {
          "to --steps (default: the checkpoint's). --stop-at K ends this session after step K (the\n"
          "schedule still runs to --steps). Writes the final weights to --out, a CSV of every step to\n"
          "--log (default OUT.csv next to --out) and the loss curve next to it (.svg).\n"
+         "Mixed precision is compiled in (train: precision, the precision pass): this program trains\n"
+         "in %s.\n"
          "Defaults (from the spec): steps %lld, batch %lld, micro-batch %lld, lr %g, seed %lld,\n"
          "eval-every %lld, checkpoint-every %lld.\n",
          prog, (long long)m->batch, opt_name(c->optimizer),
          c->schedule == RT_SCHED_COSINE ? "cosine" : c->schedule == RT_SCHED_LINEAR ? "linear" : "constant",
-         (long long)c->steps, (long long)c->batch, (long long)c->micro_batch, c->lr, (long long)c->seed,
+         prec_name(m->train_precision), (long long)c->steps, (long long)c->batch, (long long)c->micro_batch, c->lr, (long long)c->seed,
          (long long)c->eval_every, (long long)c->checkpoint_every);
 }
 
@@ -742,7 +791,8 @@ int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
   if (parse_opts(prog, "train", argc, argv,
                  "--data --weights --out --steps --stop-at --batch --micro-batch --lr --seed --eval-every "
                  "--checkpoint --checkpoint-every --resume --log --threads --tokens --targets --min-lr "
-                 "--weight-decay --grad-clip --beta1 --beta2 --momentum --warmup --schedule --optimizer",
+                 "--weight-decay --grad-clip --beta1 --beta2 --momentum --warmup --schedule --optimizer --loss-scale "
+                 "--loss-scale-window",
                  &o, &help))
     return EXIT_USER;
   if (help) {
@@ -762,10 +812,16 @@ int rt_prog_train(const char *prog, int argc, char **argv, const RtModel *m) {
   t.m = m;
   t.c = effective_config(m);
   t.T = (int)m->context;
-  if (t.c.precision != RT_PREC_FP32)
-    return rt_usage_error(prog, "train", "the spec asks for precision %s, which is not implemented yet: training runs in "
-                                         "fp32 only (set train: precision: fp32)",
-                          t.c.precision == RT_PREC_BF16 ? "bf16" : "fp16");
+  t.prec = m->train_precision;
+  t.ls = (RtLossScaler){.scale = 1.0, .window = 2000};
+  if (t.prec == RT_PREC_FP16) t.ls.scale = 65536.0; /* torch.cuda.amp.GradScaler's defaults */
+  if (o.have_loss_scale || o.have_scale_window) {
+    if (t.prec != RT_PREC_FP16)
+      return rt_usage_error(prog, "train", "--loss-scale and --loss-scale-window apply to fp16 training; this program "
+                                           "trains in %s", prec_name(t.prec));
+    if (o.have_loss_scale) t.ls.scale = o.loss_scale;
+    if (o.have_scale_window) t.ls.window = o.scale_window;
+  }
   const char *data = o.data ? o.data : o.tokens ? NULL : t.c.data;
   if (!data && !o.tokens) return rt_usage_error(prog, "train", "--data FILE (or --tokens and --targets) is required");
   if (!o.tokens != !o.targets) return rt_usage_error(prog, "train", "--tokens and --targets go together");
@@ -843,6 +899,10 @@ no_data:;
   size_t rows = (size_t)(m->batch > t.M ? m->batch : t.M) * (size_t)t.T;
   t.W = rt_xalloc(wbytes);
   t.G = rt_xalloc(wbytes);
+  if (t.prec != RT_PREC_FP32 && !(t.Wh = rt_xalloc(wbytes))) {
+    rt_fail(&err, "out of memory allocating the working weights");
+    goto fail;
+  }
   t.Gacc = t.B / t.M > 1 ? rt_xalloc(wbytes) : NULL;
   t.s1 = rt_xalloc(wbytes);
   t.s2 = t.c.optimizer == RT_OPT_ADAMW ? rt_xalloc(wbytes) : NULL;
@@ -893,9 +953,10 @@ no_data:;
   double t_start = rt_now_seconds(), t_train = 0, last_draw = 0, last_val = NAN;
   double tokens_per_step = (double)t.B * (double)t.T;
   fprintf(stderr, "%s train: %s, %lld parameters, %zu training bytes, %zu held out, steps %lld..%lld of %lld, "
-                  "batch %lld (micro %lld), %s, lr %g, %d threads\n",
+                  "batch %lld (micro %lld), %s, lr %g, %s, %d threads\n",
           prog, m->name, (long long)m->param_count, t.ntrain, t.nval, (long long)t.step + 1, (long long)t.stop_at,
-          (long long)t.steps, (long long)t.B, (long long)t.M, opt_name(t.c.optimizer), t.c.lr, rt_threads());
+          (long long)t.steps, (long long)t.B, (long long)t.M, opt_name(t.c.optimizer), t.c.lr, prec_name(t.prec),
+          rt_threads());
   while (t.step < t.stop_at) {
     double lr = rt_lr_at(&t.c, t.step + 1);
     double t0 = rt_now_seconds();
@@ -920,11 +981,11 @@ no_data:;
     }
     double elapsed = t.elapsed0 + rt_now_seconds() - t_start;
     if (evald)
-      fprintf(t.log, "%lld,%.9g,%.8g,%.8g,%.8g,%.1f,%.3f\n", (long long)s, lr, loss, h->val_loss, h->val_bpb,
-              dt > 0 ? tokens_per_step / dt : 0.0, elapsed);
+      fprintf(t.log, "%lld,%.9g,%.8g,%.8g,%.8g,%.1f,%.3f,%.9g\n", (long long)s, lr, loss, h->val_loss, h->val_bpb,
+              dt > 0 ? tokens_per_step / dt : 0.0, elapsed, t.ls.scale);
     else
-      fprintf(t.log, "%lld,%.9g,%.8g,,,%.1f,%.3f\n", (long long)s, lr, loss, dt > 0 ? tokens_per_step / dt : 0.0,
-              elapsed);
+      fprintf(t.log, "%lld,%.9g,%.8g,,,%.1f,%.3f,%.9g\n", (long long)s, lr, loss, dt > 0 ? tokens_per_step / dt : 0.0,
+              elapsed, t.ls.scale);
     fflush(t.log);
     if (evald && write_svg(&t, &err)) goto fail;
     if (o.checkpoint && t.ckpt_every > 0 && s % t.ckpt_every == 0 && s != t.stop_at &&
@@ -962,6 +1023,8 @@ no_data:;
     const Hist *h = &t.hist[t.nhist - 1];
     printf("step %lld: loss %.6f", (long long)h->step, h->loss);
     if (isfinite(last_val)) printf(", val loss %.6f (%.4f bits per byte)", last_val, last_val / log(2.0));
+    if (t.prec == RT_PREC_FP16)
+      printf(", loss scale %g, %lld step(s) skipped for overflow", t.ls.scale, (long long)t.ls.skipped);
     printf("\n");
   }
   printf("wrote %s, %s, %s%s%s\n", o.out, t.log_path, t.svg_path, o.checkpoint ? ", " : "",
@@ -1038,7 +1101,10 @@ int rt_prog_grad(const char *prog, int argc, char **argv, const RtModel *m) {
              read_targets(m, o.targets, B, T, &tgt, &err)) {
     rc = EXIT_USER;
   } else {
-    RtStep s = {B, T, 0, NULL, scratch, 0};
+    /* as a training step computes them: working weights rounded to the compiled precision, loss
+     * scale 1 (so the gradients are the true ones) */
+    rt_round_weights(W, W, m->weight_floats, m->train_precision);
+    RtStep s = {B, T, 0, NULL, scratch, 0, 1.0f};
     float loss = 0;
     m->train(&s, arena, W, ids, tgt, &loss, G);
     char ls[48];

@@ -31,6 +31,11 @@ typedef struct Em {
 
 static bool is_int(const Value *v) { return v->type.dtype == DT_I32 || v->type.dtype == DT_I64; }
 
+static bool is_half(const Value *v) { return v->type.dtype == DT_BF16 || v->type.dtype == DT_F16; }
+
+/* The C element type of v's storage. */
+static const char *ctype(const Value *v) { return is_int(v) ? "int32_t" : is_half(v) ? "uint16_t" : "float"; }
+
 static int ret_index(const Func *f, const Value *v) {
   for (int i = 0; i < f->nret; i++)
     if (f->ret[i] == v) return i;
@@ -349,12 +354,11 @@ static const char *out_ptr(Em *e, const Op *op, char *buf) {
   int ri = ret_index(e->f, v);
   char b[32];
   if (ri >= 0) {
-    fprintf(e->o, "  %s *%s = r%d;\n", is_int(v) ? "int32_t" : "float", vname(e, v, b), ri);
+    fprintf(e->o, "  %s *%s = r%d;\n", ctype(v), vname(e, v, b), ri);
   } else {
     int64_t off = 0;
     if (!memplan_offset(v, &off)) die("value without a planned place");
-    fprintf(e->o, "  %s *%s = (%s *)(A + %lld);\n", is_int(v) ? "int32_t" : "float", vname(e, v, b),
-            is_int(v) ? "int32_t" : "float", (long long)off);
+    fprintf(e->o, "  %s *%s = (%s *)(A + %lld);\n", ctype(v), vname(e, v, b), ctype(v), (long long)off);
   }
   return vname(e, v, buf);
 }
@@ -368,6 +372,17 @@ static void emit_op(Em *e, const Op *op) {
   char o[32], a0[32], a1[32], a2[32], n0[160];
   const Value *r = op->out[0];
   comment_op(e, op);
+  if (op->kind != OP_CAST && op->kind != OP_CALL) { /* 16-bit tensors are stored, not computed on */
+    for (int k = 0; k < op->nin; k++)
+      if (is_half(op->in[k])) {
+        unsupported(e, op, "16-bit operands: convert with cast first");
+        return;
+      }
+    if (is_half(r)) {
+      unsupported(e, op, "16-bit results: compute in f32 and cast");
+      return;
+    }
+  }
   switch (op->kind) {
   case OP_PARAM: {
     const Param *q = ir_find_param(e->p->m, ir_attr_str(op, "p"));
@@ -544,6 +559,17 @@ static void emit_op(Em *e, const Op *op) {
             n0, (long long)l->type.dim[l->type.rank - 1]);
     return;
   }
+  case OP_CAST: { /* rt_cast_<from>_<to>: round to nearest even */
+    out_ptr(e, op, o);
+    numel(e, r, 0, n0, sizeof n0);
+    fprintf(e->o, "  rt_cast_%s_%s(%s, %s, %s);\n", ir_dtype_name(op->in[0]->type.dtype), ir_dtype_name(r->type.dtype),
+            o, vname(e, op->in[0], a0), n0);
+    return;
+  }
+  case OP_LOSS_SCALE:
+    out_ptr(e, op, o);
+    fprintf(e->o, "  %s[0] = s->loss_scale;\n", o);
+    return;
   case OP_XENT_GRAD: {
     out_ptr(e, op, o);
     const Value *l = op->in[0];
@@ -665,10 +691,10 @@ static void emit_signature(Em *e, const Func *f) {
   fprintf(e->o, "static void %s(const RtStep *s, char *A, const float *W, int kv, uint64_t rng",
           cname(e->p->m, f, cn, sizeof cn));
   for (int i = 0; i < f->narg; i++)
-    fprintf(e->o, ",\n    const %s *a%d /* %%%s : %s */", is_int(f->args[i]) ? "int32_t" : "float", i,
+    fprintf(e->o, ",\n    const %s *a%d /* %%%s : %s */", ctype(f->args[i]), i,
             f->args[i]->name ? f->args[i]->name : "arg", ir_type_str(&f->args[i]->type, tb, sizeof tb));
   for (int i = 0; i < f->nret; i++)
-    fprintf(e->o, ",\n    %s *r%d /* result %d : %s */", is_int(f->ret[i]) ? "int32_t" : "float", i, i,
+    fprintf(e->o, ",\n    %s *r%d /* result %d : %s */", ctype(f->ret[i]), i, i,
             ir_type_str(&f->ret[i]->type, tb, sizeof tb));
   fprintf(e->o, ")");
 }
@@ -859,6 +885,9 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
     fprintf(out, "    .train = model_train,\n    .train_arena_bytes = %lld,\n    .train_flops_per_token = %lld,\n",
             (long long)p.train_arena_bytes, (long long)(ir_func_flops(m, p.train) / tokens));
   }
+  const Attr *prec = ir_module_attr(m, "precision");
+  if (p.train && prec && prec->kind == ATTR_STR)
+    fprintf(out, "    .train_precision = %s,\n", !strcmp(prec->s, "bf16") ? "RT_PREC_BF16" : "RT_PREC_FP16");
   if (opt->train) {
     const EmitTrain *t = opt->train;
     char f1[48], f2[48], f3[48], f4[48], f5[48], f6[48], f7[48], f8[48];

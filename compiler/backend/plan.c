@@ -106,7 +106,9 @@ static void analyse_op(Ctx *c, const Func *f, FuncInfo *fi, const Op *op) {
   case OP_EMBEDDING_DW: break; /* reductions over the rows: static */
   case OP_XENT_GRAD:
   case OP_NORM_DX:
-  case OP_ATTENTION_DX: *out = *x; break;
+  case OP_ATTENTION_DX:
+  case OP_CAST: *out = *x; break;
+  case OP_LOSS_SCALE: break; /* a scalar */
   case OP_POOL_DX:
     out->role[0] = AX_BATCH;
     out->role[1] = AX_TIME;

@@ -81,10 +81,32 @@ expect_in "$TMP/err" "built without training support"
 expect_status 0 "$MODELC" build examples/bert-tiny.yaml -o "$TMP/bert"     # a classifier: labelled batches only
 expect_status 1 "$TMP/bert" train --data "$TMP/data.txt" --out x
 expect_in "$TMP/err" "give labelled batches with --tokens and --targets"
-# mixed precision is parsed but not implemented: a clear warning at build, an error at train
-sed 's/^train:/train:\n  precision: bf16/' examples/gpt-tiny.yaml > "$TMP/bf16.yaml"
-expect_status 0 "$MODELC" build "$TMP/bf16.yaml" -o "$TMP/bf16"
-expect_in "$TMP/err" "precision bf16 is not implemented yet"
-expect_status 1 "$TMP/bf16" train --data "$TMP/data.txt" --out x
-expect_in "$TMP/err" "training runs in fp32 only"
+# mixed precision (train: precision, the precision pass): the training arena shrinks; fp16 scales
+# the loss dynamically: from a scale that overflows, steps are skipped and the scale halves, then
+# doubles after --loss-scale-window good steps; the scaler's state survives a resume bit-exactly
+for p in bf16 fp16; do
+  sed "s/^train:/train:\n  precision: $p/" examples/gpt-tiny.yaml > "$TMP/$p.yaml"
+  expect_status 0 "$MODELC" build "$TMP/$p.yaml" -o "$TMP/$p"
+  [ -s "$TMP/err" ] && fail "building $p warned: $(cat "$TMP/err")"
+  expect_status 0 "$TMP/$p" info; expect_in "$TMP/out" "precision:        $p"
+  mine=$(sed -n 's/.*train arena \([0-9]*\) bytes.*/\1/p' "$TMP/out")
+  expect_status 0 "$G" info
+  full=$(sed -n 's/.*train arena \([0-9]*\) bytes.*/\1/p' "$TMP/out")
+  [ "$mine" -lt "$full" ] || fail "$p train arena $mine is not below fp32's $full"
+done
+expect_status 1 "$TMP/bf16" train --data "$TMP/data.txt" --out x --loss-scale 8
+expect_in "$TMP/err" "apply to fp16 training; this program trains in bf16"
+expect_status 1 "$TMP/fp16" train --data "$TMP/data.txt" --out x --loss-scale 0.5
+expect_in "$TMP/err" "bad --loss-scale '0.5'"
+F16=("$TMP/fp16" train --data "$TMP/data.txt" --steps 24 --seed 3 --eval-every 0 --loss-scale 1e9 --loss-scale-window 4)
+expect_status 0 "${F16[@]}" --out "$TMP/f16a.safetensors"
+skipped=$(sed -n 's/.*, \([0-9]*\) step(s) skipped for overflow.*/\1/p' "$TMP/out")
+[ "${skipped:-0}" -ge 1 ] || fail "fp16 from loss scale 1e9 skipped no step: $(cat "$TMP/out")"
+awk -F, 'NR > 2 { if ($8 < prev) down = 1; if ($8 > prev) up = 1 } NR > 1 { prev = $8 }
+         END { exit !(down && up) }' "$TMP/f16a.csv" || fail "the loss scale did not both fall and grow"
+awk -F, 'NR == 2 { first = $3 } END { exit !($3 < first - 0.5) }' "$TMP/f16a.csv" || fail "fp16 training did not learn"
+expect_status 0 "${F16[@]}" --stop-at 9 --checkpoint "$TMP/f16ck.safetensors" --out "$TMP/f16h.safetensors"
+expect_status 0 "$TMP/fp16" train --data "$TMP/data.txt" --steps 24 --eval-every 0 --loss-scale-window 4 \
+  --resume "$TMP/f16ck.safetensors" --out "$TMP/f16b.safetensors"
+cmp -s "$TMP/f16a.safetensors" "$TMP/f16b.safetensors" || fail "resumed fp16 run differs from the uninterrupted one"
 finish
