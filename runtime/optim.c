@@ -8,6 +8,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "modelc_rt.h"
 
@@ -142,10 +143,19 @@ double rt_lr_at(const RtTrainConfig *c, int64_t step) {
 /* ---- mixed precision ---- */
 
 void rt_round_weights(float *out, const float *w, int64_t n, RtPrecision p) {
-  for (int64_t i = 0; i < n; i++)
-    out[i] = p == RT_PREC_BF16   ? rt_bf16_to_f32(rt_f32_to_bf16(w[i]))
-             : p == RT_PREC_FP16 ? rt_f16_to_f32(rt_f32_to_f16(w[i]))
-                                 : w[i];
+  uint16_t h[4096];
+  for (int64_t i = 0; i < n; i += 4096) { /* through the vectorised conversion kernels, a block at a time */
+    size_t k = (size_t)(n - i < 4096 ? n - i : 4096);
+    if (p == RT_PREC_BF16) {
+      rt_cast_f32_bf16(h, w + i, k);
+      rt_cast_bf16_f32(out + i, h, k);
+    } else if (p == RT_PREC_FP16) {
+      rt_cast_f32_f16(h, w + i, k);
+      rt_cast_f16_f32(out + i, h, k);
+    } else if (out != w) {
+      memcpy(out + i, w + i, k * sizeof *out);
+    }
+  }
 }
 
 int rt_all_finite(const float *g, int64_t n) {

@@ -4,7 +4,8 @@
  * neighbouring 16-bit values, the f32 just below their midpoint rounds down, the one just above
  * rounds up and the midpoint itself rounds to the even one (round to nearest even). Overflow,
  * infinities and NaN are checked explicitly, and the fast kernels equal their _ref twins bit for bit
- * on random bit patterns (subnormals and NaNs included). */
+ * on random bit patterns (subnormals and NaNs included). Also the two mixed-precision helpers of
+ * the trainer: working-weight rounding and the dynamic loss scaler. */
 #include "rt_test_util.h"
 
 #include <check.h>
@@ -130,6 +131,48 @@ START_TEST(fast_equals_ref) {
 }
 END_TEST
 
+/* Working weights: every element rounded as the scalar conversions round it (any length, including
+ * a partial last block), fp32 a plain copy. */
+START_TEST(round_weights) {
+  enum { N = 10000 };
+  float *w = malloc(N * sizeof *w), *out = malloc(N * sizeof *out);
+  fill_uniform(w, N, -3, 3, 11);
+  rt_round_weights(out, w, N, RT_PREC_BF16);
+  for (int i = 0; i < N; i++) ck_assert(out[i] == rt_bf16_to_f32(rt_f32_to_bf16(w[i])));
+  rt_round_weights(out, w, N, RT_PREC_FP16);
+  for (int i = 0; i < N; i++) ck_assert(out[i] == rt_f16_to_f32(rt_f32_to_f16(w[i])));
+  int changed = 0;
+  for (int i = 0; i < N; i++) changed += out[i] != w[i];
+  ck_assert_int_gt(changed, N / 2);
+  rt_round_weights(out, w, N, RT_PREC_FP32);
+  ck_assert(memcmp(out, w, N * sizeof *w) == 0);
+  free(w), free(out);
+}
+END_TEST
+
+/* Dynamic loss scaling, as torch.cuda.amp.GradScaler: an overflow skips the step and halves the
+ * scale; `window` good steps in a row double it; an overflow restarts the count. */
+START_TEST(loss_scaler) {
+  RtLossScaler s = {.scale = 1024, .window = 3};
+  ck_assert_int_eq(rt_loss_scaler_update(&s, 0), 0);
+  ck_assert(s.scale == 512 && s.skipped == 1);
+  ck_assert_int_eq(rt_loss_scaler_update(&s, 1), 1);
+  ck_assert_int_eq(rt_loss_scaler_update(&s, 1), 1);
+  ck_assert(s.scale == 512);
+  ck_assert_int_eq(rt_loss_scaler_update(&s, 1), 1);
+  ck_assert(s.scale == 1024 && s.good == 0);
+  ck_assert_int_eq(rt_loss_scaler_update(&s, 1), 1);
+  ck_assert_int_eq(rt_loss_scaler_update(&s, 0), 0);
+  ck_assert(s.scale == 512 && s.good == 0 && s.skipped == 2);
+  float g[5] = {1, 2, 3, 4, 5};
+  ck_assert(rt_all_finite(g, 5));
+  g[3] = INFINITY;
+  ck_assert(!rt_all_finite(g, 5));
+  g[3] = NAN;
+  ck_assert(!rt_all_finite(g, 5));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("rt_convert");
   TCase *tc = tcase_create("convert");
@@ -138,6 +181,8 @@ int main(void) {
   tcase_add_loop_test(tc, f16_definition, 0, 2);
   tcase_add_test(tc, overflow_and_specials);
   tcase_add_test(tc, fast_equals_ref);
+  tcase_add_test(tc, round_weights);
+  tcase_add_test(tc, loss_scaler);
   suite_add_tcase(s, tc);
   return check_run(s);
 }
