@@ -9,11 +9,13 @@ LM head), loads modelc's safetensors by hand, and offers:
   export SPEC W OUT.onnx                       torch.onnx.export of the [B, T] forward
   bench  SPEC W --runs N                       forward tokens/s (B x T, no_grad) and decode
                                                tokens/s (batch 1, KV cache) as 'key: value' lines
-  train  SPEC W --runs N                       one training step at B x T: forward, cross-entropy,
+  train  SPEC W --runs N [--autocast bf16]    one training step at B x T: forward, cross-entropy,
                                                backward, torch.optim.AdamW step (lr 1e-4; betas,
                                                eps, weight decay from the spec's train: section;
                                                decay on tensors of >= 2 dims, as modelc's init
-                                               marks linear and embedding weights); medians
+                                               marks linear and embedding weights); medians;
+                                               --autocast bf16: forward under torch.autocast
+                                               (CPU, bfloat16), as PyTorch does mixed precision
   bytes  SPEC W                                bytes read per decoded token (decode bound)
 
 Needs only Debian's python3-torch, python3-numpy and python3-yaml (no onnx, no safetensors).
@@ -254,7 +256,7 @@ def cmd_bench(spec, w, runs):
     return 0
 
 
-def cmd_train(spec_path, w, runs):
+def cmd_train(spec_path, w, runs, autocast=None):
     model = make(spec_path, w)
     model.train()
     tr = yaml.safe_load(open(spec_path)).get("train") or {}
@@ -270,8 +272,13 @@ def cmd_train(spec_path, w, runs):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        logits = model(ids)
-        loss = F.cross_entropy(logits.view(-1, model.V), tgt.view(-1))
+        if autocast == "bf16":   # PyTorch's CPU mixed precision: matmuls in bfloat16
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = model(ids)
+            loss = F.cross_entropy(logits.float().view(-1, model.V), tgt.view(-1))
+        else:
+            logits = model(ids)
+            loss = F.cross_entropy(logits.view(-1, model.V), tgt.view(-1))
         loss.backward()
         opt.step()
         return float(loss)
@@ -321,7 +328,8 @@ def main(argv):
         return cmd_bench(args[0], args[1], runs)
     if cmd == "train":
         runs = int(args[args.index("--runs") + 1]) if "--runs" in args else 5
-        return cmd_train(args[0], args[1], runs)
+        autocast = args[args.index("--autocast") + 1] if "--autocast" in args else None
+        return cmd_train(args[0], args[1], runs, autocast)
     if cmd == "bytes":
         return cmd_bytes(*args)
     print(__doc__)
