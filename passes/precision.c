@@ -66,17 +66,18 @@ bool pass_precision(Module *m, const PassOptions *o, Diag *d) {
   }
   /* The backward starts at the loss gradient. */
   Op *seed = NULL;
-  int nops = 0;
+  int nvals = 0;
   for (Op *op = t->first; op; op = op->next) {
     if (!seed && op->kind == OP_XENT_GRAD) seed = op;
-    nops++;
+    nvals += op->nout;
   }
   if (!seed) {
     diag_error(d, m->file, t->line, t->col, "precision: @%s has no loss gradient (cross_entropy_grad)", t->name);
     return false;
   }
   /* 1. forward activations read by the backward */
-  Store *st = calloc((size_t)nops * 8 + 1, sizeof *st);
+  Store *st = calloc((size_t)nvals + 1, sizeof *st);
+  if (!st) die("out of memory");
   int nst = 0;
   bool backward = false;
   for (Op *op = t->first; op; op = op->next) {
