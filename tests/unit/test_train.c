@@ -60,7 +60,7 @@ static double read_loss(const char *path) {
 
 /* The worst over parameters of max |ours - ref| / max |ref| between the gradients in `path` and
  * the fixture's; each must be within tol. */
-static double grad_error(const char *path, const char *fixture, double tol, const char **worst_name, int *n) {
+static double grad_error(const char *path, const char *fixture, double tol, char worst_name[128], int *n) {
   RtSafetensors *ours, *ref;
   RtError err;
   char rp[512];
@@ -79,7 +79,10 @@ static double grad_error(const char *path, const char *fixture, double tol, cons
       if (!(dd <= md)) md = dd;
       if (fabs(b[k]) > mb) mb = fabs(b[k]);
     }
-    if (md / mb > worst || md != md) worst = md / mb, *worst_name = r->name;
+    if (md / mb > worst || md != md) {
+      worst = md / mb;
+      snprintf(worst_name, 128, "%s", r->name);
+    }
     ck_assert_msg(md / mb <= tol, "%s: gradient of %s differs from PyTorch by %g (max |ref| %g)", fixture, r->name,
                   md / mb, mb);
   }
@@ -117,9 +120,9 @@ START_TEST(test_gradients_match_pytorch) {
   ck_assert_msg(fabs(loss - want) <= 1e-5 * fabs(want), "%s: loss %.8g vs PyTorch %.8g", name, loss, want);
 
   snprintf(path, sizeof path, "%s/g.safetensors", tmp);
-  const char *worst_name = "";
+  char worst_name[128] = "";
   int n = 0;
-  double worst = grad_error(path, name, 1e-5, &worst_name, &n);
+  double worst = grad_error(path, name, 1e-5, worst_name, &n);
   printf("%s: %d parameter gradients, worst normalised error %.3g (%s)\n", name, n, worst, worst_name);
 }
 END_TEST
@@ -256,9 +259,9 @@ START_TEST(test_mixed_precision_gradients) {
   snprintf(prog, sizeof prog, "%s/gmp", tmp);
   double want, loss = run_grad(prog, "gpt-tiny", "gmp", &want);
   snprintf(path, sizeof path, "%s/gmp.safetensors", tmp);
-  const char *worst_name = "";
+  char worst_name[128] = "";
   int n = 0;
-  double worst = grad_error(path, "gpt-tiny", mixed[_i].tol, &worst_name, &n);
+  double worst = grad_error(path, "gpt-tiny", mixed[_i].tol, worst_name, &n);
   printf("%s: loss %.7f (PyTorch fp32 %.7f), worst gradient error %.3g (%s)\n", mixed[_i].passes, loss, want, worst,
          worst_name);
   ck_assert_msg(fabs(loss - want) <= mixed[_i].loss_tol * want, "loss %.7f vs %.7f", loss, want);
