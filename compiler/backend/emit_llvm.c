@@ -627,8 +627,10 @@ static void emit_op(Ll *e, const Op *op) {
       for (int i = 2; i < op->nin; i++)
         ops[i - 1] = op->in[i], ptrs[i - 1] = V(e, op->in[i]);
       for (int i = 0; i < op->nin - 1; i++)
-        if (is_int(ops[i]))
-          return unsupported(e, op, "integer operands in an epilogue are not supported");
+        if (is_int(ops[i])) {
+          unsupported(e, op, "integer element-wise operands are not supported by the LLVM backend");
+          return;
+        }
       a[7] = ew_loop(e, r, o, op->nin - 1, ops, ptrs, ex, &a[8]);
     }
     rt_call(e, "rt_linear", "vppppiiiFp", a);
@@ -869,11 +871,13 @@ static void emit_op(Ll *e, const Op *op) {
     unsupported(e, op, "not supported by the LLVM backend");
     return;
   }
-  if (is_int(r))
-    return unsupported(e, op, "integer element-wise ops are not supported by the LLVM backend");
+  bool ints = is_int(r);
   for (int i = 0; i < op->nin; i++)
-    if (is_int(op->in[i]))
-      return unsupported(e, op, "integer element-wise operands are not supported by the LLVM backend");
+    ints |= is_int(op->in[i]);
+  if (ints) {
+    unsupported(e, op, "integer element-wise operands are not supported by the LLVM backend");
+    return;
+  }
   o = out_ptr(e, op);
   LLVMValueRef ptrs[64], ctx;
   IR_ASSERT(op->nin <= 62);
@@ -919,7 +923,7 @@ static void emit_func(Ll *e, int idx) {
   e->t0 = LLVMBuildSExt(e->b, step_field(e, 2, e->i32), e->i64, "t0");
   for (int i = 0; i < f->narg; i++)
     e->val[f->args[i]->id] = LLVMGetParam(e->fn, (unsigned)(5 + i));
-  for (const Op *op = f->first; op; op = op->next)
+  for (const Op *op = f->first; op && e->ok; op = op->next) /* the first unsupported op ends it */
     emit_op(e, op);
   /* Results not written in place: arguments, parameters, or a value returned twice. */
   for (int i = 0; i < f->nret && e->ok; i++) {
@@ -950,11 +954,6 @@ static LLVMValueRef cstr(Ll *e, const char *s) {
 static int64_t mattr(const Module *m, const char *k) {
   const Attr *a = ir_module_attr(m, k);
   return a && a->kind == ATTR_INT ? a->i : 0;
-}
-
-static LLVMValueRef const_struct(Ll *e, LLVMTypeRef t, LLVMValueRef *v, int n) {
-  (void)n;
-  return LLVMConstNamedStruct(t, v, (unsigned)n);
 }
 
 /* Reads a whole file (the embedded weights). */
@@ -1073,7 +1072,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
                          LLVMConstArray(e->i64, dims, 4), ci64(e, q ? (long long)p->param_offset[i] : 0),
                          ci32(e, q ? (int)q->init : 0),   cf32(e, q ? q->init_arg : 0),
                          ci32(e, q && !q->shared_with),   ci32(e, q && q->decay)};
-    rows[i] = const_struct(e, pi_t, f, 8);
+    rows[i] = LLVMConstNamedStruct(pi_t, f, 8);
   }
   LLVMValueRef ptab = LLVMAddGlobal(e->mod, LLVMArrayType(pi_t, (unsigned)np), "model_params");
   LLVMSetInitializer(ptab, LLVMConstArray(pi_t, rows, (unsigned)np));
@@ -1128,7 +1127,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
     }
     f[15] = ci32(e, t->schedule), f[16] = ci32(e, t->optimizer), f[17] = ci32(e, t->precision);
     f[18] = cstr(e, t->data);
-    tc = const_struct(e, tc_t, f, 19);
+    tc = LLVMConstNamedStruct(tc_t, f, 19);
   } else {
     tc = LLVMConstNull(tc_t);
   }
@@ -1195,7 +1194,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       tc,
   };
   LLVMValueRef model = LLVMAddGlobal(e->mod, model_t, "model");
-  LLVMSetInitializer(model, const_struct(e, model_t, mv, 26));
+  LLVMSetInitializer(model, LLVMConstNamedStruct(model_t, mv, 26));
   LLVMSetGlobalConstant(model, 1);
   LLVMSetLinkage(model, LLVMInternalLinkage);
 
