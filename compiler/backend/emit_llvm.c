@@ -363,7 +363,26 @@ static LLVMValueRef build_mix(Ll *e, LLVMValueRef a, long long bconst) {
 
 /* ---- element-wise expressions ---- */
 
+/* Converts an int32 operand to float (C's usual arithmetic conversions). */
+static LLVMValueRef as_float(Ll *e, LLVMValueRef v) {
+  return v && LLVMTypeOf(v) == e->i32 ? LLVMBuildSIToFP(e->b, v, e->f32, "") : v;
+}
+
+/* One element-wise op. As in C, int32 operands stay integers when both are (add, sub, mul, div,
+ * neg), and are converted to float otherwise. */
 static LLVMValueRef ew_ll(Ll *e, OpKind k, LLVMValueRef a, LLVMValueRef b) {
+  bool ia = LLVMTypeOf(a) == e->i32, ib = !b || LLVMTypeOf(b) == e->i32;
+  if (ia && ib)
+    switch (k) {
+    case OP_ADD: return LLVMBuildAdd(e->b, a, b, "");
+    case OP_SUB: return LLVMBuildSub(e->b, a, b, "");
+    case OP_MUL: return LLVMBuildMul(e->b, a, b, "");
+    case OP_DIV: return LLVMBuildSDiv(e->b, a, b, "");
+    case OP_NEG: return LLVMBuildNeg(e->b, a, "");
+    default: break;
+    }
+  a = as_float(e, a);
+  b = as_float(e, b);
   switch (k) {
   case OP_ADD: return fadd(e, a, b);
   case OP_SUB: return fsub(e, a, b);
@@ -497,7 +516,12 @@ static LLVMValueRef ew_loop(Ll *e, const Value *r, LLVMValueRef outp, int nops, 
       idx = operand_index(e, ops[k], r, coord);
     args[k] = LLVMBuildLoad2(e->b, elem_t(e, ops[k]), gep(e, elem_t(e, ops[k]), p[k + 1], idx), "");
   }
-  LLVMBuildStore(e->b, expr_ll(e, x, args), gep(e, elem_t(e, r), p[0], ri));
+  LLVMValueRef y = expr_ll(e, x, args);
+  if (is_int(r) && LLVMTypeOf(y) != e->i32)
+    y = LLVMBuildFPToSI(e->b, y, e->i32, "");
+  else if (!is_int(r))
+    y = as_float(e, y);
+  LLVMBuildStore(e->b, y, gep(e, elem_t(e, r), p[0], ri));
   if (rank >= 1)
     loop_end(e, &inner);
   loop_end(e, &rows);
@@ -626,11 +650,6 @@ static void emit_op(Ll *e, const Op *op) {
       ops[0] = r, ptrs[0] = o;
       for (int i = 2; i < op->nin; i++)
         ops[i - 1] = op->in[i], ptrs[i - 1] = V(e, op->in[i]);
-      for (int i = 0; i < op->nin - 1; i++)
-        if (is_int(ops[i])) {
-          unsupported(e, op, "integer element-wise operands are not supported by the LLVM backend");
-          return;
-        }
       a[7] = ew_loop(e, r, o, op->nin - 1, ops, ptrs, ex, &a[8]);
     }
     rt_call(e, "rt_linear", "vppppiiiFp", a);
@@ -869,13 +888,6 @@ static void emit_op(Ll *e, const Op *op) {
   const Expr *ex = backend_op_expr(e->p->m, op);
   if (!ex) {
     unsupported(e, op, "not supported by the LLVM backend");
-    return;
-  }
-  bool ints = is_int(r);
-  for (int i = 0; i < op->nin; i++)
-    ints |= is_int(op->in[i]);
-  if (ints) {
-    unsupported(e, op, "integer element-wise operands are not supported by the LLVM backend");
     return;
   }
   o = out_ptr(e, op);

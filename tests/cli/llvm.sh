@@ -131,6 +131,29 @@ for spec in examples/*.yaml tests/reference/specs/*.yaml; do
   fi
 done
 
+# integer element-wise ops (C's arithmetic: int32 + int32 stays int32), from an IR file
+cat > "$TMP/int.mir" <<'MIR'
+module @intadd {batch=1, context=4, dim=8, kind="decoder", vocab=16}
+entry @forward
+
+param @wte.weight : f32[16,8] init=normal(0.02)
+
+func @forward(%tokens: i32[1,4]) -> f32[1,4,8] {
+  %0 = add(%tokens, %tokens) : i32[1,4]
+  %1 = param {p=@wte.weight} : f32[16,8]
+  %2 = embedding(%0, %1) : f32[1,4,8]
+  return %2
+}
+MIR
+mknpy "$TMP/it.npy" '<i4' '1, 4' '\x01\x00\x00\x00\x02\x00\x00\x00\x03\x00\x00\x00\x07\x00\x00\x00'
+expect_status 0 "$MODELC" build "$TMP/int.mir" -o "$TMP/ic"
+expect_status 0 "$MODELC" build --backend=llvm "$TMP/int.mir" -o "$TMP/il"
+expect_status 0 "$TMP/ic" init --seed 1 --out "$TMP/iw.safetensors"
+for p in ic il; do
+  expect_status 0 "$TMP/$p" forward --weights "$TMP/iw.safetensors" --tokens "$TMP/it.npy" --out "$TMP/$p.npy"
+done
+same "$TMP/ic.npy" "$TMP/il.npy" "integer add: C vs LLVM"
+
 # embedded weights: the LLVM program carries the file's bytes and needs no --weights
 expect_status 0 "$MODELC" build --backend=llvm --embed-weights $FIX/gpt-tiny/weights.safetensors \
   examples/gpt-tiny.yaml -o "$TMP/le"
