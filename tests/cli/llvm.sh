@@ -172,6 +172,18 @@ if [ $jit = 1 ]; then
   cp "$TMP/out" "$TMP/gen.j"
   expect_status 0 "$TMP/c" generate --weights $FIX/gpt-tiny/weights.safetensors --prompt 'Hello' -n 8 --temperature 0
   same "$TMP/out" "$TMP/gen.j" "gpt-tiny: greedy generation (KV cache), C vs JIT"
+  # the other program commands through the JIT: eval, init, bench
+  expect_status 0 "$TMP/c" eval --weights $FIX/gpt-tiny/weights.safetensors --data docs/backends.md
+  cp "$TMP/out" "$TMP/eval.c"
+  expect_status 0 "$MODELC" run examples/gpt-tiny.yaml -- eval --weights $FIX/gpt-tiny/weights.safetensors \
+    --data docs/backends.md
+  expect_in "$TMP/out" "bits per byte"
+  same "$TMP/eval.c" "$TMP/out" "gpt-tiny: eval, C vs JIT"
+  expect_status 0 "$TMP/c" init --seed 4 --out "$TMP/i.c.safetensors"
+  expect_status 0 "$MODELC" run examples/gpt-tiny.yaml -- init --seed 4 --out "$TMP/i.j.safetensors"
+  same "$TMP/i.c.safetensors" "$TMP/i.j.safetensors" "gpt-tiny: init, C vs JIT"
+  expect_status 0 "$MODELC" run examples/gpt-tiny.yaml -- bench --runs 1 -n 4
+  expect_in "$TMP/out" "forward_tokens_per_s:"
   expect_status 1 "$MODELC" run examples/gpt-tiny.yaml -- nonsense
   expect_in "$TMP/err" "unknown command 'nonsense'"
 fi
