@@ -16,6 +16,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../passes/memplan.h"
 #include "backend.h"
@@ -1322,17 +1323,47 @@ static LLVMTargetMachineRef target_machine(const LlvmOptions *lo, Diag *d) {
   char *features = native ? LLVMGetHostCPUFeatures() : NULL;
   static const LLVMCodeGenOptLevel levels[4] = {LLVMCodeGenLevelNone, LLVMCodeGenLevelLess, LLVMCodeGenLevelDefault,
                                                 LLVMCodeGenLevelAggressive};
+  /* LLVM reports a CPU it does not know only as a warning on stderr while it creates the machine
+   * (and aborts later, generating code): capture stderr meanwhile and make that a user error. */
+  fflush(stderr);
+  FILE *cap = tmpfile();
+  int saved = cap ? dup(2) : -1;
+  if (saved >= 0)
+    dup2(fileno(cap), 2);
   LLVMTargetMachineRef tm =
       LLVMCreateTargetMachine(t, triple,
                               native    ? cpu
                               : lo->cpu ? lo->cpu
                                         : "generic",
                               native ? features : "", levels[lo->opt_level], LLVMRelocPIC, LLVMCodeModelDefault);
+  char said[1024] = "";
+  if (saved >= 0) {
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    rewind(cap);
+    said[fread(said, 1, sizeof said - 1, cap)] = 0;
+  }
+  if (cap)
+    fclose(cap);
+  if (tm && strstr(said, "is not a recognized")) {
+    char *nl = strchr(said, '\n');
+    if (nl)
+      *nl = 0;
+    diag_error(d, NULL, 0, 0,
+               "--mcpu=%s: LLVM does not know this CPU for %s (%s; 'llc-14 -mtriple=%s -mcpu=help' "
+               "lists them)",
+               lo->cpu, triple, said, triple);
+    LLVMDisposeTargetMachine(tm);
+    tm = NULL;
+  } else {
+    fputs(said, stderr);
+    if (!tm)
+      diag_error(d, NULL, 0, 0, "LLVM cannot create a target machine for this target and CPU");
+  }
   LLVMDisposeMessage(cpu);
   LLVMDisposeMessage(features);
   LLVMDisposeMessage(triple);
-  if (!tm)
-    diag_error(d, NULL, 0, 0, "LLVM cannot create a target machine for this target and CPU");
   return tm;
 }
 

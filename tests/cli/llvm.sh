@@ -40,6 +40,10 @@ expect_in "$TMP/err" "cross-compile with --emit=obj"
 expect_status 1 "$MODELC" build --backend=llvm --emit=obj --target=aarch64-linux-gnu --mcpu=native \
   examples/gpt-tiny.yaml -o "$TMP/x"
 expect_in "$TMP/err" "--mcpu=native describes this machine"
+expect_status 1 "$MODELC" build --backend=llvm --emit=obj --mcpu=nosuchcpu examples/gpt-tiny.yaml -o "$TMP/x"
+expect_in "$TMP/err" "--mcpu=nosuchcpu: LLVM does not know this CPU"
+expect_status 1 "$MODELC" run --mcpu=nosuchcpu examples/gpt-tiny.yaml -- info
+expect_in "$TMP/err" "--mcpu=nosuchcpu: LLVM does not know this CPU"
 expect_status 1 "$MODELC" build --backend=llvm --emit=wasm examples/gpt-tiny.yaml -o "$TMP/x"
 expect_in "$TMP/err" "--emit=wasm: expected exe, c, obj, llvm or bc"
 expect_status 1 "$MODELC" run examples/gpt-tiny.yaml
