@@ -32,21 +32,24 @@
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 
+/* The state of one module's code generation. */
 typedef struct Ll {
-  LLVMContextRef cx;
-  LLVMModuleRef mod;
-  LLVMBuilderRef b;
-  LLVMTypeRef vd, i1, i8, i32, i64, f32, f64, p8, pf, pi, kv_t, step_t, pstep, range_t, prange;
-  BackendPlan *p;
-  Diag *d;
-  bool ok;
-  const Func *f;
-  FuncInfo *fi;
-  LLVMValueRef fn;                           /* the LLVM function being built */
-  LLVMBasicBlockRef entry;                   /* its entry block (allocas) */
-  LLVMValueRef *val;                         /* storage pointer of each value of f, by Value.id */
-  LLVMValueRef s, A, W, kv, rng, nb, nt, t0; /* f's parameters and the step's sizes (nb, nt, t0 as i64) */
-  LLVMValueRef *fns;                         /* the LLVM function of each IR function (NULL if not emitted) */
+  LLVMContextRef cx; /* the context everything is built in (the JIT's thread-safe one for modelc run) */
+  LLVMModuleRef mod; /* the module being built */
+  LLVMBuilderRef b;  /* the builder of the function being built */
+  LLVMTypeRef vd, i8, i32, i64, f32, f64, p8, pf, pi; /* void, scalars, i8*, float*, i32* */
+  LLVMTypeRef kv_t, step_t, pstep;                    /* RtKV, RtStep, RtStep* */
+  LLVMTypeRef range_t, prange;                        /* RtRangeFn's function type and pointer */
+  BackendPlan *p;                                     /* the shared analysis */
+  Diag *d;                                            /* where errors go */
+  bool ok;                                            /* no error so far */
+  const Func *f;                                      /* the IR function being built */
+  FuncInfo *fi;                                       /* its analysis */
+  LLVMValueRef fn;                                    /* the LLVM function being built */
+  LLVMBasicBlockRef entry;                            /* its entry block (allocas) */
+  LLVMValueRef *val;                                  /* storage pointer of each value of f, by Value.id */
+  LLVMValueRef s, A, W, kv, rng, nb, nt, t0;          /* f's parameters and the step's sizes (nb, nt, t0 as i64) */
+  LLVMValueRef *fns;                                  /* the LLVM function of each IR function (NULL if not emitted) */
   int kv_local, nloops, nsin;
 } Ll;
 
@@ -1243,7 +1246,7 @@ static LLVMModuleRef build_module(LLVMContextRef cx, const Module *m, const Emit
   e.cx = cx, e.p = &p, e.d = d, e.ok = true;
   e.mod = LLVMModuleCreateWithNameInContext(m->name, cx);
   e.b = LLVMCreateBuilderInContext(cx);
-  e.vd = LLVMVoidTypeInContext(cx), e.i1 = LLVMInt1TypeInContext(cx), e.i8 = LLVMInt8TypeInContext(cx);
+  e.vd = LLVMVoidTypeInContext(cx), e.i8 = LLVMInt8TypeInContext(cx);
   e.i32 = LLVMInt32TypeInContext(cx), e.i64 = LLVMInt64TypeInContext(cx), e.f32 = LLVMFloatTypeInContext(cx);
   e.f64 = LLVMDoubleTypeInContext(cx);
   e.p8 = LLVMPointerType(e.i8, 0), e.pf = LLVMPointerType(e.f32, 0), e.pi = LLVMPointerType(e.i32, 0);
