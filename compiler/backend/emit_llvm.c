@@ -445,23 +445,29 @@ static LLVMValueRef operand_index(Ll *e, const Value *v, const Value *r, LLVMVal
 static LLVMValueRef ew_loop(Ll *e, const Value *r, LLVMValueRef outp, int nops, const Value *const *ops,
                             LLVMValueRef *opptrs, const Expr *x, LLVMValueRef *ctxp) {
   int rank = r->type.rank;
-  LLVMTypeRef ft[66];
   IR_ASSERT(nops <= 62);
-  ft[0] = ptr_t(e, r);
-  for (int k = 0; k < nops; k++)
-    ft[k + 1] = ptr_t(e, ops[k]);
-  ft[nops + 1] = ft[nops + 2] = ft[nops + 3] = e->i32;
-  LLVMTypeRef ctx_t = LLVMStructTypeInContext(e->cx, ft, (unsigned)nops + 4, 0);
+  /* distinct pointers, the result first: an operand that is the result (a linear epilogue's $0)
+   * or an earlier operand shares its field, so LLVM sees one pointer and needs no alias check */
+  LLVMTypeRef ft[66];
+  LLVMValueRef fields[66];
+  int fidx[64], nf = 0;
+  ft[nf] = ptr_t(e, r), fields[nf++] = outp;
+  for (int k = 0; k < nops; k++) {
+    fidx[k] = ops[k] == r ? 0 : -1;
+    for (int j = 0; j < k && fidx[k] < 0; j++)
+      if (ops[j] == ops[k])
+        fidx[k] = fidx[j];
+    if (fidx[k] < 0)
+      fidx[k] = nf, ft[nf] = ptr_t(e, ops[k]), fields[nf++] = opptrs[k];
+  }
+  ft[nf] = ft[nf + 1] = ft[nf + 2] = e->i32;
+  LLVMTypeRef ctx_t = LLVMStructTypeInContext(e->cx, ft, (unsigned)nf + 3, 0);
   /* the context, in the caller */
   LLVMValueRef ctx = entry_alloca(e, ctx_t);
-  LLVMValueRef fields[66];
-  fields[0] = outp;
-  for (int k = 0; k < nops; k++)
-    fields[k + 1] = opptrs[k];
-  fields[nops + 1] = LLVMBuildTrunc(e->b, e->nb, e->i32, "");
-  fields[nops + 2] = LLVMBuildTrunc(e->b, e->nt, e->i32, "");
-  fields[nops + 3] = LLVMBuildTrunc(e->b, e->t0, e->i32, "");
-  for (int k = 0; k < nops + 4; k++)
+  fields[nf] = LLVMBuildTrunc(e->b, e->nb, e->i32, "");
+  fields[nf + 1] = LLVMBuildTrunc(e->b, e->nt, e->i32, "");
+  fields[nf + 2] = LLVMBuildTrunc(e->b, e->t0, e->i32, "");
+  for (int k = 0; k < nf + 3; k++)
     LLVMBuildStore(e->b, fields[k], LLVMBuildStructGEP2(e->b, ctx_t, ctx, (unsigned)k, ""));
   *ctxp = LLVMBuildPointerCast(e->b, ctx, e->p8, "");
 
@@ -478,17 +484,14 @@ static LLVMValueRef ew_loop(Ll *e, const Value *r, LLVMValueRef outp, int nops, 
   LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->cx, fn, "entry"));
   LLVMValueRef c = LLVMBuildPointerCast(e->b, LLVMGetParam(fn, 0), LLVMPointerType(ctx_t, 0), "");
   LLVMValueRef p[66];
-  for (int k = 0; k < nops + 1; k++)
+  for (int k = 0; k < nf; k++)
     p[k] = LLVMBuildLoad2(e->b, ft[k], LLVMBuildStructGEP2(e->b, ctx_t, c, (unsigned)k, ""), "");
-  e->nb =
-      LLVMBuildSExt(e->b, LLVMBuildLoad2(e->b, e->i32, LLVMBuildStructGEP2(e->b, ctx_t, c, (unsigned)nops + 1, ""), ""),
-                    e->i64, "nb");
-  e->nt =
-      LLVMBuildSExt(e->b, LLVMBuildLoad2(e->b, e->i32, LLVMBuildStructGEP2(e->b, ctx_t, c, (unsigned)nops + 2, ""), ""),
-                    e->i64, "nt");
-  e->t0 =
-      LLVMBuildSExt(e->b, LLVMBuildLoad2(e->b, e->i32, LLVMBuildStructGEP2(e->b, ctx_t, c, (unsigned)nops + 3, ""), ""),
-                    e->i64, "t0");
+  e->nb = LLVMBuildSExt(e->b, LLVMBuildLoad2(e->b, e->i32, LLVMBuildStructGEP2(e->b, ctx_t, c, (unsigned)nf, ""), ""),
+                        e->i64, "nb");
+  e->nt = LLVMBuildSExt(
+      e->b, LLVMBuildLoad2(e->b, e->i32, LLVMBuildStructGEP2(e->b, ctx_t, c, (unsigned)nf + 1, ""), ""), e->i64, "nt");
+  e->t0 = LLVMBuildSExt(
+      e->b, LLVMBuildLoad2(e->b, e->i32, LLVMBuildStructGEP2(e->b, ctx_t, c, (unsigned)nf + 2, ""), ""), e->i64, "t0");
   Loop rows;
   LLVMValueRef row = loop_begin(e, &rows, LLVMBuildSExt(e->b, LLVMGetParam(fn, 1), e->i64, ""),
                                 LLVMBuildSExt(e->b, LLVMGetParam(fn, 2), e->i64, ""));
@@ -518,7 +521,7 @@ static LLVMValueRef ew_loop(Ll *e, const Value *r, LLVMValueRef outp, int nops, 
       idx = ri;
     else
       idx = operand_index(e, ops[k], r, coord);
-    args[k] = LLVMBuildLoad2(e->b, elem_t(e, ops[k]), gep(e, elem_t(e, ops[k]), p[k + 1], idx), "");
+    args[k] = LLVMBuildLoad2(e->b, elem_t(e, ops[k]), gep(e, elem_t(e, ops[k]), p[fidx[k]], idx), "");
   }
   LLVMValueRef y = expr_ll(e, x, args);
   if (is_int(r) && LLVMTypeOf(y) != e->i32)
