@@ -39,6 +39,10 @@ typedef struct Options {
   const char *embed_weights; /* --embed-weights=FILE */
   bool no_native;            /* --no-native: no -march=native */
   long batch;                /* --batch=N: compile for batch N instead of the spec's model.batch (0: keep) */
+  const char *backend;       /* --backend=c|llvm (NULL: c) */
+  const char *target, *mcpu; /* --target=TRIPLE, --mcpu=native|NAME (LLVM backend) */
+  int run_argc;              /* modelc run: the program's command line after "--" */
+  char **run_argv;
 } Options;
 
 static const char *const usage_main =
@@ -53,7 +57,8 @@ static const char *const usage_main =
     "  stats SPEC|FILE.mir   parameters, bytes, FLOPs per token and activation memory, per pass\n"
     "  graph SPEC|FILE.mir   Graphviz DOT of the model (stdout)\n"
     "  passes                list the available passes and their options\n"
-    "  build SPEC -o PROG    compile to a standalone program (C backend, OpenBLAS runtime)\n"
+    "  build SPEC -o PROG    compile to a standalone program (--backend=c|llvm, OpenBLAS runtime)\n"
+    "  run SPEC -- CMD ARGS  compile in memory (LLVM JIT) and run a program command (info, forward, ...)\n"
     "\n"
     "options:\n"
     "  --help, -h            help (also: modelc COMMAND --help)\n"
@@ -98,13 +103,29 @@ static void print_command_help(const char *cmd) {
            "see docs/runtime.md). The memplan pass is appended to the pipeline if it is not last.\n\n"
            "options:\n"
            "  -o FILE               output file (required)\n"
-           "  --emit=exe|c|obj      what to write (default exe): an executable, the generated C file\n"
-           "                        only, or an object file\n"
-           "  -O0|-O1|-O2|-O3       optimisation level for the generated C (default -O2)\n"
+           "  --backend=c|llvm      the C backend (default: generated C compiled by $CC) or the LLVM\n"
+           "                        backend (LLVM C API; no C compiler for the model code)\n"
+           "  --emit=exe|c|obj|llvm|bc  what to write (default exe): an executable, the generated C file\n"
+           "                        (C backend), an object file, textual LLVM IR or bitcode (LLVM backend)\n"
+           "  -O0|-O1|-O2|-O3       optimisation level (default -O2): $CC's, or LLVM's default<On> pipeline\n"
+           "  --target=TRIPLE       LLVM backend: the target (default this machine); with --emit=obj|llvm|bc\n"
+           "  --mcpu=native|NAME    LLVM backend: the CPU (default native on this machine, generic otherwise)\n"
            "  --embed-weights=W     bake the safetensors file W into the program (no --weights needed)\n"
            "  --no-native           do not compile for this CPU (-march=native is the default)\n"
            "environment: CC (default cc) compiles and links; MODELC_RUNTIME_INCLUDE and\n"
            "MODELC_RUNTIME_LIB override where modelc_rt.h and libmodelc_rt.a are found.\n%s",
+           usage_pipeline);
+  else if (strcmp(cmd, "run") == 0)
+    printf("usage: modelc run [options] SPEC|FILE.mir -- COMMAND [ARGS]\n\n"
+           "Compile the model in memory with the LLVM backend and ORC JIT and run one of the program's\n"
+           "commands (info, init, forward, generate, eval, bench, train, grad; see docs/runtime.md) as\n"
+           "the built program would, with no files written:\n"
+           "  modelc run examples/gpt-tiny.yaml -- forward --weights w.safetensors --tokens t.npy --out y.npy\n"
+           "The exit status is the command's.\n\n"
+           "options:\n"
+           "  -O0|-O1|-O2|-O3       LLVM optimisation level (default -O2)\n"
+           "  --mcpu=native|NAME    the CPU to compile for (default native)\n"
+           "  --embed-weights=W     bake the safetensors file W into the program\n%s",
            usage_pipeline);
 }
 
@@ -116,7 +137,11 @@ static bool parse_args(const char *cmd, int argc, char **argv, Options *o, bool 
 #endif
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+    if (strcmp(a, "--") == 0 && strcmp(cmd, "run") == 0) {
+      o->run_argc = argc - i - 1;
+      o->run_argv = argv + i + 1;
+      break;
+    } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
       *help = true;
       return true;
     } else if (strncmp(a, "--passes=", 9) == 0) {
@@ -143,6 +168,12 @@ static bool parse_args(const char *cmd, int argc, char **argv, Options *o, bool 
       o->embed_weights = a + 16;
     } else if (strcmp(a, "--embed-weights") == 0 && i + 1 < argc) {
       o->embed_weights = argv[++i];
+    } else if (strncmp(a, "--backend=", 10) == 0) {
+      o->backend = a + 10;
+    } else if (strncmp(a, "--target=", 9) == 0) {
+      o->target = a + 9;
+    } else if (strncmp(a, "--mcpu=", 7) == 0 && a[7]) {
+      o->mcpu = a + 7;
     } else if (strcmp(a, "--no-native") == 0) {
       o->no_native = true;
     } else if (strncmp(a, "--batch=", 8) == 0 || (strcmp(a, "--batch") == 0 && i + 1 < argc)) {
@@ -455,12 +486,50 @@ static int run_command(char *const *argv, bool quiet) {
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }
 
+/* The LLVM backend's options from the command line. */
+static LlvmOptions llvm_options(const Options *o) {
+  LlvmOptions lo = {2, o->target && *o->target ? o->target : NULL, o->mcpu};
+  if (o->opt_level) lo.opt_level = o->opt_level[2] - '0';
+  if (!lo.cpu && o->no_native) lo.cpu = "generic";
+  return lo;
+}
+
+/* Checks the backend, --emit and target flags of build and run. */
+static bool check_backend_flags(const Options *o, bool run, Diag *d) {
+  const char *backend = o->backend ? o->backend : run ? "llvm" : "c";
+  const char *emit = o->emit ? o->emit : "exe";
+  bool llvm = strcmp(backend, "llvm") == 0;
+  if (!llvm && strcmp(backend, "c") != 0) {
+    diag_error(d, NULL, 0, 0, "--backend=%s: expected c or llvm", backend);
+  } else if (run && (!llvm || o->emit || o->output)) {
+    diag_error(d, NULL, 0, 0, "'modelc run' compiles with the LLVM JIT and writes nothing: --backend=c, --emit and -o "
+                              "are for 'modelc build'");
+  } else if (!run && strcmp(emit, "exe") && strcmp(emit, "c") && strcmp(emit, "obj") && strcmp(emit, "llvm") &&
+             strcmp(emit, "bc")) {
+    diag_error(d, NULL, 0, 0, "--emit=%s: expected exe, c, obj, llvm or bc", emit);
+  } else if (llvm && strcmp(emit, "c") == 0) {
+    diag_error(d, NULL, 0, 0, "--emit=c is the C backend's output: use --backend=c, or --emit=llvm for LLVM IR");
+  } else if (!llvm && (strcmp(emit, "llvm") == 0 || strcmp(emit, "bc") == 0)) {
+    diag_error(d, NULL, 0, 0, "--emit=%s needs --backend=llvm", emit);
+  } else if (!llvm && (o->target || o->mcpu)) {
+    diag_error(d, NULL, 0, 0, "--target and --mcpu choose the LLVM backend's target: add --backend=llvm (the C "
+                              "backend compiles for this CPU unless --no-native)");
+  } else if (o->target && (run || strcmp(emit, "exe") == 0)) {
+    diag_error(d, NULL, 0, 0, "--target=%s: %s runs on this machine; cross-compile with --emit=obj, llvm or bc",
+               o->target, run ? "'modelc run'" : "an executable");
+  } else if (llvm && !emitll_available()) {
+    diag_error(d, NULL, 0, 0, "this modelc was built without LLVM (cmake -DMODELC_LLVM=OFF): --backend=llvm and "
+                              "'modelc run' are unavailable");
+  } else {
+    return true;
+  }
+  return false;
+}
+
 static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **argv, Diag *d) {
   const char *emit = o->emit ? o->emit : "exe";
-  if (strcmp(emit, "exe") != 0 && strcmp(emit, "c") != 0 && strcmp(emit, "obj") != 0) {
-    diag_error(d, NULL, 0, 0, "--emit=%s: expected exe, c or obj", emit);
-    return EXIT_USER;
-  }
+  bool llvm = o->backend && strcmp(o->backend, "llvm") == 0;
+  if (!check_backend_flags(o, false, d)) return EXIT_USER;
   if (!o->output) {
     diag_error(d, NULL, 0, 0, "'modelc build' needs an output file: -o FILE");
     return EXIT_USER;
@@ -495,11 +564,17 @@ static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **a
     eo.embed_weights = abs_weights;
   }
 
-  char cpath[PATH_MAX];
+  if (llvm && strcmp(emit, "exe") != 0) { /* the LLVM backend writes .ll, .bc or .o itself */
+    LlvmOptions lo = llvm_options(o);
+    LlvmOutput kind = strcmp(emit, "llvm") == 0 ? LLVM_OUT_IR : strcmp(emit, "bc") == 0 ? LLVM_OUT_BC : LLVM_OUT_OBJ;
+    return emitll_write(m, &eo, &lo, kind, o->output, d);
+  }
+
+  char cpath[PATH_MAX]; /* the generated C file, or (LLVM backend) the object file to link */
   if (strcmp(emit, "c") == 0) {
     snprintf(cpath, sizeof cpath, "%s", o->output);
   } else {
-    snprintf(cpath, sizeof cpath, "%s.XXXXXX.c", o->output);
+    snprintf(cpath, sizeof cpath, "%s.XXXXXX.%s", o->output, llvm ? "o" : "c");
     int fd = mkstemps(cpath, 2);
     if (fd < 0) {
       diag_error(d, o->output, 0, 0, "cannot create a temporary file next to the output: %s", strerror(errno));
@@ -507,16 +582,25 @@ static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **a
     }
     close(fd);
   }
-  FILE *c = fopen(cpath, "w");
-  if (!c) {
-    diag_error(d, cpath, 0, 0, "cannot write: %s", strerror(errno));
-    return EXIT_USER;
-  }
-  bool ok = emitc_module(m, &eo, c, d);
-  if (fclose(c) != 0) ok = false;
-  if (!ok || strcmp(emit, "c") == 0) {
-    if (!ok) remove(cpath);
-    return ok ? 0 : EXIT_USER;
+  if (llvm) {
+    LlvmOptions lo = llvm_options(o);
+    int rc = emitll_write(m, &eo, &lo, LLVM_OUT_OBJ, cpath, d);
+    if (rc != 0) {
+      remove(cpath);
+      return rc;
+    }
+  } else {
+    FILE *c = fopen(cpath, "w");
+    if (!c) {
+      diag_error(d, cpath, 0, 0, "cannot write: %s", strerror(errno));
+      return EXIT_USER;
+    }
+    bool ok = emitc_module(m, &eo, c, d);
+    if (fclose(c) != 0) ok = false;
+    if (!ok || strcmp(emit, "c") == 0) {
+      if (!ok) remove(cpath);
+      return ok ? 0 : EXIT_USER;
+    }
   }
 
   const char *cc = getenv("CC");
@@ -528,11 +612,13 @@ static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **a
   char *args[32];
   int n = 0;
   args[n++] = (char *)cc;
-  args[n++] = (char *)(o->opt_level ? o->opt_level : "-O2");
-  args[n++] = "-std=c11";
-  if (!o->no_native) args[n++] = "-march=native";
+  if (!llvm) { /* the LLVM backend's object only needs linking */
+    args[n++] = (char *)(o->opt_level ? o->opt_level : "-O2");
+    args[n++] = "-std=c11";
+    if (!o->no_native) args[n++] = "-march=native";
+    args[n++] = incflag;
+  }
   if (MODELC_RT_CFLAGS[0]) args[n++] = MODELC_RT_CFLAGS;
-  args[n++] = incflag;
   if (strcmp(emit, "obj") == 0) args[n++] = "-c";
   args[n++] = cpath;
   args[n++] = "-o";
@@ -547,7 +633,7 @@ static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **a
   int rc = run_command(args, false);
   remove(cpath);
   if (rc != 0) {
-    diag_error(d, NULL, 0, 0, "%s failed (exit status %d) compiling the generated code", cc, rc);
+    diag_error(d, NULL, 0, 0, "%s failed (exit status %d) %s the generated code", cc, rc, llvm ? "linking" : "compiling");
     return rc < 0 ? EXIT_USER : EXIT_INTERNAL;
   }
   if (o->embed_weights && strcmp(emit, "exe") == 0) {
@@ -564,6 +650,34 @@ static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **a
   return 0;
 }
 
+/* modelc run: the program's command line, compiled in memory by the LLVM JIT. */
+static int run(Module *m, const Options *o, Pipeline *pipe, int argc, char **argv, Diag *d) {
+  if (!check_backend_flags(o, true, d)) return EXIT_USER;
+  if (o->run_argc < 1) {
+    diag_error(d, NULL, 0, 0, "'modelc run' needs the program's command after '--': modelc run SPEC -- info");
+    return EXIT_USER;
+  }
+  if (pipe->n == 0 || strcmp(pipe->e[pipe->n - 1].pass->name, "memplan") != 0)
+    if (!pass_pipeline_append(pipe, "memplan", "<run>", 1, 1, d)) return EXIT_INTERNAL;
+  if (!run_passes(m, o, pipe, d, NULL, NULL)) return EXIT_USER;
+  char opts[1024];
+  size_t k = (size_t)snprintf(opts, sizeof opts, "modelc %s", MODELC_VERSION);
+  for (int i = 1; i < argc - o->run_argc - 1 && k < sizeof opts; i++)
+    k += (size_t)snprintf(opts + k, sizeof opts - k, " %s", argv[i]);
+  EmitOptions eo = {.train = have_spec_train ? &spec_train : NULL, .compile_options = opts,
+                    .embed_weights = o->embed_weights};
+  LlvmOptions lo = llvm_options(o);
+  /* the program sees argv[0] = the model file, then the command and its arguments */
+  char **pargv = calloc((size_t)o->run_argc + 2, sizeof *pargv);
+  if (!pargv) die("out of memory");
+  pargv[0] = (char *)o->input;
+  for (int i = 0; i < o->run_argc; i++) pargv[i + 1] = o->run_argv[i];
+  int status = 0;
+  int rc = emitll_run(m, &eo, &lo, o->run_argc + 1, pargv, &status, d);
+  free(pargv);
+  return rc ? rc : status;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fputs(usage_main, stderr);
@@ -578,7 +692,7 @@ int main(int argc, char **argv) {
     printf("modelc %s\n", MODELC_VERSION);
     return 0;
   }
-  static const char *const cmds[] = {"check", "dump", "stats", "graph", "passes", "build"};
+  static const char *const cmds[] = {"check", "dump", "stats", "graph", "passes", "build", "run"};
   bool known = false;
   for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) known |= strcmp(cmd, cmds[i]) == 0;
   if (!known) {
@@ -635,6 +749,8 @@ int main(int argc, char **argv) {
     }
   } else if (strcmp(cmd, "build") == 0) {
     status = build(m, &o, &pipe, argc, argv, &d);
+  } else if (strcmp(cmd, "run") == 0) {
+    status = run(m, &o, &pipe, argc, argv, &d);
   } else {
     if (!run_passes(m, &o, &pipe, &d, NULL, NULL))
       status = EXIT_USER;

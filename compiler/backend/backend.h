@@ -52,6 +52,9 @@ typedef struct BackendPlan {
 bool backend_plan(BackendPlan *p, const Module *m, Diag *d);
 void backend_plan_free(BackendPlan *p);
 FuncInfo *backend_func(const BackendPlan *p, const Func *f);
+/* The expression an element-wise op computes over its operands $0..: a fused group's expr, or
+ * op($0, $1) for a single OPF_EW op (arena-allocated in m); NULL for any other op. */
+const Expr *backend_op_expr(const Module *m, const Op *op);
 
 /* Training defaults compiled into the program (from the spec's train: section). */
 typedef struct EmitTrain {
@@ -69,5 +72,24 @@ typedef struct EmitOptions {
 
 /* The C backend: writes one C file for the whole program to out. */
 bool emitc_module(const Module *m, const EmitOptions *o, FILE *out, Diag *d);
+
+/* The LLVM backend (emit_llvm.c): the same program built through the LLVM C API. Its entry
+ * points return 0 on success, 1 after a user error (bad target, unwritable file, unsupported
+ * construct) and 2 after an internal error (LLVMVerifyModule rejected the module), each reported
+ * to d. Without LLVM (cmake -DMODELC_LLVM=OFF) they report that and return 1. */
+typedef struct LlvmOptions {
+  int opt_level;      /* 0..3: LLVM's default<On> pipeline and the code generator's level */
+  const char *triple; /* --target: a target triple; NULL: this machine */
+  const char *cpu;    /* --mcpu: a CPU name or "native"; NULL: native for this machine, else generic */
+} LlvmOptions;
+typedef enum LlvmOutput { LLVM_OUT_IR, LLVM_OUT_BC, LLVM_OUT_OBJ } LlvmOutput;
+bool emitll_available(void);
+/* Writes the program as textual LLVM IR (.ll), bitcode (.bc) or an object file to path. */
+int emitll_write(const Module *m, const EmitOptions *o, const LlvmOptions *lo, LlvmOutput kind, const char *path,
+                 Diag *d);
+/* Compiles the program in memory with ORC LLJIT and runs its main(argc, argv) (rt_main with the
+ * model), whose exit status goes to *status. The runtime's symbols come from this process. */
+int emitll_run(const Module *m, const EmitOptions *o, const LlvmOptions *lo, int argc, char **argv, int *status,
+               Diag *d);
 
 #endif

@@ -653,23 +653,8 @@ static void emit_op(Em *e, const Op *op) {
   default: break;
   }
   /* element-wise: a single op or a fused group */
-  char err[160];
-  const Expr *ex;
-  if (op->kind == OP_EW) {
-    ex = ir_expr_parse((Module *)e->p->m, ir_attr_str(op, "expr"), op->nin, err, sizeof err);
-    if (!ex) die("bad expression: %s", err);
-  } else if (ir_op_info[op->kind].flags & OPF_EW) {
-    Expr *x = ir_alloc((Module *)e->p->m, sizeof *x);
-    x->kind = EX_OP;
-    x->op = op->kind;
-    x->nkid = op->nin;
-    for (int i = 0; i < op->nin; i++) {
-      x->kid[i] = ir_alloc((Module *)e->p->m, sizeof *x);
-      x->kid[i]->kind = EX_ARG;
-      x->kid[i]->arg = i;
-    }
-    ex = x;
-  } else {
+  const Expr *ex = backend_op_expr(e->p->m, op);
+  if (!ex) {
     unsupported(e, op, "not supported by the C backend");
     return;
   }

@@ -1,4 +1,4 @@
-/* plan.c: the backend analysis shared by the C and (later) LLVM backends: axis roles of every
+/* plan.c: the backend analysis shared by the C and LLVM backends: axis roles of every
  * value (which axes are the dynamic batch and time axes), KV-cache slot counts, parameter offsets
  * in the weight buffer and arena size. See backend.h for the dynamic-shape model.
  */
@@ -229,6 +229,26 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
     p->train_arena_bytes = memplan_arena_bytes(m, p->train);
   }
   return c.ok;
+}
+
+const Expr *backend_op_expr(const Module *m, const Op *op) {
+  if (op->kind == OP_EW) {
+    char err[160];
+    const Expr *ex = ir_expr_parse((Module *)m, ir_attr_str(op, "expr"), op->nin, err, sizeof err);
+    if (!ex) die("bad expression: %s", err);
+    return ex;
+  }
+  if (!(ir_op_info[op->kind].flags & OPF_EW)) return NULL;
+  Expr *x = ir_alloc((Module *)m, sizeof *x);
+  x->kind = EX_OP;
+  x->op = op->kind;
+  x->nkid = op->nin;
+  for (int i = 0; i < op->nin; i++) {
+    x->kid[i] = ir_alloc((Module *)m, sizeof *x);
+    x->kid[i]->kind = EX_ARG;
+    x->kid[i]->arg = i;
+  }
+  return x;
 }
 
 void backend_plan_free(BackendPlan *p) {

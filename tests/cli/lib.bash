@@ -24,6 +24,17 @@ expect_in() {
   grep -qF -- "$2" "$1" || { fail "$1 lacks '$2'"; head -30 "$1" | sed 's/^/  | /' >&2; }
 }
 
+# mknpy FILE DESCR SHAPE BYTES...: writes a .npy (version 1.0) with the given dtype descr ('<i4'),
+# shape text ('1, 3') and raw little-endian data given as printf escapes.
+mknpy() {
+  local file=$1 descr=$2 shape=$3 data=$4
+  local dict="{'descr': '$descr', 'fortran_order': False, 'shape': ($shape), }"
+  local len=$(( (10 + ${#dict} + 1 + 63) / 64 * 64 - 10 ))
+  local pad=$(( len - ${#dict} - 1 ))
+  { printf '\x93NUMPY\x01\x00'; printf "\\x$(printf %02x $((len & 255)))\\x$(printf %02x $((len >> 8)))";
+    printf '%s' "$dict"; printf '%*s' "$pad" ''; printf '\n'; printf "$data"; } > "$file"
+}
+
 finish() {
   if [ "$fails" -ne 0 ]; then echo "$fails check(s) failed" >&2; exit 1; fi
   echo "all checks passed"

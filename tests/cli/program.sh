@@ -5,17 +5,6 @@ set -euo pipefail
 source "$(dirname "$0")/lib.bash"
 FIX=tests/reference/fixtures
 
-# mknpy FILE DESCR SHAPE BYTES...: writes a .npy (version 1.0) with the given dtype descr ('<i4'),
-# shape text ('1, 3') and raw little-endian data given as printf escapes.
-mknpy() {
-  local file=$1 descr=$2 shape=$3 data=$4
-  local dict="{'descr': '$descr', 'fortran_order': False, 'shape': ($shape), }"
-  local len=$(( (10 + ${#dict} + 1 + 63) / 64 * 64 - 10 ))
-  local pad=$(( len - ${#dict} - 1 ))
-  { printf '\x93NUMPY\x01\x00'; printf "\\x$(printf %02x $((len & 255)))\\x$(printf %02x $((len >> 8)))";
-    printf '%s' "$dict"; printf '%*s' "$pad" ''; printf '\n'; printf "$data"; } > "$file"
-}
-
 G="$TMP/gpt"; B="$TMP/bert"
 expect_status 0 "$MODELC" build examples/gpt-tiny.yaml -o "$G"
 expect_status 0 "$MODELC" build examples/bert-tiny.yaml -o "$B"
