@@ -38,6 +38,7 @@ typedef struct Ll {
   LLVMModuleRef mod; /* the module being built */
   LLVMBuilderRef b;  /* the builder of the function being built */
   LLVMTypeRef vd, i8, i32, i64, f32, f64, p8, pf, pi; /* void, scalars, i8*, float*, i32* */
+  LLVMTypeRef ph;                                     /* i16*: bf16 / f16 tensors (cast only) */
   LLVMTypeRef kv_t, step_t, pstep;                    /* RtKV, RtStep, RtStep* */
   LLVMTypeRef range_t, prange;                        /* RtRangeFn's function type and pointer */
   BackendPlan *p;                                     /* the shared analysis */
@@ -67,7 +68,8 @@ static LLVMValueRef cf32(Ll *e, double v) {
 
 static bool is_int(const Value *v) { return v->type.dtype == DT_I32 || v->type.dtype == DT_I64; }
 static LLVMTypeRef elem_t(Ll *e, const Value *v) { return is_int(v) ? e->i32 : e->f32; }
-static LLVMTypeRef ptr_t(Ll *e, const Value *v) { return is_int(v) ? e->pi : e->pf; }
+static bool is_half(const Value *v) { return v->type.dtype == DT_BF16 || v->type.dtype == DT_F16; }
+static LLVMTypeRef ptr_t(Ll *e, const Value *v) { return is_int(v) ? e->pi : is_half(v) ? e->ph : e->pf; }
 
 /* A runtime (or libm) function, declared on first use from a signature string: the return type,
  * then the parameters; v void, p pointer (i8*), i int, l int64_t/size_t, f float, d double,
@@ -556,6 +558,17 @@ static void memcpy_n(Ll *e, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef n) 
 static void emit_op(Ll *e, const Op *op) {
   const Value *r = op->out[0];
   LLVMValueRef o, a[16];
+  if (op->kind != OP_CAST && op->kind != OP_CALL) { /* 16-bit tensors are stored, not computed on */
+    for (int k = 0; k < op->nin; k++)
+      if (is_half(op->in[k])) {
+        unsupported(e, op, "16-bit operands: convert with cast first");
+        return;
+      }
+    if (is_half(r)) {
+      unsupported(e, op, "16-bit results: compute in f32 and cast");
+      return;
+    }
+  }
   switch (op->kind) {
   case OP_PARAM: {
     const Param *q = ir_find_param(e->p->m, ir_attr_str(op, "p"));
@@ -790,6 +803,18 @@ static void emit_op(Ll *e, const Op *op) {
     LLVMBuildStore(e->b, rt_call(e, "rt_cross_entropy", "fppii", a), o);
     return;
   }
+  case OP_CAST: { /* rt_cast_<from>_<to>: round to nearest even */
+    o = out_ptr(e, op);
+    char fn[48];
+    snprintf(fn, sizeof fn, "rt_cast_%s_%s", ir_dtype_name(op->in[0]->type.dtype), ir_dtype_name(r->type.dtype));
+    a[0] = o, a[1] = V(e, op->in[0]), a[2] = numel(e, r, 0);
+    rt_call(e, fn, "vppl", a);
+    return;
+  }
+  case OP_LOSS_SCALE:
+    o = out_ptr(e, op);
+    LLVMBuildStore(e->b, step_field(e, 6, e->f32), o);
+    return;
   case OP_XENT_GRAD: {
     o = out_ptr(e, op);
     const Value *l = op->in[0];
@@ -1152,7 +1177,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
   }
 
   /* RtModel, field for field as in modelc_rt.h */
-  LLVMTypeRef m_f[26] = {e->p8,
+  LLVMTypeRef m_f[27] = {e->p8,
                          e->p8,
                          e->i64,
                          e->i64,
@@ -1177,14 +1202,17 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
                          LLVMPointerType(tr_t, 0),
                          e->i64,
                          e->i64,
-                         tc_t};
+                         tc_t,
+                         e->i32};
   LLVMTypeRef model_t = LLVMStructCreateNamed(e->cx, "RtModel");
-  LLVMStructSetBody(model_t, m_f, 26, 0);
+  LLVMStructSetBody(model_t, m_f, 27, 0);
   const Attr *kind = ir_module_attr(m, "kind");
   const Value *ret = ent->ret[0];
   bool per_token = ret->type.rank >= 2 && backend_func(p, ent)->vals[ret->id].role[1] == AX_TIME;
   int64_t tokens = ent->args[0]->type.dim[0] * ent->args[0]->type.dim[1];
-  LLVMValueRef mv[26] = {
+  const Attr *prec = ir_module_attr(m, "precision"); /* RtPrecision: 1 bf16, 2 fp16 */
+  int train_prec = p->train && prec && prec->kind == ATTR_STR ? (!strcmp(prec->s, "bf16") ? 1 : 2) : 0;
+  LLVMValueRef mv[27] = {
       cstr(e, m->name),
       cstr(e, kind && kind->kind == ATTR_STR ? kind->s : "decoder"),
       ci64(e, (long long)ent->args[0]->type.dim[0]),
@@ -1211,9 +1239,10 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       ci64(e, p->train ? (long long)p->train_arena_bytes : 0),
       ci64(e, p->train ? (long long)(ir_func_flops(m, p->train) / tokens) : 0),
       tc,
+      ci32(e, train_prec),
   };
   LLVMValueRef model = LLVMAddGlobal(e->mod, model_t, "model");
-  LLVMSetInitializer(model, LLVMConstNamedStruct(model_t, mv, 26));
+  LLVMSetInitializer(model, LLVMConstNamedStruct(model_t, mv, 27));
   LLVMSetGlobalConstant(model, 1);
   LLVMSetLinkage(model, LLVMInternalLinkage);
 
@@ -1253,13 +1282,14 @@ static LLVMModuleRef build_module(LLVMContextRef cx, const Module *m, const Emit
   e.i32 = LLVMInt32TypeInContext(cx), e.i64 = LLVMInt64TypeInContext(cx), e.f32 = LLVMFloatTypeInContext(cx);
   e.f64 = LLVMDoubleTypeInContext(cx);
   e.p8 = LLVMPointerType(e.i8, 0), e.pf = LLVMPointerType(e.f32, 0), e.pi = LLVMPointerType(e.i32, 0);
+  e.ph = LLVMPointerType(LLVMInt16TypeInContext(cx), 0);
   LLVMTypeRef kvf[2] = {e.pf, e.pf};
   e.kv_t = LLVMStructCreateNamed(cx, "RtKV");
   LLVMStructSetBody(e.kv_t, kvf, 2, 0);
-  /* RtStep {int nb, nt, t0; RtKV *kv; float *scratch; uint64_t seed} */
-  LLVMTypeRef sf[6] = {e.i32, e.i32, e.i32, LLVMPointerType(e.kv_t, 0), e.pf, e.i64};
+  /* RtStep {int nb, nt, t0; RtKV *kv; float *scratch; uint64_t seed; float loss_scale} */
+  LLVMTypeRef sf[7] = {e.i32, e.i32, e.i32, LLVMPointerType(e.kv_t, 0), e.pf, e.i64, e.f32};
   e.step_t = LLVMStructCreateNamed(cx, "RtStep");
-  LLVMStructSetBody(e.step_t, sf, 6, 0);
+  LLVMStructSetBody(e.step_t, sf, 7, 0);
   e.pstep = LLVMPointerType(e.step_t, 0);
   LLVMTypeRef rps[3] = {e.p8, e.i32, e.i32};
   e.range_t = LLVMFunctionType(e.vd, rps, 3, 0);

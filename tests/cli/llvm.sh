@@ -80,7 +80,12 @@ if grep -qF 'vector.body' "$TMP/g0.ll"; then fail "-O0 vectorised: the level did
 # gpt2-small is run at batch 1 on 8 tokens from PROG init weights; the others on their fixtures.
 mknpy "$TMP/g2tok.npy" '<i4' '1, 8' "$(for i in 464 2068 7586 21831 18045 625 262 16931; do
   printf '\\x%02x\\x%02x\\x00\\x00' $((i & 255)) $((i >> 8)); done)"
-for spec in examples/*.yaml tests/reference/specs/*.yaml; do
+# and gpt-tiny-adamw trained in mixed precision (the cast and loss_scale ops; fp16 scales the loss)
+for prec in bf16 fp16; do
+  mkdir -p "$TMP/$prec"
+  sed "s/^train:/train:\n  precision: $prec/" tests/reference/specs/gpt-tiny-adamw.yaml > "$TMP/$prec/gpt-tiny-adamw.yaml"
+done
+for spec in examples/*.yaml tests/reference/specs/*.yaml "$TMP"/bf16/*.yaml "$TMP"/fp16/*.yaml; do
   name=$(basename "$spec" .yaml); fx=$FIX/${name%-adamw}
   flags=(); [ "$name" = gpt2-small ] && flags=(--batch=1)
   expect_status 0 "$MODELC" build "${flags[@]}" "$spec" -o "$TMP/c"
