@@ -372,17 +372,6 @@ static void emit_op(Em *e, const Op *op) {
   char o[32], a0[32], a1[32], a2[32], n0[160];
   const Value *r = op->out[0];
   comment_op(e, op);
-  if (op->kind != OP_CAST && op->kind != OP_CALL) { /* 16-bit tensors are stored, not computed on */
-    for (int k = 0; k < op->nin; k++)
-      if (is_half(op->in[k])) {
-        unsupported(e, op, "16-bit operands: convert with cast first");
-        return;
-      }
-    if (is_half(r)) {
-      unsupported(e, op, "16-bit results: compute in f32 and cast");
-      return;
-    }
-  }
   switch (op->kind) {
   case OP_PARAM: {
     const Param *q = ir_find_param(e->p->m, ir_attr_str(op, "p"));

@@ -558,17 +558,6 @@ static void memcpy_n(Ll *e, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef n) 
 static void emit_op(Ll *e, const Op *op) {
   const Value *r = op->out[0];
   LLVMValueRef o, a[16];
-  if (op->kind != OP_CAST && op->kind != OP_CALL) { /* 16-bit tensors are stored, not computed on */
-    for (int k = 0; k < op->nin; k++)
-      if (is_half(op->in[k])) {
-        unsupported(e, op, "16-bit operands: convert with cast first");
-        return;
-      }
-    if (is_half(r)) {
-      unsupported(e, op, "16-bit results: compute in f32 and cast");
-      return;
-    }
-  }
   switch (op->kind) {
   case OP_PARAM: {
     const Param *q = ir_find_param(e->p->m, ir_attr_str(op, "p"));

@@ -55,6 +55,11 @@ static void analyse_op(Ctx *c, const Func *f, FuncInfo *fi, const Op *op) {
   memset(out->role, 0, sizeof out->role);
   out->known = true;
   const ValueInfo *x = op->nin ? vi(fi, op->in[0]) : NULL;
+  if (op->kind != OP_CAST && op->kind != OP_CALL) { /* 16-bit tensors are stored, not computed on */
+    bool half = op->out[0]->type.dtype == DT_BF16 || op->out[0]->type.dtype == DT_F16;
+    for (int k = 0; k < op->nin; k++) half |= op->in[k]->type.dtype == DT_BF16 || op->in[k]->type.dtype == DT_F16;
+    if (half) err(c, f, op, "a 16-bit (bf16/f16) tensor: the backends compute in f32; convert with cast");
+  }
   switch (op->kind) {
   case OP_PARAM:
   case OP_CONST:

@@ -140,6 +140,25 @@ for spec in examples/*.yaml tests/reference/specs/*.yaml "$TMP"/bf16/*.yaml "$TM
   fi
 done
 
+# 16-bit tensors are only stored: both backends reject compute on one, with the op named
+cat > "$TMP/half.mir" <<'MIR'
+module @m {batch=1, context=2, vocab=4}
+entry @forward
+param @emb : f32[4,3] init=normal(0.02)
+func @forward(%tokens: i32[1,2]) -> f32[1,2,3] {
+  %0 = param {p=@emb} : f32[4,3]
+  %1 = embedding(%tokens, %0) : f32[1,2,3]
+  %2 = cast(%1) {to="bf16"} : bf16[1,2,3]
+  %3 = relu(%2) : bf16[1,2,3]
+  %4 = cast(%3) {to="f32"} : f32[1,2,3]
+  return %4
+}
+MIR
+for b in c llvm; do
+  expect_status 1 "$MODELC" build --backend=$b "$TMP/half.mir" -o "$TMP/half"
+  expect_in "$TMP/err" "relu: a 16-bit (bf16/f16) tensor: the backends compute in f32"
+done
+
 # integer element-wise ops (C's arithmetic: int32 + int32 stays int32), from an IR file
 cat > "$TMP/int.mir" <<'MIR'
 module @intadd {batch=1, context=4, dim=8, kind="decoder", vocab=16}
