@@ -615,6 +615,7 @@ static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **a
   if (!llvm) { /* the LLVM backend's object only needs linking */
     args[n++] = (char *)(o->opt_level ? o->opt_level : "-O2");
     args[n++] = "-std=c11";
+    args[n++] = "-ffp-contract=off"; /* as the LLVM backend: the same results from either (emit_c.c) */
     if (!o->no_native) args[n++] = "-march=native";
     args[n++] = incflag;
   }

@@ -762,6 +762,10 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
                " * offsets chosen by the memplan pass; nb, nt are the runtime batch and length (<= %lld, %lld),\n"
                " * t0 the position of the first token (KV-cache decoding). */\n",
           (long long)ent->args[0]->type.dim[0], (long long)ent->args[0]->type.dim[1]);
+  /* No contraction of a*b+c into fma: the LLVM backend emits separate operations, and the two
+   * backends agree bit for bit whichever C compiler builds this file (gcc contracts only in its GNU
+   * modes, clang by default; modelc also passes -ffp-contract=off). */
+  fprintf(out, "#ifdef __clang__\n#pragma STDC FP_CONTRACT OFF\n#endif\n\n");
   fprintf(out, "#include <math.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <string.h>\n\n"
                "#include \"modelc_rt.h\"\n\n");
   /* The fused loops are written to vectorise; gcc's -O2 only vectorises "very cheap" loops (about
