@@ -1,5 +1,7 @@
 # lib.bash: helpers for the CLI tests (sourced). Each test script gets the modelc binary as $1 and
-# runs from the repository root. A failed expectation prints what differed and exits 1.
+# runs from the repository root. A failed expectation prints what differed and exits 1. The
+# scripts run with pipefail: never end a pipe with `grep -q` on a long output (grep exits at the
+# first match, the writer dies of SIGPIPE, and the pipe fails at random).
 MODELC=${1:?usage: $0 MODELC}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
