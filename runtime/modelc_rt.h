@@ -501,7 +501,7 @@ double rt_sum_squares(const float *g, int64_t n);
 void rt_round_weights(float *out, const float *w, int64_t n, RtPrecision p);
 /* Dynamic loss scaling (as torch.cuda.amp.GradScaler): the loss gradient is multiplied by scale;
  * a step whose gradients are not all finite is skipped and halves the scale; `window` good steps
- * in a row double it. */
+ * in a row double it (up to 2^64, so that the scale stays a finite float). */
 typedef struct RtLossScaler {
   double scale;   /* initial 65536 */
   int64_t window; /* good steps before growing (2000) */

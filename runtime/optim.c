@@ -172,7 +172,7 @@ int rt_loss_scaler_update(RtLossScaler *s, int grads_finite) {
     return 0;
   }
   if (++s->good >= s->window) {
-    s->scale *= 2.0;
+    if (s->scale < 0x1p64) s->scale *= 2.0; /* past 2^64 every fp16 gradient overflows: stop growing */
     s->good = 0;
   }
   return 1;

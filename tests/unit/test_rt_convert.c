@@ -164,6 +164,9 @@ START_TEST(loss_scaler) {
   ck_assert_int_eq(rt_loss_scaler_update(&s, 1), 1);
   ck_assert_int_eq(rt_loss_scaler_update(&s, 0), 0);
   ck_assert(s.scale == 512 && s.good == 0 && s.skipped == 2);
+  RtLossScaler big = {.scale = 0x1p64, .window = 1};
+  ck_assert_int_eq(rt_loss_scaler_update(&big, 1), 1);
+  ck_assert(big.scale == 0x1p64); /* no growth past 2^64 */
   float g[5] = {1, 2, 3, 4, 5};
   ck_assert(rt_all_finite(g, 5));
   g[3] = INFINITY;
