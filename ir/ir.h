@@ -21,6 +21,9 @@
 #include "diag.h"
 
 #define IR_MAX_RANK 6
+/* Elements of one tensor (1 PiB of f32): larger types are rejected by the parser, the verifier and
+ * the spec checker alike. */
+#define IR_MAX_NUMEL ((int64_t)1 << 48)
 
 typedef enum DType { DT_F32, DT_F16, DT_BF16, DT_I8, DT_I32, DT_I64, DT_COUNT } DType;
 

@@ -19,7 +19,6 @@
 #include "ir.h"
 
 #define MAX_LIST 1024              /* operands, results, arguments, list elements per construct */
-#define MAX_NUMEL ((int64_t)1 << 48)
 
 /* ---- lexer -------------------------------------------------------------------------------- */
 
@@ -425,7 +424,7 @@ static bool parse_type(Parser *P, Type *t) {
         perr_at(P, P->tok.line, P->tok.col, "a type has at most %d dimensions", IR_MAX_RANK);
         return false;
       }
-      if (P->tok.i > MAX_NUMEL || numel > MAX_NUMEL / P->tok.i) {
+      if (P->tok.i > IR_MAX_NUMEL || numel > IR_MAX_NUMEL / P->tok.i) {
         perr_at(P, P->tok.line, P->tok.col, "type is too large");
         return false;
       }

@@ -21,7 +21,6 @@
 
 #include "ir.h"
 
-#define MAX_NUMEL ((int64_t)1 << 48)
 
 typedef struct Verifier {
   const Module *m;
@@ -73,7 +72,7 @@ static const char *type_problem(const Type *t) {
   int64_t n = 1;
   for (int i = 0; i < t->rank; i++) {
     if (t->dim[i] < 1) return "has a dimension below 1";
-    if (t->dim[i] > MAX_NUMEL || n > MAX_NUMEL / t->dim[i]) return "is too large";
+    if (t->dim[i] > IR_MAX_NUMEL || n > IR_MAX_NUMEL / t->dim[i]) return "is too large";
     n *= t->dim[i];
   }
   return NULL;

@@ -429,8 +429,12 @@ static const char *fe_name(Ctx *c, const YNode *n, const char *what, bool allow_
   return t;
 }
 
-/* a * b into *out; false on int64 overflow. */
-static bool fe_mul(int64_t a, int64_t b, int64_t *out) { return !__builtin_mul_overflow(a, b, out); }
+/* a * b into *out; false when it exceeds the IR's largest tensor (IR_MAX_NUMEL elements) or
+ * overflows int64. */
+static bool fe_mul(int64_t a, int64_t b, int64_t *out) {
+  return !__builtin_mul_overflow(a, b, out) && *out <= IR_MAX_NUMEL;
+}
+#define FE_TOO_BIG "exceeds 2^48 elements, the largest tensor modelc handles"
 
 /* a * b, saturating at INT64_MAX: parameter shapes are listed (for their names) even when the
  * sizes were rejected, and then only need to be large, not exact. */
@@ -478,18 +482,18 @@ static bool fe_check_model(Ctx *c, const YNode *key, const YNode *val, ModelNode
   if (okv && okc && okd && okb) {
     int64_t bt, r;
     if (!fe_mul(m->vocab, m->dim, &r))
-      ERR_AT(c, v[MK_DIM], "size overflow: vocab x dim (%lld x %lld) does not fit in 64 bits", (long long)m->vocab,
+      ERR_AT(c, v[MK_DIM], "size overflow: vocab x dim (%lld x %lld) " FE_TOO_BIG, (long long)m->vocab,
              (long long)m->dim);
     else if (!fe_mul(m->dim, m->dim, &r) || !fe_mul(r, 4, &r))
-      ERR_AT(c, v[MK_DIM], "size overflow: 4 x dim x dim (dim %lld) does not fit in 64 bits", (long long)m->dim);
+      ERR_AT(c, v[MK_DIM], "size overflow: 4 x dim x dim (dim %lld) " FE_TOO_BIG, (long long)m->dim);
     else if (!fe_mul(m->context, m->dim, &r))
-      ERR_AT(c, v[MK_CONTEXT], "size overflow: context x dim (%lld x %lld) does not fit in 64 bits",
+      ERR_AT(c, v[MK_CONTEXT], "size overflow: context x dim (%lld x %lld) " FE_TOO_BIG,
              (long long)m->context, (long long)m->dim);
     else if (!fe_mul(m->batch, m->context, &bt) || !fe_mul(bt, m->dim, &r) || !fe_mul(r, 3, &r))
       ERR_AT(c, v[MK_BATCH] ? v[MK_BATCH] : v[MK_CONTEXT],
-             "size overflow: batch x context x 3 x dim does not fit in 64 bits");
+             "size overflow: batch x context x 3 x dim " FE_TOO_BIG);
     else if (!fe_mul(bt, m->vocab, &r))
-      ERR_AT(c, v[MK_VOCAB], "size overflow: the logits (batch x context x vocab) do not fit in 64 bits");
+      ERR_AT(c, v[MK_VOCAB], "size overflow: the logits (batch x context x vocab) " FE_TOO_BIG);
   }
   return c->d->nerrors == before;
 }
@@ -574,7 +578,7 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
       int64_t r, bt;
       if (!fe_mul(l->hidden, m->dim, &r) || !fe_mul(r, 3, &r) || !fe_mul(m->batch, m->context, &bt) ||
           !fe_mul(bt, l->hidden, &r) || !fe_mul(r, 2, &r))
-        ERR_AT(c, v[1], "size overflow: mlp hidden %lld with dim %lld does not fit in 64 bits",
+        ERR_AT(c, v[1], "size overflow: mlp hidden %lld with dim %lld " FE_TOO_BIG,
                (long long)l->hidden, (long long)m->dim);
     }
     if (v[2]) {
@@ -611,7 +615,7 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
     else if (fe_int(c, v[1], "classes", 2, INT64_MAX, &l->classes) && m->dim > 0) {
       int64_t r;
       if (!fe_mul(l->classes, m->dim, &r) || !fe_mul(l->classes, m->batch, &r))
-        ERR_AT(c, v[1], "size overflow: classes x dim does not fit in 64 bits");
+        ERR_AT(c, v[1], "size overflow: classes x dim " FE_TOO_BIG);
     }
     if (v[2]) {
       int e = fe_enum(c, v[2], "pool mode", w, 2);
