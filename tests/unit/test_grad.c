@@ -6,6 +6,8 @@
  * The backward kernels (norms, attention, linear, embedding, cross-entropy) are checked the same
  * way in test_rt_backward.c, and whole models against PyTorch's autograd in test_train.c. */
 #include <check.h>
+
+#include "check_run.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,9 +184,5 @@ int main(void) {
   tcase_add_test(tc, test_derivative_ops);
   tcase_add_test(tc, test_rule_table);
   suite_add_tcase(s, tc);
-  SRunner *r = srunner_create(s);
-  srunner_run_all(r, CK_NORMAL);
-  int nf = srunner_ntests_failed(r);
-  srunner_free(r);
-  return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+  return check_run(s);
 }

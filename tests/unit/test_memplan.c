@@ -3,6 +3,8 @@
  * a byte (checked pairwise by memplan_check), and the plan actually reuses memory. A corrupted
  * plan is caught. */
 #include <check.h>
+
+#include "check_run.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,9 +95,5 @@ int main(void) {
   tcase_add_test(tc, test_unplanned);
   tcase_add_test(tc, test_corrupt_plan_detected);
   suite_add_tcase(s, tc);
-  SRunner *r = srunner_create(s);
-  srunner_run_all(r, CK_NORMAL);
-  int nf = srunner_ntests_failed(r);
-  srunner_free(r);
-  return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+  return check_run(s);
 }

@@ -13,6 +13,8 @@
  * shows at 1e-3 or more.
  */
 #include <check.h>
+
+#include "check_run.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,9 +265,5 @@ int main(void) {
   tcase_add_test(tc, test_opt_levels_and_embedding);
   tcase_add_test(tc, test_eval_init);
   suite_add_tcase(s, tc);
-  SRunner *r = srunner_create(s);
-  srunner_run_all(r, CK_NORMAL);
-  int nf = srunner_ntests_failed(r);
-  srunner_free(r);
-  return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+  return check_run(s);
 }

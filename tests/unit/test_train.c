@@ -12,6 +12,8 @@
  * PyTorch's fixture in eval mode); `train` draws masks (test_dropout_trains).
  */
 #include <check.h>
+
+#include "check_run.h"
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -314,9 +316,5 @@ int main(void) {
   tcase_add_loop_test(tc, test_mixed_precision_gradients, 0, (int)(sizeof mixed / sizeof *mixed));
   tcase_add_loop_test(tc, test_mixed_precision_adamw_steps, 0, 2);
   suite_add_tcase(s, tc);
-  SRunner *r = srunner_create(s);
-  srunner_run_all(r, CK_NORMAL);
-  int nf = srunner_ntests_failed(r);
-  srunner_free(r);
-  return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+  return check_run(s);
 }
