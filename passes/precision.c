@@ -77,24 +77,22 @@ bool pass_precision(Module *m, const PassOptions *o, Diag *d) {
   }
   /* 1. forward activations read by the backward */
   Store *st = calloc((size_t)nvals + 1, sizeof *st);
-  if (!st) die("out of memory");
+  bool *in_bwd = calloc((size_t)t->nvalues + 1, sizeof *in_bwd), *seen = calloc((size_t)t->nvalues + 1, 1);
+  if (!st || !in_bwd || !seen) die("out of memory");
+  for (Op *op = seed; op; op = op->next)
+    for (int k = 0; k < op->nout; k++) in_bwd[op->out[k]->id] = true;
   int nst = 0;
-  bool backward = false;
-  for (Op *op = t->first; op; op = op->next) {
-    if (op == seed) backward = true;
-    for (int k = 0; k < op->nin && backward; k++) {
+  for (Op *op = seed; op; op = op->next)
+    for (int k = 0; k < op->nin; k++) {
       Value *v = op->in[k];
-      if (!v->def || !stored_type(v)) continue;
+      if (!v->def || !stored_type(v) || in_bwd[v->id] || seen[v->id]) continue;
       OpKind dk = v->def->kind;
       if (dk == OP_CAST || dk == OP_PARAM || dk == OP_CONST || dk == OP_SINUSOID) continue; /* not activations */
-      bool fwd = true; /* defined before the backward? */
-      for (Op *q = seed; q && fwd; q = q->next) fwd = q != v->def;
-      if (!fwd) continue;
-      bool seen = false;
-      for (int i = 0; i < nst && !seen; i++) seen = st[i].v == v;
-      if (!seen) st[nst++] = (Store){v, op};
+      seen[v->id] = true;
+      st[nst++] = (Store){v, op};
     }
-  }
+  free(in_bwd);
+  free(seen);
   for (int i = 0; i < nst; i++) {
     Value *v = st[i].v;
     Op *down = cast_op(t, v, half);
