@@ -13,6 +13,7 @@
 
 #include "../../passes/memplan.h"
 #include "backend.h"
+#include "kernels.h"
 
 typedef struct Em {
   FILE *o;
@@ -368,10 +369,140 @@ static void unsupported(Em *e, const Op *op, const char *why) {
   e->ok = false;
 }
 
+/* ---- kernel calls from the kernel table (kernels.def) ---- */
+
+/* The C text of argument a (parameter code pc) of op's call; o names the result, epi the fused
+ * epilogue's loop id (-1: none). */
+static void c_arg(Em *e, const Op *op, const KArg *a, char pc, const char *o, int epi, char *buf, size_t n) {
+  char t[160];
+  const char *cast = pc == 'i' ? "(int)" : "";
+  switch (a->kind) {
+  case KA_OUT: snprintf(buf, n, "%s", o); return;
+  case KA_IN: vname(e, op->in[a->i], t); snprintf(buf, n, "%s", t); return;
+  case KA_IN_OPT:
+    if (a->i < op->nin)
+      vname(e, op->in[a->i], t);
+    else
+      snprintf(t, sizeof t, "NULL");
+    snprintf(buf, n, "%s", t);
+    return;
+  case KA_NULL: snprintf(buf, n, "NULL"); return;
+  case KA_ROWS:
+  case KA_NUMEL: numel(e, kt_value(op, a->i), a->kind == KA_ROWS ? 1 : 0, t, sizeof t); snprintf(buf, n, "%s%s", cast, t); return;
+  case KA_BYTES: {
+    const Value *v = kt_value(op, a->i);
+    numel(e, v, 0, t, sizeof t);
+    snprintf(buf, n, "%s * sizeof(%s)", t, ctype(v));
+    return;
+  }
+  case KA_DIM:
+  case KA_ATTR_I: snprintf(buf, n, "%lld", (long long)kt_static_arg(op, a)); return;
+  case KA_ATTR_F: flit(kt_attr_f(op, a->key), buf); return;
+  case KA_NB: snprintf(buf, n, "nb"); return;
+  case KA_NT: snprintf(buf, n, "nt"); return;
+  case KA_T0: snprintf(buf, n, "t0"); return;
+  case KA_SCRATCH: snprintf(buf, n, "s->scratch"); return;
+  case KA_STATE: snprintf(buf, n, "s->kv[kv + %d].%s", e->kv_local, a->i == 0 ? "k" : "v"); return;
+  case KA_RNG: snprintf(buf, n, "rt_mix(rng, %lld)", 2 * (long long)ir_attr_int(op, "stream", 0) + 1); return;
+  case KA_LOAD: vname(e, op->in[a->i], t); snprintf(buf, n, "%s[0]", t); return;
+  case KA_EPI_FN:
+    if (epi >= 0)
+      snprintf(buf, n, "mc_loop%d", epi);
+    else
+      snprintf(buf, n, "NULL");
+    return;
+  case KA_EPI_CTX:
+    if (epi >= 0)
+      snprintf(buf, n, "&c%d", epi);
+    else
+      snprintf(buf, n, "NULL");
+    return;
+  case KA_BIAS:
+    if (kt_bias_only(op))
+      vname(e, op->in[a->i], t);
+    else
+      snprintf(t, sizeof t, "NULL");
+    snprintf(buf, n, "%s", t);
+    return;
+  case KA_END: break;
+  }
+  die("bad kernel argument kind %d", (int)a->kind);
+}
+
+/* One call of row's kernel (indent: the statement's leading spaces). */
+static void c_call(Em *e, const Op *op, const KLower *row, const char *o, int epi, const char *indent) {
+  const KernelInfo *k = &kt_kernels[row->kernel];
+  fprintf(e->o, "%s", indent);
+  if (k->sig[0] == 'f')
+    fprintf(e->o, "%s[0] = ", o);
+  else if (k->sig[0] != 'v')
+    fprintf(e->o, "(void)");
+  fprintf(e->o, "%s(", k->name);
+  int j = 0;
+  for (const KArg *a = row->args; a->kind != KA_END; a++, j++) {
+    IR_ASSERT(j < k->nparam);
+    char buf[512];
+    c_arg(e, op, a, k->sig[1 + j], o, epi, buf, sizeof buf);
+    fprintf(e->o, "%s%s", j ? ", " : "", buf);
+  }
+  IR_ASSERT(j == k->nparam);
+  fprintf(e->o, ");\n");
+}
+
+/* The fused epilogue of an op whose kernel takes one (linear's epi: $0 the product, $1.. the
+ * operands after the weight) as a row loop; its id, or -1 when there is none or it is the bias. */
+static int c_epilogue(Em *e, const Op *op, const char *o) {
+  const char *epi = ir_attr_str(op, "epi");
+  if (!epi || kt_bias_only(op)) return -1;
+  char err[160];
+  Expr *ex = ir_expr_parse((Module *)e->p->m, epi, op->nin - 1, err, sizeof err);
+  if (!ex) die("bad epilogue: %s", err);
+  const Value *ops[64];
+  char names[64][32];
+  const char *pn[64];
+  IR_ASSERT(op->nin - 1 <= 64);
+  ops[0] = op->out[0];
+  snprintf(names[0], 32, "%s", o);
+  for (int i = 2; i < op->nin; i++) {
+    ops[i - 1] = op->in[i];
+    vname(e, op->in[i], names[i - 1]);
+  }
+  for (int i = 0; i < op->nin - 1; i++) pn[i] = names[i];
+  return emit_loop(e, op->out[0], o, op->nin - 1, ops, pn, ex);
+}
+
+/* Lowers op through its kernel-table rows; false if it has none. */
+static bool c_kernel_op(Em *e, const Op *op) {
+  const KLower *rows[2];
+  const char *why = NULL;
+  int n = kt_select(op, rows, &why);
+  if (n == 0) return false;
+  if (n < 0) {
+    unsupported(e, op, why);
+    return true;
+  }
+  char o[32];
+  out_ptr(e, op, o);
+  bool takes_epi = false;
+  for (const KArg *a = rows[0]->args; a->kind != KA_END; a++) takes_epi |= a->kind == KA_EPI_FN;
+  int epi = takes_epi ? c_epilogue(e, op, o) : -1;
+  if (n == 1) {
+    c_call(e, op, rows[0], o, epi, "  ");
+  } else {
+    fprintf(e->o, "  if (%s)\n", rows[0]->cond.when == KW_STATE ? "s->kv" : "s->seed");
+    c_call(e, op, rows[0], o, epi, "    ");
+    fprintf(e->o, "  else\n");
+    c_call(e, op, rows[1], o, epi, "    ");
+  }
+  if (kt_op(op->kind)->nstate) e->kv_local++;
+  return true;
+}
+
 static void emit_op(Em *e, const Op *op) {
-  char o[32], a0[32], a1[32], a2[32], n0[160];
+  char o[32], a0[32], n0[160];
   const Value *r = op->out[0];
   comment_op(e, op);
+  if (c_kernel_op(e, op)) return;
   switch (op->kind) {
   case OP_PARAM: {
     const Param *q = ir_find_param(e->p->m, ir_attr_str(op, "p"));
@@ -401,82 +532,6 @@ static void emit_op(Em *e, const Op *op) {
     }
     return;
   }
-  case OP_EMBEDDING:
-    out_ptr(e, op, o);
-    numel(e, op->in[0], 0, n0, sizeof n0);
-    fprintf(e->o, "  rt_embedding(%s, %s, %s, (int)%s, %lld, %lld, NULL);\n", o, vname(e, op->in[0], a0),
-            vname(e, op->in[1], a1), n0, (long long)op->in[1]->type.dim[0], (long long)op->in[1]->type.dim[1]);
-    return;
-  case OP_LAYERNORM:
-  case OP_RMSNORM: {
-    out_ptr(e, op, o);
-    const Value *x = op->in[0];
-    numel(e, x, 1, n0, sizeof n0);
-    int64_t c = x->type.dim[x->type.rank - 1];
-    char fb[48];
-    flit(ir_attr_float(op, "eps", 1e-5), fb);
-    if (op->kind == OP_LAYERNORM)
-      fprintf(e->o, "  rt_layernorm(%s, NULL, NULL, %s, %s, %s, (int)%s, %lld, %s);\n", o, vname(e, x, a0),
-              vname(e, op->in[1], a1), op->nin > 2 ? vname(e, op->in[2], a2) : "NULL", n0, (long long)c, fb);
-    else
-      fprintf(e->o, "  rt_rmsnorm(%s, NULL, %s, %s, (int)%s, %lld, %s);\n", o, vname(e, x, a0),
-              vname(e, op->in[1], a1), n0, (long long)c, fb);
-    return;
-  }
-  case OP_SOFTMAX: {
-    out_ptr(e, op, o);
-    const Value *x = op->in[0];
-    numel(e, x, 1, n0, sizeof n0);
-    fprintf(e->o, "  rt_softmax(%s, %s, (int)%s, %lld);\n", o, vname(e, x, a0), n0,
-            (long long)x->type.dim[x->type.rank - 1]);
-    return;
-  }
-  case OP_LINEAR: {
-    out_ptr(e, op, o);
-    const Value *x = op->in[0], *w = op->in[1];
-    numel(e, x, 1, n0, sizeof n0);
-    const char *epi = ir_attr_str(op, "epi");
-    /* A bias-only epilogue is the kernel's own bias argument. */
-    bool bias_only = epi && op->nin == 3 && op->in[2]->type.rank == 1 &&
-                     (strcmp(epi, "add($0,$1)") == 0 || strcmp(epi, "add($1,$0)") == 0);
-    if (!epi || bias_only) {
-      fprintf(e->o, "  rt_linear(%s, %s, %s, %s, (int)%s, %lld, %lld, NULL, NULL);\n", o, vname(e, x, a0),
-              vname(e, w, a1), bias_only ? vname(e, op->in[2], a2) : "NULL", n0, (long long)w->type.dim[0],
-              (long long)w->type.dim[1]);
-    } else {
-      char err[160];
-      Expr *ex = ir_expr_parse((Module *)e->p->m, epi, op->nin - 1, err, sizeof err);
-      if (!ex) die("bad epilogue: %s", err);
-      const Value *ops[64];
-      char names[64][32];
-      const char *pn[64];
-      IR_ASSERT(op->nin - 1 <= 64);
-      ops[0] = r;
-      snprintf(names[0], 32, "%s", o);
-      for (int i = 2; i < op->nin; i++) {
-        ops[i - 1] = op->in[i];
-        vname(e, op->in[i], names[i - 1]);
-      }
-      for (int i = 0; i < op->nin - 1; i++) pn[i] = names[i];
-      int id = emit_loop(e, r, o, op->nin - 1, ops, pn, ex);
-      fprintf(e->o, "  rt_linear(%s, %s, %s, NULL, (int)%s, %lld, %lld, mc_loop%d, &c%d);\n", o, vname(e, x, a0),
-              vname(e, w, a1), n0, (long long)w->type.dim[0], (long long)w->type.dim[1], id, id);
-    }
-    return;
-  }
-  case OP_ATTENTION: {
-    out_ptr(e, op, o);
-    const Value *x = op->in[0];
-    int64_t c = x->type.dim[2] / 3, h = ir_attr_int(op, "heads", 1), causal = ir_attr_int(op, "causal", 0);
-    fprintf(e->o, "  if (s->kv)\n    rt_attention_kv(%s, %s, s->kv[kv + %d].k, s->kv[kv + %d].v, nb, nt, t0, %lld, "
-                  "%lld, %lld, %d, s->scratch);\n",
-            o, vname(e, x, a0), e->kv_local, e->kv_local, (long long)x->type.dim[1], (long long)c, (long long)h,
-            (int)causal);
-    fprintf(e->o, "  else\n    rt_attention(%s, %s, nb, nt, %lld, %lld, %d, s->scratch);\n", o, vname(e, x, a0),
-            (long long)c, (long long)h, (int)causal);
-    e->kv_local++;
-    return;
-  }
   case OP_POOL: {
     out_ptr(e, op, o);
     const Value *x = op->in[0];
@@ -491,16 +546,6 @@ static void emit_op(Em *e, const Op *op) {
               "      for (int t = 0; t < nt; t++) acc += %s[((size_t)b * nt + t) * %lld + c];\n"
               "      %s[(size_t)b * %lld + c] = acc / (float)nt;\n    }\n",
               c, vname(e, x, a0), c, o, c);
-    return;
-  }
-  case OP_DROPOUT: { /* training steps (s->seed != 0) draw the mask of stream K; inference copies */
-    out_ptr(e, op, o);
-    numel(e, r, 0, n0, sizeof n0);
-    char fb[48];
-    fprintf(e->o, "  if (s->seed)\n    rt_dropout(%s, %s, %s, %s, rt_mix(rng, %lld));\n  else\n    memcpy(%s, %s, %s * "
-                  "sizeof(float));\n",
-            o, vname(e, op->in[0], a0), n0, flit(ir_attr_float(op, "p", 0), fb),
-            2 * (long long)ir_attr_int(op, "stream", 0) + 1, o, vname(e, op->in[0], a0), n0);
     return;
   }
   case OP_RESHAPE:
@@ -532,80 +577,10 @@ static void emit_op(Em *e, const Op *op) {
     e->kv_local += gi->kv_slots;
     return;
   }
-  case OP_MATMUL: { /* dy[..,N] @ W[N,K] */
-    out_ptr(e, op, o);
-    const Value *a = op->in[0], *b = op->in[1];
-    numel(e, a, 1, n0, sizeof n0);
-    fprintf(e->o, "  rt_matmul_nn(%s, %s, %s, (int)%s, %lld, %lld);\n", o, vname(e, a, a0), vname(e, b, a1), n0,
-            (long long)b->type.dim[0], (long long)b->type.dim[1]);
-    return;
-  }
-  case OP_CROSS_ENTROPY: {
-    out_ptr(e, op, o);
-    const Value *l = op->in[0];
-    numel(e, op->in[1], 0, n0, sizeof n0);
-    fprintf(e->o, "  %s[0] = rt_cross_entropy(%s, %s, (int)%s, %lld);\n", o, vname(e, l, a0), vname(e, op->in[1], a1),
-            n0, (long long)l->type.dim[l->type.rank - 1]);
-    return;
-  }
-  case OP_CAST: { /* rt_cast_<from>_<to>: round to nearest even */
-    out_ptr(e, op, o);
-    numel(e, r, 0, n0, sizeof n0);
-    fprintf(e->o, "  rt_cast_%s_%s(%s, %s, %s);\n", ir_dtype_name(op->in[0]->type.dtype), ir_dtype_name(r->type.dtype),
-            o, vname(e, op->in[0], a0), n0);
-    return;
-  }
   case OP_LOSS_SCALE:
     out_ptr(e, op, o);
     fprintf(e->o, "  %s[0] = s->loss_scale;\n", o);
     return;
-  case OP_XENT_GRAD: {
-    out_ptr(e, op, o);
-    const Value *l = op->in[0];
-    numel(e, op->in[1], 0, n0, sizeof n0);
-    fprintf(e->o, "  rt_cross_entropy_grad(%s, %s, %s, (int)%s, %lld, %s[0]);\n", o, vname(e, l, a0),
-            vname(e, op->in[1], a1), n0, (long long)l->type.dim[l->type.rank - 1], vname(e, op->in[2], a2));
-    return;
-  }
-  case OP_LINEAR_DW: {
-    out_ptr(e, op, o);
-    const Value *dy = op->in[0], *x = op->in[1];
-    numel(e, dy, 1, n0, sizeof n0);
-    fprintf(e->o, "  rt_linear_dw(%s, %s, %s, (int)%s, %lld, %lld);\n", o, vname(e, dy, a0), vname(e, x, a1), n0,
-            (long long)dy->type.dim[dy->type.rank - 1], (long long)x->type.dim[x->type.rank - 1]);
-    return;
-  }
-  case OP_NORM_DX:
-  case OP_NORM_DG: {
-    out_ptr(e, op, o);
-    const Value *x = op->in[0];
-    numel(e, x, 1, n0, sizeof n0);
-    char fb[48];
-    flit(ir_attr_float(op, "eps", 1e-5), fb);
-    int rms = (int)ir_attr_int(op, "rms", 0);
-    if (op->kind == OP_NORM_DX)
-      fprintf(e->o, "  rt_norm_dx(%s, %s, %s, %s, (int)%s, %lld, %s, %d);\n", o, vname(e, x, a0), vname(e, op->in[1], a1),
-              vname(e, op->in[2], a2), n0, (long long)x->type.dim[x->type.rank - 1], fb, rms);
-    else
-      fprintf(e->o, "  rt_norm_dg(%s, %s, %s, (int)%s, %lld, %s, %d);\n", o, vname(e, x, a0), vname(e, op->in[1], a1), n0,
-              (long long)x->type.dim[x->type.rank - 1], fb, rms);
-    return;
-  }
-  case OP_EMBEDDING_DW: {
-    out_ptr(e, op, o);
-    numel(e, op->in[0], 0, n0, sizeof n0);
-    fprintf(e->o, "  rt_embedding_dw(%s, %s, %s, (int)%s, %lld, %lld);\n", o, vname(e, op->in[0], a0),
-            vname(e, op->in[1], a1), n0, (long long)r->type.dim[0], (long long)r->type.dim[1]);
-    return;
-  }
-  case OP_ATTENTION_DX: {
-    out_ptr(e, op, o);
-    const Value *x = op->in[0];
-    fprintf(e->o, "  rt_attention_dx(%s, %s, %s, nb, nt, %lld, %lld, %d, s->scratch);\n", o, vname(e, x, a0),
-            vname(e, op->in[1], a1), (long long)(x->type.dim[2] / 3), (long long)ir_attr_int(op, "heads", 1),
-            (int)ir_attr_int(op, "causal", 0));
-    return;
-  }
   case OP_POOL_DX: {
     out_ptr(e, op, o);
     long long c = (long long)r->type.dim[2];

@@ -20,6 +20,7 @@
 
 #include "../../passes/memplan.h"
 #include "backend.h"
+#include "kernels.h"
 
 #ifdef MODELC_HAVE_LLVM
 
@@ -71,9 +72,8 @@ static LLVMTypeRef elem_t(Ll *e, const Value *v) { return is_int(v) ? e->i32 : e
 static bool is_half(const Value *v) { return v->type.dtype == DT_BF16 || v->type.dtype == DT_F16; }
 static LLVMTypeRef ptr_t(Ll *e, const Value *v) { return is_int(v) ? e->pi : is_half(v) ? e->ph : e->pf; }
 
-/* A runtime (or libm) function, declared on first use from a signature string: the return type,
- * then the parameters; v void, p pointer (i8*), i int, l int64_t/size_t, f float, d double,
- * F RtRangeFn. */
+/* The LLVM type of a kernel-table signature code (kernels.h): v void, p pointer (i8*), i int,
+ * l 64 bits, f float, F RtRangeFn. */
 static LLVMTypeRef sig_type(Ll *e, char c) {
   switch (c) {
   case 'v': return e->vd;
@@ -81,35 +81,36 @@ static LLVMTypeRef sig_type(Ll *e, char c) {
   case 'i': return e->i32;
   case 'l': return e->i64;
   case 'f': return e->f32;
-  case 'd': return e->f64;
   case 'F': return e->prange;
   default: die("bad signature character %c", c);
   }
 }
 
-static LLVMValueRef decl(Ll *e, const char *name, const char *sig, LLVMTypeRef *fty) {
+/* The declaration of kernel k, made on first use from its kernel-table row. */
+static LLVMValueRef decl(Ll *e, KernelId k, LLVMTypeRef *fty) {
+  const KernelInfo *ki = &kt_kernels[k];
   LLVMTypeRef ps[16];
-  int n = (int)strlen(sig) - 1;
-  for (int i = 0; i < n; i++)
-    ps[i] = sig_type(e, sig[i + 1]);
-  *fty = LLVMFunctionType(sig_type(e, sig[0]), ps, (unsigned)n, 0);
-  LLVMValueRef f = LLVMGetNamedFunction(e->mod, name);
+  IR_ASSERT(ki->nparam <= 16);
+  for (int i = 0; i < ki->nparam; i++)
+    ps[i] = sig_type(e, ki->sig[i + 1]);
+  *fty = LLVMFunctionType(sig_type(e, ki->sig[0]), ps, (unsigned)ki->nparam, 0);
+  LLVMValueRef f = LLVMGetNamedFunction(e->mod, ki->name);
   if (!f) {
-    f = LLVMAddFunction(e->mod, name, *fty);
+    f = LLVMAddFunction(e->mod, ki->name, *fty);
     LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex,
                             LLVMCreateEnumAttribute(e->cx, LLVMGetEnumAttributeKindForName("nounwind", 8), 0));
   }
   return f;
 }
 
-/* Calls a runtime function; pointer arguments are cast to i8*, integers to the declared width. */
-static LLVMValueRef rt_call(Ll *e, const char *name, const char *sig, LLVMValueRef *args) {
+/* Calls kernel k; pointer arguments are cast to i8*, integers to the declared width. */
+static LLVMValueRef kcall(Ll *e, KernelId k, LLVMValueRef *args) {
   LLVMTypeRef fty;
-  LLVMValueRef f = decl(e, name, sig, &fty);
-  int n = (int)strlen(sig) - 1;
+  LLVMValueRef f = decl(e, k, &fty);
+  const KernelInfo *ki = &kt_kernels[k];
   LLVMValueRef a[16];
-  for (int i = 0; i < n; i++) {
-    LLVMTypeRef want = sig_type(e, sig[i + 1]);
+  for (int i = 0; i < ki->nparam; i++) {
+    LLVMTypeRef want = sig_type(e, ki->sig[i + 1]);
     LLVMTypeRef have = LLVMTypeOf(args[i]);
     if (have == want)
       a[i] = args[i];
@@ -118,9 +119,9 @@ static LLVMValueRef rt_call(Ll *e, const char *name, const char *sig, LLVMValueR
     else if (LLVMGetTypeKind(want) == LLVMIntegerTypeKind)
       a[i] = LLVMBuildIntCast2(e->b, args[i], want, 1, "");
     else
-      die("rt_call %s: argument %d has the wrong type", name, i);
+      die("call of %s: argument %d has the wrong type", ki->name, i);
   }
-  return LLVMBuildCall2(e->b, fty, f, a, (unsigned)n, "");
+  return LLVMBuildCall2(e->b, fty, f, a, (unsigned)ki->nparam, "");
 }
 
 static LLVMValueRef null8(Ll *e) { return LLVMConstNull(e->p8); }
@@ -250,7 +251,7 @@ static const char *const helper_names[H_NHELPER] = {"rt_expf",    "rt_sigmoidf",
 
 static LLVMValueRef call_helper(Ll *e, Helper h, LLVMValueRef x);
 
-static LLVMValueRef libm1(Ll *e, const char *name, LLVMValueRef x) { return rt_call(e, name, "ff", &x); }
+static LLVMValueRef libm1(Ll *e, KernelId k, LLVMValueRef x) { return kcall(e, k, &x); }
 
 /* rt_expf of modelc_rt.h: range clamp, Cody-Waite reduction, degree-6 polynomial, 2^n as two
  * exponent-field products, NaN passed through with masks. */
@@ -299,13 +300,13 @@ static LLVMValueRef build_helper(Ll *e, Helper h, LLVMValueRef x) {
   case H_RELU: return LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOGT, x, zero, ""), x, zero, "");
   case H_RELU_D: return LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOGT, x, zero, ""), one, zero, "");
   case H_SILU: return fdiv(e, x, fadd(e, one, call_helper(e, H_EXPF, LLVMBuildFNeg(e->b, x, ""))));
-  case H_GELU: return fmul(e, fmul(e, half, x), libm1(e, "erfcf", fmul(e, LLVMBuildFNeg(e->b, x, ""), sq2i)));
+  case H_GELU: return fmul(e, fmul(e, half, x), libm1(e, K_ERFCF, fmul(e, LLVMBuildFNeg(e->b, x, ""), sq2i)));
   case H_GELU_TANH: {
     LLVMValueRef k = fmul(e, fk(e, "-2.0"), c);
     return fdiv(e, x, fadd(e, one, call_helper(e, H_EXPF, fmul(e, k, gelu_u(e, x)))));
   }
   case H_GELU_D: {
-    LLVMValueRef a = fmul(e, half, libm1(e, "erfcf", fmul(e, LLVMBuildFNeg(e->b, x, ""), sq2i)));
+    LLVMValueRef a = fmul(e, half, libm1(e, K_ERFCF, fmul(e, LLVMBuildFNeg(e->b, x, ""), sq2i)));
     LLVMValueRef g = call_helper(e, H_EXPF, fmul(e, fmul(e, fk(e, "-0.5"), x), x));
     return fadd(e, a, fmul(e, fmul(e, x, fk(e, "0.39894228040143268")), g));
   }
@@ -395,8 +396,8 @@ static LLVMValueRef ew_ll(Ll *e, OpKind k, LLVMValueRef a, LLVMValueRef b) {
   case OP_MUL: return fmul(e, a, b);
   case OP_DIV: return fdiv(e, a, b);
   case OP_NEG: return LLVMBuildFNeg(e->b, a, "");
-  case OP_EXP: return libm1(e, "expf", a);
-  case OP_TANH: return libm1(e, "tanhf", a);
+  case OP_EXP: return libm1(e, K_EXPF, a);
+  case OP_TANH: return libm1(e, K_TANHF, a);
   case OP_SIGMOID: return call_helper(e, H_SIGMOID, a);
   case OP_RELU: return call_helper(e, H_RELU, a);
   case OP_GELU: return call_helper(e, H_GELU, a);
@@ -555,9 +556,114 @@ static void memcpy_n(Ll *e, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef n) 
   LLVMBuildMemCpy(e->b, dst, 4, src, 4, bytes_of(e, n));
 }
 
+/* ---- kernel calls from the kernel table (kernels.def) ---- */
+
+/* The LLVM value of argument a of op's call; o is the result, epi / epictx the fused epilogue's
+ * row function and context (NULL: none). */
+static LLVMValueRef ll_arg(Ll *e, const Op *op, const KArg *a, LLVMValueRef o, LLVMValueRef epi, LLVMValueRef epictx) {
+  switch (a->kind) {
+  case KA_OUT: return o;
+  case KA_IN: return V(e, op->in[a->i]);
+  case KA_IN_OPT: return a->i < op->nin ? V(e, op->in[a->i]) : null8(e);
+  case KA_NULL: return null8(e);
+  case KA_ROWS: return numel(e, kt_value(op, a->i), 1);
+  case KA_NUMEL: return numel(e, kt_value(op, a->i), 0);
+  case KA_BYTES: {
+    const Value *v = kt_value(op, a->i);
+    return LLVMBuildNSWMul(e->b, numel(e, v, 0), ci64(e, (long long)(ir_dtype_bits(v->type.dtype) / 8)), "");
+  }
+  case KA_DIM:
+  case KA_ATTR_I: return ci64(e, (long long)kt_static_arg(op, a));
+  case KA_ATTR_F: return cf32(e, kt_attr_f(op, a->key));
+  case KA_NB: return e->nb;
+  case KA_NT: return e->nt;
+  case KA_T0: return e->t0;
+  case KA_SCRATCH: return step_field(e, 4, e->pf);
+  case KA_STATE: {
+    LLVMValueRef kvp = step_field(e, 3, LLVMPointerType(e->kv_t, 0));
+    LLVMValueRef slot = gep(e, e->kv_t, kvp, LLVMBuildAdd(e->b, e->kv, ci32(e, e->kv_local), ""));
+    return LLVMBuildLoad2(e->b, e->pf, LLVMBuildStructGEP2(e->b, e->kv_t, slot, (unsigned)a->i, ""), "");
+  }
+  case KA_RNG: return build_mix(e, e->rng, 2 * (long long)ir_attr_int(op, "stream", 0) + 1);
+  case KA_LOAD: return LLVMBuildLoad2(e->b, e->f32, V(e, op->in[a->i]), "");
+  case KA_EPI_FN: return epi ? epi : LLVMConstNull(e->prange);
+  case KA_EPI_CTX: return epictx ? epictx : null8(e);
+  case KA_BIAS: return kt_bias_only(op) ? V(e, op->in[a->i]) : null8(e);
+  case KA_END: break;
+  }
+  die("bad kernel argument kind %d", (int)a->kind);
+}
+
+/* One call of row's kernel; a float result is stored in the result's element 0. */
+static void ll_call(Ll *e, const Op *op, const KLower *row, LLVMValueRef o, LLVMValueRef epi, LLVMValueRef epictx) {
+  LLVMValueRef args[16];
+  int j = 0;
+  for (const KArg *a = row->args; a->kind != KA_END; a++, j++) {
+    IR_ASSERT(j < 16);
+    args[j] = ll_arg(e, op, a, o, epi, epictx);
+  }
+  IR_ASSERT(j == kt_kernels[row->kernel].nparam);
+  LLVMValueRef r = kcall(e, row->kernel, args);
+  if (kt_kernels[row->kernel].sig[0] == 'f') LLVMBuildStore(e->b, r, o);
+}
+
+/* Lowers op through its kernel-table rows; false if it has none. */
+static bool ll_kernel_op(Ll *e, const Op *op) {
+  const KLower *rows[2];
+  const char *why = NULL;
+  int n = kt_select(op, rows, &why);
+  if (n == 0)
+    return false;
+  if (n < 0) {
+    unsupported(e, op, why);
+    return true;
+  }
+  LLVMValueRef o = out_ptr(e, op), epi = NULL, epictx = NULL;
+  bool takes_epi = false;
+  for (const KArg *a = rows[0]->args; a->kind != KA_END; a++)
+    takes_epi |= a->kind == KA_EPI_FN;
+  const char *epis = ir_attr_str(op, "epi");
+  if (takes_epi && epis && !kt_bias_only(op)) { /* linear's epi: $0 the product, $1.. the operands after the weight */
+    char err[160];
+    Expr *ex = ir_expr_parse((Module *)e->p->m, epis, op->nin - 1, err, sizeof err);
+    if (!ex)
+      die("bad epilogue: %s", err);
+    const Value *ops[64];
+    LLVMValueRef ptrs[64];
+    IR_ASSERT(op->nin - 1 <= 62);
+    ops[0] = op->out[0], ptrs[0] = o;
+    for (int i = 2; i < op->nin; i++)
+      ops[i - 1] = op->in[i], ptrs[i - 1] = V(e, op->in[i]);
+    epi = ew_loop(e, op->out[0], o, op->nin - 1, ops, ptrs, ex, &epictx);
+  }
+  if (n == 1) {
+    ll_call(e, op, rows[0], o, epi, epictx);
+  } else {
+    LLVMValueRef cond = rows[0]->cond.when == KW_STATE
+                            ? LLVMBuildIsNotNull(e->b, step_field(e, 3, LLVMPointerType(e->kv_t, 0)), "")
+                            : LLVMBuildICmp(e->b, LLVMIntNE, step_field(e, 5, e->i64), ci64(e, 0), "");
+    LLVMBasicBlockRef yes = LLVMAppendBasicBlockInContext(e->cx, e->fn, "k.then"),
+                      no = LLVMAppendBasicBlockInContext(e->cx, e->fn, "k.else"),
+                      done = LLVMAppendBasicBlockInContext(e->cx, e->fn, "k.done");
+    LLVMBuildCondBr(e->b, cond, yes, no);
+    LLVMPositionBuilderAtEnd(e->b, yes);
+    ll_call(e, op, rows[0], o, epi, epictx);
+    LLVMBuildBr(e->b, done);
+    LLVMPositionBuilderAtEnd(e->b, no);
+    ll_call(e, op, rows[1], o, epi, epictx);
+    LLVMBuildBr(e->b, done);
+    LLVMPositionBuilderAtEnd(e->b, done);
+  }
+  if (kt_op(op->kind)->nstate)
+    e->kv_local++;
+  return true;
+}
+
 static void emit_op(Ll *e, const Op *op) {
   const Value *r = op->out[0];
   LLVMValueRef o, a[16];
+  if (ll_kernel_op(e, op))
+    return;
   switch (op->kind) {
   case OP_PARAM: {
     const Param *q = ir_find_param(e->p->m, ir_attr_str(op, "p"));
@@ -595,7 +701,7 @@ static void emit_op(Ll *e, const Op *op) {
     LLVMBuildCondBr(e->b, is0, fill, done);
     LLVMPositionBuilderAtEnd(e->b, fill);
     a[0] = tp, a[1] = ci32(e, (long long)r->type.dim[0]), a[2] = ci32(e, (long long)r->type.dim[1]);
-    rt_call(e, "rt_sinusoid", "vpii", a);
+    kcall(e, K_SINUSOID, a);
     LLVMBuildStore(e->b, ci32(e, 1), ready);
     LLVMBuildBr(e->b, done);
     LLVMPositionBuilderAtEnd(e->b, done);
@@ -605,91 +711,6 @@ static void emit_op(Ll *e, const Op *op) {
     } else {
       e->val[r->id] = tp;
     }
-    return;
-  }
-  case OP_EMBEDDING:
-    o = out_ptr(e, op);
-    a[0] = o, a[1] = V(e, op->in[0]), a[2] = V(e, op->in[1]), a[3] = i32v(e, numel(e, op->in[0], 0));
-    a[4] = ci32(e, (long long)op->in[1]->type.dim[0]), a[5] = ci32(e, (long long)op->in[1]->type.dim[1]);
-    a[6] = null8(e);
-    rt_call(e, "rt_embedding", "ipppiiip", a);
-    return;
-  case OP_LAYERNORM:
-  case OP_RMSNORM: {
-    o = out_ptr(e, op);
-    const Value *x = op->in[0];
-    LLVMValueRef rows = i32v(e, numel(e, x, 1)), cc = ci32(e, (long long)x->type.dim[x->type.rank - 1]);
-    LLVMValueRef eps = cf32(e, ir_attr_float(op, "eps", 1e-5));
-    if (op->kind == OP_LAYERNORM) {
-      a[0] = o, a[1] = null8(e), a[2] = null8(e), a[3] = V(e, x), a[4] = V(e, op->in[1]);
-      a[5] = op->nin > 2 ? V(e, op->in[2]) : null8(e), a[6] = rows, a[7] = cc, a[8] = eps;
-      rt_call(e, "rt_layernorm", "vppppppiif", a);
-    } else {
-      a[0] = o, a[1] = null8(e), a[2] = V(e, x), a[3] = V(e, op->in[1]), a[4] = rows, a[5] = cc, a[6] = eps;
-      rt_call(e, "rt_rmsnorm", "vppppiif", a);
-    }
-    return;
-  }
-  case OP_SOFTMAX: {
-    o = out_ptr(e, op);
-    const Value *x = op->in[0];
-    a[0] = o, a[1] = V(e, x), a[2] = i32v(e, numel(e, x, 1)), a[3] = ci32(e, (long long)x->type.dim[x->type.rank - 1]);
-    rt_call(e, "rt_softmax", "vppii", a);
-    return;
-  }
-  case OP_LINEAR: {
-    o = out_ptr(e, op);
-    const Value *x = op->in[0], *w = op->in[1];
-    const char *epi = ir_attr_str(op, "epi");
-    /* A bias-only epilogue is the kernel's own bias argument (as in the C backend). */
-    bool bias_only = epi && op->nin == 3 && op->in[2]->type.rank == 1 &&
-                     (strcmp(epi, "add($0,$1)") == 0 || strcmp(epi, "add($1,$0)") == 0);
-    a[0] = o, a[1] = V(e, x), a[2] = V(e, w), a[3] = bias_only ? V(e, op->in[2]) : null8(e);
-    a[4] = i32v(e, numel(e, x, 1)), a[5] = ci32(e, (long long)w->type.dim[0]),
-    a[6] = ci32(e, (long long)w->type.dim[1]);
-    a[7] = LLVMConstNull(e->prange), a[8] = null8(e);
-    if (epi && !bias_only) {
-      char err[160];
-      Expr *ex = ir_expr_parse((Module *)e->p->m, epi, op->nin - 1, err, sizeof err);
-      if (!ex)
-        die("bad epilogue: %s", err);
-      const Value *ops[64];
-      LLVMValueRef ptrs[64];
-      IR_ASSERT(op->nin - 1 <= 62);
-      ops[0] = r, ptrs[0] = o;
-      for (int i = 2; i < op->nin; i++)
-        ops[i - 1] = op->in[i], ptrs[i - 1] = V(e, op->in[i]);
-      a[7] = ew_loop(e, r, o, op->nin - 1, ops, ptrs, ex, &a[8]);
-    }
-    rt_call(e, "rt_linear", "vppppiiiFp", a);
-    return;
-  }
-  case OP_ATTENTION: {
-    o = out_ptr(e, op);
-    const Value *x = op->in[0];
-    int64_t c = x->type.dim[2] / 3, h = ir_attr_int(op, "heads", 1), causal = ir_attr_int(op, "causal", 0);
-    LLVMValueRef kvp = step_field(e, 3, LLVMPointerType(e->kv_t, 0));
-    LLVMValueRef scratch = step_field(e, 4, e->pf);
-    LLVMBasicBlockRef with = LLVMAppendBasicBlockInContext(e->cx, e->fn, "kv"),
-                      without = LLVMAppendBasicBlockInContext(e->cx, e->fn, "nokv"),
-                      done = LLVMAppendBasicBlockInContext(e->cx, e->fn, "attn.done");
-    LLVMBuildCondBr(e->b, LLVMBuildIsNotNull(e->b, kvp, ""), with, without);
-    LLVMPositionBuilderAtEnd(e->b, with);
-    LLVMValueRef slot = gep(e, e->kv_t, kvp, LLVMBuildAdd(e->b, e->kv, ci32(e, e->kv_local), ""));
-    a[0] = o, a[1] = V(e, x);
-    a[2] = LLVMBuildLoad2(e->b, e->pf, LLVMBuildStructGEP2(e->b, e->kv_t, slot, 0, ""), "");
-    a[3] = LLVMBuildLoad2(e->b, e->pf, LLVMBuildStructGEP2(e->b, e->kv_t, slot, 1, ""), "");
-    a[4] = i32v(e, e->nb), a[5] = i32v(e, e->nt), a[6] = i32v(e, e->t0), a[7] = ci32(e, (long long)x->type.dim[1]);
-    a[8] = ci32(e, (long long)c), a[9] = ci32(e, (long long)h), a[10] = ci32(e, (long long)causal), a[11] = scratch;
-    rt_call(e, "rt_attention_kv", "vppppiiiiiiip", a);
-    LLVMBuildBr(e->b, done);
-    LLVMPositionBuilderAtEnd(e->b, without);
-    a[0] = o, a[1] = V(e, x), a[2] = i32v(e, e->nb), a[3] = i32v(e, e->nt), a[4] = ci32(e, (long long)c);
-    a[5] = ci32(e, (long long)h), a[6] = ci32(e, (long long)causal), a[7] = scratch;
-    rt_call(e, "rt_attention", "vppiiiiip", a);
-    LLVMBuildBr(e->b, done);
-    LLVMPositionBuilderAtEnd(e->b, done);
-    e->kv_local++;
     return;
   }
   case OP_POOL: {
@@ -718,24 +739,6 @@ static void emit_op(Ll *e, const Op *op) {
       loop_end(e, &lc);
     }
     loop_end(e, &lb);
-    return;
-  }
-  case OP_DROPOUT: { /* training steps (s->seed != 0) draw the mask of stream K; inference copies */
-    o = out_ptr(e, op);
-    LLVMValueRef n = numel(e, r, 0);
-    LLVMBasicBlockRef drop = LLVMAppendBasicBlockInContext(e->cx, e->fn, "drop"),
-                      copy = LLVMAppendBasicBlockInContext(e->cx, e->fn, "copy"),
-                      done = LLVMAppendBasicBlockInContext(e->cx, e->fn, "drop.done");
-    LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntNE, step_field(e, 5, e->i64), ci64(e, 0), ""), drop, copy);
-    LLVMPositionBuilderAtEnd(e->b, drop);
-    a[0] = o, a[1] = V(e, op->in[0]), a[2] = n, a[3] = cf32(e, ir_attr_float(op, "p", 0));
-    a[4] = build_mix(e, e->rng, 2 * (long long)ir_attr_int(op, "stream", 0) + 1);
-    rt_call(e, "rt_dropout", "vpplfl", a);
-    LLVMBuildBr(e->b, done);
-    LLVMPositionBuilderAtEnd(e->b, copy);
-    memcpy_n(e, o, V(e, op->in[0]), n);
-    LLVMBuildBr(e->b, done);
-    LLVMPositionBuilderAtEnd(e->b, done);
     return;
   }
   case OP_RESHAPE:
@@ -776,84 +779,10 @@ static void emit_op(Ll *e, const Op *op) {
     e->kv_local += gi->kv_slots;
     return;
   }
-  case OP_MATMUL: { /* dy[..,N] @ W[N,K] */
-    o = out_ptr(e, op);
-    const Value *x = op->in[0], *w = op->in[1];
-    a[0] = o, a[1] = V(e, x), a[2] = V(e, w), a[3] = i32v(e, numel(e, x, 1));
-    a[4] = ci32(e, (long long)w->type.dim[0]), a[5] = ci32(e, (long long)w->type.dim[1]);
-    rt_call(e, "rt_matmul_nn", "vpppiii", a);
-    return;
-  }
-  case OP_CROSS_ENTROPY: {
-    o = out_ptr(e, op);
-    const Value *l = op->in[0];
-    a[0] = V(e, l), a[1] = V(e, op->in[1]), a[2] = i32v(e, numel(e, op->in[1], 0));
-    a[3] = ci32(e, (long long)l->type.dim[l->type.rank - 1]);
-    LLVMBuildStore(e->b, rt_call(e, "rt_cross_entropy", "fppii", a), o);
-    return;
-  }
-  case OP_CAST: { /* rt_cast_<from>_<to>: round to nearest even */
-    o = out_ptr(e, op);
-    char fn[48];
-    snprintf(fn, sizeof fn, "rt_cast_%s_%s", ir_dtype_name(op->in[0]->type.dtype), ir_dtype_name(r->type.dtype));
-    a[0] = o, a[1] = V(e, op->in[0]), a[2] = numel(e, r, 0);
-    rt_call(e, fn, "vppl", a);
-    return;
-  }
   case OP_LOSS_SCALE:
     o = out_ptr(e, op);
     LLVMBuildStore(e->b, step_field(e, 6, e->f32), o);
     return;
-  case OP_XENT_GRAD: {
-    o = out_ptr(e, op);
-    const Value *l = op->in[0];
-    a[0] = o, a[1] = V(e, l), a[2] = V(e, op->in[1]), a[3] = i32v(e, numel(e, op->in[1], 0));
-    a[4] = ci32(e, (long long)l->type.dim[l->type.rank - 1]);
-    a[5] = LLVMBuildLoad2(e->b, e->f32, V(e, op->in[2]), "");
-    rt_call(e, "rt_cross_entropy_grad", "vpppiif", a);
-    return;
-  }
-  case OP_LINEAR_DW: {
-    o = out_ptr(e, op);
-    const Value *dy = op->in[0], *x = op->in[1];
-    a[0] = o, a[1] = V(e, dy), a[2] = V(e, x), a[3] = i32v(e, numel(e, dy, 1));
-    a[4] = ci32(e, (long long)dy->type.dim[dy->type.rank - 1]),
-    a[5] = ci32(e, (long long)x->type.dim[x->type.rank - 1]);
-    rt_call(e, "rt_linear_dw", "vpppiii", a);
-    return;
-  }
-  case OP_NORM_DX:
-  case OP_NORM_DG: {
-    o = out_ptr(e, op);
-    const Value *x = op->in[0];
-    LLVMValueRef rows = i32v(e, numel(e, x, 1)), cc = ci32(e, (long long)x->type.dim[x->type.rank - 1]);
-    LLVMValueRef eps = cf32(e, ir_attr_float(op, "eps", 1e-5)), rms = ci32(e, ir_attr_int(op, "rms", 0));
-    if (op->kind == OP_NORM_DX) {
-      a[0] = o, a[1] = V(e, x), a[2] = V(e, op->in[1]), a[3] = V(e, op->in[2]), a[4] = rows, a[5] = cc, a[6] = eps,
-      a[7] = rms;
-      rt_call(e, "rt_norm_dx", "vppppiifi", a);
-    } else {
-      a[0] = o, a[1] = V(e, x), a[2] = V(e, op->in[1]), a[3] = rows, a[4] = cc, a[5] = eps, a[6] = rms;
-      rt_call(e, "rt_norm_dg", "vpppiifi", a);
-    }
-    return;
-  }
-  case OP_EMBEDDING_DW: {
-    o = out_ptr(e, op);
-    a[0] = o, a[1] = V(e, op->in[0]), a[2] = V(e, op->in[1]), a[3] = i32v(e, numel(e, op->in[0], 0));
-    a[4] = ci32(e, (long long)r->type.dim[0]), a[5] = ci32(e, (long long)r->type.dim[1]);
-    rt_call(e, "rt_embedding_dw", "vpppiii", a);
-    return;
-  }
-  case OP_ATTENTION_DX: {
-    o = out_ptr(e, op);
-    const Value *x = op->in[0];
-    a[0] = o, a[1] = V(e, x), a[2] = V(e, op->in[1]), a[3] = i32v(e, e->nb), a[4] = i32v(e, e->nt);
-    a[5] = ci32(e, (long long)(x->type.dim[2] / 3)), a[6] = ci32(e, ir_attr_int(op, "heads", 1));
-    a[7] = ci32(e, ir_attr_int(op, "causal", 0)), a[8] = step_field(e, 4, e->pf);
-    rt_call(e, "rt_attention_dx", "vpppiiiiip", a);
-    return;
-  }
   case OP_POOL_DX: {
     o = out_ptr(e, op);
     long long c = (long long)r->type.dim[2];
@@ -919,7 +848,7 @@ static void emit_op(Ll *e, const Op *op) {
   LLVMValueRef fn = ew_loop(e, r, o, op->nin, (const Value *const *)op->in, ptrs, ex, &ctx);
   int64_t inner = r->type.rank ? r->type.dim[r->type.rank - 1] : 1;
   a[0] = i32v(e, numel(e, r, 1)), a[1] = ci32(e, inner >= 4096 ? 1 : 4096 / inner), a[2] = fn, a[3] = ctx;
-  rt_call(e, "rt_parallel_for", "viiFp", a);
+  kcall(e, K_PARALLEL_FOR, a);
 }
 
 /* ---- functions ---- */

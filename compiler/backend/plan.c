@@ -7,6 +7,7 @@
 
 #include "../../passes/memplan.h"
 #include "backend.h"
+#include "kernels.h"
 
 typedef struct Ctx {
   BackendPlan *p;
@@ -60,63 +61,50 @@ static void analyse_op(Ctx *c, const Func *f, FuncInfo *fi, const Op *op) {
     for (int k = 0; k < op->nin; k++) half |= op->in[k]->type.dtype == DT_BF16 || op->in[k]->type.dtype == DT_F16;
     if (half) err(c, f, op, "a 16-bit (bf16/f16) tensor: the backends compute in f32; convert with cast");
   }
-  switch (op->kind) {
-  case OP_PARAM:
-  case OP_CONST:
-  case OP_SINUSOID: break;
-  case OP_EMBEDDING:
-    for (int i = 0; i < op->in[0]->type.rank; i++) out->role[i] = x->role[i];
-    break;
-  case OP_LINEAR: {
-    ValueInfo tmp;
-    for (int i = 0; i + 1 < rt->rank; i++) out->role[i] = x->role[i];
-    if (op->nin > 2) {
+  const OpLower *lw = kt_op(op->kind);
+  if (lw->present) { /* the kernel table's rule (kernels.def, OPLOWER) */
+    int last = op->nin ? op->in[0]->type.rank - 1 : 0;
+    if (lw->checks & KC_LAST_STATIC && x->role[last] != AX_STATIC)
+      err(c, f, op, "reducing or contracting over a batch/time axis is not supported");
+    if (lw->checks & KC_BT0 && (op->in[0]->type.rank < 2 || x->role[0] != AX_BATCH || x->role[1] != AX_TIME))
+      err(c, f, op, "needs a [batch, time, ...] operand derived from the tokens");
+    if (lw->checks & KC_W2 && op->in[1]->type.rank != 2)
+      err(c, f, op, "batched matmul is not supported by the backends yet");
+    switch (lw->role) {
+    case KR_SAME0: *out = *x; break;
+    case KR_LEAD0:
+      for (int i = 0; i + 1 < rt->rank; i++) out->role[i] = x->role[i];
+      break;
+    case KR_STATIC: break;
+    case KR_BT: out->role[0] = AX_BATCH, out->role[1] = AX_TIME; break;
+    case KR_B: out->role[0] = AX_BATCH; break;
+    }
+    if (lw->checks & KC_EPI && op->nin > 2) {
+      ValueInfo tmp;
       if (!broadcast_roles(op, 2, fi, &tmp)) err(c, f, op, "epilogue operands disagree on batch/time axes");
       for (int i = 0; i < rt->rank; i++)
         if (tmp.role[i] != AX_STATIC && tmp.role[i] != out->role[i])
           err(c, f, op, "epilogue operand has a batch/time axis where the product has none");
     }
-    if (x->role[rt->rank - 1] != AX_STATIC) err(c, f, op, "contraction over a batch/time axis is not supported");
-    break;
+    return;
   }
-  case OP_ATTENTION:
-    if (x->role[0] != AX_BATCH || x->role[1] != AX_TIME)
-      err(c, f, op, "attention needs a [batch, time, 3C] operand derived from the tokens");
-    out->role[0] = AX_BATCH;
-    out->role[1] = AX_TIME;
-    break;
+  switch (op->kind) {
+  case OP_PARAM:
+  case OP_CONST:
+  case OP_SINUSOID:
+  case OP_LOSS_SCALE: break; /* static, or a scalar */
   case OP_POOL:
     if (x->role[0] != AX_BATCH || x->role[1] != AX_TIME)
       err(c, f, op, "pool needs a [batch, time, C] operand derived from the tokens");
     out->role[0] = AX_BATCH;
     break;
-  case OP_LAYERNORM:
-  case OP_RMSNORM:
-  case OP_SOFTMAX:
-  case OP_DROPOUT:
-    *out = *x;
-    if (x->role[rt->rank - 1] != AX_STATIC) err(c, f, op, "normalising over a batch/time axis is not supported");
+  case OP_POOL_DX:
+    out->role[0] = AX_BATCH;
+    out->role[1] = AX_TIME;
     break;
   case OP_RESHAPE:
     for (int i = 0; i < op->in[0]->type.rank; i++)
       if (x->role[i] != AX_STATIC) err(c, f, op, "reshaping a tensor with batch/time axes is not supported yet");
-    break;
-  case OP_MATMUL: /* dy[..,N] @ W[N,K]: the input gradient of a linear layer */
-    if (op->in[1]->type.rank != 2) err(c, f, op, "batched matmul is not supported by the backends yet");
-    for (int i = 0; i + 1 < rt->rank; i++) out->role[i] = x->role[i];
-    break;
-  case OP_CROSS_ENTROPY:
-  case OP_LINEAR_DW:
-  case OP_NORM_DG:
-  case OP_EMBEDDING_DW: break; /* reductions over the rows: static */
-  case OP_XENT_GRAD:
-  case OP_NORM_DX:
-  case OP_ATTENTION_DX:
-  case OP_CAST: *out = *x; break;
-  case OP_LOSS_SCALE: break; /* a scalar */
-  case OP_POOL_DX:
-    out->role[0] = AX_BATCH;
-    out->role[1] = AX_TIME;
     break;
   case OP_SUM_TO: { /* kept axes keep their roles */
     int shift = op->in[0]->type.rank - rt->rank;
@@ -157,7 +145,7 @@ static void analyse(Ctx *c, const Func *f) {
   for (const Op *op = f->first; op; op = op->next) {
     if (op->nout > 1 && op->kind != OP_CALL) err(c, f, op, "multi-result ops are not supported");
     analyse_op(c, f, fi, op);
-    if (op->kind == OP_ATTENTION) {
+    if (kt_op(op->kind)->nstate) {
       fi->nattn++;
       fi->kv_slots++;
       const Type *t = &op->in[0]->type;

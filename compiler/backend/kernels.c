@@ -1,0 +1,142 @@
+/* kernels.c: kernels.def instantiated as tables (kt_kernels, the LOWER and OPLOWER rows), and
+ * the lookups the emitters share: which rows an op lowers to, compile-time argument values,
+ * state sizes. See kernels.h.
+ */
+#include <string.h>
+
+#include "kernels.h"
+
+#define KT_UNPAREN(...) __VA_ARGS__
+
+/* ---- entry points: signature codes ---- */
+#define RV 'v'
+#define RI 'i'
+#define RF 'f'
+#define RZ 'l'
+#define RP 'p'
+#define PF 'p'
+#define CPF 'p'
+#define PI 'p'
+#define CPI 'p'
+#define PH 'p'
+#define CPH 'p'
+#define PV 'p'
+#define CPV 'p'
+#define PERR 'p'
+#define I 'i'
+#define Z 'l'
+#define I64 'l'
+#define U64 'l'
+#define F 'f'
+#define FN 'F'
+#define KERNEL(id, name, ret, params)                                                                                  \
+  [id] = {#name, (const char[]){ret, KT_UNPAREN params, 0}, (int)sizeof((const char[]){KT_UNPAREN params})},
+const KernelInfo kt_kernels[K_COUNT] = {
+#include "kernels.def"
+};
+
+/* ---- lowering rows ---- */
+#define NOARGS {KA_END, 0, 0, 1, NULL}
+#define OUT {KA_OUT, -1, 0, 1, NULL}
+#define IN(n) {KA_IN, n, 0, 1, NULL}
+#define IN_OPT(n) {KA_IN_OPT, n, 0, 1, NULL}
+#define NUL {KA_NULL, 0, 0, 1, NULL}
+#define ROWS(n) {KA_ROWS, n, 0, 1, NULL}
+#define NUMEL(n) {KA_NUMEL, n, 0, 1, NULL}
+#define BYTES(n) {KA_BYTES, n, 0, 1, NULL}
+#define DIM(n, a) {KA_DIM, n, a, 1, NULL}
+#define DIMDIV(n, a, d) {KA_DIM, n, a, d, NULL}
+#define AI(k) {KA_ATTR_I, 0, 0, 1, k}
+#define AF(k) {KA_ATTR_F, 0, 0, 1, k}
+#define NB {KA_NB, 0, 0, 1, NULL}
+#define NT {KA_NT, 0, 0, 1, NULL}
+#define T0 {KA_T0, 0, 0, 1, NULL}
+#define SCRATCH {KA_SCRATCH, 0, 0, 1, NULL}
+#define STATE(k) {KA_STATE, k, 0, 1, NULL}
+#define RNG {KA_RNG, 0, 0, 1, NULL}
+#define LOAD(n) {KA_LOAD, n, 0, 1, NULL}
+#define EPI_FN {KA_EPI_FN, 0, 0, 1, NULL}
+#define EPI_CTX {KA_EPI_CTX, 0, 0, 1, NULL}
+#define BIAS {KA_BIAS, 2, 0, 1, NULL}
+#define W_ALWAYS {KW_ALWAYS, 0, 0}
+#define W_STATE {KW_STATE, 0, 0}
+#define W_NOSTATE {KW_NOSTATE, 0, 0}
+#define W_TRAIN {KW_TRAIN, 0, 0}
+#define W_INFER {KW_INFER, 0, 0}
+#define W_CAST(a, b) {KW_CAST, a, b}
+#define KT_ARGS(args) (const KArg[]){KT_UNPAREN args, NOARGS}
+
+#define LOWER(op, id, when, args, sid, sargs) {op, id, when, KT_ARGS(args), sid, KT_ARGS(sargs)},
+static const KLower lower_rows[] = {
+#include "kernels.def"
+};
+enum { NLOWER = (int)(sizeof lower_rows / sizeof lower_rows[0]) };
+
+#define R_SAME0 KR_SAME0
+#define R_LEAD0 KR_LEAD0
+#define R_STATIC KR_STATIC
+#define R_BT KR_BT
+#define R_B KR_B
+#define C_NONE 0
+#define C_LAST_STATIC KC_LAST_STATIC
+#define C_BT0 KC_BT0
+#define C_EPI KC_EPI
+#define C_W2 KC_W2
+#define OPLOWER(op, rule, checks, nstate, sargs) [op] = {true, rule, checks, nstate, KT_ARGS(sargs)},
+static const OpLower op_rows[OP_COUNT] = {
+#include "kernels.def"
+};
+
+const OpLower *kt_op(OpKind k) { return &op_rows[k]; }
+
+const Value *kt_value(const Op *op, int i) { return i < 0 ? op->out[0] : op->in[i]; }
+
+int64_t kt_attr_i(const Op *op, const char *key) {
+  return ir_attr_int(op, key, strcmp(key, "heads") == 0 ? 1 : 0);
+}
+
+double kt_attr_f(const Op *op, const char *key) { return ir_attr_float(op, key, strcmp(key, "eps") == 0 ? 1e-5 : 0); }
+
+bool kt_bias_only(const Op *op) {
+  const char *epi = ir_attr_str(op, "epi");
+  return op->kind == OP_LINEAR && epi && op->nin == 3 && op->in[2]->type.rank == 1 &&
+         (strcmp(epi, "add($0,$1)") == 0 || strcmp(epi, "add($1,$0)") == 0);
+}
+
+int64_t kt_static_arg(const Op *op, const KArg *a) {
+  if (a->kind == KA_ATTR_I) return kt_attr_i(op, a->key);
+  IR_ASSERT(a->kind == KA_DIM);
+  const Type *t = &kt_value(op, a->i)->type;
+  int ax = a->ax < 0 ? t->rank + a->ax : a->ax;
+  IR_ASSERT(ax >= 0 && ax < t->rank);
+  return t->dim[ax] / a->div;
+}
+
+int64_t kt_state_floats(const Op *op) {
+  int64_t n = 1;
+  for (const KArg *a = kt_op(op->kind)->state; a->kind != KA_END; a++) n *= kt_static_arg(op, a);
+  return n;
+}
+
+int kt_select(const Op *op, const KLower *rows[2], const char **why) {
+  int n = 0, seen = 0;
+  for (int i = 0; i < NLOWER; i++) {
+    const KLower *r = &lower_rows[i];
+    if (r->op != op->kind) continue;
+    seen++;
+    if (r->cond.when == KW_CAST &&
+        (op->in[0]->type.dtype != (DType)r->cond.from || op->out[0]->type.dtype != (DType)r->cond.to))
+      continue;
+    IR_ASSERT(n < 2);
+    rows[n++] = r;
+  }
+  if (!seen) return 0;
+  if (n == 0) {
+    *why = "the runtime has no kernel for these operand and result types";
+    return -1;
+  }
+  IR_ASSERT(n == 1 ? rows[0]->cond.when == KW_ALWAYS || rows[0]->cond.when == KW_CAST
+                   : (rows[0]->cond.when == KW_STATE && rows[1]->cond.when == KW_NOSTATE) ||
+                         (rows[0]->cond.when == KW_TRAIN && rows[1]->cond.when == KW_INFER));
+  return n;
+}

@@ -1,0 +1,110 @@
+/* kernels.h: the kernel table (kernels.def) as data, and the lookups both emitters use to lower
+ * an op to runtime calls: which kernel rows apply to an op (kt_select), what each argument is
+ * (KArg), the op's axis-role rule and persistent state (OpLower). The backends only turn KArgs
+ * into C text or LLVM values; which kernel an op calls, with what, lives in kernels.def alone.
+ */
+#ifndef MODELC_KERNELS_H
+#define MODELC_KERNELS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../../ir/ir.h"
+
+typedef enum KernelId {
+  K_NONE = -1,
+#define KERNEL(id, name, ret, params) id,
+#include "kernels.def"
+  K_COUNT
+} KernelId;
+
+/* One entry point. sig[0] is the return type, sig[1..] the parameters: v void, i int (32 bits),
+ * l 64 bits (size_t, int64_t, uint64_t), f float, p a data pointer, F an RtRangeFn. */
+typedef struct KernelInfo {
+  const char *name; /* the C function */
+  const char *sig;  /* return type and parameter codes */
+  int nparam;       /* strlen(sig) - 1 */
+} KernelInfo;
+extern const KernelInfo kt_kernels[K_COUNT];
+
+/* How one argument of a lowered call is computed (kernels.def describes each kind). */
+typedef enum KArgKind {
+  KA_END,     /* terminates a list */
+  KA_OUT,     /* the result */
+  KA_IN,      /* operand i */
+  KA_IN_OPT,  /* operand i, or NULL when the op has fewer operands */
+  KA_NULL,    /* NULL */
+  KA_ROWS,    /* runtime element count of operand i's axes but the last (i = -1: the result) */
+  KA_NUMEL,   /* runtime element count of operand i */
+  KA_BYTES,   /* the same in bytes */
+  KA_DIM,     /* compiled extent of axis ax of operand i, divided by div */
+  KA_ATTR_I,  /* an int attribute */
+  KA_ATTR_F,  /* a float attribute */
+  KA_NB,      /* the step's batch */
+  KA_NT,      /* the step's length */
+  KA_T0,      /* the step's first position */
+  KA_SCRATCH, /* the step's scratch */
+  KA_STATE,   /* part i of the op's state slot */
+  KA_RNG,     /* the op's random stream: rt_mix(rng, 2 * stream + 1) */
+  KA_LOAD,    /* the float operand i points to */
+  KA_EPI_FN,  /* the fused epilogue's row function, or NULL */
+  KA_EPI_CTX, /* its context, or NULL */
+  KA_BIAS,    /* operand 2 when the epilogue is a plain bias add, else NULL */
+} KArgKind;
+
+typedef struct KArg {
+  KArgKind kind;
+  int i;           /* operand index (-1: the result), or the state part */
+  int ax;          /* axis (negative: from the end) */
+  int div;         /* divisor of a KA_DIM (1: none) */
+  const char *key; /* attribute name */
+} KArg;
+
+/* When a LOWER row applies. */
+typedef enum KWhen { KW_ALWAYS, KW_STATE, KW_NOSTATE, KW_TRAIN, KW_INFER, KW_CAST } KWhen;
+typedef struct KCond {
+  KWhen when;
+  int from, to; /* KW_CAST: the operand's and the result's DType */
+} KCond;
+
+/* One LOWER row. */
+typedef struct KLower {
+  OpKind op;
+  KernelId kernel;
+  KCond cond;
+  const KArg *args;      /* kt_kernels[kernel].nparam of them, then KA_END */
+  KernelId scratch;      /* the scratch-size kernel, or K_NONE */
+  const KArg *scratch_args;
+} KLower;
+
+/* The axis-role rule of an op's result and the checks on its operands (backend.h). */
+typedef enum KRole { KR_SAME0, KR_LEAD0, KR_STATIC, KR_BT, KR_B } KRole;
+enum { KC_LAST_STATIC = 1, KC_BT0 = 2, KC_EPI = 4, KC_W2 = 8 };
+
+typedef struct OpLower {
+  bool present;      /* the op has an OPLOWER row (it lowers to kernels) */
+  KRole role;
+  unsigned checks;   /* KC_* */
+  int nstate;        /* persistent state slots per instance (0: none) */
+  const KArg *state; /* each slot's floats: the product of these compile-time arguments */
+} OpLower;
+
+/* The OPLOWER row of k (present == false when the backends lower k themselves). */
+const OpLower *kt_op(OpKind k);
+/* The rows op lowers to: 1 (a call), 2 (a runtime pair: `if (cond of rows[0]) rows[0] else
+ * rows[1]`), 0 if op has no kernel rows, -1 if none of its compile-time rows matches (a cast
+ * between types the runtime has no kernel for; *why says so). */
+int kt_select(const Op *op, const KLower *rows[2], const char **why);
+/* A compile-time argument (KA_DIM, KA_ATTR_I) of op. */
+int64_t kt_static_arg(const Op *op, const KArg *a);
+/* The state floats of one slot of op (the product of its OPLOWER state arguments). */
+int64_t kt_state_floats(const Op *op);
+/* The operand a KArg names (i = -1: the result). */
+const Value *kt_value(const Op *op, int i);
+/* The int / float attribute a KArg names, with the op's default. */
+int64_t kt_attr_i(const Op *op, const char *key);
+double kt_attr_f(const Op *op, const char *key);
+/* True for a linear whose epilogue is a plain bias add (passed as the kernel's bias argument). */
+bool kt_bias_only(const Op *op);
+
+#endif

@@ -1,0 +1,100 @@
+/* test_abi.c: the runtime ABI as the compiler sees it, checked against runtime/modelc_rt.h.
+ *
+ * At compile time: every KERNEL row of compiler/backend/kernels.def (the signature both backends
+ * call and the LLVM backend declares) must be the exact type of the function the header declares,
+ * and every enum the compiler and the runtime both define must agree value for value; a mismatch
+ * is a compile error of this file (static assertions), so the build fails. At run time: that this
+ * file really fails to compile when a row is wrong (it is compiled again with -DABI_BAD_ROW, a row
+ * with one parameter type changed), and that the emitters' table view has every row.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../ir/ir.h"
+#include "../../runtime/modelc_rt.h"
+#include "check_run.h"
+
+/* ---- every kernel row against the header ---- */
+#define RV void
+#define RI int
+#define RF float
+#define RZ size_t
+#define RP void *
+#define PF float *
+#define CPF const float *
+#define PI int32_t *
+#define CPI const int32_t *
+#define PH uint16_t *
+#define CPH const uint16_t *
+#define PV void *
+#define CPV const void *
+#define PERR RtError *
+#define I int
+#define Z size_t
+#define I64 int64_t
+#define U64 uint64_t
+#define F float
+#define FN RtRangeFn
+#define ABI_CHECK(id, name, ret, params)                                                                               \
+  _Static_assert(__builtin_types_compatible_p(__typeof__(name), ret params),                                          \
+                 "kernels.def row " #id ": " #name " is not " #ret " " #params " in modelc_rt.h");
+#define KERNEL ABI_CHECK
+#include "../../compiler/backend/kernels.def"
+#ifdef ABI_BAD_ROW /* the self-test: rt_softmax with its row count as a size_t */
+ABI_CHECK(K_BAD, rt_softmax, RV, (PF, CPF, Z, I))
+#endif
+
+/* ---- enums both sides define ---- */
+_Static_assert(INIT_ZEROS == (int)RT_INIT_ZEROS && INIT_ONES == (int)RT_INIT_ONES &&
+                   INIT_NORMAL == (int)RT_INIT_NORMAL && INIT_UNIFORM == (int)RT_INIT_UNIFORM &&
+                   INIT_SINUSOID == (int)RT_INIT_SINUSOID && INIT_COUNT == 5,
+               "InitKind (ir/ir.h) and RtInit (modelc_rt.h) differ");
+
+/* The number of KERNEL rows, counted by the preprocessor the same way kernels.c does. */
+#define KERNEL_COUNT_ROW(id, name, ret, params) +1
+static const int nrows = 0
+#define KERNEL KERNEL_COUNT_ROW
+#include "../../compiler/backend/kernels.def"
+    ;
+
+START_TEST(test_rows_present) {
+  ck_assert_int_ge(nrows, 25); /* the table lists the entry points of both backends */
+}
+END_TEST
+
+/* A wrong row really is a compile error (the assertions above are not vacuous). */
+START_TEST(test_bad_row_rejected) {
+  const char *cc = getenv("CC") ? getenv("CC") : "cc";
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "%s -std=c11 -fsyntax-only -D_POSIX_C_SOURCE=200809L -DABI_BAD_ROW tests/unit/test_abi.c "
+           "$(pkg-config --cflags check) > /tmp/modelc_abi_bad.log 2>&1",
+           cc);
+  int st = system(cmd);
+  ck_assert_msg(st != 0, "test_abi.c compiled with a wrong kernel row");
+  FILE *f = fopen("/tmp/modelc_abi_bad.log", "r");
+  ck_assert_ptr_nonnull(f);
+  char buf[8192];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  buf[n] = 0;
+  fclose(f);
+  ck_assert_msg(strstr(buf, "kernels.def row K_BAD: rt_softmax is not") != NULL, "the error does not name the row: %s", buf);
+  /* and the same command without the bad row compiles */
+  snprintf(cmd, sizeof cmd,
+           "%s -std=c11 -fsyntax-only -D_POSIX_C_SOURCE=200809L tests/unit/test_abi.c $(pkg-config --cflags check) "
+           "> /tmp/modelc_abi_good.log 2>&1",
+           cc);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("abi");
+  TCase *tc = tcase_create("kernels");
+  tcase_add_test(tc, test_rows_present);
+  tcase_add_test(tc, test_bad_row_rejected);
+  suite_add_tcase(s, tc);
+  return check_run(s);
+}
