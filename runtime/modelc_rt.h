@@ -534,16 +534,21 @@ typedef struct RtParamInfo {
   int decay;        /* weight decay applies (training) */
 } RtParamInfo;
 
-/* One KV-cache slot (one attention op instance): k and v are (B,Tmax,C). */
-typedef struct RtKV {
-  float *k, *v;
-} RtKV;
+/* One persistent state slot of the generated program (an attention op's k or v cache, later
+ * segment memory): the runtime allocates batch * row_floats floats for a run of `batch` sequences,
+ * zeroed when a new sequence starts, and passes it in RtStep.state. The generated code declares
+ * its slots (RtModel.state); the runtime knows no model's shapes. */
+typedef struct RtStateInfo {
+  int64_t row_floats; /* floats per batch row (an attention cache: context * C) */
+} RtStateInfo;
 
 /* One call of the generated forward: runtime batch nb <= batch, length nt <= context, position of
- * the first token t0 (t0 + nt <= context), the KV cache (NULL: none), attention scratch. */
+ * the first token t0 (t0 + nt <= context), the state slots (RtModel.nstate pointers, each to
+ * nb * row_floats floats; NULL: no persistent state, a plain forward), the scratch
+ * (RtModel.scratch_floats(training) floats). */
 typedef struct RtStep {
   int nb, nt, t0;
-  RtKV *kv;
+  void **state;
   float *scratch;
   uint64_t seed; /* 0: inference (dropout is the identity); else the training step's random seed */
   float loss_scale; /* training under fp16: the loss scale the loss_scale op reads (docs/passes.md) */
@@ -560,8 +565,11 @@ typedef struct RtModel {
   const RtParamInfo *params;
   int64_t weight_floats;        /* size of the weight buffer */
   int64_t param_count, param_bytes, flops_per_token, arena_bytes;
-  int kv_slots;                 /* attention op instances (KV-cache slots) */
-  int64_t attn_t, attn_c, attn_heads;  /* largest attention sizes, for scratch */
+  int nstate;                   /* persistent state slots (two per attention op instance: k, v) */
+  const RtStateInfo *state;     /* their sizes */
+  /* Floats of scratch the kernels the program calls need at the current rt_threads() (call it
+   * after rt_set_threads): for a forward (training = 0), or for any call of a training step. */
+  size_t (*scratch_floats)(int training);
   const char *compile_options;
   /* The model: tokens (nb,nt) int32 -> out. arena holds arena_bytes, W weight_floats floats. */
   void (*forward)(const RtStep *s, char *arena, const float *W, const int32_t *tokens, float *out);

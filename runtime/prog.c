@@ -119,32 +119,22 @@ typedef struct Run {
   float *W;          /* weights */
   char *arena;
   float *scratch;
-  RtKV *kv;          /* NULL until a cache is made */
-  float *kvmem;
-  int kv_batch;
+  void **state;      /* the program's state slots (KV caches), NULL until made */
+  float *statemem;
+  int state_batch;
 } Run;
 
-/* The attention-backward scratch size lives in runtime/backward.c. Referenced weakly: a program
- * whose train function uses the backward kernels links backward.o and so defines it; a program
- * that does not (inference only, or the tests' hand-written models) needs no such scratch. */
-#if defined(__GNUC__)
-extern size_t rt_attention_dx_scratch_floats(int T, int C, int n_head) __attribute__((weak));
-#endif
-
+/* The program's own answer (RtModel.scratch_floats), at least one cache line; NULL (a hand-written
+ * test model) needs none. */
 size_t rt_model_scratch_floats(const RtModel *m, int training) {
-  size_t s = 16;
-  if (m->kv_slots) {
-    size_t a = rt_attention_scratch_floats((int)m->attn_t, (int)m->attn_c, (int)m->attn_heads);
-    size_t b = rt_attention_kv_scratch_floats((int)m->attn_t, (int)m->attn_c, (int)m->attn_heads);
-    s = a > b ? a : b;
-#if defined(__GNUC__)
-    if (training && rt_attention_dx_scratch_floats) {
-      size_t c = rt_attention_dx_scratch_floats((int)m->attn_t, (int)m->attn_c, (int)m->attn_heads);
-      s = c > s ? c : s;
-    }
-#endif
-  }
-  return s;
+  size_t s = m->scratch_floats ? m->scratch_floats(training) : 0;
+  return s > 16 ? s : 16;
+}
+
+int64_t rt_model_state_floats(const RtModel *m, int batch) {
+  int64_t n = 0;
+  for (int i = 0; i < m->nstate; i++) n += (int64_t)batch * m->state[i].row_floats;
+  return n;
 }
 
 static int run_init(Run *r, const RtModel *m, RtError *err) {
@@ -157,17 +147,18 @@ static int run_init(Run *r, const RtModel *m, RtError *err) {
   return 0;
 }
 
+/* Allocates the program's state slots (zeroed) for runs of `batch` sequences. */
 static int run_kv(Run *r, int batch, RtError *err) {
   const RtModel *m = r->m;
-  size_t per = (size_t)batch * (size_t)m->context * (size_t)m->attn_c;
-  r->kv = calloc((size_t)(m->kv_slots ? m->kv_slots : 1), sizeof *r->kv);
-  r->kvmem = rt_xalloc(2 * per * (size_t)m->kv_slots * sizeof(float));
-  if (!r->kv || !r->kvmem) return rt_fail(err, "out of memory allocating the KV cache");
-  for (int i = 0; i < m->kv_slots; i++) {
-    r->kv[i].k = r->kvmem + (size_t)(2 * i) * per;
-    r->kv[i].v = r->kvmem + (size_t)(2 * i + 1) * per;
+  r->state = calloc((size_t)(m->nstate ? m->nstate : 1), sizeof *r->state);
+  r->statemem = rt_xalloc((size_t)rt_model_state_floats(m, batch) * sizeof(float) + 64);
+  if (!r->state || !r->statemem) return rt_fail(err, "out of memory allocating the state (KV cache)");
+  float *p = r->statemem;
+  for (int i = 0; i < m->nstate; i++) {
+    r->state[i] = p;
+    p += (size_t)batch * (size_t)m->state[i].row_floats;
   }
-  r->kv_batch = batch;
+  r->state_batch = batch;
   return 0;
 }
 
@@ -175,8 +166,8 @@ static void run_free(Run *r) {
   free(r->W);
   free(r->arena);
   free(r->scratch);
-  free(r->kv);
-  free(r->kvmem);
+  free(r->state);
+  free(r->statemem);
 }
 
 
@@ -304,8 +295,8 @@ static void print_info(const RtModel *m, FILE *o) {
                                                                             : "fp32");
   else
     fprintf(o, "training:         not compiled in (add the autodiff pass)\n");
-  fprintf(o, "KV cache bytes:   %lld at batch 1 (%d attention layers)\n",
-          (long long)(2 * (int64_t)m->kv_slots * m->context * m->attn_c * 4), m->kv_slots);
+  fprintf(o, "state bytes:      %lld at batch 1 (%d slots: the KV caches)\n",
+          (long long)(rt_model_state_floats(m, 1) * 4), m->nstate);
   fprintf(o, "compile options:  %s\n", m->compile_options);
 }
 
@@ -509,7 +500,7 @@ static int cmd_generate(const char *prog, int argc, char **argv, const RtModel *
   RtRng g;
   rt_rng_seed(&g, o.seed);
   /* prefill */
-  RtStep s = {1, len, 0, o.no_cache ? NULL : r.kv, r.scratch, 0, 0.0f};
+  RtStep s = {1, len, 0, o.no_cache ? NULL : r.state, r.scratch, 0, 0.0f};
   m->forward(&s, r.arena, r.W, ids, logits);
   const float *last = logits + (size_t)(len - 1) * (size_t)m->vocab;
   long made = 0;
@@ -533,7 +524,7 @@ static int cmd_generate(const char *prog, int argc, char **argv, const RtModel *
       memmove(ids, ids + len - keep, (size_t)keep * sizeof(int32_t));
       len = keep;
       ids[len++] = tok;
-      RtStep pre = {1, len, 0, o.no_cache ? NULL : r.kv, r.scratch, 0, 0.0f};
+      RtStep pre = {1, len, 0, o.no_cache ? NULL : r.state, r.scratch, 0, 0.0f};
       m->forward(&pre, r.arena, r.W, ids, logits);
       last = logits + (size_t)(len - 1) * (size_t)m->vocab;
       continue;
@@ -544,7 +535,7 @@ static int cmd_generate(const char *prog, int argc, char **argv, const RtModel *
       m->forward(&full, r.arena, r.W, ids, logits);
       last = logits + (size_t)(len - 1) * (size_t)m->vocab;
     } else {
-      RtStep step = {1, 1, len - 1, r.kv, r.scratch, 0, 0.0f};
+      RtStep step = {1, 1, len - 1, r.state, r.scratch, 0, 0.0f};
       m->forward(&step, r.arena, r.W, ids + len - 1, logits);
       last = logits;
     }
@@ -691,7 +682,7 @@ static int cmd_bench(const char *prog, int argc, char **argv, const RtModel *m) 
          m->name, B, T, fwd, B * T / fwd);
   printf("forward_gflops: %.2f\n", (double)m->flops_per_token * B * T / fwd / 1e9);
   printf("threads: %d\n", rt_threads());
-  if (is_lm(m) && m->kv_slots > 0) {
+  if (is_lm(m) && m->nstate > 0) {
     if (run_kv(&r, 1, &err)) {
       fprintf(stderr, "%s: error: %s\n", prog, err.msg);
       rc = EXIT_USER;
@@ -699,11 +690,11 @@ static int cmd_bench(const char *prog, int argc, char **argv, const RtModel *m) 
     }
     int steps = o.have_n && o.n > 0 && o.n < T ? (int)o.n : T - 1;
     for (int k = 0; k < o.runs; k++) {
-      RtStep p = {1, 1, 0, r.kv, r.scratch, 0, 0.0f};
+      RtStep p = {1, 1, 0, r.state, r.scratch, 0, 0.0f};
       m->forward(&p, r.arena, r.W, ids, out);
       double t0 = rt_now_seconds();
       for (int t = 1; t <= steps; t++) {
-        RtStep d = {1, 1, t, r.kv, r.scratch, 0, 0.0f};
+        RtStep d = {1, 1, t, r.state, r.scratch, 0, 0.0f};
         m->forward(&d, r.arena, r.W, ids + t, out);
       }
       times[k] = (rt_now_seconds() - t0) / steps;

@@ -74,9 +74,11 @@ static inline int64_t rt_param_numel(const RtParamInfo *p) {
   return n;
 }
 
-/* Floats of attention scratch a model's forward (and, with training, its backward) needs, for the
- * current rt_threads(): one place for prog.c's and train.c's sizes (runtime/prog.c). */
+/* Floats of scratch a model's forward (training: any call of a training step) needs at the
+ * current rt_threads(), as the program says (RtModel.scratch_floats); runtime/prog.c. */
 size_t rt_model_scratch_floats(const RtModel *m, int training);
+/* Floats of all the program's state slots for runs of `batch` sequences. */
+int64_t rt_model_state_floats(const RtModel *m, int batch);
 
 /* Reads a whole file into a malloc'd buffer (*out, *n). -1 with a message naming the file. */
 int rt_read_file(const char *path, unsigned char **out, size_t *n, RtError *err);

@@ -1,7 +1,7 @@
 /* backend.h: what the backends share: the analysis of a lowered, memory-planned module into facts
  * code generation needs (which axes of each tensor are the dynamic batch and time axes, where each
- * parameter lives in the weight buffer, how many KV-cache slots each function uses), and the
- * backends' entry points.
+ * parameter lives in the weight buffer, the persistent state slots and scratch the program needs),
+ * and the backends' entry points.
  *
  * Dynamic shapes. IR shapes are the compiled maxima. A generated program runs any batch
  * nb <= B and sequence length nt <= T: tensors derived from the tokens carry a batch axis (B) and
@@ -18,6 +18,7 @@
 #include <stdio.h>
 
 #include "../../ir/ir.h"
+#include "kernels.h"
 
 typedef enum AxisRole { AX_STATIC = 0, AX_BATCH, AX_TIME } AxisRole;
 
@@ -29,11 +30,18 @@ typedef struct ValueInfo {
 typedef struct FuncInfo {
   const Func *f;
   ValueInfo *vals;     /* indexed by Value.id */
-  int nattn;           /* attention ops in f itself */
-  int kv_slots;        /* KV-cache slots f and its callees use (one per attention op instance) */
+  int nstate;          /* persistent state slots f and its callees use (kernels.def, OPLOWER) */
   int64_t frame;       /* bytes of f's own frame (memplan) */
   bool analysed;
 } FuncInfo;
+
+/* One scratch-size call the program makes to size its scratch (RtModel.scratch_floats). */
+typedef struct BackendScratch {
+  KernelId kernel;  /* a size kernel (returns size_t floats) */
+  int nargs;
+  int64_t arg[8];   /* its compile-time arguments */
+  bool train_only;  /* needed by the training function only */
+} BackendScratch;
 
 typedef struct BackendPlan {
   const Module *m;
@@ -44,8 +52,10 @@ typedef struct BackendPlan {
   int64_t *param_offset;   /* floats into the weight buffer, parallel to m->params */
   int64_t weight_floats;   /* size of the weight buffer */
   int64_t arena_bytes;     /* the whole planned arena (entry frame + deepest callee arena) */
-  int kv_slots;            /* KV-cache slots of the whole program */
-  int64_t max_attn_t, max_attn_c, max_attn_heads; /* sizes for attention scratch */
+  int nstate;              /* persistent state slots of the whole program (the entry's), in call order */
+  int64_t *state_rows;     /* floats per batch row of each slot */
+  int nscratch;            /* distinct scratch-size calls (kernels.def, LOWER's SCRATCH_ID) */
+  BackendScratch *scratch;
 } BackendPlan;
 
 /* Analyses m (which must have been through memplan). Reports unsupported constructs to d. */

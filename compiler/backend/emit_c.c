@@ -4,9 +4,10 @@
  * and every intermediate tensor at its planned offset in one arena. The file ends with the model
  * descriptor (RtModel) and a main() handing it to the runtime's command line (rt_main).
  *
- * Generated functions take (s, A, W, kv, args..., results...): s the step (runtime batch nb,
- * length nt, first position t0, KV cache, scratch), A this function's frame in the arena, W the
- * weight buffer, kv the first KV-cache slot this call owns. See backend.h for dynamic shapes.
+ * Generated functions take (s, A, W, st, rng, args..., results...): s the step (runtime batch nb,
+ * length nt, first position t0, state slots, scratch), A this function's frame in the arena, W the
+ * weight buffer, st the first state slot this call owns, rng its random stream. See backend.h for
+ * dynamic shapes.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +25,7 @@ typedef struct Em {
   bool ok;
   FILE *pre;     /* file-scope definitions (loop functions) needed by the function being emitted */
   int nloops;    /* loop functions emitted so far */
-  int kv_local;  /* running KV-cache slot offset within the function being emitted */
+  int st_local;  /* running state-slot offset within the function being emitted */
   int sin_count; /* sinusoid tables emitted so far */
 } Em;
 
@@ -402,7 +403,7 @@ static void c_arg(Em *e, const Op *op, const KArg *a, char pc, const char *o, in
   case KA_NT: snprintf(buf, n, "nt"); return;
   case KA_T0: snprintf(buf, n, "t0"); return;
   case KA_SCRATCH: snprintf(buf, n, "s->scratch"); return;
-  case KA_STATE: snprintf(buf, n, "s->kv[kv + %d].%s", e->kv_local, a->i == 0 ? "k" : "v"); return;
+  case KA_STATE: snprintf(buf, n, "(float *)s->state[st + %d]", e->st_local + a->i); return;
   case KA_RNG: snprintf(buf, n, "rt_mix(rng, %lld)", 2 * (long long)ir_attr_int(op, "stream", 0) + 1); return;
   case KA_LOAD: vname(e, op->in[a->i], t); snprintf(buf, n, "%s[0]", t); return;
   case KA_EPI_FN:
@@ -489,12 +490,12 @@ static bool c_kernel_op(Em *e, const Op *op) {
   if (n == 1) {
     c_call(e, op, rows[0], o, epi, "  ");
   } else {
-    fprintf(e->o, "  if (%s)\n", rows[0]->cond.when == KW_STATE ? "s->kv" : "s->seed");
+    fprintf(e->o, "  if (%s)\n", rows[0]->cond.when == KW_STATE ? "s->state" : "s->seed");
     c_call(e, op, rows[0], o, epi, "    ");
     fprintf(e->o, "  else\n");
     c_call(e, op, rows[1], o, epi, "    ");
   }
-  if (kt_op(op->kind)->nstate) e->kv_local++;
+  e->st_local += kt_op(op->kind)->nstate;
   return true;
 }
 
@@ -569,12 +570,12 @@ static void emit_op(Em *e, const Op *op) {
     }
     char cn[256];
     /* the callee's random stream: the call's stream J (layer index), apart from dropout's 2K+1 */
-    fprintf(e->o, "  %s(s, A + %lld, W, kv + %d, rt_mix(rng, %lld)", cname(e->p->m, g, cn, sizeof cn),
-            (long long)e->fi->frame, e->kv_local, 2 * (long long)ir_attr_int(op, "stream", 0) + 2);
+    fprintf(e->o, "  %s(s, A + %lld, W, st + %d, rt_mix(rng, %lld)", cname(e->p->m, g, cn, sizeof cn),
+            (long long)e->fi->frame, e->st_local, 2 * (long long)ir_attr_int(op, "stream", 0) + 2);
     for (int i = 0; i < op->nin; i++) fprintf(e->o, ", %s", vname(e, op->in[i], a0));
     for (int i = 0; i < op->nout; i++) fprintf(e->o, ", %s", vname(e, op->out[i], a0));
     fprintf(e->o, ");\n");
-    e->kv_local += gi->kv_slots;
+    e->st_local += gi->nstate;
     return;
   }
   case OP_LOSS_SCALE:
@@ -637,7 +638,7 @@ static void emit_op(Em *e, const Op *op) {
 static void emit_signature(Em *e, const Func *f) {
   char tb[96];
   char cn[256];
-  fprintf(e->o, "static void %s(const RtStep *s, char *A, const float *W, int kv, uint64_t rng",
+  fprintf(e->o, "static void %s(const RtStep *s, char *A, const float *W, int st, uint64_t rng",
           cname(e->p->m, f, cn, sizeof cn));
   for (int i = 0; i < f->narg; i++)
     fprintf(e->o, ",\n    const %s *a%d /* %%%s : %s */", ctype(f->args[i]), i,
@@ -672,12 +673,12 @@ static void emit_func(Em *e, const Func *f) {
 static void emit_func_body(Em *e, const Func *f) {
   e->f = f;
   e->fi = backend_func(e->p, f);
-  e->kv_local = 0;
-  fprintf(e->o, "/* @%s: frame %lld bytes, %d KV-cache slot(s) */\n", f->name, (long long)e->fi->frame,
-          e->fi->kv_slots);
+  e->st_local = 0;
+  fprintf(e->o, "/* @%s: frame %lld bytes, %d state slot(s) */\n", f->name, (long long)e->fi->frame,
+          e->fi->nstate);
   emit_signature(e, f);
   fprintf(e->o, " {\n  const int nb = s->nb, nt = s->nt, t0 = s->t0;\n");
-  fprintf(e->o, "  (void)nb;\n  (void)nt;\n  (void)t0;\n  (void)A;\n  (void)W;\n  (void)kv;\n  (void)rng;\n");
+  fprintf(e->o, "  (void)nb;\n  (void)nt;\n  (void)t0;\n  (void)A;\n  (void)W;\n  (void)st;\n  (void)rng;\n");
   for (int i = 0; i < f->narg; i++) { /* arguments the body does not read (e.g. after DCE in a .bwd) */
     bool used = false;
     for (const Op *op = f->first; op && !used; op = op->next)
@@ -810,6 +811,20 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
     fprintf(out, "\\\"\\n.globl modelc_weights_end\\nmodelc_weights_end:\\n.previous\\n\");\n"
                  "extern const unsigned char modelc_weights_blob[], modelc_weights_end[];\n\n");
   }
+  /* persistent state slots (KV caches), then the scratch the kernels need */
+  fprintf(out, "static const RtStateInfo model_state[] = {\n");
+  for (int i = 0; i < p.nstate; i++) fprintf(out, "    {%lld},\n", (long long)p.state_rows[i]);
+  if (p.nstate == 0) fprintf(out, "    {0},\n");
+  fprintf(out, "};\n\n/* Floats of scratch the kernels need at the current rt_threads(): a forward, or (training)\n"
+               " * any call a training step makes. */\nstatic size_t model_scratch_floats(int training) {\n"
+               "  size_t n = 0, k;\n  (void)k;\n  (void)training;\n");
+  for (int i = 0; i < p.nscratch; i++) {
+    const BackendScratch *sc = &p.scratch[i];
+    fprintf(out, "  k = %s%s(", sc->train_only ? "!training ? 0 : " : "", kt_kernels[sc->kernel].name);
+    for (int j = 0; j < sc->nargs; j++) fprintf(out, "%s%lld", j ? ", " : "", (long long)sc->arg[j]);
+    fprintf(out, ");\n  if (k > n) n = k;\n");
+  }
+  fprintf(out, "  return n;\n}\n\n");
   const Value *ret = ent->ret[0];
   bool per_token = ret->type.rank >= 2 && backend_func(&p, ent)->vals[ret->id].role[1] == AX_TIME;
   fprintf(out, "static const RtModel model = {\n    .name = ");
@@ -827,8 +842,7 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
   int64_t tokens = ent->args[0]->type.dim[0] * ent->args[0]->type.dim[1];
   fprintf(out, "    .flops_per_token = %lld,\n    .arena_bytes = %lld,\n", (long long)(ir_func_flops(m, ent) / tokens),
           (long long)p.arena_bytes);
-  fprintf(out, "    .kv_slots = %d,\n    .attn_t = %lld,\n    .attn_c = %lld,\n    .attn_heads = %lld,\n", p.kv_slots,
-          (long long)p.max_attn_t, (long long)p.max_attn_c, (long long)p.max_attn_heads);
+  fprintf(out, "    .nstate = %d,\n    .state = model_state,\n    .scratch_floats = model_scratch_floats,\n", p.nstate);
   fprintf(out, "    .compile_options = ");
   emit_str(out, opt->compile_options ? opt->compile_options : "");
   fprintf(out, ",\n    .forward = model_forward,\n");

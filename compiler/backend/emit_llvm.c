@@ -1,6 +1,6 @@
 /* emit_llvm.c: the LLVM backend. Builds the same program as the C backend (emit_c.c) through the
  * LLVM 14 C API, from the same analysis (plan.c's BackendPlan): one LLVM function per IR
- * function with the C backend's signature (s, A, W, kv, rng, args..., results...), runtime kernels
+ * function with the C backend's signature (s, A, W, st, rng, args..., results...), runtime kernels
  * called through the same ABI (runtime/modelc_rt.h), every element-wise group as a row function
  * run by rt_parallel_for (or as rt_linear's epilogue) whose inner loop LLVM vectorises, feature
  * sizes as constants and the batch and time extents read from the step. The module also holds
@@ -40,7 +40,7 @@ typedef struct Ll {
   LLVMBuilderRef b;  /* the builder of the function being built */
   LLVMTypeRef vd, i8, i32, i64, f32, f64, p8, pf, pi; /* void, scalars, i8*, float*, i32* */
   LLVMTypeRef ph;                                     /* i16*: bf16 / f16 tensors (cast only) */
-  LLVMTypeRef kv_t, step_t, pstep;                    /* RtKV, RtStep, RtStep* */
+  LLVMTypeRef pp8, step_t, pstep;                     /* i8** (RtStep.state), RtStep, RtStep* */
   LLVMTypeRef range_t, prange;                        /* RtRangeFn's function type and pointer */
   BackendPlan *p;                                     /* the shared analysis */
   Diag *d;                                            /* where errors go */
@@ -50,9 +50,9 @@ typedef struct Ll {
   LLVMValueRef fn;                                    /* the LLVM function being built */
   LLVMBasicBlockRef entry;                            /* its entry block (allocas) */
   LLVMValueRef *val;                                  /* storage pointer of each value of f, by Value.id */
-  LLVMValueRef s, A, W, kv, rng, nb, nt, t0;          /* f's parameters and the step's sizes (nb, nt, t0 as i64) */
+  LLVMValueRef s, A, W, st, rng, nb, nt, t0;          /* f's parameters and the step's sizes (nb, nt, t0 as i64) */
   LLVMValueRef *fns;                                  /* the LLVM function of each IR function (NULL if not emitted) */
-  int kv_local, nloops, nsin;
+  int st_local, nloops, nsin;                         /* state slots used so far in f, loop and sinusoid counts */
 } Ll;
 
 /* ---- types, constants, runtime declarations ---- */
@@ -580,9 +580,9 @@ static LLVMValueRef ll_arg(Ll *e, const Op *op, const KArg *a, LLVMValueRef o, L
   case KA_T0: return e->t0;
   case KA_SCRATCH: return step_field(e, 4, e->pf);
   case KA_STATE: {
-    LLVMValueRef kvp = step_field(e, 3, LLVMPointerType(e->kv_t, 0));
-    LLVMValueRef slot = gep(e, e->kv_t, kvp, LLVMBuildAdd(e->b, e->kv, ci32(e, e->kv_local), ""));
-    return LLVMBuildLoad2(e->b, e->pf, LLVMBuildStructGEP2(e->b, e->kv_t, slot, (unsigned)a->i, ""), "");
+    LLVMValueRef slots = step_field(e, 3, e->pp8);
+    LLVMValueRef slot = gep(e, e->p8, slots, LLVMBuildAdd(e->b, e->st, ci32(e, e->st_local + a->i), ""));
+    return LLVMBuildPointerCast(e->b, LLVMBuildLoad2(e->b, e->p8, slot, ""), e->pf, "");
   }
   case KA_RNG: return build_mix(e, e->rng, 2 * (long long)ir_attr_int(op, "stream", 0) + 1);
   case KA_LOAD: return LLVMBuildLoad2(e->b, e->f32, V(e, op->in[a->i]), "");
@@ -640,7 +640,7 @@ static bool ll_kernel_op(Ll *e, const Op *op) {
     ll_call(e, op, rows[0], o, epi, epictx);
   } else {
     LLVMValueRef cond = rows[0]->cond.when == KW_STATE
-                            ? LLVMBuildIsNotNull(e->b, step_field(e, 3, LLVMPointerType(e->kv_t, 0)), "")
+                            ? LLVMBuildIsNotNull(e->b, step_field(e, 3, e->pp8), "")
                             : LLVMBuildICmp(e->b, LLVMIntNE, step_field(e, 5, e->i64), ci64(e, 0), "");
     LLVMBasicBlockRef yes = LLVMAppendBasicBlockInContext(e->cx, e->fn, "k.then"),
                       no = LLVMAppendBasicBlockInContext(e->cx, e->fn, "k.else"),
@@ -654,8 +654,7 @@ static bool ll_kernel_op(Ll *e, const Op *op) {
     LLVMBuildBr(e->b, done);
     LLVMPositionBuilderAtEnd(e->b, done);
   }
-  if (kt_op(op->kind)->nstate)
-    e->kv_local++;
+  e->st_local += kt_op(op->kind)->nstate;
   return true;
 }
 
@@ -768,7 +767,7 @@ static void emit_op(Ll *e, const Op *op) {
     }
     /* the callee's random stream: the call's stream J (layer index), apart from dropout's 2K+1 */
     args[0] = e->s, args[1] = gep(e, e->i8, e->A, ci64(e, (long long)e->fi->frame)), args[2] = e->W;
-    args[3] = LLVMBuildAdd(e->b, e->kv, ci32(e, e->kv_local), "");
+    args[3] = LLVMBuildAdd(e->b, e->st, ci32(e, e->st_local), "");
     args[4] = build_mix(e, e->rng, 2 * (long long)ir_attr_int(op, "stream", 0) + 2);
     for (int i = 0; i < op->nin; i++)
       args[5 + i] = V(e, op->in[i]);
@@ -776,7 +775,7 @@ static void emit_op(Ll *e, const Op *op) {
       args[5 + op->nin + i] = V(e, op->out[i]);
     LLVMBuildCall2(e->b, LLVMGlobalGetValueType(callee), callee, args, (unsigned)(5 + op->nin + op->nout), "");
     free(args);
-    e->kv_local += gi->kv_slots;
+    e->st_local += gi->nstate;
     return;
   }
   case OP_LOSS_SCALE:
@@ -872,14 +871,14 @@ static void emit_func(Ll *e, int idx) {
   e->f = f;
   e->fi = backend_func(e->p, f);
   e->fn = e->fns[idx];
-  e->kv_local = 0;
+  e->st_local = 0;
   e->val = calloc((size_t)f->nvalues + 1, sizeof *e->val);
   if (!e->val)
     die("out of memory");
   e->entry = LLVMAppendBasicBlockInContext(e->cx, e->fn, "entry");
   LLVMPositionBuilderAtEnd(e->b, e->entry);
   e->s = LLVMGetParam(e->fn, 0), e->A = LLVMGetParam(e->fn, 1), e->W = LLVMGetParam(e->fn, 2);
-  e->kv = LLVMGetParam(e->fn, 3), e->rng = LLVMGetParam(e->fn, 4);
+  e->st = LLVMGetParam(e->fn, 3), e->rng = LLVMGetParam(e->fn, 4);
   e->nb = LLVMBuildSExt(e->b, step_field(e, 0, e->i32), e->i64, "nb");
   e->nt = LLVMBuildSExt(e->b, step_field(e, 1, e->i32), e->i64, "nt");
   e->t0 = LLVMBuildSExt(e->b, step_field(e, 2, e->i32), e->i64, "t0");
@@ -1094,8 +1093,47 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
     tc = LLVMConstNull(tc_t);
   }
 
+  /* RtStateInfo {row_floats}: the persistent state slots */
+  LLVMTypeRef si_f[1] = {e->i64};
+  LLVMTypeRef si_t = LLVMStructCreateNamed(e->cx, "RtStateInfo");
+  LLVMStructSetBody(si_t, si_f, 1, 0);
+  int nsl = p->nstate ? p->nstate : 1;
+  LLVMValueRef *srows = calloc((size_t)nsl, sizeof *srows);
+  if (!srows)
+    die("out of memory");
+  for (int i = 0; i < nsl; i++) {
+    LLVMValueRef f1 = ci64(e, p->nstate ? (long long)p->state_rows[i] : 0);
+    srows[i] = LLVMConstNamedStruct(si_t, &f1, 1);
+  }
+  LLVMValueRef stab = LLVMAddGlobal(e->mod, LLVMArrayType(si_t, (unsigned)nsl), "model_state");
+  LLVMSetInitializer(stab, LLVMConstArray(si_t, srows, (unsigned)nsl));
+  LLVMSetGlobalConstant(stab, 1);
+  LLVMSetLinkage(stab, LLVMInternalLinkage);
+  free(srows);
+
+  /* size_t model_scratch_floats(int training): the largest scratch-size call (train-only ones
+   * when training) */
+  LLVMTypeRef sc_p[1] = {e->i32};
+  LLVMTypeRef sc_t = LLVMFunctionType(e->i64, sc_p, 1, 0);
+  LLVMValueRef scf = LLVMAddFunction(e->mod, "model_scratch_floats", sc_t);
+  LLVMSetLinkage(scf, LLVMInternalLinkage);
+  LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->cx, scf, "entry"));
+  LLVMValueRef training = LLVMBuildICmp(e->b, LLVMIntNE, LLVMGetParam(scf, 0), ci32(e, 0), "");
+  LLVMValueRef nmax = ci64(e, 0);
+  for (int i = 0; i < p->nscratch; i++) {
+    const BackendScratch *sc = &p->scratch[i];
+    LLVMValueRef sa[8];
+    for (int j = 0; j < sc->nargs; j++)
+      sa[j] = ci64(e, (long long)sc->arg[j]);
+    LLVMValueRef k = kcall(e, sc->kernel, sa);
+    if (sc->train_only)
+      k = LLVMBuildSelect(e->b, training, k, ci64(e, 0), "");
+    nmax = LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntUGT, k, nmax, ""), k, nmax, "");
+  }
+  LLVMBuildRet(e->b, nmax);
+
   /* RtModel, field for field as in modelc_rt.h */
-  LLVMTypeRef m_f[27] = {e->p8,
+  LLVMTypeRef m_f[26] = {e->p8,
                          e->p8,
                          e->i64,
                          e->i64,
@@ -1110,9 +1148,8 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
                          e->i64,
                          e->i64,
                          e->i32,
-                         e->i64,
-                         e->i64,
-                         e->i64,
+                         LLVMPointerType(si_t, 0),
+                         LLVMPointerType(sc_t, 0),
                          e->p8,
                          LLVMPointerType(fwd_t, 0),
                          e->p8,
@@ -1123,14 +1160,14 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
                          tc_t,
                          e->i32};
   LLVMTypeRef model_t = LLVMStructCreateNamed(e->cx, "RtModel");
-  LLVMStructSetBody(model_t, m_f, 27, 0);
+  LLVMStructSetBody(model_t, m_f, 26, 0);
   const Attr *kind = ir_module_attr(m, "kind");
   const Value *ret = ent->ret[0];
   bool per_token = ret->type.rank >= 2 && backend_func(p, ent)->vals[ret->id].role[1] == AX_TIME;
   int64_t tokens = ent->args[0]->type.dim[0] * ent->args[0]->type.dim[1];
   const Attr *prec = ir_module_attr(m, "precision"); /* RtPrecision: 1 bf16, 2 fp16 */
   int train_prec = p->train && prec && prec->kind == ATTR_STR ? (!strcmp(prec->s, "bf16") ? 1 : 2) : 0;
-  LLVMValueRef mv[27] = {
+  LLVMValueRef mv[26] = {
       cstr(e, m->name),
       cstr(e, kind && kind->kind == ATTR_STR ? kind->s : "decoder"),
       ci64(e, (long long)ent->args[0]->type.dim[0]),
@@ -1145,10 +1182,9 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       ci64(e, (long long)ir_param_bytes(m)),
       ci64(e, (long long)(ir_func_flops(m, ent) / tokens)),
       ci64(e, (long long)p->arena_bytes),
-      ci32(e, p->kv_slots),
-      ci64(e, (long long)p->max_attn_t),
-      ci64(e, (long long)p->max_attn_c),
-      ci64(e, (long long)p->max_attn_heads),
+      ci32(e, p->nstate),
+      LLVMConstPointerCast(stab, LLVMPointerType(si_t, 0)),
+      scf,
       cstr(e, opt->compile_options ? opt->compile_options : ""),
       fwd,
       blob,
@@ -1160,7 +1196,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       ci32(e, train_prec),
   };
   LLVMValueRef model = LLVMAddGlobal(e->mod, model_t, "model");
-  LLVMSetInitializer(model, LLVMConstNamedStruct(model_t, mv, 27));
+  LLVMSetInitializer(model, LLVMConstNamedStruct(model_t, mv, 26));
   LLVMSetGlobalConstant(model, 1);
   LLVMSetLinkage(model, LLVMInternalLinkage);
 
@@ -1201,11 +1237,9 @@ static LLVMModuleRef build_module(LLVMContextRef cx, const Module *m, const Emit
   e.f64 = LLVMDoubleTypeInContext(cx);
   e.p8 = LLVMPointerType(e.i8, 0), e.pf = LLVMPointerType(e.f32, 0), e.pi = LLVMPointerType(e.i32, 0);
   e.ph = LLVMPointerType(LLVMInt16TypeInContext(cx), 0);
-  LLVMTypeRef kvf[2] = {e.pf, e.pf};
-  e.kv_t = LLVMStructCreateNamed(cx, "RtKV");
-  LLVMStructSetBody(e.kv_t, kvf, 2, 0);
-  /* RtStep {int nb, nt, t0; RtKV *kv; float *scratch; uint64_t seed; float loss_scale} */
-  LLVMTypeRef sf[7] = {e.i32, e.i32, e.i32, LLVMPointerType(e.kv_t, 0), e.pf, e.i64, e.f32};
+  e.pp8 = LLVMPointerType(e.p8, 0);
+  /* RtStep {int nb, nt, t0; void **state; float *scratch; uint64_t seed; float loss_scale} */
+  LLVMTypeRef sf[7] = {e.i32, e.i32, e.i32, e.pp8, e.pf, e.i64, e.f32};
   e.step_t = LLVMStructCreateNamed(cx, "RtStep");
   LLVMStructSetBody(e.step_t, sf, 7, 0);
   e.pstep = LLVMPointerType(e.step_t, 0);

@@ -86,7 +86,7 @@ typedef struct OpLower {
   KRole role;
   unsigned checks;   /* KC_* */
   int nstate;        /* persistent state slots per instance (0: none) */
-  const KArg *state; /* each slot's floats: the product of these compile-time arguments */
+  const KArg *state; /* each slot's floats per batch row: the product of these compile-time arguments */
 } OpLower;
 
 /* The OPLOWER row of k (present == false when the backends lower k themselves). */
@@ -97,7 +97,7 @@ const OpLower *kt_op(OpKind k);
 int kt_select(const Op *op, const KLower *rows[2], const char **why);
 /* A compile-time argument (KA_DIM, KA_ATTR_I) of op. */
 int64_t kt_static_arg(const Op *op, const KArg *a);
-/* The state floats of one slot of op (the product of its OPLOWER state arguments). */
+/* The floats per batch row of one state slot of op (the product of its OPLOWER state arguments). */
 int64_t kt_state_floats(const Op *op);
 /* The operand a KArg names (i = -1: the result). */
 const Value *kt_value(const Op *op, int i);

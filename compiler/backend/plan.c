@@ -1,6 +1,7 @@
 /* plan.c: the backend analysis shared by the C and LLVM backends: axis roles of every
- * value (which axes are the dynamic batch and time axes), KV-cache slot counts, parameter offsets
- * in the weight buffer and arena size. See backend.h for the dynamic-shape model.
+ * value (which axes are the dynamic batch and time axes), the persistent state slots and the
+ * scratch-size calls of the kernels the program calls, parameter offsets in the weight buffer and
+ * arena size. See backend.h for the dynamic-shape model.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -140,24 +141,59 @@ static void analyse_op(Ctx *c, const Func *f, FuncInfo *fi, const Op *op) {
 static void analyse(Ctx *c, const Func *f) {
   FuncInfo *fi = backend_func(c->p, f);
   fi->analysed = true;
-  fi->nattn = 0;
-  fi->kv_slots = 0;
+  fi->nstate = 0;
   for (const Op *op = f->first; op; op = op->next) {
     if (op->nout > 1 && op->kind != OP_CALL) err(c, f, op, "multi-result ops are not supported");
     analyse_op(c, f, fi, op);
-    if (kt_op(op->kind)->nstate) {
-      fi->nattn++;
-      fi->kv_slots++;
-      const Type *t = &op->in[0]->type;
-      if (t->dim[1] > c->p->max_attn_t) c->p->max_attn_t = t->dim[1];
-      if (t->dim[2] / 3 > c->p->max_attn_c) c->p->max_attn_c = t->dim[2] / 3;
-      if (ir_attr_int(op, "heads", 1) > c->p->max_attn_heads) c->p->max_attn_heads = ir_attr_int(op, "heads", 1);
-    } else if (op->kind == OP_CALL) {
-      fi->kv_slots += backend_func(c->p, ir_find_func(c->p->m, ir_attr_str(op, "callee")))->kv_slots;
-    }
+    if (op->kind == OP_CALL)
+      fi->nstate += backend_func(c->p, ir_find_func(c->p->m, ir_attr_str(op, "callee")))->nstate;
+    else
+      fi->nstate += kt_op(op->kind)->nstate;
   }
   fi->frame = memplan_frame_bytes(f);
   if (fi->frame < 0) err(c, f, NULL, "the module has not been through the memplan pass");
+}
+
+/* The state slots of f's op instances, in call order (the order the generated code numbers them). */
+static void collect_state(BackendPlan *p, const Func *f, int *n) {
+  for (const Op *op = f->first; op; op = op->next) {
+    if (op->kind == OP_CALL) {
+      collect_state(p, ir_find_func(p->m, ir_attr_str(op, "callee")), n);
+      continue;
+    }
+    for (int k = 0; k < kt_op(op->kind)->nstate; k++) p->state_rows[(*n)++] = kt_state_floats(op);
+  }
+}
+
+/* The scratch-size calls of the kernels f and its callees call, each distinct call once. */
+static void collect_scratch(BackendPlan *p, const Func *f, bool train) {
+  for (const Op *op = f->first; op; op = op->next) {
+    if (op->kind == OP_CALL) {
+      collect_scratch(p, ir_find_func(p->m, ir_attr_str(op, "callee")), train);
+      continue;
+    }
+    const KLower *rows[2];
+    const char *why;
+    int n = kt_select(op, rows, &why);
+    for (int r = 0; r < n; r++) {
+      if (rows[r]->scratch == K_NONE) continue;
+      BackendScratch s = {rows[r]->scratch, 0, {0}, train};
+      for (const KArg *a = rows[r]->scratch_args; a->kind != KA_END; a++) {
+        IR_ASSERT(s.nargs < 8);
+        s.arg[s.nargs++] = kt_static_arg(op, a);
+      }
+      IR_ASSERT(s.nargs == kt_kernels[s.kernel].nparam);
+      bool seen = false;
+      for (int i = 0; i < p->nscratch && !seen; i++)
+        seen = p->scratch[i].kernel == s.kernel && p->scratch[i].nargs == s.nargs &&
+               memcmp(p->scratch[i].arg, s.arg, sizeof s.arg) == 0;
+      if (seen) continue;
+      BackendScratch *grown = realloc(p->scratch, (size_t)(p->nscratch + 1) * sizeof *grown);
+      if (!grown) die("out of memory");
+      p->scratch = grown;
+      p->scratch[p->nscratch++] = s;
+    }
+  }
 }
 
 bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
@@ -206,7 +242,13 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
     if (p->entry->args[i]->type.rank >= 2) a->role[1] = AX_TIME;
   }
   analyse(&c, p->entry);
-  p->kv_slots = ei->kv_slots;
+  p->nstate = ei->nstate;
+  p->state_rows = calloc((size_t)(p->nstate ? p->nstate : 1), sizeof *p->state_rows);
+  if (!p->state_rows) die("out of memory");
+  int ns = 0;
+  collect_state(p, p->entry, &ns);
+  IR_ASSERT(ns == p->nstate);
+  collect_scratch(p, p->entry, false);
   p->arena_bytes = memplan_arena_bytes(m, p->entry);
   const Attr *tr = ir_module_attr(m, "train");
   p->train = tr && tr->kind == ATTR_SYM ? ir_find_func(m, tr->s) : NULL;
@@ -220,6 +262,7 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
     }
     analyse(&c, p->train);
     p->train_arena_bytes = memplan_arena_bytes(m, p->train);
+    collect_scratch(p, p->train, true);
   }
   return c.ok;
 }
@@ -249,5 +292,7 @@ void backend_plan_free(BackendPlan *p) {
     for (int i = 0; i < p->m->nfunc; i++) free(p->funcs[i].vals);
   free(p->funcs);
   free(p->param_offset);
+  free(p->state_rows);
+  free(p->scratch);
   memset(p, 0, sizeof *p);
 }
