@@ -144,6 +144,10 @@ bool ir_check_attrs(const Op *op, char *err, size_t n) {
   const char *on = ir_op_name(op->kind);
   for (int i = 0; i < op->nattr; i++) {
     const Attr *a = &op->attr[i];
+    if (!a->key) { /* only a hand-built op; the verifier also reports the invalid name */
+      snprintf(err, n, "%s has an attribute without a key", on);
+      return false;
+    }
     const AttrSpec *s = ir_attr_spec(op->kind, a->key);
     if (!s) {
       const char *hint = suggest_key(op->kind, a->key);

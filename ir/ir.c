@@ -134,7 +134,8 @@ static bool shape_linear(const Module *m, const Op *op, Type *out, char *err, si
       return fail(err, n, "linear: epilogue operand %s does not broadcast to %s", tstr(&op->in[i]->type, b1),
                   tstr(out, b2));
   }
-  if (!ir_attr_s(op, "epi") && op->nin > 2) return fail(err, n, "linear: extra operands need an 'epi' expression%s%s", NULL, NULL);
+  if (!ir_attr_s(op, "epi") && op->nin > 2)
+    return fail(err, n, "linear: extra operands need an 'epi' expression%s%s", NULL, NULL);
   return true;
 }
 

@@ -576,8 +576,8 @@ static const struct {
   Attr set;
   const char *want;   /* the message */
 } attr_cases[] = {
-    {"f32[2,12]", "%0 = pool(%x) {mode=\"mean\"} : f32[2,12]", "%0 = pool(%x) {mdoe=\"mean\", mode=\"mean\"} : f32[2,12]",
-     "mdoe", {.key = "mdoe", .kind = ATTR_STR, .s = "mean"}, "pool has no attribute 'mdoe' (did you mean 'mode'?)"},
+    {"f32[2,12]", "%0 = pool(%x) {mode=\"mean\"} : f32[2,12]",
+     "%0 = pool(%x) {mdoe=\"mean\", mode=\"mean\"} : f32[2,12]", "mdoe", {.key = "mdoe", .kind = ATTR_STR, .s = "mean"}, "pool has no attribute 'mdoe' (did you mean 'mode'?)"},
     {"f32[2,4,12]", "%0 = neg(%x) : f32[2,4,12]", "%0 = neg(%x) {n=1} : f32[2,4,12]", "n",
      {.key = "n", .kind = ATTR_INT, .i = 1}, "neg has no attribute 'n'"},
     {"f32[2,4,4]", "%0 = attention(%x) {causal=1, heads=2} : f32[2,4,4]",
