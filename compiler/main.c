@@ -402,13 +402,13 @@ static void graph_func(FILE *out, const Module *m, const Func *f, int idx) {
     const Value *v = op->out[0];
     if (op->kind == OP_PARAM) {
       fprintf(out, "    f%d_v%d [shape=note,fontsize=9,label=\"@", idx, v->id);
-      dot_escape(out, ir_attr_str(op, "p"));
+      dot_escape(out, ir_attr_s(op, "p"));
       fprintf(out, "\\n%s\"];\n", ir_type_str(&v->type, tb, sizeof tb));
       continue;
     }
     fprintf(out, "    f%d_v%d [shape=box,label=\"%s", idx, v->id, ir_op_name(op->kind));
-    const char *callee = op->kind == OP_CALL ? ir_attr_str(op, "callee") : NULL;
-    const char *expr = ir_attr_str(op, op->kind == OP_EW ? "expr" : "epi");
+    const char *callee = op->kind == OP_CALL ? ir_attr_s(op, "callee") : NULL;
+    const char *expr = op->kind == OP_EW ? ir_attr_s(op, "expr") : op->kind == OP_LINEAR ? ir_attr_s(op, "epi") : NULL;
     if (callee) {
       fprintf(out, " @");
       dot_escape(out, callee);
@@ -434,7 +434,7 @@ static void graph_module(FILE *out, const Module *m) {
   for (int i = 0; i < m->nfunc; i++)
     for (const Op *op = m->funcs[i]->first; op; op = op->next)
       if (op->kind == OP_CALL) {
-        const Func *g = ir_find_func(m, ir_attr_str(op, "callee"));
+        const Func *g = ir_find_func(m, ir_attr_s(op, "callee"));
         for (int j = 0; g && j < m->nfunc; j++)
           if (m->funcs[j] == g) {
             fprintf(out, "  f%d_v%d -> f%d_ret [style=dashed,color=gray,constraint=false];\n", i, op->out[0]->id, j);

@@ -120,7 +120,7 @@ GRAD_RULE(grad_act) {
 
 static Value *norm_grad_op(GradCtx *g, const Op *op, OpKind k, int nin, Value *const *in) {
   Op *o = ir_op_new(g->f, k, nin, in, 1);
-  ir_set_attr_float(o, "eps", ir_attr_float(op, "eps", 1e-5));
+  ir_set_attr_float(o, "eps", ir_attr_f(op, "eps"));
   ir_set_attr_int(o, "rms", op->kind == OP_RMSNORM);
   return ir_emit(g->f, o);
 }
@@ -143,7 +143,7 @@ GRAD_RULE(grad_norm) {
 
 /* y = x W^T: dx = dy W (a matmul with the [N,K] weight), dW = sum over rows dy^T x. */
 GRAD_RULE(grad_linear) {
-  if (op->nin > 2 || ir_attr(op, "epi")) {
+  if (op->nin > 2 || ir_attr_s(op, "epi")) {
     snprintf(err, n, "linear with a fused epilogue: differentiate before the fuse pass");
     return false;
   }
@@ -156,8 +156,8 @@ GRAD_RULE(grad_linear) {
 GRAD_RULE(grad_attention) {
   Value *in[2] = {in_of(g, op, 0), dy_of(g, op)};
   Op *o = ir_op_new(g->f, OP_ATTENTION_DX, 2, in, 1);
-  ir_set_attr_int(o, "heads", ir_attr_int(op, "heads", 1));
-  ir_set_attr_int(o, "causal", ir_attr_int(op, "causal", 0));
+  ir_set_attr_int(o, "heads", ir_attr_i(op, "heads"));
+  ir_set_attr_int(o, "causal", ir_attr_i(op, "causal"));
   give(g, op, 0, ir_emit(g->f, o));
   return true;
 }
@@ -174,7 +174,7 @@ GRAD_RULE(grad_embedding) {
 GRAD_RULE(grad_pool) {
   Value *dy = dy_of(g, op);
   Op *o = ir_op_new(g->f, OP_POOL_DX, 1, &dy, 1);
-  ir_set_attr_str(o, "mode", ir_attr_str(op, "mode"));
+  ir_set_attr_str(o, "mode", ir_attr_s(op, "mode"));
   ir_set_attr_ints(o, "shape", op->in[0]->type.rank, op->in[0]->type.dim);
   give(g, op, 0, ir_emit(g->f, o));
   return true;

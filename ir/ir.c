@@ -1,6 +1,7 @@
-/* ir.c: the IR core: the op table built from ops.def, the module arena, builders, attributes,
- * use lists, per-op shape rules and FLOP counts, and whole-module analyses (parameter count and
- * bytes, FLOPs, liveness peak). Printer, parser, verifier and expressions live in their own files.
+/* ir.c: the IR core: the op table built from ops.def, the module arena, builders, attribute
+ * storage, use lists, per-op shape rules and FLOP counts, and whole-module analyses (parameter
+ * count and bytes, FLOPs, liveness peak). Printer, parser, verifier, expressions and the attribute
+ * table (attrs.def: declarations, checker, typed accessors in attrs.c) live in their own files.
  */
 #include "ir.h"
 
@@ -26,56 +27,41 @@ static bool need_float(const Op *op, char *err, size_t n) {
   return true;
 }
 
-static const Attr *need_attr(const Op *op, const char *key, AttrKind kind, char *err, size_t n) {
-  const Attr *a = ir_attr(op, key);
-  if (!a) {
-    snprintf(err, n, "%s requires attribute '%s'", ir_op_name(op->kind), key);
-    return NULL;
-  }
-  bool ok = a->kind == kind || (kind == ATTR_FLOAT && a->kind == ATTR_INT) ||
-            (kind == ATTR_STR && a->kind == ATTR_SYM);
-  if (!ok) {
-    static const char *kn[] = {"an integer", "a number", "a string", "a symbol", "an integer list"};
-    snprintf(err, n, "%s attribute '%s' must be %s", ir_op_name(op->kind), key, kn[kind]);
-    return NULL;
-  }
-  return a;
-}
-
-static bool shape_from_ints(const Attr *a, DType dt, Type *out, char *err, size_t n) {
-  if (a->n > IR_MAX_RANK) return fail(err, n, "shape has too many dimensions%s%s", NULL, NULL);
+/* The type of element type dt and the op's {shape=[..]} attribute (ir_infer has checked that the
+ * op's attributes follow ir/attrs.def, so the shape rules read them without checking kinds). */
+static bool shape_attr(const Op *op, DType dt, Type *out, char *err, size_t n) {
+  int nd;
+  const int64_t *d = ir_attr_ints(op, "shape", &nd);
+  if (nd > IR_MAX_RANK) return fail(err, n, "shape has too many dimensions%s%s", NULL, NULL);
   out->dtype = dt;
-  out->rank = a->n;
+  out->rank = nd;
   int64_t total = 1;
-  for (int i = 0; i < a->n; i++) {
-    if (a->ints[i] < 1) return fail(err, n, "shape dimensions must be positive%s%s", NULL, NULL);
-    if (total > INT64_MAX / a->ints[i]) return fail(err, n, "shape is too large%s%s", NULL, NULL);
-    total *= a->ints[i];
-    out->dim[i] = a->ints[i];
+  for (int i = 0; i < nd; i++) {
+    if (d[i] < 1) return fail(err, n, "shape dimensions must be positive%s%s", NULL, NULL);
+    if (total > INT64_MAX / d[i]) return fail(err, n, "shape is too large%s%s", NULL, NULL);
+    total *= d[i];
+    out->dim[i] = d[i];
   }
   return true;
 }
 
 static bool shape_param(const Module *m, const Op *op, Type *out, char *err, size_t n) {
-  const Attr *a = need_attr(op, "p", ATTR_SYM, err, n);
-  if (!a) return false;
-  const Param *p = ir_find_param(m, a->s);
-  if (!p) return fail(err, n, "unknown parameter @%s%s", a->s, NULL);
+  const char *name = ir_attr_s(op, "p");
+  const Param *p = ir_find_param(m, name);
+  if (!p) return fail(err, n, "unknown parameter @%s%s", name, NULL);
   *out = p->type;
   return true;
 }
 
 static bool shape_const(const Module *m, const Op *op, Type *out, char *err, size_t n) {
-  if (!need_attr(op, "value", ATTR_FLOAT, err, n)) return false;
-  const Attr *s = need_attr(op, "shape", ATTR_INTS, err, n);
-  return s && shape_from_ints(s, DT_F32, out, err, n);
+  return shape_attr(op, DT_F32, out, err, n);
 }
 
 static bool shape_sinusoid(const Module *m, const Op *op, Type *out, char *err, size_t n) {
-  const Attr *s = need_attr(op, "shape", ATTR_INTS, err, n);
-  if (!s) return false;
-  if (s->n != 2) return fail(err, n, "sinusoid shape must be [T,C]%s%s", NULL, NULL);
-  return shape_from_ints(s, DT_F32, out, err, n);
+  int nd;
+  ir_attr_ints(op, "shape", &nd);
+  if (nd != 2) return fail(err, n, "sinusoid shape must be [T,C]%s%s", NULL, NULL);
+  return shape_attr(op, DT_F32, out, err, n);
 }
 
 /* NumPy broadcasting of a and b into out. */
@@ -107,7 +93,6 @@ static bool shape_unary(const Module *m, const Op *op, Type *out, char *err, siz
 }
 
 static bool shape_ew(const Module *m, const Op *op, Type *out, char *err, size_t n) {
-  if (!need_attr(op, "expr", ATTR_STR, err, n)) return false;
   *out = op->in[0]->type;
   for (int i = 1; i < op->nin; i++) {
     char b1[96], b2[96];
@@ -124,7 +109,7 @@ static bool shape_ew(const Module *m, const Op *op, Type *out, char *err, size_t
 static bool shape_norm(const Module *m, const Op *op, Type *out, char *err, size_t n) {
   char b1[96], b2[96];
   const Type *x = &op->in[0]->type;
-  if (!need_float(op, err, n) || !need_attr(op, "eps", ATTR_FLOAT, err, n)) return false;
+  if (!need_float(op, err, n)) return false;
   if (x->rank < 1) return fail(err, n, "%s of a scalar%s", ir_op_name(op->kind), NULL);
   for (int i = 1; i < op->nin; i++) {
     const Type *g = &op->in[i]->type;
@@ -149,9 +134,8 @@ static bool shape_linear(const Module *m, const Op *op, Type *out, char *err, si
       return fail(err, n, "linear: epilogue operand %s does not broadcast to %s", tstr(&op->in[i]->type, b1),
                   tstr(out, b2));
   }
-  const Attr *e = ir_attr(op, "epi");
-  if (e && e->kind != ATTR_STR) return fail(err, n, "linear attribute 'epi' must be a string%s%s", NULL, NULL);
-  if (!e && op->nin > 2) return fail(err, n, "linear: extra operands need an 'epi' expression%s%s", NULL, NULL);
+  if (!ir_attr_s(op, "epi") && op->nin > 2)
+    return fail(err, n, "linear: extra operands need an 'epi' expression%s%s", NULL, NULL);
   return true;
 }
 
@@ -171,12 +155,12 @@ static bool shape_matmul(const Module *m, const Op *op, Type *out, char *err, si
 static bool shape_attention(const Module *m, const Op *op, Type *out, char *err, size_t n) {
   char b1[96];
   const Type *x = &op->in[0]->type;
-  const Attr *h = need_attr(op, "heads", ATTR_INT, err, n);
-  if (!h || !need_attr(op, "causal", ATTR_INT, err, n) || !need_float(op, err, n)) return false;
+  int64_t h = ir_attr_i(op, "heads");
+  if (!need_float(op, err, n)) return false;
   if (x->rank != 3 || x->dim[2] % 3 != 0)
     return fail(err, n, "attention expects qkv [B,T,3C], got %s%s", tstr(x, b1), NULL);
   int64_t c = x->dim[2] / 3;
-  if (h->i < 1 || c % h->i != 0) return fail(err, n, "attention: heads do not divide the width of %s%s", tstr(x, b1), NULL);
+  if (h < 1 || c % h != 0) return fail(err, n, "attention: heads do not divide the width of %s%s", tstr(x, b1), NULL);
   *out = *x;
   out->dim[2] = c;
   return true;
@@ -197,10 +181,7 @@ static bool shape_embedding(const Module *m, const Op *op, Type *out, char *err,
 static bool shape_pool(const Module *m, const Op *op, Type *out, char *err, size_t n) {
   char b1[96];
   const Type *x = &op->in[0]->type;
-  const Attr *mode = need_attr(op, "mode", ATTR_STR, err, n);
-  if (!mode || !need_float(op, err, n)) return false;
-  if (strcmp(mode->s, "first") != 0 && strcmp(mode->s, "mean") != 0)
-    return fail(err, n, "pool mode must be \"first\" or \"mean\", not \"%s\"%s", mode->s, NULL);
+  if (!need_float(op, err, n)) return false;
   if (x->rank != 3) return fail(err, n, "pool expects [B,T,C], got %s%s", tstr(x, b1), NULL);
   *out = ir_type2(x->dtype, x->dim[0], x->dim[2]);
   return true;
@@ -208,8 +189,7 @@ static bool shape_pool(const Module *m, const Op *op, Type *out, char *err, size
 
 static bool shape_reshape(const Module *m, const Op *op, Type *out, char *err, size_t n) {
   char b1[96], b2[96];
-  const Attr *s = need_attr(op, "shape", ATTR_INTS, err, n);
-  if (!s || !shape_from_ints(s, op->in[0]->type.dtype, out, err, n)) return false;
+  if (!shape_attr(op, op->in[0]->type.dtype, out, err, n)) return false;
   if (ir_type_numel(out) != ir_type_numel(&op->in[0]->type))
     return fail(err, n, "reshape from %s to %s changes the element count", tstr(&op->in[0]->type, b1), tstr(out, b2));
   return true;
@@ -217,10 +197,9 @@ static bool shape_reshape(const Module *m, const Op *op, Type *out, char *err, s
 
 static bool shape_call(const Module *m, const Op *op, Type *out, char *err, size_t n) {
   char b1[96], b2[96];
-  const Attr *c = need_attr(op, "callee", ATTR_SYM, err, n);
-  if (!c) return false;
-  const Func *f = ir_find_func(m, c->s);
-  if (!f) return fail(err, n, "call to unknown function @%s%s", c->s, NULL);
+  const char *callee = ir_attr_s(op, "callee");
+  const Func *f = ir_find_func(m, callee);
+  if (!f) return fail(err, n, "call to unknown function @%s%s", callee, NULL);
   if (f->narg != op->nin) {
     snprintf(err, n, "call to @%s with %d arguments, it takes %d", f->name, op->nin, f->narg);
     return false;
@@ -264,8 +243,7 @@ static bool shape_xent_grad(const Module *m, const Op *op, Type *out, char *err,
 /* sum_to: the inverse of broadcasting: x reduced to {shape}, which must broadcast to x. */
 static bool shape_sum_to(const Module *m, const Op *op, Type *out, char *err, size_t n) {
   char b1[96], b2[96];
-  const Attr *s = need_attr(op, "shape", ATTR_INTS, err, n);
-  if (!s || !shape_from_ints(s, op->in[0]->type.dtype, out, err, n)) return false;
+  if (!shape_attr(op, op->in[0]->type.dtype, out, err, n)) return false;
   Type t;
   if (!broadcast(out, &op->in[0]->type, &t) || !ir_type_eq(&t, &op->in[0]->type))
     return fail(err, n, "sum_to: %s does not broadcast to %s", tstr(out, b1), tstr(&op->in[0]->type, b2));
@@ -285,7 +263,6 @@ static bool shape_linear_dw(const Module *m, const Op *op, Type *out, char *err,
 static bool shape_norm_dx(const Module *m, const Op *op, Type *out, char *err, size_t n) {
   char b1[96], b2[96];
   const Type *x = &op->in[0]->type, *g = &op->in[1]->type, *dy = &op->in[2]->type;
-  if (!need_attr(op, "eps", ATTR_FLOAT, err, n)) return false;
   if (x->rank < 1 || !ir_type_eq(x, dy) || g->rank != 1 || g->dim[0] != x->dim[x->rank - 1])
     return fail(err, n, "norm_dx: x %s, gain and dy %s do not match", tstr(x, b1), tstr(dy, b2));
   *out = *x;
@@ -295,7 +272,6 @@ static bool shape_norm_dx(const Module *m, const Op *op, Type *out, char *err, s
 static bool shape_norm_dg(const Module *m, const Op *op, Type *out, char *err, size_t n) {
   char b1[96], b2[96];
   const Type *x = &op->in[0]->type, *dy = &op->in[1]->type;
-  if (!need_attr(op, "eps", ATTR_FLOAT, err, n)) return false;
   if (x->rank < 1 || !ir_type_eq(x, dy)) return fail(err, n, "norm_dg: x %s and dy %s differ", tstr(x, b1), tstr(dy, b2));
   *out = ir_type1(x->dtype, x->dim[x->rank - 1]);
   return true;
@@ -304,12 +280,11 @@ static bool shape_norm_dg(const Module *m, const Op *op, Type *out, char *err, s
 static bool shape_embed_dw(const Module *m, const Op *op, Type *out, char *err, size_t n) {
   char b1[96], b2[96];
   const Type *ids = &op->in[0]->type, *dy = &op->in[1]->type;
-  const Attr *v = need_attr(op, "vocab", ATTR_INT, err, n);
-  if (!v) return false;
-  bool ok = is_int_type(ids) && dy->rank == ids->rank + 1 && v->i >= 1;
+  int64_t vocab = ir_attr_i(op, "vocab");
+  bool ok = is_int_type(ids) && dy->rank == ids->rank + 1;
   for (int i = 0; ok && i < ids->rank; i++) ok = ids->dim[i] == dy->dim[i];
   if (!ok) return fail(err, n, "embedding_dw: ids %s and dy %s do not match", tstr(ids, b1), tstr(dy, b2));
-  *out = ir_type2(dy->dtype, v->i, dy->dim[dy->rank - 1]);
+  *out = ir_type2(dy->dtype, vocab, dy->dim[dy->rank - 1]);
   return true;
 }
 
@@ -325,24 +300,23 @@ static bool shape_attn_dx(const Module *m, const Op *op, Type *out, char *err, s
 
 static bool shape_pool_dx(const Module *m, const Op *op, Type *out, char *err, size_t n) {
   char b1[96], b2[96];
-  const Attr *mode = need_attr(op, "mode", ATTR_STR, err, n), *s = need_attr(op, "shape", ATTR_INTS, err, n);
-  if (!mode || !s || !shape_from_ints(s, op->in[0]->type.dtype, out, err, n)) return false;
+  if (!shape_attr(op, op->in[0]->type.dtype, out, err, n)) return false;
   const Type *dy = &op->in[0]->type;
   if (out->rank != 3 || dy->rank != 2 || dy->dim[0] != out->dim[0] || dy->dim[1] != out->dim[2])
     return fail(err, n, "pool_dx: dy %s does not pool %s", tstr(dy, b1), tstr(out, b2));
   return true;
 }
 
-/* cast: between f32 and the 16-bit float types only (mixed precision stores activations in 16 bits). */
+/* cast: between f32 and the 16-bit float types only (mixed precision stores activations in 16 bits);
+ * attrs.def limits `to` to f32, bf16 and f16. */
 static bool shape_cast(const Module *m, const Op *op, Type *out, char *err, size_t n) {
-  const Attr *to = need_attr(op, "to", ATTR_STR, err, n);
-  if (!to || !need_float(op, err, n)) return false;
-  int t = ir_dtype_by_name(to->s);
+  if (!need_float(op, err, n)) return false;
+  const char *to = ir_attr_s(op, "to");
+  int t = ir_dtype_by_name(to);
   DType from = op->in[0]->type.dtype;
-  if (t != DT_F32 && t != DT_BF16 && t != DT_F16)
-    return fail(err, n, "cast: to=\"%s\" is not a float type (f32, bf16 or f16)%s", to->s, NULL);
+  IR_ASSERT(t == DT_F32 || t == DT_BF16 || t == DT_F16);
   if ((from == DT_F32) == (t == DT_F32))
-    return fail(err, n, "cast: converts f32 to bf16/f16 or back, not %s to %s", ir_dtype_name(from), to->s);
+    return fail(err, n, "cast: converts f32 to bf16/f16 or back, not %s to %s", ir_dtype_name(from), to);
   *out = op->in[0]->type;
   out->dtype = (DType)t;
   return true;
@@ -363,7 +337,7 @@ static int64_t count_calls(const char *s) {
   return k;
 }
 static int64_t flops_ew_expr(const Module *m, const Op *op) {
-  return out_numel(op) * count_calls(ir_attr_str(op, "expr"));
+  return out_numel(op) * count_calls(ir_attr_s(op, "expr"));
 }
 /* layernorm: mean, centre, variance, normalise, scale, shift ~ 8 per element; rmsnorm ~ 5. */
 static int64_t flops_norm(const Module *m, const Op *op) {
@@ -372,7 +346,7 @@ static int64_t flops_norm(const Module *m, const Op *op) {
 static int64_t flops_linear(const Module *m, const Op *op) {
   const Type *w = &op->in[1]->type;
   int64_t rows = ir_type_numel(&op->in[0]->type) / w->dim[1];
-  return 2 * rows * w->dim[0] * w->dim[1] + out_numel(op) * count_calls(ir_attr_str(op, "epi"));
+  return 2 * rows * w->dim[0] * w->dim[1] + out_numel(op) * count_calls(ir_attr_s(op, "epi"));
 }
 static int64_t flops_matmul(const Module *m, const Op *op) {
   const Type *a = &op->in[0]->type;
@@ -382,13 +356,13 @@ static int64_t flops_matmul(const Module *m, const Op *op) {
  * computes the T(T+1)/2 pairs on or below the diagonal. */
 static int64_t flops_attention(const Module *m, const Op *op) {
   const Type *x = &op->in[0]->type;
-  int64_t b = x->dim[0], t = x->dim[1], c = x->dim[2] / 3, h = ir_attr_int(op, "heads", 1);
-  int64_t pairs = ir_attr_int(op, "causal", 0) ? t * (t + 1) / 2 : t * t;
+  int64_t b = x->dim[0], t = x->dim[1], c = x->dim[2] / 3, h = ir_attr_i(op, "heads");
+  int64_t pairs = ir_attr_i(op, "causal") ? t * (t + 1) / 2 : t * t;
   return b * pairs * (4 * c + 5 * h);
 }
 static int64_t flops_softmax(const Module *m, const Op *op) { return 5 * out_numel(op); }
 static int64_t flops_pool(const Module *m, const Op *op) {
-  const char *mode = ir_attr_str(op, "mode");
+  const char *mode = ir_attr_s(op, "mode");
   return mode && strcmp(mode, "mean") == 0 ? ir_type_numel(&op->in[0]->type) : 0;
 }
 /* log-softmax and the gradient: ~5 per logit */
@@ -400,7 +374,7 @@ static int64_t flops_linear_dw(const Module *m, const Op *op) {
 /* recompute scores and P (forward), then dV = P^T dY, dP = dY V^T, dS, dQ = dS K, dK = dS^T Q: ~2.5x */
 static int64_t flops_attn_dx(const Module *m, const Op *op) { return 5 * flops_attention(m, op) / 2; }
 static int64_t flops_call(const Module *m, const Op *op) {
-  const Func *f = ir_find_func(m, ir_attr_str(op, "callee"));
+  const Func *f = ir_find_func(m, ir_attr_s(op, "callee"));
   return f ? ir_func_flops(m, f) : 0;
 }
 
@@ -805,6 +779,7 @@ bool ir_infer(const Module *m, Op *op, char *err, size_t n) {
     snprintf(err, n, "%s has %d result%s, not %d", info->name, info->nout, info->nout == 1 ? "" : "s", op->nout);
     return false;
   }
+  if (!ir_check_attrs(op, err, n)) return false;
   Type tmp[16];
   Type *out = op->nout <= 16 ? tmp : ir_alloc((Module *)m, sizeof(Type) * (size_t)op->nout);
   memset(out, 0, sizeof(Type) * (size_t)(op->nout > 0 ? op->nout : 1));
@@ -910,7 +885,7 @@ int64_t ir_func_peak_bytes(const Module *m, const Func *f) {
     int64_t outb = 0, transient = 0;
     for (int i = 0; i < op->nout; i++) outb += value_bytes(op->out[i]);
     if (op->kind == OP_CALL) {
-      const Func *g = ir_find_func(m, ir_attr_str(op, "callee"));
+      const Func *g = ir_find_func(m, ir_attr_s(op, "callee"));
       if (g && g != f) transient = ir_func_peak_bytes(m, g);
     }
     if (live + outb + transient > peak) peak = live + outb + transient;

@@ -7,8 +7,9 @@
  * autodiff differentiates a block once, and checkpointing re-calls a block.
  *
  * Everything is allocated from the Module's arena and freed at once by ir_module_free().
- * The op table is ir/ops.def; the text form is described in docs/ir.md (printer ir/print.c,
- * parser ir/parse.c); ir_verify() (ir/verify.c) checks SSA, types and shapes.
+ * The op table is ir/ops.def, each op's attributes are declared in ir/attrs.def (checked and read
+ * by ir/attrs.c); the text form is described in docs/ir.md (printer ir/print.c, parser
+ * ir/parse.c); ir_verify() (ir/verify.c) checks SSA, types and shapes.
  */
 #ifndef MODELC_IR_H
 #define MODELC_IR_H
@@ -197,13 +198,57 @@ void ir_set_attr_ints(Op *op, const char *key, int n, const int64_t *v);
 void ir_set_attr(Op *op, Attr a);             /* generic; replaces a same-key attribute */
 void ir_remove_attr(Op *op, const char *key);
 const Attr *ir_attr(const Op *op, const char *key);
+/* Untyped reads with the default at the call site (kept for code not yet converted to the typed
+ * accessors below; they accept any key). */
 int64_t ir_attr_int(const Op *op, const char *key, int64_t dflt);
 double ir_attr_float(const Op *op, const char *key, double dflt); /* accepts ATTR_INT too */
 const char *ir_attr_str(const Op *op, const char *key);           /* STR or SYM; NULL if absent */
 bool ir_attr_eq(const Attr *a, const Attr *b);
 
-/* Runs the op's shape rule and sets its result types. On a user-level mismatch writes a message to
- * err and returns false. */
+/* ---- the attribute table (ir/attrs.def, ir/attrs.c) ----
+ * Every op's attributes are declared in attrs.def: key, kind, required or a default, and a rule
+ * for the value. ir_check_attrs() enforces the table; the parser, the verifier and ir_infer() all
+ * call it, so one message describes one bad attribute wherever it is found. */
+typedef enum AttrRuleKind {
+  AR_ANY,     /* no constraint beyond the kind */
+  AR_RANGE,   /* a number between lo and hi */
+  AR_ONE_OF,  /* a string among words */
+  AR_EXPR,    /* a fused expression over the op's operands */
+} AttrRuleKind;
+typedef struct AttrRule {
+  AttrRuleKind kind;
+  double lo, hi;          /* AR_RANGE: bounds; -inf / inf: unbounded on that side */
+  bool lo_open, hi_open;  /* AR_RANGE: the bound itself is excluded */
+  const char *words;      /* AR_ONE_OF: the allowed strings, '|'-separated ("first|mean") */
+  int skip;               /* AR_EXPR: operands that are not expression arguments ($i < nin - skip) */
+} AttrRule;
+typedef struct AttrSpec {
+  int op;                 /* the OpKind it belongs to; -1: every op (pass annotations) */
+  const char *key;
+  AttrKind kind;          /* ATTR_FLOAT also accepts an ATTR_INT value */
+  bool required;          /* every op of the kind carries it */
+  double dflt;            /* value of an absent optional INT or FLOAT attribute */
+  AttrRule rule;
+} AttrSpec;
+extern const AttrSpec ir_attr_table[];   /* the rows of attrs.def, in order */
+extern const int ir_attr_table_len;
+/* The declaration of key on ops of kind k, or NULL if k has no such attribute. */
+const AttrSpec *ir_attr_spec(OpKind k, const char *key);
+/* Checks op's attributes against the table: every key declared for the op's kind, of the declared
+ * kind, every required one present, every value within its rule (ranges, allowed strings, fused
+ * expressions that parse). On the first problem writes a message to err (without location: the
+ * caller adds it) and returns false. Rules that need operand types stay in the shape rules. */
+bool ir_check_attrs(const Op *op, char *err, size_t n);
+/* Typed reads: the attribute's value, or the table's default when it is absent (NULL / no
+ * elements for STR, SYM and INTS). A key not declared for the op's kind, or declared with another
+ * kind, is an internal error (die). An op that fails ir_check_attrs reads as the default. */
+int64_t ir_attr_i(const Op *op, const char *key);                   /* INT */
+double ir_attr_f(const Op *op, const char *key);                    /* FLOAT (an INT value converts) */
+const char *ir_attr_s(const Op *op, const char *key);               /* STR or SYM (without '@') */
+const int64_t *ir_attr_ints(const Op *op, const char *key, int *n); /* INTS: *n elements */
+
+/* Checks the op's operand count and attributes (ir_check_attrs), runs its shape rule and sets its
+ * result types. On a user-level mismatch writes a message to err and returns false. */
 bool ir_infer(const Module *m, Op *op, char *err, size_t n);
 /* Builder convenience: ir_infer + ir_append; a failure is an internal error (die). Returns out[0]. */
 Value *ir_emit(Func *f, Op *op);

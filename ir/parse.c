@@ -6,9 +6,10 @@
  * "FILE:LINE:COL: error: ..." with 1-based positions pointing at the offending token. After an
  * error it skips to the next line and goes on, so one run reports several errors.
  *
- * The module is built with the ir.h builder API. Each op's written result types become its
- * values' types; the op's shape rule (ir_infer) must agree, else the mismatch is reported at the
- * op. Functions may be defined after their callers, so calls are checked in a second pass once
+ * The module is built with the ir.h builder API. Each op's attributes are checked against
+ * ir/attrs.def by ir_check_attrs (the verifier's checker, so both say the same); its written result
+ * types become its values' types; the op's shape rule (ir_infer) must agree, else the mismatch is
+ * reported at the op. Functions may be defined after their callers, so calls are checked in a second pass once
  * every function's signature is known. Whatever ir_parse() returns passes ir_verify().
  */
 #include <errno.h>
@@ -668,42 +669,15 @@ static bool all_digits(const char *s, size_t n) {
 /* A value named by token t: digits-only names are unnamed (printed %N). */
 static const char *value_name(Parser *P, const Token *t) { return all_digits(t->p, t->len) ? NULL : tok_str(P, t); }
 
-/* Checks the attributes the shape rules do not (same rules as verify.c's check_op_attrs). */
-static bool check_op_extra(Parser *P, Op *op, char *err, size_t n) {
-  const char *key = op->kind == OP_EW ? "expr" : op->kind == OP_LINEAR ? "epi" : NULL;
-  if (key) {
-    const Attr *a = ir_attr(op, key);
-    if (a && a->kind == ATTR_STR) {
-      int nargs = op->kind == OP_EW ? op->nin : 1 + (op->nin - 2);
-      char e[200];
-      if (!ir_expr_parse(P->m, a->s, nargs, e, sizeof e)) {
-        snprintf(err, n, "%s: bad %s: %s", ir_op_name(op->kind), key, e);
-        return false;
-      }
-    }
-  }
-  if ((op->kind == OP_LAYERNORM || op->kind == OP_RMSNORM) && !(ir_attr_float(op, "eps", 0) > 0)) {
-    snprintf(err, n, "%s: eps must be positive", ir_op_name(op->kind));
-    return false;
-  }
-  if (op->kind == OP_DROPOUT) {
-    const Attr *a = ir_attr(op, "p");
-    if (!a || (a->kind != ATTR_FLOAT && a->kind != ATTR_INT)) {
-      snprintf(err, n, "dropout requires a number attribute 'p'");
-      return false;
-    }
-    double p = ir_attr_float(op, "p", 0);
-    if (!(p >= 0 && p < 1)) {
-      snprintf(err, n, "dropout: p must be in [0, 1)");
-      return false;
-    }
-  }
-  return true;
-}
-
-/* Runs op's shape rule on a copy and reports a disagreement with the written result types. */
+/* Checks op's attributes against ir/attrs.def (the verifier's checker), then runs its shape rule
+ * on a copy and reports a disagreement with the written result types. */
 static void check_op(Parser *P, Func *f, Op *op) {
   char err[256];
+  if (!ir_check_attrs(op, err, sizeof err)) {
+    perr_at(P, op->line, op->col, "%s", err);
+    mark_bad(P, f);
+    return;
+  }
   Value **outs = malloc(sizeof(Value *) * (size_t)(op->nout + 1));
   Value *vals = malloc(sizeof(Value) * (size_t)(op->nout + 1));
   if (!outs || !vals) die("out of memory");
@@ -725,10 +699,6 @@ static void check_op(Parser *P, Func *f, Op *op) {
         mark_bad(P, f);
         break;
       }
-    if (!check_op_extra(P, op, err, sizeof err)) {
-      perr_at(P, op->line, op->col, "%s", err);
-      mark_bad(P, f);
-    }
   }
   free(outs);
   free(vals);
@@ -1103,7 +1073,7 @@ static void check_recursion(Parser *P) {
         continue;
       }
       cur[sp - 1] = op->next;
-      int g = func_index(m, ir_attr_str(op, "callee"));
+      int g = func_index(m, ir_attr_s(op, "callee"));
       if (g < 0) continue;
       if (color[g] == 1) {
         perr_at(P, op->line, op->col, "recursive call to @%s (calls may not form a cycle)", m->funcs[g]->name);

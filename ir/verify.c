@@ -7,9 +7,10 @@
  *     names unique within a function;
  *   - SSA: each operand is an argument or an earlier result of the same function, each value is
  *     defined once, def/index links are consistent, returned values are defined;
- *   - ops: operand count within ops.def's range, required attributes present with the right kind,
- *     result types equal what the op's shape rule (ir_infer) computes, calls match the callee's
- *     signature, fused expressions (ew expr, linear epi) parse, norms have eps > 0;
+ *   - ops: operand count within ops.def's range, attributes as ir/attrs.def declares them (known
+ *     keys, kinds, required ones present, values in range, fused expressions that parse: the one
+ *     checker ir_check_attrs, which the parser runs too), result types equal what the op's shape
+ *     rule (ir_infer) computes, calls match the callee's signature;
  *   - module: the entry function exists, shared parameters name an existing parameter of the same
  *     type, and the call graph has no cycle.
  * Every problem is reported (not just the first) as "in @func: ...", located at the op when it
@@ -25,7 +26,6 @@
 typedef struct Verifier {
   const Module *m;
   Diag *d;
-  Module *scratch;   /* arena for parsing fused expressions (the module itself stays untouched) */
   bool ok;
 } Verifier;
 
@@ -93,55 +93,20 @@ static void check_attrs(Verifier *v, const char *where, int line, int col, int n
 
 /* ---- per-op checks ------------------------------------------------------------------------ */
 
-static void check_expr_attr(Verifier *v, const Func *f, const Op *op, const char *key, int nargs, bool required) {
-  const Attr *a = ir_attr(op, key);
-  if (!a) {
-    if (required) verr(v, op->line, op->col, "in @%s: %s requires attribute '%s'", f->name, ir_op_name(op->kind), key);
-    return;
-  }
-  if (a->kind != ATTR_STR) {
-    verr(v, op->line, op->col, "in @%s: %s attribute '%s' must be a string", f->name, ir_op_name(op->kind), key);
-    return;
-  }
+/* The op's attributes against ir/attrs.def (the same checker the parser runs). */
+static bool check_op_attrs(Verifier *v, const Func *f, const Op *op) {
   char err[256];
-  if (!ir_expr_parse(v->scratch, a->s, nargs, err, sizeof err))
-    verr(v, op->line, op->col, "in @%s: %s: bad %s: %s", f->name, ir_op_name(op->kind), key, err);
-}
-
-/* Op-specific attribute rules that the shape rules do not already enforce. */
-static void check_op_attrs(Verifier *v, const Func *f, const Op *op) {
-  switch (op->kind) {
-  case OP_EW: check_expr_attr(v, f, op, "expr", op->nin, true); break;
-  case OP_LINEAR:
-    if (op->nin >= 2) check_expr_attr(v, f, op, "epi", 1 + (op->nin - 2), false);
-    break;
-  case OP_LAYERNORM:
-  case OP_RMSNORM: {
-    const Attr *a = ir_attr(op, "eps");
-    if (a && (a->kind == ATTR_FLOAT || a->kind == ATTR_INT) && !(ir_attr_float(op, "eps", 0) > 0))
-      verr(v, op->line, op->col, "in @%s: %s: eps must be positive", f->name, ir_op_name(op->kind));
-    break;
-  }
-  case OP_DROPOUT: {
-    const Attr *a = ir_attr(op, "p");
-    if (!a)
-      verr(v, op->line, op->col, "in @%s: dropout requires attribute 'p'", f->name);
-    else if (a->kind != ATTR_FLOAT && a->kind != ATTR_INT)
-      verr(v, op->line, op->col, "in @%s: dropout attribute 'p' must be a number", f->name);
-    else if (!(ir_attr_float(op, "p", 0) >= 0 && ir_attr_float(op, "p", 0) < 1))
-      verr(v, op->line, op->col, "in @%s: dropout: p must be in [0, 1)", f->name);
-    break;
-  }
-  default: break;
-  }
+  if (ir_check_attrs(op, err, sizeof err)) return true;
+  verr(v, op->line, op->col, "in @%s: %s", f->name, err);
+  return false;
 }
 
 /* Runs the shape rule on a copy of op (so the module is not modified) and compares the types. */
 static void check_op_types(Verifier *v, const Func *f, const Op *op) {
   if (op->kind == OP_CALL) {
-    const Attr *c = ir_attr(op, "callee");
-    if (c && c->kind == ATTR_SYM && !ir_find_func(v->m, c->s)) {
-      verr(v, op->line, op->col, "in @%s: call to unknown function @%s", f->name, c->s);
+    const char *callee = ir_attr_s(op, "callee");
+    if (!ir_find_func(v->m, callee)) {
+      verr(v, op->line, op->col, "in @%s: call to unknown function @%s", f->name, callee);
       return;
     }
   }
@@ -259,14 +224,14 @@ static void check_func(Verifier *v, const Func *f) {
     char where[160];
     snprintf(where, sizeof where, "in @%s: %s", fn, on);
     check_attrs(v, where, line, col, op->nattr, op->attr);
-    if (operands_ok && results_ok) {
+    bool attrs_ok = check_op_attrs(v, f, op);
+    if (attrs_ok && operands_ok && results_ok) {
       for (int i = 0; i < op->nin; i++)
         if (type_problem(&op->in[i]->type)) operands_ok = false;
       for (int i = 0; i < op->nout; i++)
         if (type_problem(&op->out[i]->type)) operands_ok = false;
       if (operands_ok) check_op_types(v, f, op);
     }
-    check_op_attrs(v, f, op);
   }
   if (f->last != prev) verr(v, f->line, f->col, "in @%s: op list links are inconsistent", fn);
 
@@ -322,7 +287,7 @@ static void check_call_graph(Verifier *v) {
         continue;
       }
       cursor[sp - 1] = op->next;
-      int g = func_index(m, ir_attr_str(op, "callee"));
+      int g = func_index(m, ir_attr_s(op, "callee"));
       if (g < 0) continue;
       if (color[g] == 1) {
         verr(v, op->line, op->col, "in @%s: recursive call to @%s (the call graph has a cycle)", m->funcs[fi]->name,
@@ -385,7 +350,7 @@ static void check_params(Verifier *v) {
 }
 
 bool ir_verify(const Module *m, Diag *d) {
-  Verifier v = {m, d, ir_module_new("verify-scratch"), true};
+  Verifier v = {m, d, true};
   if (!valid_name(m->name)) verr(&v, 0, 0, "invalid module name '@%s'", m->name ? m->name : "");
   check_attrs(&v, "module", 0, 0, m->nattr, m->attr);
   if (m->entry && !ir_find_func(m, m->entry)) verr(&v, 0, 0, "entry function @%s does not exist", m->entry);
@@ -406,6 +371,5 @@ bool ir_verify(const Module *m, Diag *d) {
 
   for (int i = 0; i < m->nfunc; i++) check_func(&v, m->funcs[i]);
   check_call_graph(&v);
-  ir_module_free(v.scratch);
   return v.ok;
 }

@@ -81,7 +81,7 @@ static void backward(AD *a, const Func *f, GradCtx *g) {
     for (int j = 0; j < op->nin; j++) want |= g->needs[op->in[j]->id];
     if (!have || !want) continue;
     if (op->kind == OP_CALL) {
-      const Func *callee = ir_find_func(a->m, ir_attr_str(op, "callee"));
+      const Func *callee = ir_find_func(a->m, ir_attr_s(op, "callee"));
       Func *cb = differentiate_callee(a, callee);
       if (!cb) return;
       Value *in[512];
@@ -95,7 +95,7 @@ static void backward(AD *a, const Func *f, GradCtx *g) {
       Op *c = ir_op_new(g->f, OP_CALL, n, in, cb->nret);
       ir_set_attr_sym(c, "callee", cb->name);
       /* the backward call recomputes the block: it must draw the forward call's random stream */
-      if (ir_attr(op, "stream")) ir_set_attr_int(c, "stream", ir_attr_int(op, "stream", 0));
+      if (ir_attr(op, "stream")) ir_set_attr_int(c, "stream", ir_attr_i(op, "stream"));
       ir_emit(g->f, c);
       for (int j = 0; j < op->nin; j++)
         if (g->needs[op->in[j]->id]) ir_grad_accumulate(g, op->in[j], c->out[j]);
@@ -201,7 +201,7 @@ bool pass_autodiff(Module *m, const PassOptions *o, Diag *d) {
     Value *sum = NULL;
     for (const Op *op = f->first; op; op = op->next) {
       if (op->kind != OP_PARAM) continue;
-      const Param *q = ir_find_param(m, ir_attr_str(op, "p"));
+      const Param *q = ir_find_param(m, ir_attr_s(op, "p"));
       for (int hops = 0; q && q->shared_with && hops < m->nparam; hops++) q = ir_find_param(m, q->shared_with);
       Value *dv = adj[op->out[0]->id];
       if (q != p || !dv) continue;

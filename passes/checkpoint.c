@@ -50,14 +50,14 @@ static void find_chain(Func *t, Chain *c) {
   c->bwd = calloc((size_t)cap + 1, sizeof *c->bwd);
   c->n = 0;
   for (Op *op = t->first; op; op = op->next) {
-    const char *callee = op->kind == OP_CALL ? ir_attr_str(op, "callee") : NULL;
+    const char *callee = op->kind == OP_CALL ? ir_attr_s(op, "callee") : NULL;
     if (!callee || strstr(callee, ".bwd")) continue;
     if (c->n > 0 && !(op->nin > 0 && op->in[0] == c->fwd[c->n - 1]->out[0])) continue;
     char want[256];
     snprintf(want, sizeof want, "%s.bwd", callee);
     Op *b = NULL;
     for (Op *q = op->next; q && !b; q = q->next)
-      if (q->kind == OP_CALL && strcmp(ir_attr_str(q, "callee"), want) == 0 && same_operands(op, q)) b = q;
+      if (q->kind == OP_CALL && strcmp(ir_attr_s(q, "callee"), want) == 0 && same_operands(op, q)) b = q;
     if (!b) continue;
     c->fwd[c->n] = op;
     c->bwd[c->n++] = b;
@@ -235,10 +235,10 @@ static bool store_block(Module *m, Func *t, Func *b, Diag *d) {
 
   /* @train: F = call @g -> call @g.fwd; B = call @g.bwd -> call @g.bwds with F's saved values */
   for (Op *B = t->first; B; B = B->next) {
-    if (B->kind != OP_CALL || strcmp(ir_attr_str(B, "callee"), b->name) != 0) continue;
+    if (B->kind != OP_CALL || strcmp(ir_attr_s(B, "callee"), b->name) != 0) continue;
     Op *F = NULL;
     for (Op *q = t->first; q && q != B && !F; q = q->next)
-      if (q->kind == OP_CALL && strcmp(ir_attr_str(q, "callee"), g->name) == 0 && q->nin == g->narg) {
+      if (q->kind == OP_CALL && strcmp(ir_attr_s(q, "callee"), g->name) == 0 && q->nin == g->narg) {
         bool same = true;
         for (int k = 0; k < g->narg && same; k++) same = q->in[k] == B->in[k];
         if (same) F = q;

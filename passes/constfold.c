@@ -21,9 +21,7 @@
 /* The splat value of v if it is defined by a const op. */
 static bool const_value(const Value *v, double *out) {
   if (!v->def || v->def->kind != OP_CONST) return false;
-  const Attr *a = ir_attr(v->def, "value");
-  if (!a || (a->kind != ATTR_FLOAT && a->kind != ATTR_INT)) return false;
-  *out = a->kind == ATTR_FLOAT ? a->f : (double)a->i;
+  *out = ir_attr_f(v->def, "value");
   return true;
 }
 
@@ -66,7 +64,7 @@ static bool fold_op(Module *m, Func *f, Op *op) {
     if (all) {
       double c;
       if (op->kind == OP_EW) {
-        const char *s = ir_attr_str(op, "expr");
+        const char *s = ir_attr_s(op, "expr");
         char err[256];
         Expr *e = s ? ir_expr_parse(m, s, op->nin, err, sizeof err) : NULL;
         if (!e) return false;   /* the verifier reports bad expressions */
@@ -88,9 +86,7 @@ static bool fold_op(Module *m, Func *f, Op *op) {
     return is_const(op->in[0], 1.0) && forward(f, op, op->in[1]);
   case OP_DIV: return is_const(op->in[1], 1.0) && forward(f, op, op->in[0]);
   case OP_DROPOUT: {
-    const Attr *p = ir_attr(op, "p");
-    bool zero = p && ((p->kind == ATTR_FLOAT && p->f == 0.0) || (p->kind == ATTR_INT && p->i == 0));
-    return zero && forward(f, op, op->in[0]);
+    return ir_attr_f(op, "p") == 0.0 && forward(f, op, op->in[0]);
   }
   default: return false;
   }

@@ -46,7 +46,7 @@ static void mark(const Module *m, const Func *f, bool *live) {
   live[idx] = true;
   for (const Op *op = f->first; op; op = op->next) {
     if (op->kind != OP_CALL) continue;
-    const char *callee = ir_attr_str(op, "callee");
+    const char *callee = ir_attr_s(op, "callee");
     const Func *g = callee ? ir_find_func(m, callee) : NULL;
     if (g) mark(m, g, live);
   }

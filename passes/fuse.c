@@ -100,7 +100,7 @@ static bool is_ew(const Op *op) { return (ir_op_info[op->kind].flags & OPF_EW) |
 /* The expression an element-wise op computes, over its operand Values; NULL if unparsable. */
 static Node *ew_tree(Module *m, Pool *p, const Op *op) {
   if (op->kind == OP_EW) {
-    const char *s = ir_attr_str(op, "expr");
+    const char *s = ir_attr_s(op, "expr");
     char err[256];
     Expr *e = s ? ir_expr_parse(m, s, op->nin, err, sizeof err) : NULL;
     return e ? from_expr(p, e, op->in) : NULL;
@@ -117,7 +117,7 @@ static Node *ew_tree(Module *m, Pool *p, const Op *op) {
 
 /* The epilogue of a linear op ($0 the product as N_PROD); the bare product if it has none. */
 static Node *epi_tree(Module *m, Pool *p, const Op *op) {
-  const char *s = ir_attr_str(op, "epi");
+  const char *s = ir_attr_s(op, "epi");
   if (!s) return node(p, N_PROD);
   Value *args[64];
   int nargs = op->nin - 1;

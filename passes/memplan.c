@@ -130,9 +130,10 @@ bool pass_memplan(Module *m, const PassOptions *o, Diag *d) {
 
 bool memplan_offset(const Value *v, int64_t *offset) {
   if (!v->def) return false;
-  const Attr *a = ir_attr(v->def, "arena");
-  if (!a || a->kind != ATTR_INTS || v->index >= a->n || a->ints[v->index] < 0) return false;
-  *offset = a->ints[v->index];
+  int n;
+  const int64_t *offs = ir_attr_ints(v->def, "arena", &n);
+  if (v->index >= n || offs[v->index] < 0) return false;
+  *offset = offs[v->index];
   return true;
 }
 
@@ -160,7 +161,7 @@ static int64_t arena_rec(const Module *m, const Func *f, int depth) {
   if (own < 0) return -1;
   for (const Op *op = f->first; op; op = op->next) {
     if (op->kind != OP_CALL) continue;
-    const Func *g = ir_find_func(m, ir_attr_str(op, "callee"));
+    const Func *g = ir_find_func(m, ir_attr_s(op, "callee"));
     if (!g) continue;
     int64_t a = arena_rec(m, g, depth + 1);
     if (a < 0) return -1;

@@ -106,7 +106,7 @@ bool pass_precision(Module *m, const PassOptions *o, Diag *d) {
   free(st);
   /* 2. the activation gradient into each block backward */
   for (Op *op = seed; op; op = op->next) {
-    const char *callee = op->kind == OP_CALL ? ir_attr_str(op, "callee") : NULL;
+    const char *callee = op->kind == OP_CALL ? ir_attr_s(op, "callee") : NULL;
     if (!callee || !strstr(callee, ".bwd") || op->nin == 0) continue;
     Value *dy = op->in[op->nin - 1];
     if (!stored_type(dy)) continue;

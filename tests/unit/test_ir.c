@@ -8,6 +8,7 @@
 #include <check.h>
 #include <dirent.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,17 +188,20 @@ START_TEST(test_print_values) {
   Op *op = ir_op_new(f, OP_CONST, 0, NULL, 1);
   ir_set_attr_float(op, "value", 0.1);
   ir_set_attr_ints(op, "shape", 2, (int64_t[]){1, 2});
-  ir_set_attr_str(op, "note", "a\"b\\c\n\x7f");
-  ir_set_attr_int(op, "n", -7);
-  ir_set_attr_float(op, "w", 3.0);
-  ir_set_attr_float(op, "x", 1.0 / 3.0);
-  ir_set_attr_float(op, "y", -INFINITY);
+  /* ops carry only the attributes ir/attrs.def declares; the module line takes any key, so the
+   * remaining value forms print there */
+  ir_module_set_attr(m, (Attr){.key = "note", .kind = ATTR_STR, .s = "a\"b\\c\n\x7f"});
+  ir_module_set_attr(m, (Attr){.key = "n", .kind = ATTR_INT, .i = -7});
+  ir_module_set_attr(m, (Attr){.key = "w", .kind = ATTR_FLOAT, .f = 3.0});
+  ir_module_set_attr(m, (Attr){.key = "x", .kind = ATTR_FLOAT, .f = 1.0 / 3.0});
+  ir_module_set_attr(m, (Attr){.key = "y", .kind = ATTR_FLOAT, .f = -INFINITY});
   Value *v = ir_emit(f, op);
   ir_set_return(f, 1, &v);
   char *s = ir_print_to_string(m);
   ck_assert_msg(strstr(s, "param @p : f32[] init=uniform(100000.0) frozen quant=int4(group=64) sparse=bsr(0.25)\n"), "%s", s);
-  ck_assert_msg(strstr(s, "%0 = const {n=-7, note=\"a\\\"b\\\\c\\x0A\\x7F\", shape=[1,2], value=0.1, w=3.0, "
-                          "x=0.3333333333333333, y=-inf} : f32[1,2]\n"), "%s", s);
+  ck_assert_msg(strstr(s, "module @v {n=-7, note=\"a\\\"b\\\\c\\x0A\\x7F\", w=3.0, x=0.3333333333333333, "
+                          "y=-inf}\n"), "%s", s);
+  ck_assert_msg(strstr(s, "%0 = const {shape=[1,2], value=0.1} : f32[1,2]\n"), "%s", s);
   ck_assert_msg(strstr(s, "func @f() -> f32[1,2] {\n"), "%s", s);
   check_round_trip("print_values", s, strlen(s));
   free(s);
@@ -273,7 +277,7 @@ START_TEST(test_verify_bad_eps) {
   Module *m = build_module();
   Op *ln = find_op(ir_find_func(m, "blk"), OP_LAYERNORM);
   ir_set_attr_float(ln, "eps", 0.0);
-  expect_verify_error(m, "in @blk: layernorm: eps must be positive");
+  expect_verify_error(m, "in @blk: layernorm: eps must be in (0, 1], got 0");
 }
 END_TEST
 
@@ -508,6 +512,12 @@ static const struct {
      "t.mir:3:25: error: unexpected character '?'"},
     {"func @f(%x: f32[4]) -> f32[4] {\n  %0 %1 = neg(%x) : f32[4]\n  return %0\n}\n",
      "t.mir:3:6: error: expected '=' after the result names, got '%1'"},
+    {"func @f(%x: f32[4]) -> f32[4] {\n  %0 = dropout(%x) {p=1.5, stream=0} : f32[4]\n  return %0\n}\n",
+     "t.mir:3:3: error: dropout: p must be in [0, 1), got 1.5"},
+    {"func @f(%x: f32[4]) -> f32[4] {\n  %0 = rmsnorm(%x, %x) {eps=-1} : f32[4]\n  return %0\n}\n",
+     "t.mir:3:3: error: rmsnorm: eps must be in (0, 1], got -1"},
+    {"func @f(%x: f32[4]) -> f32[4] {\n  %0 = neg(%x) {n=1} : f32[4]\n  return %0\n}\n",
+     "t.mir:3:3: error: neg has no attribute 'n'"},
 };
 
 START_TEST(test_parse_errors) {
@@ -549,6 +559,171 @@ START_TEST(test_parse_error_caret_and_recovery) {
   ck_assert_msg(strstr(t, "t.mir:6:12: error: use of undefined value %nope") != NULL, "%s", t);
   ck_assert_int_eq(c.d.nerrors, 3);
   cap_close(&c);
+}
+END_TEST
+
+/* ---- attributes (ir/attrs.def) ------------------------------------------------------------ */
+
+/* One bad attribute two ways: written in the text (the parser rejects it) and set through the API
+ * on a module that parsed (the verifier rejects it). Both must give the same message at the op's
+ * line:col, because both call ir_check_attrs. The op is line 3 of
+ * "module @t / func @f(%x: f32[2,4,12]) -> RET { OP / return %0 }". */
+static const struct {
+  const char *ret;    /* @f's result type */
+  const char *good;   /* the op, valid */
+  const char *bad;    /* the op with the bad attribute */
+  const char *key;    /* the API mutation: set .set under key (or remove key when .set.key is NULL) */
+  Attr set;
+  const char *want;   /* the message */
+} attr_cases[] = {
+    {"f32[2,12]", "%0 = pool(%x) {mode=\"mean\"} : f32[2,12]",
+     "%0 = pool(%x) {mdoe=\"mean\", mode=\"mean\"} : f32[2,12]", "mdoe", {.key = "mdoe", .kind = ATTR_STR, .s = "mean"}, "pool has no attribute 'mdoe' (did you mean 'mode'?)"},
+    {"f32[2,4,12]", "%0 = neg(%x) : f32[2,4,12]", "%0 = neg(%x) {n=1} : f32[2,4,12]", "n",
+     {.key = "n", .kind = ATTR_INT, .i = 1}, "neg has no attribute 'n'"},
+    {"f32[2,4,4]", "%0 = attention(%x) {causal=1, heads=2} : f32[2,4,4]",
+     "%0 = attention(%x) {causal=1, heads=\"2\"} : f32[2,4,4]", "heads", {.key = "heads", .kind = ATTR_STR, .s = "2"},
+     "attention attribute 'heads' must be an integer"},
+    {"f32[2,4,12]", "%0 = dropout(%x) {p=0.1} : f32[2,4,12]", "%0 = dropout(%x) : f32[2,4,12]", "p", {.key = NULL},
+     "dropout requires attribute 'p'"},
+    {"f32[2,4,12]", "%0 = dropout(%x) {p=0.1} : f32[2,4,12]", "%0 = dropout(%x) {p=1.0} : f32[2,4,12]", "p",
+     {.key = "p", .kind = ATTR_FLOAT, .f = 1.0}, "dropout: p must be in [0, 1), got 1"},
+    {"f32[2,4,12]", "%0 = dropout(%x) {p=0.1, stream=1} : f32[2,4,12]",
+     "%0 = dropout(%x) {p=0.1, stream=-1} : f32[2,4,12]", "stream", {.key = "stream", .kind = ATTR_INT, .i = -1},
+     "dropout: stream must be at least 0, got -1"},
+    {"f32[2,4,4]", "%0 = attention(%x) {causal=1, heads=2} : f32[2,4,4]",
+     "%0 = attention(%x) {causal=2, heads=2} : f32[2,4,4]", "causal", {.key = "causal", .kind = ATTR_INT, .i = 2},
+     "attention: causal must be 0 or 1, got 2"},
+    {"bf16[2,4,12]", "%0 = cast(%x) {to=\"bf16\"} : bf16[2,4,12]", "%0 = cast(%x) {to=\"f64\"} : bf16[2,4,12]", "to",
+     {.key = "to", .kind = ATTR_STR, .s = "f64"}, "cast: to must be \"f32\", \"bf16\" or \"f16\", got \"f64\""},
+    {"f32[2,4,12]", "%0 = ew(%x) {expr=\"neg($0)\"} : f32[2,4,12]", "%0 = ew(%x) {expr=\"neg($1)\"} : f32[2,4,12]",
+     "expr", {.key = "expr", .kind = ATTR_STR, .s = "neg($1)"}, "ew: bad expr: operand out of range (the op has 1)"},
+};
+
+/* The message of the first "error: " line of t, after prefix, copied into buf; NULL if none. */
+static const char *first_message(const char *t, const char *prefix, char *buf, size_t n) {
+  const char *e = strstr(t, "error: ");
+  if (!e) return NULL;
+  e += strlen("error: ");
+  if (strncmp(e, prefix, strlen(prefix)) != 0) return NULL;
+  e += strlen(prefix);
+  size_t len = strcspn(e, "\n");
+  snprintf(buf, n, "%.*s", (int)len, e);
+  return buf;
+}
+
+START_TEST(test_attrs_parser_and_verifier_agree) {
+  for (size_t i = 0; i < sizeof attr_cases / sizeof *attr_cases; i++) {
+    char text[1024], want[512], m1[512], m2[512];
+    /* the parser on the bad text */
+    snprintf(text, sizeof text, "module @t\nfunc @f(%%x: f32[2,4,12]) -> %s {\n  %s\n  return %%0\n}\n",
+             attr_cases[i].ret, attr_cases[i].bad);
+    Cap c;
+    cap_open(&c);
+    ck_assert_msg(parse_text(text, &c) == NULL, "case %zu parsed:\n%s", i, text);
+    const char *t = cap_text(&c);
+    snprintf(want, sizeof want, "t.mir:3:3: error: %s", attr_cases[i].want);
+    ck_assert_msg(strstr(t, want) != NULL, "case %zu: parser said:\n%s\nexpected: %s", i, t, want);
+    ck_assert(first_message(t, "", m1, sizeof m1));
+    cap_close(&c);
+
+    /* the verifier on the good text with the same attribute set through the API */
+    snprintf(text, sizeof text, "module @t\nfunc @f(%%x: f32[2,4,12]) -> %s {\n  %s\n  return %%0\n}\n",
+             attr_cases[i].ret, attr_cases[i].good);
+    cap_open(&c);
+    Module *m = parse_text(text, &c);
+    ck_assert_msg(m != NULL, "case %zu: good text does not parse:\n%s", i, cap_text(&c));
+    Op *op = ir_find_func(m, "f")->first;
+    if (attr_cases[i].set.key)
+      ir_set_attr(op, attr_cases[i].set);
+    else
+      ir_remove_attr(op, attr_cases[i].key);
+    ck_assert_msg(!ir_verify(m, &c.d), "case %zu: the verifier accepted %s", i, attr_cases[i].bad);
+    t = cap_text(&c);
+    snprintf(want, sizeof want, "<ir>:3:3: error: in @f: %s", attr_cases[i].want);
+    ck_assert_msg(strstr(t, want) != NULL, "case %zu: verifier said:\n%s\nexpected: %s", i, t, want);
+    ck_assert(first_message(t, "in @f: ", m2, sizeof m2));
+    ck_assert_str_eq(m1, m2);
+    ck_assert_int_eq(c.d.nerrors, 1); /* one problem, one message: the shape rule does not repeat it */
+    cap_close(&c);
+    ir_module_free(m);
+  }
+}
+END_TEST
+
+/* Absent optional attributes read as the table's default; no call site names one. */
+START_TEST(test_attrs_defaults_from_table) {
+  const char *text = "module @t\n"
+                     "func @f(%x: f32[2,4], %g: f32[4], %w: f32[3,4]) -> f32[2,4], f32[2,3], f32[2,4], f32[2,4] {\n"
+                     "  %0 = norm_dx(%x, %g, %x) {eps=1} : f32[2,4]\n"
+                     "  %1 = linear(%x, %w) : f32[2,3]\n"
+                     "  %2 = dropout(%x) {p=0.5} : f32[2,4]\n"
+                     "  %3 = call(%x) {callee=@g} : f32[2,4]\n"
+                     "  return %0, %1, %2, %3\n"
+                     "}\n"
+                     "func @g(%a: f32[2,4]) -> f32[2,4] {\n"
+                     "  return %a\n"
+                     "}\n";
+  Cap c;
+  cap_open(&c);
+  Module *m = parse_text(text, &c);
+  ck_assert_msg(m != NULL, "%s", cap_text(&c));
+  Func *f = ir_find_func(m, "f");
+  Op *ndx = find_op(f, OP_NORM_DX), *lin = find_op(f, OP_LINEAR), *drop = find_op(f, OP_DROPOUT);
+  Op *call = find_op(f, OP_CALL);
+  const AttrSpec *rms = ir_attr_spec(OP_NORM_DX, "rms");
+  ck_assert(rms && !rms->required && rms->kind == ATTR_INT);
+  ck_assert(ir_attr_i(ndx, "rms") == (int64_t)rms->dflt);
+  ck_assert(ir_attr_i(drop, "stream") == (int64_t)ir_attr_spec(OP_DROPOUT, "stream")->dflt);
+  ck_assert(ir_attr_i(call, "stream") == (int64_t)ir_attr_spec(OP_CALL, "stream")->dflt);
+  ck_assert_ptr_null(ir_attr_s(lin, "epi"));
+  ck_assert(ir_attr_f(ndx, "eps") == 1.0); /* written as an integer: a FLOAT attribute converts it */
+  ck_assert(ir_attr_f(drop, "p") == 0.5);
+  ck_assert_str_eq(ir_attr_s(call, "callee"), "g");
+  ir_set_attr_int(ndx, "rms", 1);
+  ck_assert(ir_attr_i(ndx, "rms") == 1); /* a present value wins */
+  ck_assert(ir_verify(m, &c.d));
+  /* the table knows which op has which key; ANY_OP rows (pass annotations) match every op */
+  ck_assert(ir_attr_spec(OP_ATTENTION, "heads")->required);
+  ck_assert_ptr_null(ir_attr_spec(OP_ADD, "eps"));
+  ck_assert_ptr_nonnull(ir_attr_spec(OP_RELU, "arena"));
+  cap_close(&c);
+  ir_module_free(m);
+}
+END_TEST
+
+/* Reading a key the table does not declare for the op is an internal error, not a silent default. */
+START_TEST(test_attrs_undeclared_read_dies) {
+  Module *m = ir_module_new("t");
+  Func *f = ir_add_func(m, "f");
+  Value *x = ir_add_arg(f, "x", ir_type1(DT_F32, 4));
+  Op *op = ir_op_new(f, OP_RELU, 1, &x, 1);
+  (void)ir_attr_i(op, "heads"); /* relu has no 'heads': abort() */
+  ir_module_free(m);
+}
+END_TEST
+
+/* Every row of attrs.def is well-formed: a real op, one row per (op, key), a rule that fits the
+ * kind, and a default inside its own rule. */
+START_TEST(test_attrs_table_rows) {
+  ck_assert_int_ge(ir_attr_table_len, 20);
+  for (int i = 0; i < ir_attr_table_len; i++) {
+    const AttrSpec *s = &ir_attr_table[i];
+    ck_assert_msg(s->op >= -1 && s->op < OP_COUNT, "row %d", i);
+    for (int j = 0; j < i; j++)
+      ck_assert_msg(!((ir_attr_table[j].op == s->op || ir_attr_table[j].op == -1 || s->op == -1) &&
+                      strcmp(ir_attr_table[j].key, s->key) == 0),
+                    "row %d repeats '%s'", i, s->key);
+    bool number = s->kind == ATTR_INT || s->kind == ATTR_FLOAT;
+    if (s->rule.kind == AR_RANGE) ck_assert_msg(number, "row %d (%s): a range on a non-number", i, s->key);
+    if (s->rule.kind == AR_ONE_OF || s->rule.kind == AR_EXPR)
+      ck_assert_msg(s->kind == ATTR_STR, "row %d (%s): a string rule on a non-string", i, s->key);
+    if (!number || s->required) ck_assert_msg(s->dflt == 0, "row %d (%s): a default that is never read", i, s->key);
+    if (number && !s->required && s->rule.kind == AR_RANGE) {
+      const AttrRule *r = &s->rule;
+      bool in = (r->lo_open ? s->dflt > r->lo : s->dflt >= r->lo) && (r->hi_open ? s->dflt < r->hi : s->dflt <= r->hi);
+      ck_assert_msg(in, "row %d (%s): the default is outside the rule", i, s->key);
+    }
+  }
 }
 END_TEST
 
@@ -688,6 +863,10 @@ static Suite *ir_suite(void) {
   tcase_add_test(tc, test_parse_file_facts);
   tcase_add_test(tc, test_parse_errors);
   tcase_add_test(tc, test_parse_error_caret_and_recovery);
+  tcase_add_test(tc, test_attrs_parser_and_verifier_agree);
+  tcase_add_test(tc, test_attrs_defaults_from_table);
+  tcase_add_test_raise_signal(tc, test_attrs_undeclared_read_dies, SIGABRT);
+  tcase_add_test(tc, test_attrs_table_rows);
   tcase_add_test(tc, test_expr);
   tcase_add_test(tc, test_ew_apply);
   suite_add_tcase(s, tc);
