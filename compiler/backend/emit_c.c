@@ -398,13 +398,13 @@ static void c_arg(Em *e, const Op *op, const KArg *a, char pc, const char *o, in
   }
   case KA_DIM:
   case KA_ATTR_I: snprintf(buf, n, "%lld", (long long)kt_static_arg(op, a)); return;
-  case KA_ATTR_F: flit(kt_attr_f(op, a->key), buf); return;
+  case KA_ATTR_F: flit(ir_attr_f(op, a->key), buf); return;
   case KA_NB: snprintf(buf, n, "nb"); return;
   case KA_NT: snprintf(buf, n, "nt"); return;
   case KA_T0: snprintf(buf, n, "t0"); return;
   case KA_SCRATCH: snprintf(buf, n, "s->scratch"); return;
   case KA_STATE: snprintf(buf, n, "(float *)s->state[st + %d]", e->st_local + a->i); return;
-  case KA_RNG: snprintf(buf, n, "rt_mix(rng, %lld)", 2 * (long long)ir_attr_int(op, "stream", 0) + 1); return;
+  case KA_RNG: snprintf(buf, n, "rt_mix(rng, %lld)", 2 * (long long)ir_attr_i(op, "stream") + 1); return;
   case KA_LOAD: vname(e, op->in[a->i], t); snprintf(buf, n, "%s[0]", t); return;
   case KA_EPI_FN:
     if (epi >= 0)
@@ -453,7 +453,7 @@ static void c_call(Em *e, const Op *op, const KLower *row, const char *o, int ep
 /* The fused epilogue of an op whose kernel takes one (linear's epi: $0 the product, $1.. the
  * operands after the weight) as a row loop; its id, or -1 when there is none or it is the bias. */
 static int c_epilogue(Em *e, const Op *op, const char *o) {
-  const char *epi = ir_attr_str(op, "epi");
+  const char *epi = ir_attr_s(op, "epi");
   if (!epi || kt_bias_only(op)) return -1;
   char err[160];
   Expr *ex = ir_expr_parse((Module *)e->p->m, epi, op->nin - 1, err, sizeof err);
@@ -506,7 +506,7 @@ static void emit_op(Em *e, const Op *op) {
   if (c_kernel_op(e, op)) return;
   switch (op->kind) {
   case OP_PARAM: {
-    const Param *q = ir_find_param(e->p->m, ir_attr_str(op, "p"));
+    const Param *q = ir_find_param(e->p->m, ir_attr_s(op, "p"));
     int qi = 0;
     while (e->p->m->params[qi] != q) qi++;
     fprintf(e->o, "  const float *%s = W + %lld; /* @%s */\n", vname(e, r, o), (long long)e->p->param_offset[qi],
@@ -517,7 +517,7 @@ static void emit_op(Em *e, const Op *op) {
     out_ptr(e, op, o);
     numel(e, r, 0, n0, sizeof n0);
     char fb[48];
-    fprintf(e->o, "  for (size_t i = 0; i < %s; i++) %s[i] = %s;\n", n0, o, flit(ir_attr_float(op, "value", 0), fb));
+    fprintf(e->o, "  for (size_t i = 0; i < %s; i++) %s[i] = %s;\n", n0, o, flit(ir_attr_f(op, "value"), fb));
     return;
   }
   case OP_SINUSOID: {
@@ -537,7 +537,7 @@ static void emit_op(Em *e, const Op *op) {
     out_ptr(e, op, o);
     const Value *x = op->in[0];
     long long c = (long long)x->type.dim[2];
-    if (strcmp(ir_attr_str(op, "mode"), "first") == 0)
+    if (strcmp(ir_attr_s(op, "mode"), "first") == 0)
       fprintf(e->o, "  for (int b = 0; b < nb; b++) memcpy(%s + (size_t)b * %lld, %s + (size_t)b * nt * %lld, "
                     "%lld * sizeof(float));\n",
               o, c, vname(e, x, a0), c, c);
@@ -555,7 +555,7 @@ static void emit_op(Em *e, const Op *op) {
     fprintf(e->o, "  memcpy(%s, %s, %s * sizeof(float));\n", o, vname(e, op->in[0], a0), n0);
     return;
   case OP_CALL: {
-    const Func *g = ir_find_func(e->p->m, ir_attr_str(op, "callee"));
+    const Func *g = ir_find_func(e->p->m, ir_attr_s(op, "callee"));
     FuncInfo *gi = backend_func(e->p, g);
     for (int i = 0; i < op->nout; i++) {
       const Value *v = op->out[i];
@@ -571,7 +571,7 @@ static void emit_op(Em *e, const Op *op) {
     char cn[256];
     /* the callee's random stream: the call's stream J (layer index), apart from dropout's 2K+1 */
     fprintf(e->o, "  %s(s, A + %lld, W, st + %d, rt_mix(rng, %lld)", cname(e->p->m, g, cn, sizeof cn),
-            (long long)e->fi->frame, e->st_local, 2 * (long long)ir_attr_int(op, "stream", 0) + 2);
+            (long long)e->fi->frame, e->st_local, 2 * (long long)ir_attr_i(op, "stream") + 2);
     for (int i = 0; i < op->nin; i++) fprintf(e->o, ", %s", vname(e, op->in[i], a0));
     for (int i = 0; i < op->nout; i++) fprintf(e->o, ", %s", vname(e, op->out[i], a0));
     fprintf(e->o, ");\n");
@@ -587,7 +587,7 @@ static void emit_op(Em *e, const Op *op) {
     long long c = (long long)r->type.dim[2];
     numel(e, r, 0, n0, sizeof n0);
     fprintf(e->o, "  memset(%s, 0, %s * sizeof(float));\n", o, n0);
-    if (strcmp(ir_attr_str(op, "mode"), "first") == 0)
+    if (strcmp(ir_attr_s(op, "mode"), "first") == 0)
       fprintf(e->o, "  for (int b = 0; b < nb; b++) memcpy(%s + (size_t)b * nt * %lld, %s + (size_t)b * %lld, "
                     "%lld * sizeof(float));\n",
               o, c, vname(e, op->in[0], a0), c, c);

@@ -574,7 +574,7 @@ static LLVMValueRef ll_arg(Ll *e, const Op *op, const KArg *a, LLVMValueRef o, L
   }
   case KA_DIM:
   case KA_ATTR_I: return ci64(e, (long long)kt_static_arg(op, a));
-  case KA_ATTR_F: return cf32(e, kt_attr_f(op, a->key));
+  case KA_ATTR_F: return cf32(e, ir_attr_f(op, a->key));
   case KA_NB: return e->nb;
   case KA_NT: return e->nt;
   case KA_T0: return e->t0;
@@ -584,7 +584,7 @@ static LLVMValueRef ll_arg(Ll *e, const Op *op, const KArg *a, LLVMValueRef o, L
     LLVMValueRef slot = gep(e, e->p8, slots, LLVMBuildAdd(e->b, e->st, ci32(e, e->st_local + a->i), ""));
     return LLVMBuildPointerCast(e->b, LLVMBuildLoad2(e->b, e->p8, slot, ""), e->pf, "");
   }
-  case KA_RNG: return build_mix(e, e->rng, 2 * (long long)ir_attr_int(op, "stream", 0) + 1);
+  case KA_RNG: return build_mix(e, e->rng, 2 * (long long)ir_attr_i(op, "stream") + 1);
   case KA_LOAD: return LLVMBuildLoad2(e->b, e->f32, V(e, op->in[a->i]), "");
   case KA_EPI_FN: return epi ? epi : LLVMConstNull(e->prange);
   case KA_EPI_CTX: return epictx ? epictx : null8(e);
@@ -622,8 +622,8 @@ static bool ll_kernel_op(Ll *e, const Op *op) {
   bool takes_epi = false;
   for (const KArg *a = rows[0]->args; a->kind != KA_END; a++)
     takes_epi |= a->kind == KA_EPI_FN;
-  const char *epis = ir_attr_str(op, "epi");
-  if (takes_epi && epis && !kt_bias_only(op)) { /* linear's epi: $0 the product, $1.. the operands after the weight */
+  const char *epis = takes_epi ? ir_attr_s(op, "epi") : NULL;
+  if (epis && !kt_bias_only(op)) { /* linear's epi: $0 the product, $1.. the operands after the weight */
     char err[160];
     Expr *ex = ir_expr_parse((Module *)e->p->m, epis, op->nin - 1, err, sizeof err);
     if (!ex)
@@ -665,7 +665,7 @@ static void emit_op(Ll *e, const Op *op) {
     return;
   switch (op->kind) {
   case OP_PARAM: {
-    const Param *q = ir_find_param(e->p->m, ir_attr_str(op, "p"));
+    const Param *q = ir_find_param(e->p->m, ir_attr_s(op, "p"));
     int qi = 0;
     while (e->p->m->params[qi] != q)
       qi++;
@@ -676,7 +676,7 @@ static void emit_op(Ll *e, const Op *op) {
     o = out_ptr(e, op);
     Loop l;
     LLVMValueRef i = loop_begin(e, &l, ci64(e, 0), numel(e, r, 0));
-    LLVMBuildStore(e->b, cf32(e, ir_attr_float(op, "value", 0)), gep(e, e->f32, o, i));
+    LLVMBuildStore(e->b, cf32(e, ir_attr_f(op, "value")), gep(e, e->f32, o, i));
     loop_end(e, &l);
     return;
   }
@@ -718,7 +718,7 @@ static void emit_op(Ll *e, const Op *op) {
     long long c = (long long)x->type.dim[2];
     Loop lb, lc, lt;
     LLVMValueRef b = loop_begin(e, &lb, ci64(e, 0), e->nb);
-    if (strcmp(ir_attr_str(op, "mode"), "first") == 0) {
+    if (strcmp(ir_attr_s(op, "mode"), "first") == 0) {
       LLVMValueRef src = gep(e, e->f32, V(e, x), LLVMBuildMul(e->b, LLVMBuildMul(e->b, b, e->nt, ""), ci64(e, c), ""));
       memcpy_n(e, gep(e, e->f32, o, LLVMBuildMul(e->b, b, ci64(e, c), "")), src, ci64(e, c));
     } else { /* acc over t in order, then / (float)nt */
@@ -745,7 +745,7 @@ static void emit_op(Ll *e, const Op *op) {
     memcpy_n(e, o, V(e, op->in[0]), numel(e, r, 0));
     return;
   case OP_CALL: {
-    const Func *g = ir_find_func(e->p->m, ir_attr_str(op, "callee"));
+    const Func *g = ir_find_func(e->p->m, ir_attr_s(op, "callee"));
     FuncInfo *gi = backend_func(e->p, g);
     int gidx = 0;
     while (e->p->m->funcs[gidx] != g)
@@ -768,7 +768,7 @@ static void emit_op(Ll *e, const Op *op) {
     /* the callee's random stream: the call's stream J (layer index), apart from dropout's 2K+1 */
     args[0] = e->s, args[1] = gep(e, e->i8, e->A, ci64(e, (long long)e->fi->frame)), args[2] = e->W;
     args[3] = LLVMBuildAdd(e->b, e->st, ci32(e, e->st_local), "");
-    args[4] = build_mix(e, e->rng, 2 * (long long)ir_attr_int(op, "stream", 0) + 2);
+    args[4] = build_mix(e, e->rng, 2 * (long long)ir_attr_i(op, "stream") + 2);
     for (int i = 0; i < op->nin; i++)
       args[5 + i] = V(e, op->in[i]);
     for (int i = 0; i < op->nout; i++)
@@ -786,7 +786,7 @@ static void emit_op(Ll *e, const Op *op) {
     o = out_ptr(e, op);
     long long c = (long long)r->type.dim[2];
     LLVMBuildMemSet(e->b, o, LLVMConstInt(e->i8, 0, 0), bytes_of(e, numel(e, r, 0)), 4);
-    bool first = strcmp(ir_attr_str(op, "mode"), "first") == 0;
+    bool first = strcmp(ir_attr_s(op, "mode"), "first") == 0;
     Loop lb, lt, lc;
     LLVMValueRef b = loop_begin(e, &lb, ci64(e, 0), e->nb);
     if (first) {

@@ -91,20 +91,15 @@ const OpLower *kt_op(OpKind k) { return &op_rows[k]; }
 
 const Value *kt_value(const Op *op, int i) { return i < 0 ? op->out[0] : op->in[i]; }
 
-int64_t kt_attr_i(const Op *op, const char *key) {
-  return ir_attr_int(op, key, strcmp(key, "heads") == 0 ? 1 : 0);
-}
-
-double kt_attr_f(const Op *op, const char *key) { return ir_attr_float(op, key, strcmp(key, "eps") == 0 ? 1e-5 : 0); }
-
 bool kt_bias_only(const Op *op) {
-  const char *epi = ir_attr_str(op, "epi");
-  return op->kind == OP_LINEAR && epi && op->nin == 3 && op->in[2]->type.rank == 1 &&
+  if (op->kind != OP_LINEAR) return false;
+  const char *epi = ir_attr_s(op, "epi");
+  return epi && op->nin == 3 && op->in[2]->type.rank == 1 &&
          (strcmp(epi, "add($0,$1)") == 0 || strcmp(epi, "add($1,$0)") == 0);
 }
 
 int64_t kt_static_arg(const Op *op, const KArg *a) {
-  if (a->kind == KA_ATTR_I) return kt_attr_i(op, a->key);
+  if (a->kind == KA_ATTR_I) return ir_attr_i(op, a->key);
   IR_ASSERT(a->kind == KA_DIM);
   const Type *t = &kt_value(op, a->i)->type;
   int ax = a->ax < 0 ? t->rank + a->ax : a->ax;

@@ -101,9 +101,6 @@ int64_t kt_static_arg(const Op *op, const KArg *a);
 int64_t kt_state_floats(const Op *op);
 /* The operand a KArg names (i = -1: the result). */
 const Value *kt_value(const Op *op, int i);
-/* The int / float attribute a KArg names, with the op's default. */
-int64_t kt_attr_i(const Op *op, const char *key);
-double kt_attr_f(const Op *op, const char *key);
 /* True for a linear whose epilogue is a plain bias add (passed as the kernel's bias argument). */
 bool kt_bias_only(const Op *op);
 

@@ -114,7 +114,7 @@ static void analyse_op(Ctx *c, const Func *f, FuncInfo *fi, const Op *op) {
     break;
   }
   case OP_CALL: {
-    const Func *g = ir_find_func(c->p->m, ir_attr_str(op, "callee"));
+    const Func *g = ir_find_func(c->p->m, ir_attr_s(op, "callee"));
     FuncInfo *gi = backend_func(c->p, g);
     bool first = !gi->analysed;
     for (int i = 0; i < g->narg; i++) {
@@ -146,7 +146,7 @@ static void analyse(Ctx *c, const Func *f) {
     if (op->nout > 1 && op->kind != OP_CALL) err(c, f, op, "multi-result ops are not supported");
     analyse_op(c, f, fi, op);
     if (op->kind == OP_CALL)
-      fi->nstate += backend_func(c->p, ir_find_func(c->p->m, ir_attr_str(op, "callee")))->nstate;
+      fi->nstate += backend_func(c->p, ir_find_func(c->p->m, ir_attr_s(op, "callee")))->nstate;
     else
       fi->nstate += kt_op(op->kind)->nstate;
   }
@@ -158,7 +158,7 @@ static void analyse(Ctx *c, const Func *f) {
 static void collect_state(BackendPlan *p, const Func *f, int *n) {
   for (const Op *op = f->first; op; op = op->next) {
     if (op->kind == OP_CALL) {
-      collect_state(p, ir_find_func(p->m, ir_attr_str(op, "callee")), n);
+      collect_state(p, ir_find_func(p->m, ir_attr_s(op, "callee")), n);
       continue;
     }
     for (int k = 0; k < kt_op(op->kind)->nstate; k++) p->state_rows[(*n)++] = kt_state_floats(op);
@@ -169,7 +169,7 @@ static void collect_state(BackendPlan *p, const Func *f, int *n) {
 static void collect_scratch(BackendPlan *p, const Func *f, bool train) {
   for (const Op *op = f->first; op; op = op->next) {
     if (op->kind == OP_CALL) {
-      collect_scratch(p, ir_find_func(p->m, ir_attr_str(op, "callee")), train);
+      collect_scratch(p, ir_find_func(p->m, ir_attr_s(op, "callee")), train);
       continue;
     }
     const KLower *rows[2];
@@ -270,7 +270,7 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
 const Expr *backend_op_expr(const Module *m, const Op *op) {
   if (op->kind == OP_EW) {
     char err[160];
-    const Expr *ex = ir_expr_parse((Module *)m, ir_attr_str(op, "expr"), op->nin, err, sizeof err);
+    const Expr *ex = ir_expr_parse((Module *)m, ir_attr_s(op, "expr"), op->nin, err, sizeof err);
     if (!ex) die("bad expression: %s", err);
     return ex;
   }
