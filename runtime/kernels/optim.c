@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "modelc_rt.h"
+#include "../modelc_rt.h"
 
 #define RT_OPT_BLOCK 4096      /* floats per task block */
 #define RT_OPT_GRAIN 4         /* blocks per chunk at least (16K floats) */

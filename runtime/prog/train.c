@@ -18,8 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "modelc_rt.h"
-#include "rt_internal.h"
+#include "../modelc_rt.h"
+#include "../rt_internal.h"
 
 enum { EXIT_OK = 0, EXIT_USER = 1 };
 

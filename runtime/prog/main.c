@@ -13,8 +13,8 @@
 #include <sys/resource.h>
 
 
-#include "modelc_rt.h"
-#include "rt_internal.h"
+#include "../modelc_rt.h"
+#include "../rt_internal.h"
 
 enum { EXIT_OK = 0, EXIT_USER = 1 };
 
