@@ -1,8 +1,7 @@
 /* dtype.c: the dtypes of the file formats (safetensors, .npy): sizes and names, and the scalar
  * conversions between float32 and the 16-bit float types (IEEE binary16, bfloat16) that readers,
  * tests and the `_ref` twins of the cast kernels (core/convert.c) use. */
-#include "../modelc_rt.h"
-#include "../rt_internal.h"
+#include "core.h"
 
 #include <string.h>
 

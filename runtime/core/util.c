@@ -1,7 +1,6 @@
 /* util.c: the runtime's smallest shared pieces: the error convention (rt_fail), the monotonic
  * clock and the aligned allocation every buffer of the runtime comes from (rt_xalloc). */
-#include "../modelc_rt.h"
-#include "../rt_internal.h"
+#include "core.h"
 
 #include <stdarg.h>
 #include <stdio.h>

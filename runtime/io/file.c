@@ -2,8 +2,7 @@
  * rt_write_file_atomic (temporary file, fsync, rename, fsync of the directory), which the
  * safetensors and .npy writers, checkpoints and reports use so that a crash never leaves a
  * half-written file. */
-#include "../modelc_rt.h"
-#include "../rt_internal.h"
+#include "io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -83,7 +82,7 @@ int rt_write_file_atomic(const char *path, const RtChunk *chunks, int n, RtError
   return 0;
 }
 
-/* The whole file into a malloc'd buffer (rt_internal.h). */
+/* The whole file into a malloc'd buffer (io/io.h). */
 int rt_read_file(const char *path, unsigned char **out, size_t *n_out, RtError *err) {
   FILE *f = fopen(path, "rb");
   if (!f) return rt_fail(err, "%s: %s", path, strerror(errno));

@@ -14,7 +14,7 @@
  * and, where there is one, the tensor. Tensors whose bytes are misaligned for their dtype (files
  * whose header is not padded, or packed after odd-sized tensors) are served from one allocation in
  * which every tensor has a 64-byte aligned slot. */
-#include "../modelc_rt.h"
+#include "io.h"
 
 #include <errno.h>
 #include <fcntl.h>

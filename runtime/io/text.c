@@ -1,7 +1,6 @@
 /* text.c: the byte-level tokenizer (vocabulary 256, id == byte value) that generate, eval and
  * train use on text. */
-#include "../modelc_rt.h"
-#include "../rt_internal.h"
+#include "io.h"
 
 size_t rt_byte_encode(int32_t *ids, const void *text, size_t n) {
   const unsigned char *s = text;

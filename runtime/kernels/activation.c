@@ -3,8 +3,7 @@
  * in modelc_rt.h, shared with the generated fused loops. Each kernel has a naive serial `_ref`
  * twin that tests/unit/test_rt_kernels.c compares against. Fast versions split blocks of
  * EW_BLOCK elements over rt_parallel_for. */
-#include "../modelc_rt.h"
-#include "../rt_internal.h"
+#include "kernels.h"
 
 #include <math.h>
 #include <string.h>

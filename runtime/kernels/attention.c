@@ -14,8 +14,7 @@
  * Threading: (batch, head) pairs are the tasks of rt_parallel_for (OpenBLAS runs single-threaded
  * inside each); every chunk of tasks claims its own slice of the scratch, which therefore holds
  * rt_threads() per-task slices (the scratch size functions multiply by rt_threads()). */
-#include "../modelc_rt.h"
-#include "../rt_internal.h"
+#include "kernels.h"
 
 #include <cblas.h>
 #include <math.h>

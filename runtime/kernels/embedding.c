@@ -5,8 +5,7 @@
  *
  * Threading: rows split over rt_parallel_for; rt_embedding_dw splits vocabulary rows (each row
  * summed in id order), so its result does not depend on the thread count. */
-#include "../modelc_rt.h"
-#include "../rt_internal.h"
+#include "kernels.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -7,8 +7,7 @@
  * Threading: OpenBLAS runs single-threaded inside each task of rt_parallel_for. The backward GEMMs
  * split output rows (each element is one task's dot product; OpenBLAS's own blocking of a chunk is
  * deterministic for given chunk sizes, so both are deterministic per thread count). */
-#include "../modelc_rt.h"
-#include "../rt_internal.h"
+#include "kernels.h"
 
 #include <cblas.h>
 #include <string.h>

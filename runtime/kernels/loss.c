@@ -5,8 +5,7 @@
  *
  * Threading: the loss sums per-block losses (fixed blocks, not per-thread chunks) in block order,
  * so the result does not depend on the thread count. */
-#include "../modelc_rt.h"
-#include "../rt_internal.h"
+#include "kernels.h"
 
 #include <math.h>
 

@@ -1,13 +1,12 @@
 /* norm.c: LayerNorm and RMSNorm over the last axis, forward and backward. The forward kernels keep
- * 8 independent float partial sums (rt_sum8 / rt_sqdev8, rt_internal.h) so compilers vectorise the
+ * 8 independent float partial sums (rt_sum8 / rt_sqdev8, kernels/kernels.h) so compilers vectorise the
  * reductions without -ffast-math; the backward (rt_norm_dx, rt_norm_dg) recomputes exactly those
  * row statistics from x. Each has a naive serial `_ref` twin (double accumulation) that
  * tests/unit/test_rt_kernels.c and test_rt_backward.c compare against.
  *
  * Threading: rows split over rt_parallel_for; rt_norm_dg splits columns (each column summed over
  * rows in row order), so its result does not depend on the thread count. */
-#include "../modelc_rt.h"
-#include "../rt_internal.h"
+#include "kernels.h"
 
 #include <math.h>
 #include <stdlib.h>

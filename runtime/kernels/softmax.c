@@ -1,8 +1,7 @@
 /* softmax.c: softmax over rows, max-subtracted (an all -inf row becomes zeros), with its naive
  * serial `_ref` twin. Fast version: rows split over rt_parallel_for, exponentials and their sum
- * through rt_exp_row (rt_internal.h), the formula attention uses too. */
-#include "../modelc_rt.h"
-#include "../rt_internal.h"
+ * through rt_exp_row (kernels/kernels.h), the formula attention uses too. */
+#include "kernels.h"
 
 #include <math.h>
 #include <string.h>
