@@ -120,7 +120,7 @@ int rt_load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError 
            rt_parse_u64(ri, &u_inc) || !(u_inc & 1) || (steps && rt_parse_u64(steps, &u_steps)) ||
            (dsd && rt_parse_u64(dsd, &u_ds)))
     rc = rt_fail(err, "%s: bad step or RNG state in the checkpoint metadata", path);
-  else if ((ls && rt_parse_real(ls, 1e-30, 1e30, 0, &d_scale)) || (lsg && rt_parse_u64(lsg, &u_good)) ||
+  else if ((ls && rt_parse_real(ls, 1e-30, 1e30, 0, 0, &d_scale)) || (lsg && rt_parse_u64(lsg, &u_good)) ||
            (lss && (rt_parse_u64(lss, &u_skip) || u_skip > u_step)))
     rc = rt_fail(err, "%s: bad loss-scaling state in the checkpoint metadata", path);
   int sgd = t->c.optimizer == RT_OPT_SGD;

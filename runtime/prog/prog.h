@@ -37,25 +37,37 @@ int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m);    
  * Options (prog/options.c)
  * ------------------------------------------------------------------------------------------- */
 
-/* The options of the inference verbs (info, init, forward, generate, eval, bench). */
+/* The options of every verb (one table in prog/options.c names each once). Defaults: seed 1337,
+ * n 64, runs 7, temperature 1, top_p 1, everything else 0 or NULL; have_* says which were given
+ * (train overrides the spec's train: section only with those). */
 typedef struct RtOpts {
-  const char *weights, *tokens, *out, *prompt, *data, *logits_out;
+  const char *weights, *tokens, *targets, *out, *data, *prompt, *logits_out, *checkpoint, *resume, *log;
   uint64_t seed;
-  long n, top_k, runs, threads;
-  double temperature, top_p;
-  int no_cache;
-  int have_n;
+  long long threads;         /* 0: MODELC_THREADS or the online CPUs */
+  long long n, top_k, runs;  /* generate, bench */
+  double temperature, top_p; /* generate */
+  int no_cache;              /* generate */
+  /* train */
+  long long steps, stop_at, batch, micro, eval_every, ckpt_every, warmup;
+  double lr, min_lr, weight_decay, grad_clip, beta1, beta2, momentum;
+  int schedule, optimizer;   /* RtSchedule, RtOptimizer */
+  double loss_scale;         /* fp16: the initial loss scale and the good steps before it doubles */
+  long long scale_window;
+  int have_n, have_seed, have_steps, have_batch, have_micro, have_lr, have_eval, have_ckpt_every;
+  int have_min_lr, have_wd, have_clip, have_beta1, have_beta2, have_momentum, have_warmup, have_schedule, have_opt;
+  int have_loss_scale, have_scale_window;
 } RtOpts;
 
-/* Parses argv[2..]; `allowed` is a space-separated list of the verb's options. */
+/* Parses argv[2..] of VERB; `allowed` is the space-separated list of the verb's options. Returns
+ * 0 (with *help = 1 for --help or -h, and then without reading further), or 1 (EXIT_USER) after
+ * printing the error. On success sets the pool's thread count (rt_set_threads(threads)). */
 int rt_parse_opts(const char *prog, const char *verb, int argc, char **argv, const char *allowed, RtOpts *o,
                   int *help);
 
-/* Number parsers: 0 with *out set when all of s is a number in range, else -1. */
-int rt_parse_long(const char *s, long lo, long hi, long *out);
-int rt_parse_double(const char *s, double lo, double hi, double *out);
-/* a real in [lo, hi] (hi_open: hi excluded) */
-int rt_parse_real(const char *s, double lo, double hi, int hi_open, double *out);
+/* Number parsers for option values and file metadata: 0 with *out set when all of s is a number
+ * in range, else -1. */
+/* a real in [lo, hi]; lo_open / hi_open exclude that end */
+int rt_parse_real(const char *s, double lo, double hi, int lo_open, int hi_open, double *out);
 int rt_parse_int(const char *s, long long lo, long long hi, long long *out);
 /* decimal digits only: no sign, no space */
 int rt_parse_u64(const char *s, uint64_t *out);
@@ -67,13 +79,6 @@ int rt_usage_error(const char *prog, const char *verb, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
-
-/* Reads the option at argv[*i] of a verb's command line (GNU style: --key value or --key=value).
- * `allowed` lists the verb's options separated by spaces; `flags` those that take no value.
- * Returns 1 with key (at most 63 bytes) and *val (NULL for a flag), advancing *i past a separate
- * value; 0 for --help or -h; -1 after printing the error (unknown option, missing value). */
-int rt_next_opt(const char *prog, const char *verb, int argc, char **argv, int *i, const char *allowed,
-                const char *flags, char *key, const char **val);
 
 /* ---------------------------------------------------------------------------------------------
  * Sampling (prog/sample.c; reproducible: PCG32 seeded from a uint64)

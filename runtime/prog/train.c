@@ -21,124 +21,7 @@
 #include "prog.h"
 #include "train.h"
 
-/* ---- options ---- */
-
-typedef struct TOpts {
-  const char *data, *weights, *out, *checkpoint, *resume, *log, *tokens, *targets;
-  long long steps, batch, micro, eval_every, ckpt_every, stop_at;
-  double lr;
-  uint64_t seed;
-  long threads;
-  int have_steps, have_batch, have_micro, have_lr, have_seed, have_eval, have_ckpt_every;
-  /* optimiser and schedule overrides of the spec's train: section (have_* says which were given) */
-  double min_lr, weight_decay, grad_clip, beta1, beta2, momentum;
-  long long warmup;
-  int schedule, optimizer;
-  int have_min_lr, have_wd, have_clip, have_beta1, have_beta2, have_momentum, have_warmup, have_schedule, have_opt;
-  double loss_scale; /* fp16: the initial loss scale and the good steps before it doubles */
-  long long scale_window;
-  int have_loss_scale, have_scale_window;
-} TOpts;
-
-static int parse_train_opts(const char *prog, const char *verb, int argc, char **argv, const char *allowed, TOpts *o,
-                      int *help) {
-  memset(o, 0, sizeof *o);
-  for (int i = 2; i < argc; i++) {
-    char key[64];
-    const char *val;
-    int r = rt_next_opt(prog, verb, argc, argv, &i, allowed, "", key, &val);
-    if (r < 0) return EXIT_USER;
-    if (r == 0) {
-      *help = 1;
-      return 0;
-    }
-    long long v;
-    if (!strcmp(key, "--data")) o->data = val;
-    else if (!strcmp(key, "--weights")) o->weights = val;
-    else if (!strcmp(key, "--out")) o->out = val;
-    else if (!strcmp(key, "--checkpoint")) o->checkpoint = val;
-    else if (!strcmp(key, "--resume")) o->resume = val;
-    else if (!strcmp(key, "--log")) o->log = val;
-    else if (!strcmp(key, "--tokens")) o->tokens = val;
-    else if (!strcmp(key, "--targets")) o->targets = val;
-    else if (!strcmp(key, "--seed")) {
-      if (rt_parse_u64(val, &o->seed)) return rt_usage_error(prog, verb, "bad --seed '%s'", val);
-      o->have_seed = 1;
-    } else if (!strcmp(key, "--steps")) {
-      if (rt_parse_int(val, 1, 1000000000000LL, &o->steps)) return rt_usage_error(prog, verb, "bad --steps '%s' (>= 1)", val);
-      o->have_steps = 1;
-    } else if (!strcmp(key, "--stop-at")) {
-      if (rt_parse_int(val, 1, 1000000000000LL, &o->stop_at))
-        return rt_usage_error(prog, verb, "bad --stop-at '%s' (>= 1)", val);
-    } else if (!strcmp(key, "--batch")) {
-      if (rt_parse_int(val, 1, 1LL << 30, &o->batch)) return rt_usage_error(prog, verb, "bad --batch '%s' (>= 1)", val);
-      o->have_batch = 1;
-    } else if (!strcmp(key, "--micro-batch")) {
-      if (rt_parse_int(val, 1, 1LL << 30, &o->micro))
-        return rt_usage_error(prog, verb, "bad --micro-batch '%s' (>= 1)", val);
-      o->have_micro = 1;
-    } else if (!strcmp(key, "--eval-every")) {
-      if (rt_parse_int(val, 0, 1000000000000LL, &o->eval_every))
-        return rt_usage_error(prog, verb, "bad --eval-every '%s' (>= 0)", val);
-      o->have_eval = 1;
-    } else if (!strcmp(key, "--checkpoint-every")) {
-      if (rt_parse_int(val, 0, 1000000000000LL, &o->ckpt_every))
-        return rt_usage_error(prog, verb, "bad --checkpoint-every '%s' (>= 0)", val);
-      o->have_ckpt_every = 1;
-    } else if (!strcmp(key, "--threads")) {
-      if (rt_parse_int(val, 1, 1024, &v)) return rt_usage_error(prog, verb, "bad --threads '%s'", val);
-      o->threads = (long)v;
-    } else if (!strcmp(key, "--min-lr")) {
-      if (rt_parse_real(val, 0, 1e6, 0, &o->min_lr)) return rt_usage_error(prog, verb, "bad --min-lr '%s' (>= 0)", val);
-      o->have_min_lr = 1;
-    } else if (!strcmp(key, "--weight-decay")) {
-      if (rt_parse_real(val, 0, 1e6, 0, &o->weight_decay))
-        return rt_usage_error(prog, verb, "bad --weight-decay '%s' (>= 0)", val);
-      o->have_wd = 1;
-    } else if (!strcmp(key, "--grad-clip")) {
-      if (rt_parse_real(val, 0, 1e12, 0, &o->grad_clip))
-        return rt_usage_error(prog, verb, "bad --grad-clip '%s' (>= 0; 0 turns clipping off)", val);
-      o->have_clip = 1;
-    } else if (!strcmp(key, "--beta1") || !strcmp(key, "--beta2") || !strcmp(key, "--momentum")) {
-      double d;
-      if (rt_parse_real(val, 0, 1, 1, &d)) return rt_usage_error(prog, verb, "bad %s '%s' (in [0, 1))", key, val);
-      if (!strcmp(key, "--beta1")) o->beta1 = d, o->have_beta1 = 1;
-      else if (!strcmp(key, "--beta2")) o->beta2 = d, o->have_beta2 = 1;
-      else o->momentum = d, o->have_momentum = 1;
-    } else if (!strcmp(key, "--warmup")) {
-      if (rt_parse_int(val, 0, 1000000000000LL, &o->warmup)) return rt_usage_error(prog, verb, "bad --warmup '%s' (>= 0)", val);
-      o->have_warmup = 1;
-    } else if (!strcmp(key, "--schedule")) {
-      if (!strcmp(val, "cosine")) o->schedule = RT_SCHED_COSINE;
-      else if (!strcmp(val, "constant")) o->schedule = RT_SCHED_CONSTANT;
-      else if (!strcmp(val, "linear")) o->schedule = RT_SCHED_LINEAR;
-      else return rt_usage_error(prog, verb, "bad --schedule '%s' (cosine, constant or linear)", val);
-      o->have_schedule = 1;
-    } else if (!strcmp(key, "--optimizer")) {
-      if (!strcmp(val, "adamw")) o->optimizer = RT_OPT_ADAMW;
-      else if (!strcmp(val, "sgd")) o->optimizer = RT_OPT_SGD;
-      else return rt_usage_error(prog, verb, "bad --optimizer '%s' (adamw or sgd)", val);
-      o->have_opt = 1;
-    } else if (!strcmp(key, "--loss-scale")) {
-      if (rt_parse_real(val, 1, 1e30, 0, &o->loss_scale))
-        return rt_usage_error(prog, verb, "bad --loss-scale '%s' (in [1, 1e30])", val);
-      o->have_loss_scale = 1;
-    } else if (!strcmp(key, "--loss-scale-window")) {
-      if (rt_parse_int(val, 1, 1000000000000LL, &o->scale_window))
-        return rt_usage_error(prog, verb, "bad --loss-scale-window '%s' (>= 1)", val);
-      o->have_scale_window = 1;
-    } else if (!strcmp(key, "--lr")) {
-      char *end;
-      errno = 0;
-      double d = strtod(val, &end);
-      if (errno || end == val || *end || !(d > 0 && d < 1e6)) return rt_usage_error(prog, verb, "bad --lr '%s' (> 0)", val);
-      o->lr = d;
-      o->have_lr = 1;
-    }
-  }
-  rt_set_threads((int)o->threads);
-  return 0;
-}
+/* ---- the trainer ---- */
 
 static void trainer_free(Trainer *t) {
   free(t->W);
@@ -351,9 +234,9 @@ static RtTrainConfig effective_config(const RtModel *m) {
 static int read_targets(const RtModel *m, const char *path, int B, int T, int32_t **out, RtError *err);
 
 int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
-  TOpts o;
+  RtOpts o;
   int help = 0;
-  if (parse_train_opts(prog, "train", argc, argv,
+  if (rt_parse_opts(prog, "train", argc, argv,
                  "--data --weights --out --steps --stop-at --batch --micro-batch --lr --seed --eval-every "
                  "--checkpoint --checkpoint-every --resume --log --threads --tokens --targets --min-lr "
                  "--weight-decay --grad-clip --beta1 --beta2 --momentum --warmup --schedule --optimizer --loss-scale "
@@ -633,9 +516,9 @@ static int read_targets(const RtModel *m, const char *path, int B, int T, int32_
 }
 
 int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
-  TOpts o;
+  RtOpts o;
   int help = 0;
-  if (parse_train_opts(prog, "grad", argc, argv, "--weights --tokens --targets --out --threads", &o, &help))
+  if (rt_parse_opts(prog, "grad", argc, argv, "--weights --tokens --targets --out --threads", &o, &help))
     return EXIT_USER;
   if (help) {
     printf("usage: %s grad [--weights W.safetensors] --tokens T.npy --targets Y.npy --out G.safetensors\n\n"
