@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../../runtime/modelc_rt.h"
+#include "../../runtime/io/io.h" /* .npy, safetensors (internal) */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

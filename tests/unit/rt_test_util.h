@@ -4,6 +4,11 @@
 #define RT_TEST_UTIL_H
 
 #include "../../runtime/modelc_rt.h"
+/* the runtime's internal headers: the _ref twins, file formats, sampling, the pool's setters */
+#include "../../runtime/core/core.h"
+#include "../../runtime/io/io.h"
+#include "../../runtime/kernels/kernels.h"
+#include "../../runtime/prog/prog.h"
 
 #include <math.h>
 #include <stdlib.h>

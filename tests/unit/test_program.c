@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "../../runtime/modelc_rt.h"
+#include "../../runtime/io/io.h" /* .npy, safetensors (internal) */
 #include "sh.h"
 
 #define FIX "tests/reference/fixtures"

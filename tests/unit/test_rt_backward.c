@@ -1,4 +1,5 @@
-/* test_rt_backward.c: the training kernels of runtime/backward.c.
+/* test_rt_backward.c: the training kernels of runtime/kernels/ (loss.c, linear.c, norm.c,
+ * embedding.c, attention.c).
  * (1) every fast kernel against its _ref twin (normalised error < 1e-5) on awkward sizes (odd T,
  *     C not a multiple of 8, partial blocks, causal and not) with 1, 2 and 3 pool threads, plus
  *     determinism: the same call twice gives the same bits, and the kernels whose reductions do not

@@ -1,8 +1,9 @@
-/* test_rt_kernels.c: every dense kernel of runtime/kernels.c against its _ref twin on random inputs
- * of awkward sizes (odd row counts, C not a multiple of 8), by normalised error; plus the
- * embedding's out-of-range report and the in-place forms. The kernel tests are loop tests run with
- * 1, 2 and 3 pool threads (rt_set_threads(_i)), with sizes large enough to take the parallel
- * paths; rt_expf is checked against exp() in double. */
+/* test_rt_kernels.c: every dense forward kernel of runtime/kernels/ (linear, embedding, norm,
+ * activation, softmax) against its _ref twin on random inputs of awkward sizes (odd row counts, C
+ * not a multiple of 8), by normalised error; plus the embedding's out-of-range report and the
+ * in-place forms. The kernel tests are loop tests run with 1, 2 and 3 pool threads
+ * (rt_set_threads(_i)), with sizes large enough to take the parallel paths; rt_expf is checked
+ * against exp() in double. */
 #include "rt_test_util.h"
 
 #include <check.h>

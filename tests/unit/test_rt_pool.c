@@ -1,4 +1,4 @@
-/* test_rt_pool.c: the thread pool (runtime/pool.c) and rt_linear.
+/* test_rt_pool.c: the thread pool (runtime/core/pool.c) and rt_linear.
  * rt_parallel_for covers every index exactly once with chunks that are multiples of the grain, for
  * many (n, grain, threads) including n = 0, 1 and grain > n; nested calls run serially in the
  * calling thread; 10^4 rapid calls, also across idle periods long enough for the workers to fall

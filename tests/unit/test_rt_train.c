@@ -1,7 +1,8 @@
-/* test_rt_train.c: the optimisers and schedules (runtime/optim.c) against values computed here in
- * double, and the train and grad commands (runtime/train.c) driven through rt_main on a
- * hand-written model: a bigram language model, logits[t] = E[token[t]] + bias, whose forward and
- * training functions are written below (no generated code, no runtime/backward.c).
+/* test_rt_train.c: the optimisers and schedules (runtime/kernels/optim.c, runtime/prog/schedule.c)
+ * against values computed here in double, and the train and grad commands (runtime/prog/train.c)
+ * driven through rt_main on a hand-written model: a bigram language model, logits[t] = E[token[t]]
+ * + bias, whose forward and training functions are written below (no generated code, no backward
+ * kernels).
  */
 #include <check.h>
 #include <fcntl.h>

@@ -14,7 +14,7 @@
  * and, where there is one, the tensor. Tensors whose bytes are misaligned for their dtype (files
  * whose header is not padded, or packed after odd-sized tensors) are served from one allocation in
  * which every tensor has a 64-byte aligned slot. */
-#include "modelc_rt.h"
+#include "io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -808,4 +808,35 @@ int rt_st_write(const char *path, const RtTensor *tensors, int n, const char *co
   free(chunks);
   free(h.p);
   return rc;
+}
+
+/* Any float tensor (F32, F16, BF16, F64) to float32 (modelc_rt.h). */
+int rt_tensor_to_f32(const RtTensor *t, float *out, RtError *err) {
+  size_t es = rt_dtype_size(t->dtype);
+  if (es == 0)
+    return rt_fail(err, "tensor '%s': invalid dtype", t->name ? t->name : "?");
+  size_t n = t->nbytes / es;
+  switch (t->dtype) {
+  case RT_DT_F32: memcpy(out, t->data, n * 4); return 0;
+  case RT_DT_F64: {
+    const double *d = t->data;
+    for (size_t i = 0; i < n; i++)
+      out[i] = (float)d[i];
+    return 0;
+  }
+  case RT_DT_F16: {
+    const uint16_t *d = t->data;
+    for (size_t i = 0; i < n; i++)
+      out[i] = rt_f16_to_f32(d[i]);
+    return 0;
+  }
+  case RT_DT_BF16: {
+    const uint16_t *d = t->data;
+    for (size_t i = 0; i < n; i++)
+      out[i] = rt_bf16_to_f32(d[i]);
+    return 0;
+  }
+  default:
+    return rt_fail(err, "tensor '%s': dtype %s is not a float type", t->name ? t->name : "?", rt_dtype_name(t->dtype));
+  }
 }

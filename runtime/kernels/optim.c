@@ -1,5 +1,7 @@
-/* optim.c: optimisers (AdamW, SGD with momentum), the squared gradient norm for clipping, and the
- * learning-rate schedule (docs/runtime.md, "Training").
+/* optim.c: the optimiser updates (AdamW, SGD with momentum), the squared gradient norm for
+ * clipping, and the rounding of working weights and the finiteness check of mixed precision
+ * (docs/runtime.md, "Training"). The schedule and the loss scaler, which decide when and how much
+ * to step, are the training loop's (prog/schedule.c).
  *
  * The updates are element-wise, so they split over the pool in blocks of RT_OPT_BLOCK floats and
  * give the same bits for any thread count. rt_sum_squares adds fixed blocks (whose size depends
@@ -10,7 +12,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "modelc_rt.h"
+#include "kernels.h"
 
 #define RT_OPT_BLOCK 4096      /* floats per task block */
 #define RT_OPT_GRAIN 4         /* blocks per chunk at least (16K floats) */
@@ -126,20 +128,6 @@ double rt_sum_squares(const float *g, int64_t n) {
   return s;
 }
 
-double rt_lr_at(const RtTrainConfig *c, int64_t step) {
-  double lr = c->lr, min_lr = c->min_lr;
-  if (step < 0) step = 0;
-  if (c->warmup > 0 && step <= c->warmup) return lr * (double)step / (double)c->warmup;
-  if (c->schedule == RT_SCHED_CONSTANT) return lr;
-  int64_t span = c->steps - (c->warmup > 0 ? c->warmup : 0);
-  if (span <= 0) return lr; /* all warm-up: the decay never starts */
-  double p = (double)(step - (c->warmup > 0 ? c->warmup : 0)) / (double)span;
-  if (p > 1.0) p = 1.0;
-  if (p < 0.0) p = 0.0;
-  if (c->schedule == RT_SCHED_LINEAR) return lr + (min_lr - lr) * p;
-  return min_lr + 0.5 * (1.0 + cos(3.14159265358979323846 * p)) * (lr - min_lr);
-}
-
 /* ---- mixed precision ---- */
 
 void rt_round_weights(float *out, const float *w, int64_t n, RtPrecision p) {
@@ -162,18 +150,4 @@ int rt_all_finite(const float *g, int64_t n) {
   int ok = 1;
   for (int64_t i = 0; i < n; i++) ok &= isfinite(g[i]) != 0;
   return ok;
-}
-
-int rt_loss_scaler_update(RtLossScaler *s, int grads_finite) {
-  if (!grads_finite) {
-    s->scale *= 0.5;
-    s->good = 0;
-    s->skipped++;
-    return 0;
-  }
-  if (++s->good >= s->window) {
-    if (s->scale < 0x1p64) s->scale *= 2.0; /* past 2^64 every fp16 gradient overflows: stop growing */
-    s->good = 0;
-  }
-  return 1;
 }

@@ -3,7 +3,7 @@
  * seed repeats exactly. No allocation: the caller provides V floats and V int32 of scratch.
  * Ordering between equal probabilities always prefers the lower index, so results do not depend
  * on sort stability. */
-#include "modelc_rt.h"
+#include "prog.h"
 
 #include <math.h>
 

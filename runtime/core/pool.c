@@ -26,7 +26,7 @@
  *  - After fork() the child has no workers: an atfork handler resets the pool, which restarts its
  *    workers on next use. */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
-#include "modelc_rt.h"
+#include "core.h"
 
 #include <cblas.h>
 #include <pthread.h>

@@ -14,8 +14,7 @@
  * Threading: (batch, head) pairs are the tasks of rt_parallel_for (OpenBLAS runs single-threaded
  * inside each); every chunk of tasks claims its own slice of the scratch, which therefore holds
  * rt_threads() per-task slices (the scratch size functions multiply by rt_threads()). */
-#include "modelc_rt.h"
-#include "rt_internal.h"
+#include "kernels.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -236,4 +235,203 @@ void rt_attention_kv(float *out, const float *qkv, float *kcache, float *vcache,
       rt_attention_decode(out + ((size_t)b * nt + t) * C, qkv + ((size_t)b * nt + t) * 3 * C,
                           kcache + (size_t)b * Tmax * C, vcache + (size_t)b * Tmax * C, 1, Tmax, t0 + t, C, n_head,
                           scratch);
+}
+
+/* ---- attention backward ---------------------------------------------------------------------- *
+ * Per (batch, head), queries in blocks of RT_ATTN_BQ rows; each block takes a panel of all the
+ * keys it sees (kend = T, or q0 + nq when causal):
+ *   S  (nq,kend) = scale Q_blk K^T                   sgemm NT
+ *   P  = softmax rows of S (masked entries 0)        exact: the panel holds the whole row
+ *   dP (nq,kend) = dO_blk V^T                        sgemm NT
+ *   D_i = sum_j P_ij dP_ij  (= rowsum(dO o O): O itself is never formed)
+ *   dS = P o (dP - D)                                in place of dP
+ *   dV += P^T dO_blk                                 sgemm TN, beta 1, into dqkv
+ *   dQ_blk = scale dS K                              sgemm NN, beta 0, into dqkv
+ *   dK += scale dS^T Q_blk                           sgemm TN, beta 1, into dqkv
+ * Five GEMMs per block, the minimum (flash-attention-2 with stored statistics also needs five;
+ * without the forward's logsumexp it needs seven, since a key-tiled panel must recompute Q K^T and
+ * O). The price is the panel: scratch is two nq x kend tiles per task, 2 * BQ * T floats per
+ * thread (T = 1024: 512 KB per thread), linear in T, not quadratic. q, k, v, dy and dqkv are read
+ * and written in place through their leading dimensions (3C, C); nothing is copied. Each task
+ * writes only its own head's columns of dqkv, so the result does not depend on the thread count. */
+
+static size_t attn_dx_slice(int T) {
+  size_t bq = T < RT_ATTN_BQ ? (size_t)(T > 0 ? T : 1) : RT_ATTN_BQ;
+  return rt_slice_floats(2 * bq * (size_t)(T > 0 ? T : 1));
+}
+
+size_t rt_attention_dx_scratch_floats(int T, int C, int n_head) {
+  (void)C, (void)n_head;
+  return attn_dx_slice(T) * (size_t)rt_threads();
+}
+
+/* One (batch, head). q, k, v: column h*hd of row 0 of qkv (stride ld = 3C); dq, dk, dv the same
+ * in dqkv; dO: column h*hd of row 0 of dy (stride ldo = C). P, dP: scratch of BQ * T floats each. */
+static void attn_dx_head(float *dq, float *dk, float *dv, const float *q, const float *k, const float *v,
+                         const float *dO, int ld, int ldo, int T, int hd, int causal, float scale, float *P,
+                         float *dP) {
+  for (int t = 0; t < T; t++) { /* dK, dV accumulate over query blocks */
+    memset(dk + (size_t)t * ld, 0, (size_t)hd * sizeof(float));
+    memset(dv + (size_t)t * ld, 0, (size_t)hd * sizeof(float));
+  }
+  for (int q0 = 0; q0 < T; q0 += RT_ATTN_BQ) {
+    int nq = T - q0 < RT_ATTN_BQ ? T - q0 : RT_ATTN_BQ;
+    int kend = causal ? q0 + nq : T;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, kend, hd, scale, q + (size_t)q0 * ld, ld, k, ld, 0.0f, P,
+                kend);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, kend, hd, 1.0f, dO + (size_t)q0 * ldo, ldo, v, ld, 0.0f,
+                dP, kend);
+    for (int i = 0; i < nq; i++) {
+      float *p = P + (size_t)i * kend, *dp = dP + (size_t)i * kend;
+      int nvis = causal ? q0 + i + 1 : kend;
+      float mx = rt_max_row(p, nvis);
+      float inv = 1.0f / rt_exp_row(p, p, nvis, mx);
+      float a[8] = {0}, tail = 0.0f;
+      int j = 0;
+      for (; j + 8 <= nvis; j += 8)
+        for (int u = 0; u < 8; u++) {
+          float pj = p[j + u] * inv;
+          p[j + u] = pj;
+          a[u] += pj * dp[j + u];
+        }
+      for (; j < nvis; j++) {
+        float pj = p[j] * inv;
+        p[j] = pj;
+        tail += pj * dp[j];
+      }
+      float D = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
+      for (j = 0; j < nvis; j++)
+        dp[j] = p[j] * (dp[j] - D);
+      for (; j < kend; j++) /* masked: P = 0, so dS = 0 */
+        p[j] = dp[j] = 0.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kend, hd, nq, 1.0f, P, kend, dO + (size_t)q0 * ldo, ldo, 1.0f,
+                dv, ld);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, kend, scale, dP, kend, k, ld, 0.0f,
+                dq + (size_t)q0 * ld, ld);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kend, hd, nq, scale, dP, kend, q + (size_t)q0 * ld, ld, 1.0f,
+                dk, ld);
+  }
+}
+
+typedef struct AttnDxCtx {
+  float *dqkv;
+  const float *qkv, *dy;
+  int T, C, n_head, hd, causal;
+  float scale;
+  float *scratch;
+  size_t slice;
+  atomic_int next_slot; /* each chunk claims one scratch slice */
+} AttnDxCtx;
+
+static void attn_dx_tasks(void *p, int lo, int hi) {
+  AttnDxCtx *a = p;
+  int slot = atomic_fetch_add_explicit(&a->next_slot, 1, memory_order_relaxed);
+  float *P = a->scratch + (size_t)slot * a->slice;
+  float *dP = P + a->slice / 2; /* slice = 2 * bq * T rounded up to 16: each half holds bq * T */
+  int C = a->C, T = a->T, hd = a->hd;
+  size_t ld = 3 * (size_t)C;
+  for (int task = lo; task < hi; task++) {
+    int b = task / a->n_head, h = task % a->n_head;
+    size_t off = (size_t)b * T * ld + (size_t)h * hd;
+    const float *q = a->qkv + off;
+    float *dq = a->dqkv + off;
+    attn_dx_head(dq, dq + C, dq + 2 * C, q, q + C, q + 2 * C, a->dy + (size_t)b * T * C + (size_t)h * hd, (int)ld, C, T,
+                 hd, a->causal, a->scale, P, dP);
+  }
+}
+
+void rt_attention_dx(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head, int causal,
+                     float *scratch) {
+  if (B <= 0 || T <= 0)
+    return;
+  int hd = C / n_head;
+  AttnDxCtx a = {dqkv, qkv, dy, T, C, n_head, hd, causal, 1.0f / sqrtf((float)hd), scratch, attn_dx_slice(T), 0};
+  int grain = T >= 16 ? 1 : B * n_head;
+  rt_parallel_for(B * n_head, grain, attn_dx_tasks, &a);
+}
+
+void rt_attention_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
+                         int causal) {
+  int hd = C / n_head;
+  double scale = 1.0 / sqrt((double)hd);
+  size_t TT = (size_t)(T > 0 ? T : 1) * (size_t)(T > 0 ? T : 1);
+  /* test-only twin: allocation is fine. P, dS (T,T); O, dQ, dK, dV (T,hd) */
+  double *P = malloc(TT * sizeof(double)), *dS = malloc(TT * sizeof(double));
+  double *O = malloc((size_t)(T > 0 ? T : 1) * hd * 4 * sizeof(double));
+  if (!P || !dS || !O) {
+    free(P), free(dS), free(O);
+    return;
+  }
+  double *dQ = O + (size_t)T * hd, *dK = dQ + (size_t)T * hd, *dV = dK + (size_t)T * hd;
+  size_t ld = 3 * (size_t)C;
+#define Q_(t, i) ((double)qkv[((size_t)b * T + (t)) * ld + (size_t)h * hd + (i)])
+#define K_(t, i) ((double)qkv[((size_t)b * T + (t)) * ld + C + (size_t)h * hd + (i)])
+#define V_(t, i) ((double)qkv[((size_t)b * T + (t)) * ld + 2 * (size_t)C + (size_t)h * hd + (i)])
+#define DO_(t, i) ((double)dy[((size_t)b * T + (t)) * C + (size_t)h * hd + (i)])
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < n_head; h++) {
+      /* forward: P (masked entries 0) and O = P V */
+      for (int t = 0; t < T; t++) {
+        double *p = P + (size_t)t * T, mx = -INFINITY, sum = 0;
+        for (int s = 0; s < T; s++) {
+          if (causal && s > t) {
+            p[s] = -INFINITY;
+            continue;
+          }
+          double d = 0;
+          for (int i = 0; i < hd; i++)
+            d += Q_(t, i) * K_(s, i);
+          p[s] = d * scale;
+          mx = p[s] > mx ? p[s] : mx;
+        }
+        for (int s = 0; s < T; s++)
+          sum += (p[s] = exp(p[s] - mx));
+        for (int s = 0; s < T; s++)
+          p[s] /= sum;
+        for (int i = 0; i < hd; i++) {
+          double acc = 0;
+          for (int s = 0; s < T; s++)
+            acc += p[s] * V_(s, i);
+          O[(size_t)t * hd + i] = acc;
+        }
+      }
+      /* dS = P o (dO V^T - rowsum(dO o O)) */
+      for (int t = 0; t < T; t++) {
+        double D = 0;
+        for (int i = 0; i < hd; i++)
+          D += DO_(t, i) * O[(size_t)t * hd + i];
+        for (int s = 0; s < T; s++) {
+          double dp = 0;
+          for (int i = 0; i < hd; i++)
+            dp += DO_(t, i) * V_(s, i);
+          dS[(size_t)t * T + s] = P[(size_t)t * T + s] * (dp - D);
+        }
+      }
+      /* dV = P^T dO, dQ = scale dS K, dK = scale dS^T Q */
+      for (int s = 0; s < T; s++)
+        for (int i = 0; i < hd; i++) {
+          double v = 0, kk = 0, qq = 0;
+          for (int t = 0; t < T; t++) {
+            v += P[(size_t)t * T + s] * DO_(t, i);
+            kk += dS[(size_t)t * T + s] * Q_(t, i);
+            qq += dS[(size_t)s * T + t] * K_(t, i);
+          }
+          dV[(size_t)s * hd + i] = v;
+          dK[(size_t)s * hd + i] = kk * scale;
+          dQ[(size_t)s * hd + i] = qq * scale;
+        }
+      for (int t = 0; t < T; t++)
+        for (int i = 0; i < hd; i++) {
+          float *row = dqkv + ((size_t)b * T + t) * ld + (size_t)h * hd + i;
+          row[0] = (float)dQ[(size_t)t * hd + i];
+          row[C] = (float)dK[(size_t)t * hd + i];
+          row[2 * C] = (float)dV[(size_t)t * hd + i];
+        }
+    }
+#undef Q_
+#undef K_
+#undef V_
+#undef DO_
+  free(P), free(dS), free(O);
 }

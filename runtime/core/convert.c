@@ -2,8 +2,8 @@
  * the IR's cast op (mixed-precision training stores activations in 16 bits). The fast versions
  * are branch-free loops the compiler vectorises (bf16) or the CPU's F16C instructions (f16,
  * checked at run time); the `_ref` twins convert one element at a time with rt_f32_to_bf16 and
- * friends (runtime/util.c). Both round to nearest even and agree bit for bit. */
-#include "modelc_rt.h"
+ * friends (core/dtype.c). Both round to nearest even and agree bit for bit. */
+#include "core.h"
 
 #include <string.h>
 

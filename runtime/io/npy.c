@@ -7,7 +7,7 @@
  * reject fortran_order True, big-endian and other dtypes, unknown or missing keys, and any data
  * size other than shape product x item size, with a message naming the file. The host is assumed
  * little-endian (x86-64, aarch64). */
-#include "modelc_rt.h"
+#include "io.h"
 
 #include <errno.h>
 #include <inttypes.h>

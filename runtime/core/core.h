@@ -1,0 +1,85 @@
+/* core.h: the core room of the runtime (runtime/core/), internal: not part of the ABI in
+ * modelc_rt.h. Errors, the clock, aligned allocation, the thread count, the dtypes of the file
+ * formats and the scalar float conversions, and the `_ref` twins of the cast kernels. core/
+ * includes nothing of the runtime but modelc_rt.h (the pool and the casts it implements are ABI);
+ * every other room may include this header. */
+#ifndef MODELC_RT_CORE_H
+#define MODELC_RT_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../modelc_rt.h"
+
+/* ---- errors, clock, allocation (core/util.c) ---- */
+
+/* Formats a message into err (if non-NULL) and returns -1, so callers can `return rt_fail(...)`. */
+int rt_fail(RtError *err, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* Seconds from an arbitrary fixed point, monotonic clock (CLOCK_MONOTONIC). */
+double rt_now_seconds(void);
+
+/* A zeroed, 64-byte aligned block of at least n bytes (rounded up), or NULL. */
+void *rt_xalloc(size_t n);
+
+/* ---- the thread count (core/pool.c; rt_parallel_for is in modelc_rt.h) ---- */
+
+/* Sets the number of threads (calling thread included) used from now on; n <= 0 means
+ * MODELC_THREADS if set, else the online CPUs capped at 16; at most 64. Makes OpenBLAS
+ * single-threaded (openblas_set_num_threads(1)) and starts the missing workers (persistent,
+ * detached; never stopped: lowering n just leaves some idle). May be called again between calls
+ * of the kernels; ignored when called from inside a task. Called by rt_main with --threads (0 by
+ * default); the first kernel or rt_threads() call does rt_set_threads(0) if nobody did.
+ * Size scratch (rt_attention_*_scratch_floats) after the last call: it scales with rt_threads(). */
+void rt_set_threads(int n);
+/* The current number of threads (initialising the pool if needed). */
+int rt_threads(void);
+
+/* ---- data types, shared by safetensors and .npy (core/dtype.c) ---- */
+
+typedef enum RtDType {
+  RT_DT_INVALID = 0,
+  RT_DT_F32,
+  RT_DT_F16,
+  RT_DT_BF16,
+  RT_DT_F64,
+  RT_DT_I8,
+  RT_DT_U8,
+  RT_DT_I16,
+  RT_DT_U16,
+  RT_DT_I32,
+  RT_DT_U32,
+  RT_DT_I64,
+  RT_DT_U64,
+  RT_DT_BOOL,
+  RT_DT_COUNT
+} RtDType;
+
+#define RT_MAX_DIMS 8
+
+/* Bytes per element (0 for RT_DT_INVALID). */
+size_t rt_dtype_size(RtDType dt);
+/* The safetensors name ("F32", "BF16", ...), or "?" . */
+const char *rt_dtype_name(RtDType dt);
+/* Parses a safetensors dtype name; RT_DT_INVALID if unknown. */
+RtDType rt_dtype_from_name(const char *name);
+
+/* Half-precision conversions (IEEE binary16 and bfloat16), round-to-nearest-even on the way down. */
+float rt_f16_to_f32(uint16_t h);
+float rt_bf16_to_f32(uint16_t h);
+uint16_t rt_f32_to_bf16(float f);
+uint16_t rt_f32_to_f16(float f); /* overflow (|f| >= 65520) gives inf, as IEEE rounding does */
+
+/* ---- the `_ref` twins of the cast kernels (core/convert.c): one element at a time with the
+ * functions above; they agree with rt_cast_* bit for bit ---- */
+
+void rt_cast_f32_bf16_ref(uint16_t *out, const float *x, size_t n);
+void rt_cast_bf16_f32_ref(float *out, const uint16_t *x, size_t n);
+void rt_cast_f32_f16_ref(uint16_t *out, const float *x, size_t n);
+void rt_cast_f16_f32_ref(float *out, const uint16_t *x, size_t n);
+
+#endif

@@ -1,0 +1,100 @@
+/* io.h: the io room of the runtime (runtime/io/), internal: not part of the ABI in modelc_rt.h.
+ * The file formats: safetensors (read by mmap, fully validated, with its own strict JSON parser),
+ * NumPy .npy, whole files in and out (atomic writes), and the byte-level tokenizer. io/ includes
+ * core/ and nothing of kernels/ or prog/. */
+#ifndef MODELC_RT_IO_H
+#define MODELC_RT_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../core/core.h"
+#include "../modelc_rt.h"
+
+/* ---------------------------------------------------------------------------------------------
+ * safetensors (io/safetensors.c; see docs/runtime.md for the list of checks)
+ * ------------------------------------------------------------------------------------------- */
+
+/* One tensor: a view into the file (or, for writing, the caller's memory). */
+typedef struct RtTensor {
+  const char *name;
+  RtDType dtype;
+  int ndim; /* 0 for a scalar */
+  int64_t shape[RT_MAX_DIMS];
+  const void *data; /* aligned to rt_dtype_size(dtype) (the reader copies if needed) */
+  size_t nbytes;
+} RtTensor;
+
+typedef struct RtSafetensors RtSafetensors; /* opaque */
+
+/* Opens and validates path. On success *out owns the mapping; release with rt_st_close. */
+int rt_st_open(RtSafetensors **out, const char *path, RtError *err);
+/* Validates an in-memory image (8-byte length, header, data). buf must outlive the handle; `name`
+ * is used in messages. Used by tests and fuzz targets. */
+int rt_st_open_buffer(RtSafetensors **out, const void *buf, size_t size, const char *name, RtError *err);
+void rt_st_close(RtSafetensors *st);
+
+int rt_st_count(const RtSafetensors *st);
+const RtTensor *rt_st_tensor(const RtSafetensors *st, int i);          /* header order */
+const RtTensor *rt_st_find(const RtSafetensors *st, const char *name); /* NULL if absent */
+/* The __metadata__ value for key, or NULL. */
+const char *rt_st_metadata(const RtSafetensors *st, const char *key);
+/* Finds `name` and checks its dtype and shape (ndim < 0 skips the shape check); on failure the
+ * message names the file, the tensor and what differs. *out may be NULL. */
+int rt_st_require(const RtSafetensors *st, const char *name, RtDType dtype, int ndim, const int64_t *shape,
+                  const RtTensor **out, RtError *err);
+
+/* Writes tensors (in the given order, packed) and optional metadata (n_meta key/value pairs in
+ * meta[2*i], meta[2*i+1]) to path: header padded with spaces to a multiple of 8 bytes, written
+ * to a temporary file in the same directory, fsync'd, then renamed over path. */
+int rt_st_write(const char *path, const RtTensor *tensors, int n, const char *const *meta, int n_meta, RtError *err);
+
+/* Converts any float tensor (F32, F16, BF16, F64) to float32; out holds nbytes/size elements. */
+int rt_tensor_to_f32(const RtTensor *t, float *out, RtError *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * NumPy .npy (io/npy.c; versions 1.0, 2.0, 3.0; dtypes <f4, <i4, <i8; C order only)
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct RtNpy {
+  RtDType dtype; /* RT_DT_F32, RT_DT_I32 or RT_DT_I64 */
+  int ndim;
+  int64_t shape[RT_MAX_DIMS];
+  void *data; /* owned, 64-byte aligned; release with rt_npy_free */
+  size_t nbytes;
+} RtNpy;
+
+int rt_npy_read(const char *path, RtNpy *out, RtError *err);
+/* Parses an in-memory image (copies the data); `name` is used in messages. */
+int rt_npy_parse(const void *buf, size_t size, const char *name, RtNpy *out, RtError *err);
+void rt_npy_free(RtNpy *a);
+/* Writes a C-order array; path "-" writes to stdout, any other path is written atomically
+ * (temporary file, fsync, rename). Version 1.0 unless the header needs 2.0. */
+int rt_npy_write(const char *path, RtDType dtype, int ndim, const int64_t *shape, const void *data, RtError *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * Whole files (io/file.c): atomic writing (used by the writers, checkpoints, reports) and reading
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct RtChunk {
+  const void *data;
+  size_t len;
+} RtChunk;
+
+/* Writes the concatenation of chunks to "path.tmp.XXXXXX", fsyncs, renames to path. */
+int rt_write_file_atomic(const char *path, const RtChunk *chunks, int n, RtError *err);
+
+/* Reads a whole file into a malloc'd buffer (*out, *n). -1 with a message naming the file. */
+int rt_read_file(const char *path, unsigned char **out, size_t *n, RtError *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * Byte-level tokenizer (io/text.c): vocabulary 256, id == byte value.
+ * ------------------------------------------------------------------------------------------- */
+
+#define RT_BYTE_VOCAB 256
+/* ids (n) <- bytes of text (n); returns n. */
+size_t rt_byte_encode(int32_t *ids, const void *text, size_t n);
+/* text (n bytes) <- ids (n); an id outside [0,256) is an error naming its position. */
+int rt_byte_decode(char *text, const int32_t *ids, size_t n, RtError *err);
+
+#endif

@@ -1,0 +1,164 @@
+/* kernels.h: the kernels room of the runtime (runtime/kernels/), internal: not part of the ABI in
+ * modelc_rt.h. The helpers the kernel files share (one definition each, so that e.g. the backward
+ * norms recompute exactly the row statistics the forward norms computed), the `_ref` twin of
+ * every kernel (tests/unit/test_rt_*.c compare against them), the kernels generated code does not
+ * call (yet) but tests and the program do, and the optimiser updates. kernels/ includes core/ and
+ * nothing of io/ or prog/. */
+#ifndef MODELC_RT_KERNELS_H
+#define MODELC_RT_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../core/core.h"
+#include "../modelc_rt.h"
+
+/* ---- helpers shared by the kernel files ---- */
+
+/* Rows per chunk for row-wise kernels over C columns: about 8K floats of work per chunk, so the
+ * pool is only used when each thread gets at least that much. */
+static inline int rt_row_grain(int C) { return C >= 8192 ? 1 : 8192 / (C > 0 ? C : 1); }
+
+/* Sum of x[0..n) with 8 lanes, then a pairwise combine: accurate and vectorisable. */
+static inline float rt_sum8(const float *x, int n) {
+  float a[8] = {0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) a[j] += x[i + j];
+  float tail = 0.0f;
+  for (; i < n; i++) tail += x[i];
+  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
+}
+
+/* Sum of (x[i] - m)^2 with 8 lanes. */
+static inline float rt_sqdev8(const float *x, int n, float m) {
+  float a[8] = {0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) {
+      float d = x[i + j] - m;
+      a[j] += d * d;
+    }
+  float tail = 0.0f;
+  for (; i < n; i++) tail += (x[i] - m) * (x[i] - m);
+  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
+}
+
+/* Max of x[0..n) (n >= 1). */
+static inline float rt_max_row(const float *x, int n) {
+  float m = x[0];
+  for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+/* e[j] = exp(x[j] - mx) for j < n (e may equal x); returns their sum with 8 partial sums, so the
+ * loop vectorises. The forward attention and its backward use this one formula, so the backward
+ * recomputes exactly the forward's probabilities. */
+static inline float rt_exp_row(float *e, const float *x, int n, float mx) {
+  float a[8] = {0};
+  int j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; k++) {
+      float v = rt_expf(x[j + k] - mx);
+      e[j + k] = v;
+      a[k] += v;
+    }
+  float tail = 0.0f;
+  for (; j < n; j++) tail += e[j] = rt_expf(x[j] - mx);
+  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
+}
+
+/* Floats of one per-task scratch slice, rounded up to a cache line (no false sharing). */
+static inline size_t rt_slice_floats(size_t n) { return (n + 15) / 16 * 16; }
+
+/* ---- linear (kernels/linear.c) ---- */
+
+/* y = x W^T + bias, the layout of rt_linear (modelc_rt.h) without an epilogue:
+ * rt_linear(y, x, W, bias, M, N, K, NULL, NULL). */
+void rt_matmul(float *y, const float *x, const float *W, const float *bias, int M, int N, int K);
+void rt_matmul_ref(float *y, const float *x, const float *W, const float *bias, int M, int N, int K);
+void rt_matmul_nn_ref(float *y, const float *dy, const float *W, int M, int N, int K);
+void rt_linear_dw_ref(float *dW, const float *dy, const float *x, int M, int N, int K);
+
+/* ---- embedding and positions (kernels/embedding.c) ---- */
+
+int rt_embedding_ref(float *out, const int32_t *ids, const float *table, int n, int V, int C, RtError *err);
+/* Learned positions, in place: x[b,t,:] += pos[t0 + t,:].
+ * x is (B,T,C), pos is (Tmax,C) with t0 + T <= Tmax (t0 is the first position, for decoding). */
+void rt_add_positions(float *x, const float *pos, int B, int T, int C, int t0);
+void rt_add_positions_ref(float *x, const float *pos, int B, int T, int C, int t0);
+void rt_sinusoid_ref(float *out, int T, int C);
+void rt_embedding_dw_ref(float *dtable, const int32_t *ids, const float *dy, int n, int V, int C);
+
+/* ---- norms (kernels/norm.c) ---- */
+
+void rt_layernorm_ref(float *out, float *mean_out, float *rstd_out, const float *x, const float *gain,
+                      const float *bias, int R, int C, float eps);
+void rt_rmsnorm_ref(float *out, float *rstd_out, const float *x, const float *gain, int R, int C, float eps);
+void rt_norm_dx_ref(float *dx, const float *x, const float *gain, const float *dy, int R, int C, float eps, int rms);
+void rt_norm_dg_ref(float *dgain, const float *x, const float *dy, int R, int C, float eps, int rms);
+
+/* ---- element-wise (kernels/activation.c) ---- */
+
+/* Element-wise activations over n floats; out may equal x. */
+void rt_gelu(float *out, const float *x, size_t n);      /* exact: 0.5 x (1 + erf(x/sqrt 2)) */
+void rt_gelu_tanh(float *out, const float *x, size_t n); /* tanh approximation (GPT-2 "gelu_new") */
+void rt_relu(float *out, const float *x, size_t n);
+void rt_silu(float *out, const float *x, size_t n); /* x * sigmoid(x) */
+void rt_gelu_ref(float *out, const float *x, size_t n);
+void rt_gelu_tanh_ref(float *out, const float *x, size_t n);
+void rt_relu_ref(float *out, const float *x, size_t n);
+void rt_silu_ref(float *out, const float *x, size_t n);
+
+/* SwiGLU: out[i] = silu(a[i]) * b[i] for i in [0,n); out may equal a or b. */
+void rt_swiglu(float *out, const float *a, const float *b, size_t n);
+void rt_swiglu_ref(float *out, const float *a, const float *b, size_t n);
+
+void rt_dropout_ref(float *out, const float *x, size_t n, float p, uint64_t key);
+
+/* ---- softmax and loss (kernels/softmax.c, kernels/loss.c) ---- */
+
+void rt_softmax_ref(float *out, const float *x, int R, int C);
+float rt_cross_entropy_ref(const float *logits, const int32_t *targets, int R, int V);
+void rt_cross_entropy_grad_ref(float *dlogits, const float *logits, const int32_t *targets, int R, int V,
+                               float dloss);
+
+/* ---- attention (kernels/attention.c) ---- */
+
+/* The tile of rt_attention (modelc_rt.h): query blocks of RT_ATTN_BQ rows, key blocks of
+ * RT_ATTN_BK; the backward takes query blocks of RT_ATTN_BQ rows too. */
+#define RT_ATTN_BQ 64
+#define RT_ATTN_BK 128
+/* Naive twin: materialises the full (T,T) score row by row, double accumulation, no scratch. */
+void rt_attention_ref(float *out, const float *qkv, int B, int T, int C, int n_head, int causal);
+
+/* Decoding with a KV cache: one new token per sequence, all at position t (0 <= t < Tmax).
+ * qkv is (B,3C): the new token's fused q,k,v. kcache, vcache are (B,Tmax,C). The new k,v are
+ * written to kcache[b,t,:], vcache[b,t,:], then q attends over positions 0..t (causal by
+ * construction). out is (B,C). scratch holds rt_attention_decode_scratch_floats(Tmax) floats
+ * (one slice per thread). Parallel over (batch, head) pairs once t is large enough to pay. */
+size_t rt_attention_decode_scratch_floats(int Tmax);
+void rt_attention_decode(float *out, const float *qkv, float *kcache, float *vcache, int B, int Tmax, int t, int C,
+                         int n_head, float *scratch);
+
+void rt_attention_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
+                         int causal);
+
+/* ---- optimiser updates (kernels/optim.c) ---- */
+
+/* AdamW (Loshchilov & Hutter; as torch.optim.AdamW): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+ * w -= lr * wd * w (decoupled); w -= lr * (m / (1-b1^step)) / (sqrt(v / (1-b2^step)) + eps).
+ * step >= 1. n floats. */
+void rt_adamw(float *w, const float *g, float *m, float *v, int64_t n, float lr, float beta1, float beta2, float eps,
+              float wd, int64_t step);
+/* SGD with momentum (as torch.optim.SGD): mom = momentum * mom + g (+ wd * w); w -= lr * mom. */
+void rt_sgd(float *w, const float *g, float *mom, int64_t n, float lr, float momentum, float wd);
+/* sum of g[i]^2 in double (for clipping by global norm). */
+double rt_sum_squares(const float *g, int64_t n);
+/* Working weights for mixed precision: out[i] = w[i] rounded to bf16 or fp16 (and back to f32,
+ * which is what sgemm reads); a copy for fp32. n floats. */
+void rt_round_weights(float *out, const float *w, int64_t n, RtPrecision p);
+/* 1 when all n values are finite. */
+int rt_all_finite(const float *g, int64_t n);
+
+#endif

@@ -1,0 +1,168 @@
+/* linear.c: the linear layer and its backward, the GEMMs of the runtime. Forward: rt_linear
+ * (cblas_sgemm / sgemv split over the pool, with the generated code's fused epilogue run while the
+ * rows are in cache) and rt_matmul. Backward: the input gradient y = dy W (rt_matmul_nn) and the
+ * weight gradient dW = dy^T x (rt_linear_dw). Each has a naive serial `_ref` twin (plain loops,
+ * double accumulation) that tests/unit/test_rt_kernels.c and test_rt_backward.c compare against.
+ *
+ * Threading: OpenBLAS runs single-threaded inside each task of rt_parallel_for. The backward GEMMs
+ * split output rows (each element is one task's dot product; OpenBLAS's own blocking of a chunk is
+ * deterministic for given chunk sizes, so both are deterministic per thread count). */
+#include "kernels.h"
+
+#include <cblas.h>
+#include <string.h>
+
+/* ---- linear: x (M,K), W (N,K), bias (N) or NULL -> y (M,N) ---------------------------------- */
+
+typedef struct LinCtx {
+  float *y;
+  const float *x, *W, *bias;
+  int M, N, K;
+  RtRangeFn epi;
+  void *ctx;
+} LinCtx;
+
+/* rows [lo,hi) of y: bias pre-filled and beta = 1 (OpenBLAS zeroes C in a separate pass when
+ * beta = 0, so the bias costs nothing extra), then the epilogue while the rows are warm */
+static void lin_rows(void *p, int lo, int hi) {
+  const LinCtx *c = p;
+  float *y = c->y + (size_t)lo * c->N;
+  float beta = 0.0f;
+  if (c->bias) {
+    for (int m = lo; m < hi; m++)
+      memcpy(c->y + (size_t)m * c->N, c->bias, (size_t)c->N * sizeof(float));
+    beta = 1.0f;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hi - lo, c->N, c->K, 1.0f, c->x + (size_t)lo * c->K, c->K, c->W,
+              c->K, beta, y, c->N);
+  if (c->epi)
+    c->epi(c->ctx, lo, hi);
+}
+
+/* columns [lo,hi) of y (all M rows): rows lo..hi of W. sgemv for M == 1 (OpenBLAS's sgemm packs
+ * all of W first at M = 1, ~3x slower), sgemm for a few rows. No epilogue here. */
+static void lin_cols(void *p, int lo, int hi) {
+  const LinCtx *c = p;
+  float beta = 0.0f;
+  if (c->bias) {
+    for (int m = 0; m < c->M; m++)
+      memcpy(c->y + (size_t)m * c->N + lo, c->bias + lo, (size_t)(hi - lo) * sizeof(float));
+    beta = 1.0f;
+  }
+  if (c->M == 1)
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, hi - lo, c->K, 1.0f, c->W + (size_t)lo * c->K, c->K, c->x, 1, beta,
+                c->y + lo, 1);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c->M, hi - lo, c->K, 1.0f, c->x, c->K,
+                c->W + (size_t)lo * c->K, c->K, beta, c->y + lo, c->N);
+}
+
+#define LIN_ROW_GRAIN 16
+
+void rt_linear(float *y, const float *x, const float *W, const float *bias, int M, int N, int K, RtRangeFn epi,
+               void *ctx) {
+  if (M <= 0 || N <= 0)
+    return;
+  if (K <= 0) {
+    for (int m = 0; m < M; m++)
+      if (bias)
+        memcpy(y + (size_t)m * N, bias, (size_t)N * sizeof(float));
+      else
+        memset(y + (size_t)m * N, 0, (size_t)N * sizeof(float));
+    if (epi)
+      epi(ctx, 0, M);
+    return;
+  }
+  LinCtx c = {y, x, W, bias, M, N, K, epi, ctx};
+  if (M < 2 * LIN_ROW_GRAIN) {
+    /* decode and small batches: too few rows to split, split the output columns (W's rows)
+     * instead, in slices of >= 16K weights and a multiple of 16 columns; epilogue once at the end */
+    int g = 16384 / K;
+    g = g < 16 ? 16 : (g + 15) / 16 * 16;
+    rt_parallel_for(N, g, lin_cols, &c);
+    if (epi)
+      epi(ctx, 0, M);
+    return;
+  }
+  rt_parallel_for(M, LIN_ROW_GRAIN, lin_rows, &c);
+}
+
+void rt_matmul(float *y, const float *x, const float *W, const float *bias, int M, int N, int K) {
+  rt_linear(y, x, W, bias, M, N, K, NULL, NULL);
+}
+
+void rt_matmul_ref(float *y, const float *x, const float *W, const float *bias, int M, int N, int K) {
+  for (int m = 0; m < M; m++)
+    for (int n = 0; n < N; n++) {
+      double s = bias ? bias[n] : 0.0;
+      for (int k = 0; k < K; k++)
+        s += (double)x[(size_t)m * K + k] * W[(size_t)n * K + k];
+      y[(size_t)m * N + n] = (float)s;
+    }
+}
+
+/* ---- linear backward: y (M,K) = dy (M,N) W (N,K); dW (N,K) = dy^T x ------------------------- */
+
+#define GEMM_ROW_GRAIN 16
+
+typedef struct GemmCtx {
+  float *out;
+  const float *a, *b;
+  int M, N, K;
+} GemmCtx;
+
+/* rows [lo,hi) of y = dy W: one sgemm NN */
+static void nn_rows(void *p, int lo, int hi) {
+  const GemmCtx *c = p;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, hi - lo, c->K, c->N, 1.0f, c->a + (size_t)lo * c->N, c->N,
+              c->b, c->K, 0.0f, c->out + (size_t)lo * c->K, c->K);
+}
+
+void rt_matmul_nn(float *y, const float *dy, const float *W, int M, int N, int K) {
+  if (M <= 0 || K <= 0)
+    return;
+  if (N <= 0) {
+    memset(y, 0, (size_t)M * K * sizeof(float));
+    return;
+  }
+  GemmCtx c = {y, dy, W, M, N, K};
+  rt_parallel_for(M, GEMM_ROW_GRAIN, nn_rows, &c);
+}
+
+void rt_matmul_nn_ref(float *y, const float *dy, const float *W, int M, int N, int K) {
+  for (int m = 0; m < M; m++)
+    for (int k = 0; k < K; k++) {
+      double acc = 0;
+      for (int n = 0; n < N; n++)
+        acc += (double)dy[(size_t)m * N + n] * W[(size_t)n * K + k];
+      y[(size_t)m * K + k] = (float)acc;
+    }
+}
+
+/* rows [lo,hi) of dW = dy^T x: dy's columns lo..hi read in place (transposed, lda = N) */
+static void dw_rows(void *p, int lo, int hi) {
+  const GemmCtx *c = p;
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hi - lo, c->K, c->M, 1.0f, c->a + lo, c->N, c->b, c->K, 0.0f,
+              c->out + (size_t)lo * c->K, c->K);
+}
+
+void rt_linear_dw(float *dW, const float *dy, const float *x, int M, int N, int K) {
+  if (N <= 0 || K <= 0)
+    return;
+  if (M <= 0) {
+    memset(dW, 0, (size_t)N * K * sizeof(float));
+    return;
+  }
+  GemmCtx c = {dW, dy, x, M, N, K};
+  rt_parallel_for(N, GEMM_ROW_GRAIN, dw_rows, &c);
+}
+
+void rt_linear_dw_ref(float *dW, const float *dy, const float *x, int M, int N, int K) {
+  for (int n = 0; n < N; n++)
+    for (int k = 0; k < K; k++) {
+      double acc = 0;
+      for (int m = 0; m < M; m++)
+        acc += (double)dy[(size_t)m * N + n] * x[(size_t)m * K + k];
+      dW[(size_t)n * K + k] = (float)acc;
+    }
+}

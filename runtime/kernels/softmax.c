@@ -1,0 +1,57 @@
+/* softmax.c: softmax over rows, max-subtracted (an all -inf row becomes zeros), with its naive
+ * serial `_ref` twin. Fast version: rows split over rt_parallel_for, exponentials and their sum
+ * through rt_exp_row (kernels/kernels.h), the formula attention uses too. */
+#include "kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- softmax over rows: x, out (R,C); an all -inf row becomes zeros ------------------------- */
+
+typedef struct SmCtx {
+  float *out;
+  const float *x;
+  int C;
+} SmCtx;
+
+static void softmax_rows(void *p, int lo, int hi) {
+  const SmCtx *sc = p;
+  int C = sc->C;
+  for (int r = lo; r < hi; r++) {
+    const float *xr = sc->x + (size_t)r * C;
+    float *o = sc->out + (size_t)r * C;
+    float mx = -INFINITY;
+    for (int c = 0; c < C; c++)
+      mx = xr[c] > mx ? xr[c] : mx;
+    if (mx == -INFINITY) {
+      memset(o, 0, (size_t)C * sizeof(float));
+      continue;
+    }
+    float inv = 1.0f / rt_exp_row(o, xr, C, mx);
+    for (int c = 0; c < C; c++)
+      o[c] *= inv;
+  }
+}
+
+void rt_softmax(float *out, const float *x, int R, int C) {
+  SmCtx sc = {out, x, C};
+  rt_parallel_for(R, rt_row_grain(C), softmax_rows, &sc);
+}
+
+void rt_softmax_ref(float *out, const float *x, int R, int C) {
+  for (int r = 0; r < R; r++) {
+    const float *xr = x + (size_t)r * C;
+    double mx = -INFINITY, s = 0;
+    for (int c = 0; c < C; c++)
+      mx = xr[c] > mx ? xr[c] : mx;
+    if (mx == -INFINITY) {
+      for (int c = 0; c < C; c++)
+        out[(size_t)r * C + c] = 0.0f;
+      continue;
+    }
+    for (int c = 0; c < C; c++)
+      s += exp(xr[c] - mx);
+    for (int c = 0; c < C; c++)
+      out[(size_t)r * C + c] = (float)(exp(xr[c] - mx) / s);
+  }
+}

@@ -1,0 +1,156 @@
+/* checkpoint.c: parameters and training checkpoints as safetensors: the stored parameters of a
+ * weight-layout buffer under their names (rt_write_params: PROG train's --out, PROG grad's
+ * gradients), and checkpoints holding weights, optimiser state, step, RNG and loss-scaling state
+ * in one file (written atomically; loaded after checking model, optimiser and every shape), so
+ * that --resume continues a run bit-exactly. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "prog.h"
+#include "train.h"
+
+/* ---- files: weights, checkpoints ---- */
+
+static int nstored(const RtModel *m) {
+  int n = 0;
+  for (int i = 0; i < m->nparams; i++) n += m->params[i].stored != 0;
+  return n;
+}
+
+static void tensor_of(RtTensor *ts, const RtParamInfo *p, const char *name, const float *base) {
+  memset(ts, 0, sizeof *ts);
+  ts->name = name;
+  ts->dtype = RT_DT_F32;
+  ts->ndim = p->ndim;
+  for (int d = 0; d < p->ndim; d++) ts->shape[d] = p->shape[d];
+  ts->data = base + p->offset;
+  ts->nbytes = (size_t)rt_param_numel(p) * sizeof(float);
+}
+
+/* Writes the stored parameters of buf (W's layout) under their names, with metadata. */
+int rt_write_params(const RtModel *m, const char *path, const float *buf, const char *const *meta, int nmeta,
+                        RtError *err) {
+  RtTensor *ts = calloc((size_t)m->nparams + 1, sizeof *ts);
+  if (!ts) return rt_fail(err, "out of memory");
+  int n = 0;
+  for (int i = 0; i < m->nparams; i++)
+    if (m->params[i].stored) tensor_of(&ts[n++], &m->params[i], m->params[i].name, buf);
+  int rc = rt_st_write(path, ts, n, meta, nmeta, err);
+  free(ts);
+  return rc;
+}
+
+int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *err) {
+  const RtModel *m = t->m;
+  int sgd = t->c.optimizer == RT_OPT_SGD, ns = nstored(m), per = sgd ? 2 : 3;
+  RtTensor *ts = calloc((size_t)(ns * per) + 1, sizeof *ts);
+  char **names = calloc((size_t)(ns * per) + 1, sizeof *names);
+  int rc = 0, n = 0;
+  if (!ts || !names) rc = rt_fail(err, "out of memory");
+  for (int i = 0; i < m->nparams && !rc; i++) {
+    const RtParamInfo *p = &m->params[i];
+    if (!p->stored) continue;
+    tensor_of(&ts[n++], p, p->name, t->W);
+  }
+  for (int k = 1; k < per && !rc; k++) {
+    const char *prefix = sgd ? "opt.mom." : k == 1 ? "opt.m." : "opt.v.";
+    const float *base = k == 1 ? t->s1 : t->s2;
+    for (int i = 0; i < m->nparams && !rc; i++) {
+      const RtParamInfo *p = &m->params[i];
+      if (!p->stored) continue;
+      size_t len = strlen(prefix) + strlen(p->name) + 1;
+      if (!(names[n] = malloc(len))) {
+        rc = rt_fail(err, "out of memory");
+        break;
+      }
+      snprintf(names[n], len, "%s%s", prefix, p->name);
+      tensor_of(&ts[n], p, names[n], base);
+      n++;
+    }
+  }
+  if (!rc) {
+    char step[32], steps[32], st[32], inc[32], el[32], ds[32], ls[48], lsg[32], lss[32];
+    snprintf(ls, sizeof ls, "%.17g", t->ls.scale);
+    snprintf(lsg, sizeof lsg, "%lld", (long long)t->ls.good);
+    snprintf(lss, sizeof lss, "%lld", (long long)t->ls.skipped);
+    snprintf(ds, sizeof ds, "%llu", (unsigned long long)t->dropout_seed);
+    snprintf(step, sizeof step, "%lld", (long long)t->step);
+    snprintf(steps, sizeof steps, "%lld", (long long)t->steps);
+    snprintf(st, sizeof st, "%llu", (unsigned long long)t->rng.state);
+    snprintf(inc, sizeof inc, "%llu", (unsigned long long)t->rng.inc);
+    snprintf(el, sizeof el, "%.3f", elapsed);
+    const char *meta[] = {"format", "pt", "modelc_checkpoint", "1", "model", m->name, "optimizer",
+                          rt_opt_name(t->c.optimizer), "step", step, "steps", steps, "rng_state", st, "rng_inc", inc,
+                          "elapsed_s", el, "dropout_seed", ds, "loss_scale", ls, "loss_scale_good", lsg,
+                          "skipped_steps", lss};
+    rc = rt_st_write(path, ts, n, meta, (int)(sizeof meta / sizeof *meta / 2), err);
+  }
+  if (names)
+    for (int i = 0; i < ns * per; i++) free(names[i]);
+  free(names);
+  free(ts);
+  return rc;
+}
+
+/* Loads a checkpoint into the trainer after checking it is one of this model's, with this
+ * optimiser, holding every tensor with its exact shape. */
+int rt_load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError *err) {
+  const RtModel *m = t->m;
+  RtSafetensors *st = NULL;
+  if (rt_st_open(&st, path, err)) return -1;
+  int rc = 0;
+  const char *model = rt_st_metadata(st, "model"), *opt = rt_st_metadata(st, "optimizer");
+  const char *step = rt_st_metadata(st, "step"), *rs = rt_st_metadata(st, "rng_state");
+  const char *ri = rt_st_metadata(st, "rng_inc"), *steps = rt_st_metadata(st, "steps");
+  const char *el = rt_st_metadata(st, "elapsed_s"), *dsd = rt_st_metadata(st, "dropout_seed");
+  const char *ls = rt_st_metadata(st, "loss_scale"), *lsg = rt_st_metadata(st, "loss_scale_good"),
+             *lss = rt_st_metadata(st, "skipped_steps");
+  uint64_t u_step = 0, u_state = 0, u_inc = 0, u_steps = 0, u_ds = 0, u_good = 0, u_skip = 0;
+  double d_scale = 1.0;
+  if (!rt_st_metadata(st, "modelc_checkpoint") || !model || !opt || !step || !rs || !ri)
+    rc = rt_fail(err, "%s: not a modelc training checkpoint (its metadata lacks model, optimizer, step or the RNG "
+                      "state)", path);
+  else if (strcmp(model, m->name))
+    rc = rt_fail(err, "%s: checkpoint of model '%s', but this program is model '%s'", path, model, m->name);
+  else if (strcmp(opt, rt_opt_name(t->c.optimizer)))
+    rc = rt_fail(err, "%s: checkpoint holds %s optimiser state, but this run uses %s", path, opt,
+                 rt_opt_name(t->c.optimizer));
+  else if (rt_parse_u64(step, &u_step) || u_step > (uint64_t)INT64_MAX / 2 || rt_parse_u64(rs, &u_state) ||
+           rt_parse_u64(ri, &u_inc) || !(u_inc & 1) || (steps && rt_parse_u64(steps, &u_steps)) ||
+           (dsd && rt_parse_u64(dsd, &u_ds)))
+    rc = rt_fail(err, "%s: bad step or RNG state in the checkpoint metadata", path);
+  else if ((ls && rt_parse_real(ls, 1e-30, 1e30, 0, 0, &d_scale)) || (lsg && rt_parse_u64(lsg, &u_good)) ||
+           (lss && (rt_parse_u64(lss, &u_skip) || u_skip > u_step)))
+    rc = rt_fail(err, "%s: bad loss-scaling state in the checkpoint metadata", path);
+  int sgd = t->c.optimizer == RT_OPT_SGD;
+  for (int k = 0; k < (sgd ? 2 : 3) && !rc; k++) {
+    const char *prefix = k == 0 ? "" : sgd ? "opt.mom." : k == 1 ? "opt.m." : "opt.v.";
+    float *base = k == 0 ? t->W : k == 1 ? t->s1 : t->s2;
+    for (int i = 0; i < m->nparams && !rc; i++) {
+      const RtParamInfo *p = &m->params[i];
+      if (!p->stored) continue;
+      char name[512];
+      snprintf(name, sizeof name, "%s%s", prefix, p->name);
+      const RtTensor *ten = NULL;
+      if (rt_st_require(st, name, RT_DT_F32, p->ndim, p->shape, &ten, err)) {
+        rc = -1;
+        break;
+      }
+      memcpy(base + p->offset, ten->data, ten->nbytes);
+    }
+  }
+  if (!rc) {
+    t->step = (int64_t)u_step;
+    t->rng.state = u_state;
+    t->rng.inc = u_inc;
+    t->dropout_seed = u_ds;
+    if (ls) t->ls.scale = d_scale; /* older checkpoints: the run's initial scale */
+    t->ls.good = (int64_t)u_good;
+    t->ls.skipped = (int64_t)u_skip;
+    t->elapsed0 = el ? atof(el) : 0.0;
+    *ck_steps = (int64_t)u_steps;
+  }
+  rt_st_close(st);
+  return rc;
+}

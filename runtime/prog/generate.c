@@ -1,0 +1,114 @@
+/* generate.c: the generate verb: continue a text prompt with the KV cache (or without,
+ * recomputing the sequence), greedy or sampled (prog/sample.c), sliding the window past the
+ * compiled context, optionally saving every step's logits. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "prog.h"
+
+int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) {
+  RtOpts o;
+  int help = 0;
+  if (rt_parse_opts(prog, "generate", argc, argv,
+                 "--weights --prompt -n --temperature --top-k --top-p --seed --no-cache --logits-out --threads", &o,
+                 &help))
+    return EXIT_USER;
+  if (help) {
+    printf("usage: %s generate [--weights W] --prompt TEXT [-n N] [--temperature X] [--top-k K]\n"
+           "       [--top-p P] [--seed S] [--no-cache] [--logits-out L.npy] [--threads N]\n\n"
+           "Continue TEXT by N tokens (default 64), streaming them to stdout. Uses the KV cache unless\n"
+           "--no-cache (then every step recomputes the whole sequence). --temperature 0 is greedy.\n"
+           "Defaults: temperature 1, top-k off, top-p 1 (off), seed 1337. Past the compiled context\n"
+           "(%lld tokens) the window slides: its last half is re-encoded. --logits-out writes each\n"
+           "step's logits [N,V].\n",
+           prog, (long long)m->context);
+    return EXIT_OK;
+  }
+  if (!rt_is_lm(m)) return rt_usage_error(prog, "generate", "this model has no language-model head");
+  if (!o.prompt || !o.prompt[0]) return rt_usage_error(prog, "generate", "--prompt TEXT is required (non-empty)");
+  if (m->vocab < RT_BYTE_VOCAB)
+    return rt_usage_error(prog, "generate", "the byte tokenizer needs a vocabulary of at least 256");
+  RtError err;
+  RtRun r;
+  int rc = EXIT_OK;
+  size_t plen = strlen(o.prompt);
+  int ctx = (int)m->context;
+  int32_t *ids = malloc(sizeof(int32_t) * (size_t)ctx);
+  float *logits = rt_xalloc((size_t)ctx * (size_t)m->vocab * sizeof(float));
+  float *probs = rt_xalloc((size_t)m->vocab * sizeof(float));
+  int32_t *idx = rt_xalloc((size_t)m->vocab * sizeof(int32_t));
+  float *lsave = o.logits_out ? rt_xalloc((size_t)(o.n ? o.n : 1) * (size_t)m->vocab * sizeof(float)) : NULL;
+  if (rt_run_init(&r, m, &err) || rt_run_load_weights(&r, o.weights, &err) || rt_run_kv(&r, 1, &err) || !ids || !logits ||
+      !probs || !idx || (o.logits_out && !lsave)) {
+    fprintf(stderr, "%s: error: %s\n", prog, err.msg[0] ? err.msg : "out of memory");
+    rc = EXIT_USER;
+    goto done;
+  }
+  /* keep the end of a prompt longer than the context, leaving room to generate */
+  if (plen >= (size_t)ctx) {
+    fprintf(stderr, "%s: note: prompt truncated to its last %d bytes\n", prog, ctx - 1);
+    o.prompt += plen - (size_t)(ctx - 1);
+    plen = (size_t)(ctx - 1);
+  }
+  int len = (int)rt_byte_encode(ids, o.prompt, plen);
+  RtSampleParams sp = {(float)o.temperature, (int)o.top_k, (float)o.top_p};
+  RtRng g;
+  rt_rng_seed(&g, o.seed);
+  /* prefill */
+  RtStep s = {1, len, 0, o.no_cache ? NULL : r.state, r.scratch, 0, 0.0f};
+  m->forward(&s, r.arena, r.W, ids, logits);
+  const float *last = logits + (size_t)(len - 1) * (size_t)m->vocab;
+  long made = 0;
+  for (; made < o.n; made++) {
+    if (lsave) memcpy(lsave + (size_t)made * (size_t)m->vocab, last, (size_t)m->vocab * sizeof(float));
+    int tok = rt_sample(last, (int)m->vocab, &sp, &g, probs, idx);
+    if (tok < RT_BYTE_VOCAB) {
+      putchar(tok);
+    } else {
+      printf("<%d>", tok);
+    }
+    fflush(stdout);
+    if (made + 1 == o.n) {
+      made++;
+      break;
+    }
+    if (len >= ctx) {
+      /* the window is full: keep its last half and re-encode it from position 0 (a sliding
+       * window in steps of ctx/2, so the cache is rebuilt once every ctx/2 tokens) */
+      int keep = ctx / 2;
+      memmove(ids, ids + len - keep, (size_t)keep * sizeof(int32_t));
+      len = keep;
+      ids[len++] = tok;
+      RtStep pre = {1, len, 0, o.no_cache ? NULL : r.state, r.scratch, 0, 0.0f};
+      m->forward(&pre, r.arena, r.W, ids, logits);
+      last = logits + (size_t)(len - 1) * (size_t)m->vocab;
+      continue;
+    }
+    ids[len++] = tok;
+    if (o.no_cache) {
+      RtStep full = {1, len, 0, NULL, r.scratch, 0, 0.0f};
+      m->forward(&full, r.arena, r.W, ids, logits);
+      last = logits + (size_t)(len - 1) * (size_t)m->vocab;
+    } else {
+      RtStep step = {1, 1, len - 1, r.state, r.scratch, 0, 0.0f};
+      m->forward(&step, r.arena, r.W, ids + len - 1, logits);
+      last = logits;
+    }
+  }
+  if (lsave) {
+    int64_t shape[2] = {made, m->vocab};
+    if (rt_npy_write(o.logits_out, RT_DT_F32, 2, shape, lsave, &err)) {
+      fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+      rc = EXIT_USER;
+    }
+  }
+done:
+  free(ids);
+  free(logits);
+  free(probs);
+  free(idx);
+  free(lsave);
+  rt_run_free(&r);
+  return rc;
+}

@@ -1,0 +1,207 @@
+/* infer.c: the inference verbs of generated programs: info (model facts, embedded weights
+ * checked), init (weights as the spec says, written as safetensors), forward (token ids in, outputs
+ * out, both .npy) and eval (next-token loss and bits per byte over a text file). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "prog.h"
+
+static void print_info(const RtModel *m, FILE *o) {
+  fprintf(o, "model:            %s (%s)\n", m->name, m->kind);
+  fprintf(o, "compiled shapes:  batch %lld, context %lld, vocab %lld, output %s[%lld]\n", (long long)m->batch,
+          (long long)m->context, (long long)m->vocab, m->out_per_token ? "per token " : "per sequence ",
+          (long long)m->out_dim);
+  fprintf(o, "parameters:       %lld\n", (long long)m->param_count);
+  fprintf(o, "parameter bytes:  %lld\n", (long long)m->param_bytes);
+  fprintf(o, "forward FLOPs:    %lld per token\n", (long long)m->flops_per_token);
+  fprintf(o, "arena bytes:      %lld (planned activations)\n", (long long)m->arena_bytes);
+  if (m->train)
+    fprintf(o, "training:         %lld FLOPs per token (forward, recompute, backward), train arena %lld bytes\n",
+            (long long)m->train_flops_per_token, (long long)m->train_arena_bytes);
+  if (m->train)
+    fprintf(o, "precision:        %s\n", m->train_precision == RT_PREC_BF16   ? "bf16 (activations stored in bfloat16)"
+                                      : m->train_precision == RT_PREC_FP16 ? "fp16 (activations stored in binary16, "
+                                                                              "dynamic loss scaling)"
+                                                                            : "fp32");
+  else
+    fprintf(o, "training:         not compiled in (add the autodiff pass)\n");
+  fprintf(o, "state bytes:      %lld at batch 1 (%d slots: the KV caches)\n",
+          (long long)(rt_model_state_floats(m, 1) * 4), m->nstate);
+  fprintf(o, "compile options:  %s\n", m->compile_options);
+}
+
+int rt_verb_info(const char *prog, int argc, char **argv, const RtModel *m) {
+  RtOpts o;
+  int help = 0;
+  if (rt_parse_opts(prog, "info", argc, argv, "", &o, &help)) return EXIT_USER;
+  if (help) {
+    printf("usage: %s info\n\nPrint the model's name, parameters, bytes, FLOPs per token, planned arena and\n"
+           "compile options. With embedded weights, also checks them.\n", prog);
+    return EXIT_OK;
+  }
+  print_info(m, stdout);
+  if (m->embedded_weights) {
+    RtRun r;
+    RtError err;
+    if (rt_run_init(&r, m, &err) || rt_run_load_weights(&r, NULL, &err)) {
+      fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+      rt_run_free(&r);
+      return EXIT_USER;
+    }
+    printf("weights:          embedded (%lld bytes), checked\n", (long long)(m->embedded_end - m->embedded_weights));
+    rt_run_free(&r);
+  } else {
+    printf("weights:          not embedded (pass --weights FILE)\n");
+  }
+  return EXIT_OK;
+}
+
+int rt_verb_init(const char *prog, int argc, char **argv, const RtModel *m) {
+  RtOpts o;
+  int help = 0;
+  if (rt_parse_opts(prog, "init", argc, argv, "--seed --out", &o, &help)) return EXIT_USER;
+  if (help) {
+    printf("usage: %s init [--seed N] --out W.safetensors\n\nInitialise the parameters as the spec says "
+           "(normal(0, 0.02) for linear and embedding\nweights, zeros for biases, ones for norm gains) with a "
+           "seeded generator (default seed 1337),\nand write them as safetensors.\n", prog);
+    return EXIT_OK;
+  }
+  if (!o.out) return rt_usage_error(prog, "init", "--out FILE is required");
+  RtRun r;
+  RtError err;
+  if (rt_run_init(&r, m, &err)) {
+    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+    return EXIT_USER;
+  }
+  rt_prog_init_weights(m, r.W, o.seed);
+  RtTensor *ts = calloc((size_t)m->nparams + 1, sizeof *ts);
+  int n = 0;
+  for (int i = 0; i < m->nparams; i++) {
+    const RtParamInfo *p = &m->params[i];
+    if (!p->stored) continue;
+    float *w = r.W + p->offset;
+    int64_t k = rt_param_numel(p);
+    ts[n].name = p->name;
+    ts[n].dtype = RT_DT_F32;
+    ts[n].ndim = p->ndim;
+    for (int d = 0; d < p->ndim; d++) ts[n].shape[d] = p->shape[d];
+    ts[n].data = w;
+    ts[n].nbytes = (size_t)k * sizeof(float);
+    n++;
+  }
+  const char *meta[] = {"format", "pt", "modelc_model", m->name};
+  int rc = rt_st_write(o.out, ts, n, meta, 2, &err);
+  free(ts);
+  rt_run_free(&r);
+  if (rc) {
+    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+    return EXIT_USER;
+  }
+  return EXIT_OK;
+}
+
+int rt_verb_forward(const char *prog, int argc, char **argv, const RtModel *m) {
+  RtOpts o;
+  int help = 0;
+  if (rt_parse_opts(prog, "forward", argc, argv, "--weights --tokens --out --threads", &o, &help)) return EXIT_USER;
+  if (help) {
+    printf("usage: %s forward [--weights W.safetensors] --tokens T.npy --out OUT.npy [--threads N]\n\n"
+           "Run the model on token ids T (int32 or int64 [B,T], B <= %lld, T <= %lld) and write\n"
+           "float32 %s.\n", prog, (long long)m->batch, (long long)m->context,
+           m->out_per_token ? "logits [B,T,V]" : "outputs [B,classes]");
+    return EXIT_OK;
+  }
+  if (!o.tokens) return rt_usage_error(prog, "forward", "--tokens FILE is required");
+  if (!o.out) return rt_usage_error(prog, "forward", "--out FILE is required");
+  RtError err;
+  RtRun r;
+  int32_t *ids = NULL;
+  int B = 0, T = 0, rc = EXIT_OK;
+  float *out = NULL;
+  if (rt_run_init(&r, m, &err) || rt_run_load_weights(&r, o.weights, &err) || rt_prog_read_tokens(m, o.tokens, &ids, &B, &T, &err)) {
+    rc = EXIT_USER;
+  } else {
+    out = rt_xalloc(rt_out_floats(m, B, T) * sizeof(float));
+    RtStep s = {B, T, 0, NULL, r.scratch, 0, 0.0f};
+    m->forward(&s, r.arena, r.W, ids, out);
+    int64_t shape[3] = {B, m->out_per_token ? T : m->out_dim, m->out_dim};
+    if (rt_npy_write(o.out, RT_DT_F32, m->out_per_token ? 3 : 2, shape, out, &err)) rc = EXIT_USER;
+  }
+  if (rc) fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+  free(out);
+  free(ids);
+  rt_run_free(&r);
+  return rc;
+}
+
+int rt_verb_eval(const char *prog, int argc, char **argv, const RtModel *m) {
+  RtOpts o;
+  int help = 0;
+  if (rt_parse_opts(prog, "eval", argc, argv, "--weights --data --threads", &o, &help)) return EXIT_USER;
+  if (help) {
+    printf("usage: %s eval [--weights W] --data FILE\n\nMean next-token cross-entropy (nats) and bits per byte "
+           "over the bytes of FILE, in\nwindows of the compiled context.\n", prog);
+    return EXIT_OK;
+  }
+  if (!rt_is_lm(m) || m->vocab < RT_BYTE_VOCAB) return rt_usage_error(prog, "eval", "eval needs a byte-level language model");
+  if (!o.data) return rt_usage_error(prog, "eval", "--data FILE is required");
+  RtError err;
+  unsigned char *buf = NULL;
+  size_t n = 0;
+  if (rt_read_file(o.data, &buf, &n, &err)) {
+    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+    return EXIT_USER;
+  }
+  if (n < 2) {
+    fprintf(stderr, "%s: error: %s: needs at least 2 bytes\n", prog, o.data);
+    free(buf);
+    return EXIT_USER;
+  }
+  RtRun r;
+  int rc = EXIT_OK;
+  int B = (int)m->batch, T = (int)m->context;
+  int32_t *ids = malloc(sizeof(int32_t) * (size_t)B * (size_t)T);
+  int32_t *tgt = malloc(sizeof(int32_t) * (size_t)B * (size_t)T);
+  float *logits = rt_xalloc((size_t)B * (size_t)T * (size_t)m->vocab * sizeof(float));
+  if (rt_run_init(&r, m, &err) || rt_run_load_weights(&r, o.weights, &err) || !ids || !tgt || !logits) {
+    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+    rc = EXIT_USER;
+  } else {
+    double total = 0;
+    size_t count = 0, pos = 0;
+    while (pos + 1 < n) {
+      int nb = 0, nt = T;
+      /* a batch of windows of T inputs and their next bytes; the last window may be shorter */
+      size_t left = n - 1 - pos;
+      if (left < (size_t)T) nt = (int)left;
+      for (; nb < B && pos + 1 < n && n - 1 - pos >= (size_t)nt; nb++) {
+        for (int t = 0; t < nt; t++) {
+          ids[nb * nt + t] = buf[pos + (size_t)t];
+          tgt[nb * nt + t] = buf[pos + (size_t)t + 1];
+        }
+        pos += (size_t)nt;
+      }
+      RtStep s = {nb, nt, 0, NULL, r.scratch, 0, 0.0f};
+      m->forward(&s, r.arena, r.W, ids, logits);
+      for (int i = 0; i < nb * nt; i++) {
+        const float *l = logits + (size_t)i * (size_t)m->vocab;
+        double mx = l[0], sum = 0;
+        for (int v = 1; v < m->vocab; v++) mx = l[v] > mx ? l[v] : mx;
+        for (int v = 0; v < m->vocab; v++) sum += exp(l[v] - mx);
+        total += mx + log(sum) - l[tgt[i]];
+        count++;
+      }
+    }
+    double loss = total / (double)count;
+    printf("tokens:        %zu\nloss:          %.6f nats/token\nbits per byte: %.6f\n", count, loss,
+           loss / log(2.0));
+  }
+  free(buf);
+  free(ids);
+  free(tgt);
+  free(logits);
+  rt_run_free(&r);
+  return rc;
+}

@@ -1,0 +1,49 @@
+/* main.c: the command line of every generated program (rt_main): the table of verbs (info, init,
+ * forward, generate, eval, bench, train, grad), the program's help, and dispatch to the verb's
+ * function (prog.h). Everything a user can get wrong is reported as one clear line and exit
+ * status 1. */
+#include <stdio.h>
+#include <string.h>
+
+#include "prog.h"
+
+static const char *prog_name(const char *argv0) {
+  const char *s = strrchr(argv0, '/');
+  return s ? s + 1 : argv0;
+}
+
+/* The verbs: name, function, and the line of the program's help. */
+static const struct {
+  const char *name;
+  int (*run)(const char *prog, int argc, char **argv, const RtModel *m);
+  const char *summary;
+} verbs[] = {
+    {"info", rt_verb_info, "model facts: parameters, bytes, FLOPs, planned memory, compile options"},
+    {"init", rt_verb_init, "initialise weights and write them as safetensors"},
+    {"forward", rt_verb_forward, "run token ids (.npy) through the model, write the outputs (.npy)"},
+    {"generate", rt_verb_generate, "continue a text prompt (KV cache, greedy or sampled)"},
+    {"eval", rt_verb_eval, "next-token loss and bits per byte over a text file"},
+    {"bench", rt_verb_bench, "forward and decode speed"},
+    {"train", rt_verb_train, "train on a byte file (AdamW/SGD, checkpoints, CSV log, SVG loss curve)"},
+    {"grad", rt_verb_grad, "one training step's loss and parameter gradients (.safetensors)"},
+};
+enum { NVERBS = (int)(sizeof verbs / sizeof verbs[0]) };
+
+int rt_main(int argc, char **argv, const RtModel *m) {
+  const char *prog = prog_name(argc > 0 ? argv[0] : "model");
+  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+    FILE *o = argc < 2 ? stderr : stdout;
+    fprintf(o, "usage: %s COMMAND [options]\n\n%s: a standalone program for the model \"%s\", compiled by modelc.\n\n"
+               "commands:\n", prog, prog, m->name);
+    for (int i = 0; i < NVERBS; i++) fprintf(o, "  %-11s%s\n", verbs[i].name, verbs[i].summary);
+    fprintf(o, "\nRun '%s COMMAND --help' for each command's options.\n", prog);
+    return argc < 2 ? EXIT_USER : EXIT_OK;
+  }
+  const char *v = argv[1];
+  for (int i = 0; i < NVERBS; i++)
+    if (!strcmp(v, verbs[i].name)) return verbs[i].run(prog, argc, argv, m);
+  fprintf(stderr, "%s: error: unknown command '%s' (commands: ", prog, v);
+  for (int i = 0; i < NVERBS; i++) fprintf(stderr, "%s%s", i ? ", " : "", verbs[i].name);
+  fprintf(stderr, "; see '%s --help')\n", prog);
+  return EXIT_USER;
+}

@@ -1,0 +1,179 @@
+/* prog.h: the prog room of the runtime (runtime/prog/), internal: not part of the ABI in
+ * modelc_rt.h. The generated program's command line: the verbs rt_main dispatches to, their
+ * options (parsed in one place, prog/options.c), a model in memory shared by every verb
+ * (prog/model.c), sampling for generate, and the training loop's schedule and loss scaling.
+ * prog/ may include every other room; nothing outside prog/ includes this header. Files depend
+ * one way: main.c (the verb table) -> the verbs (infer.c, generate.c, bench.c, train.c) ->
+ * model.c, options.c, sample.c, schedule.c; train.c -> checkpoint.c, report.c (prog/train.h). */
+#ifndef MODELC_RT_PROG_H
+#define MODELC_RT_PROG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../core/core.h"
+#include "../io/io.h"
+#include "../kernels/kernels.h"
+#include "../modelc_rt.h"
+
+/* Exit statuses of the verbs. */
+enum { EXIT_OK = 0, EXIT_USER = 1 };
+
+/* ---------------------------------------------------------------------------------------------
+ * The verbs (rt_main's table in prog/main.c): each parses its own options, prints its --help, and
+ * returns the exit status.
+ * ------------------------------------------------------------------------------------------- */
+
+int rt_verb_info(const char *prog, int argc, char **argv, const RtModel *m);     /* prog/infer.c */
+int rt_verb_init(const char *prog, int argc, char **argv, const RtModel *m);     /* prog/infer.c */
+int rt_verb_forward(const char *prog, int argc, char **argv, const RtModel *m);  /* prog/infer.c */
+int rt_verb_eval(const char *prog, int argc, char **argv, const RtModel *m);     /* prog/infer.c */
+int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m); /* prog/generate.c */
+int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m);    /* prog/bench.c */
+int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m);    /* prog/train.c */
+int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m);     /* prog/train.c */
+
+/* ---------------------------------------------------------------------------------------------
+ * Options (prog/options.c)
+ * ------------------------------------------------------------------------------------------- */
+
+/* The options of every verb (one table in prog/options.c names each once). Defaults: seed 1337,
+ * n 64, runs 7, temperature 1, top_p 1, everything else 0 or NULL; have_* says which were given
+ * (train overrides the spec's train: section only with those). */
+typedef struct RtOpts {
+  const char *weights, *tokens, *targets, *out, *data, *prompt, *logits_out, *checkpoint, *resume, *log;
+  uint64_t seed;
+  long long threads;         /* 0: MODELC_THREADS or the online CPUs */
+  long long n, top_k, runs;  /* generate, bench */
+  double temperature, top_p; /* generate */
+  int no_cache;              /* generate */
+  /* train */
+  long long steps, stop_at, batch, micro, eval_every, ckpt_every, warmup;
+  double lr, min_lr, weight_decay, grad_clip, beta1, beta2, momentum;
+  int schedule, optimizer;   /* RtSchedule, RtOptimizer */
+  double loss_scale;         /* fp16: the initial loss scale and the good steps before it doubles */
+  long long scale_window;
+  int have_n, have_seed, have_steps, have_batch, have_micro, have_lr, have_eval, have_ckpt_every;
+  int have_min_lr, have_wd, have_clip, have_beta1, have_beta2, have_momentum, have_warmup, have_schedule, have_opt;
+  int have_loss_scale, have_scale_window;
+} RtOpts;
+
+/* Parses argv[2..] of VERB; `allowed` is the space-separated list of the verb's options. Returns
+ * 0 (with *help = 1 for --help or -h, and then without reading further), or 1 (EXIT_USER) after
+ * printing the error. On success sets the pool's thread count (rt_set_threads(threads)). */
+int rt_parse_opts(const char *prog, const char *verb, int argc, char **argv, const char *allowed, RtOpts *o,
+                  int *help);
+
+/* Number parsers for option values and file metadata: 0 with *out set when all of s is a number
+ * in range, else -1. */
+/* a real in [lo, hi]; lo_open / hi_open exclude that end */
+int rt_parse_real(const char *s, double lo, double hi, int lo_open, int hi_open, double *out);
+int rt_parse_int(const char *s, long long lo, long long hi, long long *out);
+/* decimal digits only: no sign, no space */
+int rt_parse_u64(const char *s, uint64_t *out);
+
+/* Prints "PROG VERB: error: MESSAGE (see 'PROG VERB --help')" to stderr; returns 1, the user-error
+ * exit status. */
+int rt_usage_error(const char *prog, const char *verb, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* ---------------------------------------------------------------------------------------------
+ * Sampling (prog/sample.c; reproducible: PCG32 seeded from a uint64)
+ * ------------------------------------------------------------------------------------------- */
+
+/* PCG32 (O'Neill, XSH-RR 64/32): 64-bit state, fixed odd increment. */
+typedef struct RtRng {
+  uint64_t state;
+  uint64_t inc;
+} RtRng;
+
+void rt_rng_seed(RtRng *rng, uint64_t seed);
+uint32_t rt_rng_u32(RtRng *rng);
+float rt_rng_uniform(RtRng *rng); /* [0,1), 24 random bits */
+
+typedef struct RtSampleParams {
+  float temperature; /* <= 0: greedy */
+  int top_k;         /* 0 (or >= V): off; 1: greedy */
+  float top_p;       /* >= 1: off; else keep the smallest highest-probability set with mass >= top_p */
+} RtSampleParams;
+
+/* Index of the largest logit; ties go to the lowest index. NaNs are never chosen unless all are. */
+int rt_sample_argmax(const float *logits, int V);
+/* Draws one token id in [0,V) from logits (V) after temperature, top-k, then top-p (top-p mass is
+ * measured on the top-k renormalised distribution). Scratch: probs (V floats), idx (V int32).
+ * Greedy (temperature <= 0 or top_k == 1) uses no randomness and no scratch. */
+int rt_sample(const float *logits, int V, const RtSampleParams *p, RtRng *rng, float *probs, int32_t *idx);
+
+/* ---------------------------------------------------------------------------------------------
+ * A model in memory (prog/model.c)
+ * ------------------------------------------------------------------------------------------- */
+
+/* Elements of a parameter. */
+static inline int64_t rt_param_numel(const RtParamInfo *p) {
+  int64_t n = 1;
+  for (int i = 0; i < p->ndim; i++) n *= p->shape[i];
+  return n;
+}
+
+/* 1 for a language model: an output per token over the vocabulary. */
+static inline int rt_is_lm(const RtModel *m) { return m->out_per_token && m->out_dim == m->vocab; }
+
+/* What one command allocates to run the model (once): weights, arena, scratch, KV cache. */
+typedef struct RtRun {
+  const RtModel *m;
+  float *W;          /* weights */
+  char *arena;
+  float *scratch;
+  void **state;      /* the program's state slots (KV caches, RtModel.state), NULL until made */
+  float *statemem;   /* their memory */
+  int state_batch;   /* the sequences they hold */
+} RtRun;
+
+/* Allocates weights, arena and inference scratch (-1 and a message when out of memory). */
+int rt_run_init(RtRun *r, const RtModel *m, RtError *err);
+/* Allocates the program's state slots (zeroed) for runs of `batch` sequences. */
+int rt_run_kv(RtRun *r, int batch, RtError *err);
+void rt_run_free(RtRun *r);
+/* Loads every stored parameter from a safetensors file (path NULL: the embedded image) into r->W. */
+int rt_run_load_weights(RtRun *r, const char *path, RtError *err);
+
+/* Floats of scratch a model's forward (training: any call of a training step) needs at the current
+ * rt_threads(), as the program says (RtModel.scratch_floats): one place for every verb's sizes. */
+size_t rt_model_scratch_floats(const RtModel *m, int training);
+/* Floats of all the program's state slots for runs of `batch` sequences. */
+int64_t rt_model_state_floats(const RtModel *m, int batch);
+/* Floats of the forward's output for B sequences of T tokens. */
+size_t rt_out_floats(const RtModel *m, int B, int T);
+/* A standard normal draw (Box-Muller on two uniforms). */
+float rt_normal(RtRng *g);
+/* Initialises every stored parameter of W as the spec says, from a PCG32 seeded with seed. */
+void rt_prog_init_weights(const RtModel *m, float *W, uint64_t seed);
+/* rt_run_load_weights into any buffer of weight_floats floats (path NULL: the embedded weights). */
+int rt_prog_load_weights(const RtModel *m, float *W, const char *path, RtError *err);
+/* Reads a token file (int32/int64 [B,T]) within the compiled shape and the vocabulary into int32
+ * ids; *ids is malloc'd. */
+int rt_prog_read_tokens(const RtModel *m, const char *path, int32_t **ids, int *B, int *T, RtError *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * The training loop's step policy (prog/schedule.c)
+ * ------------------------------------------------------------------------------------------- */
+
+/* Dynamic loss scaling (as torch.cuda.amp.GradScaler): the loss gradient is multiplied by scale;
+ * a step whose gradients are not all finite is skipped and halves the scale; `window` good steps
+ * in a row double it (up to 2^64, so that the scale stays a finite float). */
+typedef struct RtLossScaler {
+  double scale;   /* initial 65536 */
+  int64_t window; /* good steps before growing (2000) */
+  int64_t good;   /* good steps since the scale last changed */
+  int64_t skipped;/* steps skipped so far */
+} RtLossScaler;
+/* Records a step's outcome; returns 1 when its update should be applied, 0 to skip it. */
+int rt_loss_scaler_update(RtLossScaler *s, int grads_finite);
+/* The learning rate at step (1-based): linear warm-up from 0 over `warmup` steps, then cosine or
+ * linear decay to min_lr at `steps`, or constant. */
+double rt_lr_at(const RtTrainConfig *c, int64_t step);
+
+#endif

@@ -1,0 +1,572 @@
+/* train.c: the train and grad verbs of generated programs (rt_main dispatches here; see
+ * docs/runtime.md, "Training").
+ *
+ * train: seeded random windows of a byte file, gradient accumulation over micro-batches, clipping
+ * by global norm, AdamW or SGD with the compiled schedule (prog/schedule.c), validation on the
+ * held-out tail, checkpoints (weights + optimiser state + step + RNG state in one safetensors
+ * file, resumed bit-exactly: prog/checkpoint.c), a CSV log of every step and an SVG loss curve
+ * (prog/report.c). The trainer's state (Trainer) is in prog/train.h.
+ * grad: one call of the model's train function on given tokens and targets, gradients written as
+ * safetensors (the reference tests compare them with PyTorch's).
+ *
+ * Everything a user can get wrong is one line on stderr and exit status 1.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "prog.h"
+#include "train.h"
+
+/* ---- the trainer ---- */
+
+static void trainer_free(Trainer *t) {
+  free(t->W);
+  free(t->Wh);
+  free(t->G);
+  free(t->Gacc);
+  free(t->s1);
+  free(t->s2);
+  free(t->arena);
+  free(t->scratch);
+  free(t->logits);
+  free(t->ids);
+  free(t->tgt);
+  free(t->data);
+  free(t->fix_ids);
+  free(t->fix_tgt);
+  free(t->hist);
+  free(t->log_path);
+  free(t->svg_path);
+  if (t->log) fclose(t->log);
+}
+
+/* One window per row: context+1 bytes at a random offset of the training part (or the next rows
+ * of the fixed batch, cycling). */
+static void draw_rows(Trainer *t, int rows) {
+  if (t->fix_ids) {
+    int per = t->m->out_per_token ? t->T : 1; /* targets per row: every position, or one class */
+    for (int r = 0; r < rows; r++, t->fix_next = (t->fix_next + 1) % t->fix_rows) {
+      memcpy(t->ids + (size_t)r * t->T, t->fix_ids + t->fix_next * t->T, (size_t)t->T * sizeof(int32_t));
+      memcpy(t->tgt + (size_t)r * per, t->fix_tgt + t->fix_next * per, (size_t)per * sizeof(int32_t));
+    }
+    return;
+  }
+  size_t range = t->ntrain - (size_t)t->T; /* offsets 0 .. ntrain-T-1 */
+  for (int r = 0; r < rows; r++) {
+    uint64_t x = rt_rng_u32(&t->rng);
+    if ((uint64_t)range > 0xffffffffull) x = (x << 32) | rt_rng_u32(&t->rng);
+    const unsigned char *w = t->data + (size_t)(x % (uint64_t)range);
+    for (int i = 0; i < t->T; i++) {
+      t->ids[r * t->T + i] = w[i];
+      t->tgt[r * t->T + i] = w[i + 1];
+    }
+  }
+}
+
+/* Mean next-byte loss (nats) over the held-out tail, windows of the context, batches up to the
+ * compiled batch (a shorter last window goes alone). */
+static double evaluate(Trainer *t) {
+  const RtModel *m = t->m;
+  const unsigned char *buf = t->data + t->ntrain;
+  size_t n = t->nval, pos = 0, count = 0;
+  int B = (int)m->batch, T = t->T;
+  double total = 0;
+  while (pos + 1 < n) {
+    int nb = 0, nt = T;
+    size_t left = n - 1 - pos;
+    if (left < (size_t)T) nt = (int)left;
+    for (; nb < B && pos + 1 < n && n - 1 - pos >= (size_t)nt; nb++) {
+      for (int i = 0; i < nt; i++) {
+        t->ids[nb * nt + i] = buf[pos + (size_t)i];
+        t->tgt[nb * nt + i] = buf[pos + (size_t)i + 1];
+      }
+      pos += (size_t)nt;
+    }
+    RtStep s = {nb, nt, 0, NULL, t->scratch, 0, 0.0f};
+    m->forward(&s, t->arena, t->W, t->ids, t->logits);
+    for (int i = 0; i < nb * nt; i++) {
+      const float *l = t->logits + (size_t)i * (size_t)m->vocab;
+      double mx = l[0], sum = 0;
+      for (int v = 1; v < m->vocab; v++) mx = l[v] > mx ? l[v] : mx;
+      for (int v = 0; v < m->vocab; v++) sum += exp(l[v] - mx);
+      total += mx + log(sum) - l[t->tgt[i]];
+      count++;
+    }
+  }
+  return count ? total / (double)count : NAN;
+}
+
+/* One optimiser step (t->step + 1): B/M train calls, averaged, clipped, applied. Returns the loss. */
+static double train_step(Trainer *t, double lr) {
+  const RtModel *m = t->m;
+  int64_t nmicro = t->B / t->M;
+  double loss = 0;
+  float *g = nmicro > 1 ? t->Gacc : t->G;
+  const float *W = t->W;
+  if (t->Wh) { /* mixed precision: the step reads the master weights rounded to 16 bits */
+    rt_round_weights(t->Wh, t->W, m->weight_floats, t->prec);
+    W = t->Wh;
+  }
+  for (int64_t k = 0; k < nmicro; k++) {
+    draw_rows(t, (int)t->M);
+    /* dropout masks: a seed per (step, micro-batch) derived from the run's stream constant (set by
+     * --seed, kept in checkpoints), not drawn from the data stream, so the windows do not depend
+     * on M; never 0, which means inference */
+    uint64_t seed = rt_mix(t->dropout_seed, ((uint64_t)(t->step + 1) << 20) | (uint64_t)k) | 1;
+    RtStep s = {(int)t->M, t->T, 0, NULL, t->scratch, seed, (float)t->ls.scale};
+    float l = 0;
+    m->train(&s, t->arena, W, t->ids, t->tgt, &l, t->G);
+    loss += l;
+    if (nmicro > 1) {
+      for (int i = 0; i < m->nparams; i++) {
+        const RtParamInfo *p = &m->params[i];
+        if (!p->stored) continue;
+        float *a = t->Gacc + p->offset;
+        const float *b = t->G + p->offset;
+        int64_t n = rt_param_numel(p);
+        if (k == 0) memcpy(a, b, (size_t)n * sizeof(float));
+        else
+          for (int64_t j = 0; j < n; j++) a[j] += b[j];
+      }
+    }
+  }
+  loss /= (double)nmicro;
+  int64_t step = t->step + 1;
+  double unscale = 1.0; /* the gradients carry the loss scale this step used */
+  if (t->prec == RT_PREC_FP16) { /* dynamic loss scaling: skip the update on inf/nan gradients */
+    int finite = 1;
+    for (int i = 0; i < m->nparams && finite; i++)
+      if (m->params[i].stored) finite = rt_all_finite(g + m->params[i].offset, rt_param_numel(&m->params[i]));
+    unscale = 1.0 / t->ls.scale;
+    if (!rt_loss_scaler_update(&t->ls, finite)) {
+      t->step = step;
+      return loss;
+    }
+  }
+  double norm2 = 0;
+  float scale = (float)(unscale / (double)nmicro);
+  if (scale != 1.0f)
+    for (int i = 0; i < m->nparams; i++) {
+      const RtParamInfo *p = &m->params[i];
+      if (!p->stored) continue;
+      float *a = g + p->offset;
+      int64_t n = rt_param_numel(p);
+      for (int64_t j = 0; j < n; j++) a[j] *= scale;
+    }
+  if (t->c.grad_clip > 0) {
+    for (int i = 0; i < m->nparams; i++)
+      if (m->params[i].stored) norm2 += rt_sum_squares(g + m->params[i].offset, rt_param_numel(&m->params[i]));
+    /* as torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), applied when < 1 */
+    double coef = t->c.grad_clip / (sqrt(norm2) + 1e-6);
+    if (coef < 1.0)
+      for (int i = 0; i < m->nparams; i++) {
+        const RtParamInfo *p = &m->params[i];
+        if (!p->stored) continue;
+        float *a = g + p->offset, cf = (float)coef;
+        int64_t n = rt_param_numel(p);
+        for (int64_t j = 0; j < n; j++) a[j] *= cf;
+      }
+  }
+  int64_t opt_step = step - t->ls.skipped; /* AdamW's bias correction counts applied updates */
+  for (int i = 0; i < m->nparams; i++) {
+    const RtParamInfo *p = &m->params[i];
+    if (!p->stored) continue;
+    int64_t o = p->offset, n = rt_param_numel(p);
+    float wd = p->decay ? (float)t->c.weight_decay : 0.0f;
+    if (t->c.optimizer == RT_OPT_SGD)
+      rt_sgd(t->W + o, g + o, t->s1 + o, n, (float)lr, (float)t->c.momentum, wd);
+    else
+      rt_adamw(t->W + o, g + o, t->s1 + o, t->s2 + o, n, (float)lr, (float)t->c.beta1, (float)t->c.beta2,
+               (float)t->c.eps, wd, opt_step);
+  }
+  t->step = step;
+  return loss;
+}
+
+/* ---- train ---- */
+
+static void train_help(const char *prog, const RtModel *m) {
+  const RtTrainConfig *c = &m->train_config;
+  printf("usage: %s train --data FILE --out W.safetensors [--weights INIT | --resume CKPT] [--steps N]\n"
+         "       [--batch B] [--micro-batch M] [--lr LR] [--seed S] [--eval-every K]\n"
+         "       [--checkpoint PATH] [--checkpoint-every K] [--stop-at K] [--log FILE.csv] [--threads N]\n"
+         "       [--optimizer adamw|sgd] [--schedule cosine|linear|constant] [--warmup N] [--min-lr X]\n"
+         "       [--weight-decay X] [--grad-clip X] [--beta1 X] [--beta2 X] [--momentum X]\n"
+         "       [--tokens T.npy --targets Y.npy]   (a fixed batch every step instead of --data)\n"
+         "       [--loss-scale S] [--loss-scale-window N]   (fp16 programs: initial 65536, window 2000)\n\n"
+         "Train on the bytes of FILE (byte-level vocabulary). The last 10%% of FILE (at least context+1\n"
+         "bytes) is held out for validation. Each step draws B windows of context+1 bytes at random\n"
+         "offsets (PCG32 seeded by --seed) and averages the gradients of B/M micro-batches of M rows\n"
+         "(M <= %lld, the compiled batch), clips them by global norm, then applies %s with the %s\n"
+         "schedule. Without --weights or --resume, the weights are initialised like 'init --seed S'.\n"
+         "--eval-every K measures the validation loss and bits per byte every K steps (0: never).\n"
+         "--checkpoint PATH saves weights, optimiser state, step and RNG state every\n"
+         "--checkpoint-every K steps and at the end; --resume CKPT continues such a run bit-exactly up\n"
+         "to --steps (default: the checkpoint's). --stop-at K ends this session after step K (the\n"
+         "schedule still runs to --steps). Writes the final weights to --out, a CSV of every step to\n"
+         "--log (default OUT.csv next to --out) and the loss curve next to it (.svg).\n"
+         "Mixed precision is compiled in (train: precision, the precision pass): this program trains\n"
+         "in %s.\n"
+         "Defaults (from the spec): steps %lld, batch %lld, micro-batch %lld, lr %g, seed %lld,\n"
+         "eval-every %lld, checkpoint-every %lld.\n",
+         prog, (long long)m->batch, rt_opt_name(c->optimizer),
+         c->schedule == RT_SCHED_COSINE ? "cosine" : c->schedule == RT_SCHED_LINEAR ? "linear" : "constant",
+         rt_prec_name(m->train_precision), (long long)c->steps, (long long)c->batch, (long long)c->micro_batch, c->lr, (long long)c->seed,
+         (long long)c->eval_every, (long long)c->checkpoint_every);
+}
+
+/* The compiled configuration with the values 0 cannot mean replaced by the spec's defaults. */
+static RtTrainConfig effective_config(const RtModel *m) {
+  RtTrainConfig c = m->train_config;
+  if (c.steps <= 0) c.steps = 1000;
+  if (c.batch <= 0) c.batch = m->batch;
+  if (c.micro_batch <= 0) c.micro_batch = c.batch < m->batch ? c.batch : m->batch;
+  if (!(c.lr > 0)) c.lr = 6e-4;
+  if (!(c.eps > 0)) c.eps = 1e-8;
+  if (c.seed < 0) c.seed = 1337;
+  return c;
+}
+
+static int read_targets(const RtModel *m, const char *path, int B, int T, int32_t **out, RtError *err);
+
+int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
+  RtOpts o;
+  int help = 0;
+  if (rt_parse_opts(prog, "train", argc, argv,
+                 "--data --weights --out --steps --stop-at --batch --micro-batch --lr --seed --eval-every "
+                 "--checkpoint --checkpoint-every --resume --log --threads --tokens --targets --min-lr "
+                 "--weight-decay --grad-clip --beta1 --beta2 --momentum --warmup --schedule --optimizer --loss-scale "
+                 "--loss-scale-window",
+                 &o, &help))
+    return EXIT_USER;
+  if (help) {
+    train_help(prog, m);
+    return EXIT_OK;
+  }
+  if (!m->train)
+    return rt_usage_error(prog, "train", "this program was built without training support (add the autodiff pass)");
+  if (!o.tokens && !m->out_per_token)
+    return rt_usage_error(prog, "train", "training a classifier (one output per sequence) on raw bytes is not "
+                                      "supported yet; give labelled batches with --tokens and --targets");
+  if (!o.tokens && (m->out_dim != m->vocab || m->vocab < RT_BYTE_VOCAB))
+    return rt_usage_error(prog, "train", "training on bytes needs a language model with a vocabulary of at least 256");
+  Trainer t;
+  memset(&t, 0, sizeof t);
+  t.prog = prog;
+  t.m = m;
+  t.c = effective_config(m);
+  t.T = (int)m->context;
+  t.prec = m->train_precision;
+  t.ls = (RtLossScaler){.scale = 1.0, .window = 2000};
+  if (t.prec == RT_PREC_FP16) t.ls.scale = 65536.0; /* torch.cuda.amp.GradScaler's defaults */
+  if (o.have_loss_scale || o.have_scale_window) {
+    if (t.prec != RT_PREC_FP16)
+      return rt_usage_error(prog, "train", "--loss-scale and --loss-scale-window apply to fp16 training; this program "
+                                           "trains in %s", rt_prec_name(t.prec));
+    if (o.have_loss_scale) t.ls.scale = o.loss_scale;
+    if (o.have_scale_window) t.ls.window = o.scale_window;
+  }
+  const char *data = o.data ? o.data : o.tokens ? NULL : t.c.data;
+  if (!data && !o.tokens) return rt_usage_error(prog, "train", "--data FILE (or --tokens and --targets) is required");
+  if (!o.tokens != !o.targets) return rt_usage_error(prog, "train", "--tokens and --targets go together");
+  RtError ferr;
+  if (o.tokens) { /* a fixed batch: every step trains on these rows */
+    int fb = 0, ft = 0;
+    if (rt_prog_read_tokens(m, o.tokens, &t.fix_ids, &fb, &ft, &ferr) ||
+        read_targets(m, o.targets, fb, ft, &t.fix_tgt, &ferr)) {
+      fprintf(stderr, "%s: error: %s\n", prog, ferr.msg);
+      trainer_free(&t);
+      return EXIT_USER;
+    }
+    t.fix_rows = fb;
+    t.T = ft;
+    if (!o.have_batch) o.batch = fb, o.have_batch = 1;
+    if (!o.have_micro && o.batch <= m->batch) o.micro = o.batch, o.have_micro = 1;
+    if (!data) o.eval_every = 0, o.have_eval = 1; /* nothing held out */
+  }
+  if (!o.out) return trainer_free(&t), rt_usage_error(prog, "train", "--out W.safetensors is required");
+  if (o.resume && o.weights) return trainer_free(&t), rt_usage_error(prog, "train", "--resume and --weights exclude each other");
+  if (o.have_ckpt_every && o.ckpt_every > 0 && !o.checkpoint)
+    return trainer_free(&t), rt_usage_error(prog, "train", "--checkpoint-every needs --checkpoint PATH");
+  t.B = o.have_batch ? o.batch : t.c.batch;
+  if (o.have_micro) {
+    t.M = o.micro;
+  } else if (t.B % t.c.micro_batch == 0 && t.c.micro_batch <= m->batch) {
+    t.M = t.c.micro_batch;
+  } else {
+    for (t.M = t.B < m->batch ? t.B : m->batch; t.B % t.M; t.M--) {
+    }
+  }
+  if (t.M > m->batch)
+    return trainer_free(&t), rt_usage_error(prog, "train", "--micro-batch %lld exceeds the compiled batch %lld", (long long)t.M,
+                       (long long)m->batch);
+  if (t.B % t.M)
+    return trainer_free(&t), rt_usage_error(prog, "train", "--micro-batch %lld does not divide --batch %lld", (long long)t.M,
+                       (long long)t.B);
+  if (o.have_lr) { /* min_lr keeps the spec's ratio to lr (lr/10 by default) */
+    double ratio = t.c.min_lr >= 0 && t.c.min_lr <= t.c.lr ? t.c.min_lr / t.c.lr : 0.1;
+    t.c.lr = o.lr;
+    t.c.min_lr = o.lr * ratio;
+  }
+  if (o.have_min_lr) t.c.min_lr = o.min_lr;
+  if (t.c.min_lr > t.c.lr)
+    return trainer_free(&t), rt_usage_error(prog, "train", "--min-lr %g exceeds the learning rate %g", t.c.min_lr, t.c.lr);
+  if (o.have_wd) t.c.weight_decay = o.weight_decay;
+  if (o.have_clip) t.c.grad_clip = o.grad_clip;
+  if (o.have_beta1) t.c.beta1 = o.beta1;
+  if (o.have_beta2) t.c.beta2 = o.beta2;
+  if (o.have_momentum) t.c.momentum = o.momentum;
+  if (o.have_warmup) t.c.warmup = o.warmup;
+  if (o.have_schedule) t.c.schedule = (RtSchedule)o.schedule;
+  if (o.have_opt) t.c.optimizer = (RtOptimizer)o.optimizer;
+  uint64_t seed = o.have_seed ? o.seed : (uint64_t)t.c.seed;
+  t.eval_every = o.have_eval ? o.eval_every : t.c.eval_every;
+  t.ckpt_every = o.checkpoint ? (o.have_ckpt_every ? o.ckpt_every : t.c.checkpoint_every) : 0;
+
+  RtError err;
+  err.msg[0] = 0;
+  int rc = EXIT_OK;
+  size_t n = 0;
+  if (!data) goto no_data;
+  if (rt_read_file(data, &t.data, &n, &err)) goto fail;
+  t.nval = n / 10 + (n % 10 != 0);
+  if (t.nval < (size_t)t.T + 1) t.nval = (size_t)t.T + 1;
+  if (n < t.nval + (size_t)t.T + 1) {
+    rt_fail(&err, "%s: %zu bytes is too small: training needs at least %lld (context+1 bytes to train on plus a "
+                  "held-out tail of 10%%, at least context+1 bytes)", data, n, (long long)(t.nval + (size_t)t.T + 1));
+    goto fail;
+  }
+  t.ntrain = n - t.nval;
+no_data:;
+  size_t wbytes = (size_t)m->weight_floats * sizeof(float);
+  size_t abytes = (size_t)(m->arena_bytes > m->train_arena_bytes ? m->arena_bytes : m->train_arena_bytes);
+  size_t rows = (size_t)(m->batch > t.M ? m->batch : t.M) * (size_t)t.T;
+  t.W = rt_xalloc(wbytes);
+  t.G = rt_xalloc(wbytes);
+  if (t.prec != RT_PREC_FP32 && !(t.Wh = rt_xalloc(wbytes))) {
+    rt_fail(&err, "out of memory allocating the working weights");
+    goto fail;
+  }
+  t.Gacc = t.B / t.M > 1 ? rt_xalloc(wbytes) : NULL;
+  t.s1 = rt_xalloc(wbytes);
+  t.s2 = t.c.optimizer == RT_OPT_ADAMW ? rt_xalloc(wbytes) : NULL;
+  t.arena = rt_xalloc(abytes);
+  t.scratch = rt_xalloc(rt_model_scratch_floats(m, 1) * sizeof(float));
+  t.logits = rt_xalloc((size_t)m->batch * (size_t)t.T * (size_t)m->vocab * sizeof(float));
+  t.ids = rt_xalloc(rows * sizeof(int32_t));
+  t.tgt = rt_xalloc(rows * sizeof(int32_t));
+  if (!t.W || !t.G || (t.B / t.M > 1 && !t.Gacc) || !t.s1 || (t.c.optimizer == RT_OPT_ADAMW && !t.s2) || !t.arena ||
+      !t.scratch || !t.logits || !t.ids || !t.tgt) {
+    rt_fail(&err, "out of memory allocating the training state");
+    goto fail;
+  }
+
+  int64_t ck_steps = 0;
+  if (o.resume) {
+    if (rt_load_checkpoint(&t, o.resume, &ck_steps, &err)) goto fail;
+  } else if (o.weights || m->embedded_weights) {
+    if (rt_prog_load_weights(m, t.W, o.weights, &err)) goto fail;
+    rt_rng_seed(&t.rng, seed);
+    t.dropout_seed = seed;
+  } else {
+    rt_prog_init_weights(m, t.W, seed);
+    rt_rng_seed(&t.rng, seed);
+    t.dropout_seed = seed;
+  }
+  t.steps = o.have_steps ? o.steps : (o.resume && ck_steps > 0) ? ck_steps : t.c.steps;
+  t.c.steps = t.steps;
+  if (t.c.warmup > t.steps) t.c.warmup = t.steps;
+  if (t.step > t.steps) {
+    rt_fail(&err, "%s: the checkpoint is at step %lld, beyond --steps %lld", o.resume, (long long)t.step,
+            (long long)t.steps);
+    goto fail;
+  }
+  t.stop_at = o.stop_at && o.stop_at < t.steps ? o.stop_at : t.steps;
+  if (t.stop_at < t.step) t.stop_at = t.step;
+  t.hist = calloc((size_t)t.steps + 1, sizeof *t.hist);
+  t.log_path = o.log ? strdup(o.log) : rt_with_ext(o.out, ".safetensors", ".csv");
+  t.svg_path = t.log_path ? rt_with_ext(t.log_path, ".csv", ".svg") : NULL;
+  if (!t.hist || !t.log_path || !t.svg_path) {
+    rt_fail(&err, "out of memory");
+    goto fail;
+  }
+  if (rt_open_log(&t, o.resume != NULL, &err)) goto fail;
+
+  int tty = isatty(STDERR_FILENO);
+  int64_t first = t.step, every = t.steps / 10 > 0 ? t.steps / 10 : 1;
+  double t_start = rt_now_seconds(), t_train = 0, last_draw = 0, last_val = NAN;
+  double tokens_per_step = (double)t.B * (double)t.T;
+  fprintf(stderr, "%s train: %s, %lld parameters, %zu training bytes, %zu held out, steps %lld..%lld of %lld, "
+                  "batch %lld (micro %lld), %s, lr %g, %s, %d threads\n",
+          prog, m->name, (long long)m->param_count, t.ntrain, t.nval, (long long)t.step + 1, (long long)t.stop_at,
+          (long long)t.steps, (long long)t.B, (long long)t.M, rt_opt_name(t.c.optimizer), t.c.lr, rt_prec_name(t.prec),
+          rt_threads());
+  while (t.step < t.stop_at) {
+    double lr = rt_lr_at(&t.c, t.step + 1);
+    double t0 = rt_now_seconds();
+    double loss = train_step(&t, lr);
+    double dt = rt_now_seconds() - t0;
+    t_train += dt;
+    int64_t s = t.step;
+    if (!isfinite(loss)) {
+      if (tty) fputc('\n', stderr);
+      rt_fail(&err, "the loss is %g at step %lld (try a lower --lr)", loss, (long long)s);
+      goto fail;
+    }
+    Hist *h = &t.hist[t.nhist++];
+    h->step = s;
+    h->loss = loss;
+    h->val_loss = h->val_bpb = NAN;
+    int evald = 0;
+    if (t.eval_every > 0 && (s % t.eval_every == 0 || s == t.steps)) {
+      h->val_loss = last_val = evaluate(&t);
+      h->val_bpb = h->val_loss / log(2.0);
+      evald = 1;
+    }
+    double elapsed = t.elapsed0 + rt_now_seconds() - t_start;
+    if (evald)
+      fprintf(t.log, "%lld,%.9g,%.8g,%.8g,%.8g,%.1f,%.3f,%.9g\n", (long long)s, lr, loss, h->val_loss, h->val_bpb,
+              dt > 0 ? tokens_per_step / dt : 0.0, elapsed, t.ls.scale);
+    else
+      fprintf(t.log, "%lld,%.9g,%.8g,,,%.1f,%.3f,%.9g\n", (long long)s, lr, loss, dt > 0 ? tokens_per_step / dt : 0.0,
+              elapsed, t.ls.scale);
+    fflush(t.log);
+    if (evald && rt_write_svg(&t, &err)) goto fail;
+    if (o.checkpoint && t.ckpt_every > 0 && s % t.ckpt_every == 0 && s != t.stop_at &&
+        rt_write_checkpoint(&t, o.checkpoint, elapsed, &err))
+      goto fail;
+    /* progress */
+    double tps = tokens_per_step * (double)(s - first) / t_train;
+    double eta = (double)(t.stop_at - s) * t_train / (double)(s - first);
+    char etas[32], val[48] = "";
+    rt_fmt_secs(etas, sizeof etas, eta);
+    if (isfinite(last_val)) snprintf(val, sizeof val, " | val %.4f", last_val);
+    double now = rt_now_seconds();
+    if (tty) {
+      if (now - last_draw > 0.1 || s == t.stop_at || evald) {
+        fprintf(stderr, "\rstep %lld/%lld | loss %.4f%s | %.0f tok/s | ETA %s   ", (long long)s, (long long)t.steps,
+                loss, val, tps, etas);
+        last_draw = now;
+      }
+    } else if (evald || s % every == 0 || s == t.stop_at) {
+      fprintf(stderr, "step %lld/%lld | loss %.4f%s | %.0f tok/s | ETA %s\n", (long long)s, (long long)t.steps, loss,
+              val, tps, etas);
+    }
+  }
+  if (tty && t.step > first) fputc('\n', stderr);
+  double elapsed = t.elapsed0 + rt_now_seconds() - t_start;
+  if (o.checkpoint && rt_write_checkpoint(&t, o.checkpoint, elapsed, &err)) goto fail;
+  {
+    char step[32];
+    snprintf(step, sizeof step, "%lld", (long long)t.step);
+    const char *meta[] = {"format", "pt", "modelc_model", m->name, "step", step};
+    if (rt_write_params(m, o.out, t.W, meta, 3, &err)) goto fail;
+  }
+  if (rt_write_svg(&t, &err)) goto fail;
+  if (t.nhist > 0) {
+    const Hist *h = &t.hist[t.nhist - 1];
+    printf("step %lld: loss %.6f", (long long)h->step, h->loss);
+    if (isfinite(last_val)) printf(", val loss %.6f (%.4f bits per byte)", last_val, last_val / log(2.0));
+    if (t.prec == RT_PREC_FP16)
+      printf(", loss scale %g, %lld step(s) skipped for overflow", t.ls.scale, (long long)t.ls.skipped);
+    printf("\n");
+  }
+  printf("wrote %s, %s, %s%s%s\n", o.out, t.log_path, t.svg_path, o.checkpoint ? ", " : "",
+         o.checkpoint ? o.checkpoint : "");
+  trainer_free(&t);
+  return rc;
+fail:
+  fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+  trainer_free(&t);
+  return EXIT_USER;
+}
+
+/* ---- grad ---- */
+
+/* Targets: int32/int64, [B,T] like the tokens (language model) or [B] (classifier), in [0,out_dim). */
+static int read_targets(const RtModel *m, const char *path, int B, int T, int32_t **out, RtError *err) {
+  RtNpy a;
+  if (rt_npy_read(path, &a, err)) return -1;
+  int rc = 0;
+  if (a.dtype != RT_DT_I32 && a.dtype != RT_DT_I64)
+    rc = rt_fail(err, "%s: targets must be int32 or int64, not %s", path, rt_dtype_name(a.dtype));
+  else if (m->out_per_token && (a.ndim != 2 || a.shape[0] != B || a.shape[1] != T))
+    rc = rt_fail(err, "%s: targets must be [%d,%d] like the tokens", path, B, T);
+  else if (!m->out_per_token && (a.ndim != 1 || a.shape[0] != B))
+    rc = rt_fail(err, "%s: targets of a classifier must be [%d] (one class per sequence)", path, B);
+  size_t n = m->out_per_token ? (size_t)B * (size_t)T : (size_t)B;
+  if (!rc && !(*out = malloc(n * sizeof(int32_t)))) rc = rt_fail(err, "out of memory");
+  for (size_t i = 0; !rc && i < n; i++) {
+    int64_t v = a.dtype == RT_DT_I32 ? ((int32_t *)a.data)[i] : ((int64_t *)a.data)[i];
+    if (v < 0 || v >= m->out_dim) {
+      rc = rt_fail(err, "%s: target %lld at index %zu is outside [0,%lld)", path, (long long)v, i,
+                   (long long)m->out_dim);
+      free(*out);
+      *out = NULL;
+      break;
+    }
+    (*out)[i] = (int32_t)v;
+  }
+  rt_npy_free(&a);
+  return rc;
+}
+
+int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
+  RtOpts o;
+  int help = 0;
+  if (rt_parse_opts(prog, "grad", argc, argv, "--weights --tokens --targets --out --threads", &o, &help))
+    return EXIT_USER;
+  if (help) {
+    printf("usage: %s grad [--weights W.safetensors] --tokens T.npy --targets Y.npy --out G.safetensors\n\n"
+           "One call of the model's training function: the mean cross-entropy of the outputs for tokens T\n"
+           "(int32/int64 [B,T], B <= %lld, T <= %lld) against targets Y (%s), and the gradient of\n"
+           "every stored parameter, written as float32 under the parameter's name to G, with the loss in\n"
+           "its metadata (\"loss\"). Prints 'loss: X'.\n",
+           prog, (long long)m->batch, (long long)m->context, m->out_per_token ? "[B,T] like T" : "[B]");
+    return EXIT_OK;
+  }
+  if (!m->train)
+    return rt_usage_error(prog, "grad", "this program was built without training support (add the autodiff pass)");
+  if (!o.tokens) return rt_usage_error(prog, "grad", "--tokens FILE is required");
+  if (!o.targets) return rt_usage_error(prog, "grad", "--targets FILE is required");
+  if (!o.out) return rt_usage_error(prog, "grad", "--out FILE is required");
+  RtError err;
+  err.msg[0] = 0;
+  int B = 0, T = 0, rc = EXIT_OK;
+  int32_t *ids = NULL, *tgt = NULL;
+  size_t wbytes = (size_t)m->weight_floats * sizeof(float);
+  float *W = rt_xalloc(wbytes), *G = rt_xalloc(wbytes);
+  char *arena = rt_xalloc((size_t)m->train_arena_bytes);
+  float *scratch = rt_xalloc(rt_model_scratch_floats(m, 1) * sizeof(float));
+  if (!W || !G || !arena || !scratch) {
+    rt_fail(&err, "out of memory allocating the model");
+    rc = EXIT_USER;
+  } else if (rt_prog_load_weights(m, W, o.weights, &err) || rt_prog_read_tokens(m, o.tokens, &ids, &B, &T, &err) ||
+             read_targets(m, o.targets, B, T, &tgt, &err)) {
+    rc = EXIT_USER;
+  } else {
+    /* as a training step computes them: working weights rounded to the compiled precision, loss
+     * scale 1 (so the gradients are the true ones) */
+    rt_round_weights(W, W, m->weight_floats, m->train_precision);
+    RtStep s = {B, T, 0, NULL, scratch, 0, 1.0f};
+    float loss = 0;
+    m->train(&s, arena, W, ids, tgt, &loss, G);
+    char ls[48];
+    snprintf(ls, sizeof ls, "%.9g", (double)loss);
+    const char *meta[] = {"format", "pt", "modelc_model", m->name, "loss", ls};
+    if (rt_write_params(m, o.out, G, meta, 3, &err)) rc = EXIT_USER;
+    else printf("loss: %.9g\n", (double)loss);
+  }
+  if (rc) fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+  free(ids);
+  free(tgt);
+  free(W);
+  free(G);
+  free(arena);
+  free(scratch);
+  return rc;
+}

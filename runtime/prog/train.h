@@ -1,0 +1,71 @@
+/* train.h: the training loop's state (Trainer), shared by the files of PROG train inside prog/:
+ * train.c (the loop, the train and grad verbs), checkpoint.c and report.c. They depend one way:
+ * train.c calls checkpoint.c and report.c, which call nothing of train.c. */
+#ifndef MODELC_RT_TRAIN_H
+#define MODELC_RT_TRAIN_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "prog.h"
+
+/* One step of the history: for the CSV log and the SVG curve. */
+typedef struct Hist {
+  int64_t step;
+  double loss, val_loss, val_bpb; /* val NAN when not measured */
+} Hist;
+
+typedef struct Trainer {
+  const char *prog;
+  const RtModel *m;
+  RtTrainConfig c;
+  int64_t steps, B, M, eval_every, ckpt_every, stop_at;
+  int T;
+  float *W, *G, *Gacc, *s1, *s2; /* s1: AdamW m or SGD momentum; s2: AdamW v */
+  RtPrecision prec;              /* compiled into the train function (the precision pass) */
+  float *Wh;                     /* bf16/fp16: the working weights, W rounded, that steps read */
+  RtLossScaler ls;               /* fp16: dynamic loss scaling (scale 1 otherwise) */
+  char *arena;                   /* max(arena_bytes, train_arena_bytes): forward and train in turn */
+  float *scratch, *logits;
+  int32_t *ids, *tgt;
+  int32_t *fix_ids, *fix_tgt;    /* --tokens/--targets: a fixed batch instead of --data windows */
+  int64_t fix_rows, fix_next;    /* its rows, and the next row to use */
+  unsigned char *data;
+  size_t ntrain, nval;
+  RtRng rng;
+  int64_t step; /* optimiser steps done */
+  uint64_t dropout_seed; /* --seed of the run (kept in checkpoints): dropout masks derive from it */
+  double elapsed0;
+  Hist *hist;
+  int64_t nhist;
+  char *log_path, *svg_path;
+  FILE *log;
+} Trainer;
+
+/* The names the log, help and checkpoints use. */
+static inline const char *rt_opt_name(RtOptimizer o) { return o == RT_OPT_SGD ? "sgd" : "adamw"; }
+static inline const char *rt_prec_name(RtPrecision p) { return p == RT_PREC_BF16 ? "bf16" : p == RT_PREC_FP16 ? "fp16" : "fp32"; }
+
+/* ---- checkpoint.c ---- */
+
+/* Writes the stored parameters of buf (W's layout) under their names, with metadata. */
+int rt_write_params(const RtModel *m, const char *path, const float *buf, const char *const *meta, int nmeta,
+                    RtError *err);
+/* Weights, optimiser state, step, RNG and loss-scaling state in one safetensors file. */
+int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *err);
+/* Loads a checkpoint into the trainer after checking it is one of this model's, with this
+ * optimiser, holding every tensor with its exact shape; *ck_steps gets its --steps. */
+int rt_load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError *err);
+
+/* ---- report.c ---- */
+
+/* Opens the CSV log: fresh, or on resume the old one cut to the rows up to the resumed step. */
+int rt_open_log(Trainer *t, int resumed, RtError *err);
+/* The loss curve as a hand-written SVG next to the log. */
+int rt_write_svg(const Trainer *t, RtError *err);
+/* "w.safetensors" -> "w" + ext when path ends in strip; anything else -> path + ext (malloc'd). */
+char *rt_with_ext(const char *path, const char *strip, const char *ext);
+/* A duration for people: "42s", "3m07s", "2h05m", or "?". */
+void rt_fmt_secs(char *buf, size_t n, double s);
+
+#endif
