@@ -233,30 +233,6 @@ static char *read_file(const char *path, size_t *len, Diag *d) {
   return buf;
 }
 
-/* Training defaults from the last spec loaded (compiled into programs by build). */
-static EmitTrain spec_train;
-static bool have_spec_train;
-static char spec_train_data[4096];
-
-/* The spec's train: precision (bf16, fp16) is the precision pass, placed right after the passes
- * that build @train (autodiff, checkpoint) unless the pipeline already has it; a pipeline without
- * autodiff does not train and is left alone. */
-static bool add_precision(Pipeline *pipe, const Spec *spec, const char *file, Diag *d) {
-  int at = -1;
-  for (int i = 0; i < pipe->n; i++) {
-    const char *n = pipe->e[i].pass->name;
-    if (!strcmp(n, "precision")) return true;
-    if (!strcmp(n, "autodiff") || !strcmp(n, "checkpoint")) at = i;
-  }
-  if (at < 0) return true;
-  const char *text = fe_spec_train(spec)->precision == SPEC_PREC_BF16 ? "precision<bf16>" : "precision<fp16>";
-  if (!pass_parse_pipeline(pipe, text, file, 1, 1, d)) return false;
-  PipelineEntry e = pipe->e[pipe->n - 1];
-  memmove(&pipe->e[at + 2], &pipe->e[at + 1], sizeof *pipe->e * (size_t)(pipe->n - 2 - at));
-  pipe->e[at + 1] = e;
-  return true;
-}
-
 /* Loads the input (spec or .mir) and builds the pipeline to run. */
 static Module *load(const Options *o, Pipeline *pipe, Diag *d) {
   Module *m = NULL;
@@ -279,15 +255,6 @@ static Module *load(const Options *o, Pipeline *pipe, Diag *d) {
     if (o->batch) spec->model.batch = o->batch; /* the compiled (micro-)batch */
     m = fe_lower(spec, d);
     spec_passes = fe_spec_passes(spec);
-    const SpecTrain *t = fe_spec_train(spec);
-    spec_train = (EmitTrain){t->steps, t->batch, t->micro_batch, t->warmup, t->seed, t->eval_every,
-                             t->checkpoint_every, t->lr, t->min_lr, t->beta1, t->beta2, t->eps, t->weight_decay,
-                             t->momentum, t->grad_clip, (int)t->schedule, (int)t->optimizer, (int)t->precision, NULL};
-    if (t->data) {
-      snprintf(spec_train_data, sizeof spec_train_data, "%s", t->data);
-      spec_train.data = spec_train_data;
-    }
-    have_spec_train = true;
   }
   if (!m) {
     fe_spec_free(spec);
@@ -308,7 +275,6 @@ static Module *load(const Options *o, Pipeline *pipe, Diag *d) {
     }
   else if (!mir)
     ok = pass_parse_pipeline(pipe, pass_default_pipeline(), "<default pipeline>", 1, 1, d);
-  if (ok && spec && fe_spec_train(spec)->precision != SPEC_PREC_FP32) ok = add_precision(pipe, spec, o->input, d);
   fe_spec_free(spec);
   if (!ok) {
     ir_module_free(m);
@@ -549,13 +515,14 @@ static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **a
   if (pipe->n == 0 || strcmp(pipe->e[pipe->n - 1].pass->name, "memplan") != 0)
     if (!pass_pipeline_append(pipe, "memplan", "<build>", 1, 1, d)) return EXIT_INTERNAL;
   if (!run_passes(m, o, pipe, d, NULL, NULL)) return EXIT_USER;
+  ir_renumber_values(m); /* the same names in the program whether m came from a spec or its dump */
 
   /* The compile options recorded in the program. */
   char opts[1024];
   size_t k = (size_t)snprintf(opts, sizeof opts, "modelc %s", MODELC_VERSION);
   for (int i = 1; i < argc && k < sizeof opts; i++) k += (size_t)snprintf(opts + k, sizeof opts - k, " %s", argv[i]);
   char abs_weights[PATH_MAX];
-  EmitOptions eo = {.train = have_spec_train ? &spec_train : NULL, .compile_options = opts, .embed_weights = NULL};
+  EmitOptions eo = {.compile_options = opts, .embed_weights = NULL};
   if (o->embed_weights) {
     if (!realpath(o->embed_weights, abs_weights)) {
       diag_error(d, o->embed_weights, 0, 0, "cannot resolve path: %s", strerror(errno));
@@ -661,12 +628,12 @@ static int run(Module *m, const Options *o, Pipeline *pipe, int argc, char **arg
   if (pipe->n == 0 || strcmp(pipe->e[pipe->n - 1].pass->name, "memplan") != 0)
     if (!pass_pipeline_append(pipe, "memplan", "<run>", 1, 1, d)) return EXIT_INTERNAL;
   if (!run_passes(m, o, pipe, d, NULL, NULL)) return EXIT_USER;
+  ir_renumber_values(m); /* the same names in the program whether m came from a spec or its dump */
   char opts[1024];
   size_t k = (size_t)snprintf(opts, sizeof opts, "modelc %s", MODELC_VERSION);
   for (int i = 1; i < argc - o->run_argc - 1 && k < sizeof opts; i++)
     k += (size_t)snprintf(opts + k, sizeof opts - k, " %s", argv[i]);
-  EmitOptions eo = {.train = have_spec_train ? &spec_train : NULL, .compile_options = opts,
-                    .embed_weights = o->embed_weights};
+  EmitOptions eo = {.compile_options = opts, .embed_weights = o->embed_weights};
   LlvmOptions lo = llvm_options(o);
   /* the program sees argv[0] = the model file, then the command and its arguments */
   char **pargv = calloc((size_t)o->run_argc + 2, sizeof *pargv);

@@ -575,6 +575,26 @@ Param *ir_add_param(Module *m, const char *name, Type t, InitKind init, double i
   return p;
 }
 
+static const char *const format_names[PF_COUNT] = {"dense"};
+const char *ir_param_format_name(ParamFormat f) { return (unsigned)f < PF_COUNT ? format_names[f] : "?"; }
+
+int ir_param_format_by_name(const char *name) {
+  for (int i = 0; name && i < PF_COUNT; i++)
+    if (strcmp(format_names[i], name) == 0) return i;
+  return -1;
+}
+
+int64_t ir_param_storage_bytes(const Param *p) {
+  int64_t n = 0;
+  switch (p->fmt) {
+  case PF_DENSE: n = ir_type_bytes(&p->type); break;
+  case PF_COUNT: die("parameter @%s: invalid format", p->name);
+  }
+  for (int i = 0; i < p->naux && i < IR_MAX_PARAM_AUX; i++)
+    n += (p->aux[i].numel * (int64_t)ir_dtype_bits(p->aux[i].dtype) + 7) / 8;
+  return n;
+}
+
 Param *ir_find_param(const Module *m, const char *name) {
   if (!name) return NULL;
   for (int i = 0; i < m->nparam; i++)
@@ -614,6 +634,17 @@ Value *ir_new_value(Func *f, const char *name, Type t) {
   v->name = ir_strdup(f->module, name);
   v->type = t;
   return v;
+}
+
+void ir_renumber_values(Module *m) {
+  for (int i = 0; i < m->nfunc; i++) {
+    Func *f = m->funcs[i];
+    int n = 0;
+    for (int k = 0; k < f->narg; k++) f->args[k]->id = n++;
+    for (Op *op = f->first; op; op = op->next)
+      for (int k = 0; k < op->nout; k++) op->out[k]->id = n++;
+    f->nvalues = n;
+  }
 }
 
 Value *ir_add_arg(Func *f, const char *name, Type t) {
@@ -838,26 +869,13 @@ int64_t ir_func_flops(const Module *m, const Func *f) {
 
 int64_t ir_param_count(const Module *m) {
   int64_t n = 0;
-  for (int i = 0; i < m->nparam; i++)
-    if (!m->params[i]->shared_with) n += ir_type_numel(&m->params[i]->type);
+  for (int i = 0; i < m->nparam; i++) n += ir_type_numel(&m->params[i]->type);
   return n;
 }
 
 int64_t ir_param_bytes(const Module *m) {
   int64_t n = 0;
-  for (int i = 0; i < m->nparam; i++) {
-    const Param *p = m->params[i];
-    if (p->shared_with) continue;
-    int64_t numel = ir_type_numel(&p->type);
-    if (p->quant_bits > 0) {
-      /* packed weights plus one f32 scale per group (or per output row) */
-      int64_t groups = p->quant_group > 0 ? (numel + p->quant_group - 1) / p->quant_group
-                                          : (p->type.rank ? p->type.dim[0] : 1);
-      n += (numel * p->quant_bits + 7) / 8 + groups * 4;
-    } else {
-      n += ir_type_bytes(&p->type);
-    }
-  }
+  for (int i = 0; i < m->nparam; i++) n += ir_param_storage_bytes(m->params[i]);
   return n;
 }
 

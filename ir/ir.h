@@ -1,9 +1,9 @@
 /* ir.h: the modelc tensor IR.
  *
- * A Module holds parameters (named tensors with shape, dtype, initialiser and the facts passes
- * attach) and functions. A Func is a doubly linked list of Ops in topological order over SSA
+ * A Module holds parameters (named tensors with shape, storage dtype and format, initialiser and
+ * the facts passes attach), the training settings its spec stated (TrainConfig) and functions. A Func is a doubly linked list of Ops in topological order over SSA
  * Values with static shapes. A repeated block is one Func called once per layer by OP_CALL with
- * that layer's parameters as arguments, so weight sharing is "pass the same parameter values",
+ * that layer's parameters as arguments, so weight sharing is "bind the same parameter",
  * autodiff differentiates a block once, and checkpointing re-calls a block.
  *
  * Everything is allocated from the Module's arena and freed at once by ir_module_free().
@@ -104,21 +104,95 @@ typedef struct Func {
 
 typedef enum InitKind { INIT_ZEROS, INIT_ONES, INIT_NORMAL, INIT_UNIFORM, INIT_SINUSOID, INIT_COUNT } InitKind;
 
-/* A model parameter (weight, bias, norm gain, embedding table). */
+/* How a parameter's elements are laid out in the weights. Only PF_DENSE exists yet: every element
+ * stored in type.dtype, row-major. Block-quantised formats (values of a few bits, one scale per
+ * `block` elements) and sparse formats (the non-zero values plus index arrays) will add rows here
+ * with their auxiliary arrays in Param.aux, and ir_param_storage_bytes() counts them. The text form
+ * names a format with format=NAME; the parser accepts only "dense" until a format is implemented. */
+typedef enum ParamFormat { PF_DENSE, PF_COUNT } ParamFormat;
+
+#define IR_MAX_PARAM_AUX 4
+/* An auxiliary array a format stores next to a parameter's values (a block format's scales, a
+ * sparse format's row pointers or column indices). */
+typedef struct ParamAux {
+  const char *role;        /* what it holds ("scales", "indices"); the tensor's name suffix in the weights */
+  DType dtype;             /* its element type */
+  int64_t numel;           /* its element count */
+} ParamAux;
+
+/* A model parameter (weight, bias, norm gain, embedding table). Weight sharing is binding the
+ * same parameter at several places (several `param {p=@P}` ops): a parameter never aliases
+ * another. */
 typedef struct Param {
   const char *name;        /* stable, PyTorch state_dict style: "h.0.attn.c_attn.weight" */
-  Type type;
+  Type type;               /* logical shape; type.dtype is the storage dtype (f32, bf16 or f16) and the
+                              dtype the `param` op yields */
+  ParamFormat fmt;         /* storage format (PF_DENSE: type.dtype elements, row-major) */
+  int block;               /* elements per block of a block format; 0 for dense */
+  int naux;                /* auxiliary arrays of the format (0 for dense) */
+  ParamAux aux[IR_MAX_PARAM_AUX]; /* the first naux are used */
   InitKind init;           /* initialiser used by PROG init */
   double init_arg;         /* std for INIT_NORMAL, bound for INIT_UNIFORM */
   bool trainable;          /* false: frozen (printed "frozen") */
   bool decay;              /* weight decay applies (false for biases and norm gains) */
-  const char *shared_with; /* NULL, or the parameter whose storage this one uses (weight sharing) */
-  int quant_bits;          /* 0: not quantised; else bits per weight */
-  int quant_group;         /* elements per quantisation scale (0: per output channel) */
-  const char *sparse;      /* NULL: dense; else the sparse format ("csr", "bsr", ...) */
-  double sparsity;         /* fraction of zeros the sparse format assumes */
   int line, col;           /* source position when parsed */
 } Param;
+
+/* The training settings a spec's `train:` section states (docs/spec.md; every default resolved),
+ * carried by the module so a .mir file builds the same program as its spec. The backends compile
+ * it into the program's RtTrainConfig; the pass manager places the precision pass from it. Printed
+ * as the module's `train {...}` line (docs/ir.md). Enum values equal the runtime's RtSchedule,
+ * RtOptimizer and RtPrecision. */
+typedef enum TrainSchedule { TRAIN_SCHED_COSINE, TRAIN_SCHED_CONSTANT, TRAIN_SCHED_LINEAR, TRAIN_SCHED_COUNT } TrainSchedule;
+typedef enum TrainOptimizer { TRAIN_OPT_ADAMW, TRAIN_OPT_SGD, TRAIN_OPT_COUNT } TrainOptimizer;
+typedef enum TrainPrecision { TRAIN_PREC_FP32, TRAIN_PREC_BF16, TRAIN_PREC_FP16, TRAIN_PREC_COUNT } TrainPrecision;
+
+typedef struct TrainConfig {
+  bool present;            /* the module carries training settings (else the runtime's defaults apply) */
+  int64_t steps;           /* optimiser steps, >= 1 */
+  int64_t batch;           /* rows per step, >= 1 */
+  int64_t micro_batch;     /* rows per forward/backward, divides batch */
+  int64_t warmup;          /* linear warm-up steps, <= steps */
+  int64_t seed;            /* initialisation and data-order seed, >= 0 */
+  int64_t eval_every;      /* steps between validation passes (0: never) */
+  int64_t checkpoint_every;/* steps between checkpoints (0: only at the end) */
+  double lr;               /* peak learning rate, > 0 */
+  double min_lr;           /* schedule floor, in [0, lr] */
+  double beta1, beta2;     /* AdamW moment decays, in [0, 1) */
+  double eps;              /* AdamW epsilon, > 0 */
+  double weight_decay;     /* decoupled weight decay, >= 0 */
+  double momentum;         /* SGD momentum, in [0, 1) */
+  double grad_clip;        /* global gradient-norm clip (0: none), >= 0 */
+  TrainSchedule schedule;  /* learning-rate schedule */
+  TrainOptimizer optimizer;/* optimiser */
+  TrainPrecision precision;/* fp32, or the precision pass's 16-bit activation storage */
+  const char *data;        /* training text file, or NULL */
+  int line, col;           /* source position of the `train` line when parsed, else 0 */
+} TrainConfig;
+
+/* One field of TrainConfig: its name in the spec and the text form, kind, allowed range and
+ * place. The spec checker and the IR parser both read their range rules from this table. */
+typedef enum TrainFieldKind { TF_INT, TF_REAL, TF_ENUM, TF_STR } TrainFieldKind;
+typedef struct TrainField {
+  const char *key;         /* "steps", "lr", ... */
+  TrainFieldKind kind;
+  int64_t ilo, ihi;        /* TF_INT: the closed range */
+  double lo, hi;           /* TF_REAL: the range, ends open or closed as below (hi may be inf) */
+  bool lo_open, hi_open;   /* TF_REAL: whether lo, hi are excluded */
+  const char *const *words;/* TF_ENUM: the names, indexed by the enum value */
+  int nwords;              /* TF_ENUM: how many */
+  size_t offset;           /* offsetof(TrainConfig, field) */
+} TrainField;
+extern const TrainField ir_train_fields[];
+extern const int ir_train_nfields;
+const TrainField *ir_train_field(const char *key);   /* NULL if unknown */
+/* Checks one value against its field's range; on failure writes "'lr' must be greater than 0, got
+ * -1" (the spec checker's wording) into err and returns false. */
+bool ir_train_check_int(const TrainField *f, int64_t v, char *err, size_t n);
+bool ir_train_check_real(const TrainField *f, double v, char *err, size_t n);
+/* Checks the relations between fields (micro_batch divides batch, min_lr <= lr, warmup <= steps);
+ * on failure writes the message, sets *key to the offending field's name and returns false. */
+bool ir_train_check_relations(const TrainConfig *t, const char **key, char *err, size_t n);
 
 typedef struct ArenaChunk ArenaChunk;
 
@@ -133,6 +207,7 @@ struct Module {
   int nfunc, capfunc;
   Func **funcs;            /* callees before callers is not required */
   const char *entry;       /* name of the entry function ("forward") */
+  TrainConfig train;       /* the spec's training settings (train.present), printed as `train {...}` */
 };
 
 /* ---- op table (ir.c) ---- */
@@ -171,6 +246,10 @@ const Attr *ir_module_attr(const Module *m, const char *key);
 /* ---- parameters ---- */
 Param *ir_add_param(Module *m, const char *name, Type t, InitKind init, double init_arg);  /* NULL if the name exists */
 Param *ir_find_param(const Module *m, const char *name);
+const char *ir_param_format_name(ParamFormat f);
+int ir_param_format_by_name(const char *name);   /* -1 if unknown */
+/* Bytes the parameter occupies in the weights: its values in its format plus its auxiliary arrays. */
+int64_t ir_param_storage_bytes(const Param *p);
 
 /* ---- functions ---- */
 Func *ir_add_func(Module *m, const char *name);  /* NULL if the name exists */
@@ -179,6 +258,11 @@ void ir_remove_func(Module *m, Func *f);
 Value *ir_add_arg(Func *f, const char *name, Type t);
 void ir_set_return(Func *f, int n, Value *const *vals);
 Value *ir_new_value(Func *f, const char *name, Type t);
+/* Renumbers Value.id of every function in definition order (arguments, then op results) and
+ * resets nvalues, so ids no longer depend on the history of passes: a module built from a spec and
+ * the same module printed and parsed back get the same ids (and the backends the same names).
+ * Tables indexed by the old ids become stale. The text form does not change. */
+void ir_renumber_values(Module *m);
 
 /* ---- ops ---- */
 /* A new detached op with nin operands (copied) and nout results whose types are filled by
@@ -260,8 +344,8 @@ int ir_replace_uses(Func *f, Value *from, Value *to); /* operands and returns; r
 /* ---- analyses ---- */
 int64_t ir_op_flops(const Module *m, const Op *op);   /* forward FLOPs of one op (calls: the callee's) */
 int64_t ir_func_flops(const Module *m, const Func *f);
-int64_t ir_param_count(const Module *m);              /* elements, shared parameters counted once */
-int64_t ir_param_bytes(const Module *m);              /* storage bytes (quantised/shared accounted) */
+int64_t ir_param_count(const Module *m);              /* elements of all parameters */
+int64_t ir_param_bytes(const Module *m);              /* storage bytes: ir_param_storage_bytes summed */
 /* Peak bytes of simultaneously live intermediate values of a function under a liveness plan that
  * frees a value after its last use (callee peaks included at their call sites). Function
  * arguments and parameters are not counted. */

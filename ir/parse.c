@@ -256,6 +256,7 @@ typedef struct Parser {
   int nbad, capbad;
   Token entry_tok;
   bool have_entry;
+  bool have_train;      /* a `train {...}` line was read */
 } Parser;
 
 static void perr_at(Parser *P, int line, int col, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -553,7 +554,7 @@ static bool parse_number(Parser *P, double *v) {
   return true;
 }
 
-/* FACT := init=KIND['(' NUM ')'] | frozen | nodecay | shared=@P | quant=intB(group=G) | sparse=FMT(NUM) */
+/* FACT := init=KIND['(' NUM ')'] | frozen | nodecay | format=NAME['(' block=INT ')'] */
 static bool parse_param(Parser *P) {
   Token kw = P->tok;
   next(P);
@@ -573,16 +574,26 @@ static bool parse_param(Parser *P) {
   p->col = kw.col;
   unsigned seen = 0;
   while (P->tok.kind != T_EOF && !P->tok.bol) {
-    if (P->tok.kind != T_IDENT) return expected(P, "a parameter fact (init=, frozen, nodecay, shared=, quant=, sparse=)");
+    if (P->tok.kind != T_IDENT) return expected(P, "a parameter fact (init=, frozen, nodecay, format=)");
     Token f = P->tok;
-    static const char *const facts[] = {"init", "frozen", "nodecay", "shared", "quant", "sparse"};
+    static const char *const facts[] = {"init", "frozen", "nodecay", "format"};
     int fi = -1;
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 4; i++)
       if (is_ident(P, facts[i])) fi = i;
+    if (is_ident(P, "shared")) {
+      perr_at(P, f.line, f.col, "'shared=' was removed: to share a weight, bind the same parameter "
+                                "(write `param {p=@P}` for @P wherever it is used) and drop this parameter");
+      return false;
+    }
+    if (is_ident(P, "quant") || is_ident(P, "sparse")) {
+      perr_at(P, f.line, f.col, "'%.*s=' was removed: a parameter's storage is written format=NAME (only "
+                                "'dense', the default, is implemented yet)", (int)f.len, f.p);
+      return false;
+    }
     if (fi < 0) {
       char w[48];
       snprintf(w, sizeof w, "%.*s", (int)(f.len < 40 ? f.len : 40), f.p);
-      const char *s = diag_suggest(w, facts, 6);
+      const char *s = diag_suggest(w, facts, 4);
       perr_at(P, f.line, f.col, "unknown parameter fact '%s'%s%s%s", w, s ? " (did you mean '" : "", s ? s : "",
               s ? "'?)" : "");
       return false;
@@ -618,43 +629,123 @@ static bool parse_param(Parser *P) {
         }
         if (!expect_punct(P, ')', "')'")) return false;
       }
-    } else if (fi == 3) {
-      if (P->tok.kind != T_GNAME) return expected(P, "a parameter name '@name'");
-      p->shared_with = tok_str(P, &P->tok);
-      next(P);
-    } else if (fi == 4) {
-      Token q = P->tok;
-      int bits = 0;
-      bool ok = q.kind == T_IDENT && q.len > 3 && q.len < 6 && memcmp(q.p, "int", 3) == 0;
-      for (size_t i = 3; ok && i < q.len; i++) {
-        ok = is_digit(q.p[i]);
-        bits = bits * 10 + (q.p[i] - '0');
-      }
-      if (!ok || bits < 1 || bits > 32) return expected(P, "a quantisation such as int8(group=32)");
-      next(P);
-      if (!expect_punct(P, '(', "'('")) return false;
-      if (!is_ident(P, "group")) return expected(P, "'group'");
-      next(P);
-      if (!expect_punct(P, '=', "'='")) return false;
-      if (P->tok.kind != T_INT || P->tok.i < 0 || P->tok.i > (1 << 30)) return expected(P, "a group size");
-      p->quant_bits = bits;
-      p->quant_group = (int)P->tok.i;
-      next(P);
-      if (!expect_punct(P, ')', "')'")) return false;
     } else {
-      if (P->tok.kind != T_IDENT) return expected(P, "a sparse format such as csr(0.5)");
-      p->sparse = tok_str(P, &P->tok);
-      next(P);
-      if (!expect_punct(P, '(', "'(' and a sparsity")) return false;
-      Token st = P->tok;
-      if (!parse_number(P, &p->sparsity)) return false;
-      if (!(p->sparsity >= 0 && p->sparsity <= 1)) {
-        perr_at(P, st.line, st.col, "sparsity must be in [0, 1]");
+      if (P->tok.kind != T_IDENT) return expected(P, "a storage format such as dense");
+      char w[48];
+      snprintf(w, sizeof w, "%.*s", (int)(P->tok.len < 40 ? P->tok.len : 40), P->tok.p);
+      int k = ir_param_format_by_name(w);
+      if (k != PF_DENSE) { /* the only format so far; others get their syntax with their kernels */
+        perr_at(P, P->tok.line, P->tok.col, "format '%s' is not implemented yet (only 'dense' is)", w);
         return false;
       }
-      if (!expect_punct(P, ')', "')'")) return false;
+      p->fmt = (ParamFormat)k;
+      next(P);
     }
   }
+  return true;
+}
+
+/* TRAIN := 'train' '{' FIELD (',' FIELD)* '}', FIELD := KEY '=' (INT | FLOAT | WORD | STRING), every
+ * field of ir_train_fields exactly once (data optional), each value in its field's range. */
+static bool parse_train(Parser *P) {
+  Token kw = P->tok;
+  next(P);
+  if (P->have_train) {
+    perr_at(P, kw.line, kw.col, "duplicate 'train' line");
+    return false;
+  }
+  P->have_train = true;
+  TrainConfig *t = &P->m->train;
+  memset(t, 0, sizeof *t);
+  t->line = kw.line;
+  t->col = kw.col;
+  if (!expect_punct(P, '{', "'{' after 'train'")) return false;
+  bool seen[64] = {false};
+  Token at[64];
+  IR_ASSERT(ir_train_nfields <= 64);
+  while (!is_punct(P, '}')) {
+    if (P->tok.kind != T_IDENT) return expected(P, "a training setting such as steps=1000");
+    Token kt = P->tok;
+    char key[48];
+    snprintf(key, sizeof key, "%.*s", (int)(kt.len < 40 ? kt.len : 40), kt.p);
+    const TrainField *f = ir_train_field(key);
+    if (!f) {
+      const char *names[64];
+      for (int i = 0; i < ir_train_nfields; i++) names[i] = ir_train_fields[i].key;
+      const char *s = diag_suggest(key, names, ir_train_nfields);
+      perr_at(P, kt.line, kt.col, "unknown training setting '%s'%s%s%s", key, s ? " (did you mean '" : "",
+              s ? s : "", s ? "'?)" : "");
+      return false;
+    }
+    int fi = (int)(f - ir_train_fields);
+    if (seen[fi]) {
+      perr_at(P, kt.line, kt.col, "duplicate training setting '%s'", key);
+      return false;
+    }
+    seen[fi] = true;
+    next(P);
+    if (!expect_punct(P, '=', "'=' after the setting's name")) return false;
+    at[fi] = P->tok;
+    char *field = (char *)t + f->offset, err[160];
+    switch (f->kind) {
+    case TF_INT:
+      if (P->tok.kind != T_INT) return expected(P, "an integer");
+      if (!ir_train_check_int(f, P->tok.i, err, sizeof err)) {
+        perr_at(P, P->tok.line, P->tok.col, "%s", err);
+        return false;
+      }
+      *(int64_t *)field = P->tok.i;
+      break;
+    case TF_REAL: {
+      double v = P->tok.kind == T_INT ? (double)P->tok.i : P->tok.f;
+      if (P->tok.kind != T_INT && P->tok.kind != T_FLOAT) return expected(P, "a number");
+      if (!ir_train_check_real(f, v, err, sizeof err)) {
+        perr_at(P, P->tok.line, P->tok.col, "%s", err);
+        return false;
+      }
+      *(double *)field = v;
+      break;
+    }
+    case TF_ENUM: {
+      int k = -1;
+      for (int i = 0; i < f->nwords; i++)
+        if (is_ident(P, f->words[i])) k = i;
+      if (k < 0) {
+        char list[128] = "";
+        size_t n = 0;
+        for (int i = 0; i < f->nwords && n < sizeof list; i++)
+          n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", f->words[i]);
+        char what[160];
+        snprintf(what, sizeof what, "one of %s for '%s'", list, f->key);
+        return expected(P, what);
+      }
+      *(int *)field = k;
+      break;
+    }
+    case TF_STR:
+      if (P->tok.kind != T_STRING) return expected(P, "a string");
+      *(const char **)field = decode_string(P, &P->tok);
+      break;
+    }
+    next(P);
+    if (is_punct(P, '}')) break;
+    if (!expect_punct(P, ',', "',' or '}' after a training setting")) return false;
+  }
+  next(P);
+  for (int i = 0; i < ir_train_nfields; i++)
+    if (!seen[i] && ir_train_fields[i].kind != TF_STR) {
+      perr_at(P, kw.line, kw.col, "the 'train' line lacks '%s' (every setting but data is written)",
+              ir_train_fields[i].key);
+      return false;
+    }
+  const char *bad = NULL;
+  char err[160];
+  if (!ir_train_check_relations(t, &bad, err, sizeof err)) {
+    const Token *bt = &at[ir_train_field(bad) - ir_train_fields];
+    perr_at(P, bt->line, bt->col, "%s", err);
+    return false;
+  }
+  t->present = true;
   return true;
 }
 
@@ -1101,20 +1192,6 @@ static void check_module(Parser *P) {
             s ? " (did you mean @" : "", s ? s : "", s ? "?)" : "");
     free(names);
   }
-  for (int i = 0; i < m->nparam; i++) {
-    Param *p = m->params[i];
-    if (!p->shared_with) continue;
-    Param *q = ir_find_param(m, p->shared_with);
-    if (!q)
-      perr_at(P, p->line, p->col, "parameter @%s is shared with unknown parameter @%s", p->name, p->shared_with);
-    else if (q == p)
-      perr_at(P, p->line, p->col, "parameter @%s is shared with itself", p->name);
-    else if (!ir_type_eq(&p->type, &q->type)) {
-      char b1[96], b2[96];
-      perr_at(P, p->line, p->col, "parameter @%s (%s) is shared with @%s of a different type (%s)", p->name,
-              ir_type_str(&p->type, b1, sizeof b1), q->name, ir_type_str(&q->type, b2, sizeof b2));
-    }
-  }
   if (P->nerr == 0) check_recursion(P);
 }
 
@@ -1168,6 +1245,8 @@ Module *ir_parse(const char *file, const char *text, size_t len, Diag *d) {
     const char *s = P.tok.p;
     if (is_ident(&P, "param")) {
       if (!parse_param(&P)) sync_line(&P, s);
+    } else if (is_ident(&P, "train")) {
+      if (!parse_train(&P)) sync_line(&P, s);
     } else if (is_ident(&P, "func")) {
       parse_func(&P, vbuf, tbuf, rbuf);
     } else if (is_ident(&P, "entry")) {
@@ -1186,7 +1265,7 @@ Module *ir_parse(const char *file, const char *text, size_t len, Diag *d) {
         next(&P);
       }
     } else {
-      expected(&P, "'param', 'func' or 'entry'");
+      expected(&P, "'param', 'func', 'entry' or 'train'");
       sync_line(&P, s);
     }
   }

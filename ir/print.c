@@ -177,13 +177,42 @@ static void print_param(FILE *out, const Param *p) {
   }
   if (!p->trainable) fputs(" frozen", out);
   if (!p->decay) fputs(" nodecay", out);
-  if (p->shared_with) fprintf(out, " shared=@%s", p->shared_with);
-  if (p->quant_bits) fprintf(out, " quant=int%d(group=%d)", p->quant_bits, p->quant_group);
-  if (p->sparse) {
-    fmt_double(p->sparsity, buf, sizeof buf);
-    fprintf(out, " sparse=%s(%s)", p->sparse, buf);
+  if (p->fmt != PF_DENSE) { /* dense is the default and not printed; its arrays follow from the format */
+    fprintf(out, " format=%s", ir_param_format_name(p->fmt));
+    if (p->block) fprintf(out, "(block=%d)", p->block);
   }
   fputc('\n', out);
+}
+
+/* train {steps=1000, ..., data="file"}: every field of the record in table order (data only when
+ * set), enums as bare words. */
+static void print_train(FILE *out, const TrainConfig *t) {
+  fputs("train {", out);
+  for (int i = 0; i < ir_train_nfields; i++) {
+    const TrainField *f = &ir_train_fields[i];
+    const char *at = (const char *)t + f->offset;
+    char buf[64];
+    switch (f->kind) {
+    case TF_INT: fprintf(out, "%s%s=%lld", i ? ", " : "", f->key, (long long)*(const int64_t *)at); break;
+    case TF_REAL:
+      fmt_double(*(const double *)at, buf, sizeof buf);
+      fprintf(out, "%s%s=%s", i ? ", " : "", f->key, buf);
+      break;
+    case TF_ENUM: {
+      int e = *(const int *)at;
+      fprintf(out, "%s%s=%s", i ? ", " : "", f->key, e >= 0 && e < f->nwords ? f->words[e] : "?");
+      break;
+    }
+    case TF_STR: {
+      const char *str = *(const char *const *)at;
+      if (!str) break;
+      fprintf(out, "%s%s=", i ? ", " : "", f->key);
+      print_string(out, str);
+      break;
+    }
+    }
+  }
+  fputs("}\n", out);
 }
 
 void ir_print_module(FILE *out, const Module *m) {
@@ -191,6 +220,7 @@ void ir_print_module(FILE *out, const Module *m) {
   print_attrs(out, m->nattr, m->attr);
   fputc('\n', out);
   if (m->entry) fprintf(out, "entry @%s\n", m->entry);
+  if (m->train.present) print_train(out, &m->train);
   if (m->nparam > 0) {
     fputc('\n', out);
     for (int i = 0; i < m->nparam; i++) print_param(out, m->params[i]);

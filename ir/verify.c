@@ -327,26 +327,36 @@ static void check_params(Verifier *v) {
     if ((unsigned)p->init >= INIT_COUNT) verr(v, p->line, p->col, "parameter @%s: invalid initialiser", pn);
     if ((p->init == INIT_NORMAL || p->init == INIT_UNIFORM) && !(isfinite(p->init_arg) && p->init_arg >= 0))
       verr(v, p->line, p->col, "parameter @%s: %s needs a finite non-negative scale", pn, ir_init_name(p->init));
-    if (p->shared_with) {
-      const Param *q = ir_find_param(m, p->shared_with);
-      if (!q)
-        verr(v, p->line, p->col, "parameter @%s is shared with unknown parameter @%s", pn, p->shared_with);
-      else if (q == p)
-        verr(v, p->line, p->col, "parameter @%s is shared with itself", pn);
-      else if (!ir_type_eq(&p->type, &q->type)) {
-        char b1[96], b2[96];
-        verr(v, p->line, p->col, "parameter @%s (%s) is shared with @%s of a different type (%s)", pn,
-             ir_type_str(&p->type, b1, sizeof b1), q->name, ir_type_str(&q->type, b2, sizeof b2));
-      }
-    }
-    if (p->quant_bits < 0 || p->quant_bits > 32 || p->quant_group < 0)
-      verr(v, p->line, p->col, "parameter @%s: invalid quantisation int%d(group=%d)", pn, p->quant_bits, p->quant_group);
-    if (p->sparse) {
-      if (!valid_key(p->sparse)) verr(v, p->line, p->col, "parameter @%s: invalid sparse format '%s'", pn, p->sparse);
-      if (!(p->sparsity >= 0 && p->sparsity <= 1))
-        verr(v, p->line, p->col, "parameter @%s: sparsity must be in [0, 1]", pn);
-    }
+    if ((unsigned)p->fmt >= PF_COUNT) verr(v, p->line, p->col, "parameter @%s: invalid format", pn);
+    if (p->fmt == PF_DENSE && (p->block != 0 || p->naux != 0))
+      verr(v, p->line, p->col, "parameter @%s: a dense parameter has no blocks or auxiliary arrays", pn);
+    if (p->naux < 0 || p->naux > IR_MAX_PARAM_AUX)
+      verr(v, p->line, p->col, "parameter @%s: %d auxiliary arrays (at most %d)", pn, p->naux, IR_MAX_PARAM_AUX);
   }
+}
+
+/* The training record: every value in its field's range (ir/train.c) and the relations between. */
+static void check_train(Verifier *v) {
+  const TrainConfig *t = &v->m->train;
+  if (!t->present) return;
+  char err[160];
+  for (int i = 0; i < ir_train_nfields; i++) {
+    const TrainField *f = &ir_train_fields[i];
+    const char *at = (const char *)t + f->offset;
+    bool ok = true;
+    switch (f->kind) {
+    case TF_INT: ok = ir_train_check_int(f, *(const int64_t *)at, err, sizeof err); break;
+    case TF_REAL: ok = ir_train_check_real(f, *(const double *)at, err, sizeof err); break;
+    case TF_ENUM:
+      ok = *(const int *)at >= 0 && *(const int *)at < f->nwords;
+      if (!ok) snprintf(err, sizeof err, "'%s' has no such value (%d)", f->key, *(const int *)at);
+      break;
+    case TF_STR: break;
+    }
+    if (!ok) verr(v, t->line, t->col, "train: %s", err);
+  }
+  const char *key;
+  if (!ir_train_check_relations(t, &key, err, sizeof err)) verr(v, t->line, t->col, "train: %s", err);
 }
 
 bool ir_verify(const Module *m, Diag *d) {
@@ -356,6 +366,7 @@ bool ir_verify(const Module *m, Diag *d) {
   if (m->entry && !ir_find_func(m, m->entry)) verr(&v, 0, 0, "entry function @%s does not exist", m->entry);
 
   check_params(&v);
+  check_train(&v);
   int n = m->nparam > m->nfunc ? m->nparam : m->nfunc;
   const char **names = malloc(sizeof *names * ((size_t)n + 1));
   if (!names) die("out of memory");

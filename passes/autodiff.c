@@ -197,12 +197,11 @@ bool pass_autodiff(Module *m, const PassOptions *o, Diag *d) {
   rets[0] = loss;
   for (int i = 0; i < m->nparam && a.ok; i++) {
     const Param *p = m->params[i];
-    if (p->shared_with || !p->trainable) continue;
+    if (!p->trainable) continue;
     Value *sum = NULL;
     for (const Op *op = f->first; op; op = op->next) {
       if (op->kind != OP_PARAM) continue;
       const Param *q = ir_find_param(m, ir_attr_s(op, "p"));
-      for (int hops = 0; q && q->shared_with && hops < m->nparam; hops++) q = ir_find_param(m, q->shared_with);
       Value *dv = adj[op->out[0]->id];
       if (q != p || !dv) continue;
       sum = sum ? ir_emit(t, ir_op_new(t, OP_ADD, 2, (Value *[]){sum, dv}, 1)) : dv;

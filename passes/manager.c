@@ -7,7 +7,9 @@
  * pipeline: verifying the IR after each pass when asked, printing the IR before/after passes
  * (--print-before=P, --print-after=P, --print-after-all) and a table of pass wall times
  * (--print-pass-times). The driver, the spec frontend and the tests all go through here, so a
- * pipeline means the same thing wherever it is written.
+ * pipeline means the same thing wherever it is written. Facts the module carries complete the
+ * pipeline it runs: a training record asking for bf16 or fp16 adds the precision pass after the
+ * passes that build @train (pass_pipeline_complete).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -404,9 +406,39 @@ static bool verify_after(const Module *m, const PipelineEntry *e, Diag *d) {
   return ok;
 }
 
-bool pass_run_pipeline(Module *m, const Pipeline *p, const PassRunConfig *cfg, Diag *d) {
+bool pass_pipeline_complete(Pipeline *p, const Module *m, Diag *d) {
+  const TrainConfig *t = &m->train;
+  if (!t->present || t->precision == TRAIN_PREC_FP32 || ir_module_attr(m, "precision")) return true;
+  int at = -1;
+  for (int i = 0; i < p->n; i++) {
+    const char *n = p->e[i].pass->name;
+    if (!strcmp(n, "precision")) return true;
+    if (!strcmp(n, "autodiff") || !strcmp(n, "checkpoint")) at = i;
+  }
+  if (at < 0) return true; /* the pipeline does not build @train: nothing to train in 16 bits */
+  const char *text = t->precision == TRAIN_PREC_BF16 ? "precision<bf16>" : "precision<fp16>";
+  if (!pass_parse_pipeline(p, text, m->file, t->line, t->col, d)) return false;
+  PipelineEntry e = p->e[p->n - 1];
+  memmove(&p->e[at + 2], &p->e[at + 1], sizeof *p->e * (size_t)(p->n - 2 - at));
+  p->e[at + 1] = e;
+  return true;
+}
+
+bool pass_run_pipeline(Module *m, const Pipeline *given, const PassRunConfig *cfg, Diag *d) {
   static const PassRunConfig none = {0};
   if (!cfg) cfg = &none;
+  /* The pipeline as the module's facts complete it (the spec's train: precision). */
+  Pipeline full = {given->n, given->n, NULL};
+  if (given->n) {
+    full.e = malloc(sizeof *full.e * (size_t)given->n);
+    if (!full.e) die("out of memory");
+    memcpy(full.e, given->e, sizeof *full.e * (size_t)given->n);
+  }
+  if (!pass_pipeline_complete(&full, m, d)) {
+    pass_pipeline_free(&full);
+    return false;
+  }
+  const Pipeline *p = &full;
   FILE *dump = cfg->dump ? cfg->dump : stderr;
   double *times = calloc((size_t)p->n + 1, sizeof *times);
   if (!times) die("out of memory");
@@ -441,5 +473,6 @@ bool pass_run_pipeline(Module *m, const Pipeline *p, const PassRunConfig *cfg, D
   }
   if (cfg->print_times) print_times(dump, p, times, nrun);
   free(times);
+  pass_pipeline_free(&full);
   return ok;
 }

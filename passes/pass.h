@@ -93,6 +93,12 @@ bool pass_set_option(PipelineEntry *e, const char *key, const char *value, const
 /* Writes the canonical pipeline text ("fuse,checkpoint<every=2>") into buf. */
 char *pass_pipeline_str(const Pipeline *p, char *buf, size_t n);
 
+/* Completes p with what the module's facts ask for: when m->train asks for 16-bit precision, p
+ * builds @train (autodiff or checkpoint) and neither p nor m has a precision yet, precision<bf16>
+ * or precision<fp16> goes right after the last of those passes. pass_run_pipeline calls it on a
+ * copy of its pipeline; false (reported to d) only on an internal error. */
+bool pass_pipeline_complete(Pipeline *p, const Module *m, Diag *d);
+
 typedef struct PassRunConfig {
   bool verify_each;          /* run ir_verify after every pass (debug and test builds) */
   bool print_after_all;

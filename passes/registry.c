@@ -16,6 +16,7 @@ bool pass_dce(Module *m, const PassOptions *o, Diag *d);
 bool pass_fuse(Module *m, const PassOptions *o, Diag *d);
 bool pass_memplan(Module *m, const PassOptions *o, Diag *d);
 bool pass_precision(Module *m, const PassOptions *o, Diag *d);
+bool pass_store(Module *m, const PassOptions *o, Diag *d);
 
 static const PassOptSpec checkpoint_opts[] = {
     {"store", POPT_BOOL, "false", "keep every activation the backward needs: no recompute, most memory"},
@@ -34,6 +35,11 @@ static const PassOptSpec precision_opts[] = {
     {"fp16", POPT_BOOL, "false", "the same in IEEE half precision, with dynamic loss scaling"},
 };
 
+static const PassOptSpec store_opts[] = {
+    {"dtype", POPT_STR, "bf16", "the storage dtype of the weights: bf16 or f16"},
+    {"skip", POPT_STR, "", "parameters kept in f32: comma-separated names, a trailing '*' matching a prefix"},
+};
+
 #define NOPTS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static const PassInfo registry[] = {
@@ -49,6 +55,8 @@ static const PassInfo registry[] = {
      NOPTS(fuse_opts)},
     {"precision", "mixed-precision training: 16-bit activation storage (bf16 or fp16, with loss scaling)",
      pass_precision, precision_opts, NOPTS(precision_opts)},
+    {"store", "16-bit weight storage: f32 parameters stored in bf16 or f16, cast to f32 where they are read",
+     pass_store, store_opts, NOPTS(store_opts)},
     {"memplan", "place every intermediate tensor at a static offset in one arena (liveness, greedy by size)",
      pass_memplan, NULL, 0},
 };

@@ -66,16 +66,9 @@ FuncInfo *backend_func(const BackendPlan *p, const Func *f);
  * op($0, $1) for a single OPF_EW op (arena-allocated in m); NULL for any other op. */
 const Expr *backend_op_expr(const Module *m, const Op *op);
 
-/* Training defaults compiled into the program (from the spec's train: section). */
-typedef struct EmitTrain {
-  int64_t steps, batch, micro_batch, warmup, seed, eval_every, checkpoint_every;
-  double lr, min_lr, beta1, beta2, eps, weight_decay, momentum, grad_clip;
-  int schedule, optimizer, precision; /* RtSchedule, RtOptimizer, RtPrecision values */
-  const char *data;
-} EmitTrain;
-
+/* How to build the program. The training defaults compiled into it come from the module
+ * (Module.train, the spec's train: section), not from here. */
 typedef struct EmitOptions {
-  const EmitTrain *train;       /* NULL: runtime defaults */
   const char *compile_options;  /* recorded in the program (PROG info) */
   const char *embed_weights;    /* safetensors file baked into the program, or NULL */
 } EmitOptions;

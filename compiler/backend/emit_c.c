@@ -771,7 +771,7 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
     int k = 1;
     for (int i = 0; i < m->nparam; i++) {
       const Param *q = m->params[i];
-      if (q->shared_with || !q->trainable) continue;
+      if (!q->trainable) continue;
       if (k >= tf->nret || !ir_type_eq(&tf->ret[k]->type, &q->type)) {
         diag_error(d, NULL, 0, 0, "C backend: @%s does not return the gradient of @%s as result %d", tf->name, q->name, k);
         backend_plan_free(&p);
@@ -794,7 +794,7 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
                                         "RT_INIT_SINUSOID"};
     char fb[48];
     fprintf(out, "}, %lld, %s, %s, %d, %d},\n", (long long)p.param_offset[i], inits[q->init], flit(q->init_arg, fb),
-            q->shared_with ? 0 : 1, q->decay ? 1 : 0);
+            1, q->decay ? 1 : 0);
   }
   if (m->nparam == 0) fprintf(out, "    {NULL, 0, {0}, 0, RT_INIT_ZEROS, 0.0f, 0, 0},\n");
   fprintf(out, "};\n\n");
@@ -855,8 +855,8 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
   const Attr *prec = ir_module_attr(m, "precision");
   if (p.train && prec && prec->kind == ATTR_STR)
     fprintf(out, "    .train_precision = %s,\n", !strcmp(prec->s, "bf16") ? "RT_PREC_BF16" : "RT_PREC_FP16");
-  if (opt->train) {
-    const EmitTrain *t = opt->train;
+  if (m->train.present) {
+    const TrainConfig *t = &m->train;
     char f1[48], f2[48], f3[48], f4[48], f5[48], f6[48], f7[48], f8[48];
     fprintf(out, "    .train_config = {.steps = %lld, .batch = %lld, .micro_batch = %lld, .warmup = %lld, .seed = %lld,\n"
                  "                     .eval_every = %lld, .checkpoint_every = %lld, .lr = %s, .min_lr = %s,\n"
@@ -865,7 +865,7 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
             (long long)t->steps, (long long)t->batch, (long long)t->micro_batch, (long long)t->warmup,
             (long long)t->seed, (long long)t->eval_every, (long long)t->checkpoint_every, flit(t->lr, f1),
             flit(t->min_lr, f2), flit(t->beta1, f3), flit(t->beta2, f4), flit(t->eps, f5), flit(t->weight_decay, f6),
-            flit(t->momentum, f7), flit(t->grad_clip, f8), t->schedule, t->optimizer, t->precision);
+            flit(t->momentum, f7), flit(t->grad_clip, f8), (int)t->schedule, (int)t->optimizer, (int)t->precision);
     if (t->data)
       emit_str(out, t->data);
     else

@@ -994,7 +994,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
     int k = 1;
     for (int i = 0; i < m->nparam; i++) {
       const Param *q = m->params[i];
-      if (q->shared_with || !q->trainable)
+      if (!q->trainable)
         continue;
       if (k >= tf->nret || !ir_type_eq(&tf->ret[k]->type, &q->type)) {
         diag_error(e->d, NULL, 0, 0, "LLVM backend: @%s does not return the gradient of @%s as result %d", tf->name,
@@ -1032,7 +1032,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
     LLVMValueRef f[8] = {cstr(e, q ? q->name : NULL),     ci32(e, q ? q->type.rank : 0),
                          LLVMConstArray(e->i64, dims, 4), ci64(e, q ? (long long)p->param_offset[i] : 0),
                          ci32(e, q ? (int)q->init : 0),   cf32(e, q ? q->init_arg : 0),
-                         ci32(e, q && !q->shared_with),   ci32(e, q && q->decay)};
+                         ci32(e, q != NULL),              ci32(e, q && q->decay)};
     rows[i] = LLVMConstNamedStruct(pi_t, f, 8);
   }
   LLVMValueRef ptab = LLVMAddGlobal(e->mod, LLVMArrayType(pi_t, (unsigned)np), "model_params");
@@ -1074,8 +1074,8 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
   LLVMTypeRef tc_t = LLVMStructCreateNamed(e->cx, "RtTrainConfig");
   LLVMStructSetBody(tc_t, tc_f, 19, 0);
   LLVMValueRef tc;
-  if (opt->train) {
-    const EmitTrain *t = opt->train;
+  if (m->train.present) {
+    const TrainConfig *t = &m->train;
     const int64_t iv[7] = {t->steps, t->batch, t->micro_batch, t->warmup, t->seed, t->eval_every, t->checkpoint_every};
     const double dv[8] = {t->lr, t->min_lr, t->beta1, t->beta2, t->eps, t->weight_decay, t->momentum, t->grad_clip};
     LLVMValueRef f[19];
@@ -1086,7 +1086,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       snprintf(buf, sizeof buf, "%.9g", dv[i]);
       f[7 + i] = LLVMConstReal(e->f64, (double)strtof(buf, NULL));
     }
-    f[15] = ci32(e, t->schedule), f[16] = ci32(e, t->optimizer), f[17] = ci32(e, t->precision);
+    f[15] = ci32(e, (int)t->schedule), f[16] = ci32(e, (int)t->optimizer), f[17] = ci32(e, (int)t->precision);
     f[18] = cstr(e, t->data);
     tc = LLVMConstNamedStruct(tc_t, f, 19);
   } else {

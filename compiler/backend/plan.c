@@ -213,24 +213,17 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
     diag_error(d, NULL, 0, 0, "backend: the module has no entry function");
     return false;
   }
-  /* Weights: one float buffer, each parameter 64-byte aligned; shared parameters alias. */
+  /* Weights: one float buffer, each parameter 64-byte aligned (a shared weight is one parameter). */
   int64_t off = 0;
   for (int i = 0; i < m->nparam; i++) {
     const Param *q = m->params[i];
-    if (q->type.dtype != DT_F32 || q->quant_bits || q->sparse) {
+    if (q->type.dtype != DT_F32 || q->fmt != PF_DENSE) {
       diag_error(d, NULL, q->line, q->col, "backend: parameter @%s: only dense f32 parameters are supported yet",
                  q->name);
       c.ok = false;
     }
-    if (q->shared_with) continue;
     p->param_offset[i] = off;
     off += (ir_type_numel(&q->type) + 15) / 16 * 16;
-  }
-  for (int i = 0; i < m->nparam; i++) {
-    const Param *q = m->params[i];
-    for (int hops = 0; q->shared_with && hops < m->nparam; hops++) q = ir_find_param(m, q->shared_with);
-    for (int j = 0; j < m->nparam; j++)
-      if (m->params[j] == q) p->param_offset[i] = p->param_offset[j];
   }
   p->weight_floats = off;
   /* Entry arguments: rank >= 2 tensors are [batch, time, ...]; rank 1 [batch]. */

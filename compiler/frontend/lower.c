@@ -6,6 +6,8 @@
  * <the block's parameters by relative name>) -> f32[B,T,C], called once per copy with that copy's
  * parameters (emitted as `param` ops in @forward). Every op goes through ir_emit, so the IR's
  * shape rules type (and check) everything we build. docs/spec.md lists the ops each layer makes.
+ * The spec's train: section becomes the module's TrainConfig (Module.train), so the facts it
+ * states reach the pass manager (precision) and the backends (the program's training defaults).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -233,6 +235,43 @@ static void lw_attr_int(Module *m, const char *key, int64_t v) {
   ir_module_set_attr(m, (Attr){.key = key, .kind = ATTR_INT, .i = v});
 }
 
+_Static_assert((int)SPEC_SCHED_COSINE == (int)TRAIN_SCHED_COSINE && (int)SPEC_SCHED_CONSTANT == (int)TRAIN_SCHED_CONSTANT &&
+                   (int)SPEC_SCHED_LINEAR == (int)TRAIN_SCHED_LINEAR,
+               "SpecSchedule and TrainSchedule agree");
+_Static_assert((int)SPEC_OPT_ADAMW == (int)TRAIN_OPT_ADAMW && (int)SPEC_OPT_SGD == (int)TRAIN_OPT_SGD,
+               "SpecOptimizer and TrainOptimizer agree");
+_Static_assert((int)SPEC_PREC_FP32 == (int)TRAIN_PREC_FP32 && (int)SPEC_PREC_BF16 == (int)TRAIN_PREC_BF16 &&
+                   (int)SPEC_PREC_FP16 == (int)TRAIN_PREC_FP16,
+               "SpecPrecision and TrainPrecision agree");
+
+/* The spec's train: section (defaults resolved, so always present) as the module's record. */
+static void lw_train(Module *m, const SpecTrain *t) {
+  m->train = (TrainConfig){
+      .present = true,
+      .steps = t->steps,
+      .batch = t->batch,
+      .micro_batch = t->micro_batch,
+      .warmup = t->warmup,
+      .seed = t->seed,
+      .eval_every = t->eval_every,
+      .checkpoint_every = t->checkpoint_every,
+      .lr = t->lr,
+      .min_lr = t->min_lr,
+      .beta1 = t->beta1,
+      .beta2 = t->beta2,
+      .eps = t->eps,
+      .weight_decay = t->weight_decay,
+      .momentum = t->momentum,
+      .grad_clip = t->grad_clip,
+      .schedule = (TrainSchedule)t->schedule,
+      .optimizer = (TrainOptimizer)t->optimizer,
+      .precision = (TrainPrecision)t->precision,
+      .data = t->data ? ir_strdup(m, t->data) : NULL,
+      .line = t->line,
+      .col = t->col,
+  };
+}
+
 Module *fe_lower(const Spec *s, Diag *d) {
   const SpecModel *md = &s->model;
   Module *m = ir_module_new(md->name);
@@ -244,6 +283,7 @@ Module *fe_lower(const Spec *s, Diag *d) {
   ir_module_set_attr(m, (Attr){.key = "kind", .kind = ATTR_STR, .s = md->kind == SPEC_DECODER ? "decoder" : "encoder"});
   const SpecLayer *last = s->nlayers ? &s->layers[s->nlayers - 1] : NULL;
   if (last && last->kind == SPEC_L_CLASSIFIER) lw_attr_int(m, "classes", last->classes);
+  lw_train(m, fe_spec_train(s));
 
   Func *f = ir_add_func(m, "forward");
   m->entry = ir_strdup(m, "forward");

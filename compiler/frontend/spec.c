@@ -1029,18 +1029,32 @@ enum {
   TK_EPS, TK_WD, TK_MOMENTUM, TK_CLIP, TK_PRECISION, TK_SEED, TK_EVAL, TK_CKPT, TK_DATA, TK_N
 };
 
-/* A real in [lo, hi) (hi_open) or [lo, hi]; lo_open excludes lo. */
-static void fe_real_range(Ctx *c, const YNode *n, const char *what, double *out, double lo, bool lo_open, double hi,
-                          bool hi_open) {
+/* The range rules are the IR's (ir/train.c), so a .mir file's `train {...}` line is held to the
+ * same rules as the spec it came from. */
+static void fe_train_int(Ctx *c, const YNode *n, const char *key, int64_t *out) {
+  const TrainField *f = ir_train_field(key);
+  IR_ASSERT(f && f->kind == TF_INT);
+  if (n) fe_int(c, n, key, f->ilo, f->ihi, out);
+}
+
+static bool fe_train_real(Ctx *c, const YNode *n, const char *key, double *out) {
+  const TrainField *f = ir_train_field(key);
+  IR_ASSERT(f && f->kind == TF_REAL);
   double v;
-  if (!n || !fe_float(c, n, what, &v)) return;
-  bool ok = (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
-  if (!ok) {
-    if (isinf(hi)) ERR_AT(c, n, "'%s' must be %s %g, got %g", what, lo_open ? "greater than" : "at least", lo, v);
-    else ERR_AT(c, n, "'%s' must be in %c%g, %g%c, got %g", what, lo_open ? '(' : '[', lo, hi, hi_open ? ')' : ']', v);
-    return;
+  char err[160];
+  if (!n || !fe_float(c, n, key, &v)) return false;
+  if (!ir_train_check_real(f, v, err, sizeof err)) {
+    ERR_AT(c, n, "%s", err);
+    return false;
   }
   *out = v;
+  return true;
+}
+
+static int fe_train_enum(Ctx *c, const YNode *n, const char *key) {
+  const TrainField *f = ir_train_field(key);
+  IR_ASSERT(f && f->kind == TF_ENUM);
+  return n ? fe_enum(c, n, key, f->words, f->nwords) : -1;
 }
 
 static void fe_check_train(Ctx *c, const YNode *key, const YNode *val) {
@@ -1050,40 +1064,41 @@ static void fe_check_train(Ctx *c, const YNode *key, const YNode *val) {
   t->line = key->line;
   t->col = key->col;
   if (!fe_fields(c, val, "train", train_keys, TK_N, v, NULL)) return;
-  if (v[TK_STEPS]) fe_int(c, v[TK_STEPS], "steps", 1, INT64_MAX, &t->steps);
-  if (v[TK_BATCH]) fe_int(c, v[TK_BATCH], "batch", 1, INT64_MAX, &t->batch);
+  fe_train_int(c, v[TK_STEPS], "steps", &t->steps);
+  fe_train_int(c, v[TK_BATCH], "batch", &t->batch);
   t->micro_batch = t->batch;
-  bool okm = v[TK_MICRO] && fe_int(c, v[TK_MICRO], "micro_batch", 1, INT64_MAX, &t->micro_batch);
+  bool okm = v[TK_MICRO] && fe_int(c, v[TK_MICRO], "micro_batch", ir_train_field("micro_batch")->ilo,
+                                   ir_train_field("micro_batch")->ihi, &t->micro_batch);
   if (okm && t->batch % t->micro_batch != 0)
     ERR_AT(c, v[TK_MICRO], "'micro_batch' (%lld) must divide the training 'batch' (%lld)", (long long)t->micro_batch,
            (long long)t->batch);
-  fe_real_range(c, v[TK_LR], "lr", &t->lr, 0, true, INFINITY, false);
+  fe_train_real(c, v[TK_LR], "lr", &t->lr);
   t->min_lr = t->lr / 10;
-  fe_real_range(c, v[TK_MIN_LR], "min_lr", &t->min_lr, 0, false, INFINITY, false);
+  fe_train_real(c, v[TK_MIN_LR], "min_lr", &t->min_lr);
   if (v[TK_MIN_LR] && t->min_lr > t->lr)
     ERR_AT(c, v[TK_MIN_LR], "'min_lr' (%g) must not exceed 'lr' (%g)", t->min_lr, t->lr);
   t->warmup = t->steps / 10 < 100 ? t->steps / 10 : 100;
-  if (v[TK_WARMUP] && fe_int(c, v[TK_WARMUP], "warmup", 0, INT64_MAX, &t->warmup) && t->warmup > t->steps)
-    ERR_AT(c, v[TK_WARMUP], "'warmup' (%lld) must not exceed 'steps' (%lld)", (long long)t->warmup,
-           (long long)t->steps);
-  static const char *const sched[] = {"cosine", "constant", "linear"};
-  static const char *const opt[] = {"adamw", "sgd"};
-  static const char *const prec[] = {"fp32", "bf16", "fp16"};
+  if (v[TK_WARMUP]) {
+    int64_t w = -1;
+    fe_train_int(c, v[TK_WARMUP], "warmup", &w);
+    if (w >= 0) t->warmup = w;
+    if (w >= 0 && t->warmup > t->steps)
+      ERR_AT(c, v[TK_WARMUP], "'warmup' (%lld) must not exceed 'steps' (%lld)", (long long)t->warmup,
+             (long long)t->steps);
+  }
   int e;
-  if (v[TK_SCHEDULE] && (e = fe_enum(c, v[TK_SCHEDULE], "schedule", sched, 3)) >= 0) t->schedule = (SpecSchedule)e;
-  if (v[TK_OPTIMIZER] && (e = fe_enum(c, v[TK_OPTIMIZER], "optimizer", opt, 2)) >= 0)
-    t->optimizer = (SpecOptimizer)e;
-  if (v[TK_PRECISION] && (e = fe_enum(c, v[TK_PRECISION], "precision", prec, 3)) >= 0)
-    t->precision = (SpecPrecision)e;
-  fe_real_range(c, v[TK_BETA1], "beta1", &t->beta1, 0, false, 1, true);
-  fe_real_range(c, v[TK_BETA2], "beta2", &t->beta2, 0, false, 1, true);
-  fe_real_range(c, v[TK_EPS], "eps", &t->eps, 0, true, INFINITY, false);
-  fe_real_range(c, v[TK_WD], "weight_decay", &t->weight_decay, 0, false, INFINITY, false);
-  fe_real_range(c, v[TK_MOMENTUM], "momentum", &t->momentum, 0, false, 1, true);
-  fe_real_range(c, v[TK_CLIP], "grad_clip", &t->grad_clip, 0, false, INFINITY, false);
-  if (v[TK_SEED]) fe_int(c, v[TK_SEED], "seed", 0, INT64_MAX, &t->seed);
-  if (v[TK_EVAL]) fe_int(c, v[TK_EVAL], "eval_every", 0, INT64_MAX, &t->eval_every);
-  if (v[TK_CKPT]) fe_int(c, v[TK_CKPT], "checkpoint_every", 0, INT64_MAX, &t->checkpoint_every);
+  if ((e = fe_train_enum(c, v[TK_SCHEDULE], "schedule")) >= 0) t->schedule = (SpecSchedule)e;
+  if ((e = fe_train_enum(c, v[TK_OPTIMIZER], "optimizer")) >= 0) t->optimizer = (SpecOptimizer)e;
+  if ((e = fe_train_enum(c, v[TK_PRECISION], "precision")) >= 0) t->precision = (SpecPrecision)e;
+  fe_train_real(c, v[TK_BETA1], "beta1", &t->beta1);
+  fe_train_real(c, v[TK_BETA2], "beta2", &t->beta2);
+  fe_train_real(c, v[TK_EPS], "eps", &t->eps);
+  fe_train_real(c, v[TK_WD], "weight_decay", &t->weight_decay);
+  fe_train_real(c, v[TK_MOMENTUM], "momentum", &t->momentum);
+  fe_train_real(c, v[TK_CLIP], "grad_clip", &t->grad_clip);
+  fe_train_int(c, v[TK_SEED], "seed", &t->seed);
+  fe_train_int(c, v[TK_EVAL], "eval_every", &t->eval_every);
+  fe_train_int(c, v[TK_CKPT], "checkpoint_every", &t->checkpoint_every);
   if (v[TK_DATA]) {
     t->data = fe_str(c, v[TK_DATA], "data");
     t->data_line = v[TK_DATA]->line;

@@ -178,12 +178,12 @@ END_TEST
 
 START_TEST(test_print_values) {
   Module *m = ir_module_new("v");
-  Param *p = ir_add_param(m, "p", ir_type(DT_F32, 0, NULL), INIT_UNIFORM, 100000.0);
+  Param *p = ir_add_param(m, "p", ir_type(DT_BF16, 0, NULL), INIT_UNIFORM, 100000.0);
   p->trainable = false;
-  p->sparse = "bsr";
-  p->sparsity = 0.25;
-  p->quant_bits = 4;
-  p->quant_group = 64;
+  ir_add_param(m, "h", ir_type1(DT_F16, 3), INIT_ONES, 0)->decay = false;
+  m->train = (TrainConfig){.present = true, .steps = 7, .batch = 2, .micro_batch = 1, .warmup = 7, .seed = 3,
+                           .lr = 0.1, .min_lr = 0.1, .beta1 = 0.5, .eps = 1e-3, .grad_clip = 2.5,
+                           .schedule = TRAIN_SCHED_CONSTANT, .precision = TRAIN_PREC_BF16, .data = "x y\n"};
   Func *f = ir_add_func(m, "f");
   Op *op = ir_op_new(f, OP_CONST, 0, NULL, 1);
   ir_set_attr_float(op, "value", 0.1);
@@ -198,7 +198,13 @@ START_TEST(test_print_values) {
   Value *v = ir_emit(f, op);
   ir_set_return(f, 1, &v);
   char *s = ir_print_to_string(m);
-  ck_assert_msg(strstr(s, "param @p : f32[] init=uniform(100000.0) frozen quant=int4(group=64) sparse=bsr(0.25)\n"), "%s", s);
+  ck_assert_msg(strstr(s, "param @p : bf16[] init=uniform(100000.0) frozen\nparam @h : f16[3] init=ones nodecay\n"),
+                "%s", s);
+  ck_assert_msg(strstr(s, "\ntrain {steps=7, batch=2, micro_batch=1, warmup=7, seed=3, eval_every=0, checkpoint_every=0, "
+                          "lr=0.1, min_lr=0.1, beta1=0.5, beta2=0.0, eps=0.001, weight_decay=0.0, momentum=0.0, "
+                          "grad_clip=2.5, schedule=constant, optimizer=adamw, precision=bf16, data=\"x y\\x0A\"}\n\n"),
+                "%s", s);
+  ck_assert_int_eq(ir_param_bytes(m), 2 + 3 * 2);
   ck_assert_msg(strstr(s, "module @v {n=-7, note=\"a\\\"b\\\\c\\x0A\\x7F\", w=3.0, x=0.3333333333333333, "
                           "y=-inf}\n"), "%s", s);
   ck_assert_msg(strstr(s, "%0 = const {shape=[1,2], value=0.1} : f32[1,2]\n"), "%s", s);
@@ -360,23 +366,55 @@ START_TEST(test_verify_recursion_and_entry) {
   ir_set_attr_sym(call, "callee", "main");
   ir_emit(blk, call);
   m->entry = "nothere";
-  m->params[1]->shared_with = "ghost";
+  m->params[1]->fmt = PF_COUNT;
   Cap c;
   cap_open(&c);
   ck_assert(!ir_verify(m, &c.d));
   const char *t = cap_text(&c);
   ck_assert_msg(strstr(t, "recursive call to @") != NULL, "%s", t);
   ck_assert_msg(strstr(t, "entry function @nothere does not exist") != NULL, "%s", t);
-  ck_assert_msg(strstr(t, "parameter @w is shared with unknown parameter @ghost") != NULL, "%s", t);
+  ck_assert_msg(strstr(t, "parameter @w: invalid format") != NULL, "%s", t);
   cap_close(&c);
   ir_module_free(m);
 }
 END_TEST
 
-START_TEST(test_verify_shared_type) {
+START_TEST(test_verify_param_format) {
   Module *m = build_module();
-  m->params[1]->shared_with = "ln.weight";
-  expect_verify_error(m, "parameter @w (f32[8,8]) is shared with @ln.weight of a different type (f32[8])");
+  m->params[1]->block = 32;
+  expect_verify_error(m, "parameter @w: a dense parameter has no blocks or auxiliary arrays");
+}
+END_TEST
+
+START_TEST(test_verify_train_record) {
+  Module *m = build_module();
+  m->train = (TrainConfig){.present = true, .steps = 10, .batch = 4, .micro_batch = 4, .lr = 1e-3, .eps = 1e-8};
+  Cap c;
+  cap_open(&c);
+  ck_assert_msg(ir_verify(m, &c.d), "%s", cap_text(&c));
+  cap_close(&c);
+  m->train.micro_batch = 3;
+  expect_verify_error(m, "train: 'micro_batch' (3) must divide the training 'batch' (4)");
+  m = build_module();
+  m->train = (TrainConfig){.present = true, .steps = 10, .batch = 4, .micro_batch = 4, .lr = 1e-3, .eps = 1e-8};
+  m->train.beta2 = 1.0;
+  expect_verify_error(m, "train: 'beta2' must be in [0, 1), got 1");
+}
+END_TEST
+
+/* Storage bytes follow each parameter's dtype (a shared weight is one parameter, counted once). */
+START_TEST(test_param_storage_bytes) {
+  Module *m = ir_module_new("b");
+  ir_add_param(m, "a", ir_type2(DT_F32, 3, 5), INIT_ZEROS, 0);
+  Param *h = ir_add_param(m, "h", ir_type2(DT_BF16, 3, 5), INIT_ZEROS, 0);
+  ir_add_param(m, "g", ir_type1(DT_F16, 7), INIT_ONES, 0);
+  ck_assert_int_eq(ir_param_storage_bytes(h), 30);
+  ck_assert_int_eq(ir_param_count(m), 15 + 15 + 7);
+  ck_assert_int_eq(ir_param_bytes(m), 60 + 30 + 14);
+  ck_assert_str_eq(ir_param_format_name(PF_DENSE), "dense");
+  ck_assert_int_eq(ir_param_format_by_name("dense"), PF_DENSE);
+  ck_assert_int_eq(ir_param_format_by_name("q8_0"), -1);
+  ir_module_free(m);
 }
 END_TEST
 
@@ -440,19 +478,26 @@ START_TEST(test_parse_file_facts) {
   Module *m = ir_parse("tests/ir/misc.mir", text, len, &c.d);
   ck_assert_msg(m != NULL, "%s", cap_text(&c));
   Param *q = ir_find_param(m, "q.w");
-  ck_assert(q && !q->trainable && !q->decay && q->quant_bits == 8 && q->quant_group == 32);
-  ck_assert_str_eq(q->sparse, "csr");
-  ck_assert(q->sparsity == 0.5 && q->init == INIT_NORMAL && q->init_arg == 1.0);
-  ck_assert_str_eq(ir_find_param(m, "q.w2")->shared_with, "q.w");
+  ck_assert(q && !q->trainable && !q->decay && q->fmt == PF_DENSE && q->type.dtype == DT_F32);
+  ck_assert(q->init == INIT_NORMAL && q->init_arg == 1.0);
+  ck_assert_int_eq(ir_find_param(m, "q.w2")->type.dtype, DT_BF16);
+  const Param *qb = ir_find_param(m, "q.b");
+  ck_assert(qb->type.dtype == DT_F16 && !qb->decay && qb->trainable && qb->init == INIT_ONES);
+  const TrainConfig *t = &m->train;
+  ck_assert(t->present && t->steps == 10 && t->batch == 4 && t->micro_batch == 2 && t->checkpoint_every == 5);
+  ck_assert(t->lr == 1.0 && t->beta2 == 0.999 && t->eps == 1e-8 && t->momentum == 0.5);
+  ck_assert(t->schedule == TRAIN_SCHED_LINEAR && t->optimizer == TRAIN_OPT_SGD && t->precision == TRAIN_PREC_FP16);
+  ck_assert_str_eq(t->data, "d\t\"a\".txt");
+  ck_assert_int_eq(t->line, 5);
   const Attr *k = ir_module_attr(m, "kind");
   ck_assert_str_eq(k->s, "enc\"oder\\ \tx");
   ck_assert(isinf(ir_module_attr(m, "big")->f));
   Func *f = ir_find_func(m, "main");
-  ck_assert_int_eq(f->line, 10);
+  ck_assert_int_eq(f->line, 15);
   ck_assert_int_eq(f->col, 1);
   Op *call = find_op(f, OP_CALL);
   ck_assert_int_eq(call->nout, 2);
-  ck_assert_int_eq(call->line, 14);
+  ck_assert_int_eq(call->line, 19);
   ck_assert_int_eq(call->col, 3);
   ck_assert(ir_verify(m, &c.d));
   ir_module_free(m);
@@ -464,6 +509,11 @@ END_TEST
 /* ---- parse errors ------------------------------------------------------------------------- */
 
 static const char *const hdr = "module @t\n";  /* line 1 of every malformed input below */
+
+/* The train line's settings after steps, batch and micro_batch (all but min_lr and data). */
+#define TRAIN_REST                                                                                             \
+  " warmup=0, seed=0, eval_every=0, checkpoint_every=0, lr=1, beta1=0, beta2=0, eps=1, weight_decay=0,"        \
+  " momentum=0, grad_clip=0, schedule=linear, optimizer=sgd, precision=fp32"
 
 static const struct {
   const char *body;   /* appended to hdr */
@@ -507,7 +557,28 @@ static const struct {
      "t.mir:3:3: error: recursive call to @f"},
     {"func @f(%x: f32[4]) -> f32[4] {\n  %0 = neg(%x) {n=99999999999999999999} : f32[4]\n  return %0\n}\n",
      "t.mir:3:19: error: integer literal out of range"},
-    {"param @p : f32[4] shared=@q\n", "t.mir:2:1: error: parameter @p is shared with unknown parameter @q"},
+    {"param @p : f32[4] shared=@q\n", "t.mir:2:19: error: 'shared=' was removed: to share a weight, bind the same "
+                                       "parameter (write `param {p=@P}` for @P wherever it is used) and drop this parameter"},
+    {"param @p : f32[4] quant=int8(group=32)\n", "t.mir:2:19: error: 'quant=' was removed: a parameter's storage is "
+                                                 "written format=NAME (only 'dense', the default, is implemented yet)"},
+    {"param @p : f32[4] sparse=csr(0.5)\n", "t.mir:2:19: error: 'sparse=' was removed"},
+    {"param @p : f32[4] format=q8_0\n", "t.mir:2:26: error: format 'q8_0' is not implemented yet (only 'dense' is)"},
+    {"param @p : f32[4] format=dense format=dense\n", "t.mir:2:32: error: duplicate parameter fact 'format'"},
+    {"train {steps=0}\n", "t.mir:2:14: error: 'steps' must be positive, got 0"},
+    {"train {lr=-1}\n", "t.mir:2:11: error: 'lr' must be greater than 0, got -1"},
+    {"train {lr=+inf}\n", "t.mir:2:11: error: 'lr' must be a finite number, got inf"},
+    {"train {beta1=1.0}\n", "t.mir:2:14: error: 'beta1' must be in [0, 1), got 1"},
+    {"train {schedule=cosin}\n", "t.mir:2:17: error: expected one of cosine, constant, linear for 'schedule', got 'cosin'"},
+    {"train {stesp=1}\n", "t.mir:2:8: error: unknown training setting 'stesp' (did you mean 'steps'?)"},
+    {"train {steps=1, steps=2}\n", "t.mir:2:17: error: duplicate training setting 'steps'"},
+    {"train {steps=1.5}\n", "t.mir:2:14: error: expected an integer, got '1.5'"},
+    {"train {data=x}\n", "t.mir:2:13: error: expected a string, got 'x'"},
+    {"train {steps=5}\n", "t.mir:2:1: error: the 'train' line lacks 'batch' (every setting but data is written)"},
+    {"train {steps=5, batch=4, micro_batch=3," TRAIN_REST ", min_lr=0}\n",
+     "t.mir:2:38: error: 'micro_batch' (3) must divide the training 'batch' (4)"},
+    {"train {steps=5, batch=4, micro_batch=2," TRAIN_REST ", min_lr=2}\n",
+     "t.mir:2:220: error: 'min_lr' (2) must not exceed 'lr' (1)"},
+    {"train {steps=5, batch=4, micro_batch=2," TRAIN_REST ", min_lr=0}\ntrain {}\n", "t.mir:3:1: error: duplicate 'train' line"},
     {"func @f(%x: f32[4]) -> f32[4] {\n  %0 = neg(%x) : f32[4] ? \n  return %0\n}\n",
      "t.mir:3:25: error: unexpected character '?'"},
     {"func @f(%x: f32[4]) -> f32[4] {\n  %0 %1 = neg(%x) : f32[4]\n  return %0\n}\n",
@@ -857,7 +928,9 @@ static Suite *ir_suite(void) {
   tcase_add_test(tc, test_verify_wrong_return_type);
   tcase_add_test(tc, test_verify_undefined_return);
   tcase_add_test(tc, test_verify_recursion_and_entry);
-  tcase_add_test(tc, test_verify_shared_type);
+  tcase_add_test(tc, test_verify_param_format);
+  tcase_add_test(tc, test_verify_train_record);
+  tcase_add_test(tc, test_param_storage_bytes);
   tcase_add_test(tc, test_round_trip_handwritten);
   tcase_add_test(tc, test_round_trip_files);
   tcase_add_test(tc, test_parse_file_facts);
