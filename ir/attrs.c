@@ -1,7 +1,7 @@
-/* attrs.c: the attribute table built from attrs.def, the one attribute checker, and the typed
+/* attrs.c: the attribute table built from ops.def (ATTR rows), the one attribute checker, and the typed
  * attribute accessors.
  *
- * Each op's attributes are declared with the op in ir/attrs.def (key, kind, required or default,
+ * Each op's attributes are declared with the op in ir/ops.def (ATTR rows) (key, kind, required or default,
  * rule). ir_check_attrs() is the only place their rules are enforced: the parser and the verifier
  * call it for every op (and ir_infer() does before running a shape rule), so both report the same
  * message for the same bad attribute. ir_attr_i/_f/_s/_ints read an attribute with the default the
@@ -28,8 +28,7 @@
 
 const AttrSpec ir_attr_table[] = {
 #define ATTR(op, key, kind, req, dflt, rule) {op, key, kind, req, dflt, rule},
-#include "attrs.def"
-#undef ATTR
+#include "ops.def"
 };
 const int ir_attr_table_len = (int)(sizeof ir_attr_table / sizeof *ir_attr_table);
 
@@ -182,7 +181,7 @@ bool ir_check_attrs(const Op *op, char *err, size_t n) {
  * ir_attr_s, want2); an undeclared key or a kind the accessor cannot return is an internal error. */
 static const AttrSpec *declared(const Op *op, const char *key, AttrKind want, AttrKind want2, const char *fn) {
   const AttrSpec *s = ir_attr_spec(op->kind, key);
-  if (!s) die("%s: %s has no attribute '%s' (declare it in ir/attrs.def)", fn, ir_op_name(op->kind), key);
+  if (!s) die("%s: %s has no attribute '%s' (declare it in ir/ops.def (ATTR rows))", fn, ir_op_name(op->kind), key);
   if (s->kind != want && s->kind != want2)
     die("%s: %s attribute '%s' is declared as %s", fn, ir_op_name(op->kind), key, kind_desc[s->kind]);
   return s;

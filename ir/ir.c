@@ -1,7 +1,7 @@
 /* ir.c: the IR core: the op table built from ops.def, the module arena, builders, attribute
  * storage, use lists, per-op shape rules and FLOP counts, and whole-module analyses (parameter
  * count and bytes, FLOPs, liveness peak). Printer, parser, verifier, expressions and the attribute
- * table (attrs.def: declarations, checker, typed accessors in attrs.c) live in their own files.
+ * table (ops.def (ATTR rows): declarations, checker, typed accessors in attrs.c) live in their own files.
  */
 #include "ir.h"
 
@@ -28,7 +28,7 @@ static bool need_float(const Op *op, char *err, size_t n) {
 }
 
 /* The type of element type dt and the op's {shape=[..]} attribute (ir_infer has checked that the
- * op's attributes follow ir/attrs.def, so the shape rules read them without checking kinds). */
+ * op's attributes follow ir/ops.def (ATTR rows), so the shape rules read them without checking kinds). */
 static bool shape_attr(const Op *op, DType dt, Type *out, char *err, size_t n) {
   int nd;
   const int64_t *d = ir_attr_ints(op, "shape", &nd);
@@ -308,7 +308,7 @@ static bool shape_pool_dx(const Module *m, const Op *op, Type *out, char *err, s
 }
 
 /* cast: between f32 and the 16-bit float types only (mixed precision stores activations in 16 bits);
- * attrs.def limits `to` to f32, bf16 and f16. */
+ * ops.def (ATTR rows) limits `to` to f32, bf16 and f16. */
 static bool shape_cast(const Module *m, const Op *op, Type *out, char *err, size_t n) {
   if (!need_float(op, err, n)) return false;
   const char *to = ir_attr_s(op, "to");

@@ -7,7 +7,7 @@
  * autodiff differentiates a block once, and checkpointing re-calls a block.
  *
  * Everything is allocated from the Module's arena and freed at once by ir_module_free().
- * The op table is ir/ops.def, each op's attributes are declared in ir/attrs.def (checked and read
+ * The op table is ir/ops.def, each op's attributes are declared in ir/ops.def (ATTR rows) (checked and read
  * by ir/attrs.c); the text form is described in docs/ir.md (printer ir/print.c, parser
  * ir/parse.c); ir_verify() (ir/verify.c) checks SSA, types and shapes.
  */
@@ -289,8 +289,8 @@ double ir_attr_float(const Op *op, const char *key, double dflt); /* accepts ATT
 const char *ir_attr_str(const Op *op, const char *key);           /* STR or SYM; NULL if absent */
 bool ir_attr_eq(const Attr *a, const Attr *b);
 
-/* ---- the attribute table (ir/attrs.def, ir/attrs.c) ----
- * Every op's attributes are declared in attrs.def: key, kind, required or a default, and a rule
+/* ---- the attribute table (ir/ops.def (ATTR rows), ir/attrs.c) ----
+ * Every op's attributes are declared in ops.def (ATTR rows): key, kind, required or a default, and a rule
  * for the value. ir_check_attrs() enforces the table; the parser, the verifier and ir_infer() all
  * call it, so one message describes one bad attribute wherever it is found. */
 typedef enum AttrRuleKind {
@@ -314,7 +314,7 @@ typedef struct AttrSpec {
   double dflt;            /* value of an absent optional INT or FLOAT attribute */
   AttrRule rule;
 } AttrSpec;
-extern const AttrSpec ir_attr_table[];   /* the rows of attrs.def, in order */
+extern const AttrSpec ir_attr_table[];   /* the rows of ops.def (ATTR rows), in order */
 extern const int ir_attr_table_len;
 /* The declaration of key on ops of kind k, or NULL if k has no such attribute. */
 const AttrSpec *ir_attr_spec(OpKind k, const char *key);

@@ -7,7 +7,7 @@
  * error it skips to the next line and goes on, so one run reports several errors.
  *
  * The module is built with the ir.h builder API. Each op's attributes are checked against
- * ir/attrs.def by ir_check_attrs (the verifier's checker, so both say the same); its written result
+ * ir/ops.def (ATTR rows) by ir_check_attrs (the verifier's checker, so both say the same); its written result
  * types become its values' types; the op's shape rule (ir_infer) must agree, else the mismatch is
  * reported at the op. Functions may be defined after their callers, so calls are checked in a second pass once
  * every function's signature is known. Whatever ir_parse() returns passes ir_verify().
@@ -760,7 +760,7 @@ static bool all_digits(const char *s, size_t n) {
 /* A value named by token t: digits-only names are unnamed (printed %N). */
 static const char *value_name(Parser *P, const Token *t) { return all_digits(t->p, t->len) ? NULL : tok_str(P, t); }
 
-/* Checks op's attributes against ir/attrs.def (the verifier's checker), then runs its shape rule
+/* Checks op's attributes against ir/ops.def (ATTR rows) (the verifier's checker), then runs its shape rule
  * on a copy and reports a disagreement with the written result types. */
 static void check_op(Parser *P, Func *f, Op *op) {
   char err[256];

@@ -7,7 +7,7 @@
  *     names unique within a function;
  *   - SSA: each operand is an argument or an earlier result of the same function, each value is
  *     defined once, def/index links are consistent, returned values are defined;
- *   - ops: operand count within ops.def's range, attributes as ir/attrs.def declares them (known
+ *   - ops: operand count within ops.def's range, attributes as ir/ops.def (ATTR rows) declares them (known
  *     keys, kinds, required ones present, values in range, fused expressions that parse: the one
  *     checker ir_check_attrs, which the parser runs too), result types equal what the op's shape
  *     rule (ir_infer) computes, calls match the callee's signature;
@@ -93,7 +93,7 @@ static void check_attrs(Verifier *v, const char *where, int line, int col, int n
 
 /* ---- per-op checks ------------------------------------------------------------------------ */
 
-/* The op's attributes against ir/attrs.def (the same checker the parser runs). */
+/* The op's attributes against ir/ops.def (ATTR rows) (the same checker the parser runs). */
 static bool check_op_attrs(Verifier *v, const Func *f, const Op *op) {
   char err[256];
   if (ir_check_attrs(op, err, sizeof err)) return true;

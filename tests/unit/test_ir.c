@@ -188,7 +188,7 @@ START_TEST(test_print_values) {
   Op *op = ir_op_new(f, OP_CONST, 0, NULL, 1);
   ir_set_attr_float(op, "value", 0.1);
   ir_set_attr_ints(op, "shape", 2, (int64_t[]){1, 2});
-  /* ops carry only the attributes ir/attrs.def declares; the module line takes any key, so the
+  /* ops carry only the attributes ir/ops.def (ATTR rows) declares; the module line takes any key, so the
    * remaining value forms print there */
   ir_module_set_attr(m, (Attr){.key = "note", .kind = ATTR_STR, .s = "a\"b\\c\n\x7f"});
   ir_module_set_attr(m, (Attr){.key = "n", .kind = ATTR_INT, .i = -7});
@@ -633,7 +633,7 @@ START_TEST(test_parse_error_caret_and_recovery) {
 }
 END_TEST
 
-/* ---- attributes (ir/attrs.def) ------------------------------------------------------------ */
+/* ---- attributes (ir/ops.def (ATTR rows)) ------------------------------------------------------------ */
 
 /* One bad attribute two ways: written in the text (the parser rejects it) and set through the API
  * on a module that parsed (the verifier rejects it). Both must give the same message at the op's
@@ -773,7 +773,7 @@ START_TEST(test_attrs_undeclared_read_dies) {
 }
 END_TEST
 
-/* Every row of attrs.def is well-formed: a real op, one row per (op, key), a rule that fits the
+/* Every row of ops.def (ATTR rows) is well-formed: a real op, one row per (op, key), a rule that fits the
  * kind, and a default inside its own rule. */
 START_TEST(test_attrs_table_rows) {
   ck_assert_int_ge(ir_attr_table_len, 20);
