@@ -280,15 +280,54 @@ void rt_attention_dx(float *dqkv, const float *qkv, const float *dy, int B, int 
 typedef enum RtInit { RT_INIT_ZEROS, RT_INIT_ONES, RT_INIT_NORMAL, RT_INIT_UNIFORM, RT_INIT_SINUSOID } RtInit;
 
 /* One parameter: its safetensors name and shape, and where it lives in the weight buffer. */
+/* Element types (shared with the safetensors and .npy readers): a parameter's storage dtype. */
+typedef enum RtDType {
+  RT_DT_INVALID = 0,
+  RT_DT_F32,
+  RT_DT_F16,
+  RT_DT_BF16,
+  RT_DT_F64,
+  RT_DT_I8,
+  RT_DT_U8,
+  RT_DT_I16,
+  RT_DT_U16,
+  RT_DT_I32,
+  RT_DT_U32,
+  RT_DT_I64,
+  RT_DT_U64,
+  RT_DT_BOOL,
+  RT_DT_COUNT
+} RtDType;
+
+/* A parameter's storage format: dense elements of its dtype. Block-quantised and sparse formats
+ * (later) add auxiliary arrays (scales, indices), each described by an RtParamAux. */
+typedef enum RtFormat { RT_FMT_DENSE = 0 } RtFormat;
+
+/* One auxiliary array of a non-dense parameter (its role, e.g. "scales", its dtype and place). */
+typedef struct RtParamAux {
+  const char *role;
+  RtDType dtype;
+  int64_t offset;   /* bytes from the start of the weight buffer (64-byte aligned) */
+  int64_t nbytes;
+} RtParamAux;
+
+#define RT_PARAM_MAX_AUX 4
+
+/* One parameter: its safetensors name, shape and storage, and where it lives in the weight buffer.
+ * Generated code reads it at W + offset as its dtype (f32: float, bf16/f16: uint16_t). */
 typedef struct RtParamInfo {
   const char *name;
   int ndim;
   int64_t shape[4];
-  int64_t offset;   /* floats from the start of the weight buffer (64-byte aligned) */
-  RtInit init;      /* initialiser for PROG init */
+  RtDType dtype;    /* storage dtype: RT_DT_F32, RT_DT_BF16 or RT_DT_F16 */
+  RtFormat format;  /* RT_FMT_DENSE */
+  int64_t offset;   /* bytes from the start of the weight buffer (64-byte aligned) */
+  int64_t nbytes;   /* bytes of its elements */
+  RtInit init;      /* initialiser for PROG init (values drawn in f32, then rounded to dtype) */
   float init_arg;   /* std (normal) or bound (uniform) */
-  int stored;       /* 0: shares another parameter's storage (not in the weights file) */
   int decay;        /* weight decay applies (training) */
+  int naux;         /* auxiliary arrays (0 for dense) */
+  RtParamAux aux[RT_PARAM_MAX_AUX];
 } RtParamInfo;
 
 /* One persistent state slot of the generated program (an attention op's k or v cache, later
@@ -320,7 +359,7 @@ typedef struct RtModel {
   int64_t out_dim;
   int nparams;
   const RtParamInfo *params;
-  int64_t weight_floats;        /* size of the weight buffer */
+  int64_t weight_bytes;         /* size of the weight buffer (parameters at their offsets, typed) */
   int64_t param_count, param_bytes, flops_per_token, arena_bytes;
   int nstate;                   /* persistent state slots (two per attention op instance: k, v) */
   const RtStateInfo *state;     /* their sizes */
@@ -328,14 +367,15 @@ typedef struct RtModel {
    * after rt_set_threads): for a forward (training = 0), or for any call of a training step. */
   size_t (*scratch_floats)(int training);
   const char *compile_options;
-  /* The model: tokens (nb,nt) int32 -> out. arena holds arena_bytes, W weight_floats floats. */
-  void (*forward)(const RtStep *s, char *arena, const float *W, const int32_t *tokens, float *out);
+  /* The model: tokens (nb,nt) int32 -> out. arena holds arena_bytes, W weight_bytes bytes. */
+  void (*forward)(const RtStep *s, char *arena, const void *W, const int32_t *tokens, float *out);
   const unsigned char *embedded_weights, *embedded_end; /* a safetensors image, or NULL */
   /* Training (NULL when the program was built without the autodiff pass): tokens (nb,nt) and
    * targets (nb,nt) int32 (targets (nb) for a classifier) -> *loss, the mean cross-entropy over
-   * the nb*nt (or nb) targets, and the gradient of every stored trainable parameter written (not
-   * accumulated) at its offset in G, which has W's layout. arena holds train_arena_bytes. */
-  void (*train)(const RtStep *s, char *arena, const float *W, const int32_t *tokens, const int32_t *targets,
+   * the nb*nt (or nb) targets, and the gradient of every trainable parameter written (not
+   * accumulated) at its offset in G, which has W's layout. Training needs every parameter stored
+   * in f32 (the trainer refuses other storage). arena holds train_arena_bytes. */
+  void (*train)(const RtStep *s, char *arena, const void *W, const int32_t *tokens, const int32_t *targets,
                 float *loss, float *G);
   int64_t train_arena_bytes, train_flops_per_token;
   RtTrainConfig train_config;

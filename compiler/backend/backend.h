@@ -49,8 +49,8 @@ typedef struct BackendPlan {
   const Func *entry;
   const Func *train;       /* the training function (module attribute train), or NULL */
   int64_t train_arena_bytes;
-  int64_t *param_offset;   /* floats into the weight buffer, parallel to m->params */
-  int64_t weight_floats;   /* size of the weight buffer */
+  int64_t *param_offset;   /* bytes into the weight buffer, parallel to m->params (64-byte aligned) */
+  int64_t weight_bytes;    /* size of the weight buffer */
   int64_t arena_bytes;     /* the whole planned arena (entry frame + deepest callee arena) */
   int nstate;              /* persistent state slots of the whole program (the entry's), in call order */
   int64_t *state_rows;     /* floats per batch row of each slot */

@@ -509,8 +509,8 @@ static void emit_op(Em *e, const Op *op) {
     const Param *q = ir_find_param(e->p->m, ir_attr_s(op, "p"));
     int qi = 0;
     while (e->p->m->params[qi] != q) qi++;
-    fprintf(e->o, "  const float *%s = W + %lld; /* @%s */\n", vname(e, r, o), (long long)e->p->param_offset[qi],
-            q->name);
+    fprintf(e->o, "  const %s *%s = (const %s *)(W + %lld); /* @%s */\n", ctype(r), vname(e, r, o), ctype(r),
+            (long long)e->p->param_offset[qi], q->name);
     return;
   }
   case OP_CONST: {
@@ -638,7 +638,7 @@ static void emit_op(Em *e, const Op *op) {
 static void emit_signature(Em *e, const Func *f) {
   char tb[96];
   char cn[256];
-  fprintf(e->o, "static void %s(const RtStep *s, char *A, const float *W, int st, uint64_t rng",
+  fprintf(e->o, "static void %s(const RtStep *s, char *A, const unsigned char *W, int st, uint64_t rng",
           cname(e->p->m, f, cn, sizeof cn));
   for (int i = 0; i < f->narg; i++)
     fprintf(e->o, ",\n    const %s *a%d /* %%%s : %s */", ctype(f->args[i]), i,
@@ -760,24 +760,26 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
     if (backend_func(&p, m->funcs[i])->analysed) emit_func(&e, m->funcs[i]);
 
   char cn[256];
-  fprintf(out, "static void model_forward(const RtStep *s, char *arena, const float *W, const int32_t *tokens, "
-               "float *out) {\n  %s(s, arena, W, 0, s->seed, tokens, out);\n}\n\n",
+  fprintf(out, "static void model_forward(const RtStep *s, char *arena, const void *W, const int32_t *tokens, "
+               "float *out) {\n  %s(s, arena, (const unsigned char *)W, 0, s->seed, tokens, out);\n}\n\n",
           cname(m, ent, cn, sizeof cn));
   if (p.train) {
     const Func *tf = p.train;
-    fprintf(out, "static void model_train(const RtStep *s, char *arena, const float *W, const int32_t *tokens,\n"
+    fprintf(out, "static void model_train(const RtStep *s, char *arena, const void *W, const int32_t *tokens,\n"
                  "                        const int32_t *targets, float *loss, float *G) {\n"
-                 "  %s(s, arena, W, 0, s->seed, tokens, targets, loss", cname(m, tf, cn, sizeof cn));
+                 "  %s(s, arena, (const unsigned char *)W, 0, s->seed, tokens, targets, loss",
+            cname(m, tf, cn, sizeof cn));
     int k = 1;
     for (int i = 0; i < m->nparam; i++) {
       const Param *q = m->params[i];
       if (!q->trainable) continue;
-      if (k >= tf->nret || !ir_type_eq(&tf->ret[k]->type, &q->type)) {
-        diag_error(d, NULL, 0, 0, "C backend: @%s does not return the gradient of @%s as result %d", tf->name, q->name, k);
+      if (k >= tf->nret || !ir_type_eq(&tf->ret[k]->type, &q->type) || q->type.dtype != DT_F32) {
+        diag_error(d, NULL, 0, 0, "C backend: @%s does not return the f32 gradient of @%s as result %d", tf->name,
+                   q->name, k);
         backend_plan_free(&p);
         return false;
       }
-      fprintf(out, ",\n      G + %lld", (long long)p.param_offset[i]);
+      fprintf(out, ",\n      G + %lld", (long long)(p.param_offset[i] / 4));
       k++;
     }
     fprintf(out, ");\n}\n\n");
@@ -793,10 +795,11 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
     static const char *const inits[] = {"RT_INIT_ZEROS", "RT_INIT_ONES", "RT_INIT_NORMAL", "RT_INIT_UNIFORM",
                                         "RT_INIT_SINUSOID"};
     char fb[48];
-    fprintf(out, "}, %lld, %s, %s, %d, %d},\n", (long long)p.param_offset[i], inits[q->init], flit(q->init_arg, fb),
-            1, q->decay ? 1 : 0);
+    fprintf(out, "}, %s, RT_FMT_DENSE, %lld, %lld, %s, %s, %d, 0, {{0}}},\n", kt_rt_dtype_name(q->type.dtype),
+            (long long)p.param_offset[i], (long long)ir_param_storage_bytes(q), inits[q->init], flit(q->init_arg, fb),
+            q->decay ? 1 : 0);
   }
-  if (m->nparam == 0) fprintf(out, "    {NULL, 0, {0}, 0, RT_INIT_ZEROS, 0.0f, 0, 0},\n");
+  if (m->nparam == 0) fprintf(out, "    {NULL, 0, {0}, RT_DT_F32, RT_FMT_DENSE, 0, 0, RT_INIT_ZEROS, 0.0f, 0, 0, {{0}}},\n");
   fprintf(out, "};\n\n");
   if (opt->embed_weights) {
     fprintf(out, "/* The weights, baked in at build time from ");
@@ -835,8 +838,8 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
           (long long)ent->args[0]->type.dim[1], (long long)mattr(m, "vocab"));
   fprintf(out, "    .out_per_token = %d,\n    .out_dim = %lld,\n", per_token ? 1 : 0,
           (long long)ret->type.dim[ret->type.rank - 1]);
-  fprintf(out, "    .nparams = %d,\n    .params = model_params,\n    .weight_floats = %lld,\n", m->nparam,
-          (long long)p.weight_floats);
+  fprintf(out, "    .nparams = %d,\n    .params = model_params,\n    .weight_bytes = %lld,\n", m->nparam,
+          (long long)p.weight_bytes);
   fprintf(out, "    .param_count = %lld,\n    .param_bytes = %lld,\n", (long long)ir_param_count(m),
           (long long)ir_param_bytes(m));
   int64_t tokens = ent->args[0]->type.dim[0] * ent->args[0]->type.dim[1];

@@ -669,7 +669,8 @@ static void emit_op(Ll *e, const Op *op) {
     int qi = 0;
     while (e->p->m->params[qi] != q)
       qi++;
-    e->val[r->id] = gep(e, e->f32, e->W, ci64(e, (long long)e->p->param_offset[qi]));
+    e->val[r->id] =
+        LLVMBuildPointerCast(e->b, gep(e, e->i8, e->W, ci64(e, (long long)e->p->param_offset[qi])), ptr_t(e, r), "");
     return;
   }
   case OP_CONST: {
@@ -856,7 +857,7 @@ static LLVMTypeRef func_type(Ll *e, const Func *f) {
   LLVMTypeRef *ps = calloc((size_t)(5 + f->narg + f->nret), sizeof *ps);
   if (!ps)
     die("out of memory");
-  ps[0] = e->pstep, ps[1] = e->p8, ps[2] = e->pf, ps[3] = e->i32, ps[4] = e->i64;
+  ps[0] = e->pstep, ps[1] = e->p8, ps[2] = e->p8, ps[3] = e->i32, ps[4] = e->i64; /* s, A, W (bytes), st, rng */
   for (int i = 0; i < f->narg; i++)
     ps[5 + i] = ptr_t(e, f->args[i]);
   for (int i = 0; i < f->nret; i++)
@@ -958,7 +959,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
   int ent_idx = 0, tr_idx = 0;
   while (m->funcs[ent_idx] != ent)
     ent_idx++;
-  LLVMTypeRef fwd_ps[5] = {e->pstep, e->p8, e->pf, e->pi, e->pf};
+  LLVMTypeRef fwd_ps[5] = {e->pstep, e->p8, e->p8, e->pi, e->pf};
   LLVMTypeRef fwd_t = LLVMFunctionType(e->vd, fwd_ps, 5, 0);
   LLVMValueRef fwd = LLVMAddFunction(e->mod, "model_forward", fwd_t);
   LLVMSetLinkage(fwd, LLVMInternalLinkage);
@@ -969,7 +970,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
   LLVMBuildCall2(e->b, LLVMGlobalGetValueType(e->fns[ent_idx]), e->fns[ent_idx], args, 7, "");
   LLVMBuildRetVoid(e->b);
 
-  LLVMTypeRef tr_ps[7] = {e->pstep, e->p8, e->pf, e->pi, e->pi, e->pf, e->pf};
+  LLVMTypeRef tr_ps[7] = {e->pstep, e->p8, e->p8, e->pi, e->pi, e->pf, e->pf};
   LLVMTypeRef tr_t = LLVMFunctionType(e->vd, tr_ps, 7, 0);
   LLVMValueRef trn = LLVMConstNull(LLVMPointerType(tr_t, 0));
   if (p->train) {
@@ -996,13 +997,13 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       const Param *q = m->params[i];
       if (!q->trainable)
         continue;
-      if (k >= tf->nret || !ir_type_eq(&tf->ret[k]->type, &q->type)) {
-        diag_error(e->d, NULL, 0, 0, "LLVM backend: @%s does not return the gradient of @%s as result %d", tf->name,
+      if (k >= tf->nret || !ir_type_eq(&tf->ret[k]->type, &q->type) || q->type.dtype != DT_F32) {
+        diag_error(e->d, NULL, 0, 0, "LLVM backend: @%s does not return the f32 gradient of @%s as result %d", tf->name,
                    q->name, k);
         free(ta);
         return false;
       }
-      ta[5 + tf->narg + k] = gep(e, e->f32, LLVMGetParam(trn, 6), ci64(e, (long long)p->param_offset[i]));
+      ta[5 + tf->narg + k] = gep(e, e->f32, LLVMGetParam(trn, 6), ci64(e, (long long)(p->param_offset[i] / 4)));
       k++;
     }
     if (k != tf->nret) {
@@ -1016,10 +1017,15 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
     free(ta);
   }
 
-  /* RtParamInfo {name, ndim, shape[4], offset, init, init_arg, stored, decay} */
-  LLVMTypeRef pi_f[8] = {e->p8, e->i32, LLVMArrayType(e->i64, 4), e->i64, e->i32, e->f32, e->i32, e->i32};
+  /* RtParamAux {role, dtype, offset, nbytes};
+   * RtParamInfo {name, ndim, shape[4], dtype, format, offset, nbytes, init, init_arg, decay, naux, aux[4]} */
+  LLVMTypeRef ax_f[4] = {e->p8, e->i32, e->i64, e->i64};
+  LLVMTypeRef ax_t = LLVMStructCreateNamed(e->cx, "RtParamAux");
+  LLVMStructSetBody(ax_t, ax_f, 4, 0);
+  LLVMTypeRef pi_f[12] = {e->p8,  e->i32, LLVMArrayType(e->i64, 4), e->i32, e->i32, e->i64, e->i64,
+                          e->i32, e->f32, e->i32,                   e->i32, LLVMArrayType(ax_t, 4)};
   LLVMTypeRef pi_t = LLVMStructCreateNamed(e->cx, "RtParamInfo");
-  LLVMStructSetBody(pi_t, pi_f, 8, 0);
+  LLVMStructSetBody(pi_t, pi_f, 12, 0);
   int np = m->nparam ? m->nparam : 1;
   LLVMValueRef *rows = calloc((size_t)np, sizeof *rows);
   if (!rows)
@@ -1029,11 +1035,19 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
     LLVMValueRef dims[4];
     for (int k = 0; k < 4; k++)
       dims[k] = ci64(e, q && k < q->type.rank ? (long long)q->type.dim[k] : 0);
-    LLVMValueRef f[8] = {cstr(e, q ? q->name : NULL),     ci32(e, q ? q->type.rank : 0),
-                         LLVMConstArray(e->i64, dims, 4), ci64(e, q ? (long long)p->param_offset[i] : 0),
-                         ci32(e, q ? (int)q->init : 0),   cf32(e, q ? q->init_arg : 0),
-                         ci32(e, q != NULL),              ci32(e, q && q->decay)};
-    rows[i] = LLVMConstNamedStruct(pi_t, f, 8);
+    LLVMValueRef f[12] = {cstr(e, q ? q->name : NULL),
+                          ci32(e, q ? q->type.rank : 0),
+                          LLVMConstArray(e->i64, dims, 4),
+                          ci32(e, kt_rt_dtype_value(q ? q->type.dtype : DT_F32)),
+                          ci32(e, 0), /* RT_FMT_DENSE */
+                          ci64(e, q ? (long long)p->param_offset[i] : 0),
+                          ci64(e, q ? (long long)ir_param_storage_bytes(q) : 0),
+                          ci32(e, q ? (int)q->init : 0),
+                          cf32(e, q ? q->init_arg : 0),
+                          ci32(e, q && q->decay),
+                          ci32(e, 0),
+                          LLVMConstNull(LLVMArrayType(ax_t, 4))};
+    rows[i] = LLVMConstNamedStruct(pi_t, f, 12);
   }
   LLVMValueRef ptab = LLVMAddGlobal(e->mod, LLVMArrayType(pi_t, (unsigned)np), "model_params");
   LLVMSetInitializer(ptab, LLVMConstArray(pi_t, rows, (unsigned)np));
@@ -1177,7 +1191,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       ci64(e, (long long)ret->type.dim[ret->type.rank - 1]),
       ci32(e, m->nparam),
       LLVMConstPointerCast(ptab, LLVMPointerType(pi_t, 0)),
-      ci64(e, (long long)p->weight_floats),
+      ci64(e, (long long)p->weight_bytes),
       ci64(e, (long long)ir_param_count(m)),
       ci64(e, (long long)ir_param_bytes(m)),
       ci64(e, (long long)(ir_func_flops(m, ent) / tokens)),

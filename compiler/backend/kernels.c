@@ -89,6 +89,18 @@ static const OpLower op_rows[OP_COUNT] = {
 
 const OpLower *kt_op(OpKind k) { return &op_rows[k]; }
 
+typedef struct AbiDtype {
+  const char *name;
+  int value;
+} AbiDtype;
+#define ABI_DTYPE(dt, rt_name, v) [dt] = {#rt_name, v},
+static const AbiDtype abi_dtypes[DT_COUNT] = {
+#include "kernels.def"
+};
+
+const char *kt_rt_dtype_name(DType t) { return abi_dtypes[t].name; }
+int kt_rt_dtype_value(DType t) { return abi_dtypes[t].value; }
+
 const Value *kt_value(const Op *op, int i) { return i < 0 ? op->out[0] : op->in[i]; }
 
 bool kt_bias_only(const Op *op) {

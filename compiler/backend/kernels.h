@@ -89,6 +89,11 @@ typedef struct OpLower {
   const KArg *state; /* each slot's floats per batch row: the product of these compile-time arguments */
 } OpLower;
 
+/* The runtime's RtDType for an IR dtype (ABI_DTYPE rows): its enumerator name and value; NULL / 0
+ * for a dtype parameters cannot have. */
+const char *kt_rt_dtype_name(DType t);
+int kt_rt_dtype_value(DType t);
+
 /* The OPLOWER row of k (present == false when the backends lower k themselves). */
 const OpLower *kt_op(OpKind k);
 /* The rows op lowers to: 1 (a call), 2 (a runtime pair: `if (cond of rows[0]) rows[0] else

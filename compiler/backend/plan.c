@@ -57,7 +57,7 @@ static void analyse_op(Ctx *c, const Func *f, FuncInfo *fi, const Op *op) {
   memset(out->role, 0, sizeof out->role);
   out->known = true;
   const ValueInfo *x = op->nin ? vi(fi, op->in[0]) : NULL;
-  if (op->kind != OP_CAST && op->kind != OP_CALL) { /* 16-bit tensors are stored, not computed on */
+  if (op->kind != OP_CAST && op->kind != OP_CALL && op->kind != OP_PARAM) { /* 16-bit tensors are stored, not computed on */
     bool half = op->out[0]->type.dtype == DT_BF16 || op->out[0]->type.dtype == DT_F16;
     for (int k = 0; k < op->nin; k++) half |= op->in[k]->type.dtype == DT_BF16 || op->in[k]->type.dtype == DT_F16;
     if (half) err(c, f, op, "a 16-bit (bf16/f16) tensor: the backends compute in f32; convert with cast");
@@ -213,19 +213,22 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
     diag_error(d, NULL, 0, 0, "backend: the module has no entry function");
     return false;
   }
-  /* Weights: one float buffer, each parameter 64-byte aligned (a shared weight is one parameter). */
+  /* Weights: one byte buffer, each parameter 64-byte aligned in its storage dtype (a shared weight
+   * is one parameter). */
   int64_t off = 0;
   for (int i = 0; i < m->nparam; i++) {
     const Param *q = m->params[i];
-    if (q->type.dtype != DT_F32 || q->fmt != PF_DENSE) {
-      diag_error(d, NULL, q->line, q->col, "backend: parameter @%s: only dense f32 parameters are supported yet",
-                 q->name);
+    DType dt = q->type.dtype;
+    if ((dt != DT_F32 && dt != DT_BF16 && dt != DT_F16) || q->fmt != PF_DENSE) {
+      diag_error(d, NULL, q->line, q->col,
+                 "backend: parameter @%s: only dense f32, bf16 and f16 parameters are supported yet (it is %s %s)",
+                 q->name, ir_param_format_name(q->fmt), ir_dtype_name(dt));
       c.ok = false;
     }
     p->param_offset[i] = off;
-    off += (ir_type_numel(&q->type) + 15) / 16 * 16;
+    off += (ir_param_storage_bytes(q) + 63) / 64 * 64;
   }
-  p->weight_floats = off;
+  p->weight_bytes = off;
   /* Entry arguments: rank >= 2 tensors are [batch, time, ...]; rank 1 [batch]. */
   FuncInfo *ei = backend_func(p, p->entry);
   for (int i = 0; i < p->entry->narg; i++) {

@@ -41,23 +41,7 @@ int rt_threads(void);
 
 /* ---- data types, shared by safetensors and .npy (core/dtype.c) ---- */
 
-typedef enum RtDType {
-  RT_DT_INVALID = 0,
-  RT_DT_F32,
-  RT_DT_F16,
-  RT_DT_BF16,
-  RT_DT_F64,
-  RT_DT_I8,
-  RT_DT_U8,
-  RT_DT_I16,
-  RT_DT_U16,
-  RT_DT_I32,
-  RT_DT_U32,
-  RT_DT_I64,
-  RT_DT_U64,
-  RT_DT_BOOL,
-  RT_DT_COUNT
-} RtDType;
+/* RtDType is in modelc_rt.h (parameters carry their storage dtype in the ABI). */
 
 #define RT_MAX_DIMS 8
 

@@ -27,7 +27,7 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
            "Forward tokens/s at the full compiled batch and context, and decode tokens/s at batch 1\n"
            "with the KV cache (language models), as medians of N runs (default 7). Programs built\n"
            "with the autodiff pass also time one training step at the full compiled batch and\n"
-           "context: train (forward + backward into the gradients) then AdamW over every stored\n"
+           "context: train (forward + backward into the gradients) then AdamW over every\n"
            "parameter (lr 1e-4; betas, eps, weight decay from the spec), after a warm-up step.\n"
            "Without weights, the parameters are drawn at random (speed does not depend on their\n"
            "values). Prints 'key: value' lines.\n", prog);
@@ -48,8 +48,26 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
     rc = EXIT_USER;
     goto done;
   }
-  if (!o.weights && !m->embedded_weights)
-    for (int64_t i = 0; i < m->weight_floats; i++) r.W[i] = 0.02f * rt_normal(&g);
+  int all_f32 = rt_model_require_f32(m, "bench", NULL) == 0;
+  if (!o.weights && !m->embedded_weights) {
+    if (all_f32) { /* the whole buffer, padding included */
+      float *wf = (float *)r.W;
+      for (int64_t i = 0; i < rt_weight_floats(m); i++) wf[i] = 0.02f * rt_normal(&g);
+    } else { /* each parameter drawn in f32, stored in its dtype */
+      for (int i = 0; i < m->nparams && rc == EXIT_OK; i++) {
+        const RtParamInfo *p = &m->params[i];
+        float *tmp = malloc((size_t)rt_param_numel(p) * sizeof(float) + 1);
+        if (!tmp) {
+          fprintf(stderr, "%s: error: out of memory\n", prog);
+          rc = EXIT_USER;
+          goto done;
+        }
+        for (int64_t j = 0; j < rt_param_numel(p); j++) tmp[j] = 0.02f * rt_normal(&g);
+        rt_param_store_f32(p, r.W, tmp);
+        free(tmp);
+      }
+    }
+  }
   for (int i = 0; i < B * T; i++) ids[i] = (int32_t)(rt_rng_u32(&g) % (uint32_t)m->vocab);
   RtStep s = {B, T, 0, NULL, r.scratch, 0, 0.0f};
   m->forward(&s, r.arena, r.W, ids, out); /* warm-up */
@@ -86,13 +104,13 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   long rss_inference = ru.ru_maxrss; /* peak_rss_kib: forward and decode only, as before */
-  if (m->train) {
+  if (m->train && all_f32) {
     /* One optimiser step as PROG train takes it with micro-batch = batch and no clipping: train
-     * (forward + backward, gradients written into G) then AdamW on every stored parameter. The
+     * (forward + backward, gradients written into G) then AdamW on every parameter. The
      * arena and scratch are sized as prog/train.c sizes them; the weights are trained in place
      * (speed does not depend on their values). */
     const RtTrainConfig *c = &m->train_config;
-    int64_t nw = m->weight_floats;
+    int64_t nw = rt_weight_floats(m);
     size_t ab = (size_t)(m->train_arena_bytes > m->arena_bytes ? m->train_arena_bytes : m->arena_bytes);
     size_t sf = rt_model_scratch_floats(m, 1);
     float *G = rt_xalloc((size_t)nw * sizeof(float)), *s1 = rt_xalloc((size_t)nw * sizeof(float));
@@ -116,9 +134,9 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
         m->train(&st, tarena, r.W, ids, tgt, &l, G);
         for (int i = 0; i < m->nparams; i++) {
           const RtParamInfo *p = &m->params[i];
-          if (!p->stored) continue;
           float wd = p->decay ? (float)c->weight_decay : 0.0f;
-          rt_adamw(r.W + p->offset, G + p->offset, s1 + p->offset, s2 + p->offset, rt_param_numel(p), 1e-4f, beta1, beta2,
+          int64_t off = rt_param_f32_index(p);
+          rt_adamw((float *)r.W + off, G + off, s1 + off, s2 + off, rt_param_numel(p), 1e-4f, beta1, beta2,
                    eps, wd, (int64_t)k + 2);
         }
         if (k >= 0) times[k] = rt_now_seconds() - t0;

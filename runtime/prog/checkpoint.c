@@ -1,4 +1,4 @@
-/* checkpoint.c: parameters and training checkpoints as safetensors: the stored parameters of a
+/* checkpoint.c: parameters and training checkpoints as safetensors: the parameters of a
  * weight-layout buffer under their names (rt_write_params: PROG train's --out, PROG grad's
  * gradients), and checkpoints holding weights, optimiser state, step, RNG and loss-scaling state
  * in one file (written atomically; loaded after checking model, optimiser and every shape), so
@@ -12,30 +12,25 @@
 
 /* ---- files: weights, checkpoints ---- */
 
-static int nstored(const RtModel *m) {
-  int n = 0;
-  for (int i = 0; i < m->nparams; i++) n += m->params[i].stored != 0;
-  return n;
-}
-
-static void tensor_of(RtTensor *ts, const RtParamInfo *p, const char *name, const float *base) {
+/* Parameter p of a weight-layout buffer (weights, gradients or moments) as a tensor, in its dtype. */
+static void tensor_of(RtTensor *ts, const RtParamInfo *p, const char *name, const void *base) {
   memset(ts, 0, sizeof *ts);
   ts->name = name;
-  ts->dtype = RT_DT_F32;
+  ts->dtype = p->dtype;
   ts->ndim = p->ndim;
   for (int d = 0; d < p->ndim; d++) ts->shape[d] = p->shape[d];
-  ts->data = base + p->offset;
-  ts->nbytes = (size_t)rt_param_numel(p) * sizeof(float);
+  ts->data = (const unsigned char *)base + p->offset;
+  ts->nbytes = (size_t)p->nbytes;
 }
 
-/* Writes the stored parameters of buf (W's layout) under their names, with metadata. */
-int rt_write_params(const RtModel *m, const char *path, const float *buf, const char *const *meta, int nmeta,
+/* Writes the parameters of buf (W's layout) under their names, with metadata. */
+int rt_write_params(const RtModel *m, const char *path, const void *buf, const char *const *meta, int nmeta,
                         RtError *err) {
   RtTensor *ts = calloc((size_t)m->nparams + 1, sizeof *ts);
   if (!ts) return rt_fail(err, "out of memory");
   int n = 0;
   for (int i = 0; i < m->nparams; i++)
-    if (m->params[i].stored) tensor_of(&ts[n++], &m->params[i], m->params[i].name, buf);
+    tensor_of(&ts[n++], &m->params[i], m->params[i].name, buf);
   int rc = rt_st_write(path, ts, n, meta, nmeta, err);
   free(ts);
   return rc;
@@ -43,14 +38,13 @@ int rt_write_params(const RtModel *m, const char *path, const float *buf, const 
 
 int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *err) {
   const RtModel *m = t->m;
-  int sgd = t->c.optimizer == RT_OPT_SGD, ns = nstored(m), per = sgd ? 2 : 3;
+  int sgd = t->c.optimizer == RT_OPT_SGD, ns = m->nparams, per = sgd ? 2 : 3;
   RtTensor *ts = calloc((size_t)(ns * per) + 1, sizeof *ts);
   char **names = calloc((size_t)(ns * per) + 1, sizeof *names);
   int rc = 0, n = 0;
   if (!ts || !names) rc = rt_fail(err, "out of memory");
   for (int i = 0; i < m->nparams && !rc; i++) {
     const RtParamInfo *p = &m->params[i];
-    if (!p->stored) continue;
     tensor_of(&ts[n++], p, p->name, t->W);
   }
   for (int k = 1; k < per && !rc; k++) {
@@ -58,7 +52,6 @@ int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *e
     const float *base = k == 1 ? t->s1 : t->s2;
     for (int i = 0; i < m->nparams && !rc; i++) {
       const RtParamInfo *p = &m->params[i];
-      if (!p->stored) continue;
       size_t len = strlen(prefix) + strlen(p->name) + 1;
       if (!(names[n] = malloc(len))) {
         rc = rt_fail(err, "out of memory");
@@ -129,7 +122,6 @@ int rt_load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError 
     float *base = k == 0 ? t->W : k == 1 ? t->s1 : t->s2;
     for (int i = 0; i < m->nparams && !rc; i++) {
       const RtParamInfo *p = &m->params[i];
-      if (!p->stored) continue;
       char name[512];
       snprintf(name, sizeof name, "%s%s", prefix, p->name);
       const RtTensor *ten = NULL;
@@ -137,7 +129,7 @@ int rt_load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError 
         rc = -1;
         break;
       }
-      memcpy(base + p->offset, ten->data, ten->nbytes);
+      memcpy((unsigned char *)base + p->offset, ten->data, ten->nbytes);
     }
   }
   if (!rc) {

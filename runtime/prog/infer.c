@@ -15,6 +15,8 @@ static void print_info(const RtModel *m, FILE *o) {
           (long long)m->out_dim);
   fprintf(o, "parameters:       %lld\n", (long long)m->param_count);
   fprintf(o, "parameter bytes:  %lld\n", (long long)m->param_bytes);
+  fprintf(o, "weight bytes:     %lld in memory (parameters at their storage dtype, 64-byte aligned)\n",
+          (long long)m->weight_bytes);
   fprintf(o, "forward FLOPs:    %lld per token\n", (long long)m->flops_per_token);
   fprintf(o, "arena bytes:      %lld (planned activations)\n", (long long)m->arena_bytes);
   if (m->train)
@@ -75,20 +77,21 @@ int rt_verb_init(const char *prog, int argc, char **argv, const RtModel *m) {
     fprintf(stderr, "%s: error: %s\n", prog, err.msg);
     return EXIT_USER;
   }
-  rt_prog_init_weights(m, r.W, o.seed);
+  if (rt_prog_init_weights(m, r.W, o.seed, &err)) {
+    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+    rt_run_free(&r);
+    return EXIT_USER;
+  }
   RtTensor *ts = calloc((size_t)m->nparams + 1, sizeof *ts);
   int n = 0;
   for (int i = 0; i < m->nparams; i++) {
     const RtParamInfo *p = &m->params[i];
-    if (!p->stored) continue;
-    float *w = r.W + p->offset;
-    int64_t k = rt_param_numel(p);
     ts[n].name = p->name;
-    ts[n].dtype = RT_DT_F32;
+    ts[n].dtype = p->dtype; /* as stored: a bf16 parameter is written as BF16 */
     ts[n].ndim = p->ndim;
     for (int d = 0; d < p->ndim; d++) ts[n].shape[d] = p->shape[d];
-    ts[n].data = w;
-    ts[n].nbytes = (size_t)k * sizeof(float);
+    ts[n].data = r.W + p->offset;
+    ts[n].nbytes = (size_t)p->nbytes;
     n++;
   }
   const char *meta[] = {"format", "pt", "modelc_model", m->name};

@@ -24,7 +24,7 @@ int64_t rt_model_state_floats(const RtModel *m, int batch) {
 int rt_run_init(RtRun *r, const RtModel *m, RtError *err) {
   memset(r, 0, sizeof *r);
   r->m = m;
-  r->W = rt_xalloc((size_t)m->weight_floats * sizeof(float));
+  r->W = rt_xalloc((size_t)m->weight_bytes);
   r->arena = rt_xalloc((size_t)m->arena_bytes);
   r->scratch = rt_xalloc(rt_model_scratch_floats(m, 0) * sizeof(float));
   if (!r->W || !r->arena || !r->scratch) return rt_fail(err, "out of memory allocating the model");
@@ -53,7 +53,7 @@ void rt_run_free(RtRun *r) {
   free(r->statemem);
 }
 
-/* Loads every stored parameter from a safetensors file (or the embedded image) into r->W. */
+/* Loads every parameter from a safetensors file (or the embedded image) into r->W. */
 int rt_run_load_weights(RtRun *r, const char *path, RtError *err) {
   const RtModel *m = r->m;
   RtSafetensors *st = NULL;
@@ -70,7 +70,6 @@ int rt_run_load_weights(RtRun *r, const char *path, RtError *err) {
   int rc = 0;
   for (int i = 0; i < m->nparams && rc == 0; i++) {
     const RtParamInfo *p = &m->params[i];
-    if (!p->stored) continue;
     const RtTensor *t = rt_st_find(st, p->name);
     if (!t) {
       rc = rt_fail(err, "%s: tensor '%s' is missing (the model needs %d parameters)", path, p->name, m->nparams);
@@ -93,7 +92,18 @@ int rt_run_load_weights(RtRun *r, const char *path, RtError *err) {
       rc = rt_fail(err, "%s: tensor '%s' has dtype %s, expected a float type", path, p->name, rt_dtype_name(t->dtype));
       break;
     }
-    rc = rt_tensor_to_f32(t, r->W + p->offset, err);
+    void *dst = r->W + p->offset;
+    if (t->dtype == p->dtype) { /* stored as the file has it: the bytes as they are */
+      memcpy(dst, t->data, (size_t)p->nbytes);
+    } else if (p->dtype == RT_DT_F32) {
+      rc = rt_tensor_to_f32(t, dst, err);
+    } else { /* another float type into 16-bit storage: through f32, rounded to nearest even */
+      float *tmp = malloc((size_t)rt_param_numel(p) * sizeof(float) + 1);
+      if (!tmp) rc = rt_fail(err, "out of memory converting '%s'", p->name);
+      if (!rc) rc = rt_tensor_to_f32(t, tmp, err);
+      if (!rc) rt_param_store_f32(p, r->W, tmp);
+      free(tmp);
+    }
   }
   rt_st_close(st);
   return rc;
@@ -107,15 +117,36 @@ float rt_normal(RtRng *g) {
   return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853071795864f * u2);
 }
 
-/* Initialises every stored parameter of W as the spec says, from a PCG32 seeded with seed. */
-void rt_prog_init_weights(const RtModel *m, float *W, uint64_t seed) {
+void rt_param_store_f32(const RtParamInfo *p, void *W, const float *src) {
+  void *dst = (unsigned char *)W + p->offset;
+  size_t n = (size_t)rt_param_numel(p);
+  if (p->dtype == RT_DT_BF16)
+    rt_cast_f32_bf16(dst, src, n);
+  else if (p->dtype == RT_DT_F16)
+    rt_cast_f32_f16(dst, src, n);
+  else if (dst != (const void *)src)
+    memcpy(dst, src, n * sizeof(float));
+}
+
+int rt_model_require_f32(const RtModel *m, const char *what, RtError *err) {
+  for (int i = 0; i < m->nparams; i++)
+    if (m->params[i].dtype != RT_DT_F32 || m->params[i].format != RT_FMT_DENSE)
+      return rt_fail(err, "%s needs every parameter stored as dense f32; '%s' is stored as %s (built with the store "
+                     "pass: rebuild without it to train)",
+                     what, m->params[i].name, rt_dtype_name(m->params[i].dtype));
+  return 0;
+}
+
+/* Initialises every parameter of W as the spec says, from a PCG32 seeded with seed: values drawn
+ * in f32 (the same stream whatever the storage), then stored in each parameter's dtype. */
+int rt_prog_init_weights(const RtModel *m, void *W, uint64_t seed, RtError *err) {
   RtRng g;
   rt_rng_seed(&g, seed);
   for (int i = 0; i < m->nparams; i++) {
     const RtParamInfo *p = &m->params[i];
-    if (!p->stored) continue;
-    float *w = W + p->offset;
     int64_t k = rt_param_numel(p);
+    float *w = p->dtype == RT_DT_F32 ? (float *)((unsigned char *)W + p->offset) : malloc((size_t)k * sizeof(float) + 1);
+    if (!w) return rt_fail(err, "out of memory initialising '%s'", p->name);
     for (int64_t j = 0; j < k; j++) {
       switch (p->init) {
       case RT_INIT_ZEROS: w[j] = 0.0f; break;
@@ -126,11 +157,16 @@ void rt_prog_init_weights(const RtModel *m, float *W, uint64_t seed) {
       }
     }
     if (p->init == RT_INIT_SINUSOID && p->ndim == 2) rt_sinusoid(w, (int)p->shape[0], (int)p->shape[1]);
+    if (p->dtype != RT_DT_F32) {
+      rt_param_store_f32(p, W, w);
+      free(w);
+    }
   }
+  return 0;
 }
 
-/* load_weights into any buffer of weight_floats floats (path NULL: the embedded weights). */
-int rt_prog_load_weights(const RtModel *m, float *W, const char *path, RtError *err) {
+/* load_weights into any buffer of weight_bytes bytes (path NULL: the embedded weights). */
+int rt_prog_load_weights(const RtModel *m, void *W, const char *path, RtError *err) {
   RtRun r;
   memset(&r, 0, sizeof r);
   r.m = m;

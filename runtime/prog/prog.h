@@ -124,7 +124,7 @@ static inline int rt_is_lm(const RtModel *m) { return m->out_per_token && m->out
 /* What one command allocates to run the model (once): weights, arena, scratch, KV cache. */
 typedef struct RtRun {
   const RtModel *m;
-  float *W;          /* weights */
+  unsigned char *W;  /* the weight buffer: each parameter at its byte offset, in its storage dtype */
   char *arena;
   float *scratch;
   void **state;      /* the program's state slots (KV caches, RtModel.state), NULL until made */
@@ -149,10 +149,22 @@ int64_t rt_model_state_floats(const RtModel *m, int batch);
 size_t rt_out_floats(const RtModel *m, int B, int T);
 /* A standard normal draw (Box-Muller on two uniforms). */
 float rt_normal(RtRng *g);
-/* Initialises every stored parameter of W as the spec says, from a PCG32 seeded with seed. */
-void rt_prog_init_weights(const RtModel *m, float *W, uint64_t seed);
+/* Initialises every parameter of W as the spec says, from a PCG32 seeded with seed (values drawn
+ * in f32, stored in each parameter's dtype); -1 when out of memory. */
+int rt_prog_init_weights(const RtModel *m, void *W, uint64_t seed, RtError *err);
 /* rt_run_load_weights into any buffer of weight_floats floats (path NULL: the embedded weights). */
-int rt_prog_load_weights(const RtModel *m, float *W, const char *path, RtError *err);
+int rt_prog_load_weights(const RtModel *m, void *W, const char *path, RtError *err);
+
+/* Typed weights (RtParamInfo.dtype). The trainer's buffers (weights, gradients, moments) hold f32
+ * parameters only, indexed in floats: rt_param_f32_index(p) = p->offset / 4 and
+ * rt_weight_floats(m) = m->weight_bytes / 4. rt_model_require_f32 says which parameter is not. */
+static inline int64_t rt_param_f32_index(const RtParamInfo *p) { return p->offset / 4; }
+static inline int64_t rt_weight_floats(const RtModel *m) { return m->weight_bytes / 4; }
+/* 0 when every parameter is stored in f32, else -1 naming the first that is not and what needs it. */
+int rt_model_require_f32(const RtModel *m, const char *what, RtError *err);
+/* Stores parameter p's elements, given as f32 in src, at its place in W in its dtype (rounding to
+ * nearest even for bf16/f16). */
+void rt_param_store_f32(const RtParamInfo *p, void *W, const float *src);
 /* Reads a token file (int32/int64 [B,T]) within the compiled shape and the vocabulary into int32
  * ids; *ids is malloc'd. */
 int rt_prog_read_tokens(const RtModel *m, const char *path, int32_t **ids, int *B, int *T, RtError *err);

@@ -108,7 +108,7 @@ static double train_step(Trainer *t, double lr) {
   float *g = nmicro > 1 ? t->Gacc : t->G;
   const float *W = t->W;
   if (t->Wh) { /* mixed precision: the step reads the master weights rounded to 16 bits */
-    rt_round_weights(t->Wh, t->W, m->weight_floats, t->prec);
+    rt_round_weights(t->Wh, t->W, rt_weight_floats(m), t->prec);
     W = t->Wh;
   }
   for (int64_t k = 0; k < nmicro; k++) {
@@ -124,9 +124,8 @@ static double train_step(Trainer *t, double lr) {
     if (nmicro > 1) {
       for (int i = 0; i < m->nparams; i++) {
         const RtParamInfo *p = &m->params[i];
-        if (!p->stored) continue;
-        float *a = t->Gacc + p->offset;
-        const float *b = t->G + p->offset;
+        float *a = t->Gacc + rt_param_f32_index(p);
+        const float *b = t->G + rt_param_f32_index(p);
         int64_t n = rt_param_numel(p);
         if (k == 0) memcpy(a, b, (size_t)n * sizeof(float));
         else
@@ -140,7 +139,7 @@ static double train_step(Trainer *t, double lr) {
   if (t->prec == RT_PREC_FP16) { /* dynamic loss scaling: skip the update on inf/nan gradients */
     int finite = 1;
     for (int i = 0; i < m->nparams && finite; i++)
-      if (m->params[i].stored) finite = rt_all_finite(g + m->params[i].offset, rt_param_numel(&m->params[i]));
+      finite = rt_all_finite(g + rt_param_f32_index(&m->params[i]), rt_param_numel(&m->params[i]));
     unscale = 1.0 / t->ls.scale;
     if (!rt_loss_scaler_update(&t->ls, finite)) {
       t->step = step;
@@ -152,21 +151,19 @@ static double train_step(Trainer *t, double lr) {
   if (scale != 1.0f)
     for (int i = 0; i < m->nparams; i++) {
       const RtParamInfo *p = &m->params[i];
-      if (!p->stored) continue;
-      float *a = g + p->offset;
+      float *a = g + rt_param_f32_index(p);
       int64_t n = rt_param_numel(p);
       for (int64_t j = 0; j < n; j++) a[j] *= scale;
     }
   if (t->c.grad_clip > 0) {
     for (int i = 0; i < m->nparams; i++)
-      if (m->params[i].stored) norm2 += rt_sum_squares(g + m->params[i].offset, rt_param_numel(&m->params[i]));
+      norm2 += rt_sum_squares(g + rt_param_f32_index(&m->params[i]), rt_param_numel(&m->params[i]));
     /* as torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), applied when < 1 */
     double coef = t->c.grad_clip / (sqrt(norm2) + 1e-6);
     if (coef < 1.0)
       for (int i = 0; i < m->nparams; i++) {
         const RtParamInfo *p = &m->params[i];
-        if (!p->stored) continue;
-        float *a = g + p->offset, cf = (float)coef;
+        float *a = g + rt_param_f32_index(p), cf = (float)coef;
         int64_t n = rt_param_numel(p);
         for (int64_t j = 0; j < n; j++) a[j] *= cf;
       }
@@ -174,8 +171,7 @@ static double train_step(Trainer *t, double lr) {
   int64_t opt_step = step - t->ls.skipped; /* AdamW's bias correction counts applied updates */
   for (int i = 0; i < m->nparams; i++) {
     const RtParamInfo *p = &m->params[i];
-    if (!p->stored) continue;
-    int64_t o = p->offset, n = rt_param_numel(p);
+    int64_t o = rt_param_f32_index(p), n = rt_param_numel(p);
     float wd = p->decay ? (float)t->c.weight_decay : 0.0f;
     if (t->c.optimizer == RT_OPT_SGD)
       rt_sgd(t->W + o, g + o, t->s1 + o, n, (float)lr, (float)t->c.momentum, wd);
@@ -342,7 +338,8 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
   }
   t.ntrain = n - t.nval;
 no_data:;
-  size_t wbytes = (size_t)m->weight_floats * sizeof(float);
+  if (rt_model_require_f32(m, "training", &err)) goto fail;
+  size_t wbytes = (size_t)rt_weight_floats(m) * sizeof(float);
   size_t abytes = (size_t)(m->arena_bytes > m->train_arena_bytes ? m->arena_bytes : m->train_arena_bytes);
   size_t rows = (size_t)(m->batch > t.M ? m->batch : t.M) * (size_t)t.T;
   t.W = rt_xalloc(wbytes);
@@ -373,7 +370,7 @@ no_data:;
     rt_rng_seed(&t.rng, seed);
     t.dropout_seed = seed;
   } else {
-    rt_prog_init_weights(m, t.W, seed);
+    if (rt_prog_init_weights(m, t.W, seed, &err)) goto fail;
     rt_rng_seed(&t.rng, seed);
     t.dropout_seed = seed;
   }
@@ -538,7 +535,11 @@ int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
   err.msg[0] = 0;
   int B = 0, T = 0, rc = EXIT_OK;
   int32_t *ids = NULL, *tgt = NULL;
-  size_t wbytes = (size_t)m->weight_floats * sizeof(float);
+  if (rt_model_require_f32(m, "grad", &err)) {
+    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+    return EXIT_USER;
+  }
+  size_t wbytes = (size_t)rt_weight_floats(m) * sizeof(float);
   float *W = rt_xalloc(wbytes), *G = rt_xalloc(wbytes);
   char *arena = rt_xalloc((size_t)m->train_arena_bytes);
   float *scratch = rt_xalloc(rt_model_scratch_floats(m, 1) * sizeof(float));
@@ -551,7 +552,7 @@ int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
   } else {
     /* as a training step computes them: working weights rounded to the compiled precision, loss
      * scale 1 (so the gradients are the true ones) */
-    rt_round_weights(W, W, m->weight_floats, m->train_precision);
+    rt_round_weights(W, W, rt_weight_floats(m), m->train_precision);
     RtStep s = {B, T, 0, NULL, scratch, 0, 1.0f};
     float loss = 0;
     m->train(&s, arena, W, ids, tgt, &loss, G);

@@ -47,6 +47,17 @@ ABI_CHECK(K_BAD, rt_softmax, RV, (PF, CPF, Z, I))
 #endif
 
 /* ---- enums both sides define ---- */
+#define ABI_DTYPE(dt, rt_name, value) _Static_assert(rt_name == value, "kernels.def: " #rt_name " is not " #value);
+#include "../../compiler/backend/kernels.def"
+_Static_assert(TRAIN_SCHED_COSINE == (int)RT_SCHED_COSINE && TRAIN_SCHED_CONSTANT == (int)RT_SCHED_CONSTANT &&
+                   TRAIN_SCHED_LINEAR == (int)RT_SCHED_LINEAR && TRAIN_SCHED_COUNT == 3,
+               "TrainSchedule (ir/ir.h) and RtSchedule (modelc_rt.h) differ");
+_Static_assert(TRAIN_OPT_ADAMW == (int)RT_OPT_ADAMW && TRAIN_OPT_SGD == (int)RT_OPT_SGD && TRAIN_OPT_COUNT == 2,
+               "TrainOptimizer and RtOptimizer differ");
+_Static_assert(TRAIN_PREC_FP32 == (int)RT_PREC_FP32 && TRAIN_PREC_BF16 == (int)RT_PREC_BF16 &&
+                   TRAIN_PREC_FP16 == (int)RT_PREC_FP16 && TRAIN_PREC_COUNT == 3,
+               "TrainPrecision and RtPrecision differ");
+_Static_assert(PF_DENSE == (int)RT_FMT_DENSE && PF_COUNT == 1, "ParamFormat and RtFormat differ");
 _Static_assert(INIT_ZEROS == (int)RT_INIT_ZEROS && INIT_ONES == (int)RT_INIT_ONES &&
                    INIT_NORMAL == (int)RT_INIT_NORMAL && INIT_UNIFORM == (int)RT_INIT_UNIFORM &&
                    INIT_SINUSOID == (int)RT_INIT_SINUSOID && INIT_COUNT == 5,

@@ -129,16 +129,18 @@ END_TEST
 #define EOFF 0
 #define BOFF (V * V)
 
-static void fake_forward(const RtStep *s, char *arena, const float *W, const int32_t *tokens, float *out) {
+static void fake_forward(const RtStep *s, char *arena, const void *Wv, const int32_t *tokens, float *out) {
   (void)arena;
+  const float *W = Wv;
   for (int i = 0; i < s->nb * s->nt; i++)
     for (int v = 0; v < V; v++) out[(size_t)i * V + v] = W[EOFF + tokens[i] * V + v] + W[BOFF + v];
 }
 
 /* mean cross-entropy and its gradient, in double */
-static void fake_train(const RtStep *s, char *arena, const float *W, const int32_t *tokens, const int32_t *targets,
+static void fake_train(const RtStep *s, char *arena, const void *Wv, const int32_t *tokens, const int32_t *targets,
                        float *loss, float *G) {
   (void)arena;
+  const float *W = Wv;
   int R = s->nb * s->nt;
   memset(G + EOFF, 0, sizeof(float) * V * V);
   memset(G + BOFF, 0, sizeof(float) * V);
@@ -161,10 +163,12 @@ static void fake_train(const RtStep *s, char *arena, const float *W, const int32
   *loss = (float)(total / R);
 }
 
+/* offsets in bytes (RtParamInfo): EOFF, BOFF are float indices */
 static const RtParamInfo fake_params[] = {
-    {"emb.weight", 2, {V, V}, EOFF, RT_INIT_NORMAL, 0.02f, 1, 1},
-    {"bias", 1, {V}, BOFF, RT_INIT_ZEROS, 0.0f, 1, 0},
-    {"head.weight", 2, {V, V}, EOFF, RT_INIT_NORMAL, 0.02f, 0, 1}, /* tied: not stored */
+    {.name = "emb.weight", .ndim = 2, .shape = {V, V}, .dtype = RT_DT_F32, .offset = 4 * EOFF, .nbytes = 4 * V * V,
+     .init = RT_INIT_NORMAL, .init_arg = 0.02f, .decay = 1},
+    {.name = "bias", .ndim = 1, .shape = {V}, .dtype = RT_DT_F32, .offset = 4 * BOFF, .nbytes = 4 * V,
+     .init = RT_INIT_ZEROS, .init_arg = 0.0f, .decay = 0},
 };
 
 static RtModel make_fake(const char *name) {
@@ -177,9 +181,9 @@ static RtModel make_fake(const char *name) {
   m.vocab = V;
   m.out_per_token = 1;
   m.out_dim = V;
-  m.nparams = 3;
+  m.nparams = 2;
   m.params = fake_params;
-  m.weight_floats = V * V + V;
+  m.weight_bytes = 4 * (V * V + V);
   m.param_count = V * V + V;
   m.param_bytes = 4 * m.param_count;
   m.flops_per_token = 2 * V;
@@ -337,12 +341,11 @@ START_TEST(test_train_loss_falls) {
   ck_assert(svg != NULL && !strncmp((char *)svg, "<svg", 4) && strstr((char *)svg, "</svg>") &&
             strstr((char *)svg, "<polyline") && strstr((char *)svg, "<circle"));
   free(svg);
-  /* the weights file holds the stored parameters only */
+  /* the weights file holds the parameters */
   RtSafetensors *st;
   RtError err;
   ck_assert_msg(rt_st_open(&st, P("w.safetensors"), &err) == 0, "%s", err.msg);
   ck_assert_int_eq(rt_st_count(st), 2);
-  ck_assert(rt_st_find(st, "head.weight") == NULL);
   ck_assert_str_eq(rt_st_metadata(st, "modelc_model"), "fake-bigram");
   rt_st_close(st);
   /* the trained weights are usable by eval, and better than fresh ones */
@@ -440,7 +443,6 @@ START_TEST(test_checkpoint_contents) {
   ck_assert_int_eq(rt_st_count(st), 6);
   const char *names[] = {"emb.weight", "bias", "opt.m.emb.weight", "opt.m.bias", "opt.v.emb.weight", "opt.v.bias"};
   for (int i = 0; i < 6; i++) ck_assert_msg(rt_st_find(st, names[i]) != NULL, "%s missing", names[i]);
-  ck_assert(rt_st_find(st, "head.weight") == NULL && rt_st_find(st, "opt.m.head.weight") == NULL);
   ck_assert_str_eq(rt_st_metadata(st, "model"), "fake-bigram");
   ck_assert_str_eq(rt_st_metadata(st, "optimizer"), "adamw");
   ck_assert_str_eq(rt_st_metadata(st, "step"), "3");
@@ -530,8 +532,11 @@ START_TEST(test_bad_inputs) {
   EXPECT_FAIL("beyond --steps", &m, "train", "--data", text, "--out", out, "--resume", P("ck.safetensors"), "--steps",
               "1");
   /* a model of other shapes with the same name: its checkpoint does not fit */
-  static const RtParamInfo small_params[] = {{"emb.weight", 2, {V, 128}, 0, RT_INIT_NORMAL, 0.02f, 1, 1},
-                                             {"bias", 1, {V}, BOFF, RT_INIT_ZEROS, 0.0f, 1, 0}};
+  static const RtParamInfo small_params[] = {
+      {.name = "emb.weight", .ndim = 2, .shape = {V, 128}, .dtype = RT_DT_F32, .offset = 0, .nbytes = 4 * V * 128,
+       .init = RT_INIT_NORMAL, .init_arg = 0.02f, .decay = 1},
+      {.name = "bias", .ndim = 1, .shape = {V}, .dtype = RT_DT_F32, .offset = 4 * BOFF, .nbytes = 4 * V,
+       .init = RT_INIT_ZEROS, .init_arg = 0.0f, .decay = 0}};
   RtModel shaped = make_fake("fake-bigram");
   shaped.params = small_params;
   shaped.nparams = 2;
