@@ -114,6 +114,14 @@ void rt_rmsnorm(float *out, float *rstd_out, const float *x, const float *gain, 
 /* Softmax over each row, max-subtracted. x, out are (R,C); out may equal x. */
 void rt_softmax(float *out, const float *x, int R, int C);
 
+/* Pooling over time (runtime/kernels/pool.c): x is (B,T,C), out (B,C). first: position 0; mean:
+ * the float sum over t in order divided by (float)T. The backwards write dx (B,T,C) from dy (B,C):
+ * first puts dy at position 0 and zeros elsewhere, mean writes dy / (float)T everywhere. */
+void rt_pool_first(float *out, const float *x, int B, int T, int C);
+void rt_pool_mean(float *out, const float *x, int B, int T, int C);
+void rt_pool_first_dx(float *dx, const float *dy, int B, int T, int C);
+void rt_pool_mean_dx(float *dx, const float *dy, int B, int T, int C);
+
 /* ---------------------------------------------------------------------------------------------
  * Attention
  * ------------------------------------------------------------------------------------------- */

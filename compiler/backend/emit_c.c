@@ -533,27 +533,6 @@ static void emit_op(Em *e, const Op *op) {
     }
     return;
   }
-  case OP_POOL: {
-    out_ptr(e, op, o);
-    const Value *x = op->in[0];
-    long long c = (long long)x->type.dim[2];
-    if (strcmp(ir_attr_s(op, "mode"), "first") == 0)
-      fprintf(e->o, "  for (int b = 0; b < nb; b++) memcpy(%s + (size_t)b * %lld, %s + (size_t)b * nt * %lld, "
-                    "%lld * sizeof(float));\n",
-              o, c, vname(e, x, a0), c, c);
-    else
-      fprintf(e->o,
-              "  for (int b = 0; b < nb; b++)\n    for (int c = 0; c < %lld; c++) {\n      float acc = 0.0f;\n"
-              "      for (int t = 0; t < nt; t++) acc += %s[((size_t)b * nt + t) * %lld + c];\n"
-              "      %s[(size_t)b * %lld + c] = acc / (float)nt;\n    }\n",
-              c, vname(e, x, a0), c, o, c);
-    return;
-  }
-  case OP_RESHAPE:
-    out_ptr(e, op, o);
-    numel(e, r, 0, n0, sizeof n0);
-    fprintf(e->o, "  memcpy(%s, %s, %s * sizeof(float));\n", o, vname(e, op->in[0], a0), n0);
-    return;
   case OP_CALL: {
     const Func *g = ir_find_func(e->p->m, ir_attr_s(op, "callee"));
     FuncInfo *gi = backend_func(e->p, g);
@@ -582,21 +561,6 @@ static void emit_op(Em *e, const Op *op) {
     out_ptr(e, op, o);
     fprintf(e->o, "  %s[0] = s->loss_scale;\n", o);
     return;
-  case OP_POOL_DX: {
-    out_ptr(e, op, o);
-    long long c = (long long)r->type.dim[2];
-    numel(e, r, 0, n0, sizeof n0);
-    fprintf(e->o, "  memset(%s, 0, %s * sizeof(float));\n", o, n0);
-    if (strcmp(ir_attr_s(op, "mode"), "first") == 0)
-      fprintf(e->o, "  for (int b = 0; b < nb; b++) memcpy(%s + (size_t)b * nt * %lld, %s + (size_t)b * %lld, "
-                    "%lld * sizeof(float));\n",
-              o, c, vname(e, op->in[0], a0), c, c);
-    else
-      fprintf(e->o, "  for (int b = 0; b < nb; b++)\n    for (int t = 0; t < nt; t++)\n      for (int c = 0; c < %lld; c++)\n"
-                    "        %s[((size_t)b * nt + t) * %lld + c] = %s[(size_t)b * %lld + c] / (float)nt;\n",
-              c, o, c, vname(e, op->in[0], a0), c);
-    return;
-  }
   case OP_SUM_TO: { /* zero the whole (compiled-size) result, then add every input element in */
     out_ptr(e, op, o);
     const Value *x = op->in[0];

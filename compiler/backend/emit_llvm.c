@@ -713,38 +713,6 @@ static void emit_op(Ll *e, const Op *op) {
     }
     return;
   }
-  case OP_POOL: {
-    o = out_ptr(e, op);
-    const Value *x = op->in[0];
-    long long c = (long long)x->type.dim[2];
-    Loop lb, lc, lt;
-    LLVMValueRef b = loop_begin(e, &lb, ci64(e, 0), e->nb);
-    if (strcmp(ir_attr_s(op, "mode"), "first") == 0) {
-      LLVMValueRef src = gep(e, e->f32, V(e, x), LLVMBuildMul(e->b, LLVMBuildMul(e->b, b, e->nt, ""), ci64(e, c), ""));
-      memcpy_n(e, gep(e, e->f32, o, LLVMBuildMul(e->b, b, ci64(e, c), "")), src, ci64(e, c));
-    } else { /* acc over t in order, then / (float)nt */
-      LLVMValueRef ch = loop_begin(e, &lc, ci64(e, 0), ci64(e, c));
-      LLVMValueRef acc = entry_alloca(e, e->f32);
-      LLVMBuildStore(e->b, fk(e, "0.0"), acc);
-      LLVMValueRef t = loop_begin(e, &lt, ci64(e, 0), e->nt);
-      LLVMValueRef xi = LLVMBuildAdd(
-          e->b, LLVMBuildMul(e->b, LLVMBuildAdd(e->b, LLVMBuildMul(e->b, b, e->nt, ""), t, ""), ci64(e, c), ""), ch,
-          "");
-      LLVMValueRef xv = LLVMBuildLoad2(e->b, e->f32, gep(e, e->f32, V(e, x), xi), "");
-      LLVMBuildStore(e->b, fadd(e, LLVMBuildLoad2(e->b, e->f32, acc, ""), xv), acc);
-      loop_end(e, &lt);
-      LLVMValueRef mean =
-          fdiv(e, LLVMBuildLoad2(e->b, e->f32, acc, ""), LLVMBuildSIToFP(e->b, i32v(e, e->nt), e->f32, ""));
-      LLVMBuildStore(e->b, mean, gep(e, e->f32, o, LLVMBuildAdd(e->b, LLVMBuildMul(e->b, b, ci64(e, c), ""), ch, "")));
-      loop_end(e, &lc);
-    }
-    loop_end(e, &lb);
-    return;
-  }
-  case OP_RESHAPE:
-    o = out_ptr(e, op);
-    memcpy_n(e, o, V(e, op->in[0]), numel(e, r, 0));
-    return;
   case OP_CALL: {
     const Func *g = ir_find_func(e->p->m, ir_attr_s(op, "callee"));
     FuncInfo *gi = backend_func(e->p, g);
@@ -783,32 +751,6 @@ static void emit_op(Ll *e, const Op *op) {
     o = out_ptr(e, op);
     LLVMBuildStore(e->b, step_field(e, 6, e->f32), o);
     return;
-  case OP_POOL_DX: {
-    o = out_ptr(e, op);
-    long long c = (long long)r->type.dim[2];
-    LLVMBuildMemSet(e->b, o, LLVMConstInt(e->i8, 0, 0), bytes_of(e, numel(e, r, 0)), 4);
-    bool first = strcmp(ir_attr_s(op, "mode"), "first") == 0;
-    Loop lb, lt, lc;
-    LLVMValueRef b = loop_begin(e, &lb, ci64(e, 0), e->nb);
-    if (first) {
-      memcpy_n(e, gep(e, e->f32, o, LLVMBuildMul(e->b, LLVMBuildMul(e->b, b, e->nt, ""), ci64(e, c), "")),
-               gep(e, e->f32, V(e, op->in[0]), LLVMBuildMul(e->b, b, ci64(e, c), "")), ci64(e, c));
-    } else {
-      LLVMValueRef t = loop_begin(e, &lt, ci64(e, 0), e->nt);
-      LLVMValueRef ch = loop_begin(e, &lc, ci64(e, 0), ci64(e, c));
-      LLVMValueRef dy = LLVMBuildLoad2(
-          e->b, e->f32,
-          gep(e, e->f32, V(e, op->in[0]), LLVMBuildAdd(e->b, LLVMBuildMul(e->b, b, ci64(e, c), ""), ch, "")), "");
-      LLVMValueRef oi = LLVMBuildAdd(
-          e->b, LLVMBuildMul(e->b, LLVMBuildAdd(e->b, LLVMBuildMul(e->b, b, e->nt, ""), t, ""), ci64(e, c), ""), ch,
-          "");
-      LLVMBuildStore(e->b, fdiv(e, dy, LLVMBuildSIToFP(e->b, i32v(e, e->nt), e->f32, "")), gep(e, e->f32, o, oi));
-      loop_end(e, &lc);
-      loop_end(e, &lt);
-    }
-    loop_end(e, &lb);
-    return;
-  }
   case OP_SUM_TO: { /* zero the whole (compiled-size) result, then add every input element in */
     o = out_ptr(e, op);
     const Value *x = op->in[0];

@@ -58,12 +58,13 @@ const KernelInfo kt_kernels[K_COUNT] = {
 #define EPI_FN {KA_EPI_FN, 0, 0, 1, NULL}
 #define EPI_CTX {KA_EPI_CTX, 0, 0, 1, NULL}
 #define BIAS {KA_BIAS, 2, 0, 1, NULL}
-#define W_ALWAYS {KW_ALWAYS, 0, 0}
-#define W_STATE {KW_STATE, 0, 0}
-#define W_NOSTATE {KW_NOSTATE, 0, 0}
-#define W_TRAIN {KW_TRAIN, 0, 0}
-#define W_INFER {KW_INFER, 0, 0}
-#define W_CAST(a, b) {KW_CAST, a, b}
+#define W_ALWAYS {KW_ALWAYS, 0, 0, NULL, NULL}
+#define W_STATE {KW_STATE, 0, 0, NULL, NULL}
+#define W_NOSTATE {KW_NOSTATE, 0, 0, NULL, NULL}
+#define W_TRAIN {KW_TRAIN, 0, 0, NULL, NULL}
+#define W_INFER {KW_INFER, 0, 0, NULL, NULL}
+#define W_CAST(a, b) {KW_CAST, a, b, NULL, NULL}
+#define W_ATTR(k, w) {KW_ATTR, 0, 0, k, w}
 #define KT_ARGS(args) (const KArg[]){KT_UNPAREN args, NOARGS}
 
 #define LOWER(op, id, when, args, sid, sargs) {op, id, when, KT_ARGS(args), sid, KT_ARGS(sargs)},
@@ -82,6 +83,7 @@ enum { NLOWER = (int)(sizeof lower_rows / sizeof lower_rows[0]) };
 #define C_BT0 KC_BT0
 #define C_EPI KC_EPI
 #define C_W2 KC_W2
+#define C_STATIC0 KC_STATIC0
 #define OPLOWER(op, rule, checks, nstate, sargs) [op] = {true, rule, checks, nstate, KT_ARGS(sargs)},
 static const OpLower op_rows[OP_COUNT] = {
 #include "kernels.def"
@@ -134,15 +136,16 @@ int kt_select(const Op *op, const KLower *rows[2], const char **why) {
     if (r->cond.when == KW_CAST &&
         (op->in[0]->type.dtype != (DType)r->cond.from || op->out[0]->type.dtype != (DType)r->cond.to))
       continue;
+    if (r->cond.when == KW_ATTR && strcmp(ir_attr_s(op, r->cond.key), r->cond.word) != 0) continue;
     IR_ASSERT(n < 2);
     rows[n++] = r;
   }
   if (!seen) return 0;
   if (n == 0) {
-    *why = "the runtime has no kernel for these operand and result types";
+    *why = "the runtime has no kernel for these operand and result types or attributes";
     return -1;
   }
-  IR_ASSERT(n == 1 ? rows[0]->cond.when == KW_ALWAYS || rows[0]->cond.when == KW_CAST
+  IR_ASSERT(n == 1 ? rows[0]->cond.when == KW_ALWAYS || rows[0]->cond.when == KW_CAST || rows[0]->cond.when == KW_ATTR
                    : (rows[0]->cond.when == KW_STATE && rows[1]->cond.when == KW_NOSTATE) ||
                          (rows[0]->cond.when == KW_TRAIN && rows[1]->cond.when == KW_INFER));
   return n;

@@ -61,10 +61,11 @@ typedef struct KArg {
 } KArg;
 
 /* When a LOWER row applies. */
-typedef enum KWhen { KW_ALWAYS, KW_STATE, KW_NOSTATE, KW_TRAIN, KW_INFER, KW_CAST } KWhen;
+typedef enum KWhen { KW_ALWAYS, KW_STATE, KW_NOSTATE, KW_TRAIN, KW_INFER, KW_CAST, KW_ATTR } KWhen;
 typedef struct KCond {
   KWhen when;
-  int from, to; /* KW_CAST: the operand's and the result's DType */
+  int from, to;           /* KW_CAST: the operand's and the result's DType */
+  const char *key, *word; /* KW_ATTR: the string attribute and the value it must have */
 } KCond;
 
 /* One LOWER row. */
@@ -79,7 +80,7 @@ typedef struct KLower {
 
 /* The axis-role rule of an op's result and the checks on its operands (backend.h). */
 typedef enum KRole { KR_SAME0, KR_LEAD0, KR_STATIC, KR_BT, KR_B } KRole;
-enum { KC_LAST_STATIC = 1, KC_BT0 = 2, KC_EPI = 4, KC_W2 = 8 };
+enum { KC_LAST_STATIC = 1, KC_BT0 = 2, KC_EPI = 4, KC_W2 = 8, KC_STATIC0 = 16 };
 
 typedef struct OpLower {
   bool present;      /* the op has an OPLOWER row (it lowers to kernels) */

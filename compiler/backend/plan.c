@@ -69,6 +69,9 @@ static void analyse_op(Ctx *c, const Func *f, FuncInfo *fi, const Op *op) {
       err(c, f, op, "reducing or contracting over a batch/time axis is not supported");
     if (lw->checks & KC_BT0 && (op->in[0]->type.rank < 2 || x->role[0] != AX_BATCH || x->role[1] != AX_TIME))
       err(c, f, op, "needs a [batch, time, ...] operand derived from the tokens");
+    if (lw->checks & KC_STATIC0)
+      for (int i = 0; i < op->in[0]->type.rank; i++)
+        if (x->role[i] != AX_STATIC) err(c, f, op, "an operand with batch/time axes is not supported yet");
     if (lw->checks & KC_W2 && op->in[1]->type.rank != 2)
       err(c, f, op, "batched matmul is not supported by the backends yet");
     switch (lw->role) {
@@ -94,19 +97,6 @@ static void analyse_op(Ctx *c, const Func *f, FuncInfo *fi, const Op *op) {
   case OP_CONST:
   case OP_SINUSOID:
   case OP_LOSS_SCALE: break; /* static, or a scalar */
-  case OP_POOL:
-    if (x->role[0] != AX_BATCH || x->role[1] != AX_TIME)
-      err(c, f, op, "pool needs a [batch, time, C] operand derived from the tokens");
-    out->role[0] = AX_BATCH;
-    break;
-  case OP_POOL_DX:
-    out->role[0] = AX_BATCH;
-    out->role[1] = AX_TIME;
-    break;
-  case OP_RESHAPE:
-    for (int i = 0; i < op->in[0]->type.rank; i++)
-      if (x->role[i] != AX_STATIC) err(c, f, op, "reshaping a tensor with batch/time axes is not supported yet");
-    break;
   case OP_SUM_TO: { /* kept axes keep their roles */
     int shift = op->in[0]->type.rank - rt->rank;
     for (int i = 0; i < rt->rank; i++)

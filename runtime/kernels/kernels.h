@@ -119,6 +119,9 @@ void rt_dropout_ref(float *out, const float *x, size_t n, float p, uint64_t key)
 /* ---- softmax and loss (kernels/softmax.c, kernels/loss.c) ---- */
 
 void rt_softmax_ref(float *out, const float *x, int R, int C);
+/* Pooling twins (pool.c): mean = 0 first, 1 mean; double accumulation. */
+void rt_pool_ref(float *out, const float *x, int B, int T, int C, int mean);
+void rt_pool_dx_ref(float *dx, const float *dy, int B, int T, int C, int mean);
 float rt_cross_entropy_ref(const float *logits, const int32_t *targets, int R, int V);
 void rt_cross_entropy_grad_ref(float *dlogits, const float *logits, const int32_t *targets, int R, int V,
                                float dloss);

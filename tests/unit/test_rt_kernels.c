@@ -328,6 +328,27 @@ START_TEST(dropout_masks) {
 }
 END_TEST
 
+/* Pooling over time and its backward against the double twins, at an odd shape. */
+START_TEST(pool_vs_ref) {
+  enum { B = 3, T = 7, C = 33 };
+  float x[B * T * C], y[B * C], yr[B * C], dy[B * C], dx[B * T * C], dxr[B * T * C];
+  fill_uniform(x, B * T * C, -3, 3, 51);
+  fill_uniform(dy, B * C, -3, 3, 52);
+  rt_pool_first(y, x, B, T, C);
+  rt_pool_ref(yr, x, B, T, C, 0);
+  ck_assert(memcmp(y, yr, sizeof y) == 0);
+  rt_pool_mean(y, x, B, T, C);
+  rt_pool_ref(yr, x, B, T, C, 1);
+  ck_assert(max_rel_err(y, yr, B * C, 1e-6) < 1e-5);
+  rt_pool_first_dx(dx, dy, B, T, C);
+  rt_pool_dx_ref(dxr, dy, B, T, C, 0);
+  ck_assert(memcmp(dx, dxr, sizeof dx) == 0);
+  rt_pool_mean_dx(dx, dy, B, T, C);
+  rt_pool_dx_ref(dxr, dy, B, T, C, 1);
+  ck_assert(max_rel_err(dx, dxr, B * T * C, 1e-6) < 1e-6);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("rt_kernels");
   TCase *tc = tcase_create("kernels");
@@ -341,6 +362,7 @@ int main(void) {
   tcase_add_test(tc, halfs_and_tokenizer);
   tcase_add_test(tc, sinusoid_vs_ref);
   tcase_add_test(tc, dropout_masks);
+  tcase_add_test(tc, pool_vs_ref);
   suite_add_tcase(s, tc);
   return check_run(s);
 }
