@@ -1,14 +1,13 @@
 /* convert.c: element-wise conversions between f32 and the 16-bit float types, the kernels behind
  * the IR's cast op (mixed-precision training stores activations in 16 bits). The fast versions
  * are branch-free loops the compiler vectorises (bf16) or the CPU's F16C instructions (f16,
- * checked at run time); the `_ref` twins convert one element at a time with rt_f32_to_bf16 and
+ * checked at run time by core/cpu.c); the `_ref` twins convert one element at a time with rt_f32_to_bf16 and
  * friends (core/dtype.c). Both round to nearest even and agree bit for bit. */
 #include "core.h"
 
 #include <string.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <cpuid.h>
 #include <immintrin.h>
 #define RT_HAVE_F16C_PATH 1
 #endif
@@ -42,21 +41,7 @@ __attribute__((target("avx,f16c"))) static size_t f16_f32_hw(float *out, const u
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
   return i;
 }
-/* CPUID leaf 1: ECX bit 29 F16C, 28 AVX, 27 OSXSAVE; and the OS saves the YMM state (XCR0 bits
- * 1-2). (clang 14's __builtin_cpu_supports does not know "f16c".) */
-static int have_f16c(void) {
-  static int have = -1;
-  if (have < 0) {
-    unsigned a, b, c, d;
-    have = 0;
-    if (__get_cpuid(1, &a, &b, &c, &d) && (c >> 27 & 1) && (c >> 28 & 1) && (c >> 29 & 1)) {
-      unsigned lo, hi;
-      __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-      have = (lo & 6u) == 6u;
-    }
-  }
-  return have;
-}
+static int have_f16c(void) { return rt_cpu()->f16c; }
 #endif
 
 void rt_cast_f32_f16(uint16_t *out, const float *x, size_t n) {

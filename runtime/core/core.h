@@ -39,6 +39,17 @@ void rt_set_threads(int n);
 /* The current number of threads (initialising the pool if needed). */
 int rt_threads(void);
 
+/* ---- CPU features (core/cpu.c), read once; MODELC_CPU=portable reads every one as absent ---- */
+
+typedef struct RtCpu {
+  int avx, fma, f16c, avx2;          /* with the OS saving the YMM state */
+  int avx512f, avx512bw, avx512_vnni, avx512_bf16; /* with the ZMM state */
+  int amx_bf16, amx_int8;            /* with the tile state (XCR0) */
+} RtCpu;
+const RtCpu *rt_cpu(void);
+/* The present features as one line ("avx fma f16c ..."), for PROG info and benchmarks. */
+void rt_cpu_describe(char *buf, size_t n);
+
 /* ---- data types, shared by safetensors and .npy (core/dtype.c) ---- */
 
 /* RtDType is in modelc_rt.h (parameters carry their storage dtype in the ABI). */

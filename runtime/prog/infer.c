@@ -32,6 +32,9 @@ static void print_info(const RtModel *m, FILE *o) {
   fprintf(o, "state bytes:      %lld at batch 1 (%d slots: the KV caches)\n",
           (long long)(rt_model_state_floats(m, 1) * 4), m->nstate);
   fprintf(o, "compile options:  %s\n", m->compile_options);
+  char cpu[256];
+  rt_cpu_describe(cpu, sizeof cpu);
+  fprintf(o, "cpu features:     %s\n", cpu);
 }
 
 int rt_verb_info(const char *prog, int argc, char **argv, const RtModel *m) {

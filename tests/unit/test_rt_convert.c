@@ -12,6 +12,8 @@
 
 #include "check_run.h"
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 typedef enum { BF16, F16 } Fmt;
 
@@ -176,12 +178,35 @@ START_TEST(loss_scaler) {
 }
 END_TEST
 
+/* The CPU features are consistent (an extension implies the ones it builds on), and
+ * MODELC_CPU=portable turns them all off: CTest runs this program twice, once so (the portable
+ * conversion loops then meet the same exhaustive checks as the F16C ones). */
+START_TEST(cpu_features) {
+  const RtCpu *c = rt_cpu();
+  char buf[256];
+  rt_cpu_describe(buf, sizeof buf);
+  printf("cpu features: %s\n", buf);
+  const char *env = getenv("MODELC_CPU");
+  if (env && strcmp(env, "portable") == 0) {
+    RtCpu none;
+    memset(&none, 0, sizeof none);
+    ck_assert(memcmp(c, &none, sizeof none) == 0);
+    ck_assert_str_eq(buf, "none (portable paths)");
+  }
+  ck_assert(!c->f16c || c->avx);
+  ck_assert(!c->avx2 || c->avx);
+  ck_assert(!c->avx512f || c->avx);
+  ck_assert(!(c->avx512_bf16 || c->avx512_vnni || c->avx512bw) || c->avx512f);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("rt_convert");
   TCase *tc = tcase_create("convert");
   tcase_set_timeout(tc, 120);
   tcase_add_loop_test(tc, bf16_definition, 0, 2);
   tcase_add_loop_test(tc, f16_definition, 0, 2);
+  tcase_add_test(tc, cpu_features);
   tcase_add_test(tc, overflow_and_specials);
   tcase_add_test(tc, fast_equals_ref);
   tcase_add_test(tc, round_weights);
