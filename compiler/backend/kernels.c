@@ -70,6 +70,16 @@ const KernelInfo kt_kernels[K_COUNT] = {
 static const KLower lower_rows[] = {
 #include "kernels.def"
 };
+
+/* Every LOWER row passes as many arguments as its kernel's KERNEL row takes: a row that does not
+ * is a compile error of this file, naming the op and the kernel (not an assertion when a model
+ * first uses the op). */
+#define KERNEL(id, name, ret, params) enum { KT_NPARAM_##id = (int)sizeof((const char[]){KT_UNPAREN params}) };
+#include "kernels.def"
+#define LOWER(op, id, when, args, sid, sargs)                                                                          \
+  _Static_assert(sizeof((const KArg[]){KT_UNPAREN args}) / sizeof(KArg) == KT_NPARAM_##id,                            \
+                 "kernels.def: a LOWER row of " #op " does not pass " #id " its number of arguments");
+#include "kernels.def"
 enum { NLOWER = (int)(sizeof lower_rows / sizeof lower_rows[0]) };
 
 #define R_SAME0 KR_SAME0
