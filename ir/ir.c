@@ -166,6 +166,25 @@ static bool shape_attention(const Module *m, const Op *op, Type *out, char *err,
   return true;
 }
 
+/* rope: qkv [B,T,3C] -> the same type; heads divide C and the head dimension C/heads is even
+ * (dims are rotated in pairs 2i, 2i+1). */
+static bool shape_rope(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96];
+  const Type *x = &op->in[0]->type;
+  int64_t h = ir_attr_i(op, "heads");
+  if (!need_float(op, err, n)) return false;
+  if (x->rank != 3 || x->dim[2] % 3 != 0) return fail(err, n, "rope expects qkv [B,T,3C], got %s%s", tstr(x, b1), NULL);
+  int64_t c = x->dim[2] / 3;
+  if (h < 1 || c % h != 0) return fail(err, n, "rope: heads do not divide the width of %s%s", tstr(x, b1), NULL);
+  if ((c / h) % 2 != 0) {
+    snprintf(err, n, "rope: the head dimension %lld (C %lld / heads %lld) is odd; rope rotates pairs of dims",
+             (long long)(c / h), (long long)c, (long long)h);
+    return false;
+  }
+  *out = *x;
+  return true;
+}
+
 static bool shape_embedding(const Module *m, const Op *op, Type *out, char *err, size_t n) {
   char b1[96], b2[96];
   const Type *ids = &op->in[0]->type, *tab = &op->in[1]->type;
@@ -360,6 +379,9 @@ static int64_t flops_attention(const Module *m, const Op *op) {
   int64_t pairs = ir_attr_i(op, "causal") ? t * (t + 1) / 2 : t * t;
   return b * pairs * (4 * c + 5 * h);
 }
+/* rope: each of the C/2 pairs of q and of k per token is rotated with 4 multiplies and 2 adds;
+ * the sin/cos of each (position, pair index) are shared by the heads and not counted. */
+static int64_t flops_rope(const Module *m, const Op *op) { return 2 * out_numel(op); }
 static int64_t flops_softmax(const Module *m, const Op *op) { return 5 * out_numel(op); }
 static int64_t flops_pool(const Module *m, const Op *op) {
   const char *mode = ir_attr_s(op, "mode");

@@ -148,6 +148,14 @@ size_t rt_attention_kv_scratch_floats(int Tmax, int C, int n_head);
 void rt_attention_kv(float *out, const float *qkv, float *kcache, float *vcache, int B, int nt, int t0, int Tmax,
                      int C, int n_head, int causal, float *scratch);
 
+/* Rotary position embedding (RoPE), llama2.c's / Meta's layout (runtime/kernels/rope.c).
+ * qkv is (B,T,3C) row-major as rt_attention reads it; head h uses columns h*hd..(h+1)*hd of q and
+ * of k, hd = C/n_head (even). out is (B,T,3C): v copied; q and k of every head rotated in pairs
+ * (2i, 2i+1): x'[2i] = x[2i] cos a - x[2i+1] sin a, x'[2i+1] = x[2i] sin a + x[2i+1] cos a, with
+ * a = (t0 + t) * theta^(-2i/hd) for the token at row t (t0: the first token's position, > 0 when
+ * decoding with a KV cache). out may equal qkv. Parallel over rows. */
+void rt_rope(float *out, const float *qkv, int B, int T, int t0, int C, int n_head, float theta);
+
 /* ---------------------------------------------------------------------------------------------
  * Scalar activations, shared by the array kernels and by generated fused loops
  * ------------------------------------------------------------------------------------------- */

@@ -71,6 +71,16 @@ const KernelInfo kt_kernels[K_COUNT] = {
 static const KLower lower_rows[] = {
 #include "kernels.def"
 };
+
+/* Every LOWER row passes as many arguments as its kernel's KERNEL row takes: a row that does not
+ * is a compile error of this file, naming the op and the kernel (not an assertion when a model
+ * first uses the op). */
+#define KERNEL(id, name, ret, params) enum { KT_NPARAM_##id = (int)sizeof((const char[]){KT_UNPAREN params}) };
+#include "kernels.def"
+#define LOWER(op, id, when, args, sid, sargs)                                                                          \
+  _Static_assert(sizeof((const KArg[]){KT_UNPAREN args}) / sizeof(KArg) == KT_NPARAM_##id,                            \
+                 "kernels.def: a LOWER row of " #op " does not pass " #id " its number of arguments");
+#include "kernels.def"
 enum { NLOWER = (int)(sizeof lower_rows / sizeof lower_rows[0]) };
 
 #define R_SAME0 KR_SAME0
@@ -108,8 +118,12 @@ const Value *kt_value(const Op *op, int i) { return i < 0 ? op->out[0] : op->in[
 bool kt_bias_only(const Op *op) {
   if (op->kind != OP_LINEAR) return false;
   const char *epi = ir_attr_s(op, "epi");
-  return epi && op->nin == 3 && op->in[2]->type.rank == 1 &&
-         (strcmp(epi, "add($0,$1)") == 0 || strcmp(epi, "add($1,$0)") == 0);
+  if (!epi || op->nin != 3 || op->in[2]->type.rank != 1) return false;
+  /* the expression, not its spelling: add($0,$1) or add($1,$0), however spaced */
+  char err[160];
+  const Expr *x = ir_expr_parse(op->module, epi, 2, err, sizeof err);
+  return x && x->kind == EX_OP && x->op == OP_ADD && x->nkid == 2 && x->kid[0]->kind == EX_ARG &&
+         x->kid[1]->kind == EX_ARG && x->kid[0]->arg + x->kid[1]->arg == 1;
 }
 
 int64_t kt_static_arg(const Op *op, const KArg *a) {

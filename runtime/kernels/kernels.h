@@ -147,6 +147,11 @@ void rt_attention_decode(float *out, const float *qkv, float *kcache, float *vca
 void rt_attention_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
                          int causal);
 
+/* ---- rotary positions (kernels/rope.c) ---- */
+
+/* Naive twin of rt_rope (modelc_rt.h): serial, double precision, one angle per element. */
+void rt_rope_ref(float *out, const float *qkv, int B, int T, int t0, int C, int n_head, float theta);
+
 /* ---- optimiser updates (kernels/optim.c) ---- */
 
 /* AdamW (Loshchilov & Hutter; as torch.optim.AdamW): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;

@@ -589,6 +589,10 @@ static const struct {
      "t.mir:3:3: error: rmsnorm: eps must be in (0, 1], got -1"},
     {"func @f(%x: f32[4]) -> f32[4] {\n  %0 = neg(%x) {n=1} : f32[4]\n  return %0\n}\n",
      "t.mir:3:3: error: neg has no attribute 'n'"},
+    {"func @f(%x: f32[2,3,18]) -> f32[2,3,18] {\n  %0 = rope(%x) {heads=2} : f32[2,3,18]\n  return %0\n}\n",
+     "t.mir:3:3: error: rope: the head dimension 3 (C 6 / heads 2) is odd; rope rotates pairs of dims"},
+    {"func @f(%x: f32[2,3,16]) -> f32[2,3,16] {\n  %0 = rope(%x) {heads=2} : f32[2,3,16]\n  return %0\n}\n",
+     "t.mir:3:3: error: rope expects qkv [B,T,3C], got f32[2,3,16]"},
 };
 
 START_TEST(test_parse_errors) {
@@ -666,6 +670,11 @@ static const struct {
      "attention: causal must be 0 or 1, got 2"},
     {"bf16[2,4,12]", "%0 = cast(%x) {to=\"bf16\"} : bf16[2,4,12]", "%0 = cast(%x) {to=\"f64\"} : bf16[2,4,12]", "to",
      {.key = "to", .kind = ATTR_STR, .s = "f64"}, "cast: to must be \"f32\", \"bf16\" or \"f16\", got \"f64\""},
+    {"f32[2,4,12]", "%0 = rope(%x) {heads=2} : f32[2,4,12]", "%0 = rope(%x) : f32[2,4,12]", "heads", {.key = NULL},
+     "rope requires attribute 'heads'"},
+    {"f32[2,4,12]", "%0 = rope(%x) {heads=2, theta=500.0} : f32[2,4,12]",
+     "%0 = rope(%x) {heads=2, theta=0.0} : f32[2,4,12]", "theta", {.key = "theta", .kind = ATTR_FLOAT, .f = 0.0},
+     "rope: theta must be positive, got 0"},
     {"f32[2,4,12]", "%0 = ew(%x) {expr=\"neg($0)\"} : f32[2,4,12]", "%0 = ew(%x) {expr=\"neg($1)\"} : f32[2,4,12]",
      "expr", {.key = "expr", .kind = ATTR_STR, .s = "neg($1)"}, "ew: bad expr: operand out of range (the op has 1)"},
 };
@@ -755,6 +764,7 @@ START_TEST(test_attrs_defaults_from_table) {
   ck_assert(ir_verify(m, &c.d));
   /* the table knows which op has which key; ANY_OP rows (pass annotations) match every op */
   ck_assert(ir_attr_spec(OP_ATTENTION, "heads")->required);
+  ck_assert(ir_attr_spec(OP_ROPE, "theta")->dflt == 10000.0); /* rt_rope's theta when the op omits it */
   ck_assert_ptr_null(ir_attr_spec(OP_ADD, "eps"));
   ck_assert_ptr_nonnull(ir_attr_spec(OP_RELU, "arena"));
   cap_close(&c);

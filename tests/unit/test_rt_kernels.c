@@ -1,5 +1,5 @@
 /* test_rt_kernels.c: every dense forward kernel of runtime/kernels/ (linear, embedding, norm,
- * activation, softmax) against its _ref twin on random inputs of awkward sizes (odd row counts, C
+ * activation, softmax, rope) against its _ref twin on random inputs of awkward sizes (odd row counts, C
  * not a multiple of 8), by normalised error; plus the embedding's out-of-range report and the
  * in-place forms. The kernel tests are loop tests run with 1, 2 and 3 pool threads
  * (rt_set_threads(_i)), with sizes large enough to take the parallel paths; rt_expf is checked
@@ -349,6 +349,48 @@ START_TEST(pool_vs_ref) {
 }
 END_TEST
 
+/* rope against its double-precision twin: a run of nb < B sequences of an odd length nt < T at a
+ * first position t0 (0, a few, and large, where a float angle would lose its phase) in buffers
+ * sized for (B,T) leaves the rows past nb*nt untouched; v is copied exactly; in place equals out of
+ * place; and each token rotated alone at its position (a KV-cache step) equals it rotated in the
+ * sequence, bit for bit. */
+static void check_rope(int Bmax, int Tmax, int nb, int nt, int t0, int C, int H, float theta, uint64_t seed) {
+  size_t n = (size_t)Bmax * Tmax * 3 * C, used = (size_t)nb * nt * 3 * C;
+  float *x = falloc(n), *y = falloc(n), *r = falloc(n), *w = falloc(n), *one = falloc((size_t)3 * C);
+  fill_uniform(x, n, -2, 2, seed);
+  for (size_t i = 0; i < n; i++) y[i] = r[i] = -7.0f; /* a sentinel past the rows written */
+  rt_rope(y, x, nb, nt, t0, C, H, theta);
+  rt_rope_ref(r, x, nb, nt, t0, C, H, theta);
+  double e = norm_err(y, r, used);
+  ck_assert_msg(e < 1e-6, "rope nb=%d nt=%d t0=%d C=%d H=%d: normalised error %g", nb, nt, t0, C, H, e);
+  for (size_t i = used; i < n; i++) ck_assert_msg(y[i] == -7.0f && r[i] == -7.0f, "rope wrote past row %d", nb * nt);
+  for (size_t row = 0; row < (size_t)nb * nt; row++) {
+    ck_assert(memcmp(y + row * 3 * C + 2 * C, x + row * 3 * C + 2 * C, (size_t)C * sizeof(float)) == 0);
+    if (row % 5 == 0) { /* the decoding step of this token */
+      int t = (int)(row % (size_t)nt);
+      rt_rope(one, x + row * 3 * C, 1, 1, t0 + t, C, H, theta);
+      ck_assert_msg(memcmp(one, y + row * 3 * C, (size_t)3 * C * sizeof(float)) == 0, "rope row %zu alone differs", row);
+    }
+  }
+  memcpy(w, x, used * sizeof(float));
+  rt_rope(w, w, nb, nt, t0, C, H, theta);
+  ck_assert(memcmp(w, y, used * sizeof(float)) == 0);
+  if (t0 == 0) /* position 0 is the identity */
+    ck_assert(memcmp(y, x, (size_t)3 * C * sizeof(float)) == 0);
+  free(x), free(y), free(r), free(w), free(one);
+}
+
+START_TEST(rope_vs_ref) {
+  rt_set_threads(_i);
+  check_rope(3, 40, 3, 37, 0, 96, 4, 10000.0f, 1); /* 111 rows: the parallel path */
+  check_rope(4, 40, 2, 37, 3, 96, 4, 10000.0f, 2); /* nb < B, nt < T, t0 > 0 */
+  check_rope(2, 9, 1, 1, 5000, 24, 3, 10000.0f, 3); /* one decoding step far into a sequence */
+  check_rope(2, 16, 2, 15, 700, 16, 8, 500.0f, 4); /* hd = 2, another theta */
+  check_rope(1, 3, 1, 3, 1, 2, 1, 1.5f, 5);         /* C = hd = 2 */
+  rt_set_threads(0);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("rt_kernels");
   TCase *tc = tcase_create("kernels");
@@ -358,6 +400,7 @@ int main(void) {
   tcase_add_loop_test(tc, norms_vs_ref, 1, 4);
   tcase_add_loop_test(tc, activations_vs_ref, 1, 4);
   tcase_add_loop_test(tc, softmax_vs_ref, 1, 4);
+  tcase_add_loop_test(tc, rope_vs_ref, 1, 4);
   tcase_add_test(tc, expf_vs_exp);
   tcase_add_test(tc, halfs_and_tokenizer);
   tcase_add_test(tc, sinusoid_vs_ref);
