@@ -295,7 +295,6 @@ void rt_attention_dx(float *dqkv, const float *qkv, const float *dy, int B, int 
 
 typedef enum RtInit { RT_INIT_ZEROS, RT_INIT_ONES, RT_INIT_NORMAL, RT_INIT_UNIFORM, RT_INIT_SINUSOID } RtInit;
 
-/* One parameter: its safetensors name and shape, and where it lives in the weight buffer. */
 /* Element types (shared with the safetensors and .npy readers): a parameter's storage dtype. */
 typedef enum RtDType {
   RT_DT_INVALID = 0,
@@ -342,14 +341,17 @@ typedef struct RtParamInfo {
   RtInit init;      /* initialiser for PROG init (values drawn in f32, then rounded to dtype) */
   float init_arg;   /* std (normal) or bound (uniform) */
   int decay;        /* weight decay applies (training) */
+  int trainable;    /* 0: frozen (the IR's `frozen`): the train function gives it no gradient and the
+                     * trainer leaves it as loaded */
   int naux;         /* auxiliary arrays (0 for dense) */
   RtParamAux aux[RT_PARAM_MAX_AUX];
 } RtParamInfo;
 
 /* One persistent state slot of the generated program (an attention op's k or v cache, later
  * segment memory): the runtime allocates batch * row_floats floats for a run of `batch` sequences,
- * zeroed when a new sequence starts, and passes it in RtStep.state. The generated code declares
- * its slots (RtModel.state); the runtime knows no model's shapes. */
+ * zeroed when allocated (a position is always written before it is read), and passes it in
+ * RtStep.state. The generated code declares its slots (RtModel.state); the runtime knows no
+ * model's shapes. */
 typedef struct RtStateInfo {
   int64_t row_floats; /* floats per batch row (an attention cache: context * C) */
 } RtStateInfo;

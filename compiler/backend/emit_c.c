@@ -495,7 +495,7 @@ static bool c_kernel_op(Em *e, const Op *op) {
     fprintf(e->o, "  else\n");
     c_call(e, op, rows[1], o, epi, "    ");
   }
-  e->st_local += kt_op(op->kind)->nstate;
+  e->st_local += kt_nstate(op);
   return true;
 }
 
@@ -759,11 +759,11 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
     static const char *const inits[] = {"RT_INIT_ZEROS", "RT_INIT_ONES", "RT_INIT_NORMAL", "RT_INIT_UNIFORM",
                                         "RT_INIT_SINUSOID"};
     char fb[48];
-    fprintf(out, "}, %s, RT_FMT_DENSE, %lld, %lld, %s, %s, %d, 0, {{0}}},\n", kt_rt_dtype_name(q->type.dtype),
+    fprintf(out, "}, %s, RT_FMT_DENSE, %lld, %lld, %s, %s, %d, %d, 0, {{0}}},\n", kt_rt_dtype_name(q->type.dtype),
             (long long)p.param_offset[i], (long long)ir_param_storage_bytes(q), inits[q->init], flit(q->init_arg, fb),
-            q->decay ? 1 : 0);
+            q->decay ? 1 : 0, q->trainable ? 1 : 0);
   }
-  if (m->nparam == 0) fprintf(out, "    {NULL, 0, {0}, RT_DT_F32, RT_FMT_DENSE, 0, 0, RT_INIT_ZEROS, 0.0f, 0, 0, {{0}}},\n");
+  if (m->nparam == 0) fprintf(out, "    {NULL, 0, {0}, RT_DT_F32, RT_FMT_DENSE, 0, 0, RT_INIT_ZEROS, 0.0f, 0, 0, 0, {{0}}},\n");
   fprintf(out, "};\n\n");
   if (opt->embed_weights) {
     fprintf(out, "/* The weights, baked in at build time from ");

@@ -654,7 +654,7 @@ static bool ll_kernel_op(Ll *e, const Op *op) {
     LLVMBuildBr(e->b, done);
     LLVMPositionBuilderAtEnd(e->b, done);
   }
-  e->st_local += kt_op(op->kind)->nstate;
+  e->st_local += kt_nstate(op);
   return true;
 }
 
@@ -960,14 +960,15 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
   }
 
   /* RtParamAux {role, dtype, offset, nbytes};
-   * RtParamInfo {name, ndim, shape[4], dtype, format, offset, nbytes, init, init_arg, decay, naux, aux[4]} */
+   * RtParamInfo {name, ndim, shape[4], dtype, format, offset, nbytes, init, init_arg, decay, trainable, naux,
+   * aux[4]} */
   LLVMTypeRef ax_f[4] = {e->p8, e->i32, e->i64, e->i64};
   LLVMTypeRef ax_t = LLVMStructCreateNamed(e->cx, "RtParamAux");
   LLVMStructSetBody(ax_t, ax_f, 4, 0);
-  LLVMTypeRef pi_f[12] = {e->p8,  e->i32, LLVMArrayType(e->i64, 4), e->i32, e->i32, e->i64, e->i64,
-                          e->i32, e->f32, e->i32,                   e->i32, LLVMArrayType(ax_t, 4)};
+  LLVMTypeRef pi_f[13] = {e->p8,  e->i32, LLVMArrayType(e->i64, 4), e->i32, e->i32, e->i64, e->i64,
+                          e->i32, e->f32, e->i32, e->i32, e->i32, LLVMArrayType(ax_t, 4)};
   LLVMTypeRef pi_t = LLVMStructCreateNamed(e->cx, "RtParamInfo");
-  LLVMStructSetBody(pi_t, pi_f, 12, 0);
+  LLVMStructSetBody(pi_t, pi_f, 13, 0);
   int np = m->nparam ? m->nparam : 1;
   LLVMValueRef *rows = calloc((size_t)np, sizeof *rows);
   if (!rows)
@@ -977,7 +978,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
     LLVMValueRef dims[4];
     for (int k = 0; k < 4; k++)
       dims[k] = ci64(e, q && k < q->type.rank ? (long long)q->type.dim[k] : 0);
-    LLVMValueRef f[12] = {cstr(e, q ? q->name : NULL),
+    LLVMValueRef f[13] = {cstr(e, q ? q->name : NULL),
                           ci32(e, q ? q->type.rank : 0),
                           LLVMConstArray(e->i64, dims, 4),
                           ci32(e, kt_rt_dtype_value(q ? q->type.dtype : DT_F32)),
@@ -987,9 +988,10 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
                           ci32(e, q ? (int)q->init : 0),
                           cf32(e, q ? q->init_arg : 0),
                           ci32(e, q && q->decay),
+                          ci32(e, q && q->trainable),
                           ci32(e, 0),
                           LLVMConstNull(LLVMArrayType(ax_t, 4))};
-    rows[i] = LLVMConstNamedStruct(pi_t, f, 12);
+    rows[i] = LLVMConstNamedStruct(pi_t, f, 13);
   }
   LLVMValueRef ptab = LLVMAddGlobal(e->mod, LLVMArrayType(pi_t, (unsigned)np), "model_params");
   LLVMSetInitializer(ptab, LLVMConstArray(pi_t, rows, (unsigned)np));
@@ -1160,11 +1162,8 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
   LLVMTypeRef main_ps[2] = {e->i32, LLVMPointerType(e->p8, 0)};
   LLVMValueRef mainf = LLVMAddFunction(e->mod, "main", LLVMFunctionType(e->i32, main_ps, 2, 0));
   LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->cx, mainf, "entry"));
-  LLVMTypeRef rtm_ps[3] = {e->i32, LLVMPointerType(e->p8, 0), e->p8};
-  LLVMTypeRef rtm_t = LLVMFunctionType(e->i32, rtm_ps, 3, 0);
-  LLVMValueRef rtm = LLVMAddFunction(e->mod, "rt_main", rtm_t);
   LLVMValueRef ma[3] = {LLVMGetParam(mainf, 0), LLVMGetParam(mainf, 1), LLVMConstPointerCast(model, e->p8)};
-  LLVMBuildRet(e->b, LLVMBuildCall2(e->b, rtm_t, rtm, ma, 3, ""));
+  LLVMBuildRet(e->b, kcall(e, K_MAIN, ma));
   return true;
 }
 

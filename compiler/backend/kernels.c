@@ -29,6 +29,8 @@
 #define U64 'l'
 #define F 'f'
 #define FN 'F'
+#define PPC 'p'
+#define CPM 'p'
 #define KERNEL(id, name, ret, params)                                                                                  \
   [id] = {#name, (const char[]){ret, KT_UNPAREN params, 0}, (int)sizeof((const char[]){KT_UNPAREN params})},
 const KernelInfo kt_kernels[K_COUNT] = {
@@ -94,7 +96,9 @@ enum { NLOWER = (int)(sizeof lower_rows / sizeof lower_rows[0]) };
 #define C_EPI KC_EPI
 #define C_W2 KC_W2
 #define C_STATIC0 KC_STATIC0
-#define OPLOWER(op, rule, checks, nstate, sargs) [op] = {true, rule, checks, nstate, KT_ARGS(sargs)},
+#define ALWAYS NULL
+#define IF(key) key
+#define OPLOWER(op, rule, checks, nstate, sargs, when) [op] = {true, rule, checks, nstate, KT_ARGS(sargs), when},
 static const OpLower op_rows[OP_COUNT] = {
 #include "kernels.def"
 };
@@ -135,6 +139,11 @@ int64_t kt_static_arg(const Op *op, const KArg *a) {
   return t->dim[ax] / a->div;
 }
 
+int kt_nstate(const Op *op) {
+  const OpLower *lw = kt_op(op->kind);
+  return lw->state_if && ir_attr_i(op, lw->state_if) == 0 ? 0 : lw->nstate;
+}
+
 int64_t kt_state_floats(const Op *op) {
   int64_t n = 1;
   for (const KArg *a = kt_op(op->kind)->state; a->kind != KA_END; a++) n *= kt_static_arg(op, a);
@@ -151,6 +160,7 @@ int kt_select(const Op *op, const KLower *rows[2], const char **why) {
         (op->in[0]->type.dtype != (DType)r->cond.from || op->out[0]->type.dtype != (DType)r->cond.to))
       continue;
     if (r->cond.when == KW_ATTR && strcmp(ir_attr_s(op, r->cond.key), r->cond.word) != 0) continue;
+    if (r->cond.when == KW_STATE && kt_op(op->kind)->nstate && kt_nstate(op) == 0) continue; /* no state */
     IR_ASSERT(n < 2);
     rows[n++] = r;
   }
@@ -159,7 +169,8 @@ int kt_select(const Op *op, const KLower *rows[2], const char **why) {
     *why = "the runtime has no kernel for these operand and result types or attributes";
     return -1;
   }
-  IR_ASSERT(n == 1 ? rows[0]->cond.when == KW_ALWAYS || rows[0]->cond.when == KW_CAST || rows[0]->cond.when == KW_ATTR
+  IR_ASSERT(n == 1 ? rows[0]->cond.when == KW_ALWAYS || rows[0]->cond.when == KW_CAST || rows[0]->cond.when == KW_ATTR ||
+                         rows[0]->cond.when == KW_NOSTATE
                    : (rows[0]->cond.when == KW_STATE && rows[1]->cond.when == KW_NOSTATE) ||
                          (rows[0]->cond.when == KW_TRAIN && rows[1]->cond.when == KW_INFER));
   return n;

@@ -88,6 +88,7 @@ typedef struct OpLower {
   unsigned checks;   /* KC_* */
   int nstate;        /* persistent state slots per instance (0: none) */
   const KArg *state; /* each slot's floats per batch row: the product of these compile-time arguments */
+  const char *state_if; /* NULL, or the int attribute that must be non-zero for the state to exist */
 } OpLower;
 
 /* The runtime's RtDType for an IR dtype (ABI_DTYPE rows): its enumerator name and value; NULL / 0
@@ -103,6 +104,8 @@ const OpLower *kt_op(OpKind k);
 int kt_select(const Op *op, const KLower *rows[2], const char **why);
 /* A compile-time argument (KA_DIM, KA_ATTR_I) of op. */
 int64_t kt_static_arg(const Op *op, const KArg *a);
+/* The state slots an instance of op keeps: its OPLOWER NSTATE, or 0 when its WHEN says no. */
+int kt_nstate(const Op *op);
 /* The floats per batch row of one state slot of op (the product of its OPLOWER state arguments). */
 int64_t kt_state_floats(const Op *op);
 /* The operand a KArg names (i = -1: the result). */

@@ -138,7 +138,7 @@ static void analyse(Ctx *c, const Func *f) {
     if (op->kind == OP_CALL)
       fi->nstate += backend_func(c->p, ir_find_func(c->p->m, ir_attr_s(op, "callee")))->nstate;
     else
-      fi->nstate += kt_op(op->kind)->nstate;
+      fi->nstate += kt_nstate(op);
   }
   fi->frame = memplan_frame_bytes(f);
   if (fi->frame < 0) err(c, f, NULL, "the module has not been through the memplan pass");
@@ -151,7 +151,7 @@ static void collect_state(BackendPlan *p, const Func *f, int *n) {
       collect_state(p, ir_find_func(p->m, ir_attr_s(op, "callee")), n);
       continue;
     }
-    for (int k = 0; k < kt_op(op->kind)->nstate; k++) p->state_rows[(*n)++] = kt_state_floats(op);
+    for (int k = 0; k < kt_nstate(op); k++) p->state_rows[(*n)++] = kt_state_floats(op);
   }
 }
 

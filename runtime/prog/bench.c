@@ -134,6 +134,7 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
         m->train(&st, tarena, r.W, ids, tgt, &l, G);
         for (int i = 0; i < m->nparams; i++) {
           const RtParamInfo *p = &m->params[i];
+          if (!p->trainable) continue;
           float wd = p->decay ? (float)c->weight_decay : 0.0f;
           int64_t off = rt_param_f32_index(p);
           rt_adamw((float *)r.W + off, G + off, s1 + off, s2 + off, rt_param_numel(p), 1e-4f, beta1, beta2,

@@ -152,7 +152,7 @@ float rt_normal(RtRng *g);
 /* Initialises every parameter of W as the spec says, from a PCG32 seeded with seed (values drawn
  * in f32, stored in each parameter's dtype); -1 when out of memory. */
 int rt_prog_init_weights(const RtModel *m, void *W, uint64_t seed, RtError *err);
-/* rt_run_load_weights into any buffer of weight_floats floats (path NULL: the embedded weights). */
+/* rt_run_load_weights into any buffer of weight_bytes bytes (path NULL: the embedded weights). */
 int rt_prog_load_weights(const RtModel *m, void *W, const char *path, RtError *err);
 
 /* Typed weights (RtParamInfo.dtype). The trainer's buffers (weights, gradients, moments) hold f32

@@ -171,6 +171,7 @@ static double train_step(Trainer *t, double lr) {
   int64_t opt_step = step - t->ls.skipped; /* AdamW's bias correction counts applied updates */
   for (int i = 0; i < m->nparams; i++) {
     const RtParamInfo *p = &m->params[i];
+    if (!p->trainable) continue; /* frozen: no gradient, no update, no decay */
     int64_t o = rt_param_f32_index(p), n = rt_param_numel(p);
     float wd = p->decay ? (float)t->c.weight_decay : 0.0f;
     if (t->c.optimizer == RT_OPT_SGD)

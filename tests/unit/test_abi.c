@@ -37,6 +37,8 @@
 #define U64 uint64_t
 #define F float
 #define FN RtRangeFn
+#define PPC char **
+#define CPM const RtModel *
 #define ABI_CHECK(id, name, ret, params)                                                                               \
   _Static_assert(__builtin_types_compatible_p(__typeof__(name), ret params),                                          \
                  "kernels.def row " #id ": " #name " is not " #ret " " #params " in modelc_rt.h");

@@ -166,9 +166,9 @@ static void fake_train(const RtStep *s, char *arena, const void *Wv, const int32
 /* offsets in bytes (RtParamInfo): EOFF, BOFF are float indices */
 static const RtParamInfo fake_params[] = {
     {.name = "emb.weight", .ndim = 2, .shape = {V, V}, .dtype = RT_DT_F32, .offset = 4 * EOFF, .nbytes = 4 * V * V,
-     .init = RT_INIT_NORMAL, .init_arg = 0.02f, .decay = 1},
+     .init = RT_INIT_NORMAL, .init_arg = 0.02f, .decay = 1, .trainable = 1},
     {.name = "bias", .ndim = 1, .shape = {V}, .dtype = RT_DT_F32, .offset = 4 * BOFF, .nbytes = 4 * V,
-     .init = RT_INIT_ZEROS, .init_arg = 0.0f, .decay = 0},
+     .init = RT_INIT_ZEROS, .init_arg = 0.0f, .decay = 0, .trainable = 1},
 };
 
 static RtModel make_fake(const char *name) {
@@ -534,9 +534,9 @@ START_TEST(test_bad_inputs) {
   /* a model of other shapes with the same name: its checkpoint does not fit */
   static const RtParamInfo small_params[] = {
       {.name = "emb.weight", .ndim = 2, .shape = {V, 128}, .dtype = RT_DT_F32, .offset = 0, .nbytes = 4 * V * 128,
-       .init = RT_INIT_NORMAL, .init_arg = 0.02f, .decay = 1},
+       .init = RT_INIT_NORMAL, .init_arg = 0.02f, .decay = 1, .trainable = 1},
       {.name = "bias", .ndim = 1, .shape = {V}, .dtype = RT_DT_F32, .offset = 4 * BOFF, .nbytes = 4 * V,
-       .init = RT_INIT_ZEROS, .init_arg = 0.0f, .decay = 0}};
+       .init = RT_INIT_ZEROS, .init_arg = 0.0f, .decay = 0, .trainable = 1}};
   RtModel shaped = make_fake("fake-bigram");
   shaped.params = small_params;
   shaped.nparams = 2;
@@ -597,6 +597,29 @@ START_TEST(test_grad) {
 }
 END_TEST
 
+/* A frozen parameter (trainable = 0) keeps its loaded values through training, weight decay
+ * included, while the others learn. */
+START_TEST(test_train_frozen_param) {
+  static const RtParamInfo frozen_params[] = {
+      {.name = "emb.weight", .ndim = 2, .shape = {V, V}, .dtype = RT_DT_F32, .offset = 4 * EOFF, .nbytes = 4 * V * V,
+       .init = RT_INIT_NORMAL, .init_arg = 0.02f, .decay = 1, .trainable = 0},
+      {.name = "bias", .ndim = 1, .shape = {V}, .dtype = RT_DT_F32, .offset = 4 * BOFF, .nbytes = 4 * V,
+       .init = RT_INIT_ZEROS, .init_arg = 0.0f, .decay = 0, .trainable = 1}};
+  RtModel m = make_fake("fake-bigram");
+  m.params = frozen_params;
+  ck_assert(run(&m, "init", "--seed", "5", "--out", P("f0.safetensors"), NULL) == 0);
+  ck_assert_msg(run(&m, "train", "--data", P("text.txt"), "--weights", P("f0.safetensors"), "--out",
+                    P("f1.safetensors"), "--steps", "5", "--lr", "0.05", "--eval-every", "0", NULL) == 0,
+                "%s", errbuf);
+  float *a = falloc(V * V + V), *b = falloc(V * V + V);
+  load_params(P("f0.safetensors"), a);
+  load_params(P("f1.safetensors"), b);
+  ck_assert(memcmp(a + EOFF, b + EOFF, sizeof(float) * V * V) == 0); /* frozen (decay 0.1 would shrink it) */
+  ck_assert(memcmp(a + BOFF, b + BOFF, sizeof(float) * V) != 0);     /* trained */
+  free(a), free(b);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("rt_train");
   TCase *o = tcase_create("optim");
@@ -609,6 +632,7 @@ static Suite *suite(void) {
   tcase_add_checked_fixture(t, setup, teardown);
   tcase_set_timeout(t, 120);
   tcase_add_test(t, test_train_loss_falls);
+  tcase_add_test(t, test_train_frozen_param);
   tcase_add_test(t, test_micro_batches);
   tcase_add_test(t, test_resume_bit_exact);
   tcase_add_test(t, test_checkpoint_contents);
