@@ -1,11 +1,21 @@
 /* generate.c: the generate verb: continue a text prompt with the KV cache (or without,
- * recomputing the sequence), greedy or sampled (prog/sample.c), sliding the window past the
- * compiled context, optionally saving every step's logits. */
+ * recomputing the sequence; always without for a model that has no cache, e.g. bidirectional
+ * attention), greedy or sampled (prog/sample.c), sliding the window past the compiled context,
+ * optionally saving every step's logits; non-finite logits stop it with an error. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "prog.h"
+
+/* The number of non-finite values among the V logits, and the first one's index in *first. */
+static int count_nonfinite(const float *l, int V, int *first) {
+  int n = 0;
+  for (int i = 0; i < V; i++)
+    if (!isfinite(l[i]) && n++ == 0) *first = i;
+  return n;
+}
 
 int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) {
   RtOpts o;
@@ -18,7 +28,8 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
     printf("usage: %s generate [--weights W] --prompt TEXT [-n N] [--temperature X] [--top-k K]\n"
            "       [--top-p P] [--seed S] [--no-cache] [--logits-out L.npy] [--threads N]\n\n"
            "Continue TEXT by N tokens (default 64), streaming them to stdout. Uses the KV cache unless\n"
-           "--no-cache (then every step recomputes the whole sequence). --temperature 0 is greedy.\n"
+           "--no-cache or the model has none (then every step recomputes the whole sequence).\n"
+           "--temperature 0 is greedy. Non-finite logits (NaN or Inf) stop it with an error.\n"
            "Defaults: temperature 1, top-k off, top-p 1 (off), seed 1337. Past the compiled context\n"
            "(%lld tokens) the window slides: its last half is re-encoded. --logits-out writes each\n"
            "step's logits [N,V].\n",
@@ -30,38 +41,54 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   if (m->vocab < RT_BYTE_VOCAB)
     return rt_usage_error(prog, "generate", "the byte tokenizer needs a vocabulary of at least 256");
   RtError err;
+  err.msg[0] = 0; /* set by what fails; a failed malloc here leaves it empty */
   RtRun r;
   int rc = EXIT_OK;
   size_t plen = strlen(o.prompt);
   int ctx = (int)m->context;
+  /* a model without state (bidirectional attention: every position sees the later ones) has no
+   * KV cache, so each step recomputes the window, exactly as --no-cache */
+  int cache = !o.no_cache && m->nstate > 0;
   int32_t *ids = malloc(sizeof(int32_t) * (size_t)ctx);
   float *logits = rt_xalloc((size_t)ctx * (size_t)m->vocab * sizeof(float));
   float *probs = rt_xalloc((size_t)m->vocab * sizeof(float));
   int32_t *idx = rt_xalloc((size_t)m->vocab * sizeof(int32_t));
   float *lsave = o.logits_out ? rt_xalloc((size_t)(o.n ? o.n : 1) * (size_t)m->vocab * sizeof(float)) : NULL;
-  if (rt_run_init(&r, m, &err) || rt_run_load_weights(&r, o.weights, &err) || rt_run_kv(&r, 1, &err) || !ids || !logits ||
+  if (rt_run_init(&r, m, &err) || rt_run_load_weights(&r, o.weights, &err) || (cache && rt_run_kv(&r, 1, &err)) || !ids || !logits ||
       !probs || !idx || (o.logits_out && !lsave)) {
     fprintf(stderr, "%s: error: %s\n", prog, err.msg[0] ? err.msg : "out of memory");
     rc = EXIT_USER;
     goto done;
   }
-  /* keep the end of a prompt longer than the context, leaving room to generate */
-  if (plen >= (size_t)ctx) {
-    fprintf(stderr, "%s: note: prompt truncated to its last %d bytes\n", prog, ctx - 1);
-    o.prompt += plen - (size_t)(ctx - 1);
-    plen = (size_t)(ctx - 1);
+  /* keep the end of a prompt longer than the context, leaving room to generate (a context of 1
+   * keeps the last byte: the window then slides at every step) */
+  size_t room = ctx > 1 ? (size_t)ctx - 1 : 1;
+  if (plen > room) {
+    fprintf(stderr, "%s: note: prompt truncated to its last %zu byte%s\n", prog, room, room == 1 ? "" : "s");
+    o.prompt += plen - room;
+    plen = room;
   }
   int len = (int)rt_byte_encode(ids, o.prompt, plen);
   RtSampleParams sp = {(float)o.temperature, (int)o.top_k, (float)o.top_p};
   RtRng g;
   rt_rng_seed(&g, o.seed);
   /* prefill */
-  RtStep s = {1, len, 0, o.no_cache ? NULL : r.state, r.scratch, 0, 0.0f};
+  RtStep s = {1, len, 0, cache ? r.state : NULL, r.scratch, 0, 0.0f};
   m->forward(&s, r.arena, r.W, ids, logits);
   const float *last = logits + (size_t)(len - 1) * (size_t)m->vocab;
   long made = 0;
   for (; made < o.n; made++) {
     if (lsave) memcpy(lsave + (size_t)made * (size_t)m->vocab, last, (size_t)m->vocab * sizeof(float));
+    int first = 0, bad = count_nonfinite(last, (int)m->vocab, &first);
+    if (bad) {
+      fflush(stdout);
+      fprintf(stderr,
+              "%s: error: generate: the logits are not finite at step %ld (%d of %lld are NaN or Inf, the "
+              "first at token %d: %g): the weights or the model have diverged\n",
+              prog, made + 1, bad, (long long)m->vocab, first, (double)last[first]);
+      rc = EXIT_USER;
+      goto done;
+    }
     int tok = rt_sample(last, (int)m->vocab, &sp, &g, probs, idx);
     if (tok < RT_BYTE_VOCAB) {
       putchar(tok);
@@ -80,13 +107,13 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
       memmove(ids, ids + len - keep, (size_t)keep * sizeof(int32_t));
       len = keep;
       ids[len++] = tok;
-      RtStep pre = {1, len, 0, o.no_cache ? NULL : r.state, r.scratch, 0, 0.0f};
+      RtStep pre = {1, len, 0, cache ? r.state : NULL, r.scratch, 0, 0.0f};
       m->forward(&pre, r.arena, r.W, ids, logits);
       last = logits + (size_t)(len - 1) * (size_t)m->vocab;
       continue;
     }
     ids[len++] = tok;
-    if (o.no_cache) {
+    if (!cache) {
       RtStep full = {1, len, 0, NULL, r.scratch, 0, 0.0f};
       m->forward(&full, r.arena, r.W, ids, logits);
       last = logits + (size_t)(len - 1) * (size_t)m->vocab;

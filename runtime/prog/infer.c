@@ -29,8 +29,12 @@ static void print_info(const RtModel *m, FILE *o) {
                                                                             : "fp32");
   else
     fprintf(o, "training:         not compiled in (add the autodiff pass)\n");
-  fprintf(o, "state bytes:      %lld at batch 1 (%d slots: the KV caches)\n",
-          (long long)(rt_model_state_floats(m, 1) * 4), m->nstate);
+  if (m->nstate > 0)
+    fprintf(o, "state bytes:      %lld at batch 1 (%d slots: the KV caches)\n",
+            (long long)(rt_model_state_floats(m, 1) * 4), m->nstate);
+  else
+    fprintf(o, "state bytes:      0 (no KV cache%s)\n",
+            rt_is_lm(m) ? ": generate recomputes the whole window at every step" : "");
   fprintf(o, "compile options:  %s\n", m->compile_options);
   char cpu[256];
   rt_cpu_describe(cpu, sizeof cpu);

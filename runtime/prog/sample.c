@@ -2,7 +2,8 @@
  * by PCG32 (M. O'Neill's XSH-RR 64/32 generator) seeded from a uint64 so that a run with the same
  * seed repeats exactly. No allocation: the caller provides V floats and V int32 of scratch.
  * Ordering between equal probabilities always prefers the lower index, so results do not depend
- * on sort stability. */
+ * on sort stability. Non-finite logits never make it read outside its buffers: it then returns
+ * some index in [0, V) (generate reports such logits before sampling). */
 #include "prog.h"
 
 #include <math.h>
@@ -116,6 +117,8 @@ int rt_sample(const float *logits, int V, const RtSampleParams *sp, RtRng *rng, 
       sift_down(idx, n, i, probs);
     total = sum;
   }
+  if (n == 0) /* no candidate: non-finite logits (a NaN sum fails every comparison) */
+    return rt_sample_argmax(logits, V);
   heap_sort_best_first(idx, n, probs);
 
   float kept = total;

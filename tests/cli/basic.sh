@@ -9,6 +9,11 @@ expect_status 1 "$MODELC";                   expect_in "$TMP/err" "usage: modelc
 for c in check dump stats graph passes build; do
   expect_status 0 "$MODELC" "$c" --help;     expect_in "$TMP/out" "usage: modelc $c"
 done
+# every help text ends its last line with a newline (else the shell prompt lands on it)
+for h in --help -h help "check --help" "build --help" "run --help" "passes --help"; do
+  expect_status 0 "$MODELC" $h
+  [ "$(tail -c 1 "$TMP/out" | od -An -tx1 | tr -d ' ')" = 0a ] || fail "'modelc $h' does not end with a newline"
+done
 expect_status 1 "$MODELC" dumb x.yaml;       expect_in "$TMP/err" "unknown command 'dumb'; did you mean 'dump'?"
 expect_status 1 "$MODELC" dump --frobnicate examples/gpt-tiny.yaml
 expect_in "$TMP/err" "unknown option '--frobnicate'"

@@ -1,6 +1,8 @@
 /* test_rt_sample.c: sampling: greedy picks the argmax (ties to the lowest index); top-k = 1 equals
  * greedy; a seeded run repeats exactly; top-p keeps the smallest set whose mass reaches p; top-k
- * keeps the k best; and the empirical distribution of many draws matches the softmax. */
+ * keeps the k best; the empirical distribution of many draws matches the softmax; and non-finite
+ * logits (NaN, +Inf) under every mode return an index in [0, V) without touching memory outside
+ * the V-entry scratch. */
 #include "rt_test_util.h"
 
 #include <check.h>
@@ -116,6 +118,36 @@ START_TEST(distribution_and_truncation) {
 }
 END_TEST
 
+/* A diverged model: NaN or +Inf logits. The scratch sits between guard entries that must stay
+ * untouched, and every mode returns a valid index. */
+START_TEST(non_finite) {
+  enum { V = 8 };
+  float bad[3][V];
+  for (int i = 0; i < V; i++) {
+    bad[0][i] = NAN;
+    bad[1][i] = INFINITY;
+    bad[2][i] = (float)i;
+  }
+  bad[2][3] = NAN;
+  bad[2][5] = INFINITY;
+  RtSampleParams modes[4] = {{0.0f, 0, 1.0f}, {1.0f, 0, 1.0f}, {1.0f, 3, 1.0f}, {0.8f, 0, 0.9f}};
+  RtRng r;
+  rt_rng_seed(&r, 5);
+  for (int b = 0; b < 3; b++)
+    for (int m = 0; m < 4; m++) {
+      float probs[V + 2];
+      int32_t idx[V + 2];
+      for (int i = 0; i < V + 2; i++) {
+        probs[i] = -7.0f;
+        idx[i] = -7;
+      }
+      int t = rt_sample(bad[b], V, &modes[m], &r, probs + 1, idx + 1);
+      ck_assert_msg(t >= 0 && t < V, "logits %d, mode %d: token %d", b, m, t);
+      ck_assert(probs[0] == -7.0f && probs[V + 1] == -7.0f && idx[V + 1] == -7);
+    }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("rt_sample");
   TCase *tc = tcase_create("sample");
@@ -123,6 +155,7 @@ int main(void) {
   tcase_add_test(tc, greedy);
   tcase_add_test(tc, rng_reproducible);
   tcase_add_test(tc, distribution_and_truncation);
+  tcase_add_test(tc, non_finite);
   suite_add_tcase(s, tc);
   return check_run(s);
 }
