@@ -307,14 +307,16 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
                            {"--targets", o.targets, NULL, NULL}};
   if (rt_check_outputs(prog, "train", outs, 4, ins, 5)) return trainer_free(&t), EXIT_USER;
   /* A derived path replaces only a file of ours: never something the user keeps there. */
+  int clash = 0;
   if (!o.log && !rt_log_replaceable(t.log_path))
-    return trainer_free(&t), rt_usage_error(prog, "train", "the CSV log next to --out, '%s', exists and is not a log "
-                                            "of ours (no 'step,lr,loss,...' header): not overwriting it; name "
-                                            "another with --log FILE, or remove it", t.log_path);
-  if (!rt_svg_replaceable(t.svg_path))
-    return trainer_free(&t), rt_usage_error(prog, "train", "the SVG loss curve next to the log, '%s', exists and is "
-                                            "not a curve of ours (no %s): not overwriting it; %s, or remove it",
-                                            t.svg_path, rt_svg_marker(), svg_hint);
+    clash = rt_usage_error(prog, "train", "the CSV log next to --out, '%s', exists and is not a log of ours (no "
+                           "'step,lr,loss,...' header): not overwriting it; name another with --log FILE, or "
+                           "remove it", t.log_path);
+  else if (!rt_svg_replaceable(t.svg_path))
+    clash = rt_usage_error(prog, "train", "the SVG loss curve next to the log, '%s', exists and is not a curve of "
+                           "ours (no %s): not overwriting it; %s, or remove it", t.svg_path, rt_svg_marker(),
+                           svg_hint);
+  if (clash) return trainer_free(&t), EXIT_USER;
   t.B = o.have_batch ? o.batch : t.c.batch;
   if (o.have_micro) {
     t.M = o.micro;
