@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -158,6 +159,10 @@ static bool parse_args(const char *cmd, int argc, char **argv, Options *o, bool 
       o->print_times = true;
     } else if (strcmp(a, "--verify-each") == 0) {
       o->verify_each = true;
+    } else if ((strcmp(a, "-o") == 0 || strcmp(a, "--embed-weights") == 0 || strcmp(a, "--passes") == 0) &&
+               i + 1 >= argc) {
+      fprintf(stderr, "modelc: error: option '%s' needs a value (see 'modelc %s --help')\n", a, cmd);
+      return false;
     } else if (strcmp(a, "-o") == 0 && i + 1 < argc) {
       o->output = argv[++i];
     } else if (strncmp(a, "--emit=", 7) == 0) {
@@ -492,6 +497,13 @@ static bool check_backend_flags(const Options *o, bool run, Diag *d) {
   return false;
 }
 
+/* 1 if both paths exist and are the same file (device and inode): another name or a hard link
+ * of an input is still the input. */
+static bool same_file(const char *a, const char *b) {
+  struct stat sa, sb;
+  return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **argv, Diag *d) {
   const char *emit = o->emit ? o->emit : "exe";
   bool llvm = o->backend && strcmp(o->backend, "llvm") == 0;
@@ -500,6 +512,19 @@ static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **a
     diag_error(d, NULL, 0, 0, "'modelc build' needs an output file: -o FILE");
     return EXIT_USER;
   }
+  /* No output may destroy an input: refuse before anything is written. */
+  struct stat so;
+  if (stat(o->output, &so) == 0 && S_ISDIR(so.st_mode)) {
+    diag_error(d, o->output, 0, 0, "is a directory: -o names the output file (-o %s/NAME)", o->output);
+    return EXIT_USER;
+  }
+  const char *ins[2][2] = {{"the input", o->input}, {"--embed-weights", o->embed_weights}};
+  for (int i = 0; i < 2; i++)
+    if (same_file(o->output, ins[i][1])) {
+      diag_error(d, o->output, 0, 0, "-o is the same file as %s '%s': writing it would destroy the input; name "
+                 "another output with -o", ins[i][0], ins[i][1]);
+      return EXIT_USER;
+    }
   if (o->embed_weights) {
     FILE *w = fopen(o->embed_weights, "rb");
     if (!w) {

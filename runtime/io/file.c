@@ -1,15 +1,66 @@
-/* file.c: whole files in and out: rt_read_file (a file into one malloc'd buffer) and
+/* file.c: whole files in and out: rt_read_file (a file into one malloc'd buffer),
  * rt_write_file_atomic (temporary file, fsync, rename, fsync of the directory), which the
  * safetensors and .npy writers, checkpoints and reports use so that a crash never leaves a
- * half-written file. */
+ * half-written file, and rt_same_file (device and inode), which the verbs use to refuse an output
+ * that would destroy one of their inputs. */
 #include "io.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+int rt_same_file(const char *a, const char *b) {
+  struct stat sa, sb;
+  return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* 1 if name is base + ".tmp." + six characters of mkstemp's alphabet: a temporary file this code
+ * made for base (and left behind when the process was killed). */
+static int is_our_tmp(const char *name, const char *base, size_t blen) {
+  if (strncmp(name, base, blen) != 0 || strncmp(name + blen, ".tmp.", 5) != 0) return 0;
+  const char *x = name + blen + 5;
+  for (int i = 0; i < 6; i++)
+    if (!((x[i] >= 'a' && x[i] <= 'z') || (x[i] >= 'A' && x[i] <= 'Z') || (x[i] >= '0' && x[i] <= '9'))) return 0;
+  return x[6] == '\0';
+}
+
+/* Removes the leftovers "path.tmp.XXXXXX" of earlier writes of path that were killed before their
+ * rename (best effort: regular files only, nothing else in the directory is touched). */
+static void remove_stale_tmps(const char *path) {
+  char *dir = strdup(path);
+  if (!dir) return;
+  char *slash = strrchr(dir, '/');
+  const char *base = slash ? slash + 1 : path, *d = ".";
+  if (slash) {
+    if (slash == dir) slash[1] = '\0';
+    else *slash = '\0';
+    d = dir;
+  }
+  size_t blen = strlen(base);
+  DIR *dp = blen ? opendir(d) : NULL;
+  if (dp) {
+    for (struct dirent *e; (e = readdir(dp));) {
+      if (!is_our_tmp(e->d_name, base, blen)) continue;
+      struct stat st;
+      if (fstatat(dirfd(dp), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+        (void)unlinkat(dirfd(dp), e->d_name, 0);
+    }
+    closedir(dp);
+  }
+  free(dir);
+}
+
+/* The process's umask (read by setting it and putting it back). */
+static mode_t current_umask(void) {
+  mode_t u = umask(022);
+  umask(u);
+  return u;
+}
 
 static int write_all(int fd, const void *buf, size_t len) {
   const char *p = buf;
@@ -33,6 +84,7 @@ int rt_write_file_atomic(const char *path, const RtChunk *chunks, int n, RtError
     return rt_fail(err, "%s: out of memory", path);
   memcpy(tmp, path, plen);
   memcpy(tmp + plen, ".tmp.XXXXXX", 12);
+  remove_stale_tmps(path);
   int fd = mkstemp(tmp);
   if (fd < 0) {
     rt_fail(err, "%s: cannot create temporary file: %s", path, strerror(errno));
@@ -40,6 +92,8 @@ int rt_write_file_atomic(const char *path, const RtChunk *chunks, int n, RtError
     return -1;
   }
   const char *what = NULL;
+  /* mkstemp makes the file 0600; the result gets the mode any new file gets: 0666 less the umask */
+  if (fchmod(fd, 0666 & ~current_umask()) != 0) what = "chmod";
   for (int i = 0; i < n && !what; i++)
     if (chunks[i].len && write_all(fd, chunks[i].data, chunks[i].len) != 0)
       what = "write";

@@ -81,8 +81,13 @@ typedef struct RtChunk {
   size_t len;
 } RtChunk;
 
-/* Writes the concatenation of chunks to "path.tmp.XXXXXX", fsyncs, renames to path. */
+/* Writes the concatenation of chunks to "path.tmp.XXXXXX", fsyncs, renames to path. First removes
+ * leftovers "path.tmp.XXXXXX" (exactly that pattern) of earlier writes that were killed; the file
+ * gets mode 0666 less the umask, as any new file does. */
 int rt_write_file_atomic(const char *path, const RtChunk *chunks, int n, RtError *err);
+
+/* 1 if both paths exist and are the same file (device and inode), else 0. */
+int rt_same_file(const char *a, const char *b);
 
 /* Reads a whole file into a malloc'd buffer (*out, *n). -1 with a message naming the file. */
 int rt_read_file(const char *path, unsigned char **out, size_t *n, RtError *err);

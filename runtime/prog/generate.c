@@ -38,6 +38,9 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   }
   if (!rt_is_lm(m)) return rt_usage_error(prog, "generate", "this model has no language-model head");
   if (!o.prompt || !o.prompt[0]) return rt_usage_error(prog, "generate", "--prompt TEXT is required (non-empty)");
+  const RtPathArg outs[] = {{"--logits-out", o.logits_out, "name another --logits-out", NULL}};
+  const RtPathArg ins[] = {{"--weights", o.weights, NULL, NULL}};
+  if (rt_check_outputs(prog, "generate", outs, 1, ins, 1)) return EXIT_USER;
   if (m->vocab < RT_BYTE_VOCAB)
     return rt_usage_error(prog, "generate", "the byte tokenizer needs a vocabulary of at least 256");
   RtError err;

@@ -125,6 +125,9 @@ int rt_verb_forward(const char *prog, int argc, char **argv, const RtModel *m) {
   }
   if (!o.tokens) return rt_usage_error(prog, "forward", "--tokens FILE is required");
   if (!o.out) return rt_usage_error(prog, "forward", "--out FILE is required");
+  const RtPathArg outs[] = {{"--out", o.out, "name another --out", NULL}};
+  const RtPathArg ins[] = {{"--weights", o.weights, NULL, NULL}, {"--tokens", o.tokens, NULL, NULL}};
+  if (rt_check_outputs(prog, "forward", outs, 1, ins, 2)) return EXIT_USER;
   RtError err;
   RtRun r;
   int32_t *ids = NULL;

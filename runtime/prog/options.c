@@ -6,7 +6,8 @@
  * passes the space-separated list of the options it accepts (next to its --help text, which
  * documents them); anything else is an unknown option. GNU style: --key value or --key=value;
  * --help or -h anywhere asks for the verb's help. Every error is one line through rt_usage_error:
- * "PROG VERB: error: bad --steps '0' (>= 1) (see 'PROG VERB --help')". */
+ * "PROG VERB: error: bad --steps '0' (>= 1) (see 'PROG VERB --help')". rt_check_outputs is here too:
+ * every verb that writes files refuses, with one such line, an output that is one of its inputs. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,6 +24,23 @@ int rt_usage_error(const char *prog, const char *verb, const char *fmt, ...) {
   va_end(ap);
   fprintf(stderr, " (see '%s %s --help')\n", prog, verb);
   return 1;
+}
+
+int rt_check_outputs(const char *prog, const char *verb, const RtPathArg *outs, int nout, const RtPathArg *ins,
+                     int nin) {
+  for (int i = 0; i < nout; i++) {
+    const RtPathArg *a = &outs[i];
+    if (!a->path || !strcmp(a->path, "-")) continue;
+    for (int k = 0; k < nin; k++)
+      if ((!a->may_be || strcmp(a->may_be, ins[k].what)) && rt_same_file(a->path, ins[k].path))
+        return rt_usage_error(prog, verb, "%s '%s' is the same file as the input %s '%s': writing it would destroy "
+                                          "the input; %s", a->what, a->path, ins[k].what, ins[k].path, a->hint);
+    for (int k = 0; k < i; k++)
+      if (outs[k].path && (!strcmp(a->path, outs[k].path) || rt_same_file(a->path, outs[k].path)))
+        return rt_usage_error(prog, verb, "%s '%s' is the same file as %s '%s': one output would overwrite the "
+                                          "other; %s", a->what, a->path, outs[k].what, outs[k].path, a->hint);
+  }
+  return 0;
 }
 
 int rt_parse_real(const char *s, double lo, double hi, int lo_open, int hi_open, double *out) {

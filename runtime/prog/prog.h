@@ -64,6 +64,20 @@ typedef struct RtOpts {
 int rt_parse_opts(const char *prog, const char *verb, int argc, char **argv, const char *allowed, RtOpts *o,
                   int *help);
 
+/* A file a verb reads or writes: how the message names it ("--weights", "the CSV log next to
+ * --out"), its path (NULL: not given), for an output how to choose another ("name another with
+ * --log FILE"), and the one input it may be (--checkpoint may be the --resume file), or NULL. */
+typedef struct RtPathArg {
+  const char *what, *path, *hint, *may_be;
+} RtPathArg;
+
+/* Refuses an output that is the same file (device and inode, rt_same_file) as one of the inputs,
+ * or the same file or path as another output: prints the error naming both (rt_usage_error) and
+ * returns 1 (EXIT_USER); 0 when every output is distinct. Verbs call it before writing anything.
+ * Outputs named "-" (stdout) are not files and are skipped. */
+int rt_check_outputs(const char *prog, const char *verb, const RtPathArg *outs, int nout, const RtPathArg *ins,
+                     int nin);
+
 /* Number parsers for option values and file metadata: 0 with *out set when all of s is a number
  * in range, else -1. */
 /* a real in [lo, hi]; lo_open / hi_open exclude that end */

@@ -1,12 +1,15 @@
 /* report.c: what PROG train writes for people: the CSV log of every step (rewritten on resume up
  * to the resumed step), the SVG loss curve (hand-written: training loss, validation loss, axes),
- * and small formatting helpers (file names next to --out, durations). */
+ * and small formatting helpers (file names next to --out, durations). A run replaces a log or
+ * curve at a derived path only if it is one of ours (rt_log_replaceable, rt_svg_replaceable). */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "prog.h"
 #include "train.h"
@@ -65,9 +68,30 @@ char *rt_with_ext(const char *path, const char *strip, const char *ext) {
 
 /* ---- log and plot ---- */
 
+static const char log_header[] = "step,lr,loss,val_loss,val_bpb,tokens_per_s,elapsed_s,loss_scale\n";
+static const char svg_head[] = "<svg xmlns=\"http://www.w3.org/2000/svg\"";
+static const char svg_marker[] = "<desc>modelc train: loss curve</desc>";
+
+/* 1 when nothing is at path, or the file there begins with `head` and holds `marker` (NULL: no
+ * marker) in its first 1 KiB: a file of ours that a run may replace. */
+static int absent_or_ours(const char *path, const char *head, const char *marker) {
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return errno == ENOENT;
+  char buf[1025];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n < 0) return 0;
+  buf[n] = '\0';
+  return strncmp(buf, head, strlen(head)) == 0 && (!marker || strstr(buf, marker));
+}
+
+int rt_log_replaceable(const char *path) { return absent_or_ours(path, log_header, NULL); }
+int rt_svg_replaceable(const char *path) { return absent_or_ours(path, svg_head, svg_marker); }
+const char *rt_svg_marker(void) { return svg_marker; }
+
 /* Opens the CSV log: fresh, or on resume the old one cut to the rows up to the resumed step. */
 int rt_open_log(Trainer *t, int resumed, RtError *err) {
-  const char *header = "step,lr,loss,val_loss,val_bpb,tokens_per_s,elapsed_s,loss_scale\n";
+  const char *header = log_header;
   Str keep = {0};
   if (resumed) {
     unsigned char *old = NULL;
@@ -148,8 +172,9 @@ int rt_write_svg(const Trainer *t, RtError *err) {
 #define SX(v) (L + ((double)(v) - (double)x0) / (double)(x1 > x0 ? x1 - x0 : 1) * pw)
 #define SY(v) (Tp + (yhi - (v)) / (yhi - ylo) * ph)
   Str b = {0};
-  sputf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
-            "font-family=\"sans-serif\" font-size=\"12\">\n", Wd, Ht, Wd, Ht);
+  sputf(&b, "%s width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
+            "font-family=\"sans-serif\" font-size=\"12\">\n", svg_head, Wd, Ht, Wd, Ht);
+  sputf(&b, "%s\n", svg_marker);
   sputf(&b, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
   sputf(&b, "<text x=\"%.1f\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">%s: loss</text>\n", L + pw / 2,
         t->m->name);

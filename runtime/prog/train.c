@@ -289,6 +289,34 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
   if (o.resume && o.weights) return trainer_free(&t), rt_usage_error(prog, "train", "--resume and --weights exclude each other");
   if (o.have_ckpt_every && o.ckpt_every > 0 && !o.checkpoint)
     return trainer_free(&t), rt_usage_error(prog, "train", "--checkpoint-every needs --checkpoint PATH");
+  /* What the run writes, checked against what it reads before anything is read or written: the
+   * CSV log (--log, or next to --out) and the SVG curve next to the log are outputs too. */
+  t.log_path = o.log ? strdup(o.log) : rt_with_ext(o.out, ".safetensors", ".csv");
+  t.svg_path = t.log_path ? rt_with_ext(t.log_path, ".csv", ".svg") : NULL;
+  if (!t.log_path || !t.svg_path) return trainer_free(&t), rt_usage_error(prog, "train", "out of memory");
+  const char *log_what = o.log ? "--log" : "the CSV log next to --out";
+  const char *svg_hint = "name another log with --log FILE (the curve goes next to it, as .svg)";
+  const RtPathArg outs[] = {{"--out", o.out, "name another --out", NULL},
+                            {"--checkpoint", o.checkpoint, "name another --checkpoint", "--resume"},
+                            {log_what, t.log_path, "name another with --log FILE", NULL},
+                            {"the SVG loss curve next to the log", t.svg_path, svg_hint, NULL}};
+  const RtPathArg ins[] = {{o.data ? "--data" : "the spec's train: data", data, NULL, NULL},
+                           {"--weights", o.weights, NULL, NULL},
+                           {"--resume", o.resume, NULL, NULL},
+                           {"--tokens", o.tokens, NULL, NULL},
+                           {"--targets", o.targets, NULL, NULL}};
+  if (rt_check_outputs(prog, "train", outs, 4, ins, 5)) return trainer_free(&t), EXIT_USER;
+  /* A derived path replaces only a file of ours: never something the user keeps there. */
+  int clash = 0;
+  if (!o.log && !rt_log_replaceable(t.log_path))
+    clash = rt_usage_error(prog, "train", "the CSV log next to --out, '%s', exists and is not a log of ours (no "
+                           "'step,lr,loss,...' header): not overwriting it; name another with --log FILE, or "
+                           "remove it", t.log_path);
+  else if (!rt_svg_replaceable(t.svg_path))
+    clash = rt_usage_error(prog, "train", "the SVG loss curve next to the log, '%s', exists and is not a curve of "
+                           "ours (no %s): not overwriting it; %s, or remove it", t.svg_path, rt_svg_marker(),
+                           svg_hint);
+  if (clash) return trainer_free(&t), EXIT_USER;
   t.B = o.have_batch ? o.batch : t.c.batch;
   if (o.have_micro) {
     t.M = o.micro;
@@ -386,9 +414,7 @@ no_data:;
   t.stop_at = o.stop_at && o.stop_at < t.steps ? o.stop_at : t.steps;
   if (t.stop_at < t.step) t.stop_at = t.step;
   t.hist = calloc((size_t)t.steps + 1, sizeof *t.hist);
-  t.log_path = o.log ? strdup(o.log) : rt_with_ext(o.out, ".safetensors", ".csv");
-  t.svg_path = t.log_path ? rt_with_ext(t.log_path, ".csv", ".svg") : NULL;
-  if (!t.hist || !t.log_path || !t.svg_path) {
+  if (!t.hist) {
     rt_fail(&err, "out of memory");
     goto fail;
   }
@@ -532,6 +558,10 @@ int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
   if (!o.tokens) return rt_usage_error(prog, "grad", "--tokens FILE is required");
   if (!o.targets) return rt_usage_error(prog, "grad", "--targets FILE is required");
   if (!o.out) return rt_usage_error(prog, "grad", "--out FILE is required");
+  const RtPathArg outs[] = {{"--out", o.out, "name another --out", NULL}};
+  const RtPathArg ins[] = {
+      {"--weights", o.weights, NULL, NULL}, {"--tokens", o.tokens, NULL, NULL}, {"--targets", o.targets, NULL, NULL}};
+  if (rt_check_outputs(prog, "grad", outs, 1, ins, 3)) return EXIT_USER;
   RtError err;
   err.msg[0] = 0;
   int B = 0, T = 0, rc = EXIT_OK;

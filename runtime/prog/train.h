@@ -61,6 +61,12 @@ int rt_load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError 
 
 /* Opens the CSV log: fresh, or on resume the old one cut to the rows up to the resumed step. */
 int rt_open_log(Trainer *t, int resumed, RtError *err);
+/* 1 when a derived path may be written: nothing is there, or a file a run of ours wrote (a CSV
+ * log starting with our header line; an SVG starting with <svg xmlns=... and holding
+ * rt_svg_marker() in its first 1 KiB). */
+int rt_log_replaceable(const char *path);
+int rt_svg_replaceable(const char *path);
+const char *rt_svg_marker(void);
 /* The loss curve as a hand-written SVG next to the log. */
 int rt_write_svg(const Trainer *t, RtError *err);
 /* "w.safetensors" -> "w" + ext when path ends in strip; anything else -> path + ext (malloc'd). */
