@@ -385,7 +385,9 @@ no_data:;
   }
   t.stop_at = o.stop_at && o.stop_at < t.steps ? o.stop_at : t.steps;
   if (t.stop_at < t.step) t.stop_at = t.step;
-  t.hist = calloc((size_t)t.steps + 1, sizeof *t.hist);
+  /* The history holds the steps this session ends at (resumed log rows up to t.step, then the
+   * steps it runs): sized by --stop-at, never by --steps, which may be huge. */
+  t.hist = calloc((size_t)t.stop_at + 1, sizeof *t.hist);
   t.log_path = o.log ? strdup(o.log) : rt_with_ext(o.out, ".safetensors", ".csv");
   t.svg_path = t.log_path ? rt_with_ext(t.log_path, ".csv", ".svg") : NULL;
   if (!t.hist || !t.log_path || !t.svg_path) {
