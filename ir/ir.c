@@ -583,6 +583,42 @@ const Attr *ir_module_attr(const Module *m, const char *key) { return attr_get(m
 /* ------------------------------------------------------------------------------------------ */
 /* Parameters and functions.                                                                   */
 
+/* FNV-1a over the name. */
+static uint64_t sym_hash(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  return h;
+}
+
+/* The slot holding name, or the empty slot where it would go. */
+static IrSymSlot *sym_slot(const IrSymIndex *x, const char *name) {
+  size_t mask = (size_t)x->cap - 1, i = (size_t)sym_hash(name) & mask;
+  while (x->slot[i].name && strcmp(x->slot[i].name, name) != 0) i = (i + 1) & mask;
+  return &x->slot[i];
+}
+
+static void *sym_get(const IrSymIndex *x, const char *name) {
+  return name && x->cap ? sym_slot(x, name)->item : NULL;
+}
+
+/* Adds name -> item (name is not in the index); grows to keep the table at most half full. */
+static void sym_put(Module *m, IrSymIndex *x, const char *name, void *item) {
+  if (2 * (x->used + 1) > x->cap) {
+    IrSymIndex y = {x->cap ? x->cap * 2 : 64, 0, NULL};
+    y.slot = ir_alloc(m, sizeof(IrSymSlot) * (size_t)y.cap);  /* zeroed */
+    for (int i = 0; i < x->cap; i++)
+      if (x->slot[i].item) {
+        *sym_slot(&y, x->slot[i].name) = x->slot[i];
+        y.used++;
+      }
+    *x = y;
+  }
+  IrSymSlot *s = sym_slot(x, name);
+  if (!s->name) x->used++;  /* else a tombstone of the same name is reused */
+  s->name = name;
+  s->item = item;
+}
+
 Param *ir_add_param(Module *m, const char *name, Type t, InitKind init, double init_arg) {
   if (ir_find_param(m, name)) return NULL;
   m->params = grow(m, m->params, &m->capparam, m->nparam + 1, sizeof(Param *));
@@ -593,7 +629,9 @@ Param *ir_add_param(Module *m, const char *name, Type t, InitKind init, double i
   p->init_arg = init_arg;
   p->trainable = true;
   p->decay = true;
+  p->index = m->nparam;
   m->params[m->nparam++] = p;
+  if (p->name) sym_put(m, &m->param_index, p->name, p);
   return p;
 }
 
@@ -617,12 +655,7 @@ int64_t ir_param_storage_bytes(const Param *p) {
   return n;
 }
 
-Param *ir_find_param(const Module *m, const char *name) {
-  if (!name) return NULL;
-  for (int i = 0; i < m->nparam; i++)
-    if (strcmp(m->params[i]->name, name) == 0) return m->params[i];
-  return NULL;
-}
+Param *ir_find_param(const Module *m, const char *name) { return sym_get(&m->param_index, name); }
 
 Func *ir_add_func(Module *m, const char *name) {
   if (ir_find_func(m, name)) return NULL;
@@ -631,21 +664,21 @@ Func *ir_add_func(Module *m, const char *name) {
   f->name = ir_strdup(m, name);
   f->module = m;
   m->funcs[m->nfunc++] = f;
+  if (f->name) sym_put(m, &m->func_index, f->name, f);
   return f;
 }
 
-Func *ir_find_func(const Module *m, const char *name) {
-  if (!name) return NULL;
-  for (int i = 0; i < m->nfunc; i++)
-    if (strcmp(m->funcs[i]->name, name) == 0) return m->funcs[i];
-  return NULL;
-}
+Func *ir_find_func(const Module *m, const char *name) { return sym_get(&m->func_index, name); }
 
 void ir_remove_func(Module *m, Func *f) {
   for (int i = 0; i < m->nfunc; i++)
     if (m->funcs[i] == f) {
       memmove(m->funcs + i, m->funcs + i + 1, sizeof(Func *) * (size_t)(m->nfunc - i - 1));
       m->nfunc--;
+      if (f->name && m->func_index.cap) {
+        IrSymSlot *s = sym_slot(&m->func_index, f->name);
+        if (s->item == f) s->item = NULL;  /* tombstone: keeps later entries of the probe chain reachable */
+      }
       return;
     }
 }

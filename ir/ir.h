@@ -135,6 +135,7 @@ typedef struct Param {
   double init_arg;         /* std for INIT_NORMAL, bound for INIT_UNIFORM */
   bool trainable;          /* false: frozen (printed "frozen") */
   bool decay;              /* weight decay applies (false for biases and norm gains) */
+  int index;               /* its position in Module.params (set by ir_add_param; never changes) */
   int line, col;           /* source position when parsed */
 } Param;
 
@@ -196,6 +197,19 @@ bool ir_train_check_relations(const TrainConfig *t, const char **key, char *err,
 
 typedef struct ArenaChunk ArenaChunk;
 
+/* A name -> item hash table (open addressing, linear probing) in the module's arena, so that
+ * looking a parameter or function up by name costs O(1), not a scan: passes look names up once
+ * per op, and a model with thousands of layers has tens of thousands of parameters. */
+typedef struct IrSymSlot {
+  const char *name;        /* the item's own name string; NULL: empty slot */
+  void *item;              /* the Param or Func; NULL with a name: a removed entry (tombstone) */
+} IrSymSlot;
+typedef struct IrSymIndex {
+  int cap;                 /* slots, a power of two (0: not allocated yet) */
+  int used;                /* slots holding a name (live entries and tombstones) */
+  IrSymSlot *slot;
+} IrSymIndex;
+
 struct Module {
   ArenaChunk *arena;       /* all IR memory */
   const char *name;        /* model name */
@@ -207,6 +221,8 @@ struct Module {
   int nfunc, capfunc;
   Func **funcs;            /* callees before callers is not required */
   const char *entry;       /* name of the entry function ("forward") */
+  IrSymIndex param_index;  /* params by name (ir_find_param), kept by ir_add_param */
+  IrSymIndex func_index;   /* funcs by name (ir_find_func), kept by ir_add_func / ir_remove_func */
   TrainConfig train;       /* the spec's training settings (train.present), printed as `train {...}` */
 };
 

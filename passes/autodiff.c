@@ -153,6 +153,12 @@ static Func *differentiate_callee(AD *a, const Func *f) {
   return a->ok ? b : NULL;
 }
 
+/* The gradient reaching a `param` op of a known parameter, or NULL (not a load, or no gradient). */
+static Value *load_grad(const Module *m, const Op *op, Value **adj) {
+  if (op->kind != OP_PARAM || !ir_find_param(m, ir_attr_s(op, "p"))) return NULL;
+  return adj[op->out[0]->id];
+}
+
 bool pass_autodiff(Module *m, const PassOptions *o, Diag *d) {
   (void)o;
   AD a = {m, d, true};
@@ -191,23 +197,36 @@ bool pass_autodiff(Module *m, const PassOptions *o, Diag *d) {
   if (needs[f->ret[0]->id])
     ir_grad_accumulate(&g, f->ret[0], ir_emit(t, ir_op_new(t, OP_XENT_GRAD, 3, (Value *[]){logits, targets, dl}, 1)));
   backward(&a, f, &g);
-  /* results: the loss, then each stored trainable parameter's gradient (all its loads summed) */
-  int nret = 1;
-  Value **rets = malloc(sizeof *rets * (size_t)(m->nparam + 1));
+  /* results: the loss, then each stored trainable parameter's gradient (all its loads summed in op
+   * order). The loads' gradients are bucketed by parameter (a counting sort over the ops), so this
+   * is linear in the model's size and the adds still come out parameter by parameter. */
+  int nret = 1, np = m->nparam;
+  Value **rets = malloc(sizeof *rets * (size_t)(np + 1));
+  int *begin = calloc((size_t)np + 1, sizeof *begin);  /* bucket i is loads[begin[i] .. begin[i+1]) */
+  int *fill = calloc((size_t)np + 1, sizeof *fill);
+  if (!rets || !begin || !fill) die("out of memory");
+  for (const Op *op = f->first; op; op = op->next)
+    if (load_grad(m, op, adj)) begin[ir_find_param(m, ir_attr_s(op, "p"))->index + 1]++;
+  for (int i = 0; i < np; i++) begin[i + 1] += begin[i];
+  Value **loads = malloc(sizeof *loads * (size_t)(begin[np] + 1));
+  if (!loads) die("out of memory");
+  memcpy(fill, begin, sizeof *fill * (size_t)(np + 1));
+  for (const Op *op = f->first; op; op = op->next) {
+    Value *dv = load_grad(m, op, adj);
+    if (dv) loads[fill[ir_find_param(m, ir_attr_s(op, "p"))->index]++] = dv;
+  }
   rets[0] = loss;
-  for (int i = 0; i < m->nparam && a.ok; i++) {
+  for (int i = 0; i < np && a.ok; i++) {
     const Param *p = m->params[i];
     if (!p->trainable) continue;
     Value *sum = NULL;
-    for (const Op *op = f->first; op; op = op->next) {
-      if (op->kind != OP_PARAM) continue;
-      const Param *q = ir_find_param(m, ir_attr_s(op, "p"));
-      Value *dv = adj[op->out[0]->id];
-      if (q != p || !dv) continue;
-      sum = sum ? ir_emit(t, ir_op_new(t, OP_ADD, 2, (Value *[]){sum, dv}, 1)) : dv;
-    }
+    for (int k = begin[i]; k < begin[i + 1]; k++)
+      sum = sum ? ir_emit(t, ir_op_new(t, OP_ADD, 2, (Value *[]){sum, loads[k]}, 1)) : loads[k];
     rets[nret++] = sum ? sum : zeros(t, &p->type);
   }
+  free(begin);
+  free(fill);
+  free(loads);
   ir_set_return(t, nret, rets);
   free(rets);
   free(val);

@@ -28,15 +28,18 @@ typedef struct Slot {
 
 static int64_t align_up(int64_t n) { return (n + MEMPLAN_ALIGN - 1) / MEMPLAN_ALIGN * MEMPLAN_ALIGN; }
 
-static bool is_returned(const Func *f, const Value *v) {
-  for (int i = 0; i < f->nret; i++)
-    if (f->ret[i] == v) return true;
-  return false;
+/* returned[v->id]: f returns v. malloc'd; one array per function walk, not a scan of f's results
+ * per value (a training function returns one gradient per parameter). */
+static bool *returned_marks(const Func *f) {
+  bool *r = calloc((size_t)f->nvalues + 1, sizeof *r);
+  if (!r) die("out of memory");
+  for (int i = 0; i < f->nret; i++) r[f->ret[i]->id] = true;
+  return r;
 }
 
 /* A value needs a place in the frame unless it aliases weights or belongs to the caller. */
-static bool needs_place(const Func *f, const Value *v) {
-  return v->def && v->def->kind != OP_PARAM && !is_returned(f, v);
+static bool needs_place(const bool *returned, const Value *v) {
+  return v->def && v->def->kind != OP_PARAM && !returned[v->id];
 }
 
 /* Collects the slots of f with their lifetimes. Returns the count; *out is malloc'd. */
@@ -50,6 +53,7 @@ static int collect(const Func *f, Slot **out) {
   Slot *s = malloc(sizeof(Slot) * (size_t)(nslots + 1));
   if (!last || !s) die("out of memory");
   for (int i = 0; i < f->nvalues; i++) last[i] = -1;
+  bool *returned = returned_marks(f);
   int idx = 0;
   for (const Op *op = f->first; op; op = op->next, idx++)
     for (int i = 0; i < op->nin; i++) last[op->in[i]->id] = idx;
@@ -58,12 +62,13 @@ static int collect(const Func *f, Slot **out) {
   for (const Op *op = f->first; op; op = op->next, idx++)
     for (int i = 0; i < op->nout; i++) {
       Value *v = op->out[i];
-      if (!needs_place(f, v)) continue;
+      if (!needs_place(returned, v)) continue;
       /* A result nobody reads still gets written: it lives for its defining op only. */
       int end = last[v->id] < idx ? idx : last[v->id];
       s[n++] = (Slot){v, idx, end, align_up(ir_type_bytes(&v->type)), -1};
     }
   free(last);
+  free(returned);
   *out = s;
   return n;
 }
@@ -106,18 +111,19 @@ static void plan_func(Func *f) {
   free(busy);
   /* Record the plan on the defining ops (one offset per result; -1 for unplaced results). */
   for (Op *op = f->first; op; op = op->next) ir_remove_attr(op, "arena");
+  int64_t *at = malloc(sizeof *at * (size_t)(f->nvalues + 1));  /* placed offset by value id, -1 */
+  if (!at) die("out of memory");
+  for (int i = 0; i <= f->nvalues; i++) at[i] = -1;
+  for (int i = 0; i < n; i++) at[s[i].v->id] = s[i].offset;
   for (int i = 0; i < n; i++) {
     Op *op = s[i].v->def;
     if (ir_attr(op, "arena")) continue;
     int64_t offs[64];
     IR_ASSERT(op->nout <= 64);
-    for (int k = 0; k < op->nout; k++) {
-      offs[k] = -1;
-      for (int j = 0; j < n; j++)
-        if (s[j].v == op->out[k]) offs[k] = s[j].offset;
-    }
+    for (int k = 0; k < op->nout; k++) offs[k] = at[op->out[k]->id];
     ir_set_attr_ints(op, "arena", op->nout, offs);
   }
+  free(at);
   free(s);
 }
 
@@ -140,17 +146,19 @@ bool memplan_offset(const Value *v, int64_t *offset) {
 int64_t memplan_frame_bytes(const Func *f) {
   int64_t top = 0;
   bool any_needed = false, any_planned = false;
+  bool *returned = returned_marks(f);
   for (const Op *op = f->first; op; op = op->next)
     for (int i = 0; i < op->nout; i++) {
       const Value *v = op->out[i];
       int64_t off;
-      if (!needs_place(f, v)) continue;
+      if (!needs_place(returned, v)) continue;
       any_needed = true;
       if (!memplan_offset(v, &off)) continue;
       any_planned = true;
       int64_t end = off + align_up(ir_type_bytes(&v->type));
       if (end > top) top = end;
     }
+  free(returned);
   if (any_needed && !any_planned) return -1;
   return top;
 }

@@ -30,6 +30,7 @@ typedef struct ValueInfo {
 typedef struct FuncInfo {
   const Func *f;
   ValueInfo *vals;     /* indexed by Value.id */
+  int *ret;            /* by Value.id: the first result of f that returns it, or -1 */
   int nstate;          /* persistent state slots f and its callees use (kernels.def, OPLOWER) */
   int64_t frame;       /* bytes of f's own frame (memplan) */
   bool analysed;

@@ -38,11 +38,9 @@ static bool is_half(const Value *v) { return v->type.dtype == DT_BF16 || v->type
 /* The C element type of v's storage. */
 static const char *ctype(const Value *v) { return is_int(v) ? "int32_t" : is_half(v) ? "uint16_t" : "float"; }
 
-static int ret_index(const Func *f, const Value *v) {
-  for (int i = 0; i < f->nret; i++)
-    if (f->ret[i] == v) return i;
-  return -1;
-}
+
+/* Which result of the function being emitted returns v first (-1: none); from the plan, O(1). */
+static int ret_index(const Em *e, const Value *v) { return e->fi->ret[v->id]; }
 
 /* The C expression naming v's storage. */
 static const char *vname(const Em *e, const Value *v, char *buf) {
@@ -353,7 +351,7 @@ static void sum_index(const Em *e, const Value *x, const Value *r, char *buf, si
 /* Declares the output pointer of op's result: the caller's result buffer or its arena place. */
 static const char *out_ptr(Em *e, const Op *op, char *buf) {
   const Value *v = op->out[0];
-  int ri = ret_index(e->f, v);
+  int ri = ret_index(e, v);
   char b[32];
   if (ri >= 0) {
     fprintf(e->o, "  %s *%s = r%d;\n", ctype(v), vname(e, v, b), ri);
@@ -507,8 +505,7 @@ static void emit_op(Em *e, const Op *op) {
   switch (op->kind) {
   case OP_PARAM: {
     const Param *q = ir_find_param(e->p->m, ir_attr_s(op, "p"));
-    int qi = 0;
-    while (e->p->m->params[qi] != q) qi++;
+    int qi = q->index;
     fprintf(e->o, "  const %s *%s = (const %s *)(W + %lld); /* @%s */\n", ctype(r), vname(e, r, o), ctype(r),
             (long long)e->p->param_offset[qi], q->name);
     return;
@@ -525,7 +522,7 @@ static void emit_op(Em *e, const Op *op) {
     fprintf(e->o, "  static float sin%d[%lld];\n  static int sin%d_ready;\n", id, (long long)ir_type_numel(&r->type), id);
     fprintf(e->o, "  if (!sin%d_ready) {\n    rt_sinusoid(sin%d, %lld, %lld);\n    sin%d_ready = 1;\n  }\n", id, id,
             (long long)r->type.dim[0], (long long)r->type.dim[1], id);
-    if (ret_index(e->f, r) >= 0) {
+    if (ret_index(e, r) >= 0) {
       out_ptr(e, op, o);
       fprintf(e->o, "  memcpy(%s, sin%d, sizeof sin%d);\n", o, id, id);
     } else {
@@ -538,7 +535,7 @@ static void emit_op(Em *e, const Op *op) {
     FuncInfo *gi = backend_func(e->p, g);
     for (int i = 0; i < op->nout; i++) {
       const Value *v = op->out[i];
-      int ri = ret_index(e->f, v);
+      int ri = ret_index(e, v);
       int64_t off = 0;
       if (ri >= 0)
         fprintf(e->o, "  float *%s = r%d;\n", vname(e, v, a0), ri);
@@ -655,7 +652,7 @@ static void emit_func_body(Em *e, const Func *f) {
   char b[32], n0[160];
   for (int i = 0; i < f->nret; i++) {
     const Value *v = f->ret[i];
-    if (v->def && v->def->kind != OP_PARAM && v->def->kind != OP_SINUSOID && ret_index(f, v) == i) continue;
+    if (v->def && v->def->kind != OP_PARAM && v->def->kind != OP_SINUSOID && ret_index(e, v) == i) continue;
     numel(e, v, 0, n0, sizeof n0);
     fprintf(e->o, "  memcpy(r%d, %s, %s * sizeof(*r%d));\n", i, vname(e, v, b), n0, i);
   }

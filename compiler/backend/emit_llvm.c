@@ -195,17 +195,14 @@ static LLVMValueRef step_field(Ll *e, int k, LLVMTypeRef t) {
   return LLVMBuildLoad2(e->b, t, LLVMBuildStructGEP2(e->b, e->step_t, e->s, (unsigned)k, ""), "");
 }
 
-static int ret_index(const Func *f, const Value *v) {
-  for (int i = 0; i < f->nret; i++)
-    if (f->ret[i] == v)
-      return i;
-  return -1;
-}
+
+/* Which result of the function being emitted returns v first (-1: none); from the plan, O(1). */
+static int ret_index(const Ll *e, const Value *v) { return e->fi->ret[v->id]; }
 
 /* The storage of op's result: the caller's result buffer or its planned place in the frame. */
 static LLVMValueRef out_ptr(Ll *e, const Op *op) {
   const Value *v = op->out[0];
-  int ri = ret_index(e->f, v);
+  int ri = ret_index(e, v);
   LLVMValueRef p;
   if (ri >= 0) {
     p = LLVMGetParam(e->fn, (unsigned)(5 + e->f->narg + ri));
@@ -666,9 +663,7 @@ static void emit_op(Ll *e, const Op *op) {
   switch (op->kind) {
   case OP_PARAM: {
     const Param *q = ir_find_param(e->p->m, ir_attr_s(op, "p"));
-    int qi = 0;
-    while (e->p->m->params[qi] != q)
-      qi++;
+    int qi = q->index;
     e->val[r->id] =
         LLVMBuildPointerCast(e->b, gep(e, e->i8, e->W, ci64(e, (long long)e->p->param_offset[qi])), ptr_t(e, r), "");
     return;
@@ -705,7 +700,7 @@ static void emit_op(Ll *e, const Op *op) {
     LLVMBuildStore(e->b, ci32(e, 1), ready);
     LLVMBuildBr(e->b, done);
     LLVMPositionBuilderAtEnd(e->b, done);
-    if (ret_index(e->f, r) >= 0) {
+    if (ret_index(e, r) >= 0) {
       o = out_ptr(e, op);
       memcpy_n(e, o, tp, ci64(e, (long long)n));
     } else {
@@ -725,7 +720,7 @@ static void emit_op(Ll *e, const Op *op) {
       die("out of memory");
     for (int i = 0; i < op->nout; i++) {
       const Value *v = op->out[i];
-      int ri = ret_index(e->f, v);
+      int ri = ret_index(e, v);
       int64_t off = 0;
       if (ri >= 0)
         e->val[v->id] = LLVMGetParam(e->fn, (unsigned)(5 + e->f->narg + ri));
@@ -832,7 +827,7 @@ static void emit_func(Ll *e, int idx) {
   /* Results not written in place: arguments, parameters, or a value returned twice. */
   for (int i = 0; i < f->nret && e->ok; i++) {
     const Value *v = f->ret[i];
-    if (v->def && v->def->kind != OP_PARAM && v->def->kind != OP_SINUSOID && ret_index(f, v) == i)
+    if (v->def && v->def->kind != OP_PARAM && v->def->kind != OP_SINUSOID && ret_index(e, v) == i)
       continue;
     memcpy_n(e, LLVMGetParam(e->fn, (unsigned)(5 + f->narg + i)), V(e, v), numel(e, v, 0));
   }

@@ -196,7 +196,11 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
   for (int i = 0; i < m->nfunc; i++) {
     p->funcs[i].f = m->funcs[i];
     p->funcs[i].vals = calloc((size_t)m->funcs[i]->nvalues + 1, sizeof(ValueInfo));
-    if (!p->funcs[i].vals) die("out of memory");
+    p->funcs[i].ret = malloc(sizeof(int) * ((size_t)m->funcs[i]->nvalues + 1));
+    if (!p->funcs[i].vals || !p->funcs[i].ret) die("out of memory");
+    const Func *f = m->funcs[i];
+    for (int k = 0; k <= f->nvalues; k++) p->funcs[i].ret[k] = -1;
+    for (int k = f->nret - 1; k >= 0; k--) p->funcs[i].ret[f->ret[k]->id] = k;
   }
   p->entry = m->entry ? ir_find_func(m, m->entry) : NULL;
   if (!p->entry) {
@@ -275,7 +279,10 @@ const Expr *backend_op_expr(const Module *m, const Op *op) {
 
 void backend_plan_free(BackendPlan *p) {
   if (p->funcs)
-    for (int i = 0; i < p->m->nfunc; i++) free(p->funcs[i].vals);
+    for (int i = 0; i < p->m->nfunc; i++) {
+      free(p->funcs[i].vals);
+      free(p->funcs[i].ret);
+    }
   free(p->funcs);
   free(p->param_offset);
   free(p->state_rows);

@@ -118,7 +118,7 @@ int rt_open_log(Trainer *t, int resumed, RtError *err) {
           c = comma + 1;
         }
         long long s;
-        if (nf == 8 && rt_parse_int(f[0], 1, INT64_MAX, &s) == 0 && s <= t->step && t->nhist < t->steps) {
+        if (nf == 8 && rt_parse_int(f[0], 1, INT64_MAX, &s) == 0 && s <= t->step && t->nhist < t->step) {
           Hist *h = &t->hist[t->nhist++];
           h->step = s;
           h->loss = atof(f[2]);

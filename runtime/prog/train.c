@@ -413,7 +413,9 @@ no_data:;
   }
   t.stop_at = o.stop_at && o.stop_at < t.steps ? o.stop_at : t.steps;
   if (t.stop_at < t.step) t.stop_at = t.step;
-  t.hist = calloc((size_t)t.steps + 1, sizeof *t.hist);
+  /* The history holds the steps this session ends at (resumed log rows up to t.step, then the
+   * steps it runs): sized by --stop-at, never by --steps, which may be huge. */
+  t.hist = calloc((size_t)t.stop_at + 1, sizeof *t.hist);
   if (!t.hist) {
     rt_fail(&err, "out of memory");
     goto fail;

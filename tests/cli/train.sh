@@ -17,6 +17,10 @@ expect_status 0 "$G" train --data "$TMP/data.txt" --steps 6 --eval-every 3 --see
 expect_status 0 "$G" train --data "$TMP/data.txt" --steps 6 --stop-at 3 --seed 5 --checkpoint "$TMP/ck.safetensors" \
   --out "$TMP/half.safetensors"
 expect_status 0 "$G" train --data "$TMP/data.txt" --steps 6 --resume "$TMP/ck.safetensors" --out "$TMP/b.safetensors"
+# A huge --steps with --stop-at: nothing is sized by the planned steps (issue 9, point 3).
+expect_status 0 timeout 60 "$G" train --data "$TMP/data.txt" --steps 1000000000000 --stop-at 3 --seed 5 \
+  --out "$TMP/huge.safetensors"
+expect_in "$TMP/err" "step 3"
 cmp -s "$TMP/a.safetensors" "$TMP/b.safetensors" || fail "resumed run differs from the uninterrupted one"
 [ "$(wc -l < "$TMP/a.csv")" -eq 7 ] || fail "the CSV log should have a header and 6 rows"
 grep -q '^3,.*,[0-9.]*,[0-9.]*,' "$TMP/a.csv" || fail "no validation loss at step 3 in the CSV"
