@@ -209,35 +209,6 @@ static bool ends_with(const char *s, const char *suffix) {
   return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
-static char *read_file(const char *path, size_t *len, Diag *d) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    diag_error(d, path, 0, 0, "cannot open file: %s", strerror(errno));
-    return NULL;
-  }
-  size_t cap = 1 << 16, n = 0;
-  char *buf = malloc(cap + 1);
-  for (size_t k; buf && (k = fread(buf + n, 1, cap - n, f)) > 0;) {
-    n += k;
-    if (n == cap) {
-      char *nb = realloc(buf, cap * 2 + 1);
-      if (!nb) break;
-      buf = nb;
-      cap *= 2;
-    }
-  }
-  bool bad = ferror(f) || !buf;
-  fclose(f);
-  if (bad) {
-    free(buf);
-    diag_error(d, path, 0, 0, "cannot read file");
-    return NULL;
-  }
-  buf[n] = 0;
-  *len = n;
-  return buf;
-}
-
 /* Loads the input (spec or .mir) and builds the pipeline to run. */
 static Module *load(const Options *o, Pipeline *pipe, Diag *d) {
   Module *m = NULL;
@@ -246,7 +217,7 @@ static Module *load(const Options *o, Pipeline *pipe, Diag *d) {
   bool mir = ends_with(o->input, ".mir");
   if (mir) {
     size_t len = 0;
-    char *text = read_file(o->input, &len, d);
+    char *text = fe_read_file(o->input, "IR", FE_MIR_MAX_BYTES, FE_MIR_MAX_STREAM_BYTES, &len, d);
     if (!text) return NULL;
     m = ir_parse(o->input, text, len, d);
     free(text);
@@ -531,7 +502,13 @@ static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **a
       diag_error(d, o->embed_weights, 0, 0, "cannot open weights file: %s", strerror(errno));
       return EXIT_USER;
     }
+    struct stat sw;
+    bool dir = fstat(fileno(w), &sw) == 0 && S_ISDIR(sw.st_mode);
     fclose(w);
+    if (dir) {
+      diag_error(d, o->embed_weights, 0, 0, "is a directory: --embed-weights names a safetensors file");
+      return EXIT_USER;
+    }
     if (strchr(o->embed_weights, '\n')) {
       diag_error(d, NULL, 0, 0, "--embed-weights: a file name with a newline is not supported");
       return EXIT_USER;

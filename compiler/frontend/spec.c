@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <yaml.h>
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1182,32 +1183,82 @@ Spec *fe_parse_spec_text(const char *file, const char *text, size_t len, Diag *d
   return s;
 }
 
-Spec *fe_parse_spec_file(const char *path, Diag *d) {
+/* Reads a whole file, bounded: a regular file at its size, refused above reg_cap; anything else
+ * (a device, a FIFO) read until end of file, refused once it passes other_cap. So `/dev/zero` is
+ * a clear error, not a read until memory runs out. `what` names the input in the messages. */
+char *fe_read_file(const char *path, const char *what, size_t reg_cap, size_t other_cap, size_t *len,
+                   Diag *d) {
   FILE *f = fopen(path, "rb");
   if (!f) {
     diag_error(d, path, 0, 0, "cannot open file '%s': %s", path, strerror(errno));
     return NULL;
   }
-  size_t cap = 1 << 16, len = 0;
-  char *buf = malloc(cap);
-  if (!buf) die("out of memory");
-  for (;;) {
-    if (len == cap) {
-      cap *= 2;
-      buf = realloc(buf, cap);
-      if (!buf) die("out of memory");
+  struct stat sb;
+  if (fstat(fileno(f), &sb) != 0) {
+    diag_error(d, path, 0, 0, "cannot stat %s '%s': %s", what, path, strerror(errno));
+    fclose(f);
+    return NULL;
+  }
+  if (S_ISDIR(sb.st_mode)) {
+    diag_error(d, path, 0, 0, "cannot read file '%s': is a directory; the %s input must be a file", path, what);
+    fclose(f);
+    return NULL;
+  }
+  bool reg = S_ISREG(sb.st_mode);
+  size_t limit = reg ? reg_cap : other_cap;
+  if (reg && (uint64_t)sb.st_size > (uint64_t)reg_cap) {
+    diag_error(d, path, 0, 0, "%s file is %llu bytes; the limit is %zu MiB", what,
+               (unsigned long long)sb.st_size, reg_cap >> 20);
+    fclose(f);
+    return NULL;
+  }
+  size_t cap = reg ? (size_t)sb.st_size + 1 : (size_t)1 << 16, n = 0;
+  char *buf = malloc(cap + 1);
+  bool over = false;
+  for (size_t k; buf && (k = fread(buf + n, 1, cap - n, f)) > 0;) {
+    n += k;
+    if (n > limit) {
+      over = true;
+      break;
     }
-    size_t got = fread(buf + len, 1, cap - len, f);
-    len += got;
-    if (got == 0) break;
+    if (n == cap) {
+      size_t nc = cap * 2 > limit + 1 ? limit + 1 : cap * 2;
+      char *nb = realloc(buf, nc + 1);
+      if (!nb) {
+        free(buf);
+        buf = NULL;
+        break;
+      }
+      buf = nb;
+      cap = nc;
+    }
   }
   int rerr = ferror(f) ? errno : 0;
   fclose(f);
+  if (over) {
+    free(buf);
+    diag_error(d, path, 0, 0, "%s input is longer than %zu MiB, the limit when it is not a regular file", what,
+               limit >> 20);
+    return NULL;
+  }
+  if (!buf) {
+    diag_error(d, path, 0, 0, "out of memory reading %s '%s'", what, path);
+    return NULL;
+  }
   if (rerr) {
-    diag_error(d, path, 0, 0, "cannot read file '%s': %s", path, strerror(rerr));
+    diag_error(d, path, 0, 0, "cannot read %s '%s': %s", what, path, strerror(rerr));
     free(buf);
     return NULL;
   }
+  buf[n] = 0;
+  *len = n;
+  return buf;
+}
+
+Spec *fe_parse_spec_file(const char *path, Diag *d) {
+  size_t len = 0;
+  char *buf = fe_read_file(path, "spec", FE_SPEC_MAX_BYTES, FE_SPEC_MAX_BYTES, &len, d);
+  if (!buf) return NULL;
   Spec *s = fe_parse_spec_text(path, buf, len, d);
   free(buf);
   return s;

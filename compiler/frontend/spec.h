@@ -105,6 +105,18 @@ typedef struct Spec {
 } Spec;
 
 Spec *fe_parse_spec_file(const char *path, Diag *d);  /* NULL on any error */
+
+/* Input size limits (docs/cli.md): a spec may be 64 MiB; an IR (.mir) file 2 GiB if regular, 256
+ * MiB if not (a device or a FIFO). */
+#define FE_SPEC_MAX_BYTES ((size_t)64 << 20)
+#define FE_MIR_MAX_BYTES ((size_t)2 << 30)
+#define FE_MIR_MAX_STREAM_BYTES ((size_t)256 << 20)
+
+/* The whole file into a malloc'd, NUL-terminated buffer (*len bytes before the NUL): a regular file
+ * at its size up to reg_cap, anything else up to other_cap; a directory, an oversized file or a
+ * read error is a diagnostic naming `what` ("spec", "IR") and NULL. */
+char *fe_read_file(const char *path, const char *what, size_t reg_cap, size_t other_cap, size_t *len,
+                   Diag *d);
 Spec *fe_parse_spec_text(const char *file, const char *text, size_t len, Diag *d);
 void fe_spec_free(Spec *s);
 const Pipeline *fe_spec_passes(const Spec *s);         /* NULL when the spec has no passes: key */

@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,30 +137,61 @@ int rt_write_file_atomic(const char *path, const RtChunk *chunks, int n, RtError
   return 0;
 }
 
-/* The whole file into a malloc'd buffer (io/io.h). */
+/* The whole file into a malloc'd buffer (io/io.h), bounded: a regular file is read at its size, up to
+ * RT_READ_MAX_BYTES; anything else (a device, a FIFO) until end of file, refused once it passes
+ * RT_READ_MAX_STREAM_BYTES, so `--data /dev/zero` is an error, not a read until memory runs out. */
 int rt_read_file(const char *path, unsigned char **out, size_t *n_out, RtError *err) {
   FILE *f = fopen(path, "rb");
   if (!f) return rt_fail(err, "%s: %s", path, strerror(errno));
-  size_t cap = 1 << 16, n = 0;
+  struct stat sb;
+  if (fstat(fileno(f), &sb) != 0) {
+    int e = errno;
+    fclose(f);
+    return rt_fail(err, "%s: cannot stat: %s", path, strerror(e));
+  }
+  if (S_ISDIR(sb.st_mode)) {
+    fclose(f);
+    return rt_fail(err, "%s: is a directory, not a file", path);
+  }
+  int reg = S_ISREG(sb.st_mode);
+  uint64_t limit = reg ? RT_READ_MAX_BYTES : RT_READ_MAX_STREAM_BYTES;
+  if (reg && (uint64_t)sb.st_size > limit) {
+    fclose(f);
+    return rt_fail(err, "%s: file is %llu bytes; the limit is %llu GiB", path, (unsigned long long)sb.st_size,
+                   (unsigned long long)(limit >> 30));
+  }
+  size_t cap = reg ? (size_t)sb.st_size + 1 : (size_t)1 << 16, n = 0;
   unsigned char *buf = malloc(cap);
+  int over = 0;
   for (size_t k; buf && (k = fread(buf + n, 1, cap - n, f)) > 0;) {
     n += k;
+    if ((uint64_t)n > limit) {
+      over = 1;
+      break;
+    }
     if (n == cap) {
-      unsigned char *nb = realloc(buf, cap * 2);
+      size_t nc = (uint64_t)cap * 2 > limit + 1 ? (size_t)limit + 1 : cap * 2;
+      unsigned char *nb = realloc(buf, nc);
       if (!nb) {
         free(buf);
         buf = NULL;
         break;
       }
       buf = nb;
-      cap *= 2;
+      cap = nc;
     }
   }
-  int bad = ferror(f) || !buf;
+  int rerr = ferror(f) ? errno : 0;
   fclose(f);
-  if (bad) {
+  if (over) {
     free(buf);
-    return rt_fail(err, "%s: cannot read", path);
+    return rt_fail(err, "%s: longer than %llu MiB, the limit for a file that is not a regular file", path,
+                   (unsigned long long)(limit >> 20));
+  }
+  if (!buf) return rt_fail(err, "%s: out of memory", path);
+  if (rerr) {
+    free(buf);
+    return rt_fail(err, "%s: cannot read: %s", path, strerror(rerr));
   }
   *out = buf;
   *n_out = n;

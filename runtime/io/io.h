@@ -89,7 +89,11 @@ int rt_write_file_atomic(const char *path, const RtChunk *chunks, int n, RtError
 /* 1 if both paths exist and are the same file (device and inode), else 0. */
 int rt_same_file(const char *a, const char *b);
 
-/* Reads a whole file into a malloc'd buffer (*out, *n). -1 with a message naming the file. */
+/* Reads a whole file into a malloc'd buffer (*out, *n). -1 with a message naming the file. Bounded
+ * (docs/runtime.md): a regular file up to RT_READ_MAX_BYTES, anything else (a device, a FIFO) up to
+ * RT_READ_MAX_STREAM_BYTES; a directory is "is a directory". */
+#define RT_READ_MAX_BYTES ((uint64_t)64 << 30)
+#define RT_READ_MAX_STREAM_BYTES ((uint64_t)256 << 20)
 int rt_read_file(const char *path, unsigned char **out, size_t *n, RtError *err);
 
 /* ---------------------------------------------------------------------------------------------

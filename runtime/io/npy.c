@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const char npy_magic[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
 
@@ -184,6 +185,11 @@ int rt_npy_read(const char *path, RtNpy *out, RtError *err) {
   FILE *f = fopen(path, "rb");
   if (!f)
     return rt_fail(err, "%s: cannot open: %s", path, strerror(errno));
+  struct stat sb;
+  if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+    fclose(f);
+    return rt_fail(err, "%s: is a directory, not a .npy file", path);
+  }
   if (fseek(f, 0, SEEK_END) != 0) {
     fclose(f);
     return rt_fail(err, "%s: cannot seek", path);

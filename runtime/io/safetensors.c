@@ -610,7 +610,8 @@ int rt_st_open(RtSafetensors **out, const char *path, RtError *err) {
   }
   if (!S_ISREG(sb.st_mode)) {
     close(fd);
-    return rt_fail(err, "%s: not a regular file", path);
+    return rt_fail(err, S_ISDIR(sb.st_mode) ? "%s: is a directory, not a safetensors file" : "%s: not a regular file",
+                   path);
   }
   size_t size = (size_t)sb.st_size;
   if (size < 8) {

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Bounded reads and located input errors (issue 9, points 3 and 4): a spec, an IR file or training
+# data that never ends (/dev/zero) is refused at a stated size cap, not read until memory runs out;
+# a directory where a file is expected says "is a directory".
+set -euo pipefail
+source "$(dirname "$0")/lib.bash"
+
+# the compiler picks the format by extension: links named x.yaml and x.mir to /dev/zero
+ln -s /dev/zero "$TMP/zero.yaml"; ln -s /dev/zero "$TMP/zero.mir"; mkdir "$TMP/dir" "$TMP/dir.mir"
+expect_status 1 timeout 20 "$MODELC" check "$TMP/zero.yaml"
+expect_in "$TMP/err" "spec input is longer than 64 MiB, the limit when it is not a regular file"
+expect_status 1 timeout 20 "$MODELC" check "$TMP/zero.mir"
+expect_in "$TMP/err" "IR input is longer than 256 MiB, the limit when it is not a regular file"
+expect_status 1 "$MODELC" check "$TMP/dir"
+expect_in "$TMP/err" "is a directory; the spec input must be a file"
+expect_status 1 "$MODELC" check "$TMP/dir.mir"
+expect_in "$TMP/err" "is a directory; the IR input must be a file"
+
+# a tiny trainable model (one small block of gpt-tiny)
+sed -e 's/repeat: 4$/repeat: 1/' -e 's/dim: 128/dim: 8/' -e 's/context: 128/context: 8/' \
+    -e 's/heads: 4/heads: 2/' -e 's/hidden: 512/hidden: 16/' examples/gpt-tiny.yaml > "$TMP/t.yaml"
+expect_status 1 "$MODELC" build --embed-weights "$TMP/dir" "$TMP/t.yaml" -o "$TMP/e"
+expect_in "$TMP/err" "is a directory: --embed-weights names a safetensors file"
+G="$TMP/t"
+expect_status 0 "$MODELC" build "$TMP/t.yaml" -o "$G"
+expect_status 1 timeout 20 "$G" train --data /dev/zero --steps 1 --out "$TMP/o.safetensors"
+expect_in "$TMP/err" "/dev/zero: longer than 256 MiB, the limit for a file that is not a regular file"
+expect_status 1 "$G" train --data "$TMP/dir" --steps 1 --out "$TMP/o.safetensors"
+expect_in "$TMP/err" "is a directory"
+expect_status 0 "$G" init --out "$TMP/w.safetensors"
+expect_status 1 "$G" forward --weights "$TMP/w.safetensors" --tokens "$TMP/dir" --out "$TMP/l.npy"
+expect_in "$TMP/err" "is a directory, not a .npy file"
+expect_status 1 "$G" forward --weights "$TMP/dir" --tokens tests/reference/fixtures/gpt-tiny/tokens.npy --out "$TMP/l.npy"
+expect_in "$TMP/err" "is a directory, not a safetensors file"
+
+finish
