@@ -1102,6 +1102,10 @@ static void fe_check_train(Ctx *c, const YNode *key, const YNode *val) {
   fe_train_int(c, v[TK_CKPT], "checkpoint_every", &t->checkpoint_every);
   if (v[TK_DATA]) {
     t->data = fe_str(c, v[TK_DATA], "data");
+    if (t->data && !*t->data) {
+      ERR_AT(c, v[TK_DATA], "'data' is empty: name the training-data file, or leave the key out");
+      t->data = NULL;
+    }
     t->data_line = v[TK_DATA]->line;
     t->data_col = v[TK_DATA]->col;
   }

@@ -86,6 +86,8 @@ int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *e
   return rc;
 }
 
+#define CK_MAX_COUNT ((uint64_t)INT64_MAX / 2)
+
 /* Loads a checkpoint into the trainer after checking it is one of this model's, with this
  * optimiser, holding every tensor with its exact shape. */
 int rt_load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError *err) {
@@ -109,13 +111,35 @@ int rt_load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError 
   else if (strcmp(opt, rt_opt_name(t->c.optimizer)))
     rc = rt_fail(err, "%s: checkpoint holds %s optimiser state, but this run uses %s", path, opt,
                  rt_opt_name(t->c.optimizer));
-  else if (rt_parse_u64(step, &u_step) || u_step > (uint64_t)INT64_MAX / 2 || rt_parse_u64(rs, &u_state) ||
-           rt_parse_u64(ri, &u_inc) || !(u_inc & 1) || (steps && rt_parse_u64(steps, &u_steps)) ||
-           (dsd && rt_parse_u64(dsd, &u_ds)))
-    rc = rt_fail(err, "%s: bad step or RNG state in the checkpoint metadata", path);
-  else if ((ls && rt_parse_real(ls, 1e-30, 1e30, 0, 0, &d_scale)) || (lsg && rt_parse_u64(lsg, &u_good)) ||
-           (lss && (rt_parse_u64(lss, &u_skip) || u_skip > u_step)))
-    rc = rt_fail(err, "%s: bad loss-scaling state in the checkpoint metadata", path);
+  /* Each field checked on its own, so the message names the one that is wrong. Counts are bounded
+   * by 2^62 so that step arithmetic (step + 1, steps - step) cannot overflow an int64. */
+  else if (rt_parse_u64(step, &u_step) || u_step > CK_MAX_COUNT)
+    rc = rt_fail(err, "%s: checkpoint metadata 'step' is '%s': expected a step count from 0 to %llu", path, step,
+                 (unsigned long long)CK_MAX_COUNT);
+  else if (steps && (rt_parse_u64(steps, &u_steps) || u_steps > CK_MAX_COUNT))
+    rc = rt_fail(err, "%s: checkpoint metadata 'steps' is '%s': expected a step count from 0 to %llu", path, steps,
+                 (unsigned long long)CK_MAX_COUNT);
+  else if (rt_parse_u64(rs, &u_state))
+    rc = rt_fail(err, "%s: checkpoint metadata 'rng_state' is '%s': expected an unsigned 64-bit integer", path, rs);
+  else if (rt_parse_u64(ri, &u_inc) || !(u_inc & 1))
+    rc = rt_fail(err, "%s: checkpoint metadata 'rng_inc' is '%s': expected an odd unsigned 64-bit integer", path, ri);
+  else if (dsd && rt_parse_u64(dsd, &u_ds))
+    rc = rt_fail(err, "%s: checkpoint metadata 'dropout_seed' is '%s': expected an unsigned 64-bit integer", path,
+                 dsd);
+  else if (ls && rt_parse_real(ls, 1e-30, 1e30, 0, 0, &d_scale))
+    rc = rt_fail(err, "%s: checkpoint metadata 'loss_scale' is '%s': expected a number from 1e-30 to 1e30", path, ls);
+  else if (lsg && (rt_parse_u64(lsg, &u_good) || u_good > CK_MAX_COUNT))
+    rc = rt_fail(err, "%s: checkpoint metadata 'loss_scale_good' is '%s': expected a step count from 0 to %llu",
+                 path, lsg, (unsigned long long)CK_MAX_COUNT);
+  else if (lss && (rt_parse_u64(lss, &u_skip) || u_skip > u_step))
+    rc = rt_fail(err, "%s: checkpoint metadata 'skipped_steps' is '%s': expected a count from 0 to the step (%llu)",
+                 path, lss, (unsigned long long)u_step);
+  else if (el) {
+    char *end = NULL;
+    double e = strtod(el, &end);
+    if (end == el || *end || !(e >= 0 && e < 1e15))
+      rc = rt_fail(err, "%s: checkpoint metadata 'elapsed_s' is '%s': expected seconds, a number from 0", path, el);
+  }
   int sgd = t->c.optimizer == RT_OPT_SGD;
   for (int k = 0; k < (sgd ? 2 : 3) && !rc; k++) {
     const char *prefix = k == 0 ? "" : sgd ? "opt.mom." : k == 1 ? "opt.m." : "opt.v.";

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bounded reads and located input errors (issue 9, points 3 and 4): a spec, an IR file or training
 # data that never ends (/dev/zero) is refused at a stated size cap, not read until memory runs out;
-# a directory where a file is expected says "is a directory".
+# a directory where a file is expected says "is a directory"; a resume checkpoint whose metadata
+# holds an absurd step names the field.
 set -euo pipefail
 source "$(dirname "$0")/lib.bash"
 
@@ -33,4 +34,18 @@ expect_in "$TMP/err" "is a directory, not a .npy file"
 expect_status 1 "$G" forward --weights "$TMP/dir" --tokens tests/reference/fixtures/gpt-tiny/tokens.npy --out "$TMP/l.npy"
 expect_in "$TMP/err" "is a directory, not a safetensors file"
 
+# a checkpoint whose 'step' is near 2^63: its header rewritten with that step
+cat README.md > "$TMP/data.txt"
+expect_status 0 "$G" train --data "$TMP/data.txt" --steps 2 --stop-at 1 --checkpoint "$TMP/ck.safetensors" \
+  --out "$TMP/half.safetensors"
+hlen=$(od -An -tu8 -N8 "$TMP/ck.safetensors" | tr -d ' ')
+head -c $((8 + hlen)) "$TMP/ck.safetensors" | tail -c "$hlen" > "$TMP/h.json"
+sed -E 's/"step":"[0-9]+"/"step":"9223372036854775800"/' "$TMP/h.json" > "$TMP/h2.json"
+expect_in "$TMP/h2.json" '"step":"9223372036854775800"'
+while [ $(( $(wc -c < "$TMP/h2.json") % 8 )) -ne 0 ]; do printf ' ' >> "$TMP/h2.json"; done
+n=$(wc -c < "$TMP/h2.json")
+{ for i in 0 1 2 3 4 5 6 7; do printf "\\x$(printf %02x $(( (n >> (8 * i)) & 255 )))"; done
+  cat "$TMP/h2.json"; tail -c +$((9 + hlen)) "$TMP/ck.safetensors"; } > "$TMP/bad.safetensors"
+expect_status 1 "$G" train --data "$TMP/data.txt" --steps 2 --resume "$TMP/bad.safetensors" --out "$TMP/r.safetensors"
+expect_in "$TMP/err" "checkpoint metadata 'step' is '9223372036854775800': expected a step count from 0 to"
 finish
