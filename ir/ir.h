@@ -411,6 +411,10 @@ void ir_print_module(FILE *out, const Module *m);
 void ir_print_func(FILE *out, const Module *m, const Func *f);
 char *ir_print_to_string(const Module *m);    /* malloc'd */
 /* Parses the text form; errors go to d located FILE:LINE:COL. NULL on error. */
+/* The module's 'vocab' attribute against its parameters: when the entry embeds its token ids (an
+ * embedding op whose operand 0 is an entry argument), vocab must be an integer equal to the table's
+ * rows. Returns the offending embedding op with the message in err, or NULL when they agree. */
+const Op *ir_vocab_problem(const Module *m, char *err, size_t n);
 Module *ir_parse(const char *file, const char *text, size_t len, Diag *d);
 
 /* ---- verifier (ir/verify.c) ---- */

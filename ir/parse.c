@@ -1193,6 +1193,11 @@ static void check_module(Parser *P) {
     free(names);
   }
   if (P->nerr == 0) check_recursion(P);
+  if (P->nerr == 0) {
+    char err[256];
+    const Op *op = ir_vocab_problem(m, err, sizeof err);
+    if (op) perr_at(P, op->line, op->col, "%s", err);
+  }
 }
 
 /* ---- top level ---------------------------------------------------------------------------- */

@@ -17,6 +17,7 @@
  * came from text. ir_verify() never modifies the module.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -359,6 +360,29 @@ static void check_train(Verifier *v) {
   if (!ir_train_check_relations(t, &key, err, sizeof err)) verr(v, t->line, t->col, "train: %s", err);
 }
 
+const Op *ir_vocab_problem(const Module *m, char *err, size_t n) {
+  const Func *e = m->entry ? ir_find_func(m, m->entry) : NULL;
+  if (!e) return NULL;
+  for (const Op *op = e->first; op; op = op->next) {
+    if (op->kind != OP_EMBEDDING || op->nin < 2 || op->in[1]->type.rank != 2) continue;
+    bool tokens = false; /* the table embeds the program's token ids (an entry argument) */
+    for (int i = 0; i < e->narg; i++) tokens |= op->in[0] == e->args[i];
+    if (!tokens) continue;
+    long long rows = (long long)op->in[1]->type.dim[0];
+    const Attr *a = ir_module_attr(m, "vocab");
+    if (!a || a->kind != ATTR_INT) {
+      snprintf(err, n, "the token ids are embedded with a %lld-row table, but the module has no integer 'vocab' attribute (it must be %lld)",
+               rows, rows);
+      return op;
+    }
+    if ((long long)a->i != rows) {
+      snprintf(err, n, "module attribute vocab=%lld contradicts the %lld-row embedding table of the token ids", (long long)a->i, rows);
+      return op;
+    }
+  }
+  return NULL;
+}
+
 bool ir_verify(const Module *m, Diag *d) {
   Verifier v = {m, d, true};
   if (!valid_name(m->name)) verr(&v, 0, 0, "invalid module name '@%s'", m->name ? m->name : "");
@@ -382,5 +406,10 @@ bool ir_verify(const Module *m, Diag *d) {
 
   for (int i = 0; i < m->nfunc; i++) check_func(&v, m->funcs[i]);
   check_call_graph(&v);
+  if (v.ok) {
+    char err[256];
+    const Op *op = ir_vocab_problem(m, err, sizeof err);
+    if (op) verr(&v, op->line, op->col, "%s", err);
+  }
   return v.ok;
 }

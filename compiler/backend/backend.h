@@ -20,6 +20,10 @@
 #include "../../ir/ir.h"
 #include "kernels.h"
 
+/* The largest constant table (a sinusoid op's [T, C] floats) the backends compile into the
+ * program's data section: 256 MiB. Larger ones are rejected by backend_plan (docs/ir.md). */
+#define BACKEND_MAX_TABLE_BYTES ((int64_t)256 << 20)
+
 typedef enum AxisRole { AX_STATIC = 0, AX_BATCH, AX_TIME } AxisRole;
 
 typedef struct ValueInfo {

@@ -2,6 +2,7 @@
  * the lookups the emitters share: which rows an op lowers to, compile-time argument values,
  * state sizes. See kernels.h.
  */
+#include <stdint.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -137,6 +138,49 @@ int64_t kt_static_arg(const Op *op, const KArg *a) {
   int ax = a->ax < 0 ? t->rank + a->ax : a->ax;
   IR_ASSERT(ax >= 0 && ax < t->rank);
   return t->dim[ax] / a->div;
+}
+
+int64_t kt_max_arg(const Op *op, const KArg *a) {
+  switch (a->kind) {
+  case KA_DIM:
+  case KA_ATTR_I: return kt_static_arg(op, a);
+  case KA_ROWS:
+  case KA_NUMEL:
+  case KA_BYTES: {
+    const Value *v = kt_value(op, a->i);
+    if (!v) return 0;
+    const Type *t = &v->type;
+    int64_t n = a->kind == KA_BYTES ? (int64_t)(ir_dtype_bits(t->dtype) / 8) : 1;
+    int last = a->kind == KA_ROWS ? t->rank - 1 : t->rank;
+    for (int d = 0; d < last; d++)
+      if (__builtin_mul_overflow(n, t->dim[d], &n)) return INT64_MAX;
+    return n;
+  }
+  default: return -1;
+  }
+}
+
+static bool int_args_fit(const Op *op, KernelId k, const KArg *args, int *arg, int64_t *value) {
+  if (k == K_NONE) return true;
+  const char *sig = kt_kernels[k].sig;
+  for (int i = 0; args[i].kind != KA_END; i++) {
+    if (sig[i + 1] != 'i') continue;
+    int64_t v = kt_max_arg(op, &args[i]);
+    if (v > INT32_MAX) {
+      *arg = i + 1, *value = v;
+      return false;
+    }
+  }
+  return true;
+}
+
+bool kt_int_args_fit(const Op *op, const KLower *row, int *arg, int64_t *value) {
+  if (!int_args_fit(op, row->kernel, row->args, arg, value)) return false;
+  if (!int_args_fit(op, row->scratch, row->scratch_args, arg, value)) {
+    *arg = -*arg;
+    return false;
+  }
+  return true;
 }
 
 int kt_nstate(const Op *op) {

@@ -104,6 +104,15 @@ const OpLower *kt_op(OpKind k);
 int kt_select(const Op *op, const KLower *rows[2], const char **why);
 /* A compile-time argument (KA_DIM, KA_ATTR_I) of op. */
 int64_t kt_static_arg(const Op *op, const KArg *a);
+/* The largest value argument a of op can take, from the compiled shapes: a KA_DIM or KA_ATTR_I
+ * itself, a KA_ROWS / KA_NUMEL / KA_BYTES the product over the compiled extents (saturating at
+ * INT64_MAX); -1 for kinds that are not counts fixed by the shapes (pointers, floats, the step's
+ * nb / nt / t0, which are bounded by the compiled batch and context). */
+int64_t kt_max_arg(const Op *op, const KArg *a);
+/* True when every int-typed (I) argument of row, and of its scratch-size call, fits in an int
+ * (at most INT32_MAX) at the compiled shapes; otherwise *arg is the 1-based argument position of
+ * the first one that does not (its scratch call's: negative) and *value its largest value. */
+bool kt_int_args_fit(const Op *op, const KLower *row, int *arg, int64_t *value);
 /* The state slots an instance of op keeps: its OPLOWER NSTATE, or 0 when its WHEN says no. */
 int kt_nstate(const Op *op);
 /* The floats per batch row of one state slot of op (the product of its OPLOWER state arguments). */

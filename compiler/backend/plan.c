@@ -3,6 +3,7 @@
  * scratch-size calls of the kernels the program calls, parameter offsets in the weight buffer and
  * arena size. See backend.h for the dynamic-shape model.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,7 +18,7 @@ typedef struct Ctx {
 } Ctx;
 
 static void err(Ctx *c, const Func *f, const Op *op, const char *msg) {
-  diag_error(c->d, NULL, op ? op->line : 0, op ? op->col : 0, "backend: in @%s: %s%s%s", f->name,
+  diag_error(c->d, c->p->m->file, op ? op->line : 0, op ? op->col : 0, "backend: in @%s: %s%s%s", f->name,
              op ? ir_op_name(op->kind) : "", op ? ": " : "", msg);
   c->ok = false;
 }
@@ -74,6 +75,21 @@ static void analyse_op(Ctx *c, const Func *f, FuncInfo *fi, const Op *op) {
         if (x->role[i] != AX_STATIC) err(c, f, op, "an operand with batch/time axes is not supported yet");
     if (lw->checks & KC_W2 && op->in[1]->type.rank != 2)
       err(c, f, op, "batched matmul is not supported by the backends yet");
+    const KLower *rows[2];
+    const char *why;
+    int nrow = kt_select(op, rows, &why);
+    for (int r = 0; r < nrow; r++) { /* every int (I) argument fits at the compiled shapes */
+      int arg;
+      int64_t v;
+      if (!kt_int_args_fit(op, rows[r], &arg, &v)) {
+        KernelId k = arg > 0 ? rows[r]->kernel : rows[r]->scratch;
+        char msg[256];
+        snprintf(msg, sizeof msg, "argument %d of %s is %lld at the compiled shapes, above the limit 2147483647 (INT32_MAX) of its int parameter",
+                 arg > 0 ? arg : -arg, kt_kernels[k].name, (long long)v);
+        err(c, f, op, msg);
+        break;
+      }
+    }
     switch (lw->role) {
     case KR_SAME0: *out = *x; break;
     case KR_LEAD0:
@@ -93,9 +109,18 @@ static void analyse_op(Ctx *c, const Func *f, FuncInfo *fi, const Op *op) {
     return;
   }
   switch (op->kind) {
+  case OP_SINUSOID: { /* a table in the program's data section, computed once per process */
+    int64_t bytes;
+    if (__builtin_mul_overflow(ir_type_numel(rt), (int64_t)4, &bytes) || bytes > BACKEND_MAX_TABLE_BYTES) {
+      char msg[256];
+      snprintf(msg, sizeof msg, "a position table of [%lld, %lld] floats is %lld bytes, above the limit of %lld bytes (256 MiB) for a compiled-in table",
+               (long long)rt->dim[0], (long long)rt->dim[1], (long long)bytes, (long long)BACKEND_MAX_TABLE_BYTES);
+      err(c, f, op, msg);
+    }
+    break;
+  }
   case OP_PARAM:
   case OP_CONST:
-  case OP_SINUSOID:
   case OP_LOSS_SCALE: break; /* static, or a scalar */
   case OP_SUM_TO: { /* kept axes keep their roles */
     int shift = op->in[0]->type.rank - rt->rank;

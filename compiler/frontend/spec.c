@@ -436,6 +436,9 @@ static bool fe_mul(int64_t a, int64_t b, int64_t *out) {
   return !__builtin_mul_overflow(a, b, out) && *out <= IR_MAX_NUMEL;
 }
 #define FE_TOO_BIG "exceeds 2^48 elements, the largest tensor modelc handles"
+#define FE_INT_LIMIT "is above 2147483647 (INT32_MAX), the largest count a kernel call takes"
+/* The largest sinusoid position table (context x dim floats) a program compiles in: 256 MiB. */
+#define FE_MAX_TABLE_BYTES ((int64_t)256 << 20)
 
 /* a * b, saturating at INT64_MAX: parameter shapes are listed (for their names) even when the
  * sizes were rejected, and then only need to be large, not exact. */
@@ -495,6 +498,14 @@ static bool fe_check_model(Ctx *c, const YNode *key, const YNode *val, ModelNode
              "size overflow: batch x context x 3 x dim " FE_TOO_BIG);
     else if (!fe_mul(bt, m->vocab, &r))
       ERR_AT(c, v[MK_VOCAB], "size overflow: the logits (batch x context x vocab) " FE_TOO_BIG);
+    /* Kernel calls take row, column and token counts as int (docs/spec.md, "Limits"). */
+    else if (m->vocab > INT32_MAX)
+      ERR_AT(c, v[MK_VOCAB], "vocab %lld " FE_INT_LIMIT, (long long)m->vocab);
+    else if (m->dim > INT32_MAX)
+      ERR_AT(c, v[MK_DIM], "dim %lld " FE_INT_LIMIT, (long long)m->dim);
+    else if (bt > INT32_MAX)
+      ERR_AT(c, v[MK_BATCH] ? v[MK_BATCH] : v[MK_CONTEXT], "batch x context (%lld x %lld = %lld rows) " FE_INT_LIMIT,
+             (long long)m->batch, (long long)m->context, (long long)bt);
   }
   return c->d->nerrors == before;
 }
@@ -533,6 +544,11 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
     if (v[1]) {
       int e = fe_enum(c, v[1], "positions kind", w, 2);
       if (e >= 0) l->pos = (SpecPosKind)e;
+      int64_t n;
+      if (l->pos == SPEC_POS_SINUSOIDAL && m->context > 0 && m->dim > 0 &&
+          (!fe_mul(m->context, m->dim, &n) || n > FE_MAX_TABLE_BYTES / 4))
+        ERR_AT(c, v[1], "a sinusoidal position table of context x dim (%lld x %lld) floats is above 256 MiB, the largest table a program compiles in",
+               (long long)m->context, (long long)m->dim);
     }
     break;
   }
@@ -581,6 +597,8 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
           !fe_mul(bt, l->hidden, &r) || !fe_mul(r, 2, &r))
         ERR_AT(c, v[1], "size overflow: mlp hidden %lld with dim %lld " FE_TOO_BIG,
                (long long)l->hidden, (long long)m->dim);
+      else if (l->hidden > INT32_MAX)
+        ERR_AT(c, v[1], "mlp hidden %lld " FE_INT_LIMIT, (long long)l->hidden);
     }
     if (v[2]) {
       int e = fe_enum(c, v[2], "activation", w, 4);
@@ -617,6 +635,8 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
       int64_t r;
       if (!fe_mul(l->classes, m->dim, &r) || !fe_mul(l->classes, m->batch, &r))
         ERR_AT(c, v[1], "size overflow: classes x dim " FE_TOO_BIG);
+      else if (l->classes > INT32_MAX)
+        ERR_AT(c, v[1], "classes %lld " FE_INT_LIMIT, (long long)l->classes);
     }
     if (v[2]) {
       int e = fe_enum(c, v[2], "pool mode", w, 2);

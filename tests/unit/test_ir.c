@@ -506,6 +506,51 @@ START_TEST(test_parse_file_facts) {
 }
 END_TEST
 
+/* The module's vocab against its token embedding: missing, or not the table's rows, is rejected at
+ * the embedding op's line:col, by the parser and by the verifier (a program built from it would
+ * accept token ids the table does not have and embed them as zeros). */
+START_TEST(test_vocab_contradicts_table) {
+  static const char *const body =
+      "entry @f\n"
+      "param @e : f32[16,4] init=zeros\n"
+      "func @f(%t: i32[1,4]) -> f32[1,4,4] {\n"
+      "  %0 = param {p=@e} : f32[16,4]\n"
+      "  %1 = embedding(%t, %0) : f32[1,4,4]\n"
+      "  return %1\n"
+      "}\n";
+  static const struct {
+    const char *module, *want;
+  } cases[] = {
+      {"module @t {dim=4}\n", "t.mir:6:3: error: the token ids are embedded with a 16-row table, but the module has no "
+                               "integer 'vocab' attribute (it must be 16)"},
+      {"module @t {vocab=\"16\"}\n", "t.mir:6:3: error: the token ids are embedded with a 16-row table, but the module "
+                                     "has no integer 'vocab' attribute"},
+      {"module @t {vocab=1000}\n",
+       "t.mir:6:3: error: module attribute vocab=1000 contradicts the 16-row embedding table of the token ids"},
+  };
+  char text[1024];
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    snprintf(text, sizeof text, "%s%s", cases[i].module, body);
+    Cap c;
+    cap_open(&c);
+    ck_assert_msg(parse_text(text, &c) == NULL, "case %zu parsed:\n%s", i, text);
+    ck_assert_msg(strstr(cap_text(&c), cases[i].want) != NULL, "case %zu: parser said:\n%s\nexpected: %s", i,
+                  cap_text(&c), cases[i].want);
+    cap_close(&c);
+  }
+  /* the verifier, on a good module whose attribute is then changed through the API */
+  snprintf(text, sizeof text, "module @t {vocab=16}\n%s", body);
+  Cap c;
+  cap_open(&c);
+  Module *m = parse_text(text, &c);
+  ck_assert_msg(m != NULL, "good text does not parse:\n%s", cap_text(&c));
+  ck_assert(ir_verify(m, &c.d));
+  cap_close(&c);
+  ir_module_set_attr(m, (Attr){.key = "vocab", .kind = ATTR_INT, .i = 1000});
+  expect_verify_error(m, "<ir>:6:3: error: module attribute vocab=1000 contradicts the 16-row embedding table");
+}
+END_TEST
+
 /* ---- parse errors ------------------------------------------------------------------------- */
 
 static const char *const hdr = "module @t\n";  /* line 1 of every malformed input below */
@@ -945,6 +990,7 @@ static Suite *ir_suite(void) {
   tcase_add_test(tc, test_round_trip_files);
   tcase_add_test(tc, test_parse_file_facts);
   tcase_add_test(tc, test_parse_errors);
+  tcase_add_test(tc, test_vocab_contradicts_table);
   tcase_add_test(tc, test_parse_error_caret_and_recovery);
   tcase_add_test(tc, test_attrs_parser_and_verifier_agree);
   tcase_add_test(tc, test_attrs_defaults_from_table);
