@@ -39,6 +39,13 @@ void rt_set_threads(int n);
 /* The current number of threads (initialising the pool if needed). */
 int rt_threads(void);
 
+/* Runs fn(ctx, lo, hi) once for every block [k*block, min(n, (k+1)*block)) of [0,n), the blocks
+ * spread over the pool (each thread a contiguous run of them, in order). Unlike rt_parallel_for's
+ * chunks, the ranges fn sees depend only on n and block, never on the thread count: a kernel that
+ * calls a library (an OpenBLAS GEMM) or reduces once per range gives the same bits with any
+ * number of threads. block < 1 counts as 1. */
+void rt_parallel_blocks(int n, int block, RtRangeFn fn, void *ctx);
+
 /* ---- CPU features (core/cpu.c), read once; MODELC_CPU=portable reads every one as absent ---- */
 
 typedef struct RtCpu {

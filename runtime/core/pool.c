@@ -3,6 +3,8 @@
  * rt_parallel_for(n, grain, fn, ctx) cuts [0,n) into at most rt_threads() contiguous chunks (sizes
  * multiples of grain, the last excepted); the caller runs chunk 0 and worker w runs chunk w.
  * OpenBLAS is set to one thread, so every cblas call inside a chunk runs in the calling thread.
+ * rt_parallel_blocks(n, block, fn, ctx) runs fn on fixed blocks of [0,n) (ranges that do not
+ * depend on the thread count), a contiguous run of blocks per chunk.
  *
  * Protocol (all shared state is in the static `P`, so nothing is ever freed and LeakSanitizer sees
  * it as reachable):
@@ -267,4 +269,29 @@ void rt_parallel_for(int n, int grain, RtRangeFn fn, void *ctx) {
       sched_yield(); /* a participant is not running: let it */
   }
   atomic_flag_clear_explicit(&P.busy, memory_order_release);
+}
+
+/* ---- fixed blocks over the pool ---- */
+
+typedef struct Blocks {
+  int n, block;
+  RtRangeFn fn;
+  void *ctx;
+} Blocks;
+
+static void run_blocks(void *p, int lo, int hi) {
+  const Blocks *b = p;
+  for (int k = lo; k < hi; k++) {
+    int r0 = k * b->block, r1 = b->n - r0 < b->block ? b->n : r0 + b->block;
+    b->fn(b->ctx, r0, r1);
+  }
+}
+
+void rt_parallel_blocks(int n, int block, RtRangeFn fn, void *ctx) {
+  if (n <= 0)
+    return;
+  if (block < 1)
+    block = 1;
+  Blocks b = {n, block, fn, ctx};
+  rt_parallel_for(n / block + (n % block != 0), 1, run_blocks, &b);
 }

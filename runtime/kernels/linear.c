@@ -4,9 +4,12 @@
  * weight gradient dW = dy^T x (rt_linear_dw). Each has a naive serial `_ref` twin (plain loops,
  * double accumulation) that tests/unit/test_rt_kernels.c and test_rt_backward.c compare against.
  *
- * Threading: OpenBLAS runs single-threaded inside each task of rt_parallel_for. The backward GEMMs
- * split output rows (each element is one task's dot product; OpenBLAS's own blocking of a chunk is
- * deterministic for given chunk sizes, so both are deterministic per thread count). */
+ * Threading: every GEMM splits its output into blocks fixed by the shapes (gemm_rows_block,
+ * lin_cols_block) and makes one single-threaded OpenBLAS call per block, the blocks spread over the
+ * pool (rt_parallel_blocks). No reduction is ever split (K, and dW's M, stay inside one call), and
+ * the calls OpenBLAS sees (their sizes and operands) are the same for any thread count, so the
+ * results are too, bit for bit, whatever OpenBLAS's blocking does inside a call
+ * (tests/unit/test_rt_threads.c records the calls). */
 #include "kernels.h"
 
 #include <cblas.h>
@@ -21,6 +24,19 @@ typedef struct LinCtx {
   RtRangeFn epi;
   void *ctx;
 } LinCtx;
+
+/* Rows per block of a GEMM's M (or dW's N) rows: about 8 blocks (1..4 threads share them out
+ * evenly enough), 16 to 128 rows each, a multiple of 16; a function of the row count alone. */
+static int gemm_rows_block(int rows) {
+  int b = (rows / 8 + 15) / 16 * 16;
+  return b < 16 ? 16 : b > 128 ? 128 : b;
+}
+
+/* Columns per block when a few rows split W's rows instead: >= 16K weights and a multiple of 16. */
+static int lin_cols_block(int K) {
+  int g = 16384 / K;
+  return g < 16 ? 16 : (g + 15) / 16 * 16;
+}
 
 /* rows [lo,hi) of y: bias pre-filled and beta = 1 (OpenBLAS zeroes C in a separate pass when
  * beta = 0, so the bias costs nothing extra), then the epilogue while the rows are warm */
@@ -57,7 +73,8 @@ static void lin_cols(void *p, int lo, int hi) {
                 c->W + (size_t)lo * c->K, c->K, beta, c->y + lo, c->N);
 }
 
-#define LIN_ROW_GRAIN 16
+/* below 2 blocks of 16 rows, split the columns */
+#define LIN_MIN_ROWS 32
 
 void rt_linear(float *y, const float *x, const float *W, const float *bias, int M, int N, int K, RtRangeFn epi,
                void *ctx) {
@@ -74,17 +91,15 @@ void rt_linear(float *y, const float *x, const float *W, const float *bias, int 
     return;
   }
   LinCtx c = {y, x, W, bias, M, N, K, epi, ctx};
-  if (M < 2 * LIN_ROW_GRAIN) {
+  if (M < LIN_MIN_ROWS) {
     /* decode and small batches: too few rows to split, split the output columns (W's rows)
-     * instead, in slices of >= 16K weights and a multiple of 16 columns; epilogue once at the end */
-    int g = 16384 / K;
-    g = g < 16 ? 16 : (g + 15) / 16 * 16;
-    rt_parallel_for(N, g, lin_cols, &c);
+     * instead; epilogue once at the end */
+    rt_parallel_blocks(N, lin_cols_block(K), lin_cols, &c);
     if (epi)
       epi(ctx, 0, M);
     return;
   }
-  rt_parallel_for(M, LIN_ROW_GRAIN, lin_rows, &c);
+  rt_parallel_blocks(M, gemm_rows_block(M), lin_rows, &c);
 }
 
 void rt_matmul(float *y, const float *x, const float *W, const float *bias, int M, int N, int K) {
@@ -102,8 +117,6 @@ void rt_matmul_ref(float *y, const float *x, const float *W, const float *bias, 
 }
 
 /* ---- linear backward: y (M,K) = dy (M,N) W (N,K); dW (N,K) = dy^T x ------------------------- */
-
-#define GEMM_ROW_GRAIN 16
 
 typedef struct GemmCtx {
   float *out;
@@ -126,7 +139,7 @@ void rt_matmul_nn(float *y, const float *dy, const float *W, int M, int N, int K
     return;
   }
   GemmCtx c = {y, dy, W, M, N, K};
-  rt_parallel_for(M, GEMM_ROW_GRAIN, nn_rows, &c);
+  rt_parallel_blocks(M, gemm_rows_block(M), nn_rows, &c);
 }
 
 void rt_matmul_nn_ref(float *y, const float *dy, const float *W, int M, int N, int K) {
@@ -154,7 +167,7 @@ void rt_linear_dw(float *dW, const float *dy, const float *x, int M, int N, int 
     return;
   }
   GemmCtx c = {dW, dy, x, M, N, K};
-  rt_parallel_for(N, GEMM_ROW_GRAIN, dw_rows, &c);
+  rt_parallel_blocks(N, gemm_rows_block(N), dw_rows, &c);
 }
 
 void rt_linear_dw_ref(float *dW, const float *dy, const float *x, int M, int N, int K) {
