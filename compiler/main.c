@@ -497,18 +497,23 @@ static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **a
       return EXIT_USER;
     }
   if (o->embed_weights) {
+    /* stat first: opening a FIFO would block, and a device (/dev/zero) has no end to embed */
+    struct stat sw;
+    if (stat(o->embed_weights, &sw) != 0) {
+      diag_error(d, o->embed_weights, 0, 0, "cannot open weights file: %s", strerror(errno));
+      return EXIT_USER;
+    }
+    if (S_ISDIR(sw.st_mode) || !S_ISREG(sw.st_mode)) {
+      diag_error(d, o->embed_weights, 0, 0, "%s: --embed-weights names a safetensors file",
+                 S_ISDIR(sw.st_mode) ? "is a directory" : "is not a regular file");
+      return EXIT_USER;
+    }
     FILE *w = fopen(o->embed_weights, "rb");
     if (!w) {
       diag_error(d, o->embed_weights, 0, 0, "cannot open weights file: %s", strerror(errno));
       return EXIT_USER;
     }
-    struct stat sw;
-    bool dir = fstat(fileno(w), &sw) == 0 && S_ISDIR(sw.st_mode);
     fclose(w);
-    if (dir) {
-      diag_error(d, o->embed_weights, 0, 0, "is a directory: --embed-weights names a safetensors file");
-      return EXIT_USER;
-    }
     if (strchr(o->embed_weights, '\n')) {
       diag_error(d, NULL, 0, 0, "--embed-weights: a file name with a newline is not supported");
       return EXIT_USER;

@@ -14,8 +14,10 @@
  * Outputs: textual IR, bitcode, an object file from LLVM's target machine, or an in-memory ORC
  * LLJIT run (modelc run) whose runtime symbols resolve from the modelc process itself.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../../passes/memplan.h"
@@ -855,7 +857,12 @@ static int64_t mattr(const Module *m, const char *k) {
   return a && a->kind == ATTR_INT ? a->i : 0;
 }
 
-/* Reads a whole file (the embedded weights). */
+/* The most bytes --embed-weights can bake in through the LLVM C API: LLVMConstStringInContext
+ * takes an unsigned length. */
+#define LL_EMBED_MAX_BYTES ((size_t)UINT_MAX)
+
+/* Reads a whole file (the embedded weights), at most LL_EMBED_MAX_BYTES: an endless or larger
+ * input (a device, a pipe, a file of 4 GiB or more) is an error, not memory exhaustion. */
 static char *slurp(const char *path, size_t *len, Diag *d) {
   FILE *f = fopen(path, "rb");
   if (!f) {
@@ -864,9 +871,17 @@ static char *slurp(const char *path, size_t *len, Diag *d) {
   }
   char *buf = NULL;
   size_t cap = 0, n = 0;
-  for (;;) {
+  struct stat st;
+  bool big = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size > LL_EMBED_MAX_BYTES;
+  while (!big) {
     if (n == cap) {
+      if (cap > LL_EMBED_MAX_BYTES) { /* read one byte past the limit */
+        big = true;
+        break;
+      }
       cap = cap ? cap * 2 : 1 << 20;
+      if (cap > LL_EMBED_MAX_BYTES + 1)
+        cap = LL_EMBED_MAX_BYTES + 1;
       char *nb = realloc(buf, cap);
       if (!nb)
         die("out of memory");
@@ -879,9 +894,14 @@ static char *slurp(const char *path, size_t *len, Diag *d) {
   }
   bool bad = ferror(f);
   fclose(f);
-  if (bad) {
+  if (bad || big) {
     free(buf);
-    diag_error(d, path, 0, 0, "cannot read weights file");
+    if (big)
+      diag_error(d, path, 0, 0, "--embed-weights: more than %zu bytes, the most the LLVM backend can embed "
+                                "(use --backend=c, or pass the weights with --weights at run time)",
+                 LL_EMBED_MAX_BYTES);
+    else
+      diag_error(d, path, 0, 0, "cannot read weights file");
     return NULL;
   }
   *len = n;

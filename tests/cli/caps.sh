@@ -2,7 +2,8 @@
 # Bounded reads and located input errors (issue 9, points 3 and 4): a spec, an IR file or training
 # data that never ends (/dev/zero) is refused at a stated size cap, not read until memory runs out;
 # a directory where a file is expected says "is a directory"; a resume checkpoint whose metadata
-# holds an absurd step names the field.
+# holds an absurd step names the field; --embed-weights takes regular files only, and the LLVM
+# backend states its 4 GiB limit.
 set -euo pipefail
 source "$(dirname "$0")/lib.bash"
 
@@ -33,6 +34,18 @@ expect_status 1 "$G" forward --weights "$TMP/w.safetensors" --tokens "$TMP/dir" 
 expect_in "$TMP/err" "is a directory, not a .npy file"
 expect_status 1 "$G" forward --weights "$TMP/dir" --tokens tests/reference/fixtures/gpt-tiny/tokens.npy --out "$TMP/l.npy"
 expect_in "$TMP/err" "is a directory, not a safetensors file"
+
+# --embed-weights: a device or a FIFO is refused before anything reads it (no hang, no endless
+# read); the LLVM backend refuses a file above the 4 GiB - 1 it can embed, from its size alone
+expect_status 1 "$MODELC" build examples/gpt-tiny.yaml --embed-weights /dev/zero -o "$TMP/ez"
+expect_in "$TMP/err" "/dev/zero: error: is not a regular file: --embed-weights names a safetensors file"
+mkfifo "$TMP/fifo"
+expect_status 1 timeout 20 "$MODELC" build --backend=llvm examples/gpt-tiny.yaml --embed-weights "$TMP/fifo" -o "$TMP/ef"
+expect_in "$TMP/err" "is not a regular file"
+truncate -s 4G "$TMP/big.safetensors"   # sparse: no disk used
+expect_status 1 timeout 20 "$MODELC" build --backend=llvm examples/gpt-tiny.yaml --embed-weights "$TMP/big.safetensors" -o "$TMP/eb"
+expect_in "$TMP/err" "--embed-weights: more than 4294967295 bytes, the most the LLVM backend can embed"
+rm -f "$TMP/big.safetensors"
 
 # a checkpoint whose 'step' is near 2^63: its header rewritten with that step
 cat README.md > "$TMP/data.txt"
