@@ -144,7 +144,18 @@ static void fe_yaml_error(Ctx *c, const yaml_parser_t *p) {
   int line = (int)p->problem_mark.line + 1, col = (int)p->problem_mark.column + 1;
   if (p->error == YAML_READER_ERROR) fe_offset_to_linecol(c, p->problem_offset, &line, &col);
   const char *problem = p->problem ? p->problem : "unknown error";
-  if (p->context) {
+  /* A bracket or quote left open: say so at the opening character, as clang does for a missing
+   * ')' ("note: to match this '('"). libyaml's context mark is that character. */
+  size_t at = p->context_mark.index;
+  char open = p->context && at < c->len ? c->text[at] : 0;
+  bool bracket = (open == '[' || open == '{') && strstr(p->context, "flow");
+  bool quote = (open == '\'' || open == '"') && strstr(p->context, "quoted scalar");
+  if (bracket || quote) {
+    fe_err(c, line, col, "invalid YAML: %s%s", problem,
+           p->problem_mark.index >= c->len && !strstr(problem, "end of stream") ? " before the end of the input" : "");
+    diag_note(c->d, c->file, (int)p->context_mark.line + 1, (int)p->context_mark.column + 1,
+              open == '\'' ? "to match this \"%c\"" : "to match this '%c'", open);
+  } else if (p->context) {
     fe_err(c, line, col, "invalid YAML: %s (%s that starts at line %d, column %d)", problem, p->context,
            (int)p->context_mark.line + 1, (int)p->context_mark.column + 1);
   } else {
