@@ -237,8 +237,10 @@ static Module *load(const Options *o, Pipeline *pipe, Diag *d) {
     return NULL;
   }
   bool ok = true;
-  if (o->passes)
+  if (o->passes) {
+    diag_add_source(d, "--passes", o->passes, strlen(o->passes)); /* errors in it get a caret */
     ok = pass_parse_pipeline(pipe, o->passes, "--passes", 1, 1, d);
+  }
   else if (spec_passes)
     for (int i = 0; i < spec_passes->n; i++) {
       if (pipe->n == pipe->cap) {
@@ -394,10 +396,15 @@ static void list_passes(void) {
   static const char *const tn[] = {"int", "float", "bool", "string", "size"};
   printf("Passes (use --passes='a,b<key=value;flag>'; default pipeline: %s):\n\n", pass_default_pipeline());
   for (int i = 0; i < n; i++) {
-    printf("  %-14s %s\n", p[i].name, p[i].desc);
-    for (int k = 0; k < p[i].nopts; k++)
-      printf("  %14s   %s=<%s> (default %s): %s\n", "", p[i].opts[k].key, tn[p[i].opts[k].type],
-             p[i].opts[k].dflt, p[i].opts[k].help);
+    printf("  %-14s %s%s\n", p[i].name, p[i].desc, p[i].once ? " [once in a pipeline]" : "");
+    for (int k = 0; k < p[i].nopts; k++) {
+      const PassOptSpec *os = &p[i].opts[k];
+      char range[96] = "";
+      if (os->choices) snprintf(range, sizeof range, ", one of %s", os->choices);
+      else if ((os->lo || os->hi) && os->hi == INT64_MAX) snprintf(range, sizeof range, ", at least %lld", (long long)os->lo);
+      else if (os->lo || os->hi) snprintf(range, sizeof range, ", %lld to %lld", (long long)os->lo, (long long)os->hi);
+      printf("  %14s   %s=<%s%s> (default %s): %s\n", "", os->key, tn[os->type], range, os->dflt, os->help);
+    }
   }
 }
 

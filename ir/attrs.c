@@ -76,7 +76,7 @@ static bool in_range(const AttrRule *r, double v) {
 }
 
 /* Is s one of the '|'-separated words? */
-static bool one_of(const char *words, const char *s) {
+bool ir_words_have(const char *words, const char *s) {
   size_t len = strlen(s);
   for (const char *w = words;;) {
     const char *bar = strchr(w, '|');
@@ -88,7 +88,7 @@ static bool one_of(const char *words, const char *s) {
 }
 
 /* Writes "\"a\", \"b\" or \"c\"" for the words "a|b|c" into buf. */
-static void words_text(const char *words, char *buf, size_t n) {
+void ir_words_text(const char *words, char *buf, size_t n) {
   size_t used = 0;
   buf[0] = '\0';
   for (const char *w = words; used < n;) {
@@ -120,9 +120,9 @@ static bool check_value(const Op *op, const AttrSpec *s, const Attr *a, char *er
     return false;
   }
   case AR_ONE_OF: {
-    if (one_of(r->words, a->s)) return true;
+    if (ir_words_have(r->words, a->s)) return true;
     char want[160];
-    words_text(r->words, want, sizeof want);
+    ir_words_text(r->words, want, sizeof want);
     snprintf(err, n, "%s: %s must be %s, got \"%.60s\"", on, s->key, want, a->s);
     return false;
   }

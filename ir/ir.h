@@ -339,6 +339,10 @@ const AttrSpec *ir_attr_spec(OpKind k, const char *key);
  * expressions that parse). On the first problem writes a message to err (without location: the
  * caller adds it) and returns false. Rules that need operand types stay in the shape rules. */
 bool ir_check_attrs(const Op *op, char *err, size_t n);
+/* Allowed-word lists written "a|b|c" (attribute rules, pass options): is s one of the words, and
+ * the list as text for a message ("\"a\", \"b\" or \"c\"", truncated to fit buf). */
+bool ir_words_have(const char *words, const char *s);
+void ir_words_text(const char *words, char *buf, size_t n);
 /* Typed reads: the attribute's value, or the table's default when it is absent (NULL / no
  * elements for STR, SYM and INTS). A key not declared for the op's kind, or declared with another
  * kind, is an internal error (die). An op that fails ir_check_attrs reads as the default. */

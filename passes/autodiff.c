@@ -25,10 +25,13 @@ typedef struct AD {
   Module *m;
   Diag *d;
   bool ok;
+  const PassOptions *o;   /* the pass's options: its pipeline entry locates errors at no op */
 } AD;
 
+/* Reports at the op when it has a source location, else at the pass's pipeline entry. */
 static void err(AD *a, const Op *op, const char *fmt, const char *x, const char *y) {
-  diag_error(a->d, a->m->file, op ? op->line : 0, op ? op->col : 0, fmt, x ? x : "", y ? y : "");
+  if (op && op->line > 0) diag_error(a->d, a->m->file, op->line, op->col, fmt, x ? x : "", y ? y : "");
+  else pass_error(a->o, a->d, fmt, x ? x : "", y ? y : "");
   a->ok = false;
 }
 
@@ -160,20 +163,20 @@ static Value *load_grad(const Module *m, const Op *op, Value **adj) {
 }
 
 bool pass_autodiff(Module *m, const PassOptions *o, Diag *d) {
-  (void)o;
-  AD a = {m, d, true};
+  AD a = {m, d, true, o};
   const Func *f = m->entry ? ir_find_func(m, m->entry) : NULL;
   if (!f) {
-    diag_error(d, NULL, 0, 0, "autodiff: the module has no entry function");
+    pass_error(o, d, "autodiff: the module has no entry function");
     return false;
   }
   if (ir_find_func(m, "train")) {
-    diag_error(d, NULL, 0, 0, "autodiff: the module already has a @train function (run the pass once)");
+    pass_error(o, d, "autodiff: the module already has a @train function (run the pass once)");
     return false;
   }
   if (f->narg != 1 || f->nret != 1 || f->args[0]->type.dtype != DT_I32 || f->ret[0]->type.rank < 1 ||
       !is_float(&f->ret[0]->type)) {
-    diag_error(d, NULL, f->line, f->col, "autodiff: the entry @%s must map token ids to logits", f->name);
+    if (f->line > 0) diag_error(d, m->file, f->line, f->col, "autodiff: the entry @%s must map token ids to logits", f->name);
+    else pass_error(o, d, "autodiff: the entry @%s must map token ids to logits", f->name);
     return false;
   }
   const Type *lt = &f->ret[0]->type;

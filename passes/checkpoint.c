@@ -112,10 +112,10 @@ static int chain_length(Module *m) {
   return n;
 }
 
-static bool store_all(Module *m, Func *t, Diag *d);
+static bool store_all(Module *m, Func *t, const PassOptions *o, Diag *d);
 
 /* The planned training arena with every=N (0: store), measured on a copy after fuse, dce and memplan. */
-static int64_t arena_with(const Module *m, int every, Diag *d) {
+static int64_t arena_with(const Module *m, int every, const PassOptions *o, Diag *d) {
   char *text = ir_print_to_string(m);
   Diag quiet;
   diag_init(&quiet, d->out);
@@ -123,7 +123,7 @@ static int64_t arena_with(const Module *m, int every, Diag *d) {
   free(text);
   IR_ASSERT(c);
   if (every == 0)
-    store_all(c, ir_train_func(c), &quiet);
+    store_all(c, ir_train_func(c), o, &quiet);
   else
     apply_every(c, ir_train_func(c), every);
   /* the optimisations that follow checkpoint in the default pipeline, then the planner */
@@ -163,7 +163,7 @@ static Op *clone_op(Module *m, Func *dst, const Op *op, Value **map) {
 /* Splits @g.bwd (g's forward recomputed, then g's backward) into @g.fwd (g's forward returning
  * its result and every value the backward reads) and @g.bwds (the backward alone, reading those
  * values as arguments), and makes @train call them. */
-static bool store_block(Module *m, Func *t, Func *b, Diag *d) {
+static bool store_block(Module *m, Func *t, Func *b, const PassOptions *o, Diag *d) {
   char base[256];
   snprintf(base, sizeof base, "%.*s", (int)(strlen(b->name) - 4), b->name);
   Func *g = ir_find_func(m, base);
@@ -176,7 +176,7 @@ static bool store_block(Module *m, Func *t, Func *b, Diag *d) {
   const Op *go = g->first;
   for (int i = 0; i < nf; i++, op = op->next, go = go->next)
     if (!op || op->kind != go->kind) {
-      diag_error(d, m->file, 0, 0, "checkpoint<store>: @%s does not start with @%s's forward (run right after autodiff)",
+      pass_error(o, d, "checkpoint<store>: @%s does not start with @%s's forward (run right after autodiff)",
                  b->name, g->name);
       return false;
     }
@@ -278,48 +278,58 @@ static bool store_block(Module *m, Func *t, Func *b, Diag *d) {
   return true;
 }
 
-static bool store_all(Module *m, Func *t, Diag *d) {
+static bool store_all(Module *m, Func *t, const PassOptions *o, Diag *d) {
   int n = m->nfunc;
   Func **fs = malloc(sizeof *fs * (size_t)(n ? n : 1));
   for (int i = 0; i < n; i++) fs[i] = m->funcs[i];
   bool ok = true;
   for (int i = 0; i < n && ok; i++) {
     size_t len = strlen(fs[i]->name);
-    if (len > 4 && strcmp(fs[i]->name + len - 4, ".bwd") == 0) ok = store_block(m, t, fs[i], d);
+    if (len > 4 && strcmp(fs[i]->name + len - 4, ".bwd") == 0) ok = store_block(m, t, fs[i], o, d);
   }
   free(fs);
   return ok;
 }
 
-bool pass_checkpoint(Module *m, const PassOptions *o, Diag *d) {
-  Func *t = ir_train_func(m);
+/* The rules between the options, checked when the pipeline is written (registry.c): exactly one
+ * policy, and store=false is none. The ranges of every and budget are the registry's. */
+bool pass_checkpoint_check(const PipelineEntry *e, Diag *d) {
+  const PassOptions *o = &e->opts;
   bool has_every = pass_opt_is_set(o, "every"), has_sqrt = pass_opt_is_set(o, "sqrt"),
        has_budget = pass_opt_is_set(o, "budget"), has_store = pass_opt_is_set(o, "store");
   if (has_every + has_sqrt + has_budget + has_store != 1) {
-    diag_error(d, m->file, 0, 0, "checkpoint: give exactly one policy: store, every=N, sqrt or budget=BYTES");
+    diag_error(d, e->file, e->line, e->col, "checkpoint: give exactly one policy: store, every=N, sqrt or budget=BYTES");
     return false;
   }
+  if (has_store && !pass_opt_bool(o, "store")) {
+    diag_error(d, e->file, e->line, e->col,
+               "checkpoint: store=false is no policy; give store, every=N, sqrt or budget=BYTES");
+    return false;
+  }
+  return true;
+}
+
+bool pass_checkpoint(Module *m, const PassOptions *o, Diag *d) {
+  Func *t = ir_train_func(m);
+  bool has_every = pass_opt_is_set(o, "every"), has_sqrt = pass_opt_is_set(o, "sqrt"),
+       has_store = pass_opt_is_set(o, "store");
   if (!t) {
-    diag_error(d, m->file, 0, 0, "checkpoint: no training function: run autodiff first");
+    pass_error(o, d, "checkpoint: no training function: run autodiff first");
+    return false;
+  }
+  if (ir_module_attr(m, "checkpoint_every")) {
+    pass_error(o, d, "checkpoint: the module is already checkpointed (the pass runs once)");
     return false;
   }
   if (has_store) {
-    if (!pass_opt_bool(o, "store")) {
-      diag_error(d, m->file, 0, 0, "checkpoint: store=false is no policy; give store, every=N, sqrt or budget=BYTES");
-      return false;
-    }
-    if (!store_all(m, t, d)) return false;
+    if (!store_all(m, t, o, d)) return false;
     ir_module_set_attr(m, (Attr){.key = "checkpoint_every", .kind = ATTR_INT, .i = 0});
     return true;
   }
   int L = chain_length(m);
   int every = 1;
   if (has_every) {
-    int64_t n = pass_opt_int(o, "every");
-    if (n < 1) {
-      diag_error(d, m->file, 0, 0, "checkpoint: every=%lld must be at least 1", (long long)n);
-      return false;
-    }
+    int64_t n = pass_opt_int(o, "every");   /* at least 1 (registry.c) */
     every = (int)(n < L ? n : (L > 0 ? L : 1));
   } else if (has_sqrt) {
     every = L > 0 ? (int)ceil(sqrt((double)L)) : 1;
@@ -327,15 +337,15 @@ bool pass_checkpoint(Module *m, const PassOptions *o, Diag *d) {
     int64_t budget = pass_opt_int(o, "budget"), best_arena = -1, min_arena = INT64_MAX;
     int best = 0;
     /* storing everything recomputes nothing: take it if it fits */
-    int64_t sa = arena_with(m, 0, d);
+    int64_t sa = arena_with(m, 0, o, d);
     if (sa >= 0 && sa <= budget) {
-      if (!store_all(m, t, d)) return false;
+      if (!store_all(m, t, o, d)) return false;
       ir_module_set_attr(m, (Attr){.key = "checkpoint_every", .kind = ATTR_INT, .i = 0});
       return true;
     }
     /* recompute falls as segments shorten: try every = 1, 2, ... and keep the first that fits */
     for (int n = 1; n <= (L > 0 ? L : 1); n++) {
-      int64_t a = arena_with(m, n, d);
+      int64_t a = arena_with(m, n, o, d);
       if (a >= 0 && a < min_arena) min_arena = a;
       if (a >= 0 && a <= budget && !best) {
         best = n;
@@ -343,7 +353,7 @@ bool pass_checkpoint(Module *m, const PassOptions *o, Diag *d) {
       }
     }
     if (!best) {
-      diag_error(d, m->file, 0, 0,
+      pass_error(o, d,
                  "checkpoint: budget=%lld bytes is below the smallest planned training arena any placement "
                  "reaches: %lld bytes",
                  (long long)budget, (long long)min_arena);

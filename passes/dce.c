@@ -56,7 +56,7 @@ bool pass_dce(Module *m, const PassOptions *o, Diag *d) {
   if (m->entry) {
     Func *entry = ir_find_func(m, m->entry);
     if (!entry) {
-      diag_error(d, NULL, 0, 0, "dce: entry function @%s does not exist", m->entry);
+      pass_error(o, d, "dce: entry function @%s does not exist", m->entry);
       return false;
     }
     bool *live = calloc((size_t)m->nfunc + 1, sizeof *live);

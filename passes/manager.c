@@ -120,6 +120,13 @@ const char *pass_opt_str(const PassOptions *o, const char *key) {
 
 bool pass_opt_is_set(const PassOptions *o, const char *key) { return find_opt(o, key)->set; }
 
+void pass_error(const PassOptions *o, Diag *d, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  diag_verror(d, o->file, o->line, o->col, fmt, ap);
+  va_end(ap);
+}
+
 /* ---- pipelines ---- */
 
 void pass_pipeline_init(Pipeline *p) { memset(p, 0, sizeof *p); }
@@ -148,6 +155,13 @@ PipelineEntry *pass_pipeline_append(Pipeline *p, const char *name, const char *f
     else diag_error(d, file, line, col, "unknown pass '%s' (`modelc passes` lists them)", name);
     return NULL;
   }
+  if (pi->once)
+    for (int i = 0; i < p->n; i++)
+      if (p->e[i].pass == pi) {
+        diag_error(d, file, line, col, "pass '%s' is listed twice; it runs once in a pipeline", name);
+        diag_note(d, p->e[i].file, p->e[i].line, p->e[i].col, "'%s' is first listed here", name);
+        return NULL;
+      }
   if (p->n == p->cap) {
     int cap = p->cap ? 2 * p->cap : 8;
     PipelineEntry *e = realloc(p->e, (size_t)cap * sizeof *e);
@@ -171,6 +185,29 @@ PipelineEntry *pass_pipeline_append(Pipeline *p, const char *name, const char *f
       die("pass '%s': bad default '%s' for option '%s'", pi->name, pi->opts[i].dflt, v->key);
   }
   return e;
+}
+
+/* Checks a parsed value against its option's range (lo/hi) or choices; the one place where the
+ * ranges in the registry are enforced, so `modelc check` reports them where they are written. */
+static bool in_range(const PassOptSpec *os, const PassOptValue *v, const char *text, const char *pass,
+                     const char *file, int line, int col, Diag *d) {
+  if ((v->type == POPT_INT || v->type == POPT_SIZE) && (os->lo || os->hi) && (v->i < os->lo || v->i > os->hi)) {
+    if (os->hi == INT64_MAX)
+      diag_error(d, file, line, col, "option '%s' of pass '%s' must be at least %" PRId64 ", not %s", os->key, pass,
+                 os->lo, text);
+    else
+      diag_error(d, file, line, col, "option '%s' of pass '%s' must be in [%" PRId64 ", %" PRId64 "], not %s",
+                 os->key, pass, os->lo, os->hi, text);
+    return false;
+  }
+  if (v->type == POPT_STR && os->choices && !ir_words_have(os->choices, v->s)) {
+    char want[128];
+    ir_words_text(os->choices, want, sizeof want);
+    diag_error(d, file, line, col, "invalid value '%s' for option '%s' of pass '%s': expected %s", text, os->key,
+               pass, want);
+    return false;
+  }
+  return true;
 }
 
 /* Sets option key (at kcol) to value (at vcol; NULL: the bare flag form). */
@@ -208,6 +245,7 @@ static bool set_option(PipelineEntry *e, const char *key, const char *value, con
                pi->name, type_desc(v->type));
     return false;
   }
+  if (!in_range(&pi->opts[k], &tmp, value, pi->name, file, line, vcol, d)) return false;
   *v = tmp;
   v->set = true;
   return true;
@@ -217,6 +255,8 @@ bool pass_set_option(PipelineEntry *e, const char *key, const char *value, const
                      int col, Diag *d) {
   return set_option(e, key, value, file, line, col, col, d);
 }
+
+bool pass_check_entry(const PipelineEntry *e, Diag *d) { return !e->pass->check || e->pass->check(e, d); }
 
 static bool is_name_char(char c) { return isalnum((unsigned char)c) || c == '_' || c == '-' || c == '.'; }
 
@@ -256,6 +296,7 @@ bool pass_parse_pipeline(Pipeline *p, const char *text, const char *file, int li
     PipelineEntry *e = pass_pipeline_append(p, name, file, line, COL(name_at), d);
     if (!e) ok = false;
     while (i < len && isspace((unsigned char)text[i])) i++;
+    bool opts_ok = true;
     if (i < len && text[i] == '<') {
       size_t open = i++;
       for (int nopt = 0;; nopt++) {
@@ -275,15 +316,17 @@ bool pass_parse_pipeline(Pipeline *p, const char *text, const char *file, int li
           /* "name<>": no options */
         } else if (!key[0]) {
           diag_error(d, file, line, COL(kat), "empty option in the options of '%s'", name);
-          ok = false;
+          opts_ok = false;
         } else if (e) {
           size_t vat = eq ? copy_trim(text, kend + 1, i, value, sizeof value) : 0;
-          if (!set_option(e, key, eq ? value : NULL, file, line, COL(kat), COL(vat), d)) ok = false;
+          if (!set_option(e, key, eq ? value : NULL, file, line, COL(kat), COL(vat), d)) opts_ok = false;
         }
         if (text[i++] == '>') break;
       }
       while (i < len && isspace((unsigned char)text[i])) i++;
     }
+    if (!opts_ok) ok = false;
+    else if (e && !pass_check_entry(e, d)) ok = false;
     if (i == len) break;
     if (text[i] != ',') {
       diag_error(d, file, line, COL(i), "expected ',' or '<' after pass '%s', found '%c'", name, text[i]);
@@ -452,8 +495,12 @@ bool pass_run_pipeline(Module *m, const Pipeline *given, const PassRunConfig *cf
       ir_print_module(dump, m);
     }
     int errs = d->nerrors;
+    PassOptions opts = e->opts;
+    opts.file = e->file;
+    opts.line = e->line;
+    opts.col = e->col;
     double t0 = now_sec();
-    bool pass_ok = e->pass->run(m, &e->opts, d);
+    bool pass_ok = e->pass->run(m, &opts, d);
     times[k] = now_sec() - t0;
     nrun = k + 1;
     if (!pass_ok) {

@@ -28,6 +28,9 @@ typedef struct PassOptSpec {
   PassOptType type;
   const char *dflt;   /* default, in the option's text syntax */
   const char *help;   /* one line */
+  int64_t lo, hi;     /* INT, SIZE: the values allowed, checked where the option is written;
+                       * lo == hi == 0: any value of the type */
+  const char *choices; /* STR: the values allowed, separated by '|' ("bf16|f16"); NULL: any text */
 } PassOptSpec;
 
 #define PASS_MAX_OPTS 16
@@ -43,10 +46,19 @@ typedef struct PassOptValue {
 typedef struct PassOptions {
   int n;
   PassOptValue v[PASS_MAX_OPTS];   /* one per PassOptSpec of the pass, in spec order */
+  /* Where the pass was written (its pipeline entry), filled in by pass_run_pipeline just before
+   * the pass runs, so that a pass's own errors point at the spec or --passes text that asked for
+   * it (pass_error). NULL/0 outside a run. */
+  const char *file;
+  int line, col;
 } PassOptions;
 
 typedef struct Module Module;
+typedef struct PipelineEntry PipelineEntry;
 typedef bool (*PassFn)(Module *m, const PassOptions *o, Diag *d);
+/* Rules between a pass's options (e.g. "exactly one policy"), checked once all of an entry's
+ * options are written, before anything runs; reports at the entry and returns false. */
+typedef bool (*PassCheckFn)(const PipelineEntry *e, Diag *d);
 
 typedef struct PassInfo {
   const char *name;
@@ -54,6 +66,8 @@ typedef struct PassInfo {
   PassFn run;
   const PassOptSpec *opts;   /* NULL if none */
   int nopts;
+  bool once;                 /* may appear only once in a pipeline (a second run is refused) */
+  PassCheckFn check;         /* rules between options; NULL if none */
 } PassInfo;
 
 const PassInfo *pass_find(const char *name);
@@ -66,13 +80,15 @@ double pass_opt_float(const PassOptions *o, const char *key);
 bool pass_opt_bool(const PassOptions *o, const char *key);
 const char *pass_opt_str(const PassOptions *o, const char *key);
 bool pass_opt_is_set(const PassOptions *o, const char *key);
+/* Reports an error at the pipeline entry the running pass came from (o->file:line:col). */
+void pass_error(const PassOptions *o, Diag *d, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-typedef struct PipelineEntry {
+struct PipelineEntry {
   const PassInfo *pass;
   PassOptions opts;
   const char *file;   /* where it was written (spec file or "--passes"), for diagnostics */
   int line, col;
-} PipelineEntry;
+};
 
 typedef struct Pipeline {
   int n, cap;
@@ -84,12 +100,18 @@ void pass_pipeline_free(Pipeline *p);
 /* Parses "a,b<k=v;flag>,c" and appends its entries. file/line/col locate text[0]; errors are
  * reported at the exact column of the bad name or option. Returns false on any error. */
 bool pass_parse_pipeline(Pipeline *p, const char *text, const char *file, int line, int col, Diag *d);
-/* Appends one pass by name (unknown names get a "did you mean"); NULL on error. */
+/* Appends one pass by name (unknown names get a "did you mean"; a second entry of a `once` pass is
+ * refused at file:line:col with a note at the first); NULL on error. */
 PipelineEntry *pass_pipeline_append(Pipeline *p, const char *name, const char *file, int line, int col,
                                     Diag *d);
-/* Sets one option from its text value, checking key and type; false on error. */
+/* Sets one option from its text value, checking key, type and range (PassOptSpec lo/hi/choices) at
+ * file:line:col; false on error. */
 bool pass_set_option(PipelineEntry *e, const char *key, const char *value, const char *file, int line,
                      int col, Diag *d);
+/* Checks the rules between an entry's options (PassInfo.check), once all of them are set. Called
+ * by pass_parse_pipeline for each entry; callers that set options one by one (the spec's
+ * `name: {option: value}` form) call it after the last. False (reported at the entry) on error. */
+bool pass_check_entry(const PipelineEntry *e, Diag *d);
 /* Writes the canonical pipeline text ("fuse,checkpoint<every=2>") into buf. */
 char *pass_pipeline_str(const Pipeline *p, char *buf, size_t n);
 

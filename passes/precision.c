@@ -48,20 +48,25 @@ static void replace_from(Op *start, const Value *from, Value *to) {
       if (u->in[k] == from) u->in[k] = to;
 }
 
-bool pass_precision(Module *m, const PassOptions *o, Diag *d) {
-  bool bf16 = pass_opt_bool(o, "bf16"), fp16 = pass_opt_bool(o, "fp16");
-  if (bf16 == fp16) {
-    diag_error(d, m->file, 0, 0, "precision: give exactly one of bf16 or fp16");
+/* The rule between the options, checked when the pipeline is written (registry.c). */
+bool pass_precision_check(const PipelineEntry *e, Diag *d) {
+  if (pass_opt_bool(&e->opts, "bf16") == pass_opt_bool(&e->opts, "fp16")) {
+    diag_error(d, e->file, e->line, e->col, "precision: give exactly one of bf16 or fp16");
     return false;
   }
+  return true;
+}
+
+bool pass_precision(Module *m, const PassOptions *o, Diag *d) {
+  bool bf16 = pass_opt_bool(o, "bf16"), fp16 = !bf16;   /* exactly one of the two (pass_precision_check) */
   DType half = bf16 ? DT_BF16 : DT_F16;
   Func *t = ir_train_func(m);
   if (!t) {
-    diag_error(d, m->file, 0, 0, "precision: no training function: run autodiff first");
+    pass_error(o, d, "precision: no training function: run autodiff first");
     return false;
   }
   if (ir_module_attr(m, "precision")) {
-    diag_error(d, m->file, 0, 0, "precision: the module already has a precision (the pass runs once)");
+    pass_error(o, d, "precision: the module already has a precision (the pass runs once)");
     return false;
   }
   /* The backward starts at the loss gradient. */

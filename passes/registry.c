@@ -2,6 +2,7 @@
  *
  * Every pass the pipeline parser, `modelc passes` and the docs know about is listed here once:
  * its name (as written in --passes), a one-line description, its entry point and its typed
+ * options with their ranges, whether it may run only once in a pipeline, and the rules between its
  * options. Adding a pass means writing passes/NAME.c and adding one row below.
  */
 #include <string.h>
@@ -17,48 +18,57 @@ bool pass_fuse(Module *m, const PassOptions *o, Diag *d);
 bool pass_memplan(Module *m, const PassOptions *o, Diag *d);
 bool pass_precision(Module *m, const PassOptions *o, Diag *d);
 bool pass_store(Module *m, const PassOptions *o, Diag *d);
+bool pass_checkpoint_check(const PipelineEntry *e, Diag *d);
+bool pass_precision_check(const PipelineEntry *e, Diag *d);
+
+/* Option ranges: lo..hi for INT and SIZE, choices for STR (see PassOptSpec); checked where the
+ * option is written (pass_set_option), so `modelc check` reports them at the spec's line and column
+ * and the passes can rely on them. */
+#define ANY_VALUE 0, 0, NULL
+#define AT_LEAST(n) (n), INT64_MAX, NULL
+#define ONE_OF(words) 0, 0, (words)
 
 static const PassOptSpec checkpoint_opts[] = {
-    {"store", POPT_BOOL, "false", "keep every activation the backward needs: no recompute, most memory"},
-    {"every", POPT_INT, "1", "keep the input of every N-th block, recompute the others"},
-    {"sqrt", POPT_BOOL, "false", "keep about sqrt(blocks) inputs (Chen et al. 2016)"},
-    {"budget", POPT_SIZE, "0", "least recompute whose planned training arena fits BYTES"},
+    {"store", POPT_BOOL, "false", "keep every activation the backward needs: no recompute, most memory", ANY_VALUE},
+    {"every", POPT_INT, "1", "keep the input of every N-th block, recompute the others", AT_LEAST(1)},
+    {"sqrt", POPT_BOOL, "false", "keep about sqrt(blocks) inputs (Chen et al. 2016)", ANY_VALUE},
+    {"budget", POPT_SIZE, "0", "least recompute whose planned training arena fits BYTES", AT_LEAST(1)},
 };
 
 static const PassOptSpec fuse_opts[] = {
-    {"max-ops", POPT_INT, "16", "maximum element-wise operations in one fused expression"},
-    {"epilogue", POPT_BOOL, "true", "fold element-wise consumers into a linear op's epilogue"},
+    {"max-ops", POPT_INT, "16", "maximum element-wise operations in one fused expression", AT_LEAST(1)},
+    {"epilogue", POPT_BOOL, "true", "fold element-wise consumers into a linear op's epilogue", ANY_VALUE},
 };
 
 static const PassOptSpec precision_opts[] = {
-    {"bf16", POPT_BOOL, "false", "store activations between forward and backward, and gradients, in bfloat16"},
-    {"fp16", POPT_BOOL, "false", "the same in IEEE half precision, with dynamic loss scaling"},
+    {"bf16", POPT_BOOL, "false", "store activations between forward and backward, and gradients, in bfloat16", ANY_VALUE},
+    {"fp16", POPT_BOOL, "false", "the same in IEEE half precision, with dynamic loss scaling", ANY_VALUE},
 };
 
 static const PassOptSpec store_opts[] = {
-    {"dtype", POPT_STR, "bf16", "the storage dtype of the weights: bf16 or f16"},
-    {"skip", POPT_STR, "", "parameters kept in f32: comma-separated names, a trailing '*' matching a prefix"},
+    {"dtype", POPT_STR, "bf16", "the storage dtype of the weights: bf16 or f16", ONE_OF("bf16|f16")},
+    {"skip", POPT_STR, "", "parameters kept in f32: comma-separated names, a trailing '*' matching a prefix", ANY_VALUE},
 };
 
 #define NOPTS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static const PassInfo registry[] = {
     {"autodiff", "reverse-mode differentiation: @train(tokens, targets) -> (loss, parameter gradients)",
-     pass_autodiff, NULL, 0},
+     pass_autodiff, NULL, 0, true, NULL},
     {"checkpoint", "gradient-checkpoint placement over the block chain (store, every=N, sqrt or budget=BYTES)",
-     pass_checkpoint, checkpoint_opts, NOPTS(checkpoint_opts)},
+     pass_checkpoint, checkpoint_opts, NOPTS(checkpoint_opts), true, pass_checkpoint_check},
     {"constfold", "fold element-wise ops on constants and simplify x+0, x*1, dropout(p=0)",
-     pass_constfold, NULL, 0},
-    {"cse", "merge identical pure ops (including repeated parameter loads)", pass_cse, NULL, 0},
-    {"dce", "remove unused pure ops and functions unreachable from the entry", pass_dce, NULL, 0},
+     pass_constfold, NULL, 0, false, NULL},
+    {"cse", "merge identical pure ops (including repeated parameter loads)", pass_cse, NULL, 0, false, NULL},
+    {"dce", "remove unused pure ops and functions unreachable from the entry", pass_dce, NULL, 0, false, NULL},
     {"fuse", "fuse element-wise chains into one loop and into linear epilogues", pass_fuse, fuse_opts,
-     NOPTS(fuse_opts)},
+     NOPTS(fuse_opts), false, NULL},
     {"precision", "mixed-precision training: 16-bit activation storage (bf16 or fp16, with loss scaling)",
-     pass_precision, precision_opts, NOPTS(precision_opts)},
+     pass_precision, precision_opts, NOPTS(precision_opts), true, pass_precision_check},
     {"store", "16-bit weight storage: f32 parameters stored in bf16 or f16, cast to f32 where they are read",
-     pass_store, store_opts, NOPTS(store_opts)},
+     pass_store, store_opts, NOPTS(store_opts), false, NULL},
     {"memplan", "place every intermediate tensor at a static offset in one arena (liveness, greedy by size)",
-     pass_memplan, NULL, 0},
+     pass_memplan, NULL, 0, false, NULL},
 };
 
 const PassInfo *pass_registry(int *n) {

@@ -42,13 +42,10 @@ static bool skipped(const char *list, const char *name, bool *used) {
 
 bool pass_store(Module *m, const PassOptions *o, Diag *d) {
   const char *dt = pass_opt_str(o, "dtype"), *skip = pass_opt_str(o, "skip");
-  int half = ir_dtype_by_name(dt);
-  if (half != DT_BF16 && half != DT_F16) {
-    diag_error(d, m->file, 0, 0, "store: dtype=%s: expected bf16 or f16", dt);
-    return false;
-  }
+  int half = ir_dtype_by_name(dt);   /* bf16 or f16 (registry.c) */
+  IR_ASSERT(half == DT_BF16 || half == DT_F16);
   if (ir_train_func(m)) {
-    diag_error(d, m->file, 0, 0, "store: the module trains (@%s): 16-bit weight storage is for inference "
+    pass_error(o, d, "store: the module trains (@%s): 16-bit weight storage is for inference "
                                  "(train with precision<bf16> instead)", ir_train_func(m)->name);
     return false;
   }
@@ -68,7 +65,7 @@ bool pass_store(Module *m, const PassOptions *o, Diag *d) {
     const char *e = strchr(skip + at, ',');
     int n = e ? (int)(e - (skip + at)) : (int)strlen(skip + at);
     if (!used[k]) {
-      diag_error(d, m->file, 0, 0, "store: skip=%.*s names no parameter", n, skip + at);
+      pass_error(o, d, "store: skip=%.*s names no parameter", n, skip + at);
       ok = false;
     }
     at += n + 1;

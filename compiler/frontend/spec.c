@@ -144,11 +144,23 @@ static void fe_yaml_error(Ctx *c, const yaml_parser_t *p) {
   int line = (int)p->problem_mark.line + 1, col = (int)p->problem_mark.column + 1;
   if (p->error == YAML_READER_ERROR) fe_offset_to_linecol(c, p->problem_offset, &line, &col);
   const char *problem = p->problem ? p->problem : "unknown error";
-  if (p->context)
+  /* A bracket or quote left open: say so at the opening character, as clang does for a missing
+   * ')' ("note: to match this '('"). libyaml's context mark is that character. */
+  size_t at = p->context_mark.index;
+  char open = p->context && at < c->len ? c->text[at] : 0;
+  bool bracket = (open == '[' || open == '{') && strstr(p->context, "flow");
+  bool quote = (open == '\'' || open == '"') && strstr(p->context, "quoted scalar");
+  if (bracket || quote) {
+    fe_err(c, line, col, "invalid YAML: %s%s", problem,
+           p->problem_mark.index >= c->len && !strstr(problem, "end of stream") ? " before the end of the input" : "");
+    diag_note(c->d, c->file, (int)p->context_mark.line + 1, (int)p->context_mark.column + 1,
+              open == '\'' ? "to match this \"%c\"" : "to match this '%c'", open);
+  } else if (p->context) {
     fe_err(c, line, col, "invalid YAML: %s (%s that starts at line %d, column %d)", problem, p->context,
            (int)p->context_mark.line + 1, (int)p->context_mark.column + 1);
-  else
+  } else {
     fe_err(c, line, col, "invalid YAML: %s", problem);
+  }
 }
 
 /* Builds the node tree of the single document in the text. NULL on error (reported). */
@@ -1006,11 +1018,16 @@ static void fe_check_passes(Ctx *c, const YNode *val) {
       continue;
     }
     PipelineEntry *e = pass_pipeline_append(&s->passes, k->text, c->file, k->line, k->col, c->d);
-    if (!e || yn_is_null(opts)) continue;
+    if (!e) continue;
+    if (yn_is_null(opts)) {
+      pass_check_entry(e, c->d);
+      continue;
+    }
     if (opts->kind != YN_MAP) {
       ERR_AT(c, opts, "expected a mapping of options for pass '%s', got %s", k->text, yn_desc(opts, b, sizeof b));
       continue;
     }
+    int errs = c->d->nerrors;
     for (int j = 0; j + 1 < opts->n; j += 2) {
       const YNode *ok = opts->kid[j], *ov = opts->kid[j + 1];
       if (ok->kind != YN_SCALAR) {
@@ -1035,6 +1052,8 @@ static void fe_check_passes(Ctx *c, const YNode *val) {
       else pass_set_option(e, ok->text, text, c->file, ov->line, ov->col, c->d);
     next_option:;
     }
+    /* The rules between options, once they are all written and each is valid. */
+    if (c->d->nerrors == errs) pass_check_entry(e, c->d);
   }
 }
 

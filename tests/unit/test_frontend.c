@@ -3,7 +3,9 @@
  * every malformed spec in tests/specs/bad/ gives its expected errors. Each bad file states what it
  * expects in comment lines of the form
  *     # expect: LINE:COL: MESSAGE TEXT
- * and the test checks that "FILE:LINE:COL: error: " is printed with MESSAGE TEXT on that line.
+ *     # note: LINE:COL: MESSAGE TEXT
+ * and the test checks that "FILE:LINE:COL: error: " (or "note: ") is printed with MESSAGE TEXT on
+ * that line. A bad file has at least one expect line; note lines are optional.
  * Diagnostics are captured with open_memstream as the Diag's output.
  */
 #include <check.h>
@@ -52,10 +54,10 @@ static Spec *parse_file(Capture *c, const char *path) {
   return s;
 }
 
-/* True if out has a line starting "file:line:col: error: " that contains msg. */
-static bool has_error(const char *out, const char *file, int line, int col, const char *msg) {
+/* True if out has a line starting "file:line:col: KIND: " that contains msg. */
+static bool has_diag(const char *out, const char *kind, const char *file, int line, int col, const char *msg) {
   char head[512];
-  snprintf(head, sizeof head, "%s:%d:%d: error: ", file, line, col);
+  snprintf(head, sizeof head, "%s:%d:%d: %s: ", file, line, col, kind);
   for (const char *p = out; p && *p;) {
     const char *e = strchr(p, '\n');
     size_t n = e ? (size_t)(e - p) : strlen(p);
@@ -68,6 +70,10 @@ static bool has_error(const char *out, const char *file, int line, int col, cons
     p = e ? e + 1 : NULL;
   }
   return false;
+}
+
+static bool has_error(const char *out, const char *file, int line, int col, const char *msg) {
+  return has_diag(out, "error", file, line, col, msg);
 }
 
 static Module *lower_ok(const char *path, Spec **sp) {
@@ -145,6 +151,11 @@ START_TEST(test_bad_spec) {
       ck_assert_msg(has_error(c.buf, path, l, col, msg), "%s: expected %d:%d: error: %s\ngot:\n%s", path, l, col, msg,
                     c.buf);
       nexpect++;
+    } else if (sscanf(line, "# note: %d:%d: %n", &l, &col, &off) == 2 && off > 0) {
+      char *msg = line + off;
+      msg[strcspn(msg, "\r\n")] = 0;
+      ck_assert_msg(has_diag(c.buf, "note", path, l, col, msg), "%s: expected %d:%d: note: %s\ngot:\n%s", path, l,
+                    col, msg, c.buf);
     }
   }
   fclose(f);

@@ -275,6 +275,33 @@ START_TEST(test_pipeline_bad) {
   bad("fuse dce", 6, "expected ',' or '<' after pass 'fuse'");
   bad("fuse;dce", 5, "expected ',' or '<'");
   bad("fuse<;max-ops=3>", 6, "empty option");
+  /* option ranges and rules between options: refused where they are written, before any run */
+  bad("fuse<max-ops=-1>", 14, "option 'max-ops' of pass 'fuse' must be at least 1, not -1");
+  bad("autodiff,checkpoint<every=0>", 27, "option 'every' of pass 'checkpoint' must be at least 1, not 0");
+  bad("autodiff,checkpoint<budget=0>", 28, "option 'budget' of pass 'checkpoint' must be at least 1, not 0");
+  bad("store<dtype=f32>", 13, "invalid value 'f32' for option 'dtype' of pass 'store': expected \"bf16\" or \"f16\"");
+  bad("autodiff,checkpoint<every=2;sqrt>", 10, "checkpoint: give exactly one policy");
+  bad("autodiff,checkpoint<store=false>", 10, "store=false is no policy");
+  bad("autodiff,precision", 10, "precision: give exactly one of bf16 or fp16");
+  /* passes that cannot run twice are refused at the second entry, with a note at the first */
+  bad("autodiff,dce,autodiff", 14, "pass 'autodiff' is listed twice; it runs once in a pipeline");
+  bad("autodiff,checkpoint<sqrt>,checkpoint<store>", 27, "pass 'checkpoint' is listed twice");
+  bad("autodiff,precision<bf16>,precision<bf16>", 26, "pass 'precision' is listed twice");
+  {
+    MemDiag md;
+    md_open(&md);
+    Pipeline p;
+    ck_assert(!parse_pl(&p, "autodiff,dce,autodiff", &md));
+    ck_assert(strstr(md_text(&md), "--passes:1:1: note: 'autodiff' is first listed here"));
+    pass_pipeline_free(&p);
+    md_close(&md);
+    /* the passes that may repeat still do */
+    md_open(&md);
+    ck_assert_msg(parse_pl(&p, "constfold,cse,fuse,dce,constfold,cse,fuse,dce,store,store,memplan,memplan", &md),
+                  "%s", md_text(&md));
+    pass_pipeline_free(&p);
+    md_close(&md);
+  }
   /* every error of a pipeline is reported, not only the first */
   MemDiag md;
   md_open(&md);
@@ -289,12 +316,12 @@ END_TEST
 /* A fake pass with one option of each type, to test the typed options directly. */
 static bool run_nothing(Module *m, const PassOptions *o, Diag *d) { return true; }
 static const PassOptSpec fake_opts[] = {
-    {"budget", POPT_SIZE, "1MiB", "a size"},
-    {"ratio", POPT_FLOAT, "0.5", "a number"},
-    {"label", POPT_STR, "x", "text"},
-    {"n", POPT_INT, "-3", "an int"},
+    {"budget", POPT_SIZE, "1MiB", "a size", 0, 0, NULL},
+    {"ratio", POPT_FLOAT, "0.5", "a number", 0, 0, NULL},
+    {"label", POPT_STR, "x", "text", 0, 0, NULL},
+    {"n", POPT_INT, "-3", "an int", 0, 0, NULL},
 };
-static const PassInfo fake_pass = {"fake", "for tests", run_nothing, fake_opts, 4};
+static const PassInfo fake_pass = {"fake", "for tests", run_nothing, fake_opts, 4, false, NULL};
 
 static PipelineEntry fake_entry(void) {
   PipelineEntry e;
@@ -471,9 +498,9 @@ static bool run_evil(Module *m, const PassOptions *o, Diag *d) {
   f->args[0]->type = ir_type1(DT_F32, 3);
   return true;
 }
-static const PassInfo evil_pass = {"evil", "breaks the IR", run_evil, NULL, 0};
+static const PassInfo evil_pass = {"evil", "breaks the IR", run_evil, NULL, 0, false, NULL};
 static bool run_failing(Module *m, const PassOptions *o, Diag *d) { return false; }
-static const PassInfo failing_pass = {"failing", "fails silently", run_failing, NULL, 0};
+static const PassInfo failing_pass = {"failing", "fails silently", run_failing, NULL, 0, false, NULL};
 
 START_TEST(test_run_verify_failure) {
   Module *m = small_module();
