@@ -354,9 +354,8 @@ static int fuse_func(Fuser *fu, Func *f) {
 
 bool pass_fuse(Module *m, const PassOptions *o, Diag *d) {
   Fuser fu = {.m = m};
-  int64_t max_ops = pass_opt_int(o, "max-ops");   /* at least 1 (registry.c) */
   (void)d;
-  fu.max_ops = max_ops > 1000000 ? 1000000 : (int)max_ops;
+  fu.max_ops = (int)pass_opt_int(o, "max-ops"); /* 1 .. 1000000 (registry.c) */
   fu.epilogue = pass_opt_bool(o, "epilogue");
   for (int i = 0; i < m->nfunc; i++) fuse_func(&fu, m->funcs[i]);
   pool_free(&fu.pool);

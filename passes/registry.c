@@ -26,6 +26,7 @@ bool pass_precision_check(const PipelineEntry *e, Diag *d);
  * and the passes can rely on them. */
 #define ANY_VALUE 0, 0, NULL
 #define AT_LEAST(n) (n), INT64_MAX, NULL
+#define BETWEEN(lo, hi) (lo), (hi), NULL
 #define ONE_OF(words) 0, 0, (words)
 
 static const PassOptSpec checkpoint_opts[] = {
@@ -36,7 +37,7 @@ static const PassOptSpec checkpoint_opts[] = {
 };
 
 static const PassOptSpec fuse_opts[] = {
-    {"max-ops", POPT_INT, "16", "maximum element-wise operations in one fused expression", AT_LEAST(1)},
+    {"max-ops", POPT_INT, "16", "maximum element-wise operations in one fused expression", BETWEEN(1, 1000000)},
     {"epilogue", POPT_BOOL, "true", "fold element-wise consumers into a linear op's epilogue", ANY_VALUE},
 };
 
