@@ -14,7 +14,7 @@ layers: [embedding, lm_head]
 passes:
   - fuse: {max-ops: -1}
 YAML
-msg="$TMP/maxops.yaml:4:21: error: option 'max-ops' of pass 'fuse' must be at least 1, not -1"
+msg="$TMP/maxops.yaml:4:21: error: option 'max-ops' of pass 'fuse' must be in [1, 1000000], not -1"
 expect_status 1 "$MODELC" check "$TMP/maxops.yaml"
 expect_in "$TMP/err" "$msg"
 expect_in "$TMP/err" "  - fuse: {max-ops: -1}"
@@ -25,7 +25,7 @@ expect_in "$TMP/err" "$msg"
 
 # the --passes form: no file, so the flag's text with the pass and the option named
 expect_status 1 "$MODELC" check --passes='fuse<max-ops=-1>' examples/gpt-tiny.yaml
-expect_in "$TMP/err" "--passes:1:14: error: option 'max-ops' of pass 'fuse' must be at least 1, not -1"
+expect_in "$TMP/err" "--passes:1:14: error: option 'max-ops' of pass 'fuse' must be in [1, 1000000], not -1"
 expect_in "$TMP/err" "fuse<max-ops=-1>"
 expect_status 1 "$MODELC" check --passes='autodiff,store<dtype=f8>' examples/gpt-tiny.yaml
 expect_in "$TMP/err" "--passes:1:22: error: invalid value 'f8' for option 'dtype' of pass 'store'"

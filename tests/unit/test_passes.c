@@ -276,7 +276,7 @@ START_TEST(test_pipeline_bad) {
   bad("fuse;dce", 5, "expected ',' or '<'");
   bad("fuse<;max-ops=3>", 6, "empty option");
   /* option ranges and rules between options: refused where they are written, before any run */
-  bad("fuse<max-ops=-1>", 14, "option 'max-ops' of pass 'fuse' must be at least 1, not -1");
+  bad("fuse<max-ops=-1>", 14, "option 'max-ops' of pass 'fuse' must be in [1, 1000000], not -1");
   bad("fuse<max-ops=1000001>", 14, "option 'max-ops' of pass 'fuse' must be in [1, 1000000], not 1000001");
   bad("autodiff,checkpoint<every=0>", 27, "option 'every' of pass 'checkpoint' must be at least 1, not 0");
   bad("autodiff,checkpoint<budget=0>", 28, "option 'budget' of pass 'checkpoint' must be at least 1, not 0");
