@@ -147,6 +147,11 @@ GRAD_RULE(grad_linear) {
     snprintf(err, n, "linear with a fused epilogue: differentiate before the fuse pass");
     return false;
   }
+  if (op->in[1]->type.dtype != op->in[0]->type.dtype) {
+    snprintf(err, n, "linear with a bf16 weight (the compute pass) has no gradient rule: the compute pass is for "
+                     "inference");
+    return false;
+  }
   Value *dy = dy_of(g, op);
   if (needs(g, op, 0)) ir_grad_accumulate(g, op->in[0], emit2(g->f, OP_MATMUL, dy, in_of(g, op, 1)));
   if (needs(g, op, 1)) ir_grad_accumulate(g, op->in[1], emit2(g->f, OP_LINEAR_DW, dy, in_of(g, op, 0)));

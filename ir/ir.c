@@ -124,8 +124,13 @@ static bool shape_linear(const Module *m, const Op *op, Type *out, char *err, si
   char b1[96], b2[96];
   const Type *x = &op->in[0]->type, *w = &op->in[1]->type;
   if (!need_float(op, err, n)) return false;
-  if (x->rank < 1 || w->rank != 2 || w->dim[1] != x->dim[x->rank - 1] || w->dtype != x->dtype)
+  if (x->rank < 1 || w->rank != 2 || w->dim[1] != x->dim[x->rank - 1])
     return fail(err, n, "linear: weight %s is not [out, in] for input %s", tstr(w, b1), tstr(x, b2));
+  /* the same dtype, or an f32 input times a bf16 weight (the compute pass: products in bf16, the
+   * input rounded to bf16, f32 accumulation and result) */
+  if (w->dtype != x->dtype && !(x->dtype == DT_F32 && w->dtype == DT_BF16))
+    return fail(err, n, "linear: weight %s and input %s: the same dtype, or f32 input and bf16 weight", tstr(w, b1),
+                tstr(x, b2));
   *out = *x;
   out->dim[x->rank - 1] = w->dim[0];
   for (int i = 2; i < op->nin; i++) {

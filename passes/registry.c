@@ -11,6 +11,7 @@
 
 bool pass_autodiff(Module *m, const PassOptions *o, Diag *d);
 bool pass_checkpoint(Module *m, const PassOptions *o, Diag *d);
+bool pass_compute(Module *m, const PassOptions *o, Diag *d);
 bool pass_constfold(Module *m, const PassOptions *o, Diag *d);
 bool pass_cse(Module *m, const PassOptions *o, Diag *d);
 bool pass_dce(Module *m, const PassOptions *o, Diag *d);
@@ -51,6 +52,10 @@ static const PassOptSpec store_opts[] = {
     {"skip", POPT_STR, "", "parameters kept in f32: comma-separated names, a trailing '*' matching a prefix", ANY_VALUE},
 };
 
+static const PassOptSpec compute_opts[] = {
+    {"dtype", POPT_STR, "bf16", "the dtype of the products: bf16 (f32 accumulation)", ONE_OF("bf16")},
+};
+
 #define NOPTS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static const PassInfo registry[] = {
@@ -68,6 +73,8 @@ static const PassInfo registry[] = {
      pass_precision, precision_opts, NOPTS(precision_opts), true, pass_precision_check},
     {"store", "16-bit weight storage: f32 parameters stored in bf16 or f16, cast to f32 where they are read",
      pass_store, store_opts, NOPTS(store_opts), false, NULL},
+    {"compute", "products in bf16 from bf16-stored weights: linear and embedding read them without a cast",
+     pass_compute, compute_opts, NOPTS(compute_opts), true, NULL},
     {"memplan", "place every intermediate tensor at a static offset in one arena (liveness, greedy by size)",
      pass_memplan, NULL, 0, false, NULL},
 };
