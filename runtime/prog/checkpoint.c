@@ -1,7 +1,8 @@
 /* checkpoint.c: parameters and training checkpoints as safetensors: the parameters of a
  * weight-layout buffer under their names (rt_write_params: PROG train's --out, PROG grad's
  * gradients), and checkpoints holding weights, optimiser state, step, RNG and loss-scaling state
- * and the --tokens row cursor in one file (written atomically; loaded after checking model, optimiser and every shape), so
+ * and the --tokens row cursor in one file (written atomically; loaded after checking model,
+ * optimiser, the metadata (rt_ckpt_read_meta, pure, so that it can be fuzzed) and every shape), so
  * that --resume continues a run bit-exactly. */
 #include <stdio.h>
 #include <stdlib.h>
