@@ -1,7 +1,8 @@
 /* checkpoint.c: parameters and training checkpoints as safetensors: the parameters of a
  * weight-layout buffer under their names (rt_write_params: PROG train's --out, PROG grad's
  * gradients), and checkpoints holding weights, optimiser state, step, RNG and loss-scaling state
- * in one file (written atomically; loaded after checking model, optimiser and every shape), so
+ * and the --tokens row cursor in one file (written atomically; loaded after checking model,
+ * optimiser, the metadata (rt_ckpt_read_meta, pure, so that it can be fuzzed) and every shape), so
  * that --resume continues a run bit-exactly. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,11 +74,15 @@ int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *e
     snprintf(st, sizeof st, "%llu", (unsigned long long)t->rng.state);
     snprintf(inc, sizeof inc, "%llu", (unsigned long long)t->rng.inc);
     snprintf(el, sizeof el, "%.3f", elapsed);
+    char frows[32], fnext[32];
+    snprintf(frows, sizeof frows, "%lld", (long long)t->fix_rows);
+    snprintf(fnext, sizeof fnext, "%lld", (long long)t->fix_next);
     const char *meta[] = {"format", "pt", "modelc_checkpoint", "1", "model", m->name, "optimizer",
                           rt_opt_name(t->c.optimizer), "step", step, "steps", steps, "rng_state", st, "rng_inc", inc,
                           "elapsed_s", el, "dropout_seed", ds, "loss_scale", ls, "loss_scale_good", lsg,
-                          "skipped_steps", lss};
-    rc = rt_st_write(path, ts, n, meta, (int)(sizeof meta / sizeof *meta / 2), err);
+                          "skipped_steps", lss, "tokens_rows", frows, "tokens_next", fnext};
+    int nmeta = (int)(sizeof meta / sizeof *meta / 2) - (t->fix_ids ? 0 : 2); /* the cursor: --tokens runs */
+    rc = rt_st_write(path, ts, n, meta, nmeta, err);
   }
   if (names)
     for (int i = 0; i < ns * per; i++) free(names[i]);
@@ -88,29 +93,28 @@ int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *e
 
 #define CK_MAX_COUNT ((uint64_t)INT64_MAX / 2)
 
-/* Loads a checkpoint into the trainer after checking it is one of this model's, with this
- * optimiser, holding every tensor with its exact shape. */
-int rt_load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError *err) {
-  const RtModel *m = t->m;
-  RtSafetensors *st = NULL;
-  if (rt_st_open(&st, path, err)) return -1;
+int rt_ckpt_read_meta(const char *path, RtCkptMetaGet get, const void *src, const char *model_name,
+                      RtOptimizer optimizer, int64_t fix_rows, RtCkptMeta *out, RtError *err) {
+  memset(out, 0, sizeof *out);
+  out->loss_scale = 1.0;
   int rc = 0;
-  const char *model = rt_st_metadata(st, "model"), *opt = rt_st_metadata(st, "optimizer");
-  const char *step = rt_st_metadata(st, "step"), *rs = rt_st_metadata(st, "rng_state");
-  const char *ri = rt_st_metadata(st, "rng_inc"), *steps = rt_st_metadata(st, "steps");
-  const char *el = rt_st_metadata(st, "elapsed_s"), *dsd = rt_st_metadata(st, "dropout_seed");
-  const char *ls = rt_st_metadata(st, "loss_scale"), *lsg = rt_st_metadata(st, "loss_scale_good"),
-             *lss = rt_st_metadata(st, "skipped_steps");
-  uint64_t u_step = 0, u_state = 0, u_inc = 0, u_steps = 0, u_ds = 0, u_good = 0, u_skip = 0;
-  double d_scale = 1.0;
-  if (!rt_st_metadata(st, "modelc_checkpoint") || !model || !opt || !step || !rs || !ri)
+  const char *model = get(src, "model"), *opt = get(src, "optimizer");
+  const char *step = get(src, "step"), *rs = get(src, "rng_state");
+  const char *ri = get(src, "rng_inc"), *steps = get(src, "steps");
+  const char *el = get(src, "elapsed_s"), *dsd = get(src, "dropout_seed");
+  const char *ls = get(src, "loss_scale"), *lsg = get(src, "loss_scale_good"), *lss = get(src, "skipped_steps");
+  const char *frows = get(src, "tokens_rows"), *fnext = get(src, "tokens_next");
+  uint64_t u_step = 0, u_state = 0, u_inc = 0, u_steps = 0, u_ds = 0, u_good = 0, u_skip = 0, u_rows = 0,
+           u_next = 0;
+  double d_scale = 1.0, d_el = 0.0;
+  if (!get(src, "modelc_checkpoint") || !model || !opt || !step || !rs || !ri)
     rc = rt_fail(err, "%s: not a modelc training checkpoint (its metadata lacks model, optimizer, step or the RNG "
                       "state)", path);
-  else if (strcmp(model, m->name))
-    rc = rt_fail(err, "%s: checkpoint of model '%s', but this program is model '%s'", path, model, m->name);
-  else if (strcmp(opt, rt_opt_name(t->c.optimizer)))
+  else if (strcmp(model, model_name))
+    rc = rt_fail(err, "%s: checkpoint of model '%s', but this program is model '%s'", path, model, model_name);
+  else if (strcmp(opt, rt_opt_name(optimizer)))
     rc = rt_fail(err, "%s: checkpoint holds %s optimiser state, but this run uses %s", path, opt,
-                 rt_opt_name(t->c.optimizer));
+                 rt_opt_name(optimizer));
   /* Each field checked on its own, so the message names the one that is wrong. Counts are bounded
    * by 2^62 so that step arithmetic (step + 1, steps - step) cannot overflow an int64. */
   else if (rt_parse_u64(step, &u_step) || u_step > CK_MAX_COUNT)
@@ -134,12 +138,52 @@ int rt_load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError 
   else if (lss && (rt_parse_u64(lss, &u_skip) || u_skip > u_step))
     rc = rt_fail(err, "%s: checkpoint metadata 'skipped_steps' is '%s': expected a count from 0 to the step (%llu)",
                  path, lss, (unsigned long long)u_step);
-  else if (el) {
-    char *end = NULL;
-    double e = strtod(el, &end);
-    if (end == el || *end || !(e >= 0 && e < 1e15))
-      rc = rt_fail(err, "%s: checkpoint metadata 'elapsed_s' is '%s': expected seconds, a number from 0", path, el);
-  }
+  else if (el && rt_parse_real(el, 0, 1e15, 0, 1, &d_el))
+    rc = rt_fail(err, "%s: checkpoint metadata 'elapsed_s' is '%s': expected seconds, a number from 0", path, el);
+  /* The --tokens row cursor: a run on fixed rows resumes at the row it would have drawn next, so
+   * only with the same number of rows (a checkpoint without them, older or of a --data run,
+   * starts the cursor at row 0). */
+  else if (frows && rt_parse_u64(frows, &u_rows))
+    rc = rt_fail(err, "%s: checkpoint metadata 'tokens_rows' is '%s': expected a row count", path, frows);
+  else if (frows && (fix_rows <= 0 || u_rows != (uint64_t)fix_rows)) {
+    char this_run[32] = "none";
+    if (fix_rows > 0) snprintf(this_run, sizeof this_run, "%lld", (long long)fix_rows);
+    rc = rt_fail(err, "%s: checkpoint metadata 'tokens_rows' is '%s': the checkpointed run trained on %s --tokens "
+                      "rows, this one on %s; resume with the same --tokens and --targets", path, frows, frows,
+                 this_run);
+  } else if (frows && !fnext)
+    rc = rt_fail(err, "%s: checkpoint metadata has 'tokens_rows' but no 'tokens_next' (the next row to train on)",
+                 path);
+  else if (fnext && !frows)
+    rc = rt_fail(err, "%s: checkpoint metadata 'tokens_next' is '%s' without 'tokens_rows'", path, fnext);
+  else if (fnext && (rt_parse_u64(fnext, &u_next) || u_next >= u_rows))
+    rc = rt_fail(err, "%s: checkpoint metadata 'tokens_next' is '%s': expected a row from 0 to %llu", path, fnext,
+                 (unsigned long long)(u_rows - 1));
+  if (rc) return rc;
+  out->step = (int64_t)u_step;
+  out->steps = (int64_t)u_steps;
+  out->rng_state = u_state;
+  out->rng_inc = u_inc;
+  out->dropout_seed = u_ds;
+  out->have_loss_scale = ls != NULL;
+  out->loss_scale = d_scale;
+  out->ls_good = (int64_t)u_good;
+  out->ls_skipped = (int64_t)u_skip;
+  out->elapsed = d_el;
+  out->fix_next = (int64_t)u_next;
+  return 0;
+}
+
+static const char *st_meta(const void *st, const char *key) { return rt_st_metadata(st, key); }
+
+/* Loads a checkpoint into the trainer after checking it is one of this model's, with this
+ * optimiser, holding every tensor with its exact shape. */
+int rt_load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError *err) {
+  const RtModel *m = t->m;
+  RtSafetensors *st = NULL;
+  if (rt_st_open(&st, path, err)) return -1;
+  RtCkptMeta meta;
+  int rc = rt_ckpt_read_meta(path, st_meta, st, m->name, t->c.optimizer, t->fix_ids ? t->fix_rows : 0, &meta, err);
   int sgd = t->c.optimizer == RT_OPT_SGD;
   for (int k = 0; k < (sgd ? 2 : 3) && !rc; k++) {
     const char *prefix = k == 0 ? "" : sgd ? "opt.mom." : k == 1 ? "opt.m." : "opt.v.";
@@ -157,15 +201,16 @@ int rt_load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError 
     }
   }
   if (!rc) {
-    t->step = (int64_t)u_step;
-    t->rng.state = u_state;
-    t->rng.inc = u_inc;
-    t->dropout_seed = u_ds;
-    if (ls) t->ls.scale = d_scale; /* older checkpoints: the run's initial scale */
-    t->ls.good = (int64_t)u_good;
-    t->ls.skipped = (int64_t)u_skip;
-    t->elapsed0 = el ? atof(el) : 0.0;
-    *ck_steps = (int64_t)u_steps;
+    t->step = meta.step;
+    t->rng.state = meta.rng_state;
+    t->rng.inc = meta.rng_inc;
+    t->dropout_seed = meta.dropout_seed;
+    if (meta.have_loss_scale) t->ls.scale = meta.loss_scale; /* older checkpoints: the run's initial scale */
+    t->ls.good = meta.ls_good;
+    t->ls.skipped = meta.ls_skipped;
+    t->elapsed0 = meta.elapsed;
+    t->fix_next = meta.fix_next;
+    *ck_steps = meta.steps;
   }
   rt_st_close(st);
   return rc;

@@ -53,6 +53,23 @@ int rt_write_params(const RtModel *m, const char *path, const void *buf, const c
                     RtError *err);
 /* Weights, optimiser state, step, RNG and loss-scaling state in one safetensors file. */
 int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *err);
+/* A checkpoint's metadata (see docs/runtime.md, "Checkpoints"), read and checked by rt_ckpt_read_meta. */
+typedef struct RtCkptMeta {
+  int64_t step, steps;                      /* steps done (<= 2^62 - 1), the run's total (0: not stored) */
+  uint64_t rng_state, rng_inc, dropout_seed; /* rng_inc odd */
+  int have_loss_scale;                      /* loss_scale stored (older checkpoints lack it) */
+  double loss_scale;                        /* [1e-30, 1e30] */
+  int64_t ls_good, ls_skipped;              /* ls_skipped <= step */
+  double elapsed;                           /* seconds, [0, 1e15) */
+  int64_t fix_next;                         /* the --tokens cursor, in [0, tokens_rows); 0 when not stored */
+} RtCkptMeta;
+/* The metadata value of key in src, or NULL. */
+typedef const char *(*RtCkptMetaGet)(const void *src, const char *key);
+/* Reads and checks a checkpoint's metadata (get(src, key)) against this run: the model's name, the
+ * optimiser, the rows of its --tokens (0: none). 0 with *out filled, or -1 with a message that
+ * names the field that is wrong (path is the file's name for it). Pure: reads no file. */
+int rt_ckpt_read_meta(const char *path, RtCkptMetaGet get, const void *src, const char *model, RtOptimizer opt,
+                      int64_t fix_rows, RtCkptMeta *out, RtError *err);
 /* Loads a checkpoint into the trainer after checking it is one of this model's, with this
  * optimiser, holding every tensor with its exact shape; *ck_steps gets its --steps. */
 int rt_load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError *err);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Training through a generated program (gpt-tiny, whose pipeline starts with autodiff): flags
 # override the spec's train: settings; a run resumed from a checkpoint ends byte-identical to an
-# uninterrupted one; micro-batches give the full batch's result; bad flags and programs built
+# uninterrupted one (on --data windows and on --tokens rows, whose cursor the checkpoint keeps);
+# micro-batches give the full batch's result; bad flags and programs built
 # without training fail clearly.
 set -euo pipefail
 source "$(dirname "$0")/lib.bash"
@@ -25,6 +26,36 @@ cmp -s "$TMP/a.safetensors" "$TMP/b.safetensors" || fail "resumed run differs fr
 [ "$(wc -l < "$TMP/a.csv")" -eq 7 ] || fail "the CSV log should have a header and 6 rows"
 grep -q '^3,.*,[0-9.]*,[0-9.]*,' "$TMP/a.csv" || fail "no validation loss at step 3 in the CSV"
 head -c 4 "$TMP/a.svg" | grep -q '<svg' || fail "no SVG loss curve"
+
+# fixed rows resume exactly: 3 rows at batch 2 cycle 0 1 | 2 0 | 1 2 | ...; stopping after step 2
+# (4 rows drawn, not a multiple of 3) and resuming must continue at row 1, as the uninterrupted
+# run does (the checkpoint keeps the row cursor, issue 9)
+i32() { local v out=""; for v in "$@"; do out+=$(printf '\\x%02x\\x%02x\\x00\\x00' $((v & 255)) $((v >> 8))); done; printf '%s' "$out"; }
+ids=() tgts=()
+for r in 0 1 2; do for c in 0 1 2 3 4 5 6 7; do ids+=($(( (r * 37 + c * 11) % 200 + 32 ))); tgts+=($(( (r * 53 + c * 7) % 200 + 32 ))); done; done
+mknpy "$TMP/t3.npy" '<i4' '3, 8' "$(i32 "${ids[@]}")"
+mknpy "$TMP/y3.npy" '<i4' '3, 8' "$(i32 "${tgts[@]}")"
+R3=("$G" train --tokens "$TMP/t3.npy" --targets "$TMP/y3.npy" --batch 2 --steps 5 --seed 2 --lr 1e-2)
+expect_status 0 "${R3[@]}" --out "$TMP/r3a.safetensors"
+expect_status 0 "${R3[@]}" --stop-at 2 --checkpoint "$TMP/r3ck.safetensors" --out "$TMP/r3h.safetensors"
+expect_status 0 "${R3[@]}" --resume "$TMP/r3ck.safetensors" --out "$TMP/r3b.safetensors"
+cmp -s "$TMP/r3a.safetensors" "$TMP/r3b.safetensors" || fail "resumed --tokens run differs from the uninterrupted one"
+cmp -s "$TMP/r3a.safetensors" "$TMP/r3h.safetensors" && fail "the half run equals the whole one: the test proves nothing"
+# the resumed run must read rows like the checkpointed one: the same number of rows, fixed rows at all
+expect_status 1 "$G" train --tokens $FIX/gpt-tiny/tokens.npy --targets $FIX/gpt-tiny/targets.npy --batch 2 \
+  --steps 5 --resume "$TMP/r3ck.safetensors" --out "$TMP/r3x.safetensors"
+expect_in "$TMP/err" "checkpoint metadata 'tokens_rows' is '3': the checkpointed run trained on 3 --tokens rows, this one on 4"
+expect_status 1 "$G" train --data "$TMP/data.txt" --steps 5 --resume "$TMP/r3ck.safetensors" --out "$TMP/r3x.safetensors"
+expect_in "$TMP/err" "checkpoint metadata 'tokens_rows' is '3': the checkpointed run trained on 3 --tokens rows, this one on none"
+# an absurd cursor in the metadata is named
+hlen=$(od -An -tu8 -N8 "$TMP/r3ck.safetensors" | tr -d ' ')
+head -c $((8 + hlen)) "$TMP/r3ck.safetensors" | tail -c "$hlen" | sed -E 's/"tokens_next":"[0-9]+"/"tokens_next":"3"/' > "$TMP/h.json"
+expect_in "$TMP/h.json" '"tokens_next":"3"'
+n=$(wc -c < "$TMP/h.json")
+{ for k in 0 1 2 3 4 5 6 7; do printf "\\x$(printf %02x $(( (n >> (8 * k)) & 255 )))"; done
+  cat "$TMP/h.json"; tail -c +$((9 + hlen)) "$TMP/r3ck.safetensors"; } > "$TMP/r3bad.safetensors"
+expect_status 1 "${R3[@]}" --resume "$TMP/r3bad.safetensors" --out "$TMP/r3x.safetensors"
+expect_in "$TMP/err" "checkpoint metadata 'tokens_next' is '3': expected a row from 0 to 2"
 
 # micro-batches: batch 4 as 4 x 1 gives the same weights as 1 x 4 (to float rounding: compare losses)
 expect_status 0 "$G" train --tokens $FIX/gpt-tiny/tokens.npy --targets $FIX/gpt-tiny/targets.npy --steps 2 \

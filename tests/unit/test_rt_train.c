@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "rt_test_util.h"
+#include "../../runtime/prog/train.h" /* rt_ckpt_read_meta */
 
 /* ---------------------------------------------------------------------------------------------
  * Optimisers and schedules
@@ -433,6 +434,87 @@ START_TEST(test_resume_bit_exact) {
 }
 END_TEST
 
+/* --tokens rows cycle through steps and a resume continues at the next row: 3 rows at batch 2,
+ * 5 steps in one session against 2 + resume 3 (4 rows drawn before the checkpoint, not a multiple
+ * of 3: a cursor restarted at row 0 would train on other rows). */
+START_TEST(test_resume_fixed_rows) {
+  RtModel m = make_fake("fake-bigram");
+  int32_t ids[3 * 8], tgt[3 * 8];
+  for (int i = 0; i < 3 * 8; i++) ids[i] = (i * 7) % V, tgt[i] = (i * 5 + 3) % V;
+  const int64_t shape[2] = {3, 8};
+  RtError err;
+  ck_assert(rt_npy_write(P("t.npy"), RT_DT_I32, 2, shape, ids, &err) == 0);
+  ck_assert(rt_npy_write(P("y.npy"), RT_DT_I32, 2, shape, tgt, &err) == 0);
+#define ROWS "train", "--tokens", P("t.npy"), "--targets", P("y.npy"), "--batch", "2", "--steps", "5"
+  ck_assert_msg(run(&m, ROWS, "--out", P("full.safetensors"), NULL) == 0, "%s", errbuf);
+  ck_assert_msg(run(&m, ROWS, "--out", P("half.safetensors"), "--stop-at", "2", "--checkpoint", P("ck.safetensors"),
+                    NULL) == 0, "%s", errbuf);
+  ck_assert(!same_file(P("full.safetensors"), P("half.safetensors")));
+  RtSafetensors *st;
+  ck_assert(rt_st_open(&st, P("ck.safetensors"), &err) == 0);
+  ck_assert_str_eq(rt_st_metadata(st, "tokens_rows"), "3");
+  ck_assert_str_eq(rt_st_metadata(st, "tokens_next"), "1"); /* rows 0 1 | 2 0: row 1 is next */
+  rt_st_close(st);
+  ck_assert_msg(run(&m, ROWS, "--out", P("half.safetensors"), "--resume", P("ck.safetensors"), NULL) == 0, "%s",
+                errbuf);
+  ck_assert(same_file(P("full.safetensors"), P("half.safetensors")));
+  /* other rows than the checkpointed run's are refused */
+  const int64_t shape4[2] = {4, 8};
+  int32_t ids4[4 * 8] = {0};
+  ck_assert(rt_npy_write(P("t4.npy"), RT_DT_I32, 2, shape4, ids4, &err) == 0);
+  ck_assert(rt_npy_write(P("y4.npy"), RT_DT_I32, 2, shape4, ids4, &err) == 0);
+  ck_assert(run(&m, "train", "--tokens", P("t4.npy"), "--targets", P("y4.npy"), "--batch", "2", "--steps", "5",
+                "--out", P("x.safetensors"), "--resume", P("ck.safetensors"), NULL) == 1);
+  ck_assert_msg(strstr(errbuf, "checkpoint metadata 'tokens_rows' is '3': the checkpointed run trained on 3 --tokens "
+                               "rows, this one on 4") != NULL, "%s", errbuf);
+#undef ROWS
+}
+END_TEST
+
+/* The metadata checks (rt_ckpt_read_meta) name the field that is wrong, at each bound. */
+typedef struct Kv {
+  const char *k[20], *v[20];
+} Kv;
+static const char *kv_get(const void *src, const char *key) {
+  const Kv *kv = src;
+  for (int i = 0; i < 20 && kv->k[i]; i++)
+    if (!strcmp(kv->k[i], key)) return kv->v[i];
+  return NULL;
+}
+static int meta_check(const char *extra_k, const char *extra_v, const char *extra_k2, const char *extra_v2,
+                      int64_t rows, RtCkptMeta *out, RtError *err) {
+  Kv kv = {{"modelc_checkpoint", "model", "optimizer", "step", "rng_state", "rng_inc", extra_k, extra_k2},
+           {"1", "m", "adamw", "4", "5", "7", extra_v, extra_v2}};
+  err->msg[0] = 0;
+  return rt_ckpt_read_meta("ck", kv_get, &kv, "m", RT_OPT_ADAMW, rows, out, err);
+}
+
+START_TEST(test_checkpoint_meta) {
+  RtCkptMeta o;
+  RtError err;
+  ck_assert(meta_check(NULL, NULL, NULL, NULL, 0, &o, &err) == 0);
+  ck_assert(o.step == 4 && o.rng_state == 5 && o.rng_inc == 7 && o.fix_next == 0 && !o.have_loss_scale);
+  ck_assert(meta_check(NULL, NULL, NULL, NULL, 3, &o, &err) == 0 && o.fix_next == 0); /* older: row 0 */
+  ck_assert(meta_check("tokens_rows", "3", "tokens_next", "2", 3, &o, &err) == 0 && o.fix_next == 2);
+  ck_assert(meta_check("tokens_rows", "3", "tokens_next", "3", 3, &o, &err) == -1);
+  ck_assert_str_eq(err.msg, "ck: checkpoint metadata 'tokens_next' is '3': expected a row from 0 to 2");
+  ck_assert(meta_check("tokens_rows", "3", "tokens_next", "-1", 3, &o, &err) == -1);
+  ck_assert(strstr(err.msg, "'tokens_next' is '-1'") != NULL);
+  ck_assert(meta_check("tokens_rows", "3", NULL, NULL, 3, &o, &err) == -1);
+  ck_assert(strstr(err.msg, "has 'tokens_rows' but no 'tokens_next'") != NULL);
+  ck_assert(meta_check("tokens_next", "0", NULL, NULL, 3, &o, &err) == -1);
+  ck_assert(strstr(err.msg, "'tokens_next' is '0' without 'tokens_rows'") != NULL);
+  ck_assert(meta_check("tokens_rows", "3x", "tokens_next", "0", 3, &o, &err) == -1);
+  ck_assert(strstr(err.msg, "'tokens_rows' is '3x': expected a row count") != NULL);
+  ck_assert(meta_check("tokens_rows", "3", "tokens_next", "0", 0, &o, &err) == -1);
+  ck_assert(strstr(err.msg, "this one on none") != NULL);
+  ck_assert(meta_check("elapsed_s", "nan", NULL, NULL, 0, &o, &err) == -1);
+  ck_assert(strstr(err.msg, "'elapsed_s' is 'nan'") != NULL);
+  ck_assert(meta_check("elapsed_s", "12.5", "loss_scale", "8", 0, &o, &err) == 0);
+  ck_assert(o.elapsed == 12.5 && o.have_loss_scale && o.loss_scale == 8);
+}
+END_TEST
+
 START_TEST(test_checkpoint_contents) {
   RtModel m = make_fake("fake-bigram");
   ck_assert_msg(run(&m, "train", "--data", P("text.txt"), "--out", P("w.safetensors"), "--steps", "3", "--seed", "42",
@@ -636,6 +718,8 @@ static Suite *suite(void) {
   tcase_add_test(t, test_micro_batches);
   tcase_add_test(t, test_resume_bit_exact);
   tcase_add_test(t, test_checkpoint_contents);
+  tcase_add_test(t, test_resume_fixed_rows);
+  tcase_add_test(t, test_checkpoint_meta);
   tcase_add_test(t, test_bad_inputs);
   tcase_add_test(t, test_grad);
   suite_add_tcase(s, t);
