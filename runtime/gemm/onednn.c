@@ -39,7 +39,7 @@
 /* libgomp, oneDNN's OpenMP runtime (declared here: clang's include path has no omp.h). */
 extern void omp_set_num_threads(int n);
 
-#define RT_DNNL_CACHE 256
+#define RT_DNNL_CACHE 1024
 
 typedef struct Key {
   int ta, tb, M, N, K, adt, bdt, lda, ldb, ldc;
