@@ -591,6 +591,8 @@ static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **a
   char incflag[PATH_MAX + 3];
   snprintf(incflag, sizeof incflag, "-I%s", inc && *inc ? inc : MODELC_RT_INCLUDE);
   char *args[32];
+  char rtlink[sizeof MODELC_RT_LINK]; /* split into args below, so a copy */
+  memcpy(rtlink, MODELC_RT_LINK, sizeof rtlink);
   int n = 0;
   args[n++] = (char *)cc;
   if (!llvm) { /* the LLVM backend's object only needs linking */
@@ -607,9 +609,9 @@ static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **a
   args[n++] = (char *)o->output;
   if (strcmp(emit, "exe") == 0) {
     args[n++] = (char *)(lib && *lib ? lib : MODELC_RT_LIB);
-    args[n++] = "-lopenblas";
-    args[n++] = "-lm";
-    args[n++] = "-lpthread";
+    /* the runtime's own libraries (OpenBLAS, oneDNN and libgomp when built with it, libm,
+     * pthreads): one space-separated list from CMake (RT_LINK_FLAGS), the runtime target's */
+    for (char *w = strtok(rtlink, " "); w && n < 30; w = strtok(NULL, " ")) args[n++] = w;
   }
   args[n] = NULL;
   int rc = run_command(args, false);

@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Build tools and libraries; clang and its sanitizer runtime build the ASan+UBSan configuration.
-PKGS=(build-essential cmake pkg-config libyaml-dev check libsubunit-dev libopenblas-dev
+# Build tools and libraries; clang and its sanitizer runtime build the ASan+UBSan configuration;
+# libdnnl-dev is oneDNN for the runtime's GEMM layer (optional to CMake: -DMODELC_DNNL=OFF).
+PKGS=(build-essential cmake pkg-config libyaml-dev check libsubunit-dev libopenblas-dev libdnnl-dev
       llvm-14-dev clang libclang-rt-14-dev fortunes)
 
 missing=()

@@ -1,16 +1,24 @@
-/* linear.c: the linear layer and its backward, the GEMMs of the runtime. Forward: rt_linear
- * (cblas_sgemm / sgemv split over the pool, with the generated code's fused epilogue run while the
+/* linear.c: the linear layer and its backward, the f32 GEMMs of the runtime. Forward: rt_linear
+ * (rt_gemm / sgemv split over the pool, with the generated code's fused epilogue run while the
  * rows are in cache) and rt_matmul. Backward: the input gradient y = dy W (rt_matmul_nn) and the
  * weight gradient dW = dy^T x (rt_linear_dw). Each has a naive serial `_ref` twin (plain loops,
  * double accumulation) that tests/unit/test_rt_kernels.c and test_rt_backward.c compare against.
  *
  * Threading: every GEMM splits its output into blocks fixed by the shapes (gemm_rows_block,
- * lin_cols_block) and makes one single-threaded OpenBLAS call per block, the blocks spread over the
- * pool (rt_parallel_blocks). No reduction is ever split (K, and dW's M, stay inside one call), and
- * the calls OpenBLAS sees (their sizes and operands) are the same for any thread count, so the
- * results are too, bit for bit, whatever OpenBLAS's blocking does inside a call
- * (tests/unit/test_rt_threads.c records the calls). */
+ * lin_cols_block) and makes one single-threaded call of the GEMM layer (rt_gemm, runtime/gemm/:
+ * OpenBLAS's sgemm by default for f32) per block, the blocks spread over the pool
+ * (rt_parallel_blocks). No reduction is ever split (K, and dW's M, stay inside one call), and the
+ * calls the library sees (their sizes and operands) are the same for any thread count, so the
+ * results are too, bit for bit, whatever the library's blocking does inside a call
+ * (tests/unit/test_rt_threads.c records the calls).
+ *
+ * rt_linear's one-row column slices (decode, M == 1) call cblas_sgemv directly when the f32 GEMM
+ * is OpenBLAS (OpenBLAS's sgemm at M = 1 packs all of W first, ~3x slower); this special case lives
+ * here rather than in the layer because only here is M == 1 the whole problem: the layer also sees
+ * one-row last blocks of the row path, which must stay sgemm calls for today's bits. */
 #include "kernels.h"
+
+#include "../gemm/gemm.h"
 
 #include <cblas.h>
 #include <string.h>
@@ -49,14 +57,14 @@ static void lin_rows(void *p, int lo, int hi) {
       memcpy(c->y + (size_t)m * c->N, c->bias, (size_t)c->N * sizeof(float));
     beta = 1.0f;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hi - lo, c->N, c->K, 1.0f, c->x + (size_t)lo * c->K, c->K, c->W,
-              c->K, beta, y, c->N);
+  rt_gemm(0, 1, hi - lo, c->N, c->K, RT_DT_F32, c->x + (size_t)lo * c->K, c->K, RT_DT_F32, c->W, c->K, beta, y,
+          c->N);
   if (c->epi)
     c->epi(c->ctx, lo, hi);
 }
 
-/* columns [lo,hi) of y (all M rows): rows lo..hi of W. sgemv for M == 1 (OpenBLAS's sgemm packs
- * all of W first at M = 1, ~3x slower), sgemm for a few rows. No epilogue here. */
+/* columns [lo,hi) of y (all M rows): rows lo..hi of W. sgemv for M == 1 when the f32 GEMM is
+ * OpenBLAS (above), rt_gemm otherwise. No epilogue here. */
 static void lin_cols(void *p, int lo, int hi) {
   const LinCtx *c = p;
   float beta = 0.0f;
@@ -65,12 +73,12 @@ static void lin_cols(void *p, int lo, int hi) {
       memcpy(c->y + (size_t)m * c->N + lo, c->bias + lo, (size_t)(hi - lo) * sizeof(float));
     beta = 1.0f;
   }
-  if (c->M == 1)
+  if (c->M == 1 && rt_gemm_selected(RT_DT_F32) == RT_GEMM_OPENBLAS)
     cblas_sgemv(CblasRowMajor, CblasNoTrans, hi - lo, c->K, 1.0f, c->W + (size_t)lo * c->K, c->K, c->x, 1, beta,
                 c->y + lo, 1);
   else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c->M, hi - lo, c->K, 1.0f, c->x, c->K,
-                c->W + (size_t)lo * c->K, c->K, beta, c->y + lo, c->N);
+    rt_gemm(0, 1, c->M, hi - lo, c->K, RT_DT_F32, c->x, c->K, RT_DT_F32, c->W + (size_t)lo * c->K, c->K, beta,
+            c->y + lo, c->N);
 }
 
 /* below 2 blocks of 16 rows, split the columns */
@@ -124,11 +132,11 @@ typedef struct GemmCtx {
   int M, N, K;
 } GemmCtx;
 
-/* rows [lo,hi) of y = dy W: one sgemm NN */
+/* rows [lo,hi) of y = dy W: one GEMM NN */
 static void nn_rows(void *p, int lo, int hi) {
   const GemmCtx *c = p;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, hi - lo, c->K, c->N, 1.0f, c->a + (size_t)lo * c->N, c->N,
-              c->b, c->K, 0.0f, c->out + (size_t)lo * c->K, c->K);
+  rt_gemm(0, 0, hi - lo, c->K, c->N, RT_DT_F32, c->a + (size_t)lo * c->N, c->N, RT_DT_F32, c->b, c->K, 0.0f,
+          c->out + (size_t)lo * c->K, c->K);
 }
 
 void rt_matmul_nn(float *y, const float *dy, const float *W, int M, int N, int K) {
@@ -155,8 +163,8 @@ void rt_matmul_nn_ref(float *y, const float *dy, const float *W, int M, int N, i
 /* rows [lo,hi) of dW = dy^T x: dy's columns lo..hi read in place (transposed, lda = N) */
 static void dw_rows(void *p, int lo, int hi) {
   const GemmCtx *c = p;
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hi - lo, c->K, c->M, 1.0f, c->a + lo, c->N, c->b, c->K, 0.0f,
-              c->out + (size_t)lo * c->K, c->K);
+  rt_gemm(1, 0, hi - lo, c->K, c->M, RT_DT_F32, c->a + lo, c->N, RT_DT_F32, c->b, c->K, 0.0f,
+          c->out + (size_t)lo * c->K, c->K);
 }
 
 void rt_linear_dw(float *dW, const float *dy, const float *x, int M, int N, int K) {

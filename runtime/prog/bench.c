@@ -81,6 +81,9 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
          m->name, B, T, fwd, B * T / fwd);
   printf("forward_gflops: %.2f\n", (double)m->flops_per_token * B * T / fwd / 1e9);
   printf("threads: %d\n", rt_threads());
+  char gemm[256];
+  rt_gemm_describe(gemm, sizeof gemm);
+  printf("gemm: %s\n", gemm);
   if (rt_is_lm(m) && m->nstate > 0) {
     if (rt_run_kv(&r, 1, &err)) {
       fprintf(stderr, "%s: error: %s\n", prog, err.msg);

@@ -39,6 +39,9 @@ static void print_info(const RtModel *m, FILE *o) {
   char cpu[256];
   rt_cpu_describe(cpu, sizeof cpu);
   fprintf(o, "cpu features:     %s\n", cpu);
+  char gemm[256];
+  rt_gemm_describe(gemm, sizeof gemm);
+  fprintf(o, "gemm:             %s\n", gemm);
 }
 
 int rt_verb_info(const char *prog, int argc, char **argv, const RtModel *m) {

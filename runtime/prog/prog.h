@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "../core/core.h"
+#include "../gemm/gemm.h"
 #include "../io/io.h"
 #include "../kernels/kernels.h"
 #include "../modelc_rt.h"

@@ -46,6 +46,11 @@ planned=$(awk '$1 == "memplan" { print $NF }' "$TMP/out" | tr -d ,)
 [ -n "$arena" ] && [ "$arena" = "$planned" ] || fail "PROG info arena '$arena' differs from modelc stats '$planned'"
 expect_in "$TMP/info" "parameters:       842496"
 expect_in "$TMP/info" "forward FLOPs:"
+# the GEMM layer's choice (docs/runtime.md, "The GEMM layer"); an impossible MODELC_GEMM is refused
+expect_in "$TMP/info" "gemm:             f32: openblas; bf16: "
+MODELC_GEMM=ref expect_status 0 "$G" info; expect_in "$TMP/out" "f32: ref; bf16: ref (MODELC_GEMM=ref)"
+MODELC_GEMM=nonesuch expect_status 1 "$G" info; expect_in "$TMP/err" "MODELC_GEMM='nonesuch' is not an implementation"
+MODELC_CPU=portable MODELC_GEMM=avx512bf16 expect_status 1 "$G" info; expect_in "$TMP/err" "no AVX512-BF16"
 
 # every verb has --help
 for v in info init forward generate eval bench; do expect_status 0 "$G" $v --help; expect_in "$TMP/out" "usage:"; done

@@ -5,13 +5,18 @@
  *     threads: this program defines cblas_sgemm and cblas_sgemv itself (the executable's
  *     definitions take the place of OpenBLAS's for the runtime library linked into it), records
  *     every call and forwards it to OpenBLAS. Equal calls mean equal bits whatever OpenBLAS's own
- *     blocking does inside one call, on any CPU its dispatch picks.
+ *     blocking does inside one call, on any CPU its dispatch picks. The kernels reach OpenBLAS
+ *     through the GEMM layer (runtime/gemm/): an f32 rt_gemm is exactly one cblas_sgemm with the
+ *     caller's transposes, sizes, leading dimensions and beta (gemm_layer_is_one_sgemm); the
+ *     layer's bf16 paths and oneDNN's threads are tests/unit/test_rt_gemm.c's.
  * (2) The outputs of every threaded kernel with a reduction or a library call (the GEMMs, the
  *     attention forward, decode and backward, the norms and their gradients, cross-entropy, the
  *     embedding gradient, the global gradient norm) are bit-identical for 1, 2, 3 and 4 threads.
  * End to end (trained weights, checkpoints resumed with another thread count) is tests/cli/threads.sh. */
 #define _GNU_SOURCE /* RTLD_NEXT */
 #include "rt_test_util.h"
+
+#include "../../runtime/gemm/gemm.h"
 
 #include <cblas.h>
 #include <check.h>
@@ -215,11 +220,34 @@ START_TEST(kernels_same_bits) {
 }
 END_TEST
 
+/* the layer between the kernels and OpenBLAS adds nothing: one call, the caller's arguments */
+START_TEST(gemm_layer_is_one_sgemm) {
+  if (rt_gemm_selected(RT_DT_F32) != RT_GEMM_OPENBLAS)
+    return; /* MODELC_GEMM moved f32 elsewhere: nothing of OpenBLAS's to record */
+  float *a = falloc(40 * 50), *b = falloc(40 * 50), *c = falloc(40 * 50);
+  fill_uniform(a, 40 * 50, -1, 1, 21);
+  fill_uniform(b, 40 * 50, -1, 1, 22);
+  fill_uniform(c, 40 * 50, -1, 1, 23);
+  for (int t = 0; t < 4; t++) {
+    ncalls = overflow = 0;
+    float beta = t == 3 ? 1.0f : 0.0f;
+    rt_gemm(t >> 1, t & 1, 9, 11, 13, RT_DT_F32, a, 40, RT_DT_F32, b, 41, beta, c, 42);
+    ck_assert_int_eq(ncalls, 1);
+    Call want = {0, t >> 1 ? CblasTrans : CblasNoTrans, t & 1 ? CblasTrans : CblasNoTrans, 9, 11, 13, 40, 41, 42,
+                 a, b, c, 1.0f, beta};
+    ck_assert_msg(cmp_call(&calls[0], &want) == 0, "trans=%d%d: the layer's sgemm call differs from its arguments",
+                  t >> 1, t & 1);
+  }
+  free(a), free(b), free(c);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("rt_threads");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, gemm_calls_fixed_by_shape);
   tcase_add_test(tc, kernels_same_bits);
+  tcase_add_test(tc, gemm_layer_is_one_sgemm);
   suite_add_tcase(s, tc);
   return check_run(s);
 }
