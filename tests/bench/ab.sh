@@ -4,7 +4,7 @@
 # Builds modelc (Release) from the working tree into build-bench/ and from git revision BASE_REF
 # (a temporary worktree under build-bench/ab/) and, with each, the programs of gpt-tiny
 # (examples/gpt-tiny.yaml) and small (tests/bench/small.yaml). Then ROUNDS rounds (default 5),
-# each running `PROG bench --runs 7` for both builds, both models and 1 and 2 threads, the
+# each running `PROG bench --runs 5` for both builds, both models and 1 and 2 threads, the
 # order of base and new alternating per round (the machine is shared and noisy: both see the
 # same conditions). Prints a Markdown table of the medians over the rounds of forward tokens/s,
 # decode tokens/s and training-step seconds, with the ratio new/base (speed: > 1 is faster;
@@ -38,7 +38,7 @@ for r in $(seq 1 "$ROUNDS"); do
     for t in 1 2; do
       for v in $order; do
         log "round $r: $name $v, $t threads"
-        "$OUT/$name-$v" bench --runs 7 --threads "$t" > "$OUT/$name-$v-$t-$r.txt"
+        "$OUT/$name-$v" bench --runs 5 --threads "$t" > "$OUT/$name-$v-$t-$r.txt"
         awk -v k="$name $t $v" -F': ' '/^(forward_tokens_per_s|decode_tokens_per_s|train_step_seconds):/ {
           print k, $1, $2 }' "$OUT/$name-$v-$t-$r.txt" >> "$OUT/all.res"
       done
