@@ -32,6 +32,7 @@ enum { EXIT_USER = 1, EXIT_INTERNAL = 2 };
 typedef struct Options {
   const char *input;
   const char *passes;        /* --passes=..., NULL when not given */
+  const char *precision;     /* --precision=bf16|f32, NULL when not given */
   bool print_after_all, print_times, verify_each;
   const char *print_after, *print_before;
   const char *output;        /* -o */
@@ -76,7 +77,10 @@ static const char *const usage_pipeline =
     "  --print-pass-times    print each pass's wall time (stderr)\n"
     "  --verify-each         verify the IR after every pass (always on in debug builds)\n"
     "  --batch=N             compile for batch N instead of the spec's model.batch: the largest\n"
-    "                        (micro-)batch a program runs; training memory is planned for it\n";
+    "                        (micro-)batch a program runs; training memory is planned for it\n"
+    "  --precision=bf16      inference in bf16: weights stored in bf16, products in bf16 with f32\n"
+    "                        accumulation (store<dtype=bf16>,compute<dtype=bf16> before the pipeline;\n"
+    "                        --precision=f32, the default, adds nothing)\n";
 
 static void print_command_help(const char *cmd) {
   if (strcmp(cmd, "check") == 0)
@@ -181,6 +185,12 @@ static bool parse_args(const char *cmd, int argc, char **argv, Options *o, bool 
       o->mcpu = a + 7;
     } else if (strcmp(a, "--no-native") == 0) {
       o->no_native = true;
+    } else if (strncmp(a, "--precision=", 12) == 0) {
+      o->precision = a + 12;
+      if (strcmp(o->precision, "bf16") != 0 && strcmp(o->precision, "f32") != 0) {
+        fprintf(stderr, "modelc: error: --precision must be bf16 or f32, not '%s'\n", o->precision);
+        return false;
+      }
     } else if (strncmp(a, "--batch=", 8) == 0 || (strcmp(a, "--batch") == 0 && i + 1 < argc)) {
       const char *v = a[7] == '=' ? a + 8 : argv[++i];
       char *end;
@@ -210,6 +220,36 @@ static bool ends_with(const char *s, const char *suffix) {
 }
 
 /* Loads the input (spec or .mir) and builds the pipeline to run. */
+/* --precision=bf16: store<dtype=bf16>,compute<dtype=bf16> ahead of the pipeline (an inference
+ * program; a pipeline that trains is refused with what to do instead). */
+static bool prepend_bf16(Pipeline *pipe, Diag *d) {
+  for (int i = 0; i < pipe->n; i++)
+    if (strcmp(pipe->e[i].pass->name, "autodiff") == 0) {
+      diag_error(d, NULL, 0, 0, "--precision=bf16 builds an inference program, and this pipeline trains "
+                                "(autodiff): for bf16 training write 'train: {precision: bf16}' in the spec, or "
+                                "give --passes without autodiff");
+      return false;
+    }
+  Pipeline head;
+  pass_pipeline_init(&head);
+  if (!pass_parse_pipeline(&head, "store<dtype=bf16>,compute<dtype=bf16>", "--precision=bf16", 1, 1, d)) {
+    pass_pipeline_free(&head);
+    return false;
+  }
+  for (int i = 0; i < pipe->n; i++) {
+    PipelineEntry *e = pass_pipeline_append(&head, pipe->e[i].pass->name, pipe->e[i].file, pipe->e[i].line,
+                                            pipe->e[i].col, d);
+    if (!e) {
+      pass_pipeline_free(&head);
+      return false;
+    }
+    *e = pipe->e[i];
+  }
+  pass_pipeline_free(pipe);
+  *pipe = head;
+  return true;
+}
+
 static Module *load(const Options *o, Pipeline *pipe, Diag *d) {
   Module *m = NULL;
   const Pipeline *spec_passes = NULL;
@@ -254,6 +294,7 @@ static Module *load(const Options *o, Pipeline *pipe, Diag *d) {
   else if (!mir)
     ok = pass_parse_pipeline(pipe, pass_default_pipeline(), "<default pipeline>", 1, 1, d);
   fe_spec_free(spec);
+  if (ok && o->precision && strcmp(o->precision, "bf16") == 0) ok = prepend_bf16(pipe, d);
   if (!ok) {
     ir_module_free(m);
     return NULL;

@@ -14,8 +14,10 @@
  *   %1 = cast(%0) {to="f32"} : f32[8,4]          %2 = linear(%x, %0) : f32[2,8]
  *   %2 = linear(%x, %1) : f32[2,8]
  *
- * Casts left without a use are removed; other readers of the weight (a norm's gain, say) keep
- * their cast and compute in f32. f16-stored weights are left alone (the matrix units here
+ * A block function called per layer takes its weights as arguments: where every call passes a
+ * cast bf16 weight, the argument becomes bf16 and the callee casts it for its other readers
+ * (narrow_args), so the callee's linears read bf16 too. Casts left without a use are removed;
+ * other readers of the weight (a norm's gain, say) keep their cast and compute in f32. f16-stored weights are left alone (the matrix units here
  * multiply bf16). The pass is for inference: a module that trains (@train) is refused, and it
  * needs stored bf16 weights (store<dtype=bf16> before it): a module with none is an error, so
  * `--precision=bf16` never silently computes in f32.
@@ -74,6 +76,48 @@ static int rewrite(Module *m, Func *f) {
   return n;
 }
 
+/* A block function's weights arrive as arguments, cast to f32 in the caller (store casts after
+ * the param ops). When every call of g passes cast(w : bf16) as argument j, g's argument j becomes
+ * bf16, every call passes w itself, and a cast at g's entry feeds g's readers of it, so rewrite()
+ * can then hand the bf16 argument to g's linear and embedding ops. Returns whether it changed m. */
+static bool narrow_args(Module *m) {
+  bool changed = false;
+  for (int gi = 0; gi < m->nfunc; gi++) {
+    Func *g = m->funcs[gi];
+    for (int j = 0; j < g->narg; j++) {
+      Value *a = g->args[j];
+      if (a->type.dtype != DT_F32) continue;
+      int ncalls = 0;
+      bool all = true;
+      for (int fi = 0; fi < m->nfunc && all; fi++)
+        for (Op *op = m->funcs[fi]->first; op && all; op = op->next)
+          if (op->kind == OP_CALL && strcmp(ir_attr_s(op, "callee"), g->name) == 0) {
+            ncalls++;
+            all = j < op->nin && bf16_source(op->in[j]) != NULL;
+          }
+      if (!ncalls || !all) continue;
+      a->type.dtype = DT_BF16;
+      Op *c = ir_op_new(g, OP_CAST, 1, &a, 1);
+      ir_set_attr_str(c, "to", "f32");
+      infer_or_die(m, c);
+      if (g->first)
+        ir_insert_before(g->first, c);
+      else
+        ir_append(g, c);
+      ir_replace_uses(g, a, c->out[0]);
+      c->in[0] = a; /* ir_replace_uses rewrote the cast's own operand too */
+      for (int fi = 0; fi < m->nfunc; fi++)
+        for (Op *op = m->funcs[fi]->first; op; op = op->next)
+          if (op->kind == OP_CALL && strcmp(ir_attr_s(op, "callee"), g->name) == 0) {
+            op->in[j] = bf16_source(op->in[j]);
+            infer_or_die(m, op);
+          }
+      changed = true;
+    }
+  }
+  return changed;
+}
+
 bool pass_compute(Module *m, const PassOptions *o, Diag *d) {
   const char *dt = pass_opt_str(o, "dtype"); /* "bf16" (registry.c) */
   if (strcmp(dt, "bf16") != 0) die("compute: dtype=%s", dt);
@@ -81,6 +125,8 @@ bool pass_compute(Module *m, const PassOptions *o, Diag *d) {
     pass_error(o, d, "compute: the module trains (@%s): bf16 products from stored weights are for inference "
                      "(train with precision<bf16> instead)", ir_train_func(m)->name);
     return false;
+  }
+  while (narrow_args(m)) {
   }
   int n = 0;
   for (int i = 0; i < m->nfunc; i++) n += rewrite(m, m->funcs[i]);

@@ -84,21 +84,32 @@ void rt_cast_f16_f32(float *out, const uint16_t *x, size_t n);
 
 /* Linear layer, PyTorch layout: y = x W^T + bias.
  * x is (M,K), W is (N,K) (out_features, in_features), bias is (N) or NULL, y is (M,N). All
- * row-major. y must not alias x or W. Split over the pool: by rows of y in chunks of multiples of
- * 16 rows, each chunk an sgemm followed, while its rows are hot in cache, by epi(ctx, row_lo,
- * row_hi) if epi is non-NULL (generated fused epilogues: activation, residual). Below 32 rows
- * (decode) it splits over N instead (slices of W's rows: sgemv for M == 1, sgemm otherwise) and
- * calls epi(ctx, 0, M) once after all slices. bias is pre-filled into y (beta = 1), so epi sees
+ * row-major. y must not alias x or W. Split over the pool: by rows of y in blocks fixed by M
+ * (16-128 rows, the same for any thread count), each block one single-threaded GEMM followed,
+ * while its rows are hot in cache, by epi(ctx, row_lo, row_hi) if epi is non-NULL (generated
+ * fused epilogues: activation, residual). Below 32 rows (decode) it splits over N instead (blocks
+ * of W's rows fixed by K: sgemv for M == 1, a GEMM otherwise) and calls epi(ctx, 0, M) once after
+ * all of them. bias is pre-filled into y (beta = 1), so epi sees
  * y = x W^T + bias. An epi runs in pool threads concurrently on disjoint row ranges: it must touch
  * only rows lo..hi. */
 void rt_linear(float *y, const float *x, const float *W, const float *bias, int M, int N, int K, RtRangeFn epi,
                void *ctx);
+
+/* The same with W in bf16 (the compute pass): y = bf16(x) W^T + bias, x rounded to bf16 (round to
+ * nearest even), the products in bf16 with f32 accumulation on the CPU's matrix units (the GEMM
+ * layer, runtime/gemm/), y f32; the blocks and the epilogue as rt_linear's. scratch holds
+ * rt_linear_bf16_scratch_floats(M, K) floats (x in bf16). */
+size_t rt_linear_bf16_scratch_floats(int M, int K);
+void rt_linear_bf16(float *y, const float *x, const uint16_t *W, const float *bias, int M, int N, int K,
+                    RtRangeFn epi, void *ctx, float *scratch);
 
 /* Token embedding: out[i,:] = table[ids[i],:] for i in [0,n).
  * ids is (n) int32 (n = B*T), table is (V,C), out is (n,C).
  * An id outside [0,V) is not a crash: its row is written as zeros, every other row is still
  * written, and the call returns -1 naming the first bad id and its position. */
 int rt_embedding(float *out, const int32_t *ids, const float *table, int n, int V, int C, RtError *err);
+/* The same for a bf16 table and a bf16 result (the compute pass widens the gathered rows). */
+int rt_embedding_bf16(uint16_t *out, const int32_t *ids, const uint16_t *table, int n, int V, int C, RtError *err);
 
 /* LayerNorm over the last axis: out[r,:] = (x[r,:] - mean_r) * rstd_r * gain + bias.
  * x, out are (R,C) (out may equal x); gain is (C); bias is (C) or NULL; rstd_r = 1/sqrt(var_r+eps)

@@ -68,6 +68,7 @@ const KernelInfo kt_kernels[K_COUNT] = {
 #define W_INFER {KW_INFER, 0, 0, NULL, NULL}
 #define W_CAST(a, b) {KW_CAST, a, b, NULL, NULL}
 #define W_ATTR(k, w) {KW_ATTR, 0, 0, k, w}
+#define W_DTYPE(i, dt) {KW_DTYPE, i, dt, NULL, NULL}
 #define KT_ARGS(args) (const KArg[]){KT_UNPAREN args, NOARGS}
 
 #define LOWER(op, id, when, args, sid, sargs) {op, id, when, KT_ARGS(args), sid, KT_ARGS(sargs)},
@@ -133,6 +134,7 @@ bool kt_bias_only(const Op *op) {
 
 int64_t kt_static_arg(const Op *op, const KArg *a) {
   if (a->kind == KA_ATTR_I) return ir_attr_i(op, a->key);
+  if (a->kind == KA_ROWS || a->kind == KA_NUMEL) return kt_max_arg(op, a); /* the compiled extents */
   IR_ASSERT(a->kind == KA_DIM);
   const Type *t = &kt_value(op, a->i)->type;
   int ax = a->ax < 0 ? t->rank + a->ax : a->ax;
@@ -204,6 +206,9 @@ int kt_select(const Op *op, const KLower *rows[2], const char **why) {
         (op->in[0]->type.dtype != (DType)r->cond.from || op->out[0]->type.dtype != (DType)r->cond.to))
       continue;
     if (r->cond.when == KW_ATTR && strcmp(ir_attr_s(op, r->cond.key), r->cond.word) != 0) continue;
+    if (r->cond.when == KW_DTYPE &&
+        (r->cond.from >= op->nin || op->in[r->cond.from]->type.dtype != (DType)r->cond.to))
+      continue;
     if (r->cond.when == KW_STATE && kt_op(op->kind)->nstate && kt_nstate(op) == 0) continue; /* no state */
     IR_ASSERT(n < 2);
     rows[n++] = r;
@@ -214,7 +219,7 @@ int kt_select(const Op *op, const KLower *rows[2], const char **why) {
     return -1;
   }
   IR_ASSERT(n == 1 ? rows[0]->cond.when == KW_ALWAYS || rows[0]->cond.when == KW_CAST || rows[0]->cond.when == KW_ATTR ||
-                         rows[0]->cond.when == KW_NOSTATE
+                         rows[0]->cond.when == KW_DTYPE || rows[0]->cond.when == KW_NOSTATE
                    : (rows[0]->cond.when == KW_STATE && rows[1]->cond.when == KW_NOSTATE) ||
                          (rows[0]->cond.when == KW_TRAIN && rows[1]->cond.when == KW_INFER));
   return n;

@@ -61,10 +61,11 @@ typedef struct KArg {
 } KArg;
 
 /* When a LOWER row applies. */
-typedef enum KWhen { KW_ALWAYS, KW_STATE, KW_NOSTATE, KW_TRAIN, KW_INFER, KW_CAST, KW_ATTR } KWhen;
+typedef enum KWhen { KW_ALWAYS, KW_STATE, KW_NOSTATE, KW_TRAIN, KW_INFER, KW_CAST, KW_ATTR, KW_DTYPE } KWhen;
 typedef struct KCond {
   KWhen when;
-  int from, to;           /* KW_CAST: the operand's and the result's DType */
+  int from, to;           /* KW_CAST: the operand's and the result's DType; KW_DTYPE: operand `from`
+                           * has DType `to` */
   const char *key, *word; /* KW_ATTR: the string attribute and the value it must have */
 } KCond;
 
@@ -102,7 +103,8 @@ const OpLower *kt_op(OpKind k);
  * rows[1]`), 0 if op has no kernel rows, -1 if none of its compile-time rows matches (a cast
  * between types the runtime has no kernel for; *why says so). */
 int kt_select(const Op *op, const KLower *rows[2], const char **why);
-/* A compile-time argument (KA_DIM, KA_ATTR_I) of op. */
+/* A compile-time argument of op: KA_DIM, KA_ATTR_I, or (in scratch sizes) KA_ROWS / KA_NUMEL at
+ * the compiled extents. */
 int64_t kt_static_arg(const Op *op, const KArg *a);
 /* The largest value argument a of op can take, from the compiled shapes: a KA_DIM or KA_ATTR_I
  * itself, a KA_ROWS / KA_NUMEL / KA_BYTES the product over the compiled extents (saturating at

@@ -58,9 +58,17 @@ static void analyse_op(Ctx *c, const Func *f, FuncInfo *fi, const Op *op) {
   memset(out->role, 0, sizeof out->role);
   out->known = true;
   const ValueInfo *x = op->nin ? vi(fi, op->in[0]) : NULL;
-  if (op->kind != OP_CAST && op->kind != OP_CALL && op->kind != OP_PARAM) { /* 16-bit tensors are stored, not computed on */
-    bool half = op->out[0]->type.dtype == DT_BF16 || op->out[0]->type.dtype == DT_F16;
-    for (int k = 0; k < op->nin; k++) half |= op->in[k]->type.dtype == DT_BF16 || op->in[k]->type.dtype == DT_F16;
+  if (op->kind != OP_CAST && op->kind != OP_CALL && op->kind != OP_PARAM) {
+    /* 16-bit tensors are stored, not computed on, but where a kernel reads one itself (a W_DTYPE
+     * row: a bf16 weight) and writes that dtype */
+    const KLower *rows[2];
+    const char *why;
+    int rd = kt_select(op, rows, &why) == 1 && rows[0]->cond.when == KW_DTYPE ? rows[0]->cond.from : -1;
+    DType rdt = rd >= 0 ? (DType)rows[0]->cond.to : DT_F32;
+    DType odt = op->out[0]->type.dtype;
+    bool half = (odt == DT_BF16 || odt == DT_F16) && !(rd >= 0 && odt == rdt);
+    for (int k = 0; k < op->nin; k++)
+      half |= k != rd && (op->in[k]->type.dtype == DT_BF16 || op->in[k]->type.dtype == DT_F16);
     if (half) err(c, f, op, "a 16-bit (bf16/f16) tensor: the backends compute in f32; convert with cast");
   }
   const OpLower *lw = kt_op(op->kind);

@@ -14,31 +14,37 @@
 /* ---- embedding: ids (n), table (V,C) -> out (n,C); bad ids give zero rows and -1 ------------- */
 
 typedef struct EmbCtx {
-  float *out;
+  char *out;
   const int32_t *ids;
-  const float *table;
-  int V, C;
+  const char *table;
+  int V;
+  size_t row; /* bytes per row */
 } EmbCtx;
 
 static void emb_rows(void *p, int lo, int hi) {
   const EmbCtx *e = p;
   for (int i = lo; i < hi; i++) {
-    float *o = e->out + (size_t)i * e->C;
+    char *o = e->out + (size_t)i * e->row;
     int32_t id = e->ids[i];
     if (id < 0 || id >= e->V)
-      memset(o, 0, (size_t)e->C * sizeof(float));
+      memset(o, 0, e->row);
     else
-      memcpy(o, e->table + (size_t)id * e->C, (size_t)e->C * sizeof(float));
+      memcpy(o, e->table + (size_t)id * e->row, e->row);
   }
 }
 
-int rt_embedding(float *out, const int32_t *ids, const float *table, int n, int V, int C, RtError *err) {
-  EmbCtx e = {out, ids, table, V, C};
-  rt_parallel_for(n, rt_row_grain(C), emb_rows, &e);
+int rt_gather_rows(void *out, const int32_t *ids, const void *table, int n, int V, int C, size_t elsize,
+                   RtError *err) {
+  EmbCtx e = {out, ids, table, V, (size_t)C * elsize};
+  rt_parallel_for(n, rt_row_grain((int)((size_t)C * elsize / sizeof(float))), emb_rows, &e);
   for (int i = 0; i < n; i++) /* the first bad id, serially: n ints are cheap to scan */
     if (ids[i] < 0 || ids[i] >= V)
       return rt_fail(err, "embedding: token id %ld at position %d is outside [0, %d)", (long)ids[i], i, V);
   return 0;
+}
+
+int rt_embedding(float *out, const int32_t *ids, const float *table, int n, int V, int C, RtError *err) {
+  return rt_gather_rows(out, ids, table, n, V, C, sizeof(float), err);
 }
 
 int rt_embedding_ref(float *out, const int32_t *ids, const float *table, int n, int V, int C, RtError *err) {

@@ -19,6 +19,21 @@
  * pool is only used when each thread gets at least that much. */
 static inline int rt_row_grain(int C) { return C >= 8192 ? 1 : 8192 / (C > 0 ? C : 1); }
 
+/* The blocks of the linear layers' GEMMs (linear.c, linear_bf16.c), fixed by the shapes so the
+ * bits do not depend on the thread count. Rows per block of a GEMM's M (or dW's N) rows: about 8
+ * blocks (1..4 threads share them out evenly enough), 16 to 128 rows each, a multiple of 16. */
+static inline int rt_gemm_rows_block(int rows) {
+  int b = (rows / 8 + 15) / 16 * 16;
+  return b < 16 ? 16 : b > 128 ? 128 : b;
+}
+/* Below this many rows a linear layer splits W's rows (the output columns) instead ... */
+#define RT_LIN_MIN_ROWS 32
+/* ... in blocks of at least 16K weights, a multiple of 16 columns. */
+static inline int rt_lin_cols_block(int K) {
+  int g = 16384 / (K > 0 ? K : 1);
+  return g < 16 ? 16 : (g + 15) / 16 * 16;
+}
+
 /* Sum of x[0..n) with 8 lanes, then a pairwise combine: accurate and vectorisable. */
 static inline float rt_sum8(const float *x, int n) {
   float a[8] = {0};
@@ -83,6 +98,13 @@ void rt_linear_dw_ref(float *dW, const float *dy, const float *x, int M, int N, 
 /* ---- embedding and positions (kernels/embedding.c) ---- */
 
 int rt_embedding_ref(float *out, const int32_t *ids, const float *table, int n, int V, int C, RtError *err);
+/* The row gather behind rt_embedding and rt_embedding_bf16: rows of C elements of elsize bytes. */
+int rt_gather_rows(void *out, const int32_t *ids, const void *table, int n, int V, int C, size_t elsize,
+                   RtError *err);
+/* The twins of linear_bf16.c: y = bf16(x) W^T + bias in double from the rounded inputs. */
+void rt_linear_bf16_ref(float *y, const float *x, const uint16_t *W, const float *bias, int M, int N, int K);
+int rt_embedding_bf16_ref(uint16_t *out, const int32_t *ids, const uint16_t *table, int n, int V, int C,
+                          RtError *err);
 /* Learned positions, in place: x[b,t,:] += pos[t0 + t,:].
  * x is (B,T,C), pos is (Tmax,C) with t0 + T <= Tmax (t0 is the first position, for decoding). */
 void rt_add_positions(float *x, const float *pos, int B, int T, int C, int t0);

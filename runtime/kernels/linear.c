@@ -4,8 +4,8 @@
  * weight gradient dW = dy^T x (rt_linear_dw). Each has a naive serial `_ref` twin (plain loops,
  * double accumulation) that tests/unit/test_rt_kernels.c and test_rt_backward.c compare against.
  *
- * Threading: every GEMM splits its output into blocks fixed by the shapes (gemm_rows_block,
- * lin_cols_block) and makes one single-threaded call of the GEMM layer (rt_gemm, runtime/gemm/:
+ * Threading: every GEMM splits its output into blocks fixed by the shapes (rt_gemm_rows_block,
+ * rt_lin_cols_block in kernels.h) and makes one single-threaded call of the GEMM layer (rt_gemm, runtime/gemm/:
  * OpenBLAS's sgemm by default for f32) per block, the blocks spread over the pool
  * (rt_parallel_blocks). No reduction is ever split (K, and dW's M, stay inside one call), and the
  * calls the library sees (their sizes and operands) are the same for any thread count, so the
@@ -32,19 +32,6 @@ typedef struct LinCtx {
   RtRangeFn epi;
   void *ctx;
 } LinCtx;
-
-/* Rows per block of a GEMM's M (or dW's N) rows: about 8 blocks (1..4 threads share them out
- * evenly enough), 16 to 128 rows each, a multiple of 16; a function of the row count alone. */
-static int gemm_rows_block(int rows) {
-  int b = (rows / 8 + 15) / 16 * 16;
-  return b < 16 ? 16 : b > 128 ? 128 : b;
-}
-
-/* Columns per block when a few rows split W's rows instead: >= 16K weights and a multiple of 16. */
-static int lin_cols_block(int K) {
-  int g = 16384 / K;
-  return g < 16 ? 16 : (g + 15) / 16 * 16;
-}
 
 /* rows [lo,hi) of y: bias pre-filled and beta = 1 (OpenBLAS zeroes C in a separate pass when
  * beta = 0, so the bias costs nothing extra), then the epilogue while the rows are warm */
@@ -81,9 +68,6 @@ static void lin_cols(void *p, int lo, int hi) {
             c->y + lo, c->N);
 }
 
-/* below 2 blocks of 16 rows, split the columns */
-#define LIN_MIN_ROWS 32
-
 void rt_linear(float *y, const float *x, const float *W, const float *bias, int M, int N, int K, RtRangeFn epi,
                void *ctx) {
   if (M <= 0 || N <= 0)
@@ -99,15 +83,15 @@ void rt_linear(float *y, const float *x, const float *W, const float *bias, int 
     return;
   }
   LinCtx c = {y, x, W, bias, M, N, K, epi, ctx};
-  if (M < LIN_MIN_ROWS) {
+  if (M < RT_LIN_MIN_ROWS) {
     /* decode and small batches: too few rows to split, split the output columns (W's rows)
      * instead; epilogue once at the end */
-    rt_parallel_blocks(N, lin_cols_block(K), lin_cols, &c);
+    rt_parallel_blocks(N, rt_lin_cols_block(K), lin_cols, &c);
     if (epi)
       epi(ctx, 0, M);
     return;
   }
-  rt_parallel_blocks(M, gemm_rows_block(M), lin_rows, &c);
+  rt_parallel_blocks(M, rt_gemm_rows_block(M), lin_rows, &c);
 }
 
 void rt_matmul(float *y, const float *x, const float *W, const float *bias, int M, int N, int K) {
@@ -147,7 +131,7 @@ void rt_matmul_nn(float *y, const float *dy, const float *W, int M, int N, int K
     return;
   }
   GemmCtx c = {y, dy, W, M, N, K};
-  rt_parallel_blocks(M, gemm_rows_block(M), nn_rows, &c);
+  rt_parallel_blocks(M, rt_gemm_rows_block(M), nn_rows, &c);
 }
 
 void rt_matmul_nn_ref(float *y, const float *dy, const float *W, int M, int N, int K) {
@@ -175,7 +159,7 @@ void rt_linear_dw(float *dW, const float *dy, const float *x, int M, int N, int 
     return;
   }
   GemmCtx c = {dW, dy, x, M, N, K};
-  rt_parallel_blocks(N, gemm_rows_block(N), dw_rows, &c);
+  rt_parallel_blocks(N, rt_gemm_rows_block(N), dw_rows, &c);
 }
 
 void rt_linear_dw_ref(float *dW, const float *dy, const float *x, int M, int N, int K) {

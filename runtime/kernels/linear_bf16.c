@@ -1,0 +1,111 @@
+/* linear_bf16.c: the kernels that read bf16-stored weights themselves (the compute pass):
+ * rt_linear_bf16, y = bf16(x) W^T + bias with W in bf16, products in bf16 and f32 accumulation
+ * on the CPU's matrix units through the GEMM layer (runtime/gemm/: oneDNN on AMX or AVX512-BF16,
+ * our vdpbf16ps kernel, or plain C), and rt_embedding_bf16, the row gather of a bf16 table. Each
+ * has a `_ref` twin (plain loops) that tests/unit/test_rt_bf16.c compares against.
+ *
+ * rt_linear_bf16 rounds x to bf16 (round to nearest even, rt_cast_f32_bf16) into the scratch,
+ * block by block, then makes one rt_gemm call per block. The blocks are those of rt_linear
+ * (linear.c: fixed by the shapes, so the bits do not depend on the thread count): row blocks with
+ * the fused epilogue run while the rows are warm, or, below LIN_MIN_ROWS rows, column blocks of
+ * W with the epilogue once at the end. */
+#include "kernels.h"
+
+#include <string.h>
+
+#include "../gemm/gemm.h"
+
+size_t rt_linear_bf16_scratch_floats(int M, int K) {
+  size_t halves = (size_t)(M > 0 ? M : 1) * (size_t)(K > 0 ? K : 1);
+  return rt_slice_floats((halves + 1) / 2);
+}
+
+typedef struct LinBf16Ctx {
+  float *y;
+  const float *x, *bias;
+  const uint16_t *W;
+  uint16_t *xh; /* x in bf16, (M,K) */
+  int M, N, K;
+  RtRangeFn epi;
+  void *ctx;
+} LinBf16Ctx;
+
+/* rows [lo,hi): round them to bf16, bias pre-filled (beta = 1), the product, the epilogue */
+static void lin16_rows(void *p, int lo, int hi) {
+  const LinBf16Ctx *c = p;
+  uint16_t *xh = c->xh + (size_t)lo * c->K;
+  rt_cast_f32_bf16(xh, c->x + (size_t)lo * c->K, (size_t)(hi - lo) * c->K);
+  float beta = 0.0f;
+  if (c->bias) {
+    for (int m = lo; m < hi; m++)
+      memcpy(c->y + (size_t)m * c->N, c->bias, (size_t)c->N * sizeof(float));
+    beta = 1.0f;
+  }
+  rt_gemm(0, 1, hi - lo, c->N, c->K, RT_DT_BF16, xh, c->K, RT_DT_BF16, c->W, c->K, beta, c->y + (size_t)lo * c->N,
+          c->N);
+  if (c->epi)
+    c->epi(c->ctx, lo, hi);
+}
+
+/* columns [lo,hi) of y (all M rows, x already in bf16): rows lo..hi of W */
+static void lin16_cols(void *p, int lo, int hi) {
+  const LinBf16Ctx *c = p;
+  float beta = 0.0f;
+  if (c->bias) {
+    for (int m = 0; m < c->M; m++)
+      memcpy(c->y + (size_t)m * c->N + lo, c->bias + lo, (size_t)(hi - lo) * sizeof(float));
+    beta = 1.0f;
+  }
+  rt_gemm(0, 1, c->M, hi - lo, c->K, RT_DT_BF16, c->xh, c->K, RT_DT_BF16, c->W + (size_t)lo * c->K, c->K, beta,
+          c->y + lo, c->N);
+}
+
+void rt_linear_bf16(float *y, const float *x, const uint16_t *W, const float *bias, int M, int N, int K,
+                    RtRangeFn epi, void *ctx, float *scratch) {
+  if (M <= 0 || N <= 0)
+    return;
+  if (K <= 0) { /* an empty product: f32's rt_linear fills the bias (or zeros) and runs epi */
+    rt_linear(y, x, NULL, bias, M, N, 0, epi, ctx);
+    return;
+  }
+  LinBf16Ctx c = {y, x, bias, W, (uint16_t *)scratch, M, N, K, epi, ctx};
+  if (M < RT_LIN_MIN_ROWS) {
+    rt_cast_f32_bf16(c.xh, x, (size_t)M * K);
+    rt_parallel_blocks(N, rt_lin_cols_block(K), lin16_cols, &c);
+    if (epi)
+      epi(ctx, 0, M);
+    return;
+  }
+  rt_parallel_blocks(M, rt_gemm_rows_block(M), lin16_rows, &c);
+}
+
+void rt_linear_bf16_ref(float *y, const float *x, const uint16_t *W, const float *bias, int M, int N, int K) {
+  for (int m = 0; m < M; m++)
+    for (int n = 0; n < N; n++) {
+      double s = 0.0;
+      for (int k = 0; k < K; k++)
+        s += (double)rt_bf16_to_f32(rt_f32_to_bf16(x[(size_t)m * K + k])) * rt_bf16_to_f32(W[(size_t)n * K + k]);
+      y[(size_t)m * N + n] = (float)(s + (bias ? bias[n] : 0.0));
+    }
+}
+
+/* ---- embedding of a bf16 table: ids (n), table (V,C) -> out (n,C) bf16 ----------------------- */
+
+int rt_embedding_bf16(uint16_t *out, const int32_t *ids, const uint16_t *table, int n, int V, int C, RtError *err) {
+  return rt_gather_rows(out, ids, table, n, V, C, sizeof(uint16_t), err);
+}
+
+int rt_embedding_bf16_ref(uint16_t *out, const int32_t *ids, const uint16_t *table, int n, int V, int C,
+                          RtError *err) {
+  int bad = -1;
+  for (int i = 0; i < n; i++) {
+    int ok = ids[i] >= 0 && ids[i] < V;
+    if (!ok && bad < 0)
+      bad = i;
+    for (int c = 0; c < C; c++)
+      out[(size_t)i * C + c] = ok ? table[(size_t)ids[i] * C + c] : 0;
+  }
+  if (bad >= 0)
+    return rt_fail(err, "embedding: token id %ld at position %d is outside [0, %d)", (long)ids[bad], bad, V);
+  return 0;
+}
