@@ -138,7 +138,8 @@ static void comment_op(Em *e, const Op *op) {
     }
     if (i == op->nattr - 1) fputc('}', e->o);
   }
-  fprintf(e->o, " : %s */\n", ir_type_str(&op->out[0]->type, tb, sizeof tb));
+  for (int i = 0; i < op->nout; i++) fprintf(e->o, "%s%s", i ? ", " : " : ", ir_type_str(&op->out[i]->type, tb, sizeof tb));
+  fprintf(e->o, " */\n");
 }
 
 /* ---- element-wise expressions ---- */
