@@ -264,6 +264,25 @@ static bool shape_xent_grad(const Module *m, const Op *op, Type *out, char *err,
   return true;
 }
 
+/* linear_xent: h [..,C], w [V,C] (f32), targets int [..] over h's rows, dloss f32[] -> the
+ * results d h (h's type), d w (w's type) and the mean loss f32[]: what linear(h, w) ->
+ * cross_entropy / cross_entropy_grad -> matmul, linear_dw compute, without the logits. */
+static bool shape_linear_xent(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Type *h = &op->in[0]->type, *w = &op->in[1]->type, *t = &op->in[2]->type;
+  bool ok = h->dtype == DT_F32 && w->dtype == DT_F32 && h->rank >= 1 && w->rank == 2 && w->dim[1] == h->dim[h->rank - 1];
+  if (!ok) return fail(err, n, "linear_xent expects f32 h [..,C] and w [V,C], got %s and %s", tstr(h, b1), tstr(w, b2));
+  ok = is_int_type(t) && t->rank == h->rank - 1;
+  for (int i = 0; ok && i < t->rank; i++) ok = t->dim[i] == h->dim[i];
+  if (!ok) return fail(err, n, "linear_xent: the targets %s are not integers over the rows of %s", tstr(t, b1), tstr(h, b2));
+  if (op->in[3]->type.rank != 0 || op->in[3]->type.dtype != DT_F32)
+    return fail(err, n, "linear_xent: the loss gradient must be an f32 scalar%s%s", NULL, NULL);
+  out[0] = *h;
+  out[1] = *w;
+  out[2] = ir_type(DT_F32, 0, NULL);
+  return true;
+}
+
 /* sum_to: the inverse of broadcasting: x reduced to {shape}, which must broadcast to x. */
 static bool shape_sum_to(const Module *m, const Op *op, Type *out, char *err, size_t n) {
   char b1[96], b2[96];
@@ -397,6 +416,13 @@ static int64_t flops_xent(const Module *m, const Op *op) { return 5 * ir_type_nu
 static int64_t flops_sum_to(const Module *m, const Op *op) { return ir_type_numel(&op->in[0]->type); }
 static int64_t flops_linear_dw(const Module *m, const Op *op) {
   return 2 * ir_type_numel(&op->in[0]->type) * op->in[1]->type.dim[op->in[1]->type.rank - 1];
+}
+/* the ops it replaces: linear (2 rows V C), cross_entropy and its gradient (5 per logit each),
+ * matmul and linear_dw (2 rows V C each) */
+static int64_t flops_linear_xent(const Module *m, const Op *op) {
+  const Type *w = &op->in[1]->type;
+  int64_t rows = ir_type_numel(&op->in[0]->type) / w->dim[1];
+  return 6 * rows * w->dim[0] * w->dim[1] + 10 * rows * w->dim[0];
 }
 /* recompute scores and P (forward), then dV = P^T dY, dP = dY V^T, dS, dQ = dS K, dK = dS^T Q: ~2.5x */
 static int64_t flops_attn_dx(const Module *m, const Op *op) { return 5 * flops_attention(m, op) / 2; }

@@ -456,7 +456,7 @@ bool pass_pipeline_complete(Pipeline *p, const Module *m, Diag *d) {
   for (int i = 0; i < p->n; i++) {
     const char *n = p->e[i].pass->name;
     if (!strcmp(n, "precision")) return true;
-    if (!strcmp(n, "autodiff") || !strcmp(n, "checkpoint")) at = i;
+    if (!strcmp(n, "autodiff") || !strcmp(n, "checkpoint") || !strcmp(n, "xent_fuse")) at = i;
   }
   if (at < 0) return true; /* the pipeline does not build @train: nothing to train in 16 bits */
   const char *text = t->precision == TRAIN_PREC_BF16 ? "precision<bf16>" : "precision<fp16>";

@@ -1,7 +1,7 @@
 /* precision.c: mixed-precision training storage (the `precision` pass: precision<bf16> or
  * precision<fp16>).
  *
- * Runs on @train after autodiff (and checkpoint). Products stay f32 (OpenBLAS sgemm, f32 kernels
+ * Runs on @train after autodiff (and checkpoint, xent_fuse). Products stay f32 (OpenBLAS sgemm, f32 kernels
  * and f32 accumulation); what changes is how tensors are *stored* between the forward and the
  * backward, which is where training memory goes:
  *
@@ -73,11 +73,11 @@ bool pass_precision(Module *m, const PassOptions *o, Diag *d) {
   Op *seed = NULL;
   int nvals = 0;
   for (Op *op = t->first; op; op = op->next) {
-    if (!seed && op->kind == OP_XENT_GRAD) seed = op;
+    if (!seed && (op->kind == OP_XENT_GRAD || op->kind == OP_LINEAR_XENT)) seed = op;
     nvals += op->nout;
   }
   if (!seed) {
-    diag_error(d, m->file, t->line, t->col, "precision: @%s has no loss gradient (cross_entropy_grad)", t->name);
+    diag_error(d, m->file, t->line, t->col, "precision: @%s has no loss gradient (cross_entropy_grad or linear_xent)", t->name);
     return false;
   }
   /* 1. forward activations read by the backward */
@@ -87,7 +87,9 @@ bool pass_precision(Module *m, const PassOptions *o, Diag *d) {
   for (Op *op = seed; op; op = op->next)
     for (int k = 0; k < op->nout; k++) in_bwd[op->out[k]->id] = true;
   int nst = 0;
-  for (Op *op = seed; op; op = op->next)
+  /* linear_xent (xent_fuse) is the forward head and the loss gradient in one: its operands are
+   * read once, where they are computed, so they are not stored */
+  for (Op *op = seed->kind == OP_LINEAR_XENT ? seed->next : seed; op; op = op->next)
     for (int k = 0; k < op->nin; k++) {
       Value *v = op->in[k];
       if (!v->def || !stored_type(v) || in_bwd[v->id] || seen[v->id]) continue;
@@ -126,7 +128,7 @@ bool pass_precision(Module *m, const PassOptions *o, Diag *d) {
     char err[160];
     if (!ir_infer(m, ls, err, sizeof err)) die("precision: %s", err);
     ir_insert_before(seed, ls);
-    seed->in[2] = ls->out[0];
+    seed->in[seed->nin - 1] = ls->out[0]; /* the loss gradient: last operand of either seed */
   }
   ir_module_set_attr(m, (Attr){.key = "precision", .kind = ATTR_STR, .s = ir_dtype_name(half)});
   return true;

@@ -19,6 +19,7 @@ bool pass_fuse(Module *m, const PassOptions *o, Diag *d);
 bool pass_memplan(Module *m, const PassOptions *o, Diag *d);
 bool pass_precision(Module *m, const PassOptions *o, Diag *d);
 bool pass_store(Module *m, const PassOptions *o, Diag *d);
+bool pass_xent_fuse(Module *m, const PassOptions *o, Diag *d);
 bool pass_checkpoint_check(const PipelineEntry *e, Diag *d);
 bool pass_precision_check(const PipelineEntry *e, Diag *d);
 
@@ -56,6 +57,10 @@ static const PassOptSpec compute_opts[] = {
     {"dtype", POPT_STR, "bf16", "the dtype of the products: bf16 (f32 accumulation)", ONE_OF("bf16")},
 };
 
+static const PassOptSpec xent_fuse_opts[] = {
+    {"chunk", POPT_INT, "256", "rows of logits computed at a time (scratch chunk x vocab floats)", BETWEEN(1, 1 << 20)},
+};
+
 #define NOPTS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static const PassInfo registry[] = {
@@ -75,6 +80,8 @@ static const PassInfo registry[] = {
      pass_store, store_opts, NOPTS(store_opts), false, NULL},
     {"compute", "products in bf16 from bf16-stored weights: linear and embedding read them without a cast",
      pass_compute, compute_opts, NOPTS(compute_opts), true, NULL},
+    {"xent_fuse", "LM head + cross-entropy + their backward in one op over row chunks: no [rows, vocab] logits",
+     pass_xent_fuse, xent_fuse_opts, NOPTS(xent_fuse_opts), false, NULL},
     {"memplan", "place every intermediate tensor at a static offset in one arena (liveness, greedy by size)",
      pass_memplan, NULL, 0, false, NULL},
 };

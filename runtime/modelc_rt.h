@@ -273,7 +273,7 @@ typedef struct RtTrainConfig {
 } RtTrainConfig;
 
 /* ---------------------------------------------------------------------------------------------
- * Training kernels (runtime/kernels/: loss.c, linear.c, norm.c, embedding.c, attention.c): the
+ * Training kernels (runtime/kernels/: loss.c (with the fused LM head), linear.c, norm.c, embedding.c, attention.c): the
  * backward ops of the IR (docs/ir.md, "Training"). Each has a naive _ref twin (kernels/kernels.h)
  * and is checked against finite differences of the forward kernels.
  * ------------------------------------------------------------------------------------------- */
@@ -283,6 +283,15 @@ typedef struct RtTrainConfig {
 float rt_cross_entropy(const float *logits, const int32_t *targets, int R, int V);
 /* dlogits (R,V) = dloss * (softmax(logits[r,:]) - onehot(targets[r])) / R. */
 void rt_cross_entropy_grad(float *dlogits, const float *logits, const int32_t *targets, int R, int V, float dloss);
+/* The LM head, its loss and their backward in one (the linear_xent op, pass xent_fuse): h (R,C),
+ * W (V,C), targets (R): logits = h W^T, *loss = their mean cross-entropy (rt_cross_entropy), and
+ * with dlogits = rt_cross_entropy_grad(logits, dloss): dh (R,C) = dlogits W, dW (V,C) =
+ * dlogits^T h. Rows go in chunks of `chunk` (fixed by the call, not the thread count); only one
+ * chunk's logits exist, in scratch (rt_linear_xent_scratch_floats(chunk, V) floats). The loss and
+ * dh are the bits of the unfused kernels; dW sums its chunks in order (not one GEMM over R rows). */
+size_t rt_linear_xent_scratch_floats(int chunk, int V);
+void rt_linear_xent(float *dh, float *dW, float *loss, const float *h, const float *W, const int32_t *targets, int R,
+                    int V, int C, float dloss, int chunk, float *scratch);
 /* y (M,K) = dy (M,N) W (N,K): the input gradient of a linear layer. */
 void rt_matmul_nn(float *y, const float *dy, const float *W, int M, int N, int K);
 /* dW (N,K) = sum over rows r of dy[r,:]^T x[r,:]; dy (M,N), x (M,K): the weight gradient. */

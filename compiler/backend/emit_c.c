@@ -138,7 +138,8 @@ static void comment_op(Em *e, const Op *op) {
     }
     if (i == op->nattr - 1) fputc('}', e->o);
   }
-  fprintf(e->o, " : %s */\n", ir_type_str(&op->out[0]->type, tb, sizeof tb));
+  for (int i = 0; i < op->nout; i++) fprintf(e->o, "%s%s", i ? ", " : " : ", ir_type_str(&op->out[i]->type, tb, sizeof tb));
+  fprintf(e->o, " */\n");
 }
 
 /* ---- element-wise expressions ---- */
@@ -348,9 +349,9 @@ static void sum_index(const Em *e, const Value *x, const Value *r, char *buf, si
 
 /* ---- ops ---- */
 
-/* Declares the output pointer of op's result: the caller's result buffer or its arena place. */
-static const char *out_ptr(Em *e, const Op *op, char *buf) {
-  const Value *v = op->out[0];
+/* Declares the output pointer of op's result k: the caller's result buffer or its arena place. */
+static const char *out_ptr_k(Em *e, const Op *op, int k, char *buf) {
+  const Value *v = op->out[k];
   int ri = ret_index(e, v);
   char b[32];
   if (ri >= 0) {
@@ -362,6 +363,8 @@ static const char *out_ptr(Em *e, const Op *op, char *buf) {
   }
   return vname(e, v, buf);
 }
+
+static const char *out_ptr(Em *e, const Op *op, char *buf) { return out_ptr_k(e, op, 0, buf); }
 
 static void unsupported(Em *e, const Op *op, const char *why) {
   diag_error(e->d, NULL, op->line, op->col, "C backend: in @%s: %s: %s", e->f->name, ir_op_name(op->kind), why);
@@ -376,7 +379,11 @@ static void c_arg(Em *e, const Op *op, const KArg *a, char pc, const char *o, in
   char t[160];
   const char *cast = pc == 'i' ? "(int)" : "";
   switch (a->kind) {
-  case KA_OUT: snprintf(buf, n, "%s", o); return;
+  case KA_OUT:
+    if (a->i > 0)
+      vname(e, op->out[a->i], t);
+    snprintf(buf, n, "%s", a->i > 0 ? t : o);
+    return;
   case KA_IN: vname(e, op->in[a->i], t); snprintf(buf, n, "%s", t); return;
   case KA_IN_OPT:
     if (a->i < op->nin)
@@ -480,8 +487,9 @@ static bool c_kernel_op(Em *e, const Op *op) {
     unsupported(e, op, why);
     return true;
   }
-  char o[32];
+  char o[32], ok[32];
   out_ptr(e, op, o);
+  for (int k = 1; k < op->nout; k++) out_ptr_k(e, op, k, ok);
   bool takes_epi = false;
   for (const KArg *a = rows[0]->args; a->kind != KA_END; a++) takes_epi |= a->kind == KA_EPI_FN;
   int epi = takes_epi ? c_epilogue(e, op, o) : -1;

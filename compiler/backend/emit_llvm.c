@@ -201,9 +201,9 @@ static LLVMValueRef step_field(Ll *e, int k, LLVMTypeRef t) {
 /* Which result of the function being emitted returns v first (-1: none); from the plan, O(1). */
 static int ret_index(const Ll *e, const Value *v) { return e->fi->ret[v->id]; }
 
-/* The storage of op's result: the caller's result buffer or its planned place in the frame. */
-static LLVMValueRef out_ptr(Ll *e, const Op *op) {
-  const Value *v = op->out[0];
+/* The storage of op's result k: the caller's result buffer or its planned place in the frame. */
+static LLVMValueRef out_ptr_k(Ll *e, const Op *op, int k) {
+  const Value *v = op->out[k];
   int ri = ret_index(e, v);
   LLVMValueRef p;
   if (ri >= 0) {
@@ -217,6 +217,8 @@ static LLVMValueRef out_ptr(Ll *e, const Op *op) {
   e->val[v->id] = p;
   return p;
 }
+
+static LLVMValueRef out_ptr(Ll *e, const Op *op) { return out_ptr_k(e, op, 0); }
 
 static LLVMValueRef V(Ll *e, const Value *v) {
   IR_ASSERT(e->val[v->id]);
@@ -561,7 +563,7 @@ static void memcpy_n(Ll *e, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef n) 
  * row function and context (NULL: none). */
 static LLVMValueRef ll_arg(Ll *e, const Op *op, const KArg *a, LLVMValueRef o, LLVMValueRef epi, LLVMValueRef epictx) {
   switch (a->kind) {
-  case KA_OUT: return o;
+  case KA_OUT: return a->i > 0 ? V(e, op->out[a->i]) : o;
   case KA_IN: return V(e, op->in[a->i]);
   case KA_IN_OPT: return a->i < op->nin ? V(e, op->in[a->i]) : null8(e);
   case KA_NULL: return null8(e);
@@ -618,6 +620,8 @@ static bool ll_kernel_op(Ll *e, const Op *op) {
     return true;
   }
   LLVMValueRef o = out_ptr(e, op), epi = NULL, epictx = NULL;
+  for (int k = 1; k < op->nout; k++)
+    out_ptr_k(e, op, k);
   bool takes_epi = false;
   for (const KArg *a = rows[0]->args; a->kind != KA_END; a++)
     takes_epi |= a->kind == KA_EPI_FN;

@@ -40,7 +40,8 @@ const KernelInfo kt_kernels[K_COUNT] = {
 
 /* ---- lowering rows ---- */
 #define NOARGS {KA_END, 0, 0, 1, NULL}
-#define OUT {KA_OUT, -1, 0, 1, NULL}
+#define OUT {KA_OUT, 0, 0, 1, NULL}
+#define OUTK(k) {KA_OUT, k, 0, 1, NULL}
 #define IN(n) {KA_IN, n, 0, 1, NULL}
 #define IN_OPT(n) {KA_IN_OPT, n, 0, 1, NULL}
 #define NUL {KA_NULL, 0, 0, 1, NULL}

@@ -30,7 +30,7 @@ extern const KernelInfo kt_kernels[K_COUNT];
 /* How one argument of a lowered call is computed (kernels.def describes each kind). */
 typedef enum KArgKind {
   KA_END,     /* terminates a list */
-  KA_OUT,     /* the result */
+  KA_OUT,     /* result i (0 unless the op has several) */
   KA_IN,      /* operand i */
   KA_IN_OPT,  /* operand i, or NULL when the op has fewer operands */
   KA_NULL,    /* NULL */

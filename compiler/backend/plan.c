@@ -107,6 +107,11 @@ static void analyse_op(Ctx *c, const Func *f, FuncInfo *fi, const Op *op) {
     case KR_BT: out->role[0] = AX_BATCH, out->role[1] = AX_TIME; break;
     case KR_B: out->role[0] = AX_BATCH; break;
     }
+    for (int k = 1; k < op->nout; k++) { /* a multi-result kernel op's further results are static */
+      ValueInfo *o = vi(fi, op->out[k]);
+      memset(o->role, 0, sizeof o->role);
+      o->known = true;
+    }
     if (lw->checks & KC_EPI && op->nin > 2) {
       ValueInfo tmp;
       if (!broadcast_roles(op, 2, fi, &tmp)) err(c, f, op, "epilogue operands disagree on batch/time axes");
@@ -166,7 +171,7 @@ static void analyse(Ctx *c, const Func *f) {
   fi->analysed = true;
   fi->nstate = 0;
   for (const Op *op = f->first; op; op = op->next) {
-    if (op->nout > 1 && op->kind != OP_CALL) err(c, f, op, "multi-result ops are not supported");
+    if (op->nout > 1 && op->kind != OP_CALL && !kt_op(op->kind)->present) err(c, f, op, "multi-result ops are not supported");
     analyse_op(c, f, fi, op);
     if (op->kind == OP_CALL)
       fi->nstate += backend_func(c->p, ir_find_func(c->p->m, ir_attr_s(op, "callee")))->nstate;

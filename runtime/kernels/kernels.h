@@ -94,6 +94,9 @@ void rt_matmul(float *y, const float *x, const float *W, const float *bias, int 
 void rt_matmul_ref(float *y, const float *x, const float *W, const float *bias, int M, int N, int K);
 void rt_matmul_nn_ref(float *y, const float *dy, const float *W, int M, int N, int K);
 void rt_linear_dw_ref(float *dW, const float *dy, const float *x, int M, int N, int K);
+/* rt_linear_dw, or with accumulate != 0 dW += dy^T x (the same blocks and calls, beta = 1): the
+ * chunks of rt_linear_xent add into one weight gradient this way. */
+void rt_linear_dw_acc(float *dW, const float *dy, const float *x, int M, int N, int K, int accumulate);
 
 /* ---- embedding and positions (kernels/embedding.c) ---- */
 
@@ -147,6 +150,10 @@ void rt_pool_dx_ref(float *dx, const float *dy, int B, int T, int C, int mean);
 float rt_cross_entropy_ref(const float *logits, const int32_t *targets, int R, int V);
 void rt_cross_entropy_grad_ref(float *dlogits, const float *logits, const int32_t *targets, int R, int V,
                                float dloss);
+/* rt_linear_xent's twin: serial, all double, the logits of one row at a time (V doubles
+ * allocated); the same results (dh, dW, *loss). */
+void rt_linear_xent_ref(float *dh, float *dW, float *loss, const float *h, const float *W, const int32_t *targets,
+                        int R, int V, int C, float dloss);
 
 /* ---- attention (kernels/attention.c) ---- */
 

@@ -114,6 +114,7 @@ typedef struct GemmCtx {
   float *out;
   const float *a, *b;
   int M, N, K;
+  float beta; /* dW only: 0 overwrites, 1 accumulates */
 } GemmCtx;
 
 /* rows [lo,hi) of y = dy W: one GEMM NN */
@@ -130,7 +131,7 @@ void rt_matmul_nn(float *y, const float *dy, const float *W, int M, int N, int K
     memset(y, 0, (size_t)M * K * sizeof(float));
     return;
   }
-  GemmCtx c = {y, dy, W, M, N, K};
+  GemmCtx c = {y, dy, W, M, N, K, 0.0f};
   rt_parallel_blocks(M, rt_gemm_rows_block(M), nn_rows, &c);
 }
 
@@ -147,19 +148,24 @@ void rt_matmul_nn_ref(float *y, const float *dy, const float *W, int M, int N, i
 /* rows [lo,hi) of dW = dy^T x: dy's columns lo..hi read in place (transposed, lda = N) */
 static void dw_rows(void *p, int lo, int hi) {
   const GemmCtx *c = p;
-  rt_gemm(1, 0, hi - lo, c->K, c->M, RT_DT_F32, c->a + lo, c->N, RT_DT_F32, c->b, c->K, 0.0f,
+  rt_gemm(1, 0, hi - lo, c->K, c->M, RT_DT_F32, c->a + lo, c->N, RT_DT_F32, c->b, c->K, c->beta,
           c->out + (size_t)lo * c->K, c->K);
 }
 
-void rt_linear_dw(float *dW, const float *dy, const float *x, int M, int N, int K) {
+void rt_linear_dw_acc(float *dW, const float *dy, const float *x, int M, int N, int K, int accumulate) {
   if (N <= 0 || K <= 0)
     return;
   if (M <= 0) {
-    memset(dW, 0, (size_t)N * K * sizeof(float));
+    if (!accumulate)
+      memset(dW, 0, (size_t)N * K * sizeof(float));
     return;
   }
-  GemmCtx c = {dW, dy, x, M, N, K};
+  GemmCtx c = {dW, dy, x, M, N, K, accumulate ? 1.0f : 0.0f};
   rt_parallel_blocks(N, rt_gemm_rows_block(N), dw_rows, &c);
+}
+
+void rt_linear_dw(float *dW, const float *dy, const float *x, int M, int N, int K) {
+  rt_linear_dw_acc(dW, dy, x, M, N, K, 0);
 }
 
 void rt_linear_dw_ref(float *dW, const float *dy, const float *x, int M, int N, int K) {

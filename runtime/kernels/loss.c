@@ -3,11 +3,16 @@
  * has a naive serial `_ref` twin (double accumulation); tests/unit/test_rt_backward.c compares the
  * fast kernels with their twins and the twins with central differences.
  *
+ * rt_linear_xent fuses the LM head with both (the linear_xent op): the logits of a chunk of rows at
+ * a time, never of all rows (see its comment below).
+ *
  * Threading: the loss sums per-block losses (fixed blocks, not per-thread chunks) in block order,
  * so the result does not depend on the thread count. */
 #include "kernels.h"
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* ---- cross-entropy: logits (R,V), targets (R) ----------------------------------------------- */
 
@@ -26,6 +31,18 @@ typedef struct CeCtx {
   double part[CE_BLOCKS];
 } CeCtx;
 
+/* -log softmax(l)[t] of one row of V logits, t in [0,V), as the loss adds it */
+static double ce_row_loss(const float *l, int t, int V) {
+  float mx = rt_max_row(l, V);
+  /* exp_row writes; the loss does not need the exponentials, so a small stack tile holds them */
+  float sum = 0.0f, tile[256];
+  for (int j0 = 0; j0 < V; j0 += 256) {
+    int n = V - j0 < 256 ? V - j0 : 256;
+    sum += rt_exp_row(tile, l + j0, n, mx);
+  }
+  return (double)mx + log((double)sum) - (double)l[t];
+}
+
 static void ce_blocks(void *p, int lo, int hi) {
   CeCtx *c = p;
   int V = c->V;
@@ -33,18 +50,9 @@ static void ce_blocks(void *p, int lo, int hi) {
     int r0 = blk * c->rows_per_block, r1 = r0 + c->rows_per_block < c->R ? r0 + c->rows_per_block : c->R;
     double acc = 0;
     for (int r = r0; r < r1; r++) {
-      const float *l = c->logits + (size_t)r * V;
       int t = c->targets[r];
-      if (t < 0 || t >= V)
-        continue;
-      float mx = rt_max_row(l, V);
-      /* exp_row writes; the loss does not need the exponentials, so a small stack tile holds them */
-      float sum = 0.0f, tile[256];
-      for (int j0 = 0; j0 < V; j0 += 256) {
-        int n = V - j0 < 256 ? V - j0 : 256;
-        sum += rt_exp_row(tile, l + j0, n, mx);
-      }
-      acc += (double)mx + log((double)sum) - (double)l[t];
+      if (t >= 0 && t < V)
+        acc += ce_row_loss(c->logits + (size_t)r * V, t, V);
     }
     c->part[blk] = acc;
   }
@@ -89,24 +97,24 @@ float rt_cross_entropy_ref(const float *logits, const int32_t *targets, int R, i
   return (float)(s / R);
 }
 
+/* d (V) = k * (softmax(l) - onehot(t)), k = dloss / R; zeros for a target outside [0,V). d may be l. */
+static void ce_grad_row(float *d, const float *l, int t, int V, float k) {
+  if (t < 0 || t >= V) {
+    memset(d, 0, (size_t)V * sizeof(float));
+    return;
+  }
+  float mx = rt_max_row(l, V);
+  float s = k / rt_exp_row(d, l, V, mx); /* d may equal l: each element is read before written */
+  for (int j = 0; j < V; j++)
+    d[j] *= s;
+  d[t] -= k;
+}
+
 static void ce_grad_rows(void *p, int lo, int hi) {
   const CeCtx *c = p;
-  int V = c->V;
   float k = c->dloss / (float)c->R;
-  for (int r = lo; r < hi; r++) {
-    const float *l = c->logits + (size_t)r * V;
-    float *d = c->dlogits + (size_t)r * V;
-    int t = c->targets[r];
-    if (t < 0 || t >= V) {
-      memset(d, 0, (size_t)V * sizeof(float));
-      continue;
-    }
-    float mx = rt_max_row(l, V);
-    float s = k / rt_exp_row(d, l, V, mx); /* d may equal l: each element is read before written */
-    for (int j = 0; j < V; j++)
-      d[j] *= s;
-    d[t] -= k;
-  }
+  for (int r = lo; r < hi; r++)
+    ce_grad_row(c->dlogits + (size_t)r * c->V, c->logits + (size_t)r * c->V, c->targets[r], c->V, k);
 }
 
 void rt_cross_entropy_grad(float *dlogits, const float *logits, const int32_t *targets, int R, int V, float dloss) {
@@ -137,4 +145,114 @@ void rt_cross_entropy_grad_ref(float *dlogits, const float *logits, const int32_
       d[j] = (float)((double)dloss * (pj - (j == t ? 1.0 : 0.0)) / R); /* l[j] read first: d may be l */
     }
   }
+}
+
+/* ---- the fused LM head: h (R,C), W (V,C), targets (R) -> dh (R,C), dW (V,C), loss ------------ */
+
+/* Per chunk of n rows (scratch: n doubles for the row losses, then the n x V logits):
+ *   1. logits = h W^T                 rt_linear over the chunk's rows
+ *   2. each row: its loss term, then its gradient in place (ce_row_loss, ce_grad_row: the
+ *      arithmetic of rt_cross_entropy and rt_cross_entropy_grad, row by row, so the same bits)
+ *   3. the row terms are added, in row order, into the block partials rt_cross_entropy would have
+ *      formed (ce_rows_per_block over all R rows), so the loss is its bits too
+ *   4. dh rows = dlogits W             rt_matmul_nn
+ *   5. dW (+)= dlogits^T h             rt_linear_dw_acc: chunk 0 writes, the next ones add, in order
+ * Every step splits its work by the shapes (chunk, R, V, C), never by the thread count. */
+
+typedef struct XentCtx {
+  float *dl;
+  double *row_loss;
+  const int32_t *targets;
+  int V;
+  float k;
+} XentCtx;
+
+static void xent_rows(void *p, int lo, int hi) {
+  const XentCtx *c = p;
+  for (int r = lo; r < hi; r++) {
+    float *l = c->dl + (size_t)r * c->V;
+    int t = c->targets[r];
+    c->row_loss[r] = t >= 0 && t < c->V ? ce_row_loss(l, t, c->V) : 0.0;
+    ce_grad_row(l, l, t, c->V, c->k);
+  }
+}
+
+size_t rt_linear_xent_scratch_floats(int chunk, int V) {
+  return 2 * (size_t)chunk + (size_t)chunk * (size_t)V;
+}
+
+void rt_linear_xent(float *dh, float *dW, float *loss, const float *h, const float *W, const int32_t *targets, int R,
+                    int V, int C, float dloss, int chunk, float *scratch) {
+  *loss = 0.0f;
+  if (V <= 0 || C <= 0)
+    return;
+  if (R <= 0) {
+    memset(dW, 0, (size_t)V * C * sizeof(float));
+    return;
+  }
+  if (chunk < 1)
+    chunk = 1;
+  double part[CE_BLOCKS] = {0};
+  int rpb = ce_rows_per_block(R, V);
+  XentCtx c = {scratch + 2 * (size_t)chunk, (double *)(void *)scratch, NULL, V, dloss / (float)R};
+  for (int r0 = 0; r0 < R; r0 += chunk) {
+    int n = R - r0 < chunk ? R - r0 : chunk;
+    const float *hc = h + (size_t)r0 * C;
+    rt_linear(c.dl, hc, W, NULL, n, V, C, NULL, NULL);
+    c.targets = targets + r0;
+    rt_parallel_for(n, rt_row_grain(V), xent_rows, &c);
+    for (int i = 0; i < n; i++)
+      part[(r0 + i) / rpb] += c.row_loss[i];
+    rt_matmul_nn(dh + (size_t)r0 * C, c.dl, W, n, V, C);
+    rt_linear_dw_acc(dW, c.dl, hc, n, V, C, r0 > 0);
+  }
+  int nblk = (R + rpb - 1) / rpb;
+  double s = 0;
+  for (int b = 0; b < nblk; b++)
+    s += part[b];
+  *loss = (float)(s / R);
+}
+
+void rt_linear_xent_ref(float *dh, float *dW, float *loss, const float *h, const float *W, const int32_t *targets,
+                        int R, int V, int C, float dloss) {
+  double *l = malloc(sizeof *l * (size_t)(V > 0 ? V : 1));
+  double *gw = calloc((size_t)V * (size_t)C + 1, sizeof *gw);
+  double s = 0;
+  if (!l || !gw)
+    abort();
+  for (int r = 0; r < R; r++) {
+    const float *x = h + (size_t)r * C;
+    int t = targets[r];
+    double mx = -INFINITY, sum = 0;
+    for (int j = 0; j < V; j++) {
+      double a = 0;
+      for (int k = 0; k < C; k++)
+        a += (double)x[k] * W[(size_t)j * C + k];
+      l[j] = a;
+      mx = a > mx ? a : mx;
+    }
+    for (int k = 0; k < C; k++)
+      dh[(size_t)r * C + k] = 0.0f;
+    if (t < 0 || t >= V)
+      continue;
+    for (int j = 0; j < V; j++)
+      sum += exp(l[j] - mx);
+    s += mx + log(sum) - l[t];
+    for (int j = 0; j < V; j++) /* l[j] becomes d loss / d logit j */
+      l[j] = (double)dloss * (exp(l[j] - mx) / sum - (j == t ? 1.0 : 0.0)) / R;
+    for (int k = 0; k < C; k++) {
+      double a = 0;
+      for (int j = 0; j < V; j++)
+        a += l[j] * W[(size_t)j * C + k];
+      dh[(size_t)r * C + k] = (float)a;
+    }
+    for (int j = 0; j < V; j++)
+      for (int k = 0; k < C; k++)
+        gw[(size_t)j * C + k] += l[j] * x[k];
+  }
+  for (size_t i = 0; i < (size_t)V * C; i++)
+    dW[i] = (float)gw[i];
+  *loss = R > 0 ? (float)(s / R) : 0.0f;
+  free(l);
+  free(gw);
 }

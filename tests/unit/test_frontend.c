@@ -257,11 +257,12 @@ START_TEST(test_gpt_tiny_params) {
   /* passes: and train: */
   const Pipeline *p = fe_spec_passes(s);
   ck_assert_ptr_nonnull(p);
-  ck_assert_int_eq(p->n, 6);
+  ck_assert_int_eq(p->n, 7);
   ck_assert_str_eq(p->e[0].pass->name, "autodiff");
-  ck_assert_str_eq(p->e[3].pass->name, "fuse");
-  ck_assert_str_eq(p->e[5].pass->name, "memplan");
-  ck_assert_int_eq(p->e[3].line, 29);
+  ck_assert_str_eq(p->e[1].pass->name, "xent_fuse");
+  ck_assert_str_eq(p->e[4].pass->name, "fuse");
+  ck_assert_str_eq(p->e[6].pass->name, "memplan");
+  ck_assert_int_eq(p->e[4].line, 30);
   const SpecTrain *t = fe_spec_train(s);
   ck_assert(t->present);
   ck_assert_int_eq(t->steps, 1000);

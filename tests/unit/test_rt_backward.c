@@ -13,7 +13,12 @@
  * (3) cross-entropy of uniform logits is log V; gradient rows sum to 0; dloss scales the gradient;
  * (4) embedding_dw accumulates repeated ids and skips out-of-range ones;
  * (5) timing of rt_attention_dx against rt_attention (B=4, T=256, C=384, 6 heads, 2 threads),
- *     printed to stderr, not asserted. */
+ *     printed to stderr, not asserted;
+ * (6) the fused LM head rt_linear_xent against its _ref twin (1e-5) and against the unfused
+ *     kernels it replaces (rt_linear, rt_cross_entropy, rt_cross_entropy_grad, rt_matmul_nn,
+ *     rt_linear_dw): the loss the same bits, d h and d W within 1e-6 of their largest element; the
+ *     same bits for 1-4 threads; odd sizes, a chunk above the rows, a target out of range; the
+ *     scratch it declares is all it touches. */
 #include "rt_test_util.h"
 
 #include <check.h>
@@ -486,6 +491,61 @@ START_TEST(attention_dx_timing) {
 }
 END_TEST
 
+/* ---- (6) the fused LM head ---------------------------------------------------------------------- */
+
+static void check_linear_xent(int R, int V, int C, int chunk, uint64_t seed, int threads) {
+  size_t nh = (size_t)R * C, nw = (size_t)V * C, nl = (size_t)R * V, ns = rt_linear_xent_scratch_floats(chunk, V);
+  float *h = falloc(nh), *W = falloc(nw), *dh = falloc(nh), *dW = falloc(nw), *dhr = falloc(nh), *dWr = falloc(nw);
+  float *dh1 = falloc(nh), *dW1 = falloc(nw), *l = falloc(nl), *dhu = falloc(nh), *dWu = falloc(nw);
+  float *scratch = falloc(ns + 16);
+  int32_t *t = malloc((size_t)R * sizeof(int32_t));
+  fill_uniform(h, nh, -1, 1, seed);
+  fill_uniform(W, nw, -0.5, 0.5, seed + 1);
+  fill_ids(t, R, V, seed + 2);
+  t[R / 2] = V; /* out of range: no loss, no gradient from this row */
+  const float dloss = 0.75f;
+  for (int i = 0; i < 16; i++)
+    scratch[ns + i] = 1234.5f;
+  float loss, loss1, lossr, lossu;
+  rt_set_threads(1);
+  rt_linear_xent(dh1, dW1, &loss1, h, W, t, R, V, C, dloss, chunk, scratch);
+  rt_set_threads(threads);
+  rt_linear_xent(dh, dW, &loss, h, W, t, R, V, C, dloss, chunk, scratch);
+  for (int i = 0; i < 16; i++)
+    ck_assert_msg(scratch[ns + i] == 1234.5f, "linear_xent wrote past its scratch");
+  ck_assert_msg(loss == loss1 && same_bits(dh, dh1, nh) && same_bits(dW, dW1, nw),
+                "linear_xent R=%d V=%d C=%d chunk=%d: %d threads differ from 1", R, V, C, chunk, threads);
+  rt_linear_xent_ref(dhr, dWr, &lossr, h, W, t, R, V, C, dloss);
+  ck_assert_msg(fabsf(loss - lossr) <= 1e-5f * fabsf(lossr), "linear_xent loss %.9g vs ref %.9g", loss, lossr);
+  ck_assert_msg(norm_err(dh, dhr, nh) < 1e-5, "linear_xent dh: %g", norm_err(dh, dhr, nh));
+  ck_assert_msg(norm_err(dW, dWr, nw) < 1e-5, "linear_xent dW: %g", norm_err(dW, dWr, nw));
+  /* the unfused sequence autodiff emits */
+  rt_linear(l, h, W, NULL, R, V, C, NULL, NULL);
+  lossu = rt_cross_entropy(l, t, R, V);
+  rt_cross_entropy_grad(l, l, t, R, V, dloss);
+  rt_matmul_nn(dhu, l, W, R, V, C);
+  rt_linear_dw(dWu, l, h, R, V, C);
+  double eh = norm_err(dh, dhu, nh), ew = norm_err(dW, dWu, nw);
+  ck_assert_msg(loss == lossu, "linear_xent loss %.9g vs unfused %.9g", loss, lossu);
+  ck_assert_msg(eh <= 1e-6 && ew <= 1e-6, "linear_xent R=%d V=%d C=%d chunk=%d vs unfused: dh %g, dW %g", R, V, C,
+                chunk, eh, ew);
+  if (threads == 1)
+    fprintf(stderr, "linear_xent R=%d V=%d C=%d chunk=%d vs unfused: loss same bits, dh %s (%.3g), dW %s (%.3g)\n", R,
+            V, C, chunk, same_bits(dh, dhu, nh) ? "same bits" : "differs", eh, same_bits(dW, dWu, nw) ? "same bits" : "differs",
+            ew);
+  free(h), free(W), free(dh), free(dW), free(dhr), free(dWr), free(dh1), free(dW1), free(l), free(dhu), free(dWu);
+  free(scratch), free(t);
+}
+
+START_TEST(linear_xent_vs_unfused) {
+  check_linear_xent(37, 53, 19, 8, 11, _i);     /* odd sizes, 5 chunks, the last partial */
+  check_linear_xent(5, 7, 3, 16, 12, _i);       /* one chunk larger than the rows */
+  check_linear_xent(300, 301, 33, 128, 13, _i); /* several cross-entropy blocks per chunk */
+  check_linear_xent(129, 1000, 24, 37, 14, _i); /* chunks that straddle the loss's row blocks */
+  check_linear_xent(512, 256, 128, 256, 15, _i); /* gpt-tiny's head */
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("rt_backward");
   TCase *tc = tcase_create("backward");
@@ -500,6 +560,7 @@ int main(void) {
   tcase_add_loop_test(tc, cross_entropy_properties, 1, 4);
   tcase_add_loop_test(tc, embedding_dw_accumulates, 1, 4);
   tcase_add_test(tc, attention_dx_timing);
+  tcase_add_loop_test(tc, linear_xent_vs_unfused, 1, 5); /* _i = 1..4 threads */
   suite_add_tcase(s, tc);
   return check_run(s);
 }
