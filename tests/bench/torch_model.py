@@ -7,8 +7,10 @@ LM head), loads modelc's safetensors by hand, and offers:
 
   check  SPEC W TOKENS.npy OURS.npy [ORT.bin]  compare logits: ours (and ORT's) vs PyTorch's
   export SPEC W OUT.onnx                       torch.onnx.export of the [B, T] forward
-  bench  SPEC W --runs N                       forward tokens/s (B x T, no_grad) and decode
-                                               tokens/s (batch 1, KV cache) as 'key: value' lines
+  bench  SPEC W --runs N [--autocast bf16]    forward tokens/s (B x T, no_grad) and decode
+                                               tokens/s (batch 1, KV cache) as 'key: value' lines;
+                                               --autocast bf16: both under torch.autocast (CPU,
+                                               bfloat16); 3 warm-up calls
   train  SPEC W --runs N [--autocast bf16]    one training step at B x T: forward, cross-entropy,
                                                backward, torch.optim.AdamW step (lr 1e-4; betas,
                                                eps, weight decay from the spec's train: section;
@@ -221,13 +223,17 @@ def cmd_export(spec, w, out):
     return 0
 
 
-def cmd_bench(spec, w, runs):
+def cmd_bench(spec, w, runs, autocast=None):
+    if autocast == "bf16":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return cmd_bench(spec, w, runs)
     model = make(spec, w)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, model.V, (model.B, model.T), generator=g, dtype=torch.int64)
     times = []
     with torch.no_grad():
-        model(ids)   # warm-up
+        for _ in range(3):   # warm-up
+            model(ids)
         for _ in range(runs):
             t = time.perf_counter()
             model(ids)
@@ -325,7 +331,8 @@ def main(argv):
         return cmd_export(*args)
     if cmd == "bench":
         runs = int(args[args.index("--runs") + 1]) if "--runs" in args else 5
-        return cmd_bench(args[0], args[1], runs)
+        autocast = args[args.index("--autocast") + 1] if "--autocast" in args else None
+        return cmd_bench(args[0], args[1], runs, autocast)
     if cmd == "train":
         runs = int(args[args.index("--runs") + 1]) if "--runs" in args else 5
         autocast = args[args.index("--autocast") + 1] if "--autocast" in args else None
