@@ -97,7 +97,8 @@ START_TEST(overflow_and_specials) {
 }
 END_TEST
 
-/* Fast kernels (vectorised, F16C) equal the refs on arrays of random bit patterns. */
+/* Fast kernels (vectorised, AVX-512F, F16C) equal the refs on arrays of random bit patterns: bit for
+ * bit for bf16 (NaNs included: both keep the payload's top bits and set the quiet bit). */
 START_TEST(fast_equals_ref) {
   enum { N = 1 << 20 };
   float *x = malloc(N * sizeof *x), *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b);
@@ -118,7 +119,7 @@ START_TEST(fast_equals_ref) {
       rt_cast_f32_f16_ref(h2, x, N);
     }
     for (size_t i = 0; i < N; i++)
-      ck_assert_msg(h1[i] == h2[i] || (is_nan16((Fmt)f, h1[i]) && is_nan16((Fmt)f, h2[i])),
+      ck_assert_msg(h1[i] == h2[i] || (f != BF16 && is_nan16((Fmt)f, h1[i]) && is_nan16((Fmt)f, h2[i])),
                     "fmt %d: %a -> %04x fast, %04x ref", f, x[i], h1[i], h2[i]);
     if (f == BF16) {
       rt_cast_bf16_f32(a, h2, N);
