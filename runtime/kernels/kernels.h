@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../core/core.h"
 #include "../modelc_rt.h"
@@ -32,6 +33,17 @@ static inline int rt_gemm_rows_block(int rows) {
 static inline int rt_lin_cols_block(int K) {
   int g = 16384 / (K > 0 ? K : 1);
   return g < 16 ? 16 : (g + 15) / 16 * 16;
+}
+
+/* A linear layer's bias pre-filled into rows [m0,m1), columns [c0,c1) of y (row stride ldy), so the
+ * GEMM adds onto it (beta = 1: OpenBLAS would otherwise zero C in a separate pass). Returns the
+ * GEMM's beta: 1 with a bias, 0 without. */
+static inline float rt_prefill_bias(float *y, const float *bias, int m0, int m1, int ldy, int c0, int c1) {
+  if (!bias)
+    return 0.0f;
+  for (int m = m0; m < m1; m++)
+    memcpy(y + (size_t)m * ldy + c0, bias + c0, (size_t)(c1 - c0) * sizeof(float));
+  return 1.0f;
 }
 
 /* Sum of x[0..n) with 8 lanes, then a pairwise combine: accurate and vectorisable. */

@@ -38,12 +38,7 @@ typedef struct LinCtx {
 static void lin_rows(void *p, int lo, int hi) {
   const LinCtx *c = p;
   float *y = c->y + (size_t)lo * c->N;
-  float beta = 0.0f;
-  if (c->bias) {
-    for (int m = lo; m < hi; m++)
-      memcpy(c->y + (size_t)m * c->N, c->bias, (size_t)c->N * sizeof(float));
-    beta = 1.0f;
-  }
+  float beta = rt_prefill_bias(c->y, c->bias, lo, hi, c->N, 0, c->N);
   rt_gemm(0, 1, hi - lo, c->N, c->K, RT_DT_F32, c->x + (size_t)lo * c->K, c->K, RT_DT_F32, c->W, c->K, beta, y,
           c->N);
   if (c->epi)
@@ -54,12 +49,7 @@ static void lin_rows(void *p, int lo, int hi) {
  * OpenBLAS (above), rt_gemm otherwise. No epilogue here. */
 static void lin_cols(void *p, int lo, int hi) {
   const LinCtx *c = p;
-  float beta = 0.0f;
-  if (c->bias) {
-    for (int m = 0; m < c->M; m++)
-      memcpy(c->y + (size_t)m * c->N + lo, c->bias + lo, (size_t)(hi - lo) * sizeof(float));
-    beta = 1.0f;
-  }
+  float beta = rt_prefill_bias(c->y, c->bias, 0, c->M, c->N, lo, hi);
   if (c->M == 1 && rt_gemm_selected(RT_DT_F32) == RT_GEMM_OPENBLAS)
     cblas_sgemv(CblasRowMajor, CblasNoTrans, hi - lo, c->K, 1.0f, c->W + (size_t)lo * c->K, c->K, c->x, 1, beta,
                 c->y + lo, 1);

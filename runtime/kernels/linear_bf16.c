@@ -35,12 +35,7 @@ static void lin16_rows(void *p, int lo, int hi) {
   const LinBf16Ctx *c = p;
   uint16_t *xh = c->xh + (size_t)lo * c->K;
   rt_cast_f32_bf16(xh, c->x + (size_t)lo * c->K, (size_t)(hi - lo) * c->K);
-  float beta = 0.0f;
-  if (c->bias) {
-    for (int m = lo; m < hi; m++)
-      memcpy(c->y + (size_t)m * c->N, c->bias, (size_t)c->N * sizeof(float));
-    beta = 1.0f;
-  }
+  float beta = rt_prefill_bias(c->y, c->bias, lo, hi, c->N, 0, c->N);
   rt_gemm(0, 1, hi - lo, c->N, c->K, RT_DT_BF16, xh, c->K, RT_DT_BF16, c->W, c->K, beta, c->y + (size_t)lo * c->N,
           c->N);
   if (c->epi)
@@ -50,12 +45,7 @@ static void lin16_rows(void *p, int lo, int hi) {
 /* columns [lo,hi) of y (all M rows, x already in bf16): rows lo..hi of W */
 static void lin16_cols(void *p, int lo, int hi) {
   const LinBf16Ctx *c = p;
-  float beta = 0.0f;
-  if (c->bias) {
-    for (int m = 0; m < c->M; m++)
-      memcpy(c->y + (size_t)m * c->N + lo, c->bias + lo, (size_t)(hi - lo) * sizeof(float));
-    beta = 1.0f;
-  }
+  float beta = rt_prefill_bias(c->y, c->bias, 0, c->M, c->N, lo, hi);
   rt_gemm(0, 1, c->M, hi - lo, c->K, RT_DT_BF16, c->xh, c->K, RT_DT_BF16, c->W + (size_t)lo * c->K, c->K, beta,
           c->y + lo, c->N);
 }
