@@ -296,6 +296,20 @@ void rt_linear_xent(float *dh, float *dW, float *loss, const float *h, const flo
 void rt_matmul_nn(float *y, const float *dy, const float *W, int M, int N, int K);
 /* dW (N,K) = sum over rows r of dy[r,:]^T x[r,:]; dy (M,N), x (M,K): the weight gradient. */
 void rt_linear_dw(float *dW, const float *dy, const float *x, int M, int N, int K);
+/* The same three with bf16 products (precision<bf16>: training on the matrix units, the GEMM
+ * layer): every f32 operand is rounded to bf16 (round to nearest even) into scratch and the
+ * products accumulate in f32; W is bf16 (the trainer's working weights, rounded once per step).
+ *   rt_matmul_nn_bf16    y = bf16(dy) W             scratch: rt_matmul_nn_bf16_scratch_floats(M, N)
+ *   rt_linear_dw_bf16    dW = bf16(dy)^T bf16(x)    scratch: rt_linear_dw_bf16_scratch_floats(M, N, K)
+ *   rt_linear_xent_bf16  rt_linear_xent's head and loss with its three products so
+ *                        scratch: rt_linear_xent_bf16_scratch_floats(chunk, V, C) */
+size_t rt_matmul_nn_bf16_scratch_floats(int M, int N);
+void rt_matmul_nn_bf16(float *y, const float *dy, const uint16_t *W, int M, int N, int K, float *scratch);
+size_t rt_linear_dw_bf16_scratch_floats(int M, int N, int K);
+void rt_linear_dw_bf16(float *dW, const float *dy, const float *x, int M, int N, int K, float *scratch);
+size_t rt_linear_xent_bf16_scratch_floats(int chunk, int V, int C);
+void rt_linear_xent_bf16(float *dh, float *dW, float *loss, const float *h, const uint16_t *W,
+                         const int32_t *targets, int R, int V, int C, float dloss, int chunk, float *scratch);
 /* LayerNorm (rms = 0) or RMSNorm (rms = 1) backward over rows of (R,C), recomputing the row
  * statistics from x: dx (R,C) from x, gain (C), dy (R,C); dgain (C) = sum_r dy * xhat. */
 void rt_norm_dx(float *dx, const float *x, const float *gain, const float *dy, int R, int C, float eps, int rms);

@@ -120,6 +120,14 @@ int rt_gather_rows(void *out, const int32_t *ids, const void *table, int n, int 
 void rt_linear_bf16_ref(float *y, const float *x, const uint16_t *W, const float *bias, int M, int N, int K);
 int rt_embedding_bf16_ref(uint16_t *out, const int32_t *ids, const uint16_t *table, int n, int V, int C,
                           RtError *err);
+/* rt_linear_dw_bf16, or with accumulate != 0 dW += (rt_linear_xent_bf16's chunks). */
+void rt_linear_dw_bf16_acc(float *dW, const float *dy, const float *x, int M, int N, int K, int accumulate,
+                           float *scratch);
+/* The twins of the bf16 backward products: the rounded operands' products summed in double. */
+void rt_matmul_nn_bf16_ref(float *y, const float *dy, const uint16_t *W, int M, int N, int K);
+void rt_linear_dw_bf16_ref(float *dW, const float *dy, const float *x, int M, int N, int K);
+void rt_linear_xent_bf16_ref(float *dh, float *dW, float *loss, const float *h, const uint16_t *W,
+                             const int32_t *targets, int R, int V, int C, float dloss);
 /* Learned positions, in place: x[b,t,:] += pos[t0 + t,:].
  * x is (B,T,C), pos is (Tmax,C) with t0 + T <= Tmax (t0 is the first position, for decoding). */
 void rt_add_positions(float *x, const float *pos, int B, int T, int C, int t0);

@@ -181,8 +181,16 @@ size_t rt_linear_xent_scratch_floats(int chunk, int V) {
   return 2 * (size_t)chunk + (size_t)chunk * (size_t)V;
 }
 
-void rt_linear_xent(float *dh, float *dW, float *loss, const float *h, const float *W, const int32_t *targets, int R,
-                    int V, int C, float dloss, int chunk, float *scratch) {
+/* The bf16 products need room for their rounded operands after the f32 scratch: the most any of
+ * the three takes (dW's: the chunk's dlogits and h rows). */
+size_t rt_linear_xent_bf16_scratch_floats(int chunk, int V, int C) {
+  return rt_slice_floats(rt_linear_xent_scratch_floats(chunk, V)) + rt_linear_dw_bf16_scratch_floats(chunk, V, C);
+}
+
+/* Both kernels: W is f32, or with bf16 set bf16 (the three products then round their f32 operands
+ * to bf16 into the scratch after the logits, linear_bf16.c). */
+static void linear_xent(float *dh, float *dW, float *loss, const float *h, const void *W, int bf16,
+                        const int32_t *targets, int R, int V, int C, float dloss, int chunk, float *scratch) {
   *loss = 0.0f;
   if (V <= 0 || C <= 0)
     return;
@@ -195,16 +203,25 @@ void rt_linear_xent(float *dh, float *dW, float *loss, const float *h, const flo
   double part[CE_BLOCKS] = {0};
   int rpb = ce_rows_per_block(R, V);
   XentCtx c = {scratch + 2 * (size_t)chunk, (double *)(void *)scratch, NULL, V, dloss / (float)R};
+  float *half = scratch + rt_slice_floats(rt_linear_xent_scratch_floats(chunk, V));
   for (int r0 = 0; r0 < R; r0 += chunk) {
     int n = R - r0 < chunk ? R - r0 : chunk;
     const float *hc = h + (size_t)r0 * C;
-    rt_linear(c.dl, hc, W, NULL, n, V, C, NULL, NULL);
+    if (bf16)
+      rt_linear_bf16(c.dl, hc, W, NULL, n, V, C, NULL, NULL, half);
+    else
+      rt_linear(c.dl, hc, W, NULL, n, V, C, NULL, NULL);
     c.targets = targets + r0;
     rt_parallel_for(n, rt_row_grain(V), xent_rows, &c);
     for (int i = 0; i < n; i++)
       part[(r0 + i) / rpb] += c.row_loss[i];
-    rt_matmul_nn(dh + (size_t)r0 * C, c.dl, W, n, V, C);
-    rt_linear_dw_acc(dW, c.dl, hc, n, V, C, r0 > 0);
+    if (bf16) {
+      rt_matmul_nn_bf16(dh + (size_t)r0 * C, c.dl, W, n, V, C, half);
+      rt_linear_dw_bf16_acc(dW, c.dl, hc, n, V, C, r0 > 0, half);
+    } else {
+      rt_matmul_nn(dh + (size_t)r0 * C, c.dl, W, n, V, C);
+      rt_linear_dw_acc(dW, c.dl, hc, n, V, C, r0 > 0);
+    }
   }
   int nblk = (R + rpb - 1) / rpb;
   double s = 0;
@@ -213,8 +230,25 @@ void rt_linear_xent(float *dh, float *dW, float *loss, const float *h, const flo
   *loss = (float)(s / R);
 }
 
-void rt_linear_xent_ref(float *dh, float *dW, float *loss, const float *h, const float *W, const int32_t *targets,
-                        int R, int V, int C, float dloss) {
+void rt_linear_xent(float *dh, float *dW, float *loss, const float *h, const float *W, const int32_t *targets, int R,
+                    int V, int C, float dloss, int chunk, float *scratch) {
+  linear_xent(dh, dW, loss, h, W, 0, targets, R, V, C, dloss, chunk, scratch);
+}
+
+void rt_linear_xent_bf16(float *dh, float *dW, float *loss, const float *h, const uint16_t *W,
+                         const int32_t *targets, int R, int V, int C, float dloss, int chunk, float *scratch) {
+  linear_xent(dh, dW, loss, h, W, 1, targets, R, V, C, dloss, chunk, scratch);
+}
+
+/* Both twins: with bf16 set, W holds bf16 bits and every product reads bf16-rounded operands (h
+ * and W for the logits; the dlogits, rounded from float, for dh and dW). */
+static float opnd(double v, int bf16) { return bf16 ? rt_bf16_to_f32(rt_f32_to_bf16((float)v)) : (float)v; }
+
+static void linear_xent_ref(float *dh, float *dW, float *loss, const float *h, const void *Wv, int bf16,
+                            const int32_t *targets, int R, int V, int C, float dloss) {
+  const float *W32 = Wv;
+  const uint16_t *W16 = Wv;
+#define WREF(i) (bf16 ? rt_bf16_to_f32(W16[i]) : W32[i])
   double *l = malloc(sizeof *l * (size_t)(V > 0 ? V : 1));
   double *gw = calloc((size_t)V * (size_t)C + 1, sizeof *gw);
   double s = 0;
@@ -227,7 +261,7 @@ void rt_linear_xent_ref(float *dh, float *dW, float *loss, const float *h, const
     for (int j = 0; j < V; j++) {
       double a = 0;
       for (int k = 0; k < C; k++)
-        a += (double)x[k] * W[(size_t)j * C + k];
+        a += (double)opnd(x[k], bf16) * WREF((size_t)j * C + k);
       l[j] = a;
       mx = a > mx ? a : mx;
     }
@@ -239,20 +273,32 @@ void rt_linear_xent_ref(float *dh, float *dW, float *loss, const float *h, const
       sum += exp(l[j] - mx);
     s += mx + log(sum) - l[t];
     for (int j = 0; j < V; j++) /* l[j] becomes d loss / d logit j */
-      l[j] = (double)dloss * (exp(l[j] - mx) / sum - (j == t ? 1.0 : 0.0)) / R;
+      l[j] = bf16 ? opnd((double)dloss * (exp(l[j] - mx) / sum - (j == t ? 1.0 : 0.0)) / R, 1)
+                  : (double)dloss * (exp(l[j] - mx) / sum - (j == t ? 1.0 : 0.0)) / R;
     for (int k = 0; k < C; k++) {
       double a = 0;
       for (int j = 0; j < V; j++)
-        a += l[j] * W[(size_t)j * C + k];
+        a += l[j] * WREF((size_t)j * C + k);
       dh[(size_t)r * C + k] = (float)a;
     }
     for (int j = 0; j < V; j++)
       for (int k = 0; k < C; k++)
-        gw[(size_t)j * C + k] += l[j] * x[k];
+        gw[(size_t)j * C + k] += l[j] * opnd(x[k], bf16);
   }
+#undef WREF
   for (size_t i = 0; i < (size_t)V * C; i++)
     dW[i] = (float)gw[i];
   *loss = R > 0 ? (float)(s / R) : 0.0f;
   free(l);
   free(gw);
+}
+
+void rt_linear_xent_ref(float *dh, float *dW, float *loss, const float *h, const float *W, const int32_t *targets,
+                        int R, int V, int C, float dloss) {
+  linear_xent_ref(dh, dW, loss, h, W, 0, targets, R, V, C, dloss);
+}
+
+void rt_linear_xent_bf16_ref(float *dh, float *dW, float *loss, const float *h, const uint16_t *W,
+                             const int32_t *targets, int R, int V, int C, float dloss) {
+  linear_xent_ref(dh, dW, loss, h, W, 1, targets, R, V, C, dloss);
 }
