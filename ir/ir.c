@@ -148,7 +148,10 @@ static bool shape_matmul(const Module *m, const Op *op, Type *out, char *err, si
   char b1[96], b2[96];
   const Type *a = &op->in[0]->type, *b = &op->in[1]->type;
   if (!need_float(op, err, n)) return false;
-  bool ok = a->rank >= 2 && b->rank >= 2 && a->dtype == b->dtype && a->dim[a->rank - 1] == b->dim[b->rank - 2] &&
+  /* the same dtype, or an f32 a times a bf16 matrix b (precision<bf16>: a linear layer's input
+   * gradient dy W from the bf16 working weight, a rounded to bf16, f32 accumulation and result) */
+  bool types = a->dtype == b->dtype || (a->dtype == DT_F32 && b->dtype == DT_BF16 && b->rank == 2);
+  bool ok = a->rank >= 2 && b->rank >= 2 && types && a->dim[a->rank - 1] == b->dim[b->rank - 2] &&
             (b->rank == 2 || b->rank == a->rank);
   for (int i = 0; ok && b->rank > 2 && i < a->rank - 2; i++) ok = a->dim[i] == b->dim[i];
   if (!ok) return fail(err, n, "matmul: shapes %s and %s do not multiply", tstr(a, b1), tstr(b, b2));
@@ -264,14 +267,15 @@ static bool shape_xent_grad(const Module *m, const Op *op, Type *out, char *err,
   return true;
 }
 
-/* linear_xent: h [..,C], w [V,C] (f32), targets int [..] over h's rows, dloss f32[] -> the
- * results d h (h's type), d w (w's type) and the mean loss f32[]: what linear(h, w) ->
- * cross_entropy / cross_entropy_grad -> matmul, linear_dw compute, without the logits. */
+/* linear_xent: h [..,C] f32, w [V,C] (f32, or bf16: precision<bf16>'s products in bf16), targets
+ * int [..] over h's rows, dloss f32[] -> the results d h (h's type), d w (f32 [V,C]) and the mean
+ * loss f32[]: what linear(h, w) -> cross_entropy / cross_entropy_grad -> matmul, linear_dw
+ * compute, without the logits. */
 static bool shape_linear_xent(const Module *m, const Op *op, Type *out, char *err, size_t n) {
   char b1[96], b2[96];
   const Type *h = &op->in[0]->type, *w = &op->in[1]->type, *t = &op->in[2]->type;
-  bool ok = h->dtype == DT_F32 && w->dtype == DT_F32 && h->rank >= 1 && w->rank == 2 && w->dim[1] == h->dim[h->rank - 1];
-  if (!ok) return fail(err, n, "linear_xent expects f32 h [..,C] and w [V,C], got %s and %s", tstr(h, b1), tstr(w, b2));
+  bool ok = h->dtype == DT_F32 && (w->dtype == DT_F32 || w->dtype == DT_BF16) && h->rank >= 1 && w->rank == 2 && w->dim[1] == h->dim[h->rank - 1];
+  if (!ok) return fail(err, n, "linear_xent expects f32 h [..,C] and f32 or bf16 w [V,C], got %s and %s", tstr(h, b1), tstr(w, b2));
   ok = is_int_type(t) && t->rank == h->rank - 1;
   for (int i = 0; ok && i < t->rank; i++) ok = t->dim[i] == h->dim[i];
   if (!ok) return fail(err, n, "linear_xent: the targets %s are not integers over the rows of %s", tstr(t, b1), tstr(h, b2));
@@ -279,6 +283,7 @@ static bool shape_linear_xent(const Module *m, const Op *op, Type *out, char *er
     return fail(err, n, "linear_xent: the loss gradient must be an f32 scalar%s%s", NULL, NULL);
   out[0] = *h;
   out[1] = *w;
+  out[1].dtype = DT_F32;
   out[2] = ir_type(DT_F32, 0, NULL);
   return true;
 }
@@ -773,6 +778,40 @@ void ir_set_operands(Op *op, int nin, Value *const *in) {
   for (int i = 0; i < nin; i++) a[i] = in[i];
   op->in = a;
   op->nin = nin;
+}
+
+Op *ir_clone_op(const Module *m, Func *dst, const Op *op, Value **map, char *err, size_t n) {
+  Value *stack[16], **in = op->nin <= 16 ? stack : malloc(sizeof *in * (size_t)op->nin);
+  IR_ASSERT(in);
+  for (int i = 0; i < op->nin; i++) {
+    in[i] = map[op->in[i]->id];
+    IR_ASSERT(in[i]);
+  }
+  Op *c = ir_op_new(dst, op->kind, op->nin, in, op->nout);
+  if (in != stack) free(in);
+  for (int i = 0; i < op->nattr; i++) ir_set_attr(c, op->attr[i]);
+  if (!ir_infer(m, c, err, n)) return NULL;
+  ir_append(dst, c);
+  for (int i = 0; i < op->nout; i++) map[op->out[i]->id] = c->out[i];
+  return c;
+}
+
+Func *ir_clone_func(Module *m, const Func *f, const char *name) {
+  Func *g = ir_add_func(m, name);
+  if (!g) return NULL;
+  Value **map = calloc((size_t)f->nvalues + 1, sizeof *map);
+  Value **ret = calloc((size_t)f->nret + 1, sizeof *ret);
+  IR_ASSERT(map && ret);
+  for (int i = 0; i < f->narg; i++) map[f->args[i]->id] = ir_add_arg(g, f->args[i]->name, f->args[i]->type);
+  char err[256];
+  for (const Op *op = f->first; op; op = op->next)
+    if (!ir_clone_op(m, g, op, map, err, sizeof err)) die("cloning @%s: %s", f->name, err); /* same types: cannot fail */
+  for (int i = 0; i < f->nret; i++) ret[i] = map[f->ret[i]->id];
+  ir_set_return(g, f->nret, ret);
+  g->line = f->line, g->col = f->col;
+  free(map);
+  free(ret);
+  return g;
 }
 
 void ir_append(Func *f, Op *op) {

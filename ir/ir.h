@@ -285,6 +285,12 @@ void ir_renumber_values(Module *m);
  * ir_infer(); for OP_CALL nout must be the callee's return count. */
 Op *ir_op_new(Func *f, OpKind k, int nin, Value *const *in, int nout);
 void ir_append(Func *f, Op *op);
+/* A copy of op appended to dst, its operands mapped through map (indexed by Value.id of op's
+ * function), its results entered in map. NULL (err filled) when the mapped operands' types do not
+ * infer. */
+Op *ir_clone_op(const Module *m, Func *dst, const Op *op, Value **map, char *err, size_t n);
+/* A copy of f named name (arguments, ops, returns, attributes); NULL if the name exists. */
+Func *ir_clone_func(Module *m, const Func *f, const char *name);
 void ir_insert_before(Op *pos, Op *op);
 void ir_insert_after(Op *pos, Op *op);
 void ir_unlink(Op *op);                       /* detach from its function (memory stays in the arena) */

@@ -145,18 +145,9 @@ static int64_t arena_with(const Module *m, int every, const PassOptions *o, Diag
 
 /* Clones op into dst with operands mapped through map (by Value.id of the source function). */
 static Op *clone_op(Module *m, Func *dst, const Op *op, Value **map) {
-  Value *in[512];
-  IR_ASSERT(op->nin <= 512);
-  for (int i = 0; i < op->nin; i++) {
-    in[i] = map[op->in[i]->id];
-    IR_ASSERT(in[i]);
-  }
-  Op *c = ir_op_new(dst, op->kind, op->nin, in, op->nout);
-  for (int i = 0; i < op->nattr; i++) ir_set_attr(c, op->attr[i]);
   char err[256];
-  if (!ir_infer(m, c, err, sizeof err)) die("checkpoint<store>: %s", err);
-  ir_append(dst, c);
-  for (int i = 0; i < op->nout; i++) map[op->out[i]->id] = c->out[i];
+  Op *c = ir_clone_op(m, dst, op, map, err, sizeof err);
+  if (!c) die("checkpoint<store>: %s", err);
   return c;
 }
 

@@ -5,7 +5,10 @@
  * bitwise) and the same result types. The later one is deleted and its results replaced by the
  * earlier one's. This also merges repeated `param {p=@w}` loads, as tied weights (an embedding
  * table reused as the LM head) produce, and repeated constants. Random ops (dropout) and calls are
- * never pure, so they are never merged: two dropouts draw different masks.
+ * never pure, so they are never merged: two dropouts draw different masks. A cast is not merged
+ * with an equal one before a call: converting again is cheaper than keeping the converted tensor
+ * alive across a block (precision<bf16> converts each weight right before each block call that
+ * reads it, so only one block's bf16 copies exist at a time).
  *
  * Ops are visited in order with a hash table of the ops kept so far; operands are first rewritten
  * through a replacement map (value id -> surviving value), so chains of duplicates collapse in a
@@ -78,26 +81,31 @@ static int cse_func(Func *f) {
   while (cap < 2 * (size_t)nops) cap *= 2;
   Op **table = calloc(cap, sizeof *table);
   uint64_t *hashes = calloc(cap, sizeof *hashes);
+  int *epochs = calloc(cap, sizeof *epochs); /* casts: the calls passed before the op kept in the slot */
+  int calls = 0; /* calls passed so far: casts merge only within the same stretch between calls */
   Value **repl = calloc((size_t)f->nvalues + 1, sizeof *repl);  /* by Value.id */
-  if (!table || !hashes || !repl) die("out of memory");
+  if (!table || !hashes || !repl || !epochs) die("out of memory");
 
   int merged = 0;
   for (Op *op = f->first, *next; op; op = next) {
     next = op->next;
     for (int i = 0; i < op->nin; i++)
       if (op->in[i]->id < f->nvalues && repl[op->in[i]->id]) op->in[i] = repl[op->in[i]->id];
+    if (op->kind == OP_CALL) calls++;
     if (!(ir_op_info[op->kind].flags & OPF_PURE) || (ir_op_info[op->kind].flags & OPF_RANDOM)) continue;
     uint64_t h = hash_op(op);
+    if (op->kind == OP_CAST) h = mix(h, (uint64_t)calls + 1);
     size_t slot = (size_t)h & (cap - 1);
     Op *same = NULL;
     for (; table[slot]; slot = (slot + 1) & (cap - 1))
-      if (hashes[slot] == h && same_op(table[slot], op)) {
+      if (hashes[slot] == h && same_op(table[slot], op) && (op->kind != OP_CAST || epochs[slot] == calls)) {
         same = table[slot];
         break;
       }
     if (!same) {
       table[slot] = op;
       hashes[slot] = h;
+      epochs[slot] = calls;
       continue;
     }
     for (int i = 0; i < op->nout; i++) {
@@ -111,6 +119,7 @@ static int cse_func(Func *f) {
     if (f->ret[i]->id < f->nvalues && repl[f->ret[i]->id]) f->ret[i] = repl[f->ret[i]->id];
   free(table);
   free(hashes);
+  free(epochs);
   free(repl);
   return merged;
 }

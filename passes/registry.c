@@ -46,6 +46,8 @@ static const PassOptSpec fuse_opts[] = {
 static const PassOptSpec precision_opts[] = {
     {"bf16", POPT_BOOL, "false", "store activations between forward and backward, and gradients, in bfloat16", ANY_VALUE},
     {"fp16", POPT_BOOL, "false", "the same in IEEE half precision, with dynamic loss scaling", ANY_VALUE},
+    {"products", POPT_STR, "auto", "matrix products: bf16 (on the matrix units; the default with bf16) or f32 "
+                                   "(the default with fp16)", ONE_OF("auto|bf16|f32")},
 };
 
 static const PassOptSpec store_opts[] = {
@@ -74,7 +76,7 @@ static const PassInfo registry[] = {
     {"dce", "remove unused pure ops and functions unreachable from the entry", pass_dce, NULL, 0, false, NULL},
     {"fuse", "fuse element-wise chains into one loop and into linear epilogues", pass_fuse, fuse_opts,
      NOPTS(fuse_opts), false, NULL},
-    {"precision", "mixed-precision training: 16-bit activation storage (bf16 or fp16, with loss scaling)",
+    {"precision", "mixed-precision training: 16-bit activation storage (bf16 or fp16, with loss scaling), bf16 products",
      pass_precision, precision_opts, NOPTS(precision_opts), true, pass_precision_check},
     {"store", "16-bit weight storage: f32 parameters stored in bf16 or f16, cast to f32 where they are read",
      pass_store, store_opts, NOPTS(store_opts), false, NULL},

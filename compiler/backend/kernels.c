@@ -206,7 +206,10 @@ int kt_select(const Op *op, const KLower *rows[2], const char **why) {
     if (r->cond.when == KW_CAST &&
         (op->in[0]->type.dtype != (DType)r->cond.from || op->out[0]->type.dtype != (DType)r->cond.to))
       continue;
-    if (r->cond.when == KW_ATTR && strcmp(ir_attr_s(op, r->cond.key), r->cond.word) != 0) continue;
+    if (r->cond.when == KW_ATTR) {
+      const char *v = ir_attr_s(op, r->cond.key); /* absent: "" */
+      if (strcmp(v ? v : "", r->cond.word) != 0) continue;
+    }
     if (r->cond.when == KW_DTYPE &&
         (r->cond.from >= op->nin || op->in[r->cond.from]->type.dtype != (DType)r->cond.to))
       continue;

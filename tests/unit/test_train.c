@@ -293,7 +293,8 @@ END_TEST
 /* Mixed precision (the precision pass, docs/passes.md): gpt-tiny with every activation the
  * backward reads stored in 16 bits (checkpoint<store>: all of them; the default: the block
  * inputs), each block's incoming gradient through 16 bits, and working weights rounded to 16 bits,
- * against PyTorch's float64 gradients. bf16 keeps 8 significant bits (a rounding error of up to
+ * against PyTorch's float64 gradients; bf16 also computes every product in bf16 (products=f32
+ * keeps them f32). bf16 keeps 8 significant bits (a rounding error of up to
  * 2^-9 = 0.2% per stored value), fp16 11 bits (2^-12); the gradients chain a dozen such roundings,
  * so the bounds are 4e-2 (bf16, measured 1.5e-2) and 5e-3 (fp16, measured 1.9e-3) of each
  * parameter's largest gradient, and the loss within 1e-3 / 2e-4. The floors (1e-3, 1e-4; fp32
@@ -308,6 +309,8 @@ static const struct {
     {"autodiff,precision<fp16>,constfold,cse,fuse,dce,memplan", 5e-3, 1e-4, 2e-4},
     /* the fused head (xent_fuse before precision): its operands are not stored in 16 bits */
     {"autodiff,xent_fuse,precision<bf16>,constfold,cse,fuse,dce,memplan", 4e-2, 1e-3, 1e-3},
+    /* bf16 storage without the bf16 products (precision<bf16>'s products=f32) */
+    {"autodiff,xent_fuse,precision<bf16;products=f32>,constfold,cse,fuse,dce,memplan", 4e-2, 1e-3, 1e-3},
     {"autodiff,checkpoint<store>,xent_fuse,precision<fp16>,constfold,cse,fuse,dce,memplan", 5e-3, 1e-4, 2e-4},
 };
 
@@ -324,6 +327,79 @@ START_TEST(test_mixed_precision_gradients) {
          worst_name);
   ck_assert_msg(fabs(loss - want) <= mixed[_i].loss_tol * want, "loss %.7f vs %.7f", loss, want);
   ck_assert_msg(worst >= mixed[_i].floor, "worst error %.3g: no 16-bit rounding visible", worst);
+}
+END_TEST
+
+/* sqrt(sum over every gradient element of (ours - ref)^2 / sum of ref^2) */
+static double grad_rel_l2(const char *path, const char *rp) {
+  RtSafetensors *ours, *ref;
+  RtError err;
+  ck_assert_msg(rt_st_open(&ours, path, &err) == 0, "%s", err.msg);
+  ck_assert_msg(rt_st_open(&ref, rp, &err) == 0, "%s", err.msg);
+  double num = 0, den = 1e-300;
+  for (int i = 0; i < rt_st_count(ref); i++) {
+    const RtTensor *r = rt_st_tensor(ref, i), *o = rt_st_find(ours, r->name);
+    ck_assert_msg(o && o->nbytes == r->nbytes, "no gradient for %s", r->name);
+    const float *a = o->data, *b = r->data;
+    for (size_t k = 0; k < r->nbytes / 4; k++) num += ((double)a[k] - b[k]) * ((double)a[k] - b[k]), den += (double)b[k] * b[k];
+  }
+  rt_st_close(ours);
+  rt_st_close(ref);
+  return sqrt(num / den);
+}
+
+/* bf16 products in training (precision<bf16>, pass 4 of docs/passes.md) against PyTorch computing
+ * the same rules (tests/reference/make_bf16_fixture.py: weights rounded to bf16, the head's three
+ * products on bf16-rounded operands summed exactly, the LayerNorm's backward from its bf16-stored
+ * input) on head-tiny, a model without a chain of products:
+ *   - with the plain-C GEMM (MODELC_GEMM=ref: products summed in double, as PyTorch's float64
+ *     here) every gradient within 1e-5 of the largest of its parameter (measured 2.2e-7) and the
+ *     loss within 1e-6: the program computes exactly these rules;
+ *   - with the machine's GEMM (oneDNN on AMX, ...: f32 accumulation) a dlogit or an activation now
+ *     and then rounds to the other bf16 neighbour, so the bound is on the relative L2 error over
+ *     all gradients: 1e-3 (measured 1.9e-4), and at most a quarter of what the same model with f32
+ *     products (products=f32: 1.7e-3) and the float64 gradients without rounding (3.5e-3) are from
+ *     that reference: the products really are bf16. */
+START_TEST(test_bf16_products_match_pytorch) {
+  const char *base = "autodiff,xent_fuse,%s,constfold,cse,fuse,dce,memplan";
+  const char *spec = "tests/reference/specs/head-tiny.yaml";
+#define fx FIX "/head-tiny"
+  char pipe[256], path[512];
+  snprintf(pipe, sizeof pipe, base, "precision<bf16>");
+  ck_assert_int_eq(sh("%s build '--passes=%s' %s -o %s/hb16", MODELC_BIN, pipe, spec, tmp), 0);
+  snprintf(pipe, sizeof pipe, base, "precision<bf16;products=f32>");
+  ck_assert_int_eq(sh("%s build '--passes=%s' %s -o %s/hb32", MODELC_BIN, pipe, spec, tmp), 0);
+  const char *runs[3][2] = {{"MODELC_GEMM=ref", "hb16"}, {"", "hb16"}, {"", "hb32"}};
+  double l2[3], loss[3];
+  for (int i = 0; i < 3; i++) {
+    ck_assert_int_eq(sh("%s %s/%s grad --weights %s/weights.safetensors --tokens %s/tokens.npy --targets %s/targets.npy "
+                        "--out %s/g%d.safetensors > %s/g%d.txt",
+                        runs[i][0], tmp, runs[i][1], fx, fx, fx, tmp, i, tmp, i),
+                     0);
+    snprintf(path, sizeof path, "%s/g%d.txt", tmp, i);
+    loss[i] = read_loss(path);
+    snprintf(path, sizeof path, "%s/g%d.safetensors", tmp, i);
+    l2[i] = grad_rel_l2(path, fx "/grads_bf16.safetensors");
+  }
+  double l2_32 = grad_rel_l2(fx "/grads.safetensors", fx "/grads_bf16.safetensors");
+  RtNpy ref;
+  RtError err;
+  ck_assert_msg(rt_npy_read(fx "/loss_bf16.npy", &ref, &err) == 0, "%s", err.msg);
+  double want = ((float *)ref.data)[0];
+  rt_npy_free(&ref);
+  char worst_name[128] = "";
+  int n = 0;
+  snprintf(path, sizeof path, "%s/g0.safetensors", tmp);
+  double worst = grad_diff(path, fx "/grads_bf16.safetensors", "head-tiny", 1e-5, worst_name, &n);
+  printf("head-tiny bf16 products: loss %.8f (PyTorch %.8f); gradients, relative L2 from PyTorch's bf16 rules: "
+         "plain-C GEMM %.3g (worst %.3g, %s), machine GEMM %.3g, f32 products %.3g, unrounded float64 %.3g\n",
+         loss[1], want, l2[0], worst, worst_name, l2[1], l2[2], l2_32);
+  ck_assert_msg(fabs(loss[0] - want) <= 1e-6 * want && fabs(loss[1] - want) <= 1e-6 * want, "loss %.8f / %.8f vs %.8f",
+                loss[0], loss[1], want);
+  ck_assert_msg(l2[1] <= 1e-3, "relative L2 %.3g", l2[1]);
+  ck_assert_msg(4 * l2[1] <= l2[2] && 4 * l2[1] <= l2_32, "bf16 products %.3g, f32 products %.3g, float64 %.3g", l2[1],
+                l2[2], l2_32);
+#undef fx
 }
 END_TEST
 
@@ -372,6 +448,7 @@ int main(void) {
   tcase_add_test(tc, test_xent_fuse_same_gradients);
   tcase_add_loop_test(tc, test_mixed_precision_gradients, 0, (int)(sizeof mixed / sizeof *mixed));
   tcase_add_loop_test(tc, test_mixed_precision_adamw_steps, 0, 2);
+  tcase_add_test(tc, test_bf16_products_match_pytorch);
   suite_add_tcase(s, tc);
   return check_run(s);
 }
