@@ -1,12 +1,17 @@
 /* bench.c: the bench verb: forward tokens/s at the full compiled batch and context, decode
  * tokens/s with the KV cache, and (with training compiled in) one training step, as medians of
- * several runs, printed as 'key: value' lines (tests/bench/ reads them). */
+ * several runs, each series after BENCH_WARMUPS untimed calls, printed as 'key: value' lines
+ * (tests/bench/ reads them). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
 #include "prog.h"
+
+/* Untimed calls before each timed series (forward, decode, training step): the benchmark's rule
+ * is at least 3 warm-up steps for every engine (tests/bench/run.sh). */
+#define BENCH_WARMUPS 3
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -25,12 +30,13 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
   if (help) {
     printf("usage: %s bench [--weights W] [--runs N] [--threads N] [-n DECODE_TOKENS]\n\n"
            "Forward tokens/s at the full compiled batch and context, and decode tokens/s at batch 1\n"
-           "with the KV cache (language models), as medians of N runs (default 7). Programs built\n"
-           "with the autodiff pass also time one training step at the full compiled batch and\n"
-           "context: train (forward + backward into the gradients) then AdamW over every\n"
-           "parameter (lr 1e-4; betas, eps, weight decay from the spec), after a warm-up step.\n"
+           "with the KV cache (language models), as medians of N runs (default 7), each series\n"
+           "after %d untimed warm-up calls. Programs built with the autodiff pass also time one\n"
+           "training step at the full compiled batch and context: train (forward + backward into\n"
+           "the gradients) then AdamW over every parameter (lr 1e-4; betas, eps, weight decay\n"
+           "from the spec), after %d warm-up steps.\n"
            "Without weights, the parameters are drawn at random (speed does not depend on their\n"
-           "values). Prints 'key: value' lines.\n", prog);
+           "values). Prints 'key: value' lines.\n", prog, BENCH_WARMUPS, BENCH_WARMUPS);
     return EXIT_OK;
   }
   RtError err;
@@ -70,7 +76,7 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
   }
   for (int i = 0; i < B * T; i++) ids[i] = (int32_t)(rt_rng_u32(&g) % (uint32_t)m->vocab);
   RtStep s = {B, T, 0, NULL, r.scratch, 0, 0.0f};
-  m->forward(&s, r.arena, r.W, ids, out); /* warm-up */
+  for (int k = 0; k < BENCH_WARMUPS; k++) m->forward(&s, r.arena, r.W, ids, out);
   for (int k = 0; k < o.runs; k++) {
     double t0 = rt_now_seconds();
     m->forward(&s, r.arena, r.W, ids, out);
@@ -80,7 +86,7 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
   printf("model: %s\nforward_batch: %d\nforward_context: %d\nforward_seconds: %.6f\nforward_tokens_per_s: %.1f\n",
          m->name, B, T, fwd, B * T / fwd);
   printf("forward_gflops: %.2f\n", (double)m->flops_per_token * B * T / fwd / 1e9);
-  printf("threads: %d\n", rt_threads());
+  printf("threads: %d\nwarmups: %d\n", rt_threads(), BENCH_WARMUPS);
   char gemm[256];
   rt_gemm_describe(gemm, sizeof gemm);
   printf("gemm: %s\n", gemm);
@@ -91,7 +97,7 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
       goto done;
     }
     int steps = o.have_n && o.n > 0 && o.n < T ? (int)o.n : T - 1;
-    for (int k = 0; k < o.runs; k++) {
+    for (int k = -BENCH_WARMUPS; k < (int)o.runs; k++) { /* k < 0: warm-up sequences */
       RtStep p = {1, 1, 0, r.state, r.scratch, 0, 0.0f};
       m->forward(&p, r.arena, r.W, ids, out);
       double t0 = rt_now_seconds();
@@ -99,7 +105,7 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
         RtStep d = {1, 1, t, r.state, r.scratch, 0, 0.0f};
         m->forward(&d, r.arena, r.W, ids + t, out);
       }
-      times[k] = (rt_now_seconds() - t0) / steps;
+      if (k >= 0) times[k] = (rt_now_seconds() - t0) / steps;
     }
     double dec = median(times, (int)o.runs);
     printf("decode_tokens: %d\ndecode_seconds_per_token: %.6f\ndecode_tokens_per_s: %.1f\n", steps, dec, 1.0 / dec);
@@ -130,7 +136,7 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
       float beta1 = c->beta1 > 0 ? (float)c->beta1 : 0.9f, beta2 = c->beta2 > 0 ? (float)c->beta2 : 0.999f;
       float eps = c->eps > 0 ? (float)c->eps : 1e-8f;
       double loss = 0;
-      for (int k = -1; k < (int)o.runs; k++) { /* k = -1: warm-up */
+      for (int k = -BENCH_WARMUPS; k < (int)o.runs; k++) { /* k < 0: warm-up steps */
         RtStep st = {B, T, 0, NULL, tscr, 0, 1.0f};
         float l = 0;
         double t0 = rt_now_seconds();
@@ -141,7 +147,7 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
           float wd = p->decay ? (float)c->weight_decay : 0.0f;
           int64_t off = rt_param_f32_index(p);
           rt_adamw((float *)r.W + off, G + off, s1 + off, s2 + off, rt_param_numel(p), 1e-4f, beta1, beta2,
-                   eps, wd, (int64_t)k + 2);
+                   eps, wd, (int64_t)k + BENCH_WARMUPS + 1); /* AdamW's step count: 1, 2, ... */
         }
         if (k >= 0) times[k] = rt_now_seconds() - t0;
         loss = l;

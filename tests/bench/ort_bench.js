@@ -4,13 +4,14 @@
 //
 // Runs the [B, T] forward exported by torch_model.py with N intra-op threads (default 2), one
 // inter-op thread, sequential execution, all graph optimisations; prints 'key: value' lines:
-// forward_seconds and forward_tokens_per_s (median of N runs after one warm-up) and peak_rss_kib
+// forward_seconds and forward_tokens_per_s (median of N runs after WARMUPS = 3 untimed runs) and peak_rss_kib
 // (process.resourceUsage().maxRSS, KiB). With --check, runs the given int64 tokens once and
 // writes the logits as raw little-endian float32 (torch_model.py check compares them).
 'use strict';
 const fs = require('fs');
 const path = require('path');
 const ort = require(path.join(__dirname, 'node_modules', 'onnxruntime-node'));
+const WARMUPS = 3; // untimed runs before the timed ones: >= 3 for every engine (run.sh)
 
 function arg(name, dflt) {
   const i = process.argv.indexOf(name);
@@ -50,7 +51,7 @@ async function main() {
     ids[i] = BigInt(s % V);
   }
   const feeds = { tokens: new ort.Tensor('int64', ids, [B, T]) };
-  await sess.run(feeds); // warm-up
+  for (let k = 0; k < WARMUPS; k++) await sess.run(feeds);
   const times = [];
   for (let k = 0; k < runs; k++) {
     const t0 = process.hrtime.bigint();

@@ -2,7 +2,9 @@
 """summarise.py OUT MODEL...: the Markdown report of tests/bench/run.sh from the files it wrote in OUT.
 
 Every figure is the median over rounds of what one process reported (itself a median of its timed
-runs). Ratios are ours / the fastest peer; targets are those of the performance issue.
+runs). Ratios are ours / the fastest peer; targets are those of the performance issue. The bf16
+section sets ours built with --precision=bf16 (forward, decode) and with train: precision: bf16
+(training step) beside PyTorch under torch.autocast(cpu, bfloat16), with the targets of issue 10.
 """
 import glob
 import os
@@ -10,11 +12,15 @@ import re
 import statistics
 import sys
 
-ENGINES = ["ours", "torch", "ort"]
-NAMES = {"ours": "modelc (generated)", "torch": "PyTorch 1.13 eager", "ort": "ONNX Runtime"}
+ENGINES = ["ours", "ours16", "torch", "torch16", "ort"]
+NAMES = {"ours": "modelc (generated)", "torch": "PyTorch 1.13 eager", "ort": "ONNX Runtime",
+         "ours16": "modelc bf16 (--precision=bf16)", "torch16": "PyTorch 1.13 autocast bf16"}
 FORWARD_TARGET = {"small": 1.15, "gpt-tiny": 1.3}
 DECODE_TARGET = 2.5
 TRAIN_TARGET = 1.4      # training step: ours >= 1.4x faster than PyTorch eager
+BF16_FORWARD_TARGET = 1.5   # issue 10: ours bf16 forward >= 1.5x PyTorch autocast bf16
+BF16_TRAIN_TARGET = 1.3     # issue 10: PyTorch autocast train step / ours bf16 step >= 1.3x
+BF16_SELF_TARGET = 3.0      # issue 10: ours bf16 forward >= 3x ours f32
 
 
 def kv(path):
@@ -30,6 +36,25 @@ def med(vals):
     return statistics.median(vals) if vals else float("nan")
 
 
+def raw(out, m, e):
+    """What each round's process of engine e on model m reported."""
+    return [kv(p) for p in sorted(glob.glob(os.path.join(out, "raw", "r*.%s.%s" % (m, e))))]
+
+
+def floats(rs, key):
+    return [float(r[key]) for r in rs if key in r]
+
+
+def med_range(v, fmt):
+    """'median (min – max)' of v in format fmt, or '-' when nothing was measured."""
+    return (fmt + " (" + fmt + " – " + fmt + ")") % (med(v), min(v), max(v)) if v else "-"
+
+
+def target_row(m, what, ratio, target):
+    met = "-" if target is None or ratio != ratio else ("yes" if ratio >= target else "**no**")
+    print("| %s | %s | %.2fx | %s | %s |" % (m, what, ratio, ">= %.1fx" % target if target else "-", met))
+
+
 def main(out, models):
     machine = kv(os.path.join(out, "machine"))
     rounds = sorted({int(re.match(r"r(\d+)\.", os.path.basename(p)).group(1))
@@ -43,7 +68,7 @@ def main(out, models):
     probe_bytes = (6 * (1152 + 384 + 1536 + 1536) * 384 + 4096 * 384) * 4   # small's decode weights
 
     print("# modelc benchmark results\n")
-    for k in ("date", "command", "nproc", "cpu", "torch", "node"):
+    for k in ("date", "command", "wall_time", "nproc", "cpu", "cpu_flags", "gemm", "torch", "node"):
         print("- %s: %s" % (k, machine.get(k, "?")))
     print("- ONNX Runtime: onnxruntime-node %s" % kv(os.path.join(out, "raw", "r1.%s.ort" % models[0])).get("ort_version", "?"))
     print("- OpenBLAS: %s" % sg[0].get("openblas_config", "?"))
@@ -82,16 +107,19 @@ def main(out, models):
         info[m] = {"flops": int(re.search(r"forward FLOPs:\s+(\d+)", i).group(1)),
                    "params": int(re.search(r"parameters:\s+(\d+)", i).group(1))}
         for e in ENGINES:
-            rs = [kv(p) for p in sorted(glob.glob(os.path.join(out, "raw", "r*.%s.%s" % (m, e))))]
-            g = lambda key: [float(r[key]) for r in rs if key in r]
+            rs = raw(out, m, e)
+            g = lambda key: floats(rs, key)
             res[m, e] = {"fwd": med(g("forward_tokens_per_s")), "fwd_all": g("forward_tokens_per_s"),
                          "dec": med(g("decode_tokens_per_s")), "dec_all": g("decode_tokens_per_s"),
                          "rss": med(g("peak_rss_kib")), "n": len(rs)}
+        for e in ("ours", "ourstrain16", "ttrain", "ttrain16"):
+            res[m, e + ":train"] = floats(raw(out, m, e), "train_step_seconds")
 
     print("## Measured (medians over rounds)\n")
     print("Forward: batch x full context per call, logits for every position. Decode: batch 1, KV cache,")
     print("tokens 1..T-1 after a 1-token prefill. GFLOP/s = FLOPs/token from `PROG info` x tokens/s;")
-    print("%% of sgemm = that / the OpenBLAS sgemm median above (%.1f GFLOP/s).\n" % sgemm)
+    print("%% of sgemm = that / the OpenBLAS sgemm median above (%.1f GFLOP/s; an f32 figure, so the" % sgemm)
+    print("bf16 rows can pass 100%).\n")
     print("| model | engine | forward tokens/s (range) | forward GFLOP/s | % of sgemm | decode tokens/s (range) | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|")
     for m in models:
@@ -130,10 +158,8 @@ def main(out, models):
     print("| model | B x T | ours s/step (range) | ours tokens/s | PyTorch s/step (range) | PyTorch tokens/s | speed-up | target | met | peak RSS MiB ours / PyTorch |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for m in models:
-        o = [kv(p) for p in sorted(glob.glob(os.path.join(out, "raw", "r*.%s.ours" % m)))]
-        t = [kv(p) for p in sorted(glob.glob(os.path.join(out, "raw", "r*.%s.ttrain" % m)))]
-        os_ = [float(r["train_step_seconds"]) for r in o if "train_step_seconds" in r]
-        ts_ = [float(r["train_step_seconds"]) for r in t if "train_step_seconds" in r]
+        o, t = raw(out, m, "ours"), raw(out, m, "ttrain")
+        os_, ts_ = floats(o, "train_step_seconds"), floats(t, "train_step_seconds")
         if not os_ or not ts_:
             continue
         B, T = int(o[0]["train_batch"]), int(o[0]["train_context"])
@@ -142,6 +168,33 @@ def main(out, models):
             m, B, T, med(os_), min(os_), max(os_), B * T / med(os_), med(ts_), min(ts_), max(ts_), B * T / med(ts_),
             sp, TRAIN_TARGET, "yes" if sp >= TRAIN_TARGET else "**no**",
             med([float(r["train_peak_rss_kib"]) for r in o]) / 1024, med([float(r["peak_rss_kib"]) for r in t]) / 1024))
+    print()
+
+    print("## bf16 (issue 10, point 5: bf16 weights and products against PyTorch's autocast)\n")
+    print("Ours bf16: forward and decode of the program built with `--precision=bf16` (inference passes),")
+    print("training step of the program built with `precision: bf16` in the spec's train: section.")
+    print("PyTorch: `torch_model.py bench|train --autocast bf16` (torch.autocast(\"cpu\", bfloat16)).")
+    print("Medians over rounds (range); the same rounds as the tables above.\n")
+    rows = [("ours f32", "ours", "ours"), ("ours bf16", "ours16", "ourstrain16"),
+            ("PyTorch f32", "torch", "ttrain"), ("PyTorch autocast bf16", "torch16", "ttrain16")]
+    print("| model | engine | forward tokens/s (range) | decode tokens/s (range) | training step s (range) |")
+    print("|---|---|---|---|---|")
+    for m in models:
+        for name, inf, tr in rows:
+            print("| %s | %s | %s | %s | %s |" % (m, name, med_range(res[m, inf]["fwd_all"], "%.0f"),
+                                                 med_range(res[m, inf]["dec_all"], "%.1f"),
+                                                 med_range(res[m, tr + ":train"], "%.4f")))
+    print()
+    print("| model | ratio | value | target | met |")
+    print("|---|---|---|---|---|")
+    for m in models:
+        f16, t16 = res[m, "ours16"]["fwd"], res[m, "torch16"]["fwd"]
+        s16, ts16 = med(res[m, "ourstrain16:train"]), med(res[m, "ttrain16:train"])
+        target_row(m, "forward: ours bf16 / PyTorch autocast bf16", f16 / t16, BF16_FORWARD_TARGET)
+        target_row(m, "training step: PyTorch autocast bf16 s / ours bf16 s", ts16 / s16, BF16_TRAIN_TARGET)
+        target_row(m, "forward: ours bf16 / ours f32", f16 / res[m, "ours"]["fwd"], BF16_SELF_TARGET)
+        target_row(m, "decode: ours bf16 / PyTorch autocast bf16", res[m, "ours16"]["dec"] / res[m, "torch16"]["dec"], None)
+        target_row(m, "training step: ours f32 s / ours bf16 s", med(res[m, "ours:train"]) / s16, None)
     print()
 
     mbs = sorted({int(re.match(r"r\d+\.mb(\d+)\.csv", os.path.basename(p)).group(1))

@@ -10,14 +10,16 @@ LM head), loads modelc's safetensors by hand, and offers:
   bench  SPEC W --runs N [--autocast bf16]    forward tokens/s (B x T, no_grad) and decode
                                                tokens/s (batch 1, KV cache) as 'key: value' lines;
                                                --autocast bf16: both under torch.autocast (CPU,
-                                               bfloat16); 3 warm-up calls
+                                               bfloat16); WARMUPS (3) untimed forward calls and
+                                               decode sequences before the timed ones
   train  SPEC W --runs N [--autocast bf16]    one training step at B x T: forward, cross-entropy,
                                                backward, torch.optim.AdamW step (lr 1e-4; betas,
                                                eps, weight decay from the spec's train: section;
                                                decay on tensors of >= 2 dims, as modelc's init
-                                               marks linear and embedding weights); medians;
-                                               --autocast bf16: forward under torch.autocast
-                                               (CPU, bfloat16), as PyTorch does mixed precision
+                                               marks linear and embedding weights); medians
+                                               after WARMUPS (3) untimed steps; --autocast bf16:
+                                               forward under torch.autocast (CPU, bfloat16), as
+                                               PyTorch does mixed precision
   bytes  SPEC W                                bytes read per decoded token (decode bound)
 
 Needs only Debian's python3-torch, python3-numpy and python3-yaml (no onnx, no safetensors).
@@ -37,6 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import yaml
+
+WARMUPS = 3   # untimed calls before each timed series: >= 3 for every engine (run.sh)
 
 
 def load_safetensors(path):
@@ -232,7 +236,7 @@ def cmd_bench(spec, w, runs, autocast=None):
     ids = torch.randint(0, model.V, (model.B, model.T), generator=g, dtype=torch.int64)
     times = []
     with torch.no_grad():
-        for _ in range(3):   # warm-up
+        for _ in range(WARMUPS):
             model(ids)
         for _ in range(runs):
             t = time.perf_counter()
@@ -242,18 +246,20 @@ def cmd_bench(spec, w, runs, autocast=None):
     print("forward_seconds: %.6f" % fwd)
     print("forward_tokens_per_s: %.1f" % (model.B * model.T / fwd))
     # decode: as the generated program's bench: prefill token 0, then tokens 1..T-1 one at a
-    # time at batch 1, each step attending over the cache (past k/v concatenation).
+    # time at batch 1, each step attending over the cache (past k/v concatenation); WARMUPS
+    # untimed sequences first, as the program's bench.
     seq = ids[:1]
     steps = model.T - 1
     times = []
     with torch.no_grad():
-        for _ in range(runs):
+        for k in range(-WARMUPS, runs):
             caches = [[None, None] for _ in model.h]
             model(seq[:, :1], 0, caches)
             t = time.perf_counter()
             for p in range(1, steps + 1):
                 model(seq[:, p:p + 1], p, caches)
-            times.append((time.perf_counter() - t) / steps)
+            if k >= 0:
+                times.append((time.perf_counter() - t) / steps)
     dec = statistics.median(times)
     print("decode_tokens: %d" % steps)
     print("decode_seconds_per_token: %.6f" % dec)
@@ -289,7 +295,8 @@ def cmd_train(spec_path, w, runs, autocast=None):
         opt.step()
         return float(loss)
 
-    step()   # warm-up (also allocates AdamW's state)
+    for _ in range(WARMUPS):   # the first also allocates AdamW's state
+        step()
     times = []
     for _ in range(runs):
         t = time.perf_counter()
