@@ -781,7 +781,7 @@ void ir_set_operands(Op *op, int nin, Value *const *in) {
 }
 
 Op *ir_clone_op(const Module *m, Func *dst, const Op *op, Value **map, char *err, size_t n) {
-  Value *stack[16], **in = op->nin <= 16 ? stack : malloc(sizeof *in * (size_t)op->nin);
+  Value *stack[16] = {0}, **in = op->nin <= 16 ? stack : malloc(sizeof *in * (size_t)op->nin);
   IR_ASSERT(in);
   for (int i = 0; i < op->nin; i++) {
     in[i] = map[op->in[i]->id];

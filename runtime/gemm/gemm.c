@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const char *const impl_names[RT_GEMM_NIMPL] = {"ref", "openblas", "onednn", "avx512bf16"};
 
@@ -53,9 +54,26 @@ int rt_gemm_supports(RtGemmImpl impl, RtDType adt, RtDType bdt) {
   }
 }
 
+/* OpenBLAS picks its kernels from the CPU it recognises; Debian's 0.3.21 does not recognise some
+ * newer CPUs (this Xeon with AMX among them) and falls back to kernels for pre-AVX cores
+ * (Prescott's SSE3: a quarter or less of what the machine's AVX-512 gives). Those names, on a CPU
+ * with AVX2 (so MODELC_CPU=portable never sees it), make oneDNN's f32 matmul the f32 default. */
+int rt_gemm_openblas_outdated(void) {
+  static const char *const old[] = {"Prescott", "Core2",   "Penryn",     "Dunnington", "Nehalem", "Atom",
+                                    "Katmai",   "Coppermine", "Northwood", "Banias",  "Opteron", "Opteron_SSE3",
+                                    "Barcelona", "Bobcat", "Generic"};
+  const char *core = openblas_get_corename();
+  if (!core || !rt_cpu()->avx2)
+    return 0;
+  for (size_t i = 0; i < sizeof old / sizeof *old; i++)
+    if (strcasecmp(core, old[i]) == 0)
+      return 1;
+  return 0;
+}
+
 static void choose(void) {
   const RtCpu *cpu = rt_cpu();
-  S.f32 = RT_GEMM_OPENBLAS;
+  S.f32 = rt_gemm_onednn_built() && rt_gemm_openblas_outdated() ? RT_GEMM_ONEDNN : RT_GEMM_OPENBLAS;
   if (rt_gemm_onednn_built() && (cpu->amx_bf16 || cpu->avx512_bf16))
     S.bf16 = RT_GEMM_ONEDNN;
   else if (rt_gemm_supports(RT_GEMM_AVX512BF16, RT_DT_BF16, RT_DT_BF16))
@@ -114,6 +132,8 @@ void rt_gemm_describe(char *buf, size_t n) {
   int k = snprintf(buf, n, "f32: %s; bf16: %s", impl_names[S.f32], impl_names[S.bf16]);
   if (k >= 0 && (size_t)k < n && (S.f32 == RT_GEMM_ONEDNN || S.bf16 == RT_GEMM_ONEDNN))
     k += snprintf(buf + k, n - (size_t)k, " (%s)", rt_gemm_onednn_isa());
+  if (k >= 0 && (size_t)k < n && !S.forced && S.f32 == RT_GEMM_ONEDNN && rt_gemm_openblas_outdated())
+    k += snprintf(buf + k, n - (size_t)k, " (OpenBLAS runs its %s kernels here)", openblas_get_corename());
   if (k >= 0 && (size_t)k < n && S.forced)
     snprintf(buf + k, n - (size_t)k, " (MODELC_GEMM=%s)", S.forced);
 }

@@ -49,7 +49,9 @@ void rt_gemm_ref(int transA, int transB, int M, int N, int K, RtDType adt, const
                  const void *B, int ldb, float beta, float *C, int ldc);
 
 /* Chooses the implementation of each dtype class, once (later calls return the first result):
- *   f32  x f32:  openblas (always the default: the reference speed and today's bits);
+ *   f32  x f32:  openblas, unless OpenBLAS runs kernels of a pre-AVX core on this AVX2 CPU
+ *                (rt_gemm_openblas_outdated: Debian's 0.3.21 on CPUs it does not recognise) and
+ *                the runtime was built with oneDNN: then onednn;
  *   bf16 x bf16: onednn when the runtime was built with oneDNN and the CPU has AMX-BF16 or
  *                AVX512-BF16 (rt_cpu()), else avx512bf16 when the CPU has AVX512-BF16, else ref.
  * The rule reads CPU features only, never a timing, so every run of a program on a machine makes
@@ -60,6 +62,10 @@ void rt_gemm_ref(int transA, int transB, int M, int N, int K, RtDType adt, const
  * message, never silently falls back. rt_main calls this first and exits 1 on failure; rt_gemm
  * calls it on first use and stops with that message as an internal error. */
 int rt_gemm_init(RtError *err);
+
+/* Whether OpenBLAS runs the kernels of a pre-AVX core (openblas_get_corename(): Prescott, Core2,
+ * ...) on a CPU with AVX2: the f32 rule above. */
+int rt_gemm_openblas_outdated(void);
 
 /* The implementation rt_gemm uses for dtype class dt (RT_DT_F32 or RT_DT_BF16). */
 RtGemmImpl rt_gemm_selected(RtDType dt);

@@ -5,16 +5,19 @@
  * (online) softmax: per query row we keep the running max m, the running denominator l and the
  * unnormalised output O, and rescale them by exp(m_old - m_new) when the max grows. Only one
  * (BQ x BK) score tile exists at a time, so memory is O(BQ*(BK+hd)) instead of O(T^2). The two
- * products per tile (S = Q K^T and O += P V) are cblas_sgemm calls that read q, k, v in place
+ * products per tile (S = Q K^T and O += P V) are f32 calls of the GEMM layer (rt_gemm: OpenBLAS,
+ * or oneDNN where OpenBLAS runs outdated kernels; runtime/gemm/) that read q, k, v in place
  * from the fused (B,T,3C) buffer through a leading dimension of 3C, so nothing is copied.
  * Causal attention skips key blocks entirely above the diagonal and masks only the diagonal tile.
  *
  * rt_attention_decode handles one new token per sequence against a KV cache with two sgemv
  * calls per head. rt_attention_ref is the naive full-softmax twin used by the tests.
- * Threading: (batch, head) pairs are the tasks of rt_parallel_for (OpenBLAS runs single-threaded
+ * Threading: (batch, head) pairs are the tasks of rt_parallel_for (the GEMM layer runs single-threaded
  * inside each); every chunk of tasks claims its own slice of the scratch, which therefore holds
  * rt_threads() per-task slices (the scratch size functions multiply by rt_threads()). */
 #include "kernels.h"
+
+#include "../gemm/gemm.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -46,9 +49,8 @@ static void attend_head(float *o, int ldo, const float *q, const float *k, const
     }
     for (int k0 = 0; k0 < kend; k0 += RT_ATTN_BK) {
       int nk = kend - k0 < RT_ATTN_BK ? kend - k0 : RT_ATTN_BK;
-      /* S (nq,nk) = scale * Q[q0:q0+nq] K[k0:k0+nk]^T */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, q + (size_t)q0 * ld, ld,
-                  k + (size_t)k0 * ld, ld, 0.0f, S, nk);
+      /* S (nq,nk) = scale * Q[q0:q0+nq] K[k0:k0+nk]^T (scaled row by row below) */
+      rt_gemm(0, 1, nq, nk, hd, RT_DT_F32, q + (size_t)q0 * ld, ld, RT_DT_F32, k + (size_t)k0 * ld, ld, 0.0f, S, nk);
       for (int i = 0; i < nq; i++) {
         float *s = S + (size_t)i * nk;
         /* causal: key k0+j is visible to query q0+i iff k0+j <= q0+i; k0 <= q0 so jmax >= 0 */
@@ -56,8 +58,10 @@ static void attend_head(float *o, int ldo, const float *q, const float *k, const
         if (causal && k0 + nk - 1 > q0 + i)
           nvis = q0 + i - k0 + 1;
         float mx = m[i];
-        for (int j = 0; j < nvis; j++)
+        for (int j = 0; j < nvis; j++) {
+          s[j] *= scale;
           mx = s[j] > mx ? s[j] : mx;
+        }
         float alpha = expf(m[i] - mx); /* 0 on the first block (m = -inf) */
         float sum = rt_exp_row(s, s, nvis, mx);
         for (int j = nvis; j < nk; j++)
@@ -71,8 +75,7 @@ static void attend_head(float *o, int ldo, const float *q, const float *k, const
         }
       }
       /* O (nq,hd) += P (nq,nk) V[k0:k0+nk] */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, S, nk, v + (size_t)k0 * ld, ld, 1.0f, O,
-                  hd);
+      rt_gemm(0, 0, nq, hd, nk, RT_DT_F32, S, nk, RT_DT_F32, v + (size_t)k0 * ld, ld, 1.0f, O, hd);
     }
     for (int i = 0; i < nq; i++) {
       float inv = 1.0f / l[i];
@@ -277,13 +280,14 @@ static void attn_dx_head(float *dq, float *dk, float *dv, const float *q, const 
   for (int q0 = 0; q0 < T; q0 += RT_ATTN_BQ) {
     int nq = T - q0 < RT_ATTN_BQ ? T - q0 : RT_ATTN_BQ;
     int kend = causal ? q0 + nq : T;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, kend, hd, scale, q + (size_t)q0 * ld, ld, k, ld, 0.0f, P,
-                kend);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, kend, hd, 1.0f, dO + (size_t)q0 * ldo, ldo, v, ld, 0.0f,
-                dP, kend);
+    /* P = scale Q K^T (scaled row by row below, as the forward's S), dP = dO V^T */
+    rt_gemm(0, 1, nq, kend, hd, RT_DT_F32, q + (size_t)q0 * ld, ld, RT_DT_F32, k, ld, 0.0f, P, kend);
+    rt_gemm(0, 1, nq, kend, hd, RT_DT_F32, dO + (size_t)q0 * ldo, ldo, RT_DT_F32, v, ld, 0.0f, dP, kend);
     for (int i = 0; i < nq; i++) {
       float *p = P + (size_t)i * kend, *dp = dP + (size_t)i * kend;
       int nvis = causal ? q0 + i + 1 : kend;
+      for (int j = 0; j < nvis; j++)
+        p[j] *= scale;
       float mx = rt_max_row(p, nvis);
       float inv = 1.0f / rt_exp_row(p, p, nvis, mx);
       float a[8] = {0}, tail = 0.0f;
@@ -300,17 +304,14 @@ static void attn_dx_head(float *dq, float *dk, float *dv, const float *q, const 
         tail += pj * dp[j];
       }
       float D = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
-      for (j = 0; j < nvis; j++)
-        dp[j] = p[j] * (dp[j] - D);
+      for (j = 0; j < nvis; j++) /* dS, times the scale both of its products below apply */
+        dp[j] = p[j] * (dp[j] - D) * scale;
       for (; j < kend; j++) /* masked: P = 0, so dS = 0 */
         p[j] = dp[j] = 0.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kend, hd, nq, 1.0f, P, kend, dO + (size_t)q0 * ldo, ldo, 1.0f,
-                dv, ld);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, kend, scale, dP, kend, k, ld, 0.0f,
-                dq + (size_t)q0 * ld, ld);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kend, hd, nq, scale, dP, kend, q + (size_t)q0 * ld, ld, 1.0f,
-                dk, ld);
+    rt_gemm(1, 0, kend, hd, nq, RT_DT_F32, P, kend, RT_DT_F32, dO + (size_t)q0 * ldo, ldo, 1.0f, dv, ld);
+    rt_gemm(0, 0, nq, hd, kend, RT_DT_F32, dP, kend, RT_DT_F32, k, ld, 0.0f, dq + (size_t)q0 * ld, ld);
+    rt_gemm(1, 0, kend, hd, nq, RT_DT_F32, dP, kend, RT_DT_F32, q + (size_t)q0 * ld, ld, 1.0f, dk, ld);
   }
 }
 

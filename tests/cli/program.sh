@@ -47,7 +47,9 @@ planned=$(awk '$1 == "memplan" { print $NF }' "$TMP/out" | tr -d ,)
 expect_in "$TMP/info" "parameters:       842496"
 expect_in "$TMP/info" "forward FLOPs:"
 # the GEMM layer's choice (docs/runtime.md, "The GEMM layer"); an impossible MODELC_GEMM is refused
-expect_in "$TMP/info" "gemm:             f32: openblas; bf16: "
+grep -Eq '^gemm: +f32: (openblas|onednn); bf16: ' "$TMP/info" || fail "PROG info has no gemm: line: $(cat "$TMP/info")"
+MODELC_CPU=portable expect_status 0 "$G" info; expect_in "$TMP/out" "f32: openblas; bf16: ref"
+MODELC_GEMM=openblas expect_status 0 "$G" info; expect_in "$TMP/out" "f32: openblas; bf16: "
 MODELC_GEMM=ref expect_status 0 "$G" info; expect_in "$TMP/out" "f32: ref; bf16: ref (MODELC_GEMM=ref)"
 MODELC_GEMM=nonesuch expect_status 1 "$G" info; expect_in "$TMP/err" "MODELC_GEMM='nonesuch' is not an implementation"
 MODELC_CPU=portable MODELC_GEMM=avx512bf16 expect_status 1 "$G" info; expect_in "$TMP/err" "no AVX512-BF16"

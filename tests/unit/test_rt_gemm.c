@@ -161,13 +161,16 @@ START_TEST(selection_rule) {
   const RtCpu *cpu = rt_cpu();
   const char *env = getenv("MODELC_GEMM");
   int dnnl = rt_gemm_onednn_built();
-  RtGemmImpl f32 = RT_GEMM_OPENBLAS;
+  RtGemmImpl f32 = dnnl && rt_gemm_openblas_outdated() ? RT_GEMM_ONEDNN : RT_GEMM_OPENBLAS;
   RtGemmImpl bf16 = dnnl && (cpu->amx_bf16 || cpu->avx512_bf16) ? RT_GEMM_ONEDNN
                     : cpu->avx512_bf16 && rt_gemm_avx512bf16_built() ? RT_GEMM_AVX512BF16
                                                                       : RT_GEMM_REF;
   const char *cpu_env = getenv("MODELC_CPU");
   if (cpu_env && strcmp(cpu_env, "portable") == 0)
-    ck_assert_int_eq(bf16, RT_GEMM_REF); /* every feature off: the plain-C bf16 path */
+  { /* every feature off: the plain-C bf16 path, OpenBLAS for f32 */
+    ck_assert_int_eq(bf16, RT_GEMM_REF);
+    ck_assert_int_eq(f32, RT_GEMM_OPENBLAS);
+  }
   int fail = 0;
   if (env && *env) {
     if (!strcmp(env, "ref"))
