@@ -78,22 +78,27 @@ static inline float rt_max_row(const float *x, int n) {
   return m;
 }
 
-/* e[j] = exp(x[j] - mx) for j < n (e may equal x); returns their sum with 8 partial sums, so the
- * loop vectorises. The forward attention and its backward use this one formula, so the backward
- * recomputes exactly the forward's probabilities. */
-static inline float rt_exp_row(float *e, const float *x, int n, float mx) {
-  float a[8] = {0};
-  int j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int k = 0; k < 8; k++) {
-      float v = rt_expf(x[j + k] - mx);
-      e[j + k] = v;
-      a[k] += v;
-    }
-  float tail = 0.0f;
-  for (; j < n; j++) tail += e[j] = rt_expf(x[j] - mx);
+/* e[j] = exp(x[j] - mx) for j < n (e may equal x); returns their sum with 8 partial sums. The
+ * forward attention and its backward use this one formula, so the backward recomputes exactly the
+ * forward's probabilities. The loop body is RT_EXP_ROW_BODY, compiled twice (softmax.c): for the
+ * baseline ISA (SSE2 cannot vectorise rt_expf's unsigned min) and with AVX2, chosen by rt_cpu() (so
+ * MODELC_CPU=portable takes the first). Both do the same IEEE operations in the same order on each
+ * element and partial sum (no FMA contraction), so they return the same bits (test_rt_kernels). */
+float rt_exp_row(float *e, const float *x, int n, float mx);
+float rt_exp_row_portable(float *e, const float *x, int n, float mx);
+#define RT_EXP_ROW_BODY                                                                                              \
+  float a[8] = {0};                                                                                                  \
+  int j = 0;                                                                                                         \
+  for (; j + 8 <= n; j += 8)                                                                                         \
+    for (int k = 0; k < 8; k++) {                                                                                    \
+      float v = rt_expf(x[j + k] - mx);                                                                              \
+      e[j + k] = v;                                                                                                  \
+      a[k] += v;                                                                                                     \
+    }                                                                                                                \
+  float tail = 0.0f;                                                                                                 \
+  for (; j < n; j++)                                                                                                 \
+    tail += e[j] = rt_expf(x[j] - mx);                                                                               \
   return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
-}
 
 /* Floats of one per-task scratch slice, rounded up to a cache line (no false sharing). */
 static inline size_t rt_slice_floats(size_t n) { return (n + 15) / 16 * 16; }

@@ -3,8 +3,31 @@
  * through rt_exp_row (kernels/kernels.h), the formula attention uses too. */
 #include "kernels.h"
 
+#include "../core/core.h"
+
 #include <math.h>
 #include <string.h>
+
+/* ---- rt_exp_row (kernels.h): the baseline build and an AVX2 build of one body ------------------ */
+
+float rt_exp_row_portable(float *e, const float *x, int n, float mx) { RT_EXP_ROW_BODY }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off", "tree-vectorize")
+__attribute__((target("avx2"))) static float exp_row_avx2(float *e, const float *x, int n, float mx) {
+  RT_EXP_ROW_BODY
+}
+#pragma GCC pop_options
+#endif
+
+float rt_exp_row(float *e, const float *x, int n, float mx) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (rt_cpu()->avx2)
+    return exp_row_avx2(e, x, n, mx);
+#endif
+  return rt_exp_row_portable(e, x, n, mx);
+}
 
 /* ---- softmax over rows: x, out (R,C); an all -inf row becomes zeros ------------------------- */
 

@@ -224,6 +224,27 @@ START_TEST(expf_vs_exp) {
 }
 END_TEST
 
+/* rt_exp_row's builds (kernels.h: baseline and AVX2, chosen by rt_cpu()) give the same bits: each
+ * element, the sum, over the whole range of rt_expf including -inf, huge and NaN inputs, and the
+ * tails of every length below 8; and each element is rt_expf itself */
+START_TEST(exp_row_paths_agree) {
+  enum { N = 4099 };
+  float *x = falloc(N), *e1 = falloc(N), *e2 = falloc(N);
+  for (int i = 0; i < N; i++) x[i] = -110.0f + 200.0f * (float)i / N;
+  x[5] = -INFINITY, x[17] = NAN, x[33] = 1e30f;
+  for (int n = 0; n <= N; n += n < 40 ? 1 : 511) {
+    float s1 = rt_exp_row(e1, x, n, 0.0f), s2 = rt_exp_row_portable(e2, x, n, 0.0f);
+    ck_assert_msg(memcmp(e1, e2, (size_t)n * sizeof(float)) == 0, "n=%d: elements differ between the builds", n);
+    ck_assert_msg(memcmp(&s1, &s2, sizeof s1) == 0, "n=%d: sums %a vs %a", n, s1, s2);
+    for (int i = 0; i < n; i++) {
+      float want = rt_expf(x[i]);
+      ck_assert_msg(memcmp(&e1[i], &want, sizeof want) == 0, "x=%g: %a vs rt_expf %a", x[i], e1[i], want);
+    }
+  }
+  free(x), free(e1), free(e2);
+}
+END_TEST
+
 START_TEST(softmax_vs_ref) {
   rt_set_threads(_i);
   {
@@ -402,6 +423,7 @@ int main(void) {
   tcase_add_loop_test(tc, softmax_vs_ref, 1, 4);
   tcase_add_loop_test(tc, rope_vs_ref, 1, 4);
   tcase_add_test(tc, expf_vs_exp);
+  tcase_add_test(tc, exp_row_paths_agree);
   tcase_add_test(tc, halfs_and_tokenizer);
   tcase_add_test(tc, sinusoid_vs_ref);
   tcase_add_test(tc, dropout_masks);
