@@ -14,6 +14,8 @@
 
 #include "kernels.h"
 
+#include "../core/core.h"
+
 #define RT_OPT_BLOCK 4096      /* floats per task block */
 #define RT_OPT_GRAIN 4         /* blocks per chunk at least (16K floats) */
 #define RT_SUMSQ_MAXBLOCKS 1024 /* partial sums of rt_sum_squares (on the stack) */
@@ -26,23 +28,44 @@ typedef struct AdamCtx {
   float step_size, bc2_sqrt;
 } AdamCtx;
 
+/* The AdamW update of elements [a,b): one body, built for the baseline ISA and with AVX2 (sqrtf
+ * as vsqrtps: the file is compiled with -fno-math-errno; no FMA contraction), which do the same IEEE operations on each
+ * element, so the same bits (test_rt_train). */
+#define ADAM_BODY                                                                                                    \
+  float *restrict w = c->w, *restrict m = c->m, *restrict v = c->v;                                                  \
+  const float *restrict g = c->g;                                                                                    \
+  const float b1 = c->b1, b2 = c->b2, eps = c->eps, decay = c->decay, ss = c->step_size, bc2 = c->bc2_sqrt;          \
+  const float ob1 = 1.0f - b1, ob2 = 1.0f - b2;                                                                      \
+  for (int64_t i = a; i < b; i++) {                                                                                  \
+    float gi = g[i];                                                                                                 \
+    float wi = w[i] * decay;                                                                                         \
+    float mi = b1 * m[i] + ob1 * gi;                                                                                 \
+    float vi = b2 * v[i] + ob2 * gi * gi;                                                                            \
+    m[i] = mi;                                                                                                       \
+    v[i] = vi;                                                                                                       \
+    w[i] = wi - ss * mi / (sqrtf(vi) / bc2 + eps);                                                                   \
+  }
+
+static void adam_portable(const AdamCtx *c, int64_t a, int64_t b) { ADAM_BODY }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off", "tree-vectorize", "vect-cost-model=dynamic")
+__attribute__((target("avx2"))) static void adam_avx2(const AdamCtx *c, int64_t a, int64_t b) { ADAM_BODY }
+#pragma GCC pop_options
+#endif
+
 static void adam_range(void *p, int lo, int hi) {
   const AdamCtx *c = p;
   int64_t a = (int64_t)lo * RT_OPT_BLOCK, b = (int64_t)hi * RT_OPT_BLOCK;
   if (b > c->n) b = c->n;
-  float *restrict w = c->w, *restrict m = c->m, *restrict v = c->v;
-  const float *restrict g = c->g;
-  const float b1 = c->b1, b2 = c->b2, eps = c->eps, decay = c->decay, ss = c->step_size, bc2 = c->bc2_sqrt;
-  const float ob1 = 1.0f - b1, ob2 = 1.0f - b2;
-  for (int64_t i = a; i < b; i++) {
-    float gi = g[i];
-    float wi = w[i] * decay;
-    float mi = b1 * m[i] + ob1 * gi;
-    float vi = b2 * v[i] + ob2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    w[i] = wi - ss * mi / (sqrtf(vi) / bc2 + eps);
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (rt_cpu()->avx2) {
+    adam_avx2(c, a, b);
+    return;
   }
+#endif
+  adam_portable(c, a, b);
 }
 
 void rt_adamw(float *w, const float *g, float *m, float *v, int64_t n, float lr, float beta1, float beta2, float eps,
@@ -130,20 +153,34 @@ double rt_sum_squares(const float *g, int64_t n) {
 
 /* ---- mixed precision ---- */
 
-void rt_round_weights(float *out, const float *w, int64_t n, RtPrecision p) {
-  uint16_t h[4096];
-  for (int64_t i = 0; i < n; i += 4096) { /* through the vectorised conversion kernels, a block at a time */
-    size_t k = (size_t)(n - i < 4096 ? n - i : 4096);
-    if (p == RT_PREC_BF16) {
-      rt_cast_f32_bf16(h, w + i, k);
-      rt_cast_bf16_f32(out + i, h, k);
-    } else if (p == RT_PREC_FP16) {
-      rt_cast_f32_f16(h, w + i, k);
-      rt_cast_f16_f32(out + i, h, k);
-    } else if (out != w) {
-      memcpy(out + i, w + i, k * sizeof *out);
+typedef struct RoundCtx {
+  float *out;
+  const float *w;
+  int64_t n;
+  RtPrecision p;
+} RoundCtx;
+
+static void round_range(void *p, int lo, int hi) {
+  const RoundCtx *c = p;
+  uint16_t h[RT_OPT_BLOCK];
+  for (int64_t i = (int64_t)lo * RT_OPT_BLOCK; i < (int64_t)hi * RT_OPT_BLOCK && i < c->n; i += RT_OPT_BLOCK) {
+    size_t k = (size_t)(c->n - i < RT_OPT_BLOCK ? c->n - i : RT_OPT_BLOCK);
+    if (c->p == RT_PREC_BF16) { /* through the vectorised conversion kernels, a block at a time */
+      rt_cast_f32_bf16(h, c->w + i, k);
+      rt_cast_bf16_f32(c->out + i, h, k);
+    } else if (c->p == RT_PREC_FP16) {
+      rt_cast_f32_f16(h, c->w + i, k);
+      rt_cast_f16_f32(c->out + i, h, k);
+    } else if (c->out != c->w) {
+      memcpy(c->out + i, c->w + i, k * sizeof *c->out);
     }
   }
+}
+
+void rt_round_weights(float *out, const float *w, int64_t n, RtPrecision p) { /* element-wise: over the pool */
+  if (n <= 0) return;
+  RoundCtx c = {out, w, n, p};
+  rt_parallel_for((int)((n + RT_OPT_BLOCK - 1) / RT_OPT_BLOCK), RT_OPT_GRAIN, round_range, &c);
 }
 
 int rt_all_finite(const float *g, int64_t n) {
