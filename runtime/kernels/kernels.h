@@ -213,6 +213,10 @@ void rt_rope_ref(float *out, const float *qkv, int B, int T, int t0, int C, int 
  * step >= 1. n floats. */
 void rt_adamw(float *w, const float *g, float *m, float *v, int64_t n, float lr, float beta1, float beta2, float eps,
               float wd, int64_t step);
+/* rt_adamw that also refreshes wh[i] = the new w[i] rounded to bf16 (as rt_round_weights with
+ * RT_PREC_BF16) in the same pass; wh NULL: rt_adamw. */
+void rt_adamw_bf16(float *w, float *wh, const float *g, float *m, float *v, int64_t n, float lr, float beta1,
+                   float beta2, float eps, float wd, int64_t step);
 /* SGD with momentum (as torch.optim.SGD): mom = momentum * mom + g (+ wd * w); w -= lr * mom. */
 void rt_sgd(float *w, const float *g, float *mom, int64_t n, float lr, float momentum, float wd);
 /* sum of g[i]^2 in double (for clipping by global norm). */

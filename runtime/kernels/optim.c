@@ -21,7 +21,7 @@
 #define RT_SUMSQ_MAXBLOCKS 1024 /* partial sums of rt_sum_squares (on the stack) */
 
 typedef struct AdamCtx {
-  float *w, *m, *v;
+  float *w, *m, *v, *wh; /* wh: the bf16 working weights to refresh, or NULL */
   const float *g;
   int64_t n;
   float b1, b2, eps, decay; /* decay = 1 - lr * wd */
@@ -29,13 +29,25 @@ typedef struct AdamCtx {
 } AdamCtx;
 
 /* The AdamW update of elements [a,b): one body, built for the baseline ISA and with AVX2 (sqrtf
- * as vsqrtps: the file is compiled with -fno-math-errno; no FMA contraction), which do the same IEEE operations on each
- * element, so the same bits (test_rt_train). */
-#define ADAM_BODY                                                                                                    \
-  float *restrict w = c->w, *restrict m = c->m, *restrict v = c->v;                                                  \
+ * as vsqrtps: the file is compiled with -fno-math-errno; no FMA contraction), which do the same
+ * IEEE operations on each element, so the same bits (test_rt_train). With wh (bf16 mixed
+ * precision) it also writes the updated weight rounded to bf16 (rt_f32_to_bf16's rule, widened
+ * back to f32: the working weight), saving the trainer a pass over the weights. */
+static inline float bf16_round(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  uint32_t nan = (u & 0x7fffffffu) > 0x7f800000u;
+  uint32_t r = nan ? (u | 0x400000u) & 0xffff0000u : (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  memcpy(&x, &r, sizeof x);
+  return x;
+}
+
+#define ADAM_BODY(WH)                                                                                                \
+  float *restrict w = c->w, *restrict m = c->m, *restrict v = c->v, *restrict wh = c->wh;                            \
   const float *restrict g = c->g;                                                                                    \
   const float b1 = c->b1, b2 = c->b2, eps = c->eps, decay = c->decay, ss = c->step_size, bc2 = c->bc2_sqrt;          \
   const float ob1 = 1.0f - b1, ob2 = 1.0f - b2;                                                                      \
+  (void)wh;                                                                                                          \
   for (int64_t i = a; i < b; i++) {                                                                                  \
     float gi = g[i];                                                                                                 \
     float wi = w[i] * decay;                                                                                         \
@@ -44,14 +56,19 @@ typedef struct AdamCtx {
     m[i] = mi;                                                                                                       \
     v[i] = vi;                                                                                                       \
     w[i] = wi - ss * mi / (sqrtf(vi) / bc2 + eps);                                                                   \
+    WH;                                                                                                              \
   }
 
-static void adam_portable(const AdamCtx *c, int64_t a, int64_t b) { ADAM_BODY }
+static void adam_portable(const AdamCtx *c, int64_t a, int64_t b) { ADAM_BODY((void)0) }
+static void adam_portable_wh(const AdamCtx *c, int64_t a, int64_t b) { ADAM_BODY(wh[i] = bf16_round(w[i])) }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=off", "tree-vectorize", "vect-cost-model=dynamic")
-__attribute__((target("avx2"))) static void adam_avx2(const AdamCtx *c, int64_t a, int64_t b) { ADAM_BODY }
+__attribute__((target("avx2"))) static void adam_avx2(const AdamCtx *c, int64_t a, int64_t b) { ADAM_BODY((void)0) }
+__attribute__((target("avx2"))) static void adam_avx2_wh(const AdamCtx *c, int64_t a, int64_t b) {
+  ADAM_BODY(wh[i] = bf16_round(w[i]))
+}
 #pragma GCC pop_options
 #endif
 
@@ -61,22 +78,27 @@ static void adam_range(void *p, int lo, int hi) {
   if (b > c->n) b = c->n;
 #if defined(__x86_64__) && defined(__GNUC__)
   if (rt_cpu()->avx2) {
-    adam_avx2(c, a, b);
+    (c->wh ? adam_avx2_wh : adam_avx2)(c, a, b);
     return;
   }
 #endif
-  adam_portable(c, a, b);
+  (c->wh ? adam_portable_wh : adam_portable)(c, a, b);
 }
 
 void rt_adamw(float *w, const float *g, float *m, float *v, int64_t n, float lr, float beta1, float beta2, float eps,
               float wd, int64_t step) {
+  rt_adamw_bf16(w, NULL, g, m, v, n, lr, beta1, beta2, eps, wd, step);
+}
+
+void rt_adamw_bf16(float *w, float *wh, const float *g, float *m, float *v, int64_t n, float lr, float beta1,
+                   float beta2, float eps, float wd, int64_t step) {
   if (n <= 0) return;
   if (step < 1) step = 1;
   /* as torch.optim.AdamW (single-tensor path): the bias corrections in double, then
    * step_size = lr / bc1 and denom = sqrt(v) / sqrt(bc2) + eps */
   double bc1 = 1.0 - pow((double)beta1, (double)step);
   double bc2 = 1.0 - pow((double)beta2, (double)step);
-  AdamCtx c = {w, m, v, g, n, beta1, beta2, eps, (float)(1.0 - (double)lr * (double)wd),
+  AdamCtx c = {w, m, v, wh, g, n, beta1, beta2, eps, (float)(1.0 - (double)lr * (double)wd),
                (float)((double)lr / bc1), (float)sqrt(bc2)};
   int64_t nb = (n + RT_OPT_BLOCK - 1) / RT_OPT_BLOCK;
   rt_parallel_for((int)nb, RT_OPT_GRAIN, adam_range, &c);

@@ -107,8 +107,10 @@ static double train_step(Trainer *t, double lr) {
   double loss = 0;
   float *g = nmicro > 1 ? t->Gacc : t->G;
   const float *W = t->W;
-  if (t->Wh) { /* mixed precision: the step reads the master weights rounded to 16 bits */
-    rt_round_weights(t->Wh, t->W, rt_weight_floats(m), t->prec);
+  if (t->Wh) { /* mixed precision: the step reads the master weights rounded to 16 bits, made
+                 * here once, then kept up to date by each update (train.h, Trainer.wh_fresh) */
+    if (!t->wh_fresh) rt_round_weights(t->Wh, t->W, rt_weight_floats(m), t->prec);
+    t->wh_fresh = 1;
     W = t->Wh;
   }
   for (int64_t k = 0; k < nmicro; k++) {
@@ -174,11 +176,13 @@ static double train_step(Trainer *t, double lr) {
     if (!p->trainable) continue; /* frozen: no gradient, no update, no decay */
     int64_t o = rt_param_f32_index(p), n = rt_param_numel(p);
     float wd = p->decay ? (float)t->c.weight_decay : 0.0f;
+    float *wh = t->Wh && t->prec == RT_PREC_BF16 ? t->Wh + o : NULL; /* AdamW refreshes it in its pass */
     if (t->c.optimizer == RT_OPT_SGD)
       rt_sgd(t->W + o, g + o, t->s1 + o, n, (float)lr, (float)t->c.momentum, wd);
     else
-      rt_adamw(t->W + o, g + o, t->s1 + o, t->s2 + o, n, (float)lr, (float)t->c.beta1, (float)t->c.beta2,
-               (float)t->c.eps, wd, opt_step);
+      rt_adamw_bf16(t->W + o, wh, g + o, t->s1 + o, t->s2 + o, n, (float)lr, (float)t->c.beta1, (float)t->c.beta2,
+                    (float)t->c.eps, wd, opt_step);
+    if (t->Wh && (t->c.optimizer == RT_OPT_SGD || !wh)) rt_round_weights(t->Wh + o, t->W + o, n, t->prec);
   }
   t->step = step;
   return loss;

@@ -24,6 +24,8 @@ typedef struct Trainer {
   float *W, *G, *Gacc, *s1, *s2; /* s1: AdamW m or SGD momentum; s2: AdamW v */
   RtPrecision prec;              /* compiled into the train function (the precision pass) */
   float *Wh;                     /* bf16/fp16: the working weights, W rounded, that steps read */
+  int wh_fresh;                  /* Wh holds W rounded: set by the first step's rounding, kept by
+                                  * each update (rounding the parameters it changed) */
   RtLossScaler ls;               /* fp16: dynamic loss scaling (scale 1 otherwise) */
   char *arena;                   /* max(arena_bytes, train_arena_bytes): forward and train in turn */
   float *scratch, *logits;
