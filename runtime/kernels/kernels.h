@@ -27,6 +27,13 @@ static inline int rt_gemm_rows_block(int rows) {
   int b = (rows / 8 + 15) / 16 * 16;
   return b < 16 ? 16 : b > 128 ? 128 : b;
 }
+/* The same for the bf16 products (linear_bf16.c): 4 blocks, 16 to 512 rows each, a multiple of 16.
+ * oneDNN's AMX kernels repack B on every call, so fewer, larger calls pay: 4 blocks instead of
+ * ~8 made the small config's bf16 training step ~7% faster (0.41 -> 0.38 s, interleaved runs). */
+static inline int rt_gemm16_rows_block(int rows) {
+  int b = ((rows + 3) / 4 + 15) / 16 * 16;
+  return b < 16 ? 16 : b > 512 ? 512 : b;
+}
 /* Below this many rows a linear layer splits W's rows (the output columns) instead ... */
 #define RT_LIN_MIN_ROWS 32
 /* ... in blocks of at least 16K weights, a multiple of 16 columns. */

@@ -9,8 +9,8 @@
  * Each has a `_ref` twin (plain loops) that tests/unit/test_rt_bf16.c compares against.
  *
  * rt_linear_bf16 rounds x to bf16 (round to nearest even, rt_cast_f32_bf16) into the scratch,
- * block by block, then makes one rt_gemm call per block. The blocks are those of rt_linear
- * (linear.c: fixed by the shapes, so the bits do not depend on the thread count): row blocks with
+ * block by block, then makes one rt_gemm call per block. The blocks are fixed by the shapes, so the
+ * bits do not depend on the thread count (rt_gemm16_rows_block, kernels.h): row blocks with
  * the fused epilogue run while the rows are warm, or, below LIN_MIN_ROWS rows, column blocks of
  * W with the epilogue once at the end. */
 #include "kernels.h"
@@ -70,7 +70,7 @@ void rt_linear_bf16(float *y, const float *x, const uint16_t *W, const float *bi
       epi(ctx, 0, M);
     return;
   }
-  rt_parallel_blocks(M, rt_gemm_rows_block(M), lin16_rows, &c);
+  rt_parallel_blocks(M, rt_gemm16_rows_block(M), lin16_rows, &c);
 }
 
 void rt_linear_bf16_ref(float *y, const float *x, const uint16_t *W, const float *bias, int M, int N, int K) {
@@ -129,7 +129,7 @@ void rt_matmul_nn_bf16(float *y, const float *dy, const uint16_t *W, int M, int 
     return;
   }
   Back16Ctx c = {y, dy, W, (uint16_t *)scratch, NULL, M, N, K, 0.0f};
-  rt_parallel_blocks(M, rt_gemm_rows_block(M), nn16_rows, &c);
+  rt_parallel_blocks(M, rt_gemm16_rows_block(M), nn16_rows, &c);
 }
 
 void rt_matmul_nn_bf16_ref(float *y, const float *dy, const uint16_t *W, int M, int N, int K) {
@@ -163,7 +163,7 @@ void rt_linear_dw_bf16_acc(float *dW, const float *dy, const float *x, int M, in
   round_matrix(dyh, dy, M, N);
   round_matrix(xh, x, M, K);
   Back16Ctx c = {dW, NULL, NULL, dyh, xh, M, N, K, accumulate ? 1.0f : 0.0f};
-  rt_parallel_blocks(N, rt_gemm_rows_block(N), dw16_rows, &c);
+  rt_parallel_blocks(N, rt_gemm16_rows_block(N), dw16_rows, &c);
 }
 
 void rt_linear_dw_bf16(float *dW, const float *dy, const float *x, int M, int N, int K, float *scratch) {
