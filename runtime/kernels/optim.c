@@ -63,13 +63,17 @@ static void adam_portable(const AdamCtx *c, int64_t a, int64_t b) { ADAM_BODY((v
 static void adam_portable_wh(const AdamCtx *c, int64_t a, int64_t b) { ADAM_BODY(wh[i] = bf16_round(w[i])) }
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#ifndef __clang__ /* GCC: vectorise at -O2 too; clang does, and ignores these */
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=off", "tree-vectorize", "vect-cost-model=dynamic")
+#endif
 __attribute__((target("avx2"))) static void adam_avx2(const AdamCtx *c, int64_t a, int64_t b) { ADAM_BODY((void)0) }
 __attribute__((target("avx2"))) static void adam_avx2_wh(const AdamCtx *c, int64_t a, int64_t b) {
   ADAM_BODY(wh[i] = bf16_round(w[i]))
 }
+#ifndef __clang__
 #pragma GCC pop_options
+#endif
 #endif
 
 static void adam_range(void *p, int lo, int hi) {

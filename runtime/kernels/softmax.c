@@ -13,12 +13,16 @@
 float rt_exp_row_portable(float *e, const float *x, int n, float mx) { RT_EXP_ROW_BODY }
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#ifndef __clang__ /* GCC: vectorise at -O2 too; clang does, and ignores these */
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=off", "tree-vectorize")
+#endif
 __attribute__((target("avx2"))) static float exp_row_avx2(float *e, const float *x, int n, float mx) {
   RT_EXP_ROW_BODY
 }
+#ifndef __clang__
 #pragma GCC pop_options
+#endif
 #endif
 
 float rt_exp_row(float *e, const float *x, int n, float mx) {
