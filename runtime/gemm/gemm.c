@@ -135,7 +135,18 @@ void rt_gemm_describe(char *buf, size_t n) {
   if (k >= 0 && (size_t)k < n && !S.forced && S.f32 == RT_GEMM_ONEDNN && rt_gemm_openblas_outdated())
     k += snprintf(buf + k, n - (size_t)k, " (OpenBLAS runs its %s kernels here)", openblas_get_corename());
   if (k >= 0 && (size_t)k < n && S.forced)
-    snprintf(buf + k, n - (size_t)k, " (MODELC_GEMM=%s)", S.forced);
+    k += snprintf(buf + k, n - (size_t)k, " (MODELC_GEMM=%s)", S.forced);
+  if (k >= 0 && (size_t)k < n && rt_gemm_pack_weights())
+    snprintf(buf + k, n - (size_t)k, " (weights pre-packed: MODELC_GEMM_PACK=1)");
+}
+
+void rt_gemm_constant(const void *p, size_t bytes) { rt_gemm_onednn_constant(p, bytes); }
+
+int rt_gemm_pack_weights(void) {
+  const char *e = getenv("MODELC_GEMM_PACK");
+  if (!e || strcmp(e, "1") != 0)
+    return 0;
+  return rt_gemm_selected(RT_DT_F32) == RT_GEMM_ONEDNN || rt_gemm_selected(RT_DT_BF16) == RT_GEMM_ONEDNN;
 }
 
 /* ---- dispatch -------------------------------------------------------------------------------- */

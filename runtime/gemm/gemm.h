@@ -67,6 +67,22 @@ int rt_gemm_init(RtError *err);
  * ...) on a CPU with AVX2: the f32 rule above. */
 int rt_gemm_openblas_outdated(void);
 
+/* Declares [p, p + bytes) read-only until the next call (NULL, 0: nothing): a product whose B lies
+ * inside reads a copy of B packed once into the layout its implementation wants (oneDNN: the
+ * layout its matmul picks for weights of format "any", made by a reorder on first use and kept)
+ * instead of repacking B on every call. Every such B is packed (the packed set depends on the
+ * program only, so results stay the same bits for any thread count). The caller must not change
+ * those bytes while they are declared, and must not call this while a product runs (it frees the
+ * copies). The verbs that never change their weights declare them when rt_gemm_pack_weights()
+ * says so (prog/model.c, rt_run_weights_readonly); training never does. */
+void rt_gemm_constant(const void *p, size_t bytes);
+/* Whether the verbs that keep their weights declare them (MODELC_GEMM_PACK=1, with oneDNN chosen
+ * for a dtype class): off by default, since on the machines measured it bought no speed
+ * (docs/benchmarks.md) and costs the weights' size again in memory. */
+int rt_gemm_pack_weights(void);
+/* How many packed copies the oneDNN backend holds (tests). */
+int rt_gemm_onednn_packs(void);
+
 /* The implementation rt_gemm uses for dtype class dt (RT_DT_F32 or RT_DT_BF16). */
 RtGemmImpl rt_gemm_selected(RtDType dt);
 /* Whether impl exists in this build on this CPU and computes adt x bdt. */
@@ -81,6 +97,7 @@ void rt_gemm_describe(char *buf, size_t n);
 
 /* onednn.c: whether the runtime was built with oneDNN; the product through a cached primitive. */
 int rt_gemm_onednn_built(void);
+void rt_gemm_onednn_constant(const void *p, size_t bytes);
 void rt_gemm_onednn(int transA, int transB, int M, int N, int K, RtDType adt, const void *A, int lda, RtDType bdt,
                     const void *B, int ldb, float beta, float *C, int ldc);
 /* oneDNN's effective ISA name ("avx512_core_amx", ...) or "absent"; the primitives cached. */

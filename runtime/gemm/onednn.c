@@ -14,8 +14,11 @@
  * When the cache is full, a call creates a primitive, runs it and destroys it (slow, correct).
  *
  * Memory: plain row-major descriptors with strides from the leading dimensions for A, B and C (a
- * transposed operand is the same memory with swapped strides). Weights are not pre-packed into a
- * blocked layout (the layer takes any B on every call; packing belongs to a weight-aware caller).
+ * transposed operand is the same memory with swapped strides). A B inside the range the caller
+ * declared constant (rt_gemm_constant: the inference verbs' weight buffer) is pre-packed: its
+ * primitive is created with the weights format "any", B is reordered once into the layout the
+ * primitive picks (a Pack, kept until the range changes) and every later call reads that copy
+ * instead of oneDNN repacking B inside each call. The copies cost B's size again in memory.
  * beta != 0 is a sum post-op with scale beta. The scratchpad is user-managed: one buffer per
  * thread, grown to the largest a primitive asks for (an allocation only when a thread first meets
  * a bigger shape), so executing one primitive from several threads at once is safe.
@@ -44,14 +47,76 @@ extern void omp_set_num_threads(int n);
 typedef struct Key {
   int ta, tb, M, N, K, adt, bdt, lda, ldb, ldc;
   uint32_t beta; /* beta's bits */
+  int packed;    /* B is constant (rt_gemm_constant): the primitive reads it pre-packed */
 } Key;
 
 typedef struct Entry {
   Key key;
   dnnl_primitive_t prim;
-  dnnl_memory_desc_t md[4]; /* src (A), weights (B), dst (C), scratchpad */
+  dnnl_memory_desc_t md[4]; /* src (A), weights (B: packed when key.packed), dst (C), scratchpad */
+  dnnl_memory_desc_t plain; /* key.packed: B as the caller stores it (the reorder's source) */
   size_t scratch;           /* scratchpad bytes */
 } Entry;
+
+/* Packed copies of constant B operands, one per (B, packed layout), made once by a reorder and
+ * never changed once published. Every B inside the declared range is packed (no capacity limit:
+ * the set of packed calls is a function of the program, never of timing, since packed and plain
+ * products differ in their last bits). A hash table of published packs, read without a lock;
+ * grown under the mutex into a new table (the old ones stay readable until the range changes). */
+typedef struct Pack {
+  const void *B;
+  dnnl_memory_desc_t md;
+  void *data;
+} Pack;
+typedef struct PackTable {
+  size_t cap; /* a power of two, at least twice the packs */
+  _Atomic(Pack *) *slot;
+} PackTable;
+static struct {
+  const char *base; /* rt_gemm_constant's range: written only while no product runs */
+  size_t bytes;
+  _Atomic(PackTable *) table;
+  size_t n;            /* packs (under mu) */
+  PackTable *old[64];  /* replaced tables, freed with the packs */
+  int nold;
+} P;
+
+static size_t pack_hash(const void *B) {
+  uint64_t x = (uint64_t)(uintptr_t)B;
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  return (size_t)x;
+}
+
+static Pack *pack_find(const PackTable *t, const void *B, const dnnl_memory_desc_t *md) {
+  if (!t)
+    return NULL;
+  for (size_t i = pack_hash(B) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+    Pack *p = atomic_load_explicit(&t->slot[i], memory_order_acquire);
+    if (!p)
+      return NULL;
+    if (p->B == B && dnnl_memory_desc_equal(&p->md, md))
+      return p;
+  }
+}
+
+static void pack_insert(PackTable *t, Pack *p) {
+  size_t i = pack_hash(p->B) & (t->cap - 1);
+  while (atomic_load_explicit(&t->slot[i], memory_order_relaxed))
+    i = (i + 1) & (t->cap - 1);
+  atomic_store_explicit(&t->slot[i], p, memory_order_release);
+}
+
+static PackTable *table_new(size_t cap) {
+  PackTable *t = calloc(1, sizeof *t);
+  if (t)
+    t->slot = calloc(cap, sizeof *t->slot);
+  if (!t || !t->slot)
+    rt_gemm_internal_error("oneDNN: out of memory for the packed-weights table (%zu slots)", cap);
+  t->cap = cap;
+  return t;
+}
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER; /* creates the engine and entries */
 static struct {
@@ -100,6 +165,9 @@ static void create(Entry *e, const Key *k) {
   dnnl_data_type_t dt = k->adt == RT_DT_BF16 ? dnnl_bf16 : dnnl_f32;
   check(dnnl_memory_desc_init_by_strides(&e->md[0], 2, ad, dt, as), "memory_desc_init (A)", k);
   check(dnnl_memory_desc_init_by_strides(&e->md[1], 2, bd, dt, bs), "memory_desc_init (B)", k);
+  e->plain = e->md[1];
+  if (k->packed) /* the layout the primitive prefers, chosen below */
+    check(dnnl_memory_desc_init_by_tag(&e->md[1], 2, bd, dt, dnnl_format_tag_any), "memory_desc_init (B, any)", k);
   check(dnnl_memory_desc_init_by_strides(&e->md[2], 2, cd, dnnl_f32, cs), "memory_desc_init (C)", k);
   dnnl_matmul_desc_t mm;
   check(dnnl_matmul_desc_init(&mm, &e->md[0], &e->md[1], NULL, &e->md[2]), "dnnl_matmul_desc_init", k);
@@ -119,6 +187,8 @@ static void create(Entry *e, const Key *k) {
   check(dnnl_primitive_desc_create(&pd, &mm, attr, D.eng, NULL), "matmul primitive_desc_create", k);
   dnnl_primitive_attr_destroy(attr);
   e->md[3] = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+  if (k->packed)
+    e->md[1] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
   e->scratch = dnnl_memory_desc_get_size(&e->md[3]);
   check(dnnl_primitive_create(&e->prim, pd), "primitive_create", k);
   dnnl_primitive_desc_destroy(pd);
@@ -181,23 +251,112 @@ static void execute(const Entry *e, dnnl_memory_t *mem, const void *A, const voi
   check(dnnl_stream_wait(T.stream), "stream_wait", k);
 }
 
+/* B packed into e's weights layout: the published copy, or one made now (under the mutex, by a
+ * reorder on this thread's stream). */
+static const void *pack_of(const Entry *e, const void *B) {
+  Pack *p = pack_find(atomic_load_explicit(&P.table, memory_order_acquire), B, &e->md[1]);
+  if (p)
+    return p->data;
+  const Key *k = &e->key;
+  pthread_mutex_lock(&mu);
+  PackTable *t = atomic_load_explicit(&P.table, memory_order_relaxed);
+  if ((p = pack_find(t, B, &e->md[1]))) {
+    pthread_mutex_unlock(&mu);
+    return p->data;
+  }
+  p = calloc(1, sizeof *p);
+  void *data = rt_xalloc(dnnl_memory_desc_get_size(&e->md[1]));
+  if (!p || !data)
+    rt_gemm_internal_error("oneDNN: out of memory packing a %dx%d weight", k->K, k->N);
+  dnnl_primitive_desc_t rpd;
+  dnnl_primitive_t r;
+  dnnl_memory_t src, dst;
+  check(dnnl_reorder_primitive_desc_create(&rpd, &e->plain, D.eng, &e->md[1], D.eng, NULL), "reorder_pd_create", k);
+  check(dnnl_primitive_create(&r, rpd), "reorder primitive_create", k);
+  dnnl_primitive_desc_destroy(rpd);
+  check(dnnl_memory_create(&src, &e->plain, D.eng, (void *)B), "memory_create (pack source)", k);
+  check(dnnl_memory_create(&dst, &e->md[1], D.eng, data), "memory_create (pack)", k);
+  dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}};
+  check(dnnl_primitive_execute(r, T.stream, 2, args), "reorder execute", k);
+  check(dnnl_stream_wait(T.stream), "stream_wait", k);
+  dnnl_memory_destroy(src);
+  dnnl_memory_destroy(dst);
+  dnnl_primitive_destroy(r);
+  *p = (Pack){B, e->md[1], data};
+  if (!t || 2 * (P.n + 1) > t->cap) { /* grow: a new table with every pack, published whole */
+    if (P.nold == (int)(sizeof P.old / sizeof *P.old))
+      rt_gemm_internal_error("oneDNN: too many packed weights");
+    PackTable *g = table_new(t ? 2 * t->cap : 1024);
+    for (size_t i = 0; t && i < t->cap; i++) {
+      Pack *q = atomic_load_explicit(&t->slot[i], memory_order_relaxed);
+      if (q)
+        pack_insert(g, q);
+    }
+    if (t)
+      P.old[P.nold++] = t;
+    atomic_store_explicit(&P.table, g, memory_order_release);
+    t = g;
+  }
+  pack_insert(t, p);
+  P.n++;
+  pthread_mutex_unlock(&mu);
+  return data;
+}
+
+void rt_gemm_onednn_constant(const void *p, size_t bytes) {
+  pthread_mutex_lock(&mu);
+  PackTable *t = atomic_load_explicit(&P.table, memory_order_relaxed);
+  for (size_t i = 0; t && i < t->cap; i++) {
+    Pack *q = atomic_load_explicit(&t->slot[i], memory_order_relaxed);
+    if (q) {
+      free(q->data);
+      free(q);
+    }
+  }
+  if (t)
+    P.old[P.nold++] = t;
+  for (int i = 0; i < P.nold; i++) {
+    free(P.old[i]->slot);
+    free(P.old[i]);
+  }
+  P.nold = 0;
+  P.n = 0;
+  atomic_store_explicit(&P.table, NULL, memory_order_release);
+  P.base = p;
+  P.bytes = p ? bytes : 0;
+  pthread_mutex_unlock(&mu);
+}
+
+int rt_gemm_onednn_packs(void) {
+  pthread_mutex_lock(&mu);
+  int n = (int)P.n;
+  pthread_mutex_unlock(&mu);
+  return n;
+}
+
 int rt_gemm_onednn_built(void) { return 1; }
 
 int rt_gemm_onednn_cached(void) { return atomic_load(&D.n); }
 
 void rt_gemm_onednn(int transA, int transB, int M, int N, int K, RtDType adt, const void *A, int lda, RtDType bdt,
                     const void *B, int ldb, float beta, float *C, int ldc) {
-  Key k = {transA != 0, transB != 0, M, N, K, (int)adt, (int)bdt, lda, ldb, ldc, 0};
+  Key k = {transA != 0, transB != 0, M, N, K, (int)adt, (int)bdt, lda, ldb, ldc, 0, 0};
   memcpy(&k.beta, &beta, sizeof beta);
   if (beta == 0.0f)
     k.beta = 0; /* -0.0 is 0 */
+  /* B inside the constant range, all of it (its last element too) */
+  size_t blast = transB ? (size_t)(N - 1) * ldb + (size_t)K : (size_t)(K - 1) * ldb + (size_t)N;
+  size_t esz = bdt == RT_DT_BF16 ? 2 : 4;
+  k.packed = P.bytes && (const char *)B >= P.base && (size_t)((const char *)B - P.base) + blast * esz <= P.bytes;
   thread_ready(&k);
   Entry tmp;
   int idx = lookup(&k, &tmp);
   if (idx >= 0) {
-    execute(&D.e[idx], T.mem[idx], A, B, C);
+    execute(&D.e[idx], T.mem[idx], A, k.packed ? pack_of(&D.e[idx], B) : B, C);
     return;
   }
+  if (k.packed)
+    B = pack_of(&tmp, B); /* the entry cache is full: a fresh primitive, the pack still shared */
   dnnl_memory_t mem[4] = {0};
   execute(&tmp, mem, A, B, C);
   for (int i = 0; i < 4; i++)
@@ -224,6 +383,11 @@ const char *rt_gemm_onednn_isa(void) {
 
 int rt_gemm_onednn_built(void) { return 0; }
 int rt_gemm_onednn_cached(void) { return 0; }
+int rt_gemm_onednn_packs(void) { return 0; }
+void rt_gemm_onednn_constant(const void *p, size_t bytes) {
+  (void)p;
+  (void)bytes;
+}
 const char *rt_gemm_onednn_isa(void) { return "absent"; }
 void rt_gemm_onednn(int transA, int transB, int M, int N, int K, RtDType adt, const void *A, int lda, RtDType bdt,
                     const void *B, int ldb, float beta, float *C, int ldc) {

@@ -54,6 +54,7 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
     rc = EXIT_USER;
     goto done;
   }
+  rt_run_weights_readonly(&r); /* until the training steps below */
   int all_f32 = rt_model_require_f32(m, "bench", NULL) == 0;
   if (!o.weights && !m->embedded_weights) {
     if (all_f32) { /* the whole buffer, padding included */
@@ -136,6 +137,7 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
       float beta1 = c->beta1 > 0 ? (float)c->beta1 : 0.9f, beta2 = c->beta2 > 0 ? (float)c->beta2 : 0.999f;
       float eps = c->eps > 0 ? (float)c->eps : 1e-8f;
       double loss = 0;
+      rt_gemm_constant(NULL, 0); /* the steps below change r.W: nothing of it may stay pre-packed */
       for (int k = -BENCH_WARMUPS; k < (int)o.runs; k++) { /* k < 0: warm-up steps */
         RtStep st = {B, T, 0, NULL, tscr, 0, 1.0f};
         float l = 0;

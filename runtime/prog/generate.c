@@ -63,6 +63,7 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
     rc = EXIT_USER;
     goto done;
   }
+  rt_run_weights_readonly(&r);
   /* keep the end of a prompt longer than the context, leaving room to generate (a context of 1
    * keeps the last byte: the window then slides at every step) */
   size_t room = ctx > 1 ? (size_t)ctx - 1 : 1;

@@ -139,6 +139,7 @@ int rt_verb_forward(const char *prog, int argc, char **argv, const RtModel *m) {
   if (rt_run_init(&r, m, &err) || rt_run_load_weights(&r, o.weights, &err) || rt_prog_read_tokens(m, o.tokens, &ids, &B, &T, &err)) {
     rc = EXIT_USER;
   } else {
+    rt_run_weights_readonly(&r);
     out = rt_xalloc(rt_out_floats(m, B, T) * sizeof(float));
     RtStep s = {B, T, 0, NULL, r.scratch, 0, 0.0f};
     m->forward(&s, r.arena, r.W, ids, out);
@@ -185,6 +186,7 @@ int rt_verb_eval(const char *prog, int argc, char **argv, const RtModel *m) {
     fprintf(stderr, "%s: error: %s\n", prog, err.msg);
     rc = EXIT_USER;
   } else {
+    rt_run_weights_readonly(&r);
     double total = 0;
     size_t count = 0, pos = 0;
     while (pos + 1 < n) {

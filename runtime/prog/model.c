@@ -46,6 +46,7 @@ int rt_run_kv(RtRun *r, int batch, RtError *err) {
 }
 
 void rt_run_free(RtRun *r) {
+  rt_gemm_constant(NULL, 0); /* whatever rt_run_weights_readonly declared */
   free(r->W);
   free(r->arena);
   free(r->scratch);
@@ -107,6 +108,10 @@ int rt_run_load_weights(RtRun *r, const char *path, RtError *err) {
   }
   rt_st_close(st);
   return rc;
+}
+
+void rt_run_weights_readonly(RtRun *r) {
+  if (rt_gemm_pack_weights()) rt_gemm_constant(r->W, (size_t)r->m->weight_bytes);
 }
 
 /* ---- random numbers for init ---- */

@@ -154,6 +154,10 @@ int rt_run_kv(RtRun *r, int batch, RtError *err);
 void rt_run_free(RtRun *r);
 /* Loads every stored parameter from a safetensors file (path NULL: the embedded image) into r->W. */
 int rt_run_load_weights(RtRun *r, const char *path, RtError *err);
+/* Declares r->W read-only to the GEMM layer until rt_run_free when MODELC_GEMM_PACK=1 asks for it
+ * (rt_gemm_constant: the products read pre-packed copies of the weights): for verbs that never
+ * change the weights (forward, eval, generate, bench's forward and decode); never train or grad. */
+void rt_run_weights_readonly(RtRun *r);
 
 /* Floats of scratch a model's forward (training: any call of a training step) needs at the current
  * rt_threads(), as the program says (RtModel.scratch_floats): one place for every verb's sizes. */

@@ -71,4 +71,22 @@ for spec in examples/gpt-tiny.yaml tests/reference/specs/llama-tiny.yaml example
     same "$P.train1.safetensors" "$P.resumed$t.safetensors" "$name: checkpointed with 2 threads, resumed with $t"
   done
 done
+# pre-packed weights (MODELC_GEMM_PACK=1, runtime/gemm/gemm.h): every weight operand is packed,
+# whatever the threads, so the bytes are still the same for any thread count, and for gpt2-small
+# at batch 1 (decode-sized column blocks: thousands of packed slices), C and LLVM agree too
+G2="$TMP/g2"
+expect_status 0 "$MODELC" build --batch=1 examples/gpt2-small.yaml -o "$G2.c"
+expect_status 0 "$MODELC" build --batch=1 --backend=llvm examples/gpt2-small.yaml -o "$G2.l"
+expect_status 0 "$G2.c" init --seed 7 --out "$G2.w.safetensors"
+mknpy "$G2.tok.npy" '<i4' '1, 8' "$(for i in 464 2068 7586 21831 18045 625 262 16931; do
+  printf '\\x%02x\\x%02x\\x00\\x00' $((i & 255)) $((i >> 8)); done)"
+for p in "c 1" "c 3" "l 2"; do
+  set -- $p
+  MODELC_GEMM_PACK=1 expect_status 0 "$G2.$1" forward --weights "$G2.w.safetensors" --tokens "$G2.tok.npy" --threads $2 \
+    --out "$G2.$1$2.npy"
+done
+same "$G2.c1.npy" "$G2.c3.npy" "gpt2-small, pre-packed weights: 3 threads against 1"
+same "$G2.c1.npy" "$G2.l2.npy" "gpt2-small, pre-packed weights: LLVM with 2 threads against C with 1"
+MODELC_GEMM_PACK=1 expect_status 0 "$G2.c" info
+if grep -q 'onednn' "$TMP/out"; then expect_in "$TMP/out" "weights pre-packed: MODELC_GEMM_PACK=1"; fi
 finish

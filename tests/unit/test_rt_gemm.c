@@ -16,6 +16,8 @@
  * (3) A mixed f32 x bf16 call stops the program (SIGABRT, an internal error).
  * (4) bf16 through pool blocks fixed by the shape (as kernels/linear.c splits its GEMMs): the
  *     same bits with 1, 2, 3 and 4 threads, for every bf16 implementation.
+ *     oneDNN once more with every B declared constant (rt_gemm_constant): read from a copy packed
+ *     once, with the same bound, the second call equal to the first, the copy freed after.
  * (5) oneDNN: no thread appears (/proc/self/task counted before and after GEMMs run over a
  *     4-thread pool) and one cached primitive per new shape, none for a repeated one. */
 #include "rt_test_util.h"
@@ -63,7 +65,7 @@ static void drop(Mat *m) {
 static RtDType cls_dt(int bf16) { return bf16 ? RT_DT_BF16 : RT_DT_F32; }
 
 /* one product by impl against rt_gemm_ref, with the bound of (1) */
-static void check_one(RtGemmImpl impl, int bf16, int ta, int tb, int M, int N, int K, int pad, float beta) {
+static void check_one(RtGemmImpl impl, int bf16, int ta, int tb, int M, int N, int K, int pad, float beta, int packed) {
   RtDType dt = cls_dt(bf16);
   int arows = ta ? K : M, acols = ta ? M : K, brows = tb ? N : K, bcols = tb ? K : N;
   int lda = acols + pad, ldb = bcols + pad, ldc = N + pad;
@@ -77,7 +79,23 @@ static void check_one(RtGemmImpl impl, int bf16, int ta, int tb, int M, int N, i
       c0[i] = NAN;
   memcpy(C, c0, nc * sizeof(float));
   memcpy(R, c0, nc * sizeof(float));
-  rt_gemm_with(impl, ta, tb, M, N, K, dt, A.p, lda, dt, B.p, ldb, beta, C, ldc);
+  if (packed) { /* B declared constant (oneDNN reads a pre-packed copy): twice, the cached copy equal */
+    size_t bbytes = (size_t)brows * ldb * (bf16 ? 2 : 4);
+    float *C1 = falloc(nc);
+    memcpy(C1, c0, nc * sizeof(float));
+    rt_gemm_constant(B.p, bbytes);
+    rt_gemm_with(impl, ta, tb, M, N, K, dt, A.p, lda, dt, B.p, ldb, beta, C1, ldc);
+    if (impl == RT_GEMM_ONEDNN)
+      ck_assert_msg(rt_gemm_onednn_packs() == 1, "onednn: %d packs for one constant B", rt_gemm_onednn_packs());
+    rt_gemm_with(impl, ta, tb, M, N, K, dt, A.p, lda, dt, B.p, ldb, beta, C, ldc);
+    ck_assert_msg(memcmp(C, C1, nc * sizeof(float)) == 0, "packed B: the second call differs from the first");
+    if (impl == RT_GEMM_ONEDNN)
+      ck_assert_int_eq(rt_gemm_onednn_packs(), 1); /* the copy was reused */
+    rt_gemm_constant(NULL, 0);
+    ck_assert_int_eq(rt_gemm_onednn_packs(), 0);
+    free(C1);
+  } else
+    rt_gemm_with(impl, ta, tb, M, N, K, dt, A.p, lda, dt, B.p, ldb, beta, C, ldc);
   rt_gemm_ref(ta, tb, M, N, K, dt, A.p, lda, dt, B.p, ldb, beta, R, ldc);
   for (int m = 0; m < M; m++) {
     for (int j = 0; j < N; j++) {
@@ -102,12 +120,13 @@ static void check_one(RtGemmImpl impl, int bf16, int ta, int tb, int M, int N, i
 static const int shapes[][3] = {{1, 1, 1},    {1, 37, 19},  {17, 1, 33},   {5, 7, 3},    {33, 65, 129},
                                 {70, 45, 300}, {128, 96, 257}, {97, 530, 20}, {16, 64, 512}, {7, 600, 513}};
 
-static void check_impl(RtGemmImpl impl, int bf16) {
+static void check_impl(RtGemmImpl impl, int bf16, int packed) {
   static const float betas[] = {0.0f, 1.0f, 0.5f};
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
     for (int t = 0; t < 4; t++)
       for (int pad = 0; pad <= 5; pad += 5)
-        check_one(impl, bf16, t >> 1, t & 1, shapes[s][0], shapes[s][1], shapes[s][2], pad, betas[(s + t + pad) % 3]);
+        check_one(impl, bf16, t >> 1, t & 1, shapes[s][0], shapes[s][1], shapes[s][2], pad, betas[(s + t + pad) % 3],
+                  packed);
 }
 
 /* (1) every implementation against the twin (the whole sweep once: in the runs under another
@@ -117,7 +136,7 @@ START_TEST(impls_match_ref) {
   if (getenv("MODELC_GEMM") || getenv("MODELC_CPU")) {
     if (rt_gemm_init(NULL) == 0)
       for (int bf16 = 0; bf16 <= 1; bf16++)
-        check_one(rt_gemm_selected(cls_dt(bf16)), bf16, 0, 1, 33, 65, 129, 3, 1.0f);
+        check_one(rt_gemm_selected(cls_dt(bf16)), bf16, 0, 1, 33, 65, 129, 3, 1.0f, 1);
     return;
   }
   for (int impl = RT_GEMM_OPENBLAS; impl < RT_GEMM_NIMPL; impl++)
@@ -125,7 +144,9 @@ START_TEST(impls_match_ref) {
       if (rt_gemm_supports((RtGemmImpl)impl, cls_dt(bf16), cls_dt(bf16))) {
         fprintf(stderr, "test_rt_gemm: %s %s against the reference\n", rt_gemm_impl_name((RtGemmImpl)impl),
                 bf16 ? "bf16" : "f32");
-        check_impl((RtGemmImpl)impl, bf16);
+        check_impl((RtGemmImpl)impl, bf16, 0);
+        if (impl == RT_GEMM_ONEDNN) /* and with B declared constant: read pre-packed */
+          check_impl((RtGemmImpl)impl, bf16, 1);
         tested++;
       }
   ck_assert_int_ge(tested, 1); /* openblas f32 at least */
@@ -247,18 +268,24 @@ START_TEST(bf16_thread_invariance) {
   for (int impl = RT_GEMM_REF; impl < RT_GEMM_NIMPL; impl++) {
     if (!rt_gemm_supports((RtGemmImpl)impl, RT_DT_BF16, RT_DT_BF16))
       continue;
-    for (int ta = 0; ta <= 1; ta++)
-      for (int t = 1; t <= 4; t++) {
-        rt_set_threads(t);
-        ck_assert_int_eq(rt_threads(), t);
-        float *out = t == 1 ? C1 : C;
-        for (size_t i = 0; i < (size_t)M * N; i++)
-          out[i] = NAN;
-        run_blocks((RtGemmImpl)impl, ta, 1, M, N, K, ta ? At.p : A.p, B.p, out);
-        if (t > 1)
-          ck_assert_msg(memcmp(C1, C, (size_t)M * N * sizeof(float)) == 0, "%s bf16 trans=%d1: %d threads differ from 1",
-                        rt_gemm_impl_name((RtGemmImpl)impl), ta, t);
-      }
+    for (int pk = 0; pk <= (impl == RT_GEMM_ONEDNN); pk++) /* pk: B declared constant, packed by the pool */
+      for (int ta = 0; ta <= 1; ta++)
+        for (int t = 1; t <= 4; t++) {
+          rt_set_threads(t);
+          ck_assert_int_eq(rt_threads(), t);
+          if (pk)
+            rt_gemm_constant(B.p, (size_t)N * K * sizeof(uint16_t)); /* fresh: the packs made by t threads */
+          float *out = t == 1 ? C1 : C;
+          for (size_t i = 0; i < (size_t)M * N; i++)
+            out[i] = NAN;
+          run_blocks((RtGemmImpl)impl, ta, 1, M, N, K, ta ? At.p : A.p, B.p, out);
+          if (t > 1)
+            ck_assert_msg(memcmp(C1, C, (size_t)M * N * sizeof(float)) == 0,
+                          "%s bf16 trans=%d1%s: %d threads differ from 1", rt_gemm_impl_name((RtGemmImpl)impl), ta,
+                          pk ? " packed" : "", t);
+          if (pk)
+            rt_gemm_constant(NULL, 0);
+        }
     tested++;
   }
   ck_assert_int_ge(tested, 1); /* ref at least */
