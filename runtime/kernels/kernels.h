@@ -226,6 +226,8 @@ void rt_adamw_bf16(float *w, float *wh, const float *g, float *m, float *v, int6
                    float beta2, float eps, float wd, int64_t step);
 /* SGD with momentum (as torch.optim.SGD): mom = momentum * mom + g (+ wd * w); w -= lr * mom. */
 void rt_sgd(float *w, const float *g, float *mom, int64_t n, float lr, float momentum, float wd);
+/* x[i] *= c for i < n, over the pool (clipping by global norm). */
+void rt_scale(float *x, int64_t n, float c);
 /* sum of g[i]^2 in double (for clipping by global norm). */
 double rt_sum_squares(const float *g, int64_t n);
 /* Working weights for mixed precision: out[i] = w[i] rounded to bf16 or fp16 (and back to f32,

@@ -177,6 +177,27 @@ double rt_sum_squares(const float *g, int64_t n) {
   return s;
 }
 
+/* ---- scaling (clipping by global norm) ---- */
+
+typedef struct ScaleCtx {
+  float *x;
+  int64_t n;
+  float c;
+} ScaleCtx;
+
+static void scale_range(void *p, int lo, int hi) {
+  const ScaleCtx *c = p;
+  int64_t a = (int64_t)lo * RT_OPT_BLOCK, b = (int64_t)hi * RT_OPT_BLOCK;
+  if (b > c->n) b = c->n;
+  for (int64_t i = a; i < b; i++) c->x[i] *= c->c;
+}
+
+void rt_scale(float *x, int64_t n, float c) { /* element-wise: over the pool, the same bits */
+  if (n <= 0) return;
+  ScaleCtx sc = {x, n, c};
+  rt_parallel_for((int)((n + RT_OPT_BLOCK - 1) / RT_OPT_BLOCK), RT_OPT_GRAIN, scale_range, &sc);
+}
+
 /* ---- mixed precision ---- */
 
 typedef struct RoundCtx {

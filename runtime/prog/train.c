@@ -163,12 +163,8 @@ static double train_step(Trainer *t, double lr) {
     /* as torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), applied when < 1 */
     double coef = t->c.grad_clip / (sqrt(norm2) + 1e-6);
     if (coef < 1.0)
-      for (int i = 0; i < m->nparams; i++) {
-        const RtParamInfo *p = &m->params[i];
-        float *a = g + rt_param_f32_index(p), cf = (float)coef;
-        int64_t n = rt_param_numel(p);
-        for (int64_t j = 0; j < n; j++) a[j] *= cf;
-      }
+      for (int i = 0; i < m->nparams; i++)
+        rt_scale(g + rt_param_f32_index(&m->params[i]), rt_param_numel(&m->params[i]), (float)coef);
   }
   int64_t opt_step = step - t->ls.skipped; /* AdamW's bias correction counts applied updates */
   for (int i = 0; i < m->nparams; i++) {
