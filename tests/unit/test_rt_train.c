@@ -21,7 +21,8 @@
  * ------------------------------------------------------------------------------------------- */
 
 /* rt_adamw's builds (baseline and AVX2, runtime/kernels/optim.c) compute the same bits: three steps
- * over 50,003 elements (vector body and tail) against the same float formula written out here */
+ * over 50,003 elements (vector body and tail) against the same float formula written out here;
+ * rt_adamw_bf16 updates the same and refreshes the working weights as rt_round_weights would */
 START_TEST(test_adamw_bits_any_isa) {
   enum { n = 50003 };
   float *w = malloc(n * sizeof *w), *m = calloc(n, sizeof *m), *v = calloc(n, sizeof *v), *g = malloc(n * sizeof *g);
@@ -39,6 +40,18 @@ START_TEST(test_adamw_bits_any_isa) {
     ck_assert_msg(memcmp(w, W, n * sizeof *w) == 0 && memcmp(m, M, n * sizeof *m) == 0 && memcmp(v, V, n * sizeof *v) == 0,
                   "step %d: AdamW differs from its formula", step);
   }
+  /* rt_adamw_bf16: the same update, and wh = the new w rounded to bf16 as rt_round_weights does */
+  float *w2 = malloc(n * sizeof *w2), *m2 = malloc(n * sizeof *m2), *v2 = malloc(n * sizeof *v2);
+  float *wh = malloc(n * sizeof *wh), *want = malloc(n * sizeof *want);
+  memcpy(w2, w, n * sizeof *w), memcpy(m2, m, n * sizeof *m), memcpy(v2, v, n * sizeof *v);
+  w2[7] = NAN; /* a NaN weight rounds to a quiet NaN in both */
+  memcpy(W, w2, n * sizeof *W);
+  rt_adamw(W, g, m, v, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 4);
+  rt_adamw_bf16(w2, wh, g, m2, v2, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 4);
+  rt_round_weights(want, w2, n, RT_PREC_BF16);
+  ck_assert_msg(memcmp(w2, W, n * sizeof *W) == 0, "rt_adamw_bf16 updates differently from rt_adamw");
+  ck_assert_msg(memcmp(wh, want, n * sizeof *wh) == 0, "rt_adamw_bf16's working weights differ from rt_round_weights");
+  free(w2), free(m2), free(v2), free(wh), free(want);
   free(w), free(m), free(v), free(g), free(W), free(M), free(V);
 }
 END_TEST
