@@ -47,18 +47,25 @@ int rt_embedding(float *out, const int32_t *ids, const float *table, int n, int 
   return rt_gather_rows(out, ids, table, n, V, C, sizeof(float), err);
 }
 
-int rt_embedding_ref(float *out, const int32_t *ids, const float *table, int n, int V, int C, RtError *err) {
+int rt_gather_rows_ref(void *out, const int32_t *ids, const void *table, int n, int V, int C, size_t elsize,
+                       RtError *err) {
   int bad = -1;
+  unsigned char *o = out;
+  const unsigned char *t = table;
   for (int i = 0; i < n; i++) {
     int ok = ids[i] >= 0 && ids[i] < V;
     if (!ok && bad < 0)
       bad = i;
-    for (int c = 0; c < C; c++)
-      out[(size_t)i * C + c] = ok ? table[(size_t)ids[i] * C + c] : 0.0f;
+    for (size_t b = 0; b < (size_t)C * elsize; b++) /* byte by byte: a zero row is zero bytes */
+      o[(size_t)i * C * elsize + b] = ok ? t[(size_t)ids[i] * C * elsize + b] : 0;
   }
   if (bad >= 0)
     return rt_fail(err, "embedding: token id %ld at position %d is outside [0, %d)", (long)ids[bad], bad, V);
   return 0;
+}
+
+int rt_embedding_ref(float *out, const int32_t *ids, const float *table, int n, int V, int C, RtError *err) {
+  return rt_gather_rows_ref(out, ids, table, n, V, C, sizeof(float), err);
 }
 
 /* ---- positions: x (B,T,C) += pos[t0+t] ------------------------------------------------------ */

@@ -128,6 +128,9 @@ int rt_embedding_ref(float *out, const int32_t *ids, const float *table, int n, 
 /* The row gather behind rt_embedding and rt_embedding_bf16: rows of C elements of elsize bytes. */
 int rt_gather_rows(void *out, const int32_t *ids, const void *table, int n, int V, int C, size_t elsize,
                    RtError *err);
+/* Its twin: one byte at a time (the twins of rt_embedding and rt_embedding_bf16). */
+int rt_gather_rows_ref(void *out, const int32_t *ids, const void *table, int n, int V, int C, size_t elsize,
+                       RtError *err);
 /* The twins of linear_bf16.c: y = bf16(x) W^T + bias in double from the rounded inputs. */
 void rt_linear_bf16_ref(float *y, const float *x, const uint16_t *W, const float *bias, int M, int N, int K);
 int rt_embedding_bf16_ref(uint16_t *out, const int32_t *ids, const uint16_t *table, int n, int V, int C,

@@ -189,15 +189,5 @@ int rt_embedding_bf16(uint16_t *out, const int32_t *ids, const uint16_t *table, 
 
 int rt_embedding_bf16_ref(uint16_t *out, const int32_t *ids, const uint16_t *table, int n, int V, int C,
                           RtError *err) {
-  int bad = -1;
-  for (int i = 0; i < n; i++) {
-    int ok = ids[i] >= 0 && ids[i] < V;
-    if (!ok && bad < 0)
-      bad = i;
-    for (int c = 0; c < C; c++)
-      out[(size_t)i * C + c] = ok ? table[(size_t)ids[i] * C + c] : 0;
-  }
-  if (bad >= 0)
-    return rt_fail(err, "embedding: token id %ld at position %d is outside [0, %d)", (long)ids[bad], bad, V);
-  return 0;
+  return rt_gather_rows_ref(out, ids, table, n, V, C, sizeof(uint16_t), err);
 }

@@ -25,18 +25,12 @@
 
 #include "../../runtime/modelc_rt.h"
 #include "../../runtime/io/io.h" /* .npy, safetensors (internal) */
+#include "npy_test.h"
 #include "sh.h"
 
 #define FIX "tests/reference/fixtures"
 static char tmp[256];
 static char gpt[300], bert[300], llama[300], encm[300];
-
-static RtNpy load(const char *path) {
-  RtNpy a;
-  RtError err;
-  ck_assert_msg(rt_npy_read(path, &a, &err) == 0, "%s", err.msg);
-  return a;
-}
 
 static double norm_err(const float *a, const float *b, size_t n) {
   double md = 0, mb = 1e-30;
@@ -46,12 +40,6 @@ static double norm_err(const float *a, const float *b, size_t n) {
     if (fabs(b[i]) > mb) mb = fabs(b[i]);
   }
   return md / mb;
-}
-
-static size_t numel(const RtNpy *a) {
-  size_t n = 1;
-  for (int i = 0; i < a->ndim; i++) n *= (size_t)a->shape[i];
-  return n;
 }
 
 static void setup(void) {

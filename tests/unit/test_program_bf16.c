@@ -29,23 +29,12 @@
 
 #include "../../runtime/io/io.h" /* .npy, safetensors (internal) */
 #include "../../runtime/modelc_rt.h"
+#include "npy_test.h"
 #include "sh.h"
 
 #define FIX "tests/reference/fixtures"
 static char tmp[256];
 
-static RtNpy load(const char *path) {
-  RtNpy a;
-  RtError err;
-  ck_assert_msg(rt_npy_read(path, &a, &err) == 0, "%s", err.msg);
-  return a;
-}
-
-static size_t numel(const RtNpy *a) {
-  size_t n = 1;
-  for (int i = 0; i < a->ndim; i++) n *= (size_t)a->shape[i];
-  return n;
-}
 
 /* max |a - b| / max |b| and sqrt(mean (a - b)^2) / sqrt(mean b^2) */
 static void errs(const float *a, const float *b, size_t n, double *maxe, double *rms) {
