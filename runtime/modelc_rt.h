@@ -103,6 +103,33 @@ size_t rt_linear_bf16_scratch_floats(int M, int K);
 void rt_linear_bf16(float *y, const float *x, const uint16_t *W, const float *bias, int M, int N, int K,
                     RtRangeFn epi, void *ctx, float *scratch);
 
+/* Quantised linear layers (the quantize pass; docs/passes.md, "quantize"): y = x Wq^T + bias with
+ * Wq an [N,K] weight in one of the quantised formats (RtFormat below: RT_FMT_I8_ROW,
+ * RT_FMT_Q8_0, RT_FMT_Q4_0), read at Wq as the format's values followed by its scales at the next
+ * 64-byte boundary (rt_quant_scales_offset). The activation rows are quantised once per call to
+ * int8 into the scratch (per row for i8_row, per block of 32 for q8_0 and q4_0: amax over the
+ * row or block, d = amax / 127, q = round-to-nearest-even(x * (127 / amax)), 0 when amax is 0),
+ * the dot products accumulate exactly in int32 and are scaled to f32: i8_row
+ * y = (float)isum * (dx * dw[n]); q8_0 / q4_0 y = sum over blocks of (dx_b * dw_b) * (float)isum_b.
+ * Then bias, then epi(ctx, lo, hi) as rt_linear's. K is a multiple of 32 for q8_0 and q4_0 (the
+ * pass refuses other weights); any K >= 1 for i8_row. scratch holds
+ * rt_linear_q_scratch_floats(format, M, N, K) floats. Kernels chosen by CPU features at run time
+ * (AVX512-VNNI, AVX2, portable C; i8_row at M >= 16 through oneDNN's s8 x s8 -> s32 matmul where
+ * the runtime has it: AMX-INT8 or VNNI); the blocks over N are fixed by the shapes, so the bits do
+ * not depend on the thread count. */
+size_t rt_linear_q_scratch_floats(int format, int M, int N, int K);
+void rt_linear_i8_row(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K,
+                      RtRangeFn epi, void *ctx, float *scratch);
+void rt_linear_q8_0(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K, RtRangeFn epi,
+                    void *ctx, float *scratch);
+void rt_linear_q4_0(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K, RtRangeFn epi,
+                    void *ctx, float *scratch);
+/* Token embedding from a quantised [V,C] table: the gathered rows dequantised to f32 (w = d * q;
+ * q4_0: d * (q - 8)); bad ids as rt_embedding. */
+int rt_embedding_i8_row(float *out, const int32_t *ids, const void *table, int n, int V, int C, RtError *err);
+int rt_embedding_q8_0(float *out, const int32_t *ids, const void *table, int n, int V, int C, RtError *err);
+int rt_embedding_q4_0(float *out, const int32_t *ids, const void *table, int n, int V, int C, RtError *err);
+
 /* Token embedding: out[i,:] = table[ids[i],:] for i in [0,n).
  * ids is (n) int32 (n = B*T), table is (V,C), out is (n,C).
  * An id outside [0,V) is not a crash: its row is written as zeros, every other row is still
@@ -348,9 +375,18 @@ typedef enum RtDType {
   RT_DT_COUNT
 } RtDType;
 
-/* A parameter's storage format: dense elements of its dtype. Block-quantised and sparse formats
- * (later) add auxiliary arrays (scales, indices), each described by an RtParamAux. */
-typedef enum RtFormat { RT_FMT_DENSE = 0 } RtFormat;
+/* A parameter's storage format: dense elements of its dtype, or a quantised [N,K] weight (the
+ * quantize pass; docs/passes.md has the exact rounding). A quantised parameter's values (dtype
+ * RT_DT_I8, or RT_DT_U8 for q4_0's packed nibbles) are followed at the next 64-byte boundary by
+ * its scales, its one auxiliary array aux[0] (role "scale"):
+ *   RT_FMT_I8_ROW  values int8 [N,K], w = d[n] * q;            scales f32 [N]
+ *   RT_FMT_Q8_0    values int8 [N,K], w = d[n,b] * q, b = k/32; scales f16 [N,K/32]
+ *   RT_FMT_Q4_0    values u8 [N,K/2]: in row n, block b (32 weights), byte 16b + j holds weight
+ *                  32b + j in its low nibble and 32b + j + 16 in its high one; w = d[n,b] * (q - 8);
+ *                  scales f16 [N,K/32]
+ * In a safetensors file the values are the tensor NAME (I8 [N,K], or U8 [N,K/2]) and the scales
+ * NAME.scale (F32 [N] or F16 [N,K/32]). */
+typedef enum RtFormat { RT_FMT_DENSE = 0, RT_FMT_I8_ROW, RT_FMT_Q8_0, RT_FMT_Q4_0, RT_FMT_COUNT } RtFormat;
 
 /* One auxiliary array of a non-dense parameter (its role, e.g. "scales", its dtype and place). */
 typedef struct RtParamAux {
@@ -368,10 +404,10 @@ typedef struct RtParamInfo {
   const char *name;
   int ndim;
   int64_t shape[4];
-  RtDType dtype;    /* storage dtype: RT_DT_F32, RT_DT_BF16 or RT_DT_F16 */
-  RtFormat format;  /* RT_FMT_DENSE */
+  RtDType dtype;    /* storage dtype: RT_DT_F32, RT_DT_BF16 or RT_DT_F16; quantised: RT_DT_I8 or RT_DT_U8 */
+  RtFormat format;  /* RT_FMT_DENSE or a quantised format (shape is then the logical [N,K]) */
   int64_t offset;   /* bytes from the start of the weight buffer (64-byte aligned) */
-  int64_t nbytes;   /* bytes of its elements */
+  int64_t nbytes;   /* bytes of its elements (of a quantised format: its values; aux[0] the scales) */
   RtInit init;      /* initialiser for PROG init (values drawn in f32, then rounded to dtype) */
   float init_arg;   /* std (normal) or bound (uniform) */
   int decay;        /* weight decay applies (training) */

@@ -84,4 +84,26 @@ void rt_cast_bf16_f32_ref(float *out, const uint16_t *x, size_t n);
 void rt_cast_f32_f16_ref(uint16_t *out, const float *x, size_t n);
 void rt_cast_f16_f32_ref(float *out, const uint16_t *x, size_t n);
 
+/* ---- quantised weight formats (core/quant.c; the layouts are RtFormat's, modelc_rt.h) ----
+ * For an [N,K] weight in format f (RT_FMT_I8_ROW, RT_FMT_Q8_0, RT_FMT_Q4_0): the bytes of its
+ * values, the offset of its scales from its start (the values rounded up to 64 bytes), the bytes of
+ * the scales, the whole (offset + scales), and the scales' dtype and element count. These are the
+ * runtime's copy of the rule the compiler's ir_param_storage_bytes applies (tests/unit/test_abi.c
+ * checks they agree). rt_quant_check says whether [N,K] can be stored in f (0), else -1 with a
+ * reason in err (K not a multiple of 32 for the block formats). */
+int64_t rt_quant_values_bytes(RtFormat f, int64_t N, int64_t K);
+int64_t rt_quant_scales_offset(RtFormat f, int64_t N, int64_t K);
+int64_t rt_quant_scales_bytes(RtFormat f, int64_t N, int64_t K);
+int64_t rt_quant_bytes(RtFormat f, int64_t N, int64_t K);
+RtDType rt_quant_scale_dtype(RtFormat f);
+int64_t rt_quant_scale_count(RtFormat f, int64_t N, int64_t K);
+RtDType rt_quant_value_dtype(RtFormat f);
+int rt_quant_check(RtFormat f, int64_t N, int64_t K, RtError *err);
+const char *rt_format_name(RtFormat f); /* "dense", "i8_row", "q8_0", "q4_0" */
+/* Weights: src f32 [N,K] -> dst (rt_quant_bytes(f, N, K) bytes, values then scales) with the
+ * format's rounding (docs/passes.md); and back: dst f32 [N,K] = the dequantised values. A
+ * non-finite weight is an error (-1, naming its row and column), never a silent NaN scale. */
+int rt_quantize(RtFormat f, void *dst, const float *src, int64_t N, int64_t K, RtError *err);
+void rt_dequantize(RtFormat f, float *dst, const void *src, int64_t N, int64_t K);
+
 #endif
