@@ -22,7 +22,8 @@ static bool fail(char *err, size_t n, const char *fmt, const char *a, const char
 }
 
 static bool need_float(const Op *op, char *err, size_t n) {
-  if (op->in[0]->type.dtype == DT_I32 || op->in[0]->type.dtype == DT_I64 || op->in[0]->type.dtype == DT_I8)
+  DType t = op->in[0]->type.dtype;
+  if (t == DT_I32 || t == DT_I64 || t == DT_I8 || ir_dtype_quantised(t))
     return fail(err, n, "%s expects a floating-point operand%s", ir_op_name(op->kind), NULL);
   return true;
 }
@@ -128,9 +129,12 @@ static bool shape_linear(const Module *m, const Op *op, Type *out, char *err, si
     return fail(err, n, "linear: weight %s is not [out, in] for input %s", tstr(w, b1), tstr(x, b2));
   /* the same dtype, or an f32 input times a bf16 weight (the compute pass: products in bf16, the
    * input rounded to bf16, f32 accumulation and result) */
-  if (w->dtype != x->dtype && !(x->dtype == DT_F32 && w->dtype == DT_BF16))
-    return fail(err, n, "linear: weight %s and input %s: the same dtype, or f32 input and bf16 weight", tstr(w, b1),
-                tstr(x, b2));
+  if (w->dtype != x->dtype && !(x->dtype == DT_F32 && (w->dtype == DT_BF16 || ir_dtype_quantised(w->dtype))))
+    return fail(err, n, "linear: weight %s and input %s: the same dtype, or f32 input and a bf16 or quantised weight",
+                tstr(w, b1), tstr(x, b2));
+  if (ir_quant_block(w->dtype) && w->dim[1] % ir_quant_block(w->dtype) != 0)
+    return fail(err, n, "linear: a %s weight needs an input dimension that is a multiple of 32, not %s",
+                ir_dtype_name(w->dtype), tstr(w, b1));
   *out = *x;
   out->dim[x->rank - 1] = w->dim[0];
   for (int i = 2; i < op->nin; i++) {
@@ -199,8 +203,11 @@ static bool shape_embedding(const Module *m, const Op *op, Type *out, char *err,
   if ((ids->dtype != DT_I32 && ids->dtype != DT_I64) || ids->rank < 1 || ids->rank >= IR_MAX_RANK || tab->rank != 2 ||
       tab->dtype == DT_I32 || tab->dtype == DT_I64)
     return fail(err, n, "embedding expects integer ids and a [V,C] table, got %s and %s", tstr(ids, b1), tstr(tab, b2));
+  if (ir_quant_block(tab->dtype) && tab->dim[1] % ir_quant_block(tab->dtype) != 0)
+    return fail(err, n, "embedding: a %s table needs rows whose length is a multiple of 32, not %s",
+                ir_dtype_name(tab->dtype), tstr(tab, b2));
   *out = *ids;
-  out->dtype = tab->dtype;
+  out->dtype = ir_dtype_quantised(tab->dtype) ? DT_F32 : tab->dtype; /* quantised rows are dequantised */
   out->dim[out->rank++] = tab->dim[1];
   return true;
 }
@@ -462,8 +469,8 @@ int ir_op_by_name(const char *name) {
   return -1;
 }
 
-static const char *const dtype_names[DT_COUNT] = {"f32", "f16", "bf16", "i8", "i32", "i64"};
-static const size_t dtype_bits[DT_COUNT] = {32, 16, 16, 8, 32, 64};
+static const char *const dtype_names[DT_COUNT] = {"f32", "f16", "bf16", "i8", "i32", "i64", "i8_row", "q8_0", "q4_0"};
+static const size_t dtype_bits[DT_COUNT] = {32, 16, 16, 8, 32, 64, 8, 8, 4};
 
 const char *ir_dtype_name(DType t) { return t < DT_COUNT ? dtype_names[t] : "?"; }
 int ir_dtype_by_name(const char *name) {
@@ -472,6 +479,8 @@ int ir_dtype_by_name(const char *name) {
   return -1;
 }
 size_t ir_dtype_bits(DType t) { return t < DT_COUNT ? dtype_bits[t] : 0; }
+bool ir_dtype_quantised(DType t) { return t == DT_I8_ROW || t == DT_Q8_0 || t == DT_Q4_0; }
+int ir_quant_block(DType t) { return t == DT_Q8_0 || t == DT_Q4_0 ? 32 : 0; }
 
 static const char *const init_names[INIT_COUNT] = {"zeros", "ones", "normal", "uniform", "sinusoid"};
 const char *ir_init_name(InitKind k) { return k < INIT_COUNT ? init_names[k] : "?"; }
@@ -683,7 +692,15 @@ int ir_param_format_by_name(const char *name) {
 int64_t ir_param_storage_bytes(const Param *p) {
   int64_t n = 0;
   switch (p->fmt) {
-  case PF_DENSE: n = ir_type_bytes(&p->type); break;
+  case PF_DENSE:
+    n = ir_type_bytes(&p->type);
+    if (ir_dtype_quantised(p->type.dtype) && p->type.rank == 2) {
+      /* the values, then at the next 64 bytes the scales (RtFormat, runtime/modelc_rt.h):
+       * one f32 per row (i8_row) or one f16 per block of 32 (q8_0, q4_0) */
+      int64_t nb = ir_quant_block(p->type.dtype);
+      n = (n + 63) / 64 * 64 + (nb ? ir_type_numel(&p->type) / nb * 2 : p->type.dim[0] * 4);
+    }
+    break;
   case PF_COUNT: die("parameter @%s: invalid format", p->name);
   }
   for (int i = 0; i < p->naux && i < IR_MAX_PARAM_AUX; i++)
@@ -936,6 +953,14 @@ bool ir_infer(const Module *m, Op *op, char *err, size_t n) {
     return false;
   }
   if (!ir_check_attrs(op, err, n)) return false;
+  /* a quantised weight is read only by the kernels that know its format (ir.h, DType) */
+  for (int i = 0; i < op->nin; i++)
+    if (ir_dtype_quantised(op->in[i]->type.dtype) && op->kind != OP_CALL &&
+        !(i == 1 && (op->kind == OP_LINEAR || op->kind == OP_EMBEDDING))) {
+      snprintf(err, n, "%s: operand %d is a %s weight, which only linear and embedding read (as their weight)",
+               info->name, i, ir_dtype_name(op->in[i]->type.dtype));
+      return false;
+    }
   Type tmp[16];
   Type *out = op->nout <= 16 ? tmp : ir_alloc((Module *)m, sizeof(Type) * (size_t)op->nout);
   memset(out, 0, sizeof(Type) * (size_t)(op->nout > 0 ? op->nout : 1));

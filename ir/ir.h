@@ -26,7 +26,15 @@
  * the spec checker alike. */
 #define IR_MAX_NUMEL ((int64_t)1 << 48)
 
-typedef enum DType { DT_F32, DT_F16, DT_BF16, DT_I8, DT_I32, DT_I64, DT_COUNT } DType;
+/* The quantised dtypes (the quantize pass; docs/passes.md, "quantize") are weight formats: a
+ * value of one is an [N,K] weight in that format (int8 or 4-bit values followed by their scales,
+ * runtime/modelc_rt.h, RtFormat), read only by the kernels of linear (operand 1) and embedding
+ * (the table), passed through call arguments; no other op takes one. A weight's type must say how
+ * to read it because it crosses into a block function as an argument: the format is the dtype.
+ *   i8_row  int8 per output row with one f32 scale per row
+ *   q8_0    int8 in blocks of 32 along K with one f16 scale per block (8.5 bits per weight)
+ *   q4_0    4-bit in blocks of 32 along K with one f16 scale per block (4.5 bits per weight) */
+typedef enum DType { DT_F32, DT_F16, DT_BF16, DT_I8, DT_I32, DT_I64, DT_I8_ROW, DT_Q8_0, DT_Q4_0, DT_COUNT } DType;
 
 /* A tensor type: element type and a static shape (rank 0 is a scalar). */
 typedef struct Type {
@@ -236,7 +244,10 @@ const char *ir_op_name(OpKind k);
 int ir_op_by_name(const char *name);   /* -1 if unknown */
 const char *ir_dtype_name(DType t);
 int ir_dtype_by_name(const char *name);  /* -1 if unknown */
-size_t ir_dtype_bits(DType t);
+size_t ir_dtype_bits(DType t);  /* of the values (a quantised dtype's scales are not counted) */
+bool ir_dtype_quantised(DType t); /* i8_row, q8_0, q4_0 */
+/* Elements per scale of a quantised dtype along the last axis (32; i8_row: 0, one per row). */
+int ir_quant_block(DType t);
 const char *ir_init_name(InitKind k);
 
 /* ---- types ---- */

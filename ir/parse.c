@@ -407,7 +407,7 @@ static bool parse_type(Parser *P, Type *t) {
     dt = ir_dtype_by_name(name);
   }
   if (dt < 0) {
-    perr_at(P, P->tok.line, P->tok.col, "unknown element type '%.*s' (expected f32, f16, bf16, i8, i32 or i64)",
+    perr_at(P, P->tok.line, P->tok.col, "unknown element type '%.*s' (expected f32, f16, bf16, i8, i32, i64, i8_row, q8_0 or q4_0)",
             (int)(P->tok.len < 40 ? P->tok.len : 40), P->tok.p);
     return false;
   }

@@ -240,6 +240,9 @@ static void check_func(Verifier *v, const Func *f) {
     const Value *r = f->ret[i];
     if (!r || r->id < 0 || r->id >= nv || defined[r->id] != r)
       verr(v, f->line, f->col, "in @%s: returned value %d is not defined in the function", fn, i);
+    else if (ir_dtype_quantised(r->type.dtype))
+      verr(v, f->line, f->col, "in @%s: returned value %d is a %s weight (weights are parameters and arguments)", fn,
+           i, ir_dtype_name(r->type.dtype));
   }
 
   qsort(named, (size_t)nnamed, sizeof *named, cmp_value_name);
@@ -328,6 +331,10 @@ static void check_params(Verifier *v) {
     if ((unsigned)p->init >= INIT_COUNT) verr(v, p->line, p->col, "parameter @%s: invalid initialiser", pn);
     if ((p->init == INIT_NORMAL || p->init == INIT_UNIFORM) && !(isfinite(p->init_arg) && p->init_arg >= 0))
       verr(v, p->line, p->col, "parameter @%s: %s needs a finite non-negative scale", pn, ir_init_name(p->init));
+    if (!tp && ir_dtype_quantised(p->type.dtype) &&
+        (p->type.rank != 2 || (ir_quant_block(p->type.dtype) && p->type.dim[1] % ir_quant_block(p->type.dtype))))
+      verr(v, p->line, p->col, "parameter @%s: a %s parameter is an [N,K] matrix%s", pn, ir_dtype_name(p->type.dtype),
+           ir_quant_block(p->type.dtype) ? " with K a multiple of 32" : "");
     if ((unsigned)p->fmt >= PF_COUNT) verr(v, p->line, p->col, "parameter @%s: invalid format", pn);
     if (p->fmt == PF_DENSE && (p->block != 0 || p->naux != 0))
       verr(v, p->line, p->col, "parameter @%s: a dense parameter has no blocks or auxiliary arrays", pn);

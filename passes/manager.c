@@ -127,6 +127,48 @@ void pass_error(const PassOptions *o, Diag *d, const char *fmt, ...) {
   va_end(ap);
 }
 
+PassSkip pass_skip_new(const char *list) {
+  PassSkip s = {list, 1, NULL};
+  for (const char *c = list; *c; c++) s.n += *c == ',';
+  s.used = calloc((size_t)s.n, sizeof *s.used);
+  if (!s.used) die("out of memory");
+  return s;
+}
+
+bool pass_skip_match(PassSkip *s, const char *name) {
+  int k = 0;
+  bool hit = false;
+  for (const char *c = s->list; *c; k++) {
+    const char *e = strchr(c, ',');
+    size_t n = e ? (size_t)(e - c) : strlen(c);
+    bool prefix = n > 0 && c[n - 1] == '*';
+    size_t m = prefix ? n - 1 : n;
+    if (n > 0 && (prefix ? strncmp(name, c, m) == 0 : strlen(name) == n && strncmp(name, c, n) == 0)) {
+      s->used[k] = true;
+      hit = true;
+    }
+    if (!e) break;
+    c = e + 1;
+  }
+  return hit;
+}
+
+bool pass_skip_done(PassSkip *s, const PassOptions *o, Diag *d, const char *pass) {
+  bool ok = true;
+  for (int k = 0, at = 0; *s->list && k < s->n; k++) {
+    const char *e = strchr(s->list + at, ',');
+    int n = e ? (int)(e - (s->list + at)) : (int)strlen(s->list + at);
+    if (!s->used[k]) {
+      pass_error(o, d, "%s: skip=%.*s names no parameter", pass, n, s->list + at);
+      ok = false;
+    }
+    at += n + 1;
+  }
+  free(s->used);
+  s->used = NULL;
+  return ok;
+}
+
 /* ---- pipelines ---- */
 
 void pass_pipeline_init(Pipeline *p) { memset(p, 0, sizeof *p); }

@@ -80,6 +80,19 @@ double pass_opt_float(const PassOptions *o, const char *key);
 bool pass_opt_bool(const PassOptions *o, const char *key);
 const char *pass_opt_str(const PassOptions *o, const char *key);
 bool pass_opt_is_set(const PassOptions *o, const char *key);
+/* A skip= option's parameter list: comma-separated names, each optionally ending in '*' to match a
+ * prefix (skip=wte.weight,h.0.*). pass_skip_new allocates the "used" marks (one per entry);
+ * pass_skip_match says whether name is listed and marks the entries that match; pass_skip_done
+ * reports every entry that matched no parameter ("PASS: skip=NAME names no parameter": a typo
+ * must not silently change everything), frees the marks and returns whether there was none. */
+typedef struct PassSkip {
+  const char *list;
+  int n;
+  bool *used;
+} PassSkip;
+PassSkip pass_skip_new(const char *list);
+bool pass_skip_match(PassSkip *s, const char *name);
+bool pass_skip_done(PassSkip *s, const PassOptions *o, Diag *d, const char *pass);
 /* Reports an error at the pipeline entry the running pass came from (o->file:line:col). */
 void pass_error(const PassOptions *o, Diag *d, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

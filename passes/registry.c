@@ -18,6 +18,7 @@ bool pass_dce(Module *m, const PassOptions *o, Diag *d);
 bool pass_fuse(Module *m, const PassOptions *o, Diag *d);
 bool pass_memplan(Module *m, const PassOptions *o, Diag *d);
 bool pass_precision(Module *m, const PassOptions *o, Diag *d);
+bool pass_quantize(Module *m, const PassOptions *o, Diag *d);
 bool pass_store(Module *m, const PassOptions *o, Diag *d);
 bool pass_xent_fuse(Module *m, const PassOptions *o, Diag *d);
 bool pass_checkpoint_check(const PipelineEntry *e, Diag *d);
@@ -55,6 +56,15 @@ static const PassOptSpec store_opts[] = {
     {"skip", POPT_STR, "", "parameters kept in f32: comma-separated names, a trailing '*' matching a prefix", ANY_VALUE},
 };
 
+static const PassOptSpec quantize_opts[] = {
+    {"scheme", POPT_STR, "q8_0", "int8 (per output row, f32 scale), q8_0 (int8 in blocks of 32, f16 scale) or q4_0 "
+                                 "(4-bit in blocks of 32, f16 scale)", ONE_OF("int8|q8_0|q4_0")},
+    {"skip", POPT_STR, "", "parameters kept in f32: comma-separated names, a trailing '*' matching a prefix", ANY_VALUE},
+    {"head", POPT_BOOL, "false", "quantise the entry function's own linear weights too (the LM head, a classifier)",
+     ANY_VALUE},
+    {"embeddings", POPT_BOOL, "false", "quantise the embedding tables too (rows dequantised as they are gathered)",
+     ANY_VALUE},
+};
 static const PassOptSpec compute_opts[] = {
     {"dtype", POPT_STR, "bf16", "the dtype of the products: bf16 (f32 accumulation)", ONE_OF("bf16")},
 };
@@ -80,6 +90,8 @@ static const PassInfo registry[] = {
      pass_precision, precision_opts, NOPTS(precision_opts), true, pass_precision_check},
     {"store", "16-bit weight storage: f32 parameters stored in bf16 or f16, cast to f32 where they are read",
      pass_store, store_opts, NOPTS(store_opts), false, NULL},
+    {"quantize", "int8 / 4-bit weights (int8, q8_0, q4_0) read by integer kernels: linear layers, optionally head "
+                 "and embeddings", pass_quantize, quantize_opts, NOPTS(quantize_opts), true, NULL},
     {"compute", "products in bf16 from bf16-stored weights: linear and embedding read them without a cast",
      pass_compute, compute_opts, NOPTS(compute_opts), true, NULL},
     {"xent_fuse", "LM head + cross-entropy + their backward in one op over row chunks: no [rows, vocab] logits",

@@ -21,25 +21,6 @@
 
 #include "pass.h"
 
-/* True if the skip list names p (exact name, or a prefix ending in '*'); marks the entry used. */
-static bool skipped(const char *list, const char *name, bool *used) {
-  int k = 0;
-  bool hit = false;
-  for (const char *s = list; *s; k++) {
-    const char *e = strchr(s, ',');
-    size_t n = e ? (size_t)(e - s) : strlen(s);
-    bool prefix = n > 0 && s[n - 1] == '*';
-    size_t m = prefix ? n - 1 : n;
-    if (n > 0 && (prefix ? strncmp(name, s, m) == 0 : strlen(name) == n && strncmp(name, s, n) == 0)) {
-      used[k] = true;
-      hit = true;
-    }
-    if (!e) break;
-    s = e + 1;
-  }
-  return hit;
-}
-
 bool pass_store(Module *m, const PassOptions *o, Diag *d) {
   const char *dt = pass_opt_str(o, "dtype"), *skip = pass_opt_str(o, "skip");
   int half = ir_dtype_by_name(dt);   /* bf16 or f16 (registry.c) */
@@ -49,28 +30,16 @@ bool pass_store(Module *m, const PassOptions *o, Diag *d) {
                                  "(train with precision<bf16> instead)", ir_train_func(m)->name);
     return false;
   }
-  int nskip = 1;
-  for (const char *s = skip; *s; s++) nskip += *s == ',';
-  bool *used = calloc((size_t)nskip, sizeof *used);
+  PassSkip sk = pass_skip_new(skip);
   bool *stored = calloc((size_t)m->nparam + 1, sizeof *stored);
-  if (!used || !stored) die("out of memory");
+  if (!stored) die("out of memory");
   for (int i = 0; i < m->nparam; i++) {
     Param *p = m->params[i];
-    if (skipped(skip, p->name, used) || p->type.dtype != DT_F32 || p->fmt != PF_DENSE) continue;
+    if (pass_skip_match(&sk, p->name) || p->type.dtype != DT_F32 || p->fmt != PF_DENSE) continue;
     p->type.dtype = (DType)half;
     stored[i] = true;
   }
-  bool ok = true;
-  for (int k = 0, at = 0; *skip && k < nskip; k++) {
-    const char *e = strchr(skip + at, ',');
-    int n = e ? (int)(e - (skip + at)) : (int)strlen(skip + at);
-    if (!used[k]) {
-      pass_error(o, d, "store: skip=%.*s names no parameter", n, skip + at);
-      ok = false;
-    }
-    at += n + 1;
-  }
-  free(used);
+  bool ok = pass_skip_done(&sk, o, d, "store");
   for (int fi = 0; ok && fi < m->nfunc; fi++) {
     Func *f = m->funcs[fi];
     for (Op *op = f->first; op; op = op->next) {

@@ -36,7 +36,10 @@ static bool is_int(const Value *v) { return v->type.dtype == DT_I32 || v->type.d
 static bool is_half(const Value *v) { return v->type.dtype == DT_BF16 || v->type.dtype == DT_F16; }
 
 /* The C element type of v's storage. */
-static const char *ctype(const Value *v) { return is_int(v) ? "int32_t" : is_half(v) ? "uint16_t" : "float"; }
+/* a quantised weight (ir.h) is bytes to the kernels that read it */
+static const char *ctype(const Value *v) {
+  return is_int(v) ? "int32_t" : is_half(v) ? "uint16_t" : ir_dtype_quantised(v->type.dtype) ? "uint8_t" : "float";
+}
 
 
 /* Which result of the function being emitted returns v first (-1: none); from the plan, O(1). */
@@ -402,6 +405,7 @@ static void c_arg(Em *e, const Op *op, const KArg *a, char pc, const char *o, in
     return;
   }
   case KA_DIM:
+  case KA_CONST:
   case KA_ATTR_I: snprintf(buf, n, "%lld", (long long)kt_static_arg(op, a)); return;
   case KA_ATTR_F: flit(ir_attr_f(op, a->key), buf); return;
   case KA_NB: snprintf(buf, n, "nb"); return;
@@ -764,9 +768,14 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
     static const char *const inits[] = {"RT_INIT_ZEROS", "RT_INIT_ONES", "RT_INIT_NORMAL", "RT_INIT_UNIFORM",
                                         "RT_INIT_SINUSOID"};
     char fb[48];
-    fprintf(out, "}, %s, RT_FMT_DENSE, %lld, %lld, %s, %s, %d, %d, 0, {{0}}},\n", kt_rt_dtype_name(q->type.dtype),
-            (long long)p.param_offset[i], (long long)ir_param_storage_bytes(q), inits[q->init], flit(q->init_arg, fb),
-            q->decay ? 1 : 0, q->trainable ? 1 : 0);
+    KParamAbi a = kt_param_abi(q, p.param_offset[i]);
+    fprintf(out, "}, %s, %s, %lld, %lld, %s, %s, %d, %d, %d, {", a.dtype, a.format, (long long)p.param_offset[i],
+            (long long)a.nbytes, inits[q->init], flit(q->init_arg, fb), q->decay ? 1 : 0, q->trainable ? 1 : 0, a.naux);
+    if (a.naux)
+      fprintf(out, "{\"scale\", %s, %lld, %lld}", a.aux_dtype, (long long)a.aux_offset, (long long)a.aux_nbytes);
+    else
+      fprintf(out, "{0}");
+    fprintf(out, "}},\n");
   }
   if (m->nparam == 0) fprintf(out, "    {NULL, 0, {0}, RT_DT_F32, RT_FMT_DENSE, 0, 0, RT_INIT_ZEROS, 0.0f, 0, 0, 0, {{0}}},\n");
   fprintf(out, "};\n\n");

@@ -72,7 +72,10 @@ static LLVMValueRef cf32(Ll *e, double v) {
 static bool is_int(const Value *v) { return v->type.dtype == DT_I32 || v->type.dtype == DT_I64; }
 static LLVMTypeRef elem_t(Ll *e, const Value *v) { return is_int(v) ? e->i32 : e->f32; }
 static bool is_half(const Value *v) { return v->type.dtype == DT_BF16 || v->type.dtype == DT_F16; }
-static LLVMTypeRef ptr_t(Ll *e, const Value *v) { return is_int(v) ? e->pi : is_half(v) ? e->ph : e->pf; }
+/* a quantised weight (ir.h) is bytes to the kernels that read it */
+static LLVMTypeRef ptr_t(Ll *e, const Value *v) {
+  return is_int(v) ? e->pi : is_half(v) ? e->ph : ir_dtype_quantised(v->type.dtype) ? e->p8 : e->pf;
+}
 
 /* The LLVM type of a kernel-table signature code (kernels.h): v void, p pointer (i8*), i int,
  * l 64 bits, f float, F RtRangeFn. */
@@ -574,6 +577,7 @@ static LLVMValueRef ll_arg(Ll *e, const Op *op, const KArg *a, LLVMValueRef o, L
     return LLVMBuildNSWMul(e->b, numel(e, v, 0), ci64(e, (long long)(ir_dtype_bits(v->type.dtype) / 8)), "");
   }
   case KA_DIM:
+  case KA_CONST:
   case KA_ATTR_I: return ci64(e, (long long)kt_static_arg(op, a));
   case KA_ATTR_F: return cf32(e, ir_attr_f(op, a->key));
   case KA_NB: return e->nb;
@@ -997,19 +1001,31 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
     LLVMValueRef dims[4];
     for (int k = 0; k < 4; k++)
       dims[k] = ci64(e, q && k < q->type.rank ? (long long)q->type.dim[k] : 0);
+    KParamAbi a = {0};
+    if (q)
+      a = kt_param_abi(q, p->param_offset[i]);
+    else
+      a.dtype_value = kt_rt_dtype_value(DT_F32);
+    LLVMValueRef aux[4];
+    for (int k = 0; k < 4; k++) {
+      LLVMValueRef af[4] = {cstr(e, k < a.naux ? "scale" : NULL), ci32(e, k < a.naux ? a.aux_dtype_value : 0),
+                            ci64(e, k < a.naux ? (long long)a.aux_offset : 0),
+                            ci64(e, k < a.naux ? (long long)a.aux_nbytes : 0)};
+      aux[k] = LLVMConstNamedStruct(ax_t, af, 4);
+    }
     LLVMValueRef f[13] = {cstr(e, q ? q->name : NULL),
                           ci32(e, q ? q->type.rank : 0),
                           LLVMConstArray(e->i64, dims, 4),
-                          ci32(e, kt_rt_dtype_value(q ? q->type.dtype : DT_F32)),
-                          ci32(e, 0), /* RT_FMT_DENSE */
+                          ci32(e, a.dtype_value),
+                          ci32(e, a.format_value),
                           ci64(e, q ? (long long)p->param_offset[i] : 0),
-                          ci64(e, q ? (long long)ir_param_storage_bytes(q) : 0),
+                          ci64(e, (long long)a.nbytes),
                           ci32(e, q ? (int)q->init : 0),
                           cf32(e, q ? q->init_arg : 0),
                           ci32(e, q && q->decay),
                           ci32(e, q && q->trainable),
-                          ci32(e, 0),
-                          LLVMConstNull(LLVMArrayType(ax_t, 4))};
+                          ci32(e, a.naux),
+                          LLVMConstArray(ax_t, aux, 4)};
     rows[i] = LLVMConstNamedStruct(pi_t, f, 13);
   }
   LLVMValueRef ptab = LLVMAddGlobal(e->mod, LLVMArrayType(pi_t, (unsigned)np), "model_params");

@@ -51,6 +51,7 @@ const KernelInfo kt_kernels[K_COUNT] = {
 #define DIM(n, a) {KA_DIM, n, a, 1, NULL}
 #define DIMDIV(n, a, d) {KA_DIM, n, a, d, NULL}
 #define AI(k) {KA_ATTR_I, 0, 0, 1, k}
+#define CI(v) {KA_CONST, v, 0, 1, NULL}
 #define AF(k) {KA_ATTR_F, 0, 0, 1, k}
 #define NB {KA_NB, 0, 0, 1, NULL}
 #define NT {KA_NT, 0, 0, 1, NULL}
@@ -111,14 +112,38 @@ const OpLower *kt_op(OpKind k) { return &op_rows[k]; }
 typedef struct AbiDtype {
   const char *name;
   int value;
+  const char *fmt_name;
+  int fmt_value;
 } AbiDtype;
-#define ABI_DTYPE(dt, rt_name, v) [dt] = {#rt_name, v},
+#define ABI_DTYPE(dt, rt_name, v, fmt_name, fmt_v) [dt] = {#rt_name, v, #fmt_name, fmt_v},
 static const AbiDtype abi_dtypes[DT_COUNT] = {
 #include "kernels.def"
 };
 
 const char *kt_rt_dtype_name(DType t) { return abi_dtypes[t].name; }
 int kt_rt_dtype_value(DType t) { return abi_dtypes[t].value; }
+
+KParamAbi kt_param_abi(const Param *q, int64_t offset) {
+  KParamAbi a;
+  memset(&a, 0, sizeof a);
+  DType t = q->type.dtype;
+  a.dtype = abi_dtypes[t].name;
+  a.dtype_value = abi_dtypes[t].value;
+  a.format = abi_dtypes[t].fmt_name;
+  a.format_value = abi_dtypes[t].fmt_value;
+  a.nbytes = ir_param_storage_bytes(q);
+  if (ir_dtype_quantised(t)) { /* the values, then the scales at the next 64 bytes (RtFormat) */
+    int64_t values = ir_type_bytes(&q->type), at = (values + 63) / 64 * 64;
+    DType st = ir_quant_block(t) ? DT_F16 : DT_F32;
+    a.naux = 1;
+    a.aux_dtype = abi_dtypes[st].name;
+    a.aux_dtype_value = abi_dtypes[st].value;
+    a.aux_offset = offset + at;
+    a.aux_nbytes = a.nbytes - at;
+    a.nbytes = values;
+  }
+  return a;
+}
 
 const Value *kt_value(const Op *op, int i) { return i < 0 ? op->out[0] : op->in[i]; }
 
@@ -135,6 +160,7 @@ bool kt_bias_only(const Op *op) {
 
 int64_t kt_static_arg(const Op *op, const KArg *a) {
   if (a->kind == KA_ATTR_I) return ir_attr_i(op, a->key);
+  if (a->kind == KA_CONST) return a->i;
   if (a->kind == KA_ROWS || a->kind == KA_NUMEL) return kt_max_arg(op, a); /* the compiled extents */
   IR_ASSERT(a->kind == KA_DIM);
   const Type *t = &kt_value(op, a->i)->type;
@@ -146,6 +172,7 @@ int64_t kt_static_arg(const Op *op, const KArg *a) {
 int64_t kt_max_arg(const Op *op, const KArg *a) {
   switch (a->kind) {
   case KA_DIM:
+  case KA_CONST:
   case KA_ATTR_I: return kt_static_arg(op, a);
   case KA_ROWS:
   case KA_NUMEL:

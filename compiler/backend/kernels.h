@@ -39,6 +39,7 @@ typedef enum KArgKind {
   KA_BYTES,   /* the same in bytes */
   KA_DIM,     /* compiled extent of axis ax of operand i, divided by div */
   KA_ATTR_I,  /* an int attribute */
+  KA_CONST,   /* the integer i */
   KA_ATTR_F,  /* a float attribute */
   KA_NB,      /* the step's batch */
   KA_NT,      /* the step's length */
@@ -96,6 +97,19 @@ typedef struct OpLower {
  * for a dtype parameters cannot have. */
 const char *kt_rt_dtype_name(DType t);
 int kt_rt_dtype_value(DType t);
+
+/* A parameter's RtParamInfo storage fields, for a parameter at byte offset `offset` of the
+ * weights: its RtDType and RtFormat (names for the C backend, values for LLVM), the bytes of its
+ * values, and for a quantised dtype its scales as aux[0] ("scale": f32 per row or f16 per block,
+ * at the values rounded up to 64 bytes). */
+typedef struct KParamAbi {
+  const char *dtype, *format, *aux_dtype;
+  int dtype_value, format_value, aux_dtype_value;
+  int64_t nbytes;
+  int naux;
+  int64_t aux_offset, aux_nbytes;
+} KParamAbi;
+KParamAbi kt_param_abi(const Param *q, int64_t offset);
 
 /* The OPLOWER row of k (present == false when the backends lower k themselves). */
 const OpLower *kt_op(OpKind k);

@@ -251,9 +251,10 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
   for (int i = 0; i < m->nparam; i++) {
     const Param *q = m->params[i];
     DType dt = q->type.dtype;
-    if ((dt != DT_F32 && dt != DT_BF16 && dt != DT_F16) || q->fmt != PF_DENSE) {
+    if (!kt_rt_dtype_name(dt) || q->fmt != PF_DENSE) {
       diag_error(d, NULL, q->line, q->col,
-                 "backend: parameter @%s: only dense f32, bf16 and f16 parameters are supported yet (it is %s %s)",
+                 "backend: parameter @%s: only dense f32, bf16, f16 and quantised (i8_row, q8_0, q4_0) parameters are "
+                 "supported yet (it is %s %s)",
                  q->name, ir_param_format_name(q->fmt), ir_dtype_name(dt));
       c.ok = false;
     }

@@ -1040,6 +1040,25 @@ static void fe_check_passes(Ctx *c, const YNode *val) {
           goto next_option;
         }
       const char *text = ov->kind == YN_SCALAR ? ov->text : NULL;
+      if (ov->kind == YN_SEQ) { /* a list of words (skip: [a, b.*]) is the option's comma-separated text */
+        size_t len = 1;
+        bool words = true;
+        for (int q = 0; q < ov->n; q++) {
+          words &= ov->kid[q]->kind == YN_SCALAR && ov->kid[q]->len > 0 && !memchr(ov->kid[q]->text, ',', ov->kid[q]->len);
+          if (words) len += ov->kid[q]->len + 1;
+        }
+        if (words) {
+          char *t = fe_alloc(c->s, len);
+          size_t at = 0;
+          for (int q = 0; q < ov->n; q++) {
+            if (q) t[at++] = ',';
+            memcpy(t + at, ov->kid[q]->text, ov->kid[q]->len);
+            at += ov->kid[q]->len;
+          }
+          t[at] = 0;
+          text = t;
+        }
+      }
       if (!text) {
         ERR_AT(c, ov, "expected a value for option '%s', got %s", ok->text, yn_desc(ov, b, sizeof b));
         continue;

@@ -49,7 +49,9 @@ ABI_CHECK(K_BAD, rt_softmax, RV, (PF, CPF, Z, I))
 #endif
 
 /* ---- enums both sides define ---- */
-#define ABI_DTYPE(dt, rt_name, value) _Static_assert(rt_name == value, "kernels.def: " #rt_name " is not " #value);
+#define ABI_DTYPE(dt, rt_name, value, fmt_name, fmt_value)                                                             \
+  _Static_assert(rt_name == value && fmt_name == fmt_value, "kernels.def: " #rt_name " is not " #value " or " #fmt_name \
+                                                            " is not " #fmt_value);
 #include "../../compiler/backend/kernels.def"
 _Static_assert(TRAIN_SCHED_COSINE == (int)RT_SCHED_COSINE && TRAIN_SCHED_CONSTANT == (int)RT_SCHED_CONSTANT &&
                    TRAIN_SCHED_LINEAR == (int)RT_SCHED_LINEAR && TRAIN_SCHED_COUNT == 3,

@@ -386,6 +386,24 @@ START_TEST(test_verify_param_format) {
 }
 END_TEST
 
+/* A quantised parameter is an [N,K] matrix (K a multiple of 32 for the block formats), and no
+ * function returns a quantised weight. */
+START_TEST(test_verify_quantised) {
+  static const char *const cases[][2] = {
+      {"module @m\nparam @p : q4_0[4,48]\n", "parameter @p: a q4_0 parameter is an [N,K] matrix with K a multiple of 32"},
+      {"module @m\nparam @r : i8_row[4]\n", "parameter @r: a i8_row parameter is an [N,K] matrix"},
+      {"module @m\nfunc @f(%w: q8_0[4,32]) -> q8_0[4,32] {\n  return %w\n}\n", "in @f: returned value 0 is a q8_0 weight"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    Cap c;
+    cap_open(&c);
+    ck_assert_msg(parse_text(cases[i][0], &c) == NULL, "%s parsed", cases[i][0]);
+    ck_assert_msg(strstr(cap_text(&c), cases[i][1]), "%s", cap_text(&c));
+    cap_close(&c);
+  }
+}
+END_TEST
+
 START_TEST(test_verify_train_record) {
   Module *m = build_module();
   m->train = (TrainConfig){.present = true, .steps = 10, .batch = 4, .micro_batch = 4, .lr = 1e-3, .eps = 1e-8};
@@ -414,6 +432,12 @@ START_TEST(test_param_storage_bytes) {
   ck_assert_str_eq(ir_param_format_name(PF_DENSE), "dense");
   ck_assert_int_eq(ir_param_format_by_name("dense"), PF_DENSE);
   ck_assert_int_eq(ir_param_format_by_name("q8_0"), -1);
+  /* quantised: the values, at the next 64 bytes the scales (f16 per 32 weights, f32 per row) */
+  ck_assert_int_eq(ir_param_storage_bytes(ir_add_param(m, "q8", ir_type2(DT_Q8_0, 64, 32), INIT_ZEROS, 0)),
+                   2048 + 64 * 2);
+  ck_assert_int_eq(ir_param_storage_bytes(ir_add_param(m, "q4", ir_type2(DT_Q4_0, 3, 64), INIT_ZEROS, 0)),
+                   128 + 3 * 2 * 2);
+  ck_assert_int_eq(ir_param_storage_bytes(ir_add_param(m, "i8", ir_type2(DT_I8_ROW, 2, 5), INIT_ZEROS, 0)), 64 + 8);
   ir_module_free(m);
 }
 END_TEST
@@ -576,6 +600,13 @@ static const struct {
      "t.mir:3:16: error: use of undefined value %y"},
     {"func @f(%x: f32[4]) -> f32[4] {\n  %0 = add(%x, %x) : f32[5]\n  return %0\n}\n",
      "t.mir:3:3: error: add result 0 is written as f32[5] but its operands give f32[4]"},
+    /* a quantised weight is read only by linear and embedding (ir.h, DType) */
+    {"func @f(%w: q8_0[4,32]) -> f32[4,32] {\n  %0 = neg(%w) : f32[4,32]\n  return %0\n}\n",
+     "t.mir:3:3: error: neg: operand 0 is a q8_0 weight, which only linear and embedding read (as their weight)"},
+    {"func @f(%x: f32[2,32], %w: q4_0[4,32]) -> f32[2,32] {\n  %0 = linear(%w, %x) : f32[2,32]\n  return %0\n}\n",
+     "t.mir:3:3: error: linear: operand 0 is a q4_0 weight"},
+    {"func @f(%x: f32[2,48], %w: q8_0[4,48]) -> f32[2,4] {\n  %0 = linear(%x, %w) : f32[2,4]\n  return %0\n}\n",
+     "t.mir:3:3: error: linear: a q8_0 weight needs an input dimension that is a multiple of 32, not q8_0[4,48]"},
     {"func @f(%x: f32[4]) -> f32[4] {\n  %0 = neg(%x, %x) : f32[4]\n  return %0\n}\n",
      "t.mir:3:3: error: neg takes 1 operand, got 2"},
     {"func @f(%x: f32[4]) -> f32[4] {\n  %x = neg(%x) : f32[4]\n  return %x\n}\n",
@@ -986,6 +1017,7 @@ static Suite *ir_suite(void) {
   tcase_add_test(tc, test_verify_param_format);
   tcase_add_test(tc, test_verify_train_record);
   tcase_add_test(tc, test_param_storage_bytes);
+  tcase_add_test(tc, test_verify_quantised);
   tcase_add_test(tc, test_round_trip_handwritten);
   tcase_add_test(tc, test_round_trip_files);
   tcase_add_test(tc, test_parse_file_facts);

@@ -1,0 +1,189 @@
+/* quantize.c: weight quantisation (the `quantize` pass: quantize<scheme=int8|q8_0|q4_0>).
+ *
+ * Every f32 [N,K] parameter read only as a linear layer's weight (and, with embeddings=true, as
+ * an embedding table) gets a quantised dtype (ir.h, DType): int8 per output row with an f32 scale
+ * (scheme=int8, dtype i8_row), or blocks of 32 along K with an f16 scale, int8 (q8_0) or 4-bit
+ * (q4_0) values. The param op then yields the quantised weight and linear reads it directly: its
+ * kernel row is chosen by the weight's dtype (kernels.def, W_DTYPE), which quantises the
+ * activations to int8 and accumulates in int32 (docs/passes.md, "quantize", has the rounding).
+ *
+ *   %0 = param {p=@w} : f32[8,32]         ->    %0 = param {p=@w} : q8_0[8,32]
+ *   %1 = linear(%x, %0) : f32[2,8]              %1 = linear(%x, %0) : f32[2,8]
+ *
+ * A block function takes its weights as arguments: an argument every call binds to a quantised
+ * weight becomes quantised itself; when some calls bind a quantised weight and others an f32 one
+ * (skip=h.0.*), those calls go to a clone of the function (@h.q8_0) typed for them.
+ *
+ * What is quantised: the linear weights inside the functions the entry calls (the blocks). By
+ * default the embedding tables and the linear weights of the entry function itself (the LM head, a
+ * classifier) stay f32; head=true and embeddings=true include them (a tied head is the embedding
+ * table: it needs both). skip= keeps listed parameters in f32 (names, '*' for a prefix; a name
+ * matching nothing is an error). q8_0 and q4_0 need K a multiple of 32: another weight is an error
+ * naming it (skip it, or use int8, which takes any K). A parameter with any other reader (an add,
+ * a norm) is left alone. The pass is for inference: a module that trains (@train) is refused.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pass.h"
+
+/* Where a weight's value is read, through call arguments into the functions called. */
+typedef struct Reach {
+  bool head;      /* operand 1 of a linear in the entry function */
+  bool block;     /* operand 1 of a linear in a called function */
+  bool embedding; /* operand 1 of an embedding */
+  bool other;     /* anything else (an element-wise op, a norm, a return) */
+} Reach;
+
+static void trace(const Module *m, const Func *f, const Value *v, bool entry, Reach *r, int depth) {
+  if (depth > 64) { /* calls do not recurse in a valid module; stay safe anyway */
+    r->other = true;
+    return;
+  }
+  for (int i = 0; i < f->nret; i++) r->other |= f->ret[i] == v;
+  for (const Op *op = f->first; op; op = op->next)
+    for (int i = 0; i < op->nin; i++) {
+      if (op->in[i] != v) continue;
+      if (op->kind == OP_LINEAR && i == 1)
+        *(entry ? &r->head : &r->block) = true;
+      else if (op->kind == OP_EMBEDDING && i == 1)
+        r->embedding = true;
+      else if (op->kind == OP_CALL) {
+        const Func *g = ir_find_func(m, ir_attr_s(op, "callee"));
+        if (g && i < g->narg)
+          trace(m, g, g->args[i], false, r, depth + 1);
+        else
+          r->other = true;
+      } else
+        r->other = true;
+    }
+}
+
+static void infer_or_die(const Module *m, Op *op) {
+  char err[256];
+  if (!ir_infer(m, op, err, sizeof err)) die("quantize: %s", err);
+}
+
+/* True if every argument of g has the type the call passes. */
+static bool signature_fits(const Func *g, const Op *call) {
+  for (int j = 0; j < g->narg && j < call->nin; j++)
+    if (!ir_type_eq(&g->args[j]->type, &call->in[j]->type)) return false;
+  return true;
+}
+
+/* The arguments of g as the call passes them (they differ only in dtype: quantised for f32). */
+static void retype_args(Func *g, const Op *call) {
+  for (int j = 0; j < g->narg && j < call->nin; j++) g->args[j]->type = call->in[j]->type;
+}
+
+static void fix_func(Module *m, Func *f, const char *scheme, int depth);
+
+/* Points the call at a function whose arguments have the types it passes: the callee itself
+ * retyped when every call of it passes the same types, else a clone (NAME.SCHEME, NAME.SCHEME.2, ...). */
+static void fix_call(Module *m, Op *call, const char *scheme, int depth) {
+  Func *g = ir_find_func(m, ir_attr_s(call, "callee"));
+  IR_ASSERT(g && depth < 64);
+  if (signature_fits(g, call)) return;
+  bool all = true; /* every call of g passes these types */
+  for (int fi = 0; fi < m->nfunc && all; fi++)
+    for (const Op *op = m->funcs[fi]->first; op && all; op = op->next)
+      if (op->kind == OP_CALL && op != call && strcmp(ir_attr_s(op, "callee"), g->name) == 0)
+        for (int j = 0; j < op->nin && j < call->nin; j++) all &= ir_type_eq(&op->in[j]->type, &call->in[j]->type);
+  if (!all) {
+    char name[512];
+    Func *c = NULL;
+    for (int k = 1; k < 1000 && !c; k++) {
+      snprintf(name, sizeof name, k == 1 ? "%s.%s" : "%s.%s.%d", g->name, scheme, k);
+      Func *h = ir_find_func(m, name);
+      if (!h)
+        c = ir_clone_func(m, g, name);
+      else if (signature_fits(h, call))
+        c = h;
+    }
+    if (!c) die("quantize: cannot name a clone of @%s", g->name);
+    ir_set_attr_sym(call, "callee", c->name);
+    if (signature_fits(c, call)) return;
+    g = c;
+  }
+  retype_args(g, call);
+  fix_func(m, g, scheme, depth + 1);
+}
+
+/* Re-infers f's ops after its weights (param results or arguments) changed dtype, fixing its calls
+ * first. */
+static void fix_func(Module *m, Func *f, const char *scheme, int depth) {
+  for (Op *op = f->first; op; op = op->next) {
+    if (op->kind == OP_CALL) fix_call(m, op, scheme, depth);
+    infer_or_die(m, op);
+  }
+}
+
+bool pass_quantize(Module *m, const PassOptions *o, Diag *d) {
+  const char *scheme = pass_opt_str(o, "scheme"), *skip = pass_opt_str(o, "skip");
+  bool head = pass_opt_bool(o, "head"), embeddings = pass_opt_bool(o, "embeddings");
+  DType q = !strcmp(scheme, "int8") ? DT_I8_ROW : !strcmp(scheme, "q8_0") ? DT_Q8_0 : DT_Q4_0; /* registry.c */
+  if (ir_train_func(m)) {
+    pass_error(o, d, "quantize: the module trains (@%s): quantised weights are for inference (build the "
+                     "inference program without autodiff, e.g. --passes='quantize<scheme=%s>,constfold,cse,fuse,"
+                     "dce,memplan', and load the trained f32 weights into it)", ir_train_func(m)->name, scheme);
+    return false;
+  }
+  Func *entry = m->entry ? ir_find_func(m, m->entry) : NULL;
+  Reach *r = calloc((size_t)m->nparam + 1, sizeof *r);
+  if (!r) die("out of memory");
+  for (int fi = 0; fi < m->nfunc; fi++)
+    for (const Op *op = m->funcs[fi]->first; op; op = op->next)
+      if (op->kind == OP_PARAM) {
+        const Param *p = ir_find_param(m, ir_attr_s(op, "p"));
+        if (p) trace(m, m->funcs[fi], op->out[0], m->funcs[fi] == entry, &r[p->index], 0);
+      }
+  PassSkip sk = pass_skip_new(skip);
+  bool ok = true;
+  int nq = 0;
+  for (int i = 0; i < m->nparam; i++) {
+    Param *p = m->params[i];
+    const Reach *u = &r[i];
+    bool skipped = pass_skip_match(&sk, p->name);
+    if (skipped || p->type.dtype != DT_F32 || p->fmt != PF_DENSE || p->type.rank != 2 || u->other ||
+        !(u->head || u->block || u->embedding))
+      continue;
+    if (u->embedding && u->head && head != embeddings) {
+      pass_error(o, d, "quantize: @%s is both the embedding table and the head's weight (tied): give head=true and "
+                       "embeddings=true to quantise it, or neither", p->name);
+      ok = false;
+      continue;
+    }
+    if ((u->head && !head) || (u->embedding && !embeddings)) continue;
+    int64_t nb = ir_quant_block(q), k = p->type.dim[1];
+    if (nb && k % nb) {
+      pass_error(o, d, "quantize: @%s [%lld,%lld]: %s needs its input dimension to be a multiple of %lld (skip it "
+                       "with skip=%s, or use scheme=int8)", p->name, (long long)p->type.dim[0], (long long)k, scheme,
+                 (long long)nb, p->name);
+      ok = false;
+      continue;
+    }
+    p->type.dtype = q;
+    nq++;
+  }
+  ok &= pass_skip_done(&sk, o, d, "quantize");
+  free(r);
+  if (!ok) return false;
+  /* the param ops yield the new dtype; then the calls and ops that read them follow */
+  for (int fi = 0; fi < m->nfunc; fi++)
+    for (Op *op = m->funcs[fi]->first; op; op = op->next)
+      if (op->kind == OP_PARAM) op->out[0]->type = ir_find_param(m, ir_attr_s(op, "p"))->type;
+  int nfunc = m->nfunc; /* clones are appended; they are fixed when made */
+  for (int fi = 0; fi < nfunc; fi++) {
+    bool has = false;
+    for (const Op *op = m->funcs[fi]->first; op && !has; op = op->next)
+      has = op->kind == OP_PARAM && ir_dtype_quantised(op->out[0]->type.dtype);
+    if (has) fix_func(m, m->funcs[fi], ir_dtype_name(q), 0);
+  }
+  if (nq == 0) {
+    pass_error(o, d, "quantize: no parameter to quantise (only f32 [N,K] weights read by linear ops are%s)",
+               embeddings ? " and embedding tables" : "; the head and embeddings need head=true, embeddings=true");
+    return false;
+  }
+  return true;
+}
