@@ -67,9 +67,9 @@ static inline int32_t idot(const int8_t *a, const int8_t *b, int n) {
   return s;
 }
 
-static inline int32_t block_sum(const int8_t *q) {
+static inline int32_t qsum(const int8_t *q, int n) {
   int32_t s = 0;
-  for (int i = 0; i < 32; i++)
+  for (int i = 0; i < n; i++)
     s += q[i];
   return s;
 }

@@ -80,7 +80,7 @@ static QK_TARGET void QK(act)(int8_t *q, float *d, int32_t *sum, const float *x,
     d[i] = amax / 127.0f;
     QK(round_run)(q + (size_t)i * g, xs, g, amax > 0.0f ? 127.0f / amax : 0.0f);
     if (sum)
-      sum[i] = block_sum(q + (size_t)i * g);
+      sum[i] = qsum(q + (size_t)i * g, g);
   }
 }
 
