@@ -19,6 +19,7 @@
 #define QK_CAT(a, b) QK_CAT2(a, b)
 #define QK(name) QK_CAT(name, QK_SUFFIX)
 #define QK_AI __attribute__((always_inline)) QK_TARGET
+#define QK_UNROLL _Pragma("GCC unroll 4")
 
 static inline QK_AI int32_t QK(hsum_i)(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -91,23 +92,30 @@ static inline QK_AI void QK(tile_i8)(const LinQ *c, int m, int n, const int MR, 
   const int K = c->K;
   const int8_t *x = c->xq + (size_t)m * K, *w = (const int8_t *)c->W + (size_t)n * K;
   __m256i acc[4][4];
+  QK_UNROLL
   for (int r = 0; r < MR; r++)
+    QK_UNROLL
     for (int j = 0; j < NR; j++)
       acc[r][j] = _mm256_setzero_si256();
   int k = 0;
   for (; k + 32 <= K; k += 32) {
     __m256i xv[4], ax[4];
+    QK_UNROLL
     for (int r = 0; r < MR; r++) {
       xv[r] = _mm256_loadu_si256((const __m256i *)(x + (size_t)r * K + k));
       ax[r] = _mm256_sign_epi8(xv[r], xv[r]);
     }
+    QK_UNROLL
     for (int j = 0; j < NR; j++) {
       __m256i wv = _mm256_loadu_si256((const __m256i *)(w + (size_t)j * K + k));
+      QK_UNROLL
       for (int r = 0; r < MR; r++)
         acc[r][j] = QK_DPBUSD(acc[r][j], ax[r], _mm256_sign_epi8(wv, xv[r]));
     }
   }
+  QK_UNROLL
   for (int r = 0; r < MR; r++)
+    QK_UNROLL
     for (int j = 0; j < NR; j++)
       put_i8(c, m + r, n + j,
              QK(hsum_i)(acc[r][j]) + idot(x + (size_t)r * K + k, w + (size_t)j * K + k, K - k));
@@ -120,25 +128,32 @@ static inline QK_AI void QK(tile_q8)(const LinQ *c, int m, int n, const int MR, 
   const float *dx = c->dx + (size_t)m * nb;
   const uint16_t *dw = c->ws + (size_t)n * nb;
   __m256 acc[4][4];
+  QK_UNROLL
   for (int r = 0; r < MR; r++)
+    QK_UNROLL
     for (int j = 0; j < NR; j++)
       acc[r][j] = _mm256_setzero_ps();
   for (int b = 0; b < nb; b++) {
     __m256i xv[4], ax[4];
+    QK_UNROLL
     for (int r = 0; r < MR; r++) {
       xv[r] = _mm256_loadu_si256((const __m256i *)(x + (size_t)r * K + 32 * b));
       ax[r] = _mm256_sign_epi8(xv[r], xv[r]);
     }
+    QK_UNROLL
     for (int j = 0; j < NR; j++) {
       __m256i wv = _mm256_loadu_si256((const __m256i *)(w + (size_t)j * K + 32 * b));
       float wd = _cvtsh_ss(dw[(size_t)j * nb + b]);
+      QK_UNROLL
       for (int r = 0; r < MR; r++) {
         __m256i iv = QK_DPBUSD(_mm256_setzero_si256(), ax[r], _mm256_sign_epi8(wv, xv[r]));
         acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iv), _mm256_set1_ps(dx[(size_t)r * nb + b] * wd), acc[r][j]);
       }
     }
   }
+  QK_UNROLL
   for (int r = 0; r < MR; r++)
+    QK_UNROLL
     for (int j = 0; j < NR; j++)
       put_f(c, m + r, n + j, QK(hsum_f)(acc[r][j]));
 }
@@ -153,26 +168,33 @@ static inline QK_AI void QK(tile_q4)(const LinQ *c, int m, int n, const int MR, 
   const uint16_t *dw = c->ws + (size_t)n * nb;
   const __m256i lo4 = _mm256_set1_epi8(15);
   __m256 acc[4][4];
+  QK_UNROLL
   for (int r = 0; r < MR; r++)
+    QK_UNROLL
     for (int j = 0; j < NR; j++)
       acc[r][j] = _mm256_setzero_ps();
   for (int b = 0; b < nb; b++) {
     __m256i xv[4], corr[4];
+    QK_UNROLL
     for (int r = 0; r < MR; r++) {
       xv[r] = _mm256_loadu_si256((const __m256i *)(x + (size_t)r * K + 32 * b));
       corr[r] = _mm256_setr_epi32(8 * sx[(size_t)r * nb + b], 0, 0, 0, 0, 0, 0, 0);
     }
+    QK_UNROLL
     for (int j = 0; j < NR; j++) {
       __m128i raw = _mm_loadu_si128((const __m128i *)(w + (size_t)j * (K / 2) + 16 * b));
       __m256i wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo4);
       float wd = _cvtsh_ss(dw[(size_t)j * nb + b]);
+      QK_UNROLL
       for (int r = 0; r < MR; r++) {
         __m256i iv = _mm256_sub_epi32(QK_DPBUSD(_mm256_setzero_si256(), wq, xv[r]), corr[r]);
         acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iv), _mm256_set1_ps(dx[(size_t)r * nb + b] * wd), acc[r][j]);
       }
     }
   }
+  QK_UNROLL
   for (int r = 0; r < MR; r++)
+    QK_UNROLL
     for (int j = 0; j < NR; j++)
       put_f(c, m + r, n + j, QK(hsum_f)(acc[r][j]));
 }
