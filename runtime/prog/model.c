@@ -104,11 +104,12 @@ static QuantForm quant_form(RtFormat f, int64_t N, int64_t K) {
   return q;
 }
 
-/* "q8_0: I8 [4,64] + F16 [4,2] NAME.scale" into buf. */
-static const char *quant_form_str(char *buf, size_t cap, RtFormat f, int64_t N, int64_t K) {
+/* "q8_0: I8 [4,64] + F16 [4,2] scales" into buf (named: with the format's name first). */
+static const char *quant_form_str(char *buf, size_t cap, RtFormat f, int64_t N, int64_t K, int named) {
   QuantForm q = quant_form(f, N, K);
   char a[64], b[64];
-  snprintf(buf, cap, "%s: %s [%s] + %s [%s] scales", rt_format_name(f), rt_dtype_name(q.vdt),
+  snprintf(buf, cap, "%s%s%s [%s] + %s [%s] scales", named ? rt_format_name(f) : "", named ? ": " : "",
+           rt_dtype_name(q.vdt),
            shape_str(a, sizeof a, q.vndim, q.vshape), rt_dtype_name(q.sdt), shape_str(b, sizeof b, q.sndim, q.sshape));
   return buf;
 }
@@ -130,15 +131,15 @@ static int load_quant_pair(const RtSafetensors *st, const char *path, const RtPa
   char sname[512], want[160], got[64], exp[64];
   snprintf(sname, sizeof sname, "%s.scale", p->name);
   const RtTensor *s = rt_st_find(st, sname);
-  quant_form_str(want, sizeof want, f, N, K);
   for (int g = RT_FMT_I8_ROW; g < RT_FMT_COUNT; g++)
     if (g != (int)f && is_quant_form((RtFormat)g, v, s, N, K)) {
-      char have[160];
-      return rt_fail(err, "%s: tensor '%s' holds %s weights (%s); this program stores it as %s (%s): export the "
-                     "weights with this program, or give them as floats [%lld,%lld]", path, p->name,
-                     rt_format_name((RtFormat)g), quant_form_str(have, sizeof have, (RtFormat)g, N, K),
-                     rt_format_name(f), want, (long long)N, (long long)K);
+      char have[128];
+      return rt_fail(err, "%s: tensor '%s' is %s (%s), but this program stores it as %s (%s): give it as a float "
+                     "tensor [%lld,%lld] (quantised at load)", path, p->name, rt_format_name((RtFormat)g),
+                     quant_form_str(have, sizeof have, (RtFormat)g, N, K, 0), rt_format_name(f),
+                     quant_form_str(want, sizeof want, f, N, K, 0), (long long)N, (long long)K);
     }
+  quant_form_str(want, sizeof want, f, N, K, 1);
   QuantForm q = quant_form(f, N, K);
   if (v->dtype != q.vdt)
     return rt_fail(err, "%s: tensor '%s' has dtype %s, expected a float type [%lld,%lld] or the quantised pair (%s)",
@@ -213,10 +214,11 @@ int rt_run_load_weights(RtRun *r, const char *path, RtError *err) {
       else
         rc = rt_fail(err, "%s: tensor '%s' has dtype %s, expected a float type or the quantised pair (%s)", path,
                      p->name, rt_dtype_name(t->dtype),
-                     quant_form_str(want, sizeof want, p->format, p->shape[0], p->shape[1]));
+                     quant_form_str(want, sizeof want, p->format, p->shape[0], p->shape[1], 1));
       break;
     }
-    rc = load_float(p, t, r->W, err);
+    RtError e;
+    if ((rc = load_float(p, t, r->W, &e)) != 0) rt_fail(err, "%s: %s", path, e.msg);
   }
   rt_st_close(st);
   return rc;
