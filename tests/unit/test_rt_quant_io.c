@@ -134,20 +134,6 @@ static int run(const char *first, ...) {
   return rc;
 }
 
-static unsigned char *slurp(const char *path, size_t *n) {
-  *n = 0;
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long len = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  unsigned char *b = malloc((size_t)len + 1);
-  *n = fread(b, 1, (size_t)len, f);
-  b[*n] = 0;
-  fclose(f);
-  return b;
-}
-
 /* A tensor to write: name, dtype, shape (ndim 1 or 2), data. */
 static RtTensor T(const char *name, RtDType dt, int ndim, int64_t s0, int64_t s1, const void *data) {
   RtTensor t = {name, dt, ndim, {s0, s1}, data, rt_dtype_size(dt) * (size_t)s0 * (size_t)(ndim > 1 ? s1 : 1)};
@@ -195,6 +181,19 @@ static void assert_param_bytes(const unsigned char *W, int i, unsigned char *q) 
   ck_assert_msg(memcmp(W + p->offset, q, (size_t)p->nbytes) == 0, "'%s': values differ", p->name);
   ck_assert_msg(memcmp(W + p->aux[0].offset, scales_of(q, i), (size_t)p->aux[0].nbytes) == 0, "'%s': scales differ",
                 p->name);
+}
+
+/* Loading path gives d as w_d and the quantised parameters as the bytes q_a, q_b, q_c. */
+static void assert_loads(const char *path) {
+  RtError err;
+  int rc;
+  unsigned char *W = load(path, &rc, &err);
+  ck_assert_msg(rc == 0, "%s", err.msg);
+  ck_assert(memcmp(W + params[0].offset, w_d, sizeof w_d) == 0);
+  assert_param_bytes(W, 1, q_a);
+  assert_param_bytes(W, 2, q_b);
+  assert_param_bytes(W, 3, q_c);
+  free(W);
 }
 
 /* A file of the four parameters as quantised pairs (d as f32), each tensor of subs in place of the
@@ -281,17 +280,11 @@ START_TEST(test_load_floats_quantised) {
   RtTensor ts[] = {T("d.weight", RT_DT_F32, 2, 3, 5, w_d), T("a.weight", RT_DT_F32, 2, 4, 64, w_a),
                    T("b.weight", RT_DT_F16, 2, 3, 32, b16), T("c.weight", RT_DT_F64, 2, 2, 5, c64)};
   write_st(P("floats.st"), ts, 4);
-  RtError err;
-  int rc;
-  unsigned char *W = load(P("floats.st"), &rc, &err);
-  ck_assert_msg(rc == 0, "%s", err.msg);
-  ck_assert(memcmp(W + params[0].offset, w_d, sizeof w_d) == 0);
-  assert_param_bytes(W, 1, q_a);
-  assert_param_bytes(W, 2, q_b);
-  assert_param_bytes(W, 3, q_c);
+  assert_loads(P("floats.st"));
   /* export writes them in their storage form: the pairs as rt_quantize made them */
   ck_assert_int_eq(run("export", "--weights", P("floats.st"), "--out", P("exp.st"), NULL), 0);
   RtSafetensors *st;
+  RtError err;
   ck_assert_msg(rt_st_open(&st, P("exp.st"), &err) == 0, "%s", err.msg);
   const RtTensor *t = rt_st_find(st, "a.weight"), *s = rt_st_find(st, "a.weight.scale");
   ck_assert(t && s && t->nbytes == 256 && s->nbytes == 16);
@@ -301,7 +294,6 @@ START_TEST(test_load_floats_quantised) {
   t = rt_st_find(st, "c.weight"), s = rt_st_find(st, "c.weight.scale");
   ck_assert(t && s && memcmp(t->data, q_c, 10) == 0 && memcmp(s->data, scales_of(q_c, 3), 8) == 0);
   rt_st_close(st);
-  free(W);
 }
 END_TEST
 
@@ -321,15 +313,7 @@ START_TEST(test_load_pairs_copied) {
   float extra[2] = {1, 2};
   RtTensor ex[] = {T("d.weight.scale", RT_DT_F32, 1, 2, 0, extra), T("zzz", RT_DT_F32, 1, 2, 0, extra)};
   write_pairs(P("pairs.st"), ex, 2);
-  RtError err;
-  int rc;
-  unsigned char *W = load(P("pairs.st"), &rc, &err);
-  ck_assert_msg(rc == 0, "%s", err.msg);
-  ck_assert(memcmp(W + params[0].offset, w_d, sizeof w_d) == 0);
-  assert_param_bytes(W, 1, q_a);
-  assert_param_bytes(W, 2, q_b);
-  assert_param_bytes(W, 3, q_c);
-  free(W);
+  assert_loads(P("pairs.st"));
 }
 END_TEST
 
