@@ -124,6 +124,9 @@ void rt_linear_q8_0(float *y, const float *x, const void *Wq, const float *bias,
                     void *ctx, float *scratch);
 void rt_linear_q4_0(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K, RtRangeFn epi,
                     void *ctx, float *scratch);
+/* The instruction set those kernels run on here ("avx512_vnni", "avx_vnni", "avx2" or "portable"),
+ * for PROG info. */
+const char *rt_quant_isa(void);
 /* Token embedding from a quantised [V,C] table: the gathered rows dequantised to f32 (w = d * q;
  * q4_0: d * (q - 8)); bad ids as rt_embedding. */
 int rt_embedding_i8_row(float *out, const int32_t *ids, const void *table, int n, int V, int C, RtError *err);

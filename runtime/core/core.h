@@ -46,11 +46,13 @@ int rt_threads(void);
  * number of threads. block < 1 counts as 1. */
 void rt_parallel_blocks(int n, int block, RtRangeFn fn, void *ctx);
 
-/* ---- CPU features (core/cpu.c), read once; MODELC_CPU=portable reads every one as absent ---- */
+/* ---- CPU features (core/cpu.c), read once; MODELC_CPU=portable reads every one as absent,
+ * MODELC_CPU=avx2 every one beyond AVX2, FMA and F16C (avx_vnni, avx512*, amx*) ---- */
 
 typedef struct RtCpu {
   int avx, fma, f16c, avx2;          /* with the OS saving the YMM state */
-  int avx512f, avx512bw, avx512_vnni, avx512_bf16; /* with the ZMM state */
+  int avx_vnni;                      /* the VEX vpdpbusd (256-bit), YMM state */
+  int avx512f, avx512bw, avx512vl, avx512_vnni, avx512_bf16; /* with the ZMM state */
   int amx_bf16, amx_int8;            /* with the tile state (XCR0) */
 } RtCpu;
 const RtCpu *rt_cpu(void);
@@ -105,5 +107,8 @@ const char *rt_format_name(RtFormat f); /* "dense", "i8_row", "q8_0", "q4_0" */
  * non-finite weight is an error (-1, naming its row and column), never a silent NaN scale. */
 int rt_quantize(RtFormat f, void *dst, const float *src, int64_t N, int64_t K, RtError *err);
 void rt_dequantize(RtFormat f, float *dst, const void *src, int64_t N, int64_t K);
+/* Row n of that: dst f32 [K] = the dequantised row n of the [N,K] weight at src (the embedding kernels
+ * gather rows this way). */
+void rt_dequantize_row(RtFormat f, float *dst, const void *src, int64_t N, int64_t K, int64_t n);
 
 #endif

@@ -2,7 +2,8 @@
  * registers an extension uses), for the kernels that dispatch at run time: the f16 casts use F16C
  * today; the 16-bit and integer GEMMs to come choose between AVX-512 (BF16, VNNI) and AMX.
  * MODELC_CPU=portable turns every extension off, so tests can force the portable paths on any
- * machine. Elsewhere than x86-64 everything reads as absent. */
+ * machine; MODELC_CPU=avx2 keeps AVX, AVX2, FMA and F16C only (no AVX-VNNI, AVX-512 or AMX), so
+ * they can reach the AVX2 paths on an AVX-512 machine. Elsewhere than x86-64 everything reads as absent. */
 #include "core.h"
 
 #include <stdio.h>
@@ -32,11 +33,15 @@ static RtCpu detect(void) {
     c.avx2 = c.avx && (b >> 5 & 1);
     c.avx512f = zmm && (b >> 16 & 1);
     c.avx512bw = c.avx512f && (b >> 30 & 1);
+    c.avx512vl = c.avx512f && (b >> 31 & 1);
     c.avx512_vnni = c.avx512f && (cx >> 11 & 1);
     c.amx_bf16 = tiles && (d >> 22 & 1) && (d >> 24 & 1);
     c.amx_int8 = tiles && (d >> 25 & 1) && (d >> 24 & 1);
     unsigned max7 = a;
-    if (max7 >= 1 && __get_cpuid_count(7, 1, &a, &b, &cx, &d)) c.avx512_bf16 = c.avx512f && (a >> 5 & 1);
+    if (max7 >= 1 && __get_cpuid_count(7, 1, &a, &b, &cx, &d)) {
+      c.avx_vnni = c.avx2 && (a >> 4 & 1);
+      c.avx512_bf16 = c.avx512f && (a >> 5 & 1);
+    }
   }
 #endif
   return c;
@@ -47,10 +52,15 @@ const RtCpu *rt_cpu(void) {
   static int done;
   if (!done) { /* racing first calls compute the same value */
     const char *env = getenv("MODELC_CPU");
-    if (env && strcmp(env, "portable") == 0)
+    if (env && strcmp(env, "portable") == 0) {
       memset(&c, 0, sizeof c);
-    else
+    } else if (env && strcmp(env, "avx2") == 0) {
+      RtCpu d = detect();
+      memset(&c, 0, sizeof c);
+      c.avx = d.avx, c.fma = d.fma, c.f16c = d.f16c, c.avx2 = d.avx2;
+    } else {
       c = detect();
+    }
     done = 1;
   }
   return &c;
@@ -62,7 +72,8 @@ void rt_cpu_describe(char *buf, size_t n) {
     int on;
     const char *name;
   } f[] = {{c->avx, "avx"},         {c->fma, "fma"},           {c->f16c, "f16c"},
-           {c->avx2, "avx2"},       {c->avx512f, "avx512f"},   {c->avx512bw, "avx512bw"},
+           {c->avx2, "avx2"},       {c->avx_vnni, "avx_vnni"}, {c->avx512f, "avx512f"},
+           {c->avx512bw, "avx512bw"}, {c->avx512vl, "avx512vl"},
            {c->avx512_vnni, "avx512_vnni"}, {c->avx512_bf16, "avx512_bf16"}, {c->amx_bf16, "amx_bf16"},
            {c->amx_int8, "amx_int8"}};
   size_t k = 0;

@@ -13,6 +13,9 @@
  * at most two block shapes (the full block and the last); a GPT forward and backward have a few tens.
  * When the cache is full, a call creates a primitive, runs it and destroys it (slow, correct).
  *
+ * The same cache serves rt_gemm_s8s8s32: s8 x s8 with exact s32 output (the quantised kernels'
+ * i8_row products), keyed with adt = bdt = RT_DT_I8.
+ *
  * Memory: plain row-major descriptors with strides from the leading dimensions for A, B and C (a
  * transposed operand is the same memory with swapped strides). A B inside the range the caller
  * declared constant (rt_gemm_constant: the inference verbs' weight buffer) is pre-packed: its
@@ -137,7 +140,7 @@ static void check(dnnl_status_t s, const char *what, const Key *k) {
   if (s != dnnl_success)
     rt_gemm_internal_error("oneDNN: %s failed (status %d) for the GEMM M=%d N=%d K=%d trans=%d%d ld=%d,%d,%d %s", what,
                            (int)s, k->M, k->N, k->K, k->ta, k->tb, k->lda, k->ldb, k->ldc,
-                           k->adt == RT_DT_BF16 ? "bf16" : "f32");
+                           k->adt == RT_DT_BF16 ? "bf16" : k->adt == RT_DT_I8 ? "s8" : "f32");
 }
 
 /* the engine, once (under mu) */
@@ -162,13 +165,14 @@ static void create(Entry *e, const Key *k) {
   dnnl_dims_t ad = {k->M, k->K}, as = {k->ta ? 1 : k->lda, k->ta ? k->lda : 1};
   dnnl_dims_t bd = {k->K, k->N}, bs = {k->tb ? 1 : k->ldb, k->tb ? k->ldb : 1};
   dnnl_dims_t cd = {k->M, k->N}, cs = {k->ldc, 1};
-  dnnl_data_type_t dt = k->adt == RT_DT_BF16 ? dnnl_bf16 : dnnl_f32;
+  dnnl_data_type_t dt = k->adt == RT_DT_BF16 ? dnnl_bf16 : k->adt == RT_DT_I8 ? dnnl_s8 : dnnl_f32;
+  dnnl_data_type_t cdt = k->adt == RT_DT_I8 ? dnnl_s32 : dnnl_f32; /* s8 x s8 -> exact s32 sums */
   check(dnnl_memory_desc_init_by_strides(&e->md[0], 2, ad, dt, as), "memory_desc_init (A)", k);
   check(dnnl_memory_desc_init_by_strides(&e->md[1], 2, bd, dt, bs), "memory_desc_init (B)", k);
   e->plain = e->md[1];
   if (k->packed) /* the layout the primitive prefers, chosen below */
     check(dnnl_memory_desc_init_by_tag(&e->md[1], 2, bd, dt, dnnl_format_tag_any), "memory_desc_init (B, any)", k);
-  check(dnnl_memory_desc_init_by_strides(&e->md[2], 2, cd, dnnl_f32, cs), "memory_desc_init (C)", k);
+  check(dnnl_memory_desc_init_by_strides(&e->md[2], 2, cd, cdt, cs), "memory_desc_init (C)", k);
   dnnl_matmul_desc_t mm;
   check(dnnl_matmul_desc_init(&mm, &e->md[0], &e->md[1], NULL, &e->md[2]), "dnnl_matmul_desc_init", k);
   dnnl_primitive_attr_t attr;
@@ -226,7 +230,7 @@ static int lookup(const Key *k, Entry *tmp) {
   return idx;
 }
 
-static void execute(const Entry *e, dnnl_memory_t *mem, const void *A, const void *B, float *C) {
+static void execute(const Entry *e, dnnl_memory_t *mem, const void *A, const void *B, void *C) {
   const Key *k = &e->key;
   for (int i = 0; i < 4; i++)
     if (!mem[i] && (i < 3 || e->scratch))
@@ -365,6 +369,27 @@ void rt_gemm_onednn(int transA, int transB, int M, int N, int K, RtDType adt, co
   dnnl_primitive_destroy(tmp.prim);
 }
 
+/* the int8 product: the same cache and threads; B never packed (no constant range applies) */
+int rt_gemm_s8s8s32(int M, int N, int K, const int8_t *A, const int8_t *B_NK, int32_t *C) {
+  if (M <= 0 || N <= 0 || K <= 0)
+    return -1;
+  Key k = {0, 1, M, N, K, (int)RT_DT_I8, (int)RT_DT_I8, K, K, N, 0, 0};
+  thread_ready(&k);
+  Entry tmp;
+  int idx = lookup(&k, &tmp);
+  if (idx >= 0) {
+    execute(&D.e[idx], T.mem[idx], A, B_NK, C);
+    return 0;
+  }
+  dnnl_memory_t mem[4] = {0};
+  execute(&tmp, mem, A, B_NK, C);
+  for (int i = 0; i < 4; i++)
+    if (mem[i])
+      dnnl_memory_destroy(mem[i]);
+  dnnl_primitive_destroy(tmp.prim);
+  return 0;
+}
+
 const char *rt_gemm_onednn_isa(void) {
   switch (dnnl_get_effective_cpu_isa()) {
   case dnnl_cpu_isa_sse41: return "sse41";
@@ -389,6 +414,10 @@ void rt_gemm_onednn_constant(const void *p, size_t bytes) {
   (void)bytes;
 }
 const char *rt_gemm_onednn_isa(void) { return "absent"; }
+int rt_gemm_s8s8s32(int M, int N, int K, const int8_t *A, const int8_t *B_NK, int32_t *C) {
+  (void)M, (void)N, (void)K, (void)A, (void)B_NK, (void)C;
+  return -1;
+}
 void rt_gemm_onednn(int transA, int transB, int M, int N, int K, RtDType adt, const void *A, int lda, RtDType bdt,
                     const void *B, int ldb, float beta, float *C, int ldc) {
   rt_gemm_internal_error("rt_gemm_onednn: this runtime was built without oneDNN");

@@ -150,6 +150,23 @@ void rt_add_positions_ref(float *x, const float *pos, int B, int T, int C, int t
 void rt_sinusoid_ref(float *out, int T, int C);
 void rt_embedding_dw_ref(float *dtable, const int32_t *ids, const float *dy, int n, int V, int C);
 
+/* ---- quantised weights (kernels/linear_quant.c; the formats in modelc_rt.h, core/quant.c) ---- */
+
+/* The twins of rt_linear_i8_row, rt_linear_q8_0 and rt_linear_q4_0 (no epilogue, no scratch: they
+ * allocate): the activations quantised by rt_quant_act_ref, exact integer dot products, scaled
+ * and (q8_0, q4_0) summed over the blocks in order, then + bias. */
+void rt_linear_i8_row_ref(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K);
+void rt_linear_q8_0_ref(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K);
+void rt_linear_q4_0_ref(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K);
+/* The activation quantisation of those kernels: x (M,K) -> q int8 (M,K) and scales d, per row
+ * (f == RT_FMT_I8_ROW: d [M]) or per block of 32 (q8_0, q4_0: d [M,K/32]); sum (NULL, or d's
+ * shape) gets each group's sum of q. rt_quant_act uses the kernels' SIMD code, its twin scalar
+ * loops: the same bytes and scales. */
+void rt_quant_act(RtFormat f, int8_t *q, float *d, int32_t *sum, const float *x, int M, int K);
+void rt_quant_act_ref(RtFormat f, int8_t *q, float *d, int32_t *sum, const float *x, int M, int K);
+/* The ISA of the quantised kernels on this CPU: "avx512_vnni", "avx_vnni", "avx2" or "portable". */
+const char *rt_quant_isa(void);
+
 /* ---- norms (kernels/norm.c) ---- */
 
 void rt_layernorm_ref(float *out, float *mean_out, float *rstd_out, const float *x, const float *gain,

@@ -1,0 +1,367 @@
+/* linear_quant.c: the linear layers and embeddings that read quantised weights (the quantize
+ * pass; the formats are RtFormat's in modelc_rt.h, their rounding core/quant.c's):
+ *   rt_linear_i8_row, rt_linear_q8_0, rt_linear_q4_0   y = x Wq^T + bias, then the epilogue;
+ *   rt_embedding_i8_row, _q8_0, _q4_0                  rows gathered and dequantised.
+ * Each has a `_ref` twin (kernels.h: plain scalar loops) that tests/unit/test_rt_quant.c compares
+ * against.
+ *
+ * One call: (1) the activations x (M,K) are quantised once into the scratch, per row (i8_row) or
+ * per block of 32 (q8_0, q4_0): amax, d = amax / 127, q = round-to-nearest-even(x * (127 / amax))
+ * (0 when amax is 0), plus, for q4_0, each block's sum of q (rt_quant_act: the SIMD and scalar
+ * versions give the same bytes and scales). (2) The products: exact int32 dot products of the
+ * int8 values, scaled to f32: i8_row y = (float)isum * (dx * dw[n]); q8_0 / q4_0
+ * y = sum over blocks of (dx_b * dw_b) * (float)isum_b (the SIMD kernels sum the blocks in 8 f32
+ * lanes with FMA, the scalar ones in order: they differ by float rounding only), then + bias[n].
+ * (3) The epilogue: epi(ctx, 0, M) once, after every column block (as rt_linear below 32 rows),
+ * except on the oneDNN path, which calls it per row block.
+ *
+ * Blocks: the kernels' own path splits N into blocks of rt_lin_cols_block(K) weight rows over the
+ * pool (rt_parallel_blocks) for every M; each output is one tile's sum, so the bits depend on
+ * neither the blocks nor the thread count. The tiles (linear_quant_simd.h): 1 row of x against 4
+ * of W for decode (M == 1), 4 rows of x against 1 of W otherwise, on 256-bit vectors: vpdpbusd with
+ * AVX512-VNNI (EVEX, with AVX512-VL) or AVX-VNNI, vpmaddubsw with AVX2 (+ F16C, FMA), chosen once by
+ * rt_cpu(); plain C elsewhere (the same loops as the twins, so its bits are the twins').
+ * i8_row at M >= RT_QDNNL_MIN_ROWS in a build with oneDNN and a CPU with AMX-INT8 or VNNI: oneDNN's
+ * s8 x s8 -> s32 matmul (rt_gemm_s8s8s32) per row block of rt_gemm_rows_block(M) rows into the
+ * scratch, then y = (float)c * (dx * dw[n]) + bias and epi(ctx, lo, hi) per block: the int32 sums
+ * are exact, so the bits are the own path's. i8_row sums K products of at most 127^2 in int32: K up
+ * to 133000. */
+#include "kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../gemm/gemm.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define QK_X86 1
+#endif
+
+/* Below this many rows i8_row stays on its own kernels (oneDNN's per-call overhead). */
+#define RT_QDNNL_MIN_ROWS 16
+
+typedef struct LinQ {
+  float *y;
+  const float *bias;
+  const void *W;          /* the values */
+  const float *wd;        /* i8_row's f32 scales [N] */
+  const uint16_t *ws;     /* q8_0 / q4_0's f16 scales [N, nb] */
+  const int8_t *xq;       /* the quantised activations (M,K) */
+  const float *dx;        /* their scales [M, nb] */
+  const int32_t *sx;      /* q4_0: their block sums [M, nb] */
+  int32_t *c32;           /* the oneDNN path's int32 products (M,N) */
+  int M, N, K, nb, fmt;
+  void (*run)(const struct LinQ *c, int m0, int m1, int n0, int n1);
+  RtRangeFn epi;
+  void *ctx;
+} LinQ;
+
+/* ---- scalar pieces shared by the twins, the portable path and the SIMD tails -------------- */
+
+static inline int32_t idot(const int8_t *a, const int8_t *b, int n) {
+  int32_t s = 0;
+  for (int i = 0; i < n; i++)
+    s += (int32_t)a[i] * b[i];
+  return s;
+}
+
+static inline int32_t block_sum(const int8_t *q) {
+  int32_t s = 0;
+  for (int i = 0; i < 32; i++)
+    s += q[i];
+  return s;
+}
+
+/* separate statements: no FMA contraction, so every path rounds the same way */
+static inline void put_i8(const LinQ *c, int m, int n, int32_t isum) {
+  float s = c->dx[m] * c->wd[n];
+  float v = (float)isum * s;
+  if (c->bias)
+    v += c->bias[n];
+  c->y[(size_t)m * c->N + n] = v;
+}
+
+static inline void put_f(const LinQ *c, int m, int n, float v) {
+  if (c->bias)
+    v += c->bias[n];
+  c->y[(size_t)m * c->N + n] = v;
+}
+
+/* sum over the blocks, in order, of (dx_b * dw_b) * isum_b */
+static float dot_blocks(const LinQ *c, int m, int n) {
+  const int K = c->K, nb = c->nb;
+  const int8_t *x = c->xq + (size_t)m * K;
+  float s = 0.0f;
+  for (int b = 0; b < nb; b++) {
+    int32_t is = 0;
+    if (c->fmt == RT_FMT_Q8_0) {
+      is = idot(x + 32 * b, (const int8_t *)c->W + (size_t)n * K + 32 * b, 32);
+    } else {
+      const uint8_t *w = (const uint8_t *)c->W + (size_t)n * (K / 2) + 16 * b;
+      for (int j = 0; j < 16; j++)
+        is += x[32 * b + j] * ((w[j] & 15) - 8) + x[32 * b + j + 16] * ((w[j] >> 4) - 8);
+    }
+    float sc = c->dx[(size_t)m * nb + b] * rt_f16_to_f32(c->ws[(size_t)n * nb + b]);
+    float t = sc * (float)is;
+    s += t;
+  }
+  return s;
+}
+
+static void run_portable(const LinQ *c, int m0, int m1, int n0, int n1) {
+  for (int m = m0; m < m1; m++)
+    for (int n = n0; n < n1; n++) {
+      if (c->fmt == RT_FMT_I8_ROW)
+        put_i8(c, m, n, idot(c->xq + (size_t)m * c->K, (const int8_t *)c->W + (size_t)n * c->K, c->K));
+      else
+        put_f(c, m, n, dot_blocks(c, m, n));
+    }
+}
+
+static int32_t quant_group(int8_t *q, float *d, const float *x, int g) {
+  float amax = 0.0f;
+  for (int i = 0; i < g; i++)
+    amax = fmaxf(amax, fabsf(x[i]));
+  *d = amax / 127.0f;
+  float inv = amax > 0.0f ? 127.0f / amax : 0.0f; /* |x * inv| <= 127 (1 + 2^-23)^2 < 127.5 */
+  int32_t s = 0;
+  for (int i = 0; i < g; i++)
+    s += q[i] = (int8_t)(amax > 0.0f ? lrintf(x[i] * inv) : 0);
+  return s;
+}
+
+void rt_quant_act_ref(RtFormat f, int8_t *q, float *d, int32_t *sum, const float *x, int M, int K) {
+  int g = f == RT_FMT_I8_ROW ? K : 32, ng = K / g;
+  for (int i = 0; i < M * ng; i++) {
+    int32_t s = quant_group(q + (size_t)i * g, d + i, x + (size_t)i * g, g);
+    if (sum)
+      sum[i] = s;
+  }
+}
+
+/* ---- the SIMD paths ------------------------------------------------------------------------ */
+
+#ifdef QK_X86
+#define QK_SUFFIX avx2
+#define QK_TARGET __attribute__((target("avx2,fma,f16c")))
+#define QK_DPBUSD(acc, a, b) _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)))
+#include "linear_quant_simd.h"
+
+#define QK_SUFFIX avxvnni
+#define QK_TARGET __attribute__((target("avx2,fma,f16c,avxvnni")))
+#define QK_DPBUSD(acc, a, b) _mm256_dpbusd_avx_epi32(acc, a, b)
+#include "linear_quant_simd.h"
+
+#define QK_SUFFIX vnni512
+#define QK_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
+#define QK_DPBUSD(acc, a, b) _mm256_dpbusd_epi32(acc, a, b)
+#include "linear_quant_simd.h"
+#endif
+
+typedef struct QImpl {
+  const char *name;
+  void (*act)(int8_t *q, float *d, int32_t *sum, const float *x, int M, int K, int per_row);
+  void (*run)(const LinQ *c, int m0, int m1, int n0, int n1);
+} QImpl;
+
+static void act_portable(int8_t *q, float *d, int32_t *sum, const float *x, int M, int K, int per_row) {
+  rt_quant_act_ref(per_row ? RT_FMT_I8_ROW : RT_FMT_Q8_0, q, d, sum, x, M, K);
+}
+
+/* the implementation for this CPU, chosen once (racing first calls choose the same) */
+static const QImpl *impl(void) {
+  static const QImpl *chosen;
+  if (chosen)
+    return chosen;
+  static const QImpl portable = {"portable", act_portable, run_portable};
+  const QImpl *p = &portable;
+#ifdef QK_X86
+  static const QImpl avx2 = {"avx2", act_avx2, run_avx2}, avxvnni = {"avx_vnni", act_avxvnni, run_avxvnni},
+                     vnni512 = {"avx512_vnni", act_vnni512, run_vnni512};
+  const RtCpu *cpu = rt_cpu();
+  if (cpu->avx2 && cpu->fma && cpu->f16c) {
+    p = &avx2;
+    if (cpu->avx_vnni)
+      p = &avxvnni;
+    if (cpu->avx512_vnni && cpu->avx512vl)
+      p = &vnni512;
+  }
+#endif
+  chosen = p;
+  return p;
+}
+
+const char *rt_quant_isa(void) { return impl()->name; }
+
+void rt_quant_act(RtFormat f, int8_t *q, float *d, int32_t *sum, const float *x, int M, int K) {
+  impl()->act(q, d, sum, x, M, K, f == RT_FMT_I8_ROW);
+}
+
+/* ---- the kernels --------------------------------------------------------------------------- */
+
+/* The scratch: the int8 activations, their scales, their block sums, and for i8_row at
+ * M >= RT_QDNNL_MIN_ROWS the int32 products; each slice rounded up to a cache line. */
+static size_t act_floats(int M, int K) { return rt_slice_floats(((size_t)M * K + 3) / 4); }
+static int groups(int format, int K) { return format == RT_FMT_I8_ROW ? 1 : K / 32 > 0 ? K / 32 : 1; }
+
+size_t rt_linear_q_scratch_floats(int format, int M, int N, int K) {
+  M = M > 0 ? M : 1, N = N > 0 ? N : 1, K = K > 0 ? K : 1;
+  size_t g = (size_t)M * groups(format, K);
+  size_t n = act_floats(M, K) + 2 * rt_slice_floats(g);
+  if (format == RT_FMT_I8_ROW && M >= RT_QDNNL_MIN_ROWS)
+    n += rt_slice_floats((size_t)M * N);
+  return n;
+}
+
+static void cols_block(void *p, int lo, int hi) {
+  const LinQ *c = p;
+  c->run(c, 0, c->M, lo, hi);
+}
+
+/* rows [lo,hi) of i8_row through oneDNN (or, if it declines, the own kernel), then the epilogue */
+static void dnnl_rows(void *p, int lo, int hi) {
+  const LinQ *c = p;
+  int32_t *C = c->c32 + (size_t)lo * c->N;
+  if (rt_gemm_s8s8s32(hi - lo, c->N, c->K, c->xq + (size_t)lo * c->K, c->W, C) == 0) {
+    for (int m = lo; m < hi; m++)
+      for (int n = 0; n < c->N; n++)
+        put_i8(c, m, n, C[(size_t)(m - lo) * c->N + n]);
+  } else {
+    c->run(c, lo, hi, 0, c->N);
+  }
+  if (c->epi)
+    c->epi(c->ctx, lo, hi);
+}
+
+static int dnnl_int8_cpu(void) {
+  const RtCpu *cpu = rt_cpu();
+  return cpu->amx_int8 || cpu->avx512_vnni || cpu->avx_vnni;
+}
+
+static void linear_q(RtFormat f, float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K,
+                     RtRangeFn epi, void *ctx, float *scratch) {
+  if (M <= 0 || N <= 0)
+    return;
+  if (K <= 0) { /* an empty product: the bias (or zeros) and the epilogue, as rt_linear */
+    rt_linear(y, x, NULL, bias, M, N, 0, epi, ctx);
+    return;
+  }
+  const QImpl *im = impl();
+  int nb = groups(f, K);
+  const char *scales = (const char *)Wq + rt_quant_scales_offset(f, N, K);
+  int8_t *xq = (int8_t *)scratch;
+  float *dx = scratch + act_floats(M, K);
+  int32_t *sx = (int32_t *)(dx + rt_slice_floats((size_t)M * nb));
+  LinQ c = {y,        bias, Wq, (const float *)scales, (const uint16_t *)scales, xq, dx, sx, NULL, M, N, K, nb,
+            (int)f, im->run, epi, ctx};
+  im->act(xq, dx, f == RT_FMT_Q4_0 ? sx : NULL, x, M, K, f == RT_FMT_I8_ROW);
+  if (f == RT_FMT_I8_ROW && M >= RT_QDNNL_MIN_ROWS && rt_gemm_onednn_built() && dnnl_int8_cpu()) {
+    c.c32 = sx + rt_slice_floats((size_t)M * nb);
+    rt_parallel_blocks(M, rt_gemm_rows_block(M), dnnl_rows, &c);
+    return;
+  }
+  rt_parallel_blocks(N, rt_lin_cols_block(K), cols_block, &c);
+  if (epi)
+    epi(ctx, 0, M);
+}
+
+void rt_linear_i8_row(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K,
+                      RtRangeFn epi, void *ctx, float *scratch) {
+  linear_q(RT_FMT_I8_ROW, y, x, Wq, bias, M, N, K, epi, ctx, scratch);
+}
+
+void rt_linear_q8_0(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K, RtRangeFn epi,
+                    void *ctx, float *scratch) {
+  linear_q(RT_FMT_Q8_0, y, x, Wq, bias, M, N, K, epi, ctx, scratch);
+}
+
+void rt_linear_q4_0(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K, RtRangeFn epi,
+                    void *ctx, float *scratch) {
+  linear_q(RT_FMT_Q4_0, y, x, Wq, bias, M, N, K, epi, ctx, scratch);
+}
+
+/* The twins: the activations quantised by the scalar rule into their own buffers, then the
+ * portable loops (exact integer dots, blocks summed in order). */
+static void linear_q_ref(RtFormat f, float *y, const float *x, const void *Wq, const float *bias, int M, int N,
+                         int K) {
+  if (M <= 0 || N <= 0)
+    return;
+  if (K <= 0) {
+    for (int m = 0; m < M; m++)
+      for (int n = 0; n < N; n++)
+        y[(size_t)m * N + n] = bias ? bias[n] : 0.0f;
+    return;
+  }
+  int nb = groups(f, K);
+  int8_t *xq = malloc((size_t)M * K);
+  float *dx = malloc((size_t)M * nb * sizeof(float));
+  int32_t *sx = malloc((size_t)M * nb * sizeof(int32_t));
+  if (!xq || !dx || !sx) {
+    free(xq), free(dx), free(sx);
+    return;
+  }
+  rt_quant_act_ref(f, xq, dx, sx, x, M, K);
+  const char *scales = (const char *)Wq + rt_quant_scales_offset(f, N, K);
+  LinQ c = {y,   bias, Wq, (const float *)scales, (const uint16_t *)scales, xq, dx, sx, NULL, M, N, K, nb, (int)f,
+            NULL, NULL, NULL};
+  run_portable(&c, 0, M, 0, N);
+  free(xq), free(dx), free(sx);
+}
+
+void rt_linear_i8_row_ref(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K) {
+  linear_q_ref(RT_FMT_I8_ROW, y, x, Wq, bias, M, N, K);
+}
+
+void rt_linear_q8_0_ref(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K) {
+  linear_q_ref(RT_FMT_Q8_0, y, x, Wq, bias, M, N, K);
+}
+
+void rt_linear_q4_0_ref(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K) {
+  linear_q_ref(RT_FMT_Q4_0, y, x, Wq, bias, M, N, K);
+}
+
+/* ---- embeddings: ids (n), a quantised table [V,C] -> out (n,C) f32 ----------------------- */
+
+typedef struct EmbQ {
+  float *out;
+  const int32_t *ids;
+  const void *table;
+  int V, C;
+  RtFormat f;
+} EmbQ;
+
+static void emb_rows(void *p, int lo, int hi) {
+  const EmbQ *e = p;
+  for (int i = lo; i < hi; i++) {
+    float *o = e->out + (size_t)i * e->C;
+    int32_t id = e->ids[i];
+    if (id < 0 || id >= e->V)
+      memset(o, 0, (size_t)e->C * sizeof(float));
+    else
+      rt_dequantize_row(e->f, o, e->table, e->V, e->C, id);
+  }
+}
+
+static int embedding_q(RtFormat f, float *out, const int32_t *ids, const void *table, int n, int V, int C,
+                       RtError *err) {
+  EmbQ e = {out, ids, table, V, C, f};
+  rt_parallel_for(n, rt_row_grain(C), emb_rows, &e);
+  for (int i = 0; i < n; i++) /* the first bad id, as rt_gather_rows reports it */
+    if (ids[i] < 0 || ids[i] >= V)
+      return rt_fail(err, "embedding: token id %ld at position %d is outside [0, %d)", (long)ids[i], i, V);
+  return 0;
+}
+
+int rt_embedding_i8_row(float *out, const int32_t *ids, const void *table, int n, int V, int C, RtError *err) {
+  return embedding_q(RT_FMT_I8_ROW, out, ids, table, n, V, C, err);
+}
+
+int rt_embedding_q8_0(float *out, const int32_t *ids, const void *table, int n, int V, int C, RtError *err) {
+  return embedding_q(RT_FMT_Q8_0, out, ids, table, n, V, C, err);
+}
+
+int rt_embedding_q4_0(float *out, const int32_t *ids, const void *table, int n, int V, int C, RtError *err) {
+  return embedding_q(RT_FMT_Q4_0, out, ids, table, n, V, C, err);
+}
