@@ -10,8 +10,8 @@
 #include "prog.h"
 
 /* "weight formats:   f32 123456, q8_0 789012 (bytes; ...)": each parameter's storage bytes (values and
- * scales, unpadded) summed by dense dtype and by quantised format. */
-static void print_formats(const RtModel *m, FILE *o) {
+ * scales, unpadded) summed by dense dtype and by quantised format. Returns 1 when some are quantised. */
+static int print_formats(const RtModel *m, FILE *o) {
   static const RtDType dense[] = {RT_DT_F32, RT_DT_BF16, RT_DT_F16, RT_DT_F64};
   static const char *dense_name[] = {"f32", "bf16", "f16", "f64"};
   enum { ND = (int)(sizeof dense / sizeof dense[0]) };
@@ -36,6 +36,7 @@ static void print_formats(const RtModel *m, FILE *o) {
     first = 0;
   }
   fprintf(o, "%s(bytes%s)\n", first ? "" : " ", quantised ? "; quantised: values + scales" : "");
+  return quantised;
 }
 
 static void print_info(const RtModel *m, FILE *o) {
@@ -47,7 +48,7 @@ static void print_info(const RtModel *m, FILE *o) {
   fprintf(o, "parameter bytes:  %lld\n", (long long)m->param_bytes);
   fprintf(o, "weight bytes:     %lld in memory (parameters at their storage dtype, 64-byte aligned)\n",
           (long long)m->weight_bytes);
-  print_formats(m, o);
+  int quantised = print_formats(m, o);
   fprintf(o, "export bytes:     %lld (the data of a safetensors export: values + scales, no padding)\n",
           (long long)rt_model_export_bytes(m));
   fprintf(o, "forward FLOPs:    %lld per token\n", (long long)m->flops_per_token);
@@ -75,6 +76,7 @@ static void print_info(const RtModel *m, FILE *o) {
   char gemm[256];
   rt_gemm_describe(gemm, sizeof gemm);
   fprintf(o, "gemm:             %s\n", gemm);
+  if (quantised) fprintf(o, "quantised linear: %s\n", rt_quant_isa());
 }
 
 int rt_verb_info(const char *prog, int argc, char **argv, const RtModel *m) {

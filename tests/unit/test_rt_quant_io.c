@@ -363,6 +363,8 @@ START_TEST(test_export_bytes) {
   ck_assert_msg(strstr(info, "weight formats:   f32 60, i8_row 18, q8_0 272, q4_0 54 (bytes; quantised: values + "
                              "scales)\n"), "%s", info);
   ck_assert_msg(strstr(info, "weight bytes:     ") && strstr(info, "parameters:       "), "%s", info);
+  snprintf(want, sizeof want, "quantised linear: %s\n", rt_quant_isa());
+  ck_assert_msg(strstr(info, want), "%s", info);
   free(info);
 }
 END_TEST
