@@ -109,8 +109,8 @@ static const char *quant_form_str(char *buf, size_t cap, RtFormat f, int64_t N, 
   QuantForm q = quant_form(f, N, K);
   char a[64], b[64];
   snprintf(buf, cap, "%s%s%s [%s] + %s [%s] scales", named ? rt_format_name(f) : "", named ? ": " : "",
-           rt_dtype_name(q.vdt),
-           shape_str(a, sizeof a, q.vndim, q.vshape), rt_dtype_name(q.sdt), shape_str(b, sizeof b, q.sndim, q.sshape));
+           rt_dtype_name(q.vdt), shape_str(a, sizeof a, q.vndim, q.vshape), rt_dtype_name(q.sdt),
+           shape_str(b, sizeof b, q.sndim, q.sshape));
   return buf;
 }
 
@@ -128,7 +128,7 @@ static int load_quant_pair(const RtSafetensors *st, const char *path, const RtPa
                            unsigned char *W, RtError *err) {
   RtFormat f = p->format;
   int64_t N = p->shape[0], K = p->shape[1];
-  char sname[512], want[160], got[64], exp[64];
+  char sname[512], want[160], got[64], wshape[64];
   snprintf(sname, sizeof sname, "%s.scale", p->name);
   const RtTensor *s = rt_st_find(st, sname);
   for (int g = RT_FMT_I8_ROW; g < RT_FMT_COUNT; g++)
@@ -147,7 +147,7 @@ static int load_quant_pair(const RtSafetensors *st, const char *path, const RtPa
   if (!same_shape(v, q.vndim, q.vshape))
     return rt_fail(err, "%s: tensor '%s' has shape [%s], expected %s [%s] (%s)", path, p->name,
                    shape_str(got, sizeof got, v->ndim, v->shape), rt_dtype_name(q.vdt),
-                   shape_str(exp, sizeof exp, q.vndim, q.vshape), want);
+                   shape_str(wshape, sizeof wshape, q.vndim, q.vshape), want);
   if (!s)
     return rt_fail(err, "%s: tensor '%s' is missing: the quantised tensor '%s' needs its scales (%s)", path, sname,
                    p->name, want);
@@ -157,7 +157,7 @@ static int load_quant_pair(const RtSafetensors *st, const char *path, const RtPa
   if (!same_shape(s, q.sndim, q.sshape))
     return rt_fail(err, "%s: tensor '%s' has shape [%s], expected %s [%s] (%s)", path, sname,
                    shape_str(got, sizeof got, s->ndim, s->shape), rt_dtype_name(q.sdt),
-                   shape_str(exp, sizeof exp, q.sndim, q.sshape), want);
+                   shape_str(wshape, sizeof wshape, q.sndim, q.sshape), want);
   int64_t ns = rt_quant_scale_count(f, N, K), per_row = ns / N;
   for (int64_t i = 0; i < ns; i++) {
     float d = q.sdt == RT_DT_F32 ? ((const float *)s->data)[i] : rt_f16_to_f32(((const uint16_t *)s->data)[i]);
