@@ -120,7 +120,7 @@ int rt_verb_init(const char *prog, int argc, char **argv, const RtModel *m) {
   RtRun r;
   RtError err;
   int rc = rt_run_init(&r, m, &err) || rt_prog_init_weights(m, r.W, o.seed, &err) ||
-           rt_prog_write_weights(m, r.W, o.out, &err);
+           rt_prog_write_weights(m, r.W, o.out, NULL, 0, &err);
   rt_run_free(&r);
   if (rc) {
     fprintf(stderr, "%s: error: %s\n", prog, err.msg);
@@ -148,7 +148,7 @@ int rt_verb_export(const char *prog, int argc, char **argv, const RtModel *m) {
   RtRun r;
   RtError err;
   int rc = rt_run_init(&r, m, &err) || rt_run_load_weights(&r, o.weights, &err) ||
-           rt_prog_write_weights(m, r.W, o.out, &err);
+           rt_prog_write_weights(m, r.W, o.out, NULL, 0, &err);
   rt_run_free(&r);
   if (rc) {
     fprintf(stderr, "%s: error: %s\n", prog, err.msg);

@@ -307,7 +307,8 @@ int64_t rt_model_export_bytes(const RtModel *m) {
   return n;
 }
 
-int rt_prog_write_weights(const RtModel *m, const void *W, const char *path, RtError *err) {
+int rt_prog_write_weights(const RtModel *m, const void *W, const char *path, const char *const *meta, int nmeta,
+                          RtError *err) {
   int nt = 0;
   for (int i = 0; i < m->nparams; i++) nt += 1 + (m->params[i].format != RT_FMT_DENSE);
   RtTensor *ts = calloc((size_t)nt + 1, sizeof *ts);
@@ -348,8 +349,8 @@ int rt_prog_write_weights(const RtModel *m, const void *W, const char *path, RtE
     s->data = (const unsigned char *)W + p->aux[0].offset;
     s->nbytes = (size_t)p->aux[0].nbytes;
   }
-  const char *meta[] = {"format", "pt", "modelc_model", m->name};
-  if (!rc) rc = rt_st_write(path, ts, n, meta, 2, err);
+  const char *plain[] = {"format", "pt", "modelc_model", m->name};
+  if (!rc) rc = meta ? rt_st_write(path, ts, n, meta, nmeta, err) : rt_st_write(path, ts, n, plain, 2, err);
   for (int i = 0; i < m->nparams; i++) free(names[i]);
   free(names);
   free(ts);

@@ -190,10 +190,13 @@ int rt_model_require_f32(const RtModel *m, const char *what, RtError *err);
  * nearest even for bf16/f16, quantised (rt_quantize: values, then scales at aux[0]) for a quantised
  * format; -1 naming the parameter when a quantised one has a non-finite weight. */
 int rt_param_store_f32(const RtParamInfo *p, void *W, const float *src, RtError *err);
-/* Writes every parameter of W to a safetensors file in its storage form (init and export): a dense
- * one as the tensor NAME in its dtype, a quantised one as the pair NAME (its values) and NAME.scale
- * (its scales; modelc_rt.h, RtFormat). The data section is rt_model_export_bytes(m) bytes. */
-int rt_prog_write_weights(const RtModel *m, const void *W, const char *path, RtError *err);
+/* Writes every parameter of W (or of any buffer in W's layout: train's gradients) to a safetensors
+ * file in its storage form (init, export, train's --out, grad): a dense one as the tensor NAME in
+ * its dtype, a quantised one as the pair NAME (its values) and NAME.scale (its scales; modelc_rt.h,
+ * RtFormat). The data section is rt_model_export_bytes(m) bytes. Metadata: nmeta key/value pairs
+ * in meta, or (meta NULL) format "pt" and modelc_model, the model's name. */
+int rt_prog_write_weights(const RtModel *m, const void *W, const char *path, const char *const *meta, int nmeta,
+                          RtError *err);
 /* Bytes of every parameter's storage, values and scales, without the 64-byte alignment padding. */
 int64_t rt_model_export_bytes(const RtModel *m);
 /* Reads a token file (int32/int64 [B,T]) within the compiled shape and the vocabulary into int32
