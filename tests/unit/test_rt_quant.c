@@ -91,7 +91,7 @@ START_TEST(exact_rules) {
   ck_assert(memcmp(qi, want_i, 10) == 0);
   ck_assert(scale_f32(qi, RT_FMT_I8_ROW, 2, 5, 0) == 1.0f);
   ck_assert(scale_f32(qi, RT_FMT_I8_ROW, 2, 5, 1) == 0.0f);
-  float back[64];
+  float back[96];
   rt_dequantize(RT_FMT_I8_ROW, back, qi, 2, 5);
   ck_assert(back[1] == -2.0f && back[2] == 4.0f && back[9] == 0.0f);
 
