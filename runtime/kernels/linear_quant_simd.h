@@ -139,28 +139,45 @@ static inline QK_AI void QK(tile_blk)(const LinQ *c, int m, int n, const int MR,
     QK_UNROLL
     for (int j = 0; j < NR; j++)
       acc[r][j] = _mm256_setzero_ps();
-  for (int b = 0; b < nb; b++) {
-    __m256i xv[4], ax[4];
+  for (int b0 = 0; b0 < nb; b0 += 8) {
+    /* the scales dx_b * dw_b of 8 blocks at once (vcvtph2ps, one vmulps), read back by broadcasts */
+    const int ng = nb - b0 < 8 ? nb - b0 : 8;
+    float sc[8][8];
     QK_UNROLL
-    for (int r = 0; r < MR; r++) {
-      xv[r] = _mm256_loadu_si256((const __m256i *)(x + (size_t)r * K + 32 * b));
-      ax[r] = q4 ? _mm256_setr_epi32(8 * sx[(size_t)r * nb + b], 0, 0, 0, 0, 0, 0, 0) : _mm256_sign_epi8(xv[r], xv[r]);
-    }
-    QK_UNROLL
-    for (int j = 0; j < NR; j++) {
-      __m256i wv;
-      if (q4) {
-        __m128i raw = _mm_loadu_si128((const __m128i *)(w + j * wrow + 16 * b));
-        wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo4);
-      } else {
-        wv = _mm256_loadu_si256((const __m256i *)(w + j * wrow + 32 * b));
+    for (int r = 0; r < MR; r++)
+      QK_UNROLL
+      for (int j = 0; j < NR; j++) {
+        const float *dxr = dx + (size_t)r * nb + b0;
+        const uint16_t *dwj = dw + (size_t)j * nb + b0;
+        if (ng == 8)
+          _mm256_storeu_ps(sc[r * NR + j],
+                           _mm256_mul_ps(_mm256_loadu_ps(dxr), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dwj))));
+        else
+          for (int t = 0; t < ng; t++)
+            sc[r * NR + j][t] = dxr[t] * _cvtsh_ss(dwj[t]);
       }
-      float wd = _cvtsh_ss(dw[(size_t)j * nb + b]);
+    for (int b = b0; b < b0 + ng; b++) {
+      __m256i xv[4], ax[4];
       QK_UNROLL
       for (int r = 0; r < MR; r++) {
-        __m256i iv = q4 ? _mm256_sub_epi32(QK_DPBUSD(_mm256_setzero_si256(), wv, xv[r]), ax[r])
-                        : QK_DPBUSD(_mm256_setzero_si256(), ax[r], _mm256_sign_epi8(wv, xv[r]));
-        acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iv), _mm256_set1_ps(dx[(size_t)r * nb + b] * wd), acc[r][j]);
+        xv[r] = _mm256_loadu_si256((const __m256i *)(x + (size_t)r * K + 32 * b));
+        ax[r] = q4 ? _mm256_setr_epi32(8 * sx[(size_t)r * nb + b], 0, 0, 0, 0, 0, 0, 0) : _mm256_sign_epi8(xv[r], xv[r]);
+      }
+      QK_UNROLL
+      for (int j = 0; j < NR; j++) {
+        __m256i wv;
+        if (q4) {
+          __m128i raw = _mm_loadu_si128((const __m128i *)(w + j * wrow + 16 * b));
+          wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo4);
+        } else {
+          wv = _mm256_loadu_si256((const __m256i *)(w + j * wrow + 32 * b));
+        }
+        QK_UNROLL
+        for (int r = 0; r < MR; r++) {
+          __m256i iv = q4 ? _mm256_sub_epi32(QK_DPBUSD(_mm256_setzero_si256(), wv, xv[r]), ax[r])
+                          : QK_DPBUSD(_mm256_setzero_si256(), ax[r], _mm256_sign_epi8(wv, xv[r]));
+          acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iv), _mm256_broadcast_ss(&sc[r * NR + j][b - b0]), acc[r][j]);
+        }
       }
     }
   }
@@ -179,6 +196,19 @@ static inline QK_AI void QK(tile)(const LinQ *c, int m, int n, const int MR, con
   }
 }
 
+/* rows m0..m1 of x against NR rows of W from n: tiles of 4 rows, then the 1..3 left */
+static inline QK_AI void QK(rows)(const LinQ *c, int m0, int m1, int n, const int NR) {
+  int m = m0;
+  for (; m + 4 <= m1; m += 4)
+    QK(tile)(c, m, n, 4, NR);
+  switch (m1 - m) {
+  case 3: QK(tile)(c, m, n, 3, NR); break;
+  case 2: QK(tile)(c, m, n, 2, NR); break;
+  case 1: QK(tile)(c, m, n, 1, NR); break;
+  default: break;
+  }
+}
+
 /* y[m0..m1, n0..n1) (bias added; no epilogue) */
 static QK_TARGET void QK(run)(const LinQ *c, int m0, int m1, int n0, int n1) {
   if (m1 - m0 == 1) {
@@ -189,19 +219,14 @@ static QK_TARGET void QK(run)(const LinQ *c, int m0, int m1, int n0, int n1) {
       QK(tile)(c, m0, n, 1, 1);
     return;
   }
-  for (int n = n0; n < n1; n++) {
-    int m = m0;
-    for (; m + 4 <= m1; m += 4)
-      QK(tile)(c, m, n, 4, 1);
-    switch (m1 - m) {
-    case 3: QK(tile)(c, m, n, 3, 1); break;
-    case 2: QK(tile)(c, m, n, 2, 1); break;
-    case 1: QK(tile)(c, m, n, 1, 1); break;
-    default: break;
-    }
-  }
+  int n = n0;
+  for (; n + QK_NR <= n1; n += QK_NR)
+    QK(rows)(c, m0, m1, n, QK_NR);
+  for (; n < n1; n++)
+    QK(rows)(c, m0, m1, n, 1);
 }
 
 #undef QK_SUFFIX
 #undef QK_TARGET
 #undef QK_DPBUSD
+#undef QK_NR
