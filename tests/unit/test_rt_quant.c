@@ -299,7 +299,9 @@ START_TEST(gemm_s8s8s32) {
   for (int i = 0; i < M * K; i++) A[i] = (int8_t)((i * 37 + 11) % 255 - 127);
   for (int i = 0; i < N * K; i++) B[i] = (int8_t)((i * 53 + 5) % 255 - 127);
   int r = rt_gemm_s8s8s32(M, N, K, A, B, C);
-  ck_assert_int_eq(r, rt_gemm_onednn_built() ? 0 : -1);
+  printf("rt_gemm_s8s8s32: %s (oneDNN isa %s)\n", r ? "declined" : "exact int32", rt_gemm_onednn_isa());
+  if (!rt_gemm_onednn_built())
+    ck_assert_int_eq(r, -1);
   if (r)
     return;
   for (int m = 0; m < M; m++)
