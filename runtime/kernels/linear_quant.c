@@ -67,9 +67,9 @@ static inline int32_t idot(const int8_t *a, const int8_t *b, int n) {
   return s;
 }
 
-static inline int32_t block_sum(const int8_t *q) {
+static inline int32_t qsum(const int8_t *q, int n) {
   int32_t s = 0;
-  for (int i = 0; i < 32; i++)
+  for (int i = 0; i < n; i++)
     s += q[i];
   return s;
 }
@@ -147,16 +147,19 @@ void rt_quant_act_ref(RtFormat f, int8_t *q, float *d, int32_t *sum, const float
 #define QK_SUFFIX avx2
 #define QK_TARGET __attribute__((target("avx2,fma,f16c")))
 #define QK_DPBUSD(acc, a, b) _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)))
+#define QK_NR 1
 #include "linear_quant_simd.h"
 
 #define QK_SUFFIX avxvnni
 #define QK_TARGET __attribute__((target("avx2,fma,f16c,avxvnni")))
 #define QK_DPBUSD(acc, a, b) _mm256_dpbusd_avx_epi32(acc, a, b)
+#define QK_NR 1
 #include "linear_quant_simd.h"
 
 #define QK_SUFFIX vnni512
 #define QK_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
 #define QK_DPBUSD(acc, a, b) _mm256_dpbusd_epi32(acc, a, b)
+#define QK_NR 2
 #include "linear_quant_simd.h"
 #endif
 
