@@ -161,6 +161,99 @@ void rt_quant_act_ref(RtFormat f, int8_t *q, float *d, int32_t *sum, const float
 #define QK_DPBUSD(acc, a, b) _mm256_dpbusd_epi32(acc, a, b)
 #define QK_NR 2
 #include "linear_quant_simd.h"
+
+/* Decode (M == 1) of q8_0 and q4_0 on 512-bit vectors with AVX512-VNNI: two blocks per vpdpbusd
+ * (the 256-bit tiles are bound by the per-block work: a conversion and an FMA per block and weight
+ * row), tiles of 4 weight rows; K a multiple of 64. q8_0: x and w in their order, the int32 lanes
+ * 0-7 are block b, 8-15 block b+1; the sign trick with a mask (no vpsignb on zmm). q4_0: the 32
+ * bytes of two blocks unpack to [b lo | b+1 lo | b hi | b+1 hi] nibbles (128-bit lanes), x's 64
+ * bytes are permuted to match, so lanes 0-3 and 8-11 are block b, 4-7 and 12-15 block b+1. */
+#define QK_T512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+static inline __attribute__((always_inline)) QK_T512 void gemv512_tile(const LinQ *c, int m, int n, const int NR,
+                                                                       const int q4) {
+  const int K = c->K, nb = c->nb;
+  const size_t wrow = q4 ? (size_t)K / 2 : (size_t)K;
+  const int8_t *x = c->xq + (size_t)m * K;
+  const uint8_t *w = (const uint8_t *)c->W + (size_t)n * wrow;
+  const float *dx = c->dx + (size_t)m * nb;
+  const int32_t *sx = c->sx + (size_t)m * nb;
+  const uint16_t *dw = c->ws + (size_t)n * nb;
+  const __m256i lo4 = _mm256_set1_epi8(15);
+  const __m512i zero = _mm512_setzero_si512();
+  __m512 acc[4];
+  QK_UNROLL
+  for (int j = 0; j < NR; j++)
+    acc[j] = _mm512_setzero_ps();
+  for (int b0 = 0; b0 < nb; b0 += 8) {
+    const int ng = nb - b0 < 8 ? nb - b0 : 8; /* even */
+    __m256 sc[4];
+    QK_UNROLL
+    for (int j = 0; j < NR; j++) {
+      const uint16_t *dwj = dw + (size_t)j * nb + b0;
+      if (ng == 8) {
+        sc[j] = _mm256_mul_ps(_mm256_loadu_ps(dx + b0), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dwj)));
+      } else {
+        float t[8] = {0};
+        for (int i = 0; i < ng; i++)
+          t[i] = dx[b0 + i] * _cvtsh_ss(dwj[i]);
+        sc[j] = _mm256_loadu_ps(t);
+      }
+    }
+    for (int p = 0; p < ng; p += 2) {
+      const int b = b0 + p;
+      __m512i xv = _mm512_loadu_si512((const void *)(x + 32 * b)), ax = zero, corr = zero;
+      __mmask64 neg = 0;
+      __m512i idx;
+      if (q4) {
+        xv = _mm512_shuffle_i64x2(xv, xv, _MM_SHUFFLE(3, 1, 2, 0));
+        corr = _mm512_setr_epi32(8 * sx[b], 0, 0, 0, 8 * sx[b + 1], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+        idx = _mm512_setr_epi32(p, p, p, p, p + 1, p + 1, p + 1, p + 1, p, p, p, p, p + 1, p + 1, p + 1, p + 1);
+      } else {
+        neg = _mm512_movepi8_mask(xv);
+        ax = _mm512_abs_epi8(xv);
+        idx = _mm512_setr_epi32(p, p, p, p, p, p, p, p, p + 1, p + 1, p + 1, p + 1, p + 1, p + 1, p + 1, p + 1);
+      }
+      QK_UNROLL
+      for (int j = 0; j < NR; j++) {
+        __m512i iv;
+        if (q4) {
+          __m256i raw = _mm256_loadu_si256((const __m256i *)(w + j * wrow + 16 * b));
+          __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(raw, lo4)),
+                                          _mm256_and_si256(_mm256_srli_epi16(raw, 4), lo4), 1);
+          iv = _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, wv, xv), corr);
+        } else {
+          __m512i wv = _mm512_loadu_si512((const void *)(w + j * wrow + 32 * b));
+          iv = _mm512_dpbusd_epi32(zero, ax, _mm512_mask_sub_epi8(wv, neg, zero, wv));
+        }
+        __m512 s = _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(sc[j]));
+        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iv), s, acc[j]);
+      }
+    }
+  }
+  QK_UNROLL
+  for (int j = 0; j < NR; j++)
+    put_f(c, m, n + j, _mm512_reduce_add_ps(acc[j]));
+}
+
+static QK_T512 void run_vnni512_wide(const LinQ *c, int m0, int m1, int n0, int n1) {
+  if (m1 - m0 != 1 || c->fmt == RT_FMT_I8_ROW || c->nb % 2) {
+    run_vnni512(c, m0, m1, n0, n1);
+    return;
+  }
+  const int q4 = c->fmt == RT_FMT_Q4_0;
+  int n = n0;
+  for (; n + 4 <= n1; n += 4)
+    if (q4)
+      gemv512_tile(c, m0, n, 4, 1);
+    else
+      gemv512_tile(c, m0, n, 4, 0);
+  for (; n < n1; n++)
+    if (q4)
+      gemv512_tile(c, m0, n, 1, 1);
+    else
+      gemv512_tile(c, m0, n, 1, 0);
+}
 #endif
 
 typedef struct QImpl {
@@ -182,13 +275,13 @@ static const QImpl *impl(void) {
   const QImpl *p = &portable;
 #ifdef QK_X86
   static const QImpl avx2 = {"avx2", act_avx2, run_avx2}, avxvnni = {"avx_vnni", act_avxvnni, run_avxvnni},
-                     vnni512 = {"avx512_vnni", act_vnni512, run_vnni512};
+                     vnni512 = {"avx512_vnni", act_vnni512, run_vnni512_wide};
   const RtCpu *cpu = rt_cpu();
   if (cpu->avx2 && cpu->fma && cpu->f16c) {
     p = &avx2;
     if (cpu->avx_vnni)
       p = &avxvnni;
-    if (cpu->avx512_vnni && cpu->avx512vl)
+    if (cpu->avx512_vnni && cpu->avx512vl && cpu->avx512bw)
       p = &vnni512;
   }
 #endif

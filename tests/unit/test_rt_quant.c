@@ -287,6 +287,9 @@ START_TEST(linear_vs_ref) {
         for (int c = 0; c < (fs[t] == RT_FMT_I8_ROW ? 5 : 3); c++)
           check_linear(fs[t], Ms[a], Ns[b], Ks[c], seed += 3);
   check_linear(RT_FMT_Q4_0, 1, 300, 768, 7); /* several column blocks */
+  check_linear(RT_FMT_Q8_0, 1, 300, 768, 9);
+  check_linear(RT_FMT_Q8_0, 1, 67, 320, 10); /* K % 64 == 0: the 512-bit decode, 8 + 2 blocks */
+  check_linear(RT_FMT_Q4_0, 1, 67, 320, 11);
   check_linear(RT_FMT_I8_ROW, 64, 130, 200, 8);
   printf("quantised kernels: %s; oneDNN %s\n", rt_quant_isa(), rt_gemm_onednn_built() ? "built" : "absent");
 }
