@@ -18,14 +18,17 @@
  * Blocks: the kernels' own path splits N into blocks of rt_lin_cols_block(K) weight rows over the
  * pool (rt_parallel_blocks) for every M; each output is one tile's sum, so the bits depend on
  * neither the blocks nor the thread count. The tiles (linear_quant_simd.h): 1 row of x against 4
- * of W for decode (M == 1), 4 rows of x against 1 of W otherwise, on 256-bit vectors: vpdpbusd with
- * AVX512-VNNI (EVEX, with AVX512-VL) or AVX-VNNI, vpmaddubsw with AVX2 (+ F16C, FMA), chosen once by
- * rt_cpu(); plain C elsewhere (the same loops as the twins, so its bits are the twins').
+ * of W for decode (M == 1), 4 rows of x against 1 of W otherwise (4 x 2 with AVX512-VNNI, which
+ * has 32 vector registers), on 256-bit vectors: vpdpbusd with AVX512-VNNI (EVEX, with AVX512-VL)
+ * or AVX-VNNI, vpmaddubsw with AVX2 (+ F16C, FMA), chosen once by rt_cpu(); plain C elsewhere (the
+ * same loops as the twins, so its bits are the twins'). With AVX512-VNNI the decode of q8_0 and
+ * q4_0 with K % 64 == 0 runs on 512-bit vectors (gemv512_tile: two blocks per instruction; it
+ * measured ~1.4x faster for q8_0 than the 256-bit tile, even for q4_0, whose unpacking costs).
  * i8_row at M >= RT_QDNNL_MIN_ROWS in a build with oneDNN and a CPU with AMX-INT8 or VNNI: oneDNN's
  * s8 x s8 -> s32 matmul (rt_gemm_s8s8s32) per row block of rt_gemm_rows_block(M) rows into the
  * scratch, then y = (float)c * (dx * dw[n]) + bias and epi(ctx, lo, hi) per block: the int32 sums
  * are exact, so the bits are the own path's. i8_row sums K products of at most 127^2 in int32: K up
- * to 133000. */
+ * to 133000 (2^31 / 127^2). */
 #include "kernels.h"
 
 #include <math.h>
