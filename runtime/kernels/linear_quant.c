@@ -48,13 +48,13 @@
 typedef struct LinQ {
   float *y;
   const float *bias;
-  const void *W;          /* the values */
-  const float *wd;        /* i8_row's f32 scales [N] */
-  const uint16_t *ws;     /* q8_0 / q4_0's f16 scales [N, nb] */
-  const int8_t *xq;       /* the quantised activations (M,K) */
-  const float *dx;        /* their scales [M, nb] */
-  const int32_t *sx;      /* q4_0: their block sums [M, nb] */
-  int32_t *c32;           /* the oneDNN path's int32 products (M,N) */
+  const void *W;      /* the values */
+  const float *wd;    /* i8_row's f32 scales [N] */
+  const uint16_t *ws; /* q8_0 / q4_0's f16 scales [N, nb] */
+  const int8_t *xq;   /* the quantised activations (M,K) */
+  const float *dx;    /* their scales [M, nb] */
+  const int32_t *sx;  /* q4_0: their block sums [M, nb] */
+  int32_t *c32;       /* the oneDNN path's int32 products (M,N) */
   int M, N, K, nb, fmt;
   void (*run)(const struct LinQ *c, int m0, int m1, int n0, int n1);
   RtRangeFn epi;
@@ -353,8 +353,8 @@ static void linear_q(RtFormat f, float *y, const float *x, const void *Wq, const
   int8_t *xq = (int8_t *)scratch;
   float *dx = scratch + act_floats(M, K);
   int32_t *sx = (int32_t *)(dx + rt_slice_floats((size_t)M * nb));
-  LinQ c = {y,        bias, Wq, (const float *)scales, (const uint16_t *)scales, xq, dx, sx, NULL, M, N, K, nb,
-            (int)f, im->run, epi, ctx};
+  LinQ c = {y,       bias, Wq, (const float *)scales, (const uint16_t *)scales, xq, dx, sx, NULL, M, N, K, nb, (int)f,
+            im->run, epi,  ctx};
   im->act(xq, dx, f == RT_FMT_Q4_0 ? sx : NULL, x, M, K, f == RT_FMT_I8_ROW);
   if (f == RT_FMT_I8_ROW && M >= RT_QDNNL_MIN_ROWS && rt_gemm_onednn_built() && dnnl_int8_cpu()) {
     c.c32 = sx + rt_slice_floats((size_t)M * nb);
@@ -366,8 +366,8 @@ static void linear_q(RtFormat f, float *y, const float *x, const void *Wq, const
     epi(ctx, 0, M);
 }
 
-void rt_linear_i8_row(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K,
-                      RtRangeFn epi, void *ctx, float *scratch) {
+void rt_linear_i8_row(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K, RtRangeFn epi,
+                      void *ctx, float *scratch) {
   linear_q(RT_FMT_I8_ROW, y, x, Wq, bias, M, N, K, epi, ctx, scratch);
 }
 
@@ -383,8 +383,7 @@ void rt_linear_q4_0(float *y, const float *x, const void *Wq, const float *bias,
 
 /* The twins: the activations quantised by the scalar rule into their own buffers, then the
  * portable loops (exact integer dots, blocks summed in order). */
-static void linear_q_ref(RtFormat f, float *y, const float *x, const void *Wq, const float *bias, int M, int N,
-                         int K) {
+static void linear_q_ref(RtFormat f, float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K) {
   if (M <= 0 || N <= 0)
     return;
   if (K <= 0) {
@@ -403,7 +402,7 @@ static void linear_q_ref(RtFormat f, float *y, const float *x, const void *Wq, c
   }
   rt_quant_act_ref(f, xq, dx, sx, x, M, K);
   const char *scales = (const char *)Wq + rt_quant_scales_offset(f, N, K);
-  LinQ c = {y,   bias, Wq, (const float *)scales, (const uint16_t *)scales, xq, dx, sx, NULL, M, N, K, nb, (int)f,
+  LinQ c = {y,    bias, Wq,  (const float *)scales, (const uint16_t *)scales, xq, dx, sx, NULL, M, N, K, nb, (int)f,
             NULL, NULL, NULL};
   run_portable(&c, 0, M, 0, N);
   free(xq), free(dx), free(sx);
