@@ -182,8 +182,8 @@ static inline __attribute__((always_inline)) QK_T512 void gemv512_tile(const Lin
   const float *dx = c->dx + (size_t)m * nb;
   const int32_t *sx = c->sx + (size_t)m * nb;
   const uint16_t *dw = c->ws + (size_t)n * nb;
-  const __m256i lo4 = _mm256_set1_epi8(15);
-  const __m512i zero = _mm512_setzero_si512();
+  const __m512i lo4 = _mm512_set1_epi8(15), zero = _mm512_setzero_si512();
+  const __m512i shift = _mm512_inserti64x4(zero, _mm256_set1_epi16(4), 1);
   __m512 acc[4];
   QK_UNROLL
   for (int j = 0; j < NR; j++)
@@ -221,9 +221,9 @@ static inline __attribute__((always_inline)) QK_T512 void gemv512_tile(const Lin
       for (int j = 0; j < NR; j++) {
         __m512i iv;
         if (q4) {
-          __m256i raw = _mm256_loadu_si256((const __m256i *)(w + j * wrow + 16 * b));
-          __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(raw, lo4)),
-                                          _mm256_and_si256(_mm256_srli_epi16(raw, 4), lo4), 1);
+          /* the 32 bytes in both halves, the upper one shifted right by 4: then the low nibbles */
+          __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + j * wrow + 16 * b)));
+          __m512i wv = _mm512_and_si512(_mm512_srlv_epi16(raw, shift), lo4);
           iv = _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, wv, xv), corr);
         } else {
           __m512i wv = _mm512_loadu_si512((const void *)(w + j * wrow + 32 * b));
