@@ -21,9 +21,10 @@
  * of W for decode (M == 1), 4 rows of x against 1 of W otherwise (4 x 2 with AVX512-VNNI, which
  * has 32 vector registers), on 256-bit vectors: vpdpbusd with AVX512-VNNI (EVEX, with AVX512-VL)
  * or AVX-VNNI, vpmaddubsw with AVX2 (+ F16C, FMA), chosen once by rt_cpu(); plain C elsewhere (the
- * same loops as the twins, so its bits are the twins'). With AVX512-VNNI the decode of q8_0 and
- * q4_0 with K % 64 == 0 runs on 512-bit vectors (gemv512_tile: two blocks per instruction; it
- * measured ~1.4x faster for q8_0 than the 256-bit tile, even for q4_0, whose unpacking costs).
+ * same loops as the twins, so its bits are the twins'). With AVX512-VNNI, q8_0 and q4_0 with
+ * K % 64 == 0 run on 512-bit vectors instead (tile512: two blocks per instruction, tiles 1 x 4 and
+ * 4 x 2), measured single-threaded against the 256-bit tiles at 768x768: q8_0 decode ~0.021 ->
+ * ~0.015 ms, M = 64 ~1.1 -> ~0.85 ms; q4_0 M = 64 ~1.0 -> ~0.85 ms (min of 60 calls).
  * i8_row at M >= RT_QDNNL_MIN_ROWS in a build with oneDNN and a CPU with AMX-INT8 or VNNI: oneDNN's
  * s8 x s8 -> s32 matmul (rt_gemm_s8s8s32) per row block of rt_gemm_rows_block(M) rows into the
  * scratch, then y = (float)c * (dx * dw[n]) + bias and epi(ctx, lo, hi) per block: the int32 sums
@@ -165,16 +166,18 @@ void rt_quant_act_ref(RtFormat f, int8_t *q, float *d, int32_t *sum, const float
 #define QK_NR 2
 #include "linear_quant_simd.h"
 
-/* Decode (M == 1) of q8_0 and q4_0 on 512-bit vectors with AVX512-VNNI: two blocks per vpdpbusd
- * (the 256-bit tiles are bound by the per-block work: a conversion and an FMA per block and weight
- * row), tiles of 4 weight rows; K a multiple of 64. q8_0: x and w in their order, the int32 lanes
- * 0-7 are block b, 8-15 block b+1; the sign trick with a mask (no vpsignb on zmm). q4_0: the 32
- * bytes of two blocks unpack to [b lo | b+1 lo | b hi | b+1 hi] nibbles (128-bit lanes), x's 64
- * bytes are permuted to match, so lanes 0-3 and 8-11 are block b, 4-7 and 12-15 block b+1. */
+/* q8_0 and q4_0 with K % 64 == 0 on 512-bit vectors with AVX512-VNNI: two blocks per vpdpbusd (the
+ * 256-bit tiles are bound by the per-block work: a conversion and an FMA per block and pair of
+ * rows). Tiles of MR rows of x against NR of W, MR * NR <= 8: 1 x 4 for decode, 4 x 2 otherwise.
+ * q8_0: x and w in their order, int32 lanes 0-7 are block b, 8-15 block b+1; the sign trick with
+ * a mask (no vpsignb on zmm). q4_0: the 32 bytes of two blocks unpack to [b lo | b+1 lo | b hi |
+ * b+1 hi] nibbles (128-bit lanes), x's 64 bytes are permuted to match, so lanes 0-3 and 8-11 are
+ * block b, 4-7 and 12-15 block b+1; the nibbles' offset, -8 sum(x_b) dx_b dw_b, is subtracted in
+ * f32 once per 8 blocks (not per block in int32: fewer instructions, another rounding order). */
 #define QK_T512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
-static inline __attribute__((always_inline)) QK_T512 void gemv512_tile(const LinQ *c, int m, int n, const int NR,
-                                                                       const int q4) {
+static inline __attribute__((always_inline)) QK_T512 void tile512(const LinQ *c, int m, int n, const int MR,
+                                                                  const int NR, const int q4) {
   const int K = c->K, nb = c->nb;
   const size_t wrow = q4 ? (size_t)K / 2 : (size_t)K;
   const int8_t *x = c->xq + (size_t)m * K;
@@ -184,78 +187,128 @@ static inline __attribute__((always_inline)) QK_T512 void gemv512_tile(const Lin
   const uint16_t *dw = c->ws + (size_t)n * nb;
   const __m512i lo4 = _mm512_set1_epi8(15), zero = _mm512_setzero_si512();
   const __m512i shift = _mm512_inserti64x4(zero, _mm256_set1_epi16(4), 1);
-  __m512 acc[4];
+  __m512 acc[4][4];
   QK_UNROLL
-  for (int j = 0; j < NR; j++)
-    acc[j] = _mm512_setzero_ps();
+  for (int r = 0; r < MR; r++)
+    QK_UNROLL
+    for (int j = 0; j < NR; j++)
+      acc[r][j] = _mm512_setzero_ps();
   for (int b0 = 0; b0 < nb; b0 += 8) {
     const int ng = nb - b0 < 8 ? nb - b0 : 8; /* even */
-    __m256 sc[4];
+    __m256 sc[4][4]; /* dx_b * dw_b of 8 blocks */
     QK_UNROLL
-    for (int j = 0; j < NR; j++) {
-      const uint16_t *dwj = dw + (size_t)j * nb + b0;
-      if (ng == 8) {
-        sc[j] = _mm256_mul_ps(_mm256_loadu_ps(dx + b0), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dwj)));
-      } else {
-        float t[8] = {0};
-        for (int i = 0; i < ng; i++)
-          t[i] = dx[b0 + i] * _cvtsh_ss(dwj[i]);
-        sc[j] = _mm256_loadu_ps(t);
+    for (int r = 0; r < MR; r++)
+      QK_UNROLL
+      for (int j = 0; j < NR; j++) {
+        const float *dxr = dx + (size_t)r * nb + b0;
+        const uint16_t *dwj = dw + (size_t)j * nb + b0;
+        if (ng == 8) {
+          sc[r][j] = _mm256_mul_ps(_mm256_loadu_ps(dxr), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dwj)));
+        } else {
+          float t[8] = {0};
+          for (int i = 0; i < ng; i++)
+            t[i] = dxr[i] * _cvtsh_ss(dwj[i]);
+          sc[r][j] = _mm256_loadu_ps(t);
+        }
       }
-    }
+    if (q4) /* the correction of q - 8: minus dx_b dw_b 8 sum(x_b), 8 blocks at once (lanes 0-7) */
+      QK_UNROLL
+      for (int r = 0; r < MR; r++) {
+        const int32_t *sr = sx + (size_t)r * nb + b0;
+        __m256i si;
+        if (ng == 8) {
+          si = _mm256_loadu_si256((const __m256i *)sr);
+        } else {
+          int32_t t[8] = {0};
+          for (int i = 0; i < ng; i++)
+            t[i] = sr[i];
+          si = _mm256_loadu_si256((const __m256i *)t);
+        }
+        __m256 s8 = _mm256_cvtepi32_ps(_mm256_slli_epi32(si, 3));
+        QK_UNROLL
+        for (int j = 0; j < NR; j++)
+          acc[r][j] = _mm512_sub_ps(acc[r][j], _mm512_zextps256_ps512(_mm256_mul_ps(sc[r][j], s8)));
+      }
     for (int p = 0; p < ng; p += 2) {
       const int b = b0 + p;
-      __m512i xv = _mm512_loadu_si512((const void *)(x + 32 * b)), ax = zero, corr = zero;
-      __mmask64 neg = 0;
-      __m512i idx;
-      if (q4) {
-        xv = _mm512_shuffle_i64x2(xv, xv, _MM_SHUFFLE(3, 1, 2, 0));
-        corr = _mm512_setr_epi32(8 * sx[b], 0, 0, 0, 8 * sx[b + 1], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-        idx = _mm512_setr_epi32(p, p, p, p, p + 1, p + 1, p + 1, p + 1, p, p, p, p, p + 1, p + 1, p + 1, p + 1);
-      } else {
-        neg = _mm512_movepi8_mask(xv);
-        ax = _mm512_abs_epi8(xv);
-        idx = _mm512_setr_epi32(p, p, p, p, p, p, p, p, p + 1, p + 1, p + 1, p + 1, p + 1, p + 1, p + 1, p + 1);
+      __m512i xv[4], ax[4];
+      __mmask64 neg[4];
+      const __m512i idx =
+          q4 ? _mm512_setr_epi32(p, p, p, p, p + 1, p + 1, p + 1, p + 1, p, p, p, p, p + 1, p + 1, p + 1, p + 1)
+             : _mm512_setr_epi32(p, p, p, p, p, p, p, p, p + 1, p + 1, p + 1, p + 1, p + 1, p + 1, p + 1, p + 1);
+      QK_UNROLL
+      for (int r = 0; r < MR; r++) {
+        xv[r] = _mm512_loadu_si512((const void *)(x + (size_t)r * K + 32 * b));
+        if (q4) { /* x permuted to the nibbles' order */
+          xv[r] = _mm512_shuffle_i64x2(xv[r], xv[r], _MM_SHUFFLE(3, 1, 2, 0));
+          ax[r] = zero;
+          neg[r] = 0;
+        } else {
+          neg[r] = _mm512_movepi8_mask(xv[r]);
+          ax[r] = _mm512_abs_epi8(xv[r]);
+        }
       }
       QK_UNROLL
       for (int j = 0; j < NR; j++) {
-        __m512i iv;
-        if (q4) {
-          /* the 32 bytes in both halves, the upper one shifted right by 4: then the low nibbles */
+        __m512i wv;
+        if (q4) { /* the 32 bytes in both halves, the upper one shifted right by 4: then the low nibbles */
           __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + j * wrow + 16 * b)));
-          __m512i wv = _mm512_and_si512(_mm512_srlv_epi16(raw, shift), lo4);
-          iv = _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, wv, xv), corr);
+          wv = _mm512_and_si512(_mm512_srlv_epi16(raw, shift), lo4);
         } else {
-          __m512i wv = _mm512_loadu_si512((const void *)(w + j * wrow + 32 * b));
-          iv = _mm512_dpbusd_epi32(zero, ax, _mm512_mask_sub_epi8(wv, neg, zero, wv));
+          wv = _mm512_loadu_si512((const void *)(w + j * wrow + 32 * b));
         }
-        __m512 s = _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(sc[j]));
-        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iv), s, acc[j]);
+        QK_UNROLL
+        for (int r = 0; r < MR; r++) {
+          __m512i iv = q4 ? _mm512_dpbusd_epi32(zero, wv, xv[r])
+                          : _mm512_dpbusd_epi32(zero, ax[r], _mm512_mask_sub_epi8(wv, neg[r], zero, wv));
+          __m512 s = _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(sc[r][j]));
+          acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iv), s, acc[r][j]);
+        }
       }
     }
   }
   QK_UNROLL
-  for (int j = 0; j < NR; j++)
-    put_f(c, m, n + j, _mm512_reduce_add_ps(acc[j]));
+  for (int r = 0; r < MR; r++)
+    QK_UNROLL
+    for (int j = 0; j < NR; j++)
+      put_f(c, m + r, n + j, _mm512_reduce_add_ps(acc[r][j]));
+}
+
+static inline __attribute__((always_inline)) QK_T512 void rows512(const LinQ *c, int m0, int m1, int n, const int NR,
+                                                                  const int q4) {
+  int m = m0;
+  for (; m + 4 <= m1; m += 4)
+    tile512(c, m, n, 4, NR, q4);
+  switch (m1 - m) {
+  case 3: tile512(c, m, n, 3, NR, q4); break;
+  case 2: tile512(c, m, n, 2, NR, q4); break;
+  case 1: tile512(c, m, n, 1, NR, q4); break;
+  default: break;
+  }
+}
+
+static QK_T512 void run512(const LinQ *c, int m0, int m1, int n0, int n1, const int q4) {
+  int n = n0;
+  if (m1 - m0 == 1) {
+    for (; n + 4 <= n1; n += 4)
+      tile512(c, m0, n, 1, 4, q4);
+    for (; n < n1; n++)
+      tile512(c, m0, n, 1, 1, q4);
+    return;
+  }
+  for (; n + 2 <= n1; n += 2)
+    rows512(c, m0, m1, n, 2, q4);
+  for (; n < n1; n++)
+    rows512(c, m0, m1, n, 1, q4);
 }
 
 static QK_T512 void run_vnni512_wide(const LinQ *c, int m0, int m1, int n0, int n1) {
-  if (m1 - m0 != 1 || c->fmt == RT_FMT_I8_ROW || c->nb % 2) {
+  if (c->fmt == RT_FMT_I8_ROW || c->nb % 2)
     run_vnni512(c, m0, m1, n0, n1);
-    return;
-  }
-  const int q4 = c->fmt == RT_FMT_Q4_0;
-  int n = n0;
-  for (; n + 4 <= n1; n += 4)
-    if (q4)
-      gemv512_tile(c, m0, n, 4, 1);
-    else
-      gemv512_tile(c, m0, n, 4, 0);
-  for (; n < n1; n++)
-    if (q4)
-      gemv512_tile(c, m0, n, 1, 1);
-    else
-      gemv512_tile(c, m0, n, 1, 0);
+  else if (c->fmt == RT_FMT_Q4_0)
+    run512(c, m0, m1, n0, n1, 1);
+  else
+    run512(c, m0, m1, n0, n1, 0);
 }
 #endif
 
