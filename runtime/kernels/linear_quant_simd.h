@@ -161,7 +161,9 @@ static inline QK_AI void QK(tile_blk)(const LinQ *c, int m, int n, const int MR,
       QK_UNROLL
       for (int r = 0; r < MR; r++) {
         xv[r] = _mm256_loadu_si256((const __m256i *)(x + (size_t)r * K + 32 * b));
-        ax[r] = q4 ? _mm256_setr_epi32(8 * sx[(size_t)r * nb + b], 0, 0, 0, 0, 0, 0, 0) : _mm256_sign_epi8(xv[r], xv[r]);
+        /* q8_0: |x|; q4_0: the correction -8 sum(x) of the block, in lane 0 */
+        ax[r] = q4 ? _mm256_setr_epi32(8 * sx[(size_t)r * nb + b], 0, 0, 0, 0, 0, 0, 0)
+                   : _mm256_sign_epi8(xv[r], xv[r]);
       }
       QK_UNROLL
       for (int j = 0; j < NR; j++) {
