@@ -10,8 +10,8 @@
  * (0 when amax is 0), plus, for q4_0, each block's sum of q (rt_quant_act: the SIMD and scalar
  * versions give the same bytes and scales). (2) The products: exact int32 dot products of the
  * int8 values, scaled to f32: i8_row y = (float)isum * (dx * dw[n]); q8_0 / q4_0
- * y = sum over blocks of (dx_b * dw_b) * (float)isum_b (the SIMD kernels sum the blocks in 8 f32
- * lanes with FMA, the scalar ones in order: they differ by float rounding only), then + bias[n].
+ * y = sum over blocks of (dx_b * dw_b) * (float)isum_b (the SIMD kernels sum the blocks in 8 or 16
+ * f32 lanes with FMA, the scalar ones in order: they differ by float rounding only), then + bias[n].
  * (3) The epilogue: epi(ctx, 0, M) once, after every column block (as rt_linear below 32 rows),
  * except on the oneDNN path, which calls it per row block.
  *
@@ -21,10 +21,11 @@
  * of W for decode (M == 1), 4 rows of x against 1 of W otherwise (4 x 2 with AVX512-VNNI, which
  * has 32 vector registers), on 256-bit vectors: vpdpbusd with AVX512-VNNI (EVEX, with AVX512-VL)
  * or AVX-VNNI, vpmaddubsw with AVX2 (+ F16C, FMA), chosen once by rt_cpu(); plain C elsewhere (the
- * same loops as the twins, so its bits are the twins'). With AVX512-VNNI, q8_0 and q4_0 with
- * K % 64 == 0 run on 512-bit vectors instead (tile512: two blocks per instruction, tiles 1 x 4 and
- * 4 x 2), measured single-threaded against the 256-bit tiles at 768x768: q8_0 decode ~0.021 ->
- * ~0.015 ms, M = 64 ~1.1 -> ~0.85 ms; q4_0 M = 64 ~1.0 -> ~0.85 ms (min of 60 calls).
+ * same loops as the twins, so its bits are the twins'). With AVX512-VNNI, every format with
+ * K % 64 == 0 runs on 512-bit vectors instead (tile512, tile512_i8: 64 bytes, two blocks, per
+ * instruction; tiles 1 x 4 and 4 x 2), measured single-threaded against the 256-bit tiles (min of
+ * 60 calls): at 768x768, q8_0 decode ~0.021 -> ~0.015 ms and M = 64 ~1.1 -> ~0.85 ms, q4_0 M = 64
+ * ~1.0 -> ~0.85 ms, i8_row decode ~0.010 -> ~0.008 ms.
  * i8_row at M >= RT_QDNNL_MIN_ROWS in a build with oneDNN and a CPU with AMX-INT8 or VNNI: oneDNN's
  * s8 x s8 -> s32 matmul (rt_gemm_s8s8s32) per row block of rt_gemm_rows_block(M) rows into the
  * scratch, then y = (float)c * (dx * dw[n]) + bias and epi(ctx, lo, hi) per block: the int32 sums
@@ -274,37 +275,84 @@ static inline __attribute__((always_inline)) QK_T512 void tile512(const LinQ *c,
       put_f(c, m + r, n + j, _mm512_reduce_add_ps(acc[r][j]));
 }
 
+/* i8_row with K % 64 == 0: 64 bytes per vpdpbusd, exact int32 sums, one scale */
+static inline __attribute__((always_inline)) QK_T512 void tile512_i8(const LinQ *c, int m, int n, const int MR,
+                                                                     const int NR) {
+  const int K = c->K;
+  const int8_t *x = c->xq + (size_t)m * K, *w = (const int8_t *)c->W + (size_t)n * K;
+  const __m512i zero = _mm512_setzero_si512();
+  __m512i acc[4][4];
+  QK_UNROLL
+  for (int r = 0; r < MR; r++)
+    QK_UNROLL
+    for (int j = 0; j < NR; j++)
+      acc[r][j] = zero;
+  for (int k = 0; k < K; k += 64) {
+    __m512i xv[4], ax[4];
+    __mmask64 neg[4];
+    QK_UNROLL
+    for (int r = 0; r < MR; r++) {
+      xv[r] = _mm512_loadu_si512((const void *)(x + (size_t)r * K + k));
+      neg[r] = _mm512_movepi8_mask(xv[r]);
+      ax[r] = _mm512_abs_epi8(xv[r]);
+    }
+    QK_UNROLL
+    for (int j = 0; j < NR; j++) {
+      __m512i wv = _mm512_loadu_si512((const void *)(w + (size_t)j * K + k));
+      QK_UNROLL
+      for (int r = 0; r < MR; r++)
+        acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], ax[r], _mm512_mask_sub_epi8(wv, neg[r], zero, wv));
+    }
+  }
+  QK_UNROLL
+  for (int r = 0; r < MR; r++)
+    QK_UNROLL
+    for (int j = 0; j < NR; j++)
+      put_i8(c, m + r, n + j, _mm512_reduce_add_epi32(acc[r][j]));
+}
+
+/* fmt: 0 q8_0, 1 q4_0, 2 i8_row */
+static inline __attribute__((always_inline)) QK_T512 void any512(const LinQ *c, int m, int n, const int MR,
+                                                                 const int NR, const int fmt) {
+  if (fmt == 2)
+    tile512_i8(c, m, n, MR, NR);
+  else
+    tile512(c, m, n, MR, NR, fmt);
+}
+
 static inline __attribute__((always_inline)) QK_T512 void rows512(const LinQ *c, int m0, int m1, int n, const int NR,
-                                                                  const int q4) {
+                                                                  const int fmt) {
   int m = m0;
   for (; m + 4 <= m1; m += 4)
-    tile512(c, m, n, 4, NR, q4);
+    any512(c, m, n, 4, NR, fmt);
   switch (m1 - m) {
-  case 3: tile512(c, m, n, 3, NR, q4); break;
-  case 2: tile512(c, m, n, 2, NR, q4); break;
-  case 1: tile512(c, m, n, 1, NR, q4); break;
+  case 3: any512(c, m, n, 3, NR, fmt); break;
+  case 2: any512(c, m, n, 2, NR, fmt); break;
+  case 1: any512(c, m, n, 1, NR, fmt); break;
   default: break;
   }
 }
 
-static QK_T512 void run512(const LinQ *c, int m0, int m1, int n0, int n1, const int q4) {
+static QK_T512 void run512(const LinQ *c, int m0, int m1, int n0, int n1, const int fmt) {
   int n = n0;
   if (m1 - m0 == 1) {
     for (; n + 4 <= n1; n += 4)
-      tile512(c, m0, n, 1, 4, q4);
+      any512(c, m0, n, 1, 4, fmt);
     for (; n < n1; n++)
-      tile512(c, m0, n, 1, 1, q4);
+      any512(c, m0, n, 1, 1, fmt);
     return;
   }
   for (; n + 2 <= n1; n += 2)
-    rows512(c, m0, m1, n, 2, q4);
+    rows512(c, m0, m1, n, 2, fmt);
   for (; n < n1; n++)
-    rows512(c, m0, m1, n, 1, q4);
+    rows512(c, m0, m1, n, 1, fmt);
 }
 
 static QK_T512 void run_vnni512_wide(const LinQ *c, int m0, int m1, int n0, int n1) {
-  if (c->fmt == RT_FMT_I8_ROW || c->nb % 2)
+  if (c->K % 64)
     run_vnni512(c, m0, m1, n0, n1);
+  else if (c->fmt == RT_FMT_I8_ROW)
+    run512(c, m0, m1, n0, n1, 2);
   else if (c->fmt == RT_FMT_Q4_0)
     run512(c, m0, m1, n0, n1, 1);
   else

@@ -14,7 +14,7 @@
  * 160, and 7, 33 for i8_row) with a bias and an epilogue that copies the rows it sees (so it must
  * see y = x Wq^T + bias, every row once): i8_row bit for bit (exact int32 sums, the same scaling);
  * q8_0 and q4_0 within 1e-5 * sum_k |x'_k w'_k| (x', w' dequantised; the SIMD paths sum the blocks
- * in 8 FMA lanes, the twin in order: float rounding over K/32 terms, far below 1e-5) plus 2^-23 |y|
+ * in 8 or 16 FMA lanes, the twin in order: float rounding over K/32 terms, far below 1e-5) plus 2^-23 |y|
  * for the bias. The same bits for 1 and 2 threads. At M >= 16 i8_row takes oneDNN's s8 matmul
  * where the build and CPU have it: it must give the bits of our own kernel called row by row (and
  * of the twin); rt_gemm_s8s8s32 is also checked against integer loops. The twins against an f32
@@ -307,6 +307,11 @@ START_TEST(linear_vs_ref) {
   check_linear(RT_FMT_Q8_0, 1, 300, 768, 9);
   check_linear(RT_FMT_Q8_0, 1, 67, 320, 10); /* K % 64 == 0: the 512-bit decode, 8 + 2 blocks */
   check_linear(RT_FMT_Q4_0, 1, 67, 320, 11);
+  check_linear(RT_FMT_Q8_0, 7, 67, 320, 12); /* 512-bit, M > 1: 4 x 2 tiles and the row tail */
+  check_linear(RT_FMT_Q4_0, 7, 67, 320, 13);
+  check_linear(RT_FMT_I8_ROW, 1, 67, 768, 14); /* i8_row with K % 64 == 0: 512-bit */
+  check_linear(RT_FMT_I8_ROW, 7, 67, 128, 15);
+  check_linear(RT_FMT_I8_ROW, 17, 67, 128, 16); /* oneDNN vs the 512-bit rows */
   check_linear(RT_FMT_I8_ROW, 64, 130, 200, 8);
   printf("quantised kernels: %s; oneDNN %s\n", rt_quant_isa(), rt_gemm_onednn_built() ? "built" : "absent");
 }
