@@ -112,11 +112,12 @@ void rt_linear_bf16(float *y, const float *x, const uint16_t *W, const float *bi
  * the dot products accumulate exactly in int32 and are scaled to f32: i8_row
  * y = (float)isum * (dx * dw[n]); q8_0 / q4_0 y = sum over blocks of (dx_b * dw_b) * (float)isum_b.
  * Then bias, then epi(ctx, lo, hi) as rt_linear's. K is a multiple of 32 for q8_0 and q4_0 (the
- * pass refuses other weights); any K >= 1 for i8_row. scratch holds
+ * pass refuses other weights); any K >= 1 for i8_row (up to 133000: the int32 sums). scratch holds
  * rt_linear_q_scratch_floats(format, M, N, K) floats. Kernels chosen by CPU features at run time
- * (AVX512-VNNI, AVX2, portable C; i8_row at M >= 16 through oneDNN's s8 x s8 -> s32 matmul where
- * the runtime has it: AMX-INT8 or VNNI); the blocks over N are fixed by the shapes, so the bits do
- * not depend on the thread count. */
+ * (AVX512-VNNI, AVX-VNNI, AVX2, portable C; rt_quant_isa names the choice; i8_row at M >= 16
+ * through oneDNN's s8 x s8 -> s32 matmul where the runtime has it: AMX-INT8 or VNNI, in row blocks
+ * with epi per block); the blocks are fixed by the shapes, so the bits do not depend on the thread
+ * count. */
 size_t rt_linear_q_scratch_floats(int format, int M, int N, int K);
 void rt_linear_i8_row(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K,
                       RtRangeFn epi, void *ctx, float *scratch);

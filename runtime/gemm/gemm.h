@@ -103,7 +103,8 @@ void rt_gemm_onednn(int transA, int transB, int M, int N, int K, RtDType adt, co
 /* C (M,N) int32 = A (M,K) int8 x B^T, B_NK int8 stored (N,K) (a linear layer's weight), all dense
  * row-major, exact int32 sums: oneDNN's s8 x s8 -> s32 matmul, cached per shape, in the calling
  * thread (the quantised kernels, kernels/linear_quant.c). Returns -1, computing nothing, in a build
- * without oneDNN. */
+ * without oneDNN, or when oneDNN's ISA (rt_gemm_onednn_isa) has neither VNNI nor AMX: there its
+ * s8 x s8 kernels sum pairs of products in saturating int16 and are not exact. */
 int rt_gemm_s8s8s32(int M, int N, int K, const int8_t *A, const int8_t *B_NK, int32_t *C);
 /* oneDNN's effective ISA name ("avx512_core_amx", ...) or "absent"; the primitives cached. */
 const char *rt_gemm_onednn_isa(void);

@@ -307,6 +307,25 @@ static const void *pack_of(const Entry *e, const void *B) {
   return data;
 }
 
+/* the product of key k: its cached primitive (B packed when k->packed), or a fresh one */
+static void run(const Key *k, const void *A, const void *B, void *C) {
+  thread_ready(k);
+  Entry tmp;
+  int idx = lookup(k, &tmp);
+  if (idx >= 0) {
+    execute(&D.e[idx], T.mem[idx], A, k->packed ? pack_of(&D.e[idx], B) : B, C);
+    return;
+  }
+  if (k->packed)
+    B = pack_of(&tmp, B); /* the entry cache is full: a fresh primitive, the pack still shared */
+  dnnl_memory_t mem[4] = {0};
+  execute(&tmp, mem, A, B, C);
+  for (int i = 0; i < 4; i++)
+    if (mem[i])
+      dnnl_memory_destroy(mem[i]);
+  dnnl_primitive_destroy(tmp.prim);
+}
+
 void rt_gemm_onednn_constant(const void *p, size_t bytes) {
   pthread_mutex_lock(&mu);
   PackTable *t = atomic_load_explicit(&P.table, memory_order_relaxed);
@@ -352,41 +371,23 @@ void rt_gemm_onednn(int transA, int transB, int M, int N, int K, RtDType adt, co
   size_t blast = transB ? (size_t)(N - 1) * ldb + (size_t)K : (size_t)(K - 1) * ldb + (size_t)N;
   size_t esz = bdt == RT_DT_BF16 ? 2 : 4;
   k.packed = P.bytes && (const char *)B >= P.base && (size_t)((const char *)B - P.base) + blast * esz <= P.bytes;
-  thread_ready(&k);
-  Entry tmp;
-  int idx = lookup(&k, &tmp);
-  if (idx >= 0) {
-    execute(&D.e[idx], T.mem[idx], A, k.packed ? pack_of(&D.e[idx], B) : B, C);
-    return;
-  }
-  if (k.packed)
-    B = pack_of(&tmp, B); /* the entry cache is full: a fresh primitive, the pack still shared */
-  dnnl_memory_t mem[4] = {0};
-  execute(&tmp, mem, A, B, C);
-  for (int i = 0; i < 4; i++)
-    if (mem[i])
-      dnnl_memory_destroy(mem[i]);
-  dnnl_primitive_destroy(tmp.prim);
+  run(&k, A, B, C);
 }
 
 /* the int8 product: the same cache and threads; B never packed (no constant range applies) */
 int rt_gemm_s8s8s32(int M, int N, int K, const int8_t *A, const int8_t *B_NK, int32_t *C) {
-  if (M <= 0 || N <= 0 || K <= 0)
+  /* Exact only with VNNI or AMX: below them oneDNN's s8 x s8 goes through vpmaddubsw, whose int16
+   * pair sums saturate (seen under valgrind's emulated CPU). The effective ISA honours
+   * ONEDNN_MAX_CPU_ISA. */
+  static int exact = -1;
+  if (exact < 0) {
+    const char *isa = rt_gemm_onednn_isa();
+    exact = strstr(isa, "vnni") || strstr(isa, "bf16") || strstr(isa, "amx");
+  }
+  if (!exact || M <= 0 || N <= 0 || K <= 0)
     return -1;
   Key k = {0, 1, M, N, K, (int)RT_DT_I8, (int)RT_DT_I8, K, K, N, 0, 0};
-  thread_ready(&k);
-  Entry tmp;
-  int idx = lookup(&k, &tmp);
-  if (idx >= 0) {
-    execute(&D.e[idx], T.mem[idx], A, B_NK, C);
-    return 0;
-  }
-  dnnl_memory_t mem[4] = {0};
-  execute(&tmp, mem, A, B_NK, C);
-  for (int i = 0; i < 4; i++)
-    if (mem[i])
-      dnnl_memory_destroy(mem[i]);
-  dnnl_primitive_destroy(tmp.prim);
+  run(&k, A, B_NK, C);
   return 0;
 }
 

@@ -10,22 +10,27 @@
  * (0 when amax is 0), plus, for q4_0, each block's sum of q (rt_quant_act: the SIMD and scalar
  * versions give the same bytes and scales). (2) The products: exact int32 dot products of the
  * int8 values, scaled to f32: i8_row y = (float)isum * (dx * dw[n]); q8_0 / q4_0
- * y = sum over blocks of (dx_b * dw_b) * (float)isum_b (the SIMD kernels sum the blocks in 8 f32
- * lanes with FMA, the scalar ones in order: they differ by float rounding only), then + bias[n].
+ * y = sum over blocks of (dx_b * dw_b) * (float)isum_b (the SIMD kernels sum the blocks in 8 or 16
+ * f32 lanes with FMA, the scalar ones in order: they differ by float rounding only), then + bias[n].
  * (3) The epilogue: epi(ctx, 0, M) once, after every column block (as rt_linear below 32 rows),
  * except on the oneDNN path, which calls it per row block.
  *
  * Blocks: the kernels' own path splits N into blocks of rt_lin_cols_block(K) weight rows over the
  * pool (rt_parallel_blocks) for every M; each output is one tile's sum, so the bits depend on
  * neither the blocks nor the thread count. The tiles (linear_quant_simd.h): 1 row of x against 4
- * of W for decode (M == 1), 4 rows of x against 1 of W otherwise, on 256-bit vectors: vpdpbusd with
- * AVX512-VNNI (EVEX, with AVX512-VL) or AVX-VNNI, vpmaddubsw with AVX2 (+ F16C, FMA), chosen once by
- * rt_cpu(); plain C elsewhere (the same loops as the twins, so its bits are the twins').
+ * of W for decode (M == 1), 4 rows of x against 1 of W otherwise (4 x 2 with AVX512-VNNI, which
+ * has 32 vector registers), on 256-bit vectors: vpdpbusd with AVX512-VNNI (EVEX, with AVX512-VL)
+ * or AVX-VNNI, vpmaddubsw with AVX2 (+ F16C, FMA), chosen once by rt_cpu(); plain C elsewhere (the
+ * same loops as the twins, so its bits are the twins'). With AVX512-VNNI, every format with
+ * K % 64 == 0 runs on 512-bit vectors instead (tile512, tile512_i8: 64 bytes, two blocks, per
+ * instruction; tiles 1 x 4 and 4 x 2), measured single-threaded against the 256-bit tiles (min of
+ * 60 calls): at 768x768, q8_0 decode ~0.021 -> ~0.015 ms and M = 64 ~1.1 -> ~0.85 ms, q4_0 M = 64
+ * ~1.0 -> ~0.85 ms, i8_row decode ~0.010 -> ~0.008 ms.
  * i8_row at M >= RT_QDNNL_MIN_ROWS in a build with oneDNN and a CPU with AMX-INT8 or VNNI: oneDNN's
  * s8 x s8 -> s32 matmul (rt_gemm_s8s8s32) per row block of rt_gemm_rows_block(M) rows into the
  * scratch, then y = (float)c * (dx * dw[n]) + bias and epi(ctx, lo, hi) per block: the int32 sums
  * are exact, so the bits are the own path's. i8_row sums K products of at most 127^2 in int32: K up
- * to 133000. */
+ * to 133000 (2^31 / 127^2). */
 #include "kernels.h"
 
 #include <math.h>
@@ -45,13 +50,13 @@
 typedef struct LinQ {
   float *y;
   const float *bias;
-  const void *W;          /* the values */
-  const float *wd;        /* i8_row's f32 scales [N] */
-  const uint16_t *ws;     /* q8_0 / q4_0's f16 scales [N, nb] */
-  const int8_t *xq;       /* the quantised activations (M,K) */
-  const float *dx;        /* their scales [M, nb] */
-  const int32_t *sx;      /* q4_0: their block sums [M, nb] */
-  int32_t *c32;           /* the oneDNN path's int32 products (M,N) */
+  const void *W;      /* the values */
+  const float *wd;    /* i8_row's f32 scales [N] */
+  const uint16_t *ws; /* q8_0 / q4_0's f16 scales [N, nb] */
+  const int8_t *xq;   /* the quantised activations (M,K) */
+  const float *dx;    /* their scales [M, nb] */
+  const int32_t *sx;  /* q4_0: their block sums [M, nb] */
+  int32_t *c32;       /* the oneDNN path's int32 products (M,N) */
   int M, N, K, nb, fmt;
   void (*run)(const struct LinQ *c, int m0, int m1, int n0, int n1);
   RtRangeFn epi;
@@ -147,17 +152,212 @@ void rt_quant_act_ref(RtFormat f, int8_t *q, float *d, int32_t *sum, const float
 #define QK_SUFFIX avx2
 #define QK_TARGET __attribute__((target("avx2,fma,f16c")))
 #define QK_DPBUSD(acc, a, b) _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)))
+#define QK_NR 1
 #include "linear_quant_simd.h"
 
 #define QK_SUFFIX avxvnni
 #define QK_TARGET __attribute__((target("avx2,fma,f16c,avxvnni")))
 #define QK_DPBUSD(acc, a, b) _mm256_dpbusd_avx_epi32(acc, a, b)
+#define QK_NR 1
 #include "linear_quant_simd.h"
 
 #define QK_SUFFIX vnni512
 #define QK_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
 #define QK_DPBUSD(acc, a, b) _mm256_dpbusd_epi32(acc, a, b)
+#define QK_NR 2
 #include "linear_quant_simd.h"
+
+/* q8_0 and q4_0 with K % 64 == 0 on 512-bit vectors with AVX512-VNNI: two blocks per vpdpbusd (the
+ * 256-bit tiles are bound by the per-block work: a conversion and an FMA per block and pair of
+ * rows). Tiles of MR rows of x against NR of W, MR * NR <= 8: 1 x 4 for decode, 4 x 2 otherwise.
+ * q8_0: x and w in their order, int32 lanes 0-7 are block b, 8-15 block b+1; the sign trick with
+ * a mask (no vpsignb on zmm). q4_0: the 32 bytes of two blocks unpack to [b lo | b+1 lo | b hi |
+ * b+1 hi] nibbles (128-bit lanes), x's 64 bytes are permuted to match, so lanes 0-3 and 8-11 are
+ * block b, 4-7 and 12-15 block b+1; the nibbles' offset, -8 sum(x_b) dx_b dw_b, is subtracted in
+ * f32 once per 8 blocks (not per block in int32: fewer instructions, another rounding order). */
+#define QK_T512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+static inline __attribute__((always_inline)) QK_T512 void tile512(const LinQ *c, int m, int n, const int MR,
+                                                                  const int NR, const int q4) {
+  const int K = c->K, nb = c->nb;
+  const size_t wrow = q4 ? (size_t)K / 2 : (size_t)K;
+  const int8_t *x = c->xq + (size_t)m * K;
+  const uint8_t *w = (const uint8_t *)c->W + (size_t)n * wrow;
+  const float *dx = c->dx + (size_t)m * nb;
+  const int32_t *sx = c->sx + (size_t)m * nb;
+  const uint16_t *dw = c->ws + (size_t)n * nb;
+  const __m512i lo4 = _mm512_set1_epi8(15), zero = _mm512_setzero_si512();
+  const __m512i shift = _mm512_inserti64x4(zero, _mm256_set1_epi16(4), 1);
+  __m512 acc[4][4];
+  QK_UNROLL
+  for (int r = 0; r < MR; r++)
+    QK_UNROLL
+    for (int j = 0; j < NR; j++)
+      acc[r][j] = _mm512_setzero_ps();
+  for (int b0 = 0; b0 < nb; b0 += 8) {
+    const int ng = nb - b0 < 8 ? nb - b0 : 8; /* even */
+    __m256 sc[4][4]; /* dx_b * dw_b of 8 blocks */
+    QK_UNROLL
+    for (int r = 0; r < MR; r++)
+      QK_UNROLL
+      for (int j = 0; j < NR; j++) {
+        const float *dxr = dx + (size_t)r * nb + b0;
+        const uint16_t *dwj = dw + (size_t)j * nb + b0;
+        if (ng == 8) {
+          sc[r][j] = _mm256_mul_ps(_mm256_loadu_ps(dxr), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dwj)));
+        } else {
+          float t[8] = {0};
+          for (int i = 0; i < ng; i++)
+            t[i] = dxr[i] * _cvtsh_ss(dwj[i]);
+          sc[r][j] = _mm256_loadu_ps(t);
+        }
+      }
+    if (q4) /* the correction of q - 8: minus dx_b dw_b 8 sum(x_b), 8 blocks at once (lanes 0-7) */
+      QK_UNROLL
+      for (int r = 0; r < MR; r++) {
+        const int32_t *sr = sx + (size_t)r * nb + b0;
+        __m256i si;
+        if (ng == 8) {
+          si = _mm256_loadu_si256((const __m256i *)sr);
+        } else {
+          int32_t t[8] = {0};
+          for (int i = 0; i < ng; i++)
+            t[i] = sr[i];
+          si = _mm256_loadu_si256((const __m256i *)t);
+        }
+        __m256 s8 = _mm256_cvtepi32_ps(_mm256_slli_epi32(si, 3));
+        QK_UNROLL
+        for (int j = 0; j < NR; j++)
+          acc[r][j] = _mm512_sub_ps(acc[r][j], _mm512_zextps256_ps512(_mm256_mul_ps(sc[r][j], s8)));
+      }
+    for (int p = 0; p < ng; p += 2) {
+      const int b = b0 + p;
+      __m512i xv[4], ax[4];
+      __mmask64 neg[4];
+      const __m512i idx =
+          q4 ? _mm512_setr_epi32(p, p, p, p, p + 1, p + 1, p + 1, p + 1, p, p, p, p, p + 1, p + 1, p + 1, p + 1)
+             : _mm512_setr_epi32(p, p, p, p, p, p, p, p, p + 1, p + 1, p + 1, p + 1, p + 1, p + 1, p + 1, p + 1);
+      QK_UNROLL
+      for (int r = 0; r < MR; r++) {
+        xv[r] = _mm512_loadu_si512((const void *)(x + (size_t)r * K + 32 * b));
+        if (q4) { /* x permuted to the nibbles' order */
+          xv[r] = _mm512_shuffle_i64x2(xv[r], xv[r], _MM_SHUFFLE(3, 1, 2, 0));
+          ax[r] = zero;
+          neg[r] = 0;
+        } else {
+          neg[r] = _mm512_movepi8_mask(xv[r]);
+          ax[r] = _mm512_abs_epi8(xv[r]);
+        }
+      }
+      QK_UNROLL
+      for (int j = 0; j < NR; j++) {
+        __m512i wv;
+        if (q4) { /* the 32 bytes in both halves, the upper one shifted right by 4: then the low nibbles */
+          __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + j * wrow + 16 * b)));
+          wv = _mm512_and_si512(_mm512_srlv_epi16(raw, shift), lo4);
+        } else {
+          wv = _mm512_loadu_si512((const void *)(w + j * wrow + 32 * b));
+        }
+        QK_UNROLL
+        for (int r = 0; r < MR; r++) {
+          __m512i iv = q4 ? _mm512_dpbusd_epi32(zero, wv, xv[r])
+                          : _mm512_dpbusd_epi32(zero, ax[r], _mm512_mask_sub_epi8(wv, neg[r], zero, wv));
+          __m512 s = _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(sc[r][j]));
+          acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iv), s, acc[r][j]);
+        }
+      }
+    }
+  }
+  QK_UNROLL
+  for (int r = 0; r < MR; r++)
+    QK_UNROLL
+    for (int j = 0; j < NR; j++)
+      put_f(c, m + r, n + j, _mm512_reduce_add_ps(acc[r][j]));
+}
+
+/* i8_row with K % 64 == 0: 64 bytes per vpdpbusd, exact int32 sums, one scale */
+static inline __attribute__((always_inline)) QK_T512 void tile512_i8(const LinQ *c, int m, int n, const int MR,
+                                                                     const int NR) {
+  const int K = c->K;
+  const int8_t *x = c->xq + (size_t)m * K, *w = (const int8_t *)c->W + (size_t)n * K;
+  const __m512i zero = _mm512_setzero_si512();
+  __m512i acc[4][4];
+  QK_UNROLL
+  for (int r = 0; r < MR; r++)
+    QK_UNROLL
+    for (int j = 0; j < NR; j++)
+      acc[r][j] = zero;
+  for (int k = 0; k < K; k += 64) {
+    __m512i xv[4], ax[4];
+    __mmask64 neg[4];
+    QK_UNROLL
+    for (int r = 0; r < MR; r++) {
+      xv[r] = _mm512_loadu_si512((const void *)(x + (size_t)r * K + k));
+      neg[r] = _mm512_movepi8_mask(xv[r]);
+      ax[r] = _mm512_abs_epi8(xv[r]);
+    }
+    QK_UNROLL
+    for (int j = 0; j < NR; j++) {
+      __m512i wv = _mm512_loadu_si512((const void *)(w + (size_t)j * K + k));
+      QK_UNROLL
+      for (int r = 0; r < MR; r++)
+        acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], ax[r], _mm512_mask_sub_epi8(wv, neg[r], zero, wv));
+    }
+  }
+  QK_UNROLL
+  for (int r = 0; r < MR; r++)
+    QK_UNROLL
+    for (int j = 0; j < NR; j++)
+      put_i8(c, m + r, n + j, _mm512_reduce_add_epi32(acc[r][j]));
+}
+
+/* fmt: 0 q8_0, 1 q4_0, 2 i8_row */
+static inline __attribute__((always_inline)) QK_T512 void any512(const LinQ *c, int m, int n, const int MR,
+                                                                 const int NR, const int fmt) {
+  if (fmt == 2)
+    tile512_i8(c, m, n, MR, NR);
+  else
+    tile512(c, m, n, MR, NR, fmt);
+}
+
+static inline __attribute__((always_inline)) QK_T512 void rows512(const LinQ *c, int m0, int m1, int n, const int NR,
+                                                                  const int fmt) {
+  int m = m0;
+  for (; m + 4 <= m1; m += 4)
+    any512(c, m, n, 4, NR, fmt);
+  switch (m1 - m) {
+  case 3: any512(c, m, n, 3, NR, fmt); break;
+  case 2: any512(c, m, n, 2, NR, fmt); break;
+  case 1: any512(c, m, n, 1, NR, fmt); break;
+  default: break;
+  }
+}
+
+static QK_T512 void run512(const LinQ *c, int m0, int m1, int n0, int n1, const int fmt) {
+  int n = n0;
+  if (m1 - m0 == 1) {
+    for (; n + 4 <= n1; n += 4)
+      any512(c, m0, n, 1, 4, fmt);
+    for (; n < n1; n++)
+      any512(c, m0, n, 1, 1, fmt);
+    return;
+  }
+  for (; n + 2 <= n1; n += 2)
+    rows512(c, m0, m1, n, 2, fmt);
+  for (; n < n1; n++)
+    rows512(c, m0, m1, n, 1, fmt);
+}
+
+static QK_T512 void run_vnni512_wide(const LinQ *c, int m0, int m1, int n0, int n1) {
+  if (c->K % 64)
+    run_vnni512(c, m0, m1, n0, n1);
+  else if (c->fmt == RT_FMT_I8_ROW)
+    run512(c, m0, m1, n0, n1, 2);
+  else if (c->fmt == RT_FMT_Q4_0)
+    run512(c, m0, m1, n0, n1, 1);
+  else
+    run512(c, m0, m1, n0, n1, 0);
+}
 #endif
 
 typedef struct QImpl {
@@ -179,13 +379,13 @@ static const QImpl *impl(void) {
   const QImpl *p = &portable;
 #ifdef QK_X86
   static const QImpl avx2 = {"avx2", act_avx2, run_avx2}, avxvnni = {"avx_vnni", act_avxvnni, run_avxvnni},
-                     vnni512 = {"avx512_vnni", act_vnni512, run_vnni512};
+                     vnni512 = {"avx512_vnni", act_vnni512, run_vnni512_wide};
   const RtCpu *cpu = rt_cpu();
   if (cpu->avx2 && cpu->fma && cpu->f16c) {
     p = &avx2;
     if (cpu->avx_vnni)
       p = &avxvnni;
-    if (cpu->avx512_vnni && cpu->avx512vl)
+    if (cpu->avx512_vnni && cpu->avx512vl && cpu->avx512bw)
       p = &vnni512;
   }
 #endif
@@ -254,8 +454,8 @@ static void linear_q(RtFormat f, float *y, const float *x, const void *Wq, const
   int8_t *xq = (int8_t *)scratch;
   float *dx = scratch + act_floats(M, K);
   int32_t *sx = (int32_t *)(dx + rt_slice_floats((size_t)M * nb));
-  LinQ c = {y,        bias, Wq, (const float *)scales, (const uint16_t *)scales, xq, dx, sx, NULL, M, N, K, nb,
-            (int)f, im->run, epi, ctx};
+  LinQ c = {y,       bias, Wq, (const float *)scales, (const uint16_t *)scales, xq, dx, sx, NULL, M, N, K, nb, (int)f,
+            im->run, epi,  ctx};
   im->act(xq, dx, f == RT_FMT_Q4_0 ? sx : NULL, x, M, K, f == RT_FMT_I8_ROW);
   if (f == RT_FMT_I8_ROW && M >= RT_QDNNL_MIN_ROWS && rt_gemm_onednn_built() && dnnl_int8_cpu()) {
     c.c32 = sx + rt_slice_floats((size_t)M * nb);
@@ -267,8 +467,8 @@ static void linear_q(RtFormat f, float *y, const float *x, const void *Wq, const
     epi(ctx, 0, M);
 }
 
-void rt_linear_i8_row(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K,
-                      RtRangeFn epi, void *ctx, float *scratch) {
+void rt_linear_i8_row(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K, RtRangeFn epi,
+                      void *ctx, float *scratch) {
   linear_q(RT_FMT_I8_ROW, y, x, Wq, bias, M, N, K, epi, ctx, scratch);
 }
 
@@ -284,8 +484,7 @@ void rt_linear_q4_0(float *y, const float *x, const void *Wq, const float *bias,
 
 /* The twins: the activations quantised by the scalar rule into their own buffers, then the
  * portable loops (exact integer dots, blocks summed in order). */
-static void linear_q_ref(RtFormat f, float *y, const float *x, const void *Wq, const float *bias, int M, int N,
-                         int K) {
+static void linear_q_ref(RtFormat f, float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K) {
   if (M <= 0 || N <= 0)
     return;
   if (K <= 0) {
@@ -304,7 +503,7 @@ static void linear_q_ref(RtFormat f, float *y, const float *x, const void *Wq, c
   }
   rt_quant_act_ref(f, xq, dx, sx, x, M, K);
   const char *scales = (const char *)Wq + rt_quant_scales_offset(f, N, K);
-  LinQ c = {y,   bias, Wq, (const float *)scales, (const uint16_t *)scales, xq, dx, sx, NULL, M, N, K, nb, (int)f,
+  LinQ c = {y,    bias, Wq,  (const float *)scales, (const uint16_t *)scales, xq, dx, sx, NULL, M, N, K, nb, (int)f,
             NULL, NULL, NULL};
   run_portable(&c, 0, M, 0, N);
   free(xq), free(dx), free(sx);

@@ -121,48 +121,14 @@ static inline QK_AI void QK(tile_i8)(const LinQ *c, int m, int n, const int MR, 
              QK(hsum_i)(acc[r][j]) + idot(x + (size_t)r * K + k, w + (size_t)j * K + k, K - k));
 }
 
-/* q8_0: per block an exact int32 sum in 8 lanes, scaled by dx_b * dw_b into 8 f32 lanes */
-static inline QK_AI void QK(tile_q8)(const LinQ *c, int m, int n, const int MR, const int NR) {
+/* q8_0 and q4_0 (q4 != 0): per block an exact int32 sum in 8 lanes, scaled by dx_b * dw_b into 8
+ * f32 lanes. q4_0's nibbles are unpacked to 32 u8 in x's order (low nibbles are weights 0..15,
+ * high ones 16..31) and its block sums corrected by -8 sum(x) in lane 0. */
+static inline QK_AI void QK(tile_blk)(const LinQ *c, int m, int n, const int MR, const int NR, const int q4) {
   const int K = c->K, nb = c->nb;
-  const int8_t *x = c->xq + (size_t)m * K, *w = (const int8_t *)c->W + (size_t)n * K;
-  const float *dx = c->dx + (size_t)m * nb;
-  const uint16_t *dw = c->ws + (size_t)n * nb;
-  __m256 acc[4][4];
-  QK_UNROLL
-  for (int r = 0; r < MR; r++)
-    QK_UNROLL
-    for (int j = 0; j < NR; j++)
-      acc[r][j] = _mm256_setzero_ps();
-  for (int b = 0; b < nb; b++) {
-    __m256i xv[4], ax[4];
-    QK_UNROLL
-    for (int r = 0; r < MR; r++) {
-      xv[r] = _mm256_loadu_si256((const __m256i *)(x + (size_t)r * K + 32 * b));
-      ax[r] = _mm256_sign_epi8(xv[r], xv[r]);
-    }
-    QK_UNROLL
-    for (int j = 0; j < NR; j++) {
-      __m256i wv = _mm256_loadu_si256((const __m256i *)(w + (size_t)j * K + 32 * b));
-      float wd = _cvtsh_ss(dw[(size_t)j * nb + b]);
-      QK_UNROLL
-      for (int r = 0; r < MR; r++) {
-        __m256i iv = QK_DPBUSD(_mm256_setzero_si256(), ax[r], _mm256_sign_epi8(wv, xv[r]));
-        acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iv), _mm256_set1_ps(dx[(size_t)r * nb + b] * wd), acc[r][j]);
-      }
-    }
-  }
-  QK_UNROLL
-  for (int r = 0; r < MR; r++)
-    QK_UNROLL
-    for (int j = 0; j < NR; j++)
-      put_f(c, m + r, n + j, QK(hsum_f)(acc[r][j]));
-}
-
-/* q4_0: the nibbles unpacked to 32 u8 in x's order (low nibbles are weights 0..15, high 16..31) */
-static inline QK_AI void QK(tile_q4)(const LinQ *c, int m, int n, const int MR, const int NR) {
-  const int K = c->K, nb = c->nb;
+  const size_t wrow = q4 ? (size_t)K / 2 : (size_t)K; /* bytes per weight row */
   const int8_t *x = c->xq + (size_t)m * K;
-  const uint8_t *w = (const uint8_t *)c->W + (size_t)n * (K / 2);
+  const uint8_t *w = (const uint8_t *)c->W + (size_t)n * wrow;
   const float *dx = c->dx + (size_t)m * nb;
   const int32_t *sx = c->sx + (size_t)m * nb;
   const uint16_t *dw = c->ws + (size_t)n * nb;
@@ -173,22 +139,47 @@ static inline QK_AI void QK(tile_q4)(const LinQ *c, int m, int n, const int MR, 
     QK_UNROLL
     for (int j = 0; j < NR; j++)
       acc[r][j] = _mm256_setzero_ps();
-  for (int b = 0; b < nb; b++) {
-    __m256i xv[4], corr[4];
+  for (int b0 = 0; b0 < nb; b0 += 8) {
+    /* the scales dx_b * dw_b of 8 blocks at once (vcvtph2ps, one vmulps), read back by broadcasts */
+    const int ng = nb - b0 < 8 ? nb - b0 : 8;
+    float sc[8][8];
     QK_UNROLL
-    for (int r = 0; r < MR; r++) {
-      xv[r] = _mm256_loadu_si256((const __m256i *)(x + (size_t)r * K + 32 * b));
-      corr[r] = _mm256_setr_epi32(8 * sx[(size_t)r * nb + b], 0, 0, 0, 0, 0, 0, 0);
-    }
-    QK_UNROLL
-    for (int j = 0; j < NR; j++) {
-      __m128i raw = _mm_loadu_si128((const __m128i *)(w + (size_t)j * (K / 2) + 16 * b));
-      __m256i wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo4);
-      float wd = _cvtsh_ss(dw[(size_t)j * nb + b]);
+    for (int r = 0; r < MR; r++)
+      QK_UNROLL
+      for (int j = 0; j < NR; j++) {
+        const float *dxr = dx + (size_t)r * nb + b0;
+        const uint16_t *dwj = dw + (size_t)j * nb + b0;
+        if (ng == 8)
+          _mm256_storeu_ps(sc[r * NR + j],
+                           _mm256_mul_ps(_mm256_loadu_ps(dxr), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dwj))));
+        else
+          for (int t = 0; t < ng; t++)
+            sc[r * NR + j][t] = dxr[t] * _cvtsh_ss(dwj[t]);
+      }
+    for (int b = b0; b < b0 + ng; b++) {
+      __m256i xv[4], ax[4];
       QK_UNROLL
       for (int r = 0; r < MR; r++) {
-        __m256i iv = _mm256_sub_epi32(QK_DPBUSD(_mm256_setzero_si256(), wq, xv[r]), corr[r]);
-        acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iv), _mm256_set1_ps(dx[(size_t)r * nb + b] * wd), acc[r][j]);
+        xv[r] = _mm256_loadu_si256((const __m256i *)(x + (size_t)r * K + 32 * b));
+        /* q8_0: |x|; q4_0: the correction -8 sum(x) of the block, in lane 0 */
+        ax[r] = q4 ? _mm256_setr_epi32(8 * sx[(size_t)r * nb + b], 0, 0, 0, 0, 0, 0, 0)
+                   : _mm256_sign_epi8(xv[r], xv[r]);
+      }
+      QK_UNROLL
+      for (int j = 0; j < NR; j++) {
+        __m256i wv;
+        if (q4) {
+          __m128i raw = _mm_loadu_si128((const __m128i *)(w + j * wrow + 16 * b));
+          wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo4);
+        } else {
+          wv = _mm256_loadu_si256((const __m256i *)(w + j * wrow + 32 * b));
+        }
+        QK_UNROLL
+        for (int r = 0; r < MR; r++) {
+          __m256i iv = q4 ? _mm256_sub_epi32(QK_DPBUSD(_mm256_setzero_si256(), wv, xv[r]), ax[r])
+                          : QK_DPBUSD(_mm256_setzero_si256(), ax[r], _mm256_sign_epi8(wv, xv[r]));
+          acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iv), _mm256_broadcast_ss(&sc[r * NR + j][b - b0]), acc[r][j]);
+        }
       }
     }
   }
@@ -202,8 +193,21 @@ static inline QK_AI void QK(tile_q4)(const LinQ *c, int m, int n, const int MR, 
 static inline QK_AI void QK(tile)(const LinQ *c, int m, int n, const int MR, const int NR) {
   switch (c->fmt) {
   case RT_FMT_I8_ROW: QK(tile_i8)(c, m, n, MR, NR); break;
-  case RT_FMT_Q8_0: QK(tile_q8)(c, m, n, MR, NR); break;
-  default: QK(tile_q4)(c, m, n, MR, NR); break;
+  case RT_FMT_Q8_0: QK(tile_blk)(c, m, n, MR, NR, 0); break;
+  default: QK(tile_blk)(c, m, n, MR, NR, 1); break;
+  }
+}
+
+/* rows m0..m1 of x against NR rows of W from n: tiles of 4 rows, then the 1..3 left */
+static inline QK_AI void QK(rows)(const LinQ *c, int m0, int m1, int n, const int NR) {
+  int m = m0;
+  for (; m + 4 <= m1; m += 4)
+    QK(tile)(c, m, n, 4, NR);
+  switch (m1 - m) {
+  case 3: QK(tile)(c, m, n, 3, NR); break;
+  case 2: QK(tile)(c, m, n, 2, NR); break;
+  case 1: QK(tile)(c, m, n, 1, NR); break;
+  default: break;
   }
 }
 
@@ -217,19 +221,14 @@ static QK_TARGET void QK(run)(const LinQ *c, int m0, int m1, int n0, int n1) {
       QK(tile)(c, m0, n, 1, 1);
     return;
   }
-  for (int n = n0; n < n1; n++) {
-    int m = m0;
-    for (; m + 4 <= m1; m += 4)
-      QK(tile)(c, m, n, 4, 1);
-    switch (m1 - m) {
-    case 3: QK(tile)(c, m, n, 3, 1); break;
-    case 2: QK(tile)(c, m, n, 2, 1); break;
-    case 1: QK(tile)(c, m, n, 1, 1); break;
-    default: break;
-    }
-  }
+  int n = n0;
+  for (; n + QK_NR <= n1; n += QK_NR)
+    QK(rows)(c, m0, m1, n, QK_NR);
+  for (; n < n1; n++)
+    QK(rows)(c, m0, m1, n, 1);
 }
 
 #undef QK_SUFFIX
 #undef QK_TARGET
 #undef QK_DPBUSD
+#undef QK_NR

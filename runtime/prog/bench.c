@@ -70,8 +70,13 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
           goto done;
         }
         for (int64_t j = 0; j < rt_param_numel(p); j++) tmp[j] = 0.02f * rt_normal(&g);
-        rt_param_store_f32(p, r.W, tmp);
+        int bad = rt_param_store_f32(p, r.W, tmp, &err);
         free(tmp);
+        if (bad) {
+          fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+          rc = EXIT_USER;
+          goto done;
+        }
       }
     }
   }

@@ -1,9 +1,8 @@
-/* checkpoint.c: parameters and training checkpoints as safetensors: the parameters of a
- * weight-layout buffer under their names (rt_write_params: PROG train's --out, PROG grad's
- * gradients), and checkpoints holding weights, optimiser state, step, RNG and loss-scaling state
- * and the --tokens row cursor in one file (written atomically; loaded after checking model,
- * optimiser, the metadata (rt_ckpt_read_meta, pure, so that it can be fuzzed) and every shape), so
- * that --resume continues a run bit-exactly. */
+/* checkpoint.c: training checkpoints as safetensors (the parameters alone, PROG train's --out and
+ * PROG grad's gradients, are written by rt_prog_write_weights, prog/model.c): weights, optimiser
+ * state, step, RNG and loss-scaling state and the --tokens row cursor in one file (written
+ * atomically; loaded after checking model, optimiser, the metadata (rt_ckpt_read_meta, pure, so
+ * that it can be fuzzed) and every shape), so that --resume continues a run bit-exactly. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +10,7 @@
 #include "prog.h"
 #include "train.h"
 
-/* ---- files: weights, checkpoints ---- */
+/* ---- checkpoints ---- */
 
 /* Parameter p of a weight-layout buffer (weights, gradients or moments) as a tensor, in its dtype. */
 static void tensor_of(RtTensor *ts, const RtParamInfo *p, const char *name, const void *base) {
@@ -22,19 +21,6 @@ static void tensor_of(RtTensor *ts, const RtParamInfo *p, const char *name, cons
   for (int d = 0; d < p->ndim; d++) ts->shape[d] = p->shape[d];
   ts->data = (const unsigned char *)base + p->offset;
   ts->nbytes = (size_t)p->nbytes;
-}
-
-/* Writes the parameters of buf (W's layout) under their names, with metadata. */
-int rt_write_params(const RtModel *m, const char *path, const void *buf, const char *const *meta, int nmeta,
-                        RtError *err) {
-  RtTensor *ts = calloc((size_t)m->nparams + 1, sizeof *ts);
-  if (!ts) return rt_fail(err, "out of memory");
-  int n = 0;
-  for (int i = 0; i < m->nparams; i++)
-    tensor_of(&ts[n++], &m->params[i], m->params[i].name, buf);
-  int rc = rt_st_write(path, ts, n, meta, nmeta, err);
-  free(ts);
-  return rc;
 }
 
 int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *err) {

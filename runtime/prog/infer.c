@@ -1,12 +1,43 @@
 /* infer.c: the inference verbs of generated programs: info (model facts, embedded weights
- * checked), init (weights as the spec says, written as safetensors), forward (token ids in, outputs
- * out, both .npy) and eval (next-token loss and bits per byte over a text file). */
+ * checked), init (weights as the spec says, written as safetensors), export (the weights loaded and
+ * written in their storage form), forward (token ids in, outputs out, both .npy) and eval
+ * (next-token loss and bits per byte over a text file). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "prog.h"
+
+/* "weight formats:   f32 123456, q8_0 789012 (bytes; ...)": each parameter's storage bytes (values and
+ * scales, unpadded) summed by dense dtype and by quantised format. Returns 1 when some are quantised. */
+static int print_formats(const RtModel *m, FILE *o) {
+  static const RtDType dense[] = {RT_DT_F32, RT_DT_BF16, RT_DT_F16, RT_DT_F64};
+  static const char *dense_name[] = {"f32", "bf16", "f16", "f64"};
+  enum { ND = (int)(sizeof dense / sizeof dense[0]) };
+  int64_t bytes[ND + RT_FMT_COUNT] = {0};
+  int quantised = 0;
+  for (int i = 0; i < m->nparams; i++) {
+    const RtParamInfo *p = &m->params[i];
+    int k = ND + (int)p->format;
+    for (int d = 0; p->format == RT_FMT_DENSE && d < ND; d++)
+      if (p->dtype == dense[d]) k = d;
+    int64_t b = p->nbytes;
+    for (int a = 0; a < p->naux; a++) b += p->aux[a].nbytes;
+    bytes[k] += b;
+    quantised |= p->format != RT_FMT_DENSE;
+  }
+  fprintf(o, "weight formats:   ");
+  int first = 1;
+  for (int k = 0; k < ND + RT_FMT_COUNT; k++) {
+    if (!bytes[k]) continue;
+    fprintf(o, "%s%s %lld", first ? "" : ", ", k < ND ? dense_name[k] : rt_format_name((RtFormat)(k - ND)),
+            (long long)bytes[k]);
+    first = 0;
+  }
+  fprintf(o, "%s(bytes%s)\n", first ? "" : " ", quantised ? "; quantised: values + scales" : "");
+  return quantised;
+}
 
 static void print_info(const RtModel *m, FILE *o) {
   fprintf(o, "model:            %s (%s)\n", m->name, m->kind);
@@ -17,6 +48,9 @@ static void print_info(const RtModel *m, FILE *o) {
   fprintf(o, "parameter bytes:  %lld\n", (long long)m->param_bytes);
   fprintf(o, "weight bytes:     %lld in memory (parameters at their storage dtype, 64-byte aligned)\n",
           (long long)m->weight_bytes);
+  int quantised = print_formats(m, o);
+  fprintf(o, "export bytes:     %lld (the data of a safetensors export: values + scales, no padding)\n",
+          (long long)rt_model_export_bytes(m));
   fprintf(o, "forward FLOPs:    %lld per token\n", (long long)m->flops_per_token);
   fprintf(o, "arena bytes:      %lld (planned activations)\n", (long long)m->arena_bytes);
   if (m->train)
@@ -42,6 +76,7 @@ static void print_info(const RtModel *m, FILE *o) {
   char gemm[256];
   rt_gemm_describe(gemm, sizeof gemm);
   fprintf(o, "gemm:             %s\n", gemm);
+  if (quantised) fprintf(o, "quantised linear: %s\n", rt_quant_isa());
 }
 
 int rt_verb_info(const char *prog, int argc, char **argv, const RtModel *m) {
@@ -77,36 +112,43 @@ int rt_verb_init(const char *prog, int argc, char **argv, const RtModel *m) {
   if (help) {
     printf("usage: %s init [--seed N] --out W.safetensors\n\nInitialise the parameters as the spec says "
            "(normal(0, 0.02) for linear and embedding\nweights, zeros for biases, ones for norm gains) with a "
-           "seeded generator (default seed 1337),\nand write them as safetensors.\n", prog);
+           "seeded generator (default seed 1337),\nand write them as safetensors (a quantised parameter quantised from "
+           "its f32 draw,\nwritten as NAME and NAME.scale: see '%s export --help').\n", prog, prog);
     return EXIT_OK;
   }
   if (!o.out) return rt_usage_error(prog, "init", "--out FILE is required");
   RtRun r;
   RtError err;
-  if (rt_run_init(&r, m, &err)) {
+  int rc = rt_run_init(&r, m, &err) || rt_prog_init_weights(m, r.W, o.seed, &err) ||
+           rt_prog_write_weights(m, r.W, o.out, NULL, 0, &err);
+  rt_run_free(&r);
+  if (rc) {
     fprintf(stderr, "%s: error: %s\n", prog, err.msg);
     return EXIT_USER;
   }
-  if (rt_prog_init_weights(m, r.W, o.seed, &err)) {
-    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
-    rt_run_free(&r);
-    return EXIT_USER;
+  return EXIT_OK;
+}
+
+int rt_verb_export(const char *prog, int argc, char **argv, const RtModel *m) {
+  RtOpts o;
+  int help = 0;
+  if (rt_parse_opts(prog, "export", argc, argv, "--weights --out", &o, &help)) return EXIT_USER;
+  if (help) {
+    printf("usage: %s export [--weights IN.safetensors] --out OUT.safetensors\n\nLoad the weights (IN, or the "
+           "embedded ones) as forward does, float tensors quantised\nat load for quantised parameters, and write "
+           "every parameter in its storage form:\na dense one as NAME in its dtype, a quantised one as NAME (its "
+           "values) and\nNAME.scale (its scales). The file's data section is the sum of the parameters'\nbytes "
+           "(values + scales, no alignment padding), as '%s info' reports it\n(export bytes).\n", prog, prog);
+    return EXIT_OK;
   }
-  RtTensor *ts = calloc((size_t)m->nparams + 1, sizeof *ts);
-  int n = 0;
-  for (int i = 0; i < m->nparams; i++) {
-    const RtParamInfo *p = &m->params[i];
-    ts[n].name = p->name;
-    ts[n].dtype = p->dtype; /* as stored: a bf16 parameter is written as BF16 */
-    ts[n].ndim = p->ndim;
-    for (int d = 0; d < p->ndim; d++) ts[n].shape[d] = p->shape[d];
-    ts[n].data = r.W + p->offset;
-    ts[n].nbytes = (size_t)p->nbytes;
-    n++;
-  }
-  const char *meta[] = {"format", "pt", "modelc_model", m->name};
-  int rc = rt_st_write(o.out, ts, n, meta, 2, &err);
-  free(ts);
+  if (!o.out) return rt_usage_error(prog, "export", "--out FILE is required");
+  const RtPathArg outs[] = {{"--out", o.out, "name another --out", NULL}};
+  const RtPathArg ins[] = {{"--weights", o.weights, NULL, NULL}};
+  if (rt_check_outputs(prog, "export", outs, 1, ins, 1)) return EXIT_USER;
+  RtRun r;
+  RtError err;
+  int rc = rt_run_init(&r, m, &err) || rt_run_load_weights(&r, o.weights, &err) ||
+           rt_prog_write_weights(m, r.W, o.out, NULL, 0, &err);
   rt_run_free(&r);
   if (rc) {
     fprintf(stderr, "%s: error: %s\n", prog, err.msg);

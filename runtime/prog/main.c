@@ -1,5 +1,5 @@
 /* main.c: the command line of every generated program (rt_main): the table of verbs (info, init,
- * forward, generate, eval, bench, train, grad), the program's help, and dispatch to the verb's
+ * export, forward, generate, eval, bench, train, grad), the program's help, and dispatch to the verb's
  * function (prog.h). Everything a user can get wrong is reported as one clear line and exit
  * status 1. */
 #include <stdio.h>
@@ -20,6 +20,7 @@ static const struct {
 } verbs[] = {
     {"info", rt_verb_info, "model facts: parameters, bytes, FLOPs, planned memory, compile options"},
     {"init", rt_verb_init, "initialise weights and write them as safetensors"},
+    {"export", rt_verb_export, "load weights and write them in their storage form (quantised: values + scales)"},
     {"forward", rt_verb_forward, "run token ids (.npy) through the model, write the outputs (.npy)"},
     {"generate", rt_verb_generate, "continue a text prompt (KV cache, greedy or sampled)"},
     {"eval", rt_verb_eval, "next-token loss and bits per byte over a text file"},

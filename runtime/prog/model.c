@@ -54,7 +54,128 @@ void rt_run_free(RtRun *r) {
   free(r->statemem);
 }
 
-/* Loads every parameter from a safetensors file (or the embedded image) into r->W. */
+/* "4,64" into buf: a shape for messages. */
+static const char *shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
+  size_t k = 0;
+  buf[0] = 0;
+  for (int i = 0; i < ndim && k < cap; i++)
+    k += (size_t)snprintf(buf + k, cap - k, i ? ",%lld" : "%lld", (long long)shape[i]);
+  return buf;
+}
+
+static int same_shape(const RtTensor *t, int ndim, const int64_t *shape) {
+  int same = t->ndim == ndim;
+  for (int k = 0; same && k < ndim; k++) same = t->shape[k] == shape[k];
+  return same;
+}
+
+static int is_float_dtype(RtDType dt) {
+  return dt == RT_DT_F32 || dt == RT_DT_F16 || dt == RT_DT_BF16 || dt == RT_DT_F64;
+}
+
+/* A float tensor t of p's (logical) shape into p's storage: as it is when the dtypes agree (dense),
+ * else through f32 (rounded to the dtype, or quantised). */
+static int load_float(const RtParamInfo *p, const RtTensor *t, unsigned char *W, RtError *err) {
+  void *dst = W + p->offset;
+  if (p->format == RT_FMT_DENSE && t->dtype == p->dtype) { /* stored as the file has it: the bytes as they are */
+    memcpy(dst, t->data, (size_t)p->nbytes);
+    return 0;
+  }
+  if (p->format == RT_FMT_DENSE && p->dtype == RT_DT_F32) return rt_tensor_to_f32(t, dst, err);
+  float *tmp = malloc((size_t)rt_param_numel(p) * sizeof(float) + 1);
+  if (!tmp) return rt_fail(err, "out of memory converting '%s'", p->name);
+  int rc = rt_tensor_to_f32(t, tmp, err);
+  if (!rc) rc = rt_param_store_f32(p, W, tmp, err);
+  free(tmp);
+  return rc;
+}
+
+/* The file's form of an [N,K] weight in quantised format f: its values (NAME) and scales
+ * (NAME.scale), their dtypes and shapes. */
+typedef struct QuantForm {
+  RtDType vdt, sdt;
+  int vndim, sndim;
+  int64_t vshape[2], sshape[2];
+} QuantForm;
+
+static QuantForm quant_form(RtFormat f, int64_t N, int64_t K) {
+  QuantForm q = {rt_quant_value_dtype(f), rt_quant_scale_dtype(f), 2, f == RT_FMT_I8_ROW ? 1 : 2,
+                 {N, f == RT_FMT_Q4_0 ? K / 2 : K}, {N, K / 32}};
+  return q;
+}
+
+/* "q8_0: I8 [4,64] + F16 [4,2] scales" into buf (named: with the format's name first). */
+static const char *quant_form_str(char *buf, size_t cap, RtFormat f, int64_t N, int64_t K, int named) {
+  QuantForm q = quant_form(f, N, K);
+  char a[64], b[64];
+  snprintf(buf, cap, "%s%s%s [%s] + %s [%s] scales", named ? rt_format_name(f) : "", named ? ": " : "",
+           rt_dtype_name(q.vdt), shape_str(a, sizeof a, q.vndim, q.vshape), rt_dtype_name(q.sdt),
+           shape_str(b, sizeof b, q.sndim, q.sshape));
+  return buf;
+}
+
+/* 1 when values v and scales s (may be NULL) are the file form of an [N,K] weight in format f. */
+static int is_quant_form(RtFormat f, const RtTensor *v, const RtTensor *s, int64_t N, int64_t K) {
+  if (rt_quant_check(f, N, K, NULL)) return 0;
+  QuantForm q = quant_form(f, N, K);
+  return s && v->dtype == q.vdt && same_shape(v, q.vndim, q.vshape) && s->dtype == q.sdt &&
+         same_shape(s, q.sndim, q.sshape);
+}
+
+/* An already-quantised pair (values v, scales NAME.scale) for quantised parameter p: checked
+ * against p's format and copied as it is. */
+static int load_quant_pair(const RtSafetensors *st, const char *path, const RtParamInfo *p, const RtTensor *v,
+                           unsigned char *W, RtError *err) {
+  RtFormat f = p->format;
+  int64_t N = p->shape[0], K = p->shape[1];
+  char sname[512], want[160], got[64], wshape[64];
+  snprintf(sname, sizeof sname, "%s.scale", p->name);
+  const RtTensor *s = rt_st_find(st, sname);
+  for (int g = RT_FMT_I8_ROW; g < RT_FMT_COUNT; g++)
+    if (g != (int)f && is_quant_form((RtFormat)g, v, s, N, K)) {
+      char have[128];
+      return rt_fail(err, "%s: tensor '%s' is %s (%s), but this program stores it as %s (%s): give it as a float "
+                     "tensor [%lld,%lld] (quantised at load)", path, p->name, rt_format_name((RtFormat)g),
+                     quant_form_str(have, sizeof have, (RtFormat)g, N, K, 0), rt_format_name(f),
+                     quant_form_str(want, sizeof want, f, N, K, 0), (long long)N, (long long)K);
+    }
+  quant_form_str(want, sizeof want, f, N, K, 1);
+  QuantForm q = quant_form(f, N, K);
+  if (v->dtype != q.vdt)
+    return rt_fail(err, "%s: tensor '%s' has dtype %s, expected a float type [%lld,%lld] or the quantised pair (%s)",
+                   path, p->name, rt_dtype_name(v->dtype), (long long)N, (long long)K, want);
+  if (!same_shape(v, q.vndim, q.vshape))
+    return rt_fail(err, "%s: tensor '%s' has shape [%s], expected %s [%s] (%s)", path, p->name,
+                   shape_str(got, sizeof got, v->ndim, v->shape), rt_dtype_name(q.vdt),
+                   shape_str(wshape, sizeof wshape, q.vndim, q.vshape), want);
+  if (!s)
+    return rt_fail(err, "%s: tensor '%s' is missing: the quantised tensor '%s' needs its scales (%s)", path, sname,
+                   p->name, want);
+  if (s->dtype != q.sdt)
+    return rt_fail(err, "%s: tensor '%s' has dtype %s, expected %s (%s)", path, sname, rt_dtype_name(s->dtype),
+                   rt_dtype_name(q.sdt), want);
+  if (!same_shape(s, q.sndim, q.sshape))
+    return rt_fail(err, "%s: tensor '%s' has shape [%s], expected %s [%s] (%s)", path, sname,
+                   shape_str(got, sizeof got, s->ndim, s->shape), rt_dtype_name(q.sdt),
+                   shape_str(wshape, sizeof wshape, q.sndim, q.sshape), want);
+  int64_t ns = rt_quant_scale_count(f, N, K), per_row = ns / N;
+  for (int64_t i = 0; i < ns; i++) {
+    float d = q.sdt == RT_DT_F32 ? ((const float *)s->data)[i] : rt_f16_to_f32(((const uint16_t *)s->data)[i]);
+    if (!isfinite(d)) {
+      if (f == RT_FMT_I8_ROW)
+        return rt_fail(err, "%s: tensor '%s' has a non-finite scale (%g) for row %lld", path, sname, (double)d,
+                       (long long)i);
+      return rt_fail(err, "%s: tensor '%s' has a non-finite scale (%g) for row %lld, block %lld", path, sname,
+                     (double)d, (long long)(i / per_row), (long long)(i % per_row));
+    }
+  }
+  memcpy(W + p->offset, v->data, v->nbytes);
+  memcpy(W + p->aux[0].offset, s->data, s->nbytes);
+  return 0;
+}
+
+/* Loads every parameter from a safetensors file (or the embedded image) into r->W. Tensors the
+ * model does not name are ignored (a NAME.scale next to a dense or float parameter too). */
 int rt_run_load_weights(RtRun *r, const char *path, RtError *err) {
   const RtModel *m = r->m;
   RtSafetensors *st = NULL;
@@ -76,35 +197,28 @@ int rt_run_load_weights(RtRun *r, const char *path, RtError *err) {
       rc = rt_fail(err, "%s: tensor '%s' is missing (the model needs %d parameters)", path, p->name, m->nparams);
       break;
     }
-    int same = t->ndim == p->ndim;
-    for (int k = 0; same && k < p->ndim; k++) same = t->shape[k] == p->shape[k];
-    if (!same) {
-      char want[128], got[128];
-      size_t a = 0, b = 0;
-      for (int k = 0; k < p->ndim; k++) a += (size_t)snprintf(want + a, sizeof want - a, k ? ",%lld" : "%lld", (long long)p->shape[k]);
-      for (int k = 0; k < t->ndim && b < sizeof got; k++)
-        b += (size_t)snprintf(got + b, sizeof got - b, k ? ",%lld" : "%lld", (long long)t->shape[k]);
-      want[a] = 0;
-      got[b < sizeof got ? b : sizeof got - 1] = 0;
-      rc = rt_fail(err, "%s: tensor '%s' has shape [%s], the model needs [%s]", path, p->name, got, want);
+    if (p->format != RT_FMT_DENSE && (t->dtype == RT_DT_I8 || t->dtype == RT_DT_U8)) {
+      rc = load_quant_pair(st, path, p, t, r->W, err);
+      continue;
+    }
+    char want[128], got[128];
+    if (!same_shape(t, p->ndim, p->shape)) {
+      rc = rt_fail(err, "%s: tensor '%s' has shape [%s], the model needs [%s]", path, p->name,
+                   shape_str(got, sizeof got, t->ndim, t->shape), shape_str(want, sizeof want, p->ndim, p->shape));
       break;
     }
-    if (t->dtype != RT_DT_F32 && t->dtype != RT_DT_F16 && t->dtype != RT_DT_BF16 && t->dtype != RT_DT_F64) {
-      rc = rt_fail(err, "%s: tensor '%s' has dtype %s, expected a float type", path, p->name, rt_dtype_name(t->dtype));
+    if (!is_float_dtype(t->dtype)) {
+      if (p->format == RT_FMT_DENSE)
+        rc = rt_fail(err, "%s: tensor '%s' has dtype %s, expected a float type", path, p->name,
+                     rt_dtype_name(t->dtype));
+      else
+        rc = rt_fail(err, "%s: tensor '%s' has dtype %s, expected a float type or the quantised pair (%s)", path,
+                     p->name, rt_dtype_name(t->dtype),
+                     quant_form_str(want, sizeof want, p->format, p->shape[0], p->shape[1], 1));
       break;
     }
-    void *dst = r->W + p->offset;
-    if (t->dtype == p->dtype) { /* stored as the file has it: the bytes as they are */
-      memcpy(dst, t->data, (size_t)p->nbytes);
-    } else if (p->dtype == RT_DT_F32) {
-      rc = rt_tensor_to_f32(t, dst, err);
-    } else { /* another float type into 16-bit storage: through f32, rounded to nearest even */
-      float *tmp = malloc((size_t)rt_param_numel(p) * sizeof(float) + 1);
-      if (!tmp) rc = rt_fail(err, "out of memory converting '%s'", p->name);
-      if (!rc) rc = rt_tensor_to_f32(t, tmp, err);
-      if (!rc) rt_param_store_f32(p, r->W, tmp);
-      free(tmp);
-    }
+    RtError e;
+    if ((rc = load_float(p, t, r->W, &e)) != 0) rt_fail(err, "%s: %s", path, e.msg);
   }
   rt_st_close(st);
   return rc;
@@ -122,23 +236,35 @@ float rt_normal(RtRng *g) {
   return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853071795864f * u2);
 }
 
-void rt_param_store_f32(const RtParamInfo *p, void *W, const float *src) {
+int rt_param_store_f32(const RtParamInfo *p, void *W, const float *src, RtError *err) {
   void *dst = (unsigned char *)W + p->offset;
   size_t n = (size_t)rt_param_numel(p);
-  if (p->dtype == RT_DT_BF16)
+  if (p->format != RT_FMT_DENSE) {
+    RtError e;
+    if (rt_quantize(p->format, dst, src, p->shape[0], p->shape[1], &e))
+      return rt_fail(err, "'%s' (stored as %s): %s", p->name, rt_format_name(p->format), e.msg);
+  } else if (p->dtype == RT_DT_BF16) {
     rt_cast_f32_bf16(dst, src, n);
-  else if (p->dtype == RT_DT_F16)
+  } else if (p->dtype == RT_DT_F16) {
     rt_cast_f32_f16(dst, src, n);
-  else if (dst != (const void *)src)
+  } else if (dst != (const void *)src) {
     memcpy(dst, src, n * sizeof(float));
+  }
+  return 0;
 }
 
 int rt_model_require_f32(const RtModel *m, const char *what, RtError *err) {
-  for (int i = 0; i < m->nparams; i++)
-    if (m->params[i].dtype != RT_DT_F32 || m->params[i].format != RT_FMT_DENSE)
+  for (int i = 0; i < m->nparams; i++) {
+    const RtParamInfo *p = &m->params[i];
+    if (p->format != RT_FMT_DENSE)
+      return rt_fail(err, "%s needs every parameter stored as dense f32; '%s' is stored as %s (built with the "
+                     "quantize pass): quantised programs are for inference; rebuild without it to train",
+                     what, p->name, rt_format_name(p->format));
+    if (p->dtype != RT_DT_F32)
       return rt_fail(err, "%s needs every parameter stored as dense f32; '%s' is stored as %s (built with the store "
                      "pass: rebuild without it to train)",
-                     what, m->params[i].name, rt_dtype_name(m->params[i].dtype));
+                     what, p->name, rt_dtype_name(p->dtype));
+  }
   return 0;
 }
 
@@ -150,7 +276,8 @@ int rt_prog_init_weights(const RtModel *m, void *W, uint64_t seed, RtError *err)
   for (int i = 0; i < m->nparams; i++) {
     const RtParamInfo *p = &m->params[i];
     int64_t k = rt_param_numel(p);
-    float *w = p->dtype == RT_DT_F32 ? (float *)((unsigned char *)W + p->offset) : malloc((size_t)k * sizeof(float) + 1);
+    int in_place = p->dtype == RT_DT_F32 && p->format == RT_FMT_DENSE;
+    float *w = in_place ? (float *)((unsigned char *)W + p->offset) : malloc((size_t)k * sizeof(float) + 1);
     if (!w) return rt_fail(err, "out of memory initialising '%s'", p->name);
     for (int64_t j = 0; j < k; j++) {
       switch (p->init) {
@@ -162,12 +289,72 @@ int rt_prog_init_weights(const RtModel *m, void *W, uint64_t seed, RtError *err)
       }
     }
     if (p->init == RT_INIT_SINUSOID && p->ndim == 2) rt_sinusoid(w, (int)p->shape[0], (int)p->shape[1]);
-    if (p->dtype != RT_DT_F32) {
-      rt_param_store_f32(p, W, w);
+    if (!in_place) {
+      int rc = rt_param_store_f32(p, W, w, err);
       free(w);
+      if (rc) return rc;
     }
   }
   return 0;
+}
+
+int64_t rt_model_export_bytes(const RtModel *m) {
+  int64_t n = 0;
+  for (int i = 0; i < m->nparams; i++) {
+    n += m->params[i].nbytes;
+    for (int a = 0; a < m->params[i].naux; a++) n += m->params[i].aux[a].nbytes;
+  }
+  return n;
+}
+
+int rt_prog_write_weights(const RtModel *m, const void *W, const char *path, const char *const *meta, int nmeta,
+                          RtError *err) {
+  int nt = 0;
+  for (int i = 0; i < m->nparams; i++) nt += 1 + (m->params[i].format != RT_FMT_DENSE);
+  RtTensor *ts = calloc((size_t)nt + 1, sizeof *ts);
+  char **names = calloc((size_t)m->nparams + 1, sizeof *names);
+  if (!ts || !names) {
+    free(ts);
+    free(names);
+    return rt_fail(err, "%s: out of memory", path);
+  }
+  int n = 0, rc = 0;
+  for (int i = 0; i < m->nparams && !rc; i++) {
+    const RtParamInfo *p = &m->params[i];
+    RtTensor *t = &ts[n++];
+    t->name = p->name;
+    t->dtype = p->dtype; /* as stored: a bf16 parameter is written as BF16, a quantised one as its values */
+    t->data = (const unsigned char *)W + p->offset;
+    t->nbytes = (size_t)p->nbytes;
+    if (p->format == RT_FMT_DENSE) {
+      t->ndim = p->ndim;
+      for (int d = 0; d < p->ndim; d++) t->shape[d] = p->shape[d];
+      continue;
+    }
+    QuantForm q = quant_form(p->format, p->shape[0], p->shape[1]);
+    t->ndim = q.vndim;
+    memcpy(t->shape, q.vshape, sizeof q.vshape);
+    size_t len = strlen(p->name) + sizeof ".scale";
+    names[i] = malloc(len);
+    if (!names[i]) {
+      rc = rt_fail(err, "%s: out of memory", path);
+      break;
+    }
+    snprintf(names[i], len, "%s.scale", p->name);
+    RtTensor *s = &ts[n++];
+    s->name = names[i];
+    s->dtype = p->aux[0].dtype;
+    s->ndim = q.sndim;
+    memcpy(s->shape, q.sshape, sizeof q.sshape);
+    s->data = (const unsigned char *)W + p->aux[0].offset;
+    s->nbytes = (size_t)p->aux[0].nbytes;
+  }
+  const char *plain[] = {"format", "pt", "modelc_model", m->name};
+  if (!rc) rc = meta ? rt_st_write(path, ts, n, meta, nmeta, err) : rt_st_write(path, ts, n, plain, 2, err);
+  for (int i = 0; i < m->nparams; i++) free(names[i]);
+  free(names);
+  free(ts);
+  return rc;
 }
 
 /* load_weights into any buffer of weight_bytes bytes (path NULL: the embedded weights). */

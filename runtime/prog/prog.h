@@ -27,6 +27,7 @@ enum { EXIT_OK = 0, EXIT_USER = 1 };
 
 int rt_verb_info(const char *prog, int argc, char **argv, const RtModel *m);     /* prog/infer.c */
 int rt_verb_init(const char *prog, int argc, char **argv, const RtModel *m);     /* prog/infer.c */
+int rt_verb_export(const char *prog, int argc, char **argv, const RtModel *m);   /* prog/infer.c */
 int rt_verb_forward(const char *prog, int argc, char **argv, const RtModel *m);  /* prog/infer.c */
 int rt_verb_eval(const char *prog, int argc, char **argv, const RtModel *m);     /* prog/infer.c */
 int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m); /* prog/generate.c */
@@ -152,7 +153,11 @@ int rt_run_init(RtRun *r, const RtModel *m, RtError *err);
 /* Allocates the program's state slots (zeroed) for runs of `batch` sequences. */
 int rt_run_kv(RtRun *r, int batch, RtError *err);
 void rt_run_free(RtRun *r);
-/* Loads every stored parameter from a safetensors file (path NULL: the embedded image) into r->W. */
+/* Loads every stored parameter from a safetensors file (path NULL: the embedded image) into r->W.
+ * A dense parameter from any float tensor of its shape. A quantised one (format not dense) from a
+ * float tensor of its logical shape [N,K], quantised at load, or from the pair NAME + NAME.scale in
+ * its format's dtypes and shapes, copied as it is (a pair of another format, a missing or
+ * mis-shaped .scale, a non-finite scale: -1 saying what was expected). Other tensors are ignored. */
 int rt_run_load_weights(RtRun *r, const char *path, RtError *err);
 /* Declares r->W read-only to the GEMM layer until rt_run_free when MODELC_GEMM_PACK=1 asks for it
  * (rt_gemm_constant: the products read pre-packed copies of the weights): for verbs that never
@@ -181,9 +186,19 @@ static inline int64_t rt_param_f32_index(const RtParamInfo *p) { return p->offse
 static inline int64_t rt_weight_floats(const RtModel *m) { return m->weight_bytes / 4; }
 /* 0 when every parameter is stored in f32, else -1 naming the first that is not and what needs it. */
 int rt_model_require_f32(const RtModel *m, const char *what, RtError *err);
-/* Stores parameter p's elements, given as f32 in src, at its place in W in its dtype (rounding to
- * nearest even for bf16/f16). */
-void rt_param_store_f32(const RtParamInfo *p, void *W, const float *src);
+/* Stores parameter p's elements, given as f32 in src, at its place in W in its storage: rounded to
+ * nearest even for bf16/f16, quantised (rt_quantize: values, then scales at aux[0]) for a quantised
+ * format; -1 naming the parameter when a quantised one has a non-finite weight. */
+int rt_param_store_f32(const RtParamInfo *p, void *W, const float *src, RtError *err);
+/* Writes every parameter of W (or of any buffer in W's layout: train's gradients) to a safetensors
+ * file in its storage form (init, export, train's --out, grad): a dense one as the tensor NAME in
+ * its dtype, a quantised one as the pair NAME (its values) and NAME.scale (its scales; modelc_rt.h,
+ * RtFormat). The data section is rt_model_export_bytes(m) bytes. Metadata: nmeta key/value pairs
+ * in meta, or (meta NULL) format "pt" and modelc_model, the model's name. */
+int rt_prog_write_weights(const RtModel *m, const void *W, const char *path, const char *const *meta, int nmeta,
+                          RtError *err);
+/* Bytes of every parameter's storage, values and scales, without the 64-byte alignment padding. */
+int64_t rt_model_export_bytes(const RtModel *m);
 /* Reads a token file (int32/int64 [B,T]) within the compiled shape and the vocabulary into int32
  * ids; *ids is malloc'd. */
 int rt_prog_read_tokens(const RtModel *m, const char *path, int32_t **ids, int *B, int *T, RtError *err);

@@ -490,7 +490,7 @@ no_data:;
     char step[32];
     snprintf(step, sizeof step, "%lld", (long long)t.step);
     const char *meta[] = {"format", "pt", "modelc_model", m->name, "step", step};
-    if (rt_write_params(m, o.out, t.W, meta, 3, &err)) goto fail;
+    if (rt_prog_write_weights(m, t.W, o.out, meta, 3, &err)) goto fail;
   }
   if (rt_write_svg(&t, &err)) goto fail;
   if (t.nhist > 0) {
@@ -592,7 +592,7 @@ int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
     char ls[48];
     snprintf(ls, sizeof ls, "%.9g", (double)loss);
     const char *meta[] = {"format", "pt", "modelc_model", m->name, "loss", ls};
-    if (rt_write_params(m, o.out, G, meta, 3, &err)) rc = EXIT_USER;
+    if (rt_prog_write_weights(m, G, o.out, meta, 3, &err)) rc = EXIT_USER;
     else printf("loss: %.9g\n", (double)loss);
   }
   if (rc) fprintf(stderr, "%s: error: %s\n", prog, err.msg);

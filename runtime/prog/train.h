@@ -50,9 +50,6 @@ static inline const char *rt_prec_name(RtPrecision p) { return p == RT_PREC_BF16
 
 /* ---- checkpoint.c ---- */
 
-/* Writes the stored parameters of buf (W's layout) under their names, with metadata. */
-int rt_write_params(const RtModel *m, const char *path, const void *buf, const char *const *meta, int nmeta,
-                    RtError *err);
 /* Weights, optimiser state, step, RNG and loss-scaling state in one safetensors file. */
 int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *err);
 /* A checkpoint's metadata (see docs/runtime.md, "Checkpoints"), read and checked by rt_ckpt_read_meta. */

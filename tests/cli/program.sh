@@ -55,7 +55,7 @@ MODELC_GEMM=nonesuch expect_status 1 "$G" info; expect_in "$TMP/err" "MODELC_GEM
 MODELC_CPU=portable MODELC_GEMM=avx512bf16 expect_status 1 "$G" info; expect_in "$TMP/err" "no AVX512-BF16"
 
 # every verb has --help
-for v in info init forward generate eval bench; do expect_status 0 "$G" $v --help; expect_in "$TMP/out" "usage:"; done
+for v in info init export forward generate eval bench; do expect_status 0 "$G" $v --help; expect_in "$TMP/out" "usage:"; done
 expect_status 1 "$G";                     expect_in "$TMP/err" "usage:"
 expect_status 1 "$G" frobnicate;          expect_in "$TMP/err" "unknown command 'frobnicate'"
 expect_status 1 "$G" forward --tokens x;  expect_in "$TMP/err" "--out FILE is required"
@@ -68,6 +68,18 @@ expect_status 1 "$G" generate --prompt hi; expect_in "$TMP/err" "--weights FILE 
 expect_status 1 "$B" generate --weights $FIX/bert-tiny/weights.safetensors --prompt hi
 expect_in "$TMP/err" "no language-model head"
 expect_status 1 "$G" init;                 expect_in "$TMP/err" "--out FILE is required"
+expect_status 1 "$G" export --weights $FIX/gpt-tiny/weights.safetensors; expect_in "$TMP/err" "--out FILE is required"
+
+# export writes the loaded weights in their storage form: of init's file, that file again; its data
+# section is the figure info reports (export bytes); it refuses to overwrite its input
+expect_status 0 "$G" init --seed 5 --out "$TMP/i.safetensors"
+expect_status 0 "$G" export --weights "$TMP/i.safetensors" --out "$TMP/x.safetensors"
+cmp -s "$TMP/i.safetensors" "$TMP/x.safetensors" || fail "export of init's weights differs from init's file"
+data=$(( $(stat -c %s "$TMP/x.safetensors") - 8 - $(od -An -t u8 -N8 "$TMP/x.safetensors") ))
+expect_in "$TMP/info" "export bytes:     $data ("
+expect_in "$TMP/info" "weight formats:   f32 $data (bytes)"
+expect_status 1 "$G" export --weights "$TMP/i.safetensors" --out "$TMP/i.safetensors"
+expect_in "$TMP/err" "is the same file as the input --weights"
 
 # weights: missing, truncated, of another model
 W=$FIX/gpt-tiny/weights.safetensors

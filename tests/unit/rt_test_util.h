@@ -1,5 +1,6 @@
 /* rt_test_util.h: helpers shared by the runtime's Check tests (tests/unit/test_rt_*.c): a seeded
- * fill of random floats and the normalised error used to compare a kernel with its _ref twin. */
+ * fill of random floats, the normalised error used to compare a kernel with its _ref twin, and a
+ * whole file read into memory. */
 #ifndef RT_TEST_UTIL_H
 #define RT_TEST_UTIL_H
 
@@ -11,6 +12,7 @@
 #include "../../runtime/prog/prog.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,6 +52,21 @@ static inline double max_rel_err(const float *a, const float *b, size_t n, doubl
 static inline float *falloc(size_t n) {
   float *p = malloc((n ? n : 1) * sizeof(float));
   return p;
+}
+
+/* A whole file into a malloc'd buffer with a NUL after it (*n bytes), or NULL if it cannot be opened. */
+static inline unsigned char *slurp(const char *path, size_t *n) {
+  *n = 0;
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long len = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  unsigned char *b = malloc((size_t)len + 1);
+  *n = fread(b, 1, (size_t)len, f);
+  b[*n] = 0;
+  fclose(f);
+  return b;
 }
 
 #endif

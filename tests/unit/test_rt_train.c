@@ -308,20 +308,6 @@ static int run(const RtModel *m, ...) {
   return rc;
 }
 
-static unsigned char *slurp(const char *path, size_t *n) {
-  *n = 0;
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long len = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  unsigned char *b = malloc((size_t)len + 1);
-  *n = fread(b, 1, (size_t)len, f);
-  b[*n] = 0;
-  fclose(f);
-  return b;
-}
-
 static void load_params(const char *path, float *W) {
   RtSafetensors *st;
   RtError err;
