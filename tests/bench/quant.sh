@@ -10,6 +10,10 @@
 #           linear weight, the tied head and the embedding table quantised (decode reads every
 #           weight once per token, and the 50257 x 768 head is 31% of GPT-2's, so leaving it f32
 #           would cap the gain), the int8 kernels of runtime/kernels/linear_quant.c
+#   torch-f32, torch-int8   the peer: PyTorch 1.13 eager (tests/bench/torch_model.py bench, 2
+#           threads) in f32, and with torch.ao.quantization.quantize_dynamic on the block nn.Linear
+#           layers (qint8 weights per output channel, activations quantised per call; PyTorch's own
+#           int8 CPU inference, engine as Debian's build defaults: onednn); its tied head stays f32
 # each measured by PROG bench --runs BENCH_RUNS (3 warm-up calls, then the median of the timed
 # ones; default 10) at 2 threads: forward tokens/s at the full compiled batch x context (prefill)
 # and decode tokens/s at batch 1 with the KV cache (-n 32 tokens per sequence for GPT-2 small, the
@@ -34,7 +38,8 @@ scripts/setup.sh build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
 M=build-bench/modelc
 cc -O2 -march=native -Wall -Wextra tests/bench/sgemm_peak.c -o "$OUT/sgemm_peak" -lopenblas -lpthread
 export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
-engines=(f32 bf16 int8 q8_0 q4_0)
+engines=(f32 bf16 int8 q8_0 q4_0 torch-f32 torch-int8)
+NE=${#engines[@]}
 specs=(small:tests/bench/small.yaml gpt2:examples/gpt2-small.yaml)
 for s in "${specs[@]}"; do
   n=${s%%:*} f=${s#*:}
@@ -45,20 +50,29 @@ for s in "${specs[@]}"; do
   done
   [ -f "$OUT/$n.safetensors" ] || "$OUT/$n-f32" init --seed 1 --out "$OUT/$n.safetensors"
   for e in "${engines[@]}"; do
-    "$OUT/$n-$e" info > "$OUT/$n-$e.info"
+    case $e in torch-*) ;; *) "$OUT/$n-$e" info > "$OUT/$n-$e.info" ;; esac
   done
 done
-decode_n() { [ "$1" = gpt2 ] && echo "-n 32" || echo ""; }
+decode_n() { [ "$1" = gpt2 ] && echo "$2 32" || echo ""; }
+bench() { # NAME SPEC ENGINE
+  case $3 in
+    # shellcheck disable=SC2046
+    torch-f32) /usr/bin/python3 tests/bench/torch_model.py bench "$2" "$OUT/$1.safetensors" --runs "$RUNS" $(decode_n "$1" --decode) ;;
+    # shellcheck disable=SC2046
+    torch-int8) /usr/bin/python3 tests/bench/torch_model.py bench "$2" "$OUT/$1.safetensors" --runs "$RUNS" --quantize int8 $(decode_n "$1" --decode) ;;
+    # shellcheck disable=SC2046
+    *) "$OUT/$1-$3" bench --weights "$OUT/$1.safetensors" --runs "$RUNS" --threads 2 $(decode_n "$1" -n) ;;
+  esac
+}
 : > "$OUT/all.res"
 for r in $(seq 1 "$ROUNDS"); do
   "$OUT/sgemm_peak" 256 2 | awk -F': ' '/^mem_read_gbs:/ { print "mem", "read_gbs", $2 }' >> "$OUT/all.res"
   for s in "${specs[@]}"; do
-    n=${s%%:*}
-    for i in 0 1 2 3 4; do
-      e=${engines[$(((i + r) % 5))]}
+    n=${s%%:*} f=${s#*:}
+    for i in $(seq 0 $((NE - 1))); do
+      e=${engines[$(((i + r) % NE))]}
       echo "quant.sh: round $r: $n $e" >&2
-      # shellcheck disable=SC2046
-      "$OUT/$n-$e" bench --weights "$OUT/$n.safetensors" --runs "$RUNS" --threads 2 $(decode_n "$n") |
+      bench "$n" "$f" "$e" |
         awk -v e="$n-$e" -F': ' '/^(forward_tokens_per_s|decode_tokens_per_s):/ { print e, $1, $2 }' >> "$OUT/all.res"
     done
   done
@@ -76,11 +90,14 @@ bw=$(get mem read_gbs)
     n=${s%%:*}
     f0=$(get "$n-f32" forward_tokens_per_s) d0=$(get "$n-f32" decode_tokens_per_s)
     for e in "${engines[@]}"; do
-      wb=$(awk -F'[: ]+' '/^weight bytes:/ { print $3 }' "$OUT/$n-$e.info")
+      wb=$(awk -F'[: ]+' '/^weight bytes:/ { print $3 }' "$OUT/$n-$e.info" 2>/dev/null || echo 0)
       f=$(get "$n-$e" forward_tokens_per_s) d=$(get "$n-$e" decode_tokens_per_s)
       awk -v n="$n" -v e="$e" -v wb="$wb" -v f="$f" -v d="$d" -v f0="$f0" -v d0="$d0" -v bw="$bw" 'BEGIN {
-        printf "| %s | %s | %d | %.0f | %.2f | %.1f | %.2f | %.1f | %.0f%% |\n", n, e, wb, f, f / f0, d, d / d0,
-               wb * d / 1e9, 100 * wb * d / 1e9 / bw }'
+        if (wb > 0)
+          printf "| %s | %s | %d | %.0f | %.2f | %.1f | %.2f | %.1f | %.0f%% |\n", n, e, wb, f, f / f0, d, d / d0,
+                 wb * d / 1e9, 100 * wb * d / 1e9 / bw
+        else
+          printf "| %s | %s | - | %.0f | %.2f | %.1f | %.2f | - | - |\n", n, e, f, f / f0, d, d / d0 }'
     done
   done
 } | tee "$OUT/results.md"

@@ -7,11 +7,17 @@ LM head), loads modelc's safetensors by hand, and offers:
 
   check  SPEC W TOKENS.npy OURS.npy [ORT.bin]  compare logits: ours (and ORT's) vs PyTorch's
   export SPEC W OUT.onnx                       torch.onnx.export of the [B, T] forward
-  bench  SPEC W --runs N [--autocast bf16]    forward tokens/s (B x T, no_grad) and decode
+  bench  SPEC W --runs N [--autocast bf16] [--quantize int8] [--decode N]
+                                               forward tokens/s (B x T, no_grad) and decode
                                                tokens/s (batch 1, KV cache) as 'key: value' lines;
                                                --autocast bf16: both under torch.autocast (CPU,
-                                               bfloat16); WARMUPS (3) untimed forward calls and
-                                               decode sequences before the timed ones
+                                               bfloat16); --quantize int8: the block nn.Linear
+                                               layers through torch.ao.quantization.quantize_dynamic
+                                               (qint8 weights, activations quantised per call; the
+                                               tied head, an F.linear, stays f32); --decode N: N
+                                               decode steps per sequence (default T - 1); WARMUPS
+                                               (3) untimed forward calls and decode sequences before
+                                               the timed ones
   train  SPEC W --runs N [--autocast bf16]    one training step at B x T: forward, cross-entropy,
                                                backward, torch.optim.AdamW step (lr 1e-4; betas,
                                                eps, weight decay from the spec's train: section;
@@ -227,11 +233,14 @@ def cmd_export(spec, w, out):
     return 0
 
 
-def cmd_bench(spec, w, runs, autocast=None):
+def cmd_bench(spec, w, runs, autocast=None, quantize=None, decode=None):
     if autocast == "bf16":
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            return cmd_bench(spec, w, runs)
+            return cmd_bench(spec, w, runs, None, quantize, decode)
     model = make(spec, w)
+    if quantize == "int8":
+        print("quantized_engine: %s" % torch.backends.quantized.engine)
+        model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, model.V, (model.B, model.T), generator=g, dtype=torch.int64)
     times = []
@@ -249,7 +258,7 @@ def cmd_bench(spec, w, runs, autocast=None):
     # time at batch 1, each step attending over the cache (past k/v concatenation); WARMUPS
     # untimed sequences first, as the program's bench.
     seq = ids[:1]
-    steps = model.T - 1
+    steps = min(model.T - 1, decode) if decode else model.T - 1
     times = []
     with torch.no_grad():
         for k in range(-WARMUPS, runs):
@@ -339,7 +348,9 @@ def main(argv):
     if cmd == "bench":
         runs = int(args[args.index("--runs") + 1]) if "--runs" in args else 5
         autocast = args[args.index("--autocast") + 1] if "--autocast" in args else None
-        return cmd_bench(args[0], args[1], runs, autocast)
+        quantize = args[args.index("--quantize") + 1] if "--quantize" in args else None
+        decode = int(args[args.index("--decode") + 1]) if "--decode" in args else None
+        return cmd_bench(args[0], args[1], runs, autocast, quantize, decode)
     if cmd == "train":
         runs = int(args[args.index("--runs") + 1]) if "--runs" in args else 5
         autocast = args[args.index("--autocast") + 1] if "--autocast" in args else None
