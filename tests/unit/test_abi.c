@@ -5,7 +5,8 @@
  * and every enum the compiler and the runtime both define must agree value for value; a mismatch
  * is a compile error of this file (static assertions), so the build fails. At run time: that this
  * file really fails to compile when a row is wrong (it is compiled again with -DABI_BAD_ROW, a row
- * with one parameter type changed), and that the emitters' table view has every row.
+ * with one parameter type changed), that the emitters' table view has every row, and that the
+ * compiler's and the runtime's rules for a quantised parameter's bytes agree.
  */
 #include <check.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "../../ir/ir.h"
+#include "../../runtime/core/core.h" /* the quantised layouts (internal) */
 #include "../../runtime/modelc_rt.h"
 #include "check_run.h"
 
@@ -105,11 +107,47 @@ START_TEST(test_bad_row_rejected) {
 }
 END_TEST
 
+/* A quantised parameter's bytes: ir_param_storage_bytes (what the compiler lays out, and what its
+ * emitters put in RtParamInfo) against core/quant.c's rt_quant_* (what the kernels and the loader
+ * read), for every quantised dtype's ABI_DTYPE row and odd shapes. */
+START_TEST(test_quant_layout_agrees) {
+  static const struct {
+    DType dt;
+    int fmt;
+  } rows[] = {
+#define ABI_DTYPE(dt, rt_name, value, fmt_name, fmt_value) {dt, fmt_value},
+#include "../../compiler/backend/kernels.def"
+  };
+  static const int64_t shapes[][2] = {{1, 32}, {3, 64}, {5, 96}, {67, 160}, {50257, 768}, {2, 7}, {1, 1}};
+  int checked = 0;
+  for (size_t r = 0; r < sizeof rows / sizeof *rows; r++) {
+    if (!ir_dtype_quantised(rows[r].dt)) continue;
+    for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+      int64_t N = shapes[k][0], K = shapes[k][1];
+      RtError err;
+      int fits = rt_quant_check((RtFormat)rows[r].fmt, N, K, &err) == 0;
+      ck_assert_int_eq(fits, !ir_quant_block(rows[r].dt) || K % ir_quant_block(rows[r].dt) == 0);
+      if (!fits) continue;
+      Module *m = ir_module_new("abi");
+      Param *p = ir_add_param(m, "w", ir_type2(rows[r].dt, N, K), INIT_ZEROS, 0);
+      int64_t values = ir_type_bytes(&p->type);
+      ck_assert_int_eq(values, rt_quant_values_bytes((RtFormat)rows[r].fmt, N, K));
+      ck_assert_int_eq((values + 63) / 64 * 64, rt_quant_scales_offset((RtFormat)rows[r].fmt, N, K));
+      ck_assert_int_eq(ir_param_storage_bytes(p), rt_quant_bytes((RtFormat)rows[r].fmt, N, K));
+      ir_module_free(m);
+      checked++;
+    }
+  }
+  ck_assert_int_ge(checked, 3 * 5);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("abi");
   TCase *tc = tcase_create("kernels");
   tcase_add_test(tc, test_rows_present);
   tcase_add_test(tc, test_bad_row_rejected);
+  tcase_add_test(tc, test_quant_layout_agrees);
   suite_add_tcase(s, tc);
   return check_run(s);
 }
