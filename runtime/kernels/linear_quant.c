@@ -200,18 +200,8 @@ static inline __attribute__((always_inline)) QK_T512 void tile512(const LinQ *c,
     QK_UNROLL
     for (int r = 0; r < MR; r++)
       QK_UNROLL
-      for (int j = 0; j < NR; j++) {
-        const float *dxr = dx + (size_t)r * nb + b0;
-        const uint16_t *dwj = dw + (size_t)j * nb + b0;
-        if (ng == 8) {
-          sc[r][j] = _mm256_mul_ps(_mm256_loadu_ps(dxr), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dwj)));
-        } else {
-          float t[8] = {0};
-          for (int i = 0; i < ng; i++)
-            t[i] = dxr[i] * _cvtsh_ss(dwj[i]);
-          sc[r][j] = _mm256_loadu_ps(t);
-        }
-      }
+      for (int j = 0; j < NR; j++)
+        sc[r][j] = scales8_vnni512(dx + (size_t)r * nb + b0, dw + (size_t)j * nb + b0, ng);
     if (q4) /* the correction of q - 8: minus dx_b dw_b 8 sum(x_b), 8 blocks at once (lanes 0-7) */
       QK_UNROLL
       for (int r = 0; r < MR; r++) {
