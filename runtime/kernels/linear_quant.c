@@ -12,8 +12,10 @@
  * int8 values, scaled to f32: i8_row y = (float)isum * (dx * dw[n]); q8_0 / q4_0
  * y = sum over blocks of (dx_b * dw_b) * (float)isum_b (the SIMD kernels sum the blocks in 8 or 16
  * f32 lanes with FMA, the scalar ones in order: they differ by float rounding only), then + bias[n].
- * (3) The epilogue: epi(ctx, 0, M) once, after every column block (as rt_linear below 32 rows),
- * except on the oneDNN path, which calls it per row block.
+ * (3) The epilogue, after every column block: below RT_LIN_MIN_ROWS rows epi(ctx, 0, M) once (as
+ * rt_linear), from there on over the pool in row blocks of rt_gemm_rows_block(M) (the rows are no
+ * longer hot, but a prefill's activation runs on every thread); the oneDNN path calls it per row
+ * block right after the block's product.
  *
  * Blocks: the kernels' own path splits N into blocks of rt_lin_cols_block(K) weight rows over the
  * pool (rt_parallel_blocks) for every M; each output is one tile's sum, so the bits depend on
@@ -410,6 +412,11 @@ static void cols_block(void *p, int lo, int hi) {
   c->run(c, 0, c->M, lo, hi);
 }
 
+static void epi_block(void *p, int lo, int hi) {
+  const LinQ *c = p;
+  c->epi(c->ctx, lo, hi);
+}
+
 /* rows [lo,hi) of i8_row through oneDNN (or, if it declines, the own kernel), then the epilogue */
 static void dnnl_rows(void *p, int lo, int hi) {
   const LinQ *c = p;
@@ -453,7 +460,9 @@ static void linear_q(RtFormat f, float *y, const float *x, const void *Wq, const
     return;
   }
   rt_parallel_blocks(N, rt_lin_cols_block(K), cols_block, &c);
-  if (epi)
+  if (epi && M >= RT_LIN_MIN_ROWS) /* a prefill's epilogue over the pool too */
+    rt_parallel_blocks(M, rt_gemm_rows_block(M), epi_block, &c);
+  else if (epi)
     epi(ctx, 0, M);
 }
 
