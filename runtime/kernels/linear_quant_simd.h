@@ -11,8 +11,9 @@
  * sum then corrected by -8 * sum(x) (the activation block sums are in the scratch). All on 256-bit
  * vectors (32 bytes: one block of q8_0 / q4_0).
  *
- * Tiles: MR rows of x against NR rows of W (MR * NR <= 4 accumulators), the weight chunk loaded
- * once per tile: 1 x 4 for decode (M == 1), 4 x 1 (and 3, 2, 1 x 1 at the end) otherwise. The tile
+ * Tiles: MR rows of x against NR rows of W (MR * NR <= 8 accumulators), each weight chunk loaded
+ * once per tile: 1 x 4 for decode (M == 1), 4 x 2 otherwise (3, 2, 1 rows at the end of M, 1 weight
+ * row at the end of N). The tile
  * functions are always inlined with constant MR, NR, so the accumulators stay in registers. */
 
 #define QK_CAT2(a, b) a##_##b
@@ -224,8 +225,8 @@ static QK_TARGET void QK(run)(const LinQ *c, int m0, int m1, int n0, int n1) {
     return;
   }
   int n = n0;
-  for (; n + QK_NR <= n1; n += QK_NR)
-    QK(rows)(c, m0, m1, n, QK_NR);
+  for (; n + 2 <= n1; n += 2)
+    QK(rows)(c, m0, m1, n, 2);
   for (; n < n1; n++)
     QK(rows)(c, m0, m1, n, 1);
 }
@@ -233,4 +234,3 @@ static QK_TARGET void QK(run)(const LinQ *c, int m0, int m1, int n0, int n1) {
 #undef QK_SUFFIX
 #undef QK_TARGET
 #undef QK_DPBUSD
-#undef QK_NR
