@@ -103,8 +103,10 @@ RtDType rt_quant_value_dtype(RtFormat f);
 int rt_quant_check(RtFormat f, int64_t N, int64_t K, RtError *err);
 const char *rt_format_name(RtFormat f); /* "dense", "i8_row", "q8_0", "q4_0" */
 /* Weights: src f32 [N,K] -> dst (rt_quant_bytes(f, N, K) bytes, values then scales) with the
- * format's rounding (docs/passes.md); and back: dst f32 [N,K] = the dequantised values. A
- * non-finite weight is an error (-1, naming its row and column), never a silent NaN scale. */
+ * format's rounding (docs/passes.md; core/quant.c's header); and back: dst f32 [N,K] = the
+ * dequantised values. A non-finite weight is an error (-1, naming its row and column), never a
+ * silent NaN scale; so is a block whose f16 scale would overflow (q8_0: a block's max |w| with
+ * amax / 127 >= 65520, about 8.32e6; q4_0: |m| >= 8 * 65520 = 524160), never a silent infinite one. */
 int rt_quantize(RtFormat f, void *dst, const float *src, int64_t N, int64_t K, RtError *err);
 void rt_dequantize(RtFormat f, float *dst, const void *src, int64_t N, int64_t K);
 /* Row n of that: dst f32 [K] = the dequantised row n of the [N,K] weight at src (the embedding kernels

@@ -21,7 +21,8 @@
  *           id = df != 0 ? 1 / df : 0; q = clamp((int)floorf(w * id + 8.5f), 0, 15); byte j < 16 of
  *           the block's 16 bytes is q[j] | q[j+16] << 4. Dequantised: w' = df * (q - 8). So the
  *           element m itself is q = 0 (w' = m, up to d16's rounding) and the opposite end of the
- *           range is clipped at q = 15 (w' = -7/8 m).
+ *           range is clipped at q = 15 (w' = -7/8 m). An all-zero block: m = 0, d = -0 (stored as
+ *           0x8000), every q = 8 (bytes 0x88).
  * A non-finite weight, or a block scale that overflows f16 (amax / 127 or |m| / 8 >= 65520), is an
  * error (-1, naming the row and column), never a silent NaN or infinite scale. Since
  * |w| <= amax, |w * (127 / amax)| <= 127 (1 + 2^-23)^2 < 127.5, so i8_row's clamp never acts;

@@ -11,8 +11,9 @@
  * sum then corrected by -8 * sum(x) (the activation block sums are in the scratch). All on 256-bit
  * vectors (32 bytes: one block of q8_0 / q4_0).
  *
- * Tiles: MR rows of x against NR rows of W (MR * NR <= 4 accumulators), the weight chunk loaded
- * once per tile: 1 x 4 for decode (M == 1), 4 x 1 (and 3, 2, 1 x 1 at the end) otherwise. The tile
+ * Tiles: MR rows of x against NR rows of W (MR * NR <= 8 accumulators), each weight chunk loaded
+ * once per tile: 1 x 4 for decode (M == 1), 4 x 2 otherwise (3, 2, 1 rows at the end of M, 1 weight
+ * row at the end of N). The tile
  * functions are always inlined with constant MR, NR, so the accumulators stay in registers. */
 
 #define QK_CAT2(a, b) a##_##b
@@ -121,6 +122,16 @@ static inline QK_AI void QK(tile_i8)(const LinQ *c, int m, int n, const int MR, 
              QK(hsum_i)(acc[r][j]) + idot(x + (size_t)r * K + k, w + (size_t)j * K + k, K - k));
 }
 
+/* dx[i] * dw[i] (f16) for i < ng <= 8, the lanes from ng on zero: the scales of 8 blocks at once */
+static inline QK_AI __m256 QK(scales8)(const float *dx, const uint16_t *dw, int ng) {
+  if (ng == 8)
+    return _mm256_mul_ps(_mm256_loadu_ps(dx), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dw)));
+  float t[8] = {0};
+  for (int i = 0; i < ng; i++)
+    t[i] = dx[i] * _cvtsh_ss(dw[i]);
+  return _mm256_loadu_ps(t);
+}
+
 /* q8_0 and q4_0 (q4 != 0): per block an exact int32 sum in 8 lanes, scaled by dx_b * dw_b into 8
  * f32 lanes. q4_0's nibbles are unpacked to 32 u8 in x's order (low nibbles are weights 0..15,
  * high ones 16..31) and its block sums corrected by -8 sum(x) in lane 0. */
@@ -146,16 +157,8 @@ static inline QK_AI void QK(tile_blk)(const LinQ *c, int m, int n, const int MR,
     QK_UNROLL
     for (int r = 0; r < MR; r++)
       QK_UNROLL
-      for (int j = 0; j < NR; j++) {
-        const float *dxr = dx + (size_t)r * nb + b0;
-        const uint16_t *dwj = dw + (size_t)j * nb + b0;
-        if (ng == 8)
-          _mm256_storeu_ps(sc[r * NR + j],
-                           _mm256_mul_ps(_mm256_loadu_ps(dxr), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dwj))));
-        else
-          for (int t = 0; t < ng; t++)
-            sc[r * NR + j][t] = dxr[t] * _cvtsh_ss(dwj[t]);
-      }
+      for (int j = 0; j < NR; j++)
+        _mm256_storeu_ps(sc[r * NR + j], QK(scales8)(dx + (size_t)r * nb + b0, dw + (size_t)j * nb + b0, ng));
     for (int b = b0; b < b0 + ng; b++) {
       __m256i xv[4], ax[4];
       QK_UNROLL
@@ -222,8 +225,8 @@ static QK_TARGET void QK(run)(const LinQ *c, int m0, int m1, int n0, int n1) {
     return;
   }
   int n = n0;
-  for (; n + QK_NR <= n1; n += QK_NR)
-    QK(rows)(c, m0, m1, n, QK_NR);
+  for (; n + 2 <= n1; n += 2)
+    QK(rows)(c, m0, m1, n, 2);
   for (; n < n1; n++)
     QK(rows)(c, m0, m1, n, 1);
 }
@@ -231,4 +234,3 @@ static QK_TARGET void QK(run)(const LinQ *c, int m0, int m1, int n0, int n1) {
 #undef QK_SUFFIX
 #undef QK_TARGET
 #undef QK_DPBUSD
-#undef QK_NR

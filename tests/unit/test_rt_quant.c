@@ -147,6 +147,12 @@ START_TEST(exact_rules) {
   ck_assert_int_eq(rt_quantize(RT_FMT_Q8_0, q8, wn, 2, 32, &err), -1);
   ck_assert_msg(strstr(err.msg, "overflows f16"), "%s", err.msg);
   ck_assert_int_eq(rt_quantize(RT_FMT_I8_ROW, q8, wn, 2, 32, &err), 0); /* f32 scales: fine */
+  wn[32 + 3] = -524160; /* q4_0: d = 65520 rounds to f16's infinity; one less rounds to 65504 */
+  ck_assert_int_eq(rt_quantize(RT_FMT_Q4_0, q8, wn, 2, 32, &err), -1);
+  ck_assert_msg(strstr(err.msg, "row 1"), "%s", err.msg);
+  wn[32 + 3] = -524159;
+  ck_assert_int_eq(rt_quantize(RT_FMT_Q4_0, q8, wn, 2, 32, &err), 0);
+  ck_assert_uint_eq(scale_f16(q8, RT_FMT_Q4_0, 2, 32, 1), rt_f32_to_f16(65504.0f));
   free(qi), free(q8), free(q4);
 }
 END_TEST
