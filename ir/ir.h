@@ -113,10 +113,11 @@ typedef struct Func {
 typedef enum InitKind { INIT_ZEROS, INIT_ONES, INIT_NORMAL, INIT_UNIFORM, INIT_SINUSOID, INIT_COUNT } InitKind;
 
 /* How a parameter's elements are laid out in the weights. Only PF_DENSE exists yet: every element
- * stored in type.dtype, row-major. Block-quantised formats (values of a few bits, one scale per
- * `block` elements) and sparse formats (the non-zero values plus index arrays) will add rows here
- * with their auxiliary arrays in Param.aux, and ir_param_storage_bytes() counts them. The text form
- * names a format with format=NAME; the parser accepts only "dense" until a format is implemented. */
+ * stored in type.dtype, row-major. Block-quantised weights are dtypes instead (DType above: a
+ * weight's type must say how to read it, since it crosses into block functions as an argument),
+ * their scales counted by ir_param_storage_bytes() from the dtype. Sparse formats (the non-zero
+ * values plus index arrays) will add rows here with their auxiliary arrays in Param.aux. The text
+ * form names a format with format=NAME; the parser accepts only "dense" until one is implemented. */
 typedef enum ParamFormat { PF_DENSE, PF_COUNT } ParamFormat;
 
 #define IR_MAX_PARAM_AUX 4

@@ -392,7 +392,7 @@ typedef enum RtDType {
  * NAME.scale (F32 [N] or F16 [N,K/32]). */
 typedef enum RtFormat { RT_FMT_DENSE = 0, RT_FMT_I8_ROW, RT_FMT_Q8_0, RT_FMT_Q4_0, RT_FMT_COUNT } RtFormat;
 
-/* One auxiliary array of a non-dense parameter (its role, e.g. "scales", its dtype and place). */
+/* One auxiliary array of a non-dense parameter (its role, e.g. "scale", its dtype and place). */
 typedef struct RtParamAux {
   const char *role;
   RtDType dtype;
@@ -477,8 +477,8 @@ typedef struct RtModel {
   RtPrecision train_precision;
 } RtModel;
 
-/* The generated program's command line: info, init, forward, generate, eval, bench (each with
- * --help). Returns the process exit status: 0, 1 for user errors. */
+/* The generated program's command line: info, init, export, forward, generate, eval, bench, train,
+ * grad (each with --help). Returns the process exit status: 0, 1 for user errors. */
 int rt_main(int argc, char **argv, const RtModel *m);
 
 #ifdef __cplusplus
