@@ -148,8 +148,9 @@ GRAD_RULE(grad_linear) {
     return false;
   }
   if (op->in[1]->type.dtype != op->in[0]->type.dtype) {
-    snprintf(err, n, "linear with a bf16 weight (the compute pass) has no gradient rule: the compute pass is for "
-                     "inference");
+    bool q = ir_dtype_quantised(op->in[1]->type.dtype);
+    snprintf(err, n, "linear with a %s weight (the %s pass) has no gradient rule: the %s pass is for inference",
+             ir_dtype_name(op->in[1]->type.dtype), q ? "quantize" : "compute", q ? "quantize" : "compute");
     return false;
   }
   Value *dy = dy_of(g, op);
