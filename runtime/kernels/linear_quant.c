@@ -7,27 +7,38 @@
  *
  * One call: (1) the activations x (M,K) are quantised once into the scratch, per row (i8_row) or
  * per block of 32 (q8_0, q4_0): amax, d = amax / 127, q = round-to-nearest-even(x * (127 / amax))
- * (0 when amax is 0), plus, for q4_0, each block's sum of q (rt_quant_act: the SIMD and scalar
- * versions give the same bytes and scales). (2) The products: exact int32 dot products of the
- * int8 values, scaled to f32: i8_row y = (float)isum * (dx * dw[n]); q8_0 / q4_0
- * y = sum over blocks of (dx_b * dw_b) * (float)isum_b (the SIMD kernels sum the blocks in 8 or 16
- * f32 lanes with FMA, the scalar ones in order: they differ by float rounding only), then + bias[n].
+ * (0 when amax is 0), plus, for q4_0 off the packed panels (below), each block's sum of q
+ * (rt_quant_act: the SIMD and scalar versions give the same bytes and scales). (2) The products:
+ * exact int32 dot products of the int8 values, scaled to f32: i8_row y = (float)isum * (dx * dw[n]);
+ * q8_0 / q4_0 y = sum over blocks of (dx_b * dw_b) * (float)isum_b (the SIMD tiles sum the blocks
+ * in 8 or 16 f32 lanes with FMA, the packed panels in order with FMA, the scalar ones in order:
+ * they differ by float rounding only), then + bias[n].
  * (3) The epilogue, after every column block: below RT_LIN_MIN_ROWS rows epi(ctx, 0, M) once (as
  * rt_linear), from there on over the pool in row blocks of rt_gemm_rows_block(M) (the rows are no
  * longer hot, but a prefill's activation runs on every thread); the oneDNN path calls it per row
  * block right after the block's product.
  *
- * Blocks: the kernels' own path splits N into blocks of rt_lin_cols_block(K) weight rows over the
- * pool (rt_parallel_blocks) for every M; each output is one tile's sum, so the bits depend on
- * neither the blocks nor the thread count. The tiles (linear_quant_simd.h): 1 row of x against 4
- * of W for decode (M == 1), 4 rows of x against 2 of W otherwise (with AVX2's 16 registers too:
- * 4 x 2 measured ~12% faster than 4 x 1 at M = 64, 768x768, despite spills), on 256-bit vectors: vpdpbusd with AVX512-VNNI (EVEX, with AVX512-VL)
+ * Blocks: the kernels' own path splits N into blocks of rt_lin_cols_block(K) weight rows (the
+ * packed panels below: qp_cols_block(K)) over the pool (rt_parallel_blocks) for every M; each
+ * output is one tile's sum, so the bits depend on neither the blocks nor the thread count. The
+ * tiles (linear_quant_simd.h): 1 row of x against 4 of W for decode (M == 1), 4 rows of x against
+ * 2 of W otherwise (with AVX2's 16 registers too: 4 x 2 measured ~12% faster than 4 x 1 at M = 64,
+ * 768x768, despite spills), on 256-bit vectors: vpdpbusd with AVX512-VNNI (EVEX, with AVX512-VL)
  * or AVX-VNNI, vpmaddubsw with AVX2 (+ F16C, FMA), chosen once by rt_cpu(); plain C elsewhere (the
  * same loops as the twins, so its bits are the twins'). With AVX512-VNNI, every format with
  * K % 64 == 0 runs on 512-bit vectors instead (tile512, tile512_i8: 64 bytes, two blocks, per
  * instruction; tiles 1 x 4 and 4 x 2), measured single-threaded against the 256-bit tiles (min of
  * 60 calls): at 768x768, q8_0 decode ~0.021 -> ~0.015 ms and M = 64 ~1.1 -> ~0.85 ms, q4_0 M = 64
  * ~1.0 -> ~0.85 ms, i8_row decode ~0.010 -> ~0.008 ms.
+ * q8_0 and q4_0 at M >= RT_QP_MIN_ROWS with AVX512-VNNI (a prefill): packed weight panels instead
+ * (qp_linear): the lanes are 16 output columns, each weight block repacked once per call into a
+ * panel on the stack, the activations flipped to u8, so every lane of vpdpbusd ends a block with
+ * the exact int32 block sum of one output; tiles of 4 rows x 32 columns, one cvt + mul + FMA per
+ * block and 16 outputs, in column blocks of qp_cols_block(K) over the pool. Measured against the
+ * 4 x 2 tiles (tests/bench/quant_gemv.c, 1 thread, M = 512, medians): q8_0 768x768 ~9.7 -> ~1.9 ms
+ * (f32 ~5 ms), 3072x768 ~37 -> ~8 ms, 768x3072 ~52 -> ~8.6 ms (f32 ~20 ms), q4_0 alike; M = 64,
+ * 768x768 ~1.2 -> ~0.34 ms; GPT-2 small's prefill (2 threads) q8_0 ~460 -> ~880-1000 tokens/s,
+ * q4_0 ~450 -> ~1170 (f32 ~700). A 6-row tile measured no faster.
  * i8_row at M >= RT_QDNNL_MIN_ROWS in a build with oneDNN and a CPU with AMX-INT8 or VNNI: oneDNN's
  * s8 x s8 -> s32 matmul (rt_gemm_s8s8s32) per row block of rt_gemm_rows_block(M) rows into the
  * scratch, then y = (float)c * (dx * dw[n]) + bias and epi(ctx, lo, hi) per block: the int32 sums
@@ -48,6 +59,8 @@
 
 /* Below this many rows i8_row stays on its own kernels (oneDNN's per-call overhead). */
 #define RT_QDNNL_MIN_ROWS 16
+/* From this many rows q8_0 and q4_0 take the packed panels with AVX512-VNNI (qp_linear). */
+#define RT_QP_MIN_ROWS 16
 
 typedef struct LinQ {
   float *y;
@@ -347,12 +360,172 @@ static QK_T512 void run_vnni512_wide(const LinQ *c, int m0, int m1, int n0, int 
   else
     run512(c, m0, m1, n0, n1, 0);
 }
+
+/* ---- q8_0 and q4_0 batches (M >= RT_QP_MIN_ROWS) with AVX512-VNNI: packed weight panels -----
+ * The tiles above sum each block's 64 byte products along K in vector lanes, so every block and
+ * pair of rows pays a conversion, a permute and an FMA for one or two vpdpbusd. Here the lanes are
+ * columns instead: a column block (qp_cols_block(K), a multiple of QP_NC = 32) is repacked, QP_KB
+ * blocks of K at a time, into a panel on the stack (qp_pack): per block b and step s (k = 32 b +
+ * 4 s .. + 3), 128 bytes holding the 4 weights of each of the 32 columns (two zmm of 16 columns),
+ * as s8 (q4_0: the nibble - 8), with per block and column corr = -128 sum_k w and the f32 scale
+ * dw. The activations are flipped to u8 (x + 128 = x ^ 0x80, once per call in qp_linear), so
+ * vpdpbusd(x + 128 broadcast, w) over a block's 8 steps, started from corr, leaves in each lane the
+ * exact int32 sum_k x w of one row and column: no horizontal sums. Then one cvt, one vmulps (the
+ * scale dx_b * dw_b) and one FMA per block per 16 outputs. Tiles of 4 rows x 32 columns (8 int32
+ * and 8 f32 accumulators; 3, 2, 1 rows at the end of M; masked columns at the end of N) run over
+ * every row of x against the panel while it is in L1. Between the K chunks the running f32 sums
+ * wait in y; each output is one FMA chain over its blocks in order, so the bits depend on neither
+ * the chunks, the tiles nor the thread count. */
+enum { QP_NC = 32, QP_KB = 16 };
+
+typedef struct QPanel {
+  int8_t w[QP_KB][8][QP_NC * 4]; /* block, step: column i's 4 weights at bytes 4 i .. 4 i + 3 */
+  int32_t corr[QP_KB][QP_NC];    /* -128 * the block's sum of w, per column */
+  float dw[QP_KB][QP_NC];        /* the block's scale, per column */
+} QPanel;
+
+/* the column blocks of this path: rt_lin_cols_block(K) rounded up to whole panels */
+static int qp_cols_block(int K) { return (rt_lin_cols_block(K) + QP_NC - 1) / QP_NC * QP_NC; }
+
+/* columns [n0, min(n0 + 32, n1)) (the rest zero), blocks [b0, b0 + kb) into p */
+static QK_T512 void qp_pack(QPanel *p, const LinQ *c, int n0, int n1, int b0, int kb) {
+  const int K = c->K, nb = c->nb, q4 = c->fmt == RT_FMT_Q4_0, nc = n1 - n0 < QP_NC ? n1 - n0 : QP_NC;
+  const size_t wrow = q4 ? (size_t)K / 2 : (size_t)K;
+  for (int i = 0; i < QP_NC; i++) {
+    const uint8_t *src = i < nc ? (const uint8_t *)c->W + (size_t)(n0 + i) * wrow : NULL;
+    for (int b = 0; b < kb; b++) {
+      p->dw[b][i] = src ? _cvtsh_ss(c->ws[(size_t)(n0 + i) * nb + b0 + b]) : 0.0f;
+      for (int s = 0; s < 8; s++) {
+        uint32_t u = 0;
+        if (src && q4) { /* byte j: weight j low, j + 16 high; stored as nibbles, - 8 below */
+          memcpy(&u, src + 16 * (b0 + b) + 4 * (s & 3), 4);
+          u = (s < 4 ? u : u >> 4) & 0x0f0f0f0fu;
+        } else if (src) {
+          memcpy(&u, src + 32 * (b0 + b) + 4 * s, 4);
+        } else if (q4) {
+          u = 0x08080808u;
+        }
+        memcpy(&p->w[b][s][4 * i], &u, 4);
+      }
+    }
+  }
+  const __m512i ones = _mm512_set1_epi8(1), eight = _mm512_set1_epi8(8), zero = _mm512_setzero_si512();
+  for (int b = 0; b < kb; b++)
+    for (int h = 0; h < QP_NC / 16; h++) {
+      __m512i sum = zero;
+      for (int s = 0; s < 8; s++) {
+        __m512i v = _mm512_loadu_si512((const void *)&p->w[b][s][64 * h]);
+        if (q4) {
+          v = _mm512_sub_epi8(v, eight);
+          _mm512_storeu_si512((void *)&p->w[b][s][64 * h], v);
+        }
+        sum = _mm512_dpbusd_epi32(sum, ones, v);
+      }
+      _mm512_storeu_si512((void *)&p->corr[b][16 * h], _mm512_sub_epi32(zero, _mm512_slli_epi32(sum, 7)));
+    }
+}
+
+static inline QK_T512 __m512i qp_bcast4(const int8_t *x) {
+  int32_t v;
+  memcpy(&v, x, 4);
+  return _mm512_set1_epi32(v);
+}
+
+/* rows m .. m + MR - 1 against the panel's 32 columns from n0 (mk: the valid ones of each 16) */
+static inline __attribute__((always_inline)) QK_T512 void qp_tile(const LinQ *c, const QPanel *p, int m, int n0,
+                                                                  int b0, int kb, const __mmask16 mk[2], int first,
+                                                                  int last, const int MR) {
+  const int K = c->K, nb = c->nb, N = c->N;
+  __m512 acc[4][2];
+  QK_UNROLL
+  for (int r = 0; r < MR; r++)
+    QK_UNROLL
+    for (int j = 0; j < 2; j++)
+      acc[r][j] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mk[j], c->y + (size_t)(m + r) * N + n0 + 16 * j);
+  for (int b = 0; b < kb; b++) {
+    const int8_t *x = c->xq + (size_t)m * K + 32 * (b0 + b);
+    __m512i ia[4][2];
+    QK_UNROLL
+    for (int j = 0; j < 2; j++) {
+      __m512i corr = _mm512_loadu_si512((const void *)&p->corr[b][16 * j]);
+      QK_UNROLL
+      for (int r = 0; r < MR; r++)
+        ia[r][j] = corr;
+    }
+    QK_UNROLL
+    for (int s = 0; s < 8; s++) {
+      __m512i w0 = _mm512_loadu_si512((const void *)&p->w[b][s][0]);
+      __m512i w1 = _mm512_loadu_si512((const void *)&p->w[b][s][64]);
+      QK_UNROLL
+      for (int r = 0; r < MR; r++) {
+        __m512i xv = qp_bcast4(x + (size_t)r * K + 4 * s);
+        ia[r][0] = _mm512_dpbusd_epi32(ia[r][0], xv, w0);
+        ia[r][1] = _mm512_dpbusd_epi32(ia[r][1], xv, w1);
+      }
+    }
+    const __m512 dw0 = _mm512_loadu_ps(&p->dw[b][0]), dw1 = _mm512_loadu_ps(&p->dw[b][16]);
+    QK_UNROLL
+    for (int r = 0; r < MR; r++) {
+      const __m512 dx = _mm512_set1_ps(c->dx[(size_t)(m + r) * nb + b0 + b]);
+      acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[r][0]), _mm512_mul_ps(dx, dw0), acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[r][1]), _mm512_mul_ps(dx, dw1), acc[r][1]);
+    }
+  }
+  QK_UNROLL
+  for (int r = 0; r < MR; r++)
+    QK_UNROLL
+    for (int j = 0; j < 2; j++) {
+      __m512 v = acc[r][j];
+      if (last && c->bias)
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk[j], c->bias + n0 + 16 * j));
+      _mm512_mask_storeu_ps(c->y + (size_t)(m + r) * N + n0 + 16 * j, mk[j], v);
+    }
+}
+
+/* columns [lo, hi) of y for every row: panel by panel, QP_KB blocks at a time */
+static QK_T512 void qp_block(void *ctx, int lo, int hi) {
+  const LinQ *c = ctx;
+  QPanel p;
+  for (int n0 = lo; n0 < hi; n0 += QP_NC) {
+    __mmask16 mk[2];
+    for (int j = 0; j < 2; j++) {
+      int v = hi - n0 - 16 * j;
+      mk[j] = v >= 16 ? (__mmask16)0xffff : v <= 0 ? (__mmask16)0 : (__mmask16)((1u << v) - 1);
+    }
+    for (int b0 = 0; b0 < c->nb; b0 += QP_KB) {
+      const int kb = c->nb - b0 < QP_KB ? c->nb - b0 : QP_KB, first = b0 == 0, last = b0 + kb == c->nb;
+      qp_pack(&p, c, n0, hi, b0, kb);
+      int m = 0;
+      for (; m + 4 <= c->M; m += 4)
+        qp_tile(c, &p, m, n0, b0, kb, mk, first, last, 4);
+      switch (c->M - m) {
+      case 3: qp_tile(c, &p, m, n0, b0, kb, mk, first, last, 3); break;
+      case 2: qp_tile(c, &p, m, n0, b0, kb, mk, first, last, 2); break;
+      case 1: qp_tile(c, &p, m, n0, b0, kb, mk, first, last, 1); break;
+      default: break;
+      }
+    }
+  }
+}
+
+/* the batch path: x + 128 as u8 (in place: this call reads xq nowhere else), then the blocks */
+static QK_T512 void qp_linear(LinQ *c) {
+  uint8_t *q = (uint8_t *)c->xq;
+  size_t n = (size_t)c->M * c->K, i = 0;
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  for (; i + 64 <= n; i += 64)
+    _mm512_storeu_si512((void *)(q + i), _mm512_xor_si512(_mm512_loadu_si512((const void *)(q + i)), flip));
+  for (; i < n; i++)
+    q[i] ^= 0x80;
+  rt_parallel_blocks(c->N, qp_cols_block(c->K), qp_block, c);
+}
 #endif
 
 typedef struct QImpl {
   const char *name;
   void (*act)(int8_t *q, float *d, int32_t *sum, const float *x, int M, int K, int per_row);
   void (*run)(const LinQ *c, int m0, int m1, int n0, int n1);
+  void (*batch)(LinQ *c); /* q8_0 / q4_0 at M >= RT_QP_MIN_ROWS, or NULL: run's tiles */
 } QImpl;
 
 static void act_portable(int8_t *q, float *d, int32_t *sum, const float *x, int M, int K, int per_row) {
@@ -364,11 +537,12 @@ static const QImpl *impl(void) {
   static const QImpl *chosen;
   if (chosen)
     return chosen;
-  static const QImpl portable = {"portable", act_portable, run_portable};
+  static const QImpl portable = {"portable", act_portable, run_portable, NULL};
   const QImpl *p = &portable;
 #ifdef QK_X86
-  static const QImpl avx2 = {"avx2", act_avx2, run_avx2}, avxvnni = {"avx_vnni", act_avxvnni, run_avxvnni},
-                     vnni512 = {"avx512_vnni", act_vnni512, run_vnni512_wide};
+  static const QImpl avx2 = {"avx2", act_avx2, run_avx2, NULL},
+                     avxvnni = {"avx_vnni", act_avxvnni, run_avxvnni, NULL},
+                     vnni512 = {"avx512_vnni", act_vnni512, run_vnni512_wide, qp_linear};
   const RtCpu *cpu = rt_cpu();
   if (cpu->avx2 && cpu->fma && cpu->f16c) {
     p = &avx2;
@@ -450,13 +624,17 @@ static void linear_q(RtFormat f, float *y, const float *x, const void *Wq, const
   int32_t *sx = (int32_t *)(dx + rt_slice_floats((size_t)M * nb));
   LinQ c = {y,       bias, Wq, (const float *)scales, (const uint16_t *)scales, xq, dx, sx, NULL, M, N, K, nb, (int)f,
             im->run, epi,  ctx};
-  im->act(xq, dx, f == RT_FMT_Q4_0 ? sx : NULL, x, M, K, f == RT_FMT_I8_ROW);
-  if (f == RT_FMT_I8_ROW && M >= RT_QDNNL_MIN_ROWS && rt_gemm_onednn_built() && dnnl_int8_cpu()) {
+  int batch = im->batch && f != RT_FMT_I8_ROW && M >= RT_QP_MIN_ROWS; /* no block sums needed there */
+  im->act(xq, dx, f == RT_FMT_Q4_0 && !batch ? sx : NULL, x, M, K, f == RT_FMT_I8_ROW);
+  if (batch) {
+    im->batch(&c);
+  } else if (f == RT_FMT_I8_ROW && M >= RT_QDNNL_MIN_ROWS && rt_gemm_onednn_built() && dnnl_int8_cpu()) {
     c.c32 = sx + rt_slice_floats((size_t)M * nb);
     rt_parallel_blocks(M, rt_gemm_rows_block(M), dnnl_rows, &c);
     return;
+  } else {
+    rt_parallel_blocks(N, rt_lin_cols_block(K), cols_block, &c);
   }
-  rt_parallel_blocks(N, rt_lin_cols_block(K), cols_block, &c);
   if (epi && M >= RT_LIN_MIN_ROWS) /* a prefill's epilogue over the pool too */
     rt_parallel_blocks(M, rt_gemm_rows_block(M), epi_block, &c);
   else if (epi)

@@ -1,9 +1,10 @@
 /* quant_gemv.c: the quantised linear kernels (runtime/kernels/linear_quant.c) against f32 rt_linear
- * at GPT-2 small's shapes (N x K = 768x768, 3072x768, 768x3072), for decode (M = 1) and a batch
- * (M = 64): the median of RUNS timed calls after warm-up, as ms per call and GB/s of weight bytes
- * read (the format's values and scales; f32: 4 N K). Not part of CTest; for tuning. Build from the
- * repo root after building build/ (the runtime's static library), then run:
- *   cc -O2 -Iruntime tests/bench/quant_gemv.c build/libmodelc_rt.a -o /tmp/quant_gemv -lopenblas -ldnnl -lgomp -lm -lpthread && /tmp/quant_gemv [threads]
+ * at GPT-2 small's shapes (N x K = 768x768, 3072x768, 768x3072), for decode (M = 1) and batches
+ * (M = 64, and M = 512 as in a prefill): the median of RUNS timed calls after warm-up, as ms per
+ * call and GB/s of weight bytes read (the format's values and scales; f32: 4 N K). Not part of
+ * CTest; for tuning. Build from the repo root after building build/ (the runtime's static library),
+ * then run (M: only that one of 1, 64, 512):
+ *   cc -O2 -Iruntime tests/bench/quant_gemv.c build/libmodelc_rt.a -o /tmp/quant_gemv -lopenblas -ldnnl -lgomp -lm -lpthread && /tmp/quant_gemv [threads [M]]
  * (drop -ldnnl -lgomp for a runtime built with -DMODELC_DNNL=OFF). MODELC_CPU=avx2|portable
  * selects the other paths. Machines here are shared: run it a few times and compare medians. */
 #include "modelc_rt.h"
@@ -28,7 +29,7 @@ static double time_one(RtFormat fmt, LinQFn f, float *y, const float *x, const v
   double t[RUNS];
   for (int r = -WARM; r < RUNS; r++) {
     double t0 = rt_now_seconds();
-    int reps = M == 1 ? 20 : 2; /* GEMVs are short: several per sample */
+    int reps = M == 1 ? 20 : M < 512 ? 2 : 1; /* GEMVs are short: several per sample */
     for (int i = 0; i < reps; i++) {
       if (f)
         f(y, x, W, NULL, M, N, K, NULL, NULL, scratch);
@@ -49,13 +50,15 @@ int main(int argc, char **argv) {
   rt_cpu_describe(cpu, sizeof cpu);
   printf("threads %d, quantised kernels: %s\ncpu: %s\n", rt_threads(), rt_quant_isa(), cpu);
   const int shapes[3][2] = {{768, 768}, {3072, 768}, {768, 3072}};
-  const int Ms[2] = {1, 64};
+  const int Ms[3] = {1, 64, 512}, only = argc > 2 ? atoi(argv[2]) : 0;
   const RtFormat fmts[4] = {RT_FMT_DENSE, RT_FMT_Q8_0, RT_FMT_Q4_0, RT_FMT_I8_ROW};
   const LinQFn fns[4] = {NULL, rt_linear_q8_0, rt_linear_q4_0, rt_linear_i8_row};
   printf("%-6s %4s %5s %5s %10s %8s %8s\n", "format", "M", "N", "K", "ms/call", "GB/s", "vs f32");
   for (int s = 0; s < 3; s++)
-    for (int mi = 0; mi < 2; mi++) {
+    for (int mi = 0; mi < 3; mi++) {
       int N = shapes[s][0], K = shapes[s][1], M = Ms[mi];
+      if (only && M != only)
+        continue;
       float *w = malloc((size_t)N * K * sizeof(float)), *x = malloc((size_t)M * K * sizeof(float));
       float *y = malloc((size_t)M * N * sizeof(float));
       for (size_t i = 0; i < (size_t)N * K; i++) w[i] = (float)((i * 2654435761u) % 2001) * 1e-3f - 1.0f;

@@ -12,12 +12,14 @@
  * |w - w'| <= |d|; plus a few float roundings (2^-22 |w|) and, for q4_0, f16's 2^-11 on 8 d.
  * (3) Each linear kernel against its twin on odd shapes (M 1, 3, 17, 40; N 1, 5, 67; K 32, 96,
  * 160, and 7, 33 for i8_row) with a bias and an epilogue that copies the rows it sees (so it must
- * see y = x Wq^T + bias, every row once): i8_row bit for bit (exact int32 sums, the same scaling);
- * q8_0 and q4_0 within 1e-5 * sum_k |x'_k w'_k| (x', w' dequantised; the SIMD paths sum the blocks
- * in 8 or 16 FMA lanes, the twin in order: float rounding over K/32 terms, far below 1e-5) plus 2^-23 |y|
- * for the bias. The same bits for 1 and 2 threads. At M >= 16 i8_row takes oneDNN's s8 matmul
- * where the build and CPU have it: it must give the bits of our own kernel called row by row (and
- * of the twin); rt_gemm_s8s8s32 is also checked against integer loops. The twins against an f32
+ * see y = x Wq^T + bias, every row once; and q8_0 / q4_0 at M 21, 66 with K 544, 1056 for
+ * AVX512-VNNI's packed panels: several panels, column blocks and K chunks): i8_row bit for bit
+ * (exact int32 sums, the same scaling); q8_0 and q4_0 within 1e-5 * sum_k |x'_k w'_k| (x', w'
+ * dequantised; the SIMD paths sum the blocks in 8 or 16 FMA lanes or in order with FMA, the twin
+ * in order: float rounding over K/32 terms, far below 1e-5) plus 2^-23 |y| for the bias. The
+ * same bits for 1 and 2 threads. At M >= 16 i8_row takes oneDNN's s8 matmul where the build and
+ * CPU have it: it must give the bits of our own kernel called row by row (and of the twin);
+ * rt_gemm_s8s8s32 is also checked against integer loops. The twins against an f32
  * product of dequantised weights and dequantised activations (double sums): float rounding only,
  * (K/32 + 6) 2^-24 sum |x' w'| (a few roundings per block term: dx * dw, the product, x' and w'
  * themselves; and one per addition of the block sums).
@@ -315,6 +317,10 @@ START_TEST(linear_vs_ref) {
   check_linear(RT_FMT_Q4_0, 1, 67, 320, 11);
   check_linear(RT_FMT_Q8_0, 7, 67, 320, 12); /* 512-bit, M > 1: 4 x 2 tiles and the row tail */
   check_linear(RT_FMT_Q4_0, 7, 67, 320, 13);
+  check_linear(RT_FMT_Q8_0, 21, 70, 544, 17); /* M >= 16 with AVX512-VNNI: the packed panels, 16 + 1 blocks */
+  check_linear(RT_FMT_Q4_0, 21, 70, 544, 18);
+  check_linear(RT_FMT_Q8_0, 66, 100, 1056, 19); /* several panels and column blocks, 3 chunks of K */
+  check_linear(RT_FMT_Q4_0, 66, 100, 1056, 20);
   check_linear(RT_FMT_I8_ROW, 1, 67, 768, 14); /* i8_row with K % 64 == 0: 512-bit */
   check_linear(RT_FMT_I8_ROW, 7, 67, 128, 15);
   check_linear(RT_FMT_I8_ROW, 17, 67, 128, 16); /* oneDNN vs the 512-bit rows */
