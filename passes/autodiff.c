@@ -86,7 +86,7 @@ static void backward(AD *a, const Func *f, GradCtx *g) {
     if (op->kind == OP_CALL) {
       const Func *callee = ir_find_func(a->m, ir_attr_s(op, "callee"));
       Func *cb = differentiate_callee(a, callee);
-      if (!cb) return;
+      if (!cb) break; /* reported; ops is freed below */
       Value *in[512];
       int n = 0;
       IR_ASSERT(op->nin + op->nout <= 512);

@@ -35,8 +35,7 @@ static bool is_int(const Value *v) { return v->type.dtype == DT_I32 || v->type.d
 
 static bool is_half(const Value *v) { return v->type.dtype == DT_BF16 || v->type.dtype == DT_F16; }
 
-/* The C element type of v's storage. */
-/* a quantised weight (ir.h) is bytes to the kernels that read it */
+/* The C element type of v's storage (a quantised weight, ir.h, is bytes to the kernels that read it). */
 static const char *ctype(const Value *v) {
   return is_int(v) ? "int32_t" : is_half(v) ? "uint16_t" : ir_dtype_quantised(v->type.dtype) ? "uint8_t" : "float";
 }
@@ -772,7 +771,8 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
     fprintf(out, "}, %s, %s, %lld, %lld, %s, %s, %d, %d, %d, {", a.dtype, a.format, (long long)p.param_offset[i],
             (long long)a.nbytes, inits[q->init], flit(q->init_arg, fb), q->decay ? 1 : 0, q->trainable ? 1 : 0, a.naux);
     if (a.naux)
-      fprintf(out, "{\"scale\", %s, %lld, %lld}", a.aux_dtype, (long long)a.aux_offset, (long long)a.aux_nbytes);
+      fprintf(out, "{\"%s\", %s, %lld, %lld}", a.aux_role, a.aux_dtype, (long long)a.aux_offset,
+              (long long)a.aux_nbytes);
     else
       fprintf(out, "{0}");
     fprintf(out, "}},\n");

@@ -72,7 +72,7 @@ static LLVMValueRef cf32(Ll *e, double v) {
 static bool is_int(const Value *v) { return v->type.dtype == DT_I32 || v->type.dtype == DT_I64; }
 static LLVMTypeRef elem_t(Ll *e, const Value *v) { return is_int(v) ? e->i32 : e->f32; }
 static bool is_half(const Value *v) { return v->type.dtype == DT_BF16 || v->type.dtype == DT_F16; }
-/* a quantised weight (ir.h) is bytes to the kernels that read it */
+/* The pointer type of v's storage (a quantised weight, ir.h, is bytes to the kernels that read it). */
 static LLVMTypeRef ptr_t(Ll *e, const Value *v) {
   return is_int(v) ? e->pi : is_half(v) ? e->ph : ir_dtype_quantised(v->type.dtype) ? e->p8 : e->pf;
 }
@@ -1008,7 +1008,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       a.dtype_value = kt_rt_dtype_value(DT_F32);
     LLVMValueRef aux[4];
     for (int k = 0; k < 4; k++) {
-      LLVMValueRef af[4] = {cstr(e, k < a.naux ? "scale" : NULL), ci32(e, k < a.naux ? a.aux_dtype_value : 0),
+      LLVMValueRef af[4] = {cstr(e, k < a.naux ? a.aux_role : NULL), ci32(e, k < a.naux ? a.aux_dtype_value : 0),
                             ci64(e, k < a.naux ? (long long)a.aux_offset : 0),
                             ci64(e, k < a.naux ? (long long)a.aux_nbytes : 0)};
       aux[k] = LLVMConstNamedStruct(ax_t, af, 4);

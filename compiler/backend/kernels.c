@@ -136,6 +136,7 @@ KParamAbi kt_param_abi(const Param *q, int64_t offset) {
     int64_t values = ir_type_bytes(&q->type), at = (values + 63) / 64 * 64;
     DType st = ir_quant_block(t) ? DT_F16 : DT_F32;
     a.naux = 1;
+    a.aux_role = "scale"; /* the tensor name's suffix in a weights file (NAME.scale) */
     a.aux_dtype = abi_dtypes[st].name;
     a.aux_dtype_value = abi_dtypes[st].value;
     a.aux_offset = offset + at;

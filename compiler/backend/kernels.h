@@ -103,7 +103,7 @@ int kt_rt_dtype_value(DType t);
  * values, and for a quantised dtype its scales as aux[0] ("scale": f32 per row or f16 per block,
  * at the values rounded up to 64 bytes). */
 typedef struct KParamAbi {
-  const char *dtype, *format, *aux_dtype;
+  const char *dtype, *format, *aux_role, *aux_dtype;
   int dtype_value, format_value, aux_dtype_value;
   int64_t nbytes;
   int naux;
