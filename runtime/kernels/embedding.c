@@ -33,14 +33,18 @@ static void emb_rows(void *p, int lo, int hi) {
   }
 }
 
+int rt_embedding_bad_id(const int32_t *ids, int n, int V, RtError *err) {
+  for (int i = 0; i < n; i++) /* serially: n ints are cheap to scan */
+    if (ids[i] < 0 || ids[i] >= V)
+      return rt_fail(err, "embedding: token id %ld at position %d is outside [0, %d)", (long)ids[i], i, V);
+  return 0;
+}
+
 int rt_gather_rows(void *out, const int32_t *ids, const void *table, int n, int V, int C, size_t elsize,
                    RtError *err) {
   EmbCtx e = {out, ids, table, V, (size_t)C * elsize};
   rt_parallel_for(n, rt_row_grain((int)((size_t)C * elsize / sizeof(float))), emb_rows, &e);
-  for (int i = 0; i < n; i++) /* the first bad id, serially: n ints are cheap to scan */
-    if (ids[i] < 0 || ids[i] >= V)
-      return rt_fail(err, "embedding: token id %ld at position %d is outside [0, %d)", (long)ids[i], i, V);
-  return 0;
+  return rt_embedding_bad_id(ids, n, V, err);
 }
 
 int rt_embedding(float *out, const int32_t *ids, const float *table, int n, int V, int C, RtError *err) {
@@ -49,19 +53,14 @@ int rt_embedding(float *out, const int32_t *ids, const float *table, int n, int 
 
 int rt_gather_rows_ref(void *out, const int32_t *ids, const void *table, int n, int V, int C, size_t elsize,
                        RtError *err) {
-  int bad = -1;
   unsigned char *o = out;
   const unsigned char *t = table;
   for (int i = 0; i < n; i++) {
     int ok = ids[i] >= 0 && ids[i] < V;
-    if (!ok && bad < 0)
-      bad = i;
     for (size_t b = 0; b < (size_t)C * elsize; b++) /* byte by byte: a zero row is zero bytes */
       o[(size_t)i * C * elsize + b] = ok ? t[(size_t)ids[i] * C * elsize + b] : 0;
   }
-  if (bad >= 0)
-    return rt_fail(err, "embedding: token id %ld at position %d is outside [0, %d)", (long)ids[bad], bad, V);
-  return 0;
+  return rt_embedding_bad_id(ids, n, V, err);
 }
 
 int rt_embedding_ref(float *out, const int32_t *ids, const float *table, int n, int V, int C, RtError *err) {

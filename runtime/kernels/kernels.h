@@ -125,6 +125,9 @@ void rt_linear_dw_acc(float *dW, const float *dy, const float *x, int M, int N, 
 /* ---- embedding and positions (kernels/embedding.c) ---- */
 
 int rt_embedding_ref(float *out, const int32_t *ids, const float *table, int n, int V, int C, RtError *err);
+/* The first id of ids (n) outside [0,V): -1 and the error every embedding kernel reports for it
+ * (its value and position), else 0. */
+int rt_embedding_bad_id(const int32_t *ids, int n, int V, RtError *err);
 /* The row gather behind rt_embedding and rt_embedding_bf16: rows of C elements of elsize bytes. */
 int rt_gather_rows(void *out, const int32_t *ids, const void *table, int n, int V, int C, size_t elsize,
                    RtError *err);

@@ -721,10 +721,7 @@ static int embedding_q(RtFormat f, float *out, const int32_t *ids, const void *t
                        RtError *err) {
   EmbQ e = {out, ids, table, V, C, f};
   rt_parallel_for(n, rt_row_grain(C), emb_rows, &e);
-  for (int i = 0; i < n; i++) /* the first bad id, as rt_gather_rows reports it */
-    if (ids[i] < 0 || ids[i] >= V)
-      return rt_fail(err, "embedding: token id %ld at position %d is outside [0, %d)", (long)ids[i], i, V);
-  return 0;
+  return rt_embedding_bad_id(ids, n, V, err);
 }
 
 int rt_embedding_i8_row(float *out, const int32_t *ids, const void *table, int n, int V, int C, RtError *err) {
