@@ -169,6 +169,10 @@ void rt_quant_act(RtFormat f, int8_t *q, float *d, int32_t *sum, const float *x,
 void rt_quant_act_ref(RtFormat f, int8_t *q, float *d, int32_t *sum, const float *x, int M, int K);
 /* The ISA of the quantised kernels on this CPU: "avx512_vnni", "avx_vnni", "avx2" or "portable". */
 const char *rt_quant_isa(void);
+/* The twin of rt_embedding_i8_row/_q8_0/_q4_0 (format f): the whole table dequantised
+ * (rt_dequantize), then the f32 rows gathered byte by byte (rt_gather_rows_ref). */
+int rt_embedding_quant_ref(RtFormat f, float *out, const int32_t *ids, const void *table, int n, int V, int C,
+                           RtError *err);
 
 /* ---- norms (kernels/norm.c) ---- */
 

@@ -724,6 +724,16 @@ static int embedding_q(RtFormat f, float *out, const int32_t *ids, const void *t
   return rt_embedding_bad_id(ids, n, V, err);
 }
 
+int rt_embedding_quant_ref(RtFormat f, float *out, const int32_t *ids, const void *table, int n, int V, int C,
+                           RtError *err) {
+  float *deq = malloc((size_t)V * (size_t)C * sizeof(float) + 1);
+  if (!deq) return rt_fail(err, "out of memory");
+  rt_dequantize(f, deq, table, V, C);
+  int rc = rt_gather_rows_ref(out, ids, deq, n, V, C, sizeof(float), err);
+  free(deq);
+  return rc;
+}
+
 int rt_embedding_i8_row(float *out, const int32_t *ids, const void *table, int n, int V, int C, RtError *err) {
   return embedding_q(RT_FMT_I8_ROW, out, ids, table, n, V, C, err);
 }

@@ -24,7 +24,7 @@
  * (K/32 + 6) 2^-24 sum |x' w'| (a few roundings per block term: dx * dw, the product, x' and w'
  * themselves; and one per addition of the block sums).
  * (4) rt_quant_act (the kernels' SIMD quantisation of the activations) gives the twin's bytes and
- * scales, ties at .5 included. (5) The embeddings are rt_dequantize's rows; a bad id is a zero row
+ * scales, ties at .5 included. (5) The embeddings are rt_dequantize's rows and their twin's bytes (rt_embedding_quant_ref); a bad id is a zero row
  * and an error. CTest runs this program three times: natively, MODELC_CPU=avx2 and
  * MODELC_CPU=portable. */
 #include "rt_test_util.h"
@@ -356,7 +356,7 @@ END_TEST
 START_TEST(embeddings) {
   enum { n = 50, V = 9, C = 64 };
   const RtFormat fs[3] = {RT_FMT_I8_ROW, RT_FMT_Q8_0, RT_FMT_Q4_0};
-  float *table = falloc(V * C), *deq = falloc(V * C), *out = falloc(n * C);
+  float *table = falloc(V * C), *deq = falloc(V * C), *out = falloc(n * C), *ref = falloc(n * C);
   fill_uniform(table, V * C, -1, 1, 77);
   int32_t ids[n];
   for (int i = 0; i < n; i++)
@@ -372,6 +372,8 @@ START_TEST(embeddings) {
     ck_assert_int_eq(emb(out, ids, q, n, V, C, &err), 0);
     for (int i = 0; i < n; i++)
       ck_assert(memcmp(out + i * C, deq + ids[i] * C, C * sizeof(float)) == 0);
+    ck_assert_int_eq(rt_embedding_quant_ref(fs[t], ref, ids, q, n, V, C, &err), 0); /* the twin: the same bytes */
+    ck_assert(memcmp(out, ref, n * C * sizeof(float)) == 0);
     ids[17] = -1; /* a bad id: a zero row, the others written, an error naming it */
     memset(out, 0xff, n * C * sizeof(float));
     ck_assert_int_eq(emb(out, ids, q, n, V, C, &err), -1);
@@ -379,10 +381,14 @@ START_TEST(embeddings) {
     for (int c = 0; c < C; c++)
       ck_assert(out[17 * C + c] == 0.0f);
     ck_assert(memcmp(out + 18 * C, deq + ids[18] * C, C * sizeof(float)) == 0);
+    RtError eref;
+    ck_assert_int_eq(rt_embedding_quant_ref(fs[t], ref, ids, q, n, V, C, &eref), -1);
+    ck_assert(memcmp(out, ref, n * C * sizeof(float)) == 0);
+    ck_assert_str_eq(err.msg, eref.msg);
     ids[17] = (int32_t)((17 * 5u) % V);
     free(q);
   }
-  free(table), free(deq), free(out);
+  free(table), free(deq), free(out), free(ref);
 }
 END_TEST
 
