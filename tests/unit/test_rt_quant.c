@@ -24,9 +24,9 @@
  * (K/32 + 6) 2^-24 sum |x' w'| (a few roundings per block term: dx * dw, the product, x' and w'
  * themselves; and one per addition of the block sums).
  * (4) rt_quant_act (the kernels' SIMD quantisation of the activations) gives the twin's bytes and
- * scales, ties at .5 included. (5) The embeddings are rt_dequantize's rows and their twin's bytes (rt_embedding_quant_ref); a bad id is a zero row
- * and an error. CTest runs this program three times: natively, MODELC_CPU=avx2 and
- * MODELC_CPU=portable. */
+ * scales, ties at .5 included. (5) The embeddings are rt_dequantize's rows and their twin's bytes
+ * (rt_embedding_quant_ref); a bad id is a zero row and an error. CTest runs this program three
+ * times: natively, MODELC_CPU=avx2 and MODELC_CPU=portable. */
 #include "rt_test_util.h"
 
 #include <check.h>
