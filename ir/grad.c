@@ -148,9 +148,14 @@ GRAD_RULE(grad_linear) {
     return false;
   }
   if (op->in[1]->type.dtype != op->in[0]->type.dtype) {
-    bool q = ir_dtype_quantised(op->in[1]->type.dtype);
-    snprintf(err, n, "linear with a %s weight (the %s pass) has no gradient rule: the %s pass is for inference",
-             ir_dtype_name(op->in[1]->type.dtype), q ? "quantize" : "compute", q ? "quantize" : "compute");
+    DType wt = op->in[1]->type.dtype;
+    const char *pass = ir_dtype_quantised(wt) ? "quantize" : wt == DT_CSR ? "prune" : "compute";
+    if (wt == DT_CSR)
+      snprintf(err, n, "linear with a csr weight (the prune pass's sparse format) has no gradient rule: training "
+               "reads dense masked weights (put prune before autodiff in the same pipeline, or give prune format=dense)");
+    else
+      snprintf(err, n, "linear with a %s weight (the %s pass) has no gradient rule: the %s pass is for inference",
+               ir_dtype_name(wt), pass, pass);
     return false;
   }
   Value *dy = dy_of(g, op);

@@ -23,7 +23,7 @@ static bool fail(char *err, size_t n, const char *fmt, const char *a, const char
 
 static bool need_float(const Op *op, char *err, size_t n) {
   DType t = op->in[0]->type.dtype;
-  if (t == DT_I32 || t == DT_I64 || t == DT_I8 || ir_dtype_quantised(t))
+  if (t == DT_I32 || t == DT_I64 || t == DT_I8 || ir_dtype_packed(t))
     return fail(err, n, "%s expects a floating-point operand%s", ir_op_name(op->kind), NULL);
   return true;
 }
@@ -129,8 +129,8 @@ static bool shape_linear(const Module *m, const Op *op, Type *out, char *err, si
     return fail(err, n, "linear: weight %s is not [out, in] for input %s", tstr(w, b1), tstr(x, b2));
   /* the same dtype, or an f32 input times a bf16 weight (the compute pass: products in bf16, the
    * input rounded to bf16, f32 accumulation and result) */
-  if (w->dtype != x->dtype && !(x->dtype == DT_F32 && (w->dtype == DT_BF16 || ir_dtype_quantised(w->dtype))))
-    return fail(err, n, "linear: weight %s and input %s: the same dtype, or f32 input and a bf16 or quantised weight",
+  if (w->dtype != x->dtype && !(x->dtype == DT_F32 && (w->dtype == DT_BF16 || ir_dtype_packed(w->dtype))))
+    return fail(err, n, "linear: weight %s and input %s: the same dtype, or f32 input and a bf16, quantised or csr weight",
                 tstr(w, b1), tstr(x, b2));
   if (ir_quant_block(w->dtype) && w->dim[1] % ir_quant_block(w->dtype) != 0)
     return fail(err, n, "linear: a %s weight needs an input dimension that is a multiple of 32, not %s",
@@ -201,7 +201,7 @@ static bool shape_embedding(const Module *m, const Op *op, Type *out, char *err,
   char b1[96], b2[96];
   const Type *ids = &op->in[0]->type, *tab = &op->in[1]->type;
   if ((ids->dtype != DT_I32 && ids->dtype != DT_I64) || ids->rank < 1 || ids->rank >= IR_MAX_RANK || tab->rank != 2 ||
-      tab->dtype == DT_I32 || tab->dtype == DT_I64)
+      tab->dtype == DT_I32 || tab->dtype == DT_I64 || tab->dtype == DT_CSR)
     return fail(err, n, "embedding expects integer ids and a [V,C] table, got %s and %s", tstr(ids, b1), tstr(tab, b2));
   if (ir_quant_block(tab->dtype) && tab->dim[1] % ir_quant_block(tab->dtype) != 0)
     return fail(err, n, "embedding: a %s table needs rows whose length is a multiple of 32, not %s",
@@ -469,8 +469,9 @@ int ir_op_by_name(const char *name) {
   return -1;
 }
 
-static const char *const dtype_names[DT_COUNT] = {"f32", "f16", "bf16", "i8", "i32", "i64", "i8_row", "q8_0", "q4_0"};
-static const size_t dtype_bits[DT_COUNT] = {32, 16, 16, 8, 32, 64, 8, 8, 4};
+static const char *const dtype_names[DT_COUNT] = {"f32", "f16", "bf16", "i8",   "i32",
+                                                  "i64", "i8_row", "q8_0", "q4_0", "csr"};
+static const size_t dtype_bits[DT_COUNT] = {32, 16, 16, 8, 32, 64, 8, 8, 4, 32};
 
 const char *ir_dtype_name(DType t) { return t < DT_COUNT ? dtype_names[t] : "?"; }
 int ir_dtype_by_name(const char *name) {
@@ -481,6 +482,12 @@ int ir_dtype_by_name(const char *name) {
 size_t ir_dtype_bits(DType t) { return t < DT_COUNT ? dtype_bits[t] : 0; }
 bool ir_dtype_quantised(DType t) { return t == DT_I8_ROW || t == DT_Q8_0 || t == DT_Q4_0; }
 int ir_quant_block(DType t) { return t == DT_Q8_0 || t == DT_Q4_0 ? 32 : 0; }
+bool ir_dtype_packed(DType t) { return ir_dtype_quantised(t) || t == DT_CSR; }
+
+static const char *const prune_names[PRUNE_COUNT] = {"none", "magnitude", "global", "nm"};
+const char *ir_prune_name(PruneKind k) { return (unsigned)k < PRUNE_COUNT ? prune_names[k] : "?"; }
+static const char *const select_names[SEL_COUNT] = {"none", "norm", "importance"};
+const char *ir_select_name(SelectRule r) { return (unsigned)r < SEL_COUNT ? select_names[r] : "?"; }
 
 static const char *const init_names[INIT_COUNT] = {"zeros", "ones", "normal", "uniform", "sinusoid"};
 const char *ir_init_name(InitKind k) { return k < INIT_COUNT ? init_names[k] : "?"; }
@@ -689,12 +696,25 @@ int ir_param_format_by_name(const char *name) {
   return -1;
 }
 
+int64_t ir_csr_cols_offset(int64_t cap) { return (4 * cap + 63) / 64 * 64; }
+int64_t ir_csr_rowptr_offset(int64_t cap) { return (ir_csr_cols_offset(cap) + 2 * cap + 63) / 64 * 64; }
+int64_t ir_csr_bytes(int64_t N, int64_t cap) { return ir_csr_rowptr_offset(cap) + 4 * (N + 1); }
+
+int ir_param_full_shape(const Param *p, int64_t *dims) {
+  for (int i = 0; i < p->type.rank; i++) dims[i] = p->type.dim[i];
+  if (p->select != SEL_NONE && p->select_axis >= 0 && p->select_axis < p->type.rank)
+    dims[p->select_axis] = (int64_t)p->select_parts * p->select_unit * p->select_of;
+  return p->type.rank;
+}
+
 int64_t ir_param_storage_bytes(const Param *p) {
   int64_t n = 0;
   switch (p->fmt) {
   case PF_DENSE:
     n = ir_type_bytes(&p->type);
-    if (ir_dtype_quantised(p->type.dtype) && p->type.rank == 2) {
+    if (p->type.dtype == DT_CSR && p->type.rank == 2)
+      n = ir_csr_bytes(p->type.dim[0], p->nnz);
+    else if (ir_dtype_quantised(p->type.dtype) && p->type.rank == 2) {
       /* the values, then at the next 64 bytes the scales (RtFormat, runtime/modelc_rt.h):
        * one f32 per row (i8_row) or one f16 per block of 32 (q8_0, q4_0) */
       int64_t nb = ir_quant_block(p->type.dtype);
@@ -953,12 +973,13 @@ bool ir_infer(const Module *m, Op *op, char *err, size_t n) {
     return false;
   }
   if (!ir_check_attrs(op, err, n)) return false;
-  /* a quantised weight is read only by the kernels that know its format (ir.h, DType) */
+  /* a quantised or csr weight is read only by the kernels that know its format (ir.h, DType) */
   for (int i = 0; i < op->nin; i++)
-    if (ir_dtype_quantised(op->in[i]->type.dtype) && op->kind != OP_CALL &&
-        !(i == 1 && (op->kind == OP_LINEAR || op->kind == OP_EMBEDDING))) {
-      snprintf(err, n, "%s: operand %d is a %s weight, which only linear and embedding read (as their weight)",
-               info->name, i, ir_dtype_name(op->in[i]->type.dtype));
+    if (ir_dtype_packed(op->in[i]->type.dtype) && op->kind != OP_CALL &&
+        !(i == 1 && (op->kind == OP_LINEAR || (op->kind == OP_EMBEDDING && op->in[i]->type.dtype != DT_CSR)))) {
+      snprintf(err, n, "%s: operand %d is a %s weight, which only %s read (as their weight)", info->name, i,
+               ir_dtype_name(op->in[i]->type.dtype),
+               op->in[i]->type.dtype == DT_CSR ? "linear ops" : "linear and embedding");
       return false;
     }
   Type tmp[16];

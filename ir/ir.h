@@ -33,8 +33,14 @@
  * to read it because it crosses into a block function as an argument: the format is the dtype.
  *   i8_row  int8 per output row with one f32 scale per row
  *   q8_0    int8 in blocks of 32 along K with one f16 scale per block (8.5 bits per weight)
- *   q4_0    4-bit in blocks of 32 along K with one f16 scale per block (4.5 bits per weight) */
-typedef enum DType { DT_F32, DT_F16, DT_BF16, DT_I8, DT_I32, DT_I64, DT_I8_ROW, DT_Q8_0, DT_Q4_0, DT_COUNT } DType;
+ *   q4_0    4-bit in blocks of 32 along K with one f16 scale per block (4.5 bits per weight)
+ *
+ * csr is the sparse weight format of the prune pass (docs/passes.md, "prune"): an [N,K] weight's
+ * nonzero f32 values in compressed sparse rows (u16 column indices, i32 row pointers; RtFormat
+ * RT_FMT_CSR), with room for the parameter's Param.nnz nonzeros; like the quantised dtypes it is
+ * read only by linear (operand 1) and passed through call arguments. ir_dtype_packed() says
+ * whether a dtype is one of these weight formats. */
+typedef enum DType { DT_F32, DT_F16, DT_BF16, DT_I8, DT_I32, DT_I64, DT_I8_ROW, DT_Q8_0, DT_Q4_0, DT_CSR, DT_COUNT } DType;
 
 /* A tensor type: element type and a static shape (rank 0 is a scalar). */
 typedef struct Type {
@@ -110,14 +116,26 @@ typedef struct Func {
   int line, col;     /* source position when parsed */
 } Func;
 
+/* Unstructured pruning of a parameter (the prune pass): the runtime computes its mask from the
+ * loaded (or trained) values and holds it (docs/passes.md, "prune").
+ *   PRUNE_MAGNITUDE  the Param.sparsity fraction of its elements with the smallest |w| are zero
+ *   PRUNE_GLOBAL     the same over every PRUNE_GLOBAL parameter together (one threshold)
+ *   PRUNE_NM         in each group of prune_m consecutive elements along K, prune_n are kept */
+typedef enum PruneKind { PRUNE_NONE, PRUNE_MAGNITUDE, PRUNE_GLOBAL, PRUNE_NM, PRUNE_COUNT } PruneKind;
+/* Structured pruning (prune<kind=neurons|heads>): the parameter is a slice of a larger tensor, the
+ * full one a checkpoint holds; which units it keeps the runtime chooses at load by a score shared
+ * by its group (the parameters of one MLP or one attention):
+ *   SEL_NORM        the units of largest L2 norm over the group's parameters
+ *   SEL_IMPORTANCE  the units (heads) of largest GROUP.head_importance (PROG importance) */
+typedef enum SelectRule { SEL_NONE, SEL_NORM, SEL_IMPORTANCE, SEL_COUNT } SelectRule;
+
 typedef enum InitKind { INIT_ZEROS, INIT_ONES, INIT_NORMAL, INIT_UNIFORM, INIT_SINUSOID, INIT_COUNT } InitKind;
 
-/* How a parameter's elements are laid out in the weights. Only PF_DENSE exists yet: every element
- * stored in type.dtype, row-major. Block-quantised weights are dtypes instead (DType above: a
- * weight's type must say how to read it, since it crosses into block functions as an argument),
- * their scales counted by ir_param_storage_bytes() from the dtype. Sparse formats (the non-zero
- * values plus index arrays) will add rows here with their auxiliary arrays in Param.aux. The text
- * form names a format with format=NAME; the parser accepts only "dense" until one is implemented. */
+/* How a parameter's elements are laid out in the weights. Only PF_DENSE exists: every element
+ * stored in type.dtype, row-major. Block-quantised and sparse (csr) weights are dtypes instead
+ * (DType above: a weight's type must say how to read it, since it crosses into block functions as
+ * an argument), their scales or indices counted by ir_param_storage_bytes() from the dtype (and
+ * Param.nnz). The text form names a format with format=NAME; the parser accepts only "dense". */
 typedef enum ParamFormat { PF_DENSE, PF_COUNT } ParamFormat;
 
 #define IR_MAX_PARAM_AUX 4
@@ -143,6 +161,17 @@ typedef struct Param {
   InitKind init;           /* initialiser used by PROG init */
   double init_arg;         /* std for INIT_NORMAL, bound for INIT_UNIFORM */
   bool trainable;          /* false: frozen (printed "frozen") */
+  PruneKind prune;         /* unstructured pruning (printed prune=magnitude(S), global(S), nm(N:M)) */
+  double sparsity;         /* PRUNE_MAGNITUDE, PRUNE_GLOBAL: the fraction of zeros, in (0, 1) */
+  int prune_n, prune_m;    /* PRUNE_NM: n kept of every m */
+  int64_t nnz;             /* DT_CSR: the nonzeros its storage has room for (printed nnz=N) */
+  SelectRule select;       /* structured pruning: printed select=RULE(@GROUP,AXIS,PARTS,UNIT,OF) */
+  const char *select_group;/* the group's key parameter (an MLP's first weight, an attention's output
+                            * projection): its name names the group and its score tensor */
+  int select_axis;         /* the axis cut: 0 rows, 1 columns */
+  int select_parts;        /* the full axis is PARTS equal parts (3 for q, k, v), each of OF units */
+  int select_unit;         /* extent of one unit along the axis (a head: head dim; a neuron: 1) */
+  int select_of;           /* units per part in the full tensor (the kept ones: dim[axis] / (PARTS*UNIT)) */
   bool decay;              /* weight decay applies (false for biases and norm gains) */
   int index;               /* its position in Module.params (set by ir_add_param; never changes) */
   int line, col;           /* source position when parsed */
@@ -247,6 +276,7 @@ const char *ir_dtype_name(DType t);
 int ir_dtype_by_name(const char *name);  /* -1 if unknown */
 size_t ir_dtype_bits(DType t);  /* of the values (a quantised dtype's scales are not counted) */
 bool ir_dtype_quantised(DType t); /* i8_row, q8_0, q4_0 */
+bool ir_dtype_packed(DType t);    /* a weight format read only by kernels: quantised or csr */
 /* Elements per scale of a quantised dtype along the last axis (32; i8_row: 0, one per row). */
 int ir_quant_block(DType t);
 const char *ir_init_name(InitKind k);
@@ -278,6 +308,16 @@ const char *ir_param_format_name(ParamFormat f);
 int ir_param_format_by_name(const char *name);   /* -1 if unknown */
 /* Bytes the parameter occupies in the weights: its values in its format plus its auxiliary arrays. */
 int64_t ir_param_storage_bytes(const Param *p);
+/* The CSR layout of an [N,K] weight with room for cap nonzeros (RT_FMT_CSR): f32 values at 0, u16
+ * columns at ir_csr_cols_offset, i32 row pointers [N+1] at ir_csr_rowptr_offset; total bytes. */
+int64_t ir_csr_cols_offset(int64_t cap);
+int64_t ir_csr_rowptr_offset(int64_t cap);
+int64_t ir_csr_bytes(int64_t N, int64_t cap);
+/* The full tensor's shape of a structurally pruned parameter (Param.select): dim[axis] is
+ * parts * unit * of. Writes into dims; returns the rank. */
+int ir_param_full_shape(const Param *p, int64_t *dims);
+const char *ir_prune_name(PruneKind k);   /* "magnitude", "global", "nm" */
+const char *ir_select_name(SelectRule r); /* "norm", "importance" */
 
 /* ---- functions ---- */
 Func *ir_add_func(Module *m, const char *name);  /* NULL if the name exists */

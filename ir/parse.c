@@ -554,7 +554,74 @@ static bool parse_number(Parser *P, double *v) {
   return true;
 }
 
-/* FACT := init=KIND['(' NUM ')'] | frozen | nodecay | format=NAME['(' block=INT ')'] */
+/* One integer at the current token into *v (within [lo, hi]); false with an error otherwise. */
+static bool parse_int_in(Parser *P, int64_t *v, int64_t lo, int64_t hi, const char *what) {
+  if (P->tok.kind != T_INT) return expected(P, what);
+  if (P->tok.i < lo || P->tok.i > hi) {
+    perr_at(P, P->tok.line, P->tok.col, "%s: %lld is out of range [%lld, %lld]", what, (long long)P->tok.i,
+            (long long)lo, (long long)hi);
+    return false;
+  }
+  *v = P->tok.i;
+  next(P);
+  return true;
+}
+
+/* prune=magnitude(S) | global(S) | nm(N:M) */
+static bool parse_prune_fact(Parser *P, Param *p) {
+  int k = -1;
+  for (int i = PRUNE_MAGNITUDE; i < PRUNE_COUNT; i++)
+    if (is_ident(P, ir_prune_name((PruneKind)i))) k = i;
+  if (k < 0) return expected(P, "a pruning: magnitude(S), global(S) or nm(N:M)");
+  next(P);
+  p->prune = (PruneKind)k;
+  if (!expect_punct(P, '(', "'('")) return false;
+  if (k == PRUNE_NM) {
+    int64_t n, mm;
+    if (!parse_int_in(P, &n, 1, 1 << 16, "N of nm(N:M)") || !expect_punct(P, ':', "':' between N and M") ||
+        !parse_int_in(P, &mm, 2, 1 << 16, "M of nm(N:M)"))
+      return false;
+    p->prune_n = (int)n;
+    p->prune_m = (int)mm;
+  } else {
+    Token at = P->tok;
+    if (!parse_number(P, &p->sparsity)) return false;
+    if (!(p->sparsity > 0 && p->sparsity < 1)) {
+      perr_at(P, at.line, at.col, "the sparsity of prune=%s is in (0, 1)", ir_prune_name(p->prune));
+      return false;
+    }
+  }
+  return expect_punct(P, ')', "')'");
+}
+
+/* select=RULE(@GROUP,AXIS,PARTS,UNIT,OF) */
+static bool parse_select_fact(Parser *P, Param *p) {
+  int k = -1;
+  for (int i = SEL_NORM; i < SEL_COUNT; i++)
+    if (is_ident(P, ir_select_name((SelectRule)i))) k = i;
+  if (k < 0) return expected(P, "a selection rule: norm(...) or importance(...)");
+  next(P);
+  p->select = (SelectRule)k;
+  if (!expect_punct(P, '(', "'('")) return false;
+  if (P->tok.kind != T_GNAME) return expected(P, "the group's parameter '@name'");
+  Token g = P->tok;
+  p->select_group = tok_str(P, &g);
+  next(P);
+  int64_t v[4];
+  static const char *const what[4] = {"the axis", "the parts", "the unit", "the units per part"};
+  for (int i = 0; i < 4; i++) {
+    if (!expect_punct(P, ',', "','") || !parse_int_in(P, &v[i], i == 0 ? 0 : 1, i == 0 ? 1 : 1 << 24, what[i]))
+      return false;
+  }
+  p->select_axis = (int)v[0];
+  p->select_parts = (int)v[1];
+  p->select_unit = (int)v[2];
+  p->select_of = (int)v[3];
+  return expect_punct(P, ')', "')'");
+}
+
+/* FACT := init=KIND['(' NUM ')'] | frozen | nodecay | format=NAME['(' block=INT ')'] | nnz=INT
+ *       | prune=magnitude(S) | prune=global(S) | prune=nm(N:M) | select=RULE(@G,AXIS,PARTS,UNIT,OF) */
 static bool parse_param(Parser *P) {
   Token kw = P->tok;
   next(P);
@@ -574,18 +641,19 @@ static bool parse_param(Parser *P) {
   p->col = kw.col;
   unsigned seen = 0;
   while (P->tok.kind != T_EOF && !P->tok.bol) {
-    if (P->tok.kind != T_IDENT) return expected(P, "a parameter fact (init=, frozen, nodecay, format=)");
+    if (P->tok.kind != T_IDENT)
+      return expected(P, "a parameter fact (init=, frozen, nodecay, nnz=, prune=, select=, format=)");
     Token f = P->tok;
-    static const char *const facts[] = {"init", "frozen", "nodecay", "format"};
+    static const char *const facts[] = {"init", "frozen", "nodecay", "format", "nnz", "prune", "select"};
     int fi = -1;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 7; i++)
       if (is_ident(P, facts[i])) fi = i;
     if (is_ident(P, "shared")) {
       perr_at(P, f.line, f.col, "'shared=' was removed: to share a weight, bind the same parameter "
                                 "(write `param {p=@P}` for @P wherever it is used) and drop this parameter");
       return false;
     }
-    if (is_ident(P, "quant") || is_ident(P, "sparse")) {
+    if (is_ident(P, "quant") || is_ident(P, "sparse")) { /* csr is a dtype; the pruning is prune= */
       perr_at(P, f.line, f.col, "'%.*s=' was removed: a parameter's storage is written format=NAME (only "
                                 "'dense', the default, is implemented yet)", (int)f.len, f.p);
       return false;
@@ -593,7 +661,7 @@ static bool parse_param(Parser *P) {
     if (fi < 0) {
       char w[48];
       snprintf(w, sizeof w, "%.*s", (int)(f.len < 40 ? f.len : 40), f.p);
-      const char *s = diag_suggest(w, facts, 4);
+      const char *s = diag_suggest(w, facts, 7);
       perr_at(P, f.line, f.col, "unknown parameter fact '%s'%s%s%s", w, s ? " (did you mean '" : "", s ? s : "",
               s ? "'?)" : "");
       return false;
@@ -613,6 +681,18 @@ static bool parse_param(Parser *P) {
       continue;
     }
     if (!expect_punct(P, '=', "'=' after the fact name")) return false;
+    if (fi == 4) {
+      if (!parse_int_in(P, &p->nnz, 1, IR_MAX_NUMEL, "the nonzero count of nnz=")) return false;
+      continue;
+    }
+    if (fi == 5) {
+      if (!parse_prune_fact(P, p)) return false;
+      continue;
+    }
+    if (fi == 6) {
+      if (!parse_select_fact(P, p)) return false;
+      continue;
+    }
     if (fi == 0) {
       int k = -1;
       for (int i = 0; i < INIT_COUNT; i++)

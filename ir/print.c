@@ -177,6 +177,15 @@ static void print_param(FILE *out, const Param *p) {
   }
   if (!p->trainable) fputs(" frozen", out);
   if (!p->decay) fputs(" nodecay", out);
+  if (p->nnz) fprintf(out, " nnz=%lld", (long long)p->nnz);
+  if (p->prune == PRUNE_NM) fprintf(out, " prune=nm(%d:%d)", p->prune_n, p->prune_m);
+  else if (p->prune != PRUNE_NONE) {
+    fmt_double(p->sparsity, buf, sizeof buf);
+    fprintf(out, " prune=%s(%s)", ir_prune_name(p->prune), buf);
+  }
+  if (p->select != SEL_NONE)
+    fprintf(out, " select=%s(@%s,%d,%d,%d,%d)", ir_select_name(p->select), p->select_group ? p->select_group : "",
+            p->select_axis, p->select_parts, p->select_unit, p->select_of);
   if (p->fmt != PF_DENSE) { /* dense is the default and not printed; its arrays follow from the format */
     fprintf(out, " format=%s", ir_param_format_name(p->fmt));
     if (p->block) fprintf(out, "(block=%d)", p->block);

@@ -240,7 +240,7 @@ static void check_func(Verifier *v, const Func *f) {
     const Value *r = f->ret[i];
     if (!r || r->id < 0 || r->id >= nv || defined[r->id] != r)
       verr(v, f->line, f->col, "in @%s: returned value %d is not defined in the function", fn, i);
-    else if (ir_dtype_quantised(r->type.dtype))
+    else if (ir_dtype_packed(r->type.dtype))
       verr(v, f->line, f->col, "in @%s: returned value %d is a %s weight (weights are parameters and arguments)", fn,
            i, ir_dtype_name(r->type.dtype));
   }
@@ -335,6 +335,36 @@ static void check_params(Verifier *v) {
         (p->type.rank != 2 || (ir_quant_block(p->type.dtype) && p->type.dim[1] % ir_quant_block(p->type.dtype))))
       verr(v, p->line, p->col, "parameter @%s: a %s parameter is an [N,K] matrix%s", pn, ir_dtype_name(p->type.dtype),
            ir_quant_block(p->type.dtype) ? " with K a multiple of 32" : "");
+    if (!tp && p->type.dtype == DT_CSR &&
+        (p->type.rank != 2 || p->type.dim[1] > 65536 || p->nnz < 1 || p->nnz > ir_type_numel(&p->type)))
+      verr(v, p->line, p->col, "parameter @%s: a csr parameter is an [N,K] matrix with K <= 65536 and room for 1 to "
+           "N*K nonzeros (nnz=%lld)", pn, (long long)p->nnz);
+    if (p->type.dtype != DT_CSR && p->nnz != 0)
+      verr(v, p->line, p->col, "parameter @%s: nnz= is a fact of csr parameters", pn);
+    if ((unsigned)p->prune >= PRUNE_COUNT) verr(v, p->line, p->col, "parameter @%s: invalid pruning", pn);
+    if (p->prune != PRUNE_NONE && !tp && (p->type.rank != 2 || (p->type.dtype != DT_F32 && p->type.dtype != DT_CSR)))
+      verr(v, p->line, p->col, "parameter @%s: pruning (prune=) applies to f32 or csr [N,K] matrices", pn);
+    if ((p->prune == PRUNE_MAGNITUDE || p->prune == PRUNE_GLOBAL) && !(p->sparsity > 0 && p->sparsity < 1))
+      verr(v, p->line, p->col, "parameter @%s: the sparsity of prune=%s is in (0, 1)", pn, ir_prune_name(p->prune));
+    if (p->prune == PRUNE_NM &&
+        (p->prune_n < 1 || p->prune_n >= p->prune_m || (!tp && p->type.rank == 2 && p->type.dim[1] % p->prune_m)))
+      verr(v, p->line, p->col, "parameter @%s: prune=nm(N:M) needs 1 <= N < M and K a multiple of M", pn);
+    if (p->type.dtype == DT_CSR && p->prune == PRUNE_NONE)
+      verr(v, p->line, p->col, "parameter @%s: a csr parameter states its pruning (prune=...)", pn);
+    if (p->type.dtype == DT_CSR && p->prune == PRUNE_GLOBAL)
+      verr(v, p->line, p->col, "parameter @%s: prune=global leaves each matrix's nonzero count open: it is stored "
+           "dense, not csr", pn);
+    if ((unsigned)p->select >= SEL_COUNT) verr(v, p->line, p->col, "parameter @%s: invalid select rule", pn);
+    if (p->select != SEL_NONE && !tp) {
+      int64_t part = (int64_t)p->select_parts * p->select_unit;
+      if (!p->select_group || !valid_name(p->select_group) || p->select_axis < 0 || p->select_axis >= p->type.rank ||
+          p->select_parts < 1 || p->select_unit < 1 || part <= 0 || p->type.dim[p->select_axis] % part ||
+          p->type.dim[p->select_axis] / part > p->select_of || p->select_of > (1 << 24))
+        verr(v, p->line, p->col, "parameter @%s: select= needs a group parameter, an axis of its shape, and that "
+             "axis a multiple of PARTS*UNIT with at most OF units per part", pn);
+      else if (!ir_find_param(m, p->select_group))
+        verr(v, p->line, p->col, "parameter @%s: select= names @%s, which is not a parameter", pn, p->select_group);
+    }
     if ((unsigned)p->fmt >= PF_COUNT) verr(v, p->line, p->col, "parameter @%s: invalid format", pn);
     if (p->fmt == PF_DENSE && (p->block != 0 || p->naux != 0))
       verr(v, p->line, p->col, "parameter @%s: a dense parameter has no blocks or auxiliary arrays", pn);

@@ -389,8 +389,13 @@ typedef enum RtDType {
  *                  32b + j in its low nibble and 32b + j + 16 in its high one; w = d[n,b] * (q - 8);
  *                  scales f16 [N,K/32]
  * In a safetensors file the values are the tensor NAME (I8 [N,K], or U8 [N,K/2]) and the scales
- * NAME.scale (F32 [N] or F16 [N,K/32]). */
-typedef enum RtFormat { RT_FMT_DENSE = 0, RT_FMT_I8_ROW, RT_FMT_Q8_0, RT_FMT_Q4_0, RT_FMT_COUNT } RtFormat;
+ * NAME.scale (F32 [N] or F16 [N,K/32]).
+ *   RT_FMT_CSR     (the prune pass's sparse weights; dtype RT_DT_F32) one blob of nbytes for room
+ *                  for cap nonzeros: values f32 [cap] at 0, columns u16 [cap] at align64(4 cap), row
+ *                  pointers i32 [N+1] at align64(that + 2 cap); the nonzeros of row n are
+ *                  rowptr[n] .. rowptr[n+1]-1, columns increasing (core/sparse.c). In a file it is the
+ *                  dense masked f32 [N,K] tensor NAME (packed at load). */
+typedef enum RtFormat { RT_FMT_DENSE = 0, RT_FMT_I8_ROW, RT_FMT_Q8_0, RT_FMT_Q4_0, RT_FMT_CSR, RT_FMT_COUNT } RtFormat;
 
 /* One auxiliary array of a non-dense parameter (its role, e.g. "scale", its dtype and place). */
 typedef struct RtParamAux {
@@ -401,6 +406,33 @@ typedef struct RtParamAux {
 } RtParamAux;
 
 #define RT_PARAM_MAX_AUX 4
+
+/* What the prune pass says of a parameter (docs/passes.md, "prune"); RtParamInfo.prune, NULL for
+ * most parameters. The runtime computes masks from the values it loads (and, training, holds them
+ * after every optimiser step and recomputes them on the train config's schedule):
+ *   RT_PRUNE_MAGNITUDE  `sparsity` of its elements, those of smallest |w|, are zero
+ *   RT_PRUNE_GLOBAL     the same over all RT_PRUNE_GLOBAL parameters together
+ *   RT_PRUNE_NM         n kept of every m consecutive elements along K
+ * A structurally pruned parameter (select != RT_SEL_NONE) is a slice of a larger tensor: along axis
+ * `axis`, the full tensor has `parts` parts of `of` units of `unit` elements; this one keeps
+ * shape[axis] / (parts * unit) units per part, the same in every part, chosen at load (when the
+ * file has the full tensor) by the group's score: RT_SEL_NORM the units of largest L2 norm over all
+ * parameters of the group (those with the same `group`, the index of its key parameter), RT_SEL_IMPORTANCE
+ * those of largest NAME.head_importance, NAME the key parameter's (written by PROG importance).
+ * heads > 0 marks an attention's output projection whose K axis holds `heads` heads: PROG importance
+ * scores them (Michel et al. 2019). */
+typedef enum RtPrune { RT_PRUNE_NONE = 0, RT_PRUNE_MAGNITUDE, RT_PRUNE_GLOBAL, RT_PRUNE_NM } RtPrune;
+typedef enum RtSelect { RT_SEL_NONE = 0, RT_SEL_NORM, RT_SEL_IMPORTANCE } RtSelect;
+typedef struct RtPruneInfo {
+  int kind;         /* RtPrune */
+  float sparsity;   /* RT_PRUNE_MAGNITUDE, RT_PRUNE_GLOBAL */
+  int n, m;         /* RT_PRUNE_NM */
+  int64_t nnz;      /* RT_FMT_CSR: the nonzeros its storage has room for */
+  int select;       /* RtSelect */
+  int group;        /* the group's key parameter (index into RtModel.params) */
+  int axis, parts, unit, of;
+  int heads;
+} RtPruneInfo;
 
 /* One parameter: its safetensors name, shape and storage, and where it lives in the weight buffer.
  * Generated code reads it at W + offset as its dtype (f32: float, bf16/f16: uint16_t). */
@@ -419,6 +451,7 @@ typedef struct RtParamInfo {
                      * trainer leaves it as loaded */
   int naux;         /* auxiliary arrays (0 for dense) */
   RtParamAux aux[RT_PARAM_MAX_AUX];
+  const RtPruneInfo *prune; /* pruning facts, or NULL */
 } RtParamInfo;
 
 /* One persistent state slot of the generated program (an attention op's k or v cache, later

@@ -37,7 +37,7 @@ static bool is_half(const Value *v) { return v->type.dtype == DT_BF16 || v->type
 
 /* The C element type of v's storage (a quantised weight, ir.h, is bytes to the kernels that read it). */
 static const char *ctype(const Value *v) {
-  return is_int(v) ? "int32_t" : is_half(v) ? "uint16_t" : ir_dtype_quantised(v->type.dtype) ? "uint8_t" : "float";
+  return is_int(v) ? "int32_t" : is_half(v) ? "uint16_t" : ir_dtype_packed(v->type.dtype) ? "uint8_t" : "float";
 }
 
 
@@ -756,8 +756,24 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
     }
     fprintf(out, ");\n}\n\n");
   }
+  /* pruning facts (the prune pass; attention output projections for PROG importance) */
+  int nprune = 0, *heads = kt_attention_heads(m);
+  for (int i = 0; i < m->nparam; i++) nprune += kt_param_abi(m, m->params[i], 0, heads[i]).has_prune;
+  if (nprune) {
+    fprintf(out, "static const RtPruneInfo model_prune[] = {\n");
+    for (int i = 0; i < m->nparam; i++) {
+      KParamAbi a = kt_param_abi(m, m->params[i], 0, heads[i]);
+      char fb[48];
+      if (a.has_prune)
+        fprintf(out, "    {%d, %s, %d, %d, %lld, %d, %d, %d, %d, %d, %d, %d}, /* %s */\n", a.prune_kind,
+                flit(a.sparsity, fb), a.prune_n, a.prune_m, (long long)a.nnz, a.select, a.group, a.axis, a.parts, a.unit,
+                a.of, a.heads, m->params[i]->name);
+    }
+    fprintf(out, "};\n\n");
+  }
   /* parameters */
   fprintf(out, "static const RtParamInfo model_params[] = {\n");
+  int iprune = 0;
   for (int i = 0; i < m->nparam; i++) {
     const Param *q = m->params[i];
     fprintf(out, "    {");
@@ -767,7 +783,7 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
     static const char *const inits[] = {"RT_INIT_ZEROS", "RT_INIT_ONES", "RT_INIT_NORMAL", "RT_INIT_UNIFORM",
                                         "RT_INIT_SINUSOID"};
     char fb[48];
-    KParamAbi a = kt_param_abi(q, p.param_offset[i]);
+    KParamAbi a = kt_param_abi(m, q, p.param_offset[i], heads[i]);
     fprintf(out, "}, %s, %s, %lld, %lld, %s, %s, %d, %d, %d, {", a.dtype, a.format, (long long)p.param_offset[i],
             (long long)a.nbytes, inits[q->init], flit(q->init_arg, fb), q->decay ? 1 : 0, q->trainable ? 1 : 0, a.naux);
     if (a.naux)
@@ -775,9 +791,14 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
               (long long)a.aux_nbytes);
     else
       fprintf(out, "{0}");
-    fprintf(out, "}},\n");
+    if (a.has_prune)
+      fprintf(out, "}, &model_prune[%d]},\n", iprune++);
+    else
+      fprintf(out, "}, NULL},\n");
   }
-  if (m->nparam == 0) fprintf(out, "    {NULL, 0, {0}, RT_DT_F32, RT_FMT_DENSE, 0, 0, RT_INIT_ZEROS, 0.0f, 0, 0, 0, {{0}}},\n");
+  if (m->nparam == 0)
+    fprintf(out, "    {NULL, 0, {0}, RT_DT_F32, RT_FMT_DENSE, 0, 0, RT_INIT_ZEROS, 0.0f, 0, 0, 0, {{0}}, NULL},\n");
+  free(heads);
   fprintf(out, "};\n\n");
   if (opt->embed_weights) {
     fprintf(out, "/* The weights, baked in at build time from ");

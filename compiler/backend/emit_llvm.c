@@ -74,7 +74,7 @@ static LLVMTypeRef elem_t(Ll *e, const Value *v) { return is_int(v) ? e->i32 : e
 static bool is_half(const Value *v) { return v->type.dtype == DT_BF16 || v->type.dtype == DT_F16; }
 /* The pointer type of v's storage (a quantised weight, ir.h, is bytes to the kernels that read it). */
 static LLVMTypeRef ptr_t(Ll *e, const Value *v) {
-  return is_int(v) ? e->pi : is_half(v) ? e->ph : ir_dtype_quantised(v->type.dtype) ? e->p8 : e->pf;
+  return is_int(v) ? e->pi : is_half(v) ? e->ph : ir_dtype_packed(v->type.dtype) ? e->p8 : e->pf;
 }
 
 /* The LLVM type of a kernel-table signature code (kernels.h): v void, p pointer (i8*), i int,
@@ -984,16 +984,22 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
 
   /* RtParamAux {role, dtype, offset, nbytes};
    * RtParamInfo {name, ndim, shape[4], dtype, format, offset, nbytes, init, init_arg, decay, trainable, naux,
-   * aux[4]} */
+   * aux[4], prune} */
   LLVMTypeRef ax_f[4] = {e->p8, e->i32, e->i64, e->i64};
   LLVMTypeRef ax_t = LLVMStructCreateNamed(e->cx, "RtParamAux");
   LLVMStructSetBody(ax_t, ax_f, 4, 0);
-  LLVMTypeRef pi_f[13] = {e->p8,  e->i32, LLVMArrayType(e->i64, 4), e->i32, e->i32, e->i64, e->i64,
-                          e->i32, e->f32, e->i32, e->i32, e->i32, LLVMArrayType(ax_t, 4)};
+  LLVMTypeRef pi_f[14] = {e->p8,  e->i32, LLVMArrayType(e->i64, 4), e->i32, e->i32, e->i64, e->i64,
+                          e->i32, e->f32, e->i32, e->i32, e->i32, LLVMArrayType(ax_t, 4), e->p8};
   LLVMTypeRef pi_t = LLVMStructCreateNamed(e->cx, "RtParamInfo");
-  LLVMStructSetBody(pi_t, pi_f, 13, 0);
+  LLVMStructSetBody(pi_t, pi_f, 14, 0);
+  /* RtPruneInfo {kind, sparsity, n, m, nnz, select, group, axis, parts, unit, of, heads} */
+  LLVMTypeRef pr_f[12] = {e->i32, e->f32, e->i32, e->i32, e->i64, e->i32,
+                          e->i32, e->i32, e->i32, e->i32, e->i32, e->i32};
+  LLVMTypeRef pr_t = LLVMStructCreateNamed(e->cx, "RtPruneInfo");
+  LLVMStructSetBody(pr_t, pr_f, 12, 0);
   int np = m->nparam ? m->nparam : 1;
   LLVMValueRef *rows = calloc((size_t)np, sizeof *rows);
+  int *heads = kt_attention_heads(m);
   if (!rows)
     die("out of memory");
   for (int i = 0; i < np; i++) {
@@ -1003,7 +1009,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       dims[k] = ci64(e, q && k < q->type.rank ? (long long)q->type.dim[k] : 0);
     KParamAbi a = {0};
     if (q)
-      a = kt_param_abi(q, p->param_offset[i]);
+      a = kt_param_abi(m, q, p->param_offset[i], heads[i]);
     else
       a.dtype_value = kt_rt_dtype_value(DT_F32);
     LLVMValueRef aux[4];
@@ -1013,7 +1019,18 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
                             ci64(e, k < a.naux ? (long long)a.aux_nbytes : 0)};
       aux[k] = LLVMConstNamedStruct(ax_t, af, 4);
     }
-    LLVMValueRef f[13] = {cstr(e, q ? q->name : NULL),
+    LLVMValueRef prune = LLVMConstNull(e->p8);
+    if (a.has_prune) {
+      LLVMValueRef pf[12] = {ci32(e, a.prune_kind), cf32(e, a.sparsity), ci32(e, a.prune_n), ci32(e, a.prune_m),
+                             ci64(e, (long long)a.nnz), ci32(e, a.select), ci32(e, a.group), ci32(e, a.axis),
+                             ci32(e, a.parts), ci32(e, a.unit), ci32(e, a.of), ci32(e, a.heads)};
+      LLVMValueRef g = LLVMAddGlobal(e->mod, pr_t, "model_prune");
+      LLVMSetInitializer(g, LLVMConstNamedStruct(pr_t, pf, 12));
+      LLVMSetGlobalConstant(g, 1);
+      LLVMSetLinkage(g, LLVMInternalLinkage);
+      prune = LLVMConstBitCast(g, e->p8);
+    }
+    LLVMValueRef f[14] = {cstr(e, q ? q->name : NULL),
                           ci32(e, q ? q->type.rank : 0),
                           LLVMConstArray(e->i64, dims, 4),
                           ci32(e, a.dtype_value),
@@ -1025,11 +1042,13 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
                           ci32(e, q && q->decay),
                           ci32(e, q && q->trainable),
                           ci32(e, a.naux),
-                          LLVMConstArray(ax_t, aux, 4)};
-    rows[i] = LLVMConstNamedStruct(pi_t, f, 13);
+                          LLVMConstArray(ax_t, aux, 4),
+                          prune};
+    rows[i] = LLVMConstNamedStruct(pi_t, f, 14);
   }
   LLVMValueRef ptab = LLVMAddGlobal(e->mod, LLVMArrayType(pi_t, (unsigned)np), "model_params");
   LLVMSetInitializer(ptab, LLVMConstArray(pi_t, rows, (unsigned)np));
+  free(heads);
   LLVMSetGlobalConstant(ptab, 1);
   LLVMSetLinkage(ptab, LLVMInternalLinkage);
   free(rows);

@@ -3,6 +3,7 @@
  * state sizes. See kernels.h.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -123,7 +124,48 @@ static const AbiDtype abi_dtypes[DT_COUNT] = {
 const char *kt_rt_dtype_name(DType t) { return abi_dtypes[t].name; }
 int kt_rt_dtype_value(DType t) { return abi_dtypes[t].value; }
 
-KParamAbi kt_param_abi(const Param *q, int64_t offset) {
+int *kt_attention_heads(const Module *m) {
+  int *heads = calloc((size_t)m->nparam + 1, sizeof *heads);
+  int *argheads = NULL; /* per function: the heads of each argument read as such a weight */
+  int *argbase = calloc((size_t)m->nfunc + 1, sizeof *argbase);
+  if (!heads || !argbase) die("out of memory");
+  int nargs = 0;
+  for (int fi = 0; fi < m->nfunc; fi++) {
+    argbase[fi] = nargs;
+    nargs += m->funcs[fi]->narg;
+  }
+  argheads = calloc((size_t)nargs + 1, sizeof *argheads);
+  if (!argheads) die("out of memory");
+  for (int fi = 0; fi < m->nfunc; fi++)
+    for (const Op *op = m->funcs[fi]->first; op; op = op->next) {
+      if (op->kind != OP_LINEAR || op->nin < 2 || !op->in[0]->def || op->in[0]->def->kind != OP_ATTENTION) continue;
+      const Value *w = op->in[1];
+      int h = (int)ir_attr_i(op->in[0]->def, "heads");
+      if (!w->def)
+        argheads[argbase[fi] + w->index] = h;
+      else if (w->def->kind == OP_PARAM) {
+        const Param *q = ir_find_param(m, ir_attr_s(w->def, "p"));
+        if (q) heads[q->index] = h;
+      }
+    }
+  for (int fi = 0; fi < m->nfunc; fi++) /* the parameters the calls bind to those arguments */
+    for (const Op *c = m->funcs[fi]->first; c; c = c->next) {
+      if (c->kind != OP_CALL) continue;
+      const Func *g = ir_find_func(m, ir_attr_s(c, "callee"));
+      int gi = 0;
+      while (g && gi < m->nfunc && m->funcs[gi] != g) gi++;
+      for (int j = 0; g && gi < m->nfunc && j < c->nin && j < g->narg; j++)
+        if (argheads[argbase[gi] + j] && c->in[j]->def && c->in[j]->def->kind == OP_PARAM) {
+          const Param *q = ir_find_param(m, ir_attr_s(c->in[j]->def, "p"));
+          if (q) heads[q->index] = argheads[argbase[gi] + j];
+        }
+    }
+  free(argheads);
+  free(argbase);
+  return heads;
+}
+
+KParamAbi kt_param_abi(const Module *m, const Param *q, int64_t offset, int heads) {
   KParamAbi a;
   memset(&a, 0, sizeof a);
   DType t = q->type.dtype;
@@ -143,6 +185,20 @@ KParamAbi kt_param_abi(const Param *q, int64_t offset) {
     a.aux_nbytes = a.nbytes - at;
     a.nbytes = values;
   }
+  a.heads = q->type.rank == 2 ? heads : 0;
+  a.has_prune = q->prune != PRUNE_NONE || q->select != SEL_NONE || a.heads > 0;
+  a.prune_kind = (int)q->prune; /* PruneKind equals RtPrune, SelectRule RtSelect (test_abi) */
+  a.sparsity = q->sparsity;
+  a.prune_n = q->prune_n;
+  a.prune_m = q->prune_m;
+  a.nnz = q->nnz;
+  a.select = (int)q->select;
+  const Param *g = q->select_group ? ir_find_param(m, q->select_group) : NULL;
+  a.group = g ? g->index : -1;
+  a.axis = q->select_axis;
+  a.parts = q->select_parts;
+  a.unit = q->select_unit;
+  a.of = q->select_of;
   return a;
 }
 

@@ -108,8 +108,17 @@ typedef struct KParamAbi {
   int64_t nbytes;
   int naux;
   int64_t aux_offset, aux_nbytes;
+  /* RtPruneInfo (has_prune false: RtParamInfo.prune is NULL) */
+  bool has_prune;
+  int prune_kind, prune_n, prune_m, select, group, axis, parts, unit, of, heads;
+  double sparsity;
+  int64_t nnz;
 } KParamAbi;
-KParamAbi kt_param_abi(const Param *q, int64_t offset);
+KParamAbi kt_param_abi(const Module *m, const Param *q, int64_t offset, int heads);
+/* Per parameter (by Param.index; malloc'd, free it): the heads of the attention whose output
+ * projection it is (the weight of a linear reading an attention op's result, in the function that
+ * binds it or in a block it is passed to), else 0: RtPruneInfo.heads, for PROG importance. */
+int *kt_attention_heads(const Module *m);
 
 /* The OPLOWER row of k (present == false when the backends lower k themselves). */
 const OpLower *kt_op(OpKind k);
