@@ -169,6 +169,83 @@ bool pass_skip_done(PassSkip *s, const PassOptions *o, Diag *d, const char *pass
   return ok;
 }
 
+/* ---- retyping after parameter types change ---- */
+
+static void infer_or_die(const Module *m, Op *op) {
+  char err[256];
+  if (!ir_infer(m, op, err, sizeof err)) die("%s", err);
+}
+
+/* True if every argument of g has the type the call passes. */
+static bool signature_fits(const Func *g, const Op *call) {
+  for (int j = 0; j < g->narg && j < call->nin; j++)
+    if (!ir_type_eq(&g->args[j]->type, &call->in[j]->type)) return false;
+  return true;
+}
+
+/* The arguments of g as the call passes them. */
+static void retype_args(Func *g, const Op *call) {
+  for (int j = 0; j < g->narg && j < call->nin; j++) g->args[j]->type = call->in[j]->type;
+}
+
+static void fix_func(Module *m, Func *f, const char *tag, int depth);
+
+/* Points the call at a function whose arguments have the types it passes: the callee itself
+ * retyped when every call of it passes the same types, else a clone (NAME.TAG, NAME.TAG.2, ...). */
+static void fix_call(Module *m, Op *call, const char *tag, int depth) {
+  Func *g = ir_find_func(m, ir_attr_s(call, "callee"));
+  IR_ASSERT(g && depth < 64);
+  if (signature_fits(g, call)) return;
+  bool all = true; /* every call of g passes these types */
+  for (int fi = 0; fi < m->nfunc && all; fi++)
+    for (const Op *op = m->funcs[fi]->first; op && all; op = op->next)
+      if (op->kind == OP_CALL && op != call && strcmp(ir_attr_s(op, "callee"), g->name) == 0)
+        for (int j = 0; j < op->nin && j < call->nin; j++) all &= ir_type_eq(&op->in[j]->type, &call->in[j]->type);
+  if (!all) {
+    char name[512];
+    Func *c = NULL;
+    for (int k = 1; k < 1000 && !c; k++) {
+      snprintf(name, sizeof name, k == 1 ? "%s.%s" : "%s.%s.%d", g->name, tag, k);
+      Func *h = ir_find_func(m, name);
+      if (!h)
+        c = ir_clone_func(m, g, name);
+      else if (signature_fits(h, call))
+        c = h;
+    }
+    if (!c) die("cannot name a clone of @%s", g->name);
+    ir_set_attr_sym(call, "callee", c->name);
+    if (signature_fits(c, call)) return;
+    g = c;
+  }
+  retype_args(g, call);
+  fix_func(m, g, tag, depth + 1);
+}
+
+/* Re-infers f's ops after its weights (param results or arguments) changed type, fixing each call
+ * before the ops that read its results. */
+static void fix_func(Module *m, Func *f, const char *tag, int depth) {
+  for (Op *op = f->first; op; op = op->next) {
+    if (op->kind == OP_CALL) fix_call(m, op, tag, depth);
+    infer_or_die(m, op);
+  }
+}
+
+void pass_refit_types(Module *m, const char *tag) {
+  for (int fi = 0; fi < m->nfunc; fi++)
+    for (Op *op = m->funcs[fi]->first; op; op = op->next)
+      if (op->kind == OP_PARAM) op->out[0]->type = ir_find_param(m, ir_attr_s(op, "p"))->type;
+  int nfunc = m->nfunc; /* clones are appended; they are fixed when made */
+  bool *called = calloc((size_t)nfunc + 1, sizeof *called);
+  if (!called) die("out of memory");
+  for (int fi = 0; fi < nfunc; fi++)
+    for (const Op *op = m->funcs[fi]->first; op; op = op->next)
+      if (op->kind == OP_CALL)
+        for (int gi = 0; gi < nfunc; gi++) called[gi] |= strcmp(m->funcs[gi]->name, ir_attr_s(op, "callee")) == 0;
+  for (int fi = 0; fi < nfunc; fi++) /* from the roots down: a callee is fixed through its calls */
+    if (!called[fi]) fix_func(m, m->funcs[fi], tag, 0);
+  free(called);
+}
+
 /* ---- pipelines ---- */
 
 void pass_pipeline_init(Pipeline *p) { memset(p, 0, sizeof *p); }
@@ -541,6 +618,9 @@ bool pass_run_pipeline(Module *m, const Pipeline *given, const PassRunConfig *cf
     opts.file = e->file;
     opts.line = e->line;
     opts.col = e->col;
+    opts.train_follows = false;
+    for (int j = k + 1; j < p->n; j++)
+      opts.train_follows |= !strcmp(p->e[j].pass->name, "autodiff") || !strcmp(p->e[j].pass->name, "checkpoint");
     double t0 = now_sec();
     bool pass_ok = e->pass->run(m, &opts, d);
     times[k] = now_sec() - t0;

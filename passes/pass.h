@@ -51,6 +51,9 @@ typedef struct PassOptions {
    * it (pass_error). NULL/0 outside a run. */
   const char *file;
   int line, col;
+  /* Whether a later pass of the same pipeline builds @train (autodiff or checkpoint), filled in
+   * with file/line/col: a pass choosing an inference-only form (prune's sparse format) asks it. */
+  bool train_follows;
 } PassOptions;
 
 typedef struct Module Module;
@@ -93,6 +96,12 @@ typedef struct PassSkip {
 PassSkip pass_skip_new(const char *list);
 bool pass_skip_match(PassSkip *s, const char *name);
 bool pass_skip_done(PassSkip *s, const PassOptions *o, Diag *d, const char *pass);
+/* After passes changed parameter types (a dtype: quantised, csr; a shape: structured pruning): the
+ * param ops yield the new types, then every function is re-inferred from the roots (functions no
+ * call names) down, each call first fixing its callee: the callee's arguments retyped when all its
+ * calls pass the same types, else the call goes to a clone (NAME.TAG, NAME.TAG.2, ...) typed for
+ * it. A type the ops cannot take is an internal error (the pass checked it). */
+void pass_refit_types(Module *m, const char *tag);
 /* Reports an error at the pipeline entry the running pass came from (o->file:line:col). */
 void pass_error(const PassOptions *o, Diag *d, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -60,65 +60,6 @@ static void trace(const Module *m, const Func *f, const Value *v, bool entry, Re
     }
 }
 
-static void infer_or_die(const Module *m, Op *op) {
-  char err[256];
-  if (!ir_infer(m, op, err, sizeof err)) die("quantize: %s", err);
-}
-
-/* True if every argument of g has the type the call passes. */
-static bool signature_fits(const Func *g, const Op *call) {
-  for (int j = 0; j < g->narg && j < call->nin; j++)
-    if (!ir_type_eq(&g->args[j]->type, &call->in[j]->type)) return false;
-  return true;
-}
-
-/* The arguments of g as the call passes them (they differ only in dtype: quantised for f32). */
-static void retype_args(Func *g, const Op *call) {
-  for (int j = 0; j < g->narg && j < call->nin; j++) g->args[j]->type = call->in[j]->type;
-}
-
-static void fix_func(Module *m, Func *f, const char *scheme, int depth);
-
-/* Points the call at a function whose arguments have the types it passes: the callee itself
- * retyped when every call of it passes the same types, else a clone (NAME.SCHEME, NAME.SCHEME.2, ...). */
-static void fix_call(Module *m, Op *call, const char *scheme, int depth) {
-  Func *g = ir_find_func(m, ir_attr_s(call, "callee"));
-  IR_ASSERT(g && depth < 64);
-  if (signature_fits(g, call)) return;
-  bool all = true; /* every call of g passes these types */
-  for (int fi = 0; fi < m->nfunc && all; fi++)
-    for (const Op *op = m->funcs[fi]->first; op && all; op = op->next)
-      if (op->kind == OP_CALL && op != call && strcmp(ir_attr_s(op, "callee"), g->name) == 0)
-        for (int j = 0; j < op->nin && j < call->nin; j++) all &= ir_type_eq(&op->in[j]->type, &call->in[j]->type);
-  if (!all) {
-    char name[512];
-    Func *c = NULL;
-    for (int k = 1; k < 1000 && !c; k++) {
-      snprintf(name, sizeof name, k == 1 ? "%s.%s" : "%s.%s.%d", g->name, scheme, k);
-      Func *h = ir_find_func(m, name);
-      if (!h)
-        c = ir_clone_func(m, g, name);
-      else if (signature_fits(h, call))
-        c = h;
-    }
-    if (!c) die("quantize: cannot name a clone of @%s", g->name);
-    ir_set_attr_sym(call, "callee", c->name);
-    if (signature_fits(c, call)) return;
-    g = c;
-  }
-  retype_args(g, call);
-  fix_func(m, g, scheme, depth + 1);
-}
-
-/* Re-infers f's ops after its weights (param results or arguments) changed dtype, fixing its calls
- * first. */
-static void fix_func(Module *m, Func *f, const char *scheme, int depth) {
-  for (Op *op = f->first; op; op = op->next) {
-    if (op->kind == OP_CALL) fix_call(m, op, scheme, depth);
-    infer_or_die(m, op);
-  }
-}
-
 bool pass_quantize(Module *m, const PassOptions *o, Diag *d) {
   const char *scheme = pass_opt_str(o, "scheme"), *skip = pass_opt_str(o, "skip");
   bool head = pass_opt_bool(o, "head"), embeddings = pass_opt_bool(o, "embeddings");
@@ -169,17 +110,7 @@ bool pass_quantize(Module *m, const PassOptions *o, Diag *d) {
   ok &= pass_skip_done(&sk, o, d, "quantize");
   free(r);
   if (!ok) return false;
-  /* the param ops yield the new dtype; then the calls and ops that read them follow */
-  for (int fi = 0; fi < m->nfunc; fi++)
-    for (Op *op = m->funcs[fi]->first; op; op = op->next)
-      if (op->kind == OP_PARAM) op->out[0]->type = ir_find_param(m, ir_attr_s(op, "p"))->type;
-  int nfunc = m->nfunc; /* clones are appended; they are fixed when made */
-  for (int fi = 0; fi < nfunc; fi++) {
-    bool has = false;
-    for (const Op *op = m->funcs[fi]->first; op && !has; op = op->next)
-      has = op->kind == OP_PARAM && ir_dtype_quantised(op->out[0]->type.dtype);
-    if (has) fix_func(m, m->funcs[fi], ir_dtype_name(q), 0);
-  }
+  pass_refit_types(m, ir_dtype_name(q)); /* the param ops, then the calls and ops that read them */
   if (nq == 0) {
     pass_error(o, d, "quantize: no parameter to quantise (only f32 [N,K] weights read by linear ops are%s)",
                embeddings ? " and embedding tables" : "; the head and embeddings need head=true, embeddings=true");

@@ -19,6 +19,7 @@ bool pass_fuse(Module *m, const PassOptions *o, Diag *d);
 bool pass_memplan(Module *m, const PassOptions *o, Diag *d);
 bool pass_precision(Module *m, const PassOptions *o, Diag *d);
 bool pass_quantize(Module *m, const PassOptions *o, Diag *d);
+bool pass_prune(Module *m, const PassOptions *o, Diag *d);
 bool pass_store(Module *m, const PassOptions *o, Diag *d);
 bool pass_xent_fuse(Module *m, const PassOptions *o, Diag *d);
 bool pass_checkpoint_check(const PipelineEntry *e, Diag *d);
@@ -65,6 +66,24 @@ static const PassOptSpec quantize_opts[] = {
     {"embeddings", POPT_BOOL, "false", "quantise the embedding tables too (rows dequantised as they are gathered)",
      ANY_VALUE},
 };
+static const PassOptSpec prune_opts[] = {
+    {"kind", POPT_STR, "magnitude", "magnitude (smallest |w|), nm (n of every m along K), neurons (MLP hidden units) or "
+                                    "heads (attention heads)", ONE_OF("magnitude|nm|neurons|heads")},
+    {"sparsity", POPT_FLOAT, "0.5", "magnitude: the fraction of weights zeroed; neurons: of hidden units removed", ANY_VALUE},
+    {"scope", POPT_STR, "layer", "magnitude: the sparsity of each matrix (layer) or over all of them (global)",
+     ONE_OF("layer|global")},
+    {"n", POPT_INT, "2", "nm: weights kept of every m", BETWEEN(1, 1 << 16)},
+    {"m", POPT_INT, "4", "nm: the group length along the input dimension", BETWEEN(2, 1 << 16)},
+    {"heads", POPT_INT, "1", "heads: heads removed from every attention", BETWEEN(1, 1 << 16)},
+    {"score", POPT_STR, "importance", "heads: which heads stay: importance (Michel et al., from PROG importance) or "
+                                      "norm (L2 of their weights)", ONE_OF("importance|norm")},
+    {"format", POPT_STR, "auto", "magnitude, nm: the inference storage: csr (sparse kernel), dense (masked f32) or "
+                                 "auto (csr from the measured break-even sparsity)", ONE_OF("auto|dense|csr")},
+    {"skip", POPT_STR, "", "magnitude, nm: weights left dense: comma-separated names, a trailing '*' matching a prefix",
+     ANY_VALUE},
+    {"head", POPT_BOOL, "false", "magnitude, nm: prune the entry function's own linear weights too (an untied head)",
+     ANY_VALUE},
+};
 static const PassOptSpec compute_opts[] = {
     {"dtype", POPT_STR, "bf16", "the dtype of the products: bf16 (f32 accumulation)", ONE_OF("bf16")},
 };
@@ -92,6 +111,8 @@ static const PassInfo registry[] = {
      pass_store, store_opts, NOPTS(store_opts), false, NULL},
     {"quantize", "int8 / 4-bit weights (int8, q8_0, q4_0) read by integer kernels: linear layers, optionally head "
                  "and embeddings", pass_quantize, quantize_opts, NOPTS(quantize_opts), true, NULL},
+    {"prune", "weight pruning: magnitude / N:M masks (csr storage where it pays), or MLP neurons / attention heads "
+              "removed (smaller matrices)", pass_prune, prune_opts, NOPTS(prune_opts), false, NULL},
     {"compute", "products in bf16 from bf16-stored weights: linear and embedding read them without a cast",
      pass_compute, compute_opts, NOPTS(compute_opts), true, NULL},
     {"xent_fuse", "LM head + cross-entropy + their backward in one op over row chunks: no [rows, vocab] logits",

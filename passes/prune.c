@@ -1,0 +1,331 @@
+/* prune.c: weight pruning (the `prune` pass; docs/passes.md, "prune").
+ *
+ * Four kinds, two families:
+ *
+ * Masked (kind=magnitude, kind=nm): the shapes stay; each f32 [N,K] linear weight of the blocks
+ * (and, head=true, of the entry function) gets a pruning fact, prune=magnitude(S) (scope=layer:
+ * the S smallest |w| of each matrix are zero), prune=global(S) (scope=global: one threshold over all
+ * of them) or prune=nm(N:M) (N kept of every M consecutive weights along K). The runtime computes the
+ * masks from the weights it loads, and in training holds them after every optimiser step and
+ * recomputes them on the train config's schedule (Zhu & Gupta 2017). For inference the pass also
+ * chooses the storage: csr (the nonzeros in compressed sparse rows, read by the sparse kernel) when
+ * the sparsity is at least the decode break-even measured on this machine (PRUNE_BREAKEVEN_DECODE,
+ * docs/benchmarks.md), else dense masked f32. csr needs a nonzero count fixed at compile time, so
+ * scope=global (each matrix's count depends on the values) stays dense, and so does any pipeline
+ * that builds @train (a later autodiff or checkpoint: training reads dense weights).
+ *
+ *   %0 = param {p=@h.0.mlp.c_fc.weight} : f32[512,128]   ->   ... : csr[512,128]
+ *   param @h.0.mlp.c_fc.weight : f32[512,128] ...            param @h.0.mlp.c_fc.weight : csr[512,128] ... nnz=6554 prune=magnitude(0.9)
+ *
+ * Structured (kind=neurons, kind=heads): the matrices shrink, so the emitted GEMMs are smaller.
+ *   neurons  an MLP, linear(x, W1) [+ b1] -> unary activation -> linear(., W2), keeps
+ *            H - round(S*H) of its H hidden units: W1 [H,C] and b1 [H] lose rows, W2 [C,H] columns.
+ *   heads    an attention, linear(x, Wqkv) [+ bqkv] -> attention{heads=H} -> linear(., Wo), keeps
+ *            H - heads=R of its heads: Wqkv [3C,C] and bqkv [3C] lose the q, k and v rows of each
+ *            removed head, Wo [C_out,C] its columns; the head dimension stays.
+ * Each shrunk parameter records which slice of the full tensor it is (select=RULE(@GROUP,AXIS,
+ * PARTS,UNIT,OF)); the runtime picks the kept units when it loads a full-size checkpoint, by the
+ * group's score: for neurons the L2 norm of each unit's weights over the group (W1 row, b1 entry,
+ * W2 column), for heads Michel et al.'s importance (score=importance: the GROUP.head_importance
+ * tensor PROG importance writes) or the same L2 norm (score=norm). The pattern is matched in every
+ * function; a block function's arguments are retyped, so every layer keeps the same count.
+ *
+ * What it refuses: structured kinds after autodiff (@train would still have the full shapes);
+ * options that make no sense (sparsity outside (0,1), N >= M, K not a multiple of M, removing every
+ * head); nothing to prune. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pass.h"
+
+/* The sparsity from which csr storage with the sparse kernel (rt_linear_csr) is faster than the
+ * dense f32 product, measured on this machine by tests/bench/sparse_breakeven.sh (docs/benchmarks.md,
+ * "Sparse kernels: break-even"): for decode (one row) and for batched rows (a forward). auto
+ * chooses csr at the decode break-even: the decode is what sparse weights speed up. */
+#define PRUNE_BREAKEVEN_DECODE 0.70
+#define PRUNE_BREAKEVEN_BATCH 0.85
+
+void pass_prune_breakeven(double *decode, double *batch) {
+  *decode = PRUNE_BREAKEVEN_DECODE;
+  *batch = PRUNE_BREAKEVEN_BATCH;
+}
+
+/* ---- masked kinds ---- */
+
+/* Where a weight's value is read (through call arguments). */
+typedef struct Reach {
+  bool head;  /* operand 1 of a linear in the entry function */
+  bool block; /* operand 1 of a linear in a called function */
+  bool other; /* anything else */
+} Reach;
+
+static void trace(const Module *m, const Func *f, const Value *v, bool entry, Reach *r, int depth) {
+  if (depth > 64) {
+    r->other = true;
+    return;
+  }
+  for (int i = 0; i < f->nret; i++) r->other |= f->ret[i] == v;
+  for (const Op *op = f->first; op; op = op->next)
+    for (int i = 0; i < op->nin; i++) {
+      if (op->in[i] != v) continue;
+      if (op->kind == OP_LINEAR && i == 1)
+        *(entry ? &r->head : &r->block) = true;
+      else if (op->kind == OP_CALL) {
+        const Func *g = ir_find_func(m, ir_attr_s(op, "callee"));
+        if (g && i < g->narg)
+          trace(m, g, g->args[i], false, r, depth + 1);
+        else
+          r->other = true;
+      } else
+        r->other = true;
+    }
+}
+
+static bool prune_masked(Module *m, const PassOptions *o, Diag *d, bool nm) {
+  double s = pass_opt_float(o, "sparsity");
+  int n = (int)pass_opt_int(o, "n"), mm = (int)pass_opt_int(o, "m");
+  bool global = !strcmp(pass_opt_str(o, "scope"), "global"), head = pass_opt_bool(o, "head");
+  const char *format = pass_opt_str(o, "format");
+  if (nm && n >= mm) {
+    pass_error(o, d, "prune: kind=nm keeps n of every m weights: n=%d must be less than m=%d", n, mm);
+    return false;
+  }
+  if (nm) s = 1.0 - (double)n / mm;
+  bool trains = ir_train_func(m) || o->train_follows;
+  if (!strcmp(format, "csr") && trains) {
+    pass_error(o, d, "prune: format=csr is for inference, and this pipeline builds @train (training reads dense "
+                     "masked weights): use format=dense or auto, or build the inference program without autodiff");
+    return false;
+  }
+  if (!strcmp(format, "csr") && global) {
+    pass_error(o, d, "prune: format=csr needs each matrix's nonzero count at compile time; scope=global sets one "
+                     "threshold over all of them: use scope=layer, or format=dense");
+    return false;
+  }
+  bool csr = !strcmp(format, "csr") || (!strcmp(format, "auto") && !trains && !global && s >= PRUNE_BREAKEVEN_DECODE);
+  Func *entry = m->entry ? ir_find_func(m, m->entry) : NULL;
+  Reach *r = calloc((size_t)m->nparam + 1, sizeof *r);
+  if (!r) die("out of memory");
+  for (int fi = 0; fi < m->nfunc; fi++)
+    for (const Op *op = m->funcs[fi]->first; op; op = op->next)
+      if (op->kind == OP_PARAM) {
+        const Param *p = ir_find_param(m, ir_attr_s(op, "p"));
+        if (p) trace(m, m->funcs[fi], op->out[0], m->funcs[fi] == entry, &r[p->index], 0);
+      }
+  PassSkip sk = pass_skip_new(pass_opt_str(o, "skip"));
+  bool ok = true;
+  int count = 0;
+  for (int i = 0; i < m->nparam; i++) {
+    Param *p = m->params[i];
+    const Reach *u = &r[i];
+    if (pass_skip_match(&sk, p->name) || p->type.dtype != DT_F32 || p->type.rank != 2 || u->other ||
+        !(u->block || u->head) || (u->head && !head) || p->prune != PRUNE_NONE)
+      continue;
+    int64_t N = p->type.dim[0], K = p->type.dim[1];
+    if (nm && K % mm) {
+      pass_error(o, d, "prune: @%s [%lld,%lld]: kind=nm with m=%d needs its input dimension to be a multiple of %d "
+                       "(skip it with skip=%s)", p->name, (long long)N, (long long)K, mm, mm, p->name);
+      ok = false;
+      continue;
+    }
+    p->prune = nm ? PRUNE_NM : global ? PRUNE_GLOBAL : PRUNE_MAGNITUDE;
+    p->sparsity = nm ? 0 : s;
+    p->prune_n = nm ? n : 0;
+    p->prune_m = nm ? mm : 0;
+    if (csr && K <= 65536) {
+      int64_t nzero = nm ? N * K / mm * (mm - n) : (int64_t)floor(s * (double)(N * K) + 0.5);
+      if (nzero < N * K) { /* room for the nonzeros the mask leaves (at least one) */
+        p->type.dtype = DT_CSR;
+        p->nnz = N * K - nzero;
+      }
+    }
+    count++;
+  }
+  ok &= pass_skip_done(&sk, o, d, "prune");
+  free(r);
+  if (!ok) return false;
+  if (count == 0) {
+    pass_error(o, d, "prune: no weight to prune (only f32 [N,K] weights read by linear ops in the blocks are%s)",
+               head ? " and in the entry function" : "; the entry's own (the head) need head=true");
+    return false;
+  }
+  if (csr) pass_refit_types(m, "csr");
+  return true;
+}
+
+/* ---- structured kinds ---- */
+
+/* The parameter a weight value is bound to at each call of its function: the value itself when it
+ * is a param op's result (one binding), else the argument's parameter at every call of f. Fills
+ * out (at most cap) and returns the count, or -1 when some binding is not a parameter. */
+static int bindings(const Module *m, const Func *f, const Value *w, Param **out, int cap) {
+  if (w->def) {
+    if (w->def->kind != OP_PARAM) return -1;
+    out[0] = ir_find_param(m, ir_attr_s(w->def, "p"));
+    return out[0] ? 1 : -1;
+  }
+  int k = 0;
+  for (int fi = 0; fi < m->nfunc; fi++)
+    for (const Op *c = m->funcs[fi]->first; c; c = c->next) {
+      if (c->kind != OP_CALL || strcmp(ir_attr_s(c, "callee"), f->name) || w->index >= c->nin) continue;
+      const Value *a = c->in[w->index];
+      if (!a->def || a->def->kind != OP_PARAM || k >= cap) return -1;
+      if (!(out[k++] = ir_find_param(m, ir_attr_s(a->def, "p")))) return -1;
+    }
+  return k;
+}
+
+/* The sole user of v in f when v has exactly one use, else NULL. */
+static Op *sole_user(Func *f, const Value *v) {
+  Op *u = NULL;
+  for (int i = 0; i < f->nret; i++)
+    if (f->ret[i] == v) return NULL;
+  for (Op *op = f->first; op; op = op->next)
+    for (int i = 0; i < op->nin; i++)
+      if (op->in[i] == v) {
+        if (u) return NULL;
+        u = op;
+      }
+  return u;
+}
+
+/* One structured site: the weights (and bias) that lose units along their axes. */
+typedef struct Member {
+  Value *w;  /* the weight or bias value in f */
+  int axis;  /* 0 rows, 1 columns */
+  int parts; /* 3 for qkv, else 1 */
+} Member;
+
+/* Shrinks the members of one site in f: every parameter bound to them loses units (of `of` per
+ * part, `unit` elements each, keep kept) and records its select fact, grouped by the parameter
+ * bound to members[key]. False (reported) when a binding is not a parameter or differs in count. */
+static bool shrink_site(Module *m, const PassOptions *o, Diag *d, Func *f, const Member *mem, int nmem, int key,
+                        int unit, int of, int keep, SelectRule rule) {
+  enum { CAP = 4096 };
+  Param **b = malloc(sizeof *b * CAP * (size_t)nmem);
+  if (!b) die("out of memory");
+  int nb = -1;
+  for (int i = 0; i < nmem; i++) {
+    int k = bindings(m, f, mem[i].w, b + (size_t)i * CAP, CAP);
+    if (k <= 0 || (nb >= 0 && k != nb)) {
+      pass_error(o, d, "prune: in @%s, a weight of the %s is not bound to a parameter at every call", f->name,
+                 rule == SEL_NORM && unit == 1 ? "MLP" : "attention");
+      free(b);
+      return false;
+    }
+    nb = k;
+  }
+  for (int c = 0; c < nb; c++) {
+    const Param *g = b[(size_t)key * CAP + c];
+    for (int i = 0; i < nmem; i++) {
+      Param *p = b[(size_t)i * CAP + c];
+      if (p->select != SEL_NONE) continue; /* the same parameter bound twice */
+      p->type.dim[mem[i].axis] = (int64_t)mem[i].parts * unit * keep;
+      p->select = rule;
+      p->select_group = g->name;
+      p->select_axis = mem[i].axis;
+      p->select_parts = mem[i].parts;
+      p->select_unit = unit;
+      p->select_of = of;
+    }
+  }
+  free(b); /* f's arguments and param ops follow the parameters' new types in pass_refit_types */
+  return true;
+}
+
+/* The weight w of linear L and its bias: L's result, or the add of a rank-1 bias to it when that
+ * add is its only user. Returns the value the next op reads; *bias is the bias value or NULL. */
+static Value *with_bias(Func *f, Op *L, Value **bias, Op **add) {
+  Value *y = L->out[0];
+  *bias = NULL;
+  *add = NULL;
+  Op *u = sole_user(f, y);
+  if (u && u->kind == OP_ADD && u->nin == 2) {
+    Value *other = u->in[0] == y ? u->in[1] : u->in[0];
+    if (other->type.rank == 1 && other->type.dim[0] == y->type.dim[y->type.rank - 1]) {
+      *bias = other;
+      *add = u;
+      return u->out[0];
+    }
+  }
+  return y;
+}
+
+static bool prune_structured(Module *m, const PassOptions *o, Diag *d, bool heads) {
+  if (ir_train_func(m)) {
+    pass_error(o, d, "prune: kind=%s changes the shapes: run it before autodiff (the module already trains: @%s)",
+               heads ? "heads" : "neurons", ir_train_func(m)->name);
+    return false;
+  }
+  if (pass_opt_is_set(o, "skip") || pass_opt_is_set(o, "format") || pass_opt_is_set(o, "scope")) {
+    pass_error(o, d, "prune: skip=, format= and scope= are options of kind=magnitude and kind=nm");
+    return false;
+  }
+  double s = pass_opt_float(o, "sparsity");
+  int drop = (int)pass_opt_int(o, "heads");
+  SelectRule rule = heads && !strcmp(pass_opt_str(o, "score"), "importance") ? SEL_IMPORTANCE : SEL_NORM;
+  int sites = 0;
+  bool ok = true;
+  for (int fi = 0; fi < m->nfunc && ok; fi++) {
+    Func *f = m->funcs[fi];
+    for (Op *L1 = f->first; L1 && ok; L1 = L1->next) {
+      if (L1->kind != OP_LINEAR || L1->nin != 2 || L1->in[1]->type.rank != 2 || L1->in[1]->type.dtype != DT_F32)
+        continue;
+      Value *b1;
+      Op *add;
+      Value *h = with_bias(f, L1, &b1, &add);
+      Op *mid = sole_user(f, h);
+      if (!mid) continue;
+      if (heads && mid->kind == OP_ATTENTION) {
+        Op *L2 = sole_user(f, mid->out[0]);
+        if (!L2 || L2->kind != OP_LINEAR || L2->nin != 2 || L2->in[0] != mid->out[0]) continue;
+        int H = (int)ir_attr_i(mid, "heads");
+        int64_t C = mid->out[0]->type.dim[2], hd = C / H;
+        if (drop >= H) {
+          pass_error(o, d, "prune: heads=%d would remove every one of the %d heads of an attention in @%s", drop, H,
+                     f->name);
+          ok = false;
+          break;
+        }
+        Member mem[3] = {{L1->in[1], 0, 3}, {L2->in[1], 1, 1}, {b1, 0, 3}};
+        ok = shrink_site(m, o, d, f, mem, b1 ? 3 : 2, 1, (int)hd, H, H - drop, rule);
+        ir_set_attr_int(mid, "heads", H - drop);
+        sites++;
+      } else if (!heads && (ir_op_info[mid->kind].flags & OPF_EW) && mid->nin == 1) {
+        Op *L2 = sole_user(f, mid->out[0]);
+        if (!L2 || L2->kind != OP_LINEAR || L2->nin != 2 || L2->in[0] != mid->out[0] ||
+            L2->in[1]->type.dtype != DT_F32)
+          continue;
+        int H = (int)L1->in[1]->type.dim[0];
+        int keep = H - (int)floor(s * H + 0.5);
+        if (keep < 1) keep = 1;
+        if (keep == H) continue;
+        Member mem[3] = {{L1->in[1], 0, 1}, {L2->in[1], 1, 1}, {b1, 0, 1}};
+        ok = shrink_site(m, o, d, f, mem, b1 ? 3 : 2, 0, 1, H, keep, SEL_NORM);
+        sites++;
+      }
+    }
+  }
+  if (!ok) return false;
+  if (sites == 0) {
+    pass_error(o, d, heads ? "prune: kind=heads found no attention (linear [+ bias] -> attention -> linear)"
+                           : "prune: kind=neurons found no MLP to shrink (linear [+ bias] -> activation -> linear, "
+                             "with at least one unit removed at this sparsity)");
+    return false;
+  }
+  pass_refit_types(m, "pruned");
+  return true;
+}
+
+bool pass_prune(Module *m, const PassOptions *o, Diag *d) {
+  const char *kind = pass_opt_str(o, "kind");
+  double s = pass_opt_float(o, "sparsity");
+  if (!(s > 0 && s < 1)) {
+    pass_error(o, d, "prune: sparsity=%g is not in (0, 1)", s);
+    return false;
+  }
+  if (!strcmp(kind, "heads") || !strcmp(kind, "neurons")) return prune_structured(m, o, d, kind[0] == 'h');
+  return prune_masked(m, o, d, !strcmp(kind, "nm"));
+}
