@@ -67,25 +67,42 @@ static void spmv_portable(void *p, int lo, int hi) {
   }
 }
 
-enum { SP_MT = 64 }; /* lanes of M per tile (portable) */
+enum { SP_MT = 64, SP_NB = 16 }; /* lanes of M per tile (at most); rows of W per tile */
+
+/* y[m0 + m, b0 + i] = tb[i][m] + bias for i < b1 - b0 and m < min(w, M - m0): rows of y */
+static void sp_flush(const LinS *c, float (*tb)[SP_MT], int b0, int b1, int m0, int w) {
+  const int wm = c->M - m0 < w ? c->M - m0 : w;
+  for (int m = 0; m < wm; m++) {
+    float *yr = c->y + (size_t)(m0 + m) * c->N;
+    for (int n = b0; n < b1; n++) {
+      float v = tb[n - b0][m];
+      if (c->bias)
+        v += c->bias[n];
+      yr[n] = v;
+    }
+  }
+}
 
 static void spmm_portable(void *p, int lo, int hi) {
   const LinS *c = p;
-  float acc[SP_MT];
+  float tb[SP_NB][SP_MT];
   for (int m0 = 0; m0 < c->M; m0 += SP_MT) {
-    const int w = c->Mp - m0 < SP_MT ? c->Mp - m0 : SP_MT, wm = c->M - m0 < w ? c->M - m0 : w;
-    for (int n = lo; n < hi; n++) {
-      for (int i = 0; i < w; i++)
-        acc[i] = 0.0f;
-      for (int32_t j = c->rp[n]; j < c->rp[n + 1]; j++) {
-        const float v = c->val[j], *xr = c->xT + (size_t)c->col[j] * c->Mp + m0;
-        for (int i = 0; i < w; i++) {
-          float t = v * xr[i];
-          acc[i] += t;
+    const int w = c->Mp - m0 < SP_MT ? c->Mp - m0 : SP_MT;
+    for (int b0 = lo; b0 < hi; b0 += SP_NB) {
+      const int b1 = hi - b0 < SP_NB ? hi : b0 + SP_NB;
+      for (int n = b0; n < b1; n++) {
+        float *acc = tb[n - b0];
+        for (int i = 0; i < w; i++)
+          acc[i] = 0.0f;
+        for (int32_t j = c->rp[n]; j < c->rp[n + 1]; j++) {
+          const float v = c->val[j], *xr = c->xT + (size_t)c->col[j] * c->Mp + m0;
+          for (int i = 0; i < w; i++) {
+            float t = v * xr[i];
+            acc[i] += t;
+          }
         }
       }
-      for (int i = 0; i < wm; i++)
-        sp_put(c, m0 + i, n, acc[i]);
+      sp_flush(c, tb, b0, b1, m0, w);
     }
   }
 }
@@ -96,24 +113,42 @@ static void spmm_portable(void *p, int lo, int hi) {
 #define SP_T512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl")))
 #define SP_T256 __attribute__((target("avx2,fma")))
 
+/* acc + the products of entries [j, j + 16) (masked to those below e) */
+static inline __attribute__((always_inline)) SP_T512 __m512 spmv16(const LinS *c, int32_t j, int32_t e, __m512 acc) {
+  if (j + 16 <= e) {
+    __m512i idx = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(c->col + j)));
+    return _mm512_fmadd_ps(_mm512_loadu_ps(c->val + j), _mm512_i32gather_ps(idx, c->x, 4), acc);
+  }
+  const __mmask16 k = (__mmask16)((1u << (e - j)) - 1); /* the masked lanes keep their sums */
+  __m512i idx = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, c->col + j));
+  __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, idx, c->x, 4);
+  return _mm512_mask3_fmadd_ps(_mm512_maskz_loadu_ps(k, c->val + j), xv, acc, k);
+}
+
+/* two rows at a time, in lockstep for the shorter one's steps (independent chains in flight);
+ * lane i of a row sums its entries i, i + 16, ... in order, whatever its partner */
 static SP_T512 void spmv_avx512(void *p, int lo, int hi) {
   const LinS *c = p;
-  const __m512 zero = _mm512_setzero_ps();
-  for (int n = lo; n < hi; n++) {
-    int32_t j = c->rp[n];
-    const int32_t e = c->rp[n + 1];
-    __m512 acc = zero;
-    for (; j + 16 <= e; j += 16) {
-      __m512i idx = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(c->col + j)));
-      acc = _mm512_fmadd_ps(_mm512_loadu_ps(c->val + j), _mm512_i32gather_ps(idx, c->x, 4), acc);
+  int n = lo;
+  for (; n + 2 <= hi; n += 2) {
+    int32_t j0 = c->rp[n], e0 = c->rp[n + 1], j1 = e0, e1 = c->rp[n + 2];
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    for (; j0 < e0 && j1 < e1; j0 += 16, j1 += 16) {
+      a0 = spmv16(c, j0, e0, a0);
+      a1 = spmv16(c, j1, e1, a1);
     }
-    if (j < e) { /* the masked lanes keep their sums */
-      const __mmask16 k = (__mmask16)((1u << (e - j)) - 1);
-      __m512i idx = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, c->col + j));
-      __m512 xv = _mm512_mask_i32gather_ps(zero, k, idx, c->x, 4);
-      acc = _mm512_mask3_fmadd_ps(_mm512_maskz_loadu_ps(k, c->val + j), xv, acc, k);
-    }
-    sp_put(c, 0, n, _mm512_reduce_add_ps(acc));
+    for (; j0 < e0; j0 += 16)
+      a0 = spmv16(c, j0, e0, a0);
+    for (; j1 < e1; j1 += 16)
+      a1 = spmv16(c, j1, e1, a1);
+    sp_put(c, 0, n, _mm512_reduce_add_ps(a0));
+    sp_put(c, 0, n + 1, _mm512_reduce_add_ps(a1));
+  }
+  if (n < hi) {
+    __m512 a = _mm512_setzero_ps();
+    for (int32_t j = c->rp[n], e = c->rp[n + 1]; j < e; j += 16)
+      a = spmv16(c, j, e, a);
+    sp_put(c, 0, n, _mm512_reduce_add_ps(a));
   }
 }
 

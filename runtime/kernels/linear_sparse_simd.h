@@ -12,7 +12,9 @@
  * flight, so the FMA latency is hidden even at NV = 4); each accumulator lane is one output
  * y[m, n] = FMA chain over the row's nonzeros in order, from 0. The two rows walk their
  * nonzeros in lockstep for the shorter row's length, then the longer one alone: neither order nor
- * rounding of a row's chain depends on its partner. */
+ * rounding of a row's chain depends on its partner. The sums of SP_NB rows wait in a tile on the
+ * stack and go to y a row of M at a time (sp_flush): y's column n is strided by N floats, and
+ * writing it output by output cost ~75% of a call at 512x128, M = 64 (L1 set conflicts). */
 
 #define SP_CAT2(a, b) a##_##b
 #define SP_CAT(a, b) SP_CAT2(a, b)
@@ -29,19 +31,9 @@ static inline SP_AI void SP(step)(SP_V *acc, const float *xt, size_t Mp, float v
     acc[i] = SP_FMA(vb, SP_LOAD(xr + SP_L * i), acc[i]);
 }
 
-/* the lanes of acc (NV vectors) as outputs y[m0 + i, n], i < M - m0 */
-static inline SP_AI void SP(put)(const LinS *c, int n, int m0, const SP_V *acc, const int NV) {
-  float t[4 * SP_L];
-  SP_UNROLL
-  for (int i = 0; i < NV; i++)
-    SP_STORE(t + SP_L * i, acc[i]);
-  int w = c->M - m0 < NV * SP_L ? c->M - m0 : NV * SP_L;
-  for (int i = 0; i < w; i++)
-    sp_put(c, m0 + i, n, t[i]);
-}
-
-/* rows n0 .. n0 + NR - 1 (NR 1 or 2) of y's column block at lanes m0 .. m0 + NV * SP_L */
-static inline SP_AI void SP(tile)(const LinS *c, int n0, int m0, const int NR, const int NV) {
+/* rows n0 .. n0 + NR - 1 (NR 1 or 2) of W against lanes m0 .. m0 + NV * SP_L of xT, their sums
+ * stored at tb[0..NR) (one row of SP_MT lanes each) */
+static inline SP_AI void SP(tile)(const LinS *c, int n0, int m0, float (*tb)[SP_MT], const int NR, const int NV) {
   const float *xt = c->xT + m0;
   const size_t Mp = (size_t)c->Mp;
   SP_V a0[4], a1[4];
@@ -60,17 +52,27 @@ static inline SP_AI void SP(tile)(const LinS *c, int n0, int m0, const int NR, c
   }
   for (; j0 < e0; j0++)
     SP(step)(a0, xt, Mp, c->val[j0], c->col[j0], NV);
-  SP(put)(c, n0, m0, a0, NV);
-  if (NR == 2)
-    SP(put)(c, n0 + 1, m0, a1, NV);
+  SP_UNROLL
+  for (int i = 0; i < NV; i++) {
+    SP_STORE(tb[0] + SP_L * i, a0[i]);
+    if (NR == 2)
+      SP_STORE(tb[1] + SP_L * i, a1[i]);
+  }
 }
 
+/* rows [lo, hi) of W against lanes m0 .. m0 + NV * SP_L: SP_NB rows at a time into a tile, then
+ * written to y a row of M at a time (sp_flush) */
 static inline SP_AI void SP(tiles)(const LinS *c, int lo, int hi, int m0, const int NV) {
-  int n = lo;
-  for (; n + 2 <= hi; n += 2)
-    SP(tile)(c, n, m0, 2, NV);
-  if (n < hi)
-    SP(tile)(c, n, m0, 1, NV);
+  float tb[SP_NB][SP_MT];
+  for (int b0 = lo; b0 < hi; b0 += SP_NB) {
+    const int b1 = hi - b0 < SP_NB ? hi : b0 + SP_NB;
+    int n = b0;
+    for (; n + 2 <= b1; n += 2)
+      SP(tile)(c, n, m0, tb + (n - b0), 2, NV);
+    if (n < b1)
+      SP(tile)(c, n, m0, tb + (n - b0), 1, NV);
+    sp_flush(c, tb, b0, b1, m0, NV * SP_L);
+  }
 }
 
 /* columns [lo, hi) of y, all M rows: M in tiles of up to 4 vectors (the last one narrower) */
