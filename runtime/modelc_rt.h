@@ -128,6 +128,23 @@ void rt_linear_q4_0(float *y, const float *x, const void *Wq, const float *bias,
 /* The instruction set those kernels run on here ("avx512_vnni", "avx_vnni", "avx2" or "portable"),
  * for PROG info. */
 const char *rt_quant_isa(void);
+
+/* Sparse linear layer (the prune pass's CSR format, RT_FMT_CSR below; runtime/kernels/
+ * linear_sparse.c): y = x W^T + bias with W an [N,K] weight stored as CSR with nonzero capacity
+ * cap (the compiled capacity: the blob's section offsets depend on it), at Ws (64-byte aligned).
+ * x is (M,K), bias (N) or NULL, y (M,N), row-major. M == 1 (decode): SpMV, rows of W over the pool
+ * (AVX-512: 16 nonzeros a step, x gathered, lane sums; AVX2: 8); M > 1: SpMM, x transposed into
+ * the scratch as xT [K, M rounded up to 16], each nonzero (v, k) of row n does acc[m..] += v xT[k,
+ * m..] vectorised along M, then y[m,n] = acc[m] + bias[n]. Then epi(ctx, lo, hi) as rt_linear's
+ * (below 32 rows once for all, from 32 on over the pool in row blocks). Every output is a fixed
+ * computation on its row's nonzeros in order: the bits do not depend on the thread count. scratch
+ * holds rt_linear_csr_scratch_floats(M, N, K) floats (0 for M == 1: scratch may be NULL).
+ * K <= 65536. rt_sparse_isa names the path ("avx512", "avx2", "portable"), chosen once by CPU
+ * features. */
+size_t rt_linear_csr_scratch_floats(int M, int N, int K);
+void rt_linear_csr(float *y, const float *x, const void *Ws, const float *bias, int M, int N, int K, int cap,
+                   RtRangeFn epi, void *ctx, float *scratch);
+const char *rt_sparse_isa(void);
 /* Token embedding from a quantised [V,C] table: the gathered rows dequantised to f32 (w = d * q;
  * q4_0: d * (q - 8)); bad ids as rt_embedding. */
 int rt_embedding_i8_row(float *out, const int32_t *ids, const void *table, int n, int V, int C, RtError *err);
@@ -390,12 +407,23 @@ typedef enum RtDType {
  *                  scales f16 [N,K/32]
  * In a safetensors file the values are the tensor NAME (I8 [N,K], or U8 [N,K/2]) and the scales
  * NAME.scale (F32 [N] or F16 [N,K/32]).
- *   RT_FMT_CSR     (the prune pass's sparse weights; dtype RT_DT_F32) one blob of nbytes for room
- *                  for cap nonzeros: values f32 [cap] at 0, columns u16 [cap] at align64(4 cap), row
- *                  pointers i32 [N+1] at align64(that + 2 cap); the nonzeros of row n are
- *                  rowptr[n] .. rowptr[n+1]-1, columns increasing (core/sparse.c). In a file it is the
- *                  dense masked f32 [N,K] tensor NAME (packed at load). */
-typedef enum RtFormat { RT_FMT_DENSE = 0, RT_FMT_I8_ROW, RT_FMT_Q8_0, RT_FMT_Q4_0, RT_FMT_CSR, RT_FMT_COUNT } RtFormat;
+ *   RT_FMT_CSR     a sparse [N,K] f32 weight (the prune pass) with nonzero capacity cap, fixed when
+ *                  the program is compiled (the actual nnz = rowptr[N] <= cap), one blob:
+ *                    values f32 [cap] at byte 0 (the nonzeros in row-major order; unused tail 0)
+ *                    cols   u16 [cap] at rt_csr_cols_offset(cap) = align64(4 cap)
+ *                    rowptr i32 [N+1] at rt_csr_rowptr_offset(cap) = align64(cols offset + 2 cap)
+ *                  rt_csr_bytes(N, K, cap) = rowptr offset + 4 (N+1) bytes; row n's nonzeros are
+ *                  rowptr[n] .. rowptr[n+1]-1 with strictly increasing columns; K <= 65536;
+ *                  padding and unused capacity zero (core/sparse.c). In a weights file it
+ *                  is the dense masked f32 [N,K] tensor NAME (packed at load). */
+typedef enum RtFormat {
+  RT_FMT_DENSE = 0,
+  RT_FMT_I8_ROW,
+  RT_FMT_Q8_0,
+  RT_FMT_Q4_0,
+  RT_FMT_CSR,
+  RT_FMT_COUNT
+} RtFormat;
 
 /* One auxiliary array of a non-dense parameter (its role, e.g. "scale", its dtype and place). */
 typedef struct RtParamAux {

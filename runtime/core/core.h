@@ -101,7 +101,7 @@ RtDType rt_quant_scale_dtype(RtFormat f);
 int64_t rt_quant_scale_count(RtFormat f, int64_t N, int64_t K);
 RtDType rt_quant_value_dtype(RtFormat f);
 int rt_quant_check(RtFormat f, int64_t N, int64_t K, RtError *err);
-const char *rt_format_name(RtFormat f); /* "dense", "i8_row", "q8_0", "q4_0" */
+const char *rt_format_name(RtFormat f); /* "dense", "i8_row", "q8_0", "q4_0", "csr" */
 /* Weights: src f32 [N,K] -> dst (rt_quant_bytes(f, N, K) bytes, values then scales) with the
  * format's rounding (docs/passes.md; core/quant.c's header); and back: dst f32 [N,K] = the
  * dequantised values. A non-finite weight is an error (-1, naming its row and column), never a
@@ -112,5 +112,49 @@ void rt_dequantize(RtFormat f, float *dst, const void *src, int64_t N, int64_t K
 /* Row n of that: dst f32 [K] = the dequantised row n of the [N,K] weight at src (the embedding kernels
  * gather rows this way). */
 void rt_dequantize_row(RtFormat f, float *dst, const void *src, int64_t N, int64_t K, int64_t n);
+
+/* ---- the sparse format and pruning (core/sparse.c; the layout is RT_FMT_CSR's, modelc_rt.h) ----
+ * The sections of an [N,K] CSR weight with nonzero capacity cap: cols at rt_csr_cols_offset(cap),
+ * rowptr at rt_csr_rowptr_offset(cap), rt_csr_bytes(N, K, cap) bytes in all (K is not needed:
+ * it is there so the three read alike at the call sites). */
+int64_t rt_csr_cols_offset(int64_t cap);
+int64_t rt_csr_rowptr_offset(int64_t cap);
+int64_t rt_csr_bytes(int64_t N, int64_t K, int64_t cap);
+/* dense f32 [N,K] -> dst (rt_csr_bytes(N, K, cap) bytes): the nonzeros in row-major order (exact
+ * zeros, -0.0 included, are dropped), everything else zero. -1 with a message in err when nnz >
+ * cap, K > 65536, a shape or cap is negative (or cap > INT32_MAX), or a value is not finite (naming
+ * its row and column); dst is then untouched. */
+int rt_csr_pack(void *dst, const float *dense, int64_t N, int64_t K, int64_t cap, RtError *err);
+/* back: dense f32 [N,K] (zeros where nothing is stored); the blob is trusted (rt_csr_check) */
+void rt_csr_unpack(float *dense, const void *src, int64_t N, int64_t K, int64_t cap);
+/* the stored nonzeros, rowptr[N] */
+int64_t rt_csr_nnz(const void *src, int64_t N, int64_t cap);
+/* 0 when src is a valid blob: rowptr[0] = 0, rowptr monotone, rowptr[N] <= cap, columns < K and
+ * strictly increasing within a row; else -1 naming the first fault in err. Reads through memcpy
+ * (any alignment). Values are not checked. */
+int rt_csr_check(const void *src, int64_t N, int64_t K, int64_t cap, RtError *err);
+
+/* Masks are u8, 1 = kept. Magnitude pruning: exactly the min(nzero, n) entries of smallest |w| are
+ * zeroed (+0) and masked, the others' mask set to 1; ties of |w| remove the lower index first; a
+ * weight already zero counts as small (|w| compared by its bits: a NaN is above +inf). O(n), no
+ * allocation (radix select). The multi form prunes several arrays together (global magnitude
+ * pruning: one threshold over all count arrays of n[a] entries; ties in (array, index) order). */
+void rt_prune_magnitude(float *w, uint8_t *mask, int64_t n, int64_t nzero);
+void rt_prune_magnitude_multi(float *const *w, uint8_t *const *mask, const int64_t *n, int count, int64_t nzero);
+/* N:M pruning of w (rows, K) row-major: in every group of m consecutive elements along K of each
+ * row the n of largest |w| are kept (ties: the lower index kept), the other m - n zeroed and
+ * masked. -1 (err) unless 1 <= n <= m and K % m == 0. */
+int rt_prune_nm(float *w, uint8_t *mask, int64_t rows, int64_t K, int n, int m, RtError *err);
+/* w[i] = 0 where mask[i] == 0; the number of zeros of a mask */
+void rt_mask_apply(float *w, const uint8_t *mask, int64_t n);
+int64_t rt_mask_zeros(const uint8_t *mask, int64_t n);
+/* Zhu & Gupta (2017)'s gradual schedule (docs/runtime.md, "Sparse weights"): the target sparsity
+ * in force after optimiser step `step` (counted from 1): s_init before start, s_final from end
+ * on (and from start on when end <= start), else with t = start + floor((step - start) / every)
+ * every, s_final + (s_init - s_final) (1 - (t - start) / (end - start))^3. every < 1 counts as 1.
+ * _due is 1 when the masks are recomputed after this step: start <= step <= end and
+ * ((step - start) % every == 0 or step == end). */
+double rt_prune_schedule(int64_t step, double s_init, double s_final, int64_t start, int64_t end, int64_t every);
+int rt_prune_schedule_due(int64_t step, int64_t start, int64_t end, int64_t every);
 
 #endif

@@ -71,6 +71,7 @@ const char *rt_format_name(RtFormat f) {
   case RT_FMT_I8_ROW: return "i8_row";
   case RT_FMT_Q8_0: return "q8_0";
   case RT_FMT_Q4_0: return "q4_0";
+  case RT_FMT_CSR: return "csr";
   default: return "?";
   }
 }

@@ -174,6 +174,14 @@ const char *rt_quant_isa(void);
 int rt_embedding_quant_ref(RtFormat f, float *out, const int32_t *ids, const void *table, int n, int V, int C,
                            RtError *err);
 
+/* ---- sparse weights (kernels/linear_sparse.c; the format RT_FMT_CSR in modelc_rt.h) ---- */
+
+/* The twin of rt_linear_csr (no epilogue, no scratch): per output the products of its row's
+ * nonzeros summed in order in double, + bias, rounded once. */
+void rt_linear_csr_ref(float *y, const float *x, const void *Ws, const float *bias, int M, int N, int K, int cap);
+/* The path of rt_linear_csr on this CPU: "avx512", "avx2" or "portable". */
+const char *rt_sparse_isa(void);
+
 /* ---- norms (kernels/norm.c) ---- */
 
 void rt_layernorm_ref(float *out, float *mean_out, float *rstd_out, const float *x, const float *gain,
