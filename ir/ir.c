@@ -135,6 +135,11 @@ static bool shape_linear(const Module *m, const Op *op, Type *out, char *err, si
   if (ir_quant_block(w->dtype) && w->dim[1] % ir_quant_block(w->dtype) != 0)
     return fail(err, n, "linear: a %s weight needs an input dimension that is a multiple of 32, not %s",
                 ir_dtype_name(w->dtype), tstr(w, b1));
+  if ((w->dtype == DT_CSR) != (ir_attr(op, "nnz") != NULL))
+    return fail(err, n, "linear: %s%s", w->dtype == DT_CSR ? "a csr weight needs nnz= (its nonzero capacity)" :
+                "nnz= is for a csr weight", NULL);
+  if (w->dtype == DT_CSR && ir_attr_i(op, "nnz") > ir_type_numel(w))
+    return fail(err, n, "linear: nnz= exceeds the elements of the csr weight %s%s", tstr(w, b1), NULL);
   *out = *x;
   out->dim[x->rank - 1] = w->dim[0];
   for (int i = 2; i < op->nin; i++) {

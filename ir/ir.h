@@ -206,6 +206,12 @@ typedef struct TrainConfig {
   TrainOptimizer optimizer;/* optimiser */
   TrainPrecision precision;/* fp32, or the precision pass's 16-bit activation storage */
   const char *data;        /* training text file, or NULL */
+  /* gradual pruning (train: prune: {initial, start, end, every}; Zhu & Gupta 2017): the prune
+   * pass's masked weights go from sparsity prune_initial to their target over steps
+   * prune_start..prune_end, masks recomputed every prune_every steps; prune_every 0: no schedule
+   * (the target from step 0). Written in the text form only when prune_every > 0. */
+  double prune_initial;    /* in [0, 1) */
+  int64_t prune_start, prune_end, prune_every;
   int line, col;           /* source position of the `train` line when parsed, else 0 */
 } TrainConfig;
 
@@ -221,6 +227,7 @@ typedef struct TrainField {
   const char *const *words;/* TF_ENUM: the names, indexed by the enum value */
   int nwords;              /* TF_ENUM: how many */
   size_t offset;           /* offsetof(TrainConfig, field) */
+  bool optional;           /* may be absent from a `train {...}` line (data; the prune_ schedule) */
 } TrainField;
 extern const TrainField ir_train_fields[];
 extern const int ir_train_nfields;

@@ -813,8 +813,8 @@ static bool parse_train(Parser *P) {
   }
   next(P);
   for (int i = 0; i < ir_train_nfields; i++)
-    if (!seen[i] && ir_train_fields[i].kind != TF_STR) {
-      perr_at(P, kw.line, kw.col, "the 'train' line lacks '%s' (every setting but data is written)",
+    if (!seen[i] && !ir_train_fields[i].optional) {
+      perr_at(P, kw.line, kw.col, "the 'train' line lacks '%s' (every setting but data and prune_ is written)",
               ir_train_fields[i].key);
       return false;
     }

@@ -17,9 +17,9 @@ static const char *const sched_words[] = {"cosine", "constant", "linear"};
 static const char *const opt_words[] = {"adamw", "sgd"};
 static const char *const prec_words[] = {"fp32", "bf16", "fp16"};
 
-#define TI(k, lo) {#k, TF_INT, lo, INT64_MAX, 0, 0, false, false, NULL, 0, offsetof(TrainConfig, k)}
-#define TR(k, lo, lo_open, hi, hi_open) {#k, TF_REAL, 0, 0, lo, hi, lo_open, hi_open, NULL, 0, offsetof(TrainConfig, k)}
-#define TE(k, w) {#k, TF_ENUM, 0, 0, 0, 0, false, false, w, (int)(sizeof w / sizeof *w), offsetof(TrainConfig, k)}
+#define TI(k, lo) {#k, TF_INT, lo, INT64_MAX, 0, 0, false, false, NULL, 0, offsetof(TrainConfig, k), false}
+#define TR(k, lo, lo_open, hi, hi_open) {#k, TF_REAL, 0, 0, lo, hi, lo_open, hi_open, NULL, 0, offsetof(TrainConfig, k), false}
+#define TE(k, w) {#k, TF_ENUM, 0, 0, 0, 0, false, false, w, (int)(sizeof w / sizeof *w), offsetof(TrainConfig, k), false}
 
 const TrainField ir_train_fields[] = {
     TI(steps, 1),
@@ -40,7 +40,11 @@ const TrainField ir_train_fields[] = {
     TE(schedule, sched_words),
     TE(optimizer, opt_words),
     TE(precision, prec_words),
-    {"data", TF_STR, 0, 0, 0, 0, false, false, NULL, 0, offsetof(TrainConfig, data)},
+    {"data", TF_STR, 0, 0, 0, 0, false, false, NULL, 0, offsetof(TrainConfig, data), true},
+    {"prune_initial", TF_REAL, 0, 0, 0, 1, false, true, NULL, 0, offsetof(TrainConfig, prune_initial), true},
+    {"prune_start", TF_INT, 0, INT64_MAX, 0, 0, false, false, NULL, 0, offsetof(TrainConfig, prune_start), true},
+    {"prune_end", TF_INT, 0, INT64_MAX, 0, 0, false, false, NULL, 0, offsetof(TrainConfig, prune_end), true},
+    {"prune_every", TF_INT, 0, INT64_MAX, 0, 0, false, false, NULL, 0, offsetof(TrainConfig, prune_every), true},
 };
 const int ir_train_nfields = (int)(sizeof ir_train_fields / sizeof *ir_train_fields);
 
@@ -90,6 +94,10 @@ bool ir_train_check_relations(const TrainConfig *t, const char **key, char *err,
   } else if (t->warmup > t->steps) {
     *key = "warmup";
     snprintf(err, n, "'warmup' (%lld) must not exceed 'steps' (%lld)", (long long)t->warmup, (long long)t->steps);
+  } else if (t->prune_every > 0 && t->prune_end < t->prune_start) {
+    *key = "prune_end";
+    snprintf(err, n, "the pruning schedule's 'end' (%lld) must not come before its 'start' (%lld)",
+             (long long)t->prune_end, (long long)t->prune_start);
   } else {
     return true;
   }

@@ -83,6 +83,8 @@ static void trace(const Module *m, const Func *f, const Value *v, bool entry, Re
     }
 }
 
+static void csr_settle(Module *m);
+
 static bool prune_masked(Module *m, const PassOptions *o, Diag *d, bool nm) {
   double s = pass_opt_float(o, "sparsity");
   int n = (int)pass_opt_int(o, "n"), mm = (int)pass_opt_int(o, "m");
@@ -151,7 +153,7 @@ static bool prune_masked(Module *m, const PassOptions *o, Diag *d, bool nm) {
                head ? " and in the entry function" : "; the entry's own (the head) need head=true");
     return false;
   }
-  if (csr) pass_refit_types(m, "csr");
+  if (csr) csr_settle(m);
   return true;
 }
 
@@ -175,6 +177,39 @@ static int bindings(const Module *m, const Func *f, const Value *w, Param **out,
       if (!(out[k++] = ir_find_param(m, ir_attr_s(a->def, "p")))) return -1;
     }
   return k;
+}
+
+/* Every linear reading a csr weight gets its capacity as nnz= (the kernel's section offsets depend
+ * on it), so all the parameters a linear's weight is bound to must agree: a block argument bound to
+ * csr and dense weights alike (skip= of some layers), or to capacities that differ, keeps its
+ * parameters dense (masked). Then the types follow (pass_refit_types). */
+static void csr_settle(Module *m) {
+  enum { CAP = 4096 };
+  Param **b = malloc(sizeof *b * CAP);
+  if (!b) die("out of memory");
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (int fi = 0; fi < m->nfunc; fi++)
+      for (Op *op = m->funcs[fi]->first; op; op = op->next) {
+        if (op->kind != OP_LINEAR || op->nin < 2) continue;
+        int k = bindings(m, m->funcs[fi], op->in[1], b, CAP), ncsr = 0;
+        for (int i = 0; i < k; i++) ncsr += b[i]->type.dtype == DT_CSR && b[i]->nnz == b[0]->nnz;
+        if (k > 0 && ncsr > 0 && ncsr < k)
+          for (int i = 0; i < k; i++)
+            if (b[i]->type.dtype == DT_CSR) {
+              b[i]->type.dtype = DT_F32;
+              b[i]->nnz = 0;
+              changed = true;
+            }
+      }
+  }
+  for (int fi = 0; fi < m->nfunc; fi++)
+    for (Op *op = m->funcs[fi]->first; op; op = op->next)
+      if (op->kind == OP_LINEAR && op->nin >= 2 && bindings(m, m->funcs[fi], op->in[1], b, CAP) > 0 &&
+          b[0]->type.dtype == DT_CSR)
+        ir_set_attr_int(op, "nnz", b[0]->nnz);
+  free(b);
+  pass_refit_types(m, "csr");
 }
 
 /* The sole user of v in f when v has exactly one use, else NULL. */

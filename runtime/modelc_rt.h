@@ -318,6 +318,11 @@ typedef struct RtTrainConfig {
   RtOptimizer optimizer;
   RtPrecision precision;
   const char *data; /* default --data, or NULL */
+  /* gradual pruning (Zhu & Gupta 2017; train: prune: in the spec): the masked parameters' sparsity
+   * goes from prune_initial to their target over steps prune_start..prune_end, the masks recomputed
+   * every prune_every steps (core/sparse.c, rt_prune_schedule); prune_every 0: the target from step 0 */
+  double prune_initial;
+  int64_t prune_start, prune_end, prune_every;
 } RtTrainConfig;
 
 /* ---------------------------------------------------------------------------------------------

@@ -872,7 +872,9 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
       emit_str(out, t->data);
     else
       fputs("NULL", out);
-    fprintf(out, "},\n");
+    char f9[48];
+    fprintf(out, ",\n                     .prune_initial = %s, .prune_start = %lld, .prune_end = %lld, .prune_every = %lld},\n",
+            flit(t->prune_initial, f9), (long long)t->prune_start, (long long)t->prune_end, (long long)t->prune_every);
   }
   fprintf(out, "};\n\nint main(int argc, char **argv) { return rt_main(argc, argv, &model); }\n");
   backend_plan_free(&p);

@@ -1075,22 +1075,24 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
 
   /* RtTrainConfig {steps, batch, micro_batch, warmup, seed, eval_every, checkpoint_every (int64_t),
    * lr, min_lr, beta1, beta2, eps, weight_decay, momentum, grad_clip (double), schedule,
-   * optimizer, precision (enums), data} */
-  LLVMTypeRef tc_f[19];
+   * optimizer, precision (enums), data, prune_initial (double), prune_start, prune_end, prune_every} */
+  LLVMTypeRef tc_f[23];
   for (int i = 0; i < 7; i++)
     tc_f[i] = e->i64;
   for (int i = 7; i < 15; i++)
     tc_f[i] = e->f64;
   tc_f[15] = tc_f[16] = tc_f[17] = e->i32;
   tc_f[18] = e->p8;
+  tc_f[19] = e->f64;
+  tc_f[20] = tc_f[21] = tc_f[22] = e->i64;
   LLVMTypeRef tc_t = LLVMStructCreateNamed(e->cx, "RtTrainConfig");
-  LLVMStructSetBody(tc_t, tc_f, 19, 0);
+  LLVMStructSetBody(tc_t, tc_f, 23, 0);
   LLVMValueRef tc;
   if (m->train.present) {
     const TrainConfig *t = &m->train;
     const int64_t iv[7] = {t->steps, t->batch, t->micro_batch, t->warmup, t->seed, t->eval_every, t->checkpoint_every};
     const double dv[8] = {t->lr, t->min_lr, t->beta1, t->beta2, t->eps, t->weight_decay, t->momentum, t->grad_clip};
-    LLVMValueRef f[19];
+    LLVMValueRef f[23];
     for (int i = 0; i < 7; i++)
       f[i] = ci64(e, (long long)iv[i]);
     for (int i = 0; i < 8; i++) { /* the C backend writes these as float literals: round through float */
@@ -1100,7 +1102,12 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
     }
     f[15] = ci32(e, (int)t->schedule), f[16] = ci32(e, (int)t->optimizer), f[17] = ci32(e, (int)t->precision);
     f[18] = cstr(e, t->data);
-    tc = LLVMConstNamedStruct(tc_t, f, 19);
+    char pb[48];
+    snprintf(pb, sizeof pb, "%.9g", t->prune_initial);
+    f[19] = LLVMConstReal(e->f64, (double)strtof(pb, NULL));
+    f[20] = ci64(e, (long long)t->prune_start), f[21] = ci64(e, (long long)t->prune_end);
+    f[22] = ci64(e, (long long)t->prune_every);
+    tc = LLVMConstNamedStruct(tc_t, f, 23);
   } else {
     tc = LLVMConstNull(tc_t);
   }

@@ -267,6 +267,10 @@ static void lw_train(Module *m, const SpecTrain *t) {
       .optimizer = (TrainOptimizer)t->optimizer,
       .precision = (TrainPrecision)t->precision,
       .data = t->data ? ir_strdup(m, t->data) : NULL,
+      .prune_initial = t->prune_initial,
+      .prune_start = t->prune_start,
+      .prune_end = t->prune_end,
+      .prune_every = t->prune_every,
       .line = t->line,
       .col = t->col,
   };

@@ -1082,11 +1082,12 @@ static void fe_check_passes(Ctx *c, const YNode *val) {
 static const char *const train_keys[] = {
     "steps", "batch",     "micro_batch", "lr",        "min_lr",       "warmup",    "schedule",
     "optimizer", "beta1", "beta2",       "eps",       "weight_decay", "momentum",  "grad_clip",
-    "precision", "seed",  "eval_every",  "checkpoint_every", "data"};
+    "precision", "seed",  "eval_every",  "checkpoint_every", "data", "prune"};
 enum {
   TK_STEPS, TK_BATCH, TK_MICRO, TK_LR, TK_MIN_LR, TK_WARMUP, TK_SCHEDULE, TK_OPTIMIZER, TK_BETA1, TK_BETA2,
-  TK_EPS, TK_WD, TK_MOMENTUM, TK_CLIP, TK_PRECISION, TK_SEED, TK_EVAL, TK_CKPT, TK_DATA, TK_N
+  TK_EPS, TK_WD, TK_MOMENTUM, TK_CLIP, TK_PRECISION, TK_SEED, TK_EVAL, TK_CKPT, TK_DATA, TK_PRUNE, TK_N
 };
+
 
 /* The range rules are the IR's (ir/train.c), so a .mir file's `train {...}` line is held to the
  * same rules as the spec it came from. */
@@ -1114,6 +1115,32 @@ static int fe_train_enum(Ctx *c, const YNode *n, const char *key) {
   const TrainField *f = ir_train_field(key);
   IR_ASSERT(f && f->kind == TF_ENUM);
   return n ? fe_enum(c, n, key, f->words, f->nwords) : -1;
+}
+
+/* train: prune: {initial: S0, start: T0, end: T1, every: DT}: the gradual pruning schedule of the
+ * prune pass's masked weights (Zhu & Gupta 2017). end is required; initial 0, start 0 and every
+ * (end - start) / 10 (at least 1) by default. */
+static void fe_train_prune(Ctx *c, const YNode *n, SpecTrain *t) {
+  static const char *const keys[] = {"initial", "start", "end", "every"};
+  const YNode *v[4];
+  if (!fe_fields(c, n, "prune", keys, 4, v, NULL)) return;
+  if (!v[2]) {
+    ERR_AT(c, n, "the pruning schedule needs 'end' (the step at which the target sparsity is reached)");
+    return;
+  }
+  t->prune_initial = 0;
+  t->prune_start = 0;
+  if (v[0]) fe_train_real(c, v[0], "prune_initial", &t->prune_initial);
+  if (v[1]) fe_train_int(c, v[1], "prune_start", &t->prune_start);
+  fe_train_int(c, v[2], "prune_end", &t->prune_end);
+  t->prune_every = (t->prune_end - t->prune_start) / 10 > 0 ? (t->prune_end - t->prune_start) / 10 : 1;
+  if (v[3]) fe_int(c, v[3], "every", 1, INT64_MAX, &t->prune_every);
+  if (t->prune_end < t->prune_start)
+    ERR_AT(c, v[2], "the pruning schedule's 'end' (%lld) must not come before its 'start' (%lld)",
+           (long long)t->prune_end, (long long)t->prune_start);
+  else if (t->prune_end > t->steps)
+    ERR_AT(c, v[2], "the pruning schedule's 'end' (%lld) is after the last step (%lld)", (long long)t->prune_end,
+           (long long)t->steps);
 }
 
 static void fe_check_train(Ctx *c, const YNode *key, const YNode *val) {
@@ -1158,6 +1185,7 @@ static void fe_check_train(Ctx *c, const YNode *key, const YNode *val) {
   fe_train_int(c, v[TK_SEED], "seed", &t->seed);
   fe_train_int(c, v[TK_EVAL], "eval_every", &t->eval_every);
   fe_train_int(c, v[TK_CKPT], "checkpoint_every", &t->checkpoint_every);
+  if (v[TK_PRUNE]) fe_train_prune(c, v[TK_PRUNE], t);
   if (v[TK_DATA]) {
     t->data = fe_str(c, v[TK_DATA], "data");
     if (t->data && !*t->data) {

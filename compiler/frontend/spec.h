@@ -88,6 +88,9 @@ typedef struct SpecTrain {
   SpecPrecision precision;
   const char *data;          /* NULL when not given */
   int data_line, data_col;   /* location of the data value, for errors opening it later */
+  /* prune: {initial, start, end, every}: the gradual pruning schedule (every 0: none) */
+  double prune_initial;
+  int64_t prune_start, prune_end, prune_every;
 } SpecTrain;
 
 typedef struct SpecBlock SpecBlock;   /* allocation list (private) */

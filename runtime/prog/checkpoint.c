@@ -26,8 +26,8 @@ static void tensor_of(RtTensor *ts, const RtParamInfo *p, const char *name, cons
 int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *err) {
   const RtModel *m = t->m;
   int sgd = t->c.optimizer == RT_OPT_SGD, ns = m->nparams, per = sgd ? 2 : 3;
-  RtTensor *ts = calloc((size_t)(ns * per) + 1, sizeof *ts);
-  char **names = calloc((size_t)(ns * per) + 1, sizeof *names);
+  RtTensor *ts = calloc((size_t)(ns * (per + 1)) + 1, sizeof *ts);
+  char **names = calloc((size_t)(ns * (per + 1)) + 1, sizeof *names);
   int rc = 0, n = 0;
   if (!ts || !names) rc = rt_fail(err, "out of memory");
   for (int i = 0; i < m->nparams && !rc; i++) {
@@ -48,6 +48,21 @@ int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *e
       tensor_of(&ts[n], p, names[n], base);
       n++;
     }
+  }
+  for (int i = 0; i < m->nparams && !rc && t->masks; i++) { /* pruning masks: NAME.mask, U8, 1 kept */
+    const RtParamInfo *p = &m->params[i];
+    if (!t->masks[i]) continue;
+    size_t len = strlen(p->name) + sizeof ".mask";
+    if (!(names[n] = malloc(len))) {
+      rc = rt_fail(err, "out of memory");
+      break;
+    }
+    snprintf(names[n], len, "%s.mask", p->name);
+    tensor_of(&ts[n], p, names[n], t->W);
+    ts[n].dtype = RT_DT_U8;
+    ts[n].data = t->masks[i];
+    ts[n].nbytes = (size_t)rt_param_numel(p);
+    n++;
   }
   if (!rc) {
     char step[32], steps[32], st[32], inc[32], el[32], ds[32], ls[48], lsg[32], lss[32];
@@ -71,7 +86,7 @@ int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *e
     rc = rt_st_write(path, ts, n, meta, nmeta, err);
   }
   if (names)
-    for (int i = 0; i < ns * per; i++) free(names[i]);
+    for (int i = 0; i < ns * (per + 1); i++) free(names[i]);
   free(names);
   free(ts);
   return rc;
@@ -185,6 +200,21 @@ int rt_load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError 
       }
       memcpy((unsigned char *)base + p->offset, ten->data, ten->nbytes);
     }
+  }
+  for (int i = 0; i < m->nparams && !rc && t->masks; i++) {
+    const RtParamInfo *p = &m->params[i];
+    if (!t->masks[i]) continue;
+    char name[512];
+    snprintf(name, sizeof name, "%s.mask", p->name);
+    const RtTensor *ten = NULL;
+    if (rt_st_require(st, name, RT_DT_U8, p->ndim, p->shape, &ten, err)) {
+      rc = -1;
+      break;
+    }
+    const unsigned char *b = ten->data;
+    for (size_t j = 0; j < ten->nbytes && !rc; j++)
+      if (b[j] > 1) rc = rt_fail(err, "%s: tensor '%s' holds %u at %zu: a mask holds 0 or 1", path, name, (unsigned)b[j], j);
+    if (!rc) memcpy(t->masks[i], ten->data, ten->nbytes);
   }
   if (!rc) {
     t->step = meta.step;

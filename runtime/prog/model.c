@@ -190,12 +190,33 @@ int rt_run_load_weights(RtRun *r, const char *path, RtError *err) {
     return rt_fail(err, "--weights FILE is required (this program has no embedded weights)");
   }
   int rc = 0;
+  int64_t **sel = calloc((size_t)m->nparams + 1, sizeof *sel); /* structured pruning: each group's kept units */
+  if (!sel) rc = rt_fail(err, "out of memory");
   for (int i = 0; i < m->nparams && rc == 0; i++) {
     const RtParamInfo *p = &m->params[i];
     const RtTensor *t = rt_st_find(st, p->name);
     if (!t) {
       rc = rt_fail(err, "%s: tensor '%s' is missing (the model needs %d parameters)", path, p->name, m->nparams);
       break;
+    }
+    if ((rt_prune_is_full(p, t) || p->format == RT_FMT_CSR) && is_float_dtype(t->dtype)) {
+      /* a slice of the full tensor (structured pruning), or dense values packed as csr */
+      float *x = malloc((size_t)rt_param_numel(p) * sizeof(float) + 1);
+      RtError e;
+      if (!x)
+        rc = rt_fail(err, "out of memory loading '%s'", p->name);
+      else if (rt_prune_is_full(p, t))
+        rc = rt_prune_select_load(m, st, path, p, t, sel, x, err);
+      else if (!same_shape(t, p->ndim, p->shape)) {
+        char want[128], got[128];
+        rc = rt_fail(err, "%s: tensor '%s' has shape [%s], the model needs [%s] (dense f32 values, packed as csr at "
+                     "load)", path, p->name, shape_str(got, sizeof got, t->ndim, t->shape),
+                     shape_str(want, sizeof want, p->ndim, p->shape));
+      } else if (rt_tensor_to_f32(t, x, &e))
+        rc = rt_fail(err, "%s: %s", path, e.msg);
+      if (!rc && (rc = rt_param_store_f32(p, r->W, x, &e)) != 0) rt_fail(err, "%s: %s", path, e.msg);
+      free(x);
+      continue;
     }
     if (p->format != RT_FMT_DENSE && (t->dtype == RT_DT_I8 || t->dtype == RT_DT_U8)) {
       rc = load_quant_pair(st, path, p, t, r->W, err);
@@ -220,7 +241,11 @@ int rt_run_load_weights(RtRun *r, const char *path, RtError *err) {
     RtError e;
     if ((rc = load_float(p, t, r->W, &e)) != 0) rt_fail(err, "%s: %s", path, e.msg);
   }
+  for (int i = 0; sel && i < m->nparams; i++) free(sel[i]);
+  free(sel);
   rt_st_close(st);
+  /* the masks of pruned dense parameters, from the loaded values (the trainer holds its own) */
+  if (!rc && !r->no_masks && rt_model_has_masks(m)) rc = rt_masks_compute(m, (float *)r->W, NULL, NULL, -1, err);
   return rc;
 }
 
@@ -239,6 +264,14 @@ float rt_normal(RtRng *g) {
 int rt_param_store_f32(const RtParamInfo *p, void *W, const float *src, RtError *err) {
   void *dst = (unsigned char *)W + p->offset;
   size_t n = (size_t)rt_param_numel(p);
+  if (p->format == RT_FMT_CSR) { /* the masked values packed (rt_prune_pack_csr masks a copy) */
+    float *x = malloc(n * sizeof(float) + 1);
+    if (!x) return rt_fail(err, "out of memory storing '%s'", p->name);
+    memcpy(x, src, n * sizeof(float));
+    int rc = rt_prune_pack_csr(p, W, x, err);
+    free(x);
+    return rc;
+  }
   if (p->format != RT_FMT_DENSE) {
     RtError e;
     if (rt_quantize(p->format, dst, src, p->shape[0], p->shape[1], &e))
@@ -256,6 +289,10 @@ int rt_param_store_f32(const RtParamInfo *p, void *W, const float *src, RtError 
 int rt_model_require_f32(const RtModel *m, const char *what, RtError *err) {
   for (int i = 0; i < m->nparams; i++) {
     const RtParamInfo *p = &m->params[i];
+    if (p->format == RT_FMT_CSR)
+      return rt_fail(err, "%s needs every parameter stored as dense f32; '%s' is stored as csr (the prune pass's "
+                     "sparse storage, for inference): build the training program with prune before autodiff (it keeps "
+                     "dense masked weights)", what, p->name);
     if (p->format != RT_FMT_DENSE)
       return rt_fail(err, "%s needs every parameter stored as dense f32; '%s' is stored as %s (built with the "
                      "quantize pass): quantised programs are for inference; rebuild without it to train",
@@ -301,7 +338,7 @@ int rt_prog_init_weights(const RtModel *m, void *W, uint64_t seed, RtError *err)
 int64_t rt_model_export_bytes(const RtModel *m) {
   int64_t n = 0;
   for (int i = 0; i < m->nparams; i++) {
-    n += m->params[i].nbytes;
+    n += m->params[i].format == RT_FMT_CSR ? rt_param_numel(&m->params[i]) * 4 : m->params[i].nbytes; /* dense */
     for (int a = 0; a < m->params[i].naux; a++) n += m->params[i].aux[a].nbytes;
   }
   return n;
@@ -310,7 +347,7 @@ int64_t rt_model_export_bytes(const RtModel *m) {
 int rt_prog_write_weights(const RtModel *m, const void *W, const char *path, const char *const *meta, int nmeta,
                           RtError *err) {
   int nt = 0;
-  for (int i = 0; i < m->nparams; i++) nt += 1 + (m->params[i].format != RT_FMT_DENSE);
+  for (int i = 0; i < m->nparams; i++) nt += 1 + rt_format_has_scales(m->params[i].format);
   RtTensor *ts = calloc((size_t)nt + 1, sizeof *ts);
   char **names = calloc((size_t)m->nparams + 1, sizeof *names);
   if (!ts || !names) {
@@ -326,6 +363,21 @@ int rt_prog_write_weights(const RtModel *m, const void *W, const char *path, con
     t->dtype = p->dtype; /* as stored: a bf16 parameter is written as BF16, a quantised one as its values */
     t->data = (const unsigned char *)W + p->offset;
     t->nbytes = (size_t)p->nbytes;
+    if (p->format == RT_FMT_CSR) { /* written dense: the masked f32 [N,K] matrix */
+      float *x = malloc((size_t)rt_param_numel(p) * sizeof(float) + 1);
+      if (!x) {
+        rc = rt_fail(err, "%s: out of memory", path);
+        break;
+      }
+      rt_csr_unpack(x, (const unsigned char *)W + p->offset, p->shape[0], p->shape[1], p->prune ? p->prune->nnz : 0);
+      names[i] = (char *)x; /* freed with the names */
+      t->dtype = RT_DT_F32;
+      t->data = (const unsigned char *)x;
+      t->nbytes = (size_t)rt_param_numel(p) * sizeof(float);
+      t->ndim = p->ndim;
+      for (int d = 0; d < p->ndim; d++) t->shape[d] = p->shape[d];
+      continue;
+    }
     if (p->format == RT_FMT_DENSE) {
       t->ndim = p->ndim;
       for (int d = 0; d < p->ndim; d++) t->shape[d] = p->shape[d];
@@ -363,6 +415,15 @@ int rt_prog_load_weights(const RtModel *m, void *W, const char *path, RtError *e
   memset(&r, 0, sizeof r);
   r.m = m;
   r.W = W;
+  return rt_run_load_weights(&r, path, err);
+}
+
+int rt_prog_load_weights_unmasked(const RtModel *m, void *W, const char *path, RtError *err) {
+  RtRun r;
+  memset(&r, 0, sizeof r);
+  r.m = m;
+  r.W = W;
+  r.no_masks = 1;
   return rt_run_load_weights(&r, path, err);
 }
 

@@ -146,6 +146,7 @@ typedef struct RtRun {
   void **state;      /* the program's state slots (KV caches, RtModel.state), NULL until made */
   float *statemem;   /* their memory */
   int state_batch;   /* the sequences they hold */
+  int no_masks;      /* rt_run_load_weights leaves pruned dense parameters unmasked (the trainer masks) */
 } RtRun;
 
 /* Allocates weights, arena and inference scratch (-1 and a message when out of memory). */
@@ -157,7 +158,11 @@ void rt_run_free(RtRun *r);
  * A dense parameter from any float tensor of its shape. A quantised one (format not dense) from a
  * float tensor of its logical shape [N,K], quantised at load, or from the pair NAME + NAME.scale in
  * its format's dtypes and shapes, copied as it is (a pair of another format, a missing or
- * mis-shaped .scale, a non-finite scale: -1 saying what was expected). Other tensors are ignored. */
+ * mis-shaped .scale, a non-finite scale: -1 saying what was expected). A csr one from a float
+ * tensor of its shape, masked and packed. A structurally pruned one (RtPruneInfo.select) from its
+ * own shape or from the full tensor, its units chosen by its group's score (prog/prune.c). Then
+ * the masked (pruned dense) parameters are masked from their loaded values, unless r->no_masks.
+ * Other tensors are ignored. */
 int rt_run_load_weights(RtRun *r, const char *path, RtError *err);
 /* Declares r->W read-only to the GEMM layer until rt_run_free when MODELC_GEMM_PACK=1 asks for it
  * (rt_gemm_constant: the products read pre-packed copies of the weights): for verbs that never
@@ -178,6 +183,35 @@ float rt_normal(RtRng *g);
 int rt_prog_init_weights(const RtModel *m, void *W, uint64_t seed, RtError *err);
 /* rt_run_load_weights into any buffer of weight_bytes bytes (path NULL: the embedded weights). */
 int rt_prog_load_weights(const RtModel *m, void *W, const char *path, RtError *err);
+/* The same, leaving the masked parameters as the file has them (the trainer computes their masks). */
+int rt_prog_load_weights_unmasked(const RtModel *m, void *W, const char *path, RtError *err);
+static inline int rt_format_has_scales(RtFormat f) {
+  return f == RT_FMT_I8_ROW || f == RT_FMT_Q8_0 || f == RT_FMT_Q4_0;
+}
+
+/* ---- pruning (prog/prune.c; the prune pass's facts, RtPruneInfo) ---- */
+/* 1 when p is a pruned dense f32 parameter: the runtime holds a mask for it. */
+int rt_param_masked(const RtParamInfo *p);
+int rt_model_has_masks(const RtModel *m);
+/* Computes the mask of every masked parameter from its values in W (f32 buffer in W's layout) at the
+ * sparsity in force after `step` optimiser steps on c's schedule (c NULL, no schedule, or step < 0:
+ * the target), zeroing what it removes; masks (per parameter, NULL where not masked; or masks NULL:
+ * temporary) receive them. */
+int rt_masks_compute(const RtModel *m, float *W, uint8_t *const *masks, const RtTrainConfig *c, int64_t step,
+                     RtError *err);
+/* W = 0 where a mask is 0. */
+void rt_masks_apply(const RtModel *m, float *W, uint8_t *const *masks);
+/* Masks of every masked parameter, all ones (NULL elsewhere); NULL when out of memory. */
+uint8_t **rt_masks_new(const RtModel *m);
+void rt_masks_free(const RtModel *m, uint8_t **masks);
+/* Masks dense f32 values (in place) by csr parameter p's rule and packs them at p's place in W. */
+int rt_prune_pack_csr(const RtParamInfo *p, void *W, float *dense, RtError *err);
+/* 1 when tensor t is the full-size tensor of structurally pruned parameter p. */
+int rt_prune_is_full(const RtParamInfo *p, const RtTensor *t);
+/* p's slice of the full tensor t (f32 into out, p's shape): the units its group keeps, chosen once
+ * per group (cache, by group index) from the file st by the group's rule. */
+int rt_prune_select_load(const RtModel *m, const RtSafetensors *st, const char *path, const RtParamInfo *p,
+                         const RtTensor *t, int64_t **cache, float *out, RtError *err);
 
 /* Typed weights (RtParamInfo.dtype). The trainer's buffers (weights, gradients, moments) hold f32
  * parameters only, indexed in floats: rt_param_f32_index(p) = p->offset / 4 and

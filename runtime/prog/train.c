@@ -24,6 +24,7 @@
 /* ---- the trainer ---- */
 
 static void trainer_free(Trainer *t) {
+  rt_masks_free(t->m, t->masks);
   free(t->W);
   free(t->Wh);
   free(t->G);
@@ -181,6 +182,15 @@ static double train_step(Trainer *t, double lr) {
     if (t->Wh && (t->c.optimizer == RT_OPT_SGD || !wh)) rt_round_weights(t->Wh + o, t->W + o, n, t->prec);
   }
   t->step = step;
+  if (t->masks) { /* pruning: the masks held after the update, recomputed when the schedule says */
+    if (t->c.prune_every > 0 && rt_prune_schedule_due(step, t->c.prune_start, t->c.prune_end, t->c.prune_every)) {
+      RtError e;
+      if (rt_masks_compute(m, t->W, t->masks, &t->c, step, &e)) return NAN; /* out of memory */
+    } else {
+      rt_masks_apply(m, t->W, t->masks);
+    }
+    t->wh_fresh = 0;
+  }
   return loss;
 }
 
@@ -392,10 +402,14 @@ no_data:;
   }
 
   int64_t ck_steps = 0;
+  if (rt_model_has_masks(m) && !(t.masks = rt_masks_new(m))) {
+    rt_fail(&err, "out of memory allocating the pruning masks");
+    goto fail;
+  }
   if (o.resume) {
     if (rt_load_checkpoint(&t, o.resume, &ck_steps, &err)) goto fail;
   } else if (o.weights || m->embedded_weights) {
-    if (rt_prog_load_weights(m, t.W, o.weights, &err)) goto fail;
+    if (rt_prog_load_weights_unmasked(m, t.W, o.weights, &err)) goto fail;
     rt_rng_seed(&t.rng, seed);
     t.dropout_seed = seed;
   } else {
@@ -403,6 +417,8 @@ no_data:;
     rt_rng_seed(&t.rng, seed);
     t.dropout_seed = seed;
   }
+  /* a fresh run's masks: the sparsity in force at its step (the target without a schedule) */
+  if (t.masks && !o.resume && rt_masks_compute(m, t.W, t.masks, &t.c, t.step, &err)) goto fail;
   t.steps = o.have_steps ? o.steps : (o.resume && ck_steps > 0) ? ck_steps : t.c.steps;
   t.c.steps = t.steps;
   if (t.c.warmup > t.steps) t.c.warmup = t.steps;

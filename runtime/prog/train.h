@@ -36,6 +36,8 @@ typedef struct Trainer {
   size_t ntrain, nval;
   RtRng rng;
   int64_t step; /* optimiser steps done */
+  uint8_t **masks; /* the prune pass's masked parameters: 1 kept, 0 pruned (NULL: none); held after every
+                    * update, recomputed on the schedule (RtTrainConfig.prune_*), kept in checkpoints */
   uint64_t dropout_seed; /* --seed of the run (kept in checkpoints): dropout masks derive from it */
   double elapsed0;
   Hist *hist;
