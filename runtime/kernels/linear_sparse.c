@@ -14,11 +14,13 @@
  *     columns widened, x gathered), one FMA into 16 lane sums, the row's last < 16 masked; then
  *     the lanes reduced in a fixed order. AVX2: the same with 8 lanes and the tail in order in
  *     scalar after the lanes' sum. Portable: in order. Rows split over the pool in blocks.
- *   SpMM (M > 1): x transposed once per call into the scratch as xT (M rounded up to Mp, a multiple
- *     of 16, the padding zero; stored as tiles [K, 64] of 64 lanes of M, the last narrower); then for each row n and tile of up to 64 (AVX2: 32) lanes of M, every
+ *   SpMM (M > 1): x transposed once per call into the scratch as xT (M rounded up to Mp, a
+ *     multiple of 16, the padding zero; stored as tiles [K, 64] of 64 lanes of M, the last one
+ *     narrower: xt_tile); then for each row n and tile of up to 64 (AVX2: 32) lanes of M, every
  *     nonzero (v, k) does acc[m..] += v * xT[k, m..] (linear_sparse_simd.h: two rows of W at once,
  *     FMA; portable: the same loop in C, vectorised by the compiler along M), then y[m, n] =
- *     acc[m] + bias[n]. Rows of W split over the pool in blocks.
+ *     acc[m] + bias[n], 16 rows of W at a time through a tile on the stack. Rows of W split over
+ *     the pool in blocks.
  * Rounding: every output is a fixed computation on its row's nonzeros in their order (SpMV's lanes
  * take nonzeros j = lane mod 16 or 8 of the row, not of a block), so the bits depend on neither the
  * blocks nor the thread count; the ISAs differ from each other and from the twin by float rounding

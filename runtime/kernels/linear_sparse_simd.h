@@ -7,7 +7,8 @@
  *   SP_ZERO(), SP_SET1(f), SP_LOAD(p), SP_STORE(p, v), SP_FMA(a, b, c) = a * b + c (one rounding).
  *
  * The product: xT is the transposed activations (M rounded up to Mp, a multiple of 16, the
- * padding lanes zero; in tiles of 64 lanes, xt_tile), W's row n has nonzeros (v_j, k_j). A tile is NV vectors of M (NV * SP_L lanes from
+ * padding lanes zero; in tiles of 64 lanes, xt_tile), W's row n has nonzeros (v_j, k_j). A tile
+ * is NV vectors of M (NV * SP_L lanes from
  * m0) for two rows n, n+1 at once (2 NV accumulators: every FMA chain of a row has a partner in
  * flight, so the FMA latency is hidden even at NV = 4); each accumulator lane is one output
  * y[m, n] = FMA chain over the row's nonzeros in order, from 0. The two rows walk their
