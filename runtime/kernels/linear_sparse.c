@@ -140,9 +140,14 @@ static inline __attribute__((always_inline)) void transpose_with(const LinS *c, 
           continue;
         }
         for (int m = mb; m < mb + 16; m++) {
+          if (m >= wm) {
+            for (int k = k0; k < k1; k++)
+              t[(size_t)k * ld + m] = 0.0f;
+            continue;
+          }
           const float *xr = c->x + (size_t)(m0 + m) * c->K;
           for (int k = k0; k < k1; k++)
-            t[(size_t)k * ld + m] = m < wm ? xr[k] : 0.0f;
+            t[(size_t)k * ld + m] = xr[k];
         }
       }
     }
