@@ -134,9 +134,10 @@ const char *rt_quant_isa(void);
  * cap (the compiled capacity: the blob's section offsets depend on it), at Ws (64-byte aligned).
  * x is (M,K), bias (N) or NULL, y (M,N), row-major. M == 1 (decode): SpMV, rows of W over the pool
  * (AVX-512: 16 nonzeros a step, x gathered, lane sums; AVX2: 8); M > 1: SpMM, x transposed into
- * the scratch as xT [K, M rounded up to 16], each nonzero (v, k) of row n does acc[m..] += v xT[k,
- * m..] vectorised along M, then y[m,n] = acc[m] + bias[n]. Then epi(ctx, lo, hi) as rt_linear's
- * (below 32 rows once for all, from 32 on over the pool in row blocks). Every output is a fixed
+ * the scratch as xT (K x M rounded up to 16, in tiles of 64 lanes of M), each nonzero (v, k) of row
+ * n does acc[m..] += v xT[k, m..] vectorised along M, then y[m,n] = acc[m] + bias[n]. Then
+ * epi(ctx, lo, hi) as rt_linear's (below 32 rows once for all, from 32 on over the pool in row
+ * blocks). Every output is a fixed
  * computation on its row's nonzeros in order: the bits do not depend on the thread count. scratch
  * holds rt_linear_csr_scratch_floats(M, N, K) floats (0 for M == 1: scratch may be NULL).
  * K <= 65536. rt_sparse_isa names the path ("avx512", "avx2", "portable"), chosen once by CPU
@@ -421,14 +422,7 @@ typedef enum RtDType {
  *                  rowptr[n] .. rowptr[n+1]-1 with strictly increasing columns; K <= 65536;
  *                  padding and unused capacity zero (core/sparse.c). In a weights file it
  *                  is the dense masked f32 [N,K] tensor NAME (packed at load). */
-typedef enum RtFormat {
-  RT_FMT_DENSE = 0,
-  RT_FMT_I8_ROW,
-  RT_FMT_Q8_0,
-  RT_FMT_Q4_0,
-  RT_FMT_CSR,
-  RT_FMT_COUNT
-} RtFormat;
+typedef enum RtFormat { RT_FMT_DENSE = 0, RT_FMT_I8_ROW, RT_FMT_Q8_0, RT_FMT_Q4_0, RT_FMT_CSR, RT_FMT_COUNT } RtFormat;
 
 /* One auxiliary array of a non-dense parameter (its role, e.g. "scale", its dtype and place). */
 typedef struct RtParamAux {

@@ -14,11 +14,13 @@
  *     columns widened, x gathered), one FMA into 16 lane sums, the row's last < 16 masked; then
  *     the lanes reduced in a fixed order. AVX2: the same with 8 lanes and the tail in order in
  *     scalar after the lanes' sum. Portable: in order. Rows split over the pool in blocks.
- *   SpMM (M > 1): x transposed once per call into the scratch as xT [K, Mp] (Mp = M rounded up to
- *     16, padding zero); then for each row n and tile of up to 64 (AVX2: 32) lanes of M, every
+ *   SpMM (M > 1): x transposed once per call into the scratch as xT (M rounded up to Mp, a
+ *     multiple of 16, the padding zero; stored as tiles [K, 64] of 64 lanes of M, the last one
+ *     narrower: xt_tile); then for each row n and tile of up to 64 (AVX2: 32) lanes of M, every
  *     nonzero (v, k) does acc[m..] += v * xT[k, m..] (linear_sparse_simd.h: two rows of W at once,
  *     FMA; portable: the same loop in C, vectorised by the compiler along M), then y[m, n] =
- *     acc[m] + bias[n]. Rows of W split over the pool in blocks.
+ *     acc[m] + bias[n], 16 rows of W at a time through a tile on the stack. Rows of W split over
+ *     the pool in blocks.
  * Rounding: every output is a fixed computation on its row's nonzeros in their order (SpMV's lanes
  * take nonzeros j = lane mod 16 or 8 of the row, not of a block), so the bits depend on neither the
  * blocks nor the thread count; the ISAs differ from each other and from the twin by float rounding
@@ -41,7 +43,7 @@ typedef struct LinS {
   const float *val;   /* W's nonzeros [cap] */
   const uint16_t *col; /* their columns [cap] */
   const int32_t *rp;  /* row n's nonzeros are rp[n] .. rp[n+1]-1 [N+1] */
-  const float *xT;    /* SpMM: x transposed, [K, Mp] */
+  const float *xT;    /* SpMM: x transposed, by tiles of SP_MT lanes (xt_tile) */
   int M, N, K, Mp;
   RtRangeFn epi;
   void *ctx;
@@ -69,6 +71,17 @@ static void spmv_portable(void *p, int lo, int hi) {
 
 enum { SP_MT = 64, SP_NB = 16 }; /* lanes of M per tile (at most); rows of W per tile */
 
+/* xT's layout: tile t holds lanes m0 = 64 t .. m0 + w - 1 (w = min(64, Mp - m0)) of every k, as
+ * [K, w] from xT + K m0: each tile's rows are contiguous (one [K, Mp] array would put a tile's
+ * 256-byte rows 4 Mp bytes apart: at M = 512 every row on the same 1/8 of the cache sets, and the
+ * SpMM of 768x3072 ran 5x slower than at M = 64 per output). Returns the address of xT[0, m]
+ * (m0 <= m < m0 + w) and the tile's row stride in *ld. */
+static inline const float *xt_tile(const LinS *c, int m, size_t *ld) {
+  const int m0 = m / SP_MT * SP_MT;
+  *ld = (size_t)(c->Mp - m0 < SP_MT ? c->Mp - m0 : SP_MT);
+  return c->xT + (size_t)c->K * m0 + (m - m0);
+}
+
 /* y[m0 + m, b0 + i] = tb[i][m] + bias for i < b1 - b0 and m < min(w, M - m0): rows of y */
 static void sp_flush(const LinS *c, float (*tb)[SP_MT], int b0, int b1, int m0, int w) {
   const int wm = c->M - m0 < w ? c->M - m0 : w;
@@ -87,7 +100,9 @@ static void spmm_portable(void *p, int lo, int hi) {
   const LinS *c = p;
   float tb[SP_NB][SP_MT];
   for (int m0 = 0; m0 < c->M; m0 += SP_MT) {
-    const int w = c->Mp - m0 < SP_MT ? c->Mp - m0 : SP_MT;
+    size_t ld;
+    const float *xt = xt_tile(c, m0, &ld);
+    const int w = (int)ld;
     for (int b0 = lo; b0 < hi; b0 += SP_NB) {
       const int b1 = hi - b0 < SP_NB ? hi : b0 + SP_NB;
       for (int n = b0; n < b1; n++) {
@@ -95,7 +110,7 @@ static void spmm_portable(void *p, int lo, int hi) {
         for (int i = 0; i < w; i++)
           acc[i] = 0.0f;
         for (int32_t j = c->rp[n]; j < c->rp[n + 1]; j++) {
-          const float v = c->val[j], *xr = c->xT + (size_t)c->col[j] * c->Mp + m0;
+          const float v = c->val[j], *xr = xt + (size_t)c->col[j] * ld;
           for (int i = 0; i < w; i++) {
             float t = v * xr[i];
             acc[i] += t;
@@ -106,6 +121,40 @@ static void spmm_portable(void *p, int lo, int hi) {
     }
   }
 }
+
+/* rows [lo, hi) of xT = x^T in tiles (xt_tile), the padding lanes zero; in blocks of 16 k x 16 m
+ * (16 cache lines read, 16 written: reading x down a column instead strides K floats a step, and
+ * cost more than the products at 128x512, M = 512). A full block goes to blk16 when non-NULL (an
+ * in-register transpose), the rest element by element. */
+typedef void (*Tr16Fn)(float *dst, size_t ldd, const float *src, size_t lds);
+static inline __attribute__((always_inline)) void transpose_with(const LinS *c, int lo, int hi, Tr16Fn blk16) {
+  for (int m0 = 0; m0 < c->Mp; m0 += SP_MT) {
+    size_t ld;
+    float *t = (float *)xt_tile(c, m0, &ld);
+    const int wm = c->M - m0 < (int)ld ? c->M - m0 : (int)ld;
+    for (int k0 = lo; k0 < hi; k0 += 16) {
+      const int k1 = hi - k0 < 16 ? hi : k0 + 16;
+      for (int mb = 0; mb < (int)ld; mb += 16) {
+        if (blk16 && k1 - k0 == 16 && mb + 16 <= wm) {
+          blk16(t + (size_t)k0 * ld + mb, ld, c->x + (size_t)(m0 + mb) * c->K + k0, (size_t)c->K);
+          continue;
+        }
+        for (int m = mb; m < mb + 16; m++) {
+          if (m >= wm) {
+            for (int k = k0; k < k1; k++)
+              t[(size_t)k * ld + m] = 0.0f;
+            continue;
+          }
+          const float *xr = c->x + (size_t)(m0 + m) * c->K;
+          for (int k = k0; k < k1; k++)
+            t[(size_t)k * ld + m] = xr[k];
+        }
+      }
+    }
+  }
+}
+
+static void transpose_portable(void *p, int lo, int hi) { transpose_with(p, lo, hi, NULL); }
 
 /* ---- x86 SIMD ------------------------------------------------------------------------------ */
 
@@ -172,6 +221,37 @@ static SP_T256 void spmv_avx2(void *p, int lo, int hi) {
   }
 }
 
+/* dst[j ldd + i] = src[i lds + j] for i, j < 16: three rounds of shuffles (pairs of rows, then
+ * 64-bit pairs, then 128-bit lanes twice) */
+static SP_T512 void tr16_avx512(float *dst, size_t ldd, const float *src, size_t lds) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; i++)
+    r[i] = _mm512_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; i++) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int h = 0; h < 2; h++)
+    for (int i = 0; i < 4; i++) {
+      t[8 * h + i] = _mm512_shuffle_f32x4(r[8 * h + i], r[8 * h + 4 + i], 0x88);
+      t[8 * h + 4 + i] = _mm512_shuffle_f32x4(r[8 * h + i], r[8 * h + 4 + i], 0xdd);
+    }
+  for (int i = 0; i < 8; i++) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+    r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xdd);
+  }
+  for (int i = 0; i < 16; i++)
+    _mm512_storeu_ps(dst + i * ldd, r[i]);
+}
+
+static void transpose_avx512(void *p, int lo, int hi) { transpose_with(p, lo, hi, tr16_avx512); }
+
 #define SP_SUFFIX avx512
 #define SP_TARGET SP_T512
 #define SP_V __m512
@@ -198,6 +278,7 @@ static SP_T256 void spmv_avx2(void *p, int lo, int hi) {
 typedef struct SpImpl {
   const char *name;
   RtRangeFn spmv, spmm; /* over rows [lo, hi) of W */
+  RtRangeFn transpose;  /* over rows [lo, hi) of xT (k) */
 } SpImpl;
 
 /* the implementation for this CPU, chosen once (racing first calls choose the same) */
@@ -205,10 +286,11 @@ static const SpImpl *impl(void) {
   static const SpImpl *chosen;
   if (chosen)
     return chosen;
-  static const SpImpl portable = {"portable", spmv_portable, spmm_portable};
+  static const SpImpl portable = {"portable", spmv_portable, spmm_portable, transpose_portable};
   const SpImpl *p = &portable;
 #ifdef SP_X86
-  static const SpImpl avx2 = {"avx2", spmv_avx2, spmm_avx2}, avx512 = {"avx512", spmv_avx512, spmm_avx512};
+  static const SpImpl avx2 = {"avx2", spmv_avx2, spmm_avx2, transpose_portable},
+                      avx512 = {"avx512", spmv_avx512, spmm_avx512, transpose_avx512};
   const RtCpu *cpu = rt_cpu();
   if (cpu->avx2 && cpu->fma) {
     p = &avx2;
@@ -231,19 +313,6 @@ size_t rt_linear_csr_scratch_floats(int M, int N, int K) {
   if (M <= 1)
     return 0;
   return rt_slice_floats((size_t)(K > 0 ? K : 1) * (size_t)pad_m(M));
-}
-
-/* rows [lo, hi) of xT [K, Mp] = x^T, the padding lanes zero */
-static void transpose_rows(void *p, int lo, int hi) {
-  const LinS *c = p;
-  float *xT = (float *)c->xT;
-  for (int k = lo; k < hi; k++) {
-    float *r = xT + (size_t)k * c->Mp;
-    for (int m = 0; m < c->M; m++)
-      r[m] = c->x[(size_t)m * c->K + k];
-    for (int m = c->M; m < c->Mp; m++)
-      r[m] = 0.0f;
-  }
 }
 
 static void epi_block(void *p, int lo, int hi) {
@@ -276,7 +345,7 @@ void rt_linear_csr(float *y, const float *x, const void *Ws, const float *bias, 
     rt_parallel_blocks(N, rt_gemm_rows_block(N), im->spmv, &c);
   } else {
     c.xT = scratch;
-    rt_parallel_for(K, rt_row_grain(c.Mp), transpose_rows, &c);
+    rt_parallel_for(K, rt_row_grain(c.Mp), im->transpose, &c);
     rt_parallel_blocks(N, rt_gemm_rows_block(N), im->spmm, &c);
   }
   if (epi && M >= RT_LIN_MIN_ROWS) /* a prefill's epilogue over the pool too */

@@ -6,8 +6,9 @@
  *   SP_V       the vector type (__m512, __m256) and SP_L its float lanes (16, 8),
  *   SP_ZERO(), SP_SET1(f), SP_LOAD(p), SP_STORE(p, v), SP_FMA(a, b, c) = a * b + c (one rounding).
  *
- * The product: xT is the transposed activations [K, Mp] (Mp = M rounded up to 16, the padding
- * lanes zero), W's row n has nonzeros (v_j, k_j). A tile is NV vectors of M (NV * SP_L lanes from
+ * The product: xT is the transposed activations (M rounded up to Mp, a multiple of 16, the
+ * padding lanes zero; in tiles of 64 lanes, xt_tile), W's row n has nonzeros (v_j, k_j). A tile
+ * is NV vectors of M (NV * SP_L lanes from
  * m0) for two rows n, n+1 at once (2 NV accumulators: every FMA chain of a row has a partner in
  * flight, so the FMA latency is hidden even at NV = 4); each accumulator lane is one output
  * y[m, n] = FMA chain over the row's nonzeros in order, from 0. The two rows walk their
@@ -23,9 +24,9 @@
 #define SP_UNROLL _Pragma("GCC unroll 4")
 
 /* acc[0..NV) += v * xT[k, m0 ..] */
-static inline SP_AI void SP(step)(SP_V *acc, const float *xt, size_t Mp, float v, uint16_t k, const int NV) {
+static inline SP_AI void SP(step)(SP_V *acc, const float *xt, size_t ld, float v, uint16_t k, const int NV) {
   const SP_V vb = SP_SET1(v);
-  const float *xr = xt + (size_t)k * Mp;
+  const float *xr = xt + (size_t)k * ld;
   SP_UNROLL
   for (int i = 0; i < NV; i++)
     acc[i] = SP_FMA(vb, SP_LOAD(xr + SP_L * i), acc[i]);
@@ -34,8 +35,8 @@ static inline SP_AI void SP(step)(SP_V *acc, const float *xt, size_t Mp, float v
 /* rows n0 .. n0 + NR - 1 (NR 1 or 2) of W against lanes m0 .. m0 + NV * SP_L of xT, their sums
  * stored at tb[0..NR) (one row of SP_MT lanes each) */
 static inline SP_AI void SP(tile)(const LinS *c, int n0, int m0, float (*tb)[SP_MT], const int NR, const int NV) {
-  const float *xt = c->xT + m0;
-  const size_t Mp = (size_t)c->Mp;
+  size_t Mp; /* the tile's row stride */
+  const float *xt = xt_tile(c, m0, &Mp);
   SP_V a0[4], a1[4];
   SP_UNROLL
   for (int i = 0; i < NV; i++)

@@ -5,9 +5,9 @@
 # Builds the Release runtime (build-bench/, scripts/setup.sh), compiles tests/bench/sparse_gemv.c
 # against its libmodelc_rt.a and runs it at 1 thread (MODELC_THREADS=1; OpenBLAS single-threaded
 # as always): GPT-2 small's (768x768, 3072x768, 768x3072) and gpt-tiny's (512x128, 128x512) weight
-# shapes at M = 1 (decode), 64 and 512, sparsities 50-95%, medians of 15 samples of >= 1 ms each.
+# shapes at M = 1 (decode), 64 and 512, sparsities 30-95%, medians of 31 samples of >= 2 ms each.
 # M (1, 64 or 512) runs only that one. Prints a Markdown table (also saved as
-# build-bench/sparse/results.md). About 2 minutes on the 2-core VM.
+# build-bench/sparse/results.md). About 1-2 minutes on the 2-core VM.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
