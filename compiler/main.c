@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -345,6 +346,43 @@ static void fmt_count(char *buf, size_t n, int64_t v) {
     buf[k++] = raw[i];
   }
   buf[k] = 0;
+}
+
+/* What the prune pass left (after the table of `modelc stats`): per kind the weights, their
+ * nonzeros and storage, and why that storage (the measured break-even); the structured slices. */
+static void stats_pruning(const Module *m) {
+  int64_t n[PRUNE_COUNT] = {0}, ncsr[PRUNE_COUNT] = {0}, elems[PRUNE_COUNT] = {0}, kept[PRUNE_COUNT] = {0};
+  double sp[PRUNE_COUNT] = {0}, be_lo = 1, be_hi = 0;
+  int nsel = 0;
+  for (int i = 0; i < m->nparam; i++) {
+    const Param *p = m->params[i];
+    nsel += p->select != SEL_NONE;
+    if (p->prune == PRUNE_NONE) continue;
+    int64_t e = ir_type_numel(&p->type);
+    double s = p->prune == PRUNE_NM ? 1.0 - (double)p->prune_n / p->prune_m : p->sparsity;
+    double be = pass_prune_breakeven(p->type.dim[0], p->type.dim[1]);
+    be_lo = be < be_lo ? be : be_lo;
+    be_hi = be > be_hi ? be : be_hi;
+    n[p->prune]++;
+    ncsr[p->prune] += p->type.dtype == DT_CSR;
+    elems[p->prune] += e;
+    kept[p->prune] += e - (int64_t)floor(s * (double)e + 0.5);
+    sp[p->prune] = s;
+  }
+  for (int k = PRUNE_MAGNITUDE; k < PRUNE_COUNT; k++) {
+    if (!n[k]) continue;
+    char a[32], b[32];
+    fmt_count(a, sizeof a, kept[k]);
+    fmt_count(b, sizeof b, elems[k]);
+    printf("pruning: %lld weights %s %.0f%%: %s of %s weights kept; storage: %lld csr, %lld dense masked\n",
+           (long long)n[k], k == PRUNE_NM ? "n:m" : ir_prune_name((PruneKind)k), 100 * sp[k], a, b, (long long)ncsr[k],
+           (long long)(n[k] - ncsr[k]));
+  }
+  if (n[PRUNE_MAGNITUDE] + n[PRUNE_GLOBAL] + n[PRUNE_NM])
+    printf("pruning: csr (sparse kernel) where the sparsity reaches the decode break-even measured here (%.0f%%%s%.0f%% "
+           "by matrix size, docs/benchmarks.md) and the program does not train; dense masked f32 otherwise\n",
+           100 * be_lo, be_hi > be_lo ? " to " : "", be_hi > be_lo ? 100 * be_hi : 0.0);
+  if (nsel) printf("pruning: %d weights shrunk (structured); their full-size tensors load by the group's score\n", nsel);
 }
 
 static void stats_row(void *ctx, const Module *m, const PipelineEntry *e) {
@@ -771,6 +809,7 @@ int main(int argc, char **argv) {
         if (a >= 0) fmt_count(ar, sizeof ar, a);
         printf("%-24s %16s %16s %16s %16s %16s\n", "@train (after the pipeline)", "", "", fl, lp, ar);
       }
+      stats_pruning(m);
     }
   } else if (strcmp(cmd, "build") == 0) {
     status = build(m, &o, &pipe, argc, argv, &d);

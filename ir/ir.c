@@ -406,7 +406,8 @@ static int64_t flops_norm(const Module *m, const Op *op) {
 static int64_t flops_linear(const Module *m, const Op *op) {
   const Type *w = &op->in[1]->type;
   int64_t rows = ir_type_numel(&op->in[0]->type) / w->dim[1];
-  return 2 * rows * w->dim[0] * w->dim[1] + out_numel(op) * count_calls(ir_attr_s(op, "epi"));
+  int64_t macs = w->dtype == DT_CSR && ir_attr(op, "nnz") ? ir_attr_i(op, "nnz") : w->dim[0] * w->dim[1];
+  return 2 * rows * macs + out_numel(op) * count_calls(ir_attr_s(op, "epi")); /* csr: the stored nonzeros */
 }
 static int64_t flops_matmul(const Module *m, const Op *op) {
   const Type *a = &op->in[0]->type;

@@ -102,6 +102,8 @@ bool pass_skip_done(PassSkip *s, const PassOptions *o, Diag *d, const char *pass
  * calls pass the same types, else the call goes to a clone (NAME.TAG, NAME.TAG.2, ...) typed for
  * it. A type the ops cannot take is an internal error (the pass checked it). */
 void pass_refit_types(Module *m, const char *tag);
+/* The prune pass's break-even sparsity for csr storage of an [N,K] weight (measured: passes/prune.c). */
+double pass_prune_breakeven(int64_t N, int64_t K);
 /* Reports an error at the pipeline entry the running pass came from (o->file:line:col). */
 void pass_error(const PassOptions *o, Diag *d, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -9,8 +9,8 @@
  * masks from the weights it loads, and in training holds them after every optimiser step and
  * recomputes them on the train config's schedule (Zhu & Gupta 2017). For inference the pass also
  * chooses the storage: csr (the nonzeros in compressed sparse rows, read by the sparse kernel) when
- * the sparsity is at least the decode break-even measured on this machine (PRUNE_BREAKEVEN_DECODE,
- * docs/benchmarks.md), else dense masked f32. csr needs a nonzero count fixed at compile time, so
+ * the sparsity is at least the decode break-even measured on this machine for the matrix's size
+ * (pass_prune_breakeven, docs/benchmarks.md), else dense masked f32. csr needs a nonzero count fixed at compile time, so
  * scope=global (each matrix's count depends on the values) stays dense, and so does any pipeline
  * that builds @train (a later autodiff or checkpoint: training reads dense weights).
  *
@@ -41,15 +41,17 @@
 #include "pass.h"
 
 /* The sparsity from which csr storage with the sparse kernel (rt_linear_csr) is faster than the
- * dense f32 product, measured on this machine by tests/bench/sparse_breakeven.sh (docs/benchmarks.md,
- * "Sparse kernels: break-even"): for decode (one row) and for batched rows (a forward). auto
- * chooses csr at the decode break-even: the decode is what sparse weights speed up. */
-#define PRUNE_BREAKEVEN_DECODE 0.70
-#define PRUNE_BREAKEVEN_BATCH 0.85
+ * dense f32 product (oneDNN), measured on this machine by tests/bench/sparse_breakeven.sh (1
+ * thread, docs/benchmarks.md, "Sparse kernels: break-even"). Decode (one row): 46-55% for GPT-2
+ * small's matrices (768x768, 3072x768, 768x3072), 72-82% for gpt-tiny's (512x128, 128x512);
+ * batched rows win from lower sparsities (M = 64: <= 30%; M = 512: 48-54%). auto chooses csr at
+ * the decode break-even, rounded up, by the matrix's size: where decode pays, a forward does too. */
+#define PRUNE_BREAKEVEN_LARGE 0.60 /* matrices of at least 768 x 768 elements */
+#define PRUNE_BREAKEVEN_SMALL 0.85 /* smaller ones */
+#define PRUNE_LARGE_ELEMS ((int64_t)768 * 768)
 
-void pass_prune_breakeven(double *decode, double *batch) {
-  *decode = PRUNE_BREAKEVEN_DECODE;
-  *batch = PRUNE_BREAKEVEN_BATCH;
+double pass_prune_breakeven(int64_t N, int64_t K) {
+  return N * K >= PRUNE_LARGE_ELEMS ? PRUNE_BREAKEVEN_LARGE : PRUNE_BREAKEVEN_SMALL;
 }
 
 /* ---- masked kinds ---- */
@@ -106,7 +108,7 @@ static bool prune_masked(Module *m, const PassOptions *o, Diag *d, bool nm) {
                      "threshold over all of them: use scope=layer, or format=dense");
     return false;
   }
-  bool csr = !strcmp(format, "csr") || (!strcmp(format, "auto") && !trains && !global && s >= PRUNE_BREAKEVEN_DECODE);
+  bool csr_asked = !strcmp(format, "csr"), csr_auto = !strcmp(format, "auto") && !trains && !global, any_csr = false;
   Func *entry = m->entry ? ir_find_func(m, m->entry) : NULL;
   Reach *r = calloc((size_t)m->nparam + 1, sizeof *r);
   if (!r) die("out of memory");
@@ -136,11 +138,12 @@ static bool prune_masked(Module *m, const PassOptions *o, Diag *d, bool nm) {
     p->sparsity = nm ? 0 : s;
     p->prune_n = nm ? n : 0;
     p->prune_m = nm ? mm : 0;
-    if (csr && K <= 65536) {
+    if ((csr_asked || (csr_auto && s >= pass_prune_breakeven(N, K))) && K <= 65536) {
       int64_t nzero = nm ? N * K / mm * (mm - n) : (int64_t)floor(s * (double)(N * K) + 0.5);
       if (nzero < N * K) { /* room for the nonzeros the mask leaves (at least one) */
         p->type.dtype = DT_CSR;
         p->nnz = N * K - nzero;
+        any_csr = true;
       }
     }
     count++;
@@ -153,7 +156,7 @@ static bool prune_masked(Module *m, const PassOptions *o, Diag *d, bool nm) {
                head ? " and in the entry function" : "; the entry's own (the head) need head=true");
     return false;
   }
-  if (csr) csr_settle(m);
+  if (any_csr) csr_settle(m);
   return true;
 }
 
