@@ -378,10 +378,15 @@ static void stats_pruning(const Module *m) {
            (long long)n[k], k == PRUNE_NM ? "n:m" : ir_prune_name((PruneKind)k), 100 * sp[k], a, b, (long long)ncsr[k],
            (long long)(n[k] - ncsr[k]));
   }
-  if (n[PRUNE_MAGNITUDE] + n[PRUNE_GLOBAL] + n[PRUNE_NM])
-    printf("pruning: csr (sparse kernel) where the sparsity reaches the decode break-even measured here (%.0f%%%s%.0f%% "
-           "by matrix size, docs/benchmarks.md) and the program does not train; dense masked f32 otherwise\n",
-           100 * be_lo, be_hi > be_lo ? " to " : "", be_hi > be_lo ? 100 * be_hi : 0.0);
+  if (n[PRUNE_MAGNITUDE] + n[PRUNE_GLOBAL] + n[PRUNE_NM]) {
+    char be[64];
+    if (be_hi > be_lo)
+      snprintf(be, sizeof be, "%.0f%% to %.0f%% by matrix size", 100 * be_lo, 100 * be_hi);
+    else
+      snprintf(be, sizeof be, "%.0f%% for these matrices", 100 * be_lo);
+    printf("pruning: csr (the sparse kernel) where the sparsity reaches the decode break-even measured here (%s, "
+           "docs/benchmarks.md), unless the program trains or scope=global; dense masked f32 otherwise\n", be);
+  }
   if (nsel) printf("pruning: %d weights shrunk (structured); their full-size tensors load by the group's score\n", nsel);
 }
 
