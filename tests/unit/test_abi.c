@@ -142,12 +142,33 @@ START_TEST(test_quant_layout_agrees) {
 }
 END_TEST
 
+/* The prune pass's facts as the emitters write them (kt_param_abi: the IR's enum values) are the
+ * runtime's RtPrune / RtSelect values, and the compiler's csr layout (ir_csr_*, what it lays out)
+ * is the runtime's (rt_csr_*, what the loader packs and the kernel reads). */
+START_TEST(test_prune_abi_agrees) {
+  ck_assert_int_eq(PRUNE_NONE, RT_PRUNE_NONE);
+  ck_assert_int_eq(PRUNE_MAGNITUDE, RT_PRUNE_MAGNITUDE);
+  ck_assert_int_eq(PRUNE_GLOBAL, RT_PRUNE_GLOBAL);
+  ck_assert_int_eq(PRUNE_NM, RT_PRUNE_NM);
+  ck_assert_int_eq(SEL_NONE, RT_SEL_NONE);
+  ck_assert_int_eq(SEL_NORM, RT_SEL_NORM);
+  ck_assert_int_eq(SEL_IMPORTANCE, RT_SEL_IMPORTANCE);
+  static const int64_t caps[] = {1, 15, 16, 17, 100, 4915, 1 << 20};
+  for (size_t i = 0; i < sizeof caps / sizeof *caps; i++) {
+    ck_assert_int_eq(ir_csr_cols_offset(caps[i]), rt_csr_cols_offset(caps[i]));
+    ck_assert_int_eq(ir_csr_rowptr_offset(caps[i]), rt_csr_rowptr_offset(caps[i]));
+    ck_assert_int_eq(ir_csr_bytes(384, caps[i]), rt_csr_bytes(384, 128, caps[i]));
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("abi");
   TCase *tc = tcase_create("kernels");
   tcase_add_test(tc, test_rows_present);
   tcase_add_test(tc, test_bad_row_rejected);
   tcase_add_test(tc, test_quant_layout_agrees);
+  tcase_add_test(tc, test_prune_abi_agrees);
   suite_add_tcase(s, tc);
   return check_run(s);
 }
