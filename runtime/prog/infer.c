@@ -25,7 +25,7 @@ static int print_formats(const RtModel *m, FILE *o) {
     int64_t b = p->nbytes;
     for (int a = 0; a < p->naux; a++) b += p->aux[a].nbytes;
     bytes[k] += b;
-    quantised |= p->format != RT_FMT_DENSE;
+    quantised |= rt_format_has_scales(p->format);
   }
   fprintf(o, "weight formats:   ");
   int first = 1;
@@ -51,6 +51,18 @@ static void print_info(const RtModel *m, FILE *o) {
   int quantised = print_formats(m, o);
   fprintf(o, "export bytes:     %lld (the data of a safetensors export: values + scales, no padding)\n",
           (long long)rt_model_export_bytes(m));
+  int64_t nmask = 0, ncsr = 0, nsel = 0, kept = 0, all = 0;
+  for (int i = 0; i < m->nparams; i++) {
+    const RtParamInfo *p = &m->params[i];
+    if (!p->prune) continue;
+    nmask += rt_param_masked(p);
+    nsel += p->prune->select != RT_SEL_NONE;
+    if (p->format == RT_FMT_CSR) ncsr++, kept += p->prune->nnz, all += rt_param_numel(p);
+  }
+  if (nmask + ncsr + nsel)
+    fprintf(o, "pruning:          %lld masked dense, %lld csr (room for %lld of %lld weights, sparse kernel: %s), %lld "
+               "shrunk (structured)\n", (long long)nmask, (long long)ncsr, (long long)kept, (long long)all,
+            rt_sparse_isa(), (long long)nsel);
   fprintf(o, "forward FLOPs:    %lld per token\n", (long long)m->flops_per_token);
   fprintf(o, "arena bytes:      %lld (planned activations)\n", (long long)m->arena_bytes);
   if (m->train)
