@@ -357,6 +357,27 @@ static bool prune_structured(Module *m, const PassOptions *o, Diag *d, bool head
   return true;
 }
 
+bool pass_prune_check(const PipelineEntry *e, Diag *d) {
+  const PassOptions *o = &e->opts;
+  const char *kind = pass_opt_str(o, "kind");
+  double s = pass_opt_float(o, "sparsity");
+  if (!(s > 0 && s < 1)) {
+    diag_error(d, e->file, e->line, e->col, "prune: sparsity=%g is not in (0, 1)", s);
+    return false;
+  }
+  if (!strcmp(kind, "nm") && pass_opt_int(o, "n") >= pass_opt_int(o, "m")) {
+    diag_error(d, e->file, e->line, e->col, "prune: kind=nm keeps n of every m weights: n=%lld must be less than m=%lld",
+               (long long)pass_opt_int(o, "n"), (long long)pass_opt_int(o, "m"));
+    return false;
+  }
+  bool structured = !strcmp(kind, "neurons") || !strcmp(kind, "heads");
+  if (structured && (pass_opt_is_set(o, "skip") || pass_opt_is_set(o, "format") || pass_opt_is_set(o, "scope"))) {
+    diag_error(d, e->file, e->line, e->col, "prune: skip=, format= and scope= are options of kind=magnitude and kind=nm");
+    return false;
+  }
+  return true;
+}
+
 bool pass_prune(Module *m, const PassOptions *o, Diag *d) {
   const char *kind = pass_opt_str(o, "kind");
   double s = pass_opt_float(o, "sparsity");

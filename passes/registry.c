@@ -20,6 +20,7 @@ bool pass_memplan(Module *m, const PassOptions *o, Diag *d);
 bool pass_precision(Module *m, const PassOptions *o, Diag *d);
 bool pass_quantize(Module *m, const PassOptions *o, Diag *d);
 bool pass_prune(Module *m, const PassOptions *o, Diag *d);
+bool pass_prune_check(const PipelineEntry *e, Diag *d);
 bool pass_store(Module *m, const PassOptions *o, Diag *d);
 bool pass_xent_fuse(Module *m, const PassOptions *o, Diag *d);
 bool pass_checkpoint_check(const PipelineEntry *e, Diag *d);
@@ -112,7 +113,7 @@ static const PassInfo registry[] = {
     {"quantize", "int8 / 4-bit weights (int8, q8_0, q4_0) read by integer kernels: linear layers, optionally head "
                  "and embeddings", pass_quantize, quantize_opts, NOPTS(quantize_opts), true, NULL},
     {"prune", "weight pruning: magnitude / N:M masks (csr storage where it pays), or MLP neurons / attention heads "
-              "removed (smaller matrices)", pass_prune, prune_opts, NOPTS(prune_opts), false, NULL},
+              "removed (smaller matrices)", pass_prune, prune_opts, NOPTS(prune_opts), false, pass_prune_check},
     {"compute", "products in bf16 from bf16-stored weights: linear and embedding read them without a cast",
      pass_compute, compute_opts, NOPTS(compute_opts), true, NULL},
     {"xent_fuse", "LM head + cross-entropy + their backward in one op over row chunks: no [rows, vocab] logits",
