@@ -274,6 +274,11 @@ const Attr *ir_module_attr(const Module *m, const char *key);
 /* ---- parameters ---- */
 Param *ir_add_param(Module *m, const char *name, Type t, InitKind init, double init_arg);  /* NULL if the name exists */
 Param *ir_find_param(const Module *m, const char *name);
+/* Removes the parameters p with drop[p->index] (indexed by the current Param.index; no op may load
+ * them any more), keeping the others in order. This is the one place a Param.index changes: the
+ * parameters after a removed one move down (index = their new position in Module.params), so
+ * tables indexed by the old indices become stale. The share pass uses it. */
+void ir_remove_params(Module *m, const bool *drop);
 const char *ir_param_format_name(ParamFormat f);
 int ir_param_format_by_name(const char *name);   /* -1 if unknown */
 /* Bytes the parameter occupies in the weights: its values in its format plus its auxiliary arrays. */
