@@ -28,15 +28,15 @@ share<mode=attention;group=2> (attention + its ln_1 shared within layers {0,1} a
 Regenerate (Debian's python3-torch, python3-numpy):
     /usr/bin/python3 tests/reference/make_share_fixture.py
 """
-import json
 import math
 import os
-import struct
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from make_fixtures import save_safetensors  # the file format only (this folder)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(ROOT, "tests", "reference", "fixtures", "share-tiny")
@@ -125,7 +125,7 @@ def build(what, group, gen):
         layers.append(Layer(attn_halves[a], ffn_halves[f]))
     lm_head = rnd(V, H)
     named.append(("lm_head.weight", lm_head))
-    # the weights are float32 values (our program's), computed with in float64
+    # the weights hold float32 values (as our program's), the arithmetic is float64
     for _, p in named:
         p.data = p.data.float().double()
 
@@ -135,19 +135,6 @@ def build(what, group, gen):
             x = layer(x)
         return F.linear(x, lm_head)
     return forward, named
-
-
-def save_safetensors(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name, t in tensors:
-        a = np.ascontiguousarray(t.detach().numpy().astype(np.float32))
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
-        blobs.append(a.tobytes())
-        off += a.nbytes
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
 def main():
