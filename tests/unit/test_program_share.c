@@ -11,7 +11,9 @@
  *     test_program), and `PROG grad` the loss within 1e-5 relative and every parameter's gradient
  *     within 1e-4 of its largest element (as test_train): a shared gradient that missed a layer's
  *     term is off by that layer's whole contribution;
- *   - the LLVM backend gives the same bytes of logits and gradients as the C backend. */
+ *   - the LLVM backend gives the same bytes of logits and gradients as the C backend.
+ * And the IR after the pass keeps its invariants: Param.index is each parameter's position, the
+ * removed names are gone from the name index (and can be added again), the kept ones found. */
 #include <check.h>
 
 #include "check_run.h"
@@ -19,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../../compiler/frontend/spec.h"
 #include "../../runtime/io/io.h" /* .npy, safetensors (internal) */
 #include "../../runtime/modelc_rt.h"
 #include "npy_test.h"
@@ -134,6 +137,40 @@ END_TEST
 START_TEST(share_ffn_group3) { config("share<mode=ffn;group=3>", "_ffn-g3"); }
 END_TEST
 
+START_TEST(removed_params) {
+  Diag d;
+  diag_init(&d, stderr);
+  Spec *s = fe_parse_spec_file(SPEC, &d);
+  ck_assert_ptr_nonnull(s);
+  Module *m = fe_lower(s, &d);
+  ck_assert_ptr_nonnull(m);
+  int before = m->nparam;
+  Pipeline p;
+  pass_pipeline_init(&p);
+  ck_assert(pass_parse_pipeline(&p, "share<mode=ffn;group=3>", "test", 1, 1, &d));
+  PassRunConfig cfg = {.verify_each = true};
+  ck_assert(pass_run_pipeline(m, &p, &cfg, &d));
+  /* layers 1 and 2 lose their 6 FFN tensors (mlp.c_fc, mlp.c_proj, ln_2: weight and bias each) */
+  ck_assert_int_eq(m->nparam, before - 2 * 6);
+  for (int i = 0; i < m->nparam; i++) {
+    ck_assert_int_eq(m->params[i]->index, i);
+    ck_assert_ptr_eq(ir_find_param(m, m->params[i]->name), m->params[i]);
+  }
+  ck_assert_ptr_null(ir_find_param(m, "layer.1.mlp.c_fc.weight"));
+  ck_assert_ptr_null(ir_find_param(m, "layer.2.ln_2.bias"));
+  ck_assert_ptr_nonnull(ir_find_param(m, "layer.3.mlp.c_fc.weight")); /* its own group */
+  ck_assert_ptr_nonnull(ir_find_param(m, "layer.1.attn.c_attn.weight"));
+  Param *q = ir_add_param(m, "layer.1.mlp.c_fc.weight", ir_type1(DT_F32, 4), INIT_ZEROS, 0);
+  ck_assert_ptr_nonnull(q);
+  ck_assert_int_eq(q->index, m->nparam - 1);
+  ck_assert_ptr_eq(ir_find_param(m, "layer.1.mlp.c_fc.weight"), q);
+  pass_pipeline_free(&p);
+  ir_module_free(m);
+  fe_spec_free(s);
+  diag_free(&d);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("program_share");
   TCase *tc = tcase_create("share");
@@ -142,6 +179,7 @@ int main(void) {
   tcase_add_test(tc, share_all);
   tcase_add_test(tc, share_attention_group2);
   tcase_add_test(tc, share_ffn_group3);
+  tcase_add_test(tc, removed_params);
   suite_add_tcase(s, tc);
   return check_run(s);
 }
