@@ -282,7 +282,7 @@ bool pass_share(Module *m, const PassOptions *o, Diag *d) {
   }
   ir_count_uses(entry);
   bool ok = true, any_repeat = false;
-  int rebound = 0;
+  int rebound = 0, nloads = 0; /* loads rebound; arguments that are loads at every call */
   bool *cand = calloc((size_t)m->nparam + 1, sizeof *cand);
   if (!cand) die("out of memory");
   for (int k = 0; k < ncs && ok; k++) {
@@ -299,6 +299,7 @@ bool pass_share(Module *m, const PassOptions *o, Diag *d) {
       sel[j] = true;
       for (int i = 0; i < cs[k].n; i++) sel[j] &= is_load(cs[k].call[i]->in[j]);
       if (!sel[j]) stream = g->args[j], nstream++;
+      else nloads++;
     }
     if (want != K_NONE) {
       char err[256];
@@ -339,7 +340,11 @@ bool pass_share(Module *m, const PassOptions *o, Diag *d) {
     ok = false;
   }
   if (ok && rebound == 0) {
-    pass_error(o, d, "share: nothing to share: the layers already bind the same parameters");
+    if (nloads == 0)
+      pass_error(o, d, "share: no block argument is a parameter load at every call: run share before store, "
+                       "quantize and precision (they put casts between a parameter's load and its call)");
+    else
+      pass_error(o, d, "share: nothing to share: the layers already bind the same parameters");
     ok = false;
   }
   if (ok) { /* drop the parameters that lost their last load */
