@@ -736,6 +736,23 @@ int64_t ir_param_storage_bytes(const Param *p) {
 
 Param *ir_find_param(const Module *m, const char *name) { return sym_get(&m->param_index, name); }
 
+void ir_remove_params(Module *m, const bool *drop) {
+  int k = 0;
+  for (int i = 0; i < m->nparam; i++) {
+    Param *p = m->params[i];
+    if (drop[i]) {
+      if (p->name && m->param_index.cap) {
+        IrSymSlot *s = sym_slot(&m->param_index, p->name);
+        if (s->item == p) s->item = NULL; /* tombstone, as ir_remove_func */
+      }
+      continue;
+    }
+    p->index = k;
+    m->params[k++] = p;
+  }
+  m->nparam = k;
+}
+
 Func *ir_add_func(Module *m, const char *name) {
   if (ir_find_func(m, name)) return NULL;
   m->funcs = grow(m, m->funcs, &m->capfunc, m->nfunc + 1, sizeof(Func *));

@@ -173,7 +173,7 @@ typedef struct Param {
   int select_unit;         /* extent of one unit along the axis (a head: head dim; a neuron: 1) */
   int select_of;           /* units per part in the full tensor (the kept ones: dim[axis] / (PARTS*UNIT)) */
   bool decay;              /* weight decay applies (false for biases and norm gains) */
-  int index;               /* its position in Module.params (set by ir_add_param; never changes) */
+  int index;               /* its position in Module.params (set by ir_add_param; ir_remove_params renumbers) */
   int line, col;           /* source position when parsed */
 } Param;
 
@@ -311,6 +311,11 @@ const Attr *ir_module_attr(const Module *m, const char *key);
 /* ---- parameters ---- */
 Param *ir_add_param(Module *m, const char *name, Type t, InitKind init, double init_arg);  /* NULL if the name exists */
 Param *ir_find_param(const Module *m, const char *name);
+/* Removes the parameters p with drop[p->index] (indexed by the current Param.index; no op may load
+ * them any more), keeping the others in order. This is the one place a Param.index changes: the
+ * parameters after a removed one move down (index = their new position in Module.params), so
+ * tables indexed by the old indices become stale. The share pass uses it. */
+void ir_remove_params(Module *m, const bool *drop);
 const char *ir_param_format_name(ParamFormat f);
 int ir_param_format_by_name(const char *name);   /* -1 if unknown */
 /* Bytes the parameter occupies in the weights: its values in its format plus its auxiliary arrays. */

@@ -21,10 +21,12 @@ bool pass_precision(Module *m, const PassOptions *o, Diag *d);
 bool pass_quantize(Module *m, const PassOptions *o, Diag *d);
 bool pass_prune(Module *m, const PassOptions *o, Diag *d);
 bool pass_prune_check(const PipelineEntry *e, Diag *d);
+bool pass_share(Module *m, const PassOptions *o, Diag *d);
 bool pass_store(Module *m, const PassOptions *o, Diag *d);
 bool pass_xent_fuse(Module *m, const PassOptions *o, Diag *d);
 bool pass_checkpoint_check(const PipelineEntry *e, Diag *d);
 bool pass_precision_check(const PipelineEntry *e, Diag *d);
+bool pass_share_check(const PipelineEntry *e, Diag *d);
 
 /* Option ranges: lo..hi for INT and SIZE, choices for STR (see PassOptSpec); checked where the
  * option is written (pass_set_option), so `modelc check` reports them at the spec's line and column
@@ -89,6 +91,13 @@ static const PassOptSpec compute_opts[] = {
     {"dtype", POPT_STR, "bf16", "the dtype of the products: bf16 (f32 accumulation)", ONE_OF("bf16")},
 };
 
+static const PassOptSpec share_opts[] = {
+    {"mode", POPT_STR, "all", "what the layers share: all block parameters, the attention sub-layer's or the "
+                              "feed-forward's", ONE_OF("all|attention|ffn")},
+    {"group", POPT_INT, "0", "share within groups of N consecutive layers (0: all layers one group)",
+     BETWEEN(0, 1 << 20)},
+};
+
 static const PassOptSpec xent_fuse_opts[] = {
     {"chunk", POPT_INT, "256", "rows of logits computed at a time (scratch chunk x vocab floats)", BETWEEN(1, 1 << 20)},
 };
@@ -116,6 +125,8 @@ static const PassInfo registry[] = {
               "removed (smaller matrices)", pass_prune, prune_opts, NOPTS(prune_opts), false, pass_prune_check},
     {"compute", "products in bf16 from bf16-stored weights: linear and embedding read them without a cast",
      pass_compute, compute_opts, NOPTS(compute_opts), true, NULL},
+    {"share", "cross-layer parameter sharing (ALBERT): the layers of a repeated block bind one parameter set",
+     pass_share, share_opts, NOPTS(share_opts), true, pass_share_check},
     {"xent_fuse", "LM head + cross-entropy + their backward in one op over row chunks: no [rows, vocab] logits",
      pass_xent_fuse, xent_fuse_opts, NOPTS(xent_fuse_opts), false, NULL},
     {"memplan", "place every intermediate tensor at a static offset in one arena (liveness, greedy by size)",

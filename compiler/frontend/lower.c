@@ -146,8 +146,12 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
   for (int i = 0; i < np; i++) pv[i] = lw_param(lw, &ps[i]);
   int k = 0;
   switch (l->kind) {
-  case SPEC_L_EMBEDDING:
-    return lw_op2(f, OP_EMBEDDING, lw->tokens, pv[0]);
+  case SPEC_L_EMBEDDING: {
+    Value *e = lw_op2(f, OP_EMBEDDING, lw->tokens, pv[0]);
+    if (!l->edim) return e;
+    k = 2; /* factorised: [B,T,E] -> [B,T,dim] through emb_proj */
+    return lw_bias(lw, lw_op2(f, OP_LINEAR, e, pv[1]), true, pv, &k);
+  }
   case SPEC_L_POSITIONS: {
     Value *pos;
     if (l->pos == SPEC_POS_LEARNED) {

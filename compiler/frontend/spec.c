@@ -542,9 +542,16 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
   l->col = key->col;
   switch (l->kind) {
   case SPEC_L_EMBEDDING: {
-    static const char *const k[] = {"name"};
-    fe_fields(c, opt, "embedding", k, 1, v, NULL);
+    static const char *const k[] = {"name", "dim"};
+    fe_fields(c, opt, "embedding", k, 2, v, NULL);
     l->name = "wte";
+    l->edim = 0;
+    /* a factorised embedding (ALBERT): a narrower table and a projection to model.dim */
+    if (v[1] && fe_int(c, v[1], "dim", 1, INT64_MAX, &l->edim) && m->dim > 0 && l->edim > m->dim) {
+      ERR_AT(c, v[1], "embedding 'dim' (%lld) must be at most model.dim (%lld): a factorised embedding is narrower "
+                      "than the model, its projection widens it", (long long)l->edim, (long long)m->dim);
+      l->edim = 0;
+    }
     break;
   }
   case SPEC_L_POSITIONS: {
@@ -828,6 +835,10 @@ static void fe_check_structure(Ctx *c, const ModelNodes *mn, const YNode *layers
     if (head && i != n - 1) ERR_AT(c, l, "'%s' must be the last layer", layer_words[l->kind]);
     if (i == n - 1 && !head && l->kind != SPEC_L_COUNT)
       ERR_AT(c, l, "the last layer must be 'lm_head' or 'classifier', not '%s'", layer_words[l->kind]);
+    if (l->kind == SPEC_L_LM_HEAD && l->tied && s->nlayers && s->layers[0].kind == SPEC_L_EMBEDDING &&
+        s->layers[0].edim && s->layers[0].edim != s->model.dim)
+      ERR_AT(c, l, "a tied lm_head reads the embedding table as [vocab, dim], but the factorised embedding's table is "
+                   "[vocab, %lld]: use 'lm_head: {tied: false}'", (long long)s->layers[0].edim);
     if (l->kind == SPEC_L_CLASSIFIER && s->model.kind == SPEC_DECODER)
       ERR_AT(c, l, "a classifier needs an encoder: its attention layers must set 'causal: false'");
   }
@@ -855,7 +866,11 @@ int fe_layer_params(const Spec *s, const SpecLayer *l, const char *prefix, SpecP
   int k = 0;
   switch (l->kind) {
   case SPEC_L_EMBEDDING:
-    k = fe_add_p(out, k, prefix, n, ".weight", 2, V, C, INIT_NORMAL, 0.02, true);
+    k = fe_add_p(out, k, prefix, n, ".weight", 2, V, l->edim ? l->edim : C, INIT_NORMAL, 0.02, true);
+    if (l->edim) {
+      k = fe_add_p(out, k, prefix, "emb_proj", ".weight", 2, C, l->edim, INIT_NORMAL, 0.02, true);
+      k = fe_add_p(out, k, prefix, "emb_proj", ".bias", 1, C, 0, INIT_ZEROS, 0, false);
+    }
     break;
   case SPEC_L_POSITIONS:
     if (l->pos == SPEC_POS_LEARNED) k = fe_add_p(out, k, prefix, n, ".weight", 2, T, C, INIT_NORMAL, 0.02, true);

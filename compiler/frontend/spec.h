@@ -27,7 +27,9 @@
 #define FE_NAME_MAX 128
 
 typedef enum SpecLayerKind {
-  SPEC_L_EMBEDDING,   /* token embedding: <name>.weight [vocab, dim]; default name "wte" */
+  SPEC_L_EMBEDDING,   /* token embedding: <name>.weight [vocab, dim]; default name "wte"; with dim E (a
+                       * factorised embedding, ALBERT): <name>.weight [vocab, E], then the projection
+                       * emb_proj.weight [dim, E] and emb_proj.bias [dim] */
   SPEC_L_POSITIONS,   /* learned: <name>.weight [context, dim] (default "wpe"); sinusoidal: none */
   SPEC_L_LAYERNORM,   /* <name>.weight [dim] (+ <name>.bias [dim]); default name "ln_<k>" */
   SPEC_L_RMSNORM,     /* <name>.weight [dim]; default name "ln_<k>" */
@@ -54,6 +56,7 @@ typedef struct SpecLayer {
   SpecLayerKind kind;
   const char *name;          /* final name (default resolved); relative to the enclosing repeat */
   int line, col;             /* location of the layer's key in the spec */
+  int64_t edim;              /* embedding: the table's width E, 1..model.dim; 0: model.dim, no projection */
   double eps;                /* layernorm, rmsnorm */
   bool bias;                 /* layernorm, attention, mlp (classifier always has a bias) */
   int heads;                 /* attention: divides model.dim */

@@ -346,6 +346,43 @@ START_TEST(test_variants) {
 }
 END_TEST
 
+/* A factorised embedding (ALBERT): embedding: {dim: E} makes the [vocab, E] table and the
+ * emb_proj linear [dim, E] + bias, lowered as embedding -> linear -> add (docs/spec.md). */
+START_TEST(test_factorised_embedding) {
+  const char *text = "model: {name: alb, vocab: 50, context: 8, dim: 24}\n"
+                     "layers:\n"
+                     "  - embedding: {dim: 6}\n"
+                     "  - repeat: 2\n"
+                     "    block: [residual: [attention: {heads: 2}]]\n"
+                     "  - lm_head: {tied: false}\n";
+  Capture c;
+  Spec *s = parse_str(&c, text);
+  ck_assert_msg(s != NULL, "%s", c.buf);
+  Module *m = fe_lower(s, &c.d);
+  ck_assert_ptr_nonnull(m);
+  ck_assert(ir_verify(m, &c.d));
+  check_param(m, "wte.weight", 2, 50, 6, INIT_NORMAL, true);
+  check_param(m, "emb_proj.weight", 2, 24, 6, INIT_NORMAL, true);
+  check_param(m, "emb_proj.bias", 1, 24, 0, INIT_ZEROS, false);
+  ck_assert_int_eq(m->params[1]->index, 1); /* right after the table, in spec order */
+  ck_assert_str_eq(m->params[1]->name, "emb_proj.weight");
+  /* the table's rows are [1,8,6]; the projection makes them [1,8,24] */
+  const Op *op = ir_find_func(m, "forward")->first;
+  while (op && op->kind != OP_EMBEDDING) op = op->next;
+  ck_assert_ptr_nonnull(op);
+  ck_assert_int_eq(op->out[0]->type.dim[2], 6);
+  while (op && op->kind != OP_LINEAR) op = op->next;
+  ck_assert_ptr_nonnull(op);
+  ck_assert_int_eq(op->out[0]->type.dim[2], 24);
+  /* 50*6 + (24*6 + 24) + 2 * (72*24 + 72 + 24*24 + 24) + 50*24 */
+  ck_assert_int_eq(ir_param_count(m), 300 + 168 + 2 * (1728 + 72 + 576 + 24) + 1200);
+  ir_module_free(m);
+  fe_spec_free(s);
+  cap_close(&c);
+  free(c.buf);
+}
+END_TEST
+
 START_TEST(test_no_passes_no_train) {
   Capture c;
   Spec *s = parse_str(&c, "model: {vocab: 10, context: 4, dim: 8}\nlayers: [embedding, lm_head]\n");
@@ -484,6 +521,7 @@ static Suite *frontend_suite(void) {
   tcase_add_test(tc, test_gpt_tiny_params);
   tcase_add_test(tc, test_bert_tiny);
   tcase_add_test(tc, test_variants);
+  tcase_add_test(tc, test_factorised_embedding);
   tcase_add_test(tc, test_no_passes_no_train);
   suite_add_tcase(s, tc);
   TCase *te = tcase_create("errors");
