@@ -169,6 +169,45 @@ bool pass_skip_done(PassSkip *s, const PassOptions *o, Diag *d, const char *pass
   return ok;
 }
 
+/* ---- where parameters are read ---- */
+
+static void reach_trace(const Module *m, const Func *f, const Value *v, bool entry, PassReach *r, int depth) {
+  if (depth > 64) { /* calls do not recurse in a valid module; stay safe anyway */
+    r->other = true;
+    return;
+  }
+  for (int i = 0; i < f->nret; i++) r->other |= f->ret[i] == v;
+  for (const Op *op = f->first; op; op = op->next)
+    for (int i = 0; i < op->nin; i++) {
+      if (op->in[i] != v) continue;
+      if (op->kind == OP_LINEAR && i == 1)
+        *(entry ? &r->head : &r->block) = true;
+      else if (op->kind == OP_EMBEDDING && i == 1)
+        r->embedding = true;
+      else if (op->kind == OP_CALL) {
+        const Func *g = ir_find_func(m, ir_attr_s(op, "callee"));
+        if (g && i < g->narg)
+          reach_trace(m, g, g->args[i], false, r, depth + 1);
+        else
+          r->other = true;
+      } else
+        r->other = true;
+    }
+}
+
+PassReach *pass_param_reach(const Module *m) {
+  const Func *entry = m->entry ? ir_find_func(m, m->entry) : NULL;
+  PassReach *r = calloc((size_t)m->nparam + 1, sizeof *r);
+  if (!r) die("out of memory");
+  for (int fi = 0; fi < m->nfunc; fi++)
+    for (const Op *op = m->funcs[fi]->first; op; op = op->next)
+      if (op->kind == OP_PARAM) {
+        const Param *p = ir_find_param(m, ir_attr_s(op, "p"));
+        if (p) reach_trace(m, m->funcs[fi], op->out[0], m->funcs[fi] == entry, &r[p->index], 0);
+      }
+  return r;
+}
+
 /* ---- retyping after parameter types change ---- */
 
 static void infer_or_die(const Module *m, Op *op) {

@@ -96,6 +96,13 @@ typedef struct PassSkip {
 PassSkip pass_skip_new(const char *list);
 bool pass_skip_match(PassSkip *s, const char *name);
 bool pass_skip_done(PassSkip *s, const PassOptions *o, Diag *d, const char *pass);
+/* Where each parameter's value is read, through call arguments into the functions called (by
+ * Param.index; calloc'd, free it): operand 1 of a linear in the entry function (head) or in a called
+ * one (block), the table of an embedding, or anything else (an element-wise op, a norm, a return). */
+typedef struct PassReach {
+  bool head, block, embedding, other;
+} PassReach;
+PassReach *pass_param_reach(const Module *m);
 /* After passes changed parameter types (a dtype: quantised, csr; a shape: structured pruning): the
  * param ops yield the new types, then every function is re-inferred from the roots (functions no
  * call names) down, each call first fixing its callee: the callee's arguments retyped when all its

@@ -56,35 +56,6 @@ double pass_prune_breakeven(int64_t N, int64_t K) {
 
 /* ---- masked kinds ---- */
 
-/* Where a weight's value is read (through call arguments). */
-typedef struct Reach {
-  bool head;  /* operand 1 of a linear in the entry function */
-  bool block; /* operand 1 of a linear in a called function */
-  bool other; /* anything else */
-} Reach;
-
-static void trace(const Module *m, const Func *f, const Value *v, bool entry, Reach *r, int depth) {
-  if (depth > 64) {
-    r->other = true;
-    return;
-  }
-  for (int i = 0; i < f->nret; i++) r->other |= f->ret[i] == v;
-  for (const Op *op = f->first; op; op = op->next)
-    for (int i = 0; i < op->nin; i++) {
-      if (op->in[i] != v) continue;
-      if (op->kind == OP_LINEAR && i == 1)
-        *(entry ? &r->head : &r->block) = true;
-      else if (op->kind == OP_CALL) {
-        const Func *g = ir_find_func(m, ir_attr_s(op, "callee"));
-        if (g && i < g->narg)
-          trace(m, g, g->args[i], false, r, depth + 1);
-        else
-          r->other = true;
-      } else
-        r->other = true;
-    }
-}
-
 static void csr_settle(Module *m);
 
 static bool prune_masked(Module *m, const PassOptions *o, Diag *d, bool nm) {
@@ -109,22 +80,14 @@ static bool prune_masked(Module *m, const PassOptions *o, Diag *d, bool nm) {
     return false;
   }
   bool csr_asked = !strcmp(format, "csr"), csr_auto = !strcmp(format, "auto") && !trains && !global, any_csr = false;
-  Func *entry = m->entry ? ir_find_func(m, m->entry) : NULL;
-  Reach *r = calloc((size_t)m->nparam + 1, sizeof *r);
-  if (!r) die("out of memory");
-  for (int fi = 0; fi < m->nfunc; fi++)
-    for (const Op *op = m->funcs[fi]->first; op; op = op->next)
-      if (op->kind == OP_PARAM) {
-        const Param *p = ir_find_param(m, ir_attr_s(op, "p"));
-        if (p) trace(m, m->funcs[fi], op->out[0], m->funcs[fi] == entry, &r[p->index], 0);
-      }
+  PassReach *r = pass_param_reach(m);
   PassSkip sk = pass_skip_new(pass_opt_str(o, "skip"));
   bool ok = true;
   int count = 0;
   for (int i = 0; i < m->nparam; i++) {
     Param *p = m->params[i];
-    const Reach *u = &r[i];
-    if (pass_skip_match(&sk, p->name) || p->type.dtype != DT_F32 || p->type.rank != 2 || u->other ||
+    const PassReach *u = &r[i];
+    if (pass_skip_match(&sk, p->name) || p->type.dtype != DT_F32 || p->type.rank != 2 || u->other || u->embedding ||
         !(u->block || u->head) || (u->head && !head) || p->prune != PRUNE_NONE)
       continue;
     int64_t N = p->type.dim[0], K = p->type.dim[1];

@@ -28,38 +28,6 @@
 
 #include "pass.h"
 
-/* Where a weight's value is read, through call arguments into the functions called. */
-typedef struct Reach {
-  bool head;      /* operand 1 of a linear in the entry function */
-  bool block;     /* operand 1 of a linear in a called function */
-  bool embedding; /* operand 1 of an embedding */
-  bool other;     /* anything else (an element-wise op, a norm, a return) */
-} Reach;
-
-static void trace(const Module *m, const Func *f, const Value *v, bool entry, Reach *r, int depth) {
-  if (depth > 64) { /* calls do not recurse in a valid module; stay safe anyway */
-    r->other = true;
-    return;
-  }
-  for (int i = 0; i < f->nret; i++) r->other |= f->ret[i] == v;
-  for (const Op *op = f->first; op; op = op->next)
-    for (int i = 0; i < op->nin; i++) {
-      if (op->in[i] != v) continue;
-      if (op->kind == OP_LINEAR && i == 1)
-        *(entry ? &r->head : &r->block) = true;
-      else if (op->kind == OP_EMBEDDING && i == 1)
-        r->embedding = true;
-      else if (op->kind == OP_CALL) {
-        const Func *g = ir_find_func(m, ir_attr_s(op, "callee"));
-        if (g && i < g->narg)
-          trace(m, g, g->args[i], false, r, depth + 1);
-        else
-          r->other = true;
-      } else
-        r->other = true;
-    }
-}
-
 bool pass_quantize(Module *m, const PassOptions *o, Diag *d) {
   const char *scheme = pass_opt_str(o, "scheme"), *skip = pass_opt_str(o, "skip");
   bool head = pass_opt_bool(o, "head"), embeddings = pass_opt_bool(o, "embeddings");
@@ -70,21 +38,13 @@ bool pass_quantize(Module *m, const PassOptions *o, Diag *d) {
                      "dce,memplan', and load the trained f32 weights into it)", ir_train_func(m)->name, scheme);
     return false;
   }
-  Func *entry = m->entry ? ir_find_func(m, m->entry) : NULL;
-  Reach *r = calloc((size_t)m->nparam + 1, sizeof *r);
-  if (!r) die("out of memory");
-  for (int fi = 0; fi < m->nfunc; fi++)
-    for (const Op *op = m->funcs[fi]->first; op; op = op->next)
-      if (op->kind == OP_PARAM) {
-        const Param *p = ir_find_param(m, ir_attr_s(op, "p"));
-        if (p) trace(m, m->funcs[fi], op->out[0], m->funcs[fi] == entry, &r[p->index], 0);
-      }
+  PassReach *r = pass_param_reach(m);
   PassSkip sk = pass_skip_new(skip);
   bool ok = true;
   int nq = 0;
   for (int i = 0; i < m->nparam; i++) {
     Param *p = m->params[i];
-    const Reach *u = &r[i];
+    const PassReach *u = &r[i];
     bool skipped = pass_skip_match(&sk, p->name);
     if (skipped || p->type.dtype != DT_F32 || p->fmt != PF_DENSE || p->type.rank != 2 || u->other ||
         !(u->head || u->block || u->embedding))
