@@ -46,7 +46,9 @@ int rt_verb_importance(const char *prog, int argc, char **argv, const RtModel *m
   if (!data) return rt_usage_error(prog, "importance", "--data FILE is required (the spec names no train: data)");
   if (!o.out) return rt_usage_error(prog, "importance", "--out OUT.safetensors is required");
   int nh = 0;
-  for (int i = 0; i < m->nparams; i++) nh += m->params[i].prune && m->params[i].prune->heads > 0;
+  int64_t nscore = 0; /* the heads of all output projections: each one's scores at its base */
+  for (int i = 0; i < m->nparams; i++)
+    if (m->params[i].prune && m->params[i].prune->heads > 0) nh++, nscore += m->params[i].prune->heads;
   if (!nh) return rt_usage_error(prog, "importance", "this model has no attention output projection to score");
   long long nex = o.have_n ? o.n : 64;
   if (nex < 1) return rt_usage_error(prog, "importance", "-n must be at least 1");
@@ -74,7 +76,7 @@ int rt_verb_importance(const char *prog, int argc, char **argv, const RtModel *m
   G = rt_xalloc(wbytes);
   arena = rt_xalloc((size_t)m->train_arena_bytes);
   scratch = rt_xalloc(rt_model_scratch_floats(m, 1) * sizeof(float));
-  score = calloc((size_t)m->nparams * 64 + 1, sizeof *score);
+  score = calloc((size_t)nscore + 1, sizeof *score);
   if (!W || !G || !arena || !scratch || !score || !ids || !tgt) {
     rt_fail(&err, "out of memory");
     goto fail;
@@ -91,29 +93,30 @@ int rt_verb_importance(const char *prog, int argc, char **argv, const RtModel *m
     RtStep s = {1, T, 0, NULL, scratch, 0, 1.0f};
     float loss = 0;
     m->train(&s, arena, W, ids, tgt, &loss, G);
-    for (int i = 0; i < m->nparams; i++) {
+    for (int i = 0, base = 0; i < m->nparams; i++) {
       const RtParamInfo *p = &m->params[i];
       if (!p->prune || p->prune->heads <= 0) continue;
-      int H = p->prune->heads > 64 ? 64 : p->prune->heads;
-      int64_t rows = p->shape[0], C = p->shape[1], hd = C / p->prune->heads;
+      int H = p->prune->heads;
+      int64_t rows = p->shape[0], C = p->shape[1], hd = C / H;
       const float *wp = W + rt_param_f32_index(p), *gp = G + rt_param_f32_index(p);
       for (int h = 0; h < H; h++) {
         double acc = 0;
         for (int64_t r = 0; r < rows; r++)
           for (int64_t c = h * hd; c < (h + 1) * hd; c++) acc += (double)wp[r * C + c] * gp[r * C + c];
-        score[(size_t)i * 64 + (size_t)h] += fabs(acc) / (double)nex;
+        score[base + h] += fabs(acc) / (double)nex;
       }
+      base += H;
     }
   }
   /* the weights as stored, plus the scores */
   ts = calloc((size_t)nh + 1, sizeof *ts);
   names = calloc((size_t)nh + 1, sizeof *names);
-  out = calloc((size_t)nh * 64 + 1, sizeof *out);
+  out = calloc((size_t)nscore + 1, sizeof *out);
   if (!ts || !names || !out) {
     rt_fail(&err, "out of memory");
     goto fail;
   }
-  int k = 0;
+  int k = 0, base = 0;
   for (int i = 0; i < m->nparams; i++) {
     const RtParamInfo *p = &m->params[i];
     if (!p->prune || p->prune->heads <= 0) continue;
@@ -123,13 +126,14 @@ int rt_verb_importance(const char *prog, int argc, char **argv, const RtModel *m
       goto fail;
     }
     snprintf(names[k], len, "%s.head_importance", p->name);
-    int H = p->prune->heads > 64 ? 64 : p->prune->heads;
-    for (int h = 0; h < H; h++) out[(size_t)k * 64 + (size_t)h] = (float)score[(size_t)i * 64 + (size_t)h];
+    int H = p->prune->heads;
+    for (int h = 0; h < H; h++) out[base + h] = (float)score[base + h];
     ts[k] = (RtTensor){.name = names[k], .dtype = RT_DT_F32, .ndim = 1, .shape = {H},
-                       .data = (const unsigned char *)(out + (size_t)k * 64), .nbytes = (size_t)H * sizeof(float)};
+                       .data = (const unsigned char *)(out + base), .nbytes = (size_t)H * sizeof(float)};
     printf("%s:", names[k]);
-    for (int h = 0; h < H; h++) printf(" %.6g", (double)out[(size_t)k * 64 + (size_t)h]);
+    for (int h = 0; h < H; h++) printf(" %.6g", (double)out[base + h]);
     printf("\n");
+    base += H;
     k++;
   }
   char ex[32];
