@@ -577,7 +577,7 @@ static bool parse_prune_fact(Parser *P, Param *p) {
   p->prune = (PruneKind)k;
   if (!expect_punct(P, '(', "'('")) return false;
   if (k == PRUNE_NM) {
-    int64_t n, mm;
+    int64_t n = 0, mm = 0;
     if (!parse_int_in(P, &n, 1, 1 << 16, "N of nm(N:M)") || !expect_punct(P, ':', "':' between N and M") ||
         !parse_int_in(P, &mm, 2, 1 << 16, "M of nm(N:M)"))
       return false;
