@@ -27,6 +27,7 @@ static const struct {
     {"bench", rt_verb_bench, "forward and decode speed"},
     {"train", rt_verb_train, "train on a byte file (AdamW/SGD, checkpoints, CSV log, SVG loss curve)"},
     {"grad", rt_verb_grad, "one training step's loss and parameter gradients (.safetensors)"},
+    {"importance", rt_verb_importance, "attention head importance (Michel et al.) for prune<kind=heads>"},
 };
 enum { NVERBS = (int)(sizeof verbs / sizeof verbs[0]) };
 

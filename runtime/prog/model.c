@@ -346,7 +346,12 @@ int64_t rt_model_export_bytes(const RtModel *m) {
 
 int rt_prog_write_weights(const RtModel *m, const void *W, const char *path, const char *const *meta, int nmeta,
                           RtError *err) {
-  int nt = 0;
+  return rt_prog_write_weights_extra(m, W, path, meta, nmeta, NULL, 0, err);
+}
+
+int rt_prog_write_weights_extra(const RtModel *m, const void *W, const char *path, const char *const *meta,
+                                int nmeta, const RtTensor *extra, int nextra, RtError *err) {
+  int nt = nextra;
   for (int i = 0; i < m->nparams; i++) nt += 1 + rt_format_has_scales(m->params[i].format);
   RtTensor *ts = calloc((size_t)nt + 1, sizeof *ts);
   char **names = calloc((size_t)m->nparams + 1, sizeof *names);
@@ -401,6 +406,7 @@ int rt_prog_write_weights(const RtModel *m, const void *W, const char *path, con
     s->data = (const unsigned char *)W + p->aux[0].offset;
     s->nbytes = (size_t)p->aux[0].nbytes;
   }
+  for (int i = 0; i < nextra && !rc; i++) ts[n++] = extra[i];
   const char *plain[] = {"format", "pt", "modelc_model", m->name};
   if (!rc) rc = meta ? rt_st_write(path, ts, n, meta, nmeta, err) : rt_st_write(path, ts, n, plain, 2, err);
   for (int i = 0; i < m->nparams; i++) free(names[i]);

@@ -34,6 +34,7 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m);
 int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m);    /* prog/bench.c */
 int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m);    /* prog/train.c */
 int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m);     /* prog/train.c */
+int rt_verb_importance(const char *prog, int argc, char **argv, const RtModel *m); /* prog/importance.c */
 
 /* ---------------------------------------------------------------------------------------------
  * Options (prog/options.c)
@@ -231,6 +232,9 @@ int rt_param_store_f32(const RtParamInfo *p, void *W, const float *src, RtError 
  * in meta, or (meta NULL) format "pt" and modelc_model, the model's name. */
 int rt_prog_write_weights(const RtModel *m, const void *W, const char *path, const char *const *meta, int nmeta,
                           RtError *err);
+/* The same with nextra further tensors after the parameters (PROG importance's scores). */
+int rt_prog_write_weights_extra(const RtModel *m, const void *W, const char *path, const char *const *meta,
+                                int nmeta, const RtTensor *extra, int nextra, RtError *err);
 /* Bytes of every parameter's storage, values and scales, without the 64-byte alignment padding. */
 int64_t rt_model_export_bytes(const RtModel *m);
 /* Reads a token file (int32/int64 [B,T]) within the compiled shape and the vocabulary into int32

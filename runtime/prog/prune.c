@@ -179,9 +179,8 @@ static int group_keep(const RtModel *m, const RtSafetensors *st, const char *pat
     snprintf(name, sizeof name, "%s.head_importance", m->params[g].name);
     const RtTensor *t = rt_st_find(st, name);
     if (!t)
-      rc = rt_fail(err, "%s: tensor '%s' is missing: this program keeps the heads of largest importance (prune "
-                   "kind=heads, score=importance) when it loads full-size weights; write the scores with the unpruned "
-                   "program's `importance` verb (or build with score=norm)", path, name);
+      rc = rt_fail(err, "%s: tensor '%s' is missing: prune<kind=heads;score=importance> keeps the heads it ranks "
+                   "first; write it with the unpruned program's importance verb, or build with score=norm", path, name);
     else if (t->dtype != RT_DT_F32 || t->ndim != 1 || t->shape[0] != s->of)
       rc = rt_fail(err, "%s: tensor '%s' must be F32 [%d] (one score per head)", path, name, s->of);
     else

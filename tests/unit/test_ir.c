@@ -640,6 +640,27 @@ static const struct {
     {"param @p : f32[4] sparse=csr(0.5)\n", "t.mir:2:19: error: 'sparse=' was removed"},
     {"param @p : f32[4] format=q8_0\n", "t.mir:2:26: error: format 'q8_0' is not implemented yet (only 'dense' is)"},
     {"param @p : f32[4] format=dense format=dense\n", "t.mir:2:32: error: duplicate parameter fact 'format'"},
+    {"param @p : f32[4,8] prune=magnitude(1.5)\n", "t.mir:2:37: error: the sparsity of prune=magnitude is in (0, 1)"},
+    {"param @p : f32[4,8] prune=nm(2)\n", "t.mir:2:31: error: expected ':' between N and M"},
+    {"param @p : f32[4,8] prune=half(0.5)\n", "t.mir:2:27: error: expected a pruning: magnitude(S), global(S) or nm(N:M)"},
+    {"param @p : f32[4,8] prune=nm(4:2)\n", "t.mir: error: the parsed module does not verify: <ir>:2:1: error: parameter @p: prune=nm(N:M) needs 1 <= N < M"},
+    {"param @p : csr[4,8] init=zeros\n", "t.mir: error: the parsed module does not verify: <ir>:2:1: error: parameter @p: a csr parameter is an [N,K] matrix with K <= "
+                                          "65536 and room for 1 to N*K nonzeros (nnz=0)"},
+    {"param @p : csr[4,8] nnz=40 prune=magnitude(0.5)\n", "t.mir: error: the parsed module does not verify: <ir>:2:1: error: parameter @p: a csr parameter is an [N,K]"},
+    {"param @p : f32[4,8] nnz=4\n", "t.mir: error: the parsed module does not verify: <ir>:2:1: error: parameter @p: nnz= is a fact of csr parameters"},
+    {"param @p : csr[4,8] nnz=4 prune=global(0.5)\n", "t.mir: error: the parsed module does not verify: <ir>:2:1: error: parameter @p: prune=global leaves each "
+                                                       "matrix's nonzero count open"},
+    {"param @p : f32[4,8] select=norm(@q,0,1,1,8)\n", "t.mir: error: the parsed module does not verify: <ir>:2:1: error: parameter @p: select= names @q, which is not a "
+                                                      "parameter"},
+    {"param @p : f32[4,8] select=norm(@p,0,3,1,8)\n", "t.mir: error: the parsed module does not verify: <ir>:2:1: error: parameter @p: select= needs a group parameter"},
+    {"param @p : f32[4,8] select=norm(@p,2,1,1,8)\n", "t.mir:2:36: error: the axis: 2 is out of range [0, 1]"},
+    {"param @p : f32[4,8] select=first(@p,0,1,1,8)\n", "t.mir:2:28: error: expected a selection rule"},
+    {"param @w : csr[4,8] nnz=4 prune=magnitude(0.875)\nfunc @f(%x: f32[2,8]) -> f32[2,4] {\n  %0 = param {p=@w} : "
+     "csr[4,8]\n  %1 = linear(%x, %0) : f32[2,4]\n  return %1\n}\n",
+     "t.mir:5:3: error: linear: a csr weight needs nnz= (its nonzero capacity)"},
+    {"param @w : csr[4,8] nnz=4 prune=magnitude(0.875)\nfunc @f(%x: f32[2,8]) -> f32[2,4] {\n  %0 = param {p=@w} : "
+     "csr[4,8]\n  %1 = neg(%0) : csr[4,8]\n  return %1\n}\n",
+     "t.mir:5:3: error: neg: operand 0 is a csr weight, which only linear ops read"},
     {"train {steps=0}\n", "t.mir:2:14: error: 'steps' must be positive, got 0"},
     {"train {lr=-1}\n", "t.mir:2:11: error: 'lr' must be greater than 0, got -1"},
     {"train {lr=+inf}\n", "t.mir:2:11: error: 'lr' must be a finite number, got inf"},
@@ -649,7 +670,7 @@ static const struct {
     {"train {steps=1, steps=2}\n", "t.mir:2:17: error: duplicate training setting 'steps'"},
     {"train {steps=1.5}\n", "t.mir:2:14: error: expected an integer, got '1.5'"},
     {"train {data=x}\n", "t.mir:2:13: error: expected a string, got 'x'"},
-    {"train {steps=5}\n", "t.mir:2:1: error: the 'train' line lacks 'batch' (every setting but data is written)"},
+    {"train {steps=5}\n", "t.mir:2:1: error: the 'train' line lacks 'batch' (every setting but data and prune_ is written)"},
     {"train {steps=5, batch=4, micro_batch=3," TRAIN_REST ", min_lr=0}\n",
      "t.mir:2:38: error: 'micro_batch' (3) must divide the training 'batch' (4)"},
     {"train {steps=5, batch=4, micro_batch=2," TRAIN_REST ", min_lr=2}\n",
