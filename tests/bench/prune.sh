@@ -15,7 +15,8 @@
 #   nm          2:4 (50%), 1:4 (75%), 1:8 (87.5%): N:M has only these sparsities here
 #   neurons     0.25 0.5 0.75 0.9 of the MLP hidden units removed
 #   heads       1, 2, 3 of 4 heads per attention removed, score=norm; and score=importance too when
-#               the dense program has the `importance` verb (PROG importance)
+#               the dense program has the `importance` verb (PROG importance -n 256 over the
+#               training part of DATA, the first 90%: the held-out tail stays unseen)
 #
 # quality  for every row: parameters (nonzero: masked weights do not count), weight bytes and
 #          storage (PROG info, modelc stats), held-out bits per byte right after pruning (the
@@ -93,6 +94,8 @@ quality() {
   fi
   /usr/bin/python3 -c "import sys; d = open(sys.argv[1], 'rb').read(); open(sys.argv[2], 'wb').write(d[len(d) - len(d) // 10:])" \
     "$DATA" "$OUT/heldout.txt"
+  /usr/bin/python3 -c "import sys; d = open(sys.argv[1], 'rb').read(); open(sys.argv[2], 'wb').write(d[:len(d) - len(d) // 10])" \
+    "$DATA" "$OUT/train90.txt"
   $M build --passes=$TP examples/gpt-tiny.yaml -o "$OUT/dense-train"
   local list=("${rows[@]}") W0=$CKPT
   [ "$1" = all ] || list=()
@@ -102,7 +105,9 @@ quality() {
   if has_importance; then
     list+=("${irows[@]}")
     W0i=$OUT/tiny-importance.safetensors
-    "$OUT/dense-train" importance --weights "$CKPT" --data "$DATA" --out "$W0i" --threads 2 > "$OUT/importance.log" 2>&1
+    # the scores from the training part only (the first 90%), IMPORTANCE_N windows (default 256)
+    "$OUT/dense-train" importance --weights "$CKPT" --data "$OUT/train90.txt" -n "${IMPORTANCE_N:-256}" --seed 1 \
+      --out "$W0i" > "$OUT/importance.log" 2>&1
   else
     echo "prune.sh: the dense program has no 'importance' verb: heads rows with score=norm only" >&2
   fi
