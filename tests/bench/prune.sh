@@ -19,7 +19,7 @@
 #               training part of DATA, the first 90%: the held-out tail stays unseen)
 #
 # quality  for every row: parameters (nonzero: masked weights do not count), weight bytes and
-#          storage (PROG info, modelc stats), held-out bits per byte right after pruning (the
+#          storage and forward FLOPs per token (PROG info, modelc stats), held-out bits per byte right after pruning (the
 #          inference program loads the full dense checkpoint: masks or kept units chosen at load),
 #          and after fine-tuning STEPS (default 300) steps at LR (default 5e-4; warm-up 30, cosine
 #          to 5e-5, batch 4, seed 1) with the mask held: a training program compiled with the
@@ -34,6 +34,10 @@
 #          the program order rotated per round; figures are medians over rounds. Run it when
 #          nothing else of yours runs.
 # importance  only the score=importance heads rows (after the verb has come), added to quality's.
+#          Also at 1 thread (THREADS, default "2 1"): decode of a model this small is a chain of
+#          tiny ops, and at 2 threads each waits for the second thread, which a shared machine's
+#          other jobs delay; the 1-thread figures show the kernels without that wait. The small
+#          config decodes SMALL_DECODE (default 64) tokens per bench run.
 # table    prints the Markdown tables and the targets (saved as build-bench/prune/results.md).
 #
 # Raw outputs in build-bench/prune/. quality takes ~20 minutes on the 2-core machine, speed ~10.
@@ -46,6 +50,8 @@ STEPS=${STEPS:-300}
 LR=${LR:-5e-4}
 ROUNDS=${ROUNDS:-3}
 RUNS=${BENCH_RUNS:-7}
+THREADS=${THREADS:-2 1}     # bench thread counts: 2 (the table's), 1 (the same without a second thread to wait for)
+SMALL_DECODE=${SMALL_DECODE:-64} # decode tokens per bench run for the small config
 P=constfold,cse,fuse,dce,memplan
 TP=autodiff,xent_fuse,$P
 mkdir -p "$OUT"
@@ -141,9 +147,12 @@ speed() {
       n=${r%%|*}
       f=$OUT/$(fname "$n")
       case $n in small-*) w=$OUT/small.safetensors ;; *) w=$CKPT ;; esac
-      echo "prune.sh: speed: round $k: $n" >&2
-      "$f" bench --weights "$w" --runs "$RUNS" --threads 2 |
-        awk -v e="$n" -F': ' '/^(forward_tokens_per_s|decode_tokens_per_s):/ { print e, $1, $2 }' >> "$OUT/speed.res"
+      for t in $THREADS; do
+        echo "prune.sh: speed: round $k: $n, $t threads" >&2
+        # shellcheck disable=SC2046
+        "$f" bench --weights "$w" --runs "$RUNS" --threads "$t" $(case $n in small-*) printf '%s' "-n $SMALL_DECODE" ;; esac) |
+          awk -v e="$n" -v t="$t" -F': ' '/^(forward_tokens_per_s|decode_tokens_per_s):/ { print e, $1 "." t, $2 }' >> "$OUT/speed.res"
+      done
     done
     uptime >> "$OUT/speed.load"
   done
@@ -153,11 +162,13 @@ med() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print ""; else print (N
 get() { [ -f "$2" ] && awk -v e="$1" -v k="$3" '$1 == e && $2 == k { print $3 }' "$2" | med; }
 # nonzero parameters, weight bytes, storage of program NAME
 facts() {
-  local f=$OUT/$(fname "$1")
+  local f
+  f=$OUT/$(fname "$1")
   awk '
     /^parameters:/ { p = $2 }
     /^weight bytes:/ { wb = $3 }
-    END { printf "%s %s ", p, wb }' "$f.info"
+    /^forward FLOPs:/ { fl = $3 }
+    END { printf "%s %s %s ", p, wb, fl }' "$f.info"
   awk '/^pruning: .* weights kept/ {
       for (i = 1; i <= NF; i++) if ($i == "of") { kept = $(i - 1); all = $(i + 1) }
       gsub(",", "", kept); gsub(",", "", all)
@@ -169,15 +180,16 @@ facts() {
 
 table() {
   local Q=$OUT/quality.res S=$OUT/speed.res
-  local b0 bft f0 d0
+  local b0 bft f0 d0 f1 d1
   b0=$(get dense "$Q" bpb0) bft=$(get dense "$Q" bpb1)
-  f0=$(get dense "$S" forward_tokens_per_s) d0=$(get dense "$S" decode_tokens_per_s)
+  f0=$(get dense "$S" forward_tokens_per_s.2) d0=$(get dense "$S" decode_tokens_per_s.2)
+  f1=$(get dense "$S" forward_tokens_per_s.1) d1=$(get dense "$S" decode_tokens_per_s.1)
   {
     echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); flags: $(grep -o 'avx512[a-z_]*\|amx[a-z_]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
-    echo "checkpoint $CKPT, data $DATA (held-out: the last 10%); fine-tuning $STEPS steps at lr $LR; speed: $ROUNDS rounds of bench --runs $RUNS, 2 threads, medians"
+    echo "checkpoint $CKPT, data $DATA (held-out: the last 10%); fine-tuning $STEPS steps at lr $LR; speed: $(awk '$2 ~ /^forward_tokens_per_s/ { n[$1 $2]++ } END { for (k in n) { print n[k]; exit } }' "$S") rounds of bench --runs $RUNS, medians"
     echo
-    echo "| row | pruning | parameters (nonzero) | weight bytes | storage | forward tok/s | x dense | decode tok/s | x dense | bits/byte pruned | vs dense | bits/byte fine-tuned | vs dense fine-tuned | vs dense (no FT) |"
-    echo "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| row | pruning | parameters (nonzero) | weight bytes | storage | FLOPs/token | forward tok/s | x dense | decode tok/s | x dense | 1 thread: forward, decode x dense | bits/byte pruned | vs dense | bits/byte fine-tuned | vs dense fine-tuned | vs dense (no FT) |"
+    echo "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     local list=("${rows[@]}")
     [ -n "$(get heads1i "$Q" bpb0)" ] && list+=("${irows[@]}")
     for r in "${list[@]}"; do
@@ -185,41 +197,48 @@ table() {
       sp=$n
       [ -n "$o" ] || o="(none)"
       case $n in heads*i) sp=${n%i} ;; esac
-      read -r p wb z st < <(facts "$n")
-      local f d a c
-      f=$(get "$sp" "$S" forward_tokens_per_s) d=$(get "$sp" "$S" decode_tokens_per_s)
+      read -r p wb fl z st < <(facts "$n")
+      local f d g e a c
+      f=$(get "$sp" "$S" forward_tokens_per_s.2) d=$(get "$sp" "$S" decode_tokens_per_s.2)
+      g=$(get "$sp" "$S" forward_tokens_per_s.1) e=$(get "$sp" "$S" decode_tokens_per_s.1)
       a=$(get "$n" "$Q" bpb0) c=$(get "$n" "$Q" bpb1)
-      awk -v n="$n" -v o="$o" -v p="$p" -v z="$z" -v wb="$wb" -v st="$st" -v f="$f" -v d="$d" -v f0="$f0" -v d0="$d0" \
-        -v a="$a" -v c="$c" -v b0="$b0" -v bft="$bft" 'function pct(x, y) { return (x == "" || y == "") ? "-" : sprintf("%+.1f%%", 100 * (x / y - 1)) }
+      awk -v n="$n" -v o="$o" -v p="$p" -v z="$z" -v wb="$wb" -v fl="$fl" -v st="$st" -v f="$f" -v d="$d" -v f0="$f0" -v d0="$d0" \
+        -v a="$a" -v c="$c" -v b0="$b0" -v bft="$bft" -v g="$g" -v e="$e" -v f1="$f1" -v d1="$d1" 'function pct(x, y) { return (x == "" || y == "") ? "-" : sprintf("%+.1f%%", 100 * (x / y - 1)) }
         function num(x, fm) { return x == "" ? "-" : sprintf(fm, x) }
         BEGIN {
-          printf "| %s | `%s` | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", n, o, p - z, wb, st,
+          printf "| %s | `%s` | %d | %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", n, o, p - z, wb, st, fl,
             num(f, "%.0f"), (f == "" || f0 == "") ? "-" : sprintf("%.2f", f / f0), num(d, "%.1f"), (d == "" || d0 == "") ? "-" : sprintf("%.2f", d / d0),
+            (g == "" || e == "" || f1 == "" || d1 == "") ? "-" : sprintf("%.2f, %.2f", g / f1, e / d1),
             num(a, "%.4f"), pct(a, b0), num(c, "%.4f"), pct(c, bft), pct(c, b0) }'
     done
     echo
     echo "small config (tests/bench/small.yaml, random weights):"
     echo
-    echo "| row | pruning | parameters (nonzero) | weight bytes | storage | forward tok/s | x dense | decode tok/s | x dense |"
-    echo "|---|---|---:|---:|---|---:|---:|---:|---:|"
-    local sf0 sd0
-    sf0=$(get small-dense "$S" forward_tokens_per_s) sd0=$(get small-dense "$S" decode_tokens_per_s)
+    echo "| row | pruning | parameters (nonzero) | weight bytes | storage | FLOPs/token | forward tok/s | x dense | decode tok/s | x dense | 1 thread: forward, decode x dense |"
+    echo "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"
+    local sf0 sd0 sf1 sd1
+    sf0=$(get small-dense "$S" forward_tokens_per_s.2) sd0=$(get small-dense "$S" decode_tokens_per_s.2)
+    sf1=$(get small-dense "$S" forward_tokens_per_s.1) sd1=$(get small-dense "$S" decode_tokens_per_s.1)
     for r in "${small_rows[@]}"; do
       local n=${r%%|*} o=${r#*|}
       [ -n "$o" ] || o="(none)"
-      read -r p wb z st < <(facts "$n")
-      f=$(get "$n" "$S" forward_tokens_per_s) d=$(get "$n" "$S" decode_tokens_per_s)
-      awk -v n="$n" -v o="$o" -v p="$p" -v z="$z" -v wb="$wb" -v st="$st" -v f="$f" -v d="$d" -v f0="$sf0" -v d0="$sd0" 'BEGIN {
-        printf "| %s | `%s` | %d | %d | %s | %.0f | %.2f | %.1f | %.2f |\n", n, o, p - z, wb, st, f, f / f0, d, d / d0 }'
+      read -r p wb fl z st < <(facts "$n")
+      f=$(get "$n" "$S" forward_tokens_per_s.2) d=$(get "$n" "$S" decode_tokens_per_s.2)
+      g=$(get "$n" "$S" forward_tokens_per_s.1) e=$(get "$n" "$S" decode_tokens_per_s.1)
+      awk -v n="$n" -v o="$o" -v p="$p" -v z="$z" -v wb="$wb" -v fl="$fl" -v st="$st" -v f="$f" -v d="$d" -v f0="$sf0" -v d0="$sd0" \
+        -v g="$g" -v e="$e" -v f1="$sf1" -v d1="$sd1" 'BEGIN {
+        printf "| %s | `%s` | %d | %d | %s | %d | %.0f | %.2f | %.1f | %.2f | %.2f, %.2f |\n", n, o, p - z, wb, st, fl, f, f / f0, d, d / d0, g / f1, e / d1 }'
     done
     echo
     echo "Targets:"
-    awk -v f="$(get neu50 "$S" forward_tokens_per_s)" -v f0="$f0" -v sf="$(get small-neu50 "$S" forward_tokens_per_s)" -v sf0="$sf0" 'BEGIN {
-      printf "- neurons 50%% forward >= 1.3x dense: gpt-tiny %.2fx (%s), small %.2fx (%s)\n", f / f0, (f / f0 >= 1.3) ? "met" : "not met",
-        sf / sf0, (sf / sf0 >= 1.3) ? "met" : "not met" }'
-    awk -v d="$(get mag90 "$S" decode_tokens_per_s)" -v d0="$d0" -v sd="$(get small-mag90 "$S" decode_tokens_per_s)" -v sd0="$sd0" 'BEGIN {
-      printf "- magnitude 90%% (csr) decode faster than dense: gpt-tiny %.2fx (%s), small %.2fx (%s)\n", d / d0, (d > d0) ? "met" : "not met",
-        sd / sd0, (sd > sd0) ? "met" : "not met" }'
+    awk -v f="$(get neu50 "$S" forward_tokens_per_s.2)" -v f0="$f0" -v sf="$(get small-neu50 "$S" forward_tokens_per_s.2)" -v sf0="$sf0" \
+      -v g="$(get neu50 "$S" forward_tokens_per_s.1)" -v f1="$f1" -v sg="$(get small-neu50 "$S" forward_tokens_per_s.1)" -v sf1="$sf1" 'BEGIN {
+      printf "- neurons 50%% forward >= 1.3x dense: gpt-tiny %.2fx (%s), small %.2fx (%s); at 1 thread %.2fx and %.2fx\n", f / f0, (f / f0 >= 1.3) ? "met" : "not met",
+        sf / sf0, (sf / sf0 >= 1.3) ? "met" : "not met", g / f1, sg / sf1 }'
+    awk -v d="$(get mag90 "$S" decode_tokens_per_s.2)" -v d0="$d0" -v sd="$(get small-mag90 "$S" decode_tokens_per_s.2)" -v sd0="$sd0" \
+      -v e="$(get mag90 "$S" decode_tokens_per_s.1)" -v d1="$d1" -v se="$(get small-mag90 "$S" decode_tokens_per_s.1)" -v sd1="$sd1" 'BEGIN {
+      printf "- magnitude 90%% (csr) decode faster than dense: gpt-tiny %.2fx (%s), small %.2fx (%s); at 1 thread %.2fx and %.2fx\n", d / d0, (d > d0) ? "met" : "not met",
+        sd / sd0, (sd > sd0) ? "met" : "not met", e / d1, se / sd1 }'
     awk -v c="$(get mag50 "$Q" bpb1)" -v b0="$b0" -v bft="$bft" 'BEGIN {
       printf "- fine-tuned magnitude 50%% loses < 3%% bits per byte: %.4f vs the original checkpoint %.4f: %+.2f%% (%s); vs the dense model fine-tuned alike %.4f: %+.2f%% (%s)\n",
         c, b0, 100 * (c / b0 - 1), (c / b0 < 1.03) ? "met" : "not met", bft, 100 * (c / bft - 1), (c / bft < 1.03) ? "met" : "not met" }'
