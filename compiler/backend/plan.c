@@ -253,7 +253,7 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
     DType dt = q->type.dtype;
     if (!kt_rt_dtype_name(dt) || q->fmt != PF_DENSE) {
       diag_error(d, NULL, q->line, q->col,
-                 "backend: parameter @%s: only dense f32, bf16, f16 and quantised (i8_row, q8_0, q4_0) parameters are "
+                 "backend: parameter @%s: only dense f32, bf16, f16, quantised (i8_row, q8_0, q4_0) and csr parameters are "
                  "supported yet (it is %s %s)",
                  q->name, ir_param_format_name(q->fmt), ir_dtype_name(dt));
       c.ok = false;
