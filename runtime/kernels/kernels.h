@@ -36,6 +36,11 @@ static inline int rt_gemm16_rows_block(int rows) {
 }
 /* Below this many rows a linear layer splits W's rows (the output columns) instead ... */
 #define RT_LIN_MIN_ROWS 32
+/* The epilogue of a linear kernel that computed all of y first (the quantised and sparse ones):
+ * below RT_LIN_MIN_ROWS rows epi(ctx, 0, M) once, as rt_linear; from there on over the pool in
+ * row blocks of rt_gemm_rows_block(M) (a prefill's activation runs on every thread). Nothing when
+ * epi is NULL. (linear.c) */
+void rt_linear_epilogue(RtRangeFn epi, void *ctx, int M);
 /* ... in blocks of at least 16K weights, a multiple of 16 columns. */
 static inline int rt_lin_cols_block(int K) {
   int g = 16384 / (K > 0 ? K : 1);

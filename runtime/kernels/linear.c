@@ -167,3 +167,25 @@ void rt_linear_dw_ref(float *dW, const float *dy, const float *x, int M, int N, 
       dW[(size_t)n * K + k] = (float)acc;
     }
 }
+
+/* ---- the epilogue of the kernels that fill y first (linear_quant.c, linear_sparse.c) ---- */
+
+typedef struct EpiRun {
+  RtRangeFn epi;
+  void *ctx;
+} EpiRun;
+
+static void epi_rows(void *p, int lo, int hi) {
+  const EpiRun *e = p;
+  e->epi(e->ctx, lo, hi);
+}
+
+void rt_linear_epilogue(RtRangeFn epi, void *ctx, int M) {
+  if (!epi) return;
+  if (M < RT_LIN_MIN_ROWS) {
+    epi(ctx, 0, M);
+    return;
+  }
+  EpiRun e = {epi, ctx};
+  rt_parallel_blocks(M, rt_gemm_rows_block(M), epi_rows, &e);
+}

@@ -583,11 +583,6 @@ static void cols_block(void *p, int lo, int hi) {
   c->run(c, 0, c->M, lo, hi);
 }
 
-static void epi_block(void *p, int lo, int hi) {
-  const LinQ *c = p;
-  c->epi(c->ctx, lo, hi);
-}
-
 /* rows [lo,hi) of i8_row through oneDNN (or, if it declines, the own kernel), then the epilogue */
 static void dnnl_rows(void *p, int lo, int hi) {
   const LinQ *c = p;
@@ -635,10 +630,7 @@ static void linear_q(RtFormat f, float *y, const float *x, const void *Wq, const
   } else {
     rt_parallel_blocks(N, rt_lin_cols_block(K), cols_block, &c);
   }
-  if (epi && M >= RT_LIN_MIN_ROWS) /* a prefill's epilogue over the pool too */
-    rt_parallel_blocks(M, rt_gemm_rows_block(M), epi_block, &c);
-  else if (epi)
-    epi(ctx, 0, M);
+  rt_linear_epilogue(epi, ctx, M);
 }
 
 void rt_linear_i8_row(float *y, const float *x, const void *Wq, const float *bias, int M, int N, int K, RtRangeFn epi,

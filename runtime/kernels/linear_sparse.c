@@ -45,8 +45,6 @@ typedef struct LinS {
   const int32_t *rp;  /* row n's nonzeros are rp[n] .. rp[n+1]-1 [N+1] */
   const float *xT;    /* SpMM: x transposed, by tiles of SP_MT lanes (xt_tile) */
   int M, N, K, Mp;
-  RtRangeFn epi;
-  void *ctx;
 } LinS;
 
 static inline void sp_put(const LinS *c, int m, int n, float v) {
@@ -315,11 +313,6 @@ size_t rt_linear_csr_scratch_floats(int M, int N, int K) {
   return rt_slice_floats((size_t)(K > 0 ? K : 1) * (size_t)pad_m(M));
 }
 
-static void epi_block(void *p, int lo, int hi) {
-  const LinS *c = p;
-  c->epi(c->ctx, lo, hi);
-}
-
 static LinS csr_view(const void *Ws, int cap) {
   const char *b = Ws;
   LinS c;
@@ -340,7 +333,7 @@ void rt_linear_csr(float *y, const float *x, const void *Ws, const float *bias, 
   }
   const SpImpl *im = impl();
   LinS c = csr_view(Ws, cap);
-  c.y = y, c.x = x, c.bias = bias, c.M = M, c.N = N, c.K = K, c.Mp = pad_m(M), c.epi = epi, c.ctx = ctx;
+  c.y = y, c.x = x, c.bias = bias, c.M = M, c.N = N, c.K = K, c.Mp = pad_m(M);
   if (M == 1) {
     rt_parallel_blocks(N, rt_gemm_rows_block(N), im->spmv, &c);
   } else {
@@ -348,10 +341,7 @@ void rt_linear_csr(float *y, const float *x, const void *Ws, const float *bias, 
     rt_parallel_for(K, rt_row_grain(c.Mp), im->transpose, &c);
     rt_parallel_blocks(N, rt_gemm_rows_block(N), im->spmm, &c);
   }
-  if (epi && M >= RT_LIN_MIN_ROWS) /* a prefill's epilogue over the pool too */
-    rt_parallel_blocks(M, rt_gemm_rows_block(M), epi_block, &c);
-  else if (epi)
-    epi(ctx, 0, M);
+  rt_linear_epilogue(epi, ctx, M);
 }
 
 void rt_linear_csr_ref(float *y, const float *x, const void *Ws, const float *bias, int M, int N, int K, int cap) {
