@@ -69,4 +69,19 @@ static inline unsigned char *slurp(const char *path, size_t *n) {
   return b;
 }
 
+/* A linear kernel's epilogue for tests (test_rt_quant, test_rt_sparse): copies rows [lo,hi) of y
+ * as it sees them and counts each row's calls. */
+typedef struct Seen {
+  const float *y;
+  float *copy;
+  int *calls;
+  int N;
+} Seen;
+static inline void epi_record(void *p, int lo, int hi) {
+  Seen *s = p;
+  memcpy(s->copy + (size_t)lo * s->N, s->y + (size_t)lo * s->N, (size_t)(hi - lo) * s->N * sizeof(float));
+  for (int m = lo; m < hi; m++)
+    s->calls[m]++;
+}
+
 #endif

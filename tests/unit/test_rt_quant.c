@@ -223,20 +223,6 @@ START_TEST(activations_same_bytes) {
 }
 END_TEST
 
-/* The epilogue: copies rows [lo,hi) of y as it sees them and counts each row's calls. */
-typedef struct Seen {
-  const float *y;
-  float *copy;
-  int *calls;
-  int N;
-} Seen;
-static void record(void *p, int lo, int hi) {
-  Seen *s = p;
-  memcpy(s->copy + (size_t)lo * s->N, s->y + (size_t)lo * s->N, (size_t)(hi - lo) * s->N * sizeof(float));
-  for (int m = lo; m < hi; m++)
-    s->calls[m]++;
-}
-
 typedef void (*LinQFn)(float *, const float *, const void *, const float *, int, int, int, RtRangeFn, void *, float *);
 typedef void (*LinQRef)(float *, const float *, const void *, const float *, int, int, int);
 
@@ -257,7 +243,7 @@ static void check_linear(RtFormat f, int M, int N, int K, uint64_t seed) {
   float *scratch = falloc(rt_linear_q_scratch_floats(f, M, N, K));
   Seen s = {y1, copy, calls, N};
   rt_set_threads(1);
-  fn(y1, x, q, bias, M, N, K, record, &s, scratch);
+  fn(y1, x, q, bias, M, N, K, epi_record, &s, scratch);
   rt_set_threads(2);
   fn(y2, x, q, bias, M, N, K, NULL, NULL, scratch);
   ref(yr, x, q, bias, M, N, K);

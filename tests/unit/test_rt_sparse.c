@@ -158,19 +158,6 @@ END_TEST
 
 /* ---- the kernel ---------------------------------------------------------------------------- */
 
-typedef struct Seen {
-  const float *y;
-  float *copy;
-  int *calls;
-  int N;
-} Seen;
-static void record(void *p, int lo, int hi) {
-  Seen *s = p;
-  memcpy(s->copy + (size_t)lo * s->N, s->y + (size_t)lo * s->N, (size_t)(hi - lo) * s->N * sizeof(float));
-  for (int m = lo; m < hi; m++)
-    s->calls[m]++;
-}
-
 static double worst_ref = 0, worst_dense = 0;
 
 /* sparsity in percent; rows n % 5 == 2 forced all zero when sparsity >= 50 */
@@ -203,7 +190,7 @@ static void check_linear(int M, int N, int K, int sparsity, uint64_t seed) {
       scratch[i] = NAN; /* the kernel must write what it reads */
   Seen s = {y1, copy, calls, N};
   rt_set_threads(1);
-  rt_linear_csr(y1, x, Ws, bias, M, N, K, (int)cap, record, &s, scratch);
+  rt_linear_csr(y1, x, Ws, bias, M, N, K, (int)cap, epi_record, &s, scratch);
   rt_set_threads(2);
   rt_linear_csr(y2, x, Ws, bias, M, N, K, (int)cap, NULL, NULL, scratch);
   rt_set_threads(3);
