@@ -214,7 +214,10 @@ int rt_run_load_weights(RtRun *r, const char *path, RtError *err) {
                      shape_str(want, sizeof want, p->ndim, p->shape));
       } else if (rt_tensor_to_f32(t, x, &e))
         rc = rt_fail(err, "%s: %s", path, e.msg);
-      if (!rc && (rc = rt_param_store_f32(p, r->W, x, &e)) != 0) rt_fail(err, "%s: %s", path, e.msg);
+      if (!rc && p->format == RT_FMT_CSR) /* x is ours: masked in place and packed */
+        rc = rt_prune_pack_csr(p, r->W, x, &e) ? rt_fail(err, "%s: %s", path, e.msg) : 0;
+      else if (!rc && (rc = rt_param_store_f32(p, r->W, x, &e)) != 0)
+        rt_fail(err, "%s: %s", path, e.msg);
       free(x);
       continue;
     }
@@ -354,10 +357,11 @@ int rt_prog_write_weights_extra(const RtModel *m, const void *W, const char *pat
   int nt = nextra;
   for (int i = 0; i < m->nparams; i++) nt += 1 + rt_format_has_scales(m->params[i].format);
   RtTensor *ts = calloc((size_t)nt + 1, sizeof *ts);
-  char **names = calloc((size_t)m->nparams + 1, sizeof *names);
-  if (!ts || !names) {
+  /* what this write allocates per parameter: a quantised one's scale-tensor name, a csr one's dense values */
+  void **owned = calloc((size_t)m->nparams + 1, sizeof *owned);
+  if (!ts || !owned) {
     free(ts);
-    free(names);
+    free(owned);
     return rt_fail(err, "%s: out of memory", path);
   }
   int n = 0, rc = 0;
@@ -375,7 +379,7 @@ int rt_prog_write_weights_extra(const RtModel *m, const void *W, const char *pat
         break;
       }
       rt_csr_unpack(x, (const unsigned char *)W + p->offset, p->shape[0], p->shape[1], p->prune ? p->prune->nnz : 0);
-      names[i] = (char *)x; /* freed with the names */
+      owned[i] = x;
       t->dtype = RT_DT_F32;
       t->data = (const unsigned char *)x;
       t->nbytes = (size_t)rt_param_numel(p) * sizeof(float);
@@ -392,14 +396,14 @@ int rt_prog_write_weights_extra(const RtModel *m, const void *W, const char *pat
     t->ndim = q.vndim;
     memcpy(t->shape, q.vshape, sizeof q.vshape);
     size_t len = strlen(p->name) + sizeof ".scale";
-    names[i] = malloc(len);
-    if (!names[i]) {
+    char *sname = malloc(len);
+    if (!(owned[i] = sname)) {
       rc = rt_fail(err, "%s: out of memory", path);
       break;
     }
-    snprintf(names[i], len, "%s.scale", p->name);
+    snprintf(sname, len, "%s.scale", p->name);
     RtTensor *s = &ts[n++];
-    s->name = names[i];
+    s->name = sname;
     s->dtype = p->aux[0].dtype;
     s->ndim = q.sndim;
     memcpy(s->shape, q.sshape, sizeof q.sshape);
@@ -409,8 +413,8 @@ int rt_prog_write_weights_extra(const RtModel *m, const void *W, const char *pat
   for (int i = 0; i < nextra && !rc; i++) ts[n++] = extra[i];
   const char *plain[] = {"format", "pt", "modelc_model", m->name};
   if (!rc) rc = meta ? rt_st_write(path, ts, n, meta, nmeta, err) : rt_st_write(path, ts, n, plain, 2, err);
-  for (int i = 0; i < m->nparams; i++) free(names[i]);
-  free(names);
+  for (int i = 0; i < m->nparams; i++) free(owned[i]);
+  free(owned);
   free(ts);
   return rc;
 }
