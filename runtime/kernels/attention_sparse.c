@@ -169,10 +169,12 @@ int rt_sparse_key_blocks(const RtSparsePattern *p, int causal, int T, int qb, in
 }
 
 /* The largest key-block count of any query block (the backward's panel width, in blocks). */
-static int sp_max_blocks(const RtSparsePattern *p, int causal, int T, int *kb) {
-  int nb = (T + p->block - 1) / p->block, mx = 1;
+static int sp_max_blocks(const RtSparsePattern *p, int causal, int T) {
+  int bs = p->block, nb = (T + bs - 1) / bs, mx = 1;
   for (int qb = 0; qb < nb; qb++) {
-    int n = rt_sparse_key_blocks(p, causal, T, qb, kb, NULL);
+    int q0 = qb * bs, q1 = q0 + bs - 1 < T - 1 ? q0 + bs - 1 : T - 1, n = 0;
+    for (int j = 0; j < nb; j++)
+      n += sp_any(p, causal, q0, q1, j * bs, j * bs + bs - 1 < T - 1 ? j * bs + bs - 1 : T - 1);
     mx = n > mx ? n : mx;
   }
   return mx;
@@ -341,8 +343,8 @@ void rt_attention_sparse_ref(float *out, const float *qkv, int B, int T, int C, 
 /* ---- backward ------------------------------------------------------------------------------- */
 
 /* Per task: panels P and dP (bs rows x the widest query block's key blocks), the list, the flags. */
-static size_t sp_dx_panel(const RtSparsePattern *p, int causal, int T, int *kb) {
-  return rt_slice_floats((size_t)p->block * (size_t)p->block * (size_t)sp_max_blocks(p, causal, T, kb));
+static size_t sp_dx_panel(const RtSparsePattern *p, int causal, int T) {
+  return rt_slice_floats((size_t)p->block * (size_t)p->block * (size_t)sp_max_blocks(p, causal, T));
 }
 
 static size_t sp_dx_slice(size_t panel, int T, int bs) {
@@ -352,13 +354,8 @@ static size_t sp_dx_slice(size_t panel, int T, int bs) {
 
 size_t rt_attention_sparse_dx_scratch_floats(int T, int C, int n_head, const RtSparsePattern *p) {
   (void)C, (void)n_head;
-  int bs = p->block, nb = ((T > 0 ? T : 1) + bs - 1) / bs;
-  int *kb = malloc((size_t)nb * sizeof(int)); /* a size query, called once at start-up */
-  if (!kb)
-    return 0;
-  size_t panel = sp_dx_panel(p, 0, T > 0 ? T : 1, kb); /* bidirectional lists are supersets of causal */
-  free(kb);
-  return sp_dx_slice(panel, T, bs) * (size_t)rt_threads();
+  size_t panel = sp_dx_panel(p, 0, T > 0 ? T : 1); /* bidirectional lists are supersets of causal */
+  return sp_dx_slice(panel, T, p->block) * (size_t)rt_threads();
 }
 
 static void sp_dx_tasks(void *ctx, int lo, int hi) {
@@ -450,9 +447,7 @@ void rt_attention_sparse_dx(float *dqkv, const float *qkv, const float *dy, int 
   if (B <= 0 || T <= 0)
     return;
   int hd = C / n_head, bs = p->block;
-  /* the panel size the scratch function chose (the bidirectional widest), recomputed without
-   * allocating: the list goes into the start of the first slice, which is not in use yet */
-  size_t panel = sp_dx_panel(p, 0, T, (int *)scratch);
+  size_t panel = sp_dx_panel(p, 0, T); /* the scratch function's choice: the bidirectional widest */
   SpCtx a = {NULL, qkv, dy, dqkv, T, C, n_head, hd, causal, 0, p, 1.0f / sqrtf((float)hd), scratch,
              sp_dx_slice(panel, T, bs), panel, 0};
   int grain = T >= 16 ? 1 : B * n_head;
