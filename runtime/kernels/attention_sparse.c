@@ -30,7 +30,9 @@
  * S = Q K^T (rt_gemm, q, k, v read in place from the (B,T,3C) buffer, leading dimension 3C),
  * masked, then the online softmax of rt_attention (running max m, denominator l, unnormalised O,
  * rescaled by exp(m_old - m_new)), O += P V. A row none of whose keys are allowed in a tile leaves
- * m, l, O alone (a valid pattern lets every query see itself, so l > 0 at the end).
+ * m, l, O alone (a valid pattern lets every query see itself, so l > 0 at the end). Masked scores
+ * are -inf and go through rt_exp_row (the dense kernels' vectorised exponential) as they are:
+ * rt_expf clamps its input to -104, whose exponential underflows to exactly 0 (tested).
  *
  * rt_attention_sparse_dx: tasks (batch, head) (dK and dV of a head accumulate over its query
  * blocks, so one task owns them: thread-count independent). Per query block, a panel of its listed
@@ -42,6 +44,7 @@
 
 #include "../gemm/gemm.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -188,29 +191,30 @@ static void sp_scale_mask(float *s, int n, float scale, int masked, const RtSpar
       s[j] *= scale;
     return;
   }
-  for (int j = 0; j < n; j++)
-    s[j] = sp_allowed(p, causal, q, k0 + j) ? s[j] * scale : -INFINITY;
-}
-
-/* e = exp(s - mx) in place, masked (-inf) entries exactly 0; returns the sum (8 partial sums). */
-static float sp_exp_row(float *s, int n, float mx) {
-  float a[8] = {0};
-  int j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int u = 0; u < 8; u++) {
-      float x = s[j + u], e = rt_expf(x - mx);
-      e = x == -INFINITY ? 0.0f : e;
-      s[j + u] = e;
-      a[u] += e;
-    }
-  float tail = 0.0f;
-  for (; j < n; j++) {
-    float x = s[j], e = rt_expf(x - mx);
-    e = x == -INFINITY ? 0.0f : e;
-    s[j] = e;
-    tail += e;
+  if (!causal && q < p->global) { /* a global query sees every key */
+    for (int j = 0; j < n; j++)
+      s[j] *= scale;
+    return;
   }
-  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
+  /* the kind's test hoisted out of the loop; local is an interval of keys (vectorises) */
+  int G = p->global, kmax = causal ? q : INT_MAX;
+  switch (p->kind) {
+  case RT_SPARSE_LOCAL: {
+    int lo = q - p->window + 1, hi = causal ? q : q + p->window - 1;
+    for (int j = 0; j < n; j++) {
+      int k = k0 + j;
+      s[j] = k <= kmax && (k < G || (k >= lo && k <= hi)) ? s[j] * scale : -INFINITY;
+    }
+    return;
+  }
+  case RT_SPARSE_DENSE:
+    for (int j = 0; j < n; j++)
+      s[j] = k0 + j <= kmax ? s[j] * scale : -INFINITY;
+    return;
+  default:
+    for (int j = 0; j < n; j++)
+      s[j] = sp_allowed(p, causal, q, k0 + j) ? s[j] * scale : -INFINITY;
+  }
 }
 
 /* ---- forward -------------------------------------------------------------------------------- */
@@ -270,7 +274,7 @@ static void sp_tasks(void *ctx, int lo, int hi) {
           continue;
         }
         float alpha = expf(m[i] - mx); /* 0 while m = -inf */
-        float sum = sp_exp_row(s, nk, mx);
+        float sum = rt_exp_row(s, s, nk, mx); /* masked: rt_expf(-inf) is exactly 0 */
         l[i] = l[i] * alpha + sum;
         m[i] = mx;
         if (alpha != 1.0f) {
@@ -411,7 +415,7 @@ static void sp_dx_tasks(void *ctx, int lo, int hi) {
           memset(dpr, 0, (size_t)W * sizeof(float));
           continue;
         }
-        float inv = 1.0f / sp_exp_row(pr, W, mx);
+        float inv = 1.0f / rt_exp_row(pr, pr, W, mx); /* masked and unused columns: 0 */
         float acc[8] = {0}, tail = 0.0f;
         int j = 0;
         for (; j + 8 <= W; j += 8)

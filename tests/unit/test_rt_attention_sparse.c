@@ -1,7 +1,8 @@
 /* test_rt_attention_sparse.c: the block-sparse attention kernels (runtime/kernels/attention_sparse.c).
  *
  * 1. rt_sparse_key_blocks is exact: a key block is listed iff one of its elements is allowed (brute
- *    force over the elements), "full" blocks have every element allowed, every query sees itself.
+ *    force over the elements), "full" blocks have every element allowed, every query sees itself;
+ *    rt_exp_row maps masked (-inf) scores to exactly 0, as the kernels rely on.
  * 2. rt_attention_sparse and rt_attention_sparse_dx against their _ref twins (dense attention with
  *    the explicit element mask) by normalised error < 1e-5, for every pattern (local causal and
  *    bidirectional, strided, fixed, with global tokens, a window wider than a block, a block that
@@ -60,6 +61,14 @@ START_TEST(key_blocks_exact) {
                         qb, n, j);
         }
       }
+  /* the kernels let masked (-inf) scores through rt_exp_row: they must come out exactly 0 */
+  float row[11];
+  for (int j = 0; j < 11; j++)
+    row[j] = j % 3 ? -INFINITY : 0.5f * j;
+  float sum = rt_exp_row(row, row, 11, 4.5f);
+  for (int j = 0; j < 11; j++)
+    ck_assert(j % 3 ? row[j] == 0.0f : row[j] > 0.0f);
+  ck_assert(sum > 1.0f && rt_expf(-INFINITY) == 0.0f);
   RtSparsePattern bad = {RT_SPARSE_FIXED, 16, 0, 4, 5, 0};
   ck_assert_int_eq(rt_sparse_check(&bad), -1);
   bad = (RtSparsePattern){RT_SPARSE_LOCAL, 0, 4, 0, 0, 0};
