@@ -208,6 +208,54 @@ size_t rt_attention_kv_scratch_floats(int Tmax, int C, int n_head);
 void rt_attention_kv(float *out, const float *qkv, float *kcache, float *vcache, int B, int nt, int t0, int Tmax,
                      int C, int n_head, int causal, float *scratch);
 
+/* Block-sparse attention (runtime/kernels/attention_sparse.c; docs/runtime.md, "Block-sparse
+ * attention"). A pattern is a few ints. The element mask, for query q and key k (0-based):
+ *   causal and k > q                                  -> masked, always
+ *   k < global, or (not causal) q < global            -> allowed (global tokens)
+ *   RT_SPARSE_DENSE                                   -> allowed
+ *   RT_SPARSE_LOCAL   |q-k| < window                  (causal: the window keys q-window+1..q)
+ *   RT_SPARSE_STRIDED |q-k| < stride or |q-k| % stride == 0
+ *   RT_SPARSE_FIXED   q/stride == k/stride or k % stride >= stride - summary
+ * (Sparse Transformer, Child et al. 2019, element for element as the reference code
+ * openai/sparse_attention defines its 'local', 'strided' and 'fixed' masks; bidirectional forms
+ * drop the k <= q condition.) `block` is the kernels' tile: queries and keys in blocks of `block`
+ * positions; only key blocks with an allowed element are computed. Fields a kind does not use are
+ * ignored. */
+enum { RT_SPARSE_DENSE = 0, RT_SPARSE_LOCAL = 1, RT_SPARSE_STRIDED = 2, RT_SPARSE_FIXED = 3 };
+typedef struct RtSparsePattern {
+  int kind;    /* RT_SPARSE_* */
+  int block;   /* tile size in positions, 1..RT_SPARSE_MAX_BLOCK */
+  int window;  /* LOCAL: keys each query sees on each side (itself included), >= 1 */
+  int stride;  /* STRIDED: the stride l; FIXED: the length l of a fixed block; >= 1 */
+  int summary; /* FIXED: the last `summary` positions of every fixed block (the paper's c), 0..stride */
+  int global;  /* the first `global` positions attend to and are attended by all (>= 0) */
+} RtSparsePattern;
+#define RT_SPARSE_MAX_BLOCK 512
+/* 0 if the pattern is valid (the ranges above), -1 otherwise. The kernels assume a valid one. */
+int rt_sparse_check(const RtSparsePattern *p);
+/* The element mask above: 1 if query q may attend to key k. */
+int rt_sparse_allowed(const RtSparsePattern *p, int causal, int q, int k);
+/* For query block qb (positions qb*block .. min(T, qb*block+block)-1): the key blocks holding at
+ * least one allowed element, ascending, into kb (room for ceil(T/block) ints); full[j] (if full
+ * is non-NULL) is 1 when every element of block kb[j] is allowed (no mask needed). Returns their
+ * number. Exact: a block is listed iff it has an allowed element. O(T/block) work. */
+int rt_sparse_key_blocks(const RtSparsePattern *p, int causal, int T, int qb, int *kb, unsigned char *full);
+/* rt_attention with the pattern's mask: qkv (B,T,3C), out (B,T,C), layout and scale as
+ * rt_attention. Visits only the listed key blocks (never a T x T matrix), masks elements inside
+ * the partial ones, online softmax as rt_attention; tasks are (batch, head, query block), each
+ * writing its own rows and columns, so the result does not depend on the thread count. scratch
+ * holds rt_attention_sparse_scratch_floats(T, C, n_head, p) floats (after rt_set_threads). */
+size_t rt_attention_sparse_scratch_floats(int T, int C, int n_head, const RtSparsePattern *p);
+void rt_attention_sparse(float *out, const float *qkv, int B, int T, int C, int n_head, int causal,
+                         const RtSparsePattern *p, float *scratch);
+/* Its backward: dqkv (B,T,3C) from qkv and dy (B,T,C), recomputing the scores of the visited
+ * blocks. Tasks are (batch, head) pairs (dK and dV accumulate over query blocks). scratch holds
+ * rt_attention_sparse_dx_scratch_floats(T, C, n_head, p) floats: a panel of the visited key blocks
+ * of one query block, 2 * block * (the most visited keys) floats per thread, linear in T at most. */
+size_t rt_attention_sparse_dx_scratch_floats(int T, int C, int n_head, const RtSparsePattern *p);
+void rt_attention_sparse_dx(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
+                            int causal, const RtSparsePattern *p, float *scratch);
+
 /* Rotary position embedding (RoPE), llama2.c's / Meta's layout (runtime/kernels/rope.c).
  * qkv is (B,T,3C) row-major as rt_attention reads it; head h uses columns h*hd..(h+1)*hd of q and
  * of k, hd = C/n_head (even). out is (B,T,3C): v copied; q and k of every head rotated in pairs

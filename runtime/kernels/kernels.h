@@ -248,6 +248,16 @@ void rt_attention_decode(float *out, const float *qkv, float *kcache, float *vca
 void rt_attention_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
                          int causal);
 
+/* ---- block-sparse attention (kernels/attention_sparse.c) ---- */
+
+/* Naive twins of rt_attention_sparse and rt_attention_sparse_dx (modelc_rt.h): dense attention
+ * with the explicit element mask rt_sparse_allowed, full rows in double as rt_attention_ref and
+ * rt_attention_dx_ref. */
+void rt_attention_sparse_ref(float *out, const float *qkv, int B, int T, int C, int n_head, int causal,
+                             const RtSparsePattern *p);
+void rt_attention_sparse_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
+                                int causal, const RtSparsePattern *p);
+
 /* ---- rotary positions (kernels/rope.c) ---- */
 
 /* Naive twin of rt_rope (modelc_rt.h): serial, double precision, one angle per element. */
