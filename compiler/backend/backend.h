@@ -40,11 +40,12 @@ typedef struct FuncInfo {
   bool analysed;
 } FuncInfo;
 
+enum { BACKEND_MAX_SCRATCH_ARGS = 12 };
 /* One scratch-size call the program makes to size its scratch (RtModel.scratch_floats). */
 typedef struct BackendScratch {
   KernelId kernel;  /* a size kernel (returns size_t floats) */
   int nargs;
-  int64_t arg[8];   /* its compile-time arguments */
+  int64_t arg[BACKEND_MAX_SCRATCH_ARGS]; /* its compile-time arguments */
   bool train_only;  /* needed by the training function only */
 } BackendScratch;
 

@@ -207,7 +207,7 @@ static void collect_scratch(BackendPlan *p, const Func *f, bool train) {
       if (rows[r]->scratch == K_NONE) continue;
       BackendScratch s = {rows[r]->scratch, 0, {0}, train};
       for (const KArg *a = rows[r]->scratch_args; a->kind != KA_END; a++) {
-        IR_ASSERT(s.nargs < 8);
+        IR_ASSERT(s.nargs < BACKEND_MAX_SCRATCH_ARGS);
         s.arg[s.nargs++] = kt_static_arg(op, a);
       }
       IR_ASSERT(s.nargs == kt_kernels[s.kernel].nparam);
