@@ -94,8 +94,8 @@ static LLVMTypeRef sig_type(Ll *e, char c) {
 /* The declaration of kernel k, made on first use from its kernel-table row. */
 static LLVMValueRef decl(Ll *e, KernelId k, LLVMTypeRef *fty) {
   const KernelInfo *ki = &kt_kernels[k];
-  LLVMTypeRef ps[16];
-  IR_ASSERT(ki->nparam <= 16);
+  LLVMTypeRef ps[KT_MAX_PARAMS];
+  IR_ASSERT(ki->nparam <= KT_MAX_PARAMS);
   for (int i = 0; i < ki->nparam; i++)
     ps[i] = sig_type(e, ki->sig[i + 1]);
   *fty = LLVMFunctionType(sig_type(e, ki->sig[0]), ps, (unsigned)ki->nparam, 0);
@@ -113,7 +113,7 @@ static LLVMValueRef kcall(Ll *e, KernelId k, LLVMValueRef *args) {
   LLVMTypeRef fty;
   LLVMValueRef f = decl(e, k, &fty);
   const KernelInfo *ki = &kt_kernels[k];
-  LLVMValueRef a[16];
+  LLVMValueRef a[KT_MAX_PARAMS];
   for (int i = 0; i < ki->nparam; i++) {
     LLVMTypeRef want = sig_type(e, ki->sig[i + 1]);
     LLVMTypeRef have = LLVMTypeOf(args[i]);
@@ -603,10 +603,10 @@ static LLVMValueRef ll_arg(Ll *e, const Op *op, const KArg *a, LLVMValueRef o, L
 
 /* One call of row's kernel; a float result is stored in the result's element 0. */
 static void ll_call(Ll *e, const Op *op, const KLower *row, LLVMValueRef o, LLVMValueRef epi, LLVMValueRef epictx) {
-  LLVMValueRef args[16];
+  LLVMValueRef args[KT_MAX_PARAMS];
   int j = 0;
   for (const KArg *a = row->args; a->kind != KA_END; a++, j++) {
-    IR_ASSERT(j < 16);
+    IR_ASSERT(j < KT_MAX_PARAMS);
     args[j] = ll_arg(e, op, a, o, epi, epictx);
   }
   IR_ASSERT(j == kt_kernels[row->kernel].nparam);

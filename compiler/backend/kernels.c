@@ -86,7 +86,9 @@ static const KLower lower_rows[] = {
 /* Every LOWER row passes as many arguments as its kernel's KERNEL row takes: a row that does not
  * is a compile error of this file, naming the op and the kernel (not an assertion when a model
  * first uses the op). */
-#define KERNEL(id, name, ret, params) enum { KT_NPARAM_##id = (int)sizeof((const char[]){KT_UNPAREN params}) };
+#define KERNEL(id, name, ret, params)                                                                                  \
+  enum { KT_NPARAM_##id = (int)sizeof((const char[]){KT_UNPAREN params}) };                                            \
+  _Static_assert((int)KT_NPARAM_##id <= (int)KT_MAX_PARAMS, "kernels.def: " #id " has more than KT_MAX_PARAMS parameters");
 #include "kernels.def"
 #define LOWER(op, id, when, args, sid, sargs)                                                                          \
   _Static_assert(sizeof((const KArg[]){KT_UNPAREN args}) / sizeof(KArg) == KT_NPARAM_##id,                            \

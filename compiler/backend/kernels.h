@@ -26,6 +26,7 @@ typedef struct KernelInfo {
   int nparam;       /* strlen(sig) - 1 */
 } KernelInfo;
 extern const KernelInfo kt_kernels[K_COUNT];
+enum { KT_MAX_PARAMS = 24 }; /* the most parameters a KERNEL row may have (kernels.c checks the table) */
 
 /* How one argument of a lowered call is computed (kernels.def describes each kind). */
 typedef enum KArgKind {
