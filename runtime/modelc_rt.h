@@ -565,7 +565,7 @@ typedef struct RtStateInfo {
 } RtStateInfo;
 
 /* One call of the generated forward: runtime batch nb <= batch, length nt <= context, position of
- * the first token t0 (t0 + nt <= context), the state slots (RtModel.nstate pointers, each to
+ * the first token t0 (t0 + nt <= context, unless RtModel.decode_unbounded), the state slots (RtModel.nstate pointers, each to
  * nb * row_floats floats; NULL: no persistent state, a plain forward), the scratch
  * (RtModel.scratch_floats(training) floats). */
 typedef struct RtStep {
@@ -609,6 +609,10 @@ typedef struct RtModel {
    * the trainer then steps with working weights rounded to that type, and under fp16 scales the
    * loss dynamically (RtLossScaler). */
   RtPrecision train_precision;
+  /* 1: KV-cache decoding may go on past the context (t0 + nt > context): every state slot is a
+   * ring (a local attention pattern's) and no op reads a position table, so generate never
+   * re-encodes a sliding window; 0: t0 + nt <= context. */
+  int decode_unbounded;
 } RtModel;
 
 /* The generated program's command line: info, init, export, forward, generate, eval, bench, train,

@@ -60,6 +60,7 @@ typedef struct BackendPlan {
   int64_t arena_bytes;     /* the whole planned arena (entry frame + deepest callee arena) */
   int nstate;              /* persistent state slots of the whole program (the entry's), in call order */
   int64_t *state_rows;     /* floats per batch row of each slot */
+  bool decode_unbounded;   /* every slot is a ring and no position table is read: RtModel.decode_unbounded */
   int nscratch;            /* distinct scratch-size calls (kernels.def, LOWER's SCRATCH_ID) */
   BackendScratch *scratch;
 } BackendPlan;

@@ -859,6 +859,7 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
   const Attr *prec = ir_module_attr(m, "precision");
   if (p.train && prec && prec->kind == ATTR_STR)
     fprintf(out, "    .train_precision = %s,\n", !strcmp(prec->s, "bf16") ? "RT_PREC_BF16" : "RT_PREC_FP16");
+  if (p.decode_unbounded) fprintf(out, "    .decode_unbounded = 1,\n");
   if (m->train.present) {
     const TrainConfig *t = &m->train;
     char f1[48], f2[48], f3[48], f4[48], f5[48], f6[48], f7[48], f8[48];

@@ -1154,7 +1154,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
   LLVMBuildRet(e->b, nmax);
 
   /* RtModel, field for field as in modelc_rt.h */
-  LLVMTypeRef m_f[26] = {e->p8,
+  LLVMTypeRef m_f[27] = {e->p8,
                          e->p8,
                          e->i64,
                          e->i64,
@@ -1179,16 +1179,16 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
                          e->i64,
                          e->i64,
                          tc_t,
-                         e->i32};
+                         e->i32, e->i32};
   LLVMTypeRef model_t = LLVMStructCreateNamed(e->cx, "RtModel");
-  LLVMStructSetBody(model_t, m_f, 26, 0);
+  LLVMStructSetBody(model_t, m_f, 27, 0);
   const Attr *kind = ir_module_attr(m, "kind");
   const Value *ret = ent->ret[0];
   bool per_token = ret->type.rank >= 2 && backend_func(p, ent)->vals[ret->id].role[1] == AX_TIME;
   int64_t tokens = ent->args[0]->type.dim[0] * ent->args[0]->type.dim[1];
   const Attr *prec = ir_module_attr(m, "precision"); /* RtPrecision: 1 bf16, 2 fp16 */
   int train_prec = p->train && prec && prec->kind == ATTR_STR ? (!strcmp(prec->s, "bf16") ? 1 : 2) : 0;
-  LLVMValueRef mv[26] = {
+  LLVMValueRef mv[27] = {
       cstr(e, m->name),
       cstr(e, kind && kind->kind == ATTR_STR ? kind->s : "decoder"),
       ci64(e, (long long)ent->args[0]->type.dim[0]),
@@ -1215,9 +1215,10 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       ci64(e, p->train ? (long long)(ir_func_flops(m, p->train) / tokens) : 0),
       tc,
       ci32(e, train_prec),
+      ci32(e, p->decode_unbounded ? 1 : 0),
   };
   LLVMValueRef model = LLVMAddGlobal(e->mod, model_t, "model");
-  LLVMSetInitializer(model, LLVMConstNamedStruct(model_t, mv, 26));
+  LLVMSetInitializer(model, LLVMConstNamedStruct(model_t, mv, 27));
   LLVMSetGlobalConstant(model, 1);
   LLVMSetLinkage(model, LLVMInternalLinkage);
 
