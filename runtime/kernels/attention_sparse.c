@@ -1,10 +1,9 @@
 /* attention_sparse.c: block-sparse multi-head self-attention (issue 13, the runtime half).
  *
- * The pattern (RtSparsePattern, modelc_rt.h) is an element mask rt_sparse_allowed(q, k); the
- * kernels tile queries and keys in blocks of p->block positions and visit, for each query block,
- * only the key blocks rt_sparse_key_blocks lists (those with an allowed element, found by interval
- * arithmetic on the block's query and key ranges, O(T/block) per query block). Blocks whose
- * elements are all allowed ("full") need no mask; in the others each element is tested.
+ * The pattern (RtSparsePattern, modelc_rt.h) is an element mask rt_sparse_allowed(q, k). The
+ * kernels never form a T x T matrix and never test an element they do not compute: per query tile
+ * (p->block queries) they multiply only a few contiguous runs of keys, and mask within those by
+ * intervals per row ("the kernels' plan" below has the details).
  *
  * Definitions (Child et al. 2019, "Generating Long Sequences with Sparse Transformers", element for
  * element as the reference code openai/sparse_attention, attention.py, defines them):
@@ -26,20 +25,17 @@
  *           and bidirectionally q < G sees every key.
  * Causal attention masks k > q whatever the pattern.
  *
- * rt_attention_sparse: tasks (batch, head, query block); for each listed key block one score tile
- * S = Q K^T (rt_gemm, q, k, v read in place from the (B,T,3C) buffer, leading dimension 3C),
- * masked, then the online softmax of rt_attention (running max m, denominator l, unnormalised O,
- * rescaled by exp(m_old - m_new)), O += P V. A row none of whose keys are allowed in a tile leaves
- * m, l, O alone (a valid pattern lets every query see itself, so l > 0 at the end). Masked scores
- * are -inf and go through rt_exp_row (the dense kernels' vectorised exponential) as they are:
- * rt_expf clamps its input to -104, whose exponential underflows to exactly 0 (tested).
+ * rt_attention_sparse: tasks (batch, head); per tile one panel of S = scale Q K^T over its segments
+ * (rt_gemm, q, k, v read in place from the (B,T,3C) buffer, leading dimension 3C), the exact
+ * softmax of each row (the panel holds every key of the row but strided's pass B, which is merged
+ * by the rows' running max and denominator), O = P V per segment into the output rows.
  *
- * rt_attention_sparse_dx: tasks (batch, head) (dK and dV of a head accumulate over its query
- * blocks, so one task owns them: thread-count independent). Per query block, a panel of its listed
- * key blocks, side by side (width n*block): S and dP = dO V^T block by block, the exact softmax
- * over the panel row (masked entries 0), D = rowsum(P o dP), dS = P o (dP - D), then per key block
- * dV += P^T dO, dQ += scale dS K, dK += scale dS^T Q: five GEMMs per visited (query, key) block
- * pair, as rt_attention_dx has per query block. */
+ * rt_attention_sparse_dx: tasks (batch, head) (dK and dV of a head accumulate over its tiles, so
+ * one task owns them: thread-count independent). It recomputes the forward (the output O and the
+ * rows' max m and denominator l), D = rowsum(dO o O), then per tile and segment: P = exp(S - m) /
+ * l, dP = dO V^T, dS = P o (dP - D), dV += P^T dO, dQ += scale dS K, dK += scale dS^T Q (five
+ * GEMMs per segment, as rt_attention_dx per key block); pass B likewise over the strided views;
+ * the gathered summary columns' dK, dV added back to their rows at the end. */
 #include "kernels.h"
 
 #include "../gemm/gemm.h"
