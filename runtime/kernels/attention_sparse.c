@@ -470,14 +470,18 @@ static void sp_head_fwd(const SpPlan *s, const SpHead *h, const SpWork *w, float
  * the same per class chunk over the strided views. */
 static void sp_head_dx(const SpPlan *s, const SpHead *h, const SpWork *w, const float *dO, int lddo, float *dq,
                        float *dk, float *dv) {
-  int T = s->T, hd = h->hd, bs = s->bs, ld = h->ld;
-  sp_head_fwd(s, h, w, w->O, hd);
-  for (int q = 0; q < T; q++) {
-    const float *a = dO + (size_t)q * lddo, *b = w->O + (size_t)q * hd;
-    float acc = 0.0f;
-    for (int d = 0; d < hd; d++)
-      acc += a[d] * b[d];
-    w->D[q] = acc;
+  int T = s->T, hd = h->hd, bs = s->bs, ld = h->ld, strided = s->p->kind == RT_SPARSE_STRIDED;
+  if (strided) { /* pass B's keys are not in the panels: the forward's statistics and O first */
+    sp_head_fwd(s, h, w, w->O, hd);
+    for (int q = 0; q < T; q++) {
+      const float *a = dO + (size_t)q * lddo, *b = w->O + (size_t)q * hd;
+      float acc = 0.0f;
+      for (int d = 0; d < hd; d++)
+        acc += a[d] * b[d];
+      w->D[q] = acc;
+    }
+  } else if (s->ns) {
+    sp_gather_summary(s, h, w); /* the forward gathers them; here nothing else does */
   }
   if (s->ns) {
     memset(w->dKs, 0, (size_t)s->ns * hd * sizeof(float));
@@ -496,12 +500,29 @@ static void sp_head_dx(const SpPlan *s, const SpHead *h, const SpWork *w, const 
     }
     for (int r = 0; r < nq; r++) {
       float *pr = w->S + (size_t)r * W, *dpr = w->dP + (size_t)r * W;
-      float inv = 1.0f / w->l[q0 + r], D = w->D[q0 + r];
-      sp_exp_runs(pr, W, w->m[q0 + r]);
-      for (int j = 0; j < W; j++) {
-        pr[j] *= inv;
-        dpr[j] = pr[j] * (dpr[j] - D) * h->scale; /* dS, times the scale of its two products */
+      float inv, D;
+      if (strided) {
+        inv = 1.0f / w->l[q0 + r], D = w->D[q0 + r];
+        sp_exp_runs(pr, W, w->m[q0 + r]);
+        for (int j = 0; j < W; j++)
+          pr[j] *= inv;
+      } else { /* the panel holds the whole row: its softmax, and D = rowsum(P o dP) = rowsum(dO o O) */
+        inv = 1.0f / sp_exp_runs(pr, W, w->rmax[r]);
+        float acc[8] = {0};
+        int j = 0;
+        for (; j + 8 <= W; j += 8)
+          for (int u = 0; u < 8; u++) {
+            pr[j + u] *= inv;
+            acc[u] += pr[j + u] * dpr[j + u];
+          }
+        for (; j < W; j++) {
+          pr[j] *= inv;
+          acc[0] += pr[j] * dpr[j];
+        }
+        D = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
       }
+      for (int j = 0; j < W; j++)
+        dpr[j] = pr[j] * (dpr[j] - D) * h->scale; /* dS, times the scale of its two products */
     }
     for (int i = 0, c = 0; i < nseg; c += seg[i++].n) {
       const float *K, *V;
