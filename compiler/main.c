@@ -481,6 +481,32 @@ static void stats_pruning(const Module *m) {
   if (nsel) printf("pruning: %d weights shrunk (structured); their full-size tensors load by the group's score\n", nsel);
 }
 
+/* What the lowrank pass left (after the table of `modelc stats`), from the factors' lowrank= facts:
+ * how many weights, their ranks and retained energies (each matrix's line is the pass's note). */
+static void stats_lowrank(const Module *m) {
+  int n = 0, rlo = 0, rhi = 0;
+  double elo = 2, ehi = -1;
+  int64_t elems = 0;
+  for (int i = 0; i < m->nparam; i++) {
+    const Param *p = m->params[i];
+    if (!p->lowrank) continue;
+    n++;
+    elems += ir_type_numel(&p->type);
+    rlo = !rlo || p->lowrank < rlo ? p->lowrank : rlo;
+    rhi = p->lowrank > rhi ? p->lowrank : rhi;
+    if (p->lowrank_energy >= 0) {
+      elo = p->lowrank_energy < elo ? p->lowrank_energy : elo;
+      ehi = p->lowrank_energy > ehi ? p->lowrank_energy : ehi;
+    }
+  }
+  if (!n) return;
+  char e[64] = "not known (shapes only: no --weights)", c[32];
+  if (ehi >= 0) snprintf(e, sizeof e, "%.4f to %.4f", elo, ehi);
+  fmt_count(c, sizeof c, elems);
+  printf("lowrank: %d weights factorised by SVD into %d factors of %s parameters; rank %d to %d, retained energy %s\n",
+         n / 2, n, c, rlo, rhi, e);
+}
+
 static void stats_row(void *ctx, const Module *m, const PipelineEntry *e) {
   char name[96], params[32], bytes[32], flops[32], act[32], arena[32] = "-";
   if (e)
@@ -902,6 +928,7 @@ int main(int argc, char **argv) {
         printf("%-24s %16s %16s %16s %16s %16s\n", "@train (after the pipeline)", "", "", fl, lp, ar);
       }
       stats_pruning(m);
+      stats_lowrank(m);
     }
   } else if (strcmp(cmd, "build") == 0) {
     status = build(m, &o, &pipe, argc, argv, &d);

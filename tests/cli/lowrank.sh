@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The lowrank pass from the command line: `modelc stats` shows what factorising removes (parameters
+# and FLOPs fall) and sums up the factors' facts; the driver reads the trained weights with
+# --weights and writes the factorised ones with --weights-out, reporting each matrix's rank,
+# retained energy, parameters and FLOPs; the program built with the pass runs on the written file;
+# every misuse (no --weights, no --weights-out, an output that is the input, a bad or mismatched
+# weights file) is a clear error with exit status 1.
+set -euo pipefail
+source "$(dirname "$0")/lib.bash"
+P='constfold,cse,fuse,dce,memplan'
+
+# stats, shapes only: rank 16 on gpt-tiny's 16 block weights, 842,496 -> 187,136 parameters
+expect_status 0 "$MODELC" stats --passes='lowrank<rank=16>' examples/gpt-tiny.yaml
+expect_in "$TMP/out" "187,136"
+expect_in "$TMP/out" "lowrank: 16 weights factorised by SVD into 32 factors"
+expect_in "$TMP/err" "no weights given (--weights W.safetensors): the shapes only"
+expect_status 1 "$MODELC" stats --passes='lowrank<energy=0.9>' examples/gpt-tiny.yaml
+expect_in "$TMP/err" "--passes:1:1: error: lowrank: energy= chooses each rank from the trained weights"
+expect_status 1 "$MODELC" dump --passes='lowrank<rank=4;energy=0.5>' examples/gpt-tiny.yaml
+expect_in "$TMP/err" "give exactly one of rank=R"
+
+# trained weights in, factorised weights out
+expect_status 0 "$MODELC" run --passes="$P" examples/gpt-tiny.yaml -- init --seed 3 --out "$TMP/w.safetensors"
+expect_status 0 "$MODELC" stats --passes='lowrank<energy=0.5;scope=ffn>' --weights "$TMP/w.safetensors" \
+  --weights-out "$TMP/w5.safetensors" examples/gpt-tiny.yaml
+expect_in "$TMP/err" "note: lowrank: @h.0.mlp.c_fc.weight [512,128]: rank "
+expect_in "$TMP/err" ", params 65,536 -> "
+expect_in "$TMP/err" ", FLOPs/token 131,072 -> "
+expect_in "$TMP/out" "lowrank: 8 weights factorised by SVD into 16 factors"
+expect_in "$TMP/out" "retained energy 0.5"
+[ -s "$TMP/w5.safetensors" ] || fail "--weights-out wrote nothing"
+expect_status 0 "$MODELC" build --passes="lowrank<rank=32>,$P" --weights "$TMP/w.safetensors" \
+  --weights-out "$TMP/w32.safetensors" examples/gpt-tiny.yaml -o "$TMP/lr32"
+expect_in "$TMP/err" "@h.0.attn.c_proj.weight [128,128]: rank 32, energy 0."
+printf '\x93NUMPY\x01\x00\x76\x00' > "$TMP/t.npy"
+printf "%-117s\n" "{'descr': '<i4', 'fortran_order': False, 'shape': (1, 4), }" >> "$TMP/t.npy"
+printf '\x01\x00\x00\x00\x02\x00\x00\x00\x03\x00\x00\x00\x04\x00\x00\x00' >> "$TMP/t.npy"
+expect_status 0 "$TMP/lr32" forward --weights "$TMP/w32.safetensors" --tokens "$TMP/t.npy" --out "$TMP/y.npy"
+expect_status 1 "$TMP/lr32" forward --weights "$TMP/w.safetensors" --tokens "$TMP/t.npy" --out "$TMP/y.npy"
+expect_in "$TMP/err" "lr_"
+
+# misuse
+expect_status 1 "$MODELC" build --passes="lowrank<rank=32>,$P" examples/gpt-tiny.yaml -o "$TMP/x"
+expect_in "$TMP/err" "lowrank needs the trained weights: --weights W.safetensors"
+expect_status 1 "$MODELC" build --passes="lowrank<rank=32>,$P" --weights "$TMP/w.safetensors" examples/gpt-tiny.yaml \
+  -o "$TMP/x"
+expect_in "$TMP/err" "give --weights-out F.safetensors"
+expect_status 1 "$MODELC" dump --passes="lowrank<rank=32>" --weights "$TMP/w.safetensors" \
+  --weights-out "$TMP/w.safetensors" examples/gpt-tiny.yaml
+expect_in "$TMP/err" "--weights-out is the same file as --weights"
+cmp -s "$TMP/w.safetensors" "$TMP/w.safetensors" # still there
+expect_status 1 "$MODELC" dump --passes="lowrank<rank=32>" --weights-out "$TMP/o.safetensors" examples/gpt-tiny.yaml
+expect_in "$TMP/err" "--weights-out=$TMP/o.safetensors needs --weights"
+expect_status 1 "$MODELC" dump --passes="lowrank<rank=32>" --weights "$TMP/none.safetensors" examples/gpt-tiny.yaml
+expect_in "$TMP/err" "none.safetensors: error: cannot open weights file"
+printf 'garbage' > "$TMP/bad.safetensors"
+expect_status 1 "$MODELC" dump --passes="lowrank<rank=32>" --weights "$TMP/bad.safetensors" examples/gpt-tiny.yaml
+expect_in "$TMP/err" "bad.safetensors: error: not a safetensors file"
+h='{"wte.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"wpe.weight":{"dtype":"BF16","shape":[128,128],"data_offsets":[16,32784]}}'
+{ printf "\\x$(printf %02x ${#h})\\x00\\x00\\x00\\x00\\x00\\x00\\x00"; printf '%s' "$h"; head -c 32784 /dev/zero; } > "$TMP/mis.safetensors"
+expect_status 1 "$MODELC" dump --passes="lowrank<rank=32>" --weights "$TMP/mis.safetensors" examples/gpt-tiny.yaml
+expect_in "$TMP/err" "tensor 'wte.weight' is f32[2,2], but the model's parameter is f32[256,128]"
+expect_in "$TMP/err" "tensor 'wpe.weight' is BF16: the compiler reads F32 weights only"
+expect_in "$TMP/err" "has no tensor 'h.0.ln_1.weight'"
+h='{"wte.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,99]}}'
+{ printf "\\x$(printf %02x ${#h})\\x00\\x00\\x00\\x00\\x00\\x00\\x00"; printf '%s' "$h"; head -c 16 /dev/zero; } > "$TMP/off.safetensors"
+expect_status 1 "$MODELC" dump --weights "$TMP/off.safetensors" examples/gpt-tiny.yaml
+expect_in "$TMP/err" "bad safetensors header: tensor 'wte.weight' has data_offsets [0, 99]"
+finish
