@@ -262,7 +262,7 @@ static bool choose(Module *m, const PassOptions *o, Diag *d, Param *p, Choice *c
     f[i]->trainable = p->trainable;
     f[i]->decay = p->decay;
     f[i]->lowrank = (int)r;
-    f[i]->lowrank_energy = c->energy;
+    f[i]->lowrank_energy = c->energy >= 0 ? floor(c->energy * 1e6 + 0.5) / 1e6 : -1; /* 6 places in the text */
   }
   c->v = f[0];
   c->u = f[1];

@@ -39,6 +39,15 @@ expect_status 0 "$TMP/lr32" forward --weights "$TMP/w32.safetensors" --tokens "$
 expect_status 1 "$TMP/lr32" forward --weights "$TMP/w.safetensors" --tokens "$TMP/t.npy" --out "$TMP/y.npy"
 expect_in "$TMP/err" "lr_"
 
+# the IR text of a factorised module (lowrank=svd(R,E) facts) round-trips
+expect_status 0 "$MODELC" dump --passes='lowrank<energy=0.7;scope=attention>' --weights "$TMP/w.safetensors" \
+  examples/gpt-tiny.yaml
+expect_in "$TMP/out" "param @h.3.attn.c_proj.weight.lr_u : f32[128,"
+expect_in "$TMP/out" " lowrank=svd("
+cp "$TMP/out" "$TMP/f.mir"
+expect_status 0 "$MODELC" dump "$TMP/f.mir"
+cmp -s "$TMP/out" "$TMP/f.mir" || fail "a factorised module's IR does not round-trip"
+
 # misuse
 expect_status 1 "$MODELC" build --passes="lowrank<rank=32>,$P" examples/gpt-tiny.yaml -o "$TMP/x"
 expect_in "$TMP/err" "lowrank needs the trained weights: --weights W.safetensors"
