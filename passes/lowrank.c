@@ -301,9 +301,17 @@ static bool site(Module *m, const PassOptions *o, Diag *d, Func *f, Value *w, Op
   *did = false;
   Param **b = malloc(sizeof *b * CAP);
   if (!b) die("out of memory");
-  int nb = pass_param_bindings(m, f, w, b, CAP);
-  bool ok = true, all = nb > 0;
-  for (int i = 0; i < nb && all; i++) all = eligible(b[i], &reach[b[i]->index], head, sk);
+  int nb = pass_param_bindings(m, f, w, b, CAP), bad = -1, nbad = 0;
+  for (int i = 0; i < nb; i++)
+    if (!eligible(b[i], &reach[b[i]->index], head, sk)) {
+      bad = bad < 0 ? i : bad;
+      nbad++;
+    }
+  if (nbad > 0 && nbad < nb)
+    diag_note(d, NULL, 0, 0, "lowrank: argument %%%s of @%s stays dense in every layer: @%s is skipped or not "
+                             "factorisable (a block argument is factorised in all its calls or none)",
+              w->name ? w->name : "?", f->name, b[bad]->name);
+  bool ok = true, all = nb > 0 && nbad == 0;
   for (int i = 0; i < nb && all && ok; i++) {
     ok = choose(m, o, d, b[i], &ch[b[i]->index]);
     all = ok && !ch[b[i]->index].dense;
