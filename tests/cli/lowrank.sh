@@ -75,4 +75,14 @@ h='{"wte.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,99]}}'
 { printf "\\x$(printf %02x ${#h})\\x00\\x00\\x00\\x00\\x00\\x00\\x00"; printf '%s' "$h"; head -c 16 /dev/zero; } > "$TMP/off.safetensors"
 expect_status 1 "$MODELC" dump --weights "$TMP/off.safetensors" examples/gpt-tiny.yaml
 expect_in "$TMP/err" "bad safetensors header: tensor 'wte.weight' has data_offsets [0, 99]"
+h='{"wte.weight":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"wpe.weight":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}'
+{ printf "\\x$(printf %02x ${#h})\\x00\\x00\\x00\\x00\\x00\\x00\\x00"; printf '%s' "$h"; head -c 12 /dev/zero; } > "$TMP/ovl.safetensors"
+expect_status 1 "$MODELC" dump --weights "$TMP/ovl.safetensors" examples/gpt-tiny.yaml
+expect_in "$TMP/err" "tensors 'wte.weight' and 'wpe.weight' overlap"
+printf '\xff\x00\x00\x00\x00\x00\x00\x00{"a":' > "$TMP/short.safetensors"
+expect_status 1 "$MODELC" dump --weights "$TMP/short.safetensors" examples/gpt-tiny.yaml
+expect_in "$TMP/err" "not a safetensors file: a header length of 255 bytes in a file of 13"
+printf '\x05\x00\x00\x00\x00\x00\x00\x00{"a":' > "$TMP/json.safetensors"
+expect_status 1 "$MODELC" dump --weights "$TMP/json.safetensors" examples/gpt-tiny.yaml
+expect_in "$TMP/err" "json.safetensors: error: bad safetensors header: "
 finish
