@@ -240,6 +240,10 @@ static bool choose(Module *m, const PassOptions *o, Diag *d, Param *p, Choice *c
     }
     if (by_energy) r = pass_svd_rank_for(&s, pass_opt_float(o, "energy"));
     c->energy = pass_svd_energy(&s, (int)r);
+  } else if (by_energy || r < 1) {
+    pass_error(o, d, "lowrank: @%s has no values to choose its rank from (give the weights with --weights, or "
+                     "rank=R)", p->name);
+    return false;
   }
   c->rank = (int)r;
   if (!force && r * (N + K) >= N * K) {
@@ -336,11 +340,10 @@ static bool site(Module *m, const PassOptions *o, Diag *d, Func *f, Value *w, Op
     drop_if_unused(f, w->def);
   } else { /* a block argument: two arguments in its place, and every call binds the factors */
     int a = w->index, n = f->narg;
-    char nm[256];
-    snprintf(nm, sizeof nm, "%s.lr_v", w->name ? w->name : "w");
-    Value *v = ir_add_arg(f, nm, c0->v->type);
-    snprintf(nm, sizeof nm, "%s.lr_u", w->name ? w->name : "w");
-    Value *u = ir_add_arg(f, nm, c0->u->type);
+    char nv[256], nu2[256]; /* the argument's name with .lr_v, .lr_u (an unnamed one stays unnamed) */
+    snprintf(nv, sizeof nv, "%s.lr_v", w->name ? w->name : "");
+    snprintf(nu2, sizeof nu2, "%s.lr_u", w->name ? w->name : "");
+    Value *v = ir_add_arg(f, w->name ? nv : NULL, c0->v->type), *u = ir_add_arg(f, w->name ? nu2 : NULL, c0->u->type);
     Value **args = ir_alloc(m, sizeof *args * (size_t)(n + 1));
     for (int i = 0, k = 0; i < n; i++) {
       if (i == a) {
