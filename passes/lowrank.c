@@ -142,6 +142,7 @@ typedef struct Choice {
   bool dense;        /* stays dense */
   int rank;
   double energy;     /* retained; -1: not known (no weights) */
+  float *ud, *vd;    /* the factors' values (malloc'd) until make_factors copies them */
   Param *u, *v;      /* the factors, once created */
 } Choice;
 
@@ -222,8 +223,10 @@ static void fmt_count(char *buf, size_t n, int64_t v) {
   buf[k] = 0;
 }
 
-/* Decides p's rank (from its values when the module carries them) and creates its factors. */
-static bool choose(Module *m, const PassOptions *o, Diag *d, Param *p, Choice *c) {
+/* Decides p's rank (from its values when the module carries them) and, with values, computes its
+ * factors' values (c->ud, c->vd); the factors themselves are made by make_factors once every
+ * binding of the site is known to be factorised. */
+static bool choose(const PassOptions *o, Diag *d, Param *p, Choice *c) {
   if (c->done) return true;
   c->done = true;
   int64_t N = p->type.dim[0], K = p->type.dim[1], mn = N < K ? N : K;
@@ -250,9 +253,21 @@ static bool choose(Module *m, const PassOptions *o, Diag *d, Param *p, Choice *c
     c->dense = true;
     diag_note(d, NULL, 0, 0, "lowrank: @%s [%lld,%lld] stays dense: rank %lld saves nothing (R (N+K) >= N K; "
                              "force=true factorises it anyway)", p->name, (long long)N, (long long)K, (long long)r);
-    pass_svd_free(&s);
-    return true;
+  } else if (p->data) {
+    c->ud = malloc(sizeof(float) * (size_t)(N * r));
+    c->vd = malloc(sizeof(float) * (size_t)(r * K));
+    if (!c->ud || !c->vd) die("out of memory");
+    pass_svd_factors(&s, (int)r, c->ud, c->vd);
   }
+  pass_svd_free(&s);
+  return true;
+}
+
+/* Adds p's factors NAME.lr_v [R,K] and NAME.lr_u [N,R] (with their values, when chosen from
+ * values) and reports the matrix. */
+static bool make_factors(Module *m, const PassOptions *o, Diag *d, const Param *p, Choice *c) {
+  if (c->u) return true;
+  int64_t N = p->type.dim[0], K = p->type.dim[1], r = c->rank;
   char name[512];
   Param *f[2];
   for (int i = 0; i < 2; i++) {
@@ -260,7 +275,6 @@ static bool choose(Module *m, const PassOptions *o, Diag *d, Param *p, Choice *c
     f[i] = ir_add_param(m, name, i ? ir_type2(DT_F32, N, r) : ir_type2(DT_F32, r, K), p->init, p->init_arg);
     if (!f[i]) {
       pass_error(o, d, "lowrank: the factor's name @%s is taken by another parameter", name);
-      pass_svd_free(&s);
       return false;
     }
     f[i]->trainable = p->trainable;
@@ -270,12 +284,12 @@ static bool choose(Module *m, const PassOptions *o, Diag *d, Param *p, Choice *c
   }
   c->v = f[0];
   c->u = f[1];
-  if (p->data) {
+  if (c->ud) {
     c->u->data = ir_alloc(m, sizeof(float) * (size_t)(N * r));
     c->v->data = ir_alloc(m, sizeof(float) * (size_t)(r * K));
-    pass_svd_factors(&s, (int)r, c->u->data, c->v->data);
+    memcpy(c->u->data, c->ud, sizeof(float) * (size_t)(N * r));
+    memcpy(c->v->data, c->vd, sizeof(float) * (size_t)(r * K));
   }
-  pass_svd_free(&s);
   char a[32], b[32], fa[32], fb[32], en[48] = "not known (no weights: shapes only)";
   fmt_count(a, sizeof a, N * K);
   fmt_count(b, sizeof b, r * (N + K));
@@ -317,9 +331,10 @@ static bool site(Module *m, const PassOptions *o, Diag *d, Func *f, Value *w, Op
               w->name ? w->name : "?", f->name, b[bad]->name);
   bool ok = true, all = nb > 0 && nbad == 0;
   for (int i = 0; i < nb && all && ok; i++) {
-    ok = choose(m, o, d, b[i], &ch[b[i]->index]);
+    ok = choose(o, d, b[i], &ch[b[i]->index]);
     all = ok && !ch[b[i]->index].dense;
   }
+  for (int i = 0; i < nb && all && ok; i++) ok = make_factors(m, o, d, b[i], &ch[b[i]->index]);
   if (!ok || !all) {
     if (ok && nb > 1)
       for (int i = 0; i < nb; i++)
@@ -438,9 +453,14 @@ bool pass_lowrank(Module *m, const PassOptions *o, Diag *d) {
   free(ws);
   free(reach);
   if (ok && count == 0)
-    pass_error(o, d, "lowrank: no weight factorised (only f32 [N,K] weights read by linear ops in the blocks%s, "
-                     "not pruned or quantised, whose rank saves parameters: R (N+K) < N K)",
-               head ? " and the entry function" : "; the entry's own (an untied head) need head=true");
+    pass_error(o, d, "lowrank: no weight factorised: the candidates are f32 [N,K] weights read only by linear ops in "
+                     "the blocks%s, not pruned, quantised or factorised already, whose rank saves parameters (R (N+K) "
+                     "< N K)%s", head ? " and the entry function" : "",
+               head ? "" : "; the entry's own (an untied head) need head=true");
+  for (int i = 0; i < np; i++) {
+    free(ch[i].ud);
+    free(ch[i].vd);
+  }
   if (!ok || count == 0) {
     free(ch);
     return false;

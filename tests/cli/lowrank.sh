@@ -48,6 +48,59 @@ cp "$TMP/out" "$TMP/f.mir"
 expect_status 0 "$MODELC" dump "$TMP/f.mir"
 cmp -s "$TMP/out" "$TMP/f.mir" || fail "a factorised module's IR does not round-trip"
 
+# energy= decides per matrix, and a block argument is factorised in all layers or none: @h's %v is
+# rank 1 in both layers (all ones), %w rank 1 in layer 0 but the identity (full rank) in layer 1,
+# so %w stays dense in both (with a note) and leaves no factors behind
+cat > "$TMP/mixed.mir" <<'MIR'
+module @m {batch=1, context=2, vocab=4}
+entry @forward
+param @wte : f32[4,8] init=normal(0.02)
+param @h.0.w : f32[8,8] init=normal(0.02)
+param @h.0.v : f32[8,8] init=normal(0.02)
+param @h.1.w : f32[8,8] init=normal(0.02)
+param @h.1.v : f32[8,8] init=normal(0.02)
+func @h(%x: f32[1,2,8], %w: f32[8,8], %v: f32[8,8]) -> f32[1,2,8] {
+  %0 = linear(%x, %w) : f32[1,2,8]
+  %1 = linear(%0, %v) : f32[1,2,8]
+  %2 = add(%x, %1) : f32[1,2,8]
+  return %2
+}
+func @forward(%tokens: i32[1,2]) -> f32[1,2,4] {
+  %e = param {p=@wte} : f32[4,8]
+  %x0 = embedding(%tokens, %e) : f32[1,2,8]
+  %w0 = param {p=@h.0.w} : f32[8,8]
+  %v0 = param {p=@h.0.v} : f32[8,8]
+  %x1 = call(%x0, %w0, %v0) {callee=@h, stream=0} : f32[1,2,8]
+  %w1 = param {p=@h.1.w} : f32[8,8]
+  %v1 = param {p=@h.1.v} : f32[8,8]
+  %x2 = call(%x1, %w1, %v1) {callee=@h, stream=1} : f32[1,2,8]
+  %y = linear(%x2, %e) : f32[1,2,4]
+  return %y
+}
+MIR
+one='\x00\x00\x80\x3f' zero='\x00\x00\x00\x00' h='' off=0
+for t in wte:32 h.0.w:64 h.0.v:64 h.1.w:64 h.1.v:64; do
+  n=${t#*:}
+  h+="${h:+,}\"${t%%:*}\":{\"dtype\":\"F32\",\"shape\":[$((n / 8)),8],\"data_offsets\":[$off,$((off + 4 * n))]}"
+  off=$((off + 4 * n))
+done
+h="{$h}"
+{ printf "\\x$(printf %02x $((${#h} & 255)))\\x$(printf %02x $((${#h} >> 8)))\\x00\\x00\\x00\\x00\\x00\\x00"; printf '%s' "$h"
+  for i in $(seq 32); do printf "$zero"; done
+  for i in $(seq 128); do printf "$one"; done
+  for i in $(seq 0 63); do if [ $((i % 9)) = 0 ]; then printf "$one"; else printf "$zero"; fi; done
+  for i in $(seq 64); do printf "$one"; done; } > "$TMP/mixed.safetensors"
+expect_status 0 "$MODELC" dump --passes='lowrank<energy=0.9>' --weights "$TMP/mixed.safetensors" \
+  --weights-out "$TMP/mixed-lr.safetensors" "$TMP/mixed.mir"
+expect_in "$TMP/err" "@h.1.w [8,8] stays dense: rank 8 saves nothing"
+expect_in "$TMP/err" "@h.0.w stays dense: argument %w of @h is bound to weights not all factorised"
+expect_in "$TMP/err" "@h.0.v [8,8]: rank 1, energy 1.0000, params 64 -> 16"
+expect_in "$TMP/out" "param @h.1.v.lr_u : f32[8,1] init=normal(0.02) lowrank=svd(1,1.0)"
+expect_in "$TMP/out" "param @h.0.w : f32[8,8]"
+if grep -q 'h\.[01]\.w\.lr_' "$TMP/out"; then fail "factors of a weight left dense remain in the module"; fi
+cp "$TMP/out" "$TMP/mixed-lr.mir" # the written file fits the factorised module
+expect_status 0 "$MODELC" dump --weights "$TMP/mixed-lr.safetensors" "$TMP/mixed-lr.mir"
+
 # misuse
 expect_status 1 "$MODELC" build --passes="lowrank<rank=32>,$P" examples/gpt-tiny.yaml -o "$TMP/x"
 expect_in "$TMP/err" "lowrank needs the trained weights: --weights W.safetensors"
