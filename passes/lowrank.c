@@ -1,5 +1,5 @@
 /* lowrank.c: low-rank factorisation of trained linear weights (the `lowrank` pass:
- * lowrank<rank=R|energy=E;scope=all|attention|ffn;skip=NAMES;head;force>).
+ * lowrank<rank=R|energy=E;scope=all|attention|ffn;skip=NAMES;head;force;uniform>).
  *
  * Each selected linear layer's weight W [N,K] becomes the product of two factors by truncated SVD
  * (Eckart-Young: the best rank-R approximation in the Frobenius norm), W ~ U V with
@@ -21,7 +21,8 @@
  *
  * The rank: rank=R for every matrix (at most min(N,K)), or energy=E, per matrix the smallest R
  * whose singular values keep sum_{i<R} s_i^2 >= E sum_i s_i^2. A matrix where R (N+K) >= N K saves
- * no parameters and stays dense with a note, unless force=true (tests: full rank is exact). The
+ * no parameters and stays dense with a note, unless force=true (tests: full rank is exact);
+ * uniform=true gives a block weight argument one rank, its layers' largest (one block function). The
  * values come from Param.data, which the driver fills from --weights W.safetensors; without weights
  * (golden tests, `modelc stats` before choosing) rank= rewrites the shapes only (the factors get
  * W's initialiser) and energy= is an error. SVD is LAPACK's dgesdd (OpenBLAS), in double.
@@ -142,7 +143,8 @@ typedef struct Choice {
   bool dense;        /* stays dense */
   int rank;
   double energy;     /* retained; -1: not known (no weights) */
-  float *ud, *vd;    /* the factors' values (malloc'd) until make_factors copies them */
+  bool noted;        /* its "stays dense" note was given */
+  PassSvd svd;       /* its SVD, when the module carries its values (freed at the end of the pass) */
   Param *u, *v;      /* the factors, once created */
 } Choice;
 
@@ -223,43 +225,38 @@ static void fmt_count(char *buf, size_t n, int64_t v) {
   buf[k] = 0;
 }
 
-/* Decides p's rank (from its values when the module carries them) and, with values, computes its
- * factors' values (c->ud, c->vd); the factors themselves are made by make_factors once every
- * binding of the site is known to be factorised. */
+/* Sets c's rank r, its retained energy (when its SVD is known) and whether it stays dense. */
+static void set_rank(const PassOptions *o, const Param *p, Choice *c, int r) {
+  int64_t N = p->type.dim[0], K = p->type.dim[1];
+  c->rank = r;
+  c->energy = c->svd.s ? pass_svd_energy(&c->svd, r) : -1;
+  c->dense = !pass_opt_bool(o, "force") && (int64_t)r * (N + K) >= N * K;
+}
+
+/* Decides p's rank: rank=R, or from its singular values (its SVD kept in c->svd); c->dense when
+ * the rank saves nothing. The factors are made by make_factors once every binding of the site is
+ * known to be factorised. */
 static bool choose(const PassOptions *o, Diag *d, Param *p, Choice *c) {
   if (c->done) return true;
   c->done = true;
   int64_t N = p->type.dim[0], K = p->type.dim[1], mn = N < K ? N : K;
-  bool by_energy = pass_opt_is_set(o, "energy"), force = pass_opt_bool(o, "force");
+  bool by_energy = pass_opt_is_set(o, "energy");
   int64_t r = by_energy ? 0 : pass_opt_int(o, "rank");
   if (r > mn) r = mn;
   c->energy = -1;
-  PassSvd s = {0};
   if (p->data) {
-    if (!pass_svd(p->data, N, K, &s)) {
+    if (!pass_svd(p->data, N, K, &c->svd)) {
       pass_error(o, d, "lowrank: the SVD of @%s [%lld,%lld] did not converge (LAPACK dgesdd)", p->name, (long long)N,
                  (long long)K);
       return false;
     }
-    if (by_energy) r = pass_svd_rank_for(&s, pass_opt_float(o, "energy"));
-    c->energy = pass_svd_energy(&s, (int)r);
+    if (by_energy) r = pass_svd_rank_for(&c->svd, pass_opt_float(o, "energy"));
   } else if (by_energy || r < 1) {
     pass_error(o, d, "lowrank: @%s has no values to choose its rank from (give the weights with --weights, or "
                      "rank=R)", p->name);
     return false;
   }
-  c->rank = (int)r;
-  if (!force && r * (N + K) >= N * K) {
-    c->dense = true;
-    diag_note(d, NULL, 0, 0, "lowrank: @%s [%lld,%lld] stays dense: rank %lld saves nothing (R (N+K) >= N K; "
-                             "force=true factorises it anyway)", p->name, (long long)N, (long long)K, (long long)r);
-  } else if (p->data) {
-    c->ud = malloc(sizeof(float) * (size_t)(N * r));
-    c->vd = malloc(sizeof(float) * (size_t)(r * K));
-    if (!c->ud || !c->vd) die("out of memory");
-    pass_svd_factors(&s, (int)r, c->ud, c->vd);
-  }
-  pass_svd_free(&s);
+  set_rank(o, p, c, (int)r);
   return true;
 }
 
@@ -284,11 +281,10 @@ static bool make_factors(Module *m, const PassOptions *o, Diag *d, const Param *
   }
   c->v = f[0];
   c->u = f[1];
-  if (c->ud) {
+  if (c->svd.s) {
     c->u->data = ir_alloc(m, sizeof(float) * (size_t)(N * r));
     c->v->data = ir_alloc(m, sizeof(float) * (size_t)(r * K));
-    memcpy(c->u->data, c->ud, sizeof(float) * (size_t)(N * r));
-    memcpy(c->v->data, c->vd, sizeof(float) * (size_t)(r * K));
+    pass_svd_factors(&c->svd, (int)r, c->u->data, c->v->data);
   }
   char a[32], b[32], fa[32], fb[32], en[48] = "not known (no weights: shapes only)";
   fmt_count(a, sizeof a, N * K);
@@ -330,10 +326,21 @@ static bool site(Module *m, const PassOptions *o, Diag *d, Func *f, Value *w, Op
                              "factorisable (a block argument is factorised in all its calls or none)",
               w->name ? w->name : "?", f->name, b[bad]->name);
   bool ok = true, all = nb > 0 && nbad == 0;
-  for (int i = 0; i < nb && all && ok; i++) {
-    ok = choose(o, d, b[i], &ch[b[i]->index]);
-    all = ok && !ch[b[i]->index].dense;
+  for (int i = 0; i < nb && all && ok; i++) ok = choose(o, d, b[i], &ch[b[i]->index]);
+  if (all && ok && pass_opt_bool(o, "uniform")) { /* one rank for the argument: its layers' largest */
+    int r = 0;
+    for (int i = 0; i < nb; i++) r = ch[b[i]->index].rank > r ? ch[b[i]->index].rank : r;
+    for (int i = 0; i < nb; i++) set_rank(o, b[i], &ch[b[i]->index], r);
   }
+  for (int i = 0; i < nb && all && ok; i++) {
+    Choice *c = &ch[b[i]->index];
+    if (c->dense && !c->noted)
+      diag_note(d, NULL, 0, 0, "lowrank: @%s [%lld,%lld] stays dense: rank %d saves nothing (R (N+K) >= N K; "
+                               "force=true factorises it anyway)", b[i]->name, (long long)b[i]->type.dim[0],
+                (long long)b[i]->type.dim[1], c->rank);
+    c->noted |= c->dense;
+  }
+  for (int i = 0; i < nb && all && ok; i++) all = !ch[b[i]->index].dense;
   for (int i = 0; i < nb && all && ok; i++) ok = make_factors(m, o, d, b[i], &ch[b[i]->index]);
   if (!ok || !all) {
     if (ok && nb > 1)
@@ -457,10 +464,7 @@ bool pass_lowrank(Module *m, const PassOptions *o, Diag *d) {
                      "the blocks%s, not pruned, quantised or factorised already, whose rank saves parameters (R (N+K) "
                      "< N K)%s", head ? " and the entry function" : "",
                head ? "" : "; the entry's own (an untied head) need head=true");
-  for (int i = 0; i < np; i++) {
-    free(ch[i].ud);
-    free(ch[i].vd);
-  }
+  for (int i = 0; i < np; i++) pass_svd_free(&ch[i].svd);
   if (!ok || count == 0) {
     free(ch);
     return false;

@@ -100,6 +100,8 @@ static const PassOptSpec lowrank_opts[] = {
     {"head", POPT_BOOL, "false", "factorise the entry function's own linear weights too (an untied head)", ANY_VALUE},
     {"force", POPT_BOOL, "false", "factorise even where the rank saves nothing (R (N+K) >= N K; full-rank tests)",
      ANY_VALUE},
+    {"uniform", POPT_BOOL, "false", "one rank per block weight, the largest its layers need (energy=: one block "
+                                    "function, not a clone per layer)", ANY_VALUE},
 };
 static const PassOptSpec compute_opts[] = {
     {"dtype", POPT_STR, "bf16", "the dtype of the products: bf16 (f32 accumulation)", ONE_OF("bf16")},

@@ -39,6 +39,14 @@ expect_status 0 "$TMP/lr32" forward --weights "$TMP/w32.safetensors" --tokens "$
 expect_status 1 "$TMP/lr32" forward --weights "$TMP/w.safetensors" --tokens "$TMP/t.npy" --out "$TMP/y.npy"
 expect_in "$TMP/err" "lr_"
 
+# energy= gives the layers of random weights different ranks: a clone of @h per rank set, unless
+# uniform=true (one rank per block weight, the largest its layers need: one function)
+expect_status 0 "$MODELC" dump --passes='lowrank<energy=0.5>' --weights "$TMP/w.safetensors" examples/gpt-tiny.yaml
+expect_in "$TMP/out" "callee=@h.lowrank"
+expect_status 0 "$MODELC" dump --passes='lowrank<energy=0.5;uniform>' --weights "$TMP/w.safetensors" examples/gpt-tiny.yaml
+if grep -q 'callee=@h.lowrank' "$TMP/out"; then fail "uniform=true still clones the block"; fi
+[ "$(grep -c 'rank 40, energy 0.5' "$TMP/err")" -ge 4 ] || fail "uniform=true: the MLP weights' common rank is not 40"
+
 # the IR text of a factorised module (lowrank=svd(R,E) facts) round-trips
 expect_status 0 "$MODELC" dump --passes='lowrank<energy=0.7;scope=attention>' --weights "$TMP/w.safetensors" \
   examples/gpt-tiny.yaml
