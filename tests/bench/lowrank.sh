@@ -8,9 +8,11 @@
 # scripts/fortunes-corpus.sh). The held-out text is the last 10% of DATA (the trainer's own
 # validation split), as in tests/bench/prune.sh.
 #
-# Rows: dense; lowrank<rank=R> for R = 8 16 32 64; lowrank<energy=E> for E = 0.9 0.99 (every block
-# linear; a matrix whose rank saves nothing stays dense: rank 64 leaves the [128,128] attention
-# output projections dense, and energy=0.99 most matrices of this model).
+# Rows: dense; lowrank<rank=R> for R = 8 16 32 64; lowrank<energy=E> for E = 0.9 0.99, and 0.9 with
+# uniform=true (one rank per block weight: its layers' largest). ONLY="NAME ..." runs those rows
+# alone (their lines of OUT/quality.res replaced, the others kept). Every block linear is a
+# candidate; a matrix whose rank saves nothing stays dense: rank 64 and energy=0.99 leave the
+# [128,128] attention output projections dense.
 #
 # quality  per row: modelc build with the lowrank pass, --weights CKPT --weights-out (the
 #          factorised file); parameters and forward FLOPs per token (PROG info); the rank and
@@ -47,7 +49,8 @@ CKPT=${CKPT:-}
 [ -n "$CKPT" ] || { [ -f /work/qtrain/tiny.safetensors ] && CKPT=/work/qtrain/tiny.safetensors || CKPT=$OUT/tiny.safetensors; }
 
 # name|lowrank options (empty: dense)
-rows=("dense|" "r8|rank=8" "r16|rank=16" "r32|rank=32" "r64|rank=64" "e0.9|energy=0.9" "e0.99|energy=0.99")
+rows=("dense|" "r8|rank=8" "r16|rank=16" "r32|rank=32" "r64|rank=64" "e0.9|energy=0.9" "e0.9u|energy=0.9;uniform"
+  "e0.99|energy=0.99")
 
 pipe() { [ -n "$1" ] && echo "lowrank<$1>,$2" || echo "$2"; } # OPTS PIPELINE
 
@@ -59,9 +62,11 @@ quality() {
   fi
   /usr/bin/python3 -c "import sys; d = open(sys.argv[1], 'rb').read(); open(sys.argv[2], 'wb').write(d[len(d) - len(d) // 10:])" \
     "$DATA" "$OUT/heldout.txt"
-  : > "$OUT/quality.res"
+  touch "$OUT/quality.res"
   for r in "${rows[@]}"; do
     local n=${r%%|*} o=${r#*|} f=$OUT/${r%%|*} w=$CKPT wf=() wt=()
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $n "* ]]; then continue; fi
+    awk -v n="$n" '$1 != n' "$OUT/quality.res" > "$OUT/quality.res.new" && mv "$OUT/quality.res.new" "$OUT/quality.res"
     echo "lowrank.sh: quality: $n" >&2
     if [ -n "$o" ]; then
       w=$f.safetensors
