@@ -317,15 +317,19 @@ bool weights_read(const char *path, Weights *w, Diag *d) {
     order[i] = t;
     size_t eb = dtype_bytes(t->dtype);
     uint64_t numel = 1;
-    for (int k = 0; k < t->rank && numel <= (uint64_t)IR_MAX_NUMEL; k++) numel *= (uint64_t)t->dim[k];
+    for (int k = 0; k < t->rank && numel <= (uint64_t)IR_MAX_NUMEL; k++) /* no overflow: both <= 2^48 */
+      numel = t->dim[k] && numel > (uint64_t)IR_MAX_NUMEL / (uint64_t)t->dim[k] ? (uint64_t)IR_MAX_NUMEL + 1
+                                                                                  : numel * (uint64_t)t->dim[k];
     for (int k = 0; k < i && ok; k++) ok = strcmp(w->t[k].name, t->name) != 0;
     if (!ok)
       diag_error(d, path, 0, 0, "bad safetensors header: tensor '%s' appears twice", t->name);
     else if (!eb)
       ok = false, diag_error(d, path, 0, 0, "bad safetensors header: tensor '%s' has the unknown dtype '%s'", t->name,
                              t->dtype);
-    else if (numel > (uint64_t)IR_MAX_NUMEL || t->begin > t->end || t->end > w->data_len ||
-             t->end - t->begin != numel * eb)
+    else if (numel > (uint64_t)IR_MAX_NUMEL)
+      ok = false, diag_error(d, path, 0, 0, "bad safetensors header: tensor '%s' has more than 2^48 elements",
+                             t->name);
+    else if (t->begin > t->end || t->end > w->data_len || t->end - t->begin != numel * eb)
       ok = false, diag_error(d, path, 0, 0, "bad safetensors header: tensor '%s' has data_offsets [%llu, %llu], but "
                              "its shape needs %llu bytes and the data section has %llu", t->name,
                              (unsigned long long)t->begin, (unsigned long long)t->end,

@@ -146,4 +146,8 @@ expect_in "$TMP/err" "not a safetensors file: a header length of 255 bytes in a 
 printf '\x05\x00\x00\x00\x00\x00\x00\x00{"a":' > "$TMP/json.safetensors"
 expect_status 1 "$MODELC" dump --weights "$TMP/json.safetensors" examples/gpt-tiny.yaml
 expect_in "$TMP/err" "json.safetensors: error: bad safetensors header: "
+h='{"wte.weight":{"dtype":"F32","shape":[281474976710656,281474976710656],"data_offsets":[0,16]}}'
+{ printf "\\x$(printf %02x ${#h})\\x00\\x00\\x00\\x00\\x00\\x00\\x00"; printf '%s' "$h"; head -c 16 /dev/zero; } > "$TMP/big.safetensors"
+expect_status 1 "$MODELC" check --weights "$TMP/big.safetensors" examples/gpt-tiny.yaml
+expect_in "$TMP/err" "tensor 'wte.weight' has more than 2^48 elements"
 finish
