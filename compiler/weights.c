@@ -218,7 +218,7 @@ static int by_begin(const void *a, const void *b) {
 void weights_free(Weights *w) {
   for (int i = 0; i < w->n; i++) free(w->t[i].name);
   free(w->t);
-  free(w->data);
+  free(w->owned);
   free(w->meta);
   memset(w, 0, sizeof *w);
 }
@@ -241,33 +241,42 @@ bool weights_read(const char *path, Weights *w, Diag *d) {
     diag_error(d, path, 0, 0, "cannot open weights file: %s", strerror(errno));
     return false;
   }
-  unsigned char len8[8];
-  uint64_t size = (uint64_t)st.st_size, hlen = 0;
-  if (size < 8 || fread(len8, 1, 8, f) != 8) {
+  size_t size = (size_t)st.st_size;
+  unsigned char *buf = malloc(size ? size : 1);
+  if (!buf) die("out of memory");
+  if (fread(buf, 1, size, f) != size) {
+    const char *why = ferror(f) ? strerror(errno) : "it is shorter than it was";
+    diag_error(d, path, 0, 0, "cannot read the weights file: %s", why);
     fclose(f);
+    free(buf);
+    return false;
+  }
+  fclose(f);
+  if (!weights_parse(buf, size, path, w, d)) {
+    free(buf);
+    return false;
+  }
+  w->owned = buf;
+  return true;
+}
+
+bool weights_parse(const unsigned char *buf, size_t size, const char *path, Weights *w, Diag *d) {
+  memset(w, 0, sizeof *w);
+  w->path = path;
+  uint64_t hlen = 0;
+  if (size < 8) {
     diag_error(d, path, 0, 0, "not a safetensors file: shorter than its 8-byte header length");
     return false;
   }
-  for (int i = 7; i >= 0; i--) hlen = hlen << 8 | len8[i];
+  for (int i = 7; i >= 0; i--) hlen = hlen << 8 | buf[i];
   if (hlen < 2 || hlen > HEADER_MAX || hlen > size - 8) {
-    fclose(f);
     diag_error(d, path, 0, 0, "not a safetensors file: a header length of %llu bytes in a file of %llu",
                (unsigned long long)hlen, (unsigned long long)size);
     return false;
   }
-  char *h = malloc(hlen);
+  const char *h = (const char *)buf + 8;
+  w->data = buf + 8 + hlen;
   w->data_len = size - 8 - hlen;
-  w->data = malloc(w->data_len ? w->data_len : 1);
-  if (!h || !w->data) die("out of memory");
-  if (fread(h, 1, hlen, f) != hlen || fread(w->data, 1, w->data_len, f) != w->data_len) {
-    const char *why = ferror(f) ? strerror(errno) : "it is shorter than it was";
-    diag_error(d, path, 0, 0, "cannot read the weights file: %s", why);
-    fclose(f);
-    free(h);
-    weights_free(w);
-    return false;
-  }
-  fclose(f);
   Json j = {h, h + hlen, ""};
   int cap = 0;
   bool ok = punct(&j, '{');
@@ -303,7 +312,6 @@ bool weights_read(const char *path, Weights *w, Diag *d) {
     ws(&j);
     if (j.p != j.end) ok = fail(&j, "text after the JSON header's object");
   }
-  free(h);
   if (!ok) {
     diag_error(d, path, 0, 0, "bad safetensors header: %s", j.err);
     weights_free(w);

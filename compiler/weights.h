@@ -35,12 +35,17 @@ typedef struct Weights {
   const char *path;             /* as given */
   int n;
   WTensor *t;                   /* malloc'd, in the header's order */
-  unsigned char *data;          /* the data section (malloc'd) */
+  const unsigned char *data;    /* the data section (in owned, or the caller's buffer) */
   uint64_t data_len;
   char *meta;                   /* the __metadata__ object's JSON text ("{...}"), or NULL */
+  unsigned char *owned;         /* the file's bytes when weights_read read them (malloc'd), else NULL */
 } Weights;
 
+/* Reads and validates path (weights_parse on its bytes). False (reported) on any problem. */
 bool weights_read(const char *path, Weights *w, Diag *d);
+/* Validates the safetensors bytes buf[0..size) (named path in messages); w->data points into buf,
+ * which must outlive w. The fuzz target tests/fuzz/fuzz_safetensors.c drives it. */
+bool weights_parse(const unsigned char *buf, size_t size, const char *path, Weights *w, Diag *d);
 void weights_free(Weights *w);
 /* Attaches every f32 parameter's values (Param.data, copied into the module's arena). Errors name
  * the file and the parameter. */
