@@ -37,40 +37,6 @@ static void setup(void) {
 }
 static void teardown(void) { sh("rm -rf %s", tmp); }
 
-/* max |a - b| / max |b| */
-static double max_rel(const float *a, const float *b, size_t n) {
-  double md = 0, mb = 1e-30;
-  for (size_t i = 0; i < n; i++) {
-    double d = fabs((double)a[i] - b[i]);
-    if (!(d <= md)) md = d;
-    if (fabs(b[i]) > mb) mb = fabs(b[i]);
-  }
-  return md / mb;
-}
-
-/* Every tensor of ref is in ours with its shape (and ours has no other); with tol >= 0 each one's
- * values are within tol of ref's largest element. Returns the worst such error. */
-static double compare_tensors(const char *ours_path, const char *ref_path, double tol) {
-  RtSafetensors *o, *r;
-  RtError err;
-  ck_assert_msg(rt_st_open(&o, ours_path, &err) == 0, "%s", err.msg);
-  ck_assert_msg(rt_st_open(&r, ref_path, &err) == 0, "%s", err.msg);
-  ck_assert_msg(rt_st_count(o) == rt_st_count(r), "%s holds %d tensors, the reference %s %d", ours_path,
-                rt_st_count(o), ref_path, rt_st_count(r));
-  double worst = 0;
-  for (int i = 0; i < rt_st_count(r); i++) {
-    const RtTensor *t = rt_st_tensor(r, i), *u = rt_st_find(o, t->name);
-    ck_assert_msg(u, "%s: no tensor %s", ours_path, t->name);
-    ck_assert_msg(u->ndim == t->ndim && u->nbytes == t->nbytes, "%s: %s has another shape", ours_path, t->name);
-    if (tol < 0) continue;
-    double e = max_rel(u->data, t->data, t->nbytes / 4);
-    ck_assert_msg(e <= tol, "%s: %s differs from PyTorch's by %g of its largest element", ours_path, t->name, e);
-    if (e > worst) worst = e;
-  }
-  rt_st_close(o), rt_st_close(r);
-  return worst;
-}
-
 static void build(const char *share, const char *prog, const char *flags) {
   ck_assert_int_eq(sh("%s build %s --passes='%s,autodiff,constfold,cse,fuse,dce,memplan' " SPEC " -o %s/%s", MODELC_BIN,
                       flags, share, tmp, prog),
@@ -107,13 +73,7 @@ static void config(const char *share, const char *cfg) {
   double e = max_rel(y.data, r.data, numel(&r));
   /* loss */
   snprintf(p, sizeof p, "%s/c.txt", tmp);
-  FILE *f = fopen(p, "r");
-  ck_assert_ptr_nonnull(f);
-  double loss = NAN;
-  char line[256];
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "loss: %lf", &loss) == 1) break;
-  fclose(f);
+  double loss = read_loss(p);
   snprintf(q, sizeof q, FIX "/loss%s.npy", cfg);
   RtNpy rl = load(q);
   double want = ((float *)rl.data)[0];

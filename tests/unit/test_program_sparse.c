@@ -39,47 +39,6 @@ static void setup(void) {
 }
 static void teardown(void) { sh("rm -rf %s", tmp); }
 
-/* max |a - b| / max |b| */
-static double max_rel(const float *a, const float *b, size_t n) {
-  double md = 0, mb = 1e-30;
-  for (size_t i = 0; i < n; i++) {
-    double d = fabs((double)a[i] - b[i]);
-    if (!(d <= md)) md = d;
-    if (fabs(b[i]) > mb) mb = fabs(b[i]);
-  }
-  return md / mb;
-}
-
-/* Every tensor of ref is in ours with its shape, values within tol of ref's largest element. */
-static double compare_tensors(const char *ours_path, const char *ref_path, double tol) {
-  RtSafetensors *o, *r;
-  RtError err;
-  ck_assert_msg(rt_st_open(&o, ours_path, &err) == 0, "%s", err.msg);
-  ck_assert_msg(rt_st_open(&r, ref_path, &err) == 0, "%s", err.msg);
-  ck_assert_int_eq(rt_st_count(o), rt_st_count(r));
-  double worst = 0;
-  for (int i = 0; i < rt_st_count(r); i++) {
-    const RtTensor *t = rt_st_tensor(r, i), *u = rt_st_find(o, t->name);
-    ck_assert_msg(u && u->nbytes == t->nbytes, "%s: no tensor %s of the reference's shape", ours_path, t->name);
-    double e = max_rel(u->data, t->data, t->nbytes / 4);
-    ck_assert_msg(e <= tol, "%s: %s differs from PyTorch's by %g of its largest element", ours_path, t->name, e);
-    if (e > worst) worst = e;
-  }
-  rt_st_close(o), rt_st_close(r);
-  return worst;
-}
-
-static double read_loss(const char *path) {
-  FILE *f = fopen(path, "r");
-  ck_assert_ptr_nonnull(f);
-  double loss = NAN;
-  char line[256];
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "loss: %lf", &loss) == 1) break;
-  fclose(f);
-  return loss;
-}
-
 static void config(const char *pass, const char *cfg) {
   char p[512], q[512];
   for (int l = 0; l < 2; l++) {
