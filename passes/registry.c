@@ -16,6 +16,7 @@ bool pass_constfold(Module *m, const PassOptions *o, Diag *d);
 bool pass_cse(Module *m, const PassOptions *o, Diag *d);
 bool pass_dce(Module *m, const PassOptions *o, Diag *d);
 bool pass_fuse(Module *m, const PassOptions *o, Diag *d);
+bool pass_linformer(Module *m, const PassOptions *o, Diag *d);
 bool pass_memplan(Module *m, const PassOptions *o, Diag *d);
 bool pass_precision(Module *m, const PassOptions *o, Diag *d);
 bool pass_quantize(Module *m, const PassOptions *o, Diag *d);
@@ -98,6 +99,12 @@ static const PassOptSpec share_opts[] = {
      BETWEEN(0, 1 << 20)},
 };
 
+static const PassOptSpec linformer_opts[] = {
+    {"k", POPT_INT, "0", "the projected length K of keys and values, 1 <= K <= T (0: T/4)", BETWEEN(0, 1 << 20)},
+    {"share", POPT_STR, "none", "projections: none (E and F per layer), kv (one per layer for keys and values) or "
+                                "layer (one for all layers)", ONE_OF("none|kv|layer")},
+};
+
 static const PassOptSpec xent_fuse_opts[] = {
     {"chunk", POPT_INT, "256", "rows of logits computed at a time (scratch chunk x vocab floats)", BETWEEN(1, 1 << 20)},
 };
@@ -127,6 +134,8 @@ static const PassInfo registry[] = {
      pass_compute, compute_opts, NOPTS(compute_opts), true, NULL},
     {"share", "cross-layer parameter sharing (ALBERT): the layers of a repeated block bind one parameter set",
      pass_share, share_opts, NOPTS(share_opts), true, pass_share_check},
+    {"linformer", "Linformer attention: keys and values projected along the sequence to K (bidirectional only)",
+     pass_linformer, linformer_opts, NOPTS(linformer_opts), true, NULL},
     {"xent_fuse", "LM head + cross-entropy + their backward in one op over row chunks: no [rows, vocab] logits",
      pass_xent_fuse, xent_fuse_opts, NOPTS(xent_fuse_opts), false, NULL},
     {"memplan", "place every intermediate tensor at a static offset in one arena (liveness, greedy by size)",

@@ -177,6 +177,7 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
     Op *op = ir_op_new(f, OP_ATTENTION, 1, &qkv, 1);
     ir_set_attr_int(op, "heads", l->heads);
     ir_set_attr_int(op, "causal", l->causal ? 1 : 0);
+    op->line = l->line, op->col = l->col; /* passes that refuse an attention (linformer) point at its layer */
     Value *y = ir_emit(f, op);
     y = lw_op2(f, OP_LINEAR, y, pv[k++]);
     return lw_bias(lw, y, l->bias, pv, &k);
