@@ -22,10 +22,8 @@
 #include <string.h>
 
 #include "../../compiler/frontend/spec.h"
-#include "../../runtime/io/io.h" /* .npy, safetensors (internal) */
 #include "../../runtime/modelc_rt.h"
-#include "npy_test.h"
-#include "sh.h"
+#include "ref_program.h"
 
 #define FIX "tests/reference/fixtures/share-tiny"
 #define SPEC "tests/reference/specs/share-tiny.yaml"
@@ -37,98 +35,7 @@ static void setup(void) {
 }
 static void teardown(void) { sh("rm -rf %s", tmp); }
 
-/* max |a - b| / max |b| */
-static double max_rel(const float *a, const float *b, size_t n) {
-  double md = 0, mb = 1e-30;
-  for (size_t i = 0; i < n; i++) {
-    double d = fabs((double)a[i] - b[i]);
-    if (!(d <= md)) md = d;
-    if (fabs(b[i]) > mb) mb = fabs(b[i]);
-  }
-  return md / mb;
-}
-
-/* Every tensor of ref is in ours with its shape (and ours has no other); with tol >= 0 each one's
- * values are within tol of ref's largest element. Returns the worst such error. */
-static double compare_tensors(const char *ours_path, const char *ref_path, double tol) {
-  RtSafetensors *o, *r;
-  RtError err;
-  ck_assert_msg(rt_st_open(&o, ours_path, &err) == 0, "%s", err.msg);
-  ck_assert_msg(rt_st_open(&r, ref_path, &err) == 0, "%s", err.msg);
-  ck_assert_msg(rt_st_count(o) == rt_st_count(r), "%s holds %d tensors, the reference %s %d", ours_path,
-                rt_st_count(o), ref_path, rt_st_count(r));
-  double worst = 0;
-  for (int i = 0; i < rt_st_count(r); i++) {
-    const RtTensor *t = rt_st_tensor(r, i), *u = rt_st_find(o, t->name);
-    ck_assert_msg(u, "%s: no tensor %s", ours_path, t->name);
-    ck_assert_msg(u->ndim == t->ndim && u->nbytes == t->nbytes, "%s: %s has another shape", ours_path, t->name);
-    if (tol < 0) continue;
-    double e = max_rel(u->data, t->data, t->nbytes / 4);
-    ck_assert_msg(e <= tol, "%s: %s differs from PyTorch's by %g of its largest element", ours_path, t->name, e);
-    if (e > worst) worst = e;
-  }
-  rt_st_close(o), rt_st_close(r);
-  return worst;
-}
-
-static void build(const char *share, const char *prog, const char *flags) {
-  ck_assert_int_eq(sh("%s build %s --passes='%s,autodiff,constfold,cse,fuse,dce,memplan' " SPEC " -o %s/%s", MODELC_BIN,
-                      flags, share, tmp, prog),
-                   0);
-}
-
-/* forward and grad of one program on the configuration's weights: DIR/PROG.npy, DIR/PROG.safetensors */
-static void run(const char *prog, const char *cfg) {
-  ck_assert_int_eq(sh("%s/%s forward --weights " FIX "/weights%s.safetensors --tokens " FIX "/tokens.npy --out %s/%s.npy",
-                      tmp, prog, cfg, tmp, prog),
-                   0);
-  ck_assert_int_eq(sh("%s/%s grad --weights " FIX "/weights%s.safetensors --tokens " FIX "/tokens.npy --targets " FIX
-                      "/targets.npy --out %s/%s.safetensors > %s/%s.txt",
-                      tmp, prog, cfg, tmp, prog, tmp, prog),
-                   0);
-}
-
-static void config(const char *share, const char *cfg) {
-  char p[512], q[512];
-  build(share, "c", "");
-  build(share, "l", "--backend=llvm");
-  /* one copy of each shared set: the program's parameters are the reference's */
-  ck_assert_int_eq(sh("%s/c init --seed 1 --out %s/init.safetensors", tmp, tmp), 0);
-  snprintf(p, sizeof p, "%s/init.safetensors", tmp);
-  snprintf(q, sizeof q, FIX "/weights%s.safetensors", cfg);
-  compare_tensors(p, q, -1);
-  run("c", cfg);
-  run("l", cfg);
-  /* logits */
-  snprintf(p, sizeof p, "%s/c.npy", tmp);
-  snprintf(q, sizeof q, FIX "/logits%s.npy", cfg);
-  RtNpy y = load(p), r = load(q);
-  ck_assert_int_eq(numel(&y), numel(&r));
-  double e = max_rel(y.data, r.data, numel(&r));
-  /* loss */
-  snprintf(p, sizeof p, "%s/c.txt", tmp);
-  FILE *f = fopen(p, "r");
-  ck_assert_ptr_nonnull(f);
-  double loss = NAN;
-  char line[256];
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "loss: %lf", &loss) == 1) break;
-  fclose(f);
-  snprintf(q, sizeof q, FIX "/loss%s.npy", cfg);
-  RtNpy rl = load(q);
-  double want = ((float *)rl.data)[0];
-  /* gradients */
-  snprintf(p, sizeof p, "%s/c.safetensors", tmp);
-  snprintf(q, sizeof q, FIX "/grads%s.safetensors", cfg);
-  double ge = compare_tensors(p, q, 1e-4);
-  printf("share-tiny %s: logits %.3g, loss %.8g vs %.8g, worst gradient %.3g\n", share, e, loss, want, ge);
-  ck_assert_msg(e <= 1e-5, "%s: logits differ from PyTorch by %g", share, e);
-  ck_assert_msg(fabs(loss - want) <= 1e-5 * fabs(want), "%s: loss %.8g, PyTorch %.8g", share, loss, want);
-  /* the backends agree to the byte */
-  ck_assert_msg(sh("cmp -s %s/c.npy %s/l.npy", tmp, tmp) == 0, "%s: logits, C vs LLVM", share);
-  ck_assert_msg(sh("cmp -s %s/c.safetensors %s/l.safetensors", tmp, tmp) == 0, "%s: gradients, C vs LLVM", share);
-  rt_npy_free(&y), rt_npy_free(&r), rt_npy_free(&rl);
-}
+static void config(const char *share, const char *cfg) { ref_config(tmp, SPEC, FIX, share, cfg, 1e-4); }
 
 START_TEST(share_all) { config("share<mode=all>", ""); }
 END_TEST

@@ -27,22 +27,12 @@
 #include "../../runtime/modelc_rt.h"
 #include "../../runtime/io/io.h" /* .npy (internal) */
 #include "npy_test.h"
+#include "ref_program.h" /* ref_max_rel */
 #include "sh.h"
 
 #define FIX "tests/reference/fixtures/rope-tiny"
 static char tmp[256];
 
-
-/* max |a - b| / max |b| (NaN propagates) */
-static double norm_err(const float *a, const float *b, size_t n) {
-  double md = 0, mb = 1e-30;
-  for (size_t i = 0; i < n; i++) {
-    double d = fabs((double)a[i] - b[i]);
-    if (!(d <= md)) md = d;
-    if (fabs(b[i]) > mb) mb = fabs(b[i]);
-  }
-  return md / mb;
-}
 
 static void setup(void) {
   snprintf(tmp, sizeof tmp, "/tmp/modelc_rope_XXXXXX");
@@ -63,7 +53,7 @@ START_TEST(test_reference_both_backends) {
     RtNpy ours = load(path), ref = load(FIX "/out.npy");
     ck_assert_int_eq(ours.ndim, 3);
     for (int i = 0; i < 3; i++) ck_assert_int_eq(ours.shape[i], ref.shape[i]);
-    double e = norm_err(ours.data, ref.data, numel(&ref));
+    double e = ref_max_rel(ours.data, ref.data, numel(&ref));
     printf("rope-tiny (%s backend): max error / max |reference| = %.3g\n", be[k], e);
     ck_assert_msg(e <= 1e-5, "%s backend: rope output differs from PyTorch by %g", be[k], e);
     rt_npy_free(&ours);
@@ -92,7 +82,7 @@ START_TEST(test_kv_cache_equals_recompute) {
   RtNpy x = load(a), y = load(b);
   ck_assert_int_eq(x.shape[0], 80); /* past the context of 32: the window slides */
   ck_assert_int_eq(numel(&x), numel(&y));
-  double e = norm_err(x.data, y.data, numel(&y));
+  double e = ref_max_rel(x.data, y.data, numel(&y));
   printf("rope-lm: kv cache vs recompute: %.3g\n", e);
   ck_assert_msg(e <= 1e-5, "KV-cache logits differ from recomputation by %g", e);
   rt_npy_free(&x);
