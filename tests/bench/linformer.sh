@@ -1,0 +1,83 @@
+#!/bin/bash
+# tests/bench/linformer.sh: the quality of Linformer attention (the linformer pass) against dense
+# attention on bert-tiny at equal steps, from the repository root:
+#
+#     tests/bench/linformer.sh [STEPS] [K]      (default 600 steps, K = T/4 = 16)
+#
+# bert-tiny is a sequence classifier (pool first), and classifiers train on labelled rows
+# (`PROG train --tokens --targets`), not on raw text (docs/training.md). So the task is built from
+# the fortunes corpus: 64-byte windows, each kept as it is (label 1) or with its bytes reversed
+# (label 0), half and half; the unigram counts of both classes are the same, so only the order of
+# the bytes tells them apart and the model must mix positions through attention into the first
+# token. 4096 training rows come from the first 90% of the corpus, 1024 test rows from the last
+# 10% (tests/bench/linformer_data.py, numpy).
+#
+# Two programs train from the same initial weights (`init --seed 1`) with the same rows, batch 32
+# (built with --batch=32), lr 5e-4 (linear schedule, 50 warm-up steps), one thread:
+#   dense       examples/bert-tiny.yaml's pipeline
+#   linformer   linformer<k=K> in front of it (E and F per layer, [K, 64])
+# Reported: the parameter count, the mean training loss of the last 10% of the steps, and the test
+# rows' mean cross-entropy and accuracy (forward on the 1024 test rows, dropout off). Only the
+# numbers measured in this run; the Markdown report goes to stdout and $BUILD/linformer/results.md.
+# BUILD (default build-bench, a Release build made here if missing) names the build folder;
+# CORPUS (default /work/qtrain/fortunes.txt if present, else scripts/fortunes-corpus.sh's) the text.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+STEPS=${1:-600}
+K=${2:-16}
+BUILD=${BUILD:-build-bench}
+OUT=$BUILD/linformer
+log() { echo "linformer.sh: $*" >&2; }
+export OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1
+
+if [ ! -x "$BUILD/modelc" ]; then
+  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DMODELC_WERROR=OFF >/dev/null
+  cmake --build "$BUILD" -j2 >/dev/null
+fi
+MODELC=$BUILD/modelc
+mkdir -p "$OUT" && rm -rf "${OUT:?}"/*
+CORPUS=${CORPUS:-/work/qtrain/fortunes.txt}
+if [ ! -f "$CORPUS" ]; then
+  scripts/fortunes-corpus.sh "$OUT/corpus.txt" 2>/dev/null
+  CORPUS=$OUT/corpus.txt
+fi
+/usr/bin/python3 tests/bench/linformer_data.py "$CORPUS" "$OUT" 64 4096 1024
+
+PASSES="autodiff,constfold,cse,fuse,dce,memplan"
+"$MODELC" build --batch=32 --passes="$PASSES" examples/bert-tiny.yaml -o "$OUT/dense"
+"$MODELC" build --batch=32 --passes="linformer<k=$K>,$PASSES" examples/bert-tiny.yaml -o "$OUT/linformer"
+"$OUT/dense" init --seed 1 --out "$OUT/dense-init.safetensors"
+"$OUT/linformer" init --seed 1 --out "$OUT/linformer-init.safetensors"
+
+for n in dense linformer; do
+  log "training $n: $STEPS steps"
+  start=$(date +%s.%N)
+  "$OUT/$n" train --weights "$OUT/$n-init.safetensors" --tokens "$OUT/train_x.npy" --targets "$OUT/train_y.npy" \
+    --steps "$STEPS" --batch 32 --lr 5e-4 --warmup 50 --eval-every 0 --threads 1 \
+    --out "$OUT/$n.safetensors" --log "$OUT/$n.csv" > "$OUT/$n.log" 2>&1
+  end=$(date +%s.%N)
+  awk -v a="$start" -v b="$end" 'BEGIN { printf "%.0f\n", b - a }' > "$OUT/$n.time"
+  "$OUT/$n" info | awk '/^parameters:/ { print $2 }' > "$OUT/$n.params"
+  for i in $(seq 0 31); do
+    "$OUT/$n" forward --weights "$OUT/$n.safetensors" --tokens "$OUT/test_x.$i.npy" --out "$OUT/$n.logits.$i.npy" --threads 1
+  done
+  /usr/bin/python3 tests/bench/linformer_data.py --score "$OUT" "$n" 32 > "$OUT/$n.score"
+  awk -F, -v s="$STEPS" 'NR > 1 && $1 > s - s / 10 { t += $3; k++ } END { printf "%.4f\n", t / k }' "$OUT/$n.csv" \
+    > "$OUT/$n.train"
+done
+
+{
+  echo "bert-tiny, dense attention vs linformer<k=$K> (T = 64), $STEPS steps of 32 rows, the same initial weights"
+  echo "and rows (fortunes windows kept or reversed; 4096 training rows, 1024 test rows from the held-out tail):"
+  echo
+  echo "| attention | parameters | train loss (last 10% of steps) | test loss | test accuracy | train time (s, 1 thread) |"
+  echo "|---|---|---|---|---|---|"
+  for n in dense linformer; do
+    read -r loss acc < "$OUT/$n.score"
+    label=$n; [ "$n" = linformer ] && label="linformer<k=$K>"
+    echo "| $label | $(cat "$OUT/$n.params") | $(cat "$OUT/$n.train") | $loss | $acc | $(cat "$OUT/$n.time") |"
+  done
+  echo
+  echo "Command: \`tests/bench/linformer.sh $STEPS $K\`; machine: $(nproc) cores, $(uname -m); $(date -u '+%Y-%m-%d %H:%M UTC')."
+} | tee "$OUT/results.md"
