@@ -162,7 +162,7 @@ static bool rewrite_func(Ctx *c, Func *f, Op **calls, int ncalls) {
       for (int i = 0; i < np; i++) ef[i] = ir_add_arg(f, name[i], t);
       for (int ci = 0; ci < ncalls && ok; ci++) {
         Op *call = calls[ci];
-        char prefix[256], pname[600];
+        char prefix[256], pname[1024];
         call_prefix(call, f, ci, prefix, sizeof prefix);
         Value **in = ir_alloc(c->m, sizeof *in * (size_t)(call->nin + np));
         memcpy(in, call->in, sizeof *in * (size_t)call->nin);
