@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """linformer_data.py: the labelled rows of tests/bench/linformer.sh, and their scoring.
 
-    linformer_data.py CORPUS OUT T NTRAIN NTEST
-        64-byte (T) windows of the corpus, each kept (label 1) or reversed (label 0) at random, half
-        and half: NTRAIN rows from the first 90% (OUT/train_x.npy int32 [NTRAIN,T], train_y.npy
-        int32 [NTRAIN]), NTEST rows from the last 10% (OUT/test_x.I.npy in chunks of 32 rows,
-        test_y.npy). Seeded: the same rows every run.
+    linformer_data.py CORPUS OUT T NTRAIN NTEST ROWS
+        T-byte windows of the corpus, each kept (label 1) or reversed (label 0) at random, half and
+        half: NTRAIN rows from the first 90% (OUT/train_x.I.npy int32 [ROWS,T] and train_y.I.npy
+        int32 [ROWS], chunks of ROWS rows: `PROG train --tokens` takes at most the compiled batch),
+        NTEST rows from the last 10% (OUT/test_x.I.npy in chunks of ROWS rows, test_y.npy). Seeded:
+        the same rows every run.
     linformer_data.py --score OUT NAME NCHUNKS
         prints the mean cross-entropy and the accuracy of OUT/NAME.logits.I.npy against test_y.npy.
 """
@@ -14,7 +15,7 @@ import sys
 import numpy as np
 
 
-def make(corpus, out, t, ntrain, ntest):
+def make(corpus, out, t, ntrain, ntest, chunk):
     data = np.frombuffer(open(corpus, "rb").read(), dtype=np.uint8)
     cut = len(data) * 9 // 10
     rng = np.random.RandomState(1)
@@ -28,12 +29,13 @@ def make(corpus, out, t, ntrain, ntest):
         return x, y
 
     x, y = rows(0, cut, ntrain)
-    np.save(f"{out}/train_x.npy", x)
-    np.save(f"{out}/train_y.npy", y)
+    for i in range(0, ntrain, chunk):
+        np.save(f"{out}/train_x.{i // chunk}.npy", np.ascontiguousarray(x[i:i + chunk]))
+        np.save(f"{out}/train_y.{i // chunk}.npy", y[i:i + chunk])
     x, y = rows(cut, len(data), ntest)
     np.save(f"{out}/test_y.npy", y)
-    for i in range(0, ntest, 32):
-        np.save(f"{out}/test_x.{i // 32}.npy", np.ascontiguousarray(x[i:i + 32]))
+    for i in range(0, ntest, chunk):
+        np.save(f"{out}/test_x.{i // chunk}.npy", np.ascontiguousarray(x[i:i + chunk]))
 
 
 def score(out, name, nchunks):
@@ -50,4 +52,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "--score":
         score(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
-        make(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        make(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
