@@ -3,7 +3,8 @@
  * shorter than the compiled length (nt < T: the first nt columns of E and F; the gradient's other
  * columns zero), K > nt, one head and several, and E equal to F; with 1, 2 and 3 threads (the
  * scratch sized after rt_set_threads, exactly, so ASan catches an overrun); and 1 against 2
- * threads bit for bit (dE and dF are summed in a fixed order, not per thread). */
+ * threads bit for bit (dE and dF are summed in a fixed order, not per thread); K = 1 (out = F V);
+ * and the backward twin against central differences of the forward twin. */
 #include "rt_test_util.h"
 
 #include <check.h>
@@ -112,6 +113,53 @@ START_TEST(one_projected_key) {
 }
 END_TEST
 
+/* The backward twin against central differences of the forward twin: L = sum(dy * out), every
+ * 5th element of qkv, E and F perturbed (float arithmetic: h = 1e-2, tolerance 2e-3 of the
+ * largest gradient). Checks the twins' calculus independently of the fast kernels. */
+static double loss_of(const Case *c, const float *qkv, const float *E, const float *F, const float *dy, float *o) {
+  size_t no = (size_t)c->B * c->nt * c->C;
+  rt_linformer_ref(o, qkv, E, F, c->B, c->nt, c->T, c->C, c->nh, c->K);
+  double L = 0;
+  for (size_t i = 0; i < no; i++)
+    L += (double)dy[i] * o[i];
+  return L;
+}
+
+START_TEST(twin_vs_differences) {
+  const Case c = {2, 7, 9, 8, 2, 3, 0};
+  size_t nqkv = (size_t)c.B * c.nt * 3 * c.C, no = (size_t)c.B * c.nt * c.C, ne = (size_t)c.K * c.T;
+  float *qkv = falloc(nqkv), *E = falloc(ne), *F = falloc(ne), *dy = falloc(no), *o = falloc(no);
+  float *dq = falloc(nqkv), *dE = falloc(ne), *dF = falloc(ne);
+  fill_uniform(qkv, nqkv, -1, 1, 71);
+  fill_uniform(E, ne, -0.5f, 0.5f, 72);
+  fill_uniform(F, ne, -0.5f, 0.5f, 73);
+  fill_uniform(dy, no, -1, 1, 74);
+  rt_linformer_dx_ref(dq, dE, dF, qkv, E, F, dy, c.B, c.nt, c.T, c.C, c.nh, c.K);
+  float *xs[3] = {qkv, E, F}, *gs[3] = {dq, dE, dF};
+  size_t ns[3] = {nqkv, ne, ne};
+  const float h = 1e-2f;
+  for (int w = 0; w < 3; w++) {
+    double gmax = 1e-30, worst = 0;
+    for (size_t i = 0; i < ns[w]; i++) gmax = fmax(gmax, fabs(gs[w][i]));
+    for (size_t i = 0; i < ns[w]; i += 5) {
+      float x0 = xs[w][i];
+      xs[w][i] = x0 + h;
+      double lp = loss_of(&c, qkv, E, F, dy, o);
+      xs[w][i] = x0 - h;
+      double lm = loss_of(&c, qkv, E, F, dy, o);
+      xs[w][i] = x0;
+      double fd = (lp - lm) / (2 * h), e = fabs(fd - gs[w][i]) / gmax;
+      worst = fmax(worst, e);
+      if (w && (int)(i % c.T) >= c.nt) /* columns past nt: no influence, no gradient */
+        ck_assert(gs[w][i] == 0.0f && fd == 0.0);
+    }
+    ck_assert_msg(worst < 2e-3, "%s: the twin's gradient differs from central differences by %g of its largest",
+                  (const char *[]){"dqkv", "dE", "dF"}[w], worst);
+  }
+  free(qkv), free(E), free(F), free(dy), free(o), free(dq), free(dE), free(dF);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("rt_linformer");
   TCase *tc = tcase_create("linformer");
@@ -119,6 +167,7 @@ int main(void) {
   tcase_add_loop_test(tc, linformer_vs_ref, 1, 4); /* _i = 1..3 threads */
   tcase_add_test(tc, threads_bit_identical);
   tcase_add_test(tc, one_projected_key);
+  tcase_add_test(tc, twin_vs_differences);
   suite_add_tcase(s, tc);
   return check_run(s);
 }
