@@ -2,11 +2,13 @@
 """linformer_data.py: the labelled rows of tests/bench/linformer.sh, and their scoring.
 
     linformer_data.py CORPUS OUT T NTRAIN NTEST ROWS
-        T-byte windows of the corpus, each kept (label 1) or reversed (label 0) at random, half and
-        half: NTRAIN rows from the first 90% (OUT/train_x.I.npy int32 [ROWS,T] and train_y.I.npy
-        int32 [ROWS], chunks of ROWS rows: `PROG train --tokens` takes at most the compiled batch),
-        NTEST rows from the last 10% (OUT/test_x.I.npy in chunks of ROWS rows, test_y.npy). Seeded:
-        the same rows every run.
+        T-byte windows of the corpus labelled by the half of the corpus they come from (0: the first
+        half, 1: the second; the fortune files are concatenated in name order, so the halves are
+        different topics), half and half: NTRAIN rows from the first 90% of each half
+        (OUT/train_x.I.npy int32 [ROWS,T] and train_y.I.npy int32 [ROWS], chunks of ROWS rows:
+        `PROG train --tokens` takes at most the compiled batch), NTEST rows from the last 10% of
+        each half (OUT/test_x.I.npy in chunks of ROWS rows, test_y.npy): the test text is never
+        trained on. Seeded: the same rows every run.
     linformer_data.py --score OUT NAME NCHUNKS
         prints the mean cross-entropy and the accuracy of OUT/NAME.logits.I.npy against test_y.npy.
 """
@@ -17,22 +19,23 @@ import numpy as np
 
 def make(corpus, out, t, ntrain, ntest, chunk):
     data = np.frombuffer(open(corpus, "rb").read(), dtype=np.uint8)
-    cut = len(data) * 9 // 10
+    half = len(data) // 2
     rng = np.random.RandomState(1)
 
-    def rows(lo, hi, n):
-        starts = rng.randint(lo, hi - t, size=n)
-        x = np.stack([data[s:s + t] for s in starts]).astype(np.int32)
+    def rows(part, n):
+        """n windows, half from each half of the corpus: its first 90% (part 0) or last 10% (1)"""
         y = (np.arange(n) % 2).astype(np.int32)
         rng.shuffle(y)
-        x[y == 0] = x[y == 0][:, ::-1]
-        return x, y
+        lo = np.where(y == 0, 0, half) + (half * 9 // 10 if part else 0)
+        span = (half * 9 // 10 if part == 0 else half - half * 9 // 10) - t
+        starts = lo + rng.randint(0, span, size=n)
+        return np.stack([data[s:s + t] for s in starts]).astype(np.int32), y
 
-    x, y = rows(0, cut, ntrain)
+    x, y = rows(0, ntrain)
     for i in range(0, ntrain, chunk):
         np.save(f"{out}/train_x.{i // chunk}.npy", np.ascontiguousarray(x[i:i + chunk]))
         np.save(f"{out}/train_y.{i // chunk}.npy", y[i:i + chunk])
-    x, y = rows(cut, len(data), ntest)
+    x, y = rows(1, ntest)
     np.save(f"{out}/test_y.npy", y)
     for i in range(0, ntest, chunk):
         np.save(f"{out}/test_x.{i // chunk}.npy", np.ascontiguousarray(x[i:i + chunk]))
