@@ -75,16 +75,26 @@ static bool in_range(const AttrRule *r, double v) {
   return lo && hi; /* NaN fails both */
 }
 
-/* Is s one of the '|'-separated words? */
-bool ir_words_have(const char *words, const char *s) {
+/* The 1-based place of s among the '|'-separated words, 0 if it is none of them. */
+int ir_words_place(const char *words, const char *s) {
   size_t len = strlen(s);
-  for (const char *w = words;;) {
+  int place = 1;
+  for (const char *w = words;; place++) {
     const char *bar = strchr(w, '|');
     size_t wl = bar ? (size_t)(bar - w) : strlen(w);
-    if (wl == len && memcmp(w, s, len) == 0) return true;
-    if (!bar) return false;
+    if (wl == len && memcmp(w, s, len) == 0) return place;
+    if (!bar) return 0;
     w = bar + 1;
   }
+}
+
+bool ir_words_have(const char *words, const char *s) { return ir_words_place(words, s) > 0; }
+
+int ir_attr_word(const Op *op, const char *key) {
+  const AttrSpec *s = ir_attr_spec(op->kind, key);
+  IR_ASSERT(s && s->kind == ATTR_STR && s->rule.kind == AR_ONE_OF);
+  const char *v = ir_attr_s(op, key);
+  return v ? ir_words_place(s->rule.words, v) : 0;
 }
 
 /* Writes "\"a\", \"b\" or \"c\"" for the words "a|b|c" into buf. */

@@ -169,6 +169,9 @@ GRAD_RULE(grad_attention) {
   Op *o = ir_op_new(g->f, OP_ATTENTION_DX, 2, in, 1);
   ir_set_attr_int(o, "heads", ir_attr_i(op, "heads"));
   ir_set_attr_int(o, "causal", ir_attr_i(op, "causal"));
+  static const char *const pattern[] = {"sparse", "tile", "window", "stride", "summary", "global"};
+  for (int i = 0; i < 6; i++) /* the forward's block-sparse pattern, if any (not its cache) */
+    if (ir_attr(op, pattern[i])) ir_set_attr(o, *ir_attr(op, pattern[i]));
   give(g, op, 0, ir_emit(g->f, o));
   return true;
 }

@@ -169,6 +169,94 @@ static bool shape_matmul(const Module *m, const Op *op, Type *out, char *err, si
   return true;
 }
 
+/* The block-sparse pattern attributes of an attention or attention_dx op (ops.def; the
+ * sparse-attention pass, docs/passes.md) agree with each other: each pattern has its sizes and
+ * no others, and a ring cache (attention only) is local, causal and holds the window and the
+ * global tokens. */
+static bool sparse_attrs_ok(const Op *op, char *err, size_t n) {
+  const char *kind = ir_attr_s(op, "sparse");
+  static const char *const sizes[] = {"tile", "window", "stride", "summary", "global", "cache"};
+  if (!kind) {
+    for (int i = 0; i < 6; i++)
+      if (ir_attr(op, sizes[i])) {
+        snprintf(err, n, "%s: '%s' is a block-sparse pattern's size, and the op has no sparse= pattern",
+                 ir_op_name(op->kind), sizes[i]);
+        return false;
+      }
+    return true;
+  }
+  bool local = strcmp(kind, "local") == 0, fixed = strcmp(kind, "fixed") == 0;
+  const char *need = local ? "window" : "stride", *not1 = local ? "stride" : "window";
+  if (!ir_attr(op, need)) {
+    snprintf(err, n, "%s: sparse=%s needs %s=", ir_op_name(op->kind), kind, need);
+    return false;
+  }
+  if (ir_attr(op, not1) || (!fixed && ir_attr(op, "summary"))) {
+    snprintf(err, n, "%s: sparse=%s takes no %s=", ir_op_name(op->kind), kind, ir_attr(op, not1) ? not1 : "summary");
+    return false;
+  }
+  if (fixed && ir_attr_i(op, "summary") > ir_attr_i(op, "stride")) {
+    snprintf(err, n, "%s: sparse=fixed: summary %lld is above the stride %lld", ir_op_name(op->kind),
+             (long long)ir_attr_i(op, "summary"), (long long)ir_attr_i(op, "stride"));
+    return false;
+  }
+  if (ir_attr(op, "cache")) {
+    int64_t need_c = ir_attr_i(op, "window") + ir_attr_i(op, "global");
+    if (!local || !ir_attr_i(op, "causal")) {
+      snprintf(err, n, "%s: a ring cache (cache=) is for causal sparse=local attention", ir_op_name(op->kind));
+      return false;
+    }
+    if (ir_attr_i(op, "cache") < need_c) {
+      snprintf(err, n, "%s: cache=%lld holds fewer positions than the window and the global tokens (%lld)",
+               ir_op_name(op->kind), (long long)ir_attr_i(op, "cache"), (long long)need_c);
+      return false;
+    }
+  }
+  return true;
+}
+
+/* Query-key pairs an attention op computes at length T (all positions 0-based): its pattern's
+ * allowed elements (the same masks as runtime/kernels/attention_sparse.c, counted per query in
+ * closed form; global tokens by a loop over the G of them), or every (causal: every k <= q) pair. */
+static bool sparse_allowed(const char *kind, int64_t w, int64_t l, int64_t c, int64_t g, bool causal, int64_t q,
+                           int64_t k) {
+  if (causal && k > q) return false;
+  if (k < g || (!causal && q < g)) return true;
+  int64_t d = q > k ? q - k : k - q;
+  if (kind[0] == 'l') return d < w;
+  if (kind[0] == 's') return d < l || d % l == 0;
+  return q / l == k / l || k % l >= l - c;
+}
+static int64_t attention_pairs(const Op *op, int64_t T) {
+  bool causal = ir_attr_i(op, "causal") != 0;
+  const char *kind = ir_attr_s(op, "sparse");
+  if (!kind) return causal ? T * (T + 1) / 2 : T * T;
+  int64_t w = ir_attr_i(op, "window"), l = ir_attr_i(op, "stride"), c = ir_attr_i(op, "summary");
+  int64_t g = ir_attr_i(op, "global"), pairs = 0;
+  for (int64_t q = 0; q < T; q++) {
+    int64_t before = q, after = causal ? 0 : T - 1 - q, n; /* keys on each side of q */
+    if (!causal && q < g) {
+      pairs += T;
+      continue;
+    }
+    if (kind[0] == 'l') {
+      n = 1 + (before < w - 1 ? before : w - 1) + (after < w - 1 ? after : w - 1);
+    } else if (kind[0] == 's') {
+      n = 1 + (before < l - 1 ? before : l - 1) + before / l + (after < l - 1 ? after : l - 1) + after / l;
+    } else {
+      int64_t b0 = q / l * l, b1 = causal ? q + 1 : (b0 + l < T ? b0 + l : T); /* q's own l-block */
+      int64_t full = (causal ? b0 : T) / l, rest = (causal ? b0 : T) % l;  /* l-blocks in [0, end) */
+      int64_t cols = full * c + (rest > l - c ? rest - (l - c) : 0);     /* summary columns there */
+      if (!causal) cols -= (b1 - b0 > l - c ? b1 - b0 - (l - c) : 0);   /* not the own block's */
+      n = (b1 - b0) + cols;
+    }
+    for (int64_t k = 0; k < g && k < T; k++) /* global keys the pattern does not already allow */
+      if (!(causal && k > q) && !sparse_allowed(kind, w, l, c, 0, causal, q, k)) n++;
+    pairs += n;
+  }
+  return pairs;
+}
+
 static bool shape_attention(const Module *m, const Op *op, Type *out, char *err, size_t n) {
   char b1[96];
   const Type *x = &op->in[0]->type;
@@ -178,6 +266,7 @@ static bool shape_attention(const Module *m, const Op *op, Type *out, char *err,
     return fail(err, n, "attention expects qkv [B,T,3C], got %s%s", tstr(x, b1), NULL);
   int64_t c = x->dim[2] / 3;
   if (h < 1 || c % h != 0) return fail(err, n, "attention: heads do not divide the width of %s%s", tstr(x, b1), NULL);
+  if (!sparse_attrs_ok(op, err, n)) return false;
   *out = *x;
   out->dim[2] = c;
   return true;
@@ -457,8 +546,7 @@ static int64_t flops_matmul(const Module *m, const Op *op) {
 static int64_t flops_attention(const Module *m, const Op *op) {
   const Type *x = &op->in[0]->type;
   int64_t b = x->dim[0], t = x->dim[1], c = x->dim[2] / 3, h = ir_attr_i(op, "heads");
-  int64_t pairs = ir_attr_i(op, "causal") ? t * (t + 1) / 2 : t * t;
-  return b * pairs * (4 * c + 5 * h);
+  return b * attention_pairs(op, t) * (4 * c + 5 * h);
 }
 /* linformer per batch row: K' = E K and V' = F V (2 K T C each), Q K'^T and P V' (2 T K C each),
  * ~5 per score for the softmax: O(T K), not O(T^2). */

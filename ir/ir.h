@@ -412,6 +412,7 @@ bool ir_check_attrs(const Op *op, char *err, size_t n);
 /* Allowed-word lists written "a|b|c" (attribute rules, pass options): is s one of the words, and
  * the list as text for a message ("\"a\", \"b\" or \"c\"", truncated to fit buf). */
 bool ir_words_have(const char *words, const char *s);
+int ir_words_place(const char *words, const char *s); /* 1-based place of s among words; 0: none */
 void ir_words_text(const char *words, char *buf, size_t n);
 /* Typed reads: the attribute's value, or the table's default when it is absent (NULL / no
  * elements for STR, SYM and INTS). A key not declared for the op's kind, or declared with another
@@ -419,6 +420,7 @@ void ir_words_text(const char *words, char *buf, size_t n);
 int64_t ir_attr_i(const Op *op, const char *key);                   /* INT */
 double ir_attr_f(const Op *op, const char *key);                    /* FLOAT (an INT value converts) */
 const char *ir_attr_s(const Op *op, const char *key);               /* STR or SYM (without '@') */
+int ir_attr_word(const Op *op, const char *key); /* a ONE_OF string's 1-based place among its words; 0: absent */
 const int64_t *ir_attr_ints(const Op *op, const char *key, int *n); /* INTS: *n elements */
 
 /* Checks the op's operand count and attributes (ir_check_attrs), runs its shape rule and sets its

@@ -122,6 +122,10 @@ static bool check_op(Ctx *c, const Func *f, const Op *att, int64_t K) {
     snprintf(msg, sizeof msg, "linformer: this attention in @%s is causal: linformer projects keys and values along "
                               "the sequence, so every query would see future positions; it needs bidirectional "
                               "attention (causal: false), and causal decoding cannot use it", f->name);
+  else if (ir_attr_s(att, "sparse"))
+    snprintf(msg, sizeof msg, "linformer: this attention in @%s is block-sparse (the sparse-attention pass, sparse=%s): "
+                              "linformer replaces dense bidirectional attention; use one of the two",
+             f->name, ir_attr_s(att, "sparse"));
   else if (K > T)
     snprintf(msg, sizeof msg, "linformer: k=%lld exceeds the sequence length %lld of the attention in @%s "
                               "(1 <= k <= T)", (long long)K, (long long)T, f->name);

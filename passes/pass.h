@@ -75,6 +75,12 @@ typedef struct PassInfo {
 
 const PassInfo *pass_find(const char *name);
 const PassInfo *pass_registry(int *n);
+/* Gives attention op a block-sparse pattern (passes/sparse_attention.c; the pass and the spec's
+ * `attention: {sparse: ...}` both call it): pattern local|strided|fixed, size its window, stride or
+ * block, summary (fixed), global tokens, the kernels' tile. A causal local pattern gets a ring KV
+ * cache when it sees fewer positions than the context. false with err set if they are invalid. */
+bool pass_sparse_set(Op *op, const char *pattern, int64_t size, int64_t summary, int64_t global, int64_t tile,
+                     char *err, size_t n);
 /* The pipeline used when neither the spec nor --passes gives one. */
 const char *pass_default_pipeline(void);
 

@@ -28,6 +28,8 @@ bool pass_xent_fuse(Module *m, const PassOptions *o, Diag *d);
 bool pass_checkpoint_check(const PipelineEntry *e, Diag *d);
 bool pass_precision_check(const PipelineEntry *e, Diag *d);
 bool pass_share_check(const PipelineEntry *e, Diag *d);
+bool pass_sparse_attention(Module *m, const PassOptions *o, Diag *d);
+bool pass_sparse_attention_check(const PipelineEntry *e, Diag *d);
 
 /* Option ranges: lo..hi for INT and SIZE, choices for STR (see PassOptSpec); checked where the
  * option is written (pass_set_option), so `modelc check` reports them at the spec's line and column
@@ -99,6 +101,22 @@ static const PassOptSpec share_opts[] = {
      BETWEEN(0, 1 << 20)},
 };
 
+static const PassOptSpec sparse_attention_opts[] = {
+    {"pattern", POPT_STR, "local", "local (a band of keys), strided or fixed (Child et al. 2019)",
+     ONE_OF("local|strided|fixed")},
+    {"window", POPT_INT, "256", "local: each query sees the keys within |q - k| < window (causal: the window last)",
+     BETWEEN(1, INT32_MAX)},
+    {"stride", POPT_INT, "128", "strided: keys within the stride l, and every l-th before (and after)",
+     BETWEEN(1, INT32_MAX)},
+    {"block", POPT_INT, "128", "fixed: the block length l: keys of the query's own block and the summary columns",
+     BETWEEN(1, INT32_MAX)},
+    {"summary", POPT_INT, "0", "fixed: the last c positions of every block, which every later query sees",
+     BETWEEN(0, INT32_MAX)},
+    {"global", POPT_INT, "0", "the first G positions attend to and are attended by all (BigBird's global tokens)",
+     BETWEEN(0, INT32_MAX)},
+    {"tile", POPT_INT, "64", "the kernels' tile in positions (a measured default)", BETWEEN(1, 512)},
+};
+
 static const PassOptSpec linformer_opts[] = {
     {"k", POPT_INT, "0", "the projected length K of keys and values, 1 <= K <= T (0: T/4)", BETWEEN(0, 1 << 20)},
     {"share", POPT_STR, "none", "projections: none (E and F per layer), kv (one per layer for keys and values) or "
@@ -134,6 +152,9 @@ static const PassInfo registry[] = {
      pass_compute, compute_opts, NOPTS(compute_opts), true, NULL},
     {"share", "cross-layer parameter sharing (ALBERT): the layers of a repeated block bind one parameter set",
      pass_share, share_opts, NOPTS(share_opts), true, pass_share_check},
+    {"sparse-attention", "block-sparse attention: local, strided or fixed patterns with global tokens; kernels "
+                         "skip absent tiles; a local causal cache becomes a ring", pass_sparse_attention,
+     sparse_attention_opts, NOPTS(sparse_attention_opts), true, pass_sparse_attention_check},
     {"linformer", "Linformer attention: keys and values projected along the sequence to K (bidirectional only)",
      pass_linformer, linformer_opts, NOPTS(linformer_opts), true, NULL},
     {"xent_fuse", "LM head + cross-entropy + their backward in one op over row chunks: no [rows, vocab] logits",

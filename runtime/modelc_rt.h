@@ -256,6 +256,32 @@ size_t rt_attention_sparse_dx_scratch_floats(int T, int C, int n_head, const RtS
 void rt_attention_sparse_dx(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
                             int causal, const RtSparsePattern *p, float *scratch);
 
+/* Its KV-cache form (causal only), for prefill (t0 == 0: rt_attention_sparse, then the cache
+ * writes) and decoding: qkv (B,nt,3C) holds the tokens at positions t0..t0+nt-1; kcache, vcache
+ * (B,ncache,C). Position p is cached at slot p while p < ncache; beyond, only under a LOCAL pattern
+ * (ncache >= window + global, checked by the compiler), the cache is a ring: global positions keep
+ * their slots, the others share the rest (slot global + (p - global) mod (ncache - global)), so
+ * decoding goes on past any length with constant memory. T is the compiled context (the longest
+ * prefill). scratch holds rt_attention_sparse_kv_scratch_floats(T, ncache, C, n_head, p). */
+size_t rt_attention_sparse_kv_scratch_floats(int T, int ncache, int C, int n_head, const RtSparsePattern *p);
+void rt_attention_sparse_kv(float *out, const float *qkv, float *kcache, float *vcache, int B, int nt, int t0,
+                            int ncache, int C, int n_head, const RtSparsePattern *p, int T, float *scratch);
+/* The three kernels as generated code calls them (kernels.def), the pattern passed as its fields
+ * kind, block, window, stride, summary, global. */
+size_t rt_attention_bs_scratch_floats(int T, int C, int n_head, int kind, int block, int window, int stride,
+                                      int summary, int global);
+void rt_attention_bs(float *out, const float *qkv, int B, int T, int C, int n_head, int causal, int kind, int block,
+                     int window, int stride, int summary, int global, float *scratch);
+size_t rt_attention_bs_kv_scratch_floats(int T, int ncache, int C, int n_head, int kind, int block, int window,
+                                         int stride, int summary, int global);
+void rt_attention_bs_kv(float *out, const float *qkv, float *kcache, float *vcache, int B, int nt, int t0, int T,
+                        int ncache, int C, int n_head, int kind, int block, int window, int stride, int summary,
+                        int global, float *scratch);
+size_t rt_attention_bs_dx_scratch_floats(int T, int C, int n_head, int kind, int block, int window, int stride,
+                                         int summary, int global);
+void rt_attention_bs_dx(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head, int causal,
+                        int kind, int block, int window, int stride, int summary, int global, float *scratch);
+
 /* Rotary position embedding (RoPE), llama2.c's / Meta's layout (runtime/kernels/rope.c).
  * qkv is (B,T,3C) row-major as rt_attention reads it; head h uses columns h*hd..(h+1)*hd of q and
  * of k, hd = C/n_head (even). out is (B,T,3C): v copied; q and k of every head rotated in pairs
@@ -556,7 +582,7 @@ typedef struct RtStateInfo {
 } RtStateInfo;
 
 /* One call of the generated forward: runtime batch nb <= batch, length nt <= context, position of
- * the first token t0 (t0 + nt <= context), the state slots (RtModel.nstate pointers, each to
+ * the first token t0 (t0 + nt <= context, unless RtModel.decode_unbounded), the state slots (RtModel.nstate pointers, each to
  * nb * row_floats floats; NULL: no persistent state, a plain forward), the scratch
  * (RtModel.scratch_floats(training) floats). */
 typedef struct RtStep {
@@ -600,6 +626,10 @@ typedef struct RtModel {
    * the trainer then steps with working weights rounded to that type, and under fp16 scales the
    * loss dynamically (RtLossScaler). */
   RtPrecision train_precision;
+  /* 1: KV-cache decoding may go on past the context (t0 + nt > context): every state slot is a
+   * ring (a local attention pattern's) and no op reads a position table, so generate never
+   * re-encodes a sliding window; 0: t0 + nt <= context. */
+  int decode_unbounded;
 } RtModel;
 
 /* The generated program's command line: info, init, export, forward, generate, eval, bench, train,

@@ -40,11 +40,12 @@ typedef struct FuncInfo {
   bool analysed;
 } FuncInfo;
 
+enum { BACKEND_MAX_SCRATCH_ARGS = 12 };
 /* One scratch-size call the program makes to size its scratch (RtModel.scratch_floats). */
 typedef struct BackendScratch {
   KernelId kernel;  /* a size kernel (returns size_t floats) */
   int nargs;
-  int64_t arg[8];   /* its compile-time arguments */
+  int64_t arg[BACKEND_MAX_SCRATCH_ARGS]; /* its compile-time arguments */
   bool train_only;  /* needed by the training function only */
 } BackendScratch;
 
@@ -59,6 +60,7 @@ typedef struct BackendPlan {
   int64_t arena_bytes;     /* the whole planned arena (entry frame + deepest callee arena) */
   int nstate;              /* persistent state slots of the whole program (the entry's), in call order */
   int64_t *state_rows;     /* floats per batch row of each slot */
+  bool decode_unbounded;   /* every slot is a ring and no position table is read: RtModel.decode_unbounded */
   int nscratch;            /* distinct scratch-size calls (kernels.def, LOWER's SCRATCH_ID) */
   BackendScratch *scratch;
 } BackendPlan;

@@ -405,6 +405,8 @@ static void c_arg(Em *e, const Op *op, const KArg *a, char pc, const char *o, in
   }
   case KA_DIM:
   case KA_CONST:
+  case KA_ATTR_W:
+  case KA_ATTR_OR_DIM:
   case KA_ATTR_I: snprintf(buf, n, "%lld", (long long)kt_static_arg(op, a)); return;
   case KA_ATTR_F: flit(ir_attr_f(op, a->key), buf); return;
   case KA_NB: snprintf(buf, n, "nb"); return;
@@ -857,6 +859,7 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
   const Attr *prec = ir_module_attr(m, "precision");
   if (p.train && prec && prec->kind == ATTR_STR)
     fprintf(out, "    .train_precision = %s,\n", !strcmp(prec->s, "bf16") ? "RT_PREC_BF16" : "RT_PREC_FP16");
+  if (p.decode_unbounded) fprintf(out, "    .decode_unbounded = 1,\n");
   if (m->train.present) {
     const TrainConfig *t = &m->train;
     char f1[48], f2[48], f3[48], f4[48], f5[48], f6[48], f7[48], f8[48];

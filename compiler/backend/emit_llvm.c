@@ -94,8 +94,8 @@ static LLVMTypeRef sig_type(Ll *e, char c) {
 /* The declaration of kernel k, made on first use from its kernel-table row. */
 static LLVMValueRef decl(Ll *e, KernelId k, LLVMTypeRef *fty) {
   const KernelInfo *ki = &kt_kernels[k];
-  LLVMTypeRef ps[16];
-  IR_ASSERT(ki->nparam <= 16);
+  LLVMTypeRef ps[KT_MAX_PARAMS];
+  IR_ASSERT(ki->nparam <= KT_MAX_PARAMS);
   for (int i = 0; i < ki->nparam; i++)
     ps[i] = sig_type(e, ki->sig[i + 1]);
   *fty = LLVMFunctionType(sig_type(e, ki->sig[0]), ps, (unsigned)ki->nparam, 0);
@@ -113,7 +113,7 @@ static LLVMValueRef kcall(Ll *e, KernelId k, LLVMValueRef *args) {
   LLVMTypeRef fty;
   LLVMValueRef f = decl(e, k, &fty);
   const KernelInfo *ki = &kt_kernels[k];
-  LLVMValueRef a[16];
+  LLVMValueRef a[KT_MAX_PARAMS];
   for (int i = 0; i < ki->nparam; i++) {
     LLVMTypeRef want = sig_type(e, ki->sig[i + 1]);
     LLVMTypeRef have = LLVMTypeOf(args[i]);
@@ -578,6 +578,8 @@ static LLVMValueRef ll_arg(Ll *e, const Op *op, const KArg *a, LLVMValueRef o, L
   }
   case KA_DIM:
   case KA_CONST:
+  case KA_ATTR_W:
+  case KA_ATTR_OR_DIM:
   case KA_ATTR_I: return ci64(e, (long long)kt_static_arg(op, a));
   case KA_ATTR_F: return cf32(e, ir_attr_f(op, a->key));
   case KA_NB: return e->nb;
@@ -601,10 +603,10 @@ static LLVMValueRef ll_arg(Ll *e, const Op *op, const KArg *a, LLVMValueRef o, L
 
 /* One call of row's kernel; a float result is stored in the result's element 0. */
 static void ll_call(Ll *e, const Op *op, const KLower *row, LLVMValueRef o, LLVMValueRef epi, LLVMValueRef epictx) {
-  LLVMValueRef args[16];
+  LLVMValueRef args[KT_MAX_PARAMS];
   int j = 0;
   for (const KArg *a = row->args; a->kind != KA_END; a++, j++) {
-    IR_ASSERT(j < 16);
+    IR_ASSERT(j < KT_MAX_PARAMS);
     args[j] = ll_arg(e, op, a, o, epi, epictx);
   }
   IR_ASSERT(j == kt_kernels[row->kernel].nparam);
@@ -1152,7 +1154,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
   LLVMBuildRet(e->b, nmax);
 
   /* RtModel, field for field as in modelc_rt.h */
-  LLVMTypeRef m_f[26] = {e->p8,
+  LLVMTypeRef m_f[27] = {e->p8,
                          e->p8,
                          e->i64,
                          e->i64,
@@ -1177,16 +1179,16 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
                          e->i64,
                          e->i64,
                          tc_t,
-                         e->i32};
+                         e->i32, e->i32};
   LLVMTypeRef model_t = LLVMStructCreateNamed(e->cx, "RtModel");
-  LLVMStructSetBody(model_t, m_f, 26, 0);
+  LLVMStructSetBody(model_t, m_f, 27, 0);
   const Attr *kind = ir_module_attr(m, "kind");
   const Value *ret = ent->ret[0];
   bool per_token = ret->type.rank >= 2 && backend_func(p, ent)->vals[ret->id].role[1] == AX_TIME;
   int64_t tokens = ent->args[0]->type.dim[0] * ent->args[0]->type.dim[1];
   const Attr *prec = ir_module_attr(m, "precision"); /* RtPrecision: 1 bf16, 2 fp16 */
   int train_prec = p->train && prec && prec->kind == ATTR_STR ? (!strcmp(prec->s, "bf16") ? 1 : 2) : 0;
-  LLVMValueRef mv[26] = {
+  LLVMValueRef mv[27] = {
       cstr(e, m->name),
       cstr(e, kind && kind->kind == ATTR_STR ? kind->s : "decoder"),
       ci64(e, (long long)ent->args[0]->type.dim[0]),
@@ -1213,9 +1215,10 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       ci64(e, p->train ? (long long)(ir_func_flops(m, p->train) / tokens) : 0),
       tc,
       ci32(e, train_prec),
+      ci32(e, p->decode_unbounded ? 1 : 0),
   };
   LLVMValueRef model = LLVMAddGlobal(e->mod, model_t, "model");
-  LLVMSetInitializer(model, LLVMConstNamedStruct(model_t, mv, 26));
+  LLVMSetInitializer(model, LLVMConstNamedStruct(model_t, mv, 27));
   LLVMSetGlobalConstant(model, 1);
   LLVMSetLinkage(model, LLVMInternalLinkage);
 

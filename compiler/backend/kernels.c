@@ -54,6 +54,8 @@ const KernelInfo kt_kernels[K_COUNT] = {
 #define AI(k) {KA_ATTR_I, 0, 0, 1, k}
 #define CI(v) {KA_CONST, v, 0, 1, NULL}
 #define AF(k) {KA_ATTR_F, 0, 0, 1, k}
+#define AW(k) {KA_ATTR_W, 0, 0, 1, k}
+#define AID(k, n, a) {KA_ATTR_OR_DIM, n, a, 1, k}
 #define NB {KA_NB, 0, 0, 1, NULL}
 #define NT {KA_NT, 0, 0, 1, NULL}
 #define T0 {KA_T0, 0, 0, 1, NULL}
@@ -71,6 +73,8 @@ const KernelInfo kt_kernels[K_COUNT] = {
 #define W_INFER {KW_INFER, 0, 0, NULL, NULL}
 #define W_CAST(a, b) {KW_CAST, a, b, NULL, NULL}
 #define W_ATTR(k, w) {KW_ATTR, 0, 0, k, w}
+#define W_STATE_IF(k, w) {KW_STATE, 0, 0, k, w}
+#define W_NOSTATE_IF(k, w) {KW_NOSTATE, 0, 0, k, w}
 #define W_DTYPE(i, dt) {KW_DTYPE, i, dt, NULL, NULL}
 #define KT_ARGS(args) (const KArg[]){KT_UNPAREN args, NOARGS}
 
@@ -82,7 +86,9 @@ static const KLower lower_rows[] = {
 /* Every LOWER row passes as many arguments as its kernel's KERNEL row takes: a row that does not
  * is a compile error of this file, naming the op and the kernel (not an assertion when a model
  * first uses the op). */
-#define KERNEL(id, name, ret, params) enum { KT_NPARAM_##id = (int)sizeof((const char[]){KT_UNPAREN params}) };
+#define KERNEL(id, name, ret, params)                                                                                  \
+  enum { KT_NPARAM_##id = (int)sizeof((const char[]){KT_UNPAREN params}) };                                            \
+  _Static_assert((int)KT_NPARAM_##id <= (int)KT_MAX_PARAMS, "kernels.def: " #id " has more than KT_MAX_PARAMS parameters");
 #include "kernels.def"
 #define LOWER(op, id, when, args, sid, sargs)                                                                          \
   _Static_assert(sizeof((const KArg[]){KT_UNPAREN args}) / sizeof(KArg) == KT_NPARAM_##id,                            \
@@ -219,9 +225,11 @@ bool kt_bias_only(const Op *op) {
 
 int64_t kt_static_arg(const Op *op, const KArg *a) {
   if (a->kind == KA_ATTR_I) return ir_attr_i(op, a->key);
+  if (a->kind == KA_ATTR_W) return ir_attr_word(op, a->key);
+  if (a->kind == KA_ATTR_OR_DIM && ir_attr(op, a->key)) return ir_attr_i(op, a->key);
   if (a->kind == KA_CONST) return a->i;
   if (a->kind == KA_ROWS || a->kind == KA_NUMEL) return kt_max_arg(op, a); /* the compiled extents */
-  IR_ASSERT(a->kind == KA_DIM);
+  IR_ASSERT(a->kind == KA_DIM || a->kind == KA_ATTR_OR_DIM);
   const Type *t = &kt_value(op, a->i)->type;
   int ax = a->ax < 0 ? t->rank + a->ax : a->ax;
   IR_ASSERT(ax >= 0 && ax < t->rank);
@@ -232,6 +240,8 @@ int64_t kt_max_arg(const Op *op, const KArg *a) {
   switch (a->kind) {
   case KA_DIM:
   case KA_CONST:
+  case KA_ATTR_W:
+  case KA_ATTR_OR_DIM:
   case KA_ATTR_I: return kt_static_arg(op, a);
   case KA_ROWS:
   case KA_NUMEL:
@@ -292,9 +302,9 @@ int kt_select(const Op *op, const KLower *rows[2], const char **why) {
     if (r->cond.when == KW_CAST &&
         (op->in[0]->type.dtype != (DType)r->cond.from || op->out[0]->type.dtype != (DType)r->cond.to))
       continue;
-    if (r->cond.when == KW_ATTR) {
+    if (r->cond.key) { /* W_ATTR, W_STATE_IF, W_NOSTATE_IF */
       const char *v = ir_attr_s(op, r->cond.key); /* absent: "" */
-      if (strcmp(v ? v : "", r->cond.word) != 0) continue;
+      if (strcmp(r->cond.word, "*") == 0 ? !v || !v[0] : strcmp(v ? v : "", r->cond.word) != 0) continue;
     }
     if (r->cond.when == KW_DTYPE &&
         (r->cond.from >= op->nin || op->in[r->cond.from]->type.dtype != (DType)r->cond.to))

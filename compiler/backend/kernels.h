@@ -26,6 +26,7 @@ typedef struct KernelInfo {
   int nparam;       /* strlen(sig) - 1 */
 } KernelInfo;
 extern const KernelInfo kt_kernels[K_COUNT];
+enum { KT_MAX_PARAMS = 24 }; /* the most parameters a KERNEL row may have (kernels.c checks the table) */
 
 /* How one argument of a lowered call is computed (kernels.def describes each kind). */
 typedef enum KArgKind {
@@ -41,6 +42,8 @@ typedef enum KArgKind {
   KA_ATTR_I,  /* an int attribute */
   KA_CONST,   /* the integer i */
   KA_ATTR_F,  /* a float attribute */
+  KA_ATTR_W,  /* a string attribute's 1-based place among its ONE_OF words (0: absent) */
+  KA_ATTR_OR_DIM, /* an int attribute when present, else the compiled extent (as KA_DIM) */
   KA_NB,      /* the step's batch */
   KA_NT,      /* the step's length */
   KA_T0,      /* the step's first position */

@@ -182,6 +182,31 @@ static void analyse(Ctx *c, const Func *f) {
   if (fi->frame < 0) err(c, f, NULL, "the module has not been through the memplan pass");
 }
 
+/* Whether f (or a function it calls) reads a position table: an operand of an element-wise op or
+ * of a linear epilogue with a static axis of extent > 1 where the result has its time axis (it is
+ * indexed at the absolute position t0 + t), and whether every op keeping state keeps a ring
+ * (attention's cache=, a local pattern's). Together: can decoding pass the compiled context? */
+static void decode_facts(const BackendPlan *p, const Func *f, bool *table, bool *rings) {
+  const FuncInfo *fi = backend_func(p, f);
+  for (const Op *op = f->first; op; op = op->next) {
+    if (op->kind == OP_CALL) {
+      decode_facts(p, ir_find_func(p->m, ir_attr_s(op, "callee")), table, rings);
+      continue;
+    }
+    if (kt_nstate(op) && !ir_attr(op, "cache")) *rings = false;
+    bool ew = backend_op_expr(p->m, op) != NULL;
+    if (!ew && op->kind != OP_LINEAR) continue;
+    const Value *r = op->out[0];
+    for (int k = ew ? 0 : 2; k < op->nin; k++) {
+      const Value *v = op->in[k];
+      int shift = r->type.rank - v->type.rank;
+      for (int j = 0; j < v->type.rank; j++)
+        if (v->type.dim[j] != 1 && fi->vals[v->id].role[j] == AX_STATIC && fi->vals[r->id].role[j + shift] == AX_TIME)
+          *table = true;
+    }
+  }
+}
+
 /* The state slots of f's op instances, in call order (the order the generated code numbers them). */
 static void collect_state(BackendPlan *p, const Func *f, int *n) {
   for (const Op *op = f->first; op; op = op->next) {
@@ -207,7 +232,7 @@ static void collect_scratch(BackendPlan *p, const Func *f, bool train) {
       if (rows[r]->scratch == K_NONE) continue;
       BackendScratch s = {rows[r]->scratch, 0, {0}, train};
       for (const KArg *a = rows[r]->scratch_args; a->kind != KA_END; a++) {
-        IR_ASSERT(s.nargs < 8);
+        IR_ASSERT(s.nargs < BACKEND_MAX_SCRATCH_ARGS);
         s.arg[s.nargs++] = kt_static_arg(op, a);
       }
       IR_ASSERT(s.nargs == kt_kernels[s.kernel].nparam);
@@ -278,6 +303,9 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
   collect_state(p, p->entry, &ns);
   IR_ASSERT(ns == p->nstate);
   collect_scratch(p, p->entry, false);
+  bool table = false, rings = true;
+  decode_facts(p, p->entry, &table, &rings);
+  p->decode_unbounded = p->nstate > 0 && rings && !table;
   p->arena_bytes = memplan_arena_bytes(m, p->entry);
   const Attr *tr = ir_module_attr(m, "train");
   p->train = tr && tr->kind == ATTR_SYM ? ir_find_func(m, tr->s) : NULL;

@@ -177,6 +177,11 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
     Op *op = ir_op_new(f, OP_ATTENTION, 1, &qkv, 1);
     ir_set_attr_int(op, "heads", l->heads);
     ir_set_attr_int(op, "causal", l->causal ? 1 : 0);
+    char why[200];
+    static const char *const pattern[] = {"", "local", "strided", "fixed"};
+    if (l->sparse && !pass_sparse_set(op, pattern[l->sparse], l->sp_size, l->sp_summary, l->sp_global, l->sp_tile, why,
+                                      sizeof why))
+      diag_error(lw->d, lw->s->file, l->line, l->col, "attention: %s", why); /* the parser checked the same rules */
     op->line = l->line, op->col = l->col; /* passes that refuse an attention (linformer) point at its layer */
     Value *y = ir_emit(f, op);
     y = lw_op2(f, OP_LINEAR, y, pv[k++]);

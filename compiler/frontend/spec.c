@@ -534,6 +534,35 @@ static bool fe_layer_list(Ctx *c, const YNode *seq, const YNode *where, const ch
                           SpecLayer **out, int *nout);
 
 /* Fills l (kind already set) from its options mapping `opt`; `key` is the layer's key node. */
+/* attention's `sparse: {pattern: local|strided|fixed, window|stride|block: N, summary: C,
+ * global: G, tile: B}` (docs/spec.md; the same rules as the sparse-attention pass's options). */
+static void fe_sparse(Ctx *c, const YNode *map, SpecLayer *l) {
+  static const char *const k[] = {"pattern", "window", "stride", "block", "summary", "global", "tile"};
+  static const char *const w[] = {"local", "strided", "fixed"};
+  const YNode *v[7], *kn[7];
+  if (!fe_fields(c, map, "sparse", k, 7, v, kn)) return;
+  l->sp_tile = 64;
+  if (!v[0]) {
+    ERR_AT(c, map, "missing required key 'pattern' in sparse (local, strided or fixed)");
+    return;
+  }
+  int e = fe_enum(c, v[0], "pattern", w, 3);
+  if (e < 0) return;
+  l->sparse = e + 1;
+  int size = 1 + e; /* the key of the pattern's size: window, stride, block */
+  for (int i = 1; i <= 4; i++) {
+    bool mine = i == size || (e == 2 && i == 4);
+    if (v[i] && !mine) ERR_AT(c, kn[i], "sparse pattern %s takes no '%s'", w[e], k[i]);
+  }
+  if (!v[size]) ERR_AT(c, v[0], "sparse pattern %s needs '%s'", w[e], k[size]);
+  else fe_int(c, v[size], k[size], 1, INT32_MAX, &l->sp_size);
+  if (e == 2 && v[4] && fe_int(c, v[4], "summary", 0, INT32_MAX, &l->sp_summary) && l->sp_size > 0 &&
+      l->sp_summary > l->sp_size)
+    ERR_AT(c, v[4], "'summary' (%lld) must not exceed the block (%lld)", (long long)l->sp_summary, (long long)l->sp_size);
+  if (v[5]) fe_int(c, v[5], "global", 0, INT32_MAX, &l->sp_global);
+  if (v[6]) fe_int(c, v[6], "tile", 1, 512, &l->sp_tile);
+}
+
 static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode *opt, int depth) {
   const SpecModel *m = &c->s->model;
   const YNode *v[8];
@@ -586,8 +615,8 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
     break;
   }
   case SPEC_L_ATTENTION: {
-    static const char *const k[] = {"name", "heads", "causal", "bias"};
-    fe_fields(c, opt, "attention", k, 4, v, NULL);
+    static const char *const k[] = {"name", "heads", "causal", "bias", "sparse"};
+    fe_fields(c, opt, "attention", k, 5, v, NULL);
     l->name = "attn";
     l->causal = true;
     l->bias = true;
@@ -600,6 +629,7 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
     }
     if (v[2]) fe_bool(c, v[2], "causal", &l->causal);
     if (v[3]) fe_bool(c, v[3], "bias", &l->bias);
+    if (v[4]) fe_sparse(c, v[4], l);
     break;
   }
   case SPEC_L_MLP: {

@@ -61,6 +61,9 @@ typedef struct SpecLayer {
   bool bias;                 /* layernorm, attention, mlp (classifier always has a bias) */
   int heads;                 /* attention: divides model.dim */
   bool causal;               /* attention */
+  int sparse;                /* attention: 0 dense, else 1 + SPEC_SPARSE_WORDS' place (local, strided, fixed) */
+  int64_t sp_size;           /* sparse: local's window, strided's stride, fixed's block */
+  int64_t sp_summary, sp_global, sp_tile; /* sparse: fixed's summary, global tokens, the kernels' tile */
   int64_t hidden;            /* mlp */
   SpecActivation activation; /* mlp */
   double p;                  /* dropout, in [0, 1) */

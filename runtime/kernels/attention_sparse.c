@@ -541,3 +541,167 @@ void rt_attention_sparse_dx_ref(float *dqkv, const float *qkv, const float *dy, 
 #undef DO_
   free(P), free(dS), free(O);
 }
+
+/* ---- attention with a KV cache under a pattern ---------------------------------------------- *
+ * The cache holds ncache positions per batch row. Position p lives at slot p while p < ncache; a
+ * local pattern's cache may be a ring (ncache < the positions decoded, docs/runtime.md): the
+ * global tokens keep slots 0..G-1, the others share the rest, position p at G + (p - G) mod
+ * (ncache - G). A query at q sees at most the window's keys q-window+1..q besides the global ones,
+ * and ncache >= window + G, so every key a query needs is still in the cache (the new tokens' keys
+ * are read from qkv itself and written to the cache after the step's queries). */
+
+static inline int sp_slot(int pos, int ncache, int G) {
+  return pos < ncache ? pos : G + (pos - G) % (ncache - G);
+}
+
+typedef struct SpKvCtx {
+  float *out;
+  const float *qkv;
+  float *kcache, *vcache;
+  int nt, t0, ncache, C, n_head, hd, causal;
+  const RtSparsePattern *p;
+  float scale;
+  float *scratch;
+  size_t slice;
+  atomic_int next_slot;
+} SpKvCtx;
+
+static float sp_dot(const float *a, const float *b, int n) {
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int i = 0;
+  for (; i + 4 <= n; i += 4)
+    s0 += a[i] * b[i], s1 += a[i + 1] * b[i + 1], s2 += a[i + 2] * b[i + 2], s3 += a[i + 3] * b[i + 3];
+  for (; i < n; i++)
+    s0 += a[i] * b[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
+/* tasks are (b, h): the head's queries of the step, then its columns of the new cache rows */
+static void sp_kv_tasks(void *ctx, int lo, int hi) {
+  SpKvCtx *a = ctx;
+  int slot = atomic_fetch_add_explicit(&a->next_slot, 1, memory_order_relaxed);
+  float *s = a->scratch + (size_t)slot * a->slice;
+  int *pos = (int *)(s + a->slice / 2);
+  const RtSparsePattern *p = a->p;
+  int C = a->C, hd = a->hd, nt = a->nt, t0 = a->t0, G = p->global, ld = 3 * C;
+  for (int task = lo; task < hi; task++) {
+    int b = task / a->n_head, h = task % a->n_head;
+    const float *rows = a->qkv + (size_t)b * nt * ld + (size_t)h * hd;
+    float *kc = a->kcache + (size_t)b * a->ncache * C + (size_t)h * hd;
+    float *vc = a->vcache + (size_t)b * a->ncache * C + (size_t)h * hd;
+    for (int i = 0; i < nt; i++) {
+      int q = t0 + i, n = 0;
+      /* the keys q sees (causal: k <= q), ascending: global ones, then the pattern's */
+      int lo_k = p->kind == RT_SPARSE_LOCAL ? q - p->window + 1 : 0;
+      for (int k = 0; k <= q; k++) {
+        if (k >= G && k < lo_k) {
+          k = lo_k - 1;
+          continue;
+        }
+        if (sp_allowed(p, 1, q, k)) pos[n++] = k;
+      }
+      const float *qv = rows + (size_t)i * ld;
+      float mx = -INFINITY;
+      for (int j = 0; j < n; j++) {
+        int k = pos[j];
+        const float *kv = k >= t0 ? rows + (size_t)(k - t0) * ld + C : kc + (size_t)sp_slot(k, a->ncache, G) * C;
+        s[j] = sp_dot(qv, kv, hd) * a->scale;
+        mx = s[j] > mx ? s[j] : mx;
+      }
+      float inv = 1.0f / rt_exp_row(s, s, n, mx);
+      float *o = a->out + ((size_t)b * nt + i) * C + (size_t)h * hd;
+      memset(o, 0, (size_t)hd * sizeof(float));
+      for (int j = 0; j < n; j++) {
+        int k = pos[j];
+        const float *vv = k >= t0 ? rows + (size_t)(k - t0) * ld + 2 * C : vc + (size_t)sp_slot(k, a->ncache, G) * C;
+        float w = s[j] * inv;
+        for (int d = 0; d < hd; d++)
+          o[d] += w * vv[d];
+      }
+    }
+    for (int i = 0; i < nt; i++) {
+      int sl = sp_slot(t0 + i, a->ncache, G);
+      memcpy(kc + (size_t)sl * C, rows + (size_t)i * ld + C, (size_t)hd * sizeof(float));
+      memcpy(vc + (size_t)sl * C, rows + (size_t)i * ld + 2 * C, (size_t)hd * sizeof(float));
+    }
+  }
+}
+
+/* The keys one query can see: at most every cached position and the step's new ones. */
+static size_t sp_kv_slice(int T, int ncache) {
+  int n = (T > ncache ? T : ncache) + 1;
+  return 2 * rt_slice_floats((size_t)n);
+}
+
+size_t rt_attention_sparse_kv_scratch_floats(int T, int ncache, int C, int n_head, const RtSparsePattern *p) {
+  size_t a = rt_attention_sparse_scratch_floats(T, C, n_head, p), b = sp_kv_slice(T, ncache) * (size_t)rt_threads();
+  return a > b ? a : b;
+}
+
+void rt_attention_sparse_kv(float *out, const float *qkv, float *kcache, float *vcache, int B, int nt, int t0,
+                            int ncache, int C, int n_head, const RtSparsePattern *p, int T, float *scratch) {
+  if (B <= 0 || nt <= 0)
+    return;
+  int hd = C / n_head;
+  if (t0 == 0) {
+    /* prefill: the block-sparse kernel over the new tokens, then their k, v into the cache */
+    rt_attention_sparse(out, qkv, B, nt, C, n_head, 1, p, scratch);
+    for (int b = 0; b < B; b++)
+      for (int t = 0; t < nt; t++) {
+        const float *row = qkv + ((size_t)b * nt + t) * 3 * C;
+        size_t at = ((size_t)b * ncache + (size_t)sp_slot(t, ncache, p->global)) * C;
+        memcpy(kcache + at, row + C, (size_t)C * sizeof(float));
+        memcpy(vcache + at, row + 2 * C, (size_t)C * sizeof(float));
+      }
+    return;
+  }
+  SpKvCtx a = {out, qkv, kcache, vcache, nt, t0, ncache, C, n_head, hd, 1, p, 1.0f / sqrtf((float)hd), scratch,
+               sp_kv_slice(T, ncache), 0};
+  long per = 2L * nt * (p->kind == RT_SPARSE_LOCAL ? p->window + p->global : t0 + nt) * hd;
+  long g = 16384 / (per > 0 ? per : 1);
+  int grain = g < 1 ? 1 : g > B * n_head ? B * n_head : (int)g;
+  rt_parallel_for(B * n_head, grain, sp_kv_tasks, &a);
+}
+
+/* ---- the entry points generated code calls (kernels.def): the pattern as its ints ------------ */
+
+static RtSparsePattern sp_of(int kind, int block, int window, int stride, int summary, int global) {
+  return (RtSparsePattern){kind, block, window, stride, summary, global};
+}
+
+size_t rt_attention_bs_scratch_floats(int T, int C, int n_head, int kind, int block, int window, int stride,
+                                      int summary, int global) {
+  RtSparsePattern p = sp_of(kind, block, window, stride, summary, global);
+  return rt_attention_sparse_scratch_floats(T, C, n_head, &p);
+}
+
+void rt_attention_bs(float *out, const float *qkv, int B, int T, int C, int n_head, int causal, int kind, int block,
+                     int window, int stride, int summary, int global, float *scratch) {
+  RtSparsePattern p = sp_of(kind, block, window, stride, summary, global);
+  rt_attention_sparse(out, qkv, B, T, C, n_head, causal, &p, scratch);
+}
+
+size_t rt_attention_bs_kv_scratch_floats(int T, int ncache, int C, int n_head, int kind, int block, int window,
+                                         int stride, int summary, int global) {
+  RtSparsePattern p = sp_of(kind, block, window, stride, summary, global);
+  return rt_attention_sparse_kv_scratch_floats(T, ncache, C, n_head, &p);
+}
+
+void rt_attention_bs_kv(float *out, const float *qkv, float *kcache, float *vcache, int B, int nt, int t0, int T,
+                        int ncache, int C, int n_head, int kind, int block, int window, int stride, int summary,
+                        int global, float *scratch) {
+  RtSparsePattern p = sp_of(kind, block, window, stride, summary, global);
+  rt_attention_sparse_kv(out, qkv, kcache, vcache, B, nt, t0, ncache, C, n_head, &p, T, scratch);
+}
+
+size_t rt_attention_bs_dx_scratch_floats(int T, int C, int n_head, int kind, int block, int window, int stride,
+                                         int summary, int global) {
+  RtSparsePattern p = sp_of(kind, block, window, stride, summary, global);
+  return rt_attention_sparse_dx_scratch_floats(T, C, n_head, &p);
+}
+
+void rt_attention_bs_dx(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head, int causal,
+                        int kind, int block, int window, int stride, int summary, int global, float *scratch) {
+  RtSparsePattern p = sp_of(kind, block, window, stride, summary, global);
+  rt_attention_sparse_dx(dqkv, qkv, dy, B, T, C, n_head, causal, &p, scratch);
+}

@@ -31,9 +31,12 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
            "--no-cache or the model has none (then every step recomputes the whole sequence).\n"
            "--temperature 0 is greedy. Non-finite logits (NaN or Inf) stop it with an error.\n"
            "Defaults: temperature 1, top-k off, top-p 1 (off), seed 1337. Past the compiled context\n"
-           "(%lld tokens) the window slides: its last half is re-encoded. --logits-out writes each\n"
+           "(%lld tokens) %s. --logits-out writes each\n"
            "step's logits [N,V].\n",
-           prog, (long long)m->context);
+           prog, (long long)m->context,
+           m->decode_unbounded ? "decoding goes on with the ring KV caches (local attention, no position table),\n"
+                                 "in constant memory (with --no-cache the window slides: its last half is re-encoded)"
+                               : "the window slides: its last half is re-encoded");
     return EXIT_OK;
   }
   if (!rt_is_lm(m)) return rt_usage_error(prog, "generate", "this model has no language-model head");
@@ -80,7 +83,7 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   RtStep s = {1, len, 0, cache ? r.state : NULL, r.scratch, 0, 0.0f};
   m->forward(&s, r.arena, r.W, ids, logits);
   const float *last = logits + (size_t)(len - 1) * (size_t)m->vocab;
-  long made = 0;
+  long made = 0, pos = len; /* pos: the next token's position (decode_unbounded) */
   for (; made < o.n; made++) {
     if (lsave) memcpy(lsave + (size_t)made * (size_t)m->vocab, last, (size_t)m->vocab * sizeof(float));
     int first = 0, bad = count_nonfinite(last, (int)m->vocab, &first);
@@ -103,6 +106,19 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
     if (made + 1 == o.n) {
       made++;
       break;
+    }
+    if (cache && m->decode_unbounded) {
+      /* ring caches and no position table: the next position is simply t0 = pos, past the
+       * context as well; ids keeps the last ctx tokens (only the new one is read) */
+      if (len >= ctx) {
+        memmove(ids, ids + 1, (size_t)(ctx - 1) * sizeof(int32_t));
+        len = ctx - 1;
+      }
+      ids[len++] = tok;
+      RtStep step = {1, 1, (int)(pos++), r.state, r.scratch, 0, 0.0f};
+      m->forward(&step, r.arena, r.W, ids + len - 1, logits);
+      last = logits;
+      continue;
     }
     if (len >= ctx) {
       /* the window is full: keep its last half and re-encode it from position 0 (a sliding

@@ -205,6 +205,46 @@ START_TEST(backward_ref_vs_finite_differences) {
 }
 END_TEST
 
+/* The KV-cache kernel: a sequence of S positions fed in steps (a prefill of 10, then steps of 1
+ * and 3 tokens) gives the rows of the whole-sequence _ref. A local pattern's ring of window +
+ * global slots (ncache < S, and < the prefill: it wraps inside the prefill too) and a strided
+ * pattern's plain cache of S positions; B = 2 sequences, 2 heads, 1..3 threads. */
+START_TEST(kv_steps_vs_ref) {
+  rt_set_threads(_i);
+  enum { B = 2, S = 61, C = 16, NH = 2, TC = 16 };
+  static const RtSparsePattern kv_pats[] = {
+      {RT_SPARSE_LOCAL, 4, 7, 0, 0, 2},
+      {RT_SPARSE_LOCAL, 16, 5, 0, 0, 0},
+      {RT_SPARSE_STRIDED, 4, 0, 4, 0, 1},
+      {RT_SPARSE_FIXED, 4, 0, 6, 2, 0},
+  };
+  for (int pi = 0; pi < 4; pi++) {
+    const RtSparsePattern *p = &kv_pats[pi];
+    int ncache = p->kind == RT_SPARSE_LOCAL ? p->window + p->global : S;
+    size_t nq = (size_t)B * S * 3 * C;
+    float *qkv = falloc(nq), *ref = falloc((size_t)B * S * C), *out = falloc((size_t)B * TC * C);
+    float *step = falloc((size_t)B * TC * 3 * C), *kc = falloc((size_t)B * ncache * C), *vc = falloc((size_t)B * ncache * C);
+    float *scr = falloc(rt_attention_sparse_kv_scratch_floats(TC, ncache, C, NH, p));
+    fill_uniform(qkv, nq, -2, 2, 40 + pi);
+    rt_attention_sparse_ref(ref, qkv, B, S, C, NH, 1, p);
+    for (int t0 = 0, nt; t0 < S; t0 += nt) {
+      nt = t0 == 0 ? 10 : (t0 / 7) % 2 ? 3 : 1;
+      if (t0 + nt > S) nt = S - t0;
+      for (int b = 0; b < B; b++) /* the step's rows, (B, nt, 3C) */
+        memcpy(step + (size_t)b * nt * 3 * C, qkv + ((size_t)b * S + t0) * 3 * C, (size_t)nt * 3 * C * sizeof(float));
+      nan_fill(out, (size_t)B * nt * C);
+      rt_attention_sparse_kv(out, step, kc, vc, B, nt, t0, ncache, C, NH, p, TC, scr);
+      for (int b = 0; b < B; b++) {
+        double e = norm_err(out + (size_t)b * nt * C, ref + ((size_t)b * S + t0) * C, (size_t)nt * C);
+        ck_assert_msg(e < 1e-5, "kind %d ncache %d: positions %d..%d of sequence %d: error %g", p->kind, ncache, t0,
+                      t0 + nt - 1, b, e);
+      }
+    }
+    free(qkv), free(ref), free(out), free(step), free(kc), free(vc), free(scr);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("rt_attention_sparse");
   TCase *tc = tcase_create("attention_sparse");
@@ -212,6 +252,7 @@ int main(void) {
   tcase_add_test(tc, key_blocks_exact);
   tcase_add_loop_test(tc, sparse_vs_ref, 1, 4); /* _i = 1..3 threads */
   tcase_add_test(tc, threads_same_bytes);
+  tcase_add_loop_test(tc, kv_steps_vs_ref, 1, 4);
   tcase_add_test(tc, dense_kind_is_dense);
   tcase_add_test(tc, backward_ref_vs_finite_differences);
   suite_add_tcase(s, tc);
