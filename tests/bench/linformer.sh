@@ -6,11 +6,11 @@
 #
 # bert-tiny is a sequence classifier (pool first), and classifiers train on labelled rows
 # (`PROG train --tokens --targets`), not on raw text (docs/training.md). So the task is built from
-# the fortunes corpus: 64-byte windows labelled by the half of the corpus they come from (the
-# fortune files are concatenated in name order, so the halves are different topics), half and
-# half. One token sees nothing of the others, so the model must gather the window into its first
-# token through attention. STEPS x 32 training rows (each seen once) come from the first 90% of
-# each half, 1024 test rows from the last 10% of each half, never trained on
+# the fortunes corpus: 64-byte windows of two of its fortune files, `computers` (label 0) and
+# `songs-poems` (label 1), half and half (found in the corpus by their text, so the fortunes
+# package must be installed). One token sees nothing of the others, so the model must gather the
+# window into its first token through attention. STEPS x 32 training rows (each seen once) come
+# from the first 90% of each file, 1024 test rows from the last 10% of each, never trained on
 # (tests/bench/linformer_data.py, numpy), in files of 128 rows: `PROG train --tokens` takes at most
 # the compiled batch (128 here, built with --batch=128), so the run is a chain of sessions of 4
 # steps of 32 rows, each on the next file, resumed from the previous one's checkpoint (optimiser
@@ -81,7 +81,7 @@ done
 
 {
   echo "bert-tiny, dense attention vs linformer<k=$K> (T = 64), $STEPS steps of 32 rows, the same initial weights"
-  echo "and rows (which half of the fortunes corpus a 64-byte window is from; $((NTRAIN * ROWS)) training rows, each seen once, 1024 held-out test rows):"
+  echo "and rows (is a 64-byte window from the fortunes' computers or songs-poems file; $((NTRAIN * ROWS)) training rows, each seen once, 1024 held-out test rows):"
   echo
   echo "| attention | parameters | train loss (last 10% of steps) | test loss | test accuracy | training wall time (s, 1 thread, all sessions) |"
   echo "|---|---|---|---|---|---|"

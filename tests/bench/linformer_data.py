@@ -2,13 +2,14 @@
 """linformer_data.py: the labelled rows of tests/bench/linformer.sh, and their scoring.
 
     linformer_data.py CORPUS OUT T NTRAIN NTEST ROWS
-        T-byte windows of the corpus labelled by the half of the corpus they come from (0: the first
-        half, 1: the second; the fortune files are concatenated in name order, so the halves are
-        different topics), half and half: NTRAIN rows from the first 90% of each half
-        (OUT/train_x.I.npy int32 [ROWS,T] and train_y.I.npy int32 [ROWS], chunks of ROWS rows:
-        `PROG train --tokens` takes at most the compiled batch), NTEST rows from the last 10% of
-        each half (OUT/test_x.I.npy in chunks of ROWS rows, test_y.npy): the test text is never
-        trained on. Seeded: the same rows every run.
+        T-byte windows of two parts of the fortunes corpus CORPUS (scripts/fortunes-corpus.sh
+        concatenates Debian's fortune files): the `computers` file (label 0) and the
+        `songs-poems` file (label 1), located in CORPUS by their text (/usr/share/games/fortunes),
+        half and half. NTRAIN rows from the first 90% of each part (OUT/train_x.I.npy int32
+        [ROWS,T] and train_y.I.npy int32 [ROWS], chunks of ROWS rows: `PROG train --tokens` takes
+        at most the compiled batch), NTEST rows from the last 10% of each part (OUT/test_x.I.npy in
+        chunks of ROWS rows, test_y.npy): the test text is never trained on. Seeded: the same rows
+        every run.
     linformer_data.py --score OUT NAME NCHUNKS
         prints the mean cross-entropy and the accuracy of OUT/NAME.logits.I.npy against test_y.npy.
 """
@@ -16,26 +17,36 @@ import sys
 
 import numpy as np
 
+PARTS = ("computers", "songs-poems")
+FORTUNES = "/usr/share/games/fortunes"
+
 
 def make(corpus, out, t, ntrain, ntest, chunk):
-    data = np.frombuffer(open(corpus, "rb").read(), dtype=np.uint8)
-    half = len(data) // 2
+    text = open(corpus, "rb").read()
+    data = np.frombuffer(text, dtype=np.uint8)
+    spans = []
+    for name in PARTS:
+        part = open(f"{FORTUNES}/{name}", "rb").read()
+        at = text.find(part)
+        if at < 0:
+            sys.exit(f"linformer_data.py: {FORTUNES}/{name} is not in {corpus}")
+        spans.append((at, len(part)))
     rng = np.random.RandomState(1)
 
-    def rows(part, n):
-        """n windows, half from each half of the corpus: its first 90% (part 0) or last 10% (1)"""
+    def rows(test, n):
+        """n windows, half from each part: its first 90% (training) or its last 10% (test)"""
         y = (np.arange(n) % 2).astype(np.int32)
         rng.shuffle(y)
-        lo = np.where(y == 0, 0, half) + (half * 9 // 10 if part else 0)
-        span = (half * 9 // 10 if part == 0 else half - half * 9 // 10) - t
-        starts = lo + rng.randint(0, span, size=n)
+        lo = np.array([s[0] + (s[1] * 9 // 10 if test else 0) for s in spans])[y]
+        span = np.array([(s[1] - s[1] * 9 // 10 if test else s[1] * 9 // 10) - t for s in spans])[y]
+        starts = lo + (rng.random_sample(n) * span).astype(np.int64)
         return np.stack([data[s:s + t] for s in starts]).astype(np.int32), y
 
-    x, y = rows(0, ntrain)
+    x, y = rows(False, ntrain)
     for i in range(0, ntrain, chunk):
         np.save(f"{out}/train_x.{i // chunk}.npy", np.ascontiguousarray(x[i:i + chunk]))
         np.save(f"{out}/train_y.{i // chunk}.npy", y[i:i + chunk])
-    x, y = rows(1, ntest)
+    x, y = rows(True, ntest)
     np.save(f"{out}/test_y.npy", y)
     for i in range(0, ntest, chunk):
         np.save(f"{out}/test_x.{i // chunk}.npy", np.ascontiguousarray(x[i:i + chunk]))
