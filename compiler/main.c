@@ -21,6 +21,7 @@
 #include "../passes/pass.h"
 #include "backend/backend.h"
 #include "frontend/spec.h"
+#include "weights.h"
 
 extern char **environ;
 
@@ -40,6 +41,11 @@ typedef struct Options {
   const char *emit;          /* --emit=exe|c|obj */
   const char *opt_level;     /* -O0..-O3 */
   const char *embed_weights; /* --embed-weights=FILE */
+  const char *weights;       /* --weights=FILE: trained weights the passes read (lowrank) */
+  const char *weights_out;   /* --weights-out=FILE: the weights after the passes (factorised) */
+  Weights *win;              /* the --weights file once read (main), or NULL */
+  char **names;              /* the module's parameter names before the passes (with --weights) */
+  int nnames;
   bool no_native;            /* --no-native: no -march=native */
   long batch;                /* --batch=N: compile for batch N instead of the spec's model.batch (0: keep) */
   const char *backend;       /* --backend=c|llvm (NULL: c) */
@@ -79,6 +85,11 @@ static const char *const usage_pipeline =
     "  --verify-each         verify the IR after every pass (always on in debug builds)\n"
     "  --batch=N             compile for batch N instead of the spec's model.batch: the largest\n"
     "                        (micro-)batch a program runs; training memory is planned for it\n"
+    "  --weights=W           trained weights (f32 safetensors) for passes that transform them at\n"
+    "                        compile time (lowrank: SVD of each weight); needed by such passes\n"
+    "  --weights-out=F       write the weights after the passes to F (the factors added, the\n"
+    "                        replaced weights dropped, every other tensor copied); a build whose\n"
+    "                        pipeline transforms weights needs it: the program then reads F\n"
     "  --precision=bf16      inference in bf16: weights stored in bf16, products in bf16 with f32\n"
     "                        accumulation (store<dtype=bf16>,compute<dtype=bf16> before the pipeline;\n"
     "                        --precision=f32, the default, adds nothing)\n";
@@ -164,7 +175,8 @@ static bool parse_args(const char *cmd, int argc, char **argv, Options *o, bool 
       o->print_times = true;
     } else if (strcmp(a, "--verify-each") == 0) {
       o->verify_each = true;
-    } else if ((strcmp(a, "-o") == 0 || strcmp(a, "--embed-weights") == 0 || strcmp(a, "--passes") == 0) &&
+    } else if ((strcmp(a, "-o") == 0 || strcmp(a, "--embed-weights") == 0 || strcmp(a, "--passes") == 0 ||
+                strcmp(a, "--weights") == 0 || strcmp(a, "--weights-out") == 0) &&
                i + 1 >= argc) {
       fprintf(stderr, "modelc: error: option '%s' needs a value (see 'modelc %s --help')\n", a, cmd);
       return false;
@@ -178,6 +190,14 @@ static bool parse_args(const char *cmd, int argc, char **argv, Options *o, bool 
       o->embed_weights = a + 16;
     } else if (strcmp(a, "--embed-weights") == 0 && i + 1 < argc) {
       o->embed_weights = argv[++i];
+    } else if (strncmp(a, "--weights=", 10) == 0 && a[10]) {
+      o->weights = a + 10;
+    } else if (strcmp(a, "--weights") == 0 && i + 1 < argc) {
+      o->weights = argv[++i];
+    } else if (strncmp(a, "--weights-out=", 14) == 0 && a[14]) {
+      o->weights_out = a + 14;
+    } else if (strcmp(a, "--weights-out") == 0 && i + 1 < argc) {
+      o->weights_out = argv[++i];
     } else if (strncmp(a, "--backend=", 10) == 0) {
       o->backend = a + 10;
     } else if (strncmp(a, "--target=", 9) == 0) {
@@ -303,6 +323,13 @@ static Module *load(const Options *o, Pipeline *pipe, Diag *d) {
   return m;
 }
 
+/* 1 if both paths exist and are the same file (device and inode): another name or a hard link
+ * of an input is still the input. */
+static bool same_file(const char *a, const char *b) {
+  struct stat sa, sb;
+  return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 static bool run_passes(Module *m, const Options *o, const Pipeline *pipe, Diag *d,
                        void (*after)(void *, const Module *, const PipelineEntry *), void *ctx) {
   PassRunConfig cfg = {
@@ -319,7 +346,71 @@ static bool run_passes(Module *m, const Options *o, const Pipeline *pipe, Diag *
     diag_warning(d, NULL, 0, 0, "--print-after=%s names no registered pass", o->print_after);
   if (o->print_before && !pass_find(o->print_before))
     diag_warning(d, NULL, 0, 0, "--print-before=%s names no registered pass", o->print_before);
-  return pass_run_pipeline(m, pipe, &cfg, d);
+  if (!pass_run_pipeline(m, pipe, &cfg, d)) return false;
+  if (!o->weights_out || !o->win) return true;
+  /* --weights-out: the parameters the passes removed leave the file, the ones they added join it */
+  char **removed = malloc(sizeof *removed * (size_t)(o->nnames + 1));
+  if (!removed) die("out of memory");
+  int nr = 0;
+  for (int i = 0; i < o->nnames; i++)
+    if (!ir_find_param(m, o->names[i])) removed[nr++] = o->names[i];
+  bool ok = weights_write(o->weights_out, m, o->win, removed, nr, d);
+  free(removed);
+  return ok;
+}
+
+static bool pipeline_has(const Pipeline *p, const char *name) {
+  for (int i = 0; i < p->n; i++)
+    if (strcmp(p->e[i].pass->name, name) == 0) return true;
+  return false;
+}
+
+/* --weights and --weights-out: the checks between them and the pipeline, then the weights read
+ * and attached to the module's parameters (Param.data) for the passes that transform them. */
+static bool weights_setup(Module *m, Options *o, const Pipeline *pipe, const char *cmd, Diag *d) {
+  bool transforms = pipeline_has(pipe, "lowrank"), prog = !strcmp(cmd, "build") || !strcmp(cmd, "run");
+  if (o->weights_out && !o->weights) {
+    diag_error(d, NULL, 0, 0, "--weights-out=%s needs --weights=W.safetensors (the weights the passes transform)",
+               o->weights_out);
+    return false;
+  }
+  if (!o->weights) {
+    if (transforms && prog)
+      diag_error(d, NULL, 0, 0, "lowrank needs the trained weights: --weights W.safetensors (and --weights-out "
+                                "F.safetensors for the factorised weights the program reads)");
+    return !(transforms && prog);
+  }
+  if (transforms && prog && !o->weights_out) {
+    diag_error(d, NULL, 0, 0, "lowrank replaces weights by their factors, so the program reads new weights: give "
+                              "--weights-out F.safetensors (then PROG ... --weights F.safetensors)");
+    return false;
+  }
+  if (transforms && o->embed_weights) {
+    diag_error(d, NULL, 0, 0, "--embed-weights bakes a file as it is, and lowrank transforms the weights: write them "
+                              "with --weights-out and give the program --weights");
+    return false;
+  }
+  const char *outs[3][2] = {{"--weights-out", o->weights_out}, {"-o", o->output}, {NULL, NULL}};
+  for (int i = 0; outs[i][0]; i++)
+    if (outs[i][1] && (same_file(outs[i][1], o->weights) || !strcmp(outs[i][1], o->weights))) {
+      diag_error(d, outs[i][1], 0, 0, "%s is the same file as --weights '%s': writing it would destroy the input; "
+                 "name another output", outs[i][0], o->weights);
+      return false;
+    }
+  if (o->weights_out && (same_file(o->weights_out, o->input) || same_file(o->weights_out, o->output) ||
+                         (o->output && !strcmp(o->weights_out, o->output)))) {
+    diag_error(d, o->weights_out, 0, 0, "--weights-out is the same file as the %s: name another file",
+               same_file(o->weights_out, o->input) ? "input" : "program (-o)");
+    return false;
+  }
+  o->win = calloc(1, sizeof *o->win);
+  if (!o->win) die("out of memory");
+  if (!weights_read(o->weights, o->win, d) || !weights_attach(m, o->win, d)) return false;
+  o->names = malloc(sizeof *o->names * (size_t)(m->nparam + 1));
+  if (!o->names) die("out of memory");
+  for (int i = 0; i < m->nparam; i++) o->names[i] = strdup(m->params[i]->name);
+  o->nnames = m->nparam;
+  return true;
 }
 
 /* ---- stats ---- */
@@ -388,6 +479,32 @@ static void stats_pruning(const Module *m) {
            "docs/benchmarks.md), unless the program trains or scope=global; dense masked f32 otherwise\n", be);
   }
   if (nsel) printf("pruning: %d weights shrunk (structured); their full-size tensors load by the group's score\n", nsel);
+}
+
+/* What the lowrank pass left (after the table of `modelc stats`), from the factors' lowrank= facts:
+ * how many weights, their ranks and retained energies (each matrix's line is the pass's note). */
+static void stats_lowrank(const Module *m) {
+  int n = 0, rlo = 0, rhi = 0;
+  double elo = 2, ehi = -1;
+  int64_t elems = 0;
+  for (int i = 0; i < m->nparam; i++) {
+    const Param *p = m->params[i];
+    if (!p->lowrank) continue;
+    n++;
+    elems += ir_type_numel(&p->type);
+    rlo = !rlo || p->lowrank < rlo ? p->lowrank : rlo;
+    rhi = p->lowrank > rhi ? p->lowrank : rhi;
+    if (p->lowrank_energy >= 0) {
+      elo = p->lowrank_energy < elo ? p->lowrank_energy : elo;
+      ehi = p->lowrank_energy > ehi ? p->lowrank_energy : ehi;
+    }
+  }
+  if (!n) return;
+  char e[64] = "not known (shapes only: no --weights)", c[32];
+  if (ehi >= 0) snprintf(e, sizeof e, "%.4f to %.4f", elo, ehi);
+  fmt_count(c, sizeof c, elems);
+  printf("lowrank: %d weights factorised by SVD into %d factors of %s parameters; rank %d to %d, retained energy %s\n",
+         n / 2, n, c, rlo, rhi, e);
 }
 
 static void stats_row(void *ctx, const Module *m, const PipelineEntry *e) {
@@ -559,12 +676,6 @@ static bool check_backend_flags(const Options *o, bool run, Diag *d) {
   return false;
 }
 
-/* 1 if both paths exist and are the same file (device and inode): another name or a hard link
- * of an input is still the input. */
-static bool same_file(const char *a, const char *b) {
-  struct stat sa, sb;
-  return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
 
 static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **argv, Diag *d) {
   const char *emit = o->emit ? o->emit : "exe";
@@ -794,6 +905,8 @@ int main(int argc, char **argv) {
   Module *m = load(&o, &pipe, &d);
   if (!m) {
     status = EXIT_USER;
+  } else if (!weights_setup(m, &o, &pipe, cmd, &d)) {
+    status = EXIT_USER;
   } else if (strcmp(cmd, "check") == 0) {
     printf("%s: ok (%s, %lld parameters)\n", o.input, m->name, (long long)ir_param_count(m));
   } else if (strcmp(cmd, "stats") == 0) {
@@ -815,6 +928,7 @@ int main(int argc, char **argv) {
         printf("%-24s %16s %16s %16s %16s %16s\n", "@train (after the pipeline)", "", "", fl, lp, ar);
       }
       stats_pruning(m);
+      stats_lowrank(m);
     }
   } else if (strcmp(cmd, "build") == 0) {
     status = build(m, &o, &pipe, argc, argv, &d);
@@ -831,6 +945,10 @@ int main(int argc, char **argv) {
   ir_module_free(m);
   pass_pipeline_free(&pipe);
   diag_free(&d);
+  if (o.win) weights_free(o.win);
+  free(o.win);
+  for (int i = 0; i < o.nnames; i++) free(o.names[i]);
+  free(o.names);
   if (fflush(stdout) != 0 || ferror(stdout)) {
     fprintf(stderr, "modelc: error: cannot write the output\n");
     status = EXIT_USER;

@@ -215,18 +215,29 @@ static bool sparse_attrs_ok(const Op *op, char *err, size_t n) {
   return true;
 }
 
-/* Query-key pairs an attention op computes at length T (all positions 0-based): its pattern's
- * allowed elements (the same masks as runtime/kernels/attention_sparse.c, counted per query in
- * closed form; global tokens by a loop over the G of them), or every (causal: every k <= q) pair. */
-static bool sparse_allowed(const char *kind, int64_t w, int64_t l, int64_t c, int64_t g, bool causal, int64_t q,
-                           int64_t k) {
-  if (causal && k > q) return false;
-  if (k < g || (!causal && q < g)) return true;
-  int64_t d = q > k ? q - k : k - q;
-  if (kind[0] == 'l') return d < w;
-  if (kind[0] == 's') return d < l || d % l == 0;
-  return q / l == k / l || k % l >= l - c;
+/* The keys k in [0, x) query q's pattern allows, global tokens aside (x <= q + 1 when causal,
+ * so the causal limit is the caller's): the same masks as runtime/kernels/attention_sparse.c,
+ * counted in closed form. */
+static int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t span(int64_t lo, int64_t hi) { return imax(0, hi - lo + 1); } /* |[lo, hi]| */
+static int64_t keys_allowed(const char *kind, int64_t w, int64_t l, int64_t c, int64_t q, int64_t x) {
+  if (kind[0] == 'l') return span(imax(0, q - w + 1), imin(x - 1, q + w - 1));
+  if (kind[0] == 's') {
+    int64_t band = span(imax(0, q - l + 1), imin(x - 1, q + l - 1));
+    /* k = q - j l and k = q + j l, j >= 1, inside [0, x) */
+    int64_t below = x > 0 ? imax(0, q / l - imax(1, q - x + 1 > 0 ? (q - x + 1 + l - 1) / l : 1) + 1) : 0;
+    int64_t above = x - 1 >= q + l ? (x - 1 - q) / l : 0;
+    return band + below + above;
+  }
+  int64_t b0 = q / l * l, own = span(b0, imin(x - 1, b0 + l - 1));
+  int64_t cols = x / l * c + imax(0, x % l - (l - c));             /* summary columns in [0, x) */
+  int64_t mine = imax(0, imin(x, b0 + l) - b0 - (l - c));          /* of them, in q's own block */
+  return own + cols - (x > b0 ? mine : 0);
 }
+
+/* Query-key pairs an attention op computes at length T (all positions 0-based): every pair
+ * (causal: every k <= q), or its pattern's allowed ones, O(T) by keys_allowed. */
 static int64_t attention_pairs(const Op *op, int64_t T) {
   bool causal = ir_attr_i(op, "causal") != 0;
   const char *kind = ir_attr_s(op, "sparse");
@@ -234,25 +245,12 @@ static int64_t attention_pairs(const Op *op, int64_t T) {
   int64_t w = ir_attr_i(op, "window"), l = ir_attr_i(op, "stride"), c = ir_attr_i(op, "summary");
   int64_t g = ir_attr_i(op, "global"), pairs = 0;
   for (int64_t q = 0; q < T; q++) {
-    int64_t before = q, after = causal ? 0 : T - 1 - q, n; /* keys on each side of q */
-    if (!causal && q < g) {
+    if (!causal && q < g) { /* a global query sees every key */
       pairs += T;
       continue;
     }
-    if (kind[0] == 'l') {
-      n = 1 + (before < w - 1 ? before : w - 1) + (after < w - 1 ? after : w - 1);
-    } else if (kind[0] == 's') {
-      n = 1 + (before < l - 1 ? before : l - 1) + before / l + (after < l - 1 ? after : l - 1) + after / l;
-    } else {
-      int64_t b0 = q / l * l, b1 = causal ? q + 1 : (b0 + l < T ? b0 + l : T); /* q's own l-block */
-      int64_t full = (causal ? b0 : T) / l, rest = (causal ? b0 : T) % l;  /* l-blocks in [0, end) */
-      int64_t cols = full * c + (rest > l - c ? rest - (l - c) : 0);     /* summary columns there */
-      if (!causal) cols -= (b1 - b0 > l - c ? b1 - b0 - (l - c) : 0);   /* not the own block's */
-      n = (b1 - b0) + cols;
-    }
-    for (int64_t k = 0; k < g && k < T; k++) /* global keys the pattern does not already allow */
-      if (!(causal && k > q) && !sparse_allowed(kind, w, l, c, 0, causal, q, k)) n++;
-    pairs += n;
+    int64_t x = causal ? q + 1 : T, gx = imin(g, x); /* the keys [0, x); the global ones [0, gx) */
+    pairs += keys_allowed(kind, w, l, c, q, x) + gx - keys_allowed(kind, w, l, c, q, gx);
   }
   return pairs;
 }

@@ -173,6 +173,14 @@ typedef struct Param {
   int select_unit;         /* extent of one unit along the axis (a head: head dim; a neuron: 1) */
   int select_of;           /* units per part in the full tensor (the kept ones: dim[axis] / (PARTS*UNIT)) */
   bool decay;              /* weight decay applies (false for biases and norm gains) */
+  int lowrank;             /* the lowrank pass: this is a factor (NAME.lr_u [N,R] or NAME.lr_v [R,K]) of a
+                            * weight factorised at rank R by truncated SVD (printed lowrank=svd(R) or
+                            * lowrank=svd(R,E)); 0: not a factor */
+  double lowrank_energy;   /* the retained energy of that SVD (sum of kept s_i^2 / total), in [0, 1];
+                            * negative: not known (shapes only, no weights were given) */
+  float *data;             /* the parameter's values when the driver read a checkpoint (modelc --weights):
+                            * type.dim row-major f32, in the module's arena; NULL: none. Not printed in the
+                            * text form; passes that transform weights (lowrank) read and write it */
   int index;               /* its position in Module.params (set by ir_add_param; ir_remove_params renumbers) */
   int line, col;           /* source position when parsed */
 } Param;

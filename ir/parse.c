@@ -620,8 +620,29 @@ static bool parse_select_fact(Parser *P, Param *p) {
   return expect_punct(P, ')', "')'");
 }
 
+/* lowrank=svd(R) | svd(R,E): a factor of a weight factorised at rank R, E the retained energy */
+static bool parse_lowrank_fact(Parser *P, Param *p) {
+  if (!is_ident(P, "svd")) return expected(P, "a factorisation: svd(R) or svd(R,E)");
+  next(P);
+  int64_t r = 0;
+  if (!expect_punct(P, '(', "'('") || !parse_int_in(P, &r, 1, 1 << 24, "the rank of lowrank=svd(R)")) return false;
+  p->lowrank = (int)r;
+  p->lowrank_energy = -1;
+  if (is_punct(P, ',')) {
+    next(P);
+    Token at = P->tok;
+    if (!parse_number(P, &p->lowrank_energy)) return false;
+    if (!(p->lowrank_energy >= 0 && p->lowrank_energy <= 1)) {
+      perr_at(P, at.line, at.col, "the retained energy of lowrank=svd(R,E) is in [0, 1]");
+      return false;
+    }
+  }
+  return expect_punct(P, ')', "')'");
+}
+
 /* FACT := init=KIND['(' NUM ')'] | frozen | nodecay | format=NAME['(' block=INT ')'] | nnz=INT
- *       | prune=magnitude(S) | prune=global(S) | prune=nm(N:M) | select=RULE(@G,AXIS,PARTS,UNIT,OF) */
+ *       | prune=magnitude(S) | prune=global(S) | prune=nm(N:M) | select=RULE(@G,AXIS,PARTS,UNIT,OF)
+ *       | lowrank=svd(R[,E]) */
 static bool parse_param(Parser *P) {
   Token kw = P->tok;
   next(P);
@@ -642,11 +663,11 @@ static bool parse_param(Parser *P) {
   unsigned seen = 0;
   while (P->tok.kind != T_EOF && !P->tok.bol) {
     if (P->tok.kind != T_IDENT)
-      return expected(P, "a parameter fact (init=, frozen, nodecay, nnz=, prune=, select=, format=)");
+      return expected(P, "a parameter fact (init=, frozen, nodecay, nnz=, prune=, select=, lowrank=, format=)");
     Token f = P->tok;
-    static const char *const facts[] = {"init", "frozen", "nodecay", "format", "nnz", "prune", "select"};
+    static const char *const facts[] = {"init", "frozen", "nodecay", "format", "nnz", "prune", "select", "lowrank"};
     int fi = -1;
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < 8; i++)
       if (is_ident(P, facts[i])) fi = i;
     if (is_ident(P, "shared")) {
       perr_at(P, f.line, f.col, "'shared=' was removed: to share a weight, bind the same parameter "
@@ -661,7 +682,7 @@ static bool parse_param(Parser *P) {
     if (fi < 0) {
       char w[48];
       snprintf(w, sizeof w, "%.*s", (int)(f.len < 40 ? f.len : 40), f.p);
-      const char *s = diag_suggest(w, facts, 7);
+      const char *s = diag_suggest(w, facts, 8);
       perr_at(P, f.line, f.col, "unknown parameter fact '%s'%s%s%s", w, s ? " (did you mean '" : "", s ? s : "",
               s ? "'?)" : "");
       return false;
@@ -691,6 +712,10 @@ static bool parse_param(Parser *P) {
     }
     if (fi == 6) {
       if (!parse_select_fact(P, p)) return false;
+      continue;
+    }
+    if (fi == 7) {
+      if (!parse_lowrank_fact(P, p)) return false;
       continue;
     }
     if (fi == 0) {

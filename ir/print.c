@@ -186,6 +186,12 @@ static void print_param(FILE *out, const Param *p) {
   if (p->select != SEL_NONE)
     fprintf(out, " select=%s(@%s,%d,%d,%d,%d)", ir_select_name(p->select), p->select_group ? p->select_group : "",
             p->select_axis, p->select_parts, p->select_unit, p->select_of);
+  if (p->lowrank && p->lowrank_energy >= 0) {
+    fmt_double(p->lowrank_energy, buf, sizeof buf);
+    fprintf(out, " lowrank=svd(%d,%s)", p->lowrank, buf);
+  } else if (p->lowrank) {
+    fprintf(out, " lowrank=svd(%d)", p->lowrank);
+  }
   if (p->fmt != PF_DENSE) { /* dense is the default and not printed; its arrays follow from the format */
     fprintf(out, " format=%s", ir_param_format_name(p->fmt));
     if (p->block) fprintf(out, "(block=%d)", p->block);

@@ -208,6 +208,26 @@ PassReach *pass_param_reach(const Module *m) {
   return r;
 }
 
+/* The parameter a weight value is bound to at each call of its function: the value itself when it
+ * is a param op's result (one binding), else the argument's parameter at every call of f. Fills
+ * out (at most cap) and returns the count, or -1 when some binding is not a parameter. */
+int pass_param_bindings(const Module *m, const Func *f, const Value *w, Param **out, int cap) {
+  if (w->def) {
+    if (w->def->kind != OP_PARAM) return -1;
+    out[0] = ir_find_param(m, ir_attr_s(w->def, "p"));
+    return out[0] ? 1 : -1;
+  }
+  int k = 0;
+  for (int fi = 0; fi < m->nfunc; fi++)
+    for (const Op *c = m->funcs[fi]->first; c; c = c->next) {
+      if (c->kind != OP_CALL || strcmp(ir_attr_s(c, "callee"), f->name) || w->index >= c->nin) continue;
+      const Value *a = c->in[w->index];
+      if (!a->def || a->def->kind != OP_PARAM || k >= cap) return -1;
+      if (!(out[k++] = ir_find_param(m, ir_attr_s(a->def, "p")))) return -1;
+    }
+  return k;
+}
+
 /* ---- retyping after parameter types change ---- */
 
 static void infer_or_die(const Module *m, Op *op) {

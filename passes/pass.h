@@ -109,6 +109,10 @@ typedef struct PassReach {
   bool head, block, embedding, other;
 } PassReach;
 PassReach *pass_param_reach(const Module *m);
+/* The parameter a weight value w of f is bound to at each call of f: the value itself when it is
+ * a param op's result (one binding), else the argument's parameter at every call of f. Fills out
+ * (at most cap) and returns the count, or -1 when some binding is not a parameter (prune, lowrank). */
+int pass_param_bindings(const Module *m, const Func *f, const Value *w, Param **out, int cap);
 /* After passes changed parameter types (a dtype: quantised, csr; a shape: structured pruning): the
  * param ops yield the new types, then every function is re-inferred from the roots (functions no
  * call names) down, each call first fixing its callee: the callee's arguments retyped when all its
@@ -117,6 +121,23 @@ PassReach *pass_param_reach(const Module *m);
 void pass_refit_types(Module *m, const char *tag);
 /* The prune pass's break-even sparsity for csr storage of an [N,K] weight (measured: passes/prune.c). */
 double pass_prune_breakeven(int64_t N, int64_t K);
+/* The lowrank pass's SVD (LAPACK dgesdd, in double) of an [N,K] row-major f32 matrix W = U S V^T:
+ * s the mn = min(N,K) singular values in descending order, u [N,mn] column-major (u[i + j N]), vt
+ * [mn,K] column-major (vt[j + i mn]); malloc'd, pass_svd_free releases them. False when LAPACK
+ * fails (or the matrix is too large for its int sizes). pass_svd_energy: the retained energy of
+ * rank r (sum_{i<r} s_i^2 / sum s_i^2); pass_svd_rank_for: the smallest rank keeping >= energy;
+ * pass_svd_factors: the balanced rank-r factors u [N,r] = U_r S_r^1/2 and v [r,K] = S_r^1/2 V_r^T,
+ * row-major f32, so W ~ u v. */
+typedef struct PassSvd {
+  int64_t N, K;
+  int mn;
+  double *s, *u, *vt;
+} PassSvd;
+bool pass_svd(const float *w, int64_t N, int64_t K, PassSvd *out);
+void pass_svd_free(PassSvd *s);
+double pass_svd_energy(const PassSvd *s, int r);
+int pass_svd_rank_for(const PassSvd *s, double energy);
+void pass_svd_factors(const PassSvd *s, int r, float *u, float *v);
 /* Reports an error at the pipeline entry the running pass came from (o->file:line:col). */
 void pass_error(const PassOptions *o, Diag *d, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -125,26 +125,6 @@ static bool prune_masked(Module *m, const PassOptions *o, Diag *d, bool nm) {
 
 /* ---- structured kinds ---- */
 
-/* The parameter a weight value is bound to at each call of its function: the value itself when it
- * is a param op's result (one binding), else the argument's parameter at every call of f. Fills
- * out (at most cap) and returns the count, or -1 when some binding is not a parameter. */
-static int bindings(const Module *m, const Func *f, const Value *w, Param **out, int cap) {
-  if (w->def) {
-    if (w->def->kind != OP_PARAM) return -1;
-    out[0] = ir_find_param(m, ir_attr_s(w->def, "p"));
-    return out[0] ? 1 : -1;
-  }
-  int k = 0;
-  for (int fi = 0; fi < m->nfunc; fi++)
-    for (const Op *c = m->funcs[fi]->first; c; c = c->next) {
-      if (c->kind != OP_CALL || strcmp(ir_attr_s(c, "callee"), f->name) || w->index >= c->nin) continue;
-      const Value *a = c->in[w->index];
-      if (!a->def || a->def->kind != OP_PARAM || k >= cap) return -1;
-      if (!(out[k++] = ir_find_param(m, ir_attr_s(a->def, "p")))) return -1;
-    }
-  return k;
-}
-
 /* Every linear reading a csr weight gets its capacity as nnz= (the kernel's section offsets depend
  * on it), so all the parameters a linear's weight is bound to must agree: a block argument bound to
  * csr and dense weights alike (skip= of some layers), or to capacities that differ, keeps its
@@ -158,7 +138,7 @@ static void csr_settle(Module *m) {
     for (int fi = 0; fi < m->nfunc; fi++)
       for (Op *op = m->funcs[fi]->first; op; op = op->next) {
         if (op->kind != OP_LINEAR || op->nin < 2) continue;
-        int k = bindings(m, m->funcs[fi], op->in[1], b, CAP), ncsr = 0;
+        int k = pass_param_bindings(m, m->funcs[fi], op->in[1], b, CAP), ncsr = 0;
         for (int i = 0; i < k; i++) ncsr += b[i]->type.dtype == DT_CSR && b[i]->nnz == b[0]->nnz;
         if (k > 0 && ncsr > 0 && ncsr < k)
           for (int i = 0; i < k; i++)
@@ -171,7 +151,7 @@ static void csr_settle(Module *m) {
   }
   for (int fi = 0; fi < m->nfunc; fi++)
     for (Op *op = m->funcs[fi]->first; op; op = op->next)
-      if (op->kind == OP_LINEAR && op->nin >= 2 && bindings(m, m->funcs[fi], op->in[1], b, CAP) > 0 &&
+      if (op->kind == OP_LINEAR && op->nin >= 2 && pass_param_bindings(m, m->funcs[fi], op->in[1], b, CAP) > 0 &&
           b[0]->type.dtype == DT_CSR)
         ir_set_attr_int(op, "nnz", b[0]->nnz);
   free(b);
@@ -209,7 +189,7 @@ static bool shrink_site(Module *m, const PassOptions *o, Diag *d, Func *f, const
   if (!b) die("out of memory");
   int nb = -1;
   for (int i = 0; i < nmem; i++) {
-    int k = bindings(m, f, mem[i].w, b + (size_t)i * CAP, CAP);
+    int k = pass_param_bindings(m, f, mem[i].w, b + (size_t)i * CAP, CAP);
     if (k <= 0 || (nb >= 0 && k != nb)) {
       pass_error(o, d, "prune: in @%s, a weight of the %s is not bound to a parameter at every call", f->name,
                  rule == SEL_NORM && unit == 1 ? "MLP" : "attention");

@@ -30,6 +30,8 @@ bool pass_precision_check(const PipelineEntry *e, Diag *d);
 bool pass_share_check(const PipelineEntry *e, Diag *d);
 bool pass_sparse_attention(Module *m, const PassOptions *o, Diag *d);
 bool pass_sparse_attention_check(const PipelineEntry *e, Diag *d);
+bool pass_lowrank(Module *m, const PassOptions *o, Diag *d);
+bool pass_lowrank_check(const PipelineEntry *e, Diag *d);
 
 /* Option ranges: lo..hi for INT and SIZE, choices for STR (see PassOptSpec); checked where the
  * option is written (pass_set_option), so `modelc check` reports them at the spec's line and column
@@ -89,6 +91,20 @@ static const PassOptSpec prune_opts[] = {
      ANY_VALUE},
     {"head", POPT_BOOL, "false", "magnitude, nm: prune the entry function's own linear weights too (an untied head)",
      ANY_VALUE},
+};
+static const PassOptSpec lowrank_opts[] = {
+    {"rank", POPT_INT, "0", "the rank R of every factorised weight W [N,K] ~ U [N,R] V [R,K] (at most min(N,K))",
+     BETWEEN(0, 1 << 24)},
+    {"energy", POPT_FLOAT, "0", "instead of rank=: per weight the smallest rank keeping this fraction (0, 1] of its "
+                                "squared singular values (needs --weights)", ANY_VALUE},
+    {"scope", POPT_STR, "all", "which block linears: all, attention (the linears into and out of an attention) or ffn "
+                               "(the others)", ONE_OF("all|attention|ffn")},
+    {"skip", POPT_STR, "", "weights left dense: comma-separated names, a trailing '*' matching a prefix", ANY_VALUE},
+    {"head", POPT_BOOL, "false", "factorise the entry function's own linear weights too (an untied head)", ANY_VALUE},
+    {"force", POPT_BOOL, "false", "factorise even where the rank saves nothing (R (N+K) >= N K; full-rank tests)",
+     ANY_VALUE},
+    {"uniform", POPT_BOOL, "false", "one rank per block weight, the largest its layers need (energy=: one block "
+                                    "function, not a clone per layer)", ANY_VALUE},
 };
 static const PassOptSpec compute_opts[] = {
     {"dtype", POPT_STR, "bf16", "the dtype of the products: bf16 (f32 accumulation)", ONE_OF("bf16")},
@@ -159,6 +175,8 @@ static const PassInfo registry[] = {
      pass_linformer, linformer_opts, NOPTS(linformer_opts), true, NULL},
     {"xent_fuse", "LM head + cross-entropy + their backward in one op over row chunks: no [rows, vocab] logits",
      pass_xent_fuse, xent_fuse_opts, NOPTS(xent_fuse_opts), false, NULL},
+    {"lowrank", "low-rank factorisation of trained linear weights by truncated SVD: W [N,K] ~ U [N,R] V [R,K] "
+                "(rank=R or energy=E)", pass_lowrank, lowrank_opts, NOPTS(lowrank_opts), false, pass_lowrank_check},
     {"memplan", "place every intermediate tensor at a static offset in one arena (liveness, greedy by size)",
      pass_memplan, NULL, 0, false, NULL},
 };

@@ -60,24 +60,22 @@ bool pass_sparse_set(Op *op, const char *pattern, int64_t size, int64_t summary,
 bool pass_sparse_attention_check(const PipelineEntry *e, Diag *d) {
   const PassOptions *o = &e->opts;
   const char *p = pass_opt_str(o, "pattern");
-  const char *need = !strcmp(p, "local") ? "window" : !strcmp(p, "strided") ? "stride" : "block";
+  /* the options holding a size, and whose size each is; a pattern's own is sizes[pattern index] */
   static const char *const sizes[] = {"window", "stride", "block", "summary"};
-  if (!pass_opt_is_set(o, need)) {
-    diag_error(d, e->file, e->line, e->col, "sparse-attention: pattern=%s needs %s=", p, need);
+  static const char *const whose[] = {"local's size", "strided's size", "fixed's size", "fixed's summary columns"};
+  int pi = !strcmp(p, "local") ? 0 : !strcmp(p, "strided") ? 1 : 2;
+  if (!pass_opt_is_set(o, sizes[pi])) {
+    diag_error(d, e->file, e->line, e->col, "sparse-attention: pattern=%s needs %s=", p, sizes[pi]);
     return false;
   }
   for (int i = 0; i < 4; i++) {
-    bool mine = !strcmp(sizes[i], need) || (!strcmp(p, "fixed") && !strcmp(sizes[i], "summary"));
+    bool mine = i == pi || (pi == 2 && i == 3);
     if (!mine && pass_opt_is_set(o, sizes[i])) {
-      diag_error(d, e->file, e->line, e->col, "sparse-attention: pattern=%s takes no %s= (%s)", p, sizes[i],
-                 !strcmp(sizes[i], "window")    ? "local's size"
-                 : !strcmp(sizes[i], "stride")  ? "strided's size"
-                 : !strcmp(sizes[i], "block")   ? "fixed's size"
-                                                : "fixed's summary columns");
+      diag_error(d, e->file, e->line, e->col, "sparse-attention: pattern=%s takes no %s= (%s)", p, sizes[i], whose[i]);
       return false;
     }
   }
-  if (!strcmp(p, "fixed") && pass_opt_int(o, "summary") > pass_opt_int(o, "block")) {
+  if (pi == 2 && pass_opt_int(o, "summary") > pass_opt_int(o, "block")) {
     diag_error(d, e->file, e->line, e->col, "sparse-attention: summary=%lld is above block=%lld",
                (long long)pass_opt_int(o, "summary"), (long long)pass_opt_int(o, "block"));
     return false;

@@ -235,23 +235,20 @@ typedef struct RtSparsePattern {
 int rt_sparse_check(const RtSparsePattern *p);
 /* The element mask above: 1 if query q may attend to key k. */
 int rt_sparse_allowed(const RtSparsePattern *p, int causal, int q, int k);
-/* For query block qb (positions qb*block .. min(T, qb*block+block)-1): the key blocks holding at
- * least one allowed element, ascending, into kb (room for ceil(T/block) ints); full[j] (if full
- * is non-NULL) is 1 when every element of block kb[j] is allowed (no mask needed). Returns their
- * number. Exact: a block is listed iff it has an allowed element. O(T/block) work. */
-int rt_sparse_key_blocks(const RtSparsePattern *p, int causal, int T, int qb, int *kb, unsigned char *full);
 /* rt_attention with the pattern's mask: qkv (B,T,3C), out (B,T,C), layout and scale as
- * rt_attention. Visits only the listed key blocks (never a T x T matrix), masks elements inside
- * the partial ones, online softmax as rt_attention; tasks are (batch, head, query block), each
- * writing its own rows and columns, so the result does not depend on the thread count. scratch
- * holds rt_attention_sparse_scratch_floats(T, C, n_head, p) floats (after rt_set_threads). */
+ * rt_attention. Queries in tiles of `block`; each tile attends to a few contiguous segments of
+ * keys (the band, the global tokens, fixed's gathered summary columns; strided's stride columns
+ * per residue class, over strided views), never a T x T matrix; masks are intervals per row.
+ * Tasks are (batch, head) pairs, each writing its own columns, so the result does not depend on
+ * the thread count. scratch holds rt_attention_sparse_scratch_floats(T, C, n_head, p) floats
+ * (after rt_set_threads): linear in T. */
 size_t rt_attention_sparse_scratch_floats(int T, int C, int n_head, const RtSparsePattern *p);
 void rt_attention_sparse(float *out, const float *qkv, int B, int T, int C, int n_head, int causal,
                          const RtSparsePattern *p, float *scratch);
-/* Its backward: dqkv (B,T,3C) from qkv and dy (B,T,C), recomputing the scores of the visited
- * blocks. Tasks are (batch, head) pairs (dK and dV accumulate over query blocks). scratch holds
- * rt_attention_sparse_dx_scratch_floats(T, C, n_head, p) floats: a panel of the visited key blocks
- * of one query block, 2 * block * (the most visited keys) floats per thread, linear in T at most. */
+/* Its backward: dqkv (B,T,3C) from qkv and dy (B,T,C), recomputing the forward (its output and
+ * softmax statistics) and the scores of the same segments. Tasks are (batch, head) pairs (dK and dV
+ * accumulate over query tiles). scratch holds rt_attention_sparse_dx_scratch_floats(T, C, n_head, p)
+ * floats: linear in T. */
 size_t rt_attention_sparse_dx_scratch_floats(int T, int C, int n_head, const RtSparsePattern *p);
 void rt_attention_sparse_dx(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
                             int causal, const RtSparsePattern *p, float *scratch);

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Build tools and libraries; clang and its sanitizer runtime build the ASan+UBSan configuration;
-# libdnnl-dev is oneDNN for the runtime's GEMM layer (optional to CMake: -DMODELC_DNNL=OFF).
+# libdnnl-dev is oneDNN for the runtime's GEMM layer (optional to CMake: -DMODELC_DNNL=OFF); libopenblas-dev
+# also provides LAPACK (dgesdd: the lowrank pass's SVD), so no LAPACK package of its own.
 PKGS=(build-essential cmake pkg-config libyaml-dev check libsubunit-dev libopenblas-dev libdnnl-dev
       llvm-14-dev clang libclang-rt-14-dev fortunes)
 

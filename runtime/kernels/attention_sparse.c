@@ -1,10 +1,9 @@
 /* attention_sparse.c: block-sparse multi-head self-attention (issue 13, the runtime half).
  *
- * The pattern (RtSparsePattern, modelc_rt.h) is an element mask rt_sparse_allowed(q, k); the
- * kernels tile queries and keys in blocks of p->block positions and visit, for each query block,
- * only the key blocks rt_sparse_key_blocks lists (those with an allowed element, found by interval
- * arithmetic on the block's query and key ranges, O(T/block) per query block). Blocks whose
- * elements are all allowed ("full") need no mask; in the others each element is tested.
+ * The pattern (RtSparsePattern, modelc_rt.h) is an element mask rt_sparse_allowed(q, k). The
+ * kernels never form a T x T matrix and never test an element they do not compute: per query tile
+ * (p->block queries) they multiply only a few contiguous runs of keys, and mask within those by
+ * intervals per row ("the kernels' plan" below has the details).
  *
  * Definitions (Child et al. 2019, "Generating Long Sequences with Sparse Transformers", element for
  * element as the reference code openai/sparse_attention, attention.py, defines them):
@@ -26,20 +25,17 @@
  *           and bidirectionally q < G sees every key.
  * Causal attention masks k > q whatever the pattern.
  *
- * rt_attention_sparse: tasks (batch, head, query block); for each listed key block one score tile
- * S = Q K^T (rt_gemm, q, k, v read in place from the (B,T,3C) buffer, leading dimension 3C),
- * masked, then the online softmax of rt_attention (running max m, denominator l, unnormalised O,
- * rescaled by exp(m_old - m_new)), O += P V. A row none of whose keys are allowed in a tile leaves
- * m, l, O alone (a valid pattern lets every query see itself, so l > 0 at the end). Masked scores
- * are -inf and go through rt_exp_row (the dense kernels' vectorised exponential) as they are:
- * rt_expf clamps its input to -104, whose exponential underflows to exactly 0 (tested).
+ * rt_attention_sparse: tasks (batch, head); per tile one panel of S = scale Q K^T over its segments
+ * (rt_gemm, q, k, v read in place from the (B,T,3C) buffer, leading dimension 3C), the exact
+ * softmax of each row (the panel holds every key of the row but strided's pass B, which is merged
+ * by the rows' running max and denominator), O = P V per segment into the output rows.
  *
- * rt_attention_sparse_dx: tasks (batch, head) (dK and dV of a head accumulate over its query
- * blocks, so one task owns them: thread-count independent). Per query block, a panel of its listed
- * key blocks, side by side (width n*block): S and dP = dO V^T block by block, the exact softmax
- * over the panel row (masked entries 0), D = rowsum(P o dP), dS = P o (dP - D), then per key block
- * dV += P^T dO, dQ += scale dS K, dK += scale dS^T Q: five GEMMs per visited (query, key) block
- * pair, as rt_attention_dx has per query block. */
+ * rt_attention_sparse_dx: tasks (batch, head) (dK and dV of a head accumulate over its tiles, so
+ * one task owns them: thread-count independent). It recomputes the forward (the output O and the
+ * rows' max m and denominator l), D = rowsum(dO o O), then per tile and segment: P = exp(S - m) /
+ * l, dP = dO V^T, dS = P o (dP - D), dV += P^T dO, dQ += scale dS K, dK += scale dS^T Q (five
+ * GEMMs per segment, as rt_attention_dx per key block); pass B likewise over the strided views;
+ * the gathered summary columns' dK, dV added back to their rows at the end. */
 #include "kernels.h"
 
 #include "../gemm/gemm.h"
@@ -89,224 +85,575 @@ static inline int sp_allowed(const RtSparsePattern *p, int causal, int q, int k)
 
 int rt_sparse_allowed(const RtSparsePattern *p, int causal, int q, int k) { return sp_allowed(p, causal, q, k); }
 
-static int floordiv(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+/* ---- the kernels' plan: segments of keys per query tile ---------------------------------------- *
+ * Queries go in tiles of p->block rows. A tile's keys are a few segments, each a contiguous run of
+ * rows of K and V (in place, leading dimension 3C) or of a gathered copy, every allowed key of the
+ * tile's queries in exactly one segment (pass A), except the strided pattern's stride columns,
+ * which pass B attends per residue class (below):
+ *   MAIN     the band around the tile: local and strided keys with |q - k| < window (stride), fixed
+ *            the tile's own l-blocks; allowed there: that rule or a global key (k < G)
+ *   GLOBAL   keys [0, min(G, MAIN's first)): the global tokens before the band
+ *   SUMMARY  fixed: the summary columns (k mod l >= l - c), gathered once per head into Ks, Vs
+ *            (rows in position order); allowed: another l-block than the query's (causal: an earlier
+ *            one) and k >= G (a global one is the other segments')
+ *   ALL      bidirectional, a tile holding a global query (q < G sees every key): keys [0, T) with
+ *            the whole pattern's mask; pass B skips these tiles' queries
+ * Within a segment each query row's allowed keys are one or two intervals of its columns, so the
+ * mask is a few vectorised loops, not a test per element (ALL alone tests each element: one or two
+ * tiles). The tile's panel holds its segments side by side: S = Q K^T per segment (one GEMM each),
+ * masked and scaled, the exact softmax of each whole row (the panel holds all of the row's keys but
+ * pass B's), then O = sum over segments of P V (one GEMM each, accumulated in the output rows).
+ * Pass B (strided): for residue r the positions r, r+l, r+2l, ... are rows of K, V, Q, O with
+ * leading dimension l * 3C (l * C): query i of the class sees its keys j with |i - j| >= 1 (causal
+ * j < i) at positions >= G: small GEMMs over strided views, in chunks of p->block queries, merged
+ * into pass A's rows by their running max and denominator (m, l per row). */
+enum { SEG_MAIN, SEG_GLOBAL, SEG_SUMMARY, SEG_ALL };
+typedef struct Seg {
+  int kind, k0, n; /* keys k0 .. k0+n-1: positions (MAIN, GLOBAL, ALL) or rows of Ks, Vs (SUMMARY) */
+} Seg;
 
-/* Any allowed element with q in [q0,q1], k in [k0,k1] (non-empty ranges, all positions >= 0).
- * The differences q - k take every value of [q0-k1, q1-k0]; with causal, those >= 0. */
-static int sp_any(const RtSparsePattern *p, int causal, int q0, int q1, int k0, int k1) {
-  if (causal && k0 > q1)
-    return 0;
-  if (k0 < p->global || (!causal && q0 < p->global))
-    return 1;
-  int dlo = q0 - k1, dhi = q1 - k0;
-  if (causal && dlo < 0)
-    dlo = 0;
-  switch (p->kind) {
-  case RT_SPARSE_LOCAL:
-  case RT_SPARSE_STRIDED: {
-    int w = p->kind == RT_SPARSE_LOCAL ? p->window : p->stride;
-    if (dlo <= w - 1 && dhi >= -(w - 1))
-      return 1; /* some |d| < w */
-    if (p->kind == RT_SPARSE_LOCAL)
-      return 0;
-    return floordiv(dhi, p->stride) * p->stride >= dlo; /* a multiple of the stride in [dlo, dhi] */
-  }
-  case RT_SPARSE_FIXED: {
-    int L = p->stride, c = p->summary;
-    /* A1: a shared l-block m; with causal, if the highest shared m has no k <= q, no lower one has */
-    int mlo = (q0 / L > k0 / L ? q0 / L : k0 / L), mhi = (q1 / L < k1 / L ? q1 / L : k1 / L);
-    if (mlo <= mhi) {
-      if (!causal)
-        return 1;
-      int kmin = k0 > mhi * L ? k0 : mhi * L, qmax = q1 < mhi * L + L - 1 ? q1 : mhi * L + L - 1;
-      if (kmin <= qmax)
-        return 1;
-    }
-    /* A2: a summary column k (k mod l >= l - c) in [k0, k1], and with causal k <= q1 */
-    if (c <= 0)
-      return 0;
-    int kk1 = causal && q1 < k1 ? q1 : k1, r = k0 % L;
-    int first = r >= L - c ? k0 : k0 + (L - c - r);
-    return first <= kk1;
-  }
-  default:
-    return 1;
-  }
+/* The per-head facts of a pattern at length T. */
+typedef struct SpPlan {
+  const RtSparsePattern *p;
+  int T, causal, bs, G, w; /* w: local's window, strided's stride, dense T; fixed: l */
+  int ns, ng;              /* fixed: summary positions (< T), and those < G */
+  int qskip;               /* bidirectional with global tokens: queries below it are in ALL tiles */
+} SpPlan;
+
+static SpPlan sp_plan(const RtSparsePattern *p, int T, int causal) {
+  SpPlan s = {p, T, causal, p->block, p->global < T ? p->global : T, 0, 0, 0, 0};
+  s.w = p->kind == RT_SPARSE_LOCAL ? p->window : p->kind == RT_SPARSE_DENSE ? T : p->stride;
+  if (p->kind == RT_SPARSE_FIXED && p->summary > 0)
+    for (int k = 0; k < T; k++)
+      if (k % p->stride >= p->stride - p->summary)
+        s.ns++, s.ng += k < s.G;
+  if (!causal && s.G > 0)
+    s.qskip = (s.G + s.bs - 1) / s.bs * s.bs;
+  return s;
 }
 
-/* Every element with q in [q0,q1], k in [k0,k1] allowed (a sufficient test: 0 means "mask it"). */
-static int sp_full(const RtSparsePattern *p, int causal, int q0, int q1, int k0, int k1) {
-  if (causal && k1 > q0)
-    return 0;
-  if (k1 < p->global || (!causal && q1 < p->global))
-    return 1;
-  switch (p->kind) {
-  case RT_SPARSE_LOCAL:
-  case RT_SPARSE_STRIDED: {
-    int w = p->kind == RT_SPARSE_LOCAL ? p->window : p->stride;
-    return q1 - k0 <= w - 1 && q0 - k1 >= -(w - 1);
-  }
-  case RT_SPARSE_FIXED: {
-    int L = p->stride, c = p->summary;
-    if (q0 / L == q1 / L && q1 / L == k0 / L && k0 / L == k1 / L)
-      return 1;
-    return k0 / L == k1 / L && k0 % L >= L - c;
-  }
-  default:
-    return 1;
-  }
+/* The summary rows (of Ks) of the fixed l-blocks before block b: positions < b * l. */
+static int sp_sum_before(const SpPlan *s, int b) {
+  int L = s->p->stride, c = s->p->summary, full = b * L < s->T ? b : s->T / L;
+  int n = full * c, rest = (b * L < s->T ? b * L : s->T) - full * L; /* a partial last block */
+  return n + (rest > L - c ? rest - (L - c) : 0);
+}
+/* The position of summary row j. */
+static int sp_sum_pos(const SpPlan *s, int j) {
+  int c = s->p->summary;
+  return j / c * s->p->stride + (s->p->stride - c) + j % c;
 }
 
-int rt_sparse_key_blocks(const RtSparsePattern *p, int causal, int T, int qb, int *kb, unsigned char *full) {
-  int bs = p->block, q0 = qb * bs, q1 = q0 + bs - 1 < T - 1 ? q0 + bs - 1 : T - 1, n = 0;
-  int nb = (T + bs - 1) / bs;
-  for (int j = 0; j < nb; j++) {
-    int k0 = j * bs, k1 = k0 + bs - 1 < T - 1 ? k0 + bs - 1 : T - 1;
-    if (!sp_any(p, causal, q0, q1, k0, k1))
-      continue;
-    if (full)
-      full[n] = (unsigned char)sp_full(p, causal, q0, q1, k0, k1);
-    kb[n++] = j;
+/* n rounded up to a multiple of r, at most cap. */
+static int sp_round(int n, int r, int cap) {
+  n = (n + r - 1) / r * r;
+  return n < cap ? n : cap;
+}
+
+/* The segments of the tile of queries q0..q1; returns their number (at most 3). */
+static int sp_segments(const SpPlan *s, int q0, int q1, Seg *seg) {
+  int T = s->T, n = 0, lo, hi;
+  if (q0 < s->qskip) {
+    seg[0] = (Seg){SEG_ALL, 0, T};
+    return 1;
+  }
+  if (s->p->kind == RT_SPARSE_FIXED) {
+    int L = s->w;
+    lo = q0 / L * L;
+    hi = s->causal ? q1 : (q1 / L * L + L - 1 < T - 1 ? q1 / L * L + L - 1 : T - 1);
+  } else {
+    lo = q0 - s->w + 1 > 0 ? q0 - s->w + 1 : 0;
+    hi = s->causal ? q1 : (q1 + s->w - 1 < T - 1 ? q1 + s->w - 1 : T - 1);
+  }
+  /* Widths rounded up to a multiple of the tile (the band moved back where it would pass T; the
+   * extra keys are masked), so that the products have a few shapes only: the GEMM layer keeps
+   * one oneDNN primitive per shape, in a bounded cache */
+  int wn = sp_round(hi - lo + 1, s->bs, T);
+  lo = lo + wn > T ? T - wn : lo;
+  seg[n++] = (Seg){SEG_MAIN, lo, wn};
+  if (s->G > 0 && lo > 0)
+    seg[n++] = (Seg){SEG_GLOBAL, 0, s->G < lo ? s->G : lo};
+  if (s->ns > s->ng) {
+    int end = s->causal ? sp_round(sp_sum_before(s, q1 / s->w), 2 * s->bs, s->ns) : s->ns;
+    if (end > s->ng)
+      seg[n++] = (Seg){SEG_SUMMARY, s->ng, end - s->ng};
   }
   return n;
 }
 
-/* The largest key-block count of any query block (the backward's panel width, in blocks). */
-static int sp_max_blocks(const RtSparsePattern *p, int causal, int T) {
-  int bs = p->block, nb = (T + bs - 1) / bs, mx = 1;
-  for (int qb = 0; qb < nb; qb++) {
-    int q0 = qb * bs, q1 = q0 + bs - 1 < T - 1 ? q0 + bs - 1 : T - 1, n = 0;
-    for (int j = 0; j < nb; j++)
-      n += sp_any(p, causal, q0, q1, j * bs, j * bs + bs - 1 < T - 1 ? j * bs + bs - 1 : T - 1);
-    mx = n > mx ? n : mx;
+/* The widest panel any tile needs (the scratch's). */
+static int sp_panel_width(const SpPlan *s) {
+  int mx = s->qskip > 0 ? s->T : 1;
+  for (int q0 = s->qskip; q0 < s->T; q0 += s->bs) {
+    Seg seg[3];
+    int n = sp_segments(s, q0, q0 + s->bs - 1 < s->T - 1 ? q0 + s->bs - 1 : s->T - 1, seg), w = 0;
+    for (int i = 0; i < n; i++)
+      w += seg[i].n;
+    mx = w > mx ? w : mx;
   }
   return mx;
 }
 
-/* Scale row s (n) and mask it: masked entries become -inf. */
-static void sp_scale_mask(float *s, int n, float scale, int masked, const RtSparsePattern *p, int causal, int q,
-                          int k0) {
-  if (!masked) {
-    for (int j = 0; j < n; j++)
-      s[j] *= scale;
-    return;
-  }
-  if (!causal && q < p->global) { /* a global query sees every key */
-    for (int j = 0; j < n; j++)
-      s[j] *= scale;
-    return;
-  }
-  /* the kind's test hoisted out of the loop; local is an interval of keys (vectorises) */
-  int G = p->global, kmax = causal ? q : INT_MAX;
-  switch (p->kind) {
-  case RT_SPARSE_LOCAL: {
-    int lo = q - p->window + 1, hi = causal ? q : q + p->window - 1;
-    for (int j = 0; j < n; j++) {
-      int k = k0 + j;
-      s[j] = k <= kmax && (k < G || (k >= lo && k <= hi)) ? s[j] * scale : -INFINITY;
+/* s[0..n) *= scale; returns the largest result (-inf for n = 0). Eight lanes: no dependency
+ * chain through one max. */
+static float sp_scale_max(float *s, int n, float scale) {
+  float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+  int j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int u = 0; u < 8; u++) {
+      float x = s[j + u] * scale;
+      s[j + u] = x;
+      m[u] = x > m[u] ? x : m[u];
     }
-    return;
+  for (; j < n; j++) {
+    float x = s[j] * scale;
+    s[j] = x;
+    m[0] = x > m[0] ? x : m[0];
   }
-  case RT_SPARSE_DENSE:
-    for (int j = 0; j < n; j++)
-      s[j] = k0 + j <= kmax ? s[j] * scale : -INFINITY;
-    return;
-  default:
-    for (int j = 0; j < n; j++)
-      s[j] = sp_allowed(p, causal, q, k0 + j) ? s[j] * scale : -INFINITY;
+  float a = m[0] > m[4] ? m[0] : m[4], b = m[1] > m[5] ? m[1] : m[5], c = m[2] > m[6] ? m[2] : m[6],
+        d = m[3] > m[7] ? m[3] : m[7];
+  a = a > c ? a : c, b = b > d ? b : d;
+  return a > b ? a : b;
+}
+
+static void sp_fill(float *s, int n, float v) {
+  for (int j = 0; j < n; j++)
+    s[j] = v;
+}
+
+/* Scale s[a0..a1) and s[b0..b1) (columns of a row of n), -inf elsewhere; returns the largest
+ * scaled value (-inf: none allowed). */
+static float sp_mask2(float *s, int n, float scale, int a0, int a1, int b0, int b1) {
+  a0 = a0 < 0 ? 0 : a0, a1 = a1 > n ? n : a1, b0 = b0 < 0 ? 0 : b0, b1 = b1 > n ? n : b1;
+  if (a1 < a0)
+    a1 = a0;
+  if (b1 < b0)
+    b1 = b0;
+  if (b0 < a0) { /* order the two intervals */
+    int t0 = a0, t1 = a1;
+    a0 = b0, a1 = b1, b0 = t0, b1 = t1;
+  }
+  if (b0 < a1)
+    b0 = a1; /* overlapping: the second starts where the first ends */
+  if (b1 < b0)
+    b1 = b0;
+  sp_fill(s, a0, -INFINITY);
+  float m1 = sp_scale_max(s + a0, a1 - a0, scale);
+  sp_fill(s + a1, b0 - a1, -INFINITY);
+  float m2 = sp_scale_max(s + b0, b1 - b0, scale);
+  sp_fill(s + b1, n - b1, -INFINITY);
+  return m1 > m2 ? m1 : m2;
+}
+
+/* e = exp(row - mx) over a masked row, in place; returns the sum. Masked (-inf) runs become 0
+ * without an exponential: exp of a large negative argument goes through subnormal intermediates,
+ * which cost the CPU a microcode assist per element (the band's masked triangles were 40% of the
+ * forward's time when they went through rt_exp_row). */
+static float sp_exp_runs(float *row, int n, float mx) {
+  float sum = 0.0f;
+  for (int j = 0; j < n;) {
+    if (row[j] == -INFINITY) {
+      row[j++] = 0.0f;
+      continue;
+    }
+    int e = j + 1;
+    while (e < n && row[e] != -INFINITY)
+      e++;
+    sum += rt_exp_row(row + j, row + j, e - j, mx);
+    j = e;
+  }
+  return sum;
+}
+
+/* Mask and scale query q's row of segment g (s: its n columns). */
+static float sp_mask_seg(const SpPlan *s, const Seg *g, int q, float *row, float scale) {
+  const RtSparsePattern *p = s->p;
+  int n = g->n, k0 = g->k0, G = s->G, kmax = s->causal ? q : s->T - 1; /* positions allowed: <= kmax */
+  switch (g->kind) {
+  case SEG_ALL: {
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++) {
+      row[j] = sp_allowed(p, s->causal, q, k0 + j) ? row[j] * scale : -INFINITY;
+      mx = row[j] > mx ? row[j] : mx;
+    }
+    return mx;
+  }
+  case SEG_GLOBAL: /* k < G and k <= q */
+    return sp_mask2(row, n, scale, 0, (G < kmax + 1 ? G : kmax + 1) - k0, 0, 0);
+  case SEG_SUMMARY: { /* rows of other (causal: earlier) l-blocks, positions >= G: rows >= ng */
+    int b = q / s->w, r0 = sp_sum_before(s, b) - k0, r1 = sp_sum_before(s, b + 1) - k0;
+    return s->causal ? sp_mask2(row, n, scale, 0, r0, 0, 0) : sp_mask2(row, n, scale, 0, r0, r1, n);
+  }
+  default: { /* MAIN: the band (fixed: q's own l-block) or a global key, and k <= q */
+    int lo, hi;
+    if (p->kind == RT_SPARSE_FIXED)
+      lo = q / s->w * s->w, hi = lo + s->w - 1;
+    else
+      lo = q - s->w + 1, hi = q + s->w - 1;
+    hi = hi < kmax ? hi : kmax;
+    int g1 = G < kmax + 1 ? G : kmax + 1; /* global keys 0..g1-1 */
+    return sp_mask2(row, n, scale, lo - k0, hi + 1 - k0, 0 - k0, g1 - k0);
+  }
   }
 }
 
-/* ---- forward -------------------------------------------------------------------------------- */
+/* Per-task scratch of the forward: the panel S (bs x W), its rows' largest values rmax (bs), the
+ * row statistics m, l (T each) and fixed's gathered Ks, Vs (ns x hd each). */
+typedef struct SpWork {
+  float *S, *rmax, *m, *l, *Ks, *Vs;
+  /* backward: dP (bs x W), the recomputed output (T x hd), D (T), dKs, dVs (ns x hd) */
+  float *dP, *O, *D, *dKs, *dVs;
+} SpWork;
 
-/* Per task: S (bs,bs), O (bs,hd), m, l (bs), the block list (nb ints) and full flags (nb bytes). */
-static size_t sp_slice(int T, int hd, int bs) {
-  size_t nb = (size_t)((T > 0 ? T : 1) + bs - 1) / (size_t)bs;
-  return rt_slice_floats((size_t)bs * bs + (size_t)bs * hd + 2 * (size_t)bs + nb + (nb + 3) / 4);
+static size_t sp_fwd_floats(const SpPlan *s, int hd, int W) {
+  int cls = s->p->kind == RT_SPARSE_STRIDED ? (s->T + s->w - 1) / s->w : 0; /* a class's keys */
+  W = W > cls ? W : cls;
+  return rt_slice_floats((size_t)s->bs * W) + rt_slice_floats((size_t)s->bs) + 2 * rt_slice_floats((size_t)s->T) +
+         2 * rt_slice_floats((size_t)s->ns * hd);
+}
+static size_t sp_dx_floats(const SpPlan *s, int hd, int W) {
+  int cls = s->p->kind == RT_SPARSE_STRIDED ? (s->T + s->w - 1) / s->w : 0;
+  W = W > cls ? W : cls;
+  return sp_fwd_floats(s, hd, W) + rt_slice_floats((size_t)s->bs * W) + rt_slice_floats((size_t)s->T * hd) +
+         rt_slice_floats((size_t)s->T) + 2 * rt_slice_floats((size_t)s->ns * hd);
+}
+static SpWork sp_work(const SpPlan *s, int hd, int W, float *base, int backward) {
+  int cls = s->p->kind == RT_SPARSE_STRIDED ? (s->T + s->w - 1) / s->w : 0;
+  W = W > cls ? W : cls;
+  SpWork w = {0};
+  float *at = base;
+#define TAKE(ptr, n) (ptr = at, at += rt_slice_floats((size_t)(n)))
+  TAKE(w.S, (size_t)s->bs * W);
+  TAKE(w.rmax, s->bs);
+  TAKE(w.m, s->T);
+  TAKE(w.l, s->T);
+  TAKE(w.Ks, (size_t)s->ns * hd);
+  TAKE(w.Vs, (size_t)s->ns * hd);
+  if (backward) {
+    TAKE(w.dP, (size_t)s->bs * W);
+    TAKE(w.O, (size_t)s->T * hd);
+    TAKE(w.D, s->T);
+    TAKE(w.dKs, (size_t)s->ns * hd);
+    TAKE(w.dVs, (size_t)s->ns * hd);
+  }
+#undef TAKE
+  return w;
 }
 
-size_t rt_attention_sparse_scratch_floats(int T, int C, int n_head, const RtSparsePattern *p) {
-  return sp_slice(T, C / n_head, p->block) * (size_t)rt_threads();
+/* One head's operands: q, k, v at column h*hd of row 0 (leading dimension ld = 3C). */
+typedef struct SpHead {
+  const float *q, *k, *v;
+  int ld, hd;
+  float scale;
+} SpHead;
+
+static void sp_gather_summary(const SpPlan *s, const SpHead *h, const SpWork *w) {
+  for (int j = 0; j < s->ns; j++) {
+    int pos = sp_sum_pos(s, j);
+    memcpy(w->Ks + (size_t)j * h->hd, h->k + (size_t)pos * h->ld, (size_t)h->hd * sizeof(float));
+    memcpy(w->Vs + (size_t)j * h->hd, h->v + (size_t)pos * h->ld, (size_t)h->hd * sizeof(float));
+  }
 }
+
+/* A segment's K and V rows and their leading dimension. */
+static void sp_seg_kv(const SpHead *h, const SpWork *w, const Seg *g, const float **K, const float **V, int *ldk) {
+  if (g->kind == SEG_SUMMARY) {
+    *K = w->Ks + (size_t)g->k0 * h->hd, *V = w->Vs + (size_t)g->k0 * h->hd, *ldk = h->hd;
+  } else {
+    *K = h->k + (size_t)g->k0 * h->ld, *V = h->v + (size_t)g->k0 * h->ld, *ldk = h->ld;
+  }
+}
+
+/* The panel of the tile q0..q0+nq-1: S = scale Q K^T per segment, masked, each row's largest
+ * allowed value in rmax; returns its width. */
+static int sp_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int q0, int nq, const Seg *seg, int nseg,
+                    float *rmax) {
+  for (int r = 0; r < nq; r++)
+    rmax[r] = -INFINITY;
+  int W = 0;
+  for (int i = 0; i < nseg; i++)
+    W += seg[i].n;
+  for (int i = 0, c = 0; i < nseg; c += seg[i++].n) {
+    const float *K, *V;
+    int ldk;
+    sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
+    rt_gemm(0, 1, nq, seg[i].n, h->hd, RT_DT_F32, h->q + (size_t)q0 * h->ld, h->ld, RT_DT_F32, K, ldk, 0.0f, w->S + c,
+            W);
+    for (int r = 0; r < nq; r++) {
+      float mx = sp_mask_seg(s, &seg[i], q0 + r, w->S + (size_t)r * W + c, h->scale);
+      rmax[r] = mx > rmax[r] ? mx : rmax[r];
+    }
+  }
+  return W;
+}
+
+/* Pass B of the strided pattern for residue class r, query chunk i0..i0+nq-1 of it: S (nq x nk)
+ * with keys 0..nk-1 of the class; masked (|i - j| >= 1, causal j < i, positions >= G). */
+static int sp_class_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int r, int i0, int nq, float *rmax) {
+  int L = s->w, nc = (s->T - r + L - 1) / L;                          /* the class's positions */
+  int nk = s->causal ? sp_round(i0 + nq - 1, s->bs, nc) : nc, ldc = L * h->ld;
+  int jg = s->G > r ? (s->G - r + L - 1) / L : 0;
+  if (nk <= jg)
+    return 0;
+  rt_gemm(0, 1, nq, nk, h->hd, RT_DT_F32, h->q + (size_t)(r + i0 * L) * h->ld, ldc, RT_DT_F32, h->k + (size_t)r * h->ld,
+          ldc, 0.0f, w->S, nk);
+  for (int a = 0; a < nq; a++) {
+    int i = i0 + a;
+    float *row = w->S + (size_t)a * nk;
+    rmax[a] = s->causal ? sp_mask2(row, nk, h->scale, jg, i, 0, 0) : sp_mask2(row, nk, h->scale, jg, i, i + 1, nk);
+  }
+  return nk;
+}
+
+/* One head's forward: o (rows of ldo) normalised; m, l (per row) the softmax statistics. */
+static void sp_head_fwd(const SpPlan *s, const SpHead *h, const SpWork *w, float *o, int ldo) {
+  int T = s->T, hd = h->hd, bs = s->bs, strided = s->p->kind == RT_SPARSE_STRIDED;
+  if (s->ns)
+    sp_gather_summary(s, h, w);
+  for (int q0 = 0; q0 < T; q0 += bs) {
+    int nq = T - q0 < bs ? T - q0 : bs;
+    Seg seg[3];
+    int nseg = sp_segments(s, q0, q0 + nq - 1, seg);
+    int W = sp_panel(s, h, w, q0, nq, seg, nseg, w->m + q0); /* finite: every query sees itself */
+    for (int r = 0; r < nq; r++)
+      w->l[q0 + r] = sp_exp_runs(w->S + (size_t)r * W, W, w->m[q0 + r]);
+    for (int i = 0, c = 0; i < nseg; c += seg[i++].n) {
+      const float *K, *V;
+      int ldk;
+      sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
+      rt_gemm(0, 0, nq, hd, seg[i].n, RT_DT_F32, w->S + c, W, RT_DT_F32, V, ldk, i ? 1.0f : 0.0f, o + (size_t)q0 * ldo,
+              ldo);
+    }
+  }
+  if (strided) { /* pass B, merged into the rows by their statistics */
+    int L = s->w;
+    for (int r = 0; r < L && r < T; r++) {
+      int nc = (T - r + L - 1) / L;
+      for (int i0 = 0; i0 < nc; i0 += bs) {
+        int nq = nc - i0 < bs ? nc - i0 : bs;
+        int nk = sp_class_panel(s, h, w, r, i0, nq, w->rmax);
+        if (!nk)
+          continue;
+        for (int a = 0; a < nq; a++) {
+          float *row = w->S + (size_t)a * nk, mx = w->rmax[a];
+          int q = r + (i0 + a) * L;
+          if (mx == -INFINITY || q < s->qskip) { /* nothing to merge: P = 0 */
+            memset(row, 0, (size_t)nk * sizeof(float));
+            continue;
+          }
+          float lb = sp_exp_runs(row, nk, mx), m = w->m[q] > mx ? w->m[q] : mx;
+          float ea = expf(w->m[q] - m), eb = expf(mx - m);
+          w->l[q] = w->l[q] * ea + lb * eb;
+          w->m[q] = m;
+          for (int j = 0; j < nk; j++)
+            row[j] *= eb;
+          float *dst = o + (size_t)q * ldo;
+          for (int d = 0; d < hd; d++)
+            dst[d] *= ea;
+        }
+        /* O rows += P V over the class's keys (strided views) */
+        rt_gemm(0, 0, nq, hd, nk, RT_DT_F32, w->S, nk, RT_DT_F32, h->v + (size_t)r * h->ld, L * h->ld, 1.0f,
+                o + (size_t)(r + i0 * L) * ldo, L * ldo);
+      }
+    }
+  }
+  for (int q = 0; q < T; q++) {
+    float inv = 1.0f / w->l[q], *dst = o + (size_t)q * ldo;
+    for (int d = 0; d < hd; d++)
+      dst[d] *= inv;
+  }
+}
+
+/* One head's backward: dq (rows of ld, written), dk, dv (accumulated: zeroed by the caller) from
+ * dO (rows of lddo). Recomputes the forward (O and the row statistics), D = rowsum(dO o O), then
+ * per tile P = exp(S - m) / l, dP = dO V^T, dS = P o (dP - D), and five GEMMs per segment; pass B
+ * the same per class chunk over the strided views. */
+static void sp_head_dx(const SpPlan *s, const SpHead *h, const SpWork *w, const float *dO, int lddo, float *dq,
+                       float *dk, float *dv) {
+  int T = s->T, hd = h->hd, bs = s->bs, ld = h->ld, strided = s->p->kind == RT_SPARSE_STRIDED;
+  if (strided) { /* pass B's keys are not in the panels: the forward's statistics and O first */
+    sp_head_fwd(s, h, w, w->O, hd);
+    for (int q = 0; q < T; q++) {
+      const float *a = dO + (size_t)q * lddo, *b = w->O + (size_t)q * hd;
+      float acc = 0.0f;
+      for (int d = 0; d < hd; d++)
+        acc += a[d] * b[d];
+      w->D[q] = acc;
+    }
+  } else if (s->ns) {
+    sp_gather_summary(s, h, w); /* the forward gathers them; here nothing else does */
+  }
+  if (s->ns) {
+    memset(w->dKs, 0, (size_t)s->ns * hd * sizeof(float));
+    memset(w->dVs, 0, (size_t)s->ns * hd * sizeof(float));
+  }
+  for (int q0 = 0; q0 < T; q0 += bs) {
+    int nq = T - q0 < bs ? T - q0 : bs;
+    Seg seg[3];
+    int nseg = sp_segments(s, q0, q0 + nq - 1, seg);
+    int W = sp_panel(s, h, w, q0, nq, seg, nseg, w->rmax);
+    for (int i = 0, c = 0; i < nseg; c += seg[i++].n) {
+      const float *K, *V;
+      int ldk;
+      sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
+      rt_gemm(0, 1, nq, seg[i].n, hd, RT_DT_F32, dO + (size_t)q0 * lddo, lddo, RT_DT_F32, V, ldk, 0.0f, w->dP + c, W);
+    }
+    for (int r = 0; r < nq; r++) {
+      float *pr = w->S + (size_t)r * W, *dpr = w->dP + (size_t)r * W;
+      float inv, D;
+      if (strided) {
+        inv = 1.0f / w->l[q0 + r], D = w->D[q0 + r];
+        sp_exp_runs(pr, W, w->m[q0 + r]);
+        for (int j = 0; j < W; j++)
+          pr[j] *= inv;
+      } else { /* the panel holds the whole row: its softmax, and D = rowsum(P o dP) = rowsum(dO o O) */
+        inv = 1.0f / sp_exp_runs(pr, W, w->rmax[r]);
+        float acc[8] = {0};
+        int j = 0;
+        for (; j + 8 <= W; j += 8)
+          for (int u = 0; u < 8; u++) {
+            pr[j + u] *= inv;
+            acc[u] += pr[j + u] * dpr[j + u];
+          }
+        for (; j < W; j++) {
+          pr[j] *= inv;
+          acc[0] += pr[j] * dpr[j];
+        }
+        D = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+      }
+      for (int j = 0; j < W; j++)
+        dpr[j] = pr[j] * (dpr[j] - D) * h->scale; /* dS, times the scale of its two products */
+    }
+    for (int i = 0, c = 0; i < nseg; c += seg[i++].n) {
+      const float *K, *V;
+      int ldk, n = seg[i].n;
+      sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
+      float *dK = seg[i].kind == SEG_SUMMARY ? w->dKs + (size_t)seg[i].k0 * hd : dk + (size_t)seg[i].k0 * ld;
+      float *dV = seg[i].kind == SEG_SUMMARY ? w->dVs + (size_t)seg[i].k0 * hd : dv + (size_t)seg[i].k0 * ld;
+      rt_gemm(1, 0, n, hd, nq, RT_DT_F32, w->S + c, W, RT_DT_F32, dO + (size_t)q0 * lddo, lddo, 1.0f, dV, ldk);
+      rt_gemm(0, 0, nq, hd, n, RT_DT_F32, w->dP + c, W, RT_DT_F32, K, ldk, i ? 1.0f : 0.0f, dq + (size_t)q0 * ld, ld);
+      rt_gemm(1, 0, n, hd, nq, RT_DT_F32, w->dP + c, W, RT_DT_F32, h->q + (size_t)q0 * ld, ld, 1.0f, dK, ldk);
+    }
+  }
+  if (s->p->kind == RT_SPARSE_STRIDED) {
+    int L = s->w, ldc = L * ld, lddc = L * lddo;
+    for (int r = 0; r < L && r < T; r++) {
+      int nc = (T - r + L - 1) / L;
+      for (int i0 = 0; i0 < nc; i0 += bs) {
+        int nq = nc - i0 < bs ? nc - i0 : bs;
+        int nk = sp_class_panel(s, h, w, r, i0, nq, w->rmax);
+        if (!nk)
+          continue;
+        size_t row0 = (size_t)(r + i0 * L);
+        rt_gemm(0, 1, nq, nk, hd, RT_DT_F32, dO + row0 * lddo, lddc, RT_DT_F32, h->v + (size_t)r * ld, ldc, 0.0f, w->dP,
+                nk);
+        for (int a = 0; a < nq; a++) {
+          int q = r + (i0 + a) * L;
+          float *pr = w->S + (size_t)a * nk, *dpr = w->dP + (size_t)a * nk;
+          if (q < s->qskip) {
+            memset(pr, 0, (size_t)nk * sizeof(float));
+            memset(dpr, 0, (size_t)nk * sizeof(float));
+            continue;
+          }
+          float inv = 1.0f / w->l[q], D = w->D[q];
+          sp_exp_runs(pr, nk, w->m[q]);
+          for (int j = 0; j < nk; j++) {
+            pr[j] *= inv;
+            dpr[j] = pr[j] * (dpr[j] - D) * h->scale;
+          }
+        }
+        rt_gemm(1, 0, nk, hd, nq, RT_DT_F32, w->S, nk, RT_DT_F32, dO + row0 * lddo, lddc, 1.0f, dv + (size_t)r * ld, ldc);
+        rt_gemm(0, 0, nq, hd, nk, RT_DT_F32, w->dP, nk, RT_DT_F32, h->k + (size_t)r * ld, ldc, 1.0f, dq + row0 * ld, ldc);
+        rt_gemm(1, 0, nk, hd, nq, RT_DT_F32, w->dP, nk, RT_DT_F32, h->q + row0 * ld, ldc, 1.0f, dk + (size_t)r * ld, ldc);
+      }
+    }
+  }
+  for (int j = 0; j < s->ns; j++) { /* the summary columns' gradients back to their rows */
+    int pos = sp_sum_pos(s, j);
+    float *a = dk + (size_t)pos * ld, *b = dv + (size_t)pos * ld;
+    const float *x = w->dKs + (size_t)j * hd, *y = w->dVs + (size_t)j * hd;
+    for (int d = 0; d < hd; d++)
+      a[d] += x[d], b[d] += y[d];
+  }
+}
+
+/* ---- the kernels ------------------------------------------------------------------------------ */
 
 typedef struct SpCtx {
   float *out;
   const float *qkv;
   const float *dy; /* backward only */
   float *dqkv;     /* backward only */
-  int T, C, n_head, hd, causal, nqb;
-  const RtSparsePattern *p;
+  int T, C, n_head, hd;
+  SpPlan plan;
+  int W; /* the scratch layout's panel width */
   float scale;
   float *scratch;
-  size_t slice, panel; /* backward: floats of one panel (P or dP) */
+  size_t slice;
   atomic_int next_slot;
 } SpCtx;
+
+/* The panel width and slice the scratch is laid out with: the bidirectional plan's (a superset of
+ * the causal one's), so the scratch size functions need no causal flag. */
+static int sp_alloc_width(const RtSparsePattern *p, int T) {
+  SpPlan b = sp_plan(p, T > 0 ? T : 1, 0);
+  return sp_panel_width(&b);
+}
+
+size_t rt_attention_sparse_scratch_floats(int T, int C, int n_head, const RtSparsePattern *p) {
+  SpPlan b = sp_plan(p, T > 0 ? T : 1, 0);
+  return sp_fwd_floats(&b, C / n_head, sp_alloc_width(p, T)) * (size_t)rt_threads();
+}
+
+size_t rt_attention_sparse_dx_scratch_floats(int T, int C, int n_head, const RtSparsePattern *p) {
+  SpPlan b = sp_plan(p, T > 0 ? T : 1, 0);
+  return sp_dx_floats(&b, C / n_head, sp_alloc_width(p, T)) * (size_t)rt_threads();
+}
 
 static void sp_tasks(void *ctx, int lo, int hi) {
   SpCtx *a = ctx;
   int slot = atomic_fetch_add_explicit(&a->next_slot, 1, memory_order_relaxed);
-  const RtSparsePattern *p = a->p;
-  int C = a->C, T = a->T, hd = a->hd, bs = p->block, causal = a->causal, ld = 3 * C;
-  int nb = (T + bs - 1) / bs;
-  float *S = a->scratch + (size_t)slot * a->slice;
-  float *O = S + (size_t)bs * bs, *m = O + (size_t)bs * hd, *l = m + bs;
-  int *kb = (int *)(l + bs);
-  unsigned char *full = (unsigned char *)(kb + nb);
+  SpWork w = sp_work(&a->plan, a->hd, a->W, a->scratch + (size_t)slot * a->slice, a->dy != NULL);
+  int C = a->C, T = a->T, ld = 3 * C;
   for (int task = lo; task < hi; task++) {
-    int bh = task / a->nqb, qb = task % a->nqb, b = bh / a->n_head, h = bh % a->n_head;
-    const float *q = a->qkv + (size_t)b * T * ld + (size_t)h * hd, *k = q + C, *v = q + 2 * C;
-    int q0 = qb * bs, nq = T - q0 < bs ? T - q0 : bs;
-    int n = rt_sparse_key_blocks(p, causal, T, qb, kb, full);
-    memset(O, 0, (size_t)nq * hd * sizeof(float));
-    for (int i = 0; i < nq; i++)
-      m[i] = -INFINITY, l[i] = 0.0f;
-    for (int j = 0; j < n; j++) {
-      int k0 = kb[j] * bs, nk = T - k0 < bs ? T - k0 : bs;
-      rt_gemm(0, 1, nq, nk, hd, RT_DT_F32, q + (size_t)q0 * ld, ld, RT_DT_F32, k + (size_t)k0 * ld, ld, 0.0f, S, nk);
-      for (int i = 0; i < nq; i++) {
-        float *s = S + (size_t)i * nk;
-        sp_scale_mask(s, nk, a->scale, !full[j], p, causal, q0 + i, k0);
-        float mx = m[i];
-        for (int jj = 0; jj < nk; jj++)
-          mx = s[jj] > mx ? s[jj] : mx;
-        if (mx == -INFINITY) { /* nothing allowed yet: P row 0, m, l, O unchanged */
-          memset(s, 0, (size_t)nk * sizeof(float));
-          continue;
-        }
-        float alpha = expf(m[i] - mx); /* 0 while m = -inf */
-        float sum = rt_exp_row(s, s, nk, mx); /* masked: rt_expf(-inf) is exactly 0 */
-        l[i] = l[i] * alpha + sum;
-        m[i] = mx;
-        if (alpha != 1.0f) {
-          float *orow = O + (size_t)i * hd;
-          for (int d = 0; d < hd; d++)
-            orow[d] *= alpha;
-        }
-      }
-      rt_gemm(0, 0, nq, hd, nk, RT_DT_F32, S, nk, RT_DT_F32, v + (size_t)k0 * ld, ld, 1.0f, O, hd);
+    int b = task / a->n_head, h = task % a->n_head;
+    size_t off = (size_t)b * T * ld + (size_t)a->hd * h;
+    SpHead hh = {a->qkv + off, a->qkv + off + C, a->qkv + off + 2 * C, ld, a->hd, a->scale};
+    if (!a->dy) {
+      sp_head_fwd(&a->plan, &hh, &w, a->out + (size_t)b * T * C + (size_t)h * a->hd, C);
+      continue;
     }
-    for (int i = 0; i < nq; i++) {
-      float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
-      float *dst = a->out + ((size_t)b * T + q0 + i) * C + (size_t)h * hd;
-      for (int d = 0; d < hd; d++)
-        dst[d] = O[(size_t)i * hd + d] * inv;
+    float *dq = a->dqkv + off, *dk = dq + C, *dv = dq + 2 * C;
+    for (int t = 0; t < T; t++) {
+      memset(dk + (size_t)t * ld, 0, (size_t)a->hd * sizeof(float));
+      memset(dv + (size_t)t * ld, 0, (size_t)a->hd * sizeof(float));
     }
+    sp_head_dx(&a->plan, &hh, &w, a->dy + (size_t)b * T * C + (size_t)h * a->hd, C, dq, dk, dv);
   }
+}
+
+static void sp_run(float *out, float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
+                   int causal, const RtSparsePattern *p, float *scratch) {
+  if (B <= 0 || T <= 0)
+    return;
+  int hd = C / n_head, W = sp_alloc_width(p, T);
+  SpCtx a = {out, qkv, dy, dqkv, T, C, n_head, hd, sp_plan(p, T, causal), W, 1.0f / sqrtf((float)hd), scratch, 0, 0};
+  SpPlan b = sp_plan(p, T, 0);
+  a.slice = dy ? sp_dx_floats(&b, hd, W) : sp_fwd_floats(&b, hd, W);
+  rt_parallel_for(B * n_head, 1, sp_tasks, &a);
 }
 
 void rt_attention_sparse(float *out, const float *qkv, int B, int T, int C, int n_head, int causal,
                          const RtSparsePattern *p, float *scratch) {
-  if (B <= 0 || T <= 0)
-    return;
-  int hd = C / n_head, bs = p->block, nqb = (T + bs - 1) / bs;
-  SpCtx a = {out, qkv, NULL, NULL, T, C, n_head, hd, causal, nqb, p, 1.0f / sqrtf((float)hd), scratch,
-             sp_slice(T, hd, bs), 0, 0};
-  /* a task is one query block: fewer than ~64K flops per chunk cost more in hand-off than they save */
-  long per = 4L * bs * bs * hd;
-  long g = 65536 / (per > 0 ? per : 1);
-  int ntask = B * n_head * nqb, grain = g < 1 ? 1 : g > ntask ? ntask : (int)g;
-  rt_parallel_for(ntask, grain, sp_tasks, &a);
+  sp_run(out, NULL, qkv, NULL, B, T, C, n_head, causal, p, scratch);
 }
+
+void rt_attention_sparse_dx(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
+                            int causal, const RtSparsePattern *p, float *scratch) {
+  sp_run(NULL, dqkv, qkv, dy, B, T, C, n_head, causal, p, scratch);
+}
+
+/* ---- the naive twins: dense attention with the explicit element mask --------------------------- */
 
 void rt_attention_sparse_ref(float *out, const float *qkv, int B, int T, int C, int n_head, int causal,
                              const RtSparsePattern *p) {
@@ -342,120 +689,6 @@ void rt_attention_sparse_ref(float *out, const float *qkv, int B, int T, int C, 
         }
       }
   free(w);
-}
-
-/* ---- backward ------------------------------------------------------------------------------- */
-
-/* Per task: panels P and dP (bs rows x the widest query block's key blocks), the list, the flags. */
-static size_t sp_dx_panel(const RtSparsePattern *p, int causal, int T) {
-  return rt_slice_floats((size_t)p->block * (size_t)p->block * (size_t)sp_max_blocks(p, causal, T));
-}
-
-static size_t sp_dx_slice(size_t panel, int T, int bs) {
-  size_t nb = (size_t)((T > 0 ? T : 1) + bs - 1) / (size_t)bs;
-  return 2 * panel + rt_slice_floats(nb + (nb + 3) / 4);
-}
-
-size_t rt_attention_sparse_dx_scratch_floats(int T, int C, int n_head, const RtSparsePattern *p) {
-  (void)C, (void)n_head;
-  size_t panel = sp_dx_panel(p, 0, T > 0 ? T : 1); /* bidirectional lists are supersets of causal */
-  return sp_dx_slice(panel, T, p->block) * (size_t)rt_threads();
-}
-
-static void sp_dx_tasks(void *ctx, int lo, int hi) {
-  SpCtx *a = ctx;
-  int slot = atomic_fetch_add_explicit(&a->next_slot, 1, memory_order_relaxed);
-  const RtSparsePattern *p = a->p;
-  int C = a->C, T = a->T, hd = a->hd, bs = p->block, causal = a->causal, ld = 3 * C;
-  int nb = (T + bs - 1) / bs;
-  float *P = a->scratch + (size_t)slot * a->slice, *dP = P + a->panel;
-  int *kb = (int *)(dP + a->panel);
-  unsigned char *full = (unsigned char *)(kb + nb);
-  float scale = a->scale;
-  for (int task = lo; task < hi; task++) {
-    int b = task / a->n_head, h = task % a->n_head;
-    size_t off = (size_t)b * T * ld + (size_t)h * hd;
-    const float *q = a->qkv + off, *k = q + C, *v = q + 2 * C;
-    float *dq = a->dqkv + off, *dk = dq + C, *dv = dq + 2 * C;
-    const float *dO = a->dy + (size_t)b * T * C + (size_t)h * hd;
-    for (int t = 0; t < T; t++) {
-      memset(dk + (size_t)t * ld, 0, (size_t)hd * sizeof(float));
-      memset(dv + (size_t)t * ld, 0, (size_t)hd * sizeof(float));
-    }
-    for (int qb = 0; qb < nb; qb++) {
-      int q0 = qb * bs, nq = T - q0 < bs ? T - q0 : bs;
-      int n = rt_sparse_key_blocks(p, causal, T, qb, kb, full), W = n * bs;
-      if (n == 0) { /* not for a valid pattern; keep dQ defined */
-        for (int i = 0; i < nq; i++)
-          memset(dq + (size_t)(q0 + i) * ld, 0, (size_t)hd * sizeof(float));
-        continue;
-      }
-      /* the panel: block j in columns j*bs .. j*bs+nk-1 (a partial last block leaves columns unused) */
-      for (int j = 0; j < n; j++) {
-        int k0 = kb[j] * bs, nk = T - k0 < bs ? T - k0 : bs;
-        rt_gemm(0, 1, nq, nk, hd, RT_DT_F32, q + (size_t)q0 * ld, ld, RT_DT_F32, k + (size_t)k0 * ld, ld, 0.0f,
-                P + (size_t)j * bs, W);
-        rt_gemm(0, 1, nq, nk, hd, RT_DT_F32, dO + (size_t)q0 * C, C, RT_DT_F32, v + (size_t)k0 * ld, ld, 0.0f,
-                dP + (size_t)j * bs, W);
-      }
-      for (int i = 0; i < nq; i++) {
-        float *pr = P + (size_t)i * W, *dpr = dP + (size_t)i * W;
-        float mx = -INFINITY;
-        for (int j = 0; j < n; j++) {
-          int k0 = kb[j] * bs, nk = T - k0 < bs ? T - k0 : bs;
-          float *s = pr + (size_t)j * bs;
-          sp_scale_mask(s, nk, scale, !full[j], p, causal, q0 + i, k0);
-          for (int c = nk; c < bs; c++)
-            s[c] = -INFINITY;
-          for (int c = 0; c < nk; c++)
-            mx = s[c] > mx ? s[c] : mx;
-        }
-        if (mx == -INFINITY) { /* no allowed key: P = dS = 0 */
-          memset(pr, 0, (size_t)W * sizeof(float));
-          memset(dpr, 0, (size_t)W * sizeof(float));
-          continue;
-        }
-        float inv = 1.0f / rt_exp_row(pr, pr, W, mx); /* masked and unused columns: 0 */
-        float acc[8] = {0}, tail = 0.0f;
-        int j = 0;
-        for (; j + 8 <= W; j += 8)
-          for (int u = 0; u < 8; u++) {
-            float pj = pr[j + u] * inv;
-            pr[j + u] = pj;
-            acc[u] += pj * (pj != 0.0f ? dpr[j + u] : 0.0f); /* unused columns hold garbage in dP */
-          }
-        for (; j < W; j++) {
-          float pj = pr[j] * inv;
-          pr[j] = pj;
-          tail += pj * (pj != 0.0f ? dpr[j] : 0.0f);
-        }
-        float D = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
-        for (j = 0; j < W; j++) /* dS, times the scale both of its products below apply; 0 where P is */
-          dpr[j] = pr[j] != 0.0f ? pr[j] * (dpr[j] - D) * scale : 0.0f;
-      }
-      for (int j = 0; j < n; j++) {
-        int k0 = kb[j] * bs, nk = T - k0 < bs ? T - k0 : bs;
-        rt_gemm(1, 0, nk, hd, nq, RT_DT_F32, P + (size_t)j * bs, W, RT_DT_F32, dO + (size_t)q0 * C, C, 1.0f,
-                dv + (size_t)k0 * ld, ld);
-        rt_gemm(0, 0, nq, hd, nk, RT_DT_F32, dP + (size_t)j * bs, W, RT_DT_F32, k + (size_t)k0 * ld, ld,
-                j ? 1.0f : 0.0f, dq + (size_t)q0 * ld, ld);
-        rt_gemm(1, 0, nk, hd, nq, RT_DT_F32, dP + (size_t)j * bs, W, RT_DT_F32, q + (size_t)q0 * ld, ld, 1.0f,
-                dk + (size_t)k0 * ld, ld);
-      }
-    }
-  }
-}
-
-void rt_attention_sparse_dx(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
-                            int causal, const RtSparsePattern *p, float *scratch) {
-  if (B <= 0 || T <= 0)
-    return;
-  int hd = C / n_head, bs = p->block;
-  size_t panel = sp_dx_panel(p, 0, T); /* the scratch function's choice: the bidirectional widest */
-  SpCtx a = {NULL, qkv, dy, dqkv, T, C, n_head, hd, causal, 0, p, 1.0f / sqrtf((float)hd), scratch,
-             sp_dx_slice(panel, T, bs), panel, 0};
-  int grain = T >= 16 ? 1 : B * n_head;
-  rt_parallel_for(B * n_head, grain, sp_dx_tasks, &a);
 }
 
 void rt_attention_sparse_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,

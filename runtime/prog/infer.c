@@ -65,6 +65,10 @@ static void print_info(const RtModel *m, FILE *o) {
             rt_sparse_isa(), (long long)nsel);
   fprintf(o, "forward FLOPs:    %lld per token\n", (long long)m->flops_per_token);
   fprintf(o, "arena bytes:      %lld (planned activations)\n", (long long)m->arena_bytes);
+  fprintf(o, "scratch bytes:    %zu forward (the kernels' working memory at %d thread%s)\n",
+          rt_model_scratch_floats(m, 0) * sizeof(float), rt_threads(), rt_threads() == 1 ? "" : "s");
+  if (m->train)
+    fprintf(o, "                  %zu training\n", rt_model_scratch_floats(m, 1) * sizeof(float));
   if (m->train)
     fprintf(o, "training:         %lld FLOPs per token (forward, recompute, backward), train arena %lld bytes\n",
             (long long)m->train_flops_per_token, (long long)m->train_arena_bytes);

@@ -1,8 +1,11 @@
-/* fuzz_safetensors.c: libFuzzer target for the safetensors and .npy readers: any bytes are either
- * accepted with every tensor inside the buffer and consistent with its shape, or rejected with a
- * message. */
+/* fuzz_safetensors.c: libFuzzer target for the safetensors and .npy readers (the runtime's, and the
+ * compiler's for --weights, compiler/weights.c): any bytes are either accepted with every tensor
+ * inside the buffer and consistent with its shape, or rejected with a message. */
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+
+#include "../../compiler/weights.h"
 
 #include "../../runtime/modelc_rt.h"
 #include "../../runtime/io/io.h" /* .npy, safetensors (internal) */
@@ -26,6 +29,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   } else if (!err.msg[0]) {
     __builtin_trap();
   }
+  static FILE *null;
+  if (!null) null = fopen("/dev/null", "w");
+  Diag d;
+  diag_init(&d, null);
+  Weights w;
+  if (weights_parse(data, size, "fuzz.safetensors", &w, &d)) {
+    for (int i = 0; i < w.n; i++) {
+      const WTensor *t = &w.t[i];
+      if (t->end < t->begin || t->end > w.data_len) __builtin_trap();
+      volatile uint8_t sum = 0;
+      for (uint64_t k = t->begin; k < t->end; k++) sum ^= w.data[k];
+      (void)sum;
+    }
+    weights_free(&w);
+  } else if (d.nerrors == 0) {
+    __builtin_trap();
+  }
+  diag_free(&d);
   RtNpy a;
   err.msg[0] = 0;
   if (rt_npy_parse(data, size, "fuzz.npy", &a, &err) == 0) {

@@ -2,9 +2,10 @@
 # tests/fuzz/run.sh [SECONDS]: builds the libFuzzer targets (clang, ASan+UBSan) and runs each for
 # SECONDS (default 20) from a seed corpus of the repository's own files; any crash, leak, trap or
 # timeout fails. CI runs it with a short budget; run longer by hand. Targets: fuzz_spec (the spec
-# frontend), fuzz_ir (the IR parser and verifier), fuzz_safetensors (safetensors and .npy readers),
-# fuzz_opts (PROG's option parser and output checks), fuzz_checkpoint (checkpoint metadata on
-# --resume), fuzz_tokens (token files, whole-file reading, the byte tokenizer).
+# frontend), fuzz_ir (the IR parser and verifier), fuzz_safetensors (safetensors and .npy readers:
+# the runtime's, and the compiler's --weights reader), fuzz_opts (PROG's option parser and output
+# checks), fuzz_checkpoint (checkpoint metadata on --resume), fuzz_tokens (token files, whole-file
+# reading, the byte tokenizer).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-20}

@@ -39,20 +39,7 @@ static void setup(void) {
   FILE *f;
   char p[300];
   snprintf(p, sizeof p, "%s/tok.npy", tmp);
-  ck_assert((f = fopen(p, "wb")) != NULL);
-  char hdr[128];
-  int n = snprintf(hdr, sizeof hdr, "{'descr': '<i4', 'fortran_order': False, 'shape': (2, 16), }");
-  while ((10 + n + 1) % 64) hdr[n++] = ' ';
-  hdr[n++] = '\n';
-  fwrite("\x93NUMPY\x01\x00", 1, 8, f);
-  unsigned char hl[2] = {(unsigned char)(n & 255), (unsigned char)(n >> 8)};
-  fwrite(hl, 1, 2, f);
-  fwrite(hdr, 1, (size_t)n, f);
-  for (int i = 0; i < 32; i++) {
-    int32_t t = "It was the best of times, it was the worst of times."[i];
-    fwrite(&t, 4, 1, f);
-  }
-  fclose(f);
+  write_tokens_npy(p, "It was the best of times, it was the worst of times.", 2, 16);
   snprintf(p, sizeof p, "%s/text.txt", tmp);
   ck_assert((f = fopen(p, "w")) != NULL);
   for (int i = 0; i < 60; i++) fprintf(f, "It was the best of times, it was the worst of times, line %d.\n", i);
@@ -69,17 +56,6 @@ static RtNpy forward(const char *prog, const char *weights) {
   snprintf(out, sizeof out, "%s/%s.npy", tmp, prog);
   ck_assert_int_eq(sh("%s/%s forward --weights %s/%s --tokens %s/tok.npy --out %s", tmp, prog, tmp, weights, tmp, out), 0);
   return load(out);
-}
-
-static double max_rel(const RtNpy *a, const RtNpy *b) {
-  ck_assert_int_eq(numel(a), numel(b));
-  double d = 0, s = 1e-30;
-  for (size_t i = 0; i < numel(a); i++) {
-    double e = fabs((double)((float *)a->data)[i] - ((float *)b->data)[i]);
-    d = e > d ? e : d;
-    s = fabs(((float *)b->data)[i]) > s ? fabs(((float *)b->data)[i]) : s;
-  }
-  return d / s;
 }
 
 /* A copy of tmp/w.safetensors as tmp/out with, in every layer, MLP units u % 2 == 1 zeroed (mlp)
@@ -130,14 +106,14 @@ START_TEST(test_structured_exact_on_zeroed_units) {
   build("both", "prune<kind=neurons;sparsity=0.5>,prune<kind=heads;heads=2>," INFER, "--backend=llvm");
   RtNpy d = forward("plain", "wz.safetensors");
   RtNpy a = forward("neurons", "wz.safetensors"), b = forward("heads", "wz.safetensors");
-  ck_assert_msg(max_rel(&a, &d) < 1e-5, "neurons: %g", max_rel(&a, &d));
-  ck_assert_msg(max_rel(&b, &d) < 1e-5, "heads: %g", max_rel(&b, &d));
+  ck_assert_msg(npy_max_rel(&a, &d) < 1e-5, "neurons: %g", npy_max_rel(&a, &d));
+  ck_assert_msg(npy_max_rel(&b, &d) < 1e-5, "heads: %g", npy_max_rel(&b, &d));
   /* score=importance: the dense program's scores put the zeroed heads last */
   ck_assert_int_eq(sh("%s/dense importance --weights %s/wz.safetensors --data %s/text.txt -n 4 --out %s/wi.safetensors "
                       "> %s/imp.txt", tmp, tmp, tmp, tmp, tmp), 0);
   ck_assert_int_eq(sh("grep -q 'h.1.attn.c_proj.weight.head_importance: [0-9.e-]* 0 [0-9.e-]* 0$' %s/imp.txt", tmp), 0);
   RtNpy c = forward("both", "wi.safetensors");
-  ck_assert_msg(max_rel(&c, &d) < 1e-5, "neurons + heads (importance, LLVM): %g", max_rel(&c, &d));
+  ck_assert_msg(npy_max_rel(&c, &d) < 1e-5, "neurons + heads (importance, LLVM): %g", npy_max_rel(&c, &d));
   /* without the scores, a score=importance program says what is missing */
   ck_assert_int_ne(sh("%s/both forward --weights %s/wz.safetensors --tokens %s/tok.npy --out %s/x.npy 2> %s/err.txt", tmp,
                       tmp, tmp, tmp, tmp), 0);
@@ -148,7 +124,7 @@ START_TEST(test_structured_exact_on_zeroed_units) {
   ck_assert(memcmp(e.data, a.data, numel(&a) * 4) == 0);
   /* and on weights that are not zeroed the pruned model differs (the test can fail) */
   RtNpy f = forward("neurons", "w.safetensors"), g = forward("plain", "w.safetensors");
-  ck_assert_msg(max_rel(&f, &g) > 1e-3, "pruning half the units of random weights changed nothing: %g", max_rel(&f, &g));
+  ck_assert_msg(npy_max_rel(&f, &g) > 1e-3, "pruning half the units of random weights changed nothing: %g", npy_max_rel(&f, &g));
   rt_npy_free(&a), rt_npy_free(&b), rt_npy_free(&c), rt_npy_free(&d), rt_npy_free(&e), rt_npy_free(&f), rt_npy_free(&g);
 }
 END_TEST
@@ -164,7 +140,7 @@ START_TEST(test_masked_csr_against_dense) {
     build("masked", p, "");
     ck_assert_int_eq(sh("%s/csr info | grep -q 'csr'", tmp), 0);
     RtNpy a = forward("csr", "w.safetensors"), b = forward("masked", "w.safetensors"), c = forward("csrl", "w.safetensors");
-    ck_assert_msg(max_rel(&a, &b) < 1e-5, "%s: csr vs dense masked: %g", kinds[k][1], max_rel(&a, &b));
+    ck_assert_msg(npy_max_rel(&a, &b) < 1e-5, "%s: csr vs dense masked: %g", kinds[k][1], npy_max_rel(&a, &b));
     ck_assert_msg(memcmp(a.data, c.data, numel(&a) * 4) == 0, "%s: C and LLVM differ", kinds[k][1]);
     ck_assert_int_eq(sh("%s/csr export --weights %s/w.safetensors --out %s/e1.safetensors && %s/masked export --weights "
                         "%s/w.safetensors --out %s/e2.safetensors && cmp -s %s/e1.safetensors %s/e2.safetensors",
