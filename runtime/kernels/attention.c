@@ -277,9 +277,16 @@ static void attn_dx_head(float *dq, float *dk, float *dv, const float *q, const 
     memset(dk + (size_t)t * ld, 0, (size_t)hd * sizeof(float));
     memset(dv + (size_t)t * ld, 0, (size_t)hd * sizeof(float));
   }
+  /* A causal panel's width grows with the block; rounded up to a multiple of `step` (about T/8,
+   * the keys past the diagonal masked) the products take at most ~9 shapes instead of T/BQ: the GEMM
+   * layer keeps one oneDNN primitive per shape in a bounded cache (1024), which T/BQ widths x 5
+   * products filled at T = 16384, making every later product in the process create its own. */
+  int step = (T / 8 + RT_ATTN_BQ - 1) / RT_ATTN_BQ * RT_ATTN_BQ;
+  step = step > 0 ? step : RT_ATTN_BQ;
   for (int q0 = 0; q0 < T; q0 += RT_ATTN_BQ) {
     int nq = T - q0 < RT_ATTN_BQ ? T - q0 : RT_ATTN_BQ;
-    int kend = causal ? q0 + nq : T;
+    int kend = causal ? (q0 + nq + step - 1) / step * step : T;
+    kend = kend < T ? kend : T;
     /* P = scale Q K^T (scaled row by row below, as the forward's S), dP = dO V^T */
     rt_gemm(0, 1, nq, kend, hd, RT_DT_F32, q + (size_t)q0 * ld, ld, RT_DT_F32, k, ld, 0.0f, P, kend);
     rt_gemm(0, 1, nq, kend, hd, RT_DT_F32, dO + (size_t)q0 * ldo, ldo, RT_DT_F32, v, ld, 0.0f, dP, kend);

@@ -174,7 +174,8 @@ static int sp_segments(const SpPlan *s, int q0, int q1, Seg *seg) {
   if (s->G > 0 && lo > 0)
     seg[n++] = (Seg){SEG_GLOBAL, 0, s->G < lo ? s->G : lo};
   if (s->ns > s->ng) {
-    int end = s->causal ? sp_round(sp_sum_before(s, q1 / s->w), 2 * s->bs, s->ns) : s->ns;
+    int step = sp_round((s->ns + 7) / 8, s->bs, INT_MAX); /* at most 8 widths, multiples of the tile */
+    int end = s->causal ? sp_round(sp_sum_before(s, q1 / s->w), step, s->ns) : s->ns;
     if (end > s->ng)
       seg[n++] = (Seg){SEG_SUMMARY, s->ng, end - s->ng};
   }
@@ -300,6 +301,8 @@ static float sp_mask_seg(const SpPlan *s, const Seg *g, int q, float *row, float
 /* Per-task scratch of the forward: the panel S (bs x W), its rows' largest values rmax (bs), the
  * row statistics m, l (T each) and fixed's gathered Ks, Vs (ns x hd each). */
 typedef struct SpWork {
+  int ldp; /* the row stride of S and dP: the widest panel's, so every tile's products have the
+            * same leading dimensions (fewer GEMM shapes) */
   float *S, *rmax, *m, *l, *Ks, *Vs;
   /* backward: dP (bs x W), the recomputed output (T x hd), D (T), dKs, dVs (ns x hd) */
   float *dP, *O, *D, *dKs, *dVs;
@@ -321,6 +324,7 @@ static SpWork sp_work(const SpPlan *s, int hd, int W, float *base, int backward)
   int cls = s->p->kind == RT_SPARSE_STRIDED ? (s->T + s->w - 1) / s->w : 0;
   W = W > cls ? W : cls;
   SpWork w = {0};
+  w.ldp = W;
   float *at = base;
 #define TAKE(ptr, n) (ptr = at, at += rt_slice_floats((size_t)(n)))
   TAKE(w.S, (size_t)s->bs * W);
@@ -378,9 +382,9 @@ static int sp_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int q0, i
     int ldk;
     sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
     rt_gemm(0, 1, nq, seg[i].n, h->hd, RT_DT_F32, h->q + (size_t)q0 * h->ld, h->ld, RT_DT_F32, K, ldk, 0.0f, w->S + c,
-            W);
+            w->ldp);
     for (int r = 0; r < nq; r++) {
-      float mx = sp_mask_seg(s, &seg[i], q0 + r, w->S + (size_t)r * W + c, h->scale);
+      float mx = sp_mask_seg(s, &seg[i], q0 + r, w->S + (size_t)r * w->ldp + c, h->scale);
       rmax[r] = mx > rmax[r] ? mx : rmax[r];
     }
   }
@@ -396,10 +400,10 @@ static int sp_class_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int
   if (nk <= jg)
     return 0;
   rt_gemm(0, 1, nq, nk, h->hd, RT_DT_F32, h->q + (size_t)(r + i0 * L) * h->ld, ldc, RT_DT_F32, h->k + (size_t)r * h->ld,
-          ldc, 0.0f, w->S, nk);
+          ldc, 0.0f, w->S, w->ldp);
   for (int a = 0; a < nq; a++) {
     int i = i0 + a;
-    float *row = w->S + (size_t)a * nk;
+    float *row = w->S + (size_t)a * w->ldp;
     rmax[a] = s->causal ? sp_mask2(row, nk, h->scale, jg, i, 0, 0) : sp_mask2(row, nk, h->scale, jg, i, i + 1, nk);
   }
   return nk;
@@ -416,12 +420,12 @@ static void sp_head_fwd(const SpPlan *s, const SpHead *h, const SpWork *w, float
     int nseg = sp_segments(s, q0, q0 + nq - 1, seg);
     int W = sp_panel(s, h, w, q0, nq, seg, nseg, w->m + q0); /* finite: every query sees itself */
     for (int r = 0; r < nq; r++)
-      w->l[q0 + r] = sp_exp_runs(w->S + (size_t)r * W, W, w->m[q0 + r]);
+      w->l[q0 + r] = sp_exp_runs(w->S + (size_t)r * w->ldp, W, w->m[q0 + r]);
     for (int i = 0, c = 0; i < nseg; c += seg[i++].n) {
       const float *K, *V;
       int ldk;
       sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
-      rt_gemm(0, 0, nq, hd, seg[i].n, RT_DT_F32, w->S + c, W, RT_DT_F32, V, ldk, i ? 1.0f : 0.0f, o + (size_t)q0 * ldo,
+      rt_gemm(0, 0, nq, hd, seg[i].n, RT_DT_F32, w->S + c, w->ldp, RT_DT_F32, V, ldk, i ? 1.0f : 0.0f, o + (size_t)q0 * ldo,
               ldo);
     }
   }
@@ -435,7 +439,7 @@ static void sp_head_fwd(const SpPlan *s, const SpHead *h, const SpWork *w, float
         if (!nk)
           continue;
         for (int a = 0; a < nq; a++) {
-          float *row = w->S + (size_t)a * nk, mx = w->rmax[a];
+          float *row = w->S + (size_t)a * w->ldp, mx = w->rmax[a];
           int q = r + (i0 + a) * L;
           if (mx == -INFINITY || q < s->qskip) { /* nothing to merge: P = 0 */
             memset(row, 0, (size_t)nk * sizeof(float));
@@ -452,7 +456,7 @@ static void sp_head_fwd(const SpPlan *s, const SpHead *h, const SpWork *w, float
             dst[d] *= ea;
         }
         /* O rows += P V over the class's keys (strided views) */
-        rt_gemm(0, 0, nq, hd, nk, RT_DT_F32, w->S, nk, RT_DT_F32, h->v + (size_t)r * h->ld, L * h->ld, 1.0f,
+        rt_gemm(0, 0, nq, hd, nk, RT_DT_F32, w->S, w->ldp, RT_DT_F32, h->v + (size_t)r * h->ld, L * h->ld, 1.0f,
                 o + (size_t)(r + i0 * L) * ldo, L * ldo);
       }
     }
@@ -496,10 +500,10 @@ static void sp_head_dx(const SpPlan *s, const SpHead *h, const SpWork *w, const 
       const float *K, *V;
       int ldk;
       sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
-      rt_gemm(0, 1, nq, seg[i].n, hd, RT_DT_F32, dO + (size_t)q0 * lddo, lddo, RT_DT_F32, V, ldk, 0.0f, w->dP + c, W);
+      rt_gemm(0, 1, nq, seg[i].n, hd, RT_DT_F32, dO + (size_t)q0 * lddo, lddo, RT_DT_F32, V, ldk, 0.0f, w->dP + c, w->ldp);
     }
     for (int r = 0; r < nq; r++) {
-      float *pr = w->S + (size_t)r * W, *dpr = w->dP + (size_t)r * W;
+      float *pr = w->S + (size_t)r * w->ldp, *dpr = w->dP + (size_t)r * w->ldp;
       float inv, D;
       if (strided) {
         inv = 1.0f / w->l[q0 + r], D = w->D[q0 + r];
@@ -530,9 +534,9 @@ static void sp_head_dx(const SpPlan *s, const SpHead *h, const SpWork *w, const 
       sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
       float *dK = seg[i].kind == SEG_SUMMARY ? w->dKs + (size_t)seg[i].k0 * hd : dk + (size_t)seg[i].k0 * ld;
       float *dV = seg[i].kind == SEG_SUMMARY ? w->dVs + (size_t)seg[i].k0 * hd : dv + (size_t)seg[i].k0 * ld;
-      rt_gemm(1, 0, n, hd, nq, RT_DT_F32, w->S + c, W, RT_DT_F32, dO + (size_t)q0 * lddo, lddo, 1.0f, dV, ldk);
-      rt_gemm(0, 0, nq, hd, n, RT_DT_F32, w->dP + c, W, RT_DT_F32, K, ldk, i ? 1.0f : 0.0f, dq + (size_t)q0 * ld, ld);
-      rt_gemm(1, 0, n, hd, nq, RT_DT_F32, w->dP + c, W, RT_DT_F32, h->q + (size_t)q0 * ld, ld, 1.0f, dK, ldk);
+      rt_gemm(1, 0, n, hd, nq, RT_DT_F32, w->S + c, w->ldp, RT_DT_F32, dO + (size_t)q0 * lddo, lddo, 1.0f, dV, ldk);
+      rt_gemm(0, 0, nq, hd, n, RT_DT_F32, w->dP + c, w->ldp, RT_DT_F32, K, ldk, i ? 1.0f : 0.0f, dq + (size_t)q0 * ld, ld);
+      rt_gemm(1, 0, n, hd, nq, RT_DT_F32, w->dP + c, w->ldp, RT_DT_F32, h->q + (size_t)q0 * ld, ld, 1.0f, dK, ldk);
     }
   }
   if (s->p->kind == RT_SPARSE_STRIDED) {
@@ -546,10 +550,10 @@ static void sp_head_dx(const SpPlan *s, const SpHead *h, const SpWork *w, const 
           continue;
         size_t row0 = (size_t)(r + i0 * L);
         rt_gemm(0, 1, nq, nk, hd, RT_DT_F32, dO + row0 * lddo, lddc, RT_DT_F32, h->v + (size_t)r * ld, ldc, 0.0f, w->dP,
-                nk);
+                w->ldp);
         for (int a = 0; a < nq; a++) {
           int q = r + (i0 + a) * L;
-          float *pr = w->S + (size_t)a * nk, *dpr = w->dP + (size_t)a * nk;
+          float *pr = w->S + (size_t)a * w->ldp, *dpr = w->dP + (size_t)a * w->ldp;
           if (q < s->qskip) {
             memset(pr, 0, (size_t)nk * sizeof(float));
             memset(dpr, 0, (size_t)nk * sizeof(float));
@@ -562,9 +566,9 @@ static void sp_head_dx(const SpPlan *s, const SpHead *h, const SpWork *w, const 
             dpr[j] = pr[j] * (dpr[j] - D) * h->scale;
           }
         }
-        rt_gemm(1, 0, nk, hd, nq, RT_DT_F32, w->S, nk, RT_DT_F32, dO + row0 * lddo, lddc, 1.0f, dv + (size_t)r * ld, ldc);
-        rt_gemm(0, 0, nq, hd, nk, RT_DT_F32, w->dP, nk, RT_DT_F32, h->k + (size_t)r * ld, ldc, 1.0f, dq + row0 * ld, ldc);
-        rt_gemm(1, 0, nk, hd, nq, RT_DT_F32, w->dP, nk, RT_DT_F32, h->q + row0 * ld, ldc, 1.0f, dk + (size_t)r * ld, ldc);
+        rt_gemm(1, 0, nk, hd, nq, RT_DT_F32, w->S, w->ldp, RT_DT_F32, dO + row0 * lddo, lddc, 1.0f, dv + (size_t)r * ld, ldc);
+        rt_gemm(0, 0, nq, hd, nk, RT_DT_F32, w->dP, w->ldp, RT_DT_F32, h->k + (size_t)r * ld, ldc, 1.0f, dq + row0 * ld, ldc);
+        rt_gemm(1, 0, nk, hd, nq, RT_DT_F32, w->dP, w->ldp, RT_DT_F32, h->q + row0 * ld, ldc, 1.0f, dk + (size_t)r * ld, ldc);
       }
     }
   }

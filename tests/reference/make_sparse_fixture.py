@@ -23,6 +23,11 @@ CFG and the pass that builds it (tests/unit/test_program_sparse.c):
   strided-l4     sparse-attention<pattern=strided;stride=4;tile=4>
   fixed-l6-c2    sparse-attention<pattern=fixed;block=6;summary=2;tile=4>
   local-w3-g2    sparse-attention<pattern=local;window=3;global=2;tile=4>
+and on sparse-tiny-bidir.yaml (the same model and weights, bidirectional attention: the k <= q
+condition dropped, and a global query sees every key):
+  bidir-local-w3-g2     sparse-attention<pattern=local;window=3;global=2;tile=4>
+  bidir-strided-l4-g1   sparse-attention<pattern=strided;stride=4;global=1;tile=4>
+  bidir-fixed-l6-c2     sparse-attention<pattern=fixed;block=6;summary=2;tile=4>
 
 Regenerate (Debian's python3-torch, python3-numpy):
     /usr/bin/python3 tests/reference/make_sparse_fixture.py
@@ -41,22 +46,25 @@ OUT = os.path.join(ROOT, "tests", "reference", "fixtures", "sparse-tiny")
 V, T, B, C, L, HEADS, HID, EPS = 64, 19, 2, 16, 2, 2, 32, 1e-5
 
 
-def mask(kind, a=0, c=0, g=0):
+def mask(kind, a=0, c=0, g=0, causal=True):
     """[T, T] bool: query q (row) may attend to key k (column)."""
     q = torch.arange(T).view(T, 1)
     k = torch.arange(T).view(1, T)
     d = q - k
-    causal = d >= 0
+    ad = d.abs()
     if kind == "local":
-        m = causal & (d < a)
+        m = ad < a
     elif kind == "strided":
-        m = causal & ((d < a) | (torch.remainder(d, a) == 0))
+        m = (ad < a) | (torch.remainder(ad, a) == 0)
     elif kind == "fixed":
-        m = causal & ((torch.div(k, a, rounding_mode="floor") == torch.div(q, a, rounding_mode="floor"))
-                      | (torch.remainder(k, a) >= a - c))
+        m = ((torch.div(k, a, rounding_mode="floor") == torch.div(q, a, rounding_mode="floor"))
+             | (torch.remainder(k, a) >= a - c))
     else:
         raise ValueError(kind)
-    return m | (causal & (k < g))
+    m = m | (k < g)
+    if causal:
+        return m & (d >= 0)
+    return m | (q < g)  # bidirectionally a global query sees every key
 
 
 CONFIGS = {
@@ -64,6 +72,10 @@ CONFIGS = {
     "strided-l4": mask("strided", 4),
     "fixed-l6-c2": mask("fixed", 6, 2),
     "local-w3-g2": mask("local", 3, g=2),
+    # tests/reference/specs/sparse-tiny-bidir.yaml (causal: false): the bidirectional forms
+    "bidir-local-w3-g2": mask("local", 3, g=2, causal=False),
+    "bidir-strided-l4-g1": mask("strided", 4, g=1, causal=False),
+    "bidir-fixed-l6-c2": mask("fixed", 6, 2, causal=False),
 }
 
 
@@ -121,7 +133,7 @@ def main():
         save_safetensors(os.path.join(OUT, f"grads_{cfg}.safetensors"), [(n, t.grad) for n, t in named])
         np.save(os.path.join(OUT, f"logits_{cfg}.npy"), logits.detach().numpy().astype(np.float32))
         np.save(os.path.join(OUT, f"loss_{cfg}.npy"), np.array([loss.item()], dtype=np.float32))
-        print(f"sparse-tiny {cfg}: {int(allowed.sum())} of {T * (T + 1) // 2} causal pairs, loss {loss.item():.6f}")
+        print(f"sparse-tiny {cfg}: {int(allowed.sum())} of {T * T} pairs, loss {loss.item():.6f}")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@
  * The reference is tests/reference/make_sparse_fixture.py's: sparse-tiny (2 pre-LN layers at the
  * odd context 19) with its attention a dense softmax over a [T,T] mask built from the element
  * definitions of the Sparse Transformer's reference code. For each pattern (local, strided, fixed,
- * local with global tokens; tile 4, which divides neither T nor the pattern sizes), with the pass
- * before autodiff:
+ * local with global tokens; tile 4, which divides neither T nor the pattern sizes), causal and (on
+ * sparse-tiny-bidir.yaml) bidirectional, with the pass before autodiff:
  *   - `PROG forward` gives the logits within 1e-5 of the largest, `PROG grad` the loss within 1e-5
  *     relative and every gradient within 1e-4 of its largest element (the block-sparse backward
  *     against autograd through the masked softmax);
@@ -30,6 +30,7 @@
 
 #define FIX "tests/reference/fixtures/sparse-tiny"
 #define SPEC "tests/reference/specs/sparse-tiny.yaml"
+#define BIDIR "tests/reference/specs/sparse-tiny-bidir.yaml"
 #define LM "tests/specs/sparse-lm.yaml"
 static char tmp[256];
 
@@ -39,52 +40,11 @@ static void setup(void) {
 }
 static void teardown(void) { sh("rm -rf %s", tmp); }
 
-/* max |a - b| / max |b| */
-static double max_rel(const float *a, const float *b, size_t n) {
-  double md = 0, mb = 1e-30;
-  for (size_t i = 0; i < n; i++) {
-    double d = fabs((double)a[i] - b[i]);
-    if (!(d <= md)) md = d;
-    if (fabs(b[i]) > mb) mb = fabs(b[i]);
-  }
-  return md / mb;
-}
-
-/* Every tensor of ref is in ours with its shape, values within tol of ref's largest element. */
-static double compare_tensors(const char *ours_path, const char *ref_path, double tol) {
-  RtSafetensors *o, *r;
-  RtError err;
-  ck_assert_msg(rt_st_open(&o, ours_path, &err) == 0, "%s", err.msg);
-  ck_assert_msg(rt_st_open(&r, ref_path, &err) == 0, "%s", err.msg);
-  ck_assert_int_eq(rt_st_count(o), rt_st_count(r));
-  double worst = 0;
-  for (int i = 0; i < rt_st_count(r); i++) {
-    const RtTensor *t = rt_st_tensor(r, i), *u = rt_st_find(o, t->name);
-    ck_assert_msg(u && u->nbytes == t->nbytes, "%s: no tensor %s of the reference's shape", ours_path, t->name);
-    double e = max_rel(u->data, t->data, t->nbytes / 4);
-    ck_assert_msg(e <= tol, "%s: %s differs from PyTorch's by %g of its largest element", ours_path, t->name, e);
-    if (e > worst) worst = e;
-  }
-  rt_st_close(o), rt_st_close(r);
-  return worst;
-}
-
-static double read_loss(const char *path) {
-  FILE *f = fopen(path, "r");
-  ck_assert_ptr_nonnull(f);
-  double loss = NAN;
-  char line[256];
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "loss: %lf", &loss) == 1) break;
-  fclose(f);
-  return loss;
-}
-
-static void config(const char *pass, const char *cfg) {
+static void config_on(const char *spec, const char *pass, const char *cfg) {
   char p[512], q[512];
   for (int l = 0; l < 2; l++) {
-    ck_assert_int_eq(sh("%s build %s --passes='%s,autodiff,constfold,cse,fuse,dce,memplan' " SPEC " -o %s/%c", MODELC_BIN,
-                        l ? "--backend=llvm" : "", pass, tmp, "cl"[l]),
+    ck_assert_int_eq(sh("%s build %s --passes='%s,autodiff,constfold,cse,fuse,dce,memplan' %s -o %s/%c", MODELC_BIN,
+                        l ? "--backend=llvm" : "", pass, spec, tmp, "cl"[l]),
                      0);
     ck_assert_int_eq(sh("%s/%c forward --weights " FIX "/weights.safetensors --tokens " FIX "/tokens.npy --out %s/%c.npy",
                         tmp, "cl"[l], tmp, "cl"[l]),
@@ -113,14 +73,16 @@ static void config(const char *pass, const char *cfg) {
   ck_assert_msg(sh("cmp -s %s/c.npy %s/l.npy", tmp, tmp) == 0, "%s: logits, C vs LLVM", cfg);
   ck_assert_msg(sh("cmp -s %s/c.safetensors %s/l.safetensors", tmp, tmp) == 0, "%s: gradients, C vs LLVM", cfg);
   /* the pattern changes the answer: the dense program's logits are not these */
-  ck_assert_int_eq(sh("%s build " SPEC " -o %s/dense && %s/dense forward --weights " FIX "/weights.safetensors --tokens " FIX
-                      "/tokens.npy --out %s/dense.npy", MODELC_BIN, tmp, tmp, tmp),
+  ck_assert_int_eq(sh("%s build %s -o %s/dense && %s/dense forward --weights " FIX "/weights.safetensors --tokens " FIX
+                      "/tokens.npy --out %s/dense.npy", MODELC_BIN, spec, tmp, tmp, tmp),
                    0);
   snprintf(p, sizeof p, "%s/dense.npy", tmp);
   RtNpy dn = load(p);
   ck_assert_msg(max_rel(dn.data, r.data, numel(&r)) > 1e-3, "%s: the dense program gives the masked logits", cfg);
   rt_npy_free(&y), rt_npy_free(&r), rt_npy_free(&rl), rt_npy_free(&dn);
 }
+
+static void config(const char *pass, const char *cfg) { config_on(SPEC, pass, cfg); }
 
 START_TEST(local) { config("sparse-attention<pattern=local;window=5;tile=4>", "local-w5"); }
 END_TEST
@@ -129,6 +91,19 @@ END_TEST
 START_TEST(fixed) { config("sparse-attention<pattern=fixed;block=6;summary=2;tile=4>", "fixed-l6-c2"); }
 END_TEST
 START_TEST(local_global) { config("sparse-attention<pattern=local;window=3;global=2;tile=4>", "local-w3-g2"); }
+END_TEST
+
+/* Bidirectional (sparse-tiny-bidir.yaml, the same weights): the masks without k <= q, global queries
+ * seeing every key (the kernels' ALL tiles and strided's pass B skipping them). */
+START_TEST(bidir_local_global) {
+  config_on(BIDIR, "sparse-attention<pattern=local;window=3;global=2;tile=4>", "bidir-local-w3-g2");
+}
+END_TEST
+START_TEST(bidir_strided_global) {
+  config_on(BIDIR, "sparse-attention<pattern=strided;stride=4;global=1;tile=4>", "bidir-strided-l4-g1");
+}
+END_TEST
+START_TEST(bidir_fixed) { config_on(BIDIR, "sparse-attention<pattern=fixed;block=6;summary=2;tile=4>", "bidir-fixed-l6-c2"); }
 END_TEST
 
 /* The IR's FLOPs of an attention op = its allowed pairs x (4C + 5 heads), at odd lengths, causal and
@@ -242,6 +217,9 @@ int main(void) {
   tcase_add_test(tc, strided);
   tcase_add_test(tc, fixed);
   tcase_add_test(tc, local_global);
+  tcase_add_test(tc, bidir_local_global);
+  tcase_add_test(tc, bidir_strided_global);
+  tcase_add_test(tc, bidir_fixed);
   tcase_add_test(tc, flops_count_allowed_pairs);
   tcase_add_test(tc, kv_cache_local_ring);
   tcase_add_test(tc, kv_cache_strided);

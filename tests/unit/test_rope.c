@@ -27,7 +27,6 @@
 #include "../../runtime/modelc_rt.h"
 #include "../../runtime/io/io.h" /* .npy (internal) */
 #include "npy_test.h"
-#include "ref_program.h" /* ref_max_rel */
 #include "sh.h"
 
 #define FIX "tests/reference/fixtures/rope-tiny"
@@ -53,7 +52,7 @@ START_TEST(test_reference_both_backends) {
     RtNpy ours = load(path), ref = load(FIX "/out.npy");
     ck_assert_int_eq(ours.ndim, 3);
     for (int i = 0; i < 3; i++) ck_assert_int_eq(ours.shape[i], ref.shape[i]);
-    double e = ref_max_rel(ours.data, ref.data, numel(&ref));
+    double e = max_rel(ours.data, ref.data, numel(&ref));
     printf("rope-tiny (%s backend): max error / max |reference| = %.3g\n", be[k], e);
     ck_assert_msg(e <= 1e-5, "%s backend: rope output differs from PyTorch by %g", be[k], e);
     rt_npy_free(&ours);
@@ -82,7 +81,7 @@ START_TEST(test_kv_cache_equals_recompute) {
   RtNpy x = load(a), y = load(b);
   ck_assert_int_eq(x.shape[0], 80); /* past the context of 32: the window slides */
   ck_assert_int_eq(numel(&x), numel(&y));
-  double e = ref_max_rel(x.data, y.data, numel(&y));
+  double e = max_rel(x.data, y.data, numel(&y));
   printf("rope-lm: kv cache vs recompute: %.3g\n", e);
   ck_assert_msg(e <= 1e-5, "KV-cache logits differ from recomputation by %g", e);
   rt_npy_free(&x);

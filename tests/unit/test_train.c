@@ -25,6 +25,7 @@
 #include "../../runtime/modelc_rt.h"
 #include "../../runtime/io/io.h" /* .npy, safetensors (internal) */
 #include "sh.h"
+#include "npy_test.h"
 
 #define FIX "tests/reference/fixtures"
 /* with xent_fuse: the PyTorch comparisons below hold for the fused LM head and loss (a no-op on the
@@ -51,17 +52,6 @@ static void setup(void) {
 }
 
 static void teardown(void) { sh("rm -rf %s", tmp); }
-
-static double read_loss(const char *path) {
-  FILE *f = fopen(path, "r");
-  ck_assert_msg(f, "%s", path);
-  char line[256];
-  double loss = NAN;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "loss: %lf", &loss) == 1) break;
-  fclose(f);
-  return loss;
-}
 
 /* The worst over parameters of max |ours - ref| / max |ref| between the gradients in `path` and
  * those in `rp` (named `fixture` in messages); each must be within tol. */
