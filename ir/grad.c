@@ -176,6 +176,18 @@ GRAD_RULE(grad_attention) {
   return true;
 }
 
+/* linformer(qkv, E, F): one linformer_dx gives all three gradients; d E and d F are each summed
+ * over batch and heads by the kernel. When E and F are one value (linformer<share=kv|layer>) both
+ * gradients accumulate into it (ir_grad_accumulate adds them). */
+GRAD_RULE(grad_linformer) {
+  Value *in[4] = {in_of(g, op, 0), in_of(g, op, 1), in_of(g, op, 2), dy_of(g, op)};
+  Op *o = ir_op_new(g->f, OP_LINFORMER_DX, 4, in, 3);
+  ir_set_attr_int(o, "heads", ir_attr_i(op, "heads"));
+  ir_emit(g->f, o);
+  for (int i = 0; i < 3; i++) give(g, op, i, o->out[i]);
+  return true;
+}
+
 GRAD_RULE(grad_embedding) {
   if (!needs(g, op, 1)) return true;
   Value *in[2] = {in_of(g, op, 0), dy_of(g, op)};

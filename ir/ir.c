@@ -270,6 +270,45 @@ static bool shape_attention(const Module *m, const Op *op, Type *out, char *err,
   return true;
 }
 
+/* linformer: qkv [B,T,3C] as attention's, E and F f32 [K,T] (the projections along the sequence,
+ * K >= 1 rows over the compiled length T) -> [B,T,C]. */
+static bool shape_linformer(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Type *x = &op->in[0]->type;
+  int64_t h = ir_attr_i(op, "heads");
+  if (x->dtype != DT_F32 || x->rank != 3 || x->dim[2] % 3 != 0)
+    return fail(err, n, "linformer expects f32 qkv [B,T,3C], got %s%s", tstr(x, b1), NULL);
+  if (h < 1 || (x->dim[2] / 3) % h != 0) return fail(err, n, "linformer: heads do not divide the width of %s%s", tstr(x, b1), NULL);
+  *out = *x;
+  out->dim[2] = x->dim[2] / 3;
+  for (int i = 1; i <= 2; i++) {
+    const Type *e = &op->in[i]->type;
+    if (e->dtype != DT_F32 || e->rank != 2 || e->dim[1] != x->dim[1]) {
+      snprintf(err, n, "linformer: %s %s is not an f32 [K,T] projection over the %lld positions of qkv %s",
+               i == 1 ? "E" : "F", tstr(e, b1), (long long)x->dim[1], tstr(x, b2));
+      return false;
+    }
+  }
+  if (op->in[1]->type.dim[0] != op->in[2]->type.dim[0])
+    return fail(err, n, "linformer: E %s and F %s project to different lengths", tstr(&op->in[1]->type, b1),
+                tstr(&op->in[2]->type, b2));
+  return true;
+}
+
+/* linformer_dx: (qkv, E, F, dy) as linformer's operands and its result's gradient -> d qkv (qkv's
+ * type), d E, d F (their types). */
+static bool shape_linformer_dx(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  Type y;
+  if (!shape_linformer(m, op, &y, err, n)) return false;
+  if (!ir_type_eq(&y, &op->in[3]->type))
+    return fail(err, n, "linformer_dx: dy %s is not the linformer output %s", tstr(&op->in[3]->type, b1), tstr(&y, b2));
+  out[0] = op->in[0]->type;
+  out[1] = op->in[1]->type;
+  out[2] = op->in[2]->type;
+  return true;
+}
+
 /* rope: qkv [B,T,3C] -> the same type; heads divide C and the head dimension C/heads is even
  * (dims are rotated in pairs 2i, 2i+1). */
 static bool shape_rope(const Module *m, const Op *op, Type *out, char *err, size_t n) {
@@ -506,6 +545,20 @@ static int64_t flops_attention(const Module *m, const Op *op) {
   const Type *x = &op->in[0]->type;
   int64_t b = x->dim[0], t = x->dim[1], c = x->dim[2] / 3, h = ir_attr_i(op, "heads");
   return b * attention_pairs(op, t) * (4 * c + 5 * h);
+}
+/* linformer per batch row: K' = E K and V' = F V (2 K T C each), Q K'^T and P V' (2 T K C each),
+ * ~5 per score for the softmax: O(T K), not O(T^2). */
+static int64_t flops_linformer(const Module *m, const Op *op) {
+  const Type *x = &op->in[0]->type;
+  int64_t b = x->dim[0], t = x->dim[1], c = x->dim[2] / 3, h = ir_attr_i(op, "heads"), k = op->in[1]->type.dim[0];
+  return b * t * k * (8 * c + 5 * h);
+}
+/* the forward's K', V' and P recomputed (6 T K C), then dV', dP, dQ, dK', dK, dV, dE, dF (2 T K C
+ * each) and dS (~5 per score): ~2.75x the forward */
+static int64_t flops_linformer_dx(const Module *m, const Op *op) {
+  const Type *x = &op->in[0]->type;
+  int64_t b = x->dim[0], t = x->dim[1], c = x->dim[2] / 3, h = ir_attr_i(op, "heads"), k = op->in[1]->type.dim[0];
+  return b * t * k * (22 * c + 10 * h);
 }
 /* rope: each of the C/2 pairs of q and of k per token is rotated with 4 multiplies and 2 adds;
  * the sin/cos of each (position, pair index) are shared by the heads and not counted. */

@@ -16,6 +16,7 @@ bool pass_constfold(Module *m, const PassOptions *o, Diag *d);
 bool pass_cse(Module *m, const PassOptions *o, Diag *d);
 bool pass_dce(Module *m, const PassOptions *o, Diag *d);
 bool pass_fuse(Module *m, const PassOptions *o, Diag *d);
+bool pass_linformer(Module *m, const PassOptions *o, Diag *d);
 bool pass_memplan(Module *m, const PassOptions *o, Diag *d);
 bool pass_precision(Module *m, const PassOptions *o, Diag *d);
 bool pass_quantize(Module *m, const PassOptions *o, Diag *d);
@@ -132,6 +133,12 @@ static const PassOptSpec sparse_attention_opts[] = {
     {"tile", POPT_INT, "64", "the kernels' tile in positions (a measured default)", BETWEEN(1, 512)},
 };
 
+static const PassOptSpec linformer_opts[] = {
+    {"k", POPT_INT, "0", "the projected length K of keys and values, 1 <= K <= T (0: T/4)", BETWEEN(0, 1 << 20)},
+    {"share", POPT_STR, "none", "projections: none (E and F per layer), kv (one per layer for keys and values) or "
+                                "layer (one for all layers)", ONE_OF("none|kv|layer")},
+};
+
 static const PassOptSpec xent_fuse_opts[] = {
     {"chunk", POPT_INT, "256", "rows of logits computed at a time (scratch chunk x vocab floats)", BETWEEN(1, 1 << 20)},
 };
@@ -164,6 +171,8 @@ static const PassInfo registry[] = {
     {"sparse-attention", "block-sparse attention: local, strided or fixed patterns with global tokens; kernels "
                          "skip absent tiles; a local causal cache becomes a ring", pass_sparse_attention,
      sparse_attention_opts, NOPTS(sparse_attention_opts), true, pass_sparse_attention_check},
+    {"linformer", "Linformer attention: keys and values projected along the sequence to K (bidirectional only)",
+     pass_linformer, linformer_opts, NOPTS(linformer_opts), true, NULL},
     {"xent_fuse", "LM head + cross-entropy + their backward in one op over row chunks: no [rows, vocab] logits",
      pass_xent_fuse, xent_fuse_opts, NOPTS(xent_fuse_opts), false, NULL},
     {"lowrank", "low-rank factorisation of trained linear weights by truncated SVD: W [N,K] ~ U [N,R] V [R,K] "

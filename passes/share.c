@@ -119,7 +119,7 @@ static void mark(Kind *cls, int j, Kind k) {
  * linear of the branch before it (an ancestor) and one after it (a descendant). */
 static Kind branch_kind(const Graph *g, const bool *in, bool *anc) {
   for (int i = 0; i < g->nops; i++)
-    if (in[i] && g->ops[i]->kind == OP_ATTENTION) return K_ATTN;
+    if (in[i] && (g->ops[i]->kind == OP_ATTENTION || g->ops[i]->kind == OP_LINFORMER)) return K_ATTN;
   bool *desc = malloc(sizeof *desc * (size_t)(g->nops + 1));
   if (!desc) die("out of memory");
   Kind k = K_NONE;

@@ -287,6 +287,16 @@ void rt_attention_bs_dx(float *dqkv, const float *qkv, const float *dy, int B, i
  * decoding with a KV cache). out may equal qkv. Parallel over rows. */
 void rt_rope(float *out, const float *qkv, int B, int T, int t0, int C, int n_head, float theta);
 
+/* Linformer attention (Wang et al. 2020; runtime/kernels/attention_lowrank.c): keys and values
+ * projected along the sequence, K'_h = E[:, :nt] K_h and V'_h = F[:, :nt] V_h (K,hd), then
+ * out_h = softmax(Q_h K'_h^T / sqrt(hd)) V'_h, no mask (bidirectional only). qkv is (B,nt,3C) and
+ * out (B,nt,C) as rt_attention's; E and F are (K,T) row-major, T the compiled length: a call with
+ * nt <= T positions uses their first nt columns. E may equal F. Parallel over (batch, head) pairs;
+ * scratch holds rt_linformer_scratch_floats(T, C, n_head, K) floats (after rt_set_threads). */
+size_t rt_linformer_scratch_floats(int T, int C, int n_head, int K);
+void rt_linformer(float *out, const float *qkv, const float *E, const float *F, int B, int nt, int T, int C,
+                  int n_head, int K, float *scratch);
+
 /* ---------------------------------------------------------------------------------------------
  * Scalar activations, shared by the array kernels and by generated fused loops
  * ------------------------------------------------------------------------------------------- */
@@ -447,6 +457,13 @@ void rt_embedding_dw(float *dtable, const int32_t *ids, const float *dy, int n, 
 size_t rt_attention_dx_scratch_floats(int T, int C, int n_head);
 void rt_attention_dx(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head, int causal,
                      float *scratch);
+/* Linformer backward: dqkv (B,nt,3C), dE and dF (K,T) from qkv, E, F and dy (B,nt,C), layout as
+ * rt_linformer; dE and dF are summed over batch rows and heads (columns nt.. are zero). The result
+ * does not depend on the thread count. scratch holds rt_linformer_dx_scratch_floats(B, T, C,
+ * n_head, K) floats (B the compiled batch; after rt_set_threads). */
+size_t rt_linformer_dx_scratch_floats(int B, int T, int C, int n_head, int K);
+void rt_linformer_dx(float *dqkv, float *dE, float *dF, const float *qkv, const float *E, const float *F,
+                     const float *dy, int B, int nt, int T, int C, int n_head, int K, float *scratch);
 
 /* ---------------------------------------------------------------------------------------------
  * Generated programs: the model descriptor and the command line (runtime/prog/main.c)

@@ -144,7 +144,9 @@ int *kt_attention_heads(const Module *m) {
   if (!argheads) die("out of memory");
   for (int fi = 0; fi < m->nfunc; fi++)
     for (const Op *op = m->funcs[fi]->first; op; op = op->next) {
-      if (op->kind != OP_LINEAR || op->nin < 2 || !op->in[0]->def || op->in[0]->def->kind != OP_ATTENTION) continue;
+      if (op->kind != OP_LINEAR || op->nin < 2 || !op->in[0]->def ||
+          (op->in[0]->def->kind != OP_ATTENTION && op->in[0]->def->kind != OP_LINFORMER))
+        continue;
       const Value *w = op->in[1];
       int h = (int)ir_attr_i(op->in[0]->def, "heads");
       if (!w->def)

@@ -182,6 +182,7 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
     if (l->sparse && !pass_sparse_set(op, pattern[l->sparse], l->sp_size, l->sp_summary, l->sp_global, l->sp_tile, why,
                                       sizeof why))
       diag_error(lw->d, lw->s->file, l->line, l->col, "attention: %s", why); /* the parser checked the same rules */
+    op->line = l->line, op->col = l->col; /* passes that refuse an attention (linformer) point at its layer */
     Value *y = ir_emit(f, op);
     y = lw_op2(f, OP_LINEAR, y, pv[k++]);
     return lw_bias(lw, y, l->bias, pv, &k);

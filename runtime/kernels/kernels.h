@@ -258,6 +258,15 @@ void rt_attention_sparse_ref(float *out, const float *qkv, int B, int T, int C, 
 void rt_attention_sparse_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
                                 int causal, const RtSparsePattern *p);
 
+/* ---- Linformer attention (kernels/attention_lowrank.c) ---- */
+
+/* Naive twins of rt_linformer and rt_linformer_dx (modelc_rt.h): serial, double accumulation, the
+ * projected keys and values materialised per (batch, head); no scratch. */
+void rt_linformer_ref(float *out, const float *qkv, const float *E, const float *F, int B, int nt, int T, int C,
+                      int n_head, int K);
+void rt_linformer_dx_ref(float *dqkv, float *dE, float *dF, const float *qkv, const float *E, const float *F,
+                         const float *dy, int B, int nt, int T, int C, int n_head, int K);
+
 /* ---- rotary positions (kernels/rope.c) ---- */
 
 /* Naive twin of rt_rope (modelc_rt.h): serial, double precision, one angle per element. */
