@@ -123,25 +123,28 @@ train() {
 get() { awk -v e="$1" -v k="$2" '$1 == e && $2 == k { v = $3 } END { print v }' "$OUT/results.res"; }
 
 table() {
-  local pts
+  local pts d0 ds
   pts=$(awk '$2 ~ /^val@/ { sub("val@", "", $2); print $2 }' "$OUT/results.res" | sort -n -u | tr '\n' ' ')
+  d0=$(get dense bpb) ds=$(get dense "val@$SHORT")
   {
     echo "CPU flags: $(grep -o 'avx512[a-z_]*\|amx[a-z_]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
     echo "data $DATA (held-out: the last 10%), T = $T, batch 4, lr $LR (warm-up 30, then constant), seed $SEED"
     echo
-    printf "| pattern | allowed pairs at T=%d (of causal dense) | parameters | FLOPs/token (forward) | steps | held-out bpb at the end (PROG eval) |" $T
+    printf "| pattern | sparse: | allowed pairs at T=%d (of causal dense) | parameters | FLOPs/token (forward) | steps |" $T
+    printf " held-out bpb at the end (PROG eval) | vs dense at the end |"
     for p in $pts; do printf " val bpb @%s |" "$p"; done
-    echo " train wall (s, shared machine) |"
-    printf "|---|---:|---:|---:|---:|---:|"
+    echo " vs dense @$SHORT |"
+    printf "|---|---|---:|---:|---:|---:|---:|---:|"
     for p in $pts; do printf -- "---:|"; done
     echo "---:|"
     for r in "${rows[@]}"; do
-      local name=${r%%|*} rest=${r#*|} map
-      map=${rest%|*}
-      printf "| %s \`%s\` | %s (%s) | %s | %s | %s | %s |" "$name" "${map:-dense}" "$(get "$name" frac)" \
-        "$(get "$name" pairs)" "$(get "$name" params)" "$(get "$name" flops)" "$(get "$name" steps)" "$(get "$name" bpb)"
-      for p in $pts; do local v; v=$(get "$name" "val@$p"); printf " %s |" "${v:--}"; done
-      echo " $(get "$name" wall) |"
+      local name=${r%%|*} rest=${r#*|} map st b vs
+      map=${rest%|*} st=$(get "$name" steps) b=$(get "$name" bpb) vs=$(get "$name" "val@$SHORT")
+      printf "| %s | \`%s\` | %s (%s pairs) | %s | %s | %s | %.4f | %s |" "$name" "${map:-(none)}" "$(get "$name" frac)" \
+        "$(get "$name" pairs)" "$(get "$name" params)" "$(get "$name" flops)" "$st" "$b" \
+        "$(awk -v a="$b" -v b0="$d0" -v s="$st" -v s0="$(get dense steps)" 'BEGIN { print (s == s0) ? sprintf("%+.2f%%", 100 * (a / b0 - 1)) : "(other steps)" }')"
+      for p in $pts; do local v; v=$(get "$name" "val@$p"); [ -n "$v" ] && printf " %.4f |" "$v" || printf " - |"; done
+      awk -v a="$vs" -v b0="$ds" 'BEGIN { printf " %s |\n", (a == "" || b0 == "") ? "-" : sprintf("%+.2f%%", 100 * (a / b0 - 1)) }'
     done
   } | tee "$OUT/results.md"
 }
