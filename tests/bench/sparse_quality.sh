@@ -39,7 +39,7 @@ SEED=${SEED:-1}
 T=1024
 SPEC=examples/gpt-local.yaml
 M=${MODELC:-build-q/modelc}
-NICE="nice -n 10"
+NICE=(nice -n 10)
 mkdir -p "$OUT"
 [ -x "$M" ] || scripts/setup.sh build-q -DCMAKE_BUILD_TYPE=Release >/dev/null 2>&1
 export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
@@ -102,10 +102,11 @@ train() {
     "$f" info > "$f.info"
     $M stats "$OUT/$name.yaml" > "$f.stats"
     echo "sparse_quality.sh: $name: $steps steps ($(date -u +%H:%M:%S))" >&2
-    /usr/bin/time -f "%e s wall" -o "$f.time" $NICE "$f" train --data "$DATA" --steps "$steps" --batch 4 --lr "$LR" \
+    /usr/bin/time -f "%e s wall" -o "$f.time" "${NICE[@]}" "$f" train --data "$DATA" --steps "$steps" --batch 4 --lr "$LR" \
       --warmup 30 --schedule constant --seed "$SEED" --eval-every "$EVERY" --threads 2 \
       --out "$f.safetensors" > "$f.train.log" 2>&1
-    $NICE "$f" eval --weights "$f.safetensors" --data "$OUT/heldout.txt" --threads 2 > "$f.eval"
+    "${NICE[@]}" "$f" eval --weights "$f.safetensors" --data "$OUT/heldout.txt" --threads 2 > "$f.eval"
+    # shellcheck disable=SC2046 # geom prints the four words pairs takes
     read -r np fr < <(pairs $(geom "$name"))
     {
       echo "$name steps $steps"
@@ -152,7 +153,7 @@ table() {
 generate() {
   local f=$OUT/local
   [ -f "$f.safetensors" ] || { echo "sparse_quality.sh: train first (no $f.safetensors)" >&2; exit 1; }
-  $NICE "$f" generate --weights "$f.safetensors" --prompt "${PROMPT:-The meaning of life is}" -n 1500 \
+  "${NICE[@]}" "$f" generate --weights "$f.safetensors" --prompt "${PROMPT:-The meaning of life is}" -n 1500 \
     --temperature 0.8 --seed 1 --threads 2 > "$OUT/generate.txt"
   "$f" info | grep '^state bytes:' | tee "$OUT/generate.state"
   echo "sparse_quality.sh: $(wc -c < "$OUT/generate.txt") bytes generated (context $T): $OUT/generate.txt" >&2
