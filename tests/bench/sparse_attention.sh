@@ -30,7 +30,7 @@ RUNS=${RUNS:-5}
 mkdir -p "$OUT"
 flags() { echo "flags: $(grep -o 'avx512[a-z_0-9]*\|amx[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"; }
 build_kernels() {
-  scripts/setup.sh build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
+  scripts/setup.sh build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null 2>&1
   LIBS=(-lopenblas)
   if grep -q '^MODELC_HAVE_DNNL:INTERNAL=1\|^DNNL_LIB:FILEPATH=/' build-bench/CMakeCache.txt; then LIBS+=(-ldnnl -lgomp); fi
   cc -O2 -Wall -Wextra -Iruntime tests/bench/attn_sparse.c build-bench/libmodelc_rt.a -o "$OUT/attn_sparse" \
@@ -57,7 +57,7 @@ if [[ $PHASE == torch || $PHASE == all ]]; then
   done
 fi
 if [[ $PHASE == program || $PHASE == all ]]; then
-  scripts/setup.sh build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
+  scripts/setup.sh build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null 2>&1
   : > "$OUT/program.txt"
   declare -A PAT=([dense]="" [local256]="sparse-attention<pattern=local;window=256;tile=$TILE>,"
                   [strided128]="sparse-attention<pattern=strided;stride=128;tile=$TILE>,"
