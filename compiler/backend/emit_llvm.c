@@ -1143,7 +1143,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
   LLVMValueRef nmax = ci64(e, 0);
   for (int i = 0; i < p->nscratch; i++) {
     const BackendScratch *sc = &p->scratch[i];
-    LLVMValueRef sa[8];
+    LLVMValueRef sa[BACKEND_MAX_SCRATCH_ARGS];
     for (int j = 0; j < sc->nargs; j++)
       sa[j] = ci64(e, (long long)sc->arg[j]);
     LLVMValueRef k = kcall(e, sc->kernel, sa);
