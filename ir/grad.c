@@ -188,6 +188,33 @@ GRAD_RULE(grad_linformer) {
   return true;
 }
 
+/* Sequence compression: seq_pool and upsample with the same stride and scale are each other's
+ * adjoint (y = scale * sum of a group <-> every row of the group gets scale * dy), so each one's
+ * gradient is the other op; attention_pool's is attention_pool_dx. */
+static Value *seq_op(GradCtx *g, const Op *op, OpKind k) {
+  Value *dy = dy_of(g, op);
+  Op *o = ir_op_new(g->f, k, 1, &dy, 1);
+  ir_set_attr_int(o, "stride", ir_attr_i(op, "stride"));
+  ir_set_attr_float(o, "scale", ir_attr_f(op, "scale"));
+  return ir_emit(g->f, o);
+}
+GRAD_RULE(grad_seq_pool) {
+  give(g, op, 0, seq_op(g, op, OP_UPSAMPLE));
+  return true;
+}
+GRAD_RULE(grad_upsample) {
+  give(g, op, 0, seq_op(g, op, OP_SEQ_POOL));
+  return true;
+}
+GRAD_RULE(grad_attn_pool) {
+  Value *in[2] = {in_of(g, op, 0), dy_of(g, op)};
+  Op *o = ir_op_new(g->f, OP_ATTENTION_POOL_DX, 2, in, 1);
+  ir_set_attr_int(o, "heads", ir_attr_i(op, "heads"));
+  ir_set_attr_int(o, "stride", ir_attr_i(op, "stride"));
+  give(g, op, 0, ir_emit(g->f, o));
+  return true;
+}
+
 GRAD_RULE(grad_embedding) {
   if (!needs(g, op, 1)) return true;
   Value *in[2] = {in_of(g, op, 0), dy_of(g, op)};

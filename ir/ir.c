@@ -309,6 +309,67 @@ static bool shape_linformer_dx(const Module *m, const Op *op, Type *out, char *e
   return true;
 }
 
+/* Sequence compression (Funnel-Transformer). seq_pool and upsample: x [B,T,C] float, stride >= 2
+ * (ops.def) dividing T for seq_pool -> [B,T/stride,C] / [B,T*stride,C]. */
+static bool shape_seq_pool(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96];
+  const Type *x = &op->in[0]->type;
+  int64_t s = ir_attr_i(op, "stride");
+  if (!need_float(op, err, n)) return false;
+  if (x->rank != 3) return fail(err, n, "seq_pool expects [B,T,C], got %s%s", tstr(x, b1), NULL);
+  if (x->dim[1] % s != 0) {
+    snprintf(err, n, "seq_pool: stride %lld does not divide the %lld positions of %s", (long long)s,
+             (long long)x->dim[1], tstr(x, b1));
+    return false;
+  }
+  *out = *x;
+  out->dim[1] = x->dim[1] / s;
+  return true;
+}
+
+static bool shape_upsample(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96];
+  const Type *x = &op->in[0]->type;
+  int64_t s = ir_attr_i(op, "stride");
+  if (!need_float(op, err, n)) return false;
+  if (x->rank != 3) return fail(err, n, "upsample expects [B,T,C], got %s%s", tstr(x, b1), NULL);
+  if (x->dim[1] > INT32_MAX / s) return fail(err, n, "upsample: %s times the stride is too long%s", tstr(x, b1), NULL);
+  *out = *x;
+  out->dim[1] = x->dim[1] * s;
+  return true;
+}
+
+/* attention_pool: f32 qkv [B,T,3C] (heads divide C, stride divides T) -> [B,T/stride,C]. */
+static bool shape_attn_pool(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96];
+  const Type *x = &op->in[0]->type;
+  int64_t h = ir_attr_i(op, "heads"), s = ir_attr_i(op, "stride");
+  if (x->dtype != DT_F32 || x->rank != 3 || x->dim[2] % 3 != 0)
+    return fail(err, n, "attention_pool expects f32 qkv [B,T,3C], got %s%s", tstr(x, b1), NULL);
+  if (h < 1 || (x->dim[2] / 3) % h != 0)
+    return fail(err, n, "attention_pool: heads do not divide the width of %s%s", tstr(x, b1), NULL);
+  if (x->dim[1] % s != 0) {
+    snprintf(err, n, "attention_pool: stride %lld does not divide the %lld positions of %s", (long long)s,
+             (long long)x->dim[1], tstr(x, b1));
+    return false;
+  }
+  *out = *x;
+  out->dim[1] = x->dim[1] / s;
+  out->dim[2] = x->dim[2] / 3;
+  return true;
+}
+
+static bool shape_attn_pool_dx(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  Type y;
+  if (!shape_attn_pool(m, op, &y, err, n)) return false;
+  if (!ir_type_eq(&y, &op->in[1]->type))
+    return fail(err, n, "attention_pool_dx: dy %s is not the attention_pool output %s", tstr(&op->in[1]->type, b1),
+                tstr(&y, b2));
+  *out = op->in[0]->type;
+  return true;
+}
+
 /* rope: qkv [B,T,3C] -> the same type; heads divide C and the head dimension C/heads is even
  * (dims are rotated in pairs 2i, 2i+1). */
 static bool shape_rope(const Module *m, const Op *op, Type *out, char *err, size_t n) {
@@ -560,6 +621,20 @@ static int64_t flops_linformer_dx(const Module *m, const Op *op) {
   int64_t b = x->dim[0], t = x->dim[1], c = x->dim[2] / 3, h = ir_attr_i(op, "heads"), k = op->in[1]->type.dim[0];
   return b * t * k * (22 * c + 10 * h);
 }
+/* seq_pool: one add per input element (the scale folds into the last); upsample: one multiply per
+ * output element */
+static int64_t flops_seq_pool(const Module *m, const Op *op) { return ir_type_numel(&op->in[0]->type); }
+static int64_t flops_upsample(const Module *m, const Op *op) { return out_numel(op); }
+/* attention_pool per batch row: the T queries pooled (T C adds), then Q K^T and P V over T/stride
+ * queries and T keys (2 (T/stride) T hd each per head) and ~5 per score for the softmax */
+static int64_t flops_attn_pool(const Module *m, const Op *op) {
+  const Type *x = &op->in[0]->type;
+  int64_t b = x->dim[0], t = x->dim[1], c = x->dim[2] / 3, h = ir_attr_i(op, "heads");
+  int64_t tq = t / ir_attr_i(op, "stride");
+  return b * (tq * t * (4 * c + 5 * h) + t * c);
+}
+/* the scores and P recomputed, dV, dP, dQ, dK (as attention_dx): ~2.5x the forward */
+static int64_t flops_attn_pool_dx(const Module *m, const Op *op) { return 5 * flops_attn_pool(m, op) / 2; }
 /* rope: each of the C/2 pairs of q and of k per token is rotated with 4 multiplies and 2 adds;
  * the sin/cos of each (position, pair index) are shared by the heads and not counted. */
 static int64_t flops_rope(const Module *m, const Op *op) { return 2 * out_numel(op); }

@@ -208,6 +208,21 @@ size_t rt_attention_kv_scratch_floats(int Tmax, int C, int n_head);
 void rt_attention_kv(float *out, const float *qkv, float *kcache, float *vcache, int B, int nt, int t0, int Tmax,
                      int C, int n_head, int causal, float *scratch);
 
+/* Sequence compression (runtime/kernels/funnel.c; Funnel-Transformer). x is (B,T,C), stride
+ * s >= 2 divides T. rt_seq_pool: out (B,T/s,C), out[b,j] = scale * sum of x[b, j*s .. j*s+s-1]
+ * (mean pooling: scale 1/s). rt_upsample: T is the input's length, out (B,T*s,C),
+ * out[b,t] = scale * x[b, t/s]. rt_attention_pool: qkv (B,T,3C) as rt_attention's; the queries
+ * averaged in groups of s attend (bidirectional, scale 1/sqrt(hd)) over all T keys and values:
+ * out (B,T/s,C). rt_attention_pool_dx: d qkv (B,T,3C) from dy (B,T/s,C), written, not
+ * accumulated. scratch: the matching _scratch_floats(T, C, n_head, stride). */
+void rt_seq_pool(float *out, const float *x, int B, int T, int C, int stride, float scale);
+void rt_upsample(float *out, const float *x, int B, int T, int C, int stride, float scale);
+size_t rt_attention_pool_scratch_floats(int T, int C, int n_head, int stride);
+void rt_attention_pool(float *out, const float *qkv, int B, int T, int C, int n_head, int stride, float *scratch);
+size_t rt_attention_pool_dx_scratch_floats(int T, int C, int n_head, int stride);
+void rt_attention_pool_dx(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head, int stride,
+                          float *scratch);
+
 /* Block-sparse attention (runtime/kernels/attention_sparse.c; docs/runtime.md, "Block-sparse
  * attention"). A pattern is a few ints. The element mask, for query q and key k (0-based):
  *   causal and k > q                                  -> masked, always
@@ -627,6 +642,9 @@ typedef struct RtModel {
    * ring (a local attention pattern's) and no op reads a position table, so generate never
    * re-encodes a sliding window; 0: t0 + nt <= context. */
   int decode_unbounded;
+  /* > 1: the model pools its sequence (seq_pool, Funnel-Transformer): a step's length nt must be a
+   * multiple of it (the runtime refuses other token lengths); 0 or 1: any length. */
+  int time_multiple;
 } RtModel;
 
 /* The generated program's command line: info, init, export, forward, generate, eval, bench, train,

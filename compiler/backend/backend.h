@@ -61,6 +61,7 @@ typedef struct BackendPlan {
   int nstate;              /* persistent state slots of the whole program (the entry's), in call order */
   int64_t *state_rows;     /* floats per batch row of each slot */
   bool decode_unbounded;   /* every slot is a ring and no position table is read: RtModel.decode_unbounded */
+  int64_t time_multiple;   /* the largest backend_time_div of any value: RtModel.time_multiple */
   int nscratch;            /* distinct scratch-size calls (kernels.def, LOWER's SCRATCH_ID) */
   BackendScratch *scratch;
 } BackendPlan;
@@ -69,6 +70,13 @@ typedef struct BackendPlan {
 bool backend_plan(BackendPlan *p, const Module *m, Diag *d);
 void backend_plan_free(BackendPlan *p);
 FuncInfo *backend_func(const BackendPlan *p, const Func *f);
+/* A shortened time axis (the seq_pool op, Funnel-Transformer): axis i of v, a time axis of compiled
+ * extent T/k (T the tokens' length), has the runtime extent nt/k; returns k (1: not a time axis, or
+ * the full length). The program requires nt to be a multiple of every k (RtModel.time_multiple). */
+int64_t backend_time_div(const BackendPlan *p, const FuncInfo *fi, const Value *v, int i);
+/* The value whose time axis a kernel's NT argument measures: operand 0 if its axis 1 is a time
+ * axis, else the result (pool_dx's dy has none); NULL when neither has one. */
+const Value *backend_nt_value(const FuncInfo *fi, const Op *op);
 /* The expression an element-wise op computes over its operands $0..: a fused group's expr, or
  * op($0, $1) for a single OPF_EW op (arena-allocated in m); NULL for any other op. */
 const Expr *backend_op_expr(const Module *m, const Op *op);

@@ -59,6 +59,8 @@ static void extent(const Em *e, const Value *v, int i, char *buf) {
   AxisRole r = e->fi->vals[v->id].role[i];
   if (r == AX_BATCH)
     snprintf(buf, 32, "nb");
+  else if (r == AX_TIME && backend_time_div(e->p, e->fi, v, i) > 1)
+    snprintf(buf, 32, "(nt / %lld)", (long long)backend_time_div(e->p, e->fi, v, i)); /* a pooled sequence */
   else if (r == AX_TIME)
     snprintf(buf, 32, "nt");
   else
@@ -410,7 +412,12 @@ static void c_arg(Em *e, const Op *op, const KArg *a, char pc, const char *o, in
   case KA_ATTR_I: snprintf(buf, n, "%lld", (long long)kt_static_arg(op, a)); return;
   case KA_ATTR_F: flit(ir_attr_f(op, a->key), buf); return;
   case KA_NB: snprintf(buf, n, "nb"); return;
-  case KA_NT: snprintf(buf, n, "nt"); return;
+  case KA_NT: { /* the step's length, or its pooled share (seq_pool) */
+    const Value *tv = backend_nt_value(e->fi, op);
+    if (tv) extent(e, tv, 1, t);
+    snprintf(buf, n, "%s", tv ? t : "nt");
+    return;
+  }
   case KA_T0: snprintf(buf, n, "t0"); return;
   case KA_SCRATCH: snprintf(buf, n, "s->scratch"); return;
   case KA_STATE: snprintf(buf, n, "(float *)s->state[st + %d]", e->st_local + a->i); return;
@@ -860,6 +867,7 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
   if (p.train && prec && prec->kind == ATTR_STR)
     fprintf(out, "    .train_precision = %s,\n", !strcmp(prec->s, "bf16") ? "RT_PREC_BF16" : "RT_PREC_FP16");
   if (p.decode_unbounded) fprintf(out, "    .decode_unbounded = 1,\n");
+  if (p.time_multiple > 1) fprintf(out, "    .time_multiple = %lld,\n", (long long)p.time_multiple);
   if (m->train.present) {
     const TrainConfig *t = &m->train;
     char f1[48], f2[48], f3[48], f4[48], f5[48], f6[48], f7[48], f8[48];

@@ -179,6 +179,8 @@ static LLVMValueRef entry_alloca(Ll *e, LLVMTypeRef t) {
 /* Runtime extent of axis i of v (i64). */
 static LLVMValueRef extent(Ll *e, const Value *v, int i) {
   AxisRole r = e->fi->vals[v->id].role[i];
+  int64_t k = r == AX_TIME ? backend_time_div(e->p, e->fi, v, i) : 1; /* > 1: a pooled sequence (seq_pool) */
+  if (k > 1) return LLVMBuildExactSDiv(e->b, e->nt, ci64(e, (long long)k), "");
   return r == AX_BATCH ? e->nb : r == AX_TIME ? e->nt : ci64(e, (long long)v->type.dim[i]);
 }
 
@@ -583,7 +585,10 @@ static LLVMValueRef ll_arg(Ll *e, const Op *op, const KArg *a, LLVMValueRef o, L
   case KA_ATTR_I: return ci64(e, (long long)kt_static_arg(op, a));
   case KA_ATTR_F: return cf32(e, ir_attr_f(op, a->key));
   case KA_NB: return e->nb;
-  case KA_NT: return e->nt;
+  case KA_NT: { /* the step's length, or its pooled share (seq_pool) */
+    const Value *tv = backend_nt_value(e->fi, op);
+    return tv ? extent(e, tv, 1) : e->nt;
+  }
   case KA_T0: return e->t0;
   case KA_SCRATCH: return step_field(e, 4, e->pf);
   case KA_STATE: {
@@ -1154,7 +1159,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
   LLVMBuildRet(e->b, nmax);
 
   /* RtModel, field for field as in modelc_rt.h */
-  LLVMTypeRef m_f[27] = {e->p8,
+  LLVMTypeRef m_f[28] = {e->p8,
                          e->p8,
                          e->i64,
                          e->i64,
@@ -1179,16 +1184,17 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
                          e->i64,
                          e->i64,
                          tc_t,
-                         e->i32, e->i32};
+                         e->i32, e->i32,
+                         e->i32};
   LLVMTypeRef model_t = LLVMStructCreateNamed(e->cx, "RtModel");
-  LLVMStructSetBody(model_t, m_f, 27, 0);
+  LLVMStructSetBody(model_t, m_f, 28, 0);
   const Attr *kind = ir_module_attr(m, "kind");
   const Value *ret = ent->ret[0];
   bool per_token = ret->type.rank >= 2 && backend_func(p, ent)->vals[ret->id].role[1] == AX_TIME;
   int64_t tokens = ent->args[0]->type.dim[0] * ent->args[0]->type.dim[1];
   const Attr *prec = ir_module_attr(m, "precision"); /* RtPrecision: 1 bf16, 2 fp16 */
   int train_prec = p->train && prec && prec->kind == ATTR_STR ? (!strcmp(prec->s, "bf16") ? 1 : 2) : 0;
-  LLVMValueRef mv[27] = {
+  LLVMValueRef mv[28] = {
       cstr(e, m->name),
       cstr(e, kind && kind->kind == ATTR_STR ? kind->s : "decoder"),
       ci64(e, (long long)ent->args[0]->type.dim[0]),
@@ -1216,9 +1222,10 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       tc,
       ci32(e, train_prec),
       ci32(e, p->decode_unbounded ? 1 : 0),
+      ci32(e, (int)p->time_multiple),
   };
   LLVMValueRef model = LLVMAddGlobal(e->mod, model_t, "model");
-  LLVMSetInitializer(model, LLVMConstNamedStruct(model_t, mv, 27));
+  LLVMSetInitializer(model, LLVMConstNamedStruct(model_t, mv, 28));
   LLVMSetGlobalConstant(model, 1);
   LLVMSetLinkage(model, LLVMInternalLinkage);
 

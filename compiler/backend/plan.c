@@ -31,6 +31,39 @@ FuncInfo *backend_func(const BackendPlan *p, const Func *f) {
 
 static ValueInfo *vi(FuncInfo *fi, const Value *v) { return &fi->vals[v->id]; }
 
+int64_t backend_time_div(const BackendPlan *p, const FuncInfo *fi, const Value *v, int i) {
+  int64_t T = p->entry->args[0]->type.dim[1], d = v->type.dim[i];
+  if (fi->vals[v->id].role[i] != AX_TIME || d == T || d <= 0) return 1;
+  return T / d;
+}
+
+const Value *backend_nt_value(const FuncInfo *fi, const Op *op) {
+  if (op->nin && op->in[0]->type.rank >= 2 && fi->vals[op->in[0]->id].role[1] == AX_TIME) return op->in[0];
+  if (op->nout && op->out[0]->type.rank >= 2 && fi->vals[op->out[0]->id].role[1] == AX_TIME) return op->out[0];
+  return NULL;
+}
+
+/* Every time axis of a result is the tokens' length T or a divisor's share of it (seq_pool), so the
+ * runtime extent nt / k is exact whenever nt is a multiple of k (RtModel.time_multiple). */
+static void check_time_axes(Ctx *c, const Func *f, FuncInfo *fi, const Op *op) {
+  int64_t T = c->p->entry->args[0]->type.dim[1];
+  for (int k = 0; k < op->nout; k++) {
+    const Value *v = op->out[k];
+    for (int i = 0; i < v->type.rank; i++) {
+      if (fi->vals[v->id].role[i] != AX_TIME) continue;
+      int64_t d = v->type.dim[i];
+      if (d > T || T % d != 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "a time axis of extent %lld is neither the sequence length %lld nor a divisor of it",
+                 (long long)d, (long long)T);
+        err(c, f, op, msg);
+      } else if (T / d > c->p->time_multiple) {
+        c->p->time_multiple = T / d;
+      }
+    }
+  }
+}
+
 /* Roles of a broadcasting result from its operands (operand axes aligned to the right). */
 static bool broadcast_roles(const Op *op, int first, FuncInfo *fi, ValueInfo *out) {
   const Type *rt = &op->out[0]->type;
@@ -173,6 +206,7 @@ static void analyse(Ctx *c, const Func *f) {
   for (const Op *op = f->first; op; op = op->next) {
     if (op->nout > 1 && op->kind != OP_CALL && !kt_op(op->kind)->present) err(c, f, op, "multi-result ops are not supported");
     analyse_op(c, f, fi, op);
+    check_time_axes(c, f, fi, op);
     if (op->kind == OP_CALL)
       fi->nstate += backend_func(c->p, ir_find_func(c->p->m, ir_attr_s(op, "callee")))->nstate;
     else
@@ -295,7 +329,14 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
     if (p->entry->args[i]->type.rank >= 1) a->role[0] = AX_BATCH;
     if (p->entry->args[i]->type.rank >= 2) a->role[1] = AX_TIME;
   }
+  p->time_multiple = 1;
   analyse(&c, p->entry);
+  for (int i = 0; i < p->entry->nret; i++) {
+    const Value *r = p->entry->ret[i];
+    if (r->type.rank >= 2 && backend_time_div(p, ei, r, 1) != 1)
+      err(&c, p->entry, NULL, "the result's time axis is shortened (seq_pool): restore the length (upsample) or pool "
+                              "it away (pool) before the output");
+  }
   p->nstate = ei->nstate;
   p->state_rows = calloc((size_t)(p->nstate ? p->nstate : 1), sizeof *p->state_rows);
   if (!p->state_rows) die("out of memory");

@@ -23,6 +23,8 @@ typedef struct Lower {
   int cursor;       /* next parameter argument (after %x) when block */
   int ndropout;     /* dropout ops emitted in this function: each gets its own random stream */
   Value *tokens;    /* %tokens of @forward */
+  int64_t pool;     /* a pool layer's stride, pending for the residual after it (0: none) */
+  Value *unpooled;  /* the stream just before the first pool: upsample adds it back */
   Diag *d;
   bool ok;
 } Lower;
@@ -74,6 +76,14 @@ static Value *lw_bias(Lower *lw, Value *x, bool has, Value *const *pv, int *k) {
 
 static Value *lw_list(Lower *lw, const SpecLayer *ls, int n, Value *x, int depth);
 
+/* seq_pool / upsample {stride, scale} of x */
+static Value *lw_seq(Func *f, OpKind k, Value *x, int64_t stride, double scale) {
+  Op *op = ir_op_new(f, k, 1, &x, 1);
+  ir_set_attr_int(op, "stride", stride);
+  ir_set_attr_float(op, "scale", scale);
+  return ir_emit(f, op);
+}
+
 /* Collects the parameters of a layer list (nested residuals included) in lowering order. */
 static void lw_collect(const Spec *s, const SpecLayer *ls, int n, const char *prefix, SpecParam **arr, int *np,
                        int *cap, int depth) {
@@ -91,8 +101,7 @@ static void lw_collect(const Spec *s, const SpecLayer *ls, int n, const char *pr
 /* A repeat: the block function once, then each copy's parameters and a call. */
 static Value *lw_repeat(Lower *lw, const SpecLayer *l, Value *x) {
   const Spec *s = lw->s;
-  const SpecModel *md = &s->model;
-  Type xt = ir_type3(DT_F32, md->batch, md->context, md->dim);
+  Type xt = x->type; /* [B,T,C], T shortened by the pools before it */
   SpecParam *ps = NULL;
   int np = 0, cap = 0;
   lw_collect(s, l->body, l->nbody, "", &ps, &np, &cap, 0);
@@ -174,6 +183,14 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
   case SPEC_L_ATTENTION: {
     Value *qkv = lw_op2(f, OP_LINEAR, x, pv[k++]);
     qkv = lw_bias(lw, qkv, l->bias, pv, &k);
+    if (l->stride > 1) { /* the first attention after a pool: pooled queries, full keys and values */
+      Op *op = ir_op_new(f, OP_ATTENTION_POOL, 1, &qkv, 1);
+      ir_set_attr_int(op, "heads", l->heads);
+      ir_set_attr_int(op, "stride", l->stride);
+      op->line = l->line, op->col = l->col;
+      Value *y = lw_op2(f, OP_LINEAR, ir_emit(f, op), pv[k++]);
+      return lw_bias(lw, y, l->bias, pv, &k);
+    }
     Op *op = ir_op_new(f, OP_ATTENTION, 1, &qkv, 1);
     ir_set_attr_int(op, "heads", l->heads);
     ir_set_attr_int(op, "causal", l->causal ? 1 : 0);
@@ -204,8 +221,18 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
     h = lw_op2(f, OP_LINEAR, h, pv[k++]);
     return lw_bias(lw, h, l->bias, pv, &k);
   }
-  case SPEC_L_RESIDUAL:
-    return lw_op2(f, OP_ADD, x, lw_list(lw, l->body, l->nbody, x, depth + 1));
+  case SPEC_L_RESIDUAL: {
+    int64_t stride = lw->pool; /* after a pool: the body pools its attention's queries, the residual x */
+    lw->pool = 0;
+    Value *y = lw_list(lw, l->body, l->nbody, x, depth + 1);
+    return lw_op2(f, OP_ADD, stride > 1 ? lw_seq(f, OP_SEQ_POOL, x, stride, 1.0 / (double)stride) : x, y);
+  }
+  case SPEC_L_POOL:
+    if (!lw->unpooled) lw->unpooled = x;
+    lw->pool = l->stride;
+    return x;
+  case SPEC_L_UPSAMPLE: /* repeat each position, plus the stream before the first pool (Funnel's decoder input) */
+    return lw_op2(f, OP_ADD, lw_seq(f, OP_UPSAMPLE, x, l->stride, 1.0), lw->unpooled);
   case SPEC_L_REPEAT:
     return lw_repeat(lw, l, x);
   case SPEC_L_DROPOUT: {

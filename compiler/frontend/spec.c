@@ -526,7 +526,8 @@ static bool fe_check_model(Ctx *c, const YNode *key, const YNode *val, ModelNode
 /* layers:                                                                                      */
 
 static const char *const layer_words[] = {"embedding", "positions", "layernorm", "rmsnorm", "attention", "mlp",
-                                          "residual",  "repeat",    "dropout",   "lm_head", "classifier"};
+                                          "residual",  "repeat",    "dropout",   "lm_head", "classifier",
+                                          "pool",      "upsample"};
 
 const char *fe_layer_kind_name(SpecLayerKind k) { return k < SPEC_L_COUNT ? layer_words[k] : "?"; }
 
@@ -693,6 +694,22 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
     }
     break;
   }
+  case SPEC_L_POOL: { /* pool: {stride: S, mode: mean} (Funnel-Transformer); fe_check_funnel checks its place */
+    static const char *const k[] = {"name", "stride", "mode"};
+    static const char *const w[] = {"mean"};
+    fe_fields(c, opt, "pool", k, 3, v, NULL);
+    l->name = "pool";
+    l->stride = 2;
+    if (v[1]) fe_int(c, v[1], "stride", 2, 4096, &l->stride);
+    if (v[2]) fe_enum(c, v[2], "pool mode", w, 1);
+    break;
+  }
+  case SPEC_L_UPSAMPLE: {
+    static const char *const k[] = {"name"};
+    fe_fields(c, opt, "upsample", k, 1, v, NULL);
+    l->name = "upsample";
+    break;
+  }
   case SPEC_L_RESIDUAL:
     l->name = "residual";
     fe_layer_list(c, opt, key, "residual", depth + 1, false, &l->body, &l->nbody);
@@ -795,7 +812,7 @@ static void fe_layer(Ctx *c, SpecLayer *l, const YNode *item, int depth, bool to
     return;
   }
   if (!top && (kind == SPEC_L_EMBEDDING || kind == SPEC_L_POSITIONS || kind == SPEC_L_LM_HEAD ||
-               kind == SPEC_L_CLASSIFIER)) {
+               kind == SPEC_L_CLASSIFIER || kind == SPEC_L_POOL || kind == SPEC_L_UPSAMPLE)) {
     ERR_AT(c, key, "'%s' is only allowed in the top-level layers list", layer_words[kind]);
     l->kind = SPEC_L_COUNT;
     return;
@@ -825,6 +842,56 @@ static bool fe_layer_list(Ctx *c, const YNode *seq, const YNode *where, const ch
   *nout = seq->n;
   for (int i = 0; i < seq->n; i++) fe_layer(c, &(*out)[i], seq->kid[i], depth, top);
   return true;
+}
+
+/* Sequence compression (Funnel-Transformer): where pool and upsample may stand. A pool is followed
+ * by a residual whose body reaches an attention through norms only: that attention pools its
+ * queries (stride set on it) and the residual adds the pooled input. The strides' running product
+ * divides the context (no partial groups: odd lengths are refused, not padded); lm_head and
+ * positions need the full length, so an upsample (one, after the last pool) restores it. */
+static void fe_check_funnel(Ctx *c) {
+  Spec *s = c->s;
+  int64_t factor = 1;
+  const SpecLayer *first = NULL, *up = NULL;
+  for (int i = 0; i < s->nlayers; i++) {
+    SpecLayer *l = &s->layers[i];
+    if (l->kind == SPEC_L_POOL) {
+      if (!first) first = l;
+      if (s->model.kind != SPEC_ENCODER)
+        ERR_AT(c, l, "pool needs bidirectional attention ('causal: false'): a pooled position mixes later ones");
+      if (up) ERR_AT(c, l, "pool after an upsample is not offered (the upsample at %d:%d restored the length)", up->line,
+                     up->col);
+      factor = fe_smul(factor, l->stride);
+      if (s->model.context > 0 && (factor > s->model.context || s->model.context % factor != 0))
+        ERR_AT(c, l, "pool: the strides so far (product %lld) do not divide the context %lld; odd lengths are not "
+                     "padded, choose strides whose product divides it", (long long)factor, (long long)s->model.context);
+      SpecLayer *r = i + 1 < s->nlayers ? &s->layers[i + 1] : NULL;
+      SpecLayer *a = NULL;
+      for (int j = 0; r && r->kind == SPEC_L_RESIDUAL && j < r->nbody; j++) {
+        SpecLayer *b = &r->body[j];
+        if (b->kind == SPEC_L_ATTENTION) a = b;
+        if (b->kind != SPEC_L_LAYERNORM && b->kind != SPEC_L_RMSNORM) break;
+      }
+      if (!a)
+        ERR_AT(c, l, "the layer after a pool must be a residual whose body starts with its attention (after norms "
+                     "only): that attention pools its queries and the residual the input");
+      else if (a->sparse)
+        ERR_AT(c, a, "the attention after a pool is dense: a sparse pattern is not offered with pooled queries");
+      else
+        a->stride = l->stride;
+    } else if (l->kind == SPEC_L_UPSAMPLE) {
+      if (!first) ERR_AT(c, l, "upsample restores the length a pool shortened, but no pool comes before it");
+      else if (up) ERR_AT(c, l, "a model has at most one upsample (the first was at %d:%d)", up->line, up->col);
+      else if (factor > 1) {
+        l->stride = factor;
+        up = l;
+        factor = 1;
+      }
+    } else if (factor > 1 && (l->kind == SPEC_L_LM_HEAD || l->kind == SPEC_L_POSITIONS)) {
+      ERR_AT(c, l, "'%s' needs the full sequence, which the pool at %d:%d shortened: put an 'upsample' before it",
+             layer_words[l->kind], first->line, first->col);
+    }
+  }
 }
 
 /* Structural rules of the top-level list, and the model kind. */
@@ -872,6 +939,7 @@ static void fe_check_structure(Ctx *c, const ModelNodes *mn, const YNode *layers
     if (l->kind == SPEC_L_CLASSIFIER && s->model.kind == SPEC_DECODER)
       ERR_AT(c, l, "a classifier needs an encoder: its attention layers must set 'causal: false'");
   }
+  fe_check_funnel(c);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -40,6 +40,9 @@ typedef enum SpecLayerKind {
   SPEC_L_DROPOUT,     /* dropout(p): no parameters */
   SPEC_L_LM_HEAD,     /* tied: uses the embedding's weight; untied: <name>.weight [vocab, dim] */
   SPEC_L_CLASSIFIER,  /* pool, then <name>.weight [classes, dim] and <name>.bias [classes] */
+  SPEC_L_POOL,        /* sequence compression (Funnel-Transformer): no parameters; the next layer's
+                       * attention pools its queries, its residual the input (docs/spec.md) */
+  SPEC_L_UPSAMPLE,    /* restores the full length: repeat, plus the stream before the first pool */
   SPEC_L_COUNT
 } SpecLayerKind;
 
@@ -72,6 +75,9 @@ typedef struct SpecLayer {
   SpecPool pool;             /* classifier */
   SpecPosKind pos;           /* positions */
   int64_t count;             /* repeat: number of copies, >= 1 */
+  int64_t stride;            /* pool: the sequence shortens by it (>= 2); upsample: the product of the
+                              * pools' strides before it (checked); attention: > 1 when it is the
+                              * first attention after a pool (pooled queries), else 0 */
   int nbody;                 /* residual, repeat: the nested layer list */
   struct SpecLayer *body;
 } SpecLayer;

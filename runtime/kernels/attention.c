@@ -35,12 +35,14 @@ size_t rt_attention_scratch_floats(int T, int C, int n_head) {
   return attn_slice(C, n_head) * (size_t)rt_threads();
 }
 
-/* One (batch, head): q, k, v point at column h*hd of row 0, row stride ld = 3C; o (T rows,
- * stride ldo = C). S is (BQ,BK), O is (BQ,hd), m and l are (BQ). */
-static void attend_head(float *o, int ldo, const float *q, const float *k, const float *v, int ld, int T, int hd,
-                        int causal, float scale, float *S, float *O, float *m, float *l) {
-  for (int q0 = 0; q0 < T; q0 += RT_ATTN_BQ) {
-    int nq = T - q0 < RT_ATTN_BQ ? T - q0 : RT_ATTN_BQ;
+/* One (batch, head): Tq queries (row stride ldq) over T keys and values; q, k, v point at column
+ * h*hd of row 0 (self-attention: ldq = ld = 3C, Tq = T); o (Tq rows, stride ldo = C). S is
+ * (BQ,BK), O is (BQ,hd), m and l are (BQ). causal needs Tq = T. rt_attention_pool
+ * (attention_pool.c) passes its pooled queries. */
+void rt_attend_head(float *o, int ldo, const float *q, int ldq, int Tq, const float *k, const float *v, int ld, int T,
+                    int hd, int causal, float scale, float *S, float *O, float *m, float *l) {
+  for (int q0 = 0; q0 < Tq; q0 += RT_ATTN_BQ) {
+    int nq = Tq - q0 < RT_ATTN_BQ ? Tq - q0 : RT_ATTN_BQ;
     int kend = causal ? q0 + nq : T;
     memset(O, 0, (size_t)nq * hd * sizeof(float));
     for (int i = 0; i < nq; i++) {
@@ -50,7 +52,7 @@ static void attend_head(float *o, int ldo, const float *q, const float *k, const
     for (int k0 = 0; k0 < kend; k0 += RT_ATTN_BK) {
       int nk = kend - k0 < RT_ATTN_BK ? kend - k0 : RT_ATTN_BK;
       /* S (nq,nk) = scale * Q[q0:q0+nq] K[k0:k0+nk]^T (scaled row by row below) */
-      rt_gemm(0, 1, nq, nk, hd, RT_DT_F32, q + (size_t)q0 * ld, ld, RT_DT_F32, k + (size_t)k0 * ld, ld, 0.0f, S, nk);
+      rt_gemm(0, 1, nq, nk, hd, RT_DT_F32, q + (size_t)q0 * ldq, ldq, RT_DT_F32, k + (size_t)k0 * ld, ld, 0.0f, S, nk);
       for (int i = 0; i < nq; i++) {
         float *s = S + (size_t)i * nk;
         /* causal: key k0+j is visible to query q0+i iff k0+j <= q0+i; k0 <= q0 so jmax >= 0 */
@@ -109,8 +111,8 @@ static void attn_tasks(void *p, int lo, int hi) {
   for (int task = lo; task < hi; task++) {
     int b = task / a->n_head, h = task % a->n_head;
     const float *q = a->qkv + (size_t)b * T * ld + (size_t)h * a->hd;
-    attend_head(a->out + (size_t)b * T * C + (size_t)h * a->hd, C, q, q + C, q + 2 * C, (int)ld, T, a->hd, a->causal,
-                a->scale, S, O, m, l);
+    rt_attend_head(a->out + (size_t)b * T * C + (size_t)h * a->hd, C, q, (int)ld, T, q + C, q + 2 * C, (int)ld, T, a->hd,
+                   a->causal, a->scale, S, O, m, l);
   }
 }
 
@@ -269,10 +271,11 @@ size_t rt_attention_dx_scratch_floats(int T, int C, int n_head) {
 }
 
 /* One (batch, head). q, k, v: column h*hd of row 0 of qkv (stride ld = 3C); dq, dk, dv the same
- * in dqkv; dO: column h*hd of row 0 of dy (stride ldo = C). P, dP: scratch of BQ * T floats each. */
-static void attn_dx_head(float *dq, float *dk, float *dv, const float *q, const float *k, const float *v,
-                         const float *dO, int ld, int ldo, int T, int hd, int causal, float scale, float *P,
-                         float *dP) {
+ * in dqkv; dO: column h*hd of row 0 of dy (stride ldo = C). P, dP: scratch of BQ * T floats each.
+ * Tq queries of row stride ldq (q and dq; self-attention: Tq = T, ldq = ld; causal needs Tq = T):
+ * rt_attention_pool_dx (attention_pool.c) passes its pooled queries. */
+void rt_attend_dx_head(float *dq, int ldq, int Tq, float *dk, float *dv, const float *q, const float *k, const float *v,
+                       const float *dO, int ld, int ldo, int T, int hd, int causal, float scale, float *P, float *dP) {
   for (int t = 0; t < T; t++) { /* dK, dV accumulate over query blocks */
     memset(dk + (size_t)t * ld, 0, (size_t)hd * sizeof(float));
     memset(dv + (size_t)t * ld, 0, (size_t)hd * sizeof(float));
@@ -283,12 +286,12 @@ static void attn_dx_head(float *dq, float *dk, float *dv, const float *q, const 
    * products filled at T = 16384, making every later product in the process create its own. */
   int step = (T / 8 + RT_ATTN_BQ - 1) / RT_ATTN_BQ * RT_ATTN_BQ;
   step = step > 0 ? step : RT_ATTN_BQ;
-  for (int q0 = 0; q0 < T; q0 += RT_ATTN_BQ) {
-    int nq = T - q0 < RT_ATTN_BQ ? T - q0 : RT_ATTN_BQ;
+  for (int q0 = 0; q0 < Tq; q0 += RT_ATTN_BQ) {
+    int nq = Tq - q0 < RT_ATTN_BQ ? Tq - q0 : RT_ATTN_BQ;
     int kend = causal ? (q0 + nq + step - 1) / step * step : T;
     kend = kend < T ? kend : T;
     /* P = scale Q K^T (scaled row by row below, as the forward's S), dP = dO V^T */
-    rt_gemm(0, 1, nq, kend, hd, RT_DT_F32, q + (size_t)q0 * ld, ld, RT_DT_F32, k, ld, 0.0f, P, kend);
+    rt_gemm(0, 1, nq, kend, hd, RT_DT_F32, q + (size_t)q0 * ldq, ldq, RT_DT_F32, k, ld, 0.0f, P, kend);
     rt_gemm(0, 1, nq, kend, hd, RT_DT_F32, dO + (size_t)q0 * ldo, ldo, RT_DT_F32, v, ld, 0.0f, dP, kend);
     for (int i = 0; i < nq; i++) {
       float *p = P + (size_t)i * kend, *dp = dP + (size_t)i * kend;
@@ -317,8 +320,8 @@ static void attn_dx_head(float *dq, float *dk, float *dv, const float *q, const 
         p[j] = dp[j] = 0.0f;
     }
     rt_gemm(1, 0, kend, hd, nq, RT_DT_F32, P, kend, RT_DT_F32, dO + (size_t)q0 * ldo, ldo, 1.0f, dv, ld);
-    rt_gemm(0, 0, nq, hd, kend, RT_DT_F32, dP, kend, RT_DT_F32, k, ld, 0.0f, dq + (size_t)q0 * ld, ld);
-    rt_gemm(1, 0, kend, hd, nq, RT_DT_F32, dP, kend, RT_DT_F32, q + (size_t)q0 * ld, ld, 1.0f, dk, ld);
+    rt_gemm(0, 0, nq, hd, kend, RT_DT_F32, dP, kend, RT_DT_F32, k, ld, 0.0f, dq + (size_t)q0 * ldq, ldq);
+    rt_gemm(1, 0, kend, hd, nq, RT_DT_F32, dP, kend, RT_DT_F32, q + (size_t)q0 * ldq, ldq, 1.0f, dk, ld);
   }
 }
 
@@ -344,8 +347,8 @@ static void attn_dx_tasks(void *p, int lo, int hi) {
     size_t off = (size_t)b * T * ld + (size_t)h * hd;
     const float *q = a->qkv + off;
     float *dq = a->dqkv + off;
-    attn_dx_head(dq, dq + C, dq + 2 * C, q, q + C, q + 2 * C, a->dy + (size_t)b * T * C + (size_t)h * hd, (int)ld, C, T,
-                 hd, a->causal, a->scale, P, dP);
+    rt_attend_dx_head(dq, (int)ld, T, dq + C, dq + 2 * C, q, q + C, q + 2 * C, a->dy + (size_t)b * T * C + (size_t)h * hd,
+                      (int)ld, C, T, hd, a->causal, a->scale, P, dP);
   }
 }
 

@@ -267,6 +267,23 @@ void rt_linformer_ref(float *out, const float *qkv, const float *E, const float 
 void rt_linformer_dx_ref(float *dqkv, float *dE, float *dF, const float *qkv, const float *E, const float *F,
                          const float *dy, int B, int nt, int T, int C, int n_head, int K);
 
+/* ---- sequence compression (kernels/funnel.c) ---- */
+
+/* One (batch, head) of attention with Tq queries (row stride ldq) over T keys and values (stride
+ * ld), forward and backward (attention.c; their scratch as rt_attention's and rt_attention_dx's
+ * per-task slices). rt_attention passes its own queries (Tq = T), rt_attention_pool its pooled ones. */
+void rt_attend_head(float *o, int ldo, const float *q, int ldq, int Tq, const float *k, const float *v, int ld, int T,
+                    int hd, int causal, float scale, float *S, float *O, float *m, float *l);
+void rt_attend_dx_head(float *dq, int ldq, int Tq, float *dk, float *dv, const float *q, const float *k, const float *v,
+                       const float *dO, int ld, int ldo, int T, int hd, int causal, float scale, float *P, float *dP);
+/* Naive twins of rt_seq_pool, rt_upsample, rt_attention_pool(_dx) (modelc_rt.h): each output
+ * element from its definition, double accumulation, serial, no scratch. */
+void rt_seq_pool_ref(float *out, const float *x, int B, int T, int C, int stride, double scale);
+void rt_upsample_ref(float *out, const float *x, int B, int T, int C, int stride, double scale);
+void rt_attention_pool_ref(float *out, const float *qkv, int B, int T, int C, int n_head, int stride);
+void rt_attention_pool_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
+                              int stride);
+
 /* ---- rotary positions (kernels/rope.c) ---- */
 
 /* Naive twin of rt_rope (modelc_rt.h): serial, double precision, one angle per element. */

@@ -46,6 +46,9 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   if (rt_check_outputs(prog, "generate", outs, 1, ins, 1)) return EXIT_USER;
   if (m->vocab < RT_BYTE_VOCAB)
     return rt_usage_error(prog, "generate", "the byte tokenizer needs a vocabulary of at least 256");
+  if (m->time_multiple > 1)
+    return rt_usage_error(prog, "generate", "the model pools its sequence (its lengths are multiples of the pooling "
+                                            "strides), so it cannot run the growing windows of generation");
   RtError err;
   err.msg[0] = 0; /* set by what fails; a failed malloc here leaves it empty */
   RtRun r;

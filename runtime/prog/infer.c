@@ -253,6 +253,8 @@ int rt_verb_eval(const char *prog, int argc, char **argv, const RtModel *m) {
       /* a batch of windows of T inputs and their next bytes; the last window may be shorter */
       size_t left = n - 1 - pos;
       if (left < (size_t)T) nt = (int)left;
+      if (m->time_multiple > 1) nt -= nt % m->time_multiple; /* a pooled sequence: whole groups only */
+      if (nt == 0) break;
       for (; nb < B && pos + 1 < n && n - 1 - pos >= (size_t)nt; nb++) {
         for (int t = 0; t < nt; t++) {
           ids[nb * nt + t] = buf[pos + (size_t)t];

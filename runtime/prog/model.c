@@ -449,6 +449,9 @@ int rt_prog_read_tokens(const RtModel *m, const char *path, int32_t **ids, int *
   else if (a.shape[0] < 1 || a.shape[0] > m->batch || a.shape[1] < 1 || a.shape[1] > m->context)
     rc = rt_fail(err, "%s: tokens [%lld,%lld] exceed the compiled shape [%lld,%lld] (or are empty)", path,
                  (long long)a.shape[0], (long long)a.shape[1], (long long)m->batch, (long long)m->context);
+  else if (m->time_multiple > 1 && a.shape[1] % m->time_multiple != 0)
+    rc = rt_fail(err, "%s: tokens [%lld,%lld]: the model pools its sequence, so the length must be a multiple of %d",
+                 path, (long long)a.shape[0], (long long)a.shape[1], m->time_multiple);
   if (rc) {
     rt_npy_free(&a);
     return rc;

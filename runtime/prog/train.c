@@ -80,6 +80,8 @@ static double evaluate(Trainer *t) {
     int nb = 0, nt = T;
     size_t left = n - 1 - pos;
     if (left < (size_t)T) nt = (int)left;
+    if (m->time_multiple > 1) nt -= nt % m->time_multiple; /* a pooled sequence: whole groups only */
+    if (nt == 0) break;
     for (; nb < B && pos + 1 < n && n - 1 - pos >= (size_t)nt; nb++) {
       for (int i = 0; i < nt; i++) {
         t->ids[nb * nt + i] = buf[pos + (size_t)i];

@@ -75,4 +75,26 @@ static inline void ref_config(const char *dir, const char *spec, const char *fix
   rt_npy_free(&y), rt_npy_free(&r), rt_npy_free(&rl);
 }
 
+/* Builds SPEC with PASS by both backends, runs `forward` on WEIGHTS and TOKENS (a call other than
+ * the fixture's batch, e.g. shorter than the compiled length) and checks the logits against WANT
+ * (within 1e-5 of the largest) and C against LLVM (the same bytes). */
+static inline void ref_forward_call(const char *dir, const char *spec, const char *pass, const char *weights,
+                                    const char *tokens, const char *want, const char *label) {
+  ref_build(dir, spec, pass, "c", "");
+  ref_build(dir, spec, pass, "l", "--backend=llvm");
+  for (int b = 0; b < 2; b++)
+    ck_assert_int_eq(sh("%s/%s forward --weights %s --tokens %s --out %s/%s.npy", dir, b ? "l" : "c", weights, tokens, dir,
+                        b ? "l" : "c"),
+                     0);
+  char p[512];
+  snprintf(p, sizeof p, "%s/c.npy", dir);
+  RtNpy y = load(p), r = load(want);
+  ck_assert_int_eq(numel(&y), numel(&r));
+  double e = max_rel(y.data, r.data, numel(&r));
+  printf("%s: logits %.3g\n", label, e);
+  ck_assert_msg(e <= 1e-5, "%s: logits differ from PyTorch by %g", label, e);
+  ck_assert_msg(sh("cmp -s %s/c.npy %s/l.npy", dir, dir) == 0, "%s: C vs LLVM", label);
+  rt_npy_free(&y), rt_npy_free(&r);
+}
+
 #endif

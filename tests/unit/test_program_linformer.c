@@ -42,21 +42,8 @@ END_TEST
 
 /* nt = 11 < T = 16: the projections' first 11 columns */
 START_TEST(shorter_call) {
-  ref_build(tmp, SPEC, "linformer<k=4>", "c", "");
-  ref_build(tmp, SPEC, "linformer<k=4>", "l", "--backend=llvm");
-  for (int b = 0; b < 2; b++)
-    ck_assert_int_eq(sh("%s/%s forward --weights " FIX "/weights_none.safetensors --tokens " FIX "/short.npy --out %s/%s.npy",
-                        tmp, b ? "l" : "c", tmp, b ? "l" : "c"),
-                     0);
-  char p[512];
-  snprintf(p, sizeof p, "%s/c.npy", tmp);
-  RtNpy y = load(p), r = load(FIX "/logits_short.npy");
-  ck_assert_int_eq(numel(&y), numel(&r));
-  double e = max_rel(y.data, r.data, numel(&r));
-  printf("linformer-tiny, 11 of 16 positions: logits %.3g\n", e);
-  ck_assert_msg(e <= 1e-5, "short call: logits differ from PyTorch by %g", e);
-  ck_assert_msg(sh("cmp -s %s/c.npy %s/l.npy", tmp, tmp) == 0, "short call: C vs LLVM");
-  rt_npy_free(&y), rt_npy_free(&r);
+  ref_forward_call(tmp, SPEC, "linformer<k=4>", FIX "/weights_none.safetensors", FIX "/short.npy", FIX "/logits_short.npy",
+                   "linformer-tiny, 11 of 16 positions");
 }
 END_TEST
 

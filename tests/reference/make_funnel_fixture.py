@@ -1,0 +1,156 @@
+#!/usr/bin/python3
+"""make_funnel_fixture.py: the independent PyTorch reference for sequence compression.
+
+The model of tests/reference/specs/funnel-tiny.yaml, a small Funnel-Transformer encoder written here
+from the paper (Dai et al. 2020, "Funnel-Transformer: Filtering out Sequential Redundancy for
+Efficient Language Processing", sec. 2.2 and its pool_q_only option): after a pool, the next
+block's attention takes its queries from the mean-pooled hidden states and its keys and values
+from the unpooled ones,
+
+    h' = LayerNorm(pool(h) + Attn(Q = pool(h), KV = h))
+
+(the residual is the pooled input); pool is a mean over non-overlapping windows of `stride`
+positions (avg_pool with kernel = stride). The decoder's up-sampling repeats every position of the
+last hidden states 2^k times and adds the hidden states from before the first pool. Attention here
+is the standard absolute-position kind (positions are a learned table before the first pool),
+not the paper's relative attention; no separate [CLS]. Nothing here reads modelc's code or IR;
+only the parameter names follow docs/spec.md.
+
+  embedding  wte [V,H] + wpe [T,H], LayerNorm ln_emb
+  block      post-LN: x = ln_1(x + attn(x)); x = ln_2(x + mlp(x)); attention c_attn H->3H (q|k|v),
+             c_proj; mlp c_fc -> exact GELU -> c_proj
+  layers     enc.0 (T=16) | pool 2 | p1 (pooled queries, 16 -> 8) | mid.0 (T=8) | pool 2 |
+             p2 (8 -> 4) | upsample x4 + the stream before the first pool | dec (T=16) | lm_head
+  loss       mean cross-entropy over B*T positions (token-level: every position's gradient flows
+             back through the upsample, both pools and the pooled-query attentions)
+
+Writes under tests/reference/fixtures/funnel-tiny/:
+  weights.safetensors  the parameters (float32)
+  logits.npy           float32 [B,T,V] logits (computed in float64)
+  loss.npy             the mean cross-entropy against targets.npy
+  grads.safetensors    d loss / d parameter (float64 autograd, stored as float32)
+  tokens.npy, targets.npy  the int32 [B,T] batch
+  short.npy, logits_short.npy  an int32 [B,8] batch (8 < T, a multiple of the pools' 4) and its
+                       logits (positions wpe[:8]; 8 -> 4 -> 2 positions; upsampled back to 8)
+  odd.npy              an int32 [B,6] batch, which the program must refuse (6 is no multiple of 4)
+
+Regenerate (Debian's python3-torch, python3-numpy):
+    /usr/bin/python3 tests/reference/make_funnel_fixture.py
+"""
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from make_fixtures import save_safetensors  # the file format only (this folder)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OUT = os.path.join(ROOT, "tests", "reference", "fixtures", "funnel-tiny")
+V, H, T, B, HEADS, HID, EPS, NSHORT = 64, 16, 16, 2, 2, 32, 1e-5, 8
+
+
+def mean_pool(x, stride):
+    """[b, n, H] -> [b, n/stride, H]: the mean of each window of `stride` positions."""
+    return F.avg_pool1d(x.transpose(1, 2), stride, stride=stride).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Multi-head bidirectional attention of queries from `xq` over keys and values from `xkv`."""
+    def __init__(self):
+        super().__init__()
+        self.c_attn, self.c_proj = nn.Linear(H, 3 * H), nn.Linear(H, H)
+
+    def forward(self, xq, xkv):
+        d = H // HEADS
+        wq, wk, wv = self.c_attn.weight.split(H, dim=0)
+        bq, bk, bv = self.c_attn.bias.split(H, dim=0)
+        q, k, v = F.linear(xq, wq, bq), F.linear(xkv, wk, bk), F.linear(xkv, wv, bv)
+        heads = lambda t: t.view(t.shape[0], t.shape[1], HEADS, d).transpose(1, 2)
+        p = torch.softmax(heads(q) @ heads(k).transpose(-2, -1) / math.sqrt(d), dim=-1)
+        o = (p @ heads(v)).transpose(1, 2)
+        return self.c_proj(o.reshape(o.shape[0], o.shape[1], H))
+
+
+class Block(nn.Module):
+    """Post-LN block; with `stride`, the Funnel block after a pool (pooled queries and residual)."""
+    def __init__(self, stride=1):
+        super().__init__()
+        self.stride = stride
+        self.attn, self.ln_1 = Attention(), nn.LayerNorm(H, eps=EPS)
+        self.mlp = nn.ModuleDict({"c_fc": nn.Linear(H, HID), "c_proj": nn.Linear(HID, H)})
+        self.ln_2 = nn.LayerNorm(H, eps=EPS)
+
+    def forward(self, x):
+        q = mean_pool(x, self.stride) if self.stride > 1 else x
+        x = self.ln_1(q + self.attn(q, x))
+        return self.ln_2(x + self.mlp["c_proj"](F.gelu(self.mlp["c_fc"](x))))
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    gen = torch.Generator().manual_seed(14)
+
+    def rnd(*shape, std=0.3, mean=0.0):
+        return nn.Parameter(torch.randn(*shape, generator=gen, dtype=torch.float64) * std + mean)
+
+    tokens = torch.randint(0, V, (B, T), generator=gen)
+    targets = torch.randint(0, V, (B, T), generator=gen)
+    short = torch.randint(0, V, (B, NSHORT), generator=gen)
+    wte, wpe = rnd(V, H), rnd(T, H)
+    ln_emb = nn.LayerNorm(H, eps=EPS).double()
+    ln_emb.weight, ln_emb.bias = rnd(H, mean=1.0), rnd(H)
+    named = [("wte.weight", wte), ("wpe.weight", wpe), ("ln_emb.weight", ln_emb.weight), ("ln_emb.bias", ln_emb.bias)]
+    blocks = {}
+    # (name, stride, parameter prefix of each sub-layer): repeat blocks name ln_1/ln_2 inside the
+    # block; top-level layers carry their own names (funnel-tiny.yaml)
+    plan = [("enc", 1, ["enc.0.attn", "enc.0.ln_1", "enc.0.mlp", "enc.0.ln_2"]),
+            ("p1", 2, ["p1_attn", "p1_ln_1", "p1_mlp", "p1_ln_2"]),
+            ("mid", 1, ["mid.0.attn", "mid.0.ln_1", "mid.0.mlp", "mid.0.ln_2"]),
+            ("p2", 2, ["p2_attn", "p2_ln_1", "p2_mlp", "p2_ln_2"]),
+            ("dec", 1, ["dec_attn", "dec_ln_1", "dec_mlp", "dec_ln_2"])]
+    for key, stride, (pa, pl1, pm, pl2) in plan:
+        blk = Block(stride).double()
+        blocks[key] = blk
+        for name, mod in [(pa + ".c_attn", blk.attn.c_attn), (pa + ".c_proj", blk.attn.c_proj), (pl1, blk.ln_1),
+                          (pm + ".c_fc", blk.mlp["c_fc"]), (pm + ".c_proj", blk.mlp["c_proj"]), (pl2, blk.ln_2)]:
+            norm = isinstance(mod, nn.LayerNorm)
+            mod.weight = rnd(*mod.weight.shape, mean=1.0 if norm else 0.0)
+            mod.bias = rnd(*mod.bias.shape)
+            named += [(name + ".weight", mod.weight), (name + ".bias", mod.bias)]
+    lm_head = rnd(V, H)
+    named.append(("lm_head.weight", lm_head))
+    for _, p in named:  # the weights hold float32 values, as our program's
+        p.data = p.data.float().double()
+
+    def forward(tokens):
+        n = tokens.shape[1]
+        x = ln_emb(F.embedding(tokens, wte) + wpe[:n])
+        x = blocks["enc"](x)
+        before = x                                          # the stream before the first pool
+        x = blocks["mid"](blocks["p1"](x))                  # 16 -> 8 positions
+        x = blocks["p2"](x)                                 # 8 -> 4
+        x = torch.repeat_interleave(x, 4, dim=1) + before   # the decoder's input: back to 16
+        return F.linear(blocks["dec"](x), lm_head)
+
+    logits = forward(tokens)
+    with torch.no_grad():  # a call of 8 positions (a multiple of the strides' product 4)
+        np.save(os.path.join(OUT, "short.npy"), short.numpy().astype(np.int32))
+        np.save(os.path.join(OUT, "odd.npy"), short[:, :6].numpy().astype(np.int32))  # refused: 6 % 4 != 0
+        np.save(os.path.join(OUT, "logits_short.npy"), forward(short).numpy().astype(np.float32))
+    loss = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
+    loss.backward()
+
+    np.save(os.path.join(OUT, "tokens.npy"), tokens.numpy().astype(np.int32))
+    np.save(os.path.join(OUT, "targets.npy"), targets.numpy().astype(np.int32))
+    save_safetensors(os.path.join(OUT, "weights.safetensors"), named)
+    save_safetensors(os.path.join(OUT, "grads.safetensors"), [(n, p.grad) for n, p in named])
+    np.save(os.path.join(OUT, "logits.npy"), logits.detach().numpy().astype(np.float32))
+    np.save(os.path.join(OUT, "loss.npy"), np.array([loss.item()], dtype=np.float32))
+    print(f"funnel-tiny: {len(named)} tensors, {sum(p.numel() for _, p in named)} parameters, loss {loss.item():.6f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+/* test_program_funnel.c: sequence compression (pool, upsample) against a PyTorch Funnel encoder.
+ *
+ * The reference is tests/reference/make_funnel_fixture.py's: funnel-tiny (post-LN, bidirectional,
+ * T = 16 pooled to 8 then 4, each pool's next block attending with pooled queries over the
+ * unpooled keys and values and adding the pooled input, a repeat at length 8, an upsample x4 plus
+ * the stream before the first pool, a full-length block, a token-level head), written from the
+ * paper in torch. Built by both backends (ref_program.h): the program's parameters are the
+ * reference's, the logits within 1e-5 of the largest, the loss within 1e-5 relative, every
+ * gradient within 2e-5 of its largest element (measured: 1.3e-6), the C and LLVM backends
+ * byte-identical. Then a call of 8 positions (every pooled length halves at run time: 8 -> 4 -> 2)
+ * against the reference, both backends; a length that is not a multiple of 4 is refused; and the
+ * IR: which ops the spec lowers to, the shortened block function, the backward ops. */
+#include <check.h>
+
+#include "check_run.h"
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../../compiler/frontend/spec.h"
+#include "../../runtime/modelc_rt.h"
+#include "ref_program.h"
+
+#define FIX "tests/reference/fixtures/funnel-tiny"
+#define SPEC "tests/reference/specs/funnel-tiny.yaml"
+static char tmp[256];
+
+static void setup(void) {
+  snprintf(tmp, sizeof tmp, "/tmp/modelc_funnel_XXXXXX");
+  ck_assert(mkdtemp(tmp));
+}
+static void teardown(void) { sh("rm -rf %s", tmp); }
+
+/* ref_config runs a pass before autodiff; dce changes nothing here */
+START_TEST(forward_backward) { ref_config(tmp, SPEC, FIX, "dce", "", 2e-5); }
+END_TEST
+
+/* nt = 8 < T = 16: the pooled lengths are nt/2 and nt/4 at run time */
+START_TEST(shorter_call) {
+  ref_forward_call(tmp, SPEC, "dce", FIX "/weights.safetensors", FIX "/short.npy", FIX "/logits_short.npy",
+                   "funnel-tiny, 8 of 16 positions");
+  /* 6 positions do not pool twice: a clear error, exit 1 */
+  ck_assert_int_eq(sh("%s/c forward --weights " FIX "/weights.safetensors --tokens " FIX "/odd.npy --out %s/odd.npy 2> %s/err.txt",
+                      tmp, tmp, tmp),
+                   1);
+  ck_assert_int_eq(sh("grep -q 'must be a multiple of 4' %s/err.txt", tmp), 0);
+}
+END_TEST
+
+/* ops of kind k in function `fn` (NULL: every function) */
+static int count_ops(const Module *m, OpKind k, const char *fn) {
+  int n = 0;
+  for (int i = 0; i < m->nfunc; i++)
+    for (const Op *op = m->funcs[i]->first; op && (!fn || !strcmp(m->funcs[i]->name, fn)); op = op->next) n += op->kind == k;
+  return n;
+}
+
+START_TEST(ir_lowered) {
+  Diag d;
+  diag_init(&d, stderr);
+  Spec *s = fe_parse_spec_file(SPEC, &d);
+  ck_assert_ptr_nonnull(s);
+  Module *m = fe_lower(s, &d);
+  ck_assert_ptr_nonnull(m);
+  ck_assert_int_eq(count_ops(m, OP_SEQ_POOL, NULL), 2);       /* the residuals of the two pooled blocks */
+  ck_assert_int_eq(count_ops(m, OP_ATTENTION_POOL, NULL), 2); /* their attentions */
+  ck_assert_int_eq(count_ops(m, OP_UPSAMPLE, NULL), 1);
+  for (const Op *op = ir_find_func(m, "forward")->first; op; op = op->next)
+    if (op->kind == OP_UPSAMPLE) ck_assert_int_eq(ir_attr_i(op, "stride"), 4); /* both pools undone at once */
+  const Func *mid = ir_find_func(m, "mid"); /* the repeat after the first pool runs at 8 positions */
+  ck_assert_ptr_nonnull(mid);
+  ck_assert_int_eq(mid->args[0]->type.dim[1], 8);
+  Pipeline p;
+  pass_pipeline_init(&p);
+  ck_assert(pass_parse_pipeline(&p, "autodiff", "test", 1, 1, &d));
+  PassRunConfig cfg = {.verify_each = true};
+  ck_assert(pass_run_pipeline(m, &p, &cfg, &d));
+  pass_pipeline_free(&p);
+  /* @train: the forward's ops and each one's gradient (each is the other's adjoint) */
+  ck_assert_int_eq(count_ops(m, OP_ATTENTION_POOL_DX, "train"), 2);
+  ck_assert_int_eq(count_ops(m, OP_SEQ_POOL, "train"), 3);  /* the forward's two, and upsample's gradient */
+  ck_assert_int_eq(count_ops(m, OP_UPSAMPLE, "train"), 3);  /* the forward's one, and the two pools' gradients */
+  ir_module_free(m), fe_spec_free(s);
+  diag_free(&d);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("program_funnel");
+  TCase *tc = tcase_create("funnel");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, forward_backward);
+  tcase_add_test(tc, shorter_call);
+  tcase_add_test(tc, ir_lowered);
+  suite_add_tcase(s, tc);
+  return check_run(s);
+}
