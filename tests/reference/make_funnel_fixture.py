@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """make_funnel_fixture.py: the independent PyTorch reference for sequence compression.
 
-The model of tests/reference/specs/funnel-tiny.yaml, a small Funnel-Transformer encoder written here
+The model of tests/reference/specs/funnel-mini.yaml, a small Funnel-Transformer encoder written here
 from the paper (Dai et al. 2020, "Funnel-Transformer: Filtering out Sequential Redundancy for
 Efficient Language Processing", sec. 2.2 and its pool_q_only option): after a pool, the next
 block's attention takes its queries from the mean-pooled hidden states and its keys and values
@@ -24,7 +24,7 @@ only the parameter names follow docs/spec.md.
   loss       mean cross-entropy over B*T positions (token-level: every position's gradient flows
              back through the upsample, both pools and the pooled-query attentions)
 
-Writes under tests/reference/fixtures/funnel-tiny/:
+Writes under tests/reference/fixtures/funnel-mini/:
   weights.safetensors  the parameters (float32)
   logits.npy           float32 [B,T,V] logits (computed in float64)
   loss.npy             the mean cross-entropy against targets.npy
@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from make_fixtures import save_safetensors  # the file format only (this folder)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OUT = os.path.join(ROOT, "tests", "reference", "fixtures", "funnel-tiny")
+OUT = os.path.join(ROOT, "tests", "reference", "fixtures", "funnel-mini")
 V, H, T, B, HEADS, HID, EPS, NSHORT = 64, 16, 16, 2, 2, 32, 1e-5, 8
 
 
@@ -105,7 +105,7 @@ def main():
     named = [("wte.weight", wte), ("wpe.weight", wpe), ("ln_emb.weight", ln_emb.weight), ("ln_emb.bias", ln_emb.bias)]
     blocks = {}
     # (name, stride, parameter prefix of each sub-layer): repeat blocks name ln_1/ln_2 inside the
-    # block; top-level layers carry their own names (funnel-tiny.yaml)
+    # block; top-level layers carry their own names (funnel-mini.yaml)
     plan = [("enc", 1, ["enc.0.attn", "enc.0.ln_1", "enc.0.mlp", "enc.0.ln_2"]),
             ("p1", 2, ["p1_attn", "p1_ln_1", "p1_mlp", "p1_ln_2"]),
             ("mid", 1, ["mid.0.attn", "mid.0.ln_1", "mid.0.mlp", "mid.0.ln_2"]),
@@ -149,7 +149,7 @@ def main():
     save_safetensors(os.path.join(OUT, "grads.safetensors"), [(n, p.grad) for n, p in named])
     np.save(os.path.join(OUT, "logits.npy"), logits.detach().numpy().astype(np.float32))
     np.save(os.path.join(OUT, "loss.npy"), np.array([loss.item()], dtype=np.float32))
-    print(f"funnel-tiny: {len(named)} tensors, {sum(p.numel() for _, p in named)} parameters, loss {loss.item():.6f}")
+    print(f"funnel-mini: {len(named)} tensors, {sum(p.numel() for _, p in named)} parameters, loss {loss.item():.6f}")
 
 
 if __name__ == "__main__":

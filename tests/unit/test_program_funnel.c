@@ -1,6 +1,6 @@
 /* test_program_funnel.c: sequence compression (pool, upsample) against a PyTorch Funnel encoder.
  *
- * The reference is tests/reference/make_funnel_fixture.py's: funnel-tiny (post-LN, bidirectional,
+ * The reference is tests/reference/make_funnel_fixture.py's: funnel-mini (post-LN, bidirectional,
  * T = 16 pooled to 8 then 4, each pool's next block attending with pooled queries over the
  * unpooled keys and values and adding the pooled input, a repeat at length 8, an upsample x4 plus
  * the stream before the first pool, a full-length block, a token-level head), written from the
@@ -21,8 +21,8 @@
 #include "../../runtime/modelc_rt.h"
 #include "ref_program.h"
 
-#define FIX "tests/reference/fixtures/funnel-tiny"
-#define SPEC "tests/reference/specs/funnel-tiny.yaml"
+#define FIX "tests/reference/fixtures/funnel-mini"
+#define SPEC "tests/reference/specs/funnel-mini.yaml"
 static char tmp[256];
 
 static void setup(void) {
@@ -38,7 +38,7 @@ END_TEST
 /* nt = 8 < T = 16: the pooled lengths are nt/2 and nt/4 at run time */
 START_TEST(shorter_call) {
   ref_forward_call(tmp, SPEC, "dce", FIX "/weights.safetensors", FIX "/short.npy", FIX "/logits_short.npy",
-                   "funnel-tiny, 8 of 16 positions");
+                   "funnel-mini, 8 of 16 positions");
   /* 6 positions do not pool twice: a clear error, exit 1 */
   ck_assert_int_eq(sh("%s/c forward --weights " FIX "/weights.safetensors --tokens " FIX "/odd.npy --out %s/odd.npy 2> %s/err.txt",
                       tmp, tmp, tmp),
