@@ -24,6 +24,11 @@ only the parameter names follow docs/spec.md.
   loss       mean cross-entropy over B*T positions (token-level: every position's gradient flows
              back through the upsample, both pools and the pooled-query attentions)
 
+funnel-cls (tests/reference/specs/funnel-cls.yaml) is the classifier form: wte + wpe, one full
+block b1, pool 2, block p1, pool 2, block p2 (4 positions), a mean-pool classifier of 3 classes
+straight on the pooled sequence (no upsample); loss: cross-entropy of B class targets. Its
+fixture folder funnel-cls holds the same five files (targets int32 [B]).
+
 Writes under tests/reference/fixtures/funnel-mini/:
   weights.safetensors  the parameters (float32)
   logits.npy           float32 [B,T,V] logits (computed in float64)
@@ -152,5 +157,50 @@ def main():
     print(f"funnel-mini: {len(named)} tensors, {sum(p.numel() for _, p in named)} parameters, loss {loss.item():.6f}")
 
 
+def classifier():
+    """funnel-cls: two pools straight into a mean-pool classifier (no upsample): 16 -> 8 -> 4."""
+    out = os.path.join(ROOT, "tests", "reference", "fixtures", "funnel-cls")
+    os.makedirs(out, exist_ok=True)
+    gen = torch.Generator().manual_seed(15)
+
+    def rnd(*shape, std=0.3, mean=0.0):
+        return nn.Parameter(torch.randn(*shape, generator=gen, dtype=torch.float64) * std + mean)
+
+    classes = 3
+    tokens = torch.randint(0, V, (B, T), generator=gen)
+    targets = torch.randint(0, classes, (B,), generator=gen)
+    wte, wpe = rnd(V, H), rnd(T, H)
+    named = [("wte.weight", wte), ("wpe.weight", wpe)]
+    blocks = []
+    for key, stride in (("b1", 1), ("p1", 2), ("p2", 2)):
+        blk = Block(stride).double()
+        blocks.append(blk)
+        for name, mod in [(key + "_attn.c_attn", blk.attn.c_attn), (key + "_attn.c_proj", blk.attn.c_proj),
+                          (key + "_ln_1", blk.ln_1), (key + "_mlp.c_fc", blk.mlp["c_fc"]),
+                          (key + "_mlp.c_proj", blk.mlp["c_proj"]), (key + "_ln_2", blk.ln_2)]:
+            norm = isinstance(mod, nn.LayerNorm)
+            mod.weight = rnd(*mod.weight.shape, mean=1.0 if norm else 0.0)
+            mod.bias = rnd(*mod.bias.shape)
+            named += [(name + ".weight", mod.weight), (name + ".bias", mod.bias)]
+    cw, cb = rnd(classes, H), rnd(classes)
+    named += [("classifier.weight", cw), ("classifier.bias", cb)]
+    for _, p in named:
+        p.data = p.data.float().double()
+    x = F.embedding(tokens, wte) + wpe
+    for blk in blocks:
+        x = blk(x)
+    logits = F.linear(x.mean(dim=1), cw, cb)  # the classifier's mean over the 4 pooled positions
+    loss = F.cross_entropy(logits, targets)
+    loss.backward()
+    np.save(os.path.join(out, "tokens.npy"), tokens.numpy().astype(np.int32))
+    np.save(os.path.join(out, "targets.npy"), targets.numpy().astype(np.int32))
+    save_safetensors(os.path.join(out, "weights.safetensors"), named)
+    save_safetensors(os.path.join(out, "grads.safetensors"), [(n, p.grad) for n, p in named])
+    np.save(os.path.join(out, "logits.npy"), logits.detach().numpy().astype(np.float32))
+    np.save(os.path.join(out, "loss.npy"), np.array([loss.item()], dtype=np.float32))
+    print(f"funnel-cls: {len(named)} tensors, {sum(p.numel() for _, p in named)} parameters, loss {loss.item():.6f}")
+
+
 if __name__ == "__main__":
     main()
+    classifier()

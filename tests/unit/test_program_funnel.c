@@ -7,7 +7,8 @@
  * paper in torch. Built by both backends (ref_program.h): the program's parameters are the
  * reference's, the logits within 1e-5 of the largest, the loss within 1e-5 relative, every
  * gradient within 2e-5 of its largest element (measured: 1.3e-6), the C and LLVM backends
- * byte-identical. Then a call of 8 positions (every pooled length halves at run time: 8 -> 4 -> 2)
+ * byte-identical. The same for funnel-cls, two pools straight into a mean-pool classifier (the
+ * classifier's pool and its gradient over the shortened sequence). Then a call of 8 positions (every pooled length halves at run time: 8 -> 4 -> 2)
  * against the reference, both backends; a length that is not a multiple of 4 is refused; and the
  * IR: which ops the spec lowers to, the shortened block function, the backward ops. */
 #include <check.h>
@@ -33,6 +34,12 @@ static void teardown(void) { sh("rm -rf %s", tmp); }
 
 /* ref_config runs a pass before autodiff; dce changes nothing here */
 START_TEST(forward_backward) { ref_config(tmp, SPEC, FIX, "dce", "", 2e-5); }
+END_TEST
+
+/* funnel-cls: two pools straight into a mean-pool classifier (pool and pool_dx over 4 positions) */
+START_TEST(classifier) {
+  ref_config(tmp, "tests/reference/specs/funnel-cls.yaml", "tests/reference/fixtures/funnel-cls", "dce", "", 2e-5);
+}
 END_TEST
 
 /* nt = 8 < T = 16: the pooled lengths are nt/2 and nt/4 at run time */
@@ -91,6 +98,7 @@ int main(void) {
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, forward_backward);
+  tcase_add_test(tc, classifier);
   tcase_add_test(tc, shorter_call);
   tcase_add_test(tc, ir_lowered);
   suite_add_tcase(s, tc);
