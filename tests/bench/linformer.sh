@@ -11,10 +11,7 @@
 # package must be installed). One token sees nothing of the others, so the model must gather the
 # window into its first token through attention. STEPS x 32 training rows (each seen once) come
 # from the first 90% of each file, 1024 test rows from the last 10% of each, never trained on
-# (tests/bench/linformer_data.py, numpy), in files of 128 rows: `PROG train --tokens` takes at most
-# the compiled batch (128 here, built with --batch=128), so the run is a chain of sessions of 4
-# steps of 32 rows, each on the next file, resumed from the previous one's checkpoint (optimiser
-# state, schedule and step carried over; the row cursor is back at 0 after 4 steps of 32 of 128).
+# (tests/bench/linformer_data.py, numpy); the chain of training sessions is tests/bench/topic_lib.bash's.
 #
 # Two programs train from the same initial weights (`init --seed 1`) with the same rows, batch 32,
 # lr 5e-4 (the spec's linear schedule, 100 warm-up steps), one thread:
@@ -46,10 +43,9 @@ if [ ! -f "$CORPUS" ]; then
   scripts/fortunes-corpus.sh "$OUT/corpus.txt" 2>/dev/null
   CORPUS=$OUT/corpus.txt
 fi
-ROWS=128
-PER=$((ROWS / 32)) NTEST=$((1024 / ROWS))
-NTRAIN=$(( (STEPS + PER - 1) / PER ))
-/usr/bin/python3 tests/bench/linformer_data.py "$CORPUS" "$OUT" 64 $((NTRAIN * ROWS)) 1024 $ROWS
+source tests/bench/topic_lib.bash
+topic_data "$OUT" "$CORPUS" "$STEPS"
+ROWS=$TOPIC_ROWS
 
 PASSES="autodiff,constfold,cse,fuse,dce,memplan"
 "$MODELC" build --batch=$ROWS --passes="$PASSES" examples/bert-tiny.yaml -o "$OUT/dense"
@@ -59,29 +55,12 @@ PASSES="autodiff,constfold,cse,fuse,dce,memplan"
 
 for n in dense linformer; do
   log "training $n: $STEPS steps"
-  start=$(date +%s.%N)
-  for ((c = 0; c * PER < STEPS; c++)); do
-    from=(--weights "$OUT/$n-init.safetensors")
-    [ "$c" -gt 0 ] && from=(--resume "$OUT/$n.ckpt.safetensors")
-    stop=$(( (c + 1) * PER < STEPS ? (c + 1) * PER : STEPS ))
-    "$OUT/$n" train "${from[@]}" --tokens "$OUT/train_x.$((c % NTRAIN)).npy" --targets "$OUT/train_y.$((c % NTRAIN)).npy" \
-      --steps "$STEPS" --stop-at "$stop" --batch 32 --lr 5e-4 --warmup 100 --eval-every 0 --threads 1 \
-      --checkpoint "$OUT/$n.ckpt.safetensors" --out "$OUT/$n.safetensors" --log "$OUT/$n.csv" >> "$OUT/$n.log" 2>&1
-  done
-  end=$(date +%s.%N)
-  awk -v a="$start" -v b="$end" 'BEGIN { printf "%.0f\n", b - a }' > "$OUT/$n.time"
-  "$OUT/$n" info | awk '/^parameters:/ { print $2 }' > "$OUT/$n.params"
-  for ((i = 0; i < NTEST; i++)); do
-    "$OUT/$n" forward --weights "$OUT/$n.safetensors" --tokens "$OUT/test_x.$i.npy" --out "$OUT/$n.logits.$i.npy" --threads 1
-  done
-  /usr/bin/python3 tests/bench/linformer_data.py --score "$OUT" "$n" "$NTEST" > "$OUT/$n.score"
-  awk -F, -v s="$STEPS" 'NR > 1 && $1 > s - s / 10 { t += $3; k++ } END { printf "%.4f\n", t / k }' "$OUT/$n.csv" \
-    > "$OUT/$n.train"
+  topic_train "$OUT" "$n" "$STEPS"
 done
 
 {
   echo "bert-tiny, dense attention vs linformer<k=$K> (T = 64), $STEPS steps of 32 rows, the same initial weights"
-  echo "and rows (is a 64-byte window from the fortunes' computers or songs-poems file; $((NTRAIN * ROWS)) training rows, each seen once, 1024 held-out test rows):"
+  echo "and rows (is a 64-byte window from the fortunes' computers or songs-poems file; $((TOPIC_NTRAIN * ROWS)) training rows, each seen once, 1024 held-out test rows):"
   echo
   echo "| attention | parameters | train loss (last 10% of steps) | test loss | test accuracy | training wall time (s, 1 thread, all sessions) |"
   echo "|---|---|---|---|---|---|"
