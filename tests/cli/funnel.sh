@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sequence compression (Funnel-Transformer; docs/spec.md "pool", "upsample"): examples/funnel-tiny.yaml
 # builds, reports fewer forward FLOPs than the same encoder unpooled, refuses token lengths that do
-# not pool (and generate), evaluates a text whose last window is cut to whole groups, and trains on
+# not pool (and generate) and IR whose time axes are no share of the sequence, evaluates a text whose last window is cut to whole groups, and trains on
 # the fortunes corpus (a 64 kB slice: 30 steps, the loss must fall).
 set -euo pipefail
 source "$(dirname "$0")/lib.bash"
@@ -33,6 +33,25 @@ expect_in "$TMP/err" "pools its sequence"
 # eval: 300 bytes are two windows of 128 and a last one of 43, cut to 40 (whole groups of 4)
 head -c 300 /dev/urandom > "$TMP/text.bin"
 expect_status 0 "$TMP/f" eval --weights "$TMP/w.safetensors" --data "$TMP/text.bin"
+
+# IR the backends cannot run: a time axis (8 of 12) that is no share of the sequence, located
+cat > "$TMP/odd.mir" <<'MIR'
+module @m {batch=2, context=12, dim=8, kind="encoder", vocab=16}
+entry @forward
+
+param @wte.weight : f32[16,8] init=normal(0.02)
+
+func @forward(%tokens: i32[2,12]) -> f32[2,8,16] {
+  %0 = param {p=@wte.weight} : f32[16,8]
+  %1 = embedding(%tokens, %0) : f32[2,12,8]
+  %2 = seq_pool(%1) {scale=0.25, stride=3} : f32[2,4,8]
+  %3 = upsample(%2) {scale=1.0, stride=2} : f32[2,8,8]
+  %4 = linear(%3, %0) : f32[2,8,16]
+  return %4
+}
+MIR
+expect_status 1 "$MODELC" build "$TMP/odd.mir" -o "$TMP/odd"
+expect_in "$TMP/err" "odd.mir:10:3: error: backend: in @forward: upsample: a time axis of extent 8 is neither the sequence length 12 nor a divisor of it"
 
 if [ -d /usr/share/games/fortunes ]; then
   scripts/fortunes-corpus.sh "$TMP/fortunes.txt" 2>/dev/null
