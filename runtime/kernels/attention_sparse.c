@@ -453,6 +453,94 @@ static int sp_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int q0, i
   return W;
 }
 
+/* ---- strided's class products: small GEMMs (a class chunk is at most tile x nc x hd) ----------- *
+ * A class's rows are l * 3C floats apart, so its chunks are many small products (at T = 1024 and
+ * l = 128: 8 x 8 x hd); rt_gemm's per-call cost (oneDNN's primitive lookup) was a third of the
+ * kernel's time there. Below SP_SMALL multiply-adds they run here instead, C = beta C + op(A) op(B)
+ * with beta 0 or 1, for the three shapes the classes use (NT: S = Q K^T; NN: O += P V; TN: dV +=
+ * P^T dO). One body, built for the baseline, AVX2 and AVX-512 (the CPU's widest used): lanes are
+ * independent sums in a fixed order and contraction is off, so every build gives the same bits. */
+#define SP_SMALL (64 * 64 * 64)
+#define SP_LANES 16
+#define SP_GEMM_BODY                                                                                   \
+  if (!ta && tb) { /* C[i][j] = beta C + A[i] . B[j] (rows of k) */                                   \
+    for (int i = 0; i < m; i++)                                                                        \
+      for (int j = 0; j < n; j++) {                                                                    \
+        const float *a = A + (size_t)i * lda, *b = B + (size_t)j * ldb;                                \
+        float acc[SP_LANES] = {0}, t = 0.0f;                                                           \
+        int d = 0;                                                                                     \
+        for (; d + SP_LANES <= k; d += SP_LANES)                                                       \
+          for (int u = 0; u < SP_LANES; u++)                                                           \
+            acc[u] += a[d + u] * b[d + u];                                                             \
+        for (; d < k; d++)                                                                             \
+          t += a[d] * b[d];                                                                            \
+        for (int u = 0; u < 8; u++) /* halving: fixed trip counts, one vector add each */             \
+          acc[u] += acc[u + 8];                                                                        \
+        for (int u = 0; u < 4; u++)                                                                    \
+          acc[u] += acc[u + 4];                                                                        \
+        for (int u = 0; u < 2; u++)                                                                    \
+          acc[u] += acc[u + 2];                                                                        \
+        float v = (acc[0] + acc[1]) + t;                                                               \
+        C[(size_t)i * ldc + j] = beta != 0.0f ? C[(size_t)i * ldc + j] + v : v;                        \
+      }                                                                                                \
+  } else {                                                                                             \
+    if (beta == 0.0f)                                                                                  \
+      for (int i = 0; i < m; i++)                                                                      \
+        memset(C + (size_t)i * ldc, 0, (size_t)n * sizeof(float));                                     \
+    if (!ta) /* NN: C[i] += sum_p A[i][p] B[p] */                                                     \
+      for (int i = 0; i < m; i++)                                                                      \
+        for (int p = 0; p < k; p++) {                                                                  \
+          float x = A[(size_t)i * lda + p];                                                            \
+          const float *b = B + (size_t)p * ldb;                                                        \
+          float *c = C + (size_t)i * ldc;                                                              \
+          if (x != 0.0f)                                                                               \
+            for (int j = 0; j < n; j++)                                                                \
+              c[j] += x * b[j];                                                                        \
+        }                                                                                              \
+    else /* TN: C[i] += sum_p A[p][i] B[p] (A is k x m) */                                            \
+      for (int i = 0; i < m; i++)                                                                      \
+        for (int p = 0; p < k; p++) {                                                                  \
+          float x = A[(size_t)p * lda + i];                                                            \
+          const float *b = B + (size_t)p * ldb;                                                        \
+          float *c = C + (size_t)i * ldc;                                                              \
+          if (x != 0.0f)                                                                               \
+            for (int j = 0; j < n; j++)                                                                \
+              c[j] += x * b[j];                                                                        \
+        }                                                                                              \
+  }
+#define SP_GEMM_ARGS                                                                                   \
+  int ta, int tb, int m, int n, int k, const float *restrict A, int lda, const float *restrict B, int ldb, float beta, \
+      float *restrict C, int ldc
+
+static void sp_gemm_portable(SP_GEMM_ARGS) { SP_GEMM_BODY }
+#if defined(__x86_64__) && defined(__GNUC__)
+#ifndef __clang__ /* GCC: vectorise at -O2 too; clang does, and ignores these */
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off", "tree-vectorize")
+#endif
+__attribute__((target("avx2"))) static void sp_gemm_avx2(SP_GEMM_ARGS) { SP_GEMM_BODY }
+__attribute__((target("avx512f"))) static void sp_gemm_avx512(SP_GEMM_ARGS) { SP_GEMM_BODY }
+#ifndef __clang__
+#pragma GCC pop_options
+#endif
+#endif
+
+/* A class chunk's product: C = beta C + op(A) op(B), here when small, else by rt_gemm. */
+static void sp_cgemm(SP_GEMM_ARGS) {
+  if ((long)m * n * k > SP_SMALL) {
+    rt_gemm(ta, tb, m, n, k, RT_DT_F32, A, lda, RT_DT_F32, B, ldb, beta, C, ldc);
+    return;
+  }
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (rt_cpu()->avx512f)
+    sp_gemm_avx512(ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc);
+  else if (rt_cpu()->avx2)
+    sp_gemm_avx2(ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc);
+  else
+#endif
+    sp_gemm_portable(ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc);
+}
+
 /* Strided: query i of class r's row of the blocks. */
 static float *sp_brow(const SpPlan *s, float *B, int r, int i) { return B + ((size_t)r * s->nc + i) * s->nc; }
 
@@ -464,10 +552,10 @@ static void sp_stride_scores(const SpPlan *s, const SpHead *h, const SpWork *w, 
     if (!c.nk)
       continue;
     size_t row0 = (size_t)(c.r + c.i0 * L);
-    rt_gemm(0, 1, c.nq, c.nk, h->hd, RT_DT_F32, h->q + row0 * h->ld, ldc, RT_DT_F32, h->k + (size_t)c.r * h->ld, ldc,
+    sp_cgemm(0, 1, c.nq, c.nk, h->hd, h->q + row0 * h->ld, ldc, h->k + (size_t)c.r * h->ld, ldc,
             0.0f, sp_brow(s, w->B, c.r, c.i0), s->nc);
     if (dO)
-      rt_gemm(0, 1, c.nq, c.nk, h->hd, RT_DT_F32, dO + row0 * lddo, L * lddo, RT_DT_F32, h->v + (size_t)c.r * h->ld, ldc,
+      sp_cgemm(0, 1, c.nq, c.nk, h->hd, dO + row0 * lddo, L * lddo, h->v + (size_t)c.r * h->ld, ldc,
               0.0f, sp_brow(s, w->dB, c.r, c.i0), s->nc);
   }
 }
@@ -550,8 +638,8 @@ static void sp_head_fwd(const SpPlan *s, const SpHead *h, const SpWork *w, float
   }
   for (SpChunk c = {0}; s->nc && sp_chunk_next(s, &c);) /* O += P V over the classes' keys */
     if (c.nk)
-      rt_gemm(0, 0, c.nq, hd, c.nk, RT_DT_F32, sp_brow(s, w->B, c.r, c.i0), s->nc, RT_DT_F32, h->v + (size_t)c.r * h->ld,
-              s->w * h->ld, 1.0f, o + (size_t)(c.r + c.i0 * s->w) * ldo, s->w * ldo);
+      sp_cgemm(0, 0, c.nq, hd, c.nk, sp_brow(s, w->B, c.r, c.i0), s->nc, h->v + (size_t)c.r * h->ld, s->w * h->ld, 1.0f,
+               o + (size_t)(c.r + c.i0 * s->w) * ldo, s->w * ldo);
   for (int q = 0; q < T; q++) {
     float inv = 1.0f / w->l[q], *dst = o + (size_t)q * ldo;
     for (int d = 0; d < hd; d++)
@@ -621,10 +709,9 @@ static void sp_head_dx(const SpPlan *s, const SpHead *h, const SpWork *w, const 
       continue;
     size_t row0 = (size_t)(c.r + c.i0 * L);
     const float *P = sp_brow(s, w->B, c.r, c.i0), *dS = sp_brow(s, w->dB, c.r, c.i0);
-    rt_gemm(1, 0, c.nk, hd, c.nq, RT_DT_F32, P, s->nc, RT_DT_F32, dO + row0 * lddo, L * lddo, 1.0f, dv + (size_t)c.r * ld,
-            ldc);
-    rt_gemm(0, 0, c.nq, hd, c.nk, RT_DT_F32, dS, s->nc, RT_DT_F32, h->k + (size_t)c.r * ld, ldc, 1.0f, dq + row0 * ld, ldc);
-    rt_gemm(1, 0, c.nk, hd, c.nq, RT_DT_F32, dS, s->nc, RT_DT_F32, h->q + row0 * ld, ldc, 1.0f, dk + (size_t)c.r * ld, ldc);
+    sp_cgemm(1, 0, c.nk, hd, c.nq, P, s->nc, dO + row0 * lddo, L * lddo, 1.0f, dv + (size_t)c.r * ld, ldc);
+    sp_cgemm(0, 0, c.nq, hd, c.nk, dS, s->nc, h->k + (size_t)c.r * ld, ldc, 1.0f, dq + row0 * ld, ldc);
+    sp_cgemm(1, 0, c.nk, hd, c.nq, dS, s->nc, h->q + row0 * ld, ldc, 1.0f, dk + (size_t)c.r * ld, ldc);
   }
   for (int j = 0; j < s->ns; j++) { /* the summary columns' gradients back to their rows */
     int pos = sp_sum_pos(s, j);
