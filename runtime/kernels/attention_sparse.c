@@ -487,26 +487,15 @@ static int sp_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int q0, i
     if (beta == 0.0f)                                                                                  \
       for (int i = 0; i < m; i++)                                                                      \
         memset(C + (size_t)i * ldc, 0, (size_t)n * sizeof(float));                                     \
-    if (!ta) /* NN: C[i] += sum_p A[i][p] B[p] */                                                     \
-      for (int i = 0; i < m; i++)                                                                      \
-        for (int p = 0; p < k; p++) {                                                                  \
-          float x = A[(size_t)i * lda + p];                                                            \
-          const float *b = B + (size_t)p * ldb;                                                        \
-          float *c = C + (size_t)i * ldc;                                                              \
-          if (x != 0.0f)                                                                               \
-            for (int j = 0; j < n; j++)                                                                \
-              c[j] += x * b[j];                                                                        \
-        }                                                                                              \
-    else /* TN: C[i] += sum_p A[p][i] B[p] (A is k x m) */                                            \
-      for (int i = 0; i < m; i++)                                                                      \
-        for (int p = 0; p < k; p++) {                                                                  \
-          float x = A[(size_t)p * lda + i];                                                            \
-          const float *b = B + (size_t)p * ldb;                                                        \
-          float *c = C + (size_t)i * ldc;                                                              \
-          if (x != 0.0f)                                                                               \
-            for (int j = 0; j < n; j++)                                                                \
-              c[j] += x * b[j];                                                                        \
-        }                                                                                              \
+    for (int i = 0; i < m; i++) /* NN: C[i] += sum_p A[i][p] B[p]; TN: A[p][i] (A is k x m) */  \
+      for (int p = 0; p < k; p++) {                                                                    \
+        float x = ta ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p];                                \
+        const float *b = B + (size_t)p * ldb;                                                          \
+        float *c = C + (size_t)i * ldc;                                                                \
+        if (x != 0.0f)                                                                                 \
+          for (int j = 0; j < n; j++)                                                                  \
+            c[j] += x * b[j];                                                                          \
+      }                                                                                                \
   }
 #define SP_GEMM_ARGS                                                                                   \
   int ta, int tb, int m, int n, int k, const float *restrict A, int lda, const float *restrict B, int ldb, float beta, \
