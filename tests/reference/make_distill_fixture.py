@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """make_distill_fixture.py: the independent PyTorch reference for knowledge distillation.
 
-A teacher (tests/reference/specs/distill-teacher.yaml: 2 pre-LN causal GPT-2 layers, width 16, an
-untied head) and a smaller student (distill-tiny.yaml: 1 layer, width 8, a tied head) over the same
+A teacher (tests/reference/specs/distill-ref-teacher.yaml: 2 pre-LN causal GPT-2 layers, width 16, an
+untied head) and a smaller student (distill-ref.yaml: 1 layer, width 8, a tied head) over the same
 vocabulary (32) and context (8). The student's loss, written here from Hinton et al. 2015
 ("Distilling the Knowledge in a Neural Network") as DistilBERT trains with it:
 
@@ -19,7 +19,7 @@ follow docs/spec.md.
              causal, scale 1/sqrt(head dim); mlp c_fc -> GELU (tanh) -> c_proj
   head       ln_f, then lm_head (teacher: lm_head.weight [V,C]; student: wte tied)
 
-Writes under tests/reference/fixtures/distill-tiny/:
+Writes under tests/reference/fixtures/distill-ref/:
   weights.safetensors          the student's parameters (float32)
   teacher.safetensors          the teacher's, under its own names (as the teacher's program writes them)
   tokens.npy, targets.npy      the int32 [B,T] batch
@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from make_fixtures import save_safetensors  # the file format only (this folder)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OUT = os.path.join(ROOT, "tests", "reference", "fixtures", "distill-tiny")
+OUT = os.path.join(ROOT, "tests", "reference", "fixtures", "distill-ref")
 V, T, B, EPS = 32, 8, 2, 1e-5
 TEMP, ALPHA = 2.0, 0.7
 
@@ -116,7 +116,7 @@ def main():
     np.save(os.path.join(OUT, "logits.npy"), zs.detach().numpy().astype(np.float32))
     np.save(os.path.join(OUT, "teacher_logits.npy"), zt.numpy().astype(np.float32))
     np.save(os.path.join(OUT, "loss.npy"), np.array([loss.item(), kl.item(), ce.item()], dtype=np.float32))
-    print(f"distill-tiny: student {sum(t.numel() for _, t in snamed)} parameters, teacher "
+    print(f"distill-ref: student {sum(t.numel() for _, t in snamed)} parameters, teacher "
           f"{sum(t.numel() for _, t in tnamed)}; loss {loss.item():.6f} (kl {kl.item():.6f}, ce {ce.item():.6f})")
 
 

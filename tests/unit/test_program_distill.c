@@ -1,7 +1,7 @@
 /* test_program_distill.c: a distilling program (train: distill:) against PyTorch.
  *
- * The reference is tests/reference/make_distill_fixture.py's: the teacher distill-teacher.yaml (2
- * layers, width 16, an untied head) and the student distill-tiny.yaml (1 layer, width 8, a tied
+ * The reference is tests/reference/make_distill_fixture.py's: the teacher distill-ref-teacher.yaml (2
+ * layers, width 16, an untied head) and the student distill-ref.yaml (1 layer, width 8, a tied
  * head), loss = alpha T^2 KL(softmax(z_t/T) || softmax(z_s/T)) + (1 - alpha) CE at T = 2, alpha =
  * 0.7. The student's program, built with the spec's own pipeline by both backends, holds the teacher
  * compiled in; with the fixture's weights (--weights) and the teacher's (--teacher-weights):
@@ -24,8 +24,8 @@
 #include "../../runtime/modelc_rt.h"
 #include "ref_program.h"
 
-#define FIX "tests/reference/fixtures/distill-tiny"
-#define SPEC "tests/reference/specs/distill-tiny.yaml"
+#define FIX "tests/reference/fixtures/distill-ref"
+#define SPEC "tests/reference/specs/distill-ref.yaml"
 static char tmp[256];
 
 static void setup(void) {
@@ -75,7 +75,7 @@ START_TEST(against_pytorch) {
   snprintf(p, sizeof p, "%s/c.safetensors", tmp);
   double ge = compare_tensors(p, FIX "/grads.safetensors", 2e-5);
   const float *want = rl.data;
-  printf("distill-tiny: logits %.3g, loss %.8g vs %.8g, kl %.8g vs %.8g, ce %.8g vs %.8g, worst gradient %.3g\n", e,
+  printf("distill-ref: logits %.3g, loss %.8g vs %.8g, kl %.8g vs %.8g, ce %.8g vs %.8g, worst gradient %.3g\n", e,
          got[0], want[0], got[1], want[1], got[2], want[2], ge);
   ck_assert_msg(e <= 1e-5, "logits differ from PyTorch by %g", e);
   static const char *const part[] = {"loss", "kl", "ce"};
@@ -90,7 +90,7 @@ END_TEST
 /* The teacher as its own program: the fixture's teacher logits (so the weights file the student
  * reads is one the teacher's program reads and writes) */
 START_TEST(teacher_alone) {
-  ck_assert_int_eq(sh("%s build tests/reference/specs/distill-teacher.yaml -o %s/t", MODELC_BIN, tmp), 0);
+  ck_assert_int_eq(sh("%s build tests/reference/specs/distill-ref-teacher.yaml -o %s/t", MODELC_BIN, tmp), 0);
   ck_assert_int_eq(sh("%s/t forward --weights " FIX "/teacher.safetensors --tokens " FIX "/tokens.npy --out %s/t.npy",
                       tmp, tmp),
                    0);
