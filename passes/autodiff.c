@@ -290,6 +290,8 @@ bool pass_autodiff(Module *m, const PassOptions *o, Diag *d) {
   free(adj);
   free(needs);
   if (!a.ok) return false;
+  /* the teacher now lives in @train (its blocks stay functions of their own); nothing else calls it */
+  if (zt) ir_remove_func(m, ir_find_func(m, IR_TEACHER_FUNC));
   ir_module_set_attr(m, (Attr){.key = "train", .kind = ATTR_SYM, .s = "train"});
   return true;
 }

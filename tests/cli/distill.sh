@@ -5,7 +5,7 @@
 # wrong or with a needless --teacher-weights; then examples/distill-tiny.yaml end to end: its teacher
 # (examples/distill-teacher.yaml) trained a few steps, the student trained from it by both backends
 # (the same losses and weights), the loss's KL and CE parts logged, the student's files without the
-# teacher's tensors, and a checkpointed run resumed to the same weights.
+# teacher's tensors, and a checkpointed run resumed to the same weights; in bf16 and fp16.
 set -euo pipefail
 source "$(dirname "$0")/lib.bash"
 
@@ -106,4 +106,16 @@ grep -q 'teacher\.' "$TMP/ck.safetensors" && fail "distill-tiny: the checkpoint 
 expect_status 0 "$TMP/sc" train --data "$TMP/text.txt" --teacher-weights "$TMP/t.safetensors" --resume "$TMP/ck.safetensors" \
   --eval-every 2 --out "$TMP/resumed.safetensors"
 cmp -s "$TMP/resumed.safetensors" "$TMP/sc.safetensors" || fail "distill-tiny: resumed weights differ from the uninterrupted run's"
+# mixed precision: the teacher's and the student's activations stored in 16 bits, the loss gradient
+# the precision pass's seed (fp16: scaled); the loss within 2e-3 of the f32 program's
+R=tests/reference/fixtures/distill-ref
+cp tests/reference/specs/distill-ref-teacher.yaml "$TMP/"
+for pr in bf16 fp16; do
+  sed "s/^train:/train:\n  precision: $pr/" tests/reference/specs/distill-ref.yaml > "$TMP/ref-$pr.yaml"
+  expect_status 0 "$MODELC" build "$TMP/ref-$pr.yaml" -o "$TMP/ref-$pr"
+  expect_status 0 "$TMP/ref-$pr" grad --weights $R/weights.safetensors --teacher-weights $R/teacher.safetensors \
+    --tokens $R/tokens.npy --targets $R/targets.npy --out "$TMP/g-$pr.safetensors"
+  awk '/^loss:/ { d = $2 - 1.9739505; if (d < 0) d = -d; exit !(d < 2e-3) }' "$TMP/out" ||
+    fail "distill-ref in $pr: loss $(grep '^loss' "$TMP/out") is not within 2e-3 of 1.9739505"
+done
 finish

@@ -133,7 +133,7 @@ START_TEST(ir) {
   ck_assert_int_eq(count_ops(t, OP_DISTILL_LOSS), 1);
   ck_assert_int_eq(count_ops(t, OP_DISTILL_GRAD), 1);
   ck_assert_int_eq(count_ops(t, OP_CROSS_ENTROPY), 0);
-  ck_assert_ptr_null(ir_find_func(m, "teacher")); /* inlined into @train, then dead */
+  ck_assert_ptr_null(ir_find_func(m, "teacher")); /* inlined into @train and removed by autodiff */
   int ntrain = 0;
   for (int i = 0; i < m->nparam; i++) ntrain += m->params[i]->trainable;
   ck_assert_int_eq(t->nret, 1 + ntrain + 2);
