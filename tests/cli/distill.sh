@@ -106,9 +106,23 @@ grep -q 'teacher\.' "$TMP/ck.safetensors" && fail "distill-tiny: the checkpoint 
 expect_status 0 "$TMP/sc" train --data "$TMP/text.txt" --teacher-weights "$TMP/t.safetensors" --resume "$TMP/ck.safetensors" \
   --eval-every 2 --out "$TMP/resumed.safetensors"
 cmp -s "$TMP/resumed.safetensors" "$TMP/sc.safetensors" || fail "distill-tiny: resumed weights differ from the uninterrupted run's"
+# the lowered module as text (@teacher, frozen teacher.* parameters, the distill_ fields) builds the
+# program the spec builds: the same gradients
+expect_status 0 "$MODELC" dump --passes= tests/reference/specs/distill-ref.yaml
+cp "$TMP/out" "$TMP/ref.mir"
+expect_in "$TMP/ref.mir" "distill_temperature=2.0, distill_alpha=0.7"
+expect_in "$TMP/ref.mir" "param @teacher.lm_head.weight : f32[32,16] init=normal(0.02) frozen"
+expect_in "$TMP/ref.mir" "func @teacher(%tokens: i32[2,8]) -> f32[2,8,32] {"
+R=tests/reference/fixtures/distill-ref
+expect_status 0 "$MODELC" build --passes=autodiff,constfold,cse,fuse,dce,memplan "$TMP/ref.mir" -o "$TMP/rm"
+expect_status 0 "$MODELC" build tests/reference/specs/distill-ref.yaml -o "$TMP/rs"
+for p in rm rs; do
+  expect_status 0 "$TMP/$p" grad --weights $R/weights.safetensors --teacher-weights $R/teacher.safetensors \
+    --tokens $R/tokens.npy --targets $R/targets.npy --out "$TMP/g-$p.safetensors"
+done
+cmp -s "$TMP/g-rm.safetensors" "$TMP/g-rs.safetensors" || fail "distill-ref: the .mir's gradients differ from the spec's"
 # mixed precision: the teacher's and the student's activations stored in 16 bits, the loss gradient
 # the precision pass's seed (fp16: scaled); the loss within 2e-3 of the f32 program's
-R=tests/reference/fixtures/distill-ref
 cp tests/reference/specs/distill-ref-teacher.yaml "$TMP/"
 for pr in bf16 fp16; do
   sed "s/^train:/train:\n  precision: $pr/" tests/reference/specs/distill-ref.yaml > "$TMP/ref-$pr.yaml"
