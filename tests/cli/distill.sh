@@ -49,6 +49,8 @@ expect_status 0 "$MODELC" build examples/distill-teacher.yaml -o "$TMP/teacher"
 expect_status 0 "$TMP/teacher" train --data "$TMP/text.txt" --steps 3 --eval-every 0 --out "$TMP/t.safetensors"
 expect_status 0 "$MODELC" build $S -o "$TMP/sc"
 expect_status 0 "$MODELC" build --backend=llvm $S -o "$TMP/sl"
+expect_status 0 "$MODELC" check $S
+expect_in "$TMP/out" "ok (distill-tiny, 120576 parameters, and its teacher's 834304)"
 expect_status 0 "$TMP/sc" info
 expect_in "$TMP/out" "teacher:          834304 parameters in 52 tensors (teacher.*, frozen; train --teacher-weights)"
 # --teacher-weights: required, checked per tensor, refused by a program that does not distill
