@@ -426,6 +426,33 @@ static bool shape_linear_xent(const Module *m, const Op *op, Type *out, char *er
   return true;
 }
 
+/* distill_loss: student and teacher logits of one type [..,V] (f32) and integer targets over their
+ * rows -> three f32 scalars (the loss, its KL part, its CE part); distill_grad adds dloss f32[] and
+ * gives d z_s (z_s's type). */
+static bool shape_distill(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Type *s = &op->in[0]->type, *t = &op->in[1]->type;
+  if (s->dtype != DT_F32 || !ir_type_eq(s, t))
+    return fail(err, n, "distill_loss/distill_grad expect f32 student and teacher logits of one type, got %s and %s", tstr(s, b1), tstr(t, b2));
+  Type loss;
+  Op tmp = *op; /* the targets against the student's logits, as cross_entropy checks them */
+  Value *in2[2] = {op->in[0], op->in[2]};
+  tmp.in = in2;
+  tmp.nin = 2;
+  if (!shape_xent(m, &tmp, &loss, err, n)) return false;
+  for (int i = 0; i < 3; i++) out[i] = ir_type(DT_F32, 0, NULL);
+  return true;
+}
+
+static bool shape_distill_grad(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  Type loss[3];
+  if (!shape_distill(m, op, loss, err, n)) return false;
+  if (op->in[3]->type.rank != 0 || op->in[3]->type.dtype != DT_F32)
+    return fail(err, n, "distill_grad: the loss gradient must be an f32 scalar%s%s", NULL, NULL);
+  *out = op->in[0]->type;
+  return true;
+}
+
 /* sum_to: the inverse of broadcasting: x reduced to {shape}, which must broadcast to x. */
 static bool shape_sum_to(const Module *m, const Op *op, Type *out, char *err, size_t n) {
   char b1[96], b2[96];
@@ -570,6 +597,8 @@ static int64_t flops_pool(const Module *m, const Op *op) {
 }
 /* log-softmax and the gradient: ~5 per logit */
 static int64_t flops_xent(const Module *m, const Op *op) { return 5 * ir_type_numel(&op->in[0]->type); }
+/* two softmaxes at T, the KL terms, and the hard-label softmax: about 5 per logit each */
+static int64_t flops_distill(const Module *m, const Op *op) { return 15 * ir_type_numel(&op->in[0]->type); }
 static int64_t flops_sum_to(const Module *m, const Op *op) { return ir_type_numel(&op->in[0]->type); }
 static int64_t flops_linear_dw(const Module *m, const Op *op) {
   return 2 * ir_type_numel(&op->in[0]->type) * op->in[1]->type.dim[op->in[1]->type.rank - 1];
@@ -1254,4 +1283,80 @@ int64_t ir_func_peak_bytes(const Module *m, const Func *f) {
   }
   free(last);
   return peak;
+}
+
+/* ---- importing one module into another (a distillation teacher) ---- */
+
+/* name with prefix, in m's arena. */
+static const char *prefixed(Module *m, const char *prefix, const char *name) {
+  size_t a = strlen(prefix), b = strlen(name);
+  char *s = ir_alloc(m, a + b + 1);
+  memcpy(s, prefix, a);
+  memcpy(s + a, name, b + 1);
+  return s;
+}
+
+bool ir_module_import(Module *dst, const Module *src, const char *prefix, const char *entry, char *err, size_t n) {
+  const Func *se = src->entry ? ir_find_func(src, src->entry) : NULL;
+  if (!se) {
+    snprintf(err, n, "the imported module has no entry function");
+    return false;
+  }
+  for (int i = 0; i < src->nparam; i++) {
+    const Param *p = src->params[i];
+    Param *q = ir_add_param(dst, prefixed(dst, prefix, p->name), p->type, p->init, p->init_arg);
+    if (!q) {
+      snprintf(err, n, "a parameter named '%s%s' already exists", prefix, p->name);
+      return false;
+    }
+    q->decay = p->decay;
+    q->trainable = false;
+  }
+  /* callees before callers: lowering adds a block's function after the function calling it */
+  Func **made = calloc((size_t)src->nfunc + 1, sizeof *made);
+  IR_ASSERT(made);
+  bool ok = true;
+  for (int k = src->nfunc - 1; k >= 0 && ok; k--) {
+    const Func *f = src->funcs[k];
+    const char *name = f == se ? ir_strdup(dst, entry) : prefixed(dst, prefix, f->name);
+    Func *g = made[k] = ir_add_func(dst, name);
+    if (!g) {
+      snprintf(err, n, "a function named '%s' already exists", name);
+      ok = false;
+      break;
+    }
+    Value **map = calloc((size_t)f->nvalues + 1, sizeof *map);
+    IR_ASSERT(map);
+    for (int i = 0; i < f->narg; i++) map[f->args[i]->id] = ir_add_arg(g, f->args[i]->name, f->args[i]->type);
+    for (const Op *op = f->first; op && ok; op = op->next) {
+      Value *stack[64], **in = op->nin <= 64 ? stack : malloc(sizeof *in * (size_t)op->nin);
+      IR_ASSERT(in);
+      for (int i = 0; i < op->nin; i++) in[i] = map[op->in[i]->id];
+      Op *c = ir_op_new(g, op->kind, op->nin, in, op->nout);
+      if (in != stack) free(in);
+      for (int i = 0; i < op->nattr; i++) {
+        Attr a = op->attr[i];
+        if (a.kind == ATTR_SYM && strcmp(a.key, "p") == 0) a.s = prefixed(dst, prefix, a.s);
+        if (a.kind == ATTR_SYM && strcmp(a.key, "callee") == 0) a.s = prefixed(dst, prefix, a.s);
+        ir_set_attr(c, a);
+      }
+      c->line = op->line, c->col = op->col;
+      if (!ir_infer(dst, c, err, n)) {
+        ok = false;
+        break;
+      }
+      ir_append(g, c);
+      for (int i = 0; i < op->nout; i++) map[op->out[i]->id] = c->out[i];
+    }
+    if (ok) {
+      Value **ret = calloc((size_t)f->nret + 1, sizeof *ret);
+      IR_ASSERT(ret);
+      for (int i = 0; i < f->nret; i++) ret[i] = map[f->ret[i]->id];
+      ir_set_return(g, f->nret, ret);
+      free(ret);
+    }
+    free(map);
+  }
+  free(made);
+  return ok;
 }

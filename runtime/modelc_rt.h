@@ -427,6 +427,16 @@ void rt_cross_entropy_grad(float *dlogits, const float *logits, const int32_t *t
 size_t rt_linear_xent_scratch_floats(int chunk, int V);
 void rt_linear_xent(float *dh, float *dW, float *loss, const float *h, const float *W, const int32_t *targets, int R,
                     int V, int C, float dloss, int chunk, float *scratch);
+/* Knowledge distillation (the distill_loss / distill_grad ops; runtime/kernels/distill.c): student
+ * logits zs and teacher logits zt (R,V), targets (R) int32. *loss = alpha T^2 *kl + (1 - alpha) *ce
+ * with *kl the mean over rows of KL(softmax(zt/T) || softmax(zs/T)) and *ce the mean cross-entropy
+ * of zs (rt_cross_entropy's). dzs (R,V) = dloss / R * (alpha T (softmax(zs/T) - softmax(zt/T)) +
+ * (1 - alpha) (softmax(zs) - onehot(targets))); dzs may equal zs. Accumulates in double, rows in
+ * fixed blocks: the same bits for any thread count. */
+void rt_distill_loss(float *loss, float *kl, float *ce, const float *zs, const float *zt, const int32_t *targets,
+                     int R, int V, float temperature, float alpha);
+void rt_distill_grad(float *dzs, const float *zs, const float *zt, const int32_t *targets, int R, int V,
+                     float temperature, float alpha, float dloss);
 /* y (M,K) = dy (M,N) W (N,K): the input gradient of a linear layer. */
 void rt_matmul_nn(float *y, const float *dy, const float *W, int M, int N, int K);
 /* dW (N,K) = sum over rows r of dy[r,:]^T x[r,:]; dy (M,N), x (M,K): the weight gradient. */
@@ -627,6 +637,13 @@ typedef struct RtModel {
    * ring (a local attention pattern's) and no op reads a position table, so generate never
    * re-encodes a sliding window; 0: t0 + nt <= context. */
   int decode_unbounded;
+  /* Floats train writes at loss: 1 (the loss), or 3 for a distilling program (the loss, then its
+   * KL and CE parts: docs/training.md, "Distillation"). 0 in a hand-written descriptor means 1. */
+  int loss_parts;
+  /* A distilling program: the prefix ("teacher.") of its teacher's frozen parameters, which
+   * PROG train loads from --teacher-weights (their names without it) and no weights file of the
+   * student holds; NULL: no teacher. */
+  const char *teacher_prefix;
 } RtModel;
 
 /* The generated program's command line: info, init, export, forward, generate, eval, bench, train,

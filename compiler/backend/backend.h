@@ -55,6 +55,8 @@ typedef struct BackendPlan {
   const Func *entry;
   const Func *train;       /* the training function (module attribute train), or NULL */
   int64_t train_arena_bytes;
+  int loss_parts;          /* floats the training function writes at its loss: 1, or 3 when distilling (the
+                            * loss, its KL and CE parts, returned after the gradients; RtModel.loss_parts) */
   int64_t *param_offset;   /* bytes into the weight buffer, parallel to m->params (64-byte aligned) */
   int64_t weight_bytes;    /* size of the weight buffer */
   int64_t arena_bytes;     /* the whole planned arena (entry frame + deepest callee arena) */

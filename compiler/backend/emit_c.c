@@ -756,6 +756,12 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
       fprintf(out, ",\n      G + %lld", (long long)(p.param_offset[i] / 4));
       k++;
     }
+    if (k + p.loss_parts - 1 != tf->nret) {
+      diag_error(d, NULL, 0, 0, "C backend: @%s returns %d results for %d gradients", tf->name, tf->nret, k - 1);
+      backend_plan_free(&p);
+      return false;
+    }
+    for (int j = 1; j < p.loss_parts; j++) fprintf(out, ",\n      loss + %d", j); /* distillation: KL, CE */
     fprintf(out, ");\n}\n\n");
   }
   /* pruning facts (the prune pass; attention output projections for PROG importance) */
@@ -856,6 +862,8 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
     fprintf(out, "    .train = model_train,\n    .train_arena_bytes = %lld,\n    .train_flops_per_token = %lld,\n",
             (long long)p.train_arena_bytes, (long long)(ir_func_flops(m, p.train) / tokens));
   }
+  fprintf(out, "    .loss_parts = %d,\n", p.train ? p.loss_parts : 1);
+  if (m->train.distill_temperature > 0) fprintf(out, "    .teacher_prefix = \"%s\",\n", IR_TEACHER_PREFIX);
   const Attr *prec = ir_module_attr(m, "precision");
   if (p.train && prec && prec->kind == ATTR_STR)
     fprintf(out, "    .train_precision = %s,\n", !strcmp(prec->s, "bf16") ? "RT_PREC_BF16" : "RT_PREC_FP16");

@@ -973,11 +973,13 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       ta[5 + tf->narg + k] = gep(e, e->f32, LLVMGetParam(trn, 6), ci64(e, (long long)(p->param_offset[i] / 4)));
       k++;
     }
-    if (k != tf->nret) {
+    if (k + p->loss_parts - 1 != tf->nret) {
       diag_error(e->d, NULL, 0, 0, "LLVM backend: @%s returns %d results for %d gradients", tf->name, tf->nret, k - 1);
       free(ta);
       return false;
     }
+    for (int j = 1; j < p->loss_parts; j++, k++) /* distillation: the KL and CE parts after the loss */
+      ta[5 + tf->narg + k] = gep(e, e->f32, LLVMGetParam(trn, 5), ci64(e, j));
     LLVMBuildCall2(e->b, LLVMGlobalGetValueType(e->fns[tr_idx]), e->fns[tr_idx], ta,
                    (unsigned)(5 + tf->narg + tf->nret), "");
     LLVMBuildRetVoid(e->b);
@@ -1154,7 +1156,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
   LLVMBuildRet(e->b, nmax);
 
   /* RtModel, field for field as in modelc_rt.h */
-  LLVMTypeRef m_f[27] = {e->p8,
+  LLVMTypeRef m_f[29] = {e->p8,
                          e->p8,
                          e->i64,
                          e->i64,
@@ -1179,16 +1181,16 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
                          e->i64,
                          e->i64,
                          tc_t,
-                         e->i32, e->i32};
+                         e->i32, e->i32, e->i32, e->p8};
   LLVMTypeRef model_t = LLVMStructCreateNamed(e->cx, "RtModel");
-  LLVMStructSetBody(model_t, m_f, 27, 0);
+  LLVMStructSetBody(model_t, m_f, 29, 0);
   const Attr *kind = ir_module_attr(m, "kind");
   const Value *ret = ent->ret[0];
   bool per_token = ret->type.rank >= 2 && backend_func(p, ent)->vals[ret->id].role[1] == AX_TIME;
   int64_t tokens = ent->args[0]->type.dim[0] * ent->args[0]->type.dim[1];
   const Attr *prec = ir_module_attr(m, "precision"); /* RtPrecision: 1 bf16, 2 fp16 */
   int train_prec = p->train && prec && prec->kind == ATTR_STR ? (!strcmp(prec->s, "bf16") ? 1 : 2) : 0;
-  LLVMValueRef mv[27] = {
+  LLVMValueRef mv[29] = {
       cstr(e, m->name),
       cstr(e, kind && kind->kind == ATTR_STR ? kind->s : "decoder"),
       ci64(e, (long long)ent->args[0]->type.dim[0]),
@@ -1216,9 +1218,11 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       tc,
       ci32(e, train_prec),
       ci32(e, p->decode_unbounded ? 1 : 0),
+      ci32(e, p->train ? p->loss_parts : 1),
+      m->train.distill_temperature > 0 ? cstr(e, IR_TEACHER_PREFIX) : LLVMConstNull(e->p8),
   };
   LLVMValueRef model = LLVMAddGlobal(e->mod, model_t, "model");
-  LLVMSetInitializer(model, LLVMConstNamedStruct(model_t, mv, 27));
+  LLVMSetInitializer(model, LLVMConstNamedStruct(model_t, mv, 29));
   LLVMSetGlobalConstant(model, 1);
   LLVMSetLinkage(model, LLVMInternalLinkage);
 

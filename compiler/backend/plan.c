@@ -320,6 +320,12 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
     analyse(&c, p->train);
     p->train_arena_bytes = memplan_arena_bytes(m, p->train);
     collect_scratch(p, p->train, true);
+    int ntrain = 0;
+    for (int i = 0; i < m->nparam; i++) ntrain += m->params[i]->trainable;
+    p->loss_parts = 1;
+    if (p->train->nret == ntrain + 3 && m->train.distill_temperature > 0) p->loss_parts = 3;
+    for (int k = ntrain + 1; k < p->train->nret && p->loss_parts == 3; k++)
+      if (p->train->ret[k]->type.rank != 0 || p->train->ret[k]->type.dtype != DT_F32) p->loss_parts = 1;
   }
   return c.ok;
 }

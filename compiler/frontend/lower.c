@@ -281,9 +281,25 @@ static void lw_train(Module *m, const SpecTrain *t) {
       .prune_start = t->prune_start,
       .prune_end = t->prune_end,
       .prune_every = t->prune_every,
+      .distill_temperature = t->teacher ? t->distill_temperature : 0,
+      .distill_alpha = t->teacher ? t->distill_alpha : 0,
       .line = t->line,
       .col = t->col,
   };
+}
+
+/* Distillation: the teacher's spec lowered at the student's (compiled) batch and imported as
+ * @teacher with its parameters and blocks under "teacher." (frozen; docs/training.md). */
+static bool lw_teacher(Module *m, const Spec *s, Diag *d) {
+  Spec ts = *s->train.teacher;
+  ts.model.batch = s->model.batch;
+  Module *tm = fe_lower(&ts, d);
+  if (!tm) return false;
+  char err[256];
+  bool ok = ir_module_import(m, tm, IR_TEACHER_PREFIX, IR_TEACHER_FUNC, err, sizeof err);
+  if (!ok) diag_error(d, s->file, s->train.line, s->train.col, "distill: the teacher: %s", err);
+  ir_module_free(tm);
+  return ok;
 }
 
 Module *fe_lower(const Spec *s, Diag *d) {
@@ -309,5 +325,9 @@ Module *fe_lower(const Spec *s, Diag *d) {
     return NULL;
   }
   ir_set_return(f, 1, &y);
+  if (s->train.teacher && !lw_teacher(m, s, d)) {
+    ir_module_free(m);
+    return NULL;
+  }
   return m;
 }

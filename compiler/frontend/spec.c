@@ -103,6 +103,7 @@ typedef struct Ctx {
   Spec *s;
   int norm_k;           /* norms seen so far in the current naming scope (ln_<k>) */
   int doc_line, doc_col;  /* start of the document (where an empty document is reported) */
+  int depth;            /* 0: the spec given; 1: a distillation teacher's (which may not distill) */
 } Ctx;
 
 static void fe_err(Ctx *c, int line, int col, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -1127,10 +1128,10 @@ static void fe_check_passes(Ctx *c, const YNode *val) {
 static const char *const train_keys[] = {
     "steps", "batch",     "micro_batch", "lr",        "min_lr",       "warmup",    "schedule",
     "optimizer", "beta1", "beta2",       "eps",       "weight_decay", "momentum",  "grad_clip",
-    "precision", "seed",  "eval_every",  "checkpoint_every", "data", "prune"};
+    "precision", "seed",  "eval_every",  "checkpoint_every", "data", "prune", "distill"};
 enum {
   TK_STEPS, TK_BATCH, TK_MICRO, TK_LR, TK_MIN_LR, TK_WARMUP, TK_SCHEDULE, TK_OPTIMIZER, TK_BETA1, TK_BETA2,
-  TK_EPS, TK_WD, TK_MOMENTUM, TK_CLIP, TK_PRECISION, TK_SEED, TK_EVAL, TK_CKPT, TK_DATA, TK_PRUNE, TK_N
+  TK_EPS, TK_WD, TK_MOMENTUM, TK_CLIP, TK_PRECISION, TK_SEED, TK_EVAL, TK_CKPT, TK_DATA, TK_PRUNE, TK_DISTILL, TK_N
 };
 
 
@@ -1188,6 +1189,76 @@ static void fe_train_prune(Ctx *c, const YNode *n, SpecTrain *t) {
            (long long)t->steps);
 }
 
+static Spec *fe_parse_spec_file_at(const char *path, Diag *d, int depth);
+
+/* train: distill: {teacher: FILE, temperature: T, alpha: A}: knowledge distillation (Hinton et al.
+ * 2015). FILE is a spec relative to this one's folder, parsed and checked here (its errors carry its
+ * own file:line:col); it must share the vocabulary and the context (the token ids it reads) and
+ * produce per-token logits; its depth and width are its own. temperature defaults to 1, alpha to 0.5. */
+static void fe_train_distill(Ctx *c, const YNode *n, SpecTrain *t) {
+  static const char *const keys[] = {"teacher", "temperature", "alpha"};
+  const YNode *v[3];
+  if (!fe_fields(c, n, "distill", keys, 3, v, NULL)) return;
+  if (c->depth > 0) {
+    ERR_AT(c, n, "a teacher's spec may not distill from a teacher of its own");
+    return;
+  }
+  t->distill_temperature = 1.0;
+  t->distill_alpha = 0.5;
+  if (v[1]) fe_train_real(c, v[1], "distill_temperature", &t->distill_temperature);
+  if (v[2]) fe_train_real(c, v[2], "distill_alpha", &t->distill_alpha);
+  if (!v[0]) {
+    ERR_AT(c, n, "distill: missing required key 'teacher' (the teacher's spec file)");
+    return;
+  }
+  const char *rel = fe_str(c, v[0], "teacher");
+  if (!rel) return;
+  if (!*rel) {
+    ERR_AT(c, v[0], "'teacher' is empty: name the teacher's spec file");
+    return;
+  }
+  /* relative to the folder of this spec */
+  const char *slash = strrchr(c->file, '/');
+  size_t dl = *rel != '/' && slash ? (size_t)(slash - c->file) + 1 : 0;
+  char *path = malloc(dl + strlen(rel) + 1);
+  if (!path) die("out of memory");
+  memcpy(path, c->file, dl);
+  strcpy(path + dl, rel);
+  FILE *probe = fopen(path, "rb");
+  if (!probe) {
+    ERR_AT(c, v[0], "cannot open the teacher's spec '%s': %s", path, strerror(errno));
+    free(path);
+    return;
+  }
+  fclose(probe);
+  int before = c->d->nerrors;
+  Spec *ts = fe_parse_spec_file_at(path, c->d, c->depth + 1);
+  if (!ts) {
+    if (c->d->nerrors == before) ERR_AT(c, v[0], "the teacher's spec '%s' could not be read", path);
+    else ERR_AT(c, v[0], "the teacher's spec '%s' has errors (above)", path);
+    free(path);
+    return;
+  }
+  const SpecModel *sm = &c->s->model, *tm = &ts->model;
+  const SpecLayer *last = ts->nlayers ? &ts->layers[ts->nlayers - 1] : NULL;
+  if (tm->vocab != sm->vocab)
+    ERR_AT(c, v[0], "the teacher '%s' has vocabulary %lld, the student %lld: distillation needs the same vocabulary",
+           path, (long long)tm->vocab, (long long)sm->vocab);
+  else if (tm->context != sm->context)
+    ERR_AT(c, v[0], "the teacher '%s' has context %lld, the student %lld: distillation needs the same context", path,
+           (long long)tm->context, (long long)sm->context);
+  else if (!last || last->kind != SPEC_L_LM_HEAD)
+    ERR_AT(c, v[0], "the teacher '%s' must end in an lm_head (per-token logits over the vocabulary)", path);
+  else if (!c->s->nlayers || c->s->layers[c->s->nlayers - 1].kind != SPEC_L_LM_HEAD)
+    ERR_AT(c, n, "a distilling student must end in an lm_head (per-token logits over the vocabulary)");
+  else {
+    t->teacher = ts;
+    ts = NULL;
+  }
+  fe_spec_free(ts);
+  free(path);
+}
+
 static void fe_check_train(Ctx *c, const YNode *key, const YNode *val) {
   SpecTrain *t = &c->s->train;
   const YNode *v[TK_N];
@@ -1231,6 +1302,7 @@ static void fe_check_train(Ctx *c, const YNode *key, const YNode *val) {
   fe_train_int(c, v[TK_EVAL], "eval_every", &t->eval_every);
   fe_train_int(c, v[TK_CKPT], "checkpoint_every", &t->checkpoint_every);
   if (v[TK_PRUNE]) fe_train_prune(c, v[TK_PRUNE], t);
+  if (v[TK_DISTILL]) fe_train_distill(c, v[TK_DISTILL], t);
   if (v[TK_DATA]) {
     t->data = fe_str(c, v[TK_DATA], "data");
     if (t->data && !*t->data) {
@@ -1300,12 +1372,12 @@ static void fe_check_top(Ctx *c, const YNode *root) {
   if (v[3]) fe_check_train(c, kn[3], v[3]);
 }
 
-Spec *fe_parse_spec_text(const char *file, const char *text, size_t len, Diag *d) {
+static Spec *fe_parse_spec_text_at(const char *file, const char *text, size_t len, Diag *d, int depth) {
   Spec *s = calloc(1, sizeof *s);
   if (!s) die("out of memory");
   pass_pipeline_init(&s->passes);
   s->file = fe_strndup(s, file, strlen(file));
-  Ctx c = {.d = d, .file = s->file, .text = text, .len = len, .s = s};
+  Ctx c = {.d = d, .file = s->file, .text = text, .len = len, .s = s, .depth = depth};
   diag_add_source(d, file, text, len);
   int before = d->nerrors;
   YNode *root = fe_load_yaml(&c);
@@ -1316,6 +1388,10 @@ Spec *fe_parse_spec_text(const char *file, const char *text, size_t len, Diag *d
     return NULL;
   }
   return s;
+}
+
+Spec *fe_parse_spec_text(const char *file, const char *text, size_t len, Diag *d) {
+  return fe_parse_spec_text_at(file, text, len, d, 0);
 }
 
 /* Reads a whole file, bounded: a regular file at its size, refused above reg_cap; anything else
@@ -1390,17 +1466,20 @@ char *fe_read_file(const char *path, const char *what, size_t reg_cap, size_t ot
   return buf;
 }
 
-Spec *fe_parse_spec_file(const char *path, Diag *d) {
+static Spec *fe_parse_spec_file_at(const char *path, Diag *d, int depth) {
   size_t len = 0;
   char *buf = fe_read_file(path, "spec", FE_SPEC_MAX_BYTES, FE_SPEC_MAX_BYTES, &len, d);
   if (!buf) return NULL;
-  Spec *s = fe_parse_spec_text(path, buf, len, d);
+  Spec *s = fe_parse_spec_text_at(path, buf, len, d, depth);
   free(buf);
   return s;
 }
 
+Spec *fe_parse_spec_file(const char *path, Diag *d) { return fe_parse_spec_file_at(path, d, 0); }
+
 void fe_spec_free(Spec *s) {
   if (!s) return;
+  fe_spec_free(s->train.teacher);
   pass_pipeline_free(&s->passes);
   for (SpecBlock *b = s->blocks, *nx; b; b = nx) {
     nx = b->next;

@@ -97,6 +97,10 @@ typedef struct SpecTrain {
   /* prune: {initial, start, end, every}: the gradual pruning schedule (every 0: none) */
   double prune_initial;
   int64_t prune_start, prune_end, prune_every;
+  /* distill: {teacher, temperature, alpha}: knowledge distillation from the teacher's spec (parsed
+   * and checked, owned; NULL: no distillation). Its path is relative to the student's spec file. */
+  struct Spec *teacher;
+  double distill_temperature, distill_alpha;
 } SpecTrain;
 
 typedef struct SpecBlock SpecBlock;   /* allocation list (private) */

@@ -222,6 +222,11 @@ void rt_pool_dx_ref(float *dx, const float *dy, int B, int T, int C, int mean);
 float rt_cross_entropy_ref(const float *logits, const int32_t *targets, int R, int V);
 void rt_cross_entropy_grad_ref(float *dlogits, const float *logits, const int32_t *targets, int R, int V,
                                float dloss);
+/* rt_distill_loss / rt_distill_grad's twins (distill.c): serial, all double; dzs must not alias zs. */
+void rt_distill_loss_ref(float *loss, float *kl, float *ce, const float *zs, const float *zt, const int32_t *targets,
+                         int R, int V, float temperature, float alpha);
+void rt_distill_grad_ref(float *dzs, const float *zs, const float *zt, const int32_t *targets, int R, int V,
+                         float temperature, float alpha, float dloss);
 /* rt_linear_xent's twin: serial, all double, the logits of one row at a time (V doubles
  * allocated); the same results (dh, dW, *loss). */
 void rt_linear_xent_ref(float *dh, float *dW, float *loss, const float *h, const float *W, const int32_t *targets,

@@ -79,6 +79,13 @@ static void print_info(const RtModel *m, FILE *o) {
                                                                             : "fp32");
   else
     fprintf(o, "training:         not compiled in (add the autodiff pass)\n");
+  if (m->teacher_prefix) { /* distillation: the teacher's frozen parameters, counted above */
+    int64_t np = 0, ne = 0;
+    for (int i = 0; i < m->nparams; i++)
+      if (rt_param_is_teacher(m, &m->params[i])) np++, ne += rt_param_numel(&m->params[i]);
+    fprintf(o, "teacher:          %lld parameters in %lld tensors (%s*, frozen; train --teacher-weights), loss in %d "
+               "parts\n", (long long)ne, (long long)np, m->teacher_prefix, m->loss_parts);
+  }
   if (m->nstate > 0)
     fprintf(o, "state bytes:      %lld at batch 1 (%d slots: the KV caches%s)\n",
             (long long)(rt_model_state_floats(m, 1) * 4), m->nstate,

@@ -191,6 +191,7 @@ int rt_parse_opts(const char *prog, const char *verb, int argc, char **argv, con
       {OPT("--checkpoint", ARG_STRING, &o->checkpoint, NULL)},
       {OPT("--resume", ARG_STRING, &o->resume, NULL)},
       {OPT("--log", ARG_STRING, &o->log, NULL)},
+      {OPT("--teacher-weights", ARG_STRING, &o->teacher_weights, NULL)},
       /* every verb that runs the model */
       {OPT("--seed", ARG_U64, &o->seed, &o->have_seed)},
       {OPT("--threads", ARG_INT, &o->threads, NULL), .imin = 1, .imax = 1024},

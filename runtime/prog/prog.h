@@ -45,6 +45,7 @@ int rt_verb_importance(const char *prog, int argc, char **argv, const RtModel *m
  * (train overrides the spec's train: section only with those). */
 typedef struct RtOpts {
   const char *weights, *tokens, *targets, *out, *data, *prompt, *logits_out, *checkpoint, *resume, *log;
+  const char *teacher_weights; /* train, grad: a distilling program's teacher */
   uint64_t seed;
   long long threads;         /* 0: MODELC_THREADS or the online CPUs */
   long long n, top_k, runs;  /* generate, bench */
@@ -135,6 +136,12 @@ static inline int64_t rt_param_numel(const RtParamInfo *p) {
   return n;
 }
 
+/* 1 for a distillation teacher's parameter (RtModel.teacher_prefix): loaded from --teacher-weights
+ * by train and grad only, never read from or written to a weights file or checkpoint of the student. */
+static inline int rt_param_is_teacher(const RtModel *m, const RtParamInfo *p) {
+  return m->teacher_prefix && strncmp(p->name, m->teacher_prefix, strlen(m->teacher_prefix)) == 0;
+}
+
 /* 1 for a language model: an output per token over the vocabulary. */
 static inline int rt_is_lm(const RtModel *m) { return m->out_per_token && m->out_dim == m->vocab; }
 
@@ -148,6 +155,8 @@ typedef struct RtRun {
   float *statemem;   /* their memory */
   int state_batch;   /* the sequences they hold */
   int no_masks;      /* rt_run_load_weights leaves pruned dense parameters unmasked (the trainer masks) */
+  int teacher;       /* rt_run_load_weights loads the teacher's parameters (their names without
+                      * RtModel.teacher_prefix) instead of the student's */
 } RtRun;
 
 /* Allocates weights, arena and inference scratch (-1 and a message when out of memory). */
@@ -184,6 +193,9 @@ float rt_normal(RtRng *g);
 int rt_prog_init_weights(const RtModel *m, void *W, uint64_t seed, RtError *err);
 /* rt_run_load_weights into any buffer of weight_bytes bytes (path NULL: the embedded weights). */
 int rt_prog_load_weights(const RtModel *m, void *W, const char *path, RtError *err);
+/* A distilling program's teacher parameters from path (PROG train/grad --teacher-weights): the
+ * file holds them under the teacher's own names (as the teacher's program writes them). */
+int rt_prog_load_teacher(const RtModel *m, void *W, const char *path, RtError *err);
 /* The same, leaving the masked parameters as the file has them (the trainer computes their masks). */
 int rt_prog_load_weights_unmasked(const RtModel *m, void *W, const char *path, RtError *err);
 static inline int rt_format_has_scales(RtFormat f) {

@@ -105,7 +105,7 @@ static double evaluate(Trainer *t) {
 static double train_step(Trainer *t, double lr) {
   const RtModel *m = t->m;
   int64_t nmicro = t->B / t->M;
-  double loss = 0;
+  double loss = 0, kl = 0, ce = 0;
   float *g = nmicro > 1 ? t->Gacc : t->G;
   const float *W = t->W;
   if (t->Wh) { /* mixed precision: the step reads the master weights rounded to 16 bits, made
@@ -121,9 +121,9 @@ static double train_step(Trainer *t, double lr) {
      * on M; never 0, which means inference */
     uint64_t seed = rt_mix(t->dropout_seed, ((uint64_t)(t->step + 1) << 20) | (uint64_t)k) | 1;
     RtStep s = {(int)t->M, t->T, 0, NULL, t->scratch, seed, (float)t->ls.scale};
-    float l = 0;
-    m->train(&s, t->arena, W, t->ids, t->tgt, &l, t->G);
-    loss += l;
+    float l[3] = {0, 0, 0}; /* the loss, and a distilling program's KL and CE parts */
+    m->train(&s, t->arena, W, t->ids, t->tgt, l, t->G);
+    loss += l[0], kl += l[1], ce += l[2];
     if (nmicro > 1) {
       for (int i = 0; i < m->nparams; i++) {
         const RtParamInfo *p = &m->params[i];
@@ -137,6 +137,7 @@ static double train_step(Trainer *t, double lr) {
     }
   }
   loss /= (double)nmicro;
+  t->parts = (LossParts){kl / (double)nmicro, ce / (double)nmicro};
   int64_t step = t->step + 1;
   double unscale = 1.0; /* the gradients carry the loss scale this step used */
   if (t->prec == RT_PREC_FP16) { /* dynamic loss scaling: skip the update on inf/nan gradients */
@@ -204,7 +205,8 @@ static void train_help(const char *prog, const RtModel *m) {
          "       [--optimizer adamw|sgd] [--schedule cosine|linear|constant] [--warmup N] [--min-lr X]\n"
          "       [--weight-decay X] [--grad-clip X] [--beta1 X] [--beta2 X] [--momentum X]\n"
          "       [--tokens T.npy --targets Y.npy]   (a fixed batch every step instead of --data)\n"
-         "       [--loss-scale S] [--loss-scale-window N]   (fp16 programs: initial 65536, window 2000)\n\n"
+         "       [--loss-scale S] [--loss-scale-window N]   (fp16 programs: initial 65536, window 2000)\n"
+         "       [--teacher-weights T.safetensors]   (a distilling program: its teacher's weights, required)\n\n"
          "Train on the bytes of FILE (byte-level vocabulary). The last 10%% of FILE (at least context+1\n"
          "bytes) is held out for validation. Each step draws B windows of context+1 bytes at random\n"
          "offsets (PCG32 seeded by --seed) and averages the gradients of B/M micro-batches of M rows\n"
@@ -247,7 +249,7 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
                  "--data --weights --out --steps --stop-at --batch --micro-batch --lr --seed --eval-every "
                  "--checkpoint --checkpoint-every --resume --log --threads --tokens --targets --min-lr "
                  "--weight-decay --grad-clip --beta1 --beta2 --momentum --warmup --schedule --optimizer --loss-scale "
-                 "--loss-scale-window",
+                 "--loss-scale-window --teacher-weights",
                  &o, &help))
     return EXIT_USER;
   if (help) {
@@ -296,6 +298,12 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
     if (!data) o.eval_every = 0, o.have_eval = 1; /* nothing held out */
   }
   if (!o.out) return trainer_free(&t), rt_usage_error(prog, "train", "--out W.safetensors is required");
+  if (m->teacher_prefix && !o.teacher_weights)
+    return trainer_free(&t), rt_usage_error(prog, "train", "this program distills from a teacher: --teacher-weights "
+                                            "T.safetensors is required (the teacher's trained weights)");
+  if (!m->teacher_prefix && o.teacher_weights)
+    return trainer_free(&t), rt_usage_error(prog, "train", "--teacher-weights: this program does not distill (its "
+                                            "spec has no train: distill:)");
   if (o.resume && o.weights) return trainer_free(&t), rt_usage_error(prog, "train", "--resume and --weights exclude each other");
   if (o.have_ckpt_every && o.ckpt_every > 0 && !o.checkpoint)
     return trainer_free(&t), rt_usage_error(prog, "train", "--checkpoint-every needs --checkpoint PATH");
@@ -314,8 +322,9 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
                            {"--weights", o.weights, NULL, NULL},
                            {"--resume", o.resume, NULL, NULL},
                            {"--tokens", o.tokens, NULL, NULL},
-                           {"--targets", o.targets, NULL, NULL}};
-  if (rt_check_outputs(prog, "train", outs, 4, ins, 5)) return trainer_free(&t), EXIT_USER;
+                           {"--targets", o.targets, NULL, NULL},
+                           {"--teacher-weights", o.teacher_weights, NULL, NULL}};
+  if (rt_check_outputs(prog, "train", outs, 4, ins, 6)) return trainer_free(&t), EXIT_USER;
   /* A derived path replaces only a file of ours: never something the user keeps there. */
   int clash = 0;
   if (!o.log && !rt_log_replaceable(t.log_path))
@@ -417,6 +426,7 @@ no_data:;
     rt_rng_seed(&t.rng, seed);
     t.dropout_seed = seed;
   }
+  if (o.teacher_weights && rt_prog_load_teacher(m, t.W, o.teacher_weights, &err)) goto fail;
   /* a fresh run's masks: the sparsity in force at its step (the target without a schedule) */
   if (t.masks && !o.resume && rt_masks_compute(m, t.W, t.masks, &t.c, t.step, &err)) goto fail;
   t.steps = o.have_steps ? o.steps : (o.resume && ck_steps > 0) ? ck_steps : t.c.steps;
@@ -471,11 +481,13 @@ no_data:;
     }
     double elapsed = t.elapsed0 + rt_now_seconds() - t_start;
     if (evald)
-      fprintf(t.log, "%lld,%.9g,%.8g,%.8g,%.8g,%.1f,%.3f,%.9g\n", (long long)s, lr, loss, h->val_loss, h->val_bpb,
+      fprintf(t.log, "%lld,%.9g,%.8g,%.8g,%.8g,%.1f,%.3f,%.9g", (long long)s, lr, loss, h->val_loss, h->val_bpb,
               dt > 0 ? tokens_per_step / dt : 0.0, elapsed, t.ls.scale);
     else
-      fprintf(t.log, "%lld,%.9g,%.8g,,,%.1f,%.3f,%.9g\n", (long long)s, lr, loss, dt > 0 ? tokens_per_step / dt : 0.0,
+      fprintf(t.log, "%lld,%.9g,%.8g,,,%.1f,%.3f,%.9g", (long long)s, lr, loss, dt > 0 ? tokens_per_step / dt : 0.0,
               elapsed, t.ls.scale);
+    if (m->loss_parts == 3) fprintf(t.log, ",%.8g,%.8g", t.parts.kl, t.parts.ce); /* distillation's KL and CE */
+    fputc('\n', t.log);
     fflush(t.log);
     if (evald && rt_write_svg(&t, &err)) goto fail;
     if (o.checkpoint && t.ckpt_every > 0 && s % t.ckpt_every == 0 && s != t.stop_at &&
@@ -484,9 +496,11 @@ no_data:;
     /* progress */
     double tps = tokens_per_step * (double)(s - first) / t_train;
     double eta = (double)(t.stop_at - s) * t_train / (double)(s - first);
-    char etas[32], val[48] = "";
+    char etas[32], val[96] = "";
     rt_fmt_secs(etas, sizeof etas, eta);
-    if (isfinite(last_val)) snprintf(val, sizeof val, " | val %.4f", last_val);
+    size_t vl = 0;
+    if (m->loss_parts == 3) vl = (size_t)snprintf(val, sizeof val, " (kl %.4f, ce %.4f)", t.parts.kl, t.parts.ce);
+    if (isfinite(last_val)) snprintf(val + vl, sizeof val - vl, " | val %.4f", last_val);
     double now = rt_now_seconds();
     if (tty) {
       if (now - last_draw > 0.1 || s == t.stop_at || evald) {
@@ -512,6 +526,7 @@ no_data:;
   if (t.nhist > 0) {
     const Hist *h = &t.hist[t.nhist - 1];
     printf("step %lld: loss %.6f", (long long)h->step, h->loss);
+    if (m->loss_parts == 3) printf(" (kl %.6f, ce %.6f)", t.parts.kl, t.parts.ce);
     if (isfinite(last_val)) printf(", val loss %.6f (%.4f bits per byte)", last_val, last_val / log(2.0));
     if (t.prec == RT_PREC_FP16)
       printf(", loss scale %g, %lld step(s) skipped for overflow", t.ls.scale, (long long)t.ls.skipped);
@@ -560,14 +575,18 @@ static int read_targets(const RtModel *m, const char *path, int B, int T, int32_
 int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
   RtOpts o;
   int help = 0;
-  if (rt_parse_opts(prog, "grad", argc, argv, "--weights --tokens --targets --out --threads", &o, &help))
+  if (rt_parse_opts(prog, "grad", argc, argv, "--weights --tokens --targets --out --threads --teacher-weights", &o,
+                    &help))
     return EXIT_USER;
   if (help) {
-    printf("usage: %s grad [--weights W.safetensors] --tokens T.npy --targets Y.npy --out G.safetensors\n\n"
+    printf("usage: %s grad [--weights W.safetensors] --tokens T.npy --targets Y.npy --out G.safetensors\n"
+           "       [--teacher-weights T.safetensors]   (required by a distilling program)\n\n"
            "One call of the model's training function: the mean cross-entropy of the outputs for tokens T\n"
            "(int32/int64 [B,T], B <= %lld, T <= %lld) against targets Y (%s), and the gradient of\n"
            "every stored parameter, written as float32 under the parameter's name to G, with the loss in\n"
-           "its metadata (\"loss\"). Prints 'loss: X'.\n",
+           "its metadata (\"loss\"). Prints 'loss: X'. A distilling program's loss is the distillation\n"
+           "loss (docs/training.md), its KL and CE parts also in the metadata (\"kl\", \"ce\") and\n"
+           "printed ('kl: X', 'ce: X'); the teacher's parameters get no gradient and are not written.\n",
            prog, (long long)m->batch, (long long)m->context, m->out_per_token ? "[B,T] like T" : "[B]");
     return EXIT_OK;
   }
@@ -576,10 +595,18 @@ int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
   if (!o.tokens) return rt_usage_error(prog, "grad", "--tokens FILE is required");
   if (!o.targets) return rt_usage_error(prog, "grad", "--targets FILE is required");
   if (!o.out) return rt_usage_error(prog, "grad", "--out FILE is required");
+  if (m->teacher_prefix && !o.teacher_weights)
+    return rt_usage_error(prog, "grad", "this program distills from a teacher: --teacher-weights T.safetensors is "
+                                        "required (the teacher's trained weights)");
+  if (!m->teacher_prefix && o.teacher_weights)
+    return rt_usage_error(prog, "grad", "--teacher-weights: this program does not distill (its spec has no train: "
+                                        "distill:)");
   const RtPathArg outs[] = {{"--out", o.out, "name another --out", NULL}};
-  const RtPathArg ins[] = {
-      {"--weights", o.weights, NULL, NULL}, {"--tokens", o.tokens, NULL, NULL}, {"--targets", o.targets, NULL, NULL}};
-  if (rt_check_outputs(prog, "grad", outs, 1, ins, 3)) return EXIT_USER;
+  const RtPathArg ins[] = {{"--weights", o.weights, NULL, NULL},
+                           {"--tokens", o.tokens, NULL, NULL},
+                           {"--targets", o.targets, NULL, NULL},
+                           {"--teacher-weights", o.teacher_weights, NULL, NULL}};
+  if (rt_check_outputs(prog, "grad", outs, 1, ins, 4)) return EXIT_USER;
   RtError err;
   err.msg[0] = 0;
   int B = 0, T = 0, rc = EXIT_OK;
@@ -595,21 +622,25 @@ int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
   if (!W || !G || !arena || !scratch) {
     rt_fail(&err, "out of memory allocating the model");
     rc = EXIT_USER;
-  } else if (rt_prog_load_weights(m, W, o.weights, &err) || rt_prog_read_tokens(m, o.tokens, &ids, &B, &T, &err) ||
-             read_targets(m, o.targets, B, T, &tgt, &err)) {
+  } else if (rt_prog_load_weights(m, W, o.weights, &err) ||
+             (o.teacher_weights && rt_prog_load_teacher(m, W, o.teacher_weights, &err)) ||
+             rt_prog_read_tokens(m, o.tokens, &ids, &B, &T, &err) || read_targets(m, o.targets, B, T, &tgt, &err)) {
     rc = EXIT_USER;
   } else {
     /* as a training step computes them: working weights rounded to the compiled precision, loss
      * scale 1 (so the gradients are the true ones) */
     rt_round_weights(W, W, rt_weight_floats(m), m->train_precision);
     RtStep s = {B, T, 0, NULL, scratch, 0, 1.0f};
-    float loss = 0;
-    m->train(&s, arena, W, ids, tgt, &loss, G);
-    char ls[48];
-    snprintf(ls, sizeof ls, "%.9g", (double)loss);
-    const char *meta[] = {"format", "pt", "modelc_model", m->name, "loss", ls};
-    if (rt_prog_write_weights(m, G, o.out, meta, 3, &err)) rc = EXIT_USER;
-    else printf("loss: %.9g\n", (double)loss);
+    float loss[3] = {0, 0, 0};
+    m->train(&s, arena, W, ids, tgt, loss, G);
+    char ls[48], kls[48], ces[48];
+    snprintf(ls, sizeof ls, "%.9g", (double)loss[0]);
+    snprintf(kls, sizeof kls, "%.9g", (double)loss[1]);
+    snprintf(ces, sizeof ces, "%.9g", (double)loss[2]);
+    const char *meta[] = {"format", "pt", "modelc_model", m->name, "loss", ls, "kl", kls, "ce", ces};
+    if (rt_prog_write_weights(m, G, o.out, meta, m->loss_parts == 3 ? 5 : 3, &err)) rc = EXIT_USER;
+    else if (m->loss_parts == 3) printf("loss: %.9g\nkl: %.9g\nce: %.9g\n", (double)loss[0], (double)loss[1], (double)loss[2]);
+    else printf("loss: %.9g\n", (double)loss[0]);
   }
   if (rc) fprintf(stderr, "%s: error: %s\n", prog, err.msg);
   free(ids);

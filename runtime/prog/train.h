@@ -15,6 +15,11 @@ typedef struct Hist {
   double loss, val_loss, val_bpb; /* val NAN when not measured */
 } Hist;
 
+/* A distilling program's step: the loss's KL and CE parts (RtModel.loss_parts 3), logged. */
+typedef struct LossParts {
+  double kl, ce;
+} LossParts;
+
 typedef struct Trainer {
   const char *prog;
   const RtModel *m;
@@ -40,6 +45,7 @@ typedef struct Trainer {
                     * update, recomputed on the schedule (RtTrainConfig.prune_*), kept in checkpoints */
   uint64_t dropout_seed; /* --seed of the run (kept in checkpoints): dropout masks derive from it */
   double elapsed0;
+  LossParts parts;               /* the last step's, when the program distills */
   Hist *hist;
   int64_t nhist;
   char *log_path, *svg_path;
