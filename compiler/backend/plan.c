@@ -166,6 +166,39 @@ static void analyse_op(Ctx *c, const Func *f, FuncInfo *fi, const Op *op) {
   }
 }
 
+/* The earlier call of @g in f that a call of @g.bwd recomputes (same leading operands), or NULL. */
+static const Op *recomputed_call(const BackendPlan *p, const Func *f, const Op *call) {
+  const char *callee = ir_attr_s(call, "callee");
+  size_t n = strlen(callee);
+  if (n < 5 || strcmp(callee + n - 4, ".bwd") != 0) return NULL;
+  for (const Op *op = f->first; op && op != call; op = op->next) {
+    if (op->kind != OP_CALL || op->nin > call->nin) continue;
+    const char *g = ir_attr_s(op, "callee");
+    if (strlen(g) != n - 4 || strncmp(g, callee, n - 4) != 0) continue;
+    bool same = true;
+    for (int i = 0; i < op->nin && same; i++) same = op->in[i] == call->in[i];
+    if (same) return op;
+  }
+  (void)p;
+  return NULL;
+}
+
+/* Slots the op takes of its function's run (a recomputing call shares its forward call's). */
+static int op_slots(const BackendPlan *p, const Func *f, const Op *op) {
+  if (op->kind != OP_CALL) return kt_nstate(op);
+  if (recomputed_call(p, f, op)) return 0;
+  return backend_func(p, ir_find_func(p->m, ir_attr_s(op, "callee")))->nstate;
+}
+
+int backend_call_state(const BackendPlan *p, const Func *f, const Op *call, bool *shared) {
+  const Op *fwd = recomputed_call(p, f, call);
+  *shared = fwd != NULL;
+  const Op *upto = fwd ? fwd : call;
+  int st = 0;
+  for (const Op *op = f->first; op && op != upto; op = op->next) st += op_slots(p, f, op);
+  return st;
+}
+
 static void analyse(Ctx *c, const Func *f) {
   FuncInfo *fi = backend_func(c->p, f);
   fi->analysed = true;
@@ -173,10 +206,7 @@ static void analyse(Ctx *c, const Func *f) {
   for (const Op *op = f->first; op; op = op->next) {
     if (op->nout > 1 && op->kind != OP_CALL && !kt_op(op->kind)->present) err(c, f, op, "multi-result ops are not supported");
     analyse_op(c, f, fi, op);
-    if (op->kind == OP_CALL)
-      fi->nstate += backend_func(c->p, ir_find_func(c->p->m, ir_attr_s(op, "callee")))->nstate;
-    else
-      fi->nstate += kt_nstate(op);
+    fi->nstate += op_slots(c->p, f, op);
   }
   fi->frame = memplan_frame_bytes(f);
   if (fi->frame < 0) err(c, f, NULL, "the module has not been through the memplan pass");
@@ -193,7 +223,7 @@ static void decode_facts(const BackendPlan *p, const Func *f, bool *table, bool 
       decode_facts(p, ir_find_func(p->m, ir_attr_s(op, "callee")), table, rings);
       continue;
     }
-    if (kt_nstate(op) && !ir_attr(op, "cache")) *rings = false;
+    if (kt_nstate(op) && !ir_attr(op, "cache") && op->kind != OP_XL_MEMORY) *rings = false; /* segment memory: bounded */
     bool ew = backend_op_expr(p->m, op) != NULL;
     if (!ew && op->kind != OP_LINEAR) continue;
     const Value *r = op->out[0];
@@ -215,6 +245,7 @@ static void collect_state(BackendPlan *p, const Func *f, int *n) {
       continue;
     }
     for (int k = 0; k < kt_nstate(op); k++) p->state_rows[(*n)++] = kt_state_floats(op);
+    if (op->kind == OP_XL_MEMORY && ir_attr_i(op, "memory") > p->memory) p->memory = ir_attr_i(op, "memory");
   }
 }
 
