@@ -89,14 +89,7 @@ static double evaluate(Trainer *t) {
     }
     RtStep s = {nb, nt, 0, NULL, t->scratch, 0, 0.0f};
     m->forward(&s, t->arena, t->W, t->ids, t->logits);
-    for (int i = 0; i < nb * nt; i++) {
-      const float *l = t->logits + (size_t)i * (size_t)m->vocab;
-      double mx = l[0], sum = 0;
-      for (int v = 1; v < m->vocab; v++) mx = l[v] > mx ? l[v] : mx;
-      for (int v = 0; v < m->vocab; v++) sum += exp(l[v] - mx);
-      total += mx + log(sum) - l[t->tgt[i]];
-      count++;
-    }
+    for (int i = 0; i < nb * nt; i++, count++) total += rt_token_nll(t->logits + (size_t)i * (size_t)m->vocab, m->vocab, t->tgt[i]);
   }
   return count ? total / (double)count : NAN;
 }
@@ -584,6 +577,7 @@ int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
   err.msg[0] = 0;
   int B = 0, T = 0, rc = EXIT_OK;
   int32_t *ids = NULL, *tgt = NULL;
+  float loss = 0;
   if (rt_model_require_f32(m, "grad", &err)) {
     fprintf(stderr, "%s: error: %s\n", prog, err.msg);
     return EXIT_USER;
@@ -603,8 +597,14 @@ int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
      * scale 1 (so the gradients are the true ones) */
     rt_round_weights(W, W, rt_weight_floats(m), m->train_precision);
     RtStep s = {B, T, 0, NULL, scratch, 0, 1.0f};
-    float loss = 0;
-    m->train(&s, arena, W, ids, tgt, &loss, G);
+    RtSegState st = {0};
+    if (!m->memory) m->train(&s, arena, W, ids, tgt, &loss, G);
+    else if (rt_seg_state_init(&st, m, B, &err) ||
+             rt_seg_forward(m, arena, W, scratch, &st, ids, tgt, B, T, NULL, &loss, G, &err))
+      rc = EXIT_USER; /* segment memory: the segments' gradients, the memory a constant */
+    rt_seg_state_free(&st);
+  }
+  if (!rc) {
     char ls[48];
     snprintf(ls, sizeof ls, "%.9g", (double)loss);
     const char *meta[] = {"format", "pt", "modelc_model", m->name, "loss", ls};
