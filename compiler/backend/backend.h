@@ -70,10 +70,11 @@ typedef struct BackendPlan {
 bool backend_plan(BackendPlan *p, const Module *m, Diag *d);
 void backend_plan_free(BackendPlan *p);
 FuncInfo *backend_func(const BackendPlan *p, const Func *f);
-/* The state slot a call op in f passes its callee, counted from f's own first slot. A call of
- * @g.bwd (autodiff's backward, which recomputes @g) whose leading operands are those of an earlier
- * call of @g in f passes that call's slots (it reads the same segment memory; *shared true) and
- * takes none of its own; any other call takes the next slots after the ops before it. */
+/* The state slot a call op in f passes its callee, counted from f's own first slot. A call that
+ * recomputes an earlier call of @g in f (a call of @g or of @g.bwd, autodiff's backward, with that
+ * call's leading operands, up to recomputes) passes that call's slots (it reads the same segment
+ * memory; *shared true) and takes none of its own; any other call takes the next slots after the
+ * ops before it. */
 int backend_call_state(const BackendPlan *p, const Func *f, const Op *call, bool *shared);
 /* The expression an element-wise op computes over its operands $0..: a fused group's expr, or
  * op($0, $1) for a single OPF_EW op (arena-allocated in m); NULL for any other op. */

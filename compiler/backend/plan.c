@@ -166,20 +166,31 @@ static void analyse_op(Ctx *c, const Func *f, FuncInfo *fi, const Op *op) {
   }
 }
 
-/* The earlier call of @g in f that a call of @g.bwd recomputes (same leading operands), or NULL. */
+/* The earlier call of @g in f that `call` recomputes, or NULL: `call` calls @g (the checkpoint
+ * pass's recompute) or @g.bwd (autodiff's backward, which recomputes @g first), and its leading
+ * operands are that call's, up to recomputes (a recomputed call's result stands for the first
+ * call's). Such a call reads the state the first call read, so it gets the same slots. */
+static const Op *recomputed_call(const BackendPlan *p, const Func *f, const Op *call);
+
+static const Value *canon_value(const BackendPlan *p, const Func *f, const Value *v) {
+  const Op *d = v->def;
+  if (!d || d->kind != OP_CALL) return v;
+  const Op *first = recomputed_call(p, f, d);
+  return first && v->index < first->nout ? canon_value(p, f, first->out[v->index]) : v;
+}
+
 static const Op *recomputed_call(const BackendPlan *p, const Func *f, const Op *call) {
   const char *callee = ir_attr_s(call, "callee");
   size_t n = strlen(callee);
-  if (n < 5 || strcmp(callee + n - 4, ".bwd") != 0) return NULL;
+  if (n >= 5 && strcmp(callee + n - 4, ".bwd") == 0) n -= 4;
   for (const Op *op = f->first; op && op != call; op = op->next) {
     if (op->kind != OP_CALL || op->nin > call->nin) continue;
     const char *g = ir_attr_s(op, "callee");
-    if (strlen(g) != n - 4 || strncmp(g, callee, n - 4) != 0) continue;
+    if (strlen(g) != n || strncmp(g, callee, n) != 0) continue;
     bool same = true;
-    for (int i = 0; i < op->nin && same; i++) same = op->in[i] == call->in[i];
+    for (int i = 0; i < op->nin && same; i++) same = canon_value(p, f, op->in[i]) == canon_value(p, f, call->in[i]);
     if (same) return op;
   }
-  (void)p;
   return NULL;
 }
 
@@ -349,6 +360,11 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
       if (p->train->args[i]->type.rank >= 2) a->role[1] = AX_TIME;
     }
     analyse(&c, p->train);
+    /* segment memory: the trainer passes the forward's slots, so training may use no others (every
+     * recomputation of a block shares its forward call's, above) */
+    if (p->memory && ti->nstate > p->nstate)
+      err(&c, p->train, NULL, "segment memory: the training function keeps state the forward does not (an op "
+                              "keeping state outside a recomputed block call)");
     p->train_arena_bytes = memplan_arena_bytes(m, p->train);
     collect_scratch(p, p->train, true);
   }

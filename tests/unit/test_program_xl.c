@@ -11,7 +11,8 @@
  * 1e-5 relative, every gradient within 2e-5 of its largest element (measured: at most 7e-7), the C
  * and LLVM backends byte-identical. Then three segments with a shorter last one (7, 7, 3) against
  * the reference; the documented limit (a token further back than a layer's reach changes nothing
- * of a later segment, but the memory does carry the nearer past); and the IR the spec lowers to. */
+ * of a later segment, but the memory does carry the nearer past); the gradients with checkpoint<every=1>
+ * (the recomputed block reads the same memory); and the IR the spec lowers to. */
 #include <check.h>
 
 #include "check_run.h"
@@ -96,6 +97,26 @@ START_TEST(limit) {
 }
 END_TEST
 
+/* Checkpointing recomputes a block in the backward (a second call of @layer): it shares the first
+ * call's state slots, so it reads the same memory; the gradients are the reference's (and the bits
+ */
+START_TEST(checkpointed) {
+  const char *pp = "autodiff,checkpoint<every=1>,constfold,cse,fuse,dce,memplan";
+  for (int b = 0; b < 2; b++) {
+    ck_assert_int_eq(sh("%s build %s --passes='%s' " SPEC5 " -o %s/k%d", MODELC_BIN, b ? "--backend=llvm" : "", pp, tmp, b), 0);
+    ck_assert_int_eq(sh("%s/k%d grad --weights " FIX "/weights_m5.safetensors --tokens " FIX "/tokens.npy --targets " FIX
+                        "/targets.npy --out %s/k%d.safetensors > %s/k%d.txt",
+                        tmp, b, tmp, b, tmp, b),
+                     0);
+  }
+  char p[512];
+  snprintf(p, sizeof p, "%s/k0.safetensors", tmp);
+  double ge = compare_tensors(p, FIX "/grads_m5.safetensors", 2e-5);
+  printf("xl-tiny checkpoint<every=1>: worst gradient %.3g\n", ge);
+  ck_assert_msg(sh("cmp -s %s/k0.safetensors %s/k1.safetensors", tmp, tmp) == 0, "checkpointed gradients, C vs LLVM");
+}
+END_TEST
+
 /* the IR: xl_memory, the halves table through r_net, xl_attention; after autodiff their _dx ops */
 START_TEST(lowered_ir) {
   ck_assert_int_eq(sh("%s dump --passes=autodiff " SPEC5 " > %s/ir.txt", MODELC_BIN, tmp), 0);
@@ -121,6 +142,7 @@ int main(void) {
   tcase_add_test(tc, memory_9);
   tcase_add_test(tc, three_segments);
   tcase_add_test(tc, limit);
+  tcase_add_test(tc, checkpointed);
   tcase_add_test(tc, lowered_ir);
   suite_add_tcase(s, tc);
   return check_run(s);
