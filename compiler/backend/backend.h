@@ -29,6 +29,8 @@ typedef enum AxisRole { AX_STATIC = 0, AX_BATCH, AX_TIME } AxisRole;
 typedef struct ValueInfo {
   AxisRole role[IR_MAX_RANK]; /* per axis */
   bool known;                 /* roles computed */
+  int call_st;                /* a call's first result: the state slot the call passes (backend_call_state) */
+  bool call_shared;           /* ... that of an earlier call it recomputes */
 } ValueInfo;
 
 typedef struct FuncInfo {

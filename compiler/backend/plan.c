@@ -166,48 +166,64 @@ static void analyse_op(Ctx *c, const Func *f, FuncInfo *fi, const Op *op) {
   }
 }
 
-/* The earlier call of @g in f that `call` recomputes, or NULL: `call` calls @g (the checkpoint
- * pass's recompute) or @g.bwd (autodiff's backward, which recomputes @g first), and its leading
- * operands are that call's, up to recomputes (a recomputed call's result stands for the first
- * call's). Such a call reads the state the first call read, so it gets the same slots. */
-static const Op *recomputed_call(const BackendPlan *p, const Func *f, const Op *call);
-
-static const Value *canon_value(const BackendPlan *p, const Func *f, const Value *v) {
-  const Op *d = v->def;
-  if (!d || d->kind != OP_CALL) return v;
-  const Op *first = recomputed_call(p, f, d);
-  return first && v->index < first->nout ? canon_value(p, f, first->out[v->index]) : v;
-}
-
-static const Op *recomputed_call(const BackendPlan *p, const Func *f, const Op *call) {
-  const char *callee = ir_attr_s(call, "callee");
+/* The callee's name without autodiff's ".bwd": a call of @g.bwd recomputes @g first. */
+static size_t base_len(const char *callee) {
   size_t n = strlen(callee);
-  if (n >= 5 && strcmp(callee + n - 4, ".bwd") == 0) n -= 4;
-  for (const Op *op = f->first; op && op != call; op = op->next) {
-    if (op->kind != OP_CALL || op->nin > call->nin) continue;
-    const char *g = ir_attr_s(op, "callee");
-    if (strlen(g) != n || strncmp(g, callee, n) != 0) continue;
-    bool same = true;
-    for (int i = 0; i < op->nin && same; i++) same = canon_value(p, f, op->in[i]) == canon_value(p, f, call->in[i]);
-    if (same) return op;
-  }
-  return NULL;
+  return n >= 5 && strcmp(callee + n - 4, ".bwd") == 0 ? n - 4 : n;
 }
 
-/* Slots the op takes of its function's run (a recomputing call shares its forward call's). */
-static int op_slots(const BackendPlan *p, const Func *f, const Op *op) {
-  if (op->kind != OP_CALL) return kt_nstate(op);
-  if (recomputed_call(p, f, op)) return 0;
-  return backend_func(p, ir_find_func(p->m, ir_attr_s(op, "callee")))->nstate;
+/* The state slots of f's ops, in order (called by analyse, its callees analysed). A call that
+ * recomputes an earlier call of @g (a call of @g, the checkpoint pass's recompute, or of @g.bwd,
+ * autodiff's backward, with that call's leading operands up to recomputes: a recomputed call's
+ * results stand for the first call's) reads the state the first call read, so it gets the same
+ * slots and takes none (ValueInfo.call_st, .call_shared of its first result). Earlier calls are
+ * found through their first operand's canonical value: linear in f's ops. */
+static int call_slots(const BackendPlan *p, const Func *f, FuncInfo *fi) {
+  int nv = f->nvalues + 1, nops = 0;
+  for (const Op *op = f->first; op; op = op->next) nops++;
+  int *canon = malloc((size_t)nv * sizeof *canon), *head = malloc((size_t)nv * sizeof *head);
+  int *next = malloc((size_t)(nops + 1) * sizeof *next);
+  const Op **calls = malloc((size_t)(nops + 1) * sizeof *calls);
+  if (!canon || !head || !next || !calls) die("out of memory");
+  for (int i = 0; i < nv; i++) canon[i] = i, head[i] = -1;
+  int st = 0, ncall = 0;
+  for (const Op *op = f->first; op; op = op->next) {
+    if (op->kind != OP_CALL) {
+      st += kt_nstate(op);
+      continue;
+    }
+    const char *callee = ir_attr_s(op, "callee");
+    size_t n = base_len(callee);
+    const Op *first = NULL;
+    int key = op->nin ? canon[op->in[0]->id] : nv - 1;
+    for (int k = head[key]; k >= 0 && !first; k = next[k]) {
+      const Op *e = calls[k];
+      const char *g = ir_attr_s(e, "callee");
+      if (e->nin > op->nin || base_len(g) != n || strncmp(g, callee, n) != 0) continue;
+      bool same = true;
+      for (int i = 0; i < e->nin && same; i++) same = canon[e->in[i]->id] == canon[op->in[i]->id];
+      if (same) first = e;
+    }
+    ValueInfo *r = vi(fi, op->out[0]);
+    if (first) {
+      r->call_st = vi(fi, first->out[0])->call_st;
+      r->call_shared = true;
+      for (int k = 0; k < op->nout && k < first->nout; k++) canon[op->out[k]->id] = canon[first->out[k]->id];
+    } else {
+      r->call_st = st;
+      r->call_shared = false;
+      st += backend_func(p, ir_find_func(p->m, callee))->nstate;
+    }
+    calls[ncall] = op, next[ncall] = head[key], head[key] = ncall++;
+  }
+  free(canon), free(head), free(next), free(calls);
+  return st;
 }
 
 int backend_call_state(const BackendPlan *p, const Func *f, const Op *call, bool *shared) {
-  const Op *fwd = recomputed_call(p, f, call);
-  *shared = fwd != NULL;
-  const Op *upto = fwd ? fwd : call;
-  int st = 0;
-  for (const Op *op = f->first; op && op != upto; op = op->next) st += op_slots(p, f, op);
-  return st;
+  const ValueInfo *r = vi(backend_func(p, f), call->out[0]);
+  *shared = r->call_shared;
+  return r->call_st;
 }
 
 static void analyse(Ctx *c, const Func *f) {
@@ -217,8 +233,8 @@ static void analyse(Ctx *c, const Func *f) {
   for (const Op *op = f->first; op; op = op->next) {
     if (op->nout > 1 && op->kind != OP_CALL && !kt_op(op->kind)->present) err(c, f, op, "multi-result ops are not supported");
     analyse_op(c, f, fi, op);
-    fi->nstate += op_slots(c->p, f, op);
   }
+  fi->nstate = call_slots(c->p, f, fi);
   fi->frame = memplan_frame_bytes(f);
   if (fi->frame < 0) err(c, f, NULL, "the module has not been through the memplan pass");
 }
