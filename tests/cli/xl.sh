@@ -11,7 +11,8 @@ source "$(dirname "$0")/lib.bash"
 X=$TMP/xl
 expect_status 0 "$MODELC" build examples/xl-tiny.yaml -o "$X"
 expect_status 0 "$X" info
-expect_in "$TMP/out" "state bytes:      393216 at batch 1 (12 slots"
+expect_in "$TMP/out" "state bytes:      393216 at batch 1 (12 slots: the segment memory"
+expect_in "$TMP/out" "segment memory:   64 positions per layer (Transformer-XL): longer texts run as segments of 64"
 expect_in "$TMP/out" "rings: decoding goes past the context"
 expect_status 0 "$MODELC" dump examples/xl-tiny.yaml
 expect_in "$TMP/out" "param @h.3.attn.r_w_bias : f32[4,32]"
