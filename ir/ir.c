@@ -62,6 +62,8 @@ static bool shape_sinusoid(const Module *m, const Op *op, Type *out, char *err, 
   int nd;
   ir_attr_ints(op, "shape", &nd);
   if (nd != 2) return fail(err, n, "sinusoid shape must be [T,C]%s%s", NULL, NULL);
+  const int64_t *d = ir_attr_ints(op, "shape", &nd);
+  if (ir_attr_s(op, "layout") && d[1] % 2 != 0) return fail(err, n, "sinusoid: layout halves needs an even C%s%s", NULL, NULL);
   return shape_attr(op, DT_F32, out, err, n);
 }
 
@@ -306,6 +308,65 @@ static bool shape_linformer_dx(const Module *m, const Op *op, Type *out, char *e
   out[0] = op->in[0]->type;
   out[1] = op->in[1]->type;
   out[2] = op->in[2]->type;
+  return true;
+}
+
+/* xl_memory: x f32 [B,T,C] -> [B,M+T,C]; the memory's state keeps two tags in its slots, so M*C >= 2 */
+static bool shape_xl_memory(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96];
+  const Type *x = &op->in[0]->type;
+  int64_t mem = ir_attr_i(op, "memory");
+  if (x->dtype != DT_F32 || x->rank != 3) return fail(err, n, "xl_memory expects f32 x [B,T,C], got %s%s", tstr(x, b1), NULL);
+  if (mem * x->dim[2] < 2) return fail(err, n, "xl_memory: memory x C must be at least 2 (x is %s)%s", tstr(x, b1), NULL);
+  *out = *x;
+  out->dim[1] = x->dim[1] + mem;
+  return true;
+}
+
+/* xl_memory_dx: d cat [B,M+T,C] -> [B,T,C] */
+static bool shape_xl_memory_dx(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96];
+  const Type *x = &op->in[0]->type;
+  int64_t mem = ir_attr_i(op, "memory");
+  if (x->dtype != DT_F32 || x->rank != 3 || x->dim[1] <= mem)
+    return fail(err, n, "xl_memory_dx expects f32 [B,M+T,C] with T >= 1, got %s%s", tstr(x, b1), NULL);
+  *out = *x;
+  out->dim[1] = x->dim[1] - mem;
+  return true;
+}
+
+/* xl_attention: qkv f32 [B,M+T,3C], rk f32 [M+T,C], r_w_bias and r_r_bias f32 [H,C/H] -> [B,T,C] */
+static bool shape_xl_attn(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Type *x = &op->in[0]->type;
+  int64_t h = ir_attr_i(op, "heads"), mem = ir_attr_i(op, "memory");
+  if (x->dtype != DT_F32 || x->rank != 3 || x->dim[2] % 3 != 0 || x->dim[1] <= mem)
+    return fail(err, n, "xl_attention expects f32 qkv [B,M+T,3C] with T >= 1, got %s%s", tstr(x, b1), NULL);
+  int64_t c = x->dim[2] / 3;
+  if (h < 1 || c % h != 0) return fail(err, n, "xl_attention: heads do not divide the width of %s%s", tstr(x, b1), NULL);
+  const Type *rk = &op->in[1]->type;
+  if (rk->dtype != DT_F32 || rk->rank != 2 || rk->dim[0] != x->dim[1] || rk->dim[1] != c)
+    return fail(err, n, "xl_attention: rk %s is not f32 [M+T,C] for qkv %s", tstr(rk, b1), tstr(x, b2));
+  for (int i = 2; i <= 3; i++) {
+    const Type *b = &op->in[i]->type;
+    if (b->dtype != DT_F32 || b->rank != 2 || b->dim[0] != h || b->dim[1] != c / h)
+      return fail(err, n, "xl_attention: a relative bias %s is not f32 [heads, C/heads] for qkv %s", tstr(b, b1),
+                  tstr(x, b2));
+  }
+  *out = *x;
+  out->dim[1] = x->dim[1] - mem;
+  out->dim[2] = c;
+  return true;
+}
+
+/* xl_attention_dx: the forward's operands and dy [B,T,C] -> their four types */
+static bool shape_xl_attn_dx(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  Type y;
+  if (!shape_xl_attn(m, op, &y, err, n)) return false;
+  if (!ir_type_eq(&y, &op->in[4]->type))
+    return fail(err, n, "xl_attention_dx: dy %s is not the xl_attention output %s", tstr(&op->in[4]->type, b1), tstr(&y, b2));
+  for (int i = 0; i < 4; i++) out[i] = op->in[i]->type;
   return true;
 }
 
@@ -586,6 +647,21 @@ static int64_t flops_linformer_dx(const Module *m, const Op *op) {
   const Type *x = &op->in[0]->type;
   int64_t b = x->dim[0], t = x->dim[1], c = x->dim[2] / 3, h = ir_attr_i(op, "heads"), k = op->in[1]->type.dim[0];
   return b * t * k * (22 * c + 10 * h);
+}
+/* xl_attention per batch row and head: (Q+u) K^T and (Q+w) Rk^T over T x (M+T) (2 hd each per
+ * pair), P V (2 hd), ~5 per score for the softmax; causal within the segment is not discounted
+ * (the kernels compute the full rectangle of the two score products) */
+static int64_t flops_xl_attn(const Module *m, const Op *op) {
+  const Type *x = &op->in[0]->type;
+  int64_t b = x->dim[0], l = x->dim[1], t = l - ir_attr_i(op, "memory"), c = x->dim[2] / 3, h = ir_attr_i(op, "heads");
+  return b * t * l * (6 * c + 5 * h);
+}
+/* the forward's two score products recomputed (4 T L C), then dP, dQ's two, dK, dV, dRk (2 T L C
+ * each) and dS (~5 per score) */
+static int64_t flops_xl_attn_dx(const Module *m, const Op *op) {
+  const Type *x = &op->in[0]->type;
+  int64_t b = x->dim[0], l = x->dim[1], t = l - ir_attr_i(op, "memory"), c = x->dim[2] / 3, h = ir_attr_i(op, "heads");
+  return b * t * l * (16 * c + 10 * h);
 }
 /* rope: each of the C/2 pairs of q and of k per token is rotated with 4 multiplies and 2 adds;
  * the sin/cos of each (position, pair index) are shared by the heads and not counted. */

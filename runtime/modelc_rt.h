@@ -297,6 +297,33 @@ size_t rt_linformer_scratch_floats(int T, int C, int n_head, int K);
 void rt_linformer(float *out, const float *qkv, const float *E, const float *F, int B, int nt, int T, int C,
                   int n_head, int K, float *scratch);
 
+/* Segment recurrence (Transformer-XL, Dai et al. 2019; kernels/attention_xl.c describes the math).
+ * rt_xl_memory: out (B,M+T,C) = [memory; x] of x (B,nt,C), the memory's min(M, t0) valid rows last
+ * in rows 0..M-1 (zeros before them) and zeros in rows M+nt..; then the last M rows become the next
+ * call's memory. mem_a, mem_b (B,M,C) and tags (2 floats used) are the op's state (RtStep.state):
+ * a call at t0 reads the buffer written by the call that ended at t0 (t0 = 0: none) and writes
+ * the other, so repeating a step gives the same result. NULL state: an empty memory, nothing kept.
+ * rt_xl_memory_dx: dx (B,nt,C) = rows M..M+nt-1 of dcat (the memory is not differentiated). */
+void rt_xl_memory(float *out, const float *x, float *mem_a, float *mem_b, float *tags, int B, int nt, int t0, int T,
+                  int M, int C);
+void rt_xl_memory_dx(float *dx, const float *dcat, int B, int nt, int T, int M, int C);
+/* rt_xl_attention: out (B,nt,C) from qkv (B,M+T,3C) (the projection of rt_xl_memory's rows; the
+ * queries are rows M..M+nt-1), rk (M+T,C) the projected relative embedding by distance, u = r_w_bias
+ * and w = r_r_bias (H,hd): score(i,j) = ((q_i+u).k_j + (q_i+w).rk[M+i-j]) / sqrt(hd) over the keys
+ * j in [M - min(M,t0), M+i]. Parallel over (batch, head); scratch holds
+ * rt_xl_attention_scratch_floats(T, M, C, n_head) floats. rt_xl_attention_dx: dqkv (B,M+T,3C)
+ * (zero where nothing flows), drk (M+T,C), du, dw (H,hd) summed over batch rows; independent of the
+ * thread count; scratch rt_xl_attention_dx_scratch_floats(T, M, C, n_head). rt_sinusoid_halves:
+ * out (K,C) = [sin(d f_i) | cos(d f_i)], f_i = 10000^(-2i/C), the relative table (C even). */
+size_t rt_xl_attention_scratch_floats(int T, int M, int C, int n_head);
+void rt_xl_attention(float *out, const float *qkv, const float *rk, const float *u, const float *w, int B, int nt,
+                     int t0, int T, int M, int C, int n_head, float *scratch);
+size_t rt_xl_attention_dx_scratch_floats(int T, int M, int C, int n_head);
+void rt_xl_attention_dx(float *dqkv, float *drk, float *du, float *dw, const float *qkv, const float *rk,
+                        const float *u, const float *w, const float *dy, int B, int nt, int t0, int T, int M, int C,
+                        int n_head, float *scratch);
+void rt_sinusoid_halves(float *out, int K, int C);
+
 /* ---------------------------------------------------------------------------------------------
  * Scalar activations, shared by the array kernels and by generated fused loops
  * ------------------------------------------------------------------------------------------- */
@@ -644,6 +671,11 @@ typedef struct RtModel {
    * PROG train loads from --teacher-weights (their names without it) and no weights file of the
    * student holds; NULL: no teacher. */
   const char *teacher_prefix;
+  /* > 0: the attention keeps a segment memory of this many positions per layer (Transformer-XL,
+   * the xl_memory op's state): forward, grad, eval and train run a text longer than the context as
+   * consecutive segments of the context at t0 = 0, T, 2T, ..., the state carrying the memory
+   * (docs/runtime.md, "Segment memory"); 0: none. */
+  int memory;
 } RtModel;
 
 /* The generated program's command line: info, init, export, forward, generate, eval, bench, train,

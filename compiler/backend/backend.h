@@ -29,6 +29,8 @@ typedef enum AxisRole { AX_STATIC = 0, AX_BATCH, AX_TIME } AxisRole;
 typedef struct ValueInfo {
   AxisRole role[IR_MAX_RANK]; /* per axis */
   bool known;                 /* roles computed */
+  int call_st;                /* a call's first result: the state slot the call passes (backend_call_state) */
+  bool call_shared;           /* ... that of an earlier call it recomputes */
 } ValueInfo;
 
 typedef struct FuncInfo {
@@ -63,6 +65,7 @@ typedef struct BackendPlan {
   int nstate;              /* persistent state slots of the whole program (the entry's), in call order */
   int64_t *state_rows;     /* floats per batch row of each slot */
   bool decode_unbounded;   /* every slot is a ring and no position table is read: RtModel.decode_unbounded */
+  int64_t memory;          /* the largest segment memory of an xl_memory op (RtModel.memory), 0: none */
   int nscratch;            /* distinct scratch-size calls (kernels.def, LOWER's SCRATCH_ID) */
   BackendScratch *scratch;
 } BackendPlan;
@@ -71,6 +74,12 @@ typedef struct BackendPlan {
 bool backend_plan(BackendPlan *p, const Module *m, Diag *d);
 void backend_plan_free(BackendPlan *p);
 FuncInfo *backend_func(const BackendPlan *p, const Func *f);
+/* The state slot a call op in f passes its callee, counted from f's own first slot. A call that
+ * recomputes an earlier call of @g in f (a call of @g or of @g.bwd, autodiff's backward, with that
+ * call's leading operands, up to recomputes) passes that call's slots (it reads the same segment
+ * memory; *shared true) and takes none of its own; any other call takes the next slots after the
+ * ops before it. */
+int backend_call_state(const BackendPlan *p, const Func *f, const Op *call, bool *shared);
 /* The expression an element-wise op computes over its operands $0..: a fused group's expr, or
  * op($0, $1) for a single OPF_EW op (arena-allocated in m); NULL for any other op. */
 const Expr *backend_op_expr(const Module *m, const Op *op);

@@ -136,6 +136,32 @@ static Value *lw_repeat(Lower *lw, const SpecLayer *l, Value *x) {
   return x;
 }
 
+/* attention with Transformer-XL segment memory (docs/spec.md): [memory; x] through c_attn, the
+ * relative table of distances 0..M+T-1 projected by r_net, xl_attention, c_proj. pv holds the
+ * layer's parameters in fe_layer_params' order. */
+static Value *lw_xl_attention(Lower *lw, const SpecLayer *l, Value *x, Value **pv) {
+  Func *f = lw->f;
+  int k = 0;
+  int64_t M = l->memory, C = lw->s->model.dim;
+  Op *mo = ir_op_new(f, OP_XL_MEMORY, 1, &x, 1);
+  ir_set_attr_int(mo, "memory", M);
+  Value *cat = ir_emit(f, mo);
+  Value *qkv = lw_bias(lw, lw_op2(f, OP_LINEAR, cat, pv[k++]), l->bias, pv, &k);
+  Op *so = ir_op_new(f, OP_SINUSOID, 0, NULL, 1);
+  int64_t shape[2] = {cat->type.dim[1], C};
+  ir_set_attr_ints(so, "shape", 2, shape);
+  ir_set_attr_str(so, "layout", "halves");
+  Value *rk = lw_op2(f, OP_LINEAR, ir_emit(f, so), pv[k++]);
+  Value *in[4] = {qkv, rk, pv[k], pv[k + 1]};
+  k += 2;
+  Op *op = ir_op_new(f, OP_XL_ATTENTION, 4, in, 1);
+  ir_set_attr_int(op, "heads", l->heads);
+  ir_set_attr_int(op, "memory", M);
+  op->line = l->line, op->col = l->col;
+  Value *y = lw_op2(f, OP_LINEAR, ir_emit(f, op), pv[k++]);
+  return lw_bias(lw, y, l->bias, pv, &k);
+}
+
 static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
   const Spec *s = lw->s;
   Func *f = lw->f;
@@ -172,6 +198,7 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
     return ir_emit(f, op);
   }
   case SPEC_L_ATTENTION: {
+    if (l->memory) return lw_xl_attention(lw, l, x, pv);
     Value *qkv = lw_op2(f, OP_LINEAR, x, pv[k++]);
     qkv = lw_bias(lw, qkv, l->bias, pv, &k);
     Op *op = ir_op_new(f, OP_ATTENTION, 1, &qkv, 1);

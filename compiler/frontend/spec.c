@@ -616,8 +616,8 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
     break;
   }
   case SPEC_L_ATTENTION: {
-    static const char *const k[] = {"name", "heads", "causal", "bias", "sparse"};
-    fe_fields(c, opt, "attention", k, 5, v, NULL);
+    static const char *const k[] = {"name", "heads", "causal", "bias", "sparse", "memory"};
+    fe_fields(c, opt, "attention", k, 6, v, NULL);
     l->name = "attn";
     l->causal = true;
     l->bias = true;
@@ -631,6 +631,19 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
     if (v[2]) fe_bool(c, v[2], "causal", &l->causal);
     if (v[3]) fe_bool(c, v[3], "bias", &l->bias);
     if (v[4]) fe_sparse(c, v[4], l);
+    /* Transformer-XL segment memory (docs/spec.md, "attention"): causal, dense, an even width for
+     * the relative table of [sin | cos] halves; the qkv of [memory; segment] must stay countable */
+    if (v[5] && fe_int(c, v[5], "memory", 1, INT32_MAX, &l->memory)) {
+      int64_t r;
+      l->mem_line = v[5]->line, l->mem_col = v[5]->col;
+      if (!l->causal) ERR_AT(c, v[5], "segment memory needs causal attention (a decoder): set 'causal: true'");
+      else if (l->sparse) ERR_AT(c, v[5], "segment memory works with dense attention only: remove 'sparse'");
+      else if (m->dim % 2 != 0)
+        ERR_AT(c, v[5], "segment memory's relative position table needs an even model.dim, got %lld", (long long)m->dim);
+      else if (!fe_mul(m->context + l->memory, m->batch, &r) || !fe_mul(r, fe_smul(3, m->dim), &r) || r > INT32_MAX)
+        ERR_AT(c, v[5], "memory %lld: batch x (memory + context) x 3 dim is above 2147483647 (INT32_MAX), the largest "
+                        "count a kernel call takes", (long long)l->memory);
+    }
     break;
   }
   case SPEC_L_MLP: {
@@ -836,6 +849,25 @@ static void fe_scan_attention(const SpecLayer *ls, int n, int *ncausal, int *nbi
   }
 }
 
+/* Segment memory is all or nothing: the runtime carries the memory of every layer between the
+ * segments of a text (t0 goes past the context), which a KV-cached attention cannot follow. The
+ * first attention with memory is *first; an attention without it after or before is an error. */
+static void fe_scan_memory(Ctx *c, const SpecLayer *ls, int n, const SpecLayer **with, const SpecLayer **without,
+                           int depth) {
+  for (int i = 0; i < n && depth <= FE_MAX_DEPTH; i++) {
+    const SpecLayer *l = &ls[i];
+    if (l->kind == SPEC_L_ATTENTION) {
+      if (l->memory && !*with) *with = l;
+      if (!l->memory && !*without) *without = l;
+      if (*with && *without && (l == *with || l == *without))
+        ERR_AT(c, l, "every attention layer needs 'memory' when one has it (the layer at line %d, column %d %s)",
+               l == *with ? (*without)->line : (*with)->line, l == *with ? (*without)->col : (*with)->col,
+               l == *with ? "has none" : "has memory");
+    }
+    if (l->nbody) fe_scan_memory(c, l->body, l->nbody, with, without, depth + 1);
+  }
+}
+
 static void fe_check_structure(Ctx *c, const ModelNodes *mn, const YNode *layers_key) {
   Spec *s = c->s;
   int n = s->nlayers;
@@ -848,9 +880,15 @@ static void fe_check_structure(Ctx *c, const ModelNodes *mn, const YNode *layers
   if (mn->kind >= 0 && mn->kind != (int)s->model.kind)
     ERR_AT(c, mn->v[MK_KIND], "model kind '%s' does not match the layers, which make %s", kind_words[mn->kind],
            s->model.kind == SPEC_DECODER ? "a decoder (causal attention)" : "an encoder (non-causal attention)");
+  const SpecLayer *with = NULL, *without = NULL;
+  fe_scan_memory(c, s->layers, n, &with, &without, 0);
   bool seen_pos = false;
   for (int i = 0; i < n; i++) {
     const SpecLayer *l = &s->layers[i];
+    if (l->kind == SPEC_L_POSITIONS && with)
+      ERR_AT(c, l, "a model with segment memory (line %d, column %d) takes no 'positions' layer: its attention uses "
+                   "relative positions, and an absolute table cannot follow a text past the context",
+             with->mem_line, with->mem_col);
     if (l->kind == SPEC_L_EMBEDDING) {
       if (i != 0) ERR_AT(c, l, "'embedding' must be the first layer");
       else s->embedding = l->name;
@@ -914,6 +952,11 @@ int fe_layer_params(const Spec *s, const SpecLayer *l, const char *prefix, SpecP
   case SPEC_L_ATTENTION:
     k = fe_add_p(out, k, prefix, n, ".c_attn.weight", 2, fe_smul(3, C), C, INIT_NORMAL, 0.02, true);
     if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_attn.bias", 1, fe_smul(3, C), 0, INIT_ZEROS, 0, false);
+    if (l->memory) { /* Transformer-XL's relative positions: r_net, r_w_bias (u), r_r_bias (v) */
+      k = fe_add_p(out, k, prefix, n, ".r_net.weight", 2, C, C, INIT_NORMAL, 0.02, true);
+      k = fe_add_p(out, k, prefix, n, ".r_w_bias", 2, l->heads, l->heads ? C / l->heads : 0, INIT_NORMAL, 0.02, false);
+      k = fe_add_p(out, k, prefix, n, ".r_r_bias", 2, l->heads, l->heads ? C / l->heads : 0, INIT_NORMAL, 0.02, false);
+    }
     k = fe_add_p(out, k, prefix, n, ".c_proj.weight", 2, C, C, INIT_NORMAL, 0.02, true);
     if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_proj.bias", 1, C, 0, INIT_ZEROS, 0, false);
     break;

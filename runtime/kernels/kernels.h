@@ -253,6 +253,20 @@ void rt_attention_decode(float *out, const float *qkv, float *kcache, float *vca
 void rt_attention_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
                          int causal);
 
+/* ---- segment recurrence (kernels/attention_xl.c) ---- */
+
+/* Naive twins of rt_xl_memory, rt_xl_memory_dx, rt_xl_attention, rt_xl_attention_dx and
+ * rt_sinusoid_halves (modelc_rt.h): the formulas element by element, double, no scratch. */
+void rt_xl_memory_ref(float *out, const float *x, float *mem_a, float *mem_b, float *tags, int B, int nt, int t0,
+                      int T, int M, int C);
+void rt_xl_memory_dx_ref(float *dx, const float *dcat, int B, int nt, int T, int M, int C);
+void rt_xl_attention_ref(float *out, const float *qkv, const float *rk, const float *u, const float *w, int B, int nt,
+                         int t0, int T, int M, int C, int n_head);
+void rt_xl_attention_dx_ref(float *dqkv, float *drk, float *du, float *dw, const float *qkv, const float *rk,
+                            const float *u, const float *w, const float *dy, int B, int nt, int t0, int T, int M,
+                            int C, int n_head);
+void rt_sinusoid_halves_ref(float *out, int K, int C);
+
 /* ---- block-sparse attention (kernels/attention_sparse.c) ---- */
 
 /* Naive twins of rt_attention_sparse and rt_attention_sparse_dx (modelc_rt.h): dense attention

@@ -32,15 +32,10 @@ int rt_run_init(RtRun *r, const RtModel *m, RtError *err) {
 }
 
 int rt_run_kv(RtRun *r, int batch, RtError *err) {
-  const RtModel *m = r->m;
-  r->state = calloc((size_t)(m->nstate ? m->nstate : 1), sizeof *r->state);
-  r->statemem = rt_xalloc((size_t)rt_model_state_floats(m, batch) * sizeof(float) + 64);
-  if (!r->state || !r->statemem) return rt_fail(err, "out of memory allocating the state (KV cache)");
-  float *p = r->statemem;
-  for (int i = 0; i < m->nstate; i++) {
-    r->state[i] = p;
-    p += (size_t)batch * (size_t)m->state[i].row_floats;
-  }
+  RtSegState st; /* the same slots a segment-memory run carries (segments.c) */
+  if (rt_seg_state_init(&st, r->m, batch, err)) return -1;
+  r->state = st.slot;
+  r->statemem = st.mem;
   r->state_batch = batch;
   return 0;
 }
@@ -461,6 +456,13 @@ int rt_prog_load_weights_unmasked(const RtModel *m, void *W, const char *path, R
   return rt_run_load_weights(&r, path, err);
 }
 
+double rt_token_nll(const float *l, int64_t V, int target) {
+  double mx = l[0], sum = 0;
+  for (int64_t v = 1; v < V; v++) mx = l[v] > mx ? l[v] : mx;
+  for (int64_t v = 0; v < V; v++) sum += exp(l[v] - mx);
+  return mx + log(sum) - l[target];
+}
+
 /* Reads a token file (int32/int64 [B,T]) into int32 ids, checking shapes and ranges. */
 int rt_prog_read_tokens(const RtModel *m, const char *path, int32_t **ids, int *B, int *T, RtError *err) {
   RtNpy a;
@@ -470,7 +472,8 @@ int rt_prog_read_tokens(const RtModel *m, const char *path, int32_t **ids, int *
     rc = rt_fail(err, "%s: tokens must be int32 or int64, not %s", path, rt_dtype_name(a.dtype));
   else if (a.ndim != 2)
     rc = rt_fail(err, "%s: tokens must be [B,T], got %d dimensions", path, a.ndim);
-  else if (a.shape[0] < 1 || a.shape[0] > m->batch || a.shape[1] < 1 || a.shape[1] > m->context)
+  else if (a.shape[0] < 1 || a.shape[0] > m->batch || a.shape[1] < 1 || (a.shape[1] > m->context && !m->memory) ||
+           a.shape[1] > 0x7fffffff / 2) /* a segment-memory model reads longer rows as segments (segments.c) */
     rc = rt_fail(err, "%s: tokens [%lld,%lld] exceed the compiled shape [%lld,%lld] (or are empty)", path,
                  (long long)a.shape[0], (long long)a.shape[1], (long long)m->batch, (long long)m->context);
   if (rc) {

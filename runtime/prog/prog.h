@@ -51,6 +51,7 @@ typedef struct RtOpts {
   long long n, top_k, runs;  /* generate, bench */
   double temperature, top_p; /* generate */
   int no_cache;              /* generate */
+  int no_memory;             /* eval, train: a segment-memory model resets its memory at every segment */
   /* train */
   long long steps, stop_at, batch, micro, eval_every, ckpt_every, warmup;
   double lr, min_lr, weight_decay, grad_clip, beta1, beta2, momentum;
@@ -159,6 +160,29 @@ typedef struct RtRun {
                       * RtModel.teacher_prefix) instead of the student's */
 } RtRun;
 
+/* ---- segments.c: segment-memory models (RtModel.memory > 0, Transformer-XL) ---- */
+
+/* The state of a segment-memory model for `batch` rows (each slot batch x row_floats, zeroed). */
+typedef struct RtSegState {
+  void **slot;
+  float *mem;
+  int batch;
+} RtSegState;
+int rt_seg_state_init(RtSegState *s, const RtModel *m, int batch, RtError *err);
+void rt_seg_state_free(RtSegState *s);
+/* out[i] = slot i advanced to row row0 (a micro-batch's rows keep their own memory). */
+void rt_seg_state_rows(const RtSegState *s, const RtModel *m, int row0, void **out);
+/* The outputs (B,T,V) of ids (B,T), T any length, as consecutive segments of the context with the
+ * memory carried (st for B rows, reset first). */
+int rt_seg_forward(const RtModel *m, char *arena, const void *W, float *scratch, RtSegState *st, const int32_t *ids,
+                   const int32_t *tgt, int B, int T, float *out, float *loss, float *G, RtError *err);
+/* Mean next-token loss (nats) of the bytes buf[0..n) as nb = min(B, n-1) contiguous streams of L =
+ * (n-1)/nb predictions each, read in consecutive segments of the context with the memory carried
+ * (no_memory: reset at every segment); the last (n-1) - nb*L predictions are not scored. *count: the
+ * scored ones. st holds the compiled batch's rows. */
+double rt_seg_stream_loss(const RtModel *m, char *arena, const void *W, float *scratch, RtSegState *st,
+                          const unsigned char *buf, size_t n, int no_memory, size_t *count, RtError *err);
+
 /* Allocates weights, arena and inference scratch (-1 and a message when out of memory). */
 int rt_run_init(RtRun *r, const RtModel *m, RtError *err);
 /* Allocates the program's state slots (zeroed) for runs of `batch` sequences. */
@@ -252,6 +276,8 @@ int64_t rt_model_export_bytes(const RtModel *m);
 /* Reads a token file (int32/int64 [B,T]) within the compiled shape and the vocabulary into int32
  * ids; *ids is malloc'd. */
 int rt_prog_read_tokens(const RtModel *m, const char *path, int32_t **ids, int *B, int *T, RtError *err);
+/* -log softmax(l)[target] over l[0..V), in double (the eval verbs' next-token loss). */
+double rt_token_nll(const float *l, int64_t V, int target);
 
 /* ---------------------------------------------------------------------------------------------
  * The training loop's step policy (prog/schedule.c)

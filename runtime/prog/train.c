@@ -42,6 +42,9 @@ static void trainer_free(Trainer *t) {
   free(t->hist);
   free(t->log_path);
   free(t->svg_path);
+  rt_seg_state_free(&t->seg);
+  rt_seg_state_free(&t->seg_eval);
+  free(t->seg_rows);
   if (t->log) fclose(t->log);
 }
 
@@ -68,10 +71,30 @@ static void draw_rows(Trainer *t, int rows) {
   }
 }
 
+/* Segment memory: the rows row0.. of micro-batch rows read the step's segment of their streams
+ * (stream r = training bytes [r S, (r+1) S), S = ntrain / B; segment j = step mod (S-1)/T). */
+static void draw_segments(Trainer *t, int row0, int rows) {
+  size_t S = t->ntrain / (size_t)t->B, J = (S - 1) / (size_t)t->T, j = (size_t)t->step % J;
+  for (int r = 0; r < rows; r++) {
+    const unsigned char *w = t->data + (size_t)(row0 + r) * S + j * (size_t)t->T;
+    for (int i = 0; i < t->T; i++) {
+      t->ids[r * t->T + i] = w[i];
+      t->tgt[r * t->T + i] = w[i + 1];
+    }
+  }
+}
+
 /* Mean next-byte loss (nats) over the held-out tail, windows of the context, batches up to the
- * compiled batch (a shorter last window goes alone). */
+ * compiled batch (a shorter last window goes alone); a segment-memory model reads it as streams
+ * with the memory carried (segments.c). */
 static double evaluate(Trainer *t) {
   const RtModel *m = t->m;
+  if (m->memory && t->seg_eval.slot) {
+    size_t count = 0;
+    RtError e;
+    return rt_seg_stream_loss(m, t->arena, t->W, t->scratch, &t->seg_eval, t->data + t->ntrain, t->nval, t->no_memory,
+                              &count, &e);
+  }
   const unsigned char *buf = t->data + t->ntrain;
   size_t n = t->nval, pos = 0, count = 0;
   int B = (int)m->batch, T = t->T;
@@ -89,14 +112,7 @@ static double evaluate(Trainer *t) {
     }
     RtStep s = {nb, nt, 0, NULL, t->scratch, 0, 0.0f};
     m->forward(&s, t->arena, t->W, t->ids, t->logits);
-    for (int i = 0; i < nb * nt; i++) {
-      const float *l = t->logits + (size_t)i * (size_t)m->vocab;
-      double mx = l[0], sum = 0;
-      for (int v = 1; v < m->vocab; v++) mx = l[v] > mx ? l[v] : mx;
-      for (int v = 0; v < m->vocab; v++) sum += exp(l[v] - mx);
-      total += mx + log(sum) - l[t->tgt[i]];
-      count++;
-    }
+    for (int i = 0; i < nb * nt; i++, count++) total += rt_token_nll(t->logits + (size_t)i * (size_t)m->vocab, m->vocab, t->tgt[i]);
   }
   return count ? total / (double)count : NAN;
 }
@@ -114,13 +130,20 @@ static double train_step(Trainer *t, double lr) {
     t->wh_fresh = 1;
     W = t->Wh;
   }
+  int segs = t->seg.slot != NULL; /* segment memory: consecutive segments of B streams */
+  if (segs && (size_t)t->step % ((t->ntrain / (size_t)t->B - 1) / (size_t)t->T) == 0) t->mem_t0 = 0; /* a stream's start */
   for (int64_t k = 0; k < nmicro; k++) {
-    draw_rows(t, (int)t->M);
+    if (segs) draw_segments(t, (int)(k * t->M), (int)t->M);
+    else draw_rows(t, (int)t->M);
     /* dropout masks: a seed per (step, micro-batch) derived from the run's stream constant (set by
      * --seed, kept in checkpoints), not drawn from the data stream, so the windows do not depend
      * on M; never 0, which means inference */
     uint64_t seed = rt_mix(t->dropout_seed, ((uint64_t)(t->step + 1) << 20) | (uint64_t)k) | 1;
     RtStep s = {(int)t->M, t->T, 0, NULL, t->scratch, seed, (float)t->ls.scale};
+    if (segs) {
+      rt_seg_state_rows(&t->seg, m, (int)(k * t->M), t->seg_rows);
+      s.state = t->seg_rows, s.t0 = t->mem_t0;
+    }
     float l[3] = {0, 0, 0}; /* the loss, and a distilling program's KL and CE parts */
     m->train(&s, t->arena, W, t->ids, t->tgt, l, t->G);
     loss += l[0], kl += l[1], ce += l[2];
@@ -138,6 +161,8 @@ static double train_step(Trainer *t, double lr) {
   }
   loss /= (double)nmicro;
   t->parts = (LossParts){kl / (double)nmicro, ce / (double)nmicro};
+  /* the next segment continues the memory (a t0 that int holds; past it the streams restart it) */
+  if (segs) t->mem_t0 = t->no_memory || t->mem_t0 > 0x3fffffff ? 0 : t->mem_t0 + t->T;
   int64_t step = t->step + 1;
   double unscale = 1.0; /* the gradients carry the loss scale this step used */
   if (t->prec == RT_PREC_FP16) { /* dynamic loss scaling: skip the update on inf/nan gradients */
@@ -249,7 +274,7 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
                  "--data --weights --out --steps --stop-at --batch --micro-batch --lr --seed --eval-every "
                  "--checkpoint --checkpoint-every --resume --log --threads --tokens --targets --min-lr "
                  "--weight-decay --grad-clip --beta1 --beta2 --momentum --warmup --schedule --optimizer --loss-scale "
-                 "--loss-scale-window --teacher-weights",
+                 "--loss-scale-window --teacher-weights --no-memory",
                  &o, &help))
     return EXIT_USER;
   if (help) {
@@ -281,6 +306,7 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
   }
   const char *data = o.data ? o.data : o.tokens ? NULL : t.c.data;
   if (!data && !o.tokens) return rt_usage_error(prog, "train", "--data FILE (or --tokens and --targets) is required");
+  if (o.no_memory && !m->memory) return rt_usage_error(prog, "train", "--no-memory: this model keeps no segment memory");
   if (!o.tokens != !o.targets) return rt_usage_error(prog, "train", "--tokens and --targets go together");
   RtError ferr;
   if (o.tokens) { /* a fixed batch: every step trains on these rows */
@@ -292,6 +318,12 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
       return EXIT_USER;
     }
     t.fix_rows = fb;
+    if (ft > m->context) { /* segment memory reads longer rows (forward, grad); training rows are one segment */
+      free(t.fix_ids), free(t.fix_tgt), t.fix_ids = NULL, t.fix_tgt = NULL;
+      return rt_usage_error(prog, "train", "--tokens rows of %d tokens exceed the context %lld: train --tokens takes "
+                            "rows of at most one segment (the memory is not carried; give --data)", ft,
+                            (long long)m->context);
+    }
     t.T = ft;
     if (!o.have_batch) o.batch = fb, o.have_batch = 1;
     if (!o.have_micro && o.batch <= m->batch) o.micro = o.batch, o.have_micro = 1;
@@ -385,6 +417,11 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
     goto fail;
   }
   t.ntrain = n - t.nval;
+  if (m->memory && !o.tokens && t.ntrain / (size_t)t.B < (size_t)t.T + 1) {
+    rt_fail(&err, "%s: %zu training bytes is too small for segment memory: each of the %lld batch rows reads its own "
+                  "stream of at least context+1 (%lld) bytes", data, t.ntrain, (long long)t.B, (long long)t.T + 1);
+    goto fail;
+  }
 no_data:;
   if (rt_model_require_f32(m, "training", &err)) goto fail;
   size_t wbytes = (size_t)rt_weight_floats(m) * sizeof(float);
@@ -408,6 +445,13 @@ no_data:;
       !t.scratch || !t.logits || !t.ids || !t.tgt) {
     rt_fail(&err, "out of memory allocating the training state");
     goto fail;
+  }
+
+  t.no_memory = o.no_memory;
+  if (m->memory && !o.tokens) { /* segment memory: the streams' state, and the validation's */
+    t.seg_rows = calloc((size_t)(m->nstate ? m->nstate : 1), sizeof *t.seg_rows);
+    if (!t.seg_rows || rt_seg_state_init(&t.seg, m, (int)t.B, &err) || rt_seg_state_init(&t.seg_eval, m, (int)m->batch, &err))
+      goto fail;
   }
 
   int64_t ck_steps = 0;
@@ -611,6 +655,7 @@ int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
   err.msg[0] = 0;
   int B = 0, T = 0, rc = EXIT_OK;
   int32_t *ids = NULL, *tgt = NULL;
+  float loss[3] = {0, 0, 0}; /* the loss, and a distilling program's KL and CE parts */
   if (rt_model_require_f32(m, "grad", &err)) {
     fprintf(stderr, "%s: error: %s\n", prog, err.msg);
     return EXIT_USER;
@@ -631,8 +676,14 @@ int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
      * scale 1 (so the gradients are the true ones) */
     rt_round_weights(W, W, rt_weight_floats(m), m->train_precision);
     RtStep s = {B, T, 0, NULL, scratch, 0, 1.0f};
-    float loss[3] = {0, 0, 0};
-    m->train(&s, arena, W, ids, tgt, loss, G);
+    RtSegState st = {0};
+    if (!m->memory) m->train(&s, arena, W, ids, tgt, loss, G);
+    else if (rt_seg_state_init(&st, m, B, &err) ||
+             rt_seg_forward(m, arena, W, scratch, &st, ids, tgt, B, T, NULL, loss, G, &err))
+      rc = EXIT_USER; /* segment memory: the segments' gradients, the memory a constant */
+    rt_seg_state_free(&st);
+  }
+  if (!rc) {
     char ls[48], kls[48], ces[48];
     snprintf(ls, sizeof ls, "%.9g", (double)loss[0]);
     snprintf(kls, sizeof kls, "%.9g", (double)loss[1]);

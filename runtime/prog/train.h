@@ -50,6 +50,13 @@ typedef struct Trainer {
   int64_t nhist;
   char *log_path, *svg_path;
   FILE *log;
+  /* segment memory (RtModel.memory > 0, training on --data): row r of a step reads stream r (the
+   * training bytes cut in B), segment step mod the stream's segments; seg carries the B rows'
+   * memory, seg_eval the validation's, seg_rows one micro-batch's slot pointers; mem_t0 is the t0
+   * of the next step (0 at a stream's start, at a session's first step and with no_memory) */
+  RtSegState seg, seg_eval;
+  void **seg_rows;
+  int mem_t0, no_memory;
 } Trainer;
 
 /* The names the log, help and checkpoints use. */
