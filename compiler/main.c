@@ -908,7 +908,15 @@ int main(int argc, char **argv) {
   } else if (!weights_setup(m, &o, &pipe, cmd, &d)) {
     status = EXIT_USER;
   } else if (strcmp(cmd, "check") == 0) {
-    printf("%s: ok (%s, %lld parameters)\n", o.input, m->name, (long long)ir_param_count(m));
+    int64_t teacher = 0; /* a distillation teacher's frozen parameters (docs/training.md) */
+    for (int i = 0; i < m->nparam; i++)
+      if (strncmp(m->params[i]->name, IR_TEACHER_PREFIX, strlen(IR_TEACHER_PREFIX)) == 0)
+        teacher += ir_type_numel(&m->params[i]->type);
+    if (teacher)
+      printf("%s: ok (%s, %lld parameters, and its teacher's %lld)\n", o.input, m->name,
+             (long long)(ir_param_count(m) - teacher), (long long)teacher);
+    else
+      printf("%s: ok (%s, %lld parameters)\n", o.input, m->name, (long long)ir_param_count(m));
   } else if (strcmp(cmd, "stats") == 0) {
     printf("%s: %lld tokens per forward call (batch x context)\n", m->name, (long long)tokens_per_call(m));
     printf("%-24s %16s %16s %16s %16s %16s\n", "after pass", "parameters", "param bytes", "FLOPs/token",

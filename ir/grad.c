@@ -215,6 +215,26 @@ GRAD_RULE(grad_attn_pool) {
   return true;
 }
 
+/* xl_memory(x): the memory is a stop-gradient (Transformer-XL's SG): x gets rows M.. of d cat */
+GRAD_RULE(grad_xl_memory) {
+  Value *d = dy_of(g, op);
+  Op *o = ir_op_new(g->f, OP_XL_MEMORY_DX, 1, &d, 1);
+  ir_set_attr_int(o, "memory", ir_attr_i(op, "memory"));
+  give(g, op, 0, ir_emit(g->f, o));
+  return true;
+}
+
+/* xl_attention(qkv, rk, r_w_bias, r_r_bias): one xl_attention_dx gives all four gradients */
+GRAD_RULE(grad_xl_attention) {
+  Value *in[5] = {in_of(g, op, 0), in_of(g, op, 1), in_of(g, op, 2), in_of(g, op, 3), dy_of(g, op)};
+  Op *o = ir_op_new(g->f, OP_XL_ATTENTION_DX, 5, in, 4);
+  ir_set_attr_int(o, "heads", ir_attr_i(op, "heads"));
+  ir_set_attr_int(o, "memory", ir_attr_i(op, "memory"));
+  ir_emit(g->f, o);
+  for (int i = 0; i < 4; i++) give(g, op, i, o->out[i]);
+  return true;
+}
+
 GRAD_RULE(grad_embedding) {
   if (!needs(g, op, 1)) return true;
   Value *in[2] = {in_of(g, op, 0), dy_of(g, op)};

@@ -22,6 +22,8 @@ GRAD_RULE(grad_linformer);
 GRAD_RULE(grad_seq_pool);
 GRAD_RULE(grad_upsample);
 GRAD_RULE(grad_attn_pool);
+GRAD_RULE(grad_xl_memory);
+GRAD_RULE(grad_xl_attention);
 GRAD_RULE(grad_embedding);
 GRAD_RULE(grad_pool);
 GRAD_RULE(grad_reshape);

@@ -62,6 +62,8 @@ static bool shape_sinusoid(const Module *m, const Op *op, Type *out, char *err, 
   int nd;
   ir_attr_ints(op, "shape", &nd);
   if (nd != 2) return fail(err, n, "sinusoid shape must be [T,C]%s%s", NULL, NULL);
+  const int64_t *d = ir_attr_ints(op, "shape", &nd);
+  if (ir_attr_s(op, "layout") && d[1] % 2 != 0) return fail(err, n, "sinusoid: layout halves needs an even C%s%s", NULL, NULL);
   return shape_attr(op, DT_F32, out, err, n);
 }
 
@@ -370,6 +372,65 @@ static bool shape_attn_pool_dx(const Module *m, const Op *op, Type *out, char *e
   return true;
 }
 
+/* xl_memory: x f32 [B,T,C] -> [B,M+T,C]; the memory's state keeps two tags in its slots, so M*C >= 2 */
+static bool shape_xl_memory(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96];
+  const Type *x = &op->in[0]->type;
+  int64_t mem = ir_attr_i(op, "memory");
+  if (x->dtype != DT_F32 || x->rank != 3) return fail(err, n, "xl_memory expects f32 x [B,T,C], got %s%s", tstr(x, b1), NULL);
+  if (mem * x->dim[2] < 2) return fail(err, n, "xl_memory: memory x C must be at least 2 (x is %s)%s", tstr(x, b1), NULL);
+  *out = *x;
+  out->dim[1] = x->dim[1] + mem;
+  return true;
+}
+
+/* xl_memory_dx: d cat [B,M+T,C] -> [B,T,C] */
+static bool shape_xl_memory_dx(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96];
+  const Type *x = &op->in[0]->type;
+  int64_t mem = ir_attr_i(op, "memory");
+  if (x->dtype != DT_F32 || x->rank != 3 || x->dim[1] <= mem)
+    return fail(err, n, "xl_memory_dx expects f32 [B,M+T,C] with T >= 1, got %s%s", tstr(x, b1), NULL);
+  *out = *x;
+  out->dim[1] = x->dim[1] - mem;
+  return true;
+}
+
+/* xl_attention: qkv f32 [B,M+T,3C], rk f32 [M+T,C], r_w_bias and r_r_bias f32 [H,C/H] -> [B,T,C] */
+static bool shape_xl_attn(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Type *x = &op->in[0]->type;
+  int64_t h = ir_attr_i(op, "heads"), mem = ir_attr_i(op, "memory");
+  if (x->dtype != DT_F32 || x->rank != 3 || x->dim[2] % 3 != 0 || x->dim[1] <= mem)
+    return fail(err, n, "xl_attention expects f32 qkv [B,M+T,3C] with T >= 1, got %s%s", tstr(x, b1), NULL);
+  int64_t c = x->dim[2] / 3;
+  if (h < 1 || c % h != 0) return fail(err, n, "xl_attention: heads do not divide the width of %s%s", tstr(x, b1), NULL);
+  const Type *rk = &op->in[1]->type;
+  if (rk->dtype != DT_F32 || rk->rank != 2 || rk->dim[0] != x->dim[1] || rk->dim[1] != c)
+    return fail(err, n, "xl_attention: rk %s is not f32 [M+T,C] for qkv %s", tstr(rk, b1), tstr(x, b2));
+  for (int i = 2; i <= 3; i++) {
+    const Type *b = &op->in[i]->type;
+    if (b->dtype != DT_F32 || b->rank != 2 || b->dim[0] != h || b->dim[1] != c / h)
+      return fail(err, n, "xl_attention: a relative bias %s is not f32 [heads, C/heads] for qkv %s", tstr(b, b1),
+                  tstr(x, b2));
+  }
+  *out = *x;
+  out->dim[1] = x->dim[1] - mem;
+  out->dim[2] = c;
+  return true;
+}
+
+/* xl_attention_dx: the forward's operands and dy [B,T,C] -> their four types */
+static bool shape_xl_attn_dx(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  Type y;
+  if (!shape_xl_attn(m, op, &y, err, n)) return false;
+  if (!ir_type_eq(&y, &op->in[4]->type))
+    return fail(err, n, "xl_attention_dx: dy %s is not the xl_attention output %s", tstr(&op->in[4]->type, b1), tstr(&y, b2));
+  for (int i = 0; i < 4; i++) out[i] = op->in[i]->type;
+  return true;
+}
+
 /* rope: qkv [B,T,3C] -> the same type; heads divide C and the head dimension C/heads is even
  * (dims are rotated in pairs 2i, 2i+1). */
 static bool shape_rope(const Module *m, const Op *op, Type *out, char *err, size_t n) {
@@ -484,6 +545,33 @@ static bool shape_linear_xent(const Module *m, const Op *op, Type *out, char *er
   out[1] = *w;
   out[1].dtype = DT_F32;
   out[2] = ir_type(DT_F32, 0, NULL);
+  return true;
+}
+
+/* distill_loss: student and teacher logits of one type [..,V] (f32) and integer targets over their
+ * rows -> three f32 scalars (the loss, its KL part, its CE part); distill_grad adds dloss f32[] and
+ * gives d z_s (z_s's type). */
+static bool shape_distill(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Type *s = &op->in[0]->type, *t = &op->in[1]->type;
+  if (s->dtype != DT_F32 || !ir_type_eq(s, t))
+    return fail(err, n, "distill_loss/distill_grad expect f32 student and teacher logits of one type, got %s and %s", tstr(s, b1), tstr(t, b2));
+  Type loss;
+  Op tmp = *op; /* the targets against the student's logits, as cross_entropy checks them */
+  Value *in2[2] = {op->in[0], op->in[2]};
+  tmp.in = in2;
+  tmp.nin = 2;
+  if (!shape_xent(m, &tmp, &loss, err, n)) return false;
+  for (int i = 0; i < 3; i++) out[i] = ir_type(DT_F32, 0, NULL);
+  return true;
+}
+
+static bool shape_distill_grad(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  Type loss[3];
+  if (!shape_distill(m, op, loss, err, n)) return false;
+  if (op->in[3]->type.rank != 0 || op->in[3]->type.dtype != DT_F32)
+    return fail(err, n, "distill_grad: the loss gradient must be an f32 scalar%s%s", NULL, NULL);
+  *out = op->in[0]->type;
   return true;
 }
 
@@ -635,6 +723,21 @@ static int64_t flops_attn_pool(const Module *m, const Op *op) {
 }
 /* the scores and P recomputed, dV, dP, dQ, dK (as attention_dx): ~2.5x the forward */
 static int64_t flops_attn_pool_dx(const Module *m, const Op *op) { return 5 * flops_attn_pool(m, op) / 2; }
+/* xl_attention per batch row and head: (Q+u) K^T and (Q+w) Rk^T over T x (M+T) (2 hd each per
+ * pair), P V (2 hd), ~5 per score for the softmax; causal within the segment is not discounted
+ * (the kernels compute the full rectangle of the two score products) */
+static int64_t flops_xl_attn(const Module *m, const Op *op) {
+  const Type *x = &op->in[0]->type;
+  int64_t b = x->dim[0], l = x->dim[1], t = l - ir_attr_i(op, "memory"), c = x->dim[2] / 3, h = ir_attr_i(op, "heads");
+  return b * t * l * (6 * c + 5 * h);
+}
+/* the forward's two score products recomputed (4 T L C), then dP, dQ's two, dK, dV, dRk (2 T L C
+ * each) and dS (~5 per score) */
+static int64_t flops_xl_attn_dx(const Module *m, const Op *op) {
+  const Type *x = &op->in[0]->type;
+  int64_t b = x->dim[0], l = x->dim[1], t = l - ir_attr_i(op, "memory"), c = x->dim[2] / 3, h = ir_attr_i(op, "heads");
+  return b * t * l * (16 * c + 10 * h);
+}
 /* rope: each of the C/2 pairs of q and of k per token is rotated with 4 multiplies and 2 adds;
  * the sin/cos of each (position, pair index) are shared by the heads and not counted. */
 static int64_t flops_rope(const Module *m, const Op *op) { return 2 * out_numel(op); }
@@ -645,6 +748,8 @@ static int64_t flops_pool(const Module *m, const Op *op) {
 }
 /* log-softmax and the gradient: ~5 per logit */
 static int64_t flops_xent(const Module *m, const Op *op) { return 5 * ir_type_numel(&op->in[0]->type); }
+/* two softmaxes at T, the KL terms, and the hard-label softmax: about 5 per logit each */
+static int64_t flops_distill(const Module *m, const Op *op) { return 15 * ir_type_numel(&op->in[0]->type); }
 static int64_t flops_sum_to(const Module *m, const Op *op) { return ir_type_numel(&op->in[0]->type); }
 static int64_t flops_linear_dw(const Module *m, const Op *op) {
   return 2 * ir_type_numel(&op->in[0]->type) * op->in[1]->type.dim[op->in[1]->type.rank - 1];
@@ -1329,4 +1434,80 @@ int64_t ir_func_peak_bytes(const Module *m, const Func *f) {
   }
   free(last);
   return peak;
+}
+
+/* ---- importing one module into another (a distillation teacher) ---- */
+
+/* name with prefix, in m's arena. */
+static const char *prefixed(Module *m, const char *prefix, const char *name) {
+  size_t a = strlen(prefix), b = strlen(name);
+  char *s = ir_alloc(m, a + b + 1);
+  memcpy(s, prefix, a);
+  memcpy(s + a, name, b + 1);
+  return s;
+}
+
+bool ir_module_import(Module *dst, const Module *src, const char *prefix, const char *entry, char *err, size_t n) {
+  const Func *se = src->entry ? ir_find_func(src, src->entry) : NULL;
+  if (!se) {
+    snprintf(err, n, "the imported module has no entry function");
+    return false;
+  }
+  for (int i = 0; i < src->nparam; i++) {
+    const Param *p = src->params[i];
+    Param *q = ir_add_param(dst, prefixed(dst, prefix, p->name), p->type, p->init, p->init_arg);
+    if (!q) {
+      snprintf(err, n, "a parameter named '%s%s' already exists", prefix, p->name);
+      return false;
+    }
+    q->decay = p->decay;
+    q->trainable = false;
+  }
+  /* callees before callers: lowering adds a block's function after the function calling it */
+  Func **made = calloc((size_t)src->nfunc + 1, sizeof *made);
+  IR_ASSERT(made);
+  bool ok = true;
+  for (int k = src->nfunc - 1; k >= 0 && ok; k--) {
+    const Func *f = src->funcs[k];
+    const char *name = f == se ? ir_strdup(dst, entry) : prefixed(dst, prefix, f->name);
+    Func *g = made[k] = ir_add_func(dst, name);
+    if (!g) {
+      snprintf(err, n, "a function named '%s' already exists", name);
+      ok = false;
+      break;
+    }
+    Value **map = calloc((size_t)f->nvalues + 1, sizeof *map);
+    IR_ASSERT(map);
+    for (int i = 0; i < f->narg; i++) map[f->args[i]->id] = ir_add_arg(g, f->args[i]->name, f->args[i]->type);
+    for (const Op *op = f->first; op && ok; op = op->next) {
+      Value *stack[64], **in = op->nin <= 64 ? stack : malloc(sizeof *in * (size_t)op->nin);
+      IR_ASSERT(in);
+      for (int i = 0; i < op->nin; i++) in[i] = map[op->in[i]->id];
+      Op *c = ir_op_new(g, op->kind, op->nin, in, op->nout);
+      if (in != stack) free(in);
+      for (int i = 0; i < op->nattr; i++) {
+        Attr a = op->attr[i];
+        if (a.kind == ATTR_SYM && strcmp(a.key, "p") == 0) a.s = prefixed(dst, prefix, a.s);
+        if (a.kind == ATTR_SYM && strcmp(a.key, "callee") == 0) a.s = prefixed(dst, prefix, a.s);
+        ir_set_attr(c, a);
+      }
+      c->line = op->line, c->col = op->col;
+      if (!ir_infer(dst, c, err, n)) {
+        ok = false;
+        break;
+      }
+      ir_append(g, c);
+      for (int i = 0; i < op->nout; i++) map[op->out[i]->id] = c->out[i];
+    }
+    if (ok) {
+      Value **ret = calloc((size_t)f->nret + 1, sizeof *ret);
+      IR_ASSERT(ret);
+      for (int i = 0; i < f->nret; i++) ret[i] = map[f->ret[i]->id];
+      ir_set_return(g, f->nret, ret);
+      free(ret);
+    }
+    free(map);
+  }
+  free(made);
+  return ok;
 }

@@ -220,6 +220,12 @@ typedef struct TrainConfig {
    * (the target from step 0). Written in the text form only when prune_every > 0. */
   double prune_initial;    /* in [0, 1) */
   int64_t prune_start, prune_end, prune_every;
+  /* knowledge distillation (train: distill: {teacher, temperature, alpha}; Hinton et al. 2015):
+   * the module holds the teacher's forward as @teacher (tokens -> logits, frozen parameters named
+   * "teacher.*", its blocks @teacher.NAME) and autodiff's loss is distill_loss (docs/training.md).
+   * distill_temperature 0: no distillation; written in the text form only when > 0. */
+  double distill_temperature; /* T > 0 */
+  double distill_alpha;       /* the KL's weight, in [0, 1] */
   int line, col;           /* source position of the `train` line when parsed, else 0 */
 } TrainConfig;
 
@@ -242,6 +248,9 @@ extern const int ir_train_nfields;
 const TrainField *ir_train_field(const char *key);   /* NULL if unknown */
 /* Checks one value against its field's range; on failure writes "'lr' must be greater than 0, got
  * -1" (the spec checker's wording) into err and returns false. */
+/* Whether field f is written in t's text form (optional fields only when their group is set:
+ * data when non-NULL, the prune_ schedule when prune_every > 0, distill_ when distilling). */
+bool ir_train_field_present(const TrainConfig *t, const TrainField *f);
 bool ir_train_check_int(const TrainField *f, int64_t v, char *err, size_t n);
 bool ir_train_check_real(const TrainField *f, double v, char *err, size_t n);
 /* Checks the relations between fields (micro_batch divides batch, min_lr <= lr, warmup <= steps);
@@ -363,6 +372,15 @@ void ir_append(Func *f, Op *op);
 Op *ir_clone_op(const Module *m, Func *dst, const Op *op, Value **map, char *err, size_t n);
 /* A copy of f named name (arguments, ops, returns, attributes); NULL if the name exists. */
 Func *ir_clone_func(Module *m, const Func *f, const char *name);
+/* A distilling module's teacher (TrainConfig.distill_temperature > 0): its forward function and the
+ * prefix of its (frozen) parameters' and block functions' names. */
+#define IR_TEACHER_FUNC "teacher"
+#define IR_TEACHER_PREFIX "teacher."
+/* Copies src's parameters and functions into dst (a distillation teacher, docs/training.md): every
+ * parameter as prefix + its name, frozen; src's entry function as @entry, every other function as
+ * @prefix + its name; `param` and `call` ops renamed to match. false (err filled) on a name that
+ * exists already in dst. */
+bool ir_module_import(Module *dst, const Module *src, const char *prefix, const char *entry, char *err, size_t n);
 void ir_insert_before(Op *pos, Op *op);
 void ir_insert_after(Op *pos, Op *op);
 void ir_unlink(Op *op);                       /* detach from its function (memory stays in the arena) */

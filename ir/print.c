@@ -207,7 +207,7 @@ static void print_train(FILE *out, const TrainConfig *t) {
     const TrainField *f = &ir_train_fields[i];
     const char *at = (const char *)t + f->offset;
     char buf[64];
-    if (f->optional && f->kind != TF_STR && t->prune_every <= 0) continue; /* the prune_ schedule: when set */
+    if (!ir_train_field_present(t, f)) continue; /* an optional group that is not set */
     switch (f->kind) {
     case TF_INT: fprintf(out, "%s%s=%lld", i ? ", " : "", f->key, (long long)*(const int64_t *)at); break;
     case TF_REAL:

@@ -45,6 +45,8 @@ const TrainField ir_train_fields[] = {
     {"prune_start", TF_INT, 0, INT64_MAX, 0, 0, false, false, NULL, 0, offsetof(TrainConfig, prune_start), true},
     {"prune_end", TF_INT, 0, INT64_MAX, 0, 0, false, false, NULL, 0, offsetof(TrainConfig, prune_end), true},
     {"prune_every", TF_INT, 0, INT64_MAX, 0, 0, false, false, NULL, 0, offsetof(TrainConfig, prune_every), true},
+    {"distill_temperature", TF_REAL, 0, 0, 0, INFINITY, true, false, NULL, 0, offsetof(TrainConfig, distill_temperature), true},
+    {"distill_alpha", TF_REAL, 0, 0, 0, 1, false, false, NULL, 0, offsetof(TrainConfig, distill_alpha), true},
 };
 const int ir_train_nfields = (int)(sizeof ir_train_fields / sizeof *ir_train_fields);
 
@@ -56,6 +58,13 @@ const TrainField *ir_train_field(const char *key) {
   for (int i = 0; key && i < ir_train_nfields; i++)
     if (strcmp(ir_train_fields[i].key, key) == 0) return &ir_train_fields[i];
   return NULL;
+}
+
+bool ir_train_field_present(const TrainConfig *t, const TrainField *f) {
+  if (!f->optional) return true;
+  if (f->kind == TF_STR) return *(const char *const *)((const char *)t + f->offset) != NULL;
+  if (strncmp(f->key, "distill_", 8) == 0) return t->distill_temperature > 0;
+  return t->prune_every > 0; /* the prune_ schedule */
 }
 
 bool ir_train_check_int(const TrainField *f, int64_t v, char *err, size_t n) {

@@ -156,6 +156,34 @@ static Func *differentiate_callee(AD *a, const Func *f) {
   return a->ok ? b : NULL;
 }
 
+/* Distillation: @teacher's ops copied into t after the student's forward (its block calls stay
+ * calls; nothing differentiates them), its tokens mapped to tokens; returns the teacher's logits,
+ * or NULL after an error (no @teacher, or one whose signature does not match the student's). */
+static Value *teacher_logits(AD *a, Func *t, const Func *f, Value *tokens) {
+  const Func *te = ir_find_func(a->m, IR_TEACHER_FUNC);
+  if (!te) {
+    err(a, NULL, "autodiff: the training settings distill (distill_temperature) but the module has no @%s function%s",
+        IR_TEACHER_FUNC, NULL);
+    return NULL;
+  }
+  if (te->narg != 1 || !ir_type_eq(&te->args[0]->type, &f->args[0]->type) || te->nret != 1 ||
+      !ir_type_eq(&te->ret[0]->type, &f->ret[0]->type)) {
+    char b1[96], b2[96];
+    if (te->nret == 1) ir_type_str(&te->ret[0]->type, b1, sizeof b1);
+    ir_type_str(&f->ret[0]->type, b2, sizeof b2);
+    err(a, NULL, "autodiff: the teacher's logits %s must have the student's type %s (the same tokens, the same vocabulary)",
+        te->nret == 1 ? b1 : "?", b2);
+    return NULL;
+  }
+  Value **map = calloc((size_t)te->nvalues + 1, sizeof *map);
+  if (!map) die("out of memory");
+  map[te->args[0]->id] = tokens;
+  copy_forward(te, t, map);
+  Value *z = map[te->ret[0]->id];
+  free(map);
+  return z;
+}
+
 /* The gradient reaching a `param` op of a known parameter, or NULL (not a load, or no gradient). */
 static Value *load_grad(const Module *m, const Op *op, Value **adj) {
   if (op->kind != OP_PARAM || !ir_find_param(m, ir_attr_s(op, "p"))) return NULL;
@@ -190,21 +218,46 @@ bool pass_autodiff(Module *m, const PassOptions *o, Diag *d) {
   copy_forward(f, t, val);
   propagate_needs(f, needs);
   Value *logits = val[f->ret[0]->id];
-  Value *loss = ir_emit(t, ir_op_new(t, OP_CROSS_ENTROPY, 2, (Value *[]){logits, targets}, 1));
+  /* distillation: the teacher's forward (no gradient) and the distillation loss instead of the
+   * cross-entropy; its KL and CE parts are returned after the gradients */
+  const TrainConfig *tc = &m->train;
+  Value *zt = tc->distill_temperature > 0 ? teacher_logits(&a, t, f, val[f->args[0]->id]) : NULL;
+  if (tc->distill_temperature > 0 && !zt) {
+    free(val);
+    free(adj);
+    free(needs);
+    return false;
+  }
+  Value *loss, *parts[2] = {NULL, NULL};
+  if (zt) {
+    Op *dop = ir_op_new(t, OP_DISTILL_LOSS, 3, (Value *[]){logits, zt, targets}, 3);
+    ir_set_attr_float(dop, "temperature", tc->distill_temperature);
+    ir_set_attr_float(dop, "alpha", tc->distill_alpha);
+    loss = ir_emit(t, dop);
+    parts[0] = dop->out[1], parts[1] = dop->out[2];
+  } else {
+    loss = ir_emit(t, ir_op_new(t, OP_CROSS_ENTROPY, 2, (Value *[]){logits, targets}, 1));
+  }
   /* d loss / d logits directly (the loss is the last op; its own gradient is 1) */
   Op *one = ir_op_new(t, OP_CONST, 0, NULL, 1);
   ir_set_attr_float(one, "value", 1.0);
   ir_set_attr_ints(one, "shape", 0, NULL);
   Value *dl = ir_emit(t, one);
   GradCtx g = {t, val, adj, needs};
-  if (needs[f->ret[0]->id])
+  if (needs[f->ret[0]->id] && zt) {
+    Op *gop = ir_op_new(t, OP_DISTILL_GRAD, 4, (Value *[]){logits, zt, targets, dl}, 1);
+    ir_set_attr_float(gop, "temperature", tc->distill_temperature);
+    ir_set_attr_float(gop, "alpha", tc->distill_alpha);
+    ir_grad_accumulate(&g, f->ret[0], ir_emit(t, gop));
+  } else if (needs[f->ret[0]->id]) {
     ir_grad_accumulate(&g, f->ret[0], ir_emit(t, ir_op_new(t, OP_XENT_GRAD, 3, (Value *[]){logits, targets, dl}, 1)));
+  }
   backward(&a, f, &g);
   /* results: the loss, then each stored trainable parameter's gradient (all its loads summed in op
    * order). The loads' gradients are bucketed by parameter (a counting sort over the ops), so this
    * is linear in the model's size and the adds still come out parameter by parameter. */
   int nret = 1, np = m->nparam;
-  Value **rets = malloc(sizeof *rets * (size_t)(np + 1));
+  Value **rets = malloc(sizeof *rets * (size_t)(np + 3));
   int *begin = calloc((size_t)np + 1, sizeof *begin);  /* bucket i is loads[begin[i] .. begin[i+1]) */
   int *fill = calloc((size_t)np + 1, sizeof *fill);
   if (!rets || !begin || !fill) die("out of memory");
@@ -227,6 +280,7 @@ bool pass_autodiff(Module *m, const PassOptions *o, Diag *d) {
       sum = sum ? ir_emit(t, ir_op_new(t, OP_ADD, 2, (Value *[]){sum, loads[k]}, 1)) : loads[k];
     rets[nret++] = sum ? sum : zeros(t, &p->type);
   }
+  if (zt) rets[nret++] = parts[0], rets[nret++] = parts[1];
   free(begin);
   free(fill);
   free(loads);
@@ -236,6 +290,8 @@ bool pass_autodiff(Module *m, const PassOptions *o, Diag *d) {
   free(adj);
   free(needs);
   if (!a.ok) return false;
+  /* the teacher now lives in @train (its blocks stay functions of their own); nothing else calls it */
+  if (zt) ir_remove_func(m, ir_find_func(m, IR_TEACHER_FUNC));
   ir_module_set_attr(m, (Attr){.key = "train", .kind = ATTR_SYM, .s = "train"});
   return true;
 }

@@ -66,6 +66,9 @@ bool pass_dce(Module *m, const PassOptions *o, Diag *d) {
     const Attr *tr = ir_module_attr(m, "train");
     Func *train = tr && tr->kind == ATTR_SYM ? ir_find_func(m, tr->s) : NULL;
     if (train) mark(m, train, live);
+    /* a distillation teacher waits for autodiff, which inlines it into @train */
+    Func *teacher = !train && m->train.distill_temperature > 0 ? ir_find_func(m, IR_TEACHER_FUNC) : NULL;
+    if (teacher) mark(m, teacher, live);
     /* Collect first: ir_remove_func shifts m->funcs. */
     int ndead = 0;
     Func **dead = calloc((size_t)m->nfunc + 1, sizeof *dead);

@@ -242,11 +242,11 @@ bool pass_precision(Module *m, const PassOptions *o, Diag *d) {
   Op *seed = NULL;
   int nvals = 0;
   for (Op *op = t->first; op; op = op->next) {
-    if (!seed && (op->kind == OP_XENT_GRAD || op->kind == OP_LINEAR_XENT)) seed = op;
+    if (!seed && (op->kind == OP_XENT_GRAD || op->kind == OP_LINEAR_XENT || op->kind == OP_DISTILL_GRAD)) seed = op;
     nvals += op->nout;
   }
   if (!seed) {
-    diag_error(d, m->file, t->line, t->col, "precision: @%s has no loss gradient (cross_entropy_grad or linear_xent)", t->name);
+    diag_error(d, m->file, t->line, t->col, "precision: @%s has no loss gradient (cross_entropy_grad, linear_xent or distill_grad)", t->name);
     return false;
   }
   /* 1. forward activations read by the backward */
@@ -297,7 +297,7 @@ bool pass_precision(Module *m, const PassOptions *o, Diag *d) {
     char err[160];
     if (!ir_infer(m, ls, err, sizeof err)) die("precision: %s", err);
     ir_insert_before(seed, ls);
-    seed->in[seed->nin - 1] = ls->out[0]; /* the loss gradient: last operand of either seed */
+    seed->in[seed->nin - 1] = ls->out[0]; /* the loss gradient: last operand of every seed */
   }
   /* 4. the products */
   if (bf16 && strcmp(pass_opt_str(o, "products"), "f32") != 0) train_products_bf16(m, t);

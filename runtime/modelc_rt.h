@@ -312,6 +312,33 @@ size_t rt_linformer_scratch_floats(int T, int C, int n_head, int K);
 void rt_linformer(float *out, const float *qkv, const float *E, const float *F, int B, int nt, int T, int C,
                   int n_head, int K, float *scratch);
 
+/* Segment recurrence (Transformer-XL, Dai et al. 2019; kernels/attention_xl.c describes the math).
+ * rt_xl_memory: out (B,M+T,C) = [memory; x] of x (B,nt,C), the memory's min(M, t0) valid rows last
+ * in rows 0..M-1 (zeros before them) and zeros in rows M+nt..; then the last M rows become the next
+ * call's memory. mem_a, mem_b (B,M,C) and tags (2 floats used) are the op's state (RtStep.state):
+ * a call at t0 reads the buffer written by the call that ended at t0 (t0 = 0: none) and writes
+ * the other, so repeating a step gives the same result. NULL state: an empty memory, nothing kept.
+ * rt_xl_memory_dx: dx (B,nt,C) = rows M..M+nt-1 of dcat (the memory is not differentiated). */
+void rt_xl_memory(float *out, const float *x, float *mem_a, float *mem_b, float *tags, int B, int nt, int t0, int T,
+                  int M, int C);
+void rt_xl_memory_dx(float *dx, const float *dcat, int B, int nt, int T, int M, int C);
+/* rt_xl_attention: out (B,nt,C) from qkv (B,M+T,3C) (the projection of rt_xl_memory's rows; the
+ * queries are rows M..M+nt-1), rk (M+T,C) the projected relative embedding by distance, u = r_w_bias
+ * and w = r_r_bias (H,hd): score(i,j) = ((q_i+u).k_j + (q_i+w).rk[M+i-j]) / sqrt(hd) over the keys
+ * j in [M - min(M,t0), M+i]. Parallel over (batch, head); scratch holds
+ * rt_xl_attention_scratch_floats(T, M, C, n_head) floats. rt_xl_attention_dx: dqkv (B,M+T,3C)
+ * (zero where nothing flows), drk (M+T,C), du, dw (H,hd) summed over batch rows; independent of the
+ * thread count; scratch rt_xl_attention_dx_scratch_floats(T, M, C, n_head). rt_sinusoid_halves:
+ * out (K,C) = [sin(d f_i) | cos(d f_i)], f_i = 10000^(-2i/C), the relative table (C even). */
+size_t rt_xl_attention_scratch_floats(int T, int M, int C, int n_head);
+void rt_xl_attention(float *out, const float *qkv, const float *rk, const float *u, const float *w, int B, int nt,
+                     int t0, int T, int M, int C, int n_head, float *scratch);
+size_t rt_xl_attention_dx_scratch_floats(int T, int M, int C, int n_head);
+void rt_xl_attention_dx(float *dqkv, float *drk, float *du, float *dw, const float *qkv, const float *rk,
+                        const float *u, const float *w, const float *dy, int B, int nt, int t0, int T, int M, int C,
+                        int n_head, float *scratch);
+void rt_sinusoid_halves(float *out, int K, int C);
+
 /* ---------------------------------------------------------------------------------------------
  * Scalar activations, shared by the array kernels and by generated fused loops
  * ------------------------------------------------------------------------------------------- */
@@ -442,6 +469,16 @@ void rt_cross_entropy_grad(float *dlogits, const float *logits, const int32_t *t
 size_t rt_linear_xent_scratch_floats(int chunk, int V);
 void rt_linear_xent(float *dh, float *dW, float *loss, const float *h, const float *W, const int32_t *targets, int R,
                     int V, int C, float dloss, int chunk, float *scratch);
+/* Knowledge distillation (the distill_loss / distill_grad ops; runtime/kernels/distill.c): student
+ * logits zs and teacher logits zt (R,V), targets (R) int32. *loss = alpha T^2 *kl + (1 - alpha) *ce
+ * with *kl the mean over rows of KL(softmax(zt/T) || softmax(zs/T)) and *ce the mean cross-entropy
+ * of zs (rt_cross_entropy's). dzs (R,V) = dloss / R * (alpha T (softmax(zs/T) - softmax(zt/T)) +
+ * (1 - alpha) (softmax(zs) - onehot(targets))); dzs may equal zs. Accumulates in double, rows in
+ * fixed blocks: the same bits for any thread count. */
+void rt_distill_loss(float *loss, float *kl, float *ce, const float *zs, const float *zt, const int32_t *targets,
+                     int R, int V, float temperature, float alpha);
+void rt_distill_grad(float *dzs, const float *zs, const float *zt, const int32_t *targets, int R, int V,
+                     float temperature, float alpha, float dloss);
 /* y (M,K) = dy (M,N) W (N,K): the input gradient of a linear layer. */
 void rt_matmul_nn(float *y, const float *dy, const float *W, int M, int N, int K);
 /* dW (N,K) = sum over rows r of dy[r,:]^T x[r,:]; dy (M,N), x (M,K): the weight gradient. */
@@ -642,6 +679,18 @@ typedef struct RtModel {
    * ring (a local attention pattern's) and no op reads a position table, so generate never
    * re-encodes a sliding window; 0: t0 + nt <= context. */
   int decode_unbounded;
+  /* Floats train writes at loss: 1 (the loss), or 3 for a distilling program (the loss, then its
+   * KL and CE parts: docs/training.md, "Distillation"). 0 in a hand-written descriptor means 1. */
+  int loss_parts;
+  /* A distilling program: the prefix ("teacher.") of its teacher's frozen parameters, which
+   * PROG train loads from --teacher-weights (their names without it) and no weights file of the
+   * student holds; NULL: no teacher. */
+  const char *teacher_prefix;
+  /* > 0: the attention keeps a segment memory of this many positions per layer (Transformer-XL,
+   * the xl_memory op's state): forward, grad, eval and train run a text longer than the context as
+   * consecutive segments of the context at t0 = 0, T, 2T, ..., the state carrying the memory
+   * (docs/runtime.md, "Segment memory"); 0: none. */
+  int memory;
   /* > 1: the model pools its sequence (seq_pool, Funnel-Transformer): a step's length nt must be a
    * multiple of it (the runtime refuses other token lengths); 0 or 1: any length. */
   int time_multiple;

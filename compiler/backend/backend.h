@@ -29,6 +29,8 @@ typedef enum AxisRole { AX_STATIC = 0, AX_BATCH, AX_TIME } AxisRole;
 typedef struct ValueInfo {
   AxisRole role[IR_MAX_RANK]; /* per axis */
   bool known;                 /* roles computed */
+  int call_st;                /* a call's first result: the state slot the call passes (backend_call_state) */
+  bool call_shared;           /* ... that of an earlier call it recomputes */
 } ValueInfo;
 
 typedef struct FuncInfo {
@@ -55,6 +57,8 @@ typedef struct BackendPlan {
   const Func *entry;
   const Func *train;       /* the training function (module attribute train), or NULL */
   int64_t train_arena_bytes;
+  int loss_parts;          /* floats the training function writes at its loss: 1, or 3 when distilling (the
+                            * loss, its KL and CE parts, returned after the gradients; RtModel.loss_parts) */
   int64_t *param_offset;   /* bytes into the weight buffer, parallel to m->params (64-byte aligned) */
   int64_t weight_bytes;    /* size of the weight buffer */
   int64_t arena_bytes;     /* the whole planned arena (entry frame + deepest callee arena) */
@@ -62,6 +66,7 @@ typedef struct BackendPlan {
   int64_t *state_rows;     /* floats per batch row of each slot */
   bool decode_unbounded;   /* every slot is a ring and no position table is read: RtModel.decode_unbounded */
   int64_t time_multiple;   /* the largest backend_time_div of any value: RtModel.time_multiple */
+  int64_t memory;          /* the largest segment memory of an xl_memory op (RtModel.memory), 0: none */
   int nscratch;            /* distinct scratch-size calls (kernels.def, LOWER's SCRATCH_ID) */
   BackendScratch *scratch;
 } BackendPlan;
@@ -77,6 +82,12 @@ int64_t backend_time_div(const BackendPlan *p, const FuncInfo *fi, const Value *
 /* The value whose time axis a kernel's NT argument measures: operand 0 if its axis 1 is a time
  * axis, else the result (pool_dx's dy has none); NULL when neither has one. */
 const Value *backend_nt_value(const FuncInfo *fi, const Op *op);
+/* The state slot a call op in f passes its callee, counted from f's own first slot. A call that
+ * recomputes an earlier call of @g in f (a call of @g or of @g.bwd, autodiff's backward, with that
+ * call's leading operands, up to recomputes) passes that call's slots (it reads the same segment
+ * memory; *shared true) and takes none of its own; any other call takes the next slots after the
+ * ops before it. */
+int backend_call_state(const BackendPlan *p, const Func *f, const Op *call, bool *shared);
 /* The expression an element-wise op computes over its operands $0..: a fused group's expr, or
  * op($0, $1) for a single OPF_EW op (arena-allocated in m); NULL for any other op. */
 const Expr *backend_op_expr(const Module *m, const Op *op);

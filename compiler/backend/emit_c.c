@@ -540,8 +540,9 @@ static void emit_op(Em *e, const Op *op) {
   case OP_SINUSOID: {
     int id = e->sin_count++;
     fprintf(e->o, "  static float sin%d[%lld];\n  static int sin%d_ready;\n", id, (long long)ir_type_numel(&r->type), id);
-    fprintf(e->o, "  if (!sin%d_ready) {\n    rt_sinusoid(sin%d, %lld, %lld);\n    sin%d_ready = 1;\n  }\n", id, id,
-            (long long)r->type.dim[0], (long long)r->type.dim[1], id);
+    fprintf(e->o, "  if (!sin%d_ready) {\n    %s(sin%d, %lld, %lld);\n    sin%d_ready = 1;\n  }\n", id,
+            ir_attr_s(op, "layout") ? "rt_sinusoid_halves" : "rt_sinusoid", id, (long long)r->type.dim[0],
+            (long long)r->type.dim[1], id);
     if (ret_index(e, r) >= 0) {
       out_ptr(e, op, o);
       fprintf(e->o, "  memcpy(%s, sin%d, sizeof sin%d);\n", o, id, id);
@@ -566,12 +567,14 @@ static void emit_op(Em *e, const Op *op) {
     }
     char cn[256];
     /* the callee's random stream: the call's stream J (layer index), apart from dropout's 2K+1 */
+    bool shared = false;
+    int cst = backend_call_state(e->p, e->f, op, &shared);
     fprintf(e->o, "  %s(s, A + %lld, W, st + %d, rt_mix(rng, %lld)", cname(e->p->m, g, cn, sizeof cn),
-            (long long)e->fi->frame, e->st_local, 2 * (long long)ir_attr_i(op, "stream") + 2);
+            (long long)e->fi->frame, cst, 2 * (long long)ir_attr_i(op, "stream") + 2);
     for (int i = 0; i < op->nin; i++) fprintf(e->o, ", %s", vname(e, op->in[i], a0));
     for (int i = 0; i < op->nout; i++) fprintf(e->o, ", %s", vname(e, op->out[i], a0));
     fprintf(e->o, ");\n");
-    e->st_local += gi->nstate;
+    if (!shared) e->st_local += gi->nstate;
     return;
   }
   case OP_LOSS_SCALE:
@@ -763,6 +766,12 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
       fprintf(out, ",\n      G + %lld", (long long)(p.param_offset[i] / 4));
       k++;
     }
+    if (k + p.loss_parts - 1 != tf->nret) {
+      diag_error(d, NULL, 0, 0, "C backend: @%s returns %d results for %d gradients", tf->name, tf->nret, k - 1);
+      backend_plan_free(&p);
+      return false;
+    }
+    for (int j = 1; j < p.loss_parts; j++) fprintf(out, ",\n      loss + %d", j); /* distillation: KL, CE */
     fprintf(out, ");\n}\n\n");
   }
   /* pruning facts (the prune pass; attention output projections for PROG importance) */
@@ -863,11 +872,14 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
     fprintf(out, "    .train = model_train,\n    .train_arena_bytes = %lld,\n    .train_flops_per_token = %lld,\n",
             (long long)p.train_arena_bytes, (long long)(ir_func_flops(m, p.train) / tokens));
   }
+  fprintf(out, "    .loss_parts = %d,\n", p.train ? p.loss_parts : 1);
+  if (m->train.distill_temperature > 0) fprintf(out, "    .teacher_prefix = \"%s\",\n", IR_TEACHER_PREFIX);
   const Attr *prec = ir_module_attr(m, "precision");
   if (p.train && prec && prec->kind == ATTR_STR)
     fprintf(out, "    .train_precision = %s,\n", !strcmp(prec->s, "bf16") ? "RT_PREC_BF16" : "RT_PREC_FP16");
   if (p.decode_unbounded) fprintf(out, "    .decode_unbounded = 1,\n");
   if (p.time_multiple > 1) fprintf(out, "    .time_multiple = %lld,\n", (long long)p.time_multiple);
+  if (p.memory) fprintf(out, "    .memory = %lld,\n", (long long)p.memory);
   if (m->train.present) {
     const TrainConfig *t = &m->train;
     char f1[48], f2[48], f3[48], f4[48], f5[48], f6[48], f7[48], f8[48];

@@ -713,7 +713,7 @@ static void emit_op(Ll *e, const Op *op) {
     LLVMBuildCondBr(e->b, is0, fill, done);
     LLVMPositionBuilderAtEnd(e->b, fill);
     a[0] = tp, a[1] = ci32(e, (long long)r->type.dim[0]), a[2] = ci32(e, (long long)r->type.dim[1]);
-    kcall(e, K_SINUSOID, a);
+    kcall(e, ir_attr_s(op, "layout") ? K_SINUSOID_HALVES : K_SINUSOID, a); /* halves: the relative table */
     LLVMBuildStore(e->b, ci32(e, 1), ready);
     LLVMBuildBr(e->b, done);
     LLVMPositionBuilderAtEnd(e->b, done);
@@ -748,7 +748,8 @@ static void emit_op(Ll *e, const Op *op) {
     }
     /* the callee's random stream: the call's stream J (layer index), apart from dropout's 2K+1 */
     args[0] = e->s, args[1] = gep(e, e->i8, e->A, ci64(e, (long long)e->fi->frame)), args[2] = e->W;
-    args[3] = LLVMBuildAdd(e->b, e->st, ci32(e, e->st_local), "");
+    bool shared = false;
+    args[3] = LLVMBuildAdd(e->b, e->st, ci32(e, backend_call_state(e->p, e->f, op, &shared)), "");
     args[4] = build_mix(e, e->rng, 2 * (long long)ir_attr_i(op, "stream") + 2);
     for (int i = 0; i < op->nin; i++)
       args[5 + i] = V(e, op->in[i]);
@@ -756,7 +757,7 @@ static void emit_op(Ll *e, const Op *op) {
       args[5 + op->nin + i] = V(e, op->out[i]);
     LLVMBuildCall2(e->b, LLVMGlobalGetValueType(callee), callee, args, (unsigned)(5 + op->nin + op->nout), "");
     free(args);
-    e->st_local += gi->nstate;
+    if (!shared) e->st_local += gi->nstate;
     return;
   }
   case OP_LOSS_SCALE:
@@ -978,11 +979,13 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       ta[5 + tf->narg + k] = gep(e, e->f32, LLVMGetParam(trn, 6), ci64(e, (long long)(p->param_offset[i] / 4)));
       k++;
     }
-    if (k != tf->nret) {
+    if (k + p->loss_parts - 1 != tf->nret) {
       diag_error(e->d, NULL, 0, 0, "LLVM backend: @%s returns %d results for %d gradients", tf->name, tf->nret, k - 1);
       free(ta);
       return false;
     }
+    for (int j = 1; j < p->loss_parts; j++, k++) /* distillation: the KL and CE parts after the loss */
+      ta[5 + tf->narg + k] = gep(e, e->f32, LLVMGetParam(trn, 5), ci64(e, j));
     LLVMBuildCall2(e->b, LLVMGlobalGetValueType(e->fns[tr_idx]), e->fns[tr_idx], ta,
                    (unsigned)(5 + tf->narg + tf->nret), "");
     LLVMBuildRetVoid(e->b);
@@ -1159,7 +1162,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
   LLVMBuildRet(e->b, nmax);
 
   /* RtModel, field for field as in modelc_rt.h */
-  LLVMTypeRef m_f[28] = {e->p8,
+  LLVMTypeRef m_f[31] = {e->p8,
                          e->p8,
                          e->i64,
                          e->i64,
@@ -1184,17 +1187,17 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
                          e->i64,
                          e->i64,
                          tc_t,
-                         e->i32, e->i32,
+                         e->i32, e->i32, e->i32, e->p8, e->i32,
                          e->i32};
   LLVMTypeRef model_t = LLVMStructCreateNamed(e->cx, "RtModel");
-  LLVMStructSetBody(model_t, m_f, 28, 0);
+  LLVMStructSetBody(model_t, m_f, 31, 0);
   const Attr *kind = ir_module_attr(m, "kind");
   const Value *ret = ent->ret[0];
   bool per_token = ret->type.rank >= 2 && backend_func(p, ent)->vals[ret->id].role[1] == AX_TIME;
   int64_t tokens = ent->args[0]->type.dim[0] * ent->args[0]->type.dim[1];
   const Attr *prec = ir_module_attr(m, "precision"); /* RtPrecision: 1 bf16, 2 fp16 */
   int train_prec = p->train && prec && prec->kind == ATTR_STR ? (!strcmp(prec->s, "bf16") ? 1 : 2) : 0;
-  LLVMValueRef mv[28] = {
+  LLVMValueRef mv[31] = {
       cstr(e, m->name),
       cstr(e, kind && kind->kind == ATTR_STR ? kind->s : "decoder"),
       ci64(e, (long long)ent->args[0]->type.dim[0]),
@@ -1222,10 +1225,13 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       tc,
       ci32(e, train_prec),
       ci32(e, p->decode_unbounded ? 1 : 0),
+      ci32(e, p->train ? p->loss_parts : 1),
+      m->train.distill_temperature > 0 ? cstr(e, IR_TEACHER_PREFIX) : LLVMConstNull(e->p8),
+      ci32(e, (long long)p->memory),
       ci32(e, (int)p->time_multiple),
   };
   LLVMValueRef model = LLVMAddGlobal(e->mod, model_t, "model");
-  LLVMSetInitializer(model, LLVMConstNamedStruct(model_t, mv, 28));
+  LLVMSetInitializer(model, LLVMConstNamedStruct(model_t, mv, 31));
   LLVMSetGlobalConstant(model, 1);
   LLVMSetLinkage(model, LLVMInternalLinkage);
 

@@ -199,6 +199,66 @@ static void analyse_op(Ctx *c, const Func *f, FuncInfo *fi, const Op *op) {
   }
 }
 
+/* The callee's name without autodiff's ".bwd": a call of @g.bwd recomputes @g first. */
+static size_t base_len(const char *callee) {
+  size_t n = strlen(callee);
+  return n >= 5 && strcmp(callee + n - 4, ".bwd") == 0 ? n - 4 : n;
+}
+
+/* The state slots of f's ops, in order (called by analyse, its callees analysed). A call that
+ * recomputes an earlier call of @g (a call of @g, the checkpoint pass's recompute, or of @g.bwd,
+ * autodiff's backward, with that call's leading operands up to recomputes: a recomputed call's
+ * results stand for the first call's) reads the state the first call read, so it gets the same
+ * slots and takes none (ValueInfo.call_st, .call_shared of its first result). Earlier calls are
+ * found through their first operand's canonical value: linear in f's ops. */
+static int call_slots(const BackendPlan *p, const Func *f, FuncInfo *fi) {
+  int nv = f->nvalues + 1, nops = 0;
+  for (const Op *op = f->first; op; op = op->next) nops++;
+  int *canon = malloc((size_t)nv * sizeof *canon), *head = malloc((size_t)nv * sizeof *head);
+  int *next = malloc((size_t)(nops + 1) * sizeof *next);
+  const Op **calls = malloc((size_t)(nops + 1) * sizeof *calls);
+  if (!canon || !head || !next || !calls) die("out of memory");
+  for (int i = 0; i < nv; i++) canon[i] = i, head[i] = -1;
+  int st = 0, ncall = 0;
+  for (const Op *op = f->first; op; op = op->next) {
+    if (op->kind != OP_CALL) {
+      st += kt_nstate(op);
+      continue;
+    }
+    const char *callee = ir_attr_s(op, "callee");
+    size_t n = base_len(callee);
+    const Op *first = NULL;
+    int key = op->nin ? canon[op->in[0]->id] : nv - 1;
+    for (int k = head[key]; k >= 0 && !first; k = next[k]) {
+      const Op *e = calls[k];
+      const char *g = ir_attr_s(e, "callee");
+      if (e->nin > op->nin || base_len(g) != n || strncmp(g, callee, n) != 0) continue;
+      bool same = true;
+      for (int i = 0; i < e->nin && same; i++) same = canon[e->in[i]->id] == canon[op->in[i]->id];
+      if (same) first = e;
+    }
+    ValueInfo *r = vi(fi, op->out[0]);
+    if (first) {
+      r->call_st = vi(fi, first->out[0])->call_st;
+      r->call_shared = true;
+      for (int k = 0; k < op->nout && k < first->nout; k++) canon[op->out[k]->id] = canon[first->out[k]->id];
+    } else {
+      r->call_st = st;
+      r->call_shared = false;
+      st += backend_func(p, ir_find_func(p->m, callee))->nstate;
+    }
+    calls[ncall] = op, next[ncall] = head[key], head[key] = ncall++;
+  }
+  free(canon), free(head), free(next), free(calls);
+  return st;
+}
+
+int backend_call_state(const BackendPlan *p, const Func *f, const Op *call, bool *shared) {
+  const ValueInfo *r = vi(backend_func(p, f), call->out[0]);
+  *shared = r->call_shared;
+  return r->call_st;
+}
+
 static void analyse(Ctx *c, const Func *f) {
   FuncInfo *fi = backend_func(c->p, f);
   fi->analysed = true;
@@ -207,11 +267,8 @@ static void analyse(Ctx *c, const Func *f) {
     if (op->nout > 1 && op->kind != OP_CALL && !kt_op(op->kind)->present) err(c, f, op, "multi-result ops are not supported");
     analyse_op(c, f, fi, op);
     check_time_axes(c, f, fi, op);
-    if (op->kind == OP_CALL)
-      fi->nstate += backend_func(c->p, ir_find_func(c->p->m, ir_attr_s(op, "callee")))->nstate;
-    else
-      fi->nstate += kt_nstate(op);
   }
+  fi->nstate = call_slots(c->p, f, fi);
   fi->frame = memplan_frame_bytes(f);
   if (fi->frame < 0) err(c, f, NULL, "the module has not been through the memplan pass");
 }
@@ -227,7 +284,7 @@ static void decode_facts(const BackendPlan *p, const Func *f, bool *table, bool 
       decode_facts(p, ir_find_func(p->m, ir_attr_s(op, "callee")), table, rings);
       continue;
     }
-    if (kt_nstate(op) && !ir_attr(op, "cache")) *rings = false;
+    if (kt_nstate(op) && !ir_attr(op, "cache") && op->kind != OP_XL_MEMORY) *rings = false; /* segment memory: bounded */
     bool ew = backend_op_expr(p->m, op) != NULL;
     if (!ew && op->kind != OP_LINEAR) continue;
     const Value *r = op->out[0];
@@ -249,6 +306,7 @@ static void collect_state(BackendPlan *p, const Func *f, int *n) {
       continue;
     }
     for (int k = 0; k < kt_nstate(op); k++) p->state_rows[(*n)++] = kt_state_floats(op);
+    if (op->kind == OP_XL_MEMORY && ir_attr_i(op, "memory") > p->memory) p->memory = ir_attr_i(op, "memory");
   }
 }
 
@@ -359,8 +417,19 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
       if (p->train->args[i]->type.rank >= 2) a->role[1] = AX_TIME;
     }
     analyse(&c, p->train);
+    /* segment memory: the trainer passes the forward's slots, so training may use no others (every
+     * recomputation of a block shares its forward call's, above) */
+    if (p->memory && ti->nstate > p->nstate)
+      err(&c, p->train, NULL, "segment memory: the training function keeps state the forward does not (an op "
+                              "keeping state outside a recomputed block call)");
     p->train_arena_bytes = memplan_arena_bytes(m, p->train);
     collect_scratch(p, p->train, true);
+    int ntrain = 0;
+    for (int i = 0; i < m->nparam; i++) ntrain += m->params[i]->trainable;
+    p->loss_parts = 1;
+    if (p->train->nret == ntrain + 3 && m->train.distill_temperature > 0) p->loss_parts = 3;
+    for (int k = ntrain + 1; k < p->train->nret && p->loss_parts == 3; k++)
+      if (p->train->ret[k]->type.rank != 0 || p->train->ret[k]->type.dtype != DT_F32) p->loss_parts = 1;
   }
   return c.ok;
 }

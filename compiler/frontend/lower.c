@@ -145,6 +145,32 @@ static Value *lw_repeat(Lower *lw, const SpecLayer *l, Value *x) {
   return x;
 }
 
+/* attention with Transformer-XL segment memory (docs/spec.md): [memory; x] through c_attn, the
+ * relative table of distances 0..M+T-1 projected by r_net, xl_attention, c_proj. pv holds the
+ * layer's parameters in fe_layer_params' order. */
+static Value *lw_xl_attention(Lower *lw, const SpecLayer *l, Value *x, Value **pv) {
+  Func *f = lw->f;
+  int k = 0;
+  int64_t M = l->memory, C = lw->s->model.dim;
+  Op *mo = ir_op_new(f, OP_XL_MEMORY, 1, &x, 1);
+  ir_set_attr_int(mo, "memory", M);
+  Value *cat = ir_emit(f, mo);
+  Value *qkv = lw_bias(lw, lw_op2(f, OP_LINEAR, cat, pv[k++]), l->bias, pv, &k);
+  Op *so = ir_op_new(f, OP_SINUSOID, 0, NULL, 1);
+  int64_t shape[2] = {cat->type.dim[1], C};
+  ir_set_attr_ints(so, "shape", 2, shape);
+  ir_set_attr_str(so, "layout", "halves");
+  Value *rk = lw_op2(f, OP_LINEAR, ir_emit(f, so), pv[k++]);
+  Value *in[4] = {qkv, rk, pv[k], pv[k + 1]};
+  k += 2;
+  Op *op = ir_op_new(f, OP_XL_ATTENTION, 4, in, 1);
+  ir_set_attr_int(op, "heads", l->heads);
+  ir_set_attr_int(op, "memory", M);
+  op->line = l->line, op->col = l->col;
+  Value *y = lw_op2(f, OP_LINEAR, ir_emit(f, op), pv[k++]);
+  return lw_bias(lw, y, l->bias, pv, &k);
+}
+
 static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
   const Spec *s = lw->s;
   Func *f = lw->f;
@@ -181,6 +207,7 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
     return ir_emit(f, op);
   }
   case SPEC_L_ATTENTION: {
+    if (l->memory) return lw_xl_attention(lw, l, x, pv);
     Value *qkv = lw_op2(f, OP_LINEAR, x, pv[k++]);
     qkv = lw_bias(lw, qkv, l->bias, pv, &k);
     if (l->stride > 1) { /* the first attention after a pool: pooled queries, full keys and values */
@@ -308,9 +335,25 @@ static void lw_train(Module *m, const SpecTrain *t) {
       .prune_start = t->prune_start,
       .prune_end = t->prune_end,
       .prune_every = t->prune_every,
+      .distill_temperature = t->teacher ? t->distill_temperature : 0,
+      .distill_alpha = t->teacher ? t->distill_alpha : 0,
       .line = t->line,
       .col = t->col,
   };
+}
+
+/* Distillation: the teacher's spec lowered at the student's (compiled) batch and imported as
+ * @teacher with its parameters and blocks under "teacher." (frozen; docs/training.md). */
+static bool lw_teacher(Module *m, const Spec *s, Diag *d) {
+  Spec ts = *s->train.teacher;
+  ts.model.batch = s->model.batch;
+  Module *tm = fe_lower(&ts, d);
+  if (!tm) return false;
+  char err[256];
+  bool ok = ir_module_import(m, tm, IR_TEACHER_PREFIX, IR_TEACHER_FUNC, err, sizeof err);
+  if (!ok) diag_error(d, s->file, s->train.line, s->train.col, "distill: the teacher: %s", err);
+  ir_module_free(tm);
+  return ok;
 }
 
 Module *fe_lower(const Spec *s, Diag *d) {
@@ -336,5 +379,9 @@ Module *fe_lower(const Spec *s, Diag *d) {
     return NULL;
   }
   ir_set_return(f, 1, &y);
+  if (s->train.teacher && !lw_teacher(m, s, d)) {
+    ir_module_free(m);
+    return NULL;
+  }
   return m;
 }

@@ -103,6 +103,7 @@ typedef struct Ctx {
   Spec *s;
   int norm_k;           /* norms seen so far in the current naming scope (ln_<k>) */
   int doc_line, doc_col;  /* start of the document (where an empty document is reported) */
+  int depth;            /* 0: the spec given; 1: a distillation teacher's (which may not distill) */
 } Ctx;
 
 static void fe_err(Ctx *c, int line, int col, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -616,8 +617,8 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
     break;
   }
   case SPEC_L_ATTENTION: {
-    static const char *const k[] = {"name", "heads", "causal", "bias", "sparse"};
-    fe_fields(c, opt, "attention", k, 5, v, NULL);
+    static const char *const k[] = {"name", "heads", "causal", "bias", "sparse", "memory"};
+    fe_fields(c, opt, "attention", k, 6, v, NULL);
     l->name = "attn";
     l->causal = true;
     l->bias = true;
@@ -631,6 +632,19 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
     if (v[2]) fe_bool(c, v[2], "causal", &l->causal);
     if (v[3]) fe_bool(c, v[3], "bias", &l->bias);
     if (v[4]) fe_sparse(c, v[4], l);
+    /* Transformer-XL segment memory (docs/spec.md, "attention"): causal, dense, an even width for
+     * the relative table of [sin | cos] halves; the qkv of [memory; segment] must stay countable */
+    if (v[5] && fe_int(c, v[5], "memory", 1, INT32_MAX, &l->memory)) {
+      int64_t r;
+      l->mem_line = v[5]->line, l->mem_col = v[5]->col;
+      if (!l->causal) ERR_AT(c, v[5], "segment memory needs causal attention (a decoder): set 'causal: true'");
+      else if (l->sparse) ERR_AT(c, v[5], "segment memory works with dense attention only: remove 'sparse'");
+      else if (m->dim % 2 != 0)
+        ERR_AT(c, v[5], "segment memory's relative position table needs an even model.dim, got %lld", (long long)m->dim);
+      else if (!fe_mul(m->context + l->memory, m->batch, &r) || !fe_mul(r, fe_smul(3, m->dim), &r) || r > INT32_MAX)
+        ERR_AT(c, v[5], "memory %lld: batch x (memory + context) x 3 dim is above 2147483647 (INT32_MAX), the largest "
+                        "count a kernel call takes", (long long)l->memory);
+    }
     break;
   }
   case SPEC_L_MLP: {
@@ -902,6 +916,25 @@ static void fe_scan_attention(const SpecLayer *ls, int n, int *ncausal, int *nbi
   }
 }
 
+/* Segment memory is all or nothing: the runtime carries the memory of every layer between the
+ * segments of a text (t0 goes past the context), which a KV-cached attention cannot follow. The
+ * first attention with memory is *first; an attention without it after or before is an error. */
+static void fe_scan_memory(Ctx *c, const SpecLayer *ls, int n, const SpecLayer **with, const SpecLayer **without,
+                           int depth) {
+  for (int i = 0; i < n && depth <= FE_MAX_DEPTH; i++) {
+    const SpecLayer *l = &ls[i];
+    if (l->kind == SPEC_L_ATTENTION) {
+      if (l->memory && !*with) *with = l;
+      if (!l->memory && !*without) *without = l;
+      if (*with && *without && (l == *with || l == *without))
+        ERR_AT(c, l, "every attention layer needs 'memory' when one has it (the layer at line %d, column %d %s)",
+               l == *with ? (*without)->line : (*with)->line, l == *with ? (*without)->col : (*with)->col,
+               l == *with ? "has none" : "has memory");
+    }
+    if (l->nbody) fe_scan_memory(c, l->body, l->nbody, with, without, depth + 1);
+  }
+}
+
 static void fe_check_structure(Ctx *c, const ModelNodes *mn, const YNode *layers_key) {
   Spec *s = c->s;
   int n = s->nlayers;
@@ -914,9 +947,15 @@ static void fe_check_structure(Ctx *c, const ModelNodes *mn, const YNode *layers
   if (mn->kind >= 0 && mn->kind != (int)s->model.kind)
     ERR_AT(c, mn->v[MK_KIND], "model kind '%s' does not match the layers, which make %s", kind_words[mn->kind],
            s->model.kind == SPEC_DECODER ? "a decoder (causal attention)" : "an encoder (non-causal attention)");
+  const SpecLayer *with = NULL, *without = NULL;
+  fe_scan_memory(c, s->layers, n, &with, &without, 0);
   bool seen_pos = false;
   for (int i = 0; i < n; i++) {
     const SpecLayer *l = &s->layers[i];
+    if (l->kind == SPEC_L_POSITIONS && with)
+      ERR_AT(c, l, "a model with segment memory (line %d, column %d) takes no 'positions' layer: its attention uses "
+                   "relative positions, and an absolute table cannot follow a text past the context",
+             with->mem_line, with->mem_col);
     if (l->kind == SPEC_L_EMBEDDING) {
       if (i != 0) ERR_AT(c, l, "'embedding' must be the first layer");
       else s->embedding = l->name;
@@ -981,6 +1020,11 @@ int fe_layer_params(const Spec *s, const SpecLayer *l, const char *prefix, SpecP
   case SPEC_L_ATTENTION:
     k = fe_add_p(out, k, prefix, n, ".c_attn.weight", 2, fe_smul(3, C), C, INIT_NORMAL, 0.02, true);
     if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_attn.bias", 1, fe_smul(3, C), 0, INIT_ZEROS, 0, false);
+    if (l->memory) { /* Transformer-XL's relative positions: r_net, r_w_bias (u), r_r_bias (v) */
+      k = fe_add_p(out, k, prefix, n, ".r_net.weight", 2, C, C, INIT_NORMAL, 0.02, true);
+      k = fe_add_p(out, k, prefix, n, ".r_w_bias", 2, l->heads, l->heads ? C / l->heads : 0, INIT_NORMAL, 0.02, false);
+      k = fe_add_p(out, k, prefix, n, ".r_r_bias", 2, l->heads, l->heads ? C / l->heads : 0, INIT_NORMAL, 0.02, false);
+    }
     k = fe_add_p(out, k, prefix, n, ".c_proj.weight", 2, C, C, INIT_NORMAL, 0.02, true);
     if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_proj.bias", 1, C, 0, INIT_ZEROS, 0, false);
     break;
@@ -1195,10 +1239,10 @@ static void fe_check_passes(Ctx *c, const YNode *val) {
 static const char *const train_keys[] = {
     "steps", "batch",     "micro_batch", "lr",        "min_lr",       "warmup",    "schedule",
     "optimizer", "beta1", "beta2",       "eps",       "weight_decay", "momentum",  "grad_clip",
-    "precision", "seed",  "eval_every",  "checkpoint_every", "data", "prune"};
+    "precision", "seed",  "eval_every",  "checkpoint_every", "data", "prune", "distill"};
 enum {
   TK_STEPS, TK_BATCH, TK_MICRO, TK_LR, TK_MIN_LR, TK_WARMUP, TK_SCHEDULE, TK_OPTIMIZER, TK_BETA1, TK_BETA2,
-  TK_EPS, TK_WD, TK_MOMENTUM, TK_CLIP, TK_PRECISION, TK_SEED, TK_EVAL, TK_CKPT, TK_DATA, TK_PRUNE, TK_N
+  TK_EPS, TK_WD, TK_MOMENTUM, TK_CLIP, TK_PRECISION, TK_SEED, TK_EVAL, TK_CKPT, TK_DATA, TK_PRUNE, TK_DISTILL, TK_N
 };
 
 
@@ -1256,6 +1300,76 @@ static void fe_train_prune(Ctx *c, const YNode *n, SpecTrain *t) {
            (long long)t->steps);
 }
 
+static Spec *fe_parse_spec_file_at(const char *path, Diag *d, int depth);
+
+/* train: distill: {teacher: FILE, temperature: T, alpha: A}: knowledge distillation (Hinton et al.
+ * 2015). FILE is a spec relative to this one's folder, parsed and checked here (its errors carry its
+ * own file:line:col); it must share the vocabulary and the context (the token ids it reads) and
+ * produce per-token logits; its depth and width are its own. temperature defaults to 1, alpha to 0.5. */
+static void fe_train_distill(Ctx *c, const YNode *n, SpecTrain *t) {
+  static const char *const keys[] = {"teacher", "temperature", "alpha"};
+  const YNode *v[3];
+  if (!fe_fields(c, n, "distill", keys, 3, v, NULL)) return;
+  if (c->depth > 0) {
+    ERR_AT(c, n, "a teacher's spec may not distill from a teacher of its own");
+    return;
+  }
+  t->distill_temperature = 1.0;
+  t->distill_alpha = 0.5;
+  if (v[1]) fe_train_real(c, v[1], "distill_temperature", &t->distill_temperature);
+  if (v[2]) fe_train_real(c, v[2], "distill_alpha", &t->distill_alpha);
+  if (!v[0]) {
+    ERR_AT(c, n, "distill: missing required key 'teacher' (the teacher's spec file)");
+    return;
+  }
+  const char *rel = fe_str(c, v[0], "teacher");
+  if (!rel) return;
+  if (!*rel) {
+    ERR_AT(c, v[0], "'teacher' is empty: name the teacher's spec file");
+    return;
+  }
+  /* relative to the folder of this spec */
+  const char *slash = strrchr(c->file, '/');
+  size_t dl = *rel != '/' && slash ? (size_t)(slash - c->file) + 1 : 0;
+  char *path = malloc(dl + strlen(rel) + 1);
+  if (!path) die("out of memory");
+  memcpy(path, c->file, dl);
+  strcpy(path + dl, rel);
+  FILE *probe = fopen(path, "rb");
+  if (!probe) {
+    ERR_AT(c, v[0], "cannot open the teacher's spec '%s': %s", path, strerror(errno));
+    free(path);
+    return;
+  }
+  fclose(probe);
+  int before = c->d->nerrors;
+  Spec *ts = fe_parse_spec_file_at(path, c->d, c->depth + 1);
+  if (!ts) {
+    if (c->d->nerrors == before) ERR_AT(c, v[0], "the teacher's spec '%s' could not be read", path);
+    else ERR_AT(c, v[0], "the teacher's spec '%s' has errors (above)", path);
+    free(path);
+    return;
+  }
+  const SpecModel *sm = &c->s->model, *tm = &ts->model;
+  const SpecLayer *last = ts->nlayers ? &ts->layers[ts->nlayers - 1] : NULL;
+  if (tm->vocab != sm->vocab)
+    ERR_AT(c, v[0], "the teacher '%s' has vocabulary %lld, the student %lld: distillation needs the same vocabulary",
+           path, (long long)tm->vocab, (long long)sm->vocab);
+  else if (tm->context != sm->context)
+    ERR_AT(c, v[0], "the teacher '%s' has context %lld, the student %lld: distillation needs the same context", path,
+           (long long)tm->context, (long long)sm->context);
+  else if (!last || last->kind != SPEC_L_LM_HEAD)
+    ERR_AT(c, v[0], "the teacher '%s' must end in an lm_head (per-token logits over the vocabulary)", path);
+  else if (!c->s->nlayers || c->s->layers[c->s->nlayers - 1].kind != SPEC_L_LM_HEAD)
+    ERR_AT(c, n, "a distilling student must end in an lm_head (per-token logits over the vocabulary)");
+  else {
+    t->teacher = ts;
+    ts = NULL;
+  }
+  fe_spec_free(ts);
+  free(path);
+}
+
 static void fe_check_train(Ctx *c, const YNode *key, const YNode *val) {
   SpecTrain *t = &c->s->train;
   const YNode *v[TK_N];
@@ -1299,6 +1413,7 @@ static void fe_check_train(Ctx *c, const YNode *key, const YNode *val) {
   fe_train_int(c, v[TK_EVAL], "eval_every", &t->eval_every);
   fe_train_int(c, v[TK_CKPT], "checkpoint_every", &t->checkpoint_every);
   if (v[TK_PRUNE]) fe_train_prune(c, v[TK_PRUNE], t);
+  if (v[TK_DISTILL]) fe_train_distill(c, v[TK_DISTILL], t);
   if (v[TK_DATA]) {
     t->data = fe_str(c, v[TK_DATA], "data");
     if (t->data && !*t->data) {
@@ -1368,12 +1483,12 @@ static void fe_check_top(Ctx *c, const YNode *root) {
   if (v[3]) fe_check_train(c, kn[3], v[3]);
 }
 
-Spec *fe_parse_spec_text(const char *file, const char *text, size_t len, Diag *d) {
+static Spec *fe_parse_spec_text_at(const char *file, const char *text, size_t len, Diag *d, int depth) {
   Spec *s = calloc(1, sizeof *s);
   if (!s) die("out of memory");
   pass_pipeline_init(&s->passes);
   s->file = fe_strndup(s, file, strlen(file));
-  Ctx c = {.d = d, .file = s->file, .text = text, .len = len, .s = s};
+  Ctx c = {.d = d, .file = s->file, .text = text, .len = len, .s = s, .depth = depth};
   diag_add_source(d, file, text, len);
   int before = d->nerrors;
   YNode *root = fe_load_yaml(&c);
@@ -1384,6 +1499,10 @@ Spec *fe_parse_spec_text(const char *file, const char *text, size_t len, Diag *d
     return NULL;
   }
   return s;
+}
+
+Spec *fe_parse_spec_text(const char *file, const char *text, size_t len, Diag *d) {
+  return fe_parse_spec_text_at(file, text, len, d, 0);
 }
 
 /* Reads a whole file, bounded: a regular file at its size, refused above reg_cap; anything else
@@ -1458,17 +1577,20 @@ char *fe_read_file(const char *path, const char *what, size_t reg_cap, size_t ot
   return buf;
 }
 
-Spec *fe_parse_spec_file(const char *path, Diag *d) {
+static Spec *fe_parse_spec_file_at(const char *path, Diag *d, int depth) {
   size_t len = 0;
   char *buf = fe_read_file(path, "spec", FE_SPEC_MAX_BYTES, FE_SPEC_MAX_BYTES, &len, d);
   if (!buf) return NULL;
-  Spec *s = fe_parse_spec_text(path, buf, len, d);
+  Spec *s = fe_parse_spec_text_at(path, buf, len, d, depth);
   free(buf);
   return s;
 }
 
+Spec *fe_parse_spec_file(const char *path, Diag *d) { return fe_parse_spec_file_at(path, d, 0); }
+
 void fe_spec_free(Spec *s) {
   if (!s) return;
+  fe_spec_free(s->train.teacher);
   pass_pipeline_free(&s->passes);
   for (SpecBlock *b = s->blocks, *nx; b; b = nx) {
     nx = b->next;

@@ -67,6 +67,8 @@ typedef struct SpecLayer {
   int sparse;                /* attention: 0 dense, else 1 + SPEC_SPARSE_WORDS' place (local, strided, fixed) */
   int64_t sp_size;           /* sparse: local's window, strided's stride, fixed's block */
   int64_t sp_summary, sp_global, sp_tile; /* sparse: fixed's summary, global tokens, the kernels' tile */
+  int64_t memory;            /* attention: Transformer-XL segment memory M (positions kept), 0: none */
+  int mem_line, mem_col;     /* attention: location of the memory value */
   int64_t hidden;            /* mlp */
   SpecActivation activation; /* mlp */
   double p;                  /* dropout, in [0, 1) */
@@ -103,6 +105,10 @@ typedef struct SpecTrain {
   /* prune: {initial, start, end, every}: the gradual pruning schedule (every 0: none) */
   double prune_initial;
   int64_t prune_start, prune_end, prune_every;
+  /* distill: {teacher, temperature, alpha}: knowledge distillation from the teacher's spec (parsed
+   * and checked, owned; NULL: no distillation). Its path is relative to the student's spec file. */
+  struct Spec *teacher;
+  double distill_temperature, distill_alpha;
 } SpecTrain;
 
 typedef struct SpecBlock SpecBlock;   /* allocation list (private) */

@@ -25,17 +25,18 @@
  *           and bidirectionally q < G sees every key.
  * Causal attention masks k > q whatever the pattern.
  *
- * rt_attention_sparse: tasks (batch, head); per tile one panel of S = scale Q K^T over its segments
- * (rt_gemm, q, k, v read in place from the (B,T,3C) buffer, leading dimension 3C), the exact
- * softmax of each row (the panel holds every key of the row but strided's pass B, which is merged
- * by the rows' running max and denominator), O = P V per segment into the output rows.
+ * rt_attention_sparse: tasks (batch, head); strided's stride columns scored per residue class
+ * first; per tile one panel of S = scale Q K^T over its segments (rt_gemm, q, k, v read in place
+ * from the (B,T,3C) buffer, leading dimension 3C) and its rows' stride columns, the exact softmax
+ * of each row (the panel holds every key of the row), O = P V per segment into the output rows,
+ * and per class after the tiles.
  *
  * rt_attention_sparse_dx: tasks (batch, head) (dK and dV of a head accumulate over its tiles, so
- * one task owns them: thread-count independent). It recomputes the forward (the output O and the
- * rows' max m and denominator l), D = rowsum(dO o O), then per tile and segment: P = exp(S - m) /
- * l, dP = dO V^T, dS = P o (dP - D), dV += P^T dO, dQ += scale dS K, dK += scale dS^T Q (five
- * GEMMs per segment, as rt_attention_dx per key block); pass B likewise over the strided views;
- * the gathered summary columns' dK, dV added back to their rows at the end. */
+ * one task owns them: thread-count independent). Nothing is recomputed from the forward: per tile
+ * the panel again, P = its softmax, dP = dO V^T, D = rowsum(P o dP) (= rowsum(dO o O)), dS = P o
+ * (dP - D), dV += P^T dO, dQ += scale dS K, dK += scale dS^T Q (five GEMMs per segment, as
+ * rt_attention_dx per key block); strided's classes the same after the tiles; the gathered summary
+ * columns' dK, dV added back to their rows at the end. */
 #include "kernels.h"
 
 #include "../gemm/gemm.h"
@@ -103,10 +104,16 @@ int rt_sparse_allowed(const RtSparsePattern *p, int causal, int q, int k) { retu
  * tiles). The tile's panel holds its segments side by side: S = Q K^T per segment (one GEMM each),
  * masked and scaled, the exact softmax of each whole row (the panel holds all of the row's keys but
  * pass B's), then O = sum over segments of P V (one GEMM each, accumulated in the output rows).
- * Pass B (strided): for residue r the positions r, r+l, r+2l, ... are rows of K, V, Q, O with
- * leading dimension l * 3C (l * C): query i of the class sees its keys j with |i - j| >= 1 (causal
- * j < i) at positions >= G: small GEMMs over strided views, in chunks of p->block queries, merged
- * into pass A's rows by their running max and denominator (m, l per row). */
+ * Strided's stride columns (|q - k| >= l, (q - k) mod l == 0, k >= G: the global ones are the
+ * other segments') are not contiguous for a tile: row q's are the keys of its residue class
+ * r = q mod l, positions r, r + l, r + 2l, ... They are scored per class (GEMMs over strided views:
+ * the class's positions are rows of K, V, Q with leading dimension l * 3C), into one nc x nc block
+ * per class (nc = ceil(T / l); rows the class's queries, columns its keys), before the tiles; each
+ * tile's rows then take theirs into the panel after the segments, so the panel holds every key of
+ * every row in every pattern: the softmax is exact in the panel and the backward needs nothing
+ * from the forward (no recomputation). The rows' P (backward also dS) go back into the blocks, and
+ * per class GEMMs finish O (dQ, dK, dV) after the tiles. The blocks are strided's scratch: l * nc^2
+ * (about T^2 / l) floats, the pattern's stride pairs (twice in the backward: S and dP). */
 enum { SEG_MAIN, SEG_GLOBAL, SEG_SUMMARY, SEG_ALL };
 typedef struct Seg {
   int kind, k0, n; /* keys k0 .. k0+n-1: positions (MAIN, GLOBAL, ALL) or rows of Ks, Vs (SUMMARY) */
@@ -118,11 +125,14 @@ typedef struct SpPlan {
   int T, causal, bs, G, w; /* w: local's window, strided's stride, dense T; fixed: l */
   int ns, ng;              /* fixed: summary positions (< T), and those < G */
   int qskip;               /* bidirectional with global tokens: queries below it are in ALL tiles */
+  int nc;                  /* strided: the positions of the longest residue class, ceil(T / l) */
 } SpPlan;
 
 static SpPlan sp_plan(const RtSparsePattern *p, int T, int causal) {
-  SpPlan s = {p, T, causal, p->block, p->global < T ? p->global : T, 0, 0, 0, 0};
+  SpPlan s = {p, T, causal, p->block, p->global < T ? p->global : T, 0, 0, 0, 0, 0};
   s.w = p->kind == RT_SPARSE_LOCAL ? p->window : p->kind == RT_SPARSE_DENSE ? T : p->stride;
+  if (p->kind == RT_SPARSE_STRIDED)
+    s.nc = (T + s.w - 1) / s.w;
   if (p->kind == RT_SPARSE_FIXED && p->summary > 0)
     for (int k = 0; k < T; k++)
       if (k % p->stride >= p->stride - p->summary)
@@ -182,7 +192,39 @@ static int sp_segments(const SpPlan *s, int q0, int q1, Seg *seg) {
   return n;
 }
 
-/* The widest panel any tile needs (the scratch's). */
+/* Strided: row q (query i of class r) sees the class's keys j in [*j0, *j1) but j = i (the band's). */
+static void sp_stride_cols(const SpPlan *s, int q, int *i, int *j0, int *j1) {
+  int L = s->w, r = q % L;
+  *i = q / L;
+  *j0 = s->G > r ? (s->G - r + L - 1) / L : 0;
+  *j1 = s->causal ? *i : (s->T - r + L - 1) / L;
+  if (*j1 < *j0)
+    *j1 = *j0;
+}
+
+/* Strided's per-class work in chunks of bs queries: class r, its queries i0..i0+nq-1, keys 0..nk-1
+ * (causal: those before the chunk's last query, rounded to the tile). Start with nq = 0. */
+typedef struct SpChunk {
+  int r, i0, nq, nk;
+} SpChunk;
+static int sp_chunk_next(const SpPlan *s, SpChunk *c) {
+  int L = s->w;
+  if (c->nq == 0)
+    c->r = 0, c->i0 = 0;
+  else
+    c->i0 += s->bs;
+  for (; c->r < L && c->r < s->T; c->r++, c->i0 = 0) {
+    int nc = (s->T - c->r + L - 1) / L;
+    if (c->i0 >= nc)
+      continue;
+    c->nq = nc - c->i0 < s->bs ? nc - c->i0 : s->bs;
+    c->nk = s->causal ? sp_round(c->i0 + c->nq - 1, s->bs, nc) : nc;
+    return 1;
+  }
+  return 0;
+}
+
+/* The widest panel any tile needs (the scratch's): its segments' and the stride columns. */
 static int sp_panel_width(const SpPlan *s) {
   int mx = s->qskip > 0 ? s->T : 1;
   for (int q0 = s->qskip; q0 < s->T; q0 += s->bs) {
@@ -192,7 +234,7 @@ static int sp_panel_width(const SpPlan *s) {
       w += seg[i].n;
     mx = w > mx ? w : mx;
   }
-  return mx;
+  return mx + s->nc;
 }
 
 /* s[0..n) *= scale; returns the largest result (-inf for n = 0). Eight lanes: no dependency
@@ -250,20 +292,45 @@ static float sp_mask2(float *s, int n, float scale, int a0, int a1, int b0, int 
  * without an exponential: exp of a large negative argument goes through subnormal intermediates,
  * which cost the CPU a microcode assist per element (the band's masked triangles were 40% of the
  * forward's time when they went through rt_exp_row). */
+/* The end of the run from j of elements that are -inf (masked = 1) or are not (masked = 0): eight
+ * at a time while a whole group agrees (the runs are long: a band's triangles, its middle). */
+static int sp_run_end(const float *row, int j, int n, int masked) {
+  while (j + 8 <= n) {
+    int c = 0;
+    for (int u = 0; u < 8; u++)
+      c += row[j + u] == -INFINITY;
+    if (c != (masked ? 8 : 0))
+      break;
+    j += 8;
+  }
+  while (j < n && (row[j] == -INFINITY) == masked)
+    j++;
+  return j;
+}
+
 static float sp_exp_runs(float *row, int n, float mx) {
   float sum = 0.0f;
   for (int j = 0; j < n;) {
-    if (row[j] == -INFINITY) {
-      row[j++] = 0.0f;
-      continue;
-    }
-    int e = j + 1;
-    while (e < n && row[e] != -INFINITY)
-      e++;
+    int e = sp_run_end(row, j, n, 1);
+    memset(row + j, 0, (size_t)(e - j) * sizeof(float));
+    j = e;
+    if (j == n)
+      break;
+    e = sp_run_end(row, j, n, 0);
     sum += rt_exp_row(row + j, row + j, e - j, mx);
     j = e;
   }
   return sum;
+}
+
+static float sp_dot(const float *a, const float *b, int n) {
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int i = 0;
+  for (; i + 4 <= n; i += 4)
+    s0 += a[i] * b[i], s1 += a[i + 1] * b[i + 1], s2 += a[i + 2] * b[i + 2], s3 += a[i + 3] * b[i + 3];
+  for (; i < n; i++)
+    s0 += a[i] * b[i];
+  return (s0 + s1) + (s2 + s3);
 }
 
 /* Mask and scale query q's row of segment g (s: its n columns). */
@@ -304,25 +371,20 @@ typedef struct SpWork {
   int ldp; /* the row stride of S and dP: the widest panel's, so every tile's products have the
             * same leading dimensions (fewer GEMM shapes) */
   float *S, *rmax, *m, *l, *Ks, *Vs;
-  /* backward: dP (bs x W), the recomputed output (T x hd), D (T), dKs, dVs (ns x hd) */
-  float *dP, *O, *D, *dKs, *dVs;
+  float *B; /* strided: the classes' blocks of S, then P (l x nc x nc) */
+  /* backward: dP (bs x W), dKs, dVs (ns x hd), strided's blocks of dP, then dS */
+  float *dP, *dKs, *dVs, *dB;
 } SpWork;
 
 static size_t sp_fwd_floats(const SpPlan *s, int hd, int W) {
-  int cls = s->p->kind == RT_SPARSE_STRIDED ? (s->T + s->w - 1) / s->w : 0; /* a class's keys */
-  W = W > cls ? W : cls;
   return rt_slice_floats((size_t)s->bs * W) + rt_slice_floats((size_t)s->bs) + 2 * rt_slice_floats((size_t)s->T) +
-         2 * rt_slice_floats((size_t)s->ns * hd);
+         2 * rt_slice_floats((size_t)s->ns * hd) + rt_slice_floats((size_t)s->w * s->nc * s->nc);
 }
 static size_t sp_dx_floats(const SpPlan *s, int hd, int W) {
-  int cls = s->p->kind == RT_SPARSE_STRIDED ? (s->T + s->w - 1) / s->w : 0;
-  W = W > cls ? W : cls;
-  return sp_fwd_floats(s, hd, W) + rt_slice_floats((size_t)s->bs * W) + rt_slice_floats((size_t)s->T * hd) +
-         rt_slice_floats((size_t)s->T) + 2 * rt_slice_floats((size_t)s->ns * hd);
+  return sp_fwd_floats(s, hd, W) + rt_slice_floats((size_t)s->bs * W) + 2 * rt_slice_floats((size_t)s->ns * hd) +
+         rt_slice_floats((size_t)s->w * s->nc * s->nc);
 }
 static SpWork sp_work(const SpPlan *s, int hd, int W, float *base, int backward) {
-  int cls = s->p->kind == RT_SPARSE_STRIDED ? (s->T + s->w - 1) / s->w : 0;
-  W = W > cls ? W : cls;
   SpWork w = {0};
   w.ldp = W;
   float *at = base;
@@ -333,12 +395,12 @@ static SpWork sp_work(const SpPlan *s, int hd, int W, float *base, int backward)
   TAKE(w.l, s->T);
   TAKE(w.Ks, (size_t)s->ns * hd);
   TAKE(w.Vs, (size_t)s->ns * hd);
+  TAKE(w.B, (size_t)s->w * s->nc * s->nc);
   if (backward) {
     TAKE(w.dP, (size_t)s->bs * W);
-    TAKE(w.O, (size_t)s->T * hd);
-    TAKE(w.D, s->T);
     TAKE(w.dKs, (size_t)s->ns * hd);
     TAKE(w.dVs, (size_t)s->ns * hd);
+    TAKE(w.dB, (size_t)s->w * s->nc * s->nc);
   }
 #undef TAKE
   return w;
@@ -391,36 +453,170 @@ static int sp_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int q0, i
   return W;
 }
 
-/* Pass B of the strided pattern for residue class r, query chunk i0..i0+nq-1 of it: S (nq x nk)
- * with keys 0..nk-1 of the class; masked (|i - j| >= 1, causal j < i, positions >= G). */
-static int sp_class_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int r, int i0, int nq, float *rmax) {
-  int L = s->w, nc = (s->T - r + L - 1) / L;                          /* the class's positions */
-  int nk = s->causal ? sp_round(i0 + nq - 1, s->bs, nc) : nc, ldc = L * h->ld;
-  int jg = s->G > r ? (s->G - r + L - 1) / L : 0;
-  if (nk <= jg)
-    return 0;
-  rt_gemm(0, 1, nq, nk, h->hd, RT_DT_F32, h->q + (size_t)(r + i0 * L) * h->ld, ldc, RT_DT_F32, h->k + (size_t)r * h->ld,
-          ldc, 0.0f, w->S, w->ldp);
-  for (int a = 0; a < nq; a++) {
-    int i = i0 + a;
-    float *row = w->S + (size_t)a * w->ldp;
-    rmax[a] = s->causal ? sp_mask2(row, nk, h->scale, jg, i, 0, 0) : sp_mask2(row, nk, h->scale, jg, i, i + 1, nk);
+/* ---- strided's class products: small GEMMs (a class chunk is at most tile x nc x hd) ----------- *
+ * A class's rows are l * 3C floats apart, so its chunks are many small products (at T = 1024 and
+ * l = 128: 8 x 8 x hd); rt_gemm's per-call cost (oneDNN's primitive lookup) was a third of the
+ * kernel's time there. Below SP_SMALL multiply-adds they run here instead, C = beta C + op(A) op(B)
+ * with beta 0 or 1, for the three shapes the classes use (NT: S = Q K^T; NN: O += P V; TN: dV +=
+ * P^T dO). One body, built for the baseline, AVX2 and AVX-512 (the CPU's widest used): lanes are
+ * independent sums in a fixed order and contraction is off, so every build gives the same bits. */
+#define SP_SMALL (64 * 64 * 64)
+#define SP_LANES 16
+#define SP_GEMM_BODY                                                                                   \
+  if (!ta && tb) { /* C[i][j] = beta C + A[i] . B[j] (rows of k) */                                   \
+    for (int i = 0; i < m; i++)                                                                        \
+      for (int j = 0; j < n; j++) {                                                                    \
+        const float *a = A + (size_t)i * lda, *b = B + (size_t)j * ldb;                                \
+        float acc[SP_LANES] = {0}, t = 0.0f;                                                           \
+        int d = 0;                                                                                     \
+        for (; d + SP_LANES <= k; d += SP_LANES)                                                       \
+          for (int u = 0; u < SP_LANES; u++)                                                           \
+            acc[u] += a[d + u] * b[d + u];                                                             \
+        for (; d < k; d++)                                                                             \
+          t += a[d] * b[d];                                                                            \
+        for (int u = 0; u < 8; u++) /* halving: fixed trip counts, one vector add each */             \
+          acc[u] += acc[u + 8];                                                                        \
+        for (int u = 0; u < 4; u++)                                                                    \
+          acc[u] += acc[u + 4];                                                                        \
+        for (int u = 0; u < 2; u++)                                                                    \
+          acc[u] += acc[u + 2];                                                                        \
+        float v = (acc[0] + acc[1]) + t;                                                               \
+        C[(size_t)i * ldc + j] = beta != 0.0f ? C[(size_t)i * ldc + j] + v : v;                        \
+      }                                                                                                \
+  } else {                                                                                             \
+    if (beta == 0.0f)                                                                                  \
+      for (int i = 0; i < m; i++)                                                                      \
+        memset(C + (size_t)i * ldc, 0, (size_t)n * sizeof(float));                                     \
+    for (int i = 0; i < m; i++) /* NN: C[i] += sum_p A[i][p] B[p]; TN: A[p][i] (A is k x m) */  \
+      for (int p = 0; p < k; p++) {                                                                    \
+        float x = ta ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p];                                \
+        const float *b = B + (size_t)p * ldb;                                                          \
+        float *c = C + (size_t)i * ldc;                                                                \
+        if (x != 0.0f)                                                                                 \
+          for (int j = 0; j < n; j++)                                                                  \
+            c[j] += x * b[j];                                                                          \
+      }                                                                                                \
   }
-  return nk;
+#define SP_GEMM_ARGS                                                                                   \
+  int ta, int tb, int m, int n, int k, const float *restrict A, int lda, const float *restrict B, int ldb, float beta, \
+      float *restrict C, int ldc
+
+static void sp_gemm_portable(SP_GEMM_ARGS) { SP_GEMM_BODY }
+#if defined(__x86_64__) && defined(__GNUC__)
+#ifndef __clang__ /* GCC: vectorise at -O2 too; clang does, and ignores these */
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off", "tree-vectorize")
+#endif
+__attribute__((target("avx2"))) static void sp_gemm_avx2(SP_GEMM_ARGS) { SP_GEMM_BODY }
+__attribute__((target("avx512f"))) static void sp_gemm_avx512(SP_GEMM_ARGS) { SP_GEMM_BODY }
+#ifndef __clang__
+#pragma GCC pop_options
+#endif
+#endif
+
+/* A class chunk's product: C = beta C + op(A) op(B), here when small, else by rt_gemm. */
+static void sp_cgemm(SP_GEMM_ARGS) {
+  if ((long)m * n * k > SP_SMALL) {
+    rt_gemm(ta, tb, m, n, k, RT_DT_F32, A, lda, RT_DT_F32, B, ldb, beta, C, ldc);
+    return;
+  }
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (rt_cpu()->avx512f)
+    sp_gemm_avx512(ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc);
+  else if (rt_cpu()->avx2)
+    sp_gemm_avx2(ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc);
+  else
+#endif
+    sp_gemm_portable(ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* Strided: query i of class r's row of the blocks. */
+static float *sp_brow(const SpPlan *s, float *B, int r, int i) { return B + ((size_t)r * s->nc + i) * s->nc; }
+
+/* Strided, before the tiles: per class chunk S = Q K^T into w->B and, for the backward (dO), dP =
+ * dO V^T into w->dB. */
+static void sp_stride_scores(const SpPlan *s, const SpHead *h, const SpWork *w, const float *dO, int lddo) {
+  int L = s->w, ldc = L * h->ld;
+  for (SpChunk c = {0}; sp_chunk_next(s, &c);) {
+    if (!c.nk)
+      continue;
+    size_t row0 = (size_t)(c.r + c.i0 * L);
+    sp_cgemm(0, 1, c.nq, c.nk, h->hd, h->q + row0 * h->ld, ldc, h->k + (size_t)c.r * h->ld, ldc,
+            0.0f, sp_brow(s, w->B, c.r, c.i0), s->nc);
+    if (dO)
+      sp_cgemm(0, 1, c.nq, c.nk, h->hd, dO + row0 * lddo, L * lddo, h->v + (size_t)c.r * h->ld, ldc,
+              0.0f, sp_brow(s, w->dB, c.r, c.i0), s->nc);
+  }
+}
+
+/* Strided: the stride columns of the tile q0..q0+nq-1 into its panel at column c0 (S scaled and
+ * masked from the blocks; backward also dP, 0 where masked); rmax updated; returns their number
+ * (the most any row of the tile sees; 0 but for strided, and in ALL tiles). */
+static int sp_stride_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int q0, int nq, int c0, float *rmax) {
+  if (!s->nc || q0 < s->qskip)
+    return 0;
+  int ns = 0, i, j0, j1;
+  for (int a = 0; a < nq; a++) {
+    sp_stride_cols(s, q0 + a, &i, &j0, &j1);
+    ns = j1 - j0 > ns ? j1 - j0 : ns;
+  }
+  for (int a = 0; a < nq; a++) {
+    int q = q0 + a;
+    sp_stride_cols(s, q, &i, &j0, &j1);
+    const float *b = sp_brow(s, w->B, q % s->w, i) + j0;
+    float *row = w->S + (size_t)a * w->ldp + c0, mx = rmax[a];
+    for (int j = 0; j < ns; j++) {
+      row[j] = j < j1 - j0 && j0 + j != i ? b[j] * h->scale : -INFINITY;
+      mx = row[j] > mx ? row[j] : mx;
+    }
+    rmax[a] = mx;
+    if (w->dP) {
+      const float *db = sp_brow(s, w->dB, q % s->w, i) + j0;
+      float *drow = w->dP + (size_t)a * w->ldp + c0;
+      for (int j = 0; j < ns; j++)
+        drow[j] = j < j1 - j0 ? db[j] : 0.0f;
+    }
+  }
+  return ns;
+}
+
+/* Strided: the tile's stride columns of P (backward also dS) back into the blocks, which hold 0 at
+ * every other key of the row; an ALL tile's rows get zeros (its panel has every key). */
+static void sp_stride_store(const SpPlan *s, const SpWork *w, int q0, int nq, int c0) {
+  if (!s->nc)
+    return;
+  int i, j0, j1;
+  for (int a = 0; a < nq; a++) {
+    int q = q0 + a;
+    sp_stride_cols(s, q, &i, &j0, &j1);
+    if (q0 < s->qskip)
+      j1 = j0;
+    float *b = sp_brow(s, w->B, q % s->w, i), *db = w->dP ? sp_brow(s, w->dB, q % s->w, i) : NULL;
+    memset(b, 0, (size_t)s->nc * sizeof(float));
+    memcpy(b + j0, w->S + (size_t)a * w->ldp + c0, (size_t)(j1 - j0) * sizeof(float));
+    if (db) {
+      memset(db, 0, (size_t)s->nc * sizeof(float));
+      memcpy(db + j0, w->dP + (size_t)a * w->ldp + c0, (size_t)(j1 - j0) * sizeof(float));
+    }
+  }
 }
 
 /* One head's forward: o (rows of ldo) normalised; m, l (per row) the softmax statistics. */
 static void sp_head_fwd(const SpPlan *s, const SpHead *h, const SpWork *w, float *o, int ldo) {
-  int T = s->T, hd = h->hd, bs = s->bs, strided = s->p->kind == RT_SPARSE_STRIDED;
+  int T = s->T, hd = h->hd, bs = s->bs;
   if (s->ns)
     sp_gather_summary(s, h, w);
+  if (s->nc)
+    sp_stride_scores(s, h, w, NULL, 0);
   for (int q0 = 0; q0 < T; q0 += bs) {
     int nq = T - q0 < bs ? T - q0 : bs;
     Seg seg[3];
     int nseg = sp_segments(s, q0, q0 + nq - 1, seg);
-    int W = sp_panel(s, h, w, q0, nq, seg, nseg, w->m + q0); /* finite: every query sees itself */
+    int WA = sp_panel(s, h, w, q0, nq, seg, nseg, w->m + q0);
+    int W = WA + sp_stride_panel(s, h, w, q0, nq, WA, w->m + q0); /* finite: every query sees itself */
     for (int r = 0; r < nq; r++)
       w->l[q0 + r] = sp_exp_runs(w->S + (size_t)r * w->ldp, W, w->m[q0 + r]);
+    sp_stride_store(s, w, q0, nq, WA);
     for (int i = 0, c = 0; i < nseg; c += seg[i++].n) {
       const float *K, *V;
       int ldk;
@@ -429,38 +625,10 @@ static void sp_head_fwd(const SpPlan *s, const SpHead *h, const SpWork *w, float
               ldo);
     }
   }
-  if (strided) { /* pass B, merged into the rows by their statistics */
-    int L = s->w;
-    for (int r = 0; r < L && r < T; r++) {
-      int nc = (T - r + L - 1) / L;
-      for (int i0 = 0; i0 < nc; i0 += bs) {
-        int nq = nc - i0 < bs ? nc - i0 : bs;
-        int nk = sp_class_panel(s, h, w, r, i0, nq, w->rmax);
-        if (!nk)
-          continue;
-        for (int a = 0; a < nq; a++) {
-          float *row = w->S + (size_t)a * w->ldp, mx = w->rmax[a];
-          int q = r + (i0 + a) * L;
-          if (mx == -INFINITY || q < s->qskip) { /* nothing to merge: P = 0 */
-            memset(row, 0, (size_t)nk * sizeof(float));
-            continue;
-          }
-          float lb = sp_exp_runs(row, nk, mx), m = w->m[q] > mx ? w->m[q] : mx;
-          float ea = expf(w->m[q] - m), eb = expf(mx - m);
-          w->l[q] = w->l[q] * ea + lb * eb;
-          w->m[q] = m;
-          for (int j = 0; j < nk; j++)
-            row[j] *= eb;
-          float *dst = o + (size_t)q * ldo;
-          for (int d = 0; d < hd; d++)
-            dst[d] *= ea;
-        }
-        /* O rows += P V over the class's keys (strided views) */
-        rt_gemm(0, 0, nq, hd, nk, RT_DT_F32, w->S, w->ldp, RT_DT_F32, h->v + (size_t)r * h->ld, L * h->ld, 1.0f,
-                o + (size_t)(r + i0 * L) * ldo, L * ldo);
-      }
-    }
-  }
+  for (SpChunk c = {0}; s->nc && sp_chunk_next(s, &c);) /* O += P V over the classes' keys */
+    if (c.nk)
+      sp_cgemm(0, 0, c.nq, hd, c.nk, sp_brow(s, w->B, c.r, c.i0), s->nc, h->v + (size_t)c.r * h->ld, s->w * h->ld, 1.0f,
+               o + (size_t)(c.r + c.i0 * s->w) * ldo, s->w * ldo);
   for (int q = 0; q < T; q++) {
     float inv = 1.0f / w->l[q], *dst = o + (size_t)q * ldo;
     for (int d = 0; d < hd; d++)
@@ -469,65 +637,50 @@ static void sp_head_fwd(const SpPlan *s, const SpHead *h, const SpWork *w, float
 }
 
 /* One head's backward: dq (rows of ld, written), dk, dv (accumulated: zeroed by the caller) from
- * dO (rows of lddo). Recomputes the forward (O and the row statistics), D = rowsum(dO o O), then
- * per tile P = exp(S - m) / l, dP = dO V^T, dS = P o (dP - D), and five GEMMs per segment; pass B
- * the same per class chunk over the strided views. */
+ * dO (rows of lddo). Per tile: the panel again, P its softmax, dP = dO V^T, D = rowsum(P o dP)
+ * (= rowsum(dO o O): the panel holds every key of the row), dS = P o (dP - D), then dV += P^T dO,
+ * dQ += scale dS K, dK += scale dS^T Q per segment; strided's classes the same after the tiles. */
 static void sp_head_dx(const SpPlan *s, const SpHead *h, const SpWork *w, const float *dO, int lddo, float *dq,
                        float *dk, float *dv) {
-  int T = s->T, hd = h->hd, bs = s->bs, ld = h->ld, strided = s->p->kind == RT_SPARSE_STRIDED;
-  if (strided) { /* pass B's keys are not in the panels: the forward's statistics and O first */
-    sp_head_fwd(s, h, w, w->O, hd);
-    for (int q = 0; q < T; q++) {
-      const float *a = dO + (size_t)q * lddo, *b = w->O + (size_t)q * hd;
-      float acc = 0.0f;
-      for (int d = 0; d < hd; d++)
-        acc += a[d] * b[d];
-      w->D[q] = acc;
-    }
-  } else if (s->ns) {
-    sp_gather_summary(s, h, w); /* the forward gathers them; here nothing else does */
-  }
+  int T = s->T, hd = h->hd, bs = s->bs, ld = h->ld;
   if (s->ns) {
+    sp_gather_summary(s, h, w); /* the forward gathers them; here nothing else does */
     memset(w->dKs, 0, (size_t)s->ns * hd * sizeof(float));
     memset(w->dVs, 0, (size_t)s->ns * hd * sizeof(float));
   }
+  if (s->nc)
+    sp_stride_scores(s, h, w, dO, lddo);
   for (int q0 = 0; q0 < T; q0 += bs) {
     int nq = T - q0 < bs ? T - q0 : bs;
     Seg seg[3];
     int nseg = sp_segments(s, q0, q0 + nq - 1, seg);
-    int W = sp_panel(s, h, w, q0, nq, seg, nseg, w->rmax);
+    int WA = sp_panel(s, h, w, q0, nq, seg, nseg, w->rmax);
     for (int i = 0, c = 0; i < nseg; c += seg[i++].n) {
       const float *K, *V;
       int ldk;
       sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
       rt_gemm(0, 1, nq, seg[i].n, hd, RT_DT_F32, dO + (size_t)q0 * lddo, lddo, RT_DT_F32, V, ldk, 0.0f, w->dP + c, w->ldp);
     }
-    for (int r = 0; r < nq; r++) {
+    int W = WA + sp_stride_panel(s, h, w, q0, nq, WA, w->rmax);
+    for (int r = 0; r < nq; r++) { /* the row's softmax, and D = rowsum(P o dP) = rowsum(dO o O) */
       float *pr = w->S + (size_t)r * w->ldp, *dpr = w->dP + (size_t)r * w->ldp;
-      float inv, D;
-      if (strided) {
-        inv = 1.0f / w->l[q0 + r], D = w->D[q0 + r];
-        sp_exp_runs(pr, W, w->m[q0 + r]);
-        for (int j = 0; j < W; j++)
-          pr[j] *= inv;
-      } else { /* the panel holds the whole row: its softmax, and D = rowsum(P o dP) = rowsum(dO o O) */
-        inv = 1.0f / sp_exp_runs(pr, W, w->rmax[r]);
-        float acc[8] = {0};
-        int j = 0;
-        for (; j + 8 <= W; j += 8)
-          for (int u = 0; u < 8; u++) {
-            pr[j + u] *= inv;
-            acc[u] += pr[j + u] * dpr[j + u];
-          }
-        for (; j < W; j++) {
-          pr[j] *= inv;
-          acc[0] += pr[j] * dpr[j];
+      float inv = 1.0f / sp_exp_runs(pr, W, w->rmax[r]);
+      float acc[8] = {0};
+      int j = 0;
+      for (; j + 8 <= W; j += 8)
+        for (int u = 0; u < 8; u++) {
+          pr[j + u] *= inv;
+          acc[u] += pr[j + u] * dpr[j + u];
         }
-        D = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+      for (; j < W; j++) {
+        pr[j] *= inv;
+        acc[0] += pr[j] * dpr[j];
       }
-      for (int j = 0; j < W; j++)
+      float D = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+      for (j = 0; j < W; j++)
         dpr[j] = pr[j] * (dpr[j] - D) * h->scale; /* dS, times the scale of its two products */
     }
+    sp_stride_store(s, w, q0, nq, WA);
     for (int i = 0, c = 0; i < nseg; c += seg[i++].n) {
       const float *K, *V;
       int ldk, n = seg[i].n;
@@ -539,38 +692,15 @@ static void sp_head_dx(const SpPlan *s, const SpHead *h, const SpWork *w, const 
       rt_gemm(1, 0, n, hd, nq, RT_DT_F32, w->dP + c, w->ldp, RT_DT_F32, h->q + (size_t)q0 * ld, ld, 1.0f, dK, ldk);
     }
   }
-  if (s->p->kind == RT_SPARSE_STRIDED) {
-    int L = s->w, ldc = L * ld, lddc = L * lddo;
-    for (int r = 0; r < L && r < T; r++) {
-      int nc = (T - r + L - 1) / L;
-      for (int i0 = 0; i0 < nc; i0 += bs) {
-        int nq = nc - i0 < bs ? nc - i0 : bs;
-        int nk = sp_class_panel(s, h, w, r, i0, nq, w->rmax);
-        if (!nk)
-          continue;
-        size_t row0 = (size_t)(r + i0 * L);
-        rt_gemm(0, 1, nq, nk, hd, RT_DT_F32, dO + row0 * lddo, lddc, RT_DT_F32, h->v + (size_t)r * ld, ldc, 0.0f, w->dP,
-                w->ldp);
-        for (int a = 0; a < nq; a++) {
-          int q = r + (i0 + a) * L;
-          float *pr = w->S + (size_t)a * w->ldp, *dpr = w->dP + (size_t)a * w->ldp;
-          if (q < s->qskip) {
-            memset(pr, 0, (size_t)nk * sizeof(float));
-            memset(dpr, 0, (size_t)nk * sizeof(float));
-            continue;
-          }
-          float inv = 1.0f / w->l[q], D = w->D[q];
-          sp_exp_runs(pr, nk, w->m[q]);
-          for (int j = 0; j < nk; j++) {
-            pr[j] *= inv;
-            dpr[j] = pr[j] * (dpr[j] - D) * h->scale;
-          }
-        }
-        rt_gemm(1, 0, nk, hd, nq, RT_DT_F32, w->S, w->ldp, RT_DT_F32, dO + row0 * lddo, lddc, 1.0f, dv + (size_t)r * ld, ldc);
-        rt_gemm(0, 0, nq, hd, nk, RT_DT_F32, w->dP, w->ldp, RT_DT_F32, h->k + (size_t)r * ld, ldc, 1.0f, dq + row0 * ld, ldc);
-        rt_gemm(1, 0, nk, hd, nq, RT_DT_F32, w->dP, w->ldp, RT_DT_F32, h->q + row0 * ld, ldc, 1.0f, dk + (size_t)r * ld, ldc);
-      }
-    }
+  int L = s->w, ldc = L * ld;
+  for (SpChunk c = {0}; s->nc && sp_chunk_next(s, &c);) { /* the classes' dV, dQ, dK */
+    if (!c.nk)
+      continue;
+    size_t row0 = (size_t)(c.r + c.i0 * L);
+    const float *P = sp_brow(s, w->B, c.r, c.i0), *dS = sp_brow(s, w->dB, c.r, c.i0);
+    sp_cgemm(1, 0, c.nk, hd, c.nq, P, s->nc, dO + row0 * lddo, L * lddo, 1.0f, dv + (size_t)c.r * ld, ldc);
+    sp_cgemm(0, 0, c.nq, hd, c.nk, dS, s->nc, h->k + (size_t)c.r * ld, ldc, 1.0f, dq + row0 * ld, ldc);
+    sp_cgemm(1, 0, c.nk, hd, c.nq, dS, s->nc, h->q + row0 * ld, ldc, 1.0f, dk + (size_t)c.r * ld, ldc);
   }
   for (int j = 0; j < s->ns; j++) { /* the summary columns' gradients back to their rows */
     int pos = sp_sum_pos(s, j);
@@ -802,16 +932,6 @@ typedef struct SpKvCtx {
   size_t slice;
   atomic_int next_slot;
 } SpKvCtx;
-
-static float sp_dot(const float *a, const float *b, int n) {
-  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  int i = 0;
-  for (; i + 4 <= n; i += 4)
-    s0 += a[i] * b[i], s1 += a[i + 1] * b[i + 1], s2 += a[i + 2] * b[i + 2], s3 += a[i + 3] * b[i + 3];
-  for (; i < n; i++)
-    s0 += a[i] * b[i];
-  return (s0 + s1) + (s2 + s3);
-}
 
 /* tasks are (b, h): the head's queries of the step, then its columns of the new cache rows */
 static void sp_kv_tasks(void *ctx, int lo, int hi) {

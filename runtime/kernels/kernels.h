@@ -222,6 +222,11 @@ void rt_pool_dx_ref(float *dx, const float *dy, int B, int T, int C, int mean);
 float rt_cross_entropy_ref(const float *logits, const int32_t *targets, int R, int V);
 void rt_cross_entropy_grad_ref(float *dlogits, const float *logits, const int32_t *targets, int R, int V,
                                float dloss);
+/* rt_distill_loss / rt_distill_grad's twins (distill.c): serial, all double; dzs must not alias zs. */
+void rt_distill_loss_ref(float *loss, float *kl, float *ce, const float *zs, const float *zt, const int32_t *targets,
+                         int R, int V, float temperature, float alpha);
+void rt_distill_grad_ref(float *dzs, const float *zs, const float *zt, const int32_t *targets, int R, int V,
+                         float temperature, float alpha, float dloss);
 /* rt_linear_xent's twin: serial, all double, the logits of one row at a time (V doubles
  * allocated); the same results (dh, dW, *loss). */
 void rt_linear_xent_ref(float *dh, float *dW, float *loss, const float *h, const float *W, const int32_t *targets,
@@ -247,6 +252,20 @@ void rt_attention_decode(float *out, const float *qkv, float *kcache, float *vca
 
 void rt_attention_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
                          int causal);
+
+/* ---- segment recurrence (kernels/attention_xl.c) ---- */
+
+/* Naive twins of rt_xl_memory, rt_xl_memory_dx, rt_xl_attention, rt_xl_attention_dx and
+ * rt_sinusoid_halves (modelc_rt.h): the formulas element by element, double, no scratch. */
+void rt_xl_memory_ref(float *out, const float *x, float *mem_a, float *mem_b, float *tags, int B, int nt, int t0,
+                      int T, int M, int C);
+void rt_xl_memory_dx_ref(float *dx, const float *dcat, int B, int nt, int T, int M, int C);
+void rt_xl_attention_ref(float *out, const float *qkv, const float *rk, const float *u, const float *w, int B, int nt,
+                         int t0, int T, int M, int C, int n_head);
+void rt_xl_attention_dx_ref(float *dqkv, float *drk, float *du, float *dw, const float *qkv, const float *rk,
+                            const float *u, const float *w, const float *dy, int B, int nt, int t0, int T, int M,
+                            int C, int n_head);
+void rt_sinusoid_halves_ref(float *out, int K, int C);
 
 /* ---- block-sparse attention (kernels/attention_sparse.c) ---- */
 

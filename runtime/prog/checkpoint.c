@@ -32,6 +32,7 @@ int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *e
   if (!ts || !names) rc = rt_fail(err, "out of memory");
   for (int i = 0; i < m->nparams && !rc; i++) {
     const RtParamInfo *p = &m->params[i];
+    if (rt_param_is_teacher(m, p)) continue; /* frozen, from --teacher-weights again on --resume */
     tensor_of(&ts[n++], p, p->name, t->W);
   }
   for (int k = 1; k < per && !rc; k++) {
@@ -39,6 +40,7 @@ int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *e
     const float *base = k == 1 ? t->s1 : t->s2;
     for (int i = 0; i < m->nparams && !rc; i++) {
       const RtParamInfo *p = &m->params[i];
+      if (rt_param_is_teacher(m, p)) continue;
       size_t len = strlen(prefix) + strlen(p->name) + 1;
       if (!(names[n] = malloc(len))) {
         rc = rt_fail(err, "out of memory");
@@ -191,6 +193,7 @@ int rt_load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError 
     float *base = k == 0 ? t->W : k == 1 ? t->s1 : t->s2;
     for (int i = 0; i < m->nparams && !rc; i++) {
       const RtParamInfo *p = &m->params[i];
+      if (rt_param_is_teacher(m, p)) continue;
       char name[512];
       snprintf(name, sizeof name, "%s%s", prefix, p->name);
       const RtTensor *ten = NULL;

@@ -79,10 +79,20 @@ static void print_info(const RtModel *m, FILE *o) {
                                                                             : "fp32");
   else
     fprintf(o, "training:         not compiled in (add the autodiff pass)\n");
+  if (m->teacher_prefix) { /* distillation: the teacher's frozen parameters, counted above */
+    int64_t np = 0, ne = 0;
+    for (int i = 0; i < m->nparams; i++)
+      if (rt_param_is_teacher(m, &m->params[i])) np++, ne += rt_param_numel(&m->params[i]);
+    fprintf(o, "teacher:          %lld parameters in %lld tensors (%s*, frozen; train --teacher-weights), loss in %d "
+               "parts\n", (long long)ne, (long long)np, m->teacher_prefix, m->loss_parts);
+  }
   if (m->nstate > 0)
-    fprintf(o, "state bytes:      %lld at batch 1 (%d slots: the KV caches%s)\n",
-            (long long)(rt_model_state_floats(m, 1) * 4), m->nstate,
+    fprintf(o, "state bytes:      %lld at batch 1 (%d slots: %s%s)\n", (long long)(rt_model_state_floats(m, 1) * 4),
+            m->nstate, m->memory ? "the segment memory" : "the KV caches",
             m->decode_unbounded ? "; rings: decoding goes past the context in this memory" : "");
+  if (m->memory)
+    fprintf(o, "segment memory:   %d positions per layer (Transformer-XL): longer texts run as segments of %lld\n",
+            m->memory, (long long)m->context);
   else
     fprintf(o, "state bytes:      0 (no KV cache%s)\n",
             rt_is_lm(m) ? ": generate recomputes the whole window at every step" : "");
@@ -183,6 +193,9 @@ int rt_verb_forward(const char *prog, int argc, char **argv, const RtModel *m) {
            "Run the model on token ids T (int32 or int64 [B,T], B <= %lld, T <= %lld) and write\n"
            "float32 %s.\n", prog, (long long)m->batch, (long long)m->context,
            m->out_per_token ? "logits [B,T,V]" : "outputs [B,classes]");
+    if (m->memory)
+      printf("Segment memory (%d positions): T may exceed the context; each row is a text run as\n"
+             "consecutive segments of the context, the memory carried from one to the next.\n", m->memory);
     return EXIT_OK;
   }
   if (!o.tokens) return rt_usage_error(prog, "forward", "--tokens FILE is required");
@@ -201,9 +214,14 @@ int rt_verb_forward(const char *prog, int argc, char **argv, const RtModel *m) {
     rt_run_weights_readonly(&r);
     out = rt_xalloc(rt_out_floats(m, B, T) * sizeof(float));
     RtStep s = {B, T, 0, NULL, r.scratch, 0, 0.0f};
-    m->forward(&s, r.arena, r.W, ids, out);
+    RtSegState st = {0};
+    if (!m->memory) m->forward(&s, r.arena, r.W, ids, out);
+    else if (rt_seg_state_init(&st, m, B, &err) ||
+             rt_seg_forward(m, r.arena, r.W, r.scratch, &st, ids, NULL, B, T, out, NULL, NULL, &err))
+      rc = EXIT_USER; /* segment memory: consecutive segments of the context */
+    rt_seg_state_free(&st);
     int64_t shape[3] = {B, m->out_per_token ? T : m->out_dim, m->out_dim};
-    if (rt_npy_write(o.out, RT_DT_F32, m->out_per_token ? 3 : 2, shape, out, &err)) rc = EXIT_USER;
+    if (!rc && rt_npy_write(o.out, RT_DT_F32, m->out_per_token ? 3 : 2, shape, out, &err)) rc = EXIT_USER;
   }
   if (rc) fprintf(stderr, "%s: error: %s\n", prog, err.msg);
   free(out);
@@ -215,12 +233,18 @@ int rt_verb_forward(const char *prog, int argc, char **argv, const RtModel *m) {
 int rt_verb_eval(const char *prog, int argc, char **argv, const RtModel *m) {
   RtOpts o;
   int help = 0;
-  if (rt_parse_opts(prog, "eval", argc, argv, "--weights --data --threads", &o, &help)) return EXIT_USER;
+  if (rt_parse_opts(prog, "eval", argc, argv, "--weights --data --threads --no-memory", &o, &help)) return EXIT_USER;
   if (help) {
-    printf("usage: %s eval [--weights W] --data FILE\n\nMean next-token cross-entropy (nats) and bits per byte "
-           "over the bytes of FILE, in\nwindows of the compiled context.\n", prog);
+    printf("usage: %s eval [--weights W] --data FILE%s\n\nMean next-token cross-entropy (nats) and bits per byte "
+           "over the bytes of FILE, in\nwindows of the compiled context.\n", prog, m->memory ? " [--no-memory]" : "");
+    if (m->memory)
+      printf("Segment memory (%d positions): FILE is cut into one contiguous stream per batch row\n"
+             "(the last (bytes-1) mod batch predictions are not scored), each read in consecutive\n"
+             "segments of the context with the memory carried; --no-memory resets it at every\n"
+             "segment (the same model without memory).\n", m->memory);
     return EXIT_OK;
   }
+  if (o.no_memory && !m->memory) return rt_usage_error(prog, "eval", "--no-memory: this model keeps no segment memory");
   if (!rt_is_lm(m) || m->vocab < RT_BYTE_VOCAB) return rt_usage_error(prog, "eval", "eval needs a byte-level language model");
   if (!o.data) return rt_usage_error(prog, "eval", "--data FILE is required");
   RtError err;
@@ -248,6 +272,18 @@ int rt_verb_eval(const char *prog, int argc, char **argv, const RtModel *m) {
     rt_run_weights_readonly(&r);
     double total = 0;
     size_t count = 0, pos = 0;
+    if (m->memory) { /* segment memory: streams read segment by segment (segments.c) */
+      RtSegState st;
+      if (rt_seg_state_init(&st, m, B, &err)) {
+        rc = EXIT_USER;
+        fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+      } else {
+        total = rt_seg_stream_loss(m, r.arena, r.W, r.scratch, &st, buf, n, o.no_memory, &count, &err);
+        total *= (double)count;
+      }
+      rt_seg_state_free(&st);
+      pos = n; /* done */
+    }
     while (pos + 1 < n) {
       int nb = 0, nt = T;
       /* a batch of windows of T inputs and their next bytes; the last window may be shorter */
@@ -264,18 +300,12 @@ int rt_verb_eval(const char *prog, int argc, char **argv, const RtModel *m) {
       }
       RtStep s = {nb, nt, 0, NULL, r.scratch, 0, 0.0f};
       m->forward(&s, r.arena, r.W, ids, logits);
-      for (int i = 0; i < nb * nt; i++) {
-        const float *l = logits + (size_t)i * (size_t)m->vocab;
-        double mx = l[0], sum = 0;
-        for (int v = 1; v < m->vocab; v++) mx = l[v] > mx ? l[v] : mx;
-        for (int v = 0; v < m->vocab; v++) sum += exp(l[v] - mx);
-        total += mx + log(sum) - l[tgt[i]];
-        count++;
-      }
+      for (int i = 0; i < nb * nt; i++, count++) total += rt_token_nll(logits + (size_t)i * (size_t)m->vocab, m->vocab, tgt[i]);
     }
     double loss = total / (double)count;
-    printf("tokens:        %zu\nloss:          %.6f nats/token\nbits per byte: %.6f\n", count, loss,
-           loss / log(2.0));
+    if (!rc)
+      printf("tokens:        %zu\nloss:          %.6f nats/token\nbits per byte: %.6f\n", count, loss,
+             loss / log(2.0));
   }
   free(buf);
   free(ids);

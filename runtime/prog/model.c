@@ -32,15 +32,10 @@ int rt_run_init(RtRun *r, const RtModel *m, RtError *err) {
 }
 
 int rt_run_kv(RtRun *r, int batch, RtError *err) {
-  const RtModel *m = r->m;
-  r->state = calloc((size_t)(m->nstate ? m->nstate : 1), sizeof *r->state);
-  r->statemem = rt_xalloc((size_t)rt_model_state_floats(m, batch) * sizeof(float) + 64);
-  if (!r->state || !r->statemem) return rt_fail(err, "out of memory allocating the state (KV cache)");
-  float *p = r->statemem;
-  for (int i = 0; i < m->nstate; i++) {
-    r->state[i] = p;
-    p += (size_t)batch * (size_t)m->state[i].row_floats;
-  }
+  RtSegState st; /* the same slots a segment-memory run carries (segments.c) */
+  if (rt_seg_state_init(&st, r->m, batch, err)) return -1;
+  r->state = st.slot;
+  r->statemem = st.mem;
   r->state_batch = batch;
   return 0;
 }
@@ -192,11 +187,22 @@ int rt_run_load_weights(RtRun *r, const char *path, RtError *err) {
   int rc = 0;
   int64_t **sel = calloc((size_t)m->nparams + 1, sizeof *sel); /* structured pruning: each group's kept units */
   if (!sel) rc = rt_fail(err, "out of memory");
+  int nneed = 0; /* the parameters this file gives: the student's, or (r->teacher) the teacher's */
+  for (int i = 0; i < m->nparams; i++) nneed += rt_param_is_teacher(m, &m->params[i]) == !!r->teacher;
+  size_t skip = r->teacher ? strlen(m->teacher_prefix) : 0;
   for (int i = 0; i < m->nparams && rc == 0; i++) {
     const RtParamInfo *p = &m->params[i];
-    const RtTensor *t = rt_st_find(st, p->name);
+    if (rt_param_is_teacher(m, p) != !!r->teacher) continue;
+    const RtTensor *t = rt_st_find(st, p->name + skip);
     if (!t) {
-      rc = rt_fail(err, "%s: tensor '%s' is missing (the model needs %d parameters)", path, p->name, m->nparams);
+      rc = rt_fail(err, "%s: tensor '%s' is missing (the %s needs %d parameters)", path, p->name + skip,
+                   r->teacher ? "teacher" : "model", nneed);
+      break;
+    }
+    if (r->teacher && !same_shape(t, p->ndim, p->shape)) {
+      char want[128], got[128];
+      rc = rt_fail(err, "%s: tensor '%s' has shape [%s], the teacher needs [%s]", path, p->name + skip,
+                   shape_str(got, sizeof got, t->ndim, t->shape), shape_str(want, sizeof want, p->ndim, p->shape));
       break;
     }
     if ((rt_prune_is_full(p, t) || p->format == RT_FMT_CSR) && is_float_dtype(t->dtype)) {
@@ -341,6 +347,7 @@ int rt_prog_init_weights(const RtModel *m, void *W, uint64_t seed, RtError *err)
 int64_t rt_model_export_bytes(const RtModel *m) {
   int64_t n = 0;
   for (int i = 0; i < m->nparams; i++) {
+    if (rt_param_is_teacher(m, &m->params[i])) continue; /* not in the student's files */
     n += m->params[i].format == RT_FMT_CSR ? rt_param_numel(&m->params[i]) * 4 : m->params[i].nbytes; /* dense */
     for (int a = 0; a < m->params[i].naux; a++) n += m->params[i].aux[a].nbytes;
   }
@@ -367,6 +374,7 @@ int rt_prog_write_weights_extra(const RtModel *m, const void *W, const char *pat
   int n = 0, rc = 0;
   for (int i = 0; i < m->nparams && !rc; i++) {
     const RtParamInfo *p = &m->params[i];
+    if (rt_param_is_teacher(m, p)) continue; /* the teacher's come from its own file */
     RtTensor *t = &ts[n++];
     t->name = p->name;
     t->dtype = p->dtype; /* as stored: a bf16 parameter is written as BF16, a quantised one as its values */
@@ -428,6 +436,17 @@ int rt_prog_load_weights(const RtModel *m, void *W, const char *path, RtError *e
   return rt_run_load_weights(&r, path, err);
 }
 
+int rt_prog_load_teacher(const RtModel *m, void *W, const char *path, RtError *err) {
+  if (!m->teacher_prefix) return rt_fail(err, "--teacher-weights: this program does not distill (no train: distill:)");
+  RtRun r;
+  memset(&r, 0, sizeof r);
+  r.m = m;
+  r.W = W;
+  r.teacher = 1;
+  r.no_masks = 1;
+  return rt_run_load_weights(&r, path, err);
+}
+
 int rt_prog_load_weights_unmasked(const RtModel *m, void *W, const char *path, RtError *err) {
   RtRun r;
   memset(&r, 0, sizeof r);
@@ -435,6 +454,13 @@ int rt_prog_load_weights_unmasked(const RtModel *m, void *W, const char *path, R
   r.W = W;
   r.no_masks = 1;
   return rt_run_load_weights(&r, path, err);
+}
+
+double rt_token_nll(const float *l, int64_t V, int target) {
+  double mx = l[0], sum = 0;
+  for (int64_t v = 1; v < V; v++) mx = l[v] > mx ? l[v] : mx;
+  for (int64_t v = 0; v < V; v++) sum += exp(l[v] - mx);
+  return mx + log(sum) - l[target];
 }
 
 /* Reads a token file (int32/int64 [B,T]) into int32 ids, checking shapes and ranges. */
@@ -446,7 +472,8 @@ int rt_prog_read_tokens(const RtModel *m, const char *path, int32_t **ids, int *
     rc = rt_fail(err, "%s: tokens must be int32 or int64, not %s", path, rt_dtype_name(a.dtype));
   else if (a.ndim != 2)
     rc = rt_fail(err, "%s: tokens must be [B,T], got %d dimensions", path, a.ndim);
-  else if (a.shape[0] < 1 || a.shape[0] > m->batch || a.shape[1] < 1 || a.shape[1] > m->context)
+  else if (a.shape[0] < 1 || a.shape[0] > m->batch || a.shape[1] < 1 || (a.shape[1] > m->context && !m->memory) ||
+           a.shape[1] > 0x7fffffff / 2) /* a segment-memory model reads longer rows as segments (segments.c) */
     rc = rt_fail(err, "%s: tokens [%lld,%lld] exceed the compiled shape [%lld,%lld] (or are empty)", path,
                  (long long)a.shape[0], (long long)a.shape[1], (long long)m->batch, (long long)m->context);
   else if (m->time_multiple > 1 && a.shape[1] % m->time_multiple != 0)

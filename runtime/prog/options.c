@@ -191,6 +191,7 @@ int rt_parse_opts(const char *prog, const char *verb, int argc, char **argv, con
       {OPT("--checkpoint", ARG_STRING, &o->checkpoint, NULL)},
       {OPT("--resume", ARG_STRING, &o->resume, NULL)},
       {OPT("--log", ARG_STRING, &o->log, NULL)},
+      {OPT("--teacher-weights", ARG_STRING, &o->teacher_weights, NULL)},
       /* every verb that runs the model */
       {OPT("--seed", ARG_U64, &o->seed, &o->have_seed)},
       {OPT("--threads", ARG_INT, &o->threads, NULL), .imin = 1, .imax = 1024},
@@ -201,6 +202,7 @@ int rt_parse_opts(const char *prog, const char *verb, int argc, char **argv, con
       {OPT("--temperature", ARG_REAL, &o->temperature, NULL), .rmin = 0, .rmax = 1e6, .hint = ">= 0"},
       {OPT("--top-p", ARG_REAL, &o->top_p, NULL), .rmin = 0, .rmax = 1, .lo_open = 1, .hint = "0 < p <= 1"},
       {OPT("--no-cache", ARG_FLAG, &o->no_cache, NULL)},
+      {OPT("--no-memory", ARG_FLAG, &o->no_memory, NULL)},
       /* train */
       {OPT("--steps", ARG_INT, &o->steps, &o->have_steps), .imin = 1, .imax = TERA, .hint = ">= 1"},
       {OPT("--stop-at", ARG_INT, &o->stop_at, NULL), .imin = 1, .imax = TERA, .hint = ">= 1"},

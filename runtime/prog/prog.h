@@ -45,11 +45,13 @@ int rt_verb_importance(const char *prog, int argc, char **argv, const RtModel *m
  * (train overrides the spec's train: section only with those). */
 typedef struct RtOpts {
   const char *weights, *tokens, *targets, *out, *data, *prompt, *logits_out, *checkpoint, *resume, *log;
+  const char *teacher_weights; /* train, grad: a distilling program's teacher */
   uint64_t seed;
   long long threads;         /* 0: MODELC_THREADS or the online CPUs */
   long long n, top_k, runs;  /* generate, bench */
   double temperature, top_p; /* generate */
   int no_cache;              /* generate */
+  int no_memory;             /* eval, train: a segment-memory model resets its memory at every segment */
   /* train */
   long long steps, stop_at, batch, micro, eval_every, ckpt_every, warmup;
   double lr, min_lr, weight_decay, grad_clip, beta1, beta2, momentum;
@@ -135,6 +137,12 @@ static inline int64_t rt_param_numel(const RtParamInfo *p) {
   return n;
 }
 
+/* 1 for a distillation teacher's parameter (RtModel.teacher_prefix): loaded from --teacher-weights
+ * by train and grad only, never read from or written to a weights file or checkpoint of the student. */
+static inline int rt_param_is_teacher(const RtModel *m, const RtParamInfo *p) {
+  return m->teacher_prefix && strncmp(p->name, m->teacher_prefix, strlen(m->teacher_prefix)) == 0;
+}
+
 /* 1 for a language model: an output per token over the vocabulary. */
 static inline int rt_is_lm(const RtModel *m) { return m->out_per_token && m->out_dim == m->vocab; }
 
@@ -148,7 +156,32 @@ typedef struct RtRun {
   float *statemem;   /* their memory */
   int state_batch;   /* the sequences they hold */
   int no_masks;      /* rt_run_load_weights leaves pruned dense parameters unmasked (the trainer masks) */
+  int teacher;       /* rt_run_load_weights loads the teacher's parameters (their names without
+                      * RtModel.teacher_prefix) instead of the student's */
 } RtRun;
+
+/* ---- segments.c: segment-memory models (RtModel.memory > 0, Transformer-XL) ---- */
+
+/* The state of a segment-memory model for `batch` rows (each slot batch x row_floats, zeroed). */
+typedef struct RtSegState {
+  void **slot;
+  float *mem;
+  int batch;
+} RtSegState;
+int rt_seg_state_init(RtSegState *s, const RtModel *m, int batch, RtError *err);
+void rt_seg_state_free(RtSegState *s);
+/* out[i] = slot i advanced to row row0 (a micro-batch's rows keep their own memory). */
+void rt_seg_state_rows(const RtSegState *s, const RtModel *m, int row0, void **out);
+/* The outputs (B,T,V) of ids (B,T), T any length, as consecutive segments of the context with the
+ * memory carried (st for B rows, reset first). */
+int rt_seg_forward(const RtModel *m, char *arena, const void *W, float *scratch, RtSegState *st, const int32_t *ids,
+                   const int32_t *tgt, int B, int T, float *out, float *loss, float *G, RtError *err);
+/* Mean next-token loss (nats) of the bytes buf[0..n) as nb = min(B, n-1) contiguous streams of L =
+ * (n-1)/nb predictions each, read in consecutive segments of the context with the memory carried
+ * (no_memory: reset at every segment); the last (n-1) - nb*L predictions are not scored. *count: the
+ * scored ones. st holds the compiled batch's rows. */
+double rt_seg_stream_loss(const RtModel *m, char *arena, const void *W, float *scratch, RtSegState *st,
+                          const unsigned char *buf, size_t n, int no_memory, size_t *count, RtError *err);
 
 /* Allocates weights, arena and inference scratch (-1 and a message when out of memory). */
 int rt_run_init(RtRun *r, const RtModel *m, RtError *err);
@@ -184,6 +217,9 @@ float rt_normal(RtRng *g);
 int rt_prog_init_weights(const RtModel *m, void *W, uint64_t seed, RtError *err);
 /* rt_run_load_weights into any buffer of weight_bytes bytes (path NULL: the embedded weights). */
 int rt_prog_load_weights(const RtModel *m, void *W, const char *path, RtError *err);
+/* A distilling program's teacher parameters from path (PROG train/grad --teacher-weights): the
+ * file holds them under the teacher's own names (as the teacher's program writes them). */
+int rt_prog_load_teacher(const RtModel *m, void *W, const char *path, RtError *err);
 /* The same, leaving the masked parameters as the file has them (the trainer computes their masks). */
 int rt_prog_load_weights_unmasked(const RtModel *m, void *W, const char *path, RtError *err);
 static inline int rt_format_has_scales(RtFormat f) {
@@ -240,6 +276,8 @@ int64_t rt_model_export_bytes(const RtModel *m);
 /* Reads a token file (int32/int64 [B,T]) within the compiled shape and the vocabulary into int32
  * ids; *ids is malloc'd. */
 int rt_prog_read_tokens(const RtModel *m, const char *path, int32_t **ids, int *B, int *T, RtError *err);
+/* -log softmax(l)[target] over l[0..V), in double (the eval verbs' next-token loss). */
+double rt_token_nll(const float *l, int64_t V, int target);
 
 /* ---------------------------------------------------------------------------------------------
  * The training loop's step policy (prog/schedule.c)

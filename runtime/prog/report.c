@@ -68,7 +68,8 @@ char *rt_with_ext(const char *path, const char *strip, const char *ext) {
 
 /* ---- log and plot ---- */
 
-static const char log_header[] = "step,lr,loss,val_loss,val_bpb,tokens_per_s,elapsed_s,loss_scale\n";
+/* the columns of every log; a distilling program's rows add kl,ce (the loss's parts) */
+static const char log_header[] = "step,lr,loss,val_loss,val_bpb,tokens_per_s,elapsed_s,loss_scale";
 static const char svg_head[] = "<svg xmlns=\"http://www.w3.org/2000/svg\"";
 static const char svg_marker[] = "<desc>modelc train: loss curve</desc>";
 
@@ -108,9 +109,9 @@ int rt_open_log(Trainer *t, int resumed, RtError *err) {
         size_t len = j - i < sizeof line - 1 ? j - i : sizeof line - 1;
         memcpy(line, old + i, len);
         line[len] = 0;
-        char *f[9] = {0};
+        char *f[11] = {0};
         int nf = 0;
-        for (char *c = line; nf < 9;) {
+        for (char *c = line; nf < 11;) {
           f[nf++] = c;
           char *comma = strchr(c, ',');
           if (!comma) break;
@@ -118,7 +119,7 @@ int rt_open_log(Trainer *t, int resumed, RtError *err) {
           c = comma + 1;
         }
         long long s;
-        if (nf == 8 && rt_parse_int(f[0], 1, INT64_MAX, &s) == 0 && s <= t->step && t->nhist < t->step) {
+        if (nf == (t->m->loss_parts == 3 ? 10 : 8) && rt_parse_int(f[0], 1, INT64_MAX, &s) == 0 && s <= t->step && t->nhist < t->step) {
           Hist *h = &t->hist[t->nhist++];
           h->step = s;
           h->loss = atof(f[2]);
@@ -137,6 +138,7 @@ int rt_open_log(Trainer *t, int resumed, RtError *err) {
     return rt_fail(err, "%s: %s", t->log_path, strerror(errno));
   }
   fputs(header, t->log);
+  fputs(t->m->loss_parts == 3 ? ",kl,ce\n" : "\n", t->log);
   if (keep.len) fwrite(keep.s, 1, keep.len, t->log);
   free(keep.s);
   fflush(t->log);

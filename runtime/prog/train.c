@@ -42,6 +42,9 @@ static void trainer_free(Trainer *t) {
   free(t->hist);
   free(t->log_path);
   free(t->svg_path);
+  rt_seg_state_free(&t->seg);
+  rt_seg_state_free(&t->seg_eval);
+  free(t->seg_rows);
   if (t->log) fclose(t->log);
 }
 
@@ -68,10 +71,30 @@ static void draw_rows(Trainer *t, int rows) {
   }
 }
 
+/* Segment memory: the rows row0.. of micro-batch rows read the step's segment of their streams
+ * (stream r = training bytes [r S, (r+1) S), S = ntrain / B; segment j = step mod (S-1)/T). */
+static void draw_segments(Trainer *t, int row0, int rows) {
+  size_t S = t->ntrain / (size_t)t->B, J = (S - 1) / (size_t)t->T, j = (size_t)t->step % J;
+  for (int r = 0; r < rows; r++) {
+    const unsigned char *w = t->data + (size_t)(row0 + r) * S + j * (size_t)t->T;
+    for (int i = 0; i < t->T; i++) {
+      t->ids[r * t->T + i] = w[i];
+      t->tgt[r * t->T + i] = w[i + 1];
+    }
+  }
+}
+
 /* Mean next-byte loss (nats) over the held-out tail, windows of the context, batches up to the
- * compiled batch (a shorter last window goes alone). */
+ * compiled batch (a shorter last window goes alone); a segment-memory model reads it as streams
+ * with the memory carried (segments.c). */
 static double evaluate(Trainer *t) {
   const RtModel *m = t->m;
+  if (m->memory && t->seg_eval.slot) {
+    size_t count = 0;
+    RtError e;
+    return rt_seg_stream_loss(m, t->arena, t->W, t->scratch, &t->seg_eval, t->data + t->ntrain, t->nval, t->no_memory,
+                              &count, &e);
+  }
   const unsigned char *buf = t->data + t->ntrain;
   size_t n = t->nval, pos = 0, count = 0;
   int B = (int)m->batch, T = t->T;
@@ -91,14 +114,7 @@ static double evaluate(Trainer *t) {
     }
     RtStep s = {nb, nt, 0, NULL, t->scratch, 0, 0.0f};
     m->forward(&s, t->arena, t->W, t->ids, t->logits);
-    for (int i = 0; i < nb * nt; i++) {
-      const float *l = t->logits + (size_t)i * (size_t)m->vocab;
-      double mx = l[0], sum = 0;
-      for (int v = 1; v < m->vocab; v++) mx = l[v] > mx ? l[v] : mx;
-      for (int v = 0; v < m->vocab; v++) sum += exp(l[v] - mx);
-      total += mx + log(sum) - l[t->tgt[i]];
-      count++;
-    }
+    for (int i = 0; i < nb * nt; i++, count++) total += rt_token_nll(t->logits + (size_t)i * (size_t)m->vocab, m->vocab, t->tgt[i]);
   }
   return count ? total / (double)count : NAN;
 }
@@ -107,7 +123,7 @@ static double evaluate(Trainer *t) {
 static double train_step(Trainer *t, double lr) {
   const RtModel *m = t->m;
   int64_t nmicro = t->B / t->M;
-  double loss = 0;
+  double loss = 0, kl = 0, ce = 0;
   float *g = nmicro > 1 ? t->Gacc : t->G;
   const float *W = t->W;
   if (t->Wh) { /* mixed precision: the step reads the master weights rounded to 16 bits, made
@@ -116,16 +132,23 @@ static double train_step(Trainer *t, double lr) {
     t->wh_fresh = 1;
     W = t->Wh;
   }
+  int segs = t->seg.slot != NULL; /* segment memory: consecutive segments of B streams */
+  if (segs && (size_t)t->step % ((t->ntrain / (size_t)t->B - 1) / (size_t)t->T) == 0) t->mem_t0 = 0; /* a stream's start */
   for (int64_t k = 0; k < nmicro; k++) {
-    draw_rows(t, (int)t->M);
+    if (segs) draw_segments(t, (int)(k * t->M), (int)t->M);
+    else draw_rows(t, (int)t->M);
     /* dropout masks: a seed per (step, micro-batch) derived from the run's stream constant (set by
      * --seed, kept in checkpoints), not drawn from the data stream, so the windows do not depend
      * on M; never 0, which means inference */
     uint64_t seed = rt_mix(t->dropout_seed, ((uint64_t)(t->step + 1) << 20) | (uint64_t)k) | 1;
     RtStep s = {(int)t->M, t->T, 0, NULL, t->scratch, seed, (float)t->ls.scale};
-    float l = 0;
-    m->train(&s, t->arena, W, t->ids, t->tgt, &l, t->G);
-    loss += l;
+    if (segs) {
+      rt_seg_state_rows(&t->seg, m, (int)(k * t->M), t->seg_rows);
+      s.state = t->seg_rows, s.t0 = t->mem_t0;
+    }
+    float l[3] = {0, 0, 0}; /* the loss, and a distilling program's KL and CE parts */
+    m->train(&s, t->arena, W, t->ids, t->tgt, l, t->G);
+    loss += l[0], kl += l[1], ce += l[2];
     if (nmicro > 1) {
       for (int i = 0; i < m->nparams; i++) {
         const RtParamInfo *p = &m->params[i];
@@ -139,6 +162,9 @@ static double train_step(Trainer *t, double lr) {
     }
   }
   loss /= (double)nmicro;
+  t->parts = (LossParts){kl / (double)nmicro, ce / (double)nmicro};
+  /* the next segment continues the memory (a t0 that int holds; past it the streams restart it) */
+  if (segs) t->mem_t0 = t->no_memory || t->mem_t0 > 0x3fffffff ? 0 : t->mem_t0 + t->T;
   int64_t step = t->step + 1;
   double unscale = 1.0; /* the gradients carry the loss scale this step used */
   if (t->prec == RT_PREC_FP16) { /* dynamic loss scaling: skip the update on inf/nan gradients */
@@ -206,7 +232,8 @@ static void train_help(const char *prog, const RtModel *m) {
          "       [--optimizer adamw|sgd] [--schedule cosine|linear|constant] [--warmup N] [--min-lr X]\n"
          "       [--weight-decay X] [--grad-clip X] [--beta1 X] [--beta2 X] [--momentum X]\n"
          "       [--tokens T.npy --targets Y.npy]   (a fixed batch every step instead of --data)\n"
-         "       [--loss-scale S] [--loss-scale-window N]   (fp16 programs: initial 65536, window 2000)\n\n"
+         "       [--loss-scale S] [--loss-scale-window N]   (fp16 programs: initial 65536, window 2000)\n"
+         "       [--teacher-weights T.safetensors]   (a distilling program: its teacher's weights, required)\n\n"
          "Train on the bytes of FILE (byte-level vocabulary). The last 10%% of FILE (at least context+1\n"
          "bytes) is held out for validation. Each step draws B windows of context+1 bytes at random\n"
          "offsets (PCG32 seeded by --seed) and averages the gradients of B/M micro-batches of M rows\n"
@@ -249,7 +276,7 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
                  "--data --weights --out --steps --stop-at --batch --micro-batch --lr --seed --eval-every "
                  "--checkpoint --checkpoint-every --resume --log --threads --tokens --targets --min-lr "
                  "--weight-decay --grad-clip --beta1 --beta2 --momentum --warmup --schedule --optimizer --loss-scale "
-                 "--loss-scale-window",
+                 "--loss-scale-window --teacher-weights --no-memory",
                  &o, &help))
     return EXIT_USER;
   if (help) {
@@ -281,6 +308,7 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
   }
   const char *data = o.data ? o.data : o.tokens ? NULL : t.c.data;
   if (!data && !o.tokens) return rt_usage_error(prog, "train", "--data FILE (or --tokens and --targets) is required");
+  if (o.no_memory && !m->memory) return rt_usage_error(prog, "train", "--no-memory: this model keeps no segment memory");
   if (!o.tokens != !o.targets) return rt_usage_error(prog, "train", "--tokens and --targets go together");
   RtError ferr;
   if (o.tokens) { /* a fixed batch: every step trains on these rows */
@@ -292,12 +320,24 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
       return EXIT_USER;
     }
     t.fix_rows = fb;
+    if (ft > m->context) { /* segment memory reads longer rows (forward, grad); training rows are one segment */
+      free(t.fix_ids), free(t.fix_tgt), t.fix_ids = NULL, t.fix_tgt = NULL;
+      return rt_usage_error(prog, "train", "--tokens rows of %d tokens exceed the context %lld: train --tokens takes "
+                            "rows of at most one segment (the memory is not carried; give --data)", ft,
+                            (long long)m->context);
+    }
     t.T = ft;
     if (!o.have_batch) o.batch = fb, o.have_batch = 1;
     if (!o.have_micro && o.batch <= m->batch) o.micro = o.batch, o.have_micro = 1;
     if (!data) o.eval_every = 0, o.have_eval = 1; /* nothing held out */
   }
   if (!o.out) return trainer_free(&t), rt_usage_error(prog, "train", "--out W.safetensors is required");
+  if (m->teacher_prefix && !o.teacher_weights)
+    return trainer_free(&t), rt_usage_error(prog, "train", "this program distills from a teacher: --teacher-weights "
+                                            "T.safetensors is required (the teacher's trained weights)");
+  if (!m->teacher_prefix && o.teacher_weights)
+    return trainer_free(&t), rt_usage_error(prog, "train", "--teacher-weights: this program does not distill (its "
+                                            "spec has no train: distill:)");
   if (o.resume && o.weights) return trainer_free(&t), rt_usage_error(prog, "train", "--resume and --weights exclude each other");
   if (o.have_ckpt_every && o.ckpt_every > 0 && !o.checkpoint)
     return trainer_free(&t), rt_usage_error(prog, "train", "--checkpoint-every needs --checkpoint PATH");
@@ -316,8 +356,9 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
                            {"--weights", o.weights, NULL, NULL},
                            {"--resume", o.resume, NULL, NULL},
                            {"--tokens", o.tokens, NULL, NULL},
-                           {"--targets", o.targets, NULL, NULL}};
-  if (rt_check_outputs(prog, "train", outs, 4, ins, 5)) return trainer_free(&t), EXIT_USER;
+                           {"--targets", o.targets, NULL, NULL},
+                           {"--teacher-weights", o.teacher_weights, NULL, NULL}};
+  if (rt_check_outputs(prog, "train", outs, 4, ins, 6)) return trainer_free(&t), EXIT_USER;
   /* A derived path replaces only a file of ours: never something the user keeps there. */
   int clash = 0;
   if (!o.log && !rt_log_replaceable(t.log_path))
@@ -378,6 +419,11 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
     goto fail;
   }
   t.ntrain = n - t.nval;
+  if (m->memory && !o.tokens && t.ntrain / (size_t)t.B < (size_t)t.T + 1) {
+    rt_fail(&err, "%s: %zu training bytes is too small for segment memory: each of the %lld batch rows reads its own "
+                  "stream of at least context+1 (%lld) bytes", data, t.ntrain, (long long)t.B, (long long)t.T + 1);
+    goto fail;
+  }
 no_data:;
   if (rt_model_require_f32(m, "training", &err)) goto fail;
   size_t wbytes = (size_t)rt_weight_floats(m) * sizeof(float);
@@ -403,6 +449,13 @@ no_data:;
     goto fail;
   }
 
+  t.no_memory = o.no_memory;
+  if (m->memory && !o.tokens) { /* segment memory: the streams' state, and the validation's */
+    t.seg_rows = calloc((size_t)(m->nstate ? m->nstate : 1), sizeof *t.seg_rows);
+    if (!t.seg_rows || rt_seg_state_init(&t.seg, m, (int)t.B, &err) || rt_seg_state_init(&t.seg_eval, m, (int)m->batch, &err))
+      goto fail;
+  }
+
   int64_t ck_steps = 0;
   if (rt_model_has_masks(m) && !(t.masks = rt_masks_new(m))) {
     rt_fail(&err, "out of memory allocating the pruning masks");
@@ -419,6 +472,7 @@ no_data:;
     rt_rng_seed(&t.rng, seed);
     t.dropout_seed = seed;
   }
+  if (o.teacher_weights && rt_prog_load_teacher(m, t.W, o.teacher_weights, &err)) goto fail;
   /* a fresh run's masks: the sparsity in force at its step (the target without a schedule) */
   if (t.masks && !o.resume && rt_masks_compute(m, t.W, t.masks, &t.c, t.step, &err)) goto fail;
   t.steps = o.have_steps ? o.steps : (o.resume && ck_steps > 0) ? ck_steps : t.c.steps;
@@ -473,11 +527,13 @@ no_data:;
     }
     double elapsed = t.elapsed0 + rt_now_seconds() - t_start;
     if (evald)
-      fprintf(t.log, "%lld,%.9g,%.8g,%.8g,%.8g,%.1f,%.3f,%.9g\n", (long long)s, lr, loss, h->val_loss, h->val_bpb,
+      fprintf(t.log, "%lld,%.9g,%.8g,%.8g,%.8g,%.1f,%.3f,%.9g", (long long)s, lr, loss, h->val_loss, h->val_bpb,
               dt > 0 ? tokens_per_step / dt : 0.0, elapsed, t.ls.scale);
     else
-      fprintf(t.log, "%lld,%.9g,%.8g,,,%.1f,%.3f,%.9g\n", (long long)s, lr, loss, dt > 0 ? tokens_per_step / dt : 0.0,
+      fprintf(t.log, "%lld,%.9g,%.8g,,,%.1f,%.3f,%.9g", (long long)s, lr, loss, dt > 0 ? tokens_per_step / dt : 0.0,
               elapsed, t.ls.scale);
+    if (m->loss_parts == 3) fprintf(t.log, ",%.8g,%.8g", t.parts.kl, t.parts.ce); /* distillation's KL and CE */
+    fputc('\n', t.log);
     fflush(t.log);
     if (evald && rt_write_svg(&t, &err)) goto fail;
     if (o.checkpoint && t.ckpt_every > 0 && s % t.ckpt_every == 0 && s != t.stop_at &&
@@ -486,9 +542,11 @@ no_data:;
     /* progress */
     double tps = tokens_per_step * (double)(s - first) / t_train;
     double eta = (double)(t.stop_at - s) * t_train / (double)(s - first);
-    char etas[32], val[48] = "";
+    char etas[32], val[96] = "";
     rt_fmt_secs(etas, sizeof etas, eta);
-    if (isfinite(last_val)) snprintf(val, sizeof val, " | val %.4f", last_val);
+    size_t vl = 0;
+    if (m->loss_parts == 3) vl = (size_t)snprintf(val, sizeof val, " (kl %.4f, ce %.4f)", t.parts.kl, t.parts.ce);
+    if (isfinite(last_val)) snprintf(val + vl, sizeof val - vl, " | val %.4f", last_val);
     double now = rt_now_seconds();
     if (tty) {
       if (now - last_draw > 0.1 || s == t.stop_at || evald) {
@@ -514,6 +572,7 @@ no_data:;
   if (t.nhist > 0) {
     const Hist *h = &t.hist[t.nhist - 1];
     printf("step %lld: loss %.6f", (long long)h->step, h->loss);
+    if (m->loss_parts == 3) printf(" (kl %.6f, ce %.6f)", t.parts.kl, t.parts.ce);
     if (isfinite(last_val)) printf(", val loss %.6f (%.4f bits per byte)", last_val, last_val / log(2.0));
     if (t.prec == RT_PREC_FP16)
       printf(", loss scale %g, %lld step(s) skipped for overflow", t.ls.scale, (long long)t.ls.skipped);
@@ -562,14 +621,18 @@ static int read_targets(const RtModel *m, const char *path, int B, int T, int32_
 int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
   RtOpts o;
   int help = 0;
-  if (rt_parse_opts(prog, "grad", argc, argv, "--weights --tokens --targets --out --threads", &o, &help))
+  if (rt_parse_opts(prog, "grad", argc, argv, "--weights --tokens --targets --out --threads --teacher-weights", &o,
+                    &help))
     return EXIT_USER;
   if (help) {
-    printf("usage: %s grad [--weights W.safetensors] --tokens T.npy --targets Y.npy --out G.safetensors\n\n"
+    printf("usage: %s grad [--weights W.safetensors] --tokens T.npy --targets Y.npy --out G.safetensors\n"
+           "       [--teacher-weights T.safetensors]   (required by a distilling program)\n\n"
            "One call of the model's training function: the mean cross-entropy of the outputs for tokens T\n"
            "(int32/int64 [B,T], B <= %lld, T <= %lld) against targets Y (%s), and the gradient of\n"
            "every stored parameter, written as float32 under the parameter's name to G, with the loss in\n"
-           "its metadata (\"loss\"). Prints 'loss: X'.\n",
+           "its metadata (\"loss\"). Prints 'loss: X'. A distilling program's loss is the distillation\n"
+           "loss (docs/training.md), its KL and CE parts also in the metadata (\"kl\", \"ce\") and\n"
+           "printed ('kl: X', 'ce: X'); the teacher's parameters get no gradient and are not written.\n",
            prog, (long long)m->batch, (long long)m->context, m->out_per_token ? "[B,T] like T" : "[B]");
     return EXIT_OK;
   }
@@ -578,14 +641,23 @@ int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
   if (!o.tokens) return rt_usage_error(prog, "grad", "--tokens FILE is required");
   if (!o.targets) return rt_usage_error(prog, "grad", "--targets FILE is required");
   if (!o.out) return rt_usage_error(prog, "grad", "--out FILE is required");
+  if (m->teacher_prefix && !o.teacher_weights)
+    return rt_usage_error(prog, "grad", "this program distills from a teacher: --teacher-weights T.safetensors is "
+                                        "required (the teacher's trained weights)");
+  if (!m->teacher_prefix && o.teacher_weights)
+    return rt_usage_error(prog, "grad", "--teacher-weights: this program does not distill (its spec has no train: "
+                                        "distill:)");
   const RtPathArg outs[] = {{"--out", o.out, "name another --out", NULL}};
-  const RtPathArg ins[] = {
-      {"--weights", o.weights, NULL, NULL}, {"--tokens", o.tokens, NULL, NULL}, {"--targets", o.targets, NULL, NULL}};
-  if (rt_check_outputs(prog, "grad", outs, 1, ins, 3)) return EXIT_USER;
+  const RtPathArg ins[] = {{"--weights", o.weights, NULL, NULL},
+                           {"--tokens", o.tokens, NULL, NULL},
+                           {"--targets", o.targets, NULL, NULL},
+                           {"--teacher-weights", o.teacher_weights, NULL, NULL}};
+  if (rt_check_outputs(prog, "grad", outs, 1, ins, 4)) return EXIT_USER;
   RtError err;
   err.msg[0] = 0;
   int B = 0, T = 0, rc = EXIT_OK;
   int32_t *ids = NULL, *tgt = NULL;
+  float loss[3] = {0, 0, 0}; /* the loss, and a distilling program's KL and CE parts */
   if (rt_model_require_f32(m, "grad", &err)) {
     fprintf(stderr, "%s: error: %s\n", prog, err.msg);
     return EXIT_USER;
@@ -597,21 +669,31 @@ int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
   if (!W || !G || !arena || !scratch) {
     rt_fail(&err, "out of memory allocating the model");
     rc = EXIT_USER;
-  } else if (rt_prog_load_weights(m, W, o.weights, &err) || rt_prog_read_tokens(m, o.tokens, &ids, &B, &T, &err) ||
-             read_targets(m, o.targets, B, T, &tgt, &err)) {
+  } else if (rt_prog_load_weights(m, W, o.weights, &err) ||
+             (o.teacher_weights && rt_prog_load_teacher(m, W, o.teacher_weights, &err)) ||
+             rt_prog_read_tokens(m, o.tokens, &ids, &B, &T, &err) || read_targets(m, o.targets, B, T, &tgt, &err)) {
     rc = EXIT_USER;
   } else {
     /* as a training step computes them: working weights rounded to the compiled precision, loss
      * scale 1 (so the gradients are the true ones) */
     rt_round_weights(W, W, rt_weight_floats(m), m->train_precision);
     RtStep s = {B, T, 0, NULL, scratch, 0, 1.0f};
-    float loss = 0;
-    m->train(&s, arena, W, ids, tgt, &loss, G);
-    char ls[48];
-    snprintf(ls, sizeof ls, "%.9g", (double)loss);
-    const char *meta[] = {"format", "pt", "modelc_model", m->name, "loss", ls};
-    if (rt_prog_write_weights(m, G, o.out, meta, 3, &err)) rc = EXIT_USER;
-    else printf("loss: %.9g\n", (double)loss);
+    RtSegState st = {0};
+    if (!m->memory) m->train(&s, arena, W, ids, tgt, loss, G);
+    else if (rt_seg_state_init(&st, m, B, &err) ||
+             rt_seg_forward(m, arena, W, scratch, &st, ids, tgt, B, T, NULL, loss, G, &err))
+      rc = EXIT_USER; /* segment memory: the segments' gradients, the memory a constant */
+    rt_seg_state_free(&st);
+  }
+  if (!rc) {
+    char ls[48], kls[48], ces[48];
+    snprintf(ls, sizeof ls, "%.9g", (double)loss[0]);
+    snprintf(kls, sizeof kls, "%.9g", (double)loss[1]);
+    snprintf(ces, sizeof ces, "%.9g", (double)loss[2]);
+    const char *meta[] = {"format", "pt", "modelc_model", m->name, "loss", ls, "kl", kls, "ce", ces};
+    if (rt_prog_write_weights(m, G, o.out, meta, m->loss_parts == 3 ? 5 : 3, &err)) rc = EXIT_USER;
+    else if (m->loss_parts == 3) printf("loss: %.9g\nkl: %.9g\nce: %.9g\n", (double)loss[0], (double)loss[1], (double)loss[2]);
+    else printf("loss: %.9g\n", (double)loss[0]);
   }
   if (rc) fprintf(stderr, "%s: error: %s\n", prog, err.msg);
   free(ids);

@@ -15,6 +15,11 @@ typedef struct Hist {
   double loss, val_loss, val_bpb; /* val NAN when not measured */
 } Hist;
 
+/* A distilling program's step: the loss's KL and CE parts (RtModel.loss_parts 3), logged. */
+typedef struct LossParts {
+  double kl, ce;
+} LossParts;
+
 typedef struct Trainer {
   const char *prog;
   const RtModel *m;
@@ -40,10 +45,18 @@ typedef struct Trainer {
                     * update, recomputed on the schedule (RtTrainConfig.prune_*), kept in checkpoints */
   uint64_t dropout_seed; /* --seed of the run (kept in checkpoints): dropout masks derive from it */
   double elapsed0;
+  LossParts parts;               /* the last step's, when the program distills */
   Hist *hist;
   int64_t nhist;
   char *log_path, *svg_path;
   FILE *log;
+  /* segment memory (RtModel.memory > 0, training on --data): row r of a step reads stream r (the
+   * training bytes cut in B), segment step mod the stream's segments; seg carries the B rows'
+   * memory, seg_eval the validation's, seg_rows one micro-batch's slot pointers; mem_t0 is the t0
+   * of the next step (0 at a stream's start, at a session's first step and with no_memory) */
+  RtSegState seg, seg_eval;
+  void **seg_rows;
+  int mem_t0, no_memory;
 } Trainer;
 
 /* The names the log, help and checkpoints use. */

@@ -87,7 +87,9 @@ for prec in bf16 fp16; do
 done
 for spec in examples/*.yaml tests/reference/specs/*.yaml "$TMP"/bf16/*.yaml "$TMP"/fp16/*.yaml; do
   name=$(basename "$spec" .yaml); fx=${name%-adamw}; fx=${fx%-q8}; fx=$FIX/${fx%-bidir} # gpt-tiny-q8: gpt-tiny's (f32) weights; sparse-tiny-bidir: sparse-tiny's
-  bx=$fx; case $name in albert-tiny | gpt-local | funnel-tiny) bx=$FIX/gpt-tiny ;; esac # no fixture: PROG init weights on gpt-tiny's batch
+  bx=$fx; case $name in albert-tiny | gpt-local | funnel-tiny) bx=$FIX/gpt-tiny ;; xl-tiny-m9) bx=$FIX/xl-tiny ;; esac # no fixture: PROG init weights on gpt-tiny's batch
+  case $name in distill-tiny | distill-teacher) bx=$FIX/distill-ref ;; esac # context 64: distill-ref's short batch
+  [ "$name" = distill-ref-teacher ] && fx=$FIX/distill-ref-teacher bx=$FIX/distill-ref
   flags=(); [ "$name" = gpt2-small ] && flags=(--batch=1)
   expect_status 0 "$MODELC" build "${flags[@]}" "$spec" -o "$TMP/c"
   expect_status 0 "$MODELC" build "${flags[@]}" --backend=llvm "$spec" -o "$TMP/l"
@@ -114,10 +116,14 @@ for spec in examples/*.yaml tests/reference/specs/*.yaml "$TMP"/bf16/*.yaml "$TM
     expect_status 0 "$MODELC" run "${flags[@]}" "$spec" -- forward --weights "$w" --tokens "$tok" --out "$TMP/y.j.npy"
     same "$TMP/y.c.npy" "$TMP/y.j.npy" "$name: logits, C vs JIT"
   fi
-  if [ -f "$bx/targets.npy" ] && grep -q '^training: *[0-9]' "$TMP/info.c"; then
+  # a distilling program's grad needs its teacher's weights: distill-ref's fixture has them (the
+  # example's are exercised by tests/cli/distill.sh)
+  tw=(); if grep -q '^teacher:' "$TMP/info.c"; then tw=(--teacher-weights "$bx/teacher.safetensors"); fi
+  [ "$name" = distill-ref-teacher ] && w=$bx/teacher.safetensors
+  if [ -f "$bx/targets.npy" ] && grep -q '^training: *[0-9]' "$TMP/info.c" && { [ ${#tw[@]} = 0 ] || [ "$name" = distill-ref ]; }; then
     tg=$bx/targets.npy
     for p in c l l0; do
-      expect_status 0 "$TMP/$p" grad --weights "$w" --tokens "$tok" --targets "$tg" --out "$TMP/g.$p.safetensors"
+      expect_status 0 "$TMP/$p" grad --weights "$w" "${tw[@]}" --tokens "$tok" --targets "$tg" --out "$TMP/g.$p.safetensors"
     done
     same "$TMP/g.c.safetensors" "$TMP/g.l.safetensors" "$name: gradients, C vs LLVM"
     same "$TMP/g.c.safetensors" "$TMP/g.l0.safetensors" "$name: gradients, C vs LLVM -O0"

@@ -690,6 +690,18 @@ static const struct {
      "t.mir:3:3: error: rope: the head dimension 3 (C 6 / heads 2) is odd; rope rotates pairs of dims"},
     {"func @f(%x: f32[2,3,16]) -> f32[2,3,16] {\n  %0 = rope(%x) {heads=2} : f32[2,3,16]\n  return %0\n}\n",
      "t.mir:3:3: error: rope expects qkv [B,T,3C], got f32[2,3,16]"},
+    /* Transformer-XL's ops: the shape rules name the operand that does not fit */
+    {"func @f(%x: f32[2,3,1]) -> f32[2,4,1] {\n  %0 = xl_memory(%x) {memory=1} : f32[2,4,1]\n  return %0\n}\n",
+     "t.mir:3:3: error: xl_memory: memory x C must be at least 2 (x is f32[2,3,1])"},
+    {"func @f(%q: f32[2,7,12], %r: f32[7,4], %u: f32[2,2], %w: f32[2,3]) -> f32[2,3,4] {\n"
+     "  %0 = xl_attention(%q, %r, %u, %w) {heads=2, memory=4} : f32[2,3,4]\n  return %0\n}\n",
+     "t.mir:3:3: error: xl_attention: a relative bias f32[2,3] is not f32 [heads, C/heads] for qkv f32[2,7,12]"},
+    {"func @f(%q: f32[2,7,12], %r: f32[6,4], %u: f32[2,2], %w: f32[2,2]) -> f32[2,3,4] {\n"
+     "  %0 = xl_attention(%q, %r, %u, %w) {heads=2, memory=4} : f32[2,3,4]\n  return %0\n}\n",
+     "t.mir:3:3: error: xl_attention: rk f32[6,4] is not f32 [M+T,C] for qkv f32[2,7,12]"},
+    {"func @f(%q: f32[2,4,12], %r: f32[4,4], %u: f32[2,2], %w: f32[2,2]) -> f32[2,1,4] {\n"
+     "  %0 = xl_attention(%q, %r, %u, %w) {heads=2, memory=4} : f32[2,1,4]\n  return %0\n}\n",
+     "t.mir:3:3: error: xl_attention expects f32 qkv [B,M+T,3C] with T >= 1, got f32[2,4,12]"},
 };
 
 START_TEST(test_parse_errors) {
