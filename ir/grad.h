@@ -19,6 +19,7 @@ GRAD_RULE(grad_norm);
 GRAD_RULE(grad_linear);
 GRAD_RULE(grad_attention);
 GRAD_RULE(grad_linformer);
+GRAD_RULE(grad_moe);
 GRAD_RULE(grad_embedding);
 GRAD_RULE(grad_pool);
 GRAD_RULE(grad_reshape);

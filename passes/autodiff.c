@@ -2,7 +2,8 @@
  *
  * From the entry function (token ids -> logits) it builds @train(tokens, targets) -> (loss,
  * d loss/d p for every stored trainable parameter p, in module order): the forward pass, the
- * mean cross-entropy of the logits against the targets, and the backward pass, emitted op by op
+ * mean cross-entropy of the logits against the targets (plus the auxiliary losses: result 1 of each
+ * moe op, the results after the first of each call, docs/ir.md "moe"), and the backward pass, emitted op by op
  * in reverse from each op's gradient rule (ops.def's GRAD column, ir/grad.c).
  *
  * Repeated blocks are differentiated once: for every function @f the entry calls, @f.bwd(args of
@@ -199,7 +200,23 @@ bool pass_autodiff(Module *m, const PassOptions *o, Diag *d) {
   GradCtx g = {t, val, adj, needs};
   if (needs[f->ret[0]->id])
     ir_grad_accumulate(&g, f->ret[0], ir_emit(t, ir_op_new(t, OP_XENT_GRAD, 3, (Value *[]){logits, targets, dl}, 1)));
+  /* auxiliary losses (a moe op's load-balancing loss, result 1; a block function's results after
+   * the first, the sums of its own): each is added to the loss, so its gradient is 1 */
+  Value *auxsum = NULL;
+  for (const Op *op = f->first; op; op = op->next) {
+    bool call = op->kind == OP_CALL;
+    if (op->kind != OP_MOE && !call) continue;
+    for (int r = 1; r < op->nout; r++) {
+      const Value *av = op->out[r];
+      if (av->type.rank != 0 || av->type.dtype != DT_F32) continue;
+      if (needs[av->id]) ir_grad_accumulate(&g, av, dl);
+      Value *v = val[av->id];
+      auxsum = auxsum ? ir_emit(t, ir_op_new(t, OP_ADD, 2, (Value *[]){auxsum, v}, 1)) : v;
+    }
+  }
   backward(&a, f, &g);
+  /* after the backward, so nothing between the loss and its gradient reads it (xent_fuse) */
+  if (auxsum) loss = ir_emit(t, ir_op_new(t, OP_ADD, 2, (Value *[]){loss, auxsum}, 1));
   /* results: the loss, then each stored trainable parameter's gradient (all its loads summed in op
    * order). The loads' gradients are bucketed by parameter (a counting sort over the ops), so this
    * is linear in the model's size and the adds still come out parameter by parameter. */

@@ -23,6 +23,7 @@ typedef struct Lower {
   int cursor;       /* next parameter argument (after %x) when block */
   int ndropout;     /* dropout ops emitted in this function: each gets its own random stream */
   Value *tokens;    /* %tokens of @forward */
+  Value *aux;       /* the sum of this function's auxiliary losses so far (moe), or NULL */
   Diag *d;
   bool ok;
 } Lower;
@@ -34,9 +35,7 @@ static Value *lw_op2(Func *f, OpKind k, Value *a, Value *b) {
   return lw_op(f, k, 2, in);
 }
 
-static Type lw_param_type(const SpecParam *p) {
-  return p->rank == 1 ? ir_type1(DT_F32, p->dim[0]) : ir_type2(DT_F32, p->dim[0], p->dim[1]);
-}
+static Type lw_param_type(const SpecParam *p) { return ir_type(DT_F32, p->rank, p->dim); }
 
 /* Adds a module parameter (top-level layers and each repeat copy). */
 static void lw_add_param(Lower *lw, const SpecParam *p) {
@@ -74,6 +73,13 @@ static Value *lw_bias(Lower *lw, Value *x, bool has, Value *const *pv, int *k) {
 
 static Value *lw_list(Lower *lw, const SpecLayer *ls, int n, Value *x, int depth);
 
+/* Adds an auxiliary loss to the function's sum (in @forward nothing reads it: autodiff finds each
+ * moe op's and block call's own). */
+static void lw_aux(Lower *lw, Value *a) {
+  if (!lw->block) return;
+  lw->aux = lw->aux ? lw_op2(lw->f, OP_ADD, lw->aux, a) : a;
+}
+
 /* Collects the parameters of a layer list (nested residuals included) in lowering order. */
 static void lw_collect(const Spec *s, const SpecLayer *ls, int n, const char *prefix, SpecParam **arr, int *np,
                        int *cap, int depth) {
@@ -110,8 +116,13 @@ static Value *lw_repeat(Lower *lw, const SpecLayer *l, Value *x) {
   inner.f = bf;
   inner.block = true;
   inner.cursor = 0;
+  inner.aux = NULL;
   Value *y = lw_list(&inner, l->body, l->nbody, bx, 1);
-  ir_set_return(bf, 1, &y);
+  /* a block with moe layers also returns the sum of their auxiliary losses (autodiff adds it to the
+   * loss; docs/ir.md, "moe") */
+  Value *rets[2] = {y, inner.aux};
+  int nret = inner.aux ? 2 : 1;
+  ir_set_return(bf, nret, rets);
   lw->ok = inner.ok;
 
   Value **in = malloc((size_t)(np + 1) * sizeof *in);
@@ -126,10 +137,11 @@ static Value *lw_repeat(Lower *lw, const SpecLayer *l, Value *x) {
       lw_add_param(lw, &ps[i]);
       in[1 + i] = lw_param_op(lw, ps[i].name);
     }
-    Op *call = ir_op_new(lw->f, OP_CALL, k + 1, in, 1);
+    Op *call = ir_op_new(lw->f, OP_CALL, k + 1, in, nret);
     ir_set_attr_sym(call, "callee", l->name);
     ir_set_attr_int(call, "stream", r); /* the layer's random stream (dropout masks) */
     x = ir_emit(lw->f, call);
+    if (nret == 2) lw_aux(lw, call->out[1]);
   }
   free(in);
   free(ps);
@@ -194,6 +206,7 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
     case SPEC_ACT_GELU: h = lw_op1(f, OP_GELU, h); break;
     case SPEC_ACT_GELU_TANH: h = lw_op1(f, OP_GELU_TANH, h); break;
     case SPEC_ACT_RELU: h = lw_op1(f, OP_RELU, h); break;
+    case SPEC_ACT_SILU: h = lw_op1(f, OP_SILU, h); break; /* moe's; the spec's mlp does not offer it */
     case SPEC_ACT_SWIGLU: {
       Value *g = lw_op2(f, OP_LINEAR, x, pv[k++]);
       g = lw_bias(lw, g, l->bias, pv, &k);
@@ -203,6 +216,20 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
     }
     h = lw_op2(f, OP_LINEAR, h, pv[k++]);
     return lw_bias(lw, h, l->bias, pv, &k);
+  }
+  case SPEC_L_MOE: {
+    static const char *const act[] = {[SPEC_ACT_GELU] = "gelu", [SPEC_ACT_GELU_TANH] = "gelu_tanh",
+                                      [SPEC_ACT_RELU] = "relu", [SPEC_ACT_SILU] = "silu"};
+    Value *in[6] = {x, pv[0], pv[1], pv[2], pv[3], pv[4]};
+    Op *op = ir_op_new(f, OP_MOE, 6, in, 2);
+    ir_set_attr_int(op, "top_k", l->top_k);
+    ir_set_attr_float(op, "capacity_factor", l->capacity_factor);
+    ir_set_attr_float(op, "aux", l->aux_loss);
+    ir_set_attr_str(op, "act", act[l->activation]);
+    op->line = l->line, op->col = l->col;
+    Value *y = ir_emit(f, op);
+    lw_aux(lw, op->out[1]);
+    return y;
   }
   case SPEC_L_RESIDUAL:
     return lw_op2(f, OP_ADD, x, lw_list(lw, l->body, l->nbody, x, depth + 1));

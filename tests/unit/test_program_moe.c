@@ -1,0 +1,92 @@
+/* test_program_moe.c: programs with moe layers against PyTorch's mixture of experts.
+ *
+ * The reference is tests/reference/make_moe_fixture.py's: moe-tiny (2 pre-LN causal layers, B*T =
+ * 16 tokens, 4 experts per layer) with the mixture written from the papers in torch. Two
+ * configurations, each with drops: k1 (Switch: top_k 1, capacity_factor 0.5, 2 tokens per expert,
+ * 8 of 16 dropped per layer) and k2 (top_k 2 with renormalised gates, capacity_factor 1.5, 6 pairs
+ * per expert, 20 and 13 of 32 dropped). Through ref_program.h with both backends: the program's
+ * parameters are the reference's, the logits within 1e-5 of the largest, the loss (cross-entropy
+ * plus both layers' load-balancing losses) within 1e-5 relative, every gradient within 2e-5 of its
+ * largest element (the router's gradient carries the gates' and the aux loss's terms: a missing
+ * one is off by its whole term), the C and LLVM backends byte-identical. Then the IR: one moe op
+ * per block function, its aux loss a result of the block, the loss of @train the sum. */
+#include <check.h>
+
+#include "check_run.h"
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../../compiler/frontend/spec.h"
+#include "../../runtime/modelc_rt.h"
+#include "ref_program.h"
+
+#define FIX "tests/reference/fixtures/moe-tiny"
+static char tmp[256];
+
+static void setup(void) {
+  snprintf(tmp, sizeof tmp, "/tmp/modelc_moe_XXXXXX");
+  ck_assert(mkdtemp(tmp));
+}
+static void teardown(void) { sh("rm -rf %s", tmp); }
+
+/* ref_config runs PASS before autodiff: dce changes nothing here */
+START_TEST(top1_switch) { ref_config(tmp, "tests/reference/specs/moe-tiny-k1.yaml", FIX, "dce", "_k1", 2e-5); }
+END_TEST
+START_TEST(top2_renormalised) { ref_config(tmp, "tests/reference/specs/moe-tiny-k2.yaml", FIX, "dce", "_k2", 2e-5); }
+END_TEST
+
+static int count_ops(const Func *f, OpKind k) {
+  int n = 0;
+  for (const Op *op = f->first; op; op = op->next) n += op->kind == k;
+  return n;
+}
+
+START_TEST(ir_shape) {
+  Diag d;
+  diag_init(&d, stderr);
+  Spec *s = fe_parse_spec_file("tests/reference/specs/moe-tiny-k2.yaml", &d);
+  ck_assert_ptr_nonnull(s);
+  Module *m = fe_lower(s, &d);
+  ck_assert_ptr_nonnull(m);
+  const Func *h = ir_find_func(m, "h");
+  ck_assert_int_eq(count_ops(h, OP_MOE), 1);
+  ck_assert_int_eq(h->nret, 2); /* y and the block's aux loss */
+  ck_assert_int_eq(h->ret[1]->type.rank, 0);
+  const Param *w1 = ir_find_param(m, "h.1.moe.w1");
+  ck_assert(w1 && w1->type.rank == 3 && w1->type.dim[0] == 4 && w1->type.dim[1] == 24 && w1->type.dim[2] == 16);
+  const Param *r = ir_find_param(m, "h.0.moe.router.weight");
+  ck_assert(r && r->type.rank == 2 && r->type.dim[0] == 4 && r->type.dim[1] == 16);
+  Pipeline p;
+  pass_pipeline_init(&p);
+  ck_assert(pass_parse_pipeline(&p, "autodiff", "test", 1, 1, &d));
+  PassRunConfig cfg = {.verify_each = true};
+  ck_assert(pass_run_pipeline(m, &p, &cfg, &d));
+  pass_pipeline_free(&p);
+  const Func *t = ir_find_func(m, "train"), *hb = ir_find_func(m, "h.bwd");
+  ck_assert_int_eq(count_ops(hb, OP_MOE_DX), 1);
+  /* the loss is cross-entropy + the aux of both calls: an add whose operand is a call's result 1 */
+  const Op *lo = t->ret[0]->def;
+  ck_assert_int_eq(lo->kind, OP_ADD);
+  ck_assert_int_eq(lo->in[0]->def->kind, OP_CROSS_ENTROPY);
+  /* FLOPs per token: the routed pairs (top_k 2, at most 4 x 6 of 32) x the expert's GEMMs */
+  int64_t fl = 0;
+  for (const Op *op = h->first; op; op = op->next)
+    if (op->kind == OP_MOE) fl = ir_op_flops(m, op);
+  ck_assert_int_eq(fl, 16 * 4 * (2 * 16 + 5) + 24 * (4 * 16 * 24 + 24 + 4 * 16));
+  ir_module_free(m), fe_spec_free(s);
+  diag_free(&d);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("program_moe");
+  TCase *tc = tcase_create("moe");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, top1_switch);
+  tcase_add_test(tc, top2_renormalised);
+  tcase_add_test(tc, ir_shape);
+  suite_add_tcase(s, tc);
+  return check_run(s);
+}
