@@ -297,7 +297,8 @@ static bool shape_linformer(const Module *m, const Op *op, Type *out, char *err,
 }
 
 /* moe: x [B,T,C] f32, router [E,C], w1 [E,H,C], b1 [E,H], w2 [E,C,H], b2 [E,C] (E experts, each a
- * C -> H -> C MLP; top_k <= E) -> y (x's type) and the load-balancing loss f32[]. */
+ * C -> H -> C MLP; top_k <= E) -> y (x's type), the load-balancing loss f32[] and the load f32[E+2]
+ * (the loss again, the dropped (token, choice) pairs, the pairs each expert ran: for reports). */
 static bool shape_moe(const Module *m, const Op *op, Type *out, char *err, size_t n) {
   char b1[96], b2[96];
   const Type *x = &op->in[0]->type, *r = &op->in[1]->type, *w1 = &op->in[2]->type;
@@ -326,13 +327,14 @@ static bool shape_moe(const Module *m, const Op *op, Type *out, char *err, size_
     return fail(err, n, "moe: top_k is larger than the %s experts of the router %s", "E", tstr(r, b1));
   out[0] = *x;
   out[1] = ir_type(DT_F32, 0, NULL);
+  out[2] = ir_type1(DT_F32, e + 2);
   return true;
 }
 
 /* moe_dx: moe's operands, dy (y's type) and daux f32[] -> the gradients of the six operands. */
 static bool shape_moe_dx(const Module *m, const Op *op, Type *out, char *err, size_t n) {
   char b1[96], b2[96];
-  Type y[2];
+  Type y[3];
   if (!shape_moe(m, op, y, err, n)) return false;
   if (!ir_type_eq(&y[0], &op->in[6]->type))
     return fail(err, n, "moe_dx: dy %s is not the moe output %s", tstr(&op->in[6]->type, b1), tstr(&y[0], b2));

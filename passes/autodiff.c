@@ -1,7 +1,8 @@
 /* autodiff.c: reverse-mode differentiation (the `autodiff` pass).
  *
  * From the entry function (token ids -> logits) it builds @train(tokens, targets) -> (loss,
- * d loss/d p for every stored trainable parameter p, in module order): the forward pass, the
+ * d loss/d p for every stored trainable parameter p, in module order, then the load report f32[E+2]
+ * of every moe layer in forward order, docs/ir.md "moe"): the forward pass, the
  * mean cross-entropy of the logits against the targets (plus the auxiliary losses: result 1 of each
  * moe op, the results after the first of each call, docs/ir.md "moe"), and the backward pass, emitted op by op
  * in reverse from each op's gradient rule (ops.def's GRAD column, ir/grad.c).
@@ -202,15 +203,21 @@ bool pass_autodiff(Module *m, const PassOptions *o, Diag *d) {
     ir_grad_accumulate(&g, f->ret[0], ir_emit(t, ir_op_new(t, OP_XENT_GRAD, 3, (Value *[]){logits, targets, dl}, 1)));
   /* auxiliary losses (a moe op's load-balancing loss, result 1; a block function's results after
    * the first, the sums of its own): each is added to the loss, so its gradient is 1 */
-  Value *auxsum = NULL;
+  Value *auxsum = NULL, **moe_loads = NULL;
+  int nloads = 0;
   for (const Op *op = f->first; op; op = op->next) {
-    bool call = op->kind == OP_CALL;
-    if (op->kind != OP_MOE && !call) continue;
+    if (op->kind != OP_MOE && op->kind != OP_CALL) continue;
     for (int r = 1; r < op->nout; r++) {
       const Value *av = op->out[r];
-      if (av->type.rank != 0 || av->type.dtype != DT_F32) continue;
-      if (needs[av->id]) ir_grad_accumulate(&g, av, dl);
+      if (av->type.dtype != DT_F32 || av->type.rank > 1) continue;
       Value *v = val[av->id];
+      if (av->type.rank == 1) { /* a load report (moe's result 2): returned after the gradients */
+        moe_loads = realloc(moe_loads, sizeof *moe_loads * (size_t)(nloads + 1));
+        if (!moe_loads) die("out of memory");
+        moe_loads[nloads++] = v;
+        continue;
+      }
+      if (needs[av->id]) ir_grad_accumulate(&g, av, dl);
       auxsum = auxsum ? ir_emit(t, ir_op_new(t, OP_ADD, 2, (Value *[]){auxsum, v}, 1)) : v;
     }
   }
@@ -221,7 +228,7 @@ bool pass_autodiff(Module *m, const PassOptions *o, Diag *d) {
    * order). The loads' gradients are bucketed by parameter (a counting sort over the ops), so this
    * is linear in the model's size and the adds still come out parameter by parameter. */
   int nret = 1, np = m->nparam;
-  Value **rets = malloc(sizeof *rets * (size_t)(np + 1));
+  Value **rets = malloc(sizeof *rets * (size_t)(np + 1 + nloads));
   int *begin = calloc((size_t)np + 1, sizeof *begin);  /* bucket i is loads[begin[i] .. begin[i+1]) */
   int *fill = calloc((size_t)np + 1, sizeof *fill);
   if (!rets || !begin || !fill) die("out of memory");
@@ -244,6 +251,8 @@ bool pass_autodiff(Module *m, const PassOptions *o, Diag *d) {
       sum = sum ? ir_emit(t, ir_op_new(t, OP_ADD, 2, (Value *[]){sum, loads[k]}, 1)) : loads[k];
     rets[nret++] = sum ? sum : zeros(t, &p->type);
   }
+  for (int i = 0; i < nloads; i++) rets[nret++] = moe_loads[i];
+  free(moe_loads);
   free(begin);
   free(fill);
   free(loads);

@@ -320,6 +320,23 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
     analyse(&c, p->train);
     p->train_arena_bytes = memplan_arena_bytes(m, p->train);
     collect_scratch(p, p->train, true);
+    for (int i = 0; i < m->nparam; i++) p->ngrads += m->params[i]->trainable;
+    int first = 1 + p->ngrads;
+    p->nmoe = p->train->nret > first ? p->train->nret - first : 0;
+    p->moe_experts = calloc((size_t)p->nmoe + 1, sizeof *p->moe_experts);
+    if (!p->moe_experts) die("out of memory");
+    for (int k = 0; k < p->nmoe; k++) {
+      const Type *t = &p->train->ret[first + k]->type;
+      if (t->dtype != DT_F32 || t->rank != 1 || t->dim[0] < 3) {
+        diag_error(d, m->file, p->train->line, p->train->col,
+                   "@%s: result %d (after the loss and the gradients) is not a moe load report f32[E+2]", p->train->name,
+                   first + k);
+        c.ok = false;
+        break;
+      }
+      p->moe_experts[k] = (int32_t)(t->dim[0] - 2);
+      p->moe_load_floats += t->dim[0];
+    }
   }
   return c.ok;
 }
@@ -351,6 +368,7 @@ void backend_plan_free(BackendPlan *p) {
       free(p->funcs[i].ret);
     }
   free(p->funcs);
+  free(p->moe_experts);
   free(p->param_offset);
   free(p->state_rows);
   free(p->scratch);

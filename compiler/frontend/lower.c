@@ -24,6 +24,8 @@ typedef struct Lower {
   int ndropout;     /* dropout ops emitted in this function: each gets its own random stream */
   Value *tokens;    /* %tokens of @forward */
   Value *aux;       /* the sum of this function's auxiliary losses so far (moe), or NULL */
+  Value **load;     /* the load reports (moe's result 2) of this function so far, in order */
+  int nload, capload;
   Diag *d;
   bool ok;
 } Lower;
@@ -79,6 +81,16 @@ static void lw_aux(Lower *lw, Value *a) {
   if (!lw->block) return;
   lw->aux = lw->aux ? lw_op2(lw->f, OP_ADD, lw->aux, a) : a;
 }
+/* ... and a moe op's load report to the function's list (the block returns them after its loss). */
+static void lw_load(Lower *lw, Value *v) {
+  if (!lw->block) return;
+  if (lw->nload == lw->capload) {
+    lw->capload = lw->capload * 2 + 4;
+    lw->load = realloc(lw->load, sizeof *lw->load * (size_t)lw->capload);
+    if (!lw->load) die("out of memory");
+  }
+  lw->load[lw->nload++] = v;
+}
 
 /* Collects the parameters of a layer list (nested residuals included) in lowering order. */
 static void lw_collect(const Spec *s, const SpecLayer *ls, int n, const char *prefix, SpecParam **arr, int *np,
@@ -117,12 +129,19 @@ static Value *lw_repeat(Lower *lw, const SpecLayer *l, Value *x) {
   inner.block = true;
   inner.cursor = 0;
   inner.aux = NULL;
+  inner.load = NULL, inner.nload = inner.capload = 0;
   Value *y = lw_list(&inner, l->body, l->nbody, bx, 1);
   /* a block with moe layers also returns the sum of their auxiliary losses (autodiff adds it to the
-   * loss; docs/ir.md, "moe") */
-  Value *rets[2] = {y, inner.aux};
-  int nret = inner.aux ? 2 : 1;
+   * loss) and each one's load report (autodiff returns them from @train; docs/ir.md, "moe") */
+  int nret = inner.aux ? 2 + inner.nload : 1;
+  Value **rets = malloc(sizeof *rets * (size_t)nret);
+  if (!rets) die("out of memory");
+  rets[0] = y;
+  if (inner.aux) rets[1] = inner.aux;
+  for (int i = 0; inner.aux && i < inner.nload; i++) rets[2 + i] = inner.load[i];
   ir_set_return(bf, nret, rets);
+  free(rets);
+  free(inner.load);
   lw->ok = inner.ok;
 
   Value **in = malloc((size_t)(np + 1) * sizeof *in);
@@ -141,7 +160,8 @@ static Value *lw_repeat(Lower *lw, const SpecLayer *l, Value *x) {
     ir_set_attr_sym(call, "callee", l->name);
     ir_set_attr_int(call, "stream", r); /* the layer's random stream (dropout masks) */
     x = ir_emit(lw->f, call);
-    if (nret == 2) lw_aux(lw, call->out[1]);
+    if (nret >= 2) lw_aux(lw, call->out[1]);
+    for (int i = 2; i < nret; i++) lw_load(lw, call->out[i]);
   }
   free(in);
   free(ps);
@@ -221,7 +241,7 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
     static const char *const act[] = {[SPEC_ACT_GELU] = "gelu", [SPEC_ACT_GELU_TANH] = "gelu_tanh",
                                       [SPEC_ACT_RELU] = "relu", [SPEC_ACT_SILU] = "silu"};
     Value *in[6] = {x, pv[0], pv[1], pv[2], pv[3], pv[4]};
-    Op *op = ir_op_new(f, OP_MOE, 6, in, 2);
+    Op *op = ir_op_new(f, OP_MOE, 6, in, 3);
     ir_set_attr_int(op, "top_k", l->top_k);
     ir_set_attr_float(op, "capacity_factor", l->capacity_factor);
     ir_set_attr_float(op, "aux", l->aux_loss);
@@ -229,6 +249,7 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
     op->line = l->line, op->col = l->col;
     Value *y = ir_emit(f, op);
     lw_aux(lw, op->out[1]);
+    lw_load(lw, op->out[2]);
     return y;
   }
   case SPEC_L_RESIDUAL:

@@ -271,7 +271,7 @@ void rt_linformer_dx_ref(float *dqkv, float *dE, float *dF, const float *qkv, co
 
 /* Naive twins of rt_moe and rt_moe_dx (modelc_rt.h): serial, double accumulation, the routing
  * written out again and every kept (token, choice) pair's expert computed on its own; no scratch. */
-void rt_moe_ref(float *y, float *aux, const float *x, const float *wr, const float *w1, const float *b1,
+void rt_moe_ref(float *y, float *aux, float *load, const float *x, const float *wr, const float *w1, const float *b1,
                 const float *w2, const float *b2, int N, int C, int E, int H, int K, float factor, float aux_coef,
                 int act);
 void rt_moe_dx_ref(float *dx, float *dwr, float *dw1, float *db1, float *dw2, float *db2, const float *x,

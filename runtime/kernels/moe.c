@@ -141,12 +141,15 @@ static int expert_forward(const Route *r, int e, const float *x, const float *w1
   return m;
 }
 
-void rt_moe(float *y, float *aux, const float *x, const float *wr, const float *w1, const float *b1, const float *w2,
+void rt_moe(float *y, float *aux, float *load, const float *x, const float *wr, const float *w1, const float *b1, const float *w2,
             const float *b2, int N, int C, int E, int H, int K, float factor, float aux_coef, int act, float *scratch) {
   Route r;
   float *s = route_carve(&r, scratch, N, E, K);
   float *xg = s, *a1 = xg + align16((size_t)N * C), *hh = a1 + align16((size_t)N * H), *yg = hh + align16((size_t)N * H);
   *aux = route(&r, x, wr, C, factor, aux_coef);
+  load[0] = *aux, load[1] = 0;
+  for (int e = 0; e < E; e++) load[2 + e] = (float)r.count[e], load[1] += (float)r.count[e];
+  load[1] = (float)N * K - load[1];
   memset(y, 0, sizeof *y * (size_t)N * C);
   for (int e = 0; e < E; e++) {
     int m = expert_forward(&r, e, x, w1, b1, w2, b2, C, H, act, xg, a1, hh, yg);
@@ -321,12 +324,18 @@ static void expert_ref(const float *xn, const float *w1, const float *b1, const 
   }
 }
 
-void rt_moe_ref(float *y, float *aux, const float *x, const float *wr, const float *w1, const float *b1,
+void rt_moe_ref(float *y, float *aux, float *load, const float *x, const float *wr, const float *w1, const float *b1,
                 const float *w2, const float *b2, int N, int C, int E, int H, int K, float factor, float aux_coef,
                 int act) {
   RefBuf b;
   if (!refbuf_new(&b, N, C, E, H, K)) abort(); /* test-only twin */
   *aux = (float)route_ref(x, wr, N, C, E, K, factor, aux_coef, b.P, b.idx, b.gate, b.kept, b.first);
+  for (int e = 0; e < E + 2; e++) load[e] = 0;
+  load[0] = *aux;
+  for (int q = 0; q < N * K; q++) {
+    if (b.kept[q]) load[2 + b.idx[q]] += 1;
+    else load[1] += 1;
+  }
   for (int n = 0; n < N; n++) {
     double *acc = b.acc;
     for (int c = 0; c < C; c++) acc[c] = 0;

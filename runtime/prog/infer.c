@@ -200,7 +200,7 @@ int rt_verb_forward(const char *prog, int argc, char **argv, const RtModel *m) {
   } else {
     rt_run_weights_readonly(&r);
     out = rt_xalloc(rt_out_floats(m, B, T) * sizeof(float));
-    RtStep s = {B, T, 0, NULL, r.scratch, 0, 0.0f};
+    RtStep s = {B, T, 0, NULL, r.scratch, 0, 0.0f, NULL};
     m->forward(&s, r.arena, r.W, ids, out);
     int64_t shape[3] = {B, m->out_per_token ? T : m->out_dim, m->out_dim};
     if (rt_npy_write(o.out, RT_DT_F32, m->out_per_token ? 3 : 2, shape, out, &err)) rc = EXIT_USER;
@@ -260,7 +260,7 @@ int rt_verb_eval(const char *prog, int argc, char **argv, const RtModel *m) {
         }
         pos += (size_t)nt;
       }
-      RtStep s = {nb, nt, 0, NULL, r.scratch, 0, 0.0f};
+      RtStep s = {nb, nt, 0, NULL, r.scratch, 0, 0.0f, NULL};
       m->forward(&s, r.arena, r.W, ids, logits);
       for (int i = 0; i < nb * nt; i++) {
         const float *l = logits + (size_t)i * (size_t)m->vocab;

@@ -42,7 +42,40 @@ static void trainer_free(Trainer *t) {
   free(t->hist);
   free(t->log_path);
   free(t->svg_path);
+  free(t->moe_load);
+  free(t->moe_run);
   if (t->log) fclose(t->log);
+}
+
+/* Floats of a train call's moe load reports (RtStep.moe_load). */
+static size_t moe_load_floats(const RtModel *m) {
+  size_t n = 0;
+  for (int i = 0; i < m->nmoe; i++) n += (size_t)m->moe_experts[i] + 2;
+  return n;
+}
+
+/* The load reports (per moe layer: its aux loss, dropped pairs, pairs per expert; each value
+ * divided by `calls`), one line a layer: "moe layer 0: aux 0.0101, pairs per expert 130 126 ...,
+ * dropped 4 of 512 (0.8%)". */
+static void moe_print(FILE *f, const RtModel *m, const double *load, double calls, int64_t pairs) {
+  size_t off = 0;
+  for (int i = 0; i < m->nmoe; i++) {
+    int E = m->moe_experts[i];
+    fprintf(f, "moe layer %d: aux %.6g, pairs per expert", i, load[off] / calls);
+    for (int e = 0; e < E; e++) fprintf(f, " %.6g", load[off + 2 + e] / calls);
+    double dropped = load[off + 1] / calls;
+    fprintf(f, ", dropped %.6g of %lld (%.1f%%)\n", dropped, (long long)pairs, pairs ? 100.0 * dropped / (double)pairs : 0.0);
+    off += (size_t)E + 2;
+  }
+}
+
+/* The (token, choice) pairs of one call of nb rows: nb T top_k; top_k is what the report's counts
+ * sum to (dropped + ran = N K), so it is read from the first report. */
+static int64_t moe_pairs(const RtModel *m, const float *load) {
+  if (!m->nmoe) return 0;
+  double n = load[1];
+  for (int e = 0; e < m->moe_experts[0]; e++) n += load[2 + e];
+  return (int64_t)(n + 0.5);
 }
 
 /* One window per row: context+1 bytes at a random offset of the training part (or the next rows
@@ -87,7 +120,7 @@ static double evaluate(Trainer *t) {
       }
       pos += (size_t)nt;
     }
-    RtStep s = {nb, nt, 0, NULL, t->scratch, 0, 0.0f};
+    RtStep s = {nb, nt, 0, NULL, t->scratch, 0, 0.0f, NULL};
     m->forward(&s, t->arena, t->W, t->ids, t->logits);
     for (int i = 0; i < nb * nt; i++) {
       const float *l = t->logits + (size_t)i * (size_t)m->vocab;
@@ -120,10 +153,20 @@ static double train_step(Trainer *t, double lr) {
      * --seed, kept in checkpoints), not drawn from the data stream, so the windows do not depend
      * on M; never 0, which means inference */
     uint64_t seed = rt_mix(t->dropout_seed, ((uint64_t)(t->step + 1) << 20) | (uint64_t)k) | 1;
-    RtStep s = {(int)t->M, t->T, 0, NULL, t->scratch, seed, (float)t->ls.scale};
+    RtStep s = {(int)t->M, t->T, 0, NULL, t->scratch, seed, (float)t->ls.scale, t->moe_load};
     float l = 0;
     m->train(&s, t->arena, W, t->ids, t->tgt, &l, t->G);
     loss += l;
+    if (m->nmoe) { /* the load reports: the step's aux loss, the session's sums */
+      if (k == 0) t->aux = 0;
+      size_t off = 0;
+      for (int i = 0; i < m->nmoe; i++) {
+        t->aux += t->moe_load[off] / (double)nmicro;
+        off += (size_t)m->moe_experts[i] + 2;
+      }
+      for (size_t j = 0; j < off; j++) t->moe_run[j] += t->moe_load[j];
+      t->moe_calls++;
+    }
     if (nmicro > 1) {
       for (int i = 0; i < m->nparams; i++) {
         const RtParamInfo *p = &m->params[i];
@@ -395,8 +438,12 @@ no_data:;
   t.logits = rt_xalloc((size_t)m->batch * (size_t)t.T * (size_t)m->vocab * sizeof(float));
   t.ids = rt_xalloc(rows * sizeof(int32_t));
   t.tgt = rt_xalloc(rows * sizeof(int32_t));
+  if (m->nmoe) {
+    t.moe_load = calloc(moe_load_floats(m), sizeof *t.moe_load);
+    t.moe_run = calloc(moe_load_floats(m), sizeof *t.moe_run);
+  }
   if (!t.W || !t.G || (t.B / t.M > 1 && !t.Gacc) || !t.s1 || (t.c.optimizer == RT_OPT_ADAMW && !t.s2) || !t.arena ||
-      !t.scratch || !t.logits || !t.ids || !t.tgt) {
+      !t.scratch || !t.logits || !t.ids || !t.tgt || (m->nmoe && (!t.moe_load || !t.moe_run))) {
     rt_fail(&err, "out of memory allocating the training state");
     goto fail;
   }
@@ -484,9 +531,10 @@ no_data:;
     /* progress */
     double tps = tokens_per_step * (double)(s - first) / t_train;
     double eta = (double)(t.stop_at - s) * t_train / (double)(s - first);
-    char etas[32], val[48] = "";
+    char etas[32], val[96] = "";
     rt_fmt_secs(etas, sizeof etas, eta);
     if (isfinite(last_val)) snprintf(val, sizeof val, " | val %.4f", last_val);
+    if (m->nmoe) snprintf(val + strlen(val), sizeof val - strlen(val), " | aux %.4f", t.aux);
     double now = rt_now_seconds();
     if (tty) {
       if (now - last_draw > 0.1 || s == t.stop_at || evald) {
@@ -512,10 +560,15 @@ no_data:;
   if (t.nhist > 0) {
     const Hist *h = &t.hist[t.nhist - 1];
     printf("step %lld: loss %.6f", (long long)h->step, h->loss);
+    if (m->nmoe) printf(" (of which load-balancing %.6f)", t.aux);
     if (isfinite(last_val)) printf(", val loss %.6f (%.4f bits per byte)", last_val, last_val / log(2.0));
     if (t.prec == RT_PREC_FP16)
       printf(", loss scale %g, %lld step(s) skipped for overflow", t.ls.scale, (long long)t.ls.skipped);
     printf("\n");
+  }
+  if (m->nmoe && t.moe_calls > 0) { /* the experts' load, the mean over this session's train calls */
+    printf("expert load, mean over %lld train call(s) of %lld rows:\n", (long long)t.moe_calls, (long long)t.M);
+    moe_print(stdout, m, t.moe_run, (double)t.moe_calls, moe_pairs(m, t.moe_load));
   }
   printf("wrote %s, %s, %s%s%s\n", o.out, t.log_path, t.svg_path, o.checkpoint ? ", " : "",
          o.checkpoint ? o.checkpoint : "");
@@ -567,7 +620,8 @@ int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
            "One call of the model's training function: the mean cross-entropy of the outputs for tokens T\n"
            "(int32/int64 [B,T], B <= %lld, T <= %lld) against targets Y (%s), and the gradient of\n"
            "every stored parameter, written as float32 under the parameter's name to G, with the loss in\n"
-           "its metadata (\"loss\"). Prints 'loss: X'.\n",
+           "its metadata (\"loss\"). Prints 'loss: X' (and, for moe layers, each one's load: its\n"
+           "load-balancing loss, the (token, choice) pairs each expert ran, the pairs dropped).\n",
            prog, (long long)m->batch, (long long)m->context, m->out_per_token ? "[B,T] like T" : "[B]");
     return EXIT_OK;
   }
@@ -602,7 +656,8 @@ int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
     /* as a training step computes them: working weights rounded to the compiled precision, loss
      * scale 1 (so the gradients are the true ones) */
     rt_round_weights(W, W, rt_weight_floats(m), m->train_precision);
-    RtStep s = {B, T, 0, NULL, scratch, 0, 1.0f};
+    float *ml = m->nmoe ? calloc(moe_load_floats(m), sizeof *ml) : NULL;
+    RtStep s = {B, T, 0, NULL, scratch, 0, 1.0f, ml};
     float loss = 0;
     m->train(&s, arena, W, ids, tgt, &loss, G);
     char ls[48];
@@ -610,6 +665,15 @@ int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
     const char *meta[] = {"format", "pt", "modelc_model", m->name, "loss", ls};
     if (rt_prog_write_weights(m, G, o.out, meta, 3, &err)) rc = EXIT_USER;
     else printf("loss: %.9g\n", (double)loss);
+    if (rc == EXIT_OK && ml) { /* the experts' load of this call */
+      double *d = malloc(sizeof *d * moe_load_floats(m));
+      if (d) {
+        for (size_t j = 0; j < moe_load_floats(m); j++) d[j] = ml[j];
+        moe_print(stdout, m, d, 1.0, moe_pairs(m, ml));
+      }
+      free(d);
+    }
+    free(ml);
   }
   if (rc) fprintf(stderr, "%s: error: %s\n", prog, err.msg);
   free(ids);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The moe layer from the command line: bad keys are reported at their line and column; the example
 # examples/moe-tiny.yaml builds with both backends, which give the same logits, and trains a few
-# steps (the loss falls); fp16 training of a moe layer is refused clearly.
+# steps (the loss falls), printing the load-balancing loss and each layer's expert load; fp16
+# training of a moe layer is refused clearly.
 set -euo pipefail
 source "$(dirname "$0")/lib.bash"
 
@@ -34,6 +35,11 @@ done
 cmp -s "$TMP/mc.npy" "$TMP/ml.npy" || fail "moe-tiny: C and LLVM logits differ"
 expect_status 0 "$TMP/mc" train --data "$TMP/data.txt" --steps 4 --lr 3e-3 --warmup 0 --eval-every 0 --seed 2 \
   --out "$TMP/t.safetensors"
+expect_in "$TMP/err" "| aux 0.0"                  # the load-balancing loss on the progress line
+expect_in "$TMP/out" "(of which load-balancing 0.0"
+expect_in "$TMP/out" "expert load, mean over 4 train call(s) of 4 rows:"
+expect_in "$TMP/out" "moe layer 3: aux 0.0"
+expect_in "$TMP/out" "of 512 ("                     # B T top_k pairs per call
 first=$(awk -F, 'NR == 2 { print $3 }' "$TMP/t.csv"); last=$(awk -F, 'END { print $3 }' "$TMP/t.csv")
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }' || fail "moe-tiny: the loss did not fall ($first -> $last)"
 

@@ -27,6 +27,8 @@ pairs per expert) and k2 (silu, capacity_factor 1.5: 6 pairs per expert):
   weights_CFG.safetensors  the parameters (float32)
   logits_CFG.npy           float32 [B,T,V] logits (computed in float64)
   loss_CFG.npy             the mean cross-entropy plus both layers' aux losses
+  load_CFG.npy             float32 [L, E+2]: per layer its aux loss, the dropped pairs, the pairs
+                           each expert ran (what PROG grad reports)
   grads_CFG.safetensors    d loss / d parameter (float64 autograd, stored as float32)
   tokens.npy, targets.npy  the int32 [B,T] batch (both configurations)
 
@@ -49,7 +51,7 @@ CONFIGS = {"k1": (1, 0.5, F.gelu), "k2": (2, 1.5, F.silu)}
 
 
 def moe(x, p, top_k, factor, act):
-    """One mixture-of-experts layer on x [N,C]: (y [N,C], aux loss, dropped pair count)."""
+    """One mixture-of-experts layer on x [N,C]: (y [N,C], aux loss, its load report)."""
     n = x.shape[0]
     prob = torch.softmax(x @ p["router.weight"].t(), dim=-1)             # [N,E]
     top_p, top_i = torch.topk(prob, top_k, dim=-1)                      # by rank
@@ -76,7 +78,7 @@ def moe(x, p, top_k, factor, act):
         y = y.index_add(0, tok, ye * gates[tok, rank].unsqueeze(1))
     f = torch.bincount(top_i[:, 0], minlength=E).to(x.dtype) / n       # no gradient
     aux = A * E * torch.sum(f * prob.mean(dim=0))
-    return y, aux, dropped
+    return y, aux, [float(aux), dropped] + fill
 
 
 def build(gen, top_k, factor, act):
@@ -114,10 +116,10 @@ def build(gen, top_k, factor, act):
             x = x + attention(F.layer_norm(x, (C,), w[pre + "ln_1.weight"], w[pre + "ln_1.bias"], EPS), pre)
             hn = F.layer_norm(x, (C,), w[pre + "ln_2.weight"], w[pre + "ln_2.bias"], EPS)
             p = {k: w[pre + "moe." + k] for k in ("router.weight", "w1", "b1", "w2", "b2")}
-            y, aux, dropped = moe(hn.reshape(b * t, C), p, top_k, factor, act)
+            y, aux, load = moe(hn.reshape(b * t, C), p, top_k, factor, act)
             x = x + y.reshape(b, t, C)
             aux_total = aux_total + aux
-            drops.append(dropped)
+            drops.append(load)
         x = F.layer_norm(x, (C,), w["ln_f.weight"], w["ln_f.bias"], EPS)
         return F.linear(x, w["lm_head.weight"]), aux_total, drops
     return forward, named
@@ -140,8 +142,10 @@ def main():
         save_safetensors(os.path.join(OUT, f"grads_{cfg}.safetensors"), [(n, p.grad) for n, p in named])
         np.save(os.path.join(OUT, f"logits_{cfg}.npy"), logits.detach().numpy().astype(np.float32))
         np.save(os.path.join(OUT, f"loss_{cfg}.npy"), np.array([loss.item()], dtype=np.float32))
+        np.save(os.path.join(OUT, f"load_{cfg}.npy"), np.array(drops, dtype=np.float32))
         print(f"moe-tiny {cfg}: top_k {top_k}, capacity_factor {factor}: loss {loss.item():.6f} "
-              f"(cross-entropy {ce.item():.6f}, aux {float(aux):.6f}), dropped pairs per layer {drops}")
+              f"(cross-entropy {ce.item():.6f}, aux {float(aux):.6f}), dropped pairs per layer "
+              f"{[int(d[1]) for d in drops]}, pairs per expert {[d[2:] for d in drops]}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@
  * plus both layers' load-balancing losses) within 1e-5 relative, every gradient within 2e-5 of its
  * largest element (the router's gradient carries the gates' and the aux loss's terms: a missing
  * one is off by its whole term), the C and LLVM backends byte-identical. Then the IR: one moe op
- * per block function, its aux loss a result of the block, the loss of @train the sum. */
+ * per block function, its aux loss and load report results of the block, the loss of @train the
+ * sum, the load reports after the gradients; and PROG grad's load reports (--moe-load) from both
+ * backends: the pairs each expert ran and the dropped ones, as the reference counted them. */
 #include <check.h>
 
 #include "check_run.h"
@@ -30,10 +32,52 @@ static void setup(void) {
 }
 static void teardown(void) { sh("rm -rf %s", tmp); }
 
+/* PROG grad's load report lines (DIR/PROG.txt, after ref_config) against the reference's
+ * load_CFG.npy [L, E+2]: the pairs each expert ran and the dropped ones exactly, the aux within 1e-5 */
+static void check_load(const char *prog, const char *cfg) {
+  char p[512], line[512];
+  snprintf(p, sizeof p, FIX "/load%s.npy", cfg);
+  RtNpy r = load(p);
+  ck_assert_int_eq(r.ndim, 2);
+  int L = (int)r.shape[0], E = (int)r.shape[1] - 2, seen = 0;
+  const float *want = r.data;
+  snprintf(p, sizeof p, "%s/%s.txt", tmp, prog);
+  FILE *f = fopen(p, "r");
+  ck_assert_ptr_nonnull(f);
+  while (fgets(line, sizeof line, f)) {
+    int layer, n;
+    double aux;
+    if (sscanf(line, "moe layer %d: aux %lf, pairs per expert%n", &layer, &aux, &n) != 2) continue;
+    ck_assert_int_eq(layer, seen);
+    const float *w = want + (size_t)layer * (E + 2);
+    ck_assert_msg(fabs(aux - w[0]) <= 1e-5 * w[0], "layer %d: aux %g, PyTorch %g", layer, aux, w[0]);
+    const char *q = line + n;
+    for (int e = 0; e < E; e++) {
+      int k, c;
+      ck_assert_int_eq(sscanf(q, " %d%n", &c, &k), 1);
+      ck_assert_msg(c == (int)w[2 + e], "layer %d expert %d: %d pairs, PyTorch %g", layer, e, c, w[2 + e]);
+      q += k;
+    }
+    int dropped;
+    ck_assert_int_eq(sscanf(q, ", dropped %d", &dropped), 1);
+    ck_assert_msg(dropped == (int)w[1], "layer %d: %d dropped, PyTorch %g", layer, dropped, w[1]);
+    seen++;
+  }
+  fclose(f);
+  ck_assert_int_eq(seen, L);
+  rt_npy_free(&r);
+}
+
 /* ref_config runs PASS before autodiff: dce changes nothing here */
-START_TEST(top1_switch) { ref_config(tmp, "tests/reference/specs/moe-tiny-k1.yaml", FIX, "dce", "_k1", 2e-5); }
+START_TEST(top1_switch) {
+  ref_config(tmp, "tests/reference/specs/moe-tiny-k1.yaml", FIX, "dce", "_k1", 2e-5);
+  check_load("c", "_k1"), check_load("l", "_k1");
+}
 END_TEST
-START_TEST(top2_renormalised) { ref_config(tmp, "tests/reference/specs/moe-tiny-k2.yaml", FIX, "dce", "_k2", 2e-5); }
+START_TEST(top2_renormalised) {
+  ref_config(tmp, "tests/reference/specs/moe-tiny-k2.yaml", FIX, "dce", "_k2", 2e-5);
+  check_load("c", "_k2"), check_load("l", "_k2");
+}
 END_TEST
 
 static int count_ops(const Func *f, OpKind k) {
@@ -51,8 +95,9 @@ START_TEST(ir_shape) {
   ck_assert_ptr_nonnull(m);
   const Func *h = ir_find_func(m, "h");
   ck_assert_int_eq(count_ops(h, OP_MOE), 1);
-  ck_assert_int_eq(h->nret, 2); /* y and the block's aux loss */
+  ck_assert_int_eq(h->nret, 3); /* y, the block's aux loss and its moe's load report f32[E+2] */
   ck_assert_int_eq(h->ret[1]->type.rank, 0);
+  ck_assert(h->ret[2]->type.rank == 1 && h->ret[2]->type.dim[0] == 6);
   const Param *w1 = ir_find_param(m, "h.1.moe.w1");
   ck_assert(w1 && w1->type.rank == 3 && w1->type.dim[0] == 4 && w1->type.dim[1] == 24 && w1->type.dim[2] == 16);
   const Param *r = ir_find_param(m, "h.0.moe.router.weight");
@@ -66,6 +111,10 @@ START_TEST(ir_shape) {
   const Func *t = ir_find_func(m, "train"), *hb = ir_find_func(m, "h.bwd");
   ck_assert_int_eq(count_ops(hb, OP_MOE_DX), 1);
   /* the loss is cross-entropy + the aux of both calls: an add whose operand is a call's result 1 */
+  int ntrain = 0;
+  for (int i = 0; i < m->nparam; i++) ntrain += m->params[i]->trainable;
+  ck_assert_int_eq(t->nret, 1 + ntrain + 2); /* the loss, the gradients, a load report per layer */
+  ck_assert(t->ret[t->nret - 1]->type.rank == 1 && t->ret[t->nret - 1]->type.dim[0] == 6);
   const Op *lo = t->ret[0]->def;
   ck_assert_int_eq(lo->kind, OP_ADD);
   ck_assert_int_eq(lo->in[0]->def->kind, OP_CROSS_ENTROPY);

@@ -30,7 +30,7 @@ static const Case cases[] = {
 
 typedef struct Bufs {
   float *x, *wr, *w1, *b1, *w2, *b2, *dy;
-  float *y, *dx, *dwr, *dw1, *db1, *dw2, *db2;
+  float *y, *dx, *dwr, *dw1, *db1, *dw2, *db2, *load;
   float aux;
 } Bufs;
 
@@ -39,7 +39,7 @@ static void bufs_new(Bufs *b, const Case *c, uint64_t seed) {
   b->x = falloc(N * C), b->wr = falloc(E * C), b->w1 = falloc(E * H * C), b->b1 = falloc(E * H);
   b->w2 = falloc(E * C * H), b->b2 = falloc(E * C), b->dy = falloc(N * C);
   b->y = falloc(N * C), b->dx = falloc(N * C), b->dwr = falloc(E * C), b->dw1 = falloc(E * H * C);
-  b->db1 = falloc(E * H), b->dw2 = falloc(E * C * H), b->db2 = falloc(E * C);
+  b->db1 = falloc(E * H), b->dw2 = falloc(E * C * H), b->db2 = falloc(E * C), b->load = falloc(E + 2);
   fill_uniform(b->x, N * C, -1, 1, seed);
   fill_uniform(b->wr, E * C, -1, 1, seed + 1);
   fill_uniform(b->w1, E * H * C, -0.5f, 0.5f, seed + 2);
@@ -49,7 +49,7 @@ static void bufs_new(Bufs *b, const Case *c, uint64_t seed) {
   fill_uniform(b->dy, N * C, -1, 1, seed + 6);
 }
 static void bufs_free(Bufs *b) {
-  float *p[] = {b->x, b->wr, b->w1, b->b1, b->w2, b->b2, b->dy, b->y, b->dx, b->dwr, b->dw1, b->db1, b->dw2, b->db2};
+  float *p[] = {b->x, b->wr, b->w1, b->b1, b->w2, b->b2, b->dy, b->y, b->dx, b->dwr, b->dw1, b->db1, b->dw2, b->db2, b->load};
   for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
 }
 
@@ -62,7 +62,7 @@ static void run(const Case *c, int th, Bufs *b) {
   size_t N = c->N, C = c->C, E = c->E, H = c->H;
   for (size_t i = 0; i < N * C; i++) b->y[i] = b->dx[i] = 5.0f;
   for (size_t i = 0; i < E * H * C; i++) b->dw1[i] = b->dw2[i] = 5.0f;
-  rt_moe(b->y, &b->aux, b->x, b->wr, b->w1, b->b1, b->w2, b->b2, c->N, c->C, c->E, c->H, c->K, c->factor, AUXC, c->act,
+  rt_moe(b->y, &b->aux, b->load, b->x, b->wr, b->w1, b->b1, b->w2, b->b2, c->N, c->C, c->E, c->H, c->K, c->factor, AUXC, c->act,
          s);
   rt_moe_dx(b->dx, b->dwr, b->dw1, b->db1, b->dw2, b->db2, b->x, b->wr, b->w1, b->b1, b->w2, b->b2, b->dy, DAUX, c->N,
             c->C, c->E, c->H, c->K, c->factor, AUXC, c->act, s);
@@ -76,7 +76,7 @@ START_TEST(moe_vs_ref) {
     bufs_new(&b, c, 10 + 7 * i);
     bufs_new(&r, c, 10 + 7 * i);
     run(c, _i, &b);
-    rt_moe_ref(r.y, &r.aux, r.x, r.wr, r.w1, r.b1, r.w2, r.b2, c->N, c->C, c->E, c->H, c->K, c->factor, AUXC, c->act);
+    rt_moe_ref(r.y, &r.aux, r.load, r.x, r.wr, r.w1, r.b1, r.w2, r.b2, c->N, c->C, c->E, c->H, c->K, c->factor, AUXC, c->act);
     rt_moe_dx_ref(r.dx, r.dwr, r.dw1, r.db1, r.dw2, r.db2, r.x, r.wr, r.w1, r.b1, r.w2, r.b2, r.dy, DAUX, c->N, c->C,
                   c->E, c->H, c->K, c->factor, AUXC, c->act);
     size_t N = c->N, C = c->C, E = c->E, H = c->H;
@@ -90,6 +90,11 @@ START_TEST(moe_vs_ref) {
                   "aux %g vs %g",
                   c->N, c->C, c->E, c->H, c->K, c->factor, _i, e[0], e[1], e[2], e[3], e[4], e[5], e[6], b.aux, r.aux);
     ck_assert(r.aux > 0);
+    /* the load: the same counts as the twin's, every pair ran or dropped */
+    double ran = 0;
+    for (int k = 1; k < c->E + 2; k++) ck_assert_msg(b.load[k] == r.load[k], "load[%d] %g vs %g", k, b.load[k], r.load[k]);
+    for (int k = 2; k < c->E + 2; k++) ran += b.load[k];
+    ck_assert(ran + b.load[1] == (double)c->N * c->K && b.load[0] == b.aux);
     bufs_free(&b), bufs_free(&r);
   }
 }
@@ -135,6 +140,9 @@ START_TEST(one_pair_per_expert) {
   }
   ck_assert_int_le(nonzero, c.E);
   ck_assert_int_ge(nonzero, 1);
+  for (int e = 0; e < c.E; e++) ck_assert(b.load[2 + e] <= 1.0f);
+  ck_assert(b.load[1] == (float)(c.N - (b.load[2] + b.load[3] + b.load[4])));
+  ck_assert_int_eq(nonzero, (int)(b.load[2] + b.load[3] + b.load[4]));
   bufs_free(&b);
 }
 END_TEST
@@ -143,8 +151,8 @@ END_TEST
  * inputs, the twins in double; tolerance 1e-3 of the largest gradient). A perturbation that flips
  * a choice would show as a jump: the seeds give none. */
 static double loss_of(const Case *c, const Bufs *b, float *y) {
-  float aux;
-  rt_moe_ref(y, &aux, b->x, b->wr, b->w1, b->b1, b->w2, b->b2, c->N, c->C, c->E, c->H, c->K, c->factor, AUXC, c->act);
+  float aux, load[64];
+  rt_moe_ref(y, &aux, load, b->x, b->wr, b->w1, b->b1, b->w2, b->b2, c->N, c->C, c->E, c->H, c->K, c->factor, AUXC, c->act);
   double L = (double)DAUX * aux;
   for (size_t i = 0; i < (size_t)c->N * c->C; i++) L += (double)b->dy[i] * y[i];
   return L;
