@@ -11,7 +11,8 @@
  * one is off by its whole term), the C and LLVM backends byte-identical. Then the IR: one moe op
  * per block function, its aux loss and load report results of the block, the loss of @train the
  * sum, the load reports after the gradients; and PROG grad's load reports (--moe-load) from both
- * backends: the pairs each expert ran and the dropped ones, as the reference counted them. */
+ * backends: the pairs each expert ran and the dropped ones, as the reference counted them; and the
+ * checkpoint pass's policies (store keeps the block's extra results) give the same gradients. */
 #include <check.h>
 
 #include "check_run.h"
@@ -80,6 +81,24 @@ START_TEST(top2_renormalised) {
 }
 END_TEST
 
+/* the checkpoint policies (every block recomputed, sqrt, every activation stored: @h.fwd returns
+ * the block's loss and load reports too) give the same bytes of gradients as autodiff alone */
+START_TEST(checkpoint_policies) {
+  const char *spec = "tests/reference/specs/moe-tiny-k2.yaml";
+  const char *pol[] = {"", "checkpoint<every=2>,", "checkpoint<store>,", "checkpoint<sqrt>,"};
+  for (int i = 0; i < 4; i++) {
+    ck_assert_int_eq(sh("%s build --passes='autodiff,%sconstfold,cse,fuse,dce,memplan' %s -o %s/p%d", MODELC_BIN, pol[i],
+                        spec, tmp, i),
+                     0);
+    ck_assert_int_eq(sh("%s/p%d grad --weights " FIX "/weights_k2.safetensors --tokens " FIX "/tokens.npy --targets " FIX
+                        "/targets.npy --out %s/g%d.safetensors > /dev/null",
+                        tmp, i, tmp, i),
+                     0);
+    if (i) ck_assert_msg(sh("cmp -s %s/g0.safetensors %s/g%d.safetensors", tmp, tmp, i) == 0, "%s: gradients differ", pol[i]);
+  }
+}
+END_TEST
+
 static int count_ops(const Func *f, OpKind k) {
   int n = 0;
   for (const Op *op = f->first; op; op = op->next) n += op->kind == k;
@@ -135,6 +154,7 @@ int main(void) {
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, top1_switch);
   tcase_add_test(tc, top2_renormalised);
+  tcase_add_test(tc, checkpoint_policies);
   tcase_add_test(tc, ir_shape);
   suite_add_tcase(s, tc);
   return check_run(s);
