@@ -46,6 +46,16 @@ static float act_df(int act, float v) {
   }
 }
 
+/* a[i] = d[i] * act'(a[i]), the switch outside the loops so that each vectorises */
+static void act_dmul(int act, float *a, const float *d, size_t n) {
+  switch (act) {
+  case 2: for (size_t i = 0; i < n; i++) a[i] = d[i] * rt_gelu_tanh_df(a[i]); break;
+  case 3: for (size_t i = 0; i < n; i++) a[i] = d[i] * rt_relu_df(a[i]); break;
+  case 4: for (size_t i = 0; i < n; i++) a[i] = d[i] * rt_silu_df(a[i]); break;
+  default: for (size_t i = 0; i < n; i++) a[i] = d[i] * rt_gelu_df(a[i]); break;
+  }
+}
+
 int rt_moe_capacity(int N, int E, float factor) {
   double c = ceil((double)factor * (double)N / (double)E);
   return c > (double)N ? N : c < 1 ? 1 : (int)c;
@@ -136,7 +146,13 @@ static int expert_forward(const Route *r, int e, const float *x, const float *w1
   const int *list = r->list + (size_t)e * r->cap;
   for (int j = 0; j < m; j++) memcpy(xg + (size_t)j * C, x + (size_t)(list[j] / r->K) * C, sizeof *xg * (size_t)C);
   rt_linear(a1, xg, w1 + (size_t)e * H * C, b1 + (size_t)e * H, m, H, C, NULL, NULL);
-  for (size_t i = 0; i < (size_t)m * H; i++) hh[i] = act_f(act, a1[i]);
+  size_t n = (size_t)m * H; /* activation.c's vectorised kernels (element-wise: any split is exact) */
+  switch (act) {
+  case 2: rt_gelu_tanh(hh, a1, n); break;
+  case 3: rt_relu(hh, a1, n); break;
+  case 4: rt_silu(hh, a1, n); break;
+  default: rt_gelu(hh, a1, n); break;
+  }
   rt_linear(yg, hh, w2 + (size_t)e * C * H, b2 + (size_t)e * C, m, C, H, NULL, NULL);
   return m;
 }
@@ -201,7 +217,7 @@ void rt_moe_dx(float *dx, float *dwr, float *dw1, float *db1, float *dw2, float 
       for (int c = 0; c < C; c++) db2e[c] += dyg[(size_t)j * C + c];
     /* d hh = dyg W2_e into hh's place (hh is no longer needed), then d a1 = d hh * act'(a1) */
     rt_matmul_nn(hh, dyg, w2 + (size_t)e * C * H, m, C, H);
-    for (size_t i = 0; i < (size_t)m * H; i++) a1[i] = hh[i] * act_df(act, a1[i]);
+    act_dmul(act, a1, hh, (size_t)m * H);
     float *db1e = db1 + (size_t)e * H;
     rt_linear_dw(dw1 + (size_t)e * H * C, a1, xg, m, H, C);
     for (int j = 0; j < m; j++)
