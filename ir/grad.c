@@ -208,6 +208,30 @@ GRAD_RULE(grad_xl_attention) {
   return true;
 }
 
+/* moe(x, router, w1, b1, w2, b2) -> (y, aux): one moe_dx gives all six gradients from d y and d aux
+ * (zeros for a result nobody differentiates): through the experts, through the gates into the
+ * router, and the load-balancing loss's d P_i into the router; the discrete choice of experts
+ * (and the load fractions f_i) have no gradient. */
+GRAD_RULE(grad_moe) {
+  Value *dy = g->adj[op->out[0]->id], *da = g->adj[op->out[1]->id];
+  if (!dy) {
+    Op *z = ir_op_new(g->f, OP_CONST, 0, NULL, 1);
+    ir_set_attr_float(z, "value", 0.0);
+    ir_set_attr_ints(z, "shape", op->out[0]->type.rank, op->out[0]->type.dim);
+    dy = ir_emit(g->f, z);
+  }
+  if (!da) da = scalar(g->f, 0.0);
+  Value *in[8];
+  for (int i = 0; i < 6; i++) in[i] = in_of(g, op, i);
+  in[6] = dy, in[7] = da;
+  Op *o = ir_op_new(g->f, OP_MOE_DX, 8, in, 6);
+  for (int i = 0; i < op->nattr; i++) ir_set_attr(o, op->attr[i]);
+  ir_remove_attr(o, "arena");
+  ir_emit(g->f, o);
+  for (int i = 0; i < 6; i++) give(g, op, i, o->out[i]);
+  return true;
+}
+
 GRAD_RULE(grad_embedding) {
   if (!needs(g, op, 1)) return true;
   Value *in[2] = {in_of(g, op, 0), dy_of(g, op)};

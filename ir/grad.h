@@ -21,6 +21,7 @@ GRAD_RULE(grad_attention);
 GRAD_RULE(grad_linformer);
 GRAD_RULE(grad_xl_memory);
 GRAD_RULE(grad_xl_attention);
+GRAD_RULE(grad_moe);
 GRAD_RULE(grad_embedding);
 GRAD_RULE(grad_pool);
 GRAD_RULE(grad_reshape);

@@ -5,6 +5,7 @@
  */
 #include "ir.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -294,6 +295,54 @@ static bool shape_linformer(const Module *m, const Op *op, Type *out, char *err,
   if (op->in[1]->type.dim[0] != op->in[2]->type.dim[0])
     return fail(err, n, "linformer: E %s and F %s project to different lengths", tstr(&op->in[1]->type, b1),
                 tstr(&op->in[2]->type, b2));
+  return true;
+}
+
+/* moe: x [B,T,C] f32, router [E,C], w1 [E,H,C], b1 [E,H], w2 [E,C,H], b2 [E,C] (E experts, each a
+ * C -> H -> C MLP; top_k <= E) -> y (x's type), the load-balancing loss f32[] and the load f32[E+2]
+ * (the loss again, the dropped (token, choice) pairs, the pairs each expert ran: for reports). */
+static bool shape_moe(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Type *x = &op->in[0]->type, *r = &op->in[1]->type, *w1 = &op->in[2]->type;
+  if (x->dtype != DT_F32 || x->rank < 2) return fail(err, n, "moe expects f32 x [..,C], got %s%s", tstr(x, b1), NULL);
+  int64_t c = x->dim[x->rank - 1];
+  if (r->dtype != DT_F32 || r->rank != 2 || r->dim[1] != c)
+    return fail(err, n, "moe: the router %s is not an f32 [E,C] weight over the width of x %s", tstr(r, b1), tstr(x, b2));
+  int64_t e = r->dim[0];
+  if (w1->dtype != DT_F32 || w1->rank != 3 || w1->dim[0] != e || w1->dim[2] != c)
+    return fail(err, n, "moe: w1 %s is not f32 [E,H,C] for the router %s", tstr(w1, b1), tstr(r, b2));
+  int64_t h = w1->dim[1];
+  const int64_t want[3][3] = {{e, h, 0}, {e, c, h}, {e, c, 0}};
+  const int rank[3] = {2, 3, 2};
+  const char *what[3] = {"b1 is not f32 [E,H]", "w2 is not f32 [E,C,H]", "b2 is not f32 [E,C]"};
+  for (int i = 0; i < 3; i++) {
+    const Type *t = &op->in[3 + i]->type;
+    bool ok = t->dtype == DT_F32 && t->rank == rank[i];
+    for (int k = 0; ok && k < rank[i]; k++) ok = t->dim[k] == want[i][k];
+    if (!ok) {
+      snprintf(err, n, "moe: %s (E %lld, H %lld, C %lld), got %s", what[i], (long long)e, (long long)h, (long long)c,
+               tstr(t, b1));
+      return false;
+    }
+  }
+  if (ir_attr_i(op, "top_k") > e)
+    return fail(err, n, "moe: top_k is larger than the %s experts of the router %s", "E", tstr(r, b1));
+  out[0] = *x;
+  out[1] = ir_type(DT_F32, 0, NULL);
+  out[2] = ir_type1(DT_F32, e + 2);
+  return true;
+}
+
+/* moe_dx: moe's operands, dy (y's type) and daux f32[] -> the gradients of the six operands. */
+static bool shape_moe_dx(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  Type y[3];
+  if (!shape_moe(m, op, y, err, n)) return false;
+  if (!ir_type_eq(&y[0], &op->in[6]->type))
+    return fail(err, n, "moe_dx: dy %s is not the moe output %s", tstr(&op->in[6]->type, b1), tstr(&y[0], b2));
+  if (!ir_type_eq(&y[1], &op->in[7]->type))
+    return fail(err, n, "moe_dx: daux %s is not f32[]%s", tstr(&op->in[7]->type, b1), NULL);
+  for (int i = 0; i < 6; i++) out[i] = op->in[i]->type;
   return true;
 }
 
@@ -662,6 +711,31 @@ static int64_t flops_xl_attn_dx(const Module *m, const Op *op) {
   const Type *x = &op->in[0]->type;
   int64_t b = x->dim[0], l = x->dim[1], t = l - ir_attr_i(op, "memory"), c = x->dim[2] / 3, h = ir_attr_i(op, "heads");
   return b * t * l * (16 * c + 10 * h);
+}
+/* moe, counted on the tokens actually routed so that FLOPs per token stay constant as E grows at
+ * fixed top_k: the router 2 C E and its softmax 5 E per token, then the N K routed (token, choice)
+ * pairs, at most E times the capacity ceil(factor N / E) (min N): 4 C H (the two GEMMs) + H (the
+ * activation) + 2 C (biases) + 2 C (gate and scatter) each. Drops that depend on the router's
+ * values are not known at compile time: the count assumes none beyond the capacity bound. */
+static int64_t moe_routed(const Op *op, int64_t tokens, int64_t e) {
+  int64_t k = ir_attr_i(op, "top_k");
+  double capf = ceil(ir_attr_f(op, "capacity_factor") * (double)tokens / (double)e);
+  int64_t cap = capf > (double)tokens ? tokens : (int64_t)capf;
+  return tokens * k < e * cap ? tokens * k : e * cap;
+}
+static int64_t flops_moe(const Module *m, const Op *op) {
+  const Type *x = &op->in[0]->type;
+  int64_t c = x->dim[x->rank - 1], tokens = ir_type_numel(x) / c;
+  int64_t e = op->in[1]->type.dim[0], h = op->in[2]->type.dim[1];
+  return tokens * e * (2 * c + 5) + moe_routed(op, tokens, e) * (4 * c * h + h + 4 * c);
+}
+/* moe_dx: the forward recomputed, then per routed pair d gate, d w2, d h, d w1, d x (2 C H each
+ * but d gate's 2 C) and the router's softmax backward and its two GEMMs (4 C E per token). */
+static int64_t flops_moe_dx(const Module *m, const Op *op) {
+  const Type *x = &op->in[0]->type;
+  int64_t c = x->dim[x->rank - 1], tokens = ir_type_numel(x) / c;
+  int64_t e = op->in[1]->type.dim[0], h = op->in[2]->type.dim[1];
+  return flops_moe(m, op) + tokens * e * (4 * c + 5) + moe_routed(op, tokens, e) * (8 * c * h + 2 * h + 4 * c);
 }
 /* rope: each of the C/2 pairs of q and of k per token is rotated with 4 multiplies and 2 adds;
  * the sin/cos of each (position, pair index) are shared by the heads and not counted. */

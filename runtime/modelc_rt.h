@@ -502,6 +502,23 @@ size_t rt_linformer_dx_scratch_floats(int B, int T, int C, int n_head, int K);
 void rt_linformer_dx(float *dqkv, float *dE, float *dF, const float *qkv, const float *E, const float *F,
                      const float *dy, int B, int nt, int T, int C, int n_head, int K, float *scratch);
 
+/* Mixture of experts (the moe and moe_dx ops; runtime/kernels/moe.c states the semantics): x (N,C)
+ * tokens, router wr (E,C), experts w1 (E,H,C), b1 (E,H), w2 (E,C,H), b2 (E,C); top K of E experts
+ * per token, capacity rt_moe_capacity(N, E, factor) pairs per expert, act 1 gelu, 2 gelu_tanh,
+ * 3 relu, 4 silu. rt_moe writes y (N,C) (0 for a token all of whose pairs were dropped), *aux,
+ * the load-balancing loss aux_coef E sum_i f_i P_i, and load (E+2): aux, the dropped pairs, the
+ * pairs each expert ran (as floats). rt_moe_dx recomputes the routing and the
+ * experts from x and writes (not accumulates) dx (N,C), dwr, dw1, db1, dw2, db2 (the operands'
+ * shapes) from dy (N,C) and daux. Bits do not depend on the thread count. scratch holds
+ * rt_moe_scratch_floats(N, C, E, H, K) floats (either kernel; N the compiled tokens). */
+int rt_moe_capacity(int N, int E, float factor); /* min(N, ceil(factor N / E)), at least 1 */
+size_t rt_moe_scratch_floats(int N, int C, int E, int H, int K);
+void rt_moe(float *y, float *aux, float *load, const float *x, const float *wr, const float *w1, const float *b1, const float *w2,
+            const float *b2, int N, int C, int E, int H, int K, float factor, float aux_coef, int act, float *scratch);
+void rt_moe_dx(float *dx, float *dwr, float *dw1, float *db1, float *dw2, float *db2, const float *x, const float *wr,
+               const float *w1, const float *b1, const float *w2, const float *b2, const float *dy, float daux, int N,
+               int C, int E, int H, int K, float factor, float aux_coef, int act, float *scratch);
+
 /* ---------------------------------------------------------------------------------------------
  * Generated programs: the model descriptor and the command line (runtime/prog/main.c)
  * ------------------------------------------------------------------------------------------- */
@@ -625,6 +642,10 @@ typedef struct RtStep {
   float *scratch;
   uint64_t seed; /* 0: inference (dropout is the identity); else the training step's random seed */
   float loss_scale; /* training under fp16: the loss scale the loss_scale op reads (docs/passes.md) */
+  /* training: NULL, or room for the load reports of the program's moe layers (RtModel.nmoe): a
+   * train call writes, per moe layer in forward order, RtModel.moe_experts[i] + 2 floats: its
+   * load-balancing loss, the (token, choice) pairs it dropped, the pairs each expert ran */
+  float *moe_load;
 } RtStep;
 
 
@@ -676,6 +697,10 @@ typedef struct RtModel {
    * consecutive segments of the context at t0 = 0, T, 2T, ..., the state carrying the memory
    * (docs/runtime.md, "Segment memory"); 0: none. */
   int memory;
+  /* Mixture-of-experts layers the train function reports on (RtStep.moe_load), in forward order,
+   * and the experts of each (NULL when nmoe is 0). */
+  int nmoe;
+  const int32_t *moe_experts;
 } RtModel;
 
 /* The generated program's command line: info, init, export, forward, generate, eval, bench, train,

@@ -527,7 +527,7 @@ static bool fe_check_model(Ctx *c, const YNode *key, const YNode *val, ModelNode
 /* layers:                                                                                      */
 
 static const char *const layer_words[] = {"embedding", "positions", "layernorm", "rmsnorm", "attention", "mlp",
-                                          "residual",  "repeat",    "dropout",   "lm_head", "classifier"};
+                                          "residual",  "repeat",    "dropout",   "lm_head", "classifier", "moe"};
 
 const char *fe_layer_kind_name(SpecLayerKind k) { return k < SPEC_L_COUNT ? layer_words[k] : "?"; }
 
@@ -668,6 +668,43 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
       if (e >= 0) l->activation = (SpecActivation)e;
     }
     if (v[3]) fe_bool(c, v[3], "bias", &l->bias);
+    break;
+  }
+  case SPEC_L_MOE: {
+    /* moe: {experts, top_k, hidden, activation, capacity_factor, aux_loss} (docs/spec.md, "moe") */
+    static const char *const k[] = {"name", "experts", "top_k", "hidden", "activation", "capacity_factor", "aux_loss"};
+    static const char *const w[] = {"gelu", "gelu_tanh", "relu", "silu"};
+    static const SpecActivation wa[] = {SPEC_ACT_GELU, SPEC_ACT_GELU_TANH, SPEC_ACT_RELU, SPEC_ACT_SILU};
+    fe_fields(c, opt, "moe", k, 7, v, NULL);
+    l->name = "moe";
+    l->activation = SPEC_ACT_GELU;
+    l->top_k = 1;
+    l->capacity_factor = 1.25;
+    l->aux_loss = 0.01;
+    if (!v[1]) ERR_AT(c, key, "missing required key 'experts' in moe");
+    else fe_int(c, v[1], "experts", 1, 4096, &l->experts);
+    if (v[2] && fe_int(c, v[2], "top_k", 1, 4096, &l->top_k) && l->experts > 0 && l->top_k > l->experts)
+      ERR_AT(c, v[2], "moe 'top_k' (%lld) must be in [1, experts] (experts %lld)", (long long)l->top_k,
+             (long long)l->experts);
+    if (!v[3]) ERR_AT(c, key, "missing required key 'hidden' in moe");
+    else if (fe_int(c, v[3], "hidden", 1, INT64_MAX, &l->hidden) && m->dim > 0 && l->experts > 0) {
+      int64_t r, bt;
+      if (!fe_mul(l->hidden, m->dim, &r) || !fe_mul(r, 2, &r) || !fe_mul(r, l->experts, &r) ||
+          !fe_mul(m->batch, m->context, &bt) || !fe_mul(bt, l->hidden + 2 * m->dim, &r))
+        ERR_AT(c, v[3], "size overflow: moe hidden %lld with dim %lld and %lld experts " FE_TOO_BIG,
+               (long long)l->hidden, (long long)m->dim, (long long)l->experts);
+      else if (l->hidden > INT32_MAX)
+        ERR_AT(c, v[3], "moe hidden %lld " FE_INT_LIMIT, (long long)l->hidden);
+    }
+    if (v[4]) {
+      int e = fe_enum(c, v[4], "moe activation", w, 4);
+      if (e >= 0) l->activation = wa[e];
+    }
+    if (v[5] && fe_float(c, v[5], "capacity_factor", &l->capacity_factor) &&
+        !(l->capacity_factor > 0 && l->capacity_factor <= 1e6))
+      ERR_AT(c, v[5], "moe 'capacity_factor' must be in (0, 1e6], got %g", l->capacity_factor);
+    if (v[6] && fe_float(c, v[6], "aux_loss", &l->aux_loss) && !(l->aux_loss >= 0 && l->aux_loss <= 1e6))
+      ERR_AT(c, v[6], "moe 'aux_loss' must be in [0, 1e6], got %g", l->aux_loss);
     break;
   }
   case SPEC_L_DROPOUT: {
@@ -929,6 +966,14 @@ static int fe_add_p(SpecParam *out, int k, const char *prefix, const char *name,
   return k + 1;
 }
 
+/* A rank-3 parameter [d0, d1, d2] (a moe's experts' weights). */
+static int fe_add_p3(SpecParam *out, int k, const char *prefix, const char *name, const char *suffix, int64_t d0,
+                     int64_t d1, int64_t d2, InitKind init, double arg, bool decay) {
+  k = fe_add_p(out, k, prefix, name, suffix, 3, d0, d1, init, arg, decay);
+  out[k - 1].dim[2] = d2;
+  return k;
+}
+
 int fe_layer_params(const Spec *s, const SpecLayer *l, const char *prefix, SpecParam *out) {
   const int64_t C = s->model.dim, V = s->model.vocab, T = s->model.context;
   const char *n = l->name;
@@ -970,6 +1015,15 @@ int fe_layer_params(const Spec *s, const SpecLayer *l, const char *prefix, SpecP
     k = fe_add_p(out, k, prefix, n, ".c_proj.weight", 2, C, l->hidden, INIT_NORMAL, 0.02, true);
     if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_proj.bias", 1, C, 0, INIT_ZEROS, 0, false);
     break;
+  case SPEC_L_MOE: {
+    const int64_t E = l->experts, H = l->hidden;
+    k = fe_add_p(out, k, prefix, n, ".router.weight", 2, E, C, INIT_NORMAL, 0.02, true);
+    k = fe_add_p3(out, k, prefix, n, ".w1", E, H, C, INIT_NORMAL, 0.02, true);
+    k = fe_add_p(out, k, prefix, n, ".b1", 2, E, H, INIT_ZEROS, 0, false);
+    k = fe_add_p3(out, k, prefix, n, ".w2", E, C, H, INIT_NORMAL, 0.02, true);
+    k = fe_add_p(out, k, prefix, n, ".b2", 2, E, C, INIT_ZEROS, 0, false);
+    break;
+  }
   case SPEC_L_LM_HEAD:
     if (!l->tied) k = fe_add_p(out, k, prefix, n, ".weight", 2, V, C, INIT_NORMAL, 0.02, true);
     break;

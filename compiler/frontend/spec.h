@@ -40,10 +40,13 @@ typedef enum SpecLayerKind {
   SPEC_L_DROPOUT,     /* dropout(p): no parameters */
   SPEC_L_LM_HEAD,     /* tied: uses the embedding's weight; untied: <name>.weight [vocab, dim] */
   SPEC_L_CLASSIFIER,  /* pool, then <name>.weight [classes, dim] and <name>.bias [classes] */
+  SPEC_L_MOE,         /* mixture of experts in place of an mlp: <name>.router.weight [E, dim], <name>.w1
+                       * [E, hidden, dim], <name>.b1 [E, hidden], <name>.w2 [E, dim, hidden], <name>.b2
+                       * [E, dim]; default name "moe" */
   SPEC_L_COUNT
 } SpecLayerKind;
 
-typedef enum SpecActivation { SPEC_ACT_GELU, SPEC_ACT_GELU_TANH, SPEC_ACT_RELU, SPEC_ACT_SWIGLU } SpecActivation;
+typedef enum SpecActivation { SPEC_ACT_GELU, SPEC_ACT_GELU_TANH, SPEC_ACT_RELU, SPEC_ACT_SWIGLU, SPEC_ACT_SILU } SpecActivation;
 typedef enum SpecPosKind { SPEC_POS_LEARNED, SPEC_POS_SINUSOIDAL } SpecPosKind;
 typedef enum SpecPool { SPEC_POOL_FIRST, SPEC_POOL_MEAN } SpecPool;
 typedef enum SpecModelKind { SPEC_DECODER, SPEC_ENCODER } SpecModelKind;
@@ -66,8 +69,11 @@ typedef struct SpecLayer {
   int64_t sp_summary, sp_global, sp_tile; /* sparse: fixed's summary, global tokens, the kernels' tile */
   int64_t memory;            /* attention: Transformer-XL segment memory M (positions kept), 0: none */
   int mem_line, mem_col;     /* attention: location of the memory value */
-  int64_t hidden;            /* mlp */
-  SpecActivation activation; /* mlp */
+  int64_t hidden;            /* mlp, moe (each expert's) */
+  SpecActivation activation; /* mlp, moe (not swiglu) */
+  int64_t experts, top_k;    /* moe: E >= 1, K in [1, E] */
+  double capacity_factor;    /* moe: > 0 */
+  double aux_loss;           /* moe: the load-balancing loss's coefficient A >= 0 */
   double p;                  /* dropout, in [0, 1) */
   bool tied;                 /* lm_head */
   int64_t classes;           /* classifier, >= 2 */
@@ -147,8 +153,8 @@ Module *fe_lower(const Spec *s, Diag *d);
 #define FE_LAYER_MAX_PARAMS 8
 typedef struct SpecParam {
   char name[FE_NAME_MAX];
-  int rank;
-  int64_t dim[2];
+  int rank;                  /* 1..3 (3: a moe's per-expert weights) */
+  int64_t dim[3];
   InitKind init;
   double init_arg;
   bool decay;

@@ -286,6 +286,18 @@ void rt_linformer_ref(float *out, const float *qkv, const float *E, const float 
 void rt_linformer_dx_ref(float *dqkv, float *dE, float *dF, const float *qkv, const float *E, const float *F,
                          const float *dy, int B, int nt, int T, int C, int n_head, int K);
 
+/* ---- mixture of experts (kernels/moe.c) ---- */
+
+/* Naive twins of rt_moe and rt_moe_dx (modelc_rt.h): serial, double accumulation, the routing
+ * written out again and every kept (token, choice) pair's expert computed on its own; no scratch. */
+void rt_moe_ref(float *y, float *aux, float *load, const float *x, const float *wr, const float *w1, const float *b1,
+                const float *w2, const float *b2, int N, int C, int E, int H, int K, float factor, float aux_coef,
+                int act);
+void rt_moe_dx_ref(float *dx, float *dwr, float *dw1, float *db1, float *dw2, float *db2, const float *x,
+                   const float *wr, const float *w1, const float *b1, const float *w2, const float *b2,
+                   const float *dy, float daux, int N, int C, int E, int H, int K, float factor, float aux_coef,
+                   int act);
+
 /* ---- rotary positions (kernels/rope.c) ---- */
 
 /* Naive twin of rt_rope (modelc_rt.h): serial, double precision, one angle per element. */

@@ -80,7 +80,7 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   RtRng g;
   rt_rng_seed(&g, o.seed);
   /* prefill */
-  RtStep s = {1, len, 0, cache ? r.state : NULL, r.scratch, 0, 0.0f};
+  RtStep s = {1, len, 0, cache ? r.state : NULL, r.scratch, 0, 0.0f, NULL};
   m->forward(&s, r.arena, r.W, ids, logits);
   const float *last = logits + (size_t)(len - 1) * (size_t)m->vocab;
   long made = 0, pos = len; /* pos: the next token's position (decode_unbounded) */
@@ -115,7 +115,7 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
         len = ctx - 1;
       }
       ids[len++] = tok;
-      RtStep step = {1, 1, (int)(pos++), r.state, r.scratch, 0, 0.0f};
+      RtStep step = {1, 1, (int)(pos++), r.state, r.scratch, 0, 0.0f, NULL};
       m->forward(&step, r.arena, r.W, ids + len - 1, logits);
       last = logits;
       continue;
@@ -127,18 +127,18 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
       memmove(ids, ids + len - keep, (size_t)keep * sizeof(int32_t));
       len = keep;
       ids[len++] = tok;
-      RtStep pre = {1, len, 0, cache ? r.state : NULL, r.scratch, 0, 0.0f};
+      RtStep pre = {1, len, 0, cache ? r.state : NULL, r.scratch, 0, 0.0f, NULL};
       m->forward(&pre, r.arena, r.W, ids, logits);
       last = logits + (size_t)(len - 1) * (size_t)m->vocab;
       continue;
     }
     ids[len++] = tok;
     if (!cache) {
-      RtStep full = {1, len, 0, NULL, r.scratch, 0, 0.0f};
+      RtStep full = {1, len, 0, NULL, r.scratch, 0, 0.0f, NULL};
       m->forward(&full, r.arena, r.W, ids, logits);
       last = logits + (size_t)(len - 1) * (size_t)m->vocab;
     } else {
-      RtStep step = {1, 1, len - 1, r.state, r.scratch, 0, 0.0f};
+      RtStep step = {1, 1, len - 1, r.state, r.scratch, 0, 0.0f, NULL};
       m->forward(&step, r.arena, r.W, ids + len - 1, logits);
       last = logits;
     }
