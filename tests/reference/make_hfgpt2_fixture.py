@@ -34,6 +34,8 @@ and tests/reference/fixtures/hfgpt2-errors/ (a smaller model, 1 layer) for the e
   missing.safetensors              without h.0.mlp.c_fc.bias
   shape.safetensors                h.0.attn.c_attn.weight stored [3C, C] (nn.Linear's layout)
   f16.safetensors                  h.0.ln_1.weight in F16
+  untied.safetensors               ok plus an lm_head.weight of its own (not wte)
+  extra.safetensors                ok plus transformer.h.1.ln_1.weight (a layer the config lacks)
 
 Regenerate (Debian's python3-torch, python3-numpy):
     /usr/bin/python3 tests/reference/make_hfgpt2_fixture.py
@@ -204,6 +206,8 @@ def main():
                      [(k, a.T.copy() if k == "transformer.h.0.attn.c_attn.weight" else a) for k, a in ok])
     save_safetensors(os.path.join(out, "f16.safetensors"),
                      [(k, a.astype(np.float16) if k == "transformer.h.0.ln_1.weight" else a) for k, a in ok])
+    save_safetensors(os.path.join(out, "untied.safetensors"), ok + [("lm_head.weight", make_weights(V, P, C, L, gen)["wte.weight"].numpy())])
+    save_safetensors(os.path.join(out, "extra.safetensors"), ok + [("transformer.h.1.ln_1.weight", w["h.0.ln_1.weight"].numpy())])
 
 
 if __name__ == "__main__":
