@@ -689,7 +689,12 @@ int import_gpt2(const char *dir, const char *out_dir, Diag *d) {
   if (ok) {
     s = fe_parse_spec_text(ypath, spec, strlen(spec), d);
     m = s ? fe_lower(s, d) : NULL;
-    if (!m) die("modelc import wrote a spec it cannot lower (a bug): %s", ypath);
+    if (!m) { /* sizes the frontend refuses (its limits, docs/spec.md), reported above */
+      diag_error(d, cpath, 0, 0, "the spec for this configuration does not check (above): nothing written");
+      ok = false;
+    }
+  }
+  if (ok) {
     if (m->nparam != nwant) die("the imported spec has %d parameters, the checkpoint %d", m->nparam, nwant);
     uint64_t total = 0;
     for (int i = 0; i < m->nparam; i++) total += (uint64_t)ir_type_numel(&m->params[i]->type) * 4;
