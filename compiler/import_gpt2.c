@@ -620,7 +620,7 @@ static char *spec_text(const Gpt2 *g, const char *dir) {
 /* ---- writing ----------------------------------------------------------------------------------- */
 
 static bool write_text(const char *path, const char *text, Diag *d) {
-  char tmp[4096];
+  char tmp[4096 + 16];
   snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
   int fd = mkstemp(tmp);
   FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
@@ -650,6 +650,10 @@ static float ld(const unsigned char *p) {
 
 int import_gpt2(const char *dir, const char *out_dir, Diag *d) {
   char cpath[4096], wpath[4096], ypath[4096], opath[4096];
+  if (strlen(dir) > 4000 || strlen(out_dir) > 4000) {
+    diag_error(d, NULL, 0, 0, "modelc import: a path longer than 4000 bytes");
+    return 1;
+  }
   snprintf(cpath, sizeof cpath, "%s/config.json", dir);
   snprintf(wpath, sizeof wpath, "%s/model.safetensors", dir);
   snprintf(ypath, sizeof ypath, "%s/model.yaml", out_dir);
