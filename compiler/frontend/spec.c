@@ -584,13 +584,14 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
     break;
   }
   case SPEC_L_POSITIONS: {
-    static const char *const k[] = {"name", "kind"};
-    static const char *const w[] = {"learned", "sinusoidal"};
-    fe_fields(c, opt, "positions", k, 2, v, NULL);
+    static const char *const k[] = {"name", "kind", "theta"};
+    static const char *const w[] = {"learned", "sinusoidal", "rope"};
+    fe_fields(c, opt, "positions", k, 3, v, NULL);
     l->name = "wpe";
     l->pos = SPEC_POS_LEARNED;
+    l->theta = 10000;
     if (v[1]) {
-      int e = fe_enum(c, v[1], "positions kind", w, 2);
+      int e = fe_enum(c, v[1], "positions kind", w, 3);
       if (e >= 0) l->pos = (SpecPosKind)e;
       int64_t n;
       if (l->pos == SPEC_POS_SINUSOIDAL && m->context > 0 && m->dim > 0 &&
@@ -598,6 +599,9 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
         ERR_AT(c, v[1], "a sinusoidal position table of context x dim (%lld x %lld) floats is above 256 MiB, the largest table a program compiles in",
                (long long)m->context, (long long)m->dim);
     }
+    if (v[2] && l->pos != SPEC_POS_ROPE) ERR_AT(c, v[2], "'theta' is the rotary base of 'kind: rope' positions");
+    else if (v[2] && fe_float(c, v[2], "theta", &l->theta) && !(l->theta > 0))
+      ERR_AT(c, v[2], "'theta' must be positive, got %g", l->theta);
     break;
   }
   case SPEC_L_LAYERNORM:
@@ -615,8 +619,8 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
     break;
   }
   case SPEC_L_ATTENTION: {
-    static const char *const k[] = {"name", "heads", "causal", "bias", "sparse"};
-    fe_fields(c, opt, "attention", k, 5, v, NULL);
+    static const char *const k[] = {"name", "heads", "causal", "bias", "sparse", "kv_heads"};
+    fe_fields(c, opt, "attention", k, 6, v, NULL);
     l->name = "attn";
     l->causal = true;
     l->bias = true;
@@ -630,6 +634,17 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
     if (v[2]) fe_bool(c, v[2], "causal", &l->causal);
     if (v[3]) fe_bool(c, v[3], "bias", &l->bias);
     if (v[4]) fe_sparse(c, v[4], l);
+    l->kv_heads = l->heads;
+    int64_t g;
+    if (v[5] && fe_int(c, v[5], "kv_heads", 1, INT32_MAX, &g)) {
+      if (h > 0 && h % g != 0)
+        ERR_AT(c, v[5], "'kv_heads' (%lld) must divide 'heads' (%lld): each KV head serves heads / kv_heads query heads",
+               (long long)g, (long long)h);
+      else if (v[4] && g != h)
+        ERR_AT(c, v[5], "grouped-query attention ('kv_heads' below 'heads') with a 'sparse' pattern is not implemented");
+      else
+        l->kv_heads = (int)g;
+    }
     break;
   }
   case SPEC_L_MLP: {
@@ -835,6 +850,17 @@ static void fe_scan_attention(const SpecLayer *ls, int n, int *ncausal, int *nbi
   }
 }
 
+/* rope rotates pairs of dims: every attention's head dimension must be even. */
+static void fe_check_rope(Ctx *c, const SpecLayer *ls, int n, int depth) {
+  for (int i = 0; i < n && depth <= FE_MAX_DEPTH; i++) {
+    const SpecLayer *l = &ls[i];
+    if (l->kind == SPEC_L_ATTENTION && l->heads > 0 && (c->s->model.dim / l->heads) % 2 != 0)
+      ERR_AT(c, l, "rope positions rotate pairs of dims, but this attention's head dimension %lld (dim %lld / heads %d) "
+                   "is odd", (long long)(c->s->model.dim / l->heads), (long long)c->s->model.dim, l->heads);
+    if (l->nbody) fe_check_rope(c, l->body, l->nbody, depth + 1);
+  }
+}
+
 static void fe_check_structure(Ctx *c, const ModelNodes *mn, const YNode *layers_key) {
   Spec *s = c->s;
   int n = s->nlayers;
@@ -860,6 +886,10 @@ static void fe_check_structure(Ctx *c, const ModelNodes *mn, const YNode *layers
     if (l->kind == SPEC_L_POSITIONS) {
       if (seen_pos) ERR_AT(c, l, "a model has at most one 'positions' layer");
       seen_pos = true;
+      if (l->pos == SPEC_POS_ROPE) {
+        s->rope_theta = l->theta;
+        fe_check_rope(c, s->layers, n, 0);
+      }
     }
     bool head = l->kind == SPEC_L_LM_HEAD || l->kind == SPEC_L_CLASSIFIER;
     if (head && i != n - 1) ERR_AT(c, l, "'%s' must be the last layer", layer_words[l->kind]);
@@ -910,12 +940,15 @@ int fe_layer_params(const Spec *s, const SpecLayer *l, const char *prefix, SpecP
     k = fe_add_p(out, k, prefix, n, ".weight", 1, C, 0, INIT_ONES, 0, false);
     if (l->bias) k = fe_add_p(out, k, prefix, n, ".bias", 1, C, 0, INIT_ZEROS, 0, false);
     break;
-  case SPEC_L_ATTENTION:
-    k = fe_add_p(out, k, prefix, n, ".c_attn.weight", 2, fe_smul(3, C), C, INIT_NORMAL, 0.02, true);
-    if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_attn.bias", 1, fe_smul(3, C), 0, INIT_ZEROS, 0, false);
+  case SPEC_L_ATTENTION: {
+    /* q, k, v packed: (heads + 2 kv_heads) head dims; 3C for multi-head attention */
+    int64_t W = l->heads > 0 ? fe_smul(l->heads + 2 * (int64_t)l->kv_heads, C / l->heads) : fe_smul(3, C);
+    k = fe_add_p(out, k, prefix, n, ".c_attn.weight", 2, W, C, INIT_NORMAL, 0.02, true);
+    if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_attn.bias", 1, W, 0, INIT_ZEROS, 0, false);
     k = fe_add_p(out, k, prefix, n, ".c_proj.weight", 2, C, C, INIT_NORMAL, 0.02, true);
     if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_proj.bias", 1, C, 0, INIT_ZEROS, 0, false);
     break;
+  }
   case SPEC_L_MLP:
     k = fe_add_p(out, k, prefix, n, ".c_fc.weight", 2, l->hidden, C, INIT_NORMAL, 0.02, true);
     if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_fc.bias", 1, l->hidden, 0, INIT_ZEROS, 0, false);

@@ -45,6 +45,7 @@ int rt_verb_importance(const char *prog, int argc, char **argv, const RtModel *m
  * (train overrides the spec's train: section only with those). */
 typedef struct RtOpts {
   const char *weights, *tokens, *targets, *out, *data, *prompt, *logits_out, *checkpoint, *resume, *log;
+  const char *prompt_tokens, *tokens_out; /* generate: a prompt of token ids "1,2"; the ids made (.npy) */
   uint64_t seed;
   long long threads;         /* 0: MODELC_THREADS or the online CPUs */
   long long n, top_k, runs;  /* generate, bench */
