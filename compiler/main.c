@@ -21,6 +21,7 @@
 #include "../passes/pass.h"
 #include "backend/backend.h"
 #include "frontend/spec.h"
+#include "import_llama2c.h"
 #include "weights.h"
 
 extern char **environ;
@@ -68,6 +69,7 @@ static const char *const usage_main =
     "  passes                list the available passes and their options\n"
     "  build SPEC -o PROG    compile to a standalone program (--backend=c|llvm, OpenBLAS runtime)\n"
     "  run SPEC -- CMD ARGS  compile in memory (LLVM JIT) and run a program command (info, forward, ...)\n"
+    "  import FILE -o DIR    a checkpoint (llama2.c .bin) -> DIR/model.yaml + DIR/model.safetensors\n"
     "\n"
     "options:\n"
     "  --help, -h            help (also: modelc COMMAND --help)\n"
@@ -857,6 +859,49 @@ static int run(Module *m, const Options *o, Pipeline *pipe, int argc, char **arg
   return rc ? rc : status;
 }
 
+/* modelc import FILE -o DIR: an existing checkpoint -> DIR/model.yaml (a spec) and
+ * DIR/model.safetensors (its weights, our names). A folder is a Hugging Face GPT-2 checkpoint, a file
+ * a llama2.c one (import_llama2c.c). */
+static int import_cmd(int argc, char **argv) {
+  const char *in = NULL, *out = NULL;
+  for (int i = 0; i < argc; i++) {
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      printf("usage: modelc import FILE|DIR -o OUTDIR\n\n"
+             "Write OUTDIR/model.yaml (a spec, docs/spec.md) and OUTDIR/model.safetensors (its weights) from an\n"
+             "existing checkpoint: a llama2.c .bin (version 0, the legacy fp32 layout, or version 1 fp32), or a\n"
+             "Hugging Face GPT-2 folder (config.json + model.safetensors). Build it with\n"
+             "'modelc build OUTDIR/model.yaml -o PROG' and run 'PROG ... --weights OUTDIR/model.safetensors'.\n");
+      return 0;
+    }
+    if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+    else if (argv[i][0] == '-' && argv[i][1]) {
+      fprintf(stderr, "modelc: error: import: unknown option '%s' (see 'modelc import --help')\n", argv[i]);
+      return EXIT_USER;
+    } else if (in) {
+      fprintf(stderr, "modelc: error: import: one input, got '%s' and '%s'\n", in, argv[i]);
+      return EXIT_USER;
+    } else in = argv[i];
+  }
+  if (!in || !out) {
+    fprintf(stderr, "modelc: error: usage: modelc import FILE|DIR -o OUTDIR (see 'modelc import --help')\n");
+    return EXIT_USER;
+  }
+  struct stat st;
+  if (stat(in, &st) != 0) {
+    fprintf(stderr, "%s: error: cannot open: %s\n", in, strerror(errno));
+    return EXIT_USER;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    fprintf(stderr, "%s: error: importing a Hugging Face GPT-2 folder is not implemented yet\n", in);
+    return EXIT_USER;
+  }
+  Diag d;
+  diag_init(&d, stderr);
+  bool ok = import_llama2c(in, out, &d);
+  diag_free(&d);
+  return ok ? 0 : EXIT_USER;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fputs(usage_main, stderr);
@@ -871,6 +916,7 @@ int main(int argc, char **argv) {
     printf("modelc %s\n", MODELC_VERSION);
     return 0;
   }
+  if (strcmp(cmd, "import") == 0) return import_cmd(argc - 2, argv + 2);
   static const char *const cmds[] = {"check", "dump", "stats", "graph", "passes", "build", "run"};
   bool known = false;
   for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) known |= strcmp(cmd, cmds[i]) == 0;
