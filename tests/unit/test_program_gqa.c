@@ -53,6 +53,15 @@ START_TEST(kv_cache_equals_recompute) {
     ck_assert_msg(e <= 1e-5, "KV-cache logits differ from recomputation by %g", e);
     rt_npy_free(&x), rt_npy_free(&y);
   }
+  /* --prompt-tokens refuses ids outside the vocabulary, junk, too many ids, and --prompt beside it */
+  static const char *const bad[][2] = {{"--prompt-tokens 64", "token ids below the vocabulary"},
+                                       {"--prompt-tokens 1,x", "token ids below the vocabulary"},
+                                       {"--prompt-tokens 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16", "more ids than the context"},
+                                       {"--prompt-tokens 1 --prompt a", "not both"}};
+  for (int i = 0; i < 4; i++) {
+    ck_assert_int_eq(sh("%s/g generate --weights " FIX "/weights.safetensors %s -n 2 > /dev/null 2> %s/err", tmp, bad[i][0], tmp), 1);
+    ck_assert_msg(sh("grep -q '%s' %s/err", bad[i][1], tmp) == 0, "%s: no '%s'", bad[i][0], bad[i][1]);
+  }
   /* 2 layers x (k, v) x 16 positions x G hd = 16 floats: 4096 bytes (multi-head: 8192) */
   ck_assert_int_eq(sh("%s/g info | grep -q 'state bytes: *4096 at batch 1'", tmp), 0);
 }
