@@ -145,7 +145,7 @@ static bool l2c_write_safetensors(const char *path, const L2cTensor *t, int n, D
   }
   hl += (size_t)snprintf(h + hl, cap - hl, "}");
   while (hl % 8) h[hl++] = ' ';
-  char tmp[4096];
+  char tmp[4200]; /* path (below 4096) + ".tmp" */
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   FILE *f = fopen(tmp, "wb");
   bool ok = f != NULL;
@@ -180,7 +180,7 @@ static void l2c_name(const char *file, char *out, size_t n) {
 }
 
 static bool l2c_write_spec(const char *path, const char *file, const L2cConfig *c, Diag *d) {
-  char name[128], tmp[4096];
+  char name[128], tmp[4200];
   l2c_name(file, name, sizeof name);
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   FILE *f = fopen(tmp, "w");
