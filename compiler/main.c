@@ -22,6 +22,7 @@
 #include "backend/backend.h"
 #include "frontend/spec.h"
 #include "import_gpt2.h"
+#include "import_llama2c.h"
 #include "weights.h"
 
 extern char **environ;
@@ -69,7 +70,8 @@ static const char *const usage_main =
     "  passes                list the available passes and their options\n"
     "  build SPEC -o PROG    compile to a standalone program (--backend=c|llvm, OpenBLAS runtime)\n"
     "  run SPEC -- CMD ARGS  compile in memory (LLVM JIT) and run a program command (info, forward, ...)\n"
-    "  import DIR -o OUT     a Hugging Face GPT-2 checkpoint directory -> OUT/model.yaml + OUT/model.safetensors\n"
+    "  import IN -o OUT      a checkpoint -> OUT/model.yaml + OUT/model.safetensors: a Hugging Face GPT-2\n"
+    "                        directory, or a llama2.c .bin file\n"
     "\n"
     "options:\n"
     "  --help, -h            help (also: modelc COMMAND --help)\n"
@@ -135,12 +137,16 @@ static void print_command_help(const char *cmd) {
            "MODELC_RUNTIME_LIB override where modelc_rt.h and libmodelc_rt.a are found.\n%s",
            usage_pipeline);
   else if (strcmp(cmd, "import") == 0)
-    printf("usage: modelc import DIR -o OUT\n\n"
-           "Convert a Hugging Face GPT-2 checkpoint directory DIR (config.json and model.safetensors, the\n"
-           "names with or without 'transformer.', Conv1D weights [in, out]) into OUT/model.yaml, a spec, and\n"
-           "OUT/model.safetensors, the weights under our names and layouts (nn.Linear's [out, in]); OUT is\n"
-           "created if needed. Unknown config keys, missing or unexpected tensors, shapes other than the\n"
-           "config's and dtypes other than F32 are errors; nothing is written then. Then:\n"
+    printf("usage: modelc import IN -o OUT\n\n"
+           "Convert an existing checkpoint into OUT/model.yaml, a spec (docs/spec.md), and\n"
+           "OUT/model.safetensors, the weights under our names and layouts; OUT is created if needed.\n"
+           "IN is either\n"
+           "  a Hugging Face GPT-2 checkpoint directory (config.json and model.safetensors, the names with\n"
+           "  or without 'transformer.', Conv1D weights [in, out] transposed to nn.Linear's [out, in]), or\n"
+           "  a llama2.c .bin file (version 0, the legacy fp32 layout, shared or unshared classifier, or\n"
+           "  version 1 fp32).\n"
+           "Unknown config keys, bad headers, missing or unexpected tensors, shapes other than the config's\n"
+           "and dtypes other than F32 are errors; nothing is written then. Then:\n"
            "  modelc build OUT/model.yaml -o prog && ./prog forward --weights OUT/model.safetensors ...\n"
            "docs/cli.md, \"modelc import\", has the key and tensor mapping.\n");
   else if (strcmp(cmd, "run") == 0)
@@ -921,8 +927,7 @@ int main(int argc, char **argv) {
     else if (S_ISDIR(st.st_mode))
       rc = import_gpt2(o.input, o.output, &d) ? EXIT_USER : 0;
     else
-      diag_error(&d, o.input, 0, 0, "llama2.c import: not implemented in this build (a directory is read as a "
-                                    "Hugging Face GPT-2 checkpoint)");
+      rc = import_llama2c(o.input, o.output, &d) ? 0 : EXIT_USER;
     diag_free(&d);
     return rc;
   }

@@ -169,9 +169,23 @@ GRAD_RULE(grad_attention) {
   Op *o = ir_op_new(g->f, OP_ATTENTION_DX, 2, in, 1);
   ir_set_attr_int(o, "heads", ir_attr_i(op, "heads"));
   ir_set_attr_int(o, "causal", ir_attr_i(op, "causal"));
+  if (ir_attr(op, "kv_heads")) ir_set_attr(o, *ir_attr(op, "kv_heads"));
   static const char *const pattern[] = {"sparse", "tile", "window", "stride", "summary", "global"};
   for (int i = 0; i < 6; i++) /* the forward's block-sparse pattern, if any (not its cache) */
     if (ir_attr(op, pattern[i])) ir_set_attr(o, *ir_attr(op, pattern[i]));
+  give(g, op, 0, ir_emit(g->f, o));
+  return true;
+}
+
+/* rope rotates each pair of q and k by an angle (an orthogonal map per pair), so its gradient is
+ * the inverse rotation of dy: the same op with inverse flipped (v's gradient passes through). */
+GRAD_RULE(grad_rope) {
+  Value *dy = dy_of(g, op);
+  Op *o = ir_op_new(g->f, OP_ROPE, 1, &dy, 1);
+  static const char *const keep[] = {"heads", "theta", "kv_heads"};
+  for (int i = 0; i < 3; i++)
+    if (ir_attr(op, keep[i])) ir_set_attr(o, *ir_attr(op, keep[i]));
+  ir_set_attr_int(o, "inverse", ir_attr_i(op, "inverse") ? 0 : 1);
   give(g, op, 0, ir_emit(g->f, o));
   return true;
 }

@@ -18,6 +18,7 @@ GRAD_RULE(grad_act);
 GRAD_RULE(grad_norm);
 GRAD_RULE(grad_linear);
 GRAD_RULE(grad_attention);
+GRAD_RULE(grad_rope);
 GRAD_RULE(grad_linformer);
 GRAD_RULE(grad_xl_memory);
 GRAD_RULE(grad_xl_attention);

@@ -258,18 +258,51 @@ static int64_t attention_pairs(const Op *op, int64_t T) {
   return pairs;
 }
 
-static bool shape_attention(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+/* The head split of an attention-family op's qkv [B,T,(H+2G)hd]: heads H, kv_heads G (G divides H),
+ * hd; false with the message when the width does not split. */
+static bool qkv_split(const Op *op, int64_t *hd, char *err, size_t n) {
   char b1[96];
   const Type *x = &op->in[0]->type;
-  int64_t h = ir_attr_i(op, "heads");
+  const char *name = ir_op_name(op->kind);
+  int64_t h = ir_attr_i(op, "heads"), g = ir_kv_heads(op);
+  if (ir_attr(op, "kv_heads") && h % g != 0) {
+    snprintf(err, n, "%s: kv_heads %lld does not divide heads %lld", name, (long long)g, (long long)h);
+    return false;
+  }
+  if (g == h && (x->rank != 3 || x->dim[2] % 3 != 0)) {
+    snprintf(err, n, "%s expects qkv [B,T,3C], got %s", name, tstr(x, b1));
+    return false;
+  }
+  if (g == h && (x->dim[2] / 3) % h != 0) {
+    snprintf(err, n, "%s: heads do not divide the width of %s", name, tstr(x, b1));
+    return false;
+  }
+  if (x->rank != 3 || x->dim[2] % (h + 2 * g) != 0) {
+    snprintf(err, n, "%s expects qkv [B,T,(heads + 2 kv_heads) hd] = [B,T,%lld hd], got %s", name,
+             (long long)(h + 2 * g), tstr(x, b1));
+    return false;
+  }
+  *hd = x->dim[2] / (h + 2 * g);
+  return true;
+}
+
+int64_t ir_kv_heads(const Op *op) {
+  int64_t g = ir_attr_i(op, "kv_heads");
+  return g > 0 ? g : ir_attr_i(op, "heads");
+}
+
+static bool shape_attention(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  int64_t hd;
   if (!need_float(op, err, n)) return false;
-  if (x->rank != 3 || x->dim[2] % 3 != 0)
-    return fail(err, n, "attention expects qkv [B,T,3C], got %s%s", tstr(x, b1), NULL);
-  int64_t c = x->dim[2] / 3;
-  if (h < 1 || c % h != 0) return fail(err, n, "attention: heads do not divide the width of %s%s", tstr(x, b1), NULL);
+  if (!qkv_split(op, &hd, err, n)) return false;
   if (!sparse_attrs_ok(op, err, n)) return false;
-  *out = *x;
-  out->dim[2] = c;
+  if (ir_attr(op, "sparse") && ir_kv_heads(op) != ir_attr_i(op, "heads")) {
+    snprintf(err, n, "%s: grouped-query attention (kv_heads) with a block-sparse pattern is not implemented",
+             ir_op_name(op->kind));
+    return false;
+  }
+  *out = op->in[0]->type;
+  out->dim[2] = ir_attr_i(op, "heads") * hd;
   return true;
 }
 
@@ -419,22 +452,18 @@ static bool shape_xl_attn_dx(const Module *m, const Op *op, Type *out, char *err
   return true;
 }
 
-/* rope: qkv [B,T,3C] -> the same type; heads divide C and the head dimension C/heads is even
- * (dims are rotated in pairs 2i, 2i+1). */
+/* rope: qkv [B,T,(H+2G)hd] (3C when G = H) -> the same type; the head dimension hd is even (dims
+ * are rotated in pairs 2i, 2i+1). */
 static bool shape_rope(const Module *m, const Op *op, Type *out, char *err, size_t n) {
-  char b1[96];
-  const Type *x = &op->in[0]->type;
-  int64_t h = ir_attr_i(op, "heads");
+  int64_t hd;
   if (!need_float(op, err, n)) return false;
-  if (x->rank != 3 || x->dim[2] % 3 != 0) return fail(err, n, "rope expects qkv [B,T,3C], got %s%s", tstr(x, b1), NULL);
-  int64_t c = x->dim[2] / 3;
-  if (h < 1 || c % h != 0) return fail(err, n, "rope: heads do not divide the width of %s%s", tstr(x, b1), NULL);
-  if ((c / h) % 2 != 0) {
+  if (!qkv_split(op, &hd, err, n)) return false;
+  if (hd % 2 != 0) {
     snprintf(err, n, "rope: the head dimension %lld (C %lld / heads %lld) is odd; rope rotates pairs of dims",
-             (long long)(c / h), (long long)c, (long long)h);
+             (long long)hd, (long long)(hd * ir_attr_i(op, "heads")), (long long)ir_attr_i(op, "heads"));
     return false;
   }
-  *out = *x;
+  *out = op->in[0]->type;
   return true;
 }
 
@@ -680,7 +709,8 @@ static int64_t flops_matmul(const Module *m, const Op *op) {
  * computes the T(T+1)/2 pairs on or below the diagonal. */
 static int64_t flops_attention(const Module *m, const Op *op) {
   const Type *x = &op->in[0]->type;
-  int64_t b = x->dim[0], t = x->dim[1], c = x->dim[2] / 3, h = ir_attr_i(op, "heads");
+  int64_t h = ir_attr_i(op, "heads");
+  int64_t b = x->dim[0], t = x->dim[1], c = x->dim[2] / (h + 2 * ir_kv_heads(op)) * h; /* the query width */
   return b * attention_pairs(op, t) * (4 * c + 5 * h);
 }
 /* linformer per batch row: K' = E K and V' = F V (2 K T C each), Q K'^T and P V' (2 T K C each),

@@ -207,6 +207,18 @@ void rt_attention(float *out, const float *qkv, int B, int T, int C, int n_head,
 size_t rt_attention_kv_scratch_floats(int Tmax, int C, int n_head);
 void rt_attention_kv(float *out, const float *qkv, float *kcache, float *vcache, int B, int nt, int t0, int Tmax,
                      int C, int n_head, int causal, float *scratch);
+/* Grouped-query forms of rt_attention, rt_attention_kv and rt_attention_dx (the plain ones are
+ * these with n_kv_head = n_head; generated code calls these): n_kv_head divides n_head, hd =
+ * C/n_head, KV = n_kv_head hd. qkv rows are (C + 2 KV): q = [0,C), k = [C,C+KV), v = [C+KV,C+2KV);
+ * query head h reads KV head h / (n_head / n_kv_head). out (and dy) are (B,T,C); dqkv is qkv's
+ * shape (each KV head's gradient sums over its query heads); kcache, vcache are (B,Tmax,KV). The
+ * scratch sizes are the plain forms' (of T, C, n_head). */
+void rt_attention_gqa(float *out, const float *qkv, int B, int T, int C, int n_head, int n_kv_head, int causal,
+                      float *scratch);
+void rt_attention_gqa_kv(float *out, const float *qkv, float *kcache, float *vcache, int B, int nt, int t0, int Tmax,
+                         int C, int n_head, int n_kv_head, int causal, float *scratch);
+void rt_attention_gqa_dx(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
+                         int n_kv_head, int causal, float *scratch);
 
 /* Block-sparse attention (runtime/kernels/attention_sparse.c; docs/runtime.md, "Block-sparse
  * attention"). A pattern is a few ints. The element mask, for query q and key k (0-based):
@@ -280,12 +292,15 @@ void rt_attention_bs_dx(float *dqkv, const float *qkv, const float *dy, int B, i
                         int kind, int block, int window, int stride, int summary, int global, float *scratch);
 
 /* Rotary position embedding (RoPE), llama2.c's / Meta's layout (runtime/kernels/rope.c).
- * qkv is (B,T,3C) row-major as rt_attention reads it; head h uses columns h*hd..(h+1)*hd of q and
- * of k, hd = C/n_head (even). out is (B,T,3C): v copied; q and k of every head rotated in pairs
+ * qkv is (B,T,C+2KV) row-major as rt_attention_gqa reads it (KV = n_kv_head hd; C = KV when
+ * n_kv_head = n_head); head h uses columns h*hd..(h+1)*hd of q and of k, hd = C/n_head (even).
+ * out is qkv's shape: v copied; q and k of every head rotated in pairs
  * (2i, 2i+1): x'[2i] = x[2i] cos a - x[2i+1] sin a, x'[2i+1] = x[2i] sin a + x[2i+1] cos a, with
  * a = (t0 + t) * theta^(-2i/hd) for the token at row t (t0: the first token's position, > 0 when
- * decoding with a KV cache). out may equal qkv. Parallel over rows. */
-void rt_rope(float *out, const float *qkv, int B, int T, int t0, int C, int n_head, float theta);
+ * decoding with a KV cache). inverse != 0 rotates by -a (the transpose: the backward of the
+ * forward map). out may equal qkv. Parallel over rows. */
+void rt_rope(float *out, const float *qkv, int B, int T, int t0, int C, int n_head, int n_kv_head, float theta,
+             int inverse);
 
 /* Linformer attention (Wang et al. 2020; runtime/kernels/attention_lowrank.c): keys and values
  * projected along the sequence, K'_h = E[:, :nt] K_h and V'_h = F[:, :nt] V_h (K,hd), then

@@ -407,6 +407,9 @@ static void c_arg(Em *e, const Op *op, const KArg *a, char pc, const char *o, in
   case KA_CONST:
   case KA_ATTR_W:
   case KA_ATTR_OR_DIM:
+  case KA_QWIDTH:
+  case KA_KVWIDTH:
+  case KA_KVHEADS:
   case KA_ATTR_I: snprintf(buf, n, "%lld", (long long)kt_static_arg(op, a)); return;
   case KA_ATTR_F: flit(ir_attr_f(op, a->key), buf); return;
   case KA_NB: snprintf(buf, n, "nb"); return;

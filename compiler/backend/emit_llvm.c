@@ -580,6 +580,9 @@ static LLVMValueRef ll_arg(Ll *e, const Op *op, const KArg *a, LLVMValueRef o, L
   case KA_CONST:
   case KA_ATTR_W:
   case KA_ATTR_OR_DIM:
+  case KA_QWIDTH:
+  case KA_KVWIDTH:
+  case KA_KVHEADS:
   case KA_ATTR_I: return ci64(e, (long long)kt_static_arg(op, a));
   case KA_ATTR_F: return cf32(e, ir_attr_f(op, a->key));
   case KA_NB: return e->nb;

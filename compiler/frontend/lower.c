@@ -212,6 +212,7 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
   }
   case SPEC_L_POSITIONS: {
     Value *pos;
+    if (l->pos == SPEC_POS_ROPE) return x; /* every attention rotates its q and k (below) */
     if (l->pos == SPEC_POS_LEARNED) {
       pos = pv[0];
     } else {
@@ -233,8 +234,16 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
     if (l->memory) return lw_xl_attention(lw, l, x, pv);
     Value *qkv = lw_op2(f, OP_LINEAR, x, pv[k++]);
     qkv = lw_bias(lw, qkv, l->bias, pv, &k);
+    if (s->rope_theta > 0) {
+      Op *r = ir_op_new(f, OP_ROPE, 1, &qkv, 1);
+      ir_set_attr_int(r, "heads", l->heads);
+      if (l->kv_heads != l->heads) ir_set_attr_int(r, "kv_heads", l->kv_heads);
+      ir_set_attr_float(r, "theta", s->rope_theta);
+      qkv = ir_emit(f, r);
+    }
     Op *op = ir_op_new(f, OP_ATTENTION, 1, &qkv, 1);
     ir_set_attr_int(op, "heads", l->heads);
+    if (l->kv_heads != l->heads) ir_set_attr_int(op, "kv_heads", l->kv_heads);
     ir_set_attr_int(op, "causal", l->causal ? 1 : 0);
     char why[200];
     static const char *const pattern[] = {"", "local", "strided", "fixed"};

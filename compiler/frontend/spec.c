@@ -585,13 +585,14 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
     break;
   }
   case SPEC_L_POSITIONS: {
-    static const char *const k[] = {"name", "kind"};
-    static const char *const w[] = {"learned", "sinusoidal"};
-    fe_fields(c, opt, "positions", k, 2, v, NULL);
+    static const char *const k[] = {"name", "kind", "theta"};
+    static const char *const w[] = {"learned", "sinusoidal", "rope"};
+    fe_fields(c, opt, "positions", k, 3, v, NULL);
     l->name = "wpe";
     l->pos = SPEC_POS_LEARNED;
+    l->theta = 10000;
     if (v[1]) {
-      int e = fe_enum(c, v[1], "positions kind", w, 2);
+      int e = fe_enum(c, v[1], "positions kind", w, 3);
       if (e >= 0) l->pos = (SpecPosKind)e;
       int64_t n;
       if (l->pos == SPEC_POS_SINUSOIDAL && m->context > 0 && m->dim > 0 &&
@@ -599,6 +600,9 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
         ERR_AT(c, v[1], "a sinusoidal position table of context x dim (%lld x %lld) floats is above 256 MiB, the largest table a program compiles in",
                (long long)m->context, (long long)m->dim);
     }
+    if (v[2] && l->pos != SPEC_POS_ROPE) ERR_AT(c, v[2], "'theta' is the rotary base of 'kind: rope' positions");
+    else if (v[2] && fe_float(c, v[2], "theta", &l->theta) && !(l->theta > 0))
+      ERR_AT(c, v[2], "'theta' must be positive, got %g", l->theta);
     break;
   }
   case SPEC_L_LAYERNORM:
@@ -616,8 +620,8 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
     break;
   }
   case SPEC_L_ATTENTION: {
-    static const char *const k[] = {"name", "heads", "causal", "bias", "sparse", "memory"};
-    fe_fields(c, opt, "attention", k, 6, v, NULL);
+    static const char *const k[] = {"name", "heads", "causal", "bias", "sparse", "memory", "kv_heads"};
+    fe_fields(c, opt, "attention", k, 7, v, NULL);
     l->name = "attn";
     l->causal = true;
     l->bias = true;
@@ -643,6 +647,19 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
       else if (!fe_mul(m->context + l->memory, m->batch, &r) || !fe_mul(r, fe_smul(3, m->dim), &r) || r > INT32_MAX)
         ERR_AT(c, v[5], "memory %lld: batch x (memory + context) x 3 dim is above 2147483647 (INT32_MAX), the largest "
                         "count a kernel call takes", (long long)l->memory);
+    }
+    l->kv_heads = l->heads;
+    int64_t g;
+    if (v[6] && fe_int(c, v[6], "kv_heads", 1, INT32_MAX, &g)) {
+      if (h > 0 && h % g != 0)
+        ERR_AT(c, v[6], "'kv_heads' (%lld) must divide 'heads' (%lld): each KV head serves heads / kv_heads query heads",
+               (long long)g, (long long)h);
+      else if (v[4] && g != h)
+        ERR_AT(c, v[6], "grouped-query attention ('kv_heads' below 'heads') with a 'sparse' pattern is not implemented");
+      else if (l->memory && g != h)
+        ERR_AT(c, v[6], "grouped-query attention ('kv_heads' below 'heads') with segment 'memory' is not implemented");
+      else
+        l->kv_heads = (int)g;
     }
     break;
   }
@@ -905,6 +922,17 @@ static void fe_scan_memory(Ctx *c, const SpecLayer *ls, int n, const SpecLayer *
   }
 }
 
+/* rope rotates pairs of dims: every attention's head dimension must be even. */
+static void fe_check_rope(Ctx *c, const SpecLayer *ls, int n, int depth) {
+  for (int i = 0; i < n && depth <= FE_MAX_DEPTH; i++) {
+    const SpecLayer *l = &ls[i];
+    if (l->kind == SPEC_L_ATTENTION && l->heads > 0 && (c->s->model.dim / l->heads) % 2 != 0)
+      ERR_AT(c, l, "rope positions rotate pairs of dims, but this attention's head dimension %lld (dim %lld / heads %d) "
+                   "is odd", (long long)(c->s->model.dim / l->heads), (long long)c->s->model.dim, l->heads);
+    if (l->nbody) fe_check_rope(c, l->body, l->nbody, depth + 1);
+  }
+}
+
 static void fe_check_structure(Ctx *c, const ModelNodes *mn, const YNode *layers_key) {
   Spec *s = c->s;
   int n = s->nlayers;
@@ -936,6 +964,10 @@ static void fe_check_structure(Ctx *c, const ModelNodes *mn, const YNode *layers
     if (l->kind == SPEC_L_POSITIONS) {
       if (seen_pos) ERR_AT(c, l, "a model has at most one 'positions' layer");
       seen_pos = true;
+      if (l->pos == SPEC_POS_ROPE) {
+        s->rope_theta = l->theta;
+        fe_check_rope(c, s->layers, n, 0);
+      }
     }
     bool head = l->kind == SPEC_L_LM_HEAD || l->kind == SPEC_L_CLASSIFIER;
     if (head && i != n - 1) ERR_AT(c, l, "'%s' must be the last layer", layer_words[l->kind]);
@@ -994,9 +1026,11 @@ int fe_layer_params(const Spec *s, const SpecLayer *l, const char *prefix, SpecP
     k = fe_add_p(out, k, prefix, n, ".weight", 1, C, 0, INIT_ONES, 0, false);
     if (l->bias) k = fe_add_p(out, k, prefix, n, ".bias", 1, C, 0, INIT_ZEROS, 0, false);
     break;
-  case SPEC_L_ATTENTION:
-    k = fe_add_p(out, k, prefix, n, ".c_attn.weight", 2, fe_smul(3, C), C, INIT_NORMAL, 0.02, true);
-    if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_attn.bias", 1, fe_smul(3, C), 0, INIT_ZEROS, 0, false);
+  case SPEC_L_ATTENTION: {
+    /* q, k, v packed: (heads + 2 kv_heads) head dims; 3C for multi-head attention */
+    int64_t W = l->heads > 0 ? fe_smul(l->heads + 2 * (int64_t)l->kv_heads, C / l->heads) : fe_smul(3, C);
+    k = fe_add_p(out, k, prefix, n, ".c_attn.weight", 2, W, C, INIT_NORMAL, 0.02, true);
+    if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_attn.bias", 1, W, 0, INIT_ZEROS, 0, false);
     if (l->memory) { /* Transformer-XL's relative positions: r_net, r_w_bias (u), r_r_bias (v) */
       k = fe_add_p(out, k, prefix, n, ".r_net.weight", 2, C, C, INIT_NORMAL, 0.02, true);
       k = fe_add_p(out, k, prefix, n, ".r_w_bias", 2, l->heads, l->heads ? C / l->heads : 0, INIT_NORMAL, 0.02, false);
@@ -1005,6 +1039,7 @@ int fe_layer_params(const Spec *s, const SpecLayer *l, const char *prefix, SpecP
     k = fe_add_p(out, k, prefix, n, ".c_proj.weight", 2, C, C, INIT_NORMAL, 0.02, true);
     if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_proj.bias", 1, C, 0, INIT_ZEROS, 0, false);
     break;
+  }
   case SPEC_L_MLP:
     k = fe_add_p(out, k, prefix, n, ".c_fc.weight", 2, l->hidden, C, INIT_NORMAL, 0.02, true);
     if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_fc.bias", 1, l->hidden, 0, INIT_ZEROS, 0, false);

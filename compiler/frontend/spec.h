@@ -47,7 +47,7 @@ typedef enum SpecLayerKind {
 } SpecLayerKind;
 
 typedef enum SpecActivation { SPEC_ACT_GELU, SPEC_ACT_GELU_TANH, SPEC_ACT_RELU, SPEC_ACT_SWIGLU, SPEC_ACT_SILU } SpecActivation;
-typedef enum SpecPosKind { SPEC_POS_LEARNED, SPEC_POS_SINUSOIDAL } SpecPosKind;
+typedef enum SpecPosKind { SPEC_POS_LEARNED, SPEC_POS_SINUSOIDAL, SPEC_POS_ROPE } SpecPosKind;
 typedef enum SpecPool { SPEC_POOL_FIRST, SPEC_POOL_MEAN } SpecPool;
 typedef enum SpecModelKind { SPEC_DECODER, SPEC_ENCODER } SpecModelKind;
 typedef enum SpecSchedule { SPEC_SCHED_COSINE, SPEC_SCHED_CONSTANT, SPEC_SCHED_LINEAR } SpecSchedule;
@@ -63,6 +63,7 @@ typedef struct SpecLayer {
   double eps;                /* layernorm, rmsnorm */
   bool bias;                 /* layernorm, attention, mlp (classifier always has a bias) */
   int heads;                 /* attention: divides model.dim */
+  int kv_heads;              /* attention: grouped-query KV heads, divides heads (= heads unless given) */
   bool causal;               /* attention */
   int sparse;                /* attention: 0 dense, else 1 + SPEC_SPARSE_WORDS' place (local, strided, fixed) */
   int64_t sp_size;           /* sparse: local's window, strided's stride, fixed's block */
@@ -79,6 +80,7 @@ typedef struct SpecLayer {
   int64_t classes;           /* classifier, >= 2 */
   SpecPool pool;             /* classifier */
   SpecPosKind pos;           /* positions */
+  double theta;              /* positions kind rope: the frequency base (default 10000) */
   int64_t count;             /* repeat: number of copies, >= 1 */
   int nbody;                 /* residual, repeat: the nested layer list */
   struct SpecLayer *body;
@@ -119,6 +121,7 @@ typedef struct Spec {
   int nlayers;
   SpecLayer *layers;         /* the top-level layer list */
   const char *embedding;     /* name of the embedding layer (tied heads use <embedding>.weight) */
+  double rope_theta;         /* positions {kind: rope}: every attention rotates q, k (0: no rope) */
   bool has_passes;           /* the spec has a passes: key */
   Pipeline passes;           /* its pipeline (owned) */
   SpecTrain train;

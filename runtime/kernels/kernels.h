@@ -240,6 +240,11 @@ void rt_linear_xent_ref(float *dh, float *dW, float *loss, const float *h, const
 #define RT_ATTN_BK 128
 /* Naive twin: materialises the full (T,T) score row by row, double accumulation, no scratch. */
 void rt_attention_ref(float *out, const float *qkv, int B, int T, int C, int n_head, int causal);
+/* Its grouped-query form (layout as rt_attention_gqa, modelc_rt.h), and the grouped-query
+ * backward's twin, written out in double (independent of the sparse twins). */
+void rt_attention_gqa_ref(float *out, const float *qkv, int B, int T, int C, int n_head, int n_kv_head, int causal);
+void rt_attention_gqa_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
+                             int n_kv_head, int causal);
 
 /* Decoding with a KV cache: one new token per sequence, all at position t (0 <= t < Tmax).
  * qkv is (B,3C): the new token's fused q,k,v. kcache, vcache are (B,Tmax,C). The new k,v are
@@ -249,6 +254,9 @@ void rt_attention_ref(float *out, const float *qkv, int B, int T, int C, int n_h
 size_t rt_attention_decode_scratch_floats(int Tmax);
 void rt_attention_decode(float *out, const float *qkv, float *kcache, float *vcache, int B, int Tmax, int t, int C,
                          int n_head, float *scratch);
+/* The same with grouped-query rows (C + 2KV) and (B,Tmax,KV) caches, KV = n_kv_head * C/n_head. */
+void rt_attention_gqa_decode(float *out, const float *qkv, float *kcache, float *vcache, int B, int Tmax, int t, int C,
+                             int n_head, int n_kv_head, float *scratch);
 
 void rt_attention_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
                          int causal);
@@ -301,7 +309,8 @@ void rt_moe_dx_ref(float *dx, float *dwr, float *dw1, float *db1, float *dw2, fl
 /* ---- rotary positions (kernels/rope.c) ---- */
 
 /* Naive twin of rt_rope (modelc_rt.h): serial, double precision, one angle per element. */
-void rt_rope_ref(float *out, const float *qkv, int B, int T, int t0, int C, int n_head, float theta);
+void rt_rope_ref(float *out, const float *qkv, int B, int T, int t0, int C, int n_head, int n_kv_head, float theta,
+                 int inverse);
 
 /* ---- optimiser updates (kernels/optim.c) ---- */
 
