@@ -21,6 +21,8 @@
 #include "../passes/pass.h"
 #include "backend/backend.h"
 #include "frontend/spec.h"
+#include "import_gpt2.h"
+#include "import_llama2c.h"
 #include "weights.h"
 
 extern char **environ;
@@ -68,6 +70,8 @@ static const char *const usage_main =
     "  passes                list the available passes and their options\n"
     "  build SPEC -o PROG    compile to a standalone program (--backend=c|llvm, OpenBLAS runtime)\n"
     "  run SPEC -- CMD ARGS  compile in memory (LLVM JIT) and run a program command (info, forward, ...)\n"
+    "  import IN -o OUT      a checkpoint -> OUT/model.yaml + OUT/model.safetensors: a Hugging Face GPT-2\n"
+    "                        directory, or a llama2.c .bin file\n"
     "\n"
     "options:\n"
     "  --help, -h            help (also: modelc COMMAND --help)\n"
@@ -132,6 +136,19 @@ static void print_command_help(const char *cmd) {
            "environment: CC (default cc) compiles and links; MODELC_RUNTIME_INCLUDE and\n"
            "MODELC_RUNTIME_LIB override where modelc_rt.h and libmodelc_rt.a are found.\n%s",
            usage_pipeline);
+  else if (strcmp(cmd, "import") == 0)
+    printf("usage: modelc import IN -o OUT\n\n"
+           "Convert an existing checkpoint into OUT/model.yaml, a spec (docs/spec.md), and\n"
+           "OUT/model.safetensors, the weights under our names and layouts; OUT is created if needed.\n"
+           "IN is either\n"
+           "  a Hugging Face GPT-2 checkpoint directory (config.json and model.safetensors, the names with\n"
+           "  or without 'transformer.', Conv1D weights [in, out] transposed to nn.Linear's [out, in]), or\n"
+           "  a llama2.c .bin file (version 0, the legacy fp32 layout, shared or unshared classifier, or\n"
+           "  version 1 fp32).\n"
+           "Unknown config keys, bad headers, missing or unexpected tensors, shapes other than the config's\n"
+           "and dtypes other than F32 are errors; nothing is written then. Then:\n"
+           "  modelc build OUT/model.yaml -o prog && ./prog forward --weights OUT/model.safetensors ...\n"
+           "docs/cli.md, \"modelc import\", has the key and tensor mapping.\n");
   else if (strcmp(cmd, "run") == 0)
     printf("usage: modelc run [options] SPEC|FILE.mir -- COMMAND [ARGS]\n\n"
            "Compile the model in memory with the LLVM backend and ORC JIT and run one of the program's\n"
@@ -871,7 +888,7 @@ int main(int argc, char **argv) {
     printf("modelc %s\n", MODELC_VERSION);
     return 0;
   }
-  static const char *const cmds[] = {"check", "dump", "stats", "graph", "passes", "build", "run"};
+  static const char *const cmds[] = {"check", "dump", "stats", "graph", "passes", "build", "run", "import"};
   bool known = false;
   for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) known |= strcmp(cmd, cmds[i]) == 0;
   if (!known) {
@@ -895,6 +912,24 @@ int main(int argc, char **argv) {
   if (!o.input) {
     fprintf(stderr, "modelc: error: 'modelc %s' needs an input file (see 'modelc %s --help')\n", cmd, cmd);
     return EXIT_USER;
+  }
+  if (strcmp(cmd, "import") == 0) { /* a checkpoint in, a spec and its weights out */
+    if (!o.output) {
+      fprintf(stderr, "modelc: error: 'modelc import' needs -o OUT, the output directory\n");
+      return EXIT_USER;
+    }
+    struct stat st;
+    Diag d;
+    diag_init(&d, stderr);
+    int rc = EXIT_USER;
+    if (stat(o.input, &st) != 0)
+      diag_error(&d, o.input, 0, 0, "cannot open: %s", strerror(errno));
+    else if (S_ISDIR(st.st_mode))
+      rc = import_gpt2(o.input, o.output, &d) ? EXIT_USER : 0;
+    else
+      rc = import_llama2c(o.input, o.output, &d) ? 0 : EXIT_USER;
+    diag_free(&d);
+    return rc;
   }
 
   Diag d;

@@ -169,9 +169,23 @@ GRAD_RULE(grad_attention) {
   Op *o = ir_op_new(g->f, OP_ATTENTION_DX, 2, in, 1);
   ir_set_attr_int(o, "heads", ir_attr_i(op, "heads"));
   ir_set_attr_int(o, "causal", ir_attr_i(op, "causal"));
+  if (ir_attr(op, "kv_heads")) ir_set_attr(o, *ir_attr(op, "kv_heads"));
   static const char *const pattern[] = {"sparse", "tile", "window", "stride", "summary", "global"};
   for (int i = 0; i < 6; i++) /* the forward's block-sparse pattern, if any (not its cache) */
     if (ir_attr(op, pattern[i])) ir_set_attr(o, *ir_attr(op, pattern[i]));
+  give(g, op, 0, ir_emit(g->f, o));
+  return true;
+}
+
+/* rope rotates each pair of q and k by an angle (an orthogonal map per pair), so its gradient is
+ * the inverse rotation of dy: the same op with inverse flipped (v's gradient passes through). */
+GRAD_RULE(grad_rope) {
+  Value *dy = dy_of(g, op);
+  Op *o = ir_op_new(g->f, OP_ROPE, 1, &dy, 1);
+  static const char *const keep[] = {"heads", "theta", "kv_heads"};
+  for (int i = 0; i < 3; i++)
+    if (ir_attr(op, keep[i])) ir_set_attr(o, *ir_attr(op, keep[i]));
+  ir_set_attr_int(o, "inverse", ir_attr_i(op, "inverse") ? 0 : 1);
   give(g, op, 0, ir_emit(g->f, o));
   return true;
 }
@@ -232,6 +246,30 @@ GRAD_RULE(grad_xl_attention) {
   ir_set_attr_int(o, "memory", ir_attr_i(op, "memory"));
   ir_emit(g->f, o);
   for (int i = 0; i < 4; i++) give(g, op, i, o->out[i]);
+  return true;
+}
+
+/* moe(x, router, w1, b1, w2, b2) -> (y, aux): one moe_dx gives all six gradients from d y and d aux
+ * (zeros for a result nobody differentiates): through the experts, through the gates into the
+ * router, and the load-balancing loss's d P_i into the router; the discrete choice of experts
+ * (and the load fractions f_i) have no gradient. */
+GRAD_RULE(grad_moe) {
+  Value *dy = g->adj[op->out[0]->id], *da = g->adj[op->out[1]->id];
+  if (!dy) {
+    Op *z = ir_op_new(g->f, OP_CONST, 0, NULL, 1);
+    ir_set_attr_float(z, "value", 0.0);
+    ir_set_attr_ints(z, "shape", op->out[0]->type.rank, op->out[0]->type.dim);
+    dy = ir_emit(g->f, z);
+  }
+  if (!da) da = scalar(g->f, 0.0);
+  Value *in[8];
+  for (int i = 0; i < 6; i++) in[i] = in_of(g, op, i);
+  in[6] = dy, in[7] = da;
+  Op *o = ir_op_new(g->f, OP_MOE_DX, 8, in, 6);
+  for (int i = 0; i < op->nattr; i++) ir_set_attr(o, op->attr[i]);
+  ir_remove_attr(o, "arena");
+  ir_emit(g->f, o);
+  for (int i = 0; i < 6; i++) give(g, op, i, o->out[i]);
   return true;
 }
 

@@ -5,6 +5,7 @@
  */
 #include "ir.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -257,18 +258,51 @@ static int64_t attention_pairs(const Op *op, int64_t T) {
   return pairs;
 }
 
-static bool shape_attention(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+/* The head split of an attention-family op's qkv [B,T,(H+2G)hd]: heads H, kv_heads G (G divides H),
+ * hd; false with the message when the width does not split. */
+static bool qkv_split(const Op *op, int64_t *hd, char *err, size_t n) {
   char b1[96];
   const Type *x = &op->in[0]->type;
-  int64_t h = ir_attr_i(op, "heads");
+  const char *name = ir_op_name(op->kind);
+  int64_t h = ir_attr_i(op, "heads"), g = ir_kv_heads(op);
+  if (ir_attr(op, "kv_heads") && h % g != 0) {
+    snprintf(err, n, "%s: kv_heads %lld does not divide heads %lld", name, (long long)g, (long long)h);
+    return false;
+  }
+  if (g == h && (x->rank != 3 || x->dim[2] % 3 != 0)) {
+    snprintf(err, n, "%s expects qkv [B,T,3C], got %s", name, tstr(x, b1));
+    return false;
+  }
+  if (g == h && (x->dim[2] / 3) % h != 0) {
+    snprintf(err, n, "%s: heads do not divide the width of %s", name, tstr(x, b1));
+    return false;
+  }
+  if (x->rank != 3 || x->dim[2] % (h + 2 * g) != 0) {
+    snprintf(err, n, "%s expects qkv [B,T,(heads + 2 kv_heads) hd] = [B,T,%lld hd], got %s", name,
+             (long long)(h + 2 * g), tstr(x, b1));
+    return false;
+  }
+  *hd = x->dim[2] / (h + 2 * g);
+  return true;
+}
+
+int64_t ir_kv_heads(const Op *op) {
+  int64_t g = ir_attr_i(op, "kv_heads");
+  return g > 0 ? g : ir_attr_i(op, "heads");
+}
+
+static bool shape_attention(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  int64_t hd;
   if (!need_float(op, err, n)) return false;
-  if (x->rank != 3 || x->dim[2] % 3 != 0)
-    return fail(err, n, "attention expects qkv [B,T,3C], got %s%s", tstr(x, b1), NULL);
-  int64_t c = x->dim[2] / 3;
-  if (h < 1 || c % h != 0) return fail(err, n, "attention: heads do not divide the width of %s%s", tstr(x, b1), NULL);
+  if (!qkv_split(op, &hd, err, n)) return false;
   if (!sparse_attrs_ok(op, err, n)) return false;
-  *out = *x;
-  out->dim[2] = c;
+  if (ir_attr(op, "sparse") && ir_kv_heads(op) != ir_attr_i(op, "heads")) {
+    snprintf(err, n, "%s: grouped-query attention (kv_heads) with a block-sparse pattern is not implemented",
+             ir_op_name(op->kind));
+    return false;
+  }
+  *out = op->in[0]->type;
+  out->dim[2] = ir_attr_i(op, "heads") * hd;
   return true;
 }
 
@@ -294,6 +328,54 @@ static bool shape_linformer(const Module *m, const Op *op, Type *out, char *err,
   if (op->in[1]->type.dim[0] != op->in[2]->type.dim[0])
     return fail(err, n, "linformer: E %s and F %s project to different lengths", tstr(&op->in[1]->type, b1),
                 tstr(&op->in[2]->type, b2));
+  return true;
+}
+
+/* moe: x [B,T,C] f32, router [E,C], w1 [E,H,C], b1 [E,H], w2 [E,C,H], b2 [E,C] (E experts, each a
+ * C -> H -> C MLP; top_k <= E) -> y (x's type), the load-balancing loss f32[] and the load f32[E+2]
+ * (the loss again, the dropped (token, choice) pairs, the pairs each expert ran: for reports). */
+static bool shape_moe(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  const Type *x = &op->in[0]->type, *r = &op->in[1]->type, *w1 = &op->in[2]->type;
+  if (x->dtype != DT_F32 || x->rank < 2) return fail(err, n, "moe expects f32 x [..,C], got %s%s", tstr(x, b1), NULL);
+  int64_t c = x->dim[x->rank - 1];
+  if (r->dtype != DT_F32 || r->rank != 2 || r->dim[1] != c)
+    return fail(err, n, "moe: the router %s is not an f32 [E,C] weight over the width of x %s", tstr(r, b1), tstr(x, b2));
+  int64_t e = r->dim[0];
+  if (w1->dtype != DT_F32 || w1->rank != 3 || w1->dim[0] != e || w1->dim[2] != c)
+    return fail(err, n, "moe: w1 %s is not f32 [E,H,C] for the router %s", tstr(w1, b1), tstr(r, b2));
+  int64_t h = w1->dim[1];
+  const int64_t want[3][3] = {{e, h, 0}, {e, c, h}, {e, c, 0}};
+  const int rank[3] = {2, 3, 2};
+  const char *what[3] = {"b1 is not f32 [E,H]", "w2 is not f32 [E,C,H]", "b2 is not f32 [E,C]"};
+  for (int i = 0; i < 3; i++) {
+    const Type *t = &op->in[3 + i]->type;
+    bool ok = t->dtype == DT_F32 && t->rank == rank[i];
+    for (int k = 0; ok && k < rank[i]; k++) ok = t->dim[k] == want[i][k];
+    if (!ok) {
+      snprintf(err, n, "moe: %s (E %lld, H %lld, C %lld), got %s", what[i], (long long)e, (long long)h, (long long)c,
+               tstr(t, b1));
+      return false;
+    }
+  }
+  if (ir_attr_i(op, "top_k") > e)
+    return fail(err, n, "moe: top_k is larger than the %s experts of the router %s", "E", tstr(r, b1));
+  out[0] = *x;
+  out[1] = ir_type(DT_F32, 0, NULL);
+  out[2] = ir_type1(DT_F32, e + 2);
+  return true;
+}
+
+/* moe_dx: moe's operands, dy (y's type) and daux f32[] -> the gradients of the six operands. */
+static bool shape_moe_dx(const Module *m, const Op *op, Type *out, char *err, size_t n) {
+  char b1[96], b2[96];
+  Type y[3];
+  if (!shape_moe(m, op, y, err, n)) return false;
+  if (!ir_type_eq(&y[0], &op->in[6]->type))
+    return fail(err, n, "moe_dx: dy %s is not the moe output %s", tstr(&op->in[6]->type, b1), tstr(&y[0], b2));
+  if (!ir_type_eq(&y[1], &op->in[7]->type))
+    return fail(err, n, "moe_dx: daux %s is not f32[]%s", tstr(&op->in[7]->type, b1), NULL);
+  for (int i = 0; i < 6; i++) out[i] = op->in[i]->type;
   return true;
 }
 
@@ -431,22 +513,18 @@ static bool shape_xl_attn_dx(const Module *m, const Op *op, Type *out, char *err
   return true;
 }
 
-/* rope: qkv [B,T,3C] -> the same type; heads divide C and the head dimension C/heads is even
- * (dims are rotated in pairs 2i, 2i+1). */
+/* rope: qkv [B,T,(H+2G)hd] (3C when G = H) -> the same type; the head dimension hd is even (dims
+ * are rotated in pairs 2i, 2i+1). */
 static bool shape_rope(const Module *m, const Op *op, Type *out, char *err, size_t n) {
-  char b1[96];
-  const Type *x = &op->in[0]->type;
-  int64_t h = ir_attr_i(op, "heads");
+  int64_t hd;
   if (!need_float(op, err, n)) return false;
-  if (x->rank != 3 || x->dim[2] % 3 != 0) return fail(err, n, "rope expects qkv [B,T,3C], got %s%s", tstr(x, b1), NULL);
-  int64_t c = x->dim[2] / 3;
-  if (h < 1 || c % h != 0) return fail(err, n, "rope: heads do not divide the width of %s%s", tstr(x, b1), NULL);
-  if ((c / h) % 2 != 0) {
+  if (!qkv_split(op, &hd, err, n)) return false;
+  if (hd % 2 != 0) {
     snprintf(err, n, "rope: the head dimension %lld (C %lld / heads %lld) is odd; rope rotates pairs of dims",
-             (long long)(c / h), (long long)c, (long long)h);
+             (long long)hd, (long long)(hd * ir_attr_i(op, "heads")), (long long)ir_attr_i(op, "heads"));
     return false;
   }
-  *out = *x;
+  *out = op->in[0]->type;
   return true;
 }
 
@@ -692,7 +770,8 @@ static int64_t flops_matmul(const Module *m, const Op *op) {
  * computes the T(T+1)/2 pairs on or below the diagonal. */
 static int64_t flops_attention(const Module *m, const Op *op) {
   const Type *x = &op->in[0]->type;
-  int64_t b = x->dim[0], t = x->dim[1], c = x->dim[2] / 3, h = ir_attr_i(op, "heads");
+  int64_t h = ir_attr_i(op, "heads");
+  int64_t b = x->dim[0], t = x->dim[1], c = x->dim[2] / (h + 2 * ir_kv_heads(op)) * h; /* the query width */
   return b * attention_pairs(op, t) * (4 * c + 5 * h);
 }
 /* linformer per batch row: K' = E K and V' = F V (2 K T C each), Q K'^T and P V' (2 T K C each),
@@ -737,6 +816,31 @@ static int64_t flops_xl_attn_dx(const Module *m, const Op *op) {
   const Type *x = &op->in[0]->type;
   int64_t b = x->dim[0], l = x->dim[1], t = l - ir_attr_i(op, "memory"), c = x->dim[2] / 3, h = ir_attr_i(op, "heads");
   return b * t * l * (16 * c + 10 * h);
+}
+/* moe, counted on the tokens actually routed so that FLOPs per token stay constant as E grows at
+ * fixed top_k: the router 2 C E and its softmax 5 E per token, then the N K routed (token, choice)
+ * pairs, at most E times the capacity ceil(factor N / E) (min N): 4 C H (the two GEMMs) + H (the
+ * activation) + 2 C (biases) + 2 C (gate and scatter) each. Drops that depend on the router's
+ * values are not known at compile time: the count assumes none beyond the capacity bound. */
+static int64_t moe_routed(const Op *op, int64_t tokens, int64_t e) {
+  int64_t k = ir_attr_i(op, "top_k");
+  double capf = ceil(ir_attr_f(op, "capacity_factor") * (double)tokens / (double)e);
+  int64_t cap = capf > (double)tokens ? tokens : (int64_t)capf;
+  return tokens * k < e * cap ? tokens * k : e * cap;
+}
+static int64_t flops_moe(const Module *m, const Op *op) {
+  const Type *x = &op->in[0]->type;
+  int64_t c = x->dim[x->rank - 1], tokens = ir_type_numel(x) / c;
+  int64_t e = op->in[1]->type.dim[0], h = op->in[2]->type.dim[1];
+  return tokens * e * (2 * c + 5) + moe_routed(op, tokens, e) * (4 * c * h + h + 4 * c);
+}
+/* moe_dx: the forward recomputed, then per routed pair d gate, d w2, d h, d w1, d x (2 C H each
+ * but d gate's 2 C) and the router's softmax backward and its two GEMMs (4 C E per token). */
+static int64_t flops_moe_dx(const Module *m, const Op *op) {
+  const Type *x = &op->in[0]->type;
+  int64_t c = x->dim[x->rank - 1], tokens = ir_type_numel(x) / c;
+  int64_t e = op->in[1]->type.dim[0], h = op->in[2]->type.dim[1];
+  return flops_moe(m, op) + tokens * e * (4 * c + 5) + moe_routed(op, tokens, e) * (8 * c * h + 2 * h + 4 * c);
 }
 /* rope: each of the C/2 pairs of q and of k per token is rotated with 4 multiplies and 2 adds;
  * the sin/cos of each (position, pair index) are shared by the heads and not counted. */

@@ -448,6 +448,9 @@ double ir_attr_f(const Op *op, const char *key);                    /* FLOAT (an
 const char *ir_attr_s(const Op *op, const char *key);               /* STR or SYM (without '@') */
 int ir_attr_word(const Op *op, const char *key); /* a ONE_OF string's 1-based place among its words; 0: absent */
 const int64_t *ir_attr_ints(const Op *op, const char *key, int *n); /* INTS: *n elements */
+/* An attention-family op's (attention, attention_dx, rope) KV heads G: its kv_heads, or heads when
+ * it is absent or 0 (multi-head attention). Its qkv operand's last axis is (heads + 2 G) * hd. */
+int64_t ir_kv_heads(const Op *op);
 
 /* Checks the op's operand count and attributes (ir_check_attrs), runs its shape rule and sets its
  * result types. On a user-level mismatch writes a message to err and returns false. */

@@ -1,8 +1,10 @@
 /* autodiff.c: reverse-mode differentiation (the `autodiff` pass).
  *
  * From the entry function (token ids -> logits) it builds @train(tokens, targets) -> (loss,
- * d loss/d p for every stored trainable parameter p, in module order): the forward pass, the
- * mean cross-entropy of the logits against the targets, and the backward pass, emitted op by op
+ * d loss/d p for every stored trainable parameter p, in module order, then the load report f32[E+2]
+ * of every moe layer in forward order, docs/ir.md "moe"): the forward pass, the
+ * mean cross-entropy of the logits against the targets (plus the auxiliary losses: result 1 of each
+ * moe op, the results after the first of each call, docs/ir.md "moe"), and the backward pass, emitted op by op
  * in reverse from each op's gradient rule (ops.def's GRAD column, ir/grad.c).
  *
  * Repeated blocks are differentiated once: for every function @f the entry calls, @f.bwd(args of
@@ -252,12 +254,34 @@ bool pass_autodiff(Module *m, const PassOptions *o, Diag *d) {
   } else if (needs[f->ret[0]->id]) {
     ir_grad_accumulate(&g, f->ret[0], ir_emit(t, ir_op_new(t, OP_XENT_GRAD, 3, (Value *[]){logits, targets, dl}, 1)));
   }
+  /* auxiliary losses (a moe op's load-balancing loss, result 1; a block function's results after
+   * the first, the sums of its own): each is added to the loss, so its gradient is 1 */
+  Value *auxsum = NULL, **moe_loads = NULL;
+  int nloads = 0;
+  for (const Op *op = f->first; op; op = op->next) {
+    if (op->kind != OP_MOE && op->kind != OP_CALL) continue;
+    for (int r = 1; r < op->nout; r++) {
+      const Value *av = op->out[r];
+      if (av->type.dtype != DT_F32 || av->type.rank > 1) continue;
+      Value *v = val[av->id];
+      if (av->type.rank == 1) { /* a load report (moe's result 2): returned after the gradients */
+        moe_loads = realloc(moe_loads, sizeof *moe_loads * (size_t)(nloads + 1));
+        if (!moe_loads) die("out of memory");
+        moe_loads[nloads++] = v;
+        continue;
+      }
+      if (needs[av->id]) ir_grad_accumulate(&g, av, dl);
+      auxsum = auxsum ? ir_emit(t, ir_op_new(t, OP_ADD, 2, (Value *[]){auxsum, v}, 1)) : v;
+    }
+  }
   backward(&a, f, &g);
+  /* after the backward, so nothing between the loss and its gradient reads it (xent_fuse) */
+  if (auxsum) loss = ir_emit(t, ir_op_new(t, OP_ADD, 2, (Value *[]){loss, auxsum}, 1));
   /* results: the loss, then each stored trainable parameter's gradient (all its loads summed in op
    * order). The loads' gradients are bucketed by parameter (a counting sort over the ops), so this
    * is linear in the model's size and the adds still come out parameter by parameter. */
   int nret = 1, np = m->nparam;
-  Value **rets = malloc(sizeof *rets * (size_t)(np + 3));
+  Value **rets = malloc(sizeof *rets * (size_t)(np + 3 + nloads));
   int *begin = calloc((size_t)np + 1, sizeof *begin);  /* bucket i is loads[begin[i] .. begin[i+1]) */
   int *fill = calloc((size_t)np + 1, sizeof *fill);
   if (!rets || !begin || !fill) die("out of memory");
@@ -281,6 +305,8 @@ bool pass_autodiff(Module *m, const PassOptions *o, Diag *d) {
     rets[nret++] = sum ? sum : zeros(t, &p->type);
   }
   if (zt) rets[nret++] = parts[0], rets[nret++] = parts[1];
+  for (int i = 0; i < nloads; i++) rets[nret++] = moe_loads[i];
+  free(moe_loads);
   free(begin);
   free(fill);
   free(loads);

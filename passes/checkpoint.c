@@ -184,15 +184,23 @@ static bool store_block(Module *m, Func *t, Func *b, const PassOptions *o, Diag 
       if (fwd_val[op->in[k]->id] && !saved[op->in[k]->id]) saved[op->in[k]->id] = true, order[ns++] = op->in[k];
   for (int k = 0; k < b->nret; k++)
     if (fwd_val[b->ret[k]->id] && !saved[b->ret[k]->id]) saved[b->ret[k]->id] = true, order[ns++] = b->ret[k];
-  /* the forward's result in b: the copy of g's returned value (same op position) */
-  int ypos = 0;
-  for (go = g->first; go && go != g->ret[0]->def; go = go->next) ypos++;
-  op = b->first;
-  for (int i = 0; i < ypos; i++) op = op->next;
-  const Value *yb = op->out[g->ret[0]->index];
+  /* the forward's results in b: the copies of g's returned values (same op positions; a block
+   * with moe layers returns its aux loss and load reports after its output) */
+  const Value **yb = calloc((size_t)g->nret + 1, sizeof *yb);
+  for (int r = 0; r < g->nret; r++) {
+    if (!g->ret[r]->def) { /* an argument returned as it is */
+      yb[r] = b->args[g->ret[r]->index];
+      continue;
+    }
+    int ypos = 0;
+    for (go = g->first; go && go != g->ret[r]->def; go = go->next) ypos++;
+    op = b->first;
+    for (int i = 0; i < ypos; i++) op = op->next;
+    yb[r] = op->out[g->ret[r]->index];
+  }
   (void)nb;
 
-  /* @g.fwd(args of g) -> (y, S...) */
+  /* @g.fwd(args of g) -> (g's results, S...) */
   char name[300];
   snprintf(name, sizeof name, "%s.fwd", base);
   Func *fw = ir_add_func(m, name);
@@ -200,10 +208,11 @@ static bool store_block(Module *m, Func *t, Func *b, const PassOptions *o, Diag 
   for (int i = 0; i < g->narg; i++) map[b->args[i]->id] = ir_add_arg(fw, b->args[i]->name, b->args[i]->type);
   op = b->first;
   for (int i = 0; i < nf; i++, op = op->next) clone_op(m, fw, op, map);
-  Value **rets = calloc((size_t)ns + 2, sizeof *rets);
-  rets[0] = map[yb->id];
-  for (int i = 0; i < ns; i++) rets[1 + i] = map[order[i]->id];
-  ir_set_return(fw, 1 + ns, rets);
+  const int ny = g->nret;
+  Value **rets = calloc((size_t)(ns + ny) + 1, sizeof *rets);
+  for (int r = 0; r < ny; r++) rets[r] = map[yb[r]->id];
+  for (int i = 0; i < ns; i++) rets[ny + i] = map[order[i]->id];
+  ir_set_return(fw, ny + ns, rets);
 
   /* @g.bwds(args of g, S..., d results...) -> (d args of g) */
   snprintf(name, sizeof name, "%s.bwds", base);
@@ -235,19 +244,19 @@ static bool store_block(Module *m, Func *t, Func *b, const PassOptions *o, Diag 
         if (same) F = q;
       }
     if (!F) continue; /* (a recompute call: none under this policy) */
-    Op *nfw = ir_op_new(t, OP_CALL, F->nin, F->in, 1 + ns);
+    Op *nfw = ir_op_new(t, OP_CALL, F->nin, F->in, ny + ns);
     for (int k = 0; k < F->nattr; k++) ir_set_attr(nfw, F->attr[k]);
     ir_set_attr_sym(nfw, "callee", fw->name);
     char err[256];
     if (!ir_infer(m, nfw, err, sizeof err)) die("checkpoint<store>: %s", err);
     ir_insert_before(F, nfw);
-    ir_replace_uses(t, F->out[0], nfw->out[0]);
+    for (int r = 0; r < ny; r++) ir_replace_uses(t, F->out[r], nfw->out[r]);
     ir_unlink(F);
     Value *in[512];
     int n = 0;
     IR_ASSERT(B->nin + ns <= 512);
     for (int k = 0; k < g->narg; k++) in[n++] = B->in[k];
-    for (int k = 0; k < ns; k++) in[n++] = nfw->out[1 + k];
+    for (int k = 0; k < ns; k++) in[n++] = nfw->out[ny + k];
     for (int k = g->narg; k < B->nin; k++) in[n++] = B->in[k];
     Op *nbw = ir_op_new(t, OP_CALL, n, in, B->nout);
     for (int k = 0; k < B->nattr; k++) ir_set_attr(nbw, B->attr[k]);
@@ -266,6 +275,7 @@ static bool store_block(Module *m, Func *t, Func *b, const PassOptions *o, Diag 
   free(map);
   free(rets);
   free(brets);
+  free(yb);
   return true;
 }
 

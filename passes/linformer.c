@@ -126,6 +126,9 @@ static bool check_op(Ctx *c, const Func *f, const Op *att, int64_t K) {
     snprintf(msg, sizeof msg, "linformer: this attention in @%s is block-sparse (the sparse-attention pass, sparse=%s): "
                               "linformer replaces dense bidirectional attention; use one of the two",
              f->name, ir_attr_s(att, "sparse"));
+  else if (ir_kv_heads(att) != ir_attr_i(att, "heads"))
+    snprintf(msg, sizeof msg, "linformer: this attention in @%s is grouped-query (kv_heads=%lld): linformer with "
+                              "kv_heads is not implemented", f->name, (long long)ir_kv_heads(att));
   else if (K > T)
     snprintf(msg, sizeof msg, "linformer: k=%lld exceeds the sequence length %lld of the attention in @%s "
                               "(1 <= k <= T)", (long long)K, (long long)T, f->name);

@@ -238,6 +238,15 @@ bool pass_precision(Module *m, const PassOptions *o, Diag *d) {
     pass_error(o, d, "precision: the module already has a precision (the pass runs once)");
     return false;
   }
+  /* fp16's loss scale multiplies the cross-entropy's seed only: a moe layer's load-balancing loss
+   * (seeded by autodiff with 1) would be unscaled */
+  for (int i = 0; fp16 && i < m->nfunc; i++)
+    for (const Op *op = m->funcs[i]->first; op; op = op->next)
+      if (op->kind == OP_MOE_DX) {
+        if (op->line > 0) diag_error(d, m->file, op->line, op->col, "precision: fp16 training of a moe layer is not implemented (use bf16 or fp32)");
+        else pass_error(o, d, "precision: fp16 training of a moe layer is not implemented (use bf16 or fp32)");
+        return false;
+      }
   /* The backward starts at the loss gradient. */
   Op *seed = NULL;
   int nvals = 0;

@@ -264,6 +264,12 @@ static bool prune_structured(Module *m, const PassOptions *o, Diag *d, bool head
         if (!L2 || L2->kind != OP_LINEAR || L2->nin != 2 || L2->in[0] != mid->out[0]) continue;
         int H = (int)ir_attr_i(mid, "heads");
         int64_t C = mid->out[0]->type.dim[2], hd = C / H;
+        if (ir_kv_heads(mid) != H) {
+          pass_error(o, d, "prune: heads= on grouped-query attention (kv_heads=%lld, in @%s) is not implemented",
+                     (long long)ir_kv_heads(mid), f->name);
+          ok = false;
+          break;
+        }
         if (drop >= H) {
           pass_error(o, d, "prune: heads=%d would remove every one of the %d heads of an attention in @%s", drop, H,
                      f->name);

@@ -207,6 +207,18 @@ void rt_attention(float *out, const float *qkv, int B, int T, int C, int n_head,
 size_t rt_attention_kv_scratch_floats(int Tmax, int C, int n_head);
 void rt_attention_kv(float *out, const float *qkv, float *kcache, float *vcache, int B, int nt, int t0, int Tmax,
                      int C, int n_head, int causal, float *scratch);
+/* Grouped-query forms of rt_attention, rt_attention_kv and rt_attention_dx (the plain ones are
+ * these with n_kv_head = n_head; generated code calls these): n_kv_head divides n_head, hd =
+ * C/n_head, KV = n_kv_head hd. qkv rows are (C + 2 KV): q = [0,C), k = [C,C+KV), v = [C+KV,C+2KV);
+ * query head h reads KV head h / (n_head / n_kv_head). out (and dy) are (B,T,C); dqkv is qkv's
+ * shape (each KV head's gradient sums over its query heads); kcache, vcache are (B,Tmax,KV). The
+ * scratch sizes are the plain forms' (of T, C, n_head). */
+void rt_attention_gqa(float *out, const float *qkv, int B, int T, int C, int n_head, int n_kv_head, int causal,
+                      float *scratch);
+void rt_attention_gqa_kv(float *out, const float *qkv, float *kcache, float *vcache, int B, int nt, int t0, int Tmax,
+                         int C, int n_head, int n_kv_head, int causal, float *scratch);
+void rt_attention_gqa_dx(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
+                         int n_kv_head, int causal, float *scratch);
 
 /* Sequence compression (runtime/kernels/funnel.c; Funnel-Transformer). x is (B,T,C), stride
  * s >= 2 divides T. rt_seq_pool: out (B,T/s,C), out[b,j] = scale * sum of x[b, j*s .. j*s+s-1]
@@ -295,12 +307,15 @@ void rt_attention_bs_dx(float *dqkv, const float *qkv, const float *dy, int B, i
                         int kind, int block, int window, int stride, int summary, int global, float *scratch);
 
 /* Rotary position embedding (RoPE), llama2.c's / Meta's layout (runtime/kernels/rope.c).
- * qkv is (B,T,3C) row-major as rt_attention reads it; head h uses columns h*hd..(h+1)*hd of q and
- * of k, hd = C/n_head (even). out is (B,T,3C): v copied; q and k of every head rotated in pairs
+ * qkv is (B,T,C+2KV) row-major as rt_attention_gqa reads it (KV = n_kv_head hd; C = KV when
+ * n_kv_head = n_head); head h uses columns h*hd..(h+1)*hd of q and of k, hd = C/n_head (even).
+ * out is qkv's shape: v copied; q and k of every head rotated in pairs
  * (2i, 2i+1): x'[2i] = x[2i] cos a - x[2i+1] sin a, x'[2i+1] = x[2i] sin a + x[2i+1] cos a, with
  * a = (t0 + t) * theta^(-2i/hd) for the token at row t (t0: the first token's position, > 0 when
- * decoding with a KV cache). out may equal qkv. Parallel over rows. */
-void rt_rope(float *out, const float *qkv, int B, int T, int t0, int C, int n_head, float theta);
+ * decoding with a KV cache). inverse != 0 rotates by -a (the transpose: the backward of the
+ * forward map). out may equal qkv. Parallel over rows. */
+void rt_rope(float *out, const float *qkv, int B, int T, int t0, int C, int n_head, int n_kv_head, float theta,
+             int inverse);
 
 /* Linformer attention (Wang et al. 2020; runtime/kernels/attention_lowrank.c): keys and values
  * projected along the sequence, K'_h = E[:, :nt] K_h and V'_h = F[:, :nt] V_h (K,hd), then
@@ -517,6 +532,23 @@ size_t rt_linformer_dx_scratch_floats(int B, int T, int C, int n_head, int K);
 void rt_linformer_dx(float *dqkv, float *dE, float *dF, const float *qkv, const float *E, const float *F,
                      const float *dy, int B, int nt, int T, int C, int n_head, int K, float *scratch);
 
+/* Mixture of experts (the moe and moe_dx ops; runtime/kernels/moe.c states the semantics): x (N,C)
+ * tokens, router wr (E,C), experts w1 (E,H,C), b1 (E,H), w2 (E,C,H), b2 (E,C); top K of E experts
+ * per token, capacity rt_moe_capacity(N, E, factor) pairs per expert, act 1 gelu, 2 gelu_tanh,
+ * 3 relu, 4 silu. rt_moe writes y (N,C) (0 for a token all of whose pairs were dropped), *aux,
+ * the load-balancing loss aux_coef E sum_i f_i P_i, and load (E+2): aux, the dropped pairs, the
+ * pairs each expert ran (as floats). rt_moe_dx recomputes the routing and the
+ * experts from x and writes (not accumulates) dx (N,C), dwr, dw1, db1, dw2, db2 (the operands'
+ * shapes) from dy (N,C) and daux. Bits do not depend on the thread count. scratch holds
+ * rt_moe_scratch_floats(N, C, E, H, K) floats (either kernel; N the compiled tokens). */
+int rt_moe_capacity(int N, int E, float factor); /* min(N, ceil(factor N / E)), at least 1 */
+size_t rt_moe_scratch_floats(int N, int C, int E, int H, int K);
+void rt_moe(float *y, float *aux, float *load, const float *x, const float *wr, const float *w1, const float *b1, const float *w2,
+            const float *b2, int N, int C, int E, int H, int K, float factor, float aux_coef, int act, float *scratch);
+void rt_moe_dx(float *dx, float *dwr, float *dw1, float *db1, float *dw2, float *db2, const float *x, const float *wr,
+               const float *w1, const float *b1, const float *w2, const float *b2, const float *dy, float daux, int N,
+               int C, int E, int H, int K, float factor, float aux_coef, int act, float *scratch);
+
 /* ---------------------------------------------------------------------------------------------
  * Generated programs: the model descriptor and the command line (runtime/prog/main.c)
  * ------------------------------------------------------------------------------------------- */
@@ -640,6 +672,10 @@ typedef struct RtStep {
   float *scratch;
   uint64_t seed; /* 0: inference (dropout is the identity); else the training step's random seed */
   float loss_scale; /* training under fp16: the loss scale the loss_scale op reads (docs/passes.md) */
+  /* training: NULL, or room for the load reports of the program's moe layers (RtModel.nmoe): a
+   * train call writes, per moe layer in forward order, RtModel.moe_experts[i] + 2 floats: its
+   * load-balancing loss, the (token, choice) pairs it dropped, the pairs each expert ran */
+  float *moe_load;
 } RtStep;
 
 
@@ -694,6 +730,10 @@ typedef struct RtModel {
   /* > 1: the model pools its sequence (seq_pool, Funnel-Transformer): a step's length nt must be a
    * multiple of it (the runtime refuses other token lengths); 0 or 1: any length. */
   int time_multiple;
+  /* Mixture-of-experts layers the train function reports on (RtStep.moe_load), in forward order,
+   * and the experts of each (NULL when nmoe is 0). */
+  int nmoe;
+  const int32_t *moe_experts;
 } RtModel;
 
 /* The generated program's command line: info, init, export, forward, generate, eval, bench, train,

@@ -69,6 +69,12 @@ typedef struct BackendPlan {
   int64_t memory;          /* the largest segment memory of an xl_memory op (RtModel.memory), 0: none */
   int nscratch;            /* distinct scratch-size calls (kernels.def, LOWER's SCRATCH_ID) */
   BackendScratch *scratch;
+  /* @train's results after the loss and the gradients: the moe layers' load reports f32[E+2]
+   * (docs/ir.md, "moe"), written to RtStep.moe_load; RtModel.nmoe, .moe_experts */
+  int ngrads;              /* trainable parameters (the gradients @train returns) */
+  int nmoe;                /* load reports */
+  int32_t *moe_experts;    /* E of each */
+  int64_t moe_load_floats; /* sum of E + 2 */
 } BackendPlan;
 
 /* Analyses m (which must have been through memplan). Reports unsupported constructs to d. */

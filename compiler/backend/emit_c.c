@@ -409,6 +409,9 @@ static void c_arg(Em *e, const Op *op, const KArg *a, char pc, const char *o, in
   case KA_CONST:
   case KA_ATTR_W:
   case KA_ATTR_OR_DIM:
+  case KA_QWIDTH:
+  case KA_KVWIDTH:
+  case KA_KVHEADS:
   case KA_ATTR_I: snprintf(buf, n, "%lld", (long long)kt_static_arg(op, a)); return;
   case KA_ATTR_F: flit(ir_attr_f(op, a->key), buf); return;
   case KA_NB: snprintf(buf, n, "nb"); return;
@@ -750,9 +753,11 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
   if (p.train) {
     const Func *tf = p.train;
     fprintf(out, "static void model_train(const RtStep *s, char *arena, const void *W, const int32_t *tokens,\n"
-                 "                        const int32_t *targets, float *loss, float *G) {\n"
-                 "  %s(s, arena, (const unsigned char *)W, 0, s->seed, tokens, targets, loss",
-            cname(m, tf, cn, sizeof cn));
+                 "                        const int32_t *targets, float *loss, float *G) {\n");
+    int64_t nload = 0; /* the results after the loss and the gradients: the moe layers' load reports */
+    for (int r = p.ngrads + p.loss_parts; r < tf->nret; r++) nload += ir_type_numel(&tf->ret[r]->type);
+    if (nload) fprintf(out, "  float sink[%lld], *ml = s->moe_load ? s->moe_load : sink;\n", (long long)nload);
+    fprintf(out, "  %s(s, arena, (const unsigned char *)W, 0, s->seed, tokens, targets, loss", cname(m, tf, cn, sizeof cn));
     int k = 1;
     for (int i = 0; i < m->nparam; i++) {
       const Param *q = m->params[i];
@@ -766,12 +771,23 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
       fprintf(out, ",\n      G + %lld", (long long)(p.param_offset[i] / 4));
       k++;
     }
-    if (k + p.loss_parts - 1 != tf->nret) {
+    if (k + p.loss_parts - 1 + p.nmoe != tf->nret) {
       diag_error(d, NULL, 0, 0, "C backend: @%s returns %d results for %d gradients", tf->name, tf->nret, k - 1);
       backend_plan_free(&p);
       return false;
     }
-    for (int j = 1; j < p.loss_parts; j++) fprintf(out, ",\n      loss + %d", j); /* distillation: KL, CE */
+    for (int j = 1; j < p.loss_parts; j++, k++) fprintf(out, ",\n      loss + %d", j); /* distillation: KL, CE */
+    /* then the moe layers' load reports, into s->moe_load (or a local sink) */
+    for (int64_t off = 0; k < tf->nret; k++) {
+      const Type *lt = &tf->ret[k]->type;
+      if (lt->dtype != DT_F32 || lt->rank != 1) {
+        diag_error(d, NULL, 0, 0, "C backend: @%s result %d is not a moe load report f32[E+2]", tf->name, k);
+        backend_plan_free(&p);
+        return false;
+      }
+      fprintf(out, ",\n      ml + %lld", (long long)off);
+      off += lt->dim[0];
+    }
     fprintf(out, ");\n}\n\n");
   }
   /* pruning facts (the prune pass; attention output projections for PROG importance) */
@@ -832,6 +848,11 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
                  "extern const unsigned char modelc_weights_blob[], modelc_weights_end[];\n\n");
   }
   /* persistent state slots (KV caches), then the scratch the kernels need */
+  if (p.nmoe) { /* the experts of each moe layer's load report (RtModel.moe_experts) */
+    fprintf(out, "static const int32_t model_moe_experts[] = {");
+    for (int i = 0; i < p.nmoe; i++) fprintf(out, "%s%d", i ? ", " : "", (int)p.moe_experts[i]);
+    fprintf(out, "};\n\n");
+  }
   fprintf(out, "static const RtStateInfo model_state[] = {\n");
   for (int i = 0; i < p.nstate; i++) fprintf(out, "    {%lld},\n", (long long)p.state_rows[i]);
   if (p.nstate == 0) fprintf(out, "    {0},\n");
@@ -880,6 +901,7 @@ bool emitc_module(const Module *m, const EmitOptions *opt, FILE *out, Diag *d) {
   if (p.decode_unbounded) fprintf(out, "    .decode_unbounded = 1,\n");
   if (p.time_multiple > 1) fprintf(out, "    .time_multiple = %lld,\n", (long long)p.time_multiple);
   if (p.memory) fprintf(out, "    .memory = %lld,\n", (long long)p.memory);
+  if (p.nmoe) fprintf(out, "    .nmoe = %d,\n    .moe_experts = model_moe_experts,\n", p.nmoe);
   if (m->train.present) {
     const TrainConfig *t = &m->train;
     char f1[48], f2[48], f3[48], f4[48], f5[48], f6[48], f7[48], f8[48];

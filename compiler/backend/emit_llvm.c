@@ -582,6 +582,9 @@ static LLVMValueRef ll_arg(Ll *e, const Op *op, const KArg *a, LLVMValueRef o, L
   case KA_CONST:
   case KA_ATTR_W:
   case KA_ATTR_OR_DIM:
+  case KA_QWIDTH:
+  case KA_KVWIDTH:
+  case KA_KVHEADS:
   case KA_ATTR_I: return ci64(e, (long long)kt_static_arg(op, a));
   case KA_ATTR_F: return cf32(e, ir_attr_f(op, a->key));
   case KA_NB: return e->nb;
@@ -979,13 +982,23 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       ta[5 + tf->narg + k] = gep(e, e->f32, LLVMGetParam(trn, 6), ci64(e, (long long)(p->param_offset[i] / 4)));
       k++;
     }
-    if (k + p->loss_parts - 1 != tf->nret) {
+    if (k + p->loss_parts - 1 + p->nmoe != tf->nret) {
       diag_error(e->d, NULL, 0, 0, "LLVM backend: @%s returns %d results for %d gradients", tf->name, tf->nret, k - 1);
       free(ta);
       return false;
     }
     for (int j = 1; j < p->loss_parts; j++, k++) /* distillation: the KL and CE parts after the loss */
       ta[5 + tf->narg + k] = gep(e, e->f32, LLVMGetParam(trn, 5), ci64(e, j));
+    /* then the moe layers' load reports: into s->moe_load, or a sink on the stack */
+    if (p->nmoe) {
+      LLVMValueRef sink = LLVMBuildArrayAlloca(e->b, e->f32, ci64(e, (long long)p->moe_load_floats), "sink");
+      LLVMValueRef ml = step_field(e, 7, e->pf);
+      ml = LLVMBuildSelect(e->b, LLVMBuildIsNull(e->b, ml, ""), sink, ml, "ml");
+      for (int64_t off = 0, j = 0; k < tf->nret; k++, j++) {
+        ta[5 + tf->narg + k] = gep(e, e->f32, ml, ci64(e, (long long)off));
+        off += p->moe_experts[j] + 2;
+      }
+    }
     LLVMBuildCall2(e->b, LLVMGlobalGetValueType(e->fns[tr_idx]), e->fns[tr_idx], ta,
                    (unsigned)(5 + tf->narg + tf->nret), "");
     LLVMBuildRetVoid(e->b);
@@ -1162,7 +1175,7 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
   LLVMBuildRet(e->b, nmax);
 
   /* RtModel, field for field as in modelc_rt.h */
-  LLVMTypeRef m_f[31] = {e->p8,
+  LLVMTypeRef m_f[33] = {e->p8,
                          e->p8,
                          e->i64,
                          e->i64,
@@ -1188,16 +1201,32 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
                          e->i64,
                          tc_t,
                          e->i32, e->i32, e->i32, e->p8, e->i32,
-                         e->i32};
+                         e->i32, e->i32, e->pi};
   LLVMTypeRef model_t = LLVMStructCreateNamed(e->cx, "RtModel");
-  LLVMStructSetBody(model_t, m_f, 31, 0);
+  LLVMStructSetBody(model_t, m_f, 33, 0);
   const Attr *kind = ir_module_attr(m, "kind");
   const Value *ret = ent->ret[0];
   bool per_token = ret->type.rank >= 2 && backend_func(p, ent)->vals[ret->id].role[1] == AX_TIME;
   int64_t tokens = ent->args[0]->type.dim[0] * ent->args[0]->type.dim[1];
   const Attr *prec = ir_module_attr(m, "precision"); /* RtPrecision: 1 bf16, 2 fp16 */
   int train_prec = p->train && prec && prec->kind == ATTR_STR ? (!strcmp(prec->s, "bf16") ? 1 : 2) : 0;
-  LLVMValueRef mv[31] = {
+  /* RtModel.moe_experts: the experts of each moe layer's load report */
+  LLVMValueRef moe_tab = LLVMConstNull(e->pi);
+  if (p->nmoe) {
+    LLVMValueRef *ev = malloc(sizeof *ev * (size_t)p->nmoe);
+    if (!ev)
+      die("out of memory");
+    for (int i = 0; i < p->nmoe; i++)
+      ev[i] = ci32(e, p->moe_experts[i]);
+    LLVMTypeRef at = LLVMArrayType(e->i32, (unsigned)p->nmoe);
+    LLVMValueRef g = LLVMAddGlobal(e->mod, at, "model_moe_experts");
+    LLVMSetInitializer(g, LLVMConstArray(e->i32, ev, (unsigned)p->nmoe));
+    LLVMSetGlobalConstant(g, 1);
+    LLVMSetLinkage(g, LLVMInternalLinkage);
+    moe_tab = LLVMConstPointerCast(g, e->pi);
+    free(ev);
+  }
+  LLVMValueRef mv[33] = {
       cstr(e, m->name),
       cstr(e, kind && kind->kind == ATTR_STR ? kind->s : "decoder"),
       ci64(e, (long long)ent->args[0]->type.dim[0]),
@@ -1229,9 +1258,11 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       m->train.distill_temperature > 0 ? cstr(e, IR_TEACHER_PREFIX) : LLVMConstNull(e->p8),
       ci32(e, (long long)p->memory),
       ci32(e, (int)p->time_multiple),
+      ci32(e, p->nmoe),
+      moe_tab,
   };
   LLVMValueRef model = LLVMAddGlobal(e->mod, model_t, "model");
-  LLVMSetInitializer(model, LLVMConstNamedStruct(model_t, mv, 31));
+  LLVMSetInitializer(model, LLVMConstNamedStruct(model_t, mv, 33));
   LLVMSetGlobalConstant(model, 1);
   LLVMSetLinkage(model, LLVMInternalLinkage);
 
@@ -1270,10 +1301,10 @@ static LLVMModuleRef build_module(LLVMContextRef cx, const Module *m, const Emit
   e.p8 = LLVMPointerType(e.i8, 0), e.pf = LLVMPointerType(e.f32, 0), e.pi = LLVMPointerType(e.i32, 0);
   e.ph = LLVMPointerType(LLVMInt16TypeInContext(cx), 0);
   e.pp8 = LLVMPointerType(e.p8, 0);
-  /* RtStep {int nb, nt, t0; void **state; float *scratch; uint64_t seed; float loss_scale} */
-  LLVMTypeRef sf[7] = {e.i32, e.i32, e.i32, e.pp8, e.pf, e.i64, e.f32};
+  /* RtStep {int nb, nt, t0; void **state; float *scratch; uint64_t seed; float loss_scale; float *moe_load} */
+  LLVMTypeRef sf[8] = {e.i32, e.i32, e.i32, e.pp8, e.pf, e.i64, e.f32, e.pf};
   e.step_t = LLVMStructCreateNamed(cx, "RtStep");
-  LLVMStructSetBody(e.step_t, sf, 7, 0);
+  LLVMStructSetBody(e.step_t, sf, 8, 0);
   e.pstep = LLVMPointerType(e.step_t, 0);
   LLVMTypeRef rps[3] = {e.p8, e.i32, e.i32};
   e.range_t = LLVMFunctionType(e.vd, rps, 3, 0);

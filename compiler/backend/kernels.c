@@ -66,6 +66,9 @@ const KernelInfo kt_kernels[K_COUNT] = {
 #define EPI_FN {KA_EPI_FN, 0, 0, 1, NULL}
 #define EPI_CTX {KA_EPI_CTX, 0, 0, 1, NULL}
 #define BIAS {KA_BIAS, 2, 0, 1, NULL}
+#define QW(n) {KA_QWIDTH, n, -1, 1, NULL}
+#define KVW(n) {KA_KVWIDTH, n, -1, 1, NULL}
+#define KVH {KA_KVHEADS, 0, 0, 1, NULL}
 #define W_ALWAYS {KW_ALWAYS, 0, 0, NULL, NULL}
 #define W_STATE {KW_STATE, 0, 0, NULL, NULL}
 #define W_NOSTATE {KW_NOSTATE, 0, 0, NULL, NULL}
@@ -229,6 +232,12 @@ int64_t kt_static_arg(const Op *op, const KArg *a) {
   if (a->kind == KA_ATTR_OR_DIM && ir_attr(op, a->key)) return ir_attr_i(op, a->key);
   if (a->kind == KA_CONST) return a->i;
   if (a->kind == KA_ROWS || a->kind == KA_NUMEL) return kt_max_arg(op, a); /* the compiled extents */
+  if (a->kind == KA_KVHEADS) return ir_kv_heads(op);
+  if (a->kind == KA_QWIDTH || a->kind == KA_KVWIDTH) {
+    const Type *t = &kt_value(op, a->i)->type;
+    int64_t h = ir_attr_i(op, "heads"), g = ir_kv_heads(op);
+    return t->dim[t->rank - 1] / (h + 2 * g) * (a->kind == KA_QWIDTH ? h : g);
+  }
   IR_ASSERT(a->kind == KA_DIM || a->kind == KA_ATTR_OR_DIM);
   const Type *t = &kt_value(op, a->i)->type;
   int ax = a->ax < 0 ? t->rank + a->ax : a->ax;
@@ -242,6 +251,9 @@ int64_t kt_max_arg(const Op *op, const KArg *a) {
   case KA_CONST:
   case KA_ATTR_W:
   case KA_ATTR_OR_DIM:
+  case KA_QWIDTH:
+  case KA_KVWIDTH:
+  case KA_KVHEADS:
   case KA_ATTR_I: return kt_static_arg(op, a);
   case KA_ROWS:
   case KA_NUMEL:

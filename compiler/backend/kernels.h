@@ -54,6 +54,10 @@ typedef enum KArgKind {
   KA_EPI_FN,  /* the fused epilogue's row function, or NULL */
   KA_EPI_CTX, /* its context, or NULL */
   KA_BIAS,    /* operand 2 when the epilogue is a plain bias add, else NULL */
+  /* an attention-family op's qkv operand i [..,(H+2G)hd] (ir_kv_heads): */
+  KA_QWIDTH,  /* its query width H hd */
+  KA_KVWIDTH, /* its key (= value) width G hd */
+  KA_KVHEADS, /* G */
 } KArgKind;
 
 typedef struct KArg {

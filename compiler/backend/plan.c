@@ -424,12 +424,28 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
                               "keeping state outside a recomputed block call)");
     p->train_arena_bytes = memplan_arena_bytes(m, p->train);
     collect_scratch(p, p->train, true);
-    int ntrain = 0;
-    for (int i = 0; i < m->nparam; i++) ntrain += m->params[i]->trainable;
-    p->loss_parts = 1;
-    if (p->train->nret == ntrain + 3 && m->train.distill_temperature > 0) p->loss_parts = 3;
-    for (int k = ntrain + 1; k < p->train->nret && p->loss_parts == 3; k++)
+    for (int i = 0; i < m->nparam; i++) p->ngrads += m->params[i]->trainable;
+    int ntrain = p->ngrads;
+    p->loss_parts = 1; /* a distilling program returns its KL and CE parts after the gradients */
+    if (p->train->nret >= ntrain + 3 && m->train.distill_temperature > 0) p->loss_parts = 3;
+    for (int k = ntrain + 1; k < ntrain + 3 && p->loss_parts == 3; k++)
       if (p->train->ret[k]->type.rank != 0 || p->train->ret[k]->type.dtype != DT_F32) p->loss_parts = 1;
+    int first = ntrain + p->loss_parts; /* then the moe layers' load reports */
+    p->nmoe = p->train->nret > first ? p->train->nret - first : 0;
+    p->moe_experts = calloc((size_t)p->nmoe + 1, sizeof *p->moe_experts);
+    if (!p->moe_experts) die("out of memory");
+    for (int k = 0; k < p->nmoe; k++) {
+      const Type *t = &p->train->ret[first + k]->type;
+      if (t->dtype != DT_F32 || t->rank != 1 || t->dim[0] < 3) {
+        diag_error(d, m->file, p->train->line, p->train->col,
+                   "@%s: result %d (after the loss and the gradients) is not a moe load report f32[E+2]", p->train->name,
+                   first + k);
+        c.ok = false;
+        break;
+      }
+      p->moe_experts[k] = (int32_t)(t->dim[0] - 2);
+      p->moe_load_floats += t->dim[0];
+    }
   }
   return c.ok;
 }
@@ -461,6 +477,7 @@ void backend_plan_free(BackendPlan *p) {
       free(p->funcs[i].ret);
     }
   free(p->funcs);
+  free(p->moe_experts);
   free(p->param_offset);
   free(p->state_rows);
   free(p->scratch);

@@ -25,6 +25,9 @@ typedef struct Lower {
   Value *tokens;    /* %tokens of @forward */
   int64_t pool;     /* a pool layer's stride, pending for the residual after it (0: none) */
   Value *unpooled;  /* the stream just before the first pool: upsample adds it back */
+  Value *aux;       /* the sum of this function's auxiliary losses so far (moe), or NULL */
+  Value **load;     /* the load reports (moe's result 2) of this function so far, in order */
+  int nload, capload;
   Diag *d;
   bool ok;
 } Lower;
@@ -36,9 +39,7 @@ static Value *lw_op2(Func *f, OpKind k, Value *a, Value *b) {
   return lw_op(f, k, 2, in);
 }
 
-static Type lw_param_type(const SpecParam *p) {
-  return p->rank == 1 ? ir_type1(DT_F32, p->dim[0]) : ir_type2(DT_F32, p->dim[0], p->dim[1]);
-}
+static Type lw_param_type(const SpecParam *p) { return ir_type(DT_F32, p->rank, p->dim); }
 
 /* Adds a module parameter (top-level layers and each repeat copy). */
 static void lw_add_param(Lower *lw, const SpecParam *p) {
@@ -84,6 +85,23 @@ static Value *lw_seq(Func *f, OpKind k, Value *x, int64_t stride, double scale) 
   return ir_emit(f, op);
 }
 
+/* Adds an auxiliary loss to the function's sum (in @forward nothing reads it: autodiff finds each
+ * moe op's and block call's own). */
+static void lw_aux(Lower *lw, Value *a) {
+  if (!lw->block) return;
+  lw->aux = lw->aux ? lw_op2(lw->f, OP_ADD, lw->aux, a) : a;
+}
+/* ... and a moe op's load report to the function's list (the block returns them after its loss). */
+static void lw_load(Lower *lw, Value *v) {
+  if (!lw->block) return;
+  if (lw->nload == lw->capload) {
+    lw->capload = lw->capload * 2 + 4;
+    lw->load = realloc(lw->load, sizeof *lw->load * (size_t)lw->capload);
+    if (!lw->load) die("out of memory");
+  }
+  lw->load[lw->nload++] = v;
+}
+
 /* Collects the parameters of a layer list (nested residuals included) in lowering order. */
 static void lw_collect(const Spec *s, const SpecLayer *ls, int n, const char *prefix, SpecParam **arr, int *np,
                        int *cap, int depth) {
@@ -119,8 +137,20 @@ static Value *lw_repeat(Lower *lw, const SpecLayer *l, Value *x) {
   inner.f = bf;
   inner.block = true;
   inner.cursor = 0;
+  inner.aux = NULL;
+  inner.load = NULL, inner.nload = inner.capload = 0;
   Value *y = lw_list(&inner, l->body, l->nbody, bx, 1);
-  ir_set_return(bf, 1, &y);
+  /* a block with moe layers also returns the sum of their auxiliary losses (autodiff adds it to the
+   * loss) and each one's load report (autodiff returns them from @train; docs/ir.md, "moe") */
+  int nret = inner.aux ? 2 + inner.nload : 1;
+  Value **rets = malloc(sizeof *rets * (size_t)nret);
+  if (!rets) die("out of memory");
+  rets[0] = y;
+  if (inner.aux) rets[1] = inner.aux;
+  for (int i = 0; inner.aux && i < inner.nload; i++) rets[2 + i] = inner.load[i];
+  ir_set_return(bf, nret, rets);
+  free(rets);
+  free(inner.load);
   lw->ok = inner.ok;
 
   Value **in = malloc((size_t)(np + 1) * sizeof *in);
@@ -135,10 +165,12 @@ static Value *lw_repeat(Lower *lw, const SpecLayer *l, Value *x) {
       lw_add_param(lw, &ps[i]);
       in[1 + i] = lw_param_op(lw, ps[i].name);
     }
-    Op *call = ir_op_new(lw->f, OP_CALL, k + 1, in, 1);
+    Op *call = ir_op_new(lw->f, OP_CALL, k + 1, in, nret);
     ir_set_attr_sym(call, "callee", l->name);
     ir_set_attr_int(call, "stream", r); /* the layer's random stream (dropout masks) */
     x = ir_emit(lw->f, call);
+    if (nret >= 2) lw_aux(lw, call->out[1]);
+    for (int i = 2; i < nret; i++) lw_load(lw, call->out[i]);
   }
   free(in);
   free(ps);
@@ -189,6 +221,7 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
   }
   case SPEC_L_POSITIONS: {
     Value *pos;
+    if (l->pos == SPEC_POS_ROPE) return x; /* every attention rotates its q and k (below) */
     if (l->pos == SPEC_POS_LEARNED) {
       pos = pv[0];
     } else {
@@ -210,6 +243,12 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
     if (l->memory) return lw_xl_attention(lw, l, x, pv);
     Value *qkv = lw_op2(f, OP_LINEAR, x, pv[k++]);
     qkv = lw_bias(lw, qkv, l->bias, pv, &k);
+    if (s->rope_theta > 0) {
+      Op *r = ir_op_new(f, OP_ROPE, 1, &qkv, 1);
+      ir_set_attr_int(r, "heads", l->heads);
+      if (l->kv_heads != l->heads) ir_set_attr_int(r, "kv_heads", l->kv_heads);
+      ir_set_attr_float(r, "theta", s->rope_theta);
+      qkv = ir_emit(f, r);
     if (l->stride > 1) { /* the first attention after a pool: pooled queries, full keys and values */
       Op *op = ir_op_new(f, OP_ATTENTION_POOL, 1, &qkv, 1);
       ir_set_attr_int(op, "heads", l->heads);
@@ -220,6 +259,7 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
     }
     Op *op = ir_op_new(f, OP_ATTENTION, 1, &qkv, 1);
     ir_set_attr_int(op, "heads", l->heads);
+    if (l->kv_heads != l->heads) ir_set_attr_int(op, "kv_heads", l->kv_heads);
     ir_set_attr_int(op, "causal", l->causal ? 1 : 0);
     char why[200];
     static const char *const pattern[] = {"", "local", "strided", "fixed"};
@@ -238,6 +278,7 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
     case SPEC_ACT_GELU: h = lw_op1(f, OP_GELU, h); break;
     case SPEC_ACT_GELU_TANH: h = lw_op1(f, OP_GELU_TANH, h); break;
     case SPEC_ACT_RELU: h = lw_op1(f, OP_RELU, h); break;
+    case SPEC_ACT_SILU: h = lw_op1(f, OP_SILU, h); break; /* moe's; the spec's mlp does not offer it */
     case SPEC_ACT_SWIGLU: {
       Value *g = lw_op2(f, OP_LINEAR, x, pv[k++]);
       g = lw_bias(lw, g, l->bias, pv, &k);
@@ -247,6 +288,21 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
     }
     h = lw_op2(f, OP_LINEAR, h, pv[k++]);
     return lw_bias(lw, h, l->bias, pv, &k);
+  }
+  case SPEC_L_MOE: {
+    static const char *const act[] = {[SPEC_ACT_GELU] = "gelu", [SPEC_ACT_GELU_TANH] = "gelu_tanh",
+                                      [SPEC_ACT_RELU] = "relu", [SPEC_ACT_SILU] = "silu"};
+    Value *in[6] = {x, pv[0], pv[1], pv[2], pv[3], pv[4]};
+    Op *op = ir_op_new(f, OP_MOE, 6, in, 3);
+    ir_set_attr_int(op, "top_k", l->top_k);
+    ir_set_attr_float(op, "capacity_factor", l->capacity_factor);
+    ir_set_attr_float(op, "aux", l->aux_loss);
+    ir_set_attr_str(op, "act", act[l->activation]);
+    op->line = l->line, op->col = l->col;
+    Value *y = ir_emit(f, op);
+    lw_aux(lw, op->out[1]);
+    lw_load(lw, op->out[2]);
+    return y;
   }
   case SPEC_L_RESIDUAL: {
     int64_t stride = lw->pool; /* after a pool: the body pools its attention's queries, the residual x */

@@ -528,7 +528,7 @@ static bool fe_check_model(Ctx *c, const YNode *key, const YNode *val, ModelNode
 
 static const char *const layer_words[] = {"embedding", "positions", "layernorm", "rmsnorm", "attention", "mlp",
                                           "residual",  "repeat",    "dropout",   "lm_head", "classifier",
-                                          "pool",      "upsample"};
+                                          "pool",      "upsample",  "moe"};
 
 const char *fe_layer_kind_name(SpecLayerKind k) { return k < SPEC_L_COUNT ? layer_words[k] : "?"; }
 
@@ -586,13 +586,14 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
     break;
   }
   case SPEC_L_POSITIONS: {
-    static const char *const k[] = {"name", "kind"};
-    static const char *const w[] = {"learned", "sinusoidal"};
-    fe_fields(c, opt, "positions", k, 2, v, NULL);
+    static const char *const k[] = {"name", "kind", "theta"};
+    static const char *const w[] = {"learned", "sinusoidal", "rope"};
+    fe_fields(c, opt, "positions", k, 3, v, NULL);
     l->name = "wpe";
     l->pos = SPEC_POS_LEARNED;
+    l->theta = 10000;
     if (v[1]) {
-      int e = fe_enum(c, v[1], "positions kind", w, 2);
+      int e = fe_enum(c, v[1], "positions kind", w, 3);
       if (e >= 0) l->pos = (SpecPosKind)e;
       int64_t n;
       if (l->pos == SPEC_POS_SINUSOIDAL && m->context > 0 && m->dim > 0 &&
@@ -600,6 +601,9 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
         ERR_AT(c, v[1], "a sinusoidal position table of context x dim (%lld x %lld) floats is above 256 MiB, the largest table a program compiles in",
                (long long)m->context, (long long)m->dim);
     }
+    if (v[2] && l->pos != SPEC_POS_ROPE) ERR_AT(c, v[2], "'theta' is the rotary base of 'kind: rope' positions");
+    else if (v[2] && fe_float(c, v[2], "theta", &l->theta) && !(l->theta > 0))
+      ERR_AT(c, v[2], "'theta' must be positive, got %g", l->theta);
     break;
   }
   case SPEC_L_LAYERNORM:
@@ -617,8 +621,8 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
     break;
   }
   case SPEC_L_ATTENTION: {
-    static const char *const k[] = {"name", "heads", "causal", "bias", "sparse", "memory"};
-    fe_fields(c, opt, "attention", k, 6, v, NULL);
+    static const char *const k[] = {"name", "heads", "causal", "bias", "sparse", "memory", "kv_heads"};
+    fe_fields(c, opt, "attention", k, 7, v, NULL);
     l->name = "attn";
     l->causal = true;
     l->bias = true;
@@ -645,6 +649,19 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
         ERR_AT(c, v[5], "memory %lld: batch x (memory + context) x 3 dim is above 2147483647 (INT32_MAX), the largest "
                         "count a kernel call takes", (long long)l->memory);
     }
+    l->kv_heads = l->heads;
+    int64_t g;
+    if (v[6] && fe_int(c, v[6], "kv_heads", 1, INT32_MAX, &g)) {
+      if (h > 0 && h % g != 0)
+        ERR_AT(c, v[6], "'kv_heads' (%lld) must divide 'heads' (%lld): each KV head serves heads / kv_heads query heads",
+               (long long)g, (long long)h);
+      else if (v[4] && g != h)
+        ERR_AT(c, v[6], "grouped-query attention ('kv_heads' below 'heads') with a 'sparse' pattern is not implemented");
+      else if (l->memory && g != h)
+        ERR_AT(c, v[6], "grouped-query attention ('kv_heads' below 'heads') with segment 'memory' is not implemented");
+      else
+        l->kv_heads = (int)g;
+    }
     break;
   }
   case SPEC_L_MLP: {
@@ -669,6 +686,43 @@ static void fe_layer_options(Ctx *c, SpecLayer *l, const YNode *key, const YNode
       if (e >= 0) l->activation = (SpecActivation)e;
     }
     if (v[3]) fe_bool(c, v[3], "bias", &l->bias);
+    break;
+  }
+  case SPEC_L_MOE: {
+    /* moe: {experts, top_k, hidden, activation, capacity_factor, aux_loss} (docs/spec.md, "moe") */
+    static const char *const k[] = {"name", "experts", "top_k", "hidden", "activation", "capacity_factor", "aux_loss"};
+    static const char *const w[] = {"gelu", "gelu_tanh", "relu", "silu"};
+    static const SpecActivation wa[] = {SPEC_ACT_GELU, SPEC_ACT_GELU_TANH, SPEC_ACT_RELU, SPEC_ACT_SILU};
+    fe_fields(c, opt, "moe", k, 7, v, NULL);
+    l->name = "moe";
+    l->activation = SPEC_ACT_GELU;
+    l->top_k = 1;
+    l->capacity_factor = 1.25;
+    l->aux_loss = 0.01;
+    if (!v[1]) ERR_AT(c, key, "missing required key 'experts' in moe");
+    else fe_int(c, v[1], "experts", 1, 4096, &l->experts);
+    if (v[2] && fe_int(c, v[2], "top_k", 1, 4096, &l->top_k) && l->experts > 0 && l->top_k > l->experts)
+      ERR_AT(c, v[2], "moe 'top_k' (%lld) must be in [1, experts] (experts %lld)", (long long)l->top_k,
+             (long long)l->experts);
+    if (!v[3]) ERR_AT(c, key, "missing required key 'hidden' in moe");
+    else if (fe_int(c, v[3], "hidden", 1, INT64_MAX, &l->hidden) && m->dim > 0 && l->experts > 0) {
+      int64_t r, bt;
+      if (!fe_mul(l->hidden, m->dim, &r) || !fe_mul(r, 2, &r) || !fe_mul(r, l->experts, &r) ||
+          !fe_mul(m->batch, m->context, &bt) || !fe_mul(bt, l->hidden + 2 * m->dim, &r))
+        ERR_AT(c, v[3], "size overflow: moe hidden %lld with dim %lld and %lld experts " FE_TOO_BIG,
+               (long long)l->hidden, (long long)m->dim, (long long)l->experts);
+      else if (l->hidden > INT32_MAX)
+        ERR_AT(c, v[3], "moe hidden %lld " FE_INT_LIMIT, (long long)l->hidden);
+    }
+    if (v[4]) {
+      int e = fe_enum(c, v[4], "moe activation", w, 4);
+      if (e >= 0) l->activation = wa[e];
+    }
+    if (v[5] && fe_float(c, v[5], "capacity_factor", &l->capacity_factor) &&
+        !(l->capacity_factor > 0 && l->capacity_factor <= 1e6))
+      ERR_AT(c, v[5], "moe 'capacity_factor' must be in (0, 1e6], got %g", l->capacity_factor);
+    if (v[6] && fe_float(c, v[6], "aux_loss", &l->aux_loss) && !(l->aux_loss >= 0 && l->aux_loss <= 1e6))
+      ERR_AT(c, v[6], "moe 'aux_loss' must be in [0, 1e6], got %g", l->aux_loss);
     break;
   }
   case SPEC_L_DROPOUT: {
@@ -891,6 +945,8 @@ static void fe_check_funnel(Ctx *c) {
                      "only): that attention pools its queries and the residual the input");
       else if (a->sparse)
         ERR_AT(c, a, "the attention after a pool is dense: a sparse pattern is not offered with pooled queries");
+      else if (a->kv_heads != a->heads)
+        ERR_AT(c, a, "grouped-query attention ('kv_heads' below 'heads') after a pool is not implemented");
       else
         a->stride = l->stride;
     } else if (l->kind == SPEC_L_UPSAMPLE) {
@@ -935,6 +991,17 @@ static void fe_scan_memory(Ctx *c, const SpecLayer *ls, int n, const SpecLayer *
   }
 }
 
+/* rope rotates pairs of dims: every attention's head dimension must be even. */
+static void fe_check_rope(Ctx *c, const SpecLayer *ls, int n, int depth) {
+  for (int i = 0; i < n && depth <= FE_MAX_DEPTH; i++) {
+    const SpecLayer *l = &ls[i];
+    if (l->kind == SPEC_L_ATTENTION && l->heads > 0 && (c->s->model.dim / l->heads) % 2 != 0)
+      ERR_AT(c, l, "rope positions rotate pairs of dims, but this attention's head dimension %lld (dim %lld / heads %d) "
+                   "is odd", (long long)(c->s->model.dim / l->heads), (long long)c->s->model.dim, l->heads);
+    if (l->nbody) fe_check_rope(c, l->body, l->nbody, depth + 1);
+  }
+}
+
 static void fe_check_structure(Ctx *c, const ModelNodes *mn, const YNode *layers_key) {
   Spec *s = c->s;
   int n = s->nlayers;
@@ -966,6 +1033,10 @@ static void fe_check_structure(Ctx *c, const ModelNodes *mn, const YNode *layers
     if (l->kind == SPEC_L_POSITIONS) {
       if (seen_pos) ERR_AT(c, l, "a model has at most one 'positions' layer");
       seen_pos = true;
+      if (l->pos == SPEC_POS_ROPE) {
+        s->rope_theta = l->theta;
+        fe_check_rope(c, s->layers, n, 0);
+      }
     }
     bool head = l->kind == SPEC_L_LM_HEAD || l->kind == SPEC_L_CLASSIFIER;
     if (head && i != n - 1) ERR_AT(c, l, "'%s' must be the last layer", layer_words[l->kind]);
@@ -997,6 +1068,14 @@ static int fe_add_p(SpecParam *out, int k, const char *prefix, const char *name,
   return k + 1;
 }
 
+/* A rank-3 parameter [d0, d1, d2] (a moe's experts' weights). */
+static int fe_add_p3(SpecParam *out, int k, const char *prefix, const char *name, const char *suffix, int64_t d0,
+                     int64_t d1, int64_t d2, InitKind init, double arg, bool decay) {
+  k = fe_add_p(out, k, prefix, name, suffix, 3, d0, d1, init, arg, decay);
+  out[k - 1].dim[2] = d2;
+  return k;
+}
+
 int fe_layer_params(const Spec *s, const SpecLayer *l, const char *prefix, SpecParam *out) {
   const int64_t C = s->model.dim, V = s->model.vocab, T = s->model.context;
   const char *n = l->name;
@@ -1017,9 +1096,11 @@ int fe_layer_params(const Spec *s, const SpecLayer *l, const char *prefix, SpecP
     k = fe_add_p(out, k, prefix, n, ".weight", 1, C, 0, INIT_ONES, 0, false);
     if (l->bias) k = fe_add_p(out, k, prefix, n, ".bias", 1, C, 0, INIT_ZEROS, 0, false);
     break;
-  case SPEC_L_ATTENTION:
-    k = fe_add_p(out, k, prefix, n, ".c_attn.weight", 2, fe_smul(3, C), C, INIT_NORMAL, 0.02, true);
-    if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_attn.bias", 1, fe_smul(3, C), 0, INIT_ZEROS, 0, false);
+  case SPEC_L_ATTENTION: {
+    /* q, k, v packed: (heads + 2 kv_heads) head dims; 3C for multi-head attention */
+    int64_t W = l->heads > 0 ? fe_smul(l->heads + 2 * (int64_t)l->kv_heads, C / l->heads) : fe_smul(3, C);
+    k = fe_add_p(out, k, prefix, n, ".c_attn.weight", 2, W, C, INIT_NORMAL, 0.02, true);
+    if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_attn.bias", 1, W, 0, INIT_ZEROS, 0, false);
     if (l->memory) { /* Transformer-XL's relative positions: r_net, r_w_bias (u), r_r_bias (v) */
       k = fe_add_p(out, k, prefix, n, ".r_net.weight", 2, C, C, INIT_NORMAL, 0.02, true);
       k = fe_add_p(out, k, prefix, n, ".r_w_bias", 2, l->heads, l->heads ? C / l->heads : 0, INIT_NORMAL, 0.02, false);
@@ -1028,6 +1109,7 @@ int fe_layer_params(const Spec *s, const SpecLayer *l, const char *prefix, SpecP
     k = fe_add_p(out, k, prefix, n, ".c_proj.weight", 2, C, C, INIT_NORMAL, 0.02, true);
     if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_proj.bias", 1, C, 0, INIT_ZEROS, 0, false);
     break;
+  }
   case SPEC_L_MLP:
     k = fe_add_p(out, k, prefix, n, ".c_fc.weight", 2, l->hidden, C, INIT_NORMAL, 0.02, true);
     if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_fc.bias", 1, l->hidden, 0, INIT_ZEROS, 0, false);
@@ -1038,6 +1120,15 @@ int fe_layer_params(const Spec *s, const SpecLayer *l, const char *prefix, SpecP
     k = fe_add_p(out, k, prefix, n, ".c_proj.weight", 2, C, l->hidden, INIT_NORMAL, 0.02, true);
     if (l->bias) k = fe_add_p(out, k, prefix, n, ".c_proj.bias", 1, C, 0, INIT_ZEROS, 0, false);
     break;
+  case SPEC_L_MOE: {
+    const int64_t E = l->experts, H = l->hidden;
+    k = fe_add_p(out, k, prefix, n, ".router.weight", 2, E, C, INIT_NORMAL, 0.02, true);
+    k = fe_add_p3(out, k, prefix, n, ".w1", E, H, C, INIT_NORMAL, 0.02, true);
+    k = fe_add_p(out, k, prefix, n, ".b1", 2, E, H, INIT_ZEROS, 0, false);
+    k = fe_add_p3(out, k, prefix, n, ".w2", E, C, H, INIT_NORMAL, 0.02, true);
+    k = fe_add_p(out, k, prefix, n, ".b2", 2, E, C, INIT_ZEROS, 0, false);
+    break;
+  }
   case SPEC_L_LM_HEAD:
     if (!l->tied) k = fe_add_p(out, k, prefix, n, ".weight", 2, V, C, INIT_NORMAL, 0.02, true);
     break;

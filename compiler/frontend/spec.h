@@ -43,11 +43,14 @@ typedef enum SpecLayerKind {
   SPEC_L_POOL,        /* sequence compression (Funnel-Transformer): no parameters; the next layer's
                        * attention pools its queries, its residual the input (docs/spec.md) */
   SPEC_L_UPSAMPLE,    /* restores the full length: repeat, plus the stream before the first pool */
+  SPEC_L_MOE,         /* mixture of experts in place of an mlp: <name>.router.weight [E, dim], <name>.w1
+                       * [E, hidden, dim], <name>.b1 [E, hidden], <name>.w2 [E, dim, hidden], <name>.b2
+                       * [E, dim]; default name "moe" */
   SPEC_L_COUNT
 } SpecLayerKind;
 
-typedef enum SpecActivation { SPEC_ACT_GELU, SPEC_ACT_GELU_TANH, SPEC_ACT_RELU, SPEC_ACT_SWIGLU } SpecActivation;
-typedef enum SpecPosKind { SPEC_POS_LEARNED, SPEC_POS_SINUSOIDAL } SpecPosKind;
+typedef enum SpecActivation { SPEC_ACT_GELU, SPEC_ACT_GELU_TANH, SPEC_ACT_RELU, SPEC_ACT_SWIGLU, SPEC_ACT_SILU } SpecActivation;
+typedef enum SpecPosKind { SPEC_POS_LEARNED, SPEC_POS_SINUSOIDAL, SPEC_POS_ROPE } SpecPosKind;
 typedef enum SpecPool { SPEC_POOL_FIRST, SPEC_POOL_MEAN } SpecPool;
 typedef enum SpecModelKind { SPEC_DECODER, SPEC_ENCODER } SpecModelKind;
 typedef enum SpecSchedule { SPEC_SCHED_COSINE, SPEC_SCHED_CONSTANT, SPEC_SCHED_LINEAR } SpecSchedule;
@@ -63,19 +66,24 @@ typedef struct SpecLayer {
   double eps;                /* layernorm, rmsnorm */
   bool bias;                 /* layernorm, attention, mlp (classifier always has a bias) */
   int heads;                 /* attention: divides model.dim */
+  int kv_heads;              /* attention: grouped-query KV heads, divides heads (= heads unless given) */
   bool causal;               /* attention */
   int sparse;                /* attention: 0 dense, else 1 + SPEC_SPARSE_WORDS' place (local, strided, fixed) */
   int64_t sp_size;           /* sparse: local's window, strided's stride, fixed's block */
   int64_t sp_summary, sp_global, sp_tile; /* sparse: fixed's summary, global tokens, the kernels' tile */
   int64_t memory;            /* attention: Transformer-XL segment memory M (positions kept), 0: none */
   int mem_line, mem_col;     /* attention: location of the memory value */
-  int64_t hidden;            /* mlp */
-  SpecActivation activation; /* mlp */
+  int64_t hidden;            /* mlp, moe (each expert's) */
+  SpecActivation activation; /* mlp, moe (not swiglu) */
+  int64_t experts, top_k;    /* moe: E >= 1, K in [1, E] */
+  double capacity_factor;    /* moe: > 0 */
+  double aux_loss;           /* moe: the load-balancing loss's coefficient A >= 0 */
   double p;                  /* dropout, in [0, 1) */
   bool tied;                 /* lm_head */
   int64_t classes;           /* classifier, >= 2 */
   SpecPool pool;             /* classifier */
   SpecPosKind pos;           /* positions */
+  double theta;              /* positions kind rope: the frequency base (default 10000) */
   int64_t count;             /* repeat: number of copies, >= 1 */
   int64_t stride;            /* pool: the sequence shortens by it (>= 2); upsample: the product of the
                               * pools' strides before it (checked); attention: > 1 when it is the
@@ -119,6 +127,7 @@ typedef struct Spec {
   int nlayers;
   SpecLayer *layers;         /* the top-level layer list */
   const char *embedding;     /* name of the embedding layer (tied heads use <embedding>.weight) */
+  double rope_theta;         /* positions {kind: rope}: every attention rotates q, k (0: no rope) */
   bool has_passes;           /* the spec has a passes: key */
   Pipeline passes;           /* its pipeline (owned) */
   SpecTrain train;
@@ -153,8 +162,8 @@ Module *fe_lower(const Spec *s, Diag *d);
 #define FE_LAYER_MAX_PARAMS 8
 typedef struct SpecParam {
   char name[FE_NAME_MAX];
-  int rank;
-  int64_t dim[2];
+  int rank;                  /* 1..3 (3: a moe's per-expert weights) */
+  int64_t dim[3];
   InitKind init;
   double init_arg;
   bool decay;

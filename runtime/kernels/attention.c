@@ -12,6 +12,9 @@
  *
  * rt_attention_decode handles one new token per sequence against a KV cache with two sgemv
  * calls per head. rt_attention_ref is the naive full-softmax twin used by the tests.
+ * Grouped-query attention (the _gqa forms; the plain ones are them with n_kv_head = n_head): the
+ * rows of qkv are q (C = n_head hd), k and v (KV = n_kv_head hd each); query head h reads KV head
+ * h / (n_head / n_kv_head), and the KV cache rows are KV wide.
  * Threading: (batch, head) pairs are the tasks of rt_parallel_for (the GEMM layer runs single-threaded
  * inside each); every chunk of tasks claims its own slice of the scratch, which therefore holds
  * rt_threads() per-task slices (the scratch size functions multiply by rt_threads()). */
@@ -92,7 +95,7 @@ void rt_attend_head(float *o, int ldo, const float *q, int ldq, int Tq, const fl
 typedef struct AttnCtx {
   float *out;
   const float *qkv;
-  int T, C, n_head, hd, causal;
+  int T, C, n_head, n_kv_head, hd, causal;
   float scale;
   float *scratch;
   size_t slice;
@@ -106,20 +109,26 @@ static void attn_tasks(void *p, int lo, int hi) {
   float *O = S + (size_t)RT_ATTN_BQ * RT_ATTN_BK;
   float *m = O + (size_t)RT_ATTN_BQ * a->hd;
   float *l = m + RT_ATTN_BQ;
-  int C = a->C, T = a->T;
-  size_t ld = 3 * (size_t)C;
+  int C = a->C, T = a->T, hd = a->hd, KV = a->n_kv_head * hd, rep = a->n_head / a->n_kv_head;
+  size_t ld = (size_t)C + 2 * (size_t)KV;
   for (int task = lo; task < hi; task++) {
     int b = task / a->n_head, h = task % a->n_head;
-    const float *q = a->qkv + (size_t)b * T * ld + (size_t)h * a->hd;
-    rt_attend_head(a->out + (size_t)b * T * C + (size_t)h * a->hd, C, q, (int)ld, T, q + C, q + 2 * C, (int)ld, T, a->hd,
-                   a->causal, a->scale, S, O, m, l);
+    const float *row = a->qkv + (size_t)b * T * ld;
+    const float *k = row + C + (size_t)(h / rep) * hd;
+    rt_attend_head(a->out + (size_t)b * T * C + (size_t)h * hd, C, row + (size_t)h * hd, (int)ld, T, k, k + KV, (int)ld, T,
+                   hd, a->causal, a->scale, S, O, m, l);
   }
 }
 
 void rt_attention(float *out, const float *qkv, int B, int T, int C, int n_head, int causal, float *scratch) {
+  rt_attention_gqa(out, qkv, B, T, C, n_head, n_head, causal, scratch);
+}
+
+void rt_attention_gqa(float *out, const float *qkv, int B, int T, int C, int n_head, int n_kv_head, int causal,
+                      float *scratch) {
   if (B <= 0 || T <= 0)
     return;
-  AttnCtx a = {out, qkv, T, C, n_head, C / n_head, causal, 1.0f / sqrtf((float)(C / n_head)), scratch,
+  AttnCtx a = {out, qkv, T, C, n_head, n_kv_head, C / n_head, causal, 1.0f / sqrtf((float)(C / n_head)), scratch,
                attn_slice(C, n_head), 0};
   /* one (batch, head) at T = 16 is already ~10 us of work: every pair is worth a task, except for
    * tiny T where the whole call is inline */
@@ -128,7 +137,11 @@ void rt_attention(float *out, const float *qkv, int B, int T, int C, int n_head,
 }
 
 void rt_attention_ref(float *out, const float *qkv, int B, int T, int C, int n_head, int causal) {
-  int hd = C / n_head;
+  rt_attention_gqa_ref(out, qkv, B, T, C, n_head, n_head, causal);
+}
+
+void rt_attention_gqa_ref(float *out, const float *qkv, int B, int T, int C, int n_head, int n_kv_head, int causal) {
+  int hd = C / n_head, KV = n_kv_head * hd, W = C + 2 * KV;
   double scale = 1.0 / sqrt((double)hd);
   double *p = malloc((size_t)(T > 0 ? T : 1) * sizeof(double)); /* test-only twin: allocation is fine */
   if (!p)
@@ -136,11 +149,12 @@ void rt_attention_ref(float *out, const float *qkv, int B, int T, int C, int n_h
   for (int b = 0; b < B; b++)
     for (int h = 0; h < n_head; h++)
       for (int t = 0; t < T; t++) {
-        const float *q = qkv + ((size_t)b * T + t) * 3 * C + (size_t)h * hd;
+        const float *q = qkv + ((size_t)b * T + t) * W + (size_t)h * hd;
+        size_t kcol = C + (size_t)(h * n_kv_head / n_head) * hd; /* KV head floor(h G / H) */
         int ns = causal ? t + 1 : T;
         double mx = -INFINITY, sum = 0;
         for (int s = 0; s < ns; s++) {
-          const float *k = qkv + ((size_t)b * T + s) * 3 * C + C + (size_t)h * hd;
+          const float *k = qkv + ((size_t)b * T + s) * W + kcol;
           double d = 0;
           for (int i = 0; i < hd; i++)
             d += (double)q[i] * k[i];
@@ -152,7 +166,7 @@ void rt_attention_ref(float *out, const float *qkv, int B, int T, int C, int n_h
         for (int i = 0; i < hd; i++) {
           double acc = 0;
           for (int s = 0; s < ns; s++)
-            acc += p[s] * qkv[((size_t)b * T + s) * 3 * C + 2 * C + (size_t)h * hd + i];
+            acc += p[s] * qkv[((size_t)b * T + s) * W + KV + kcol + i];
           out[((size_t)b * T + t) * C + (size_t)h * hd + i] = (float)(acc / sum);
         }
       }
@@ -167,44 +181,52 @@ typedef struct DecCtx {
   float *out;
   const float *qkv;
   float *kcache, *vcache;
-  int Tmax, t, C, n_head, hd;
+  int Tmax, t, C, n_head, n_kv_head, hd;
   float scale;
   float *scratch;
   size_t slice;
   atomic_int next_slot;
 } DecCtx;
 
-/* tasks are (b, h) pairs: each writes its own head's columns of the new cache row, then attends */
+/* tasks are (b, h) pairs, after the new cache rows are written (several heads may read one KV head) */
 static void dec_tasks(void *p, int lo, int hi) {
   DecCtx *d = p;
   int slot = atomic_fetch_add_explicit(&d->next_slot, 1, memory_order_relaxed);
   float *s = d->scratch + (size_t)slot * d->slice;
-  int C = d->C, hd = d->hd, t = d->t, n = t + 1;
+  int C = d->C, hd = d->hd, t = d->t, n = t + 1, KV = d->n_kv_head * hd, rep = d->n_head / d->n_kv_head;
   for (int task = lo; task < hi; task++) {
     int b = task / d->n_head, h = task % d->n_head;
-    const float *row = d->qkv + (size_t)b * 3 * C;
-    float *kc = d->kcache + (size_t)b * d->Tmax * C + (size_t)h * hd;
-    float *vc = d->vcache + (size_t)b * d->Tmax * C + (size_t)h * hd;
-    memcpy(kc + (size_t)t * C, row + C + (size_t)h * hd, (size_t)hd * sizeof(float));
-    memcpy(vc + (size_t)t * C, row + 2 * C + (size_t)h * hd, (size_t)hd * sizeof(float));
-    /* s (n) = scale * K_h[0:n] (n,hd; stride C) q_h */
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, n, hd, d->scale, kc, C, row + (size_t)h * hd, 1, 0.0f, s, 1);
+    const float *row = d->qkv + (size_t)b * (C + 2 * KV);
+    const float *kc = d->kcache + (size_t)b * d->Tmax * KV + (size_t)(h / rep) * hd;
+    const float *vc = d->vcache + (size_t)b * d->Tmax * KV + (size_t)(h / rep) * hd;
+    /* s (n) = scale * K_g[0:n] (n,hd; stride KV) q_h */
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, n, hd, d->scale, kc, KV, row + (size_t)h * hd, 1, 0.0f, s, 1);
     float mx = -INFINITY;
     for (int j = 0; j < n; j++)
       mx = s[j] > mx ? s[j] : mx;
     float sum = rt_exp_row(s, s, n, mx);
     /* out_h (hd) = V_h[0:n]^T s / sum */
-    cblas_sgemv(CblasRowMajor, CblasTrans, n, hd, 1.0f / sum, vc, C, s, 1, 0.0f, d->out + (size_t)b * C + (size_t)h * hd,
+    cblas_sgemv(CblasRowMajor, CblasTrans, n, hd, 1.0f / sum, vc, KV, s, 1, 0.0f, d->out + (size_t)b * C + (size_t)h * hd,
                 1);
   }
 }
 
 void rt_attention_decode(float *out, const float *qkv, float *kcache, float *vcache, int B, int Tmax, int t, int C,
                          int n_head, float *scratch) {
+  rt_attention_gqa_decode(out, qkv, kcache, vcache, B, Tmax, t, C, n_head, n_head, scratch);
+}
+
+void rt_attention_gqa_decode(float *out, const float *qkv, float *kcache, float *vcache, int B, int Tmax, int t, int C,
+                             int n_head, int n_kv_head, float *scratch) {
   if (B <= 0)
     return;
-  int hd = C / n_head;
-  DecCtx d = {out, qkv, kcache, vcache, Tmax, t, C, n_head, hd, 1.0f / sqrtf((float)hd), scratch,
+  int hd = C / n_head, KV = n_kv_head * hd;
+  for (int b = 0; b < B; b++) { /* the new token's k and v into row t of the cache */
+    const float *row = qkv + (size_t)b * (C + 2 * KV);
+    memcpy(kcache + ((size_t)b * Tmax + t) * KV, row + C, (size_t)KV * sizeof(float));
+    memcpy(vcache + ((size_t)b * Tmax + t) * KV, row + C + KV, (size_t)KV * sizeof(float));
+  }
+  DecCtx d = {out, qkv, kcache, vcache, Tmax, t, C, n_head, n_kv_head, hd, 1.0f / sqrtf((float)hd), scratch,
               rt_slice_floats((size_t)(Tmax > 0 ? Tmax : 1)), 0};
   /* a task reads 2 (t+1) hd floats of cache; below ~16K floats per chunk the pool costs more than
    * it saves (early positions of a decode are a few microseconds in all) */
@@ -223,23 +245,29 @@ size_t rt_attention_kv_scratch_floats(int Tmax, int C, int n_head) {
 
 void rt_attention_kv(float *out, const float *qkv, float *kcache, float *vcache, int B, int nt, int t0, int Tmax,
                      int C, int n_head, int causal, float *scratch) {
+  rt_attention_gqa_kv(out, qkv, kcache, vcache, B, nt, t0, Tmax, C, n_head, n_head, causal, scratch);
+}
+
+void rt_attention_gqa_kv(float *out, const float *qkv, float *kcache, float *vcache, int B, int nt, int t0, int Tmax,
+                         int C, int n_head, int n_kv_head, int causal, float *scratch) {
+  int KV = C / n_head * n_kv_head, W = C + 2 * KV;
   if (t0 == 0) {
     /* prefill: plain attention over the new tokens, and their k, v into the cache */
-    rt_attention(out, qkv, B, nt, C, n_head, causal, scratch);
+    rt_attention_gqa(out, qkv, B, nt, C, n_head, n_kv_head, causal, scratch);
     for (int b = 0; b < B; b++)
       for (int t = 0; t < nt; t++) {
-        const float *row = qkv + ((size_t)b * nt + t) * 3 * C;
-        memcpy(kcache + ((size_t)b * Tmax + t) * C, row + C, (size_t)C * sizeof(float));
-        memcpy(vcache + ((size_t)b * Tmax + t) * C, row + 2 * C, (size_t)C * sizeof(float));
+        const float *row = qkv + ((size_t)b * nt + t) * W;
+        memcpy(kcache + ((size_t)b * Tmax + t) * KV, row + C, (size_t)KV * sizeof(float));
+        memcpy(vcache + ((size_t)b * Tmax + t) * KV, row + C + KV, (size_t)KV * sizeof(float));
       }
     return;
   }
   /* decoding: token t of sequence b sits at position t0 + t and sees positions 0..t0+t */
   for (int b = 0; b < B; b++)
     for (int t = 0; t < nt; t++)
-      rt_attention_decode(out + ((size_t)b * nt + t) * C, qkv + ((size_t)b * nt + t) * 3 * C,
-                          kcache + (size_t)b * Tmax * C, vcache + (size_t)b * Tmax * C, 1, Tmax, t0 + t, C, n_head,
-                          scratch);
+      rt_attention_gqa_decode(out + ((size_t)b * nt + t) * C, qkv + ((size_t)b * nt + t) * W,
+                              kcache + (size_t)b * Tmax * KV, vcache + (size_t)b * Tmax * KV, 1, Tmax, t0 + t, C,
+                              n_head, n_kv_head, scratch);
 }
 
 /* ---- attention backward ---------------------------------------------------------------------- *
@@ -273,10 +301,12 @@ size_t rt_attention_dx_scratch_floats(int T, int C, int n_head) {
 /* One (batch, head). q, k, v: column h*hd of row 0 of qkv (stride ld = 3C); dq, dk, dv the same
  * in dqkv; dO: column h*hd of row 0 of dy (stride ldo = C). P, dP: scratch of BQ * T floats each.
  * Tq queries of row stride ldq (q and dq; self-attention: Tq = T, ldq = ld; causal needs Tq = T):
- * rt_attention_pool_dx (attention_pool.c) passes its pooled queries. */
+ * rt_attention_pool_dx (attention_pool.c) passes its pooled queries. zero: dk, dv start at 0 (the
+ * first query head of a KV group; the others add to them). */
 void rt_attend_dx_head(float *dq, int ldq, int Tq, float *dk, float *dv, const float *q, const float *k, const float *v,
-                       const float *dO, int ld, int ldo, int T, int hd, int causal, float scale, float *P, float *dP) {
-  for (int t = 0; t < T; t++) { /* dK, dV accumulate over query blocks */
+                       const float *dO, int ld, int ldo, int T, int hd, int causal, float scale, float *P, float *dP,
+                       int zero) {
+  for (int t = 0; zero && t < T; t++) { /* dK, dV accumulate over query blocks */
     memset(dk + (size_t)t * ld, 0, (size_t)hd * sizeof(float));
     memset(dv + (size_t)t * ld, 0, (size_t)hd * sizeof(float));
   }
@@ -328,7 +358,7 @@ void rt_attend_dx_head(float *dq, int ldq, int Tq, float *dk, float *dv, const f
 typedef struct AttnDxCtx {
   float *dqkv;
   const float *qkv, *dy;
-  int T, C, n_head, hd, causal;
+  int T, C, n_head, n_kv_head, hd, causal;
   float scale;
   float *scratch;
   size_t slice;
@@ -340,26 +370,33 @@ static void attn_dx_tasks(void *p, int lo, int hi) {
   int slot = atomic_fetch_add_explicit(&a->next_slot, 1, memory_order_relaxed);
   float *P = a->scratch + (size_t)slot * a->slice;
   float *dP = P + a->slice / 2; /* slice = 2 * bq * T rounded up to 16: each half holds bq * T */
-  int C = a->C, T = a->T, hd = a->hd;
-  size_t ld = 3 * (size_t)C;
-  for (int task = lo; task < hi; task++) {
-    int b = task / a->n_head, h = task % a->n_head;
-    size_t off = (size_t)b * T * ld + (size_t)h * hd;
-    const float *q = a->qkv + off;
-    float *dq = a->dqkv + off;
-    rt_attend_dx_head(dq, (int)ld, T, dq + C, dq + 2 * C, q, q + C, q + 2 * C, a->dy + (size_t)b * T * C + (size_t)h * hd,
-                      (int)ld, C, T, hd, a->causal, a->scale, P, dP);
+  int C = a->C, T = a->T, hd = a->hd, KV = a->n_kv_head * hd, rep = a->n_head / a->n_kv_head;
+  size_t ld = (size_t)C + 2 * (size_t)KV;
+  for (int task = lo; task < hi; task++) { /* a task is a (batch, KV head): its query heads in turn */
+    int b = task / a->n_kv_head, g = task % a->n_kv_head;
+    size_t row = (size_t)b * T * ld, kcol = (size_t)C + (size_t)g * hd;
+    for (int h = g * rep; h < (g + 1) * rep; h++)
+      rt_attend_dx_head(a->dqkv + row + (size_t)h * hd, (int)ld, T, a->dqkv + row + kcol, a->dqkv + row + kcol + KV,
+                        a->qkv + row + (size_t)h * hd, a->qkv + row + kcol, a->qkv + row + kcol + KV,
+                        a->dy + (size_t)b * T * C + (size_t)h * hd, (int)ld, C, T, hd, a->causal, a->scale, P, dP,
+                        h == g * rep);
   }
 }
 
 void rt_attention_dx(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head, int causal,
                      float *scratch) {
+  rt_attention_gqa_dx(dqkv, qkv, dy, B, T, C, n_head, n_head, causal, scratch);
+}
+
+void rt_attention_gqa_dx(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
+                         int n_kv_head, int causal, float *scratch) {
   if (B <= 0 || T <= 0)
     return;
   int hd = C / n_head;
-  AttnDxCtx a = {dqkv, qkv, dy, T, C, n_head, hd, causal, 1.0f / sqrtf((float)hd), scratch, attn_dx_slice(T), 0};
-  int grain = T >= 16 ? 1 : B * n_head;
-  rt_parallel_for(B * n_head, grain, attn_dx_tasks, &a);
+  AttnDxCtx a = {dqkv, qkv, dy, T, C, n_head, n_kv_head, hd, causal, 1.0f / sqrtf((float)hd), scratch,
+                 attn_dx_slice(T), 0};
+  int grain = T >= 16 ? 1 : B * n_kv_head;
+  rt_parallel_for(B * n_kv_head, grain, attn_dx_tasks, &a);
 }
 
 void rt_attention_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
@@ -367,4 +404,51 @@ void rt_attention_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, 
   /* the dense mask is the sparse twin's dense kind (k > q masked when causal): one textbook copy */
   RtSparsePattern dense = {RT_SPARSE_DENSE, 1, 0, 0, 0, 0};
   rt_attention_sparse_dx_ref(dqkv, qkv, dy, B, T, C, n_head, causal, &dense);
+}
+
+/* The grouped-query backward written out (full rows in double, per query head: P, dP = dO V^T,
+ * dS = P (dP - rowsum(P dP)), then dQ = scale dS K, dK += scale dS^T Q, dV += P^T dO into the KV head
+ * the query head reads): the twin of rt_attention_gqa_dx. */
+void rt_attention_gqa_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
+                             int n_kv_head, int causal) {
+  int hd = C / n_head, KV = n_kv_head * hd, W = C + 2 * KV;
+  double scale = 1.0 / sqrt((double)hd);
+  size_t n = (size_t)B * T * W, tt = (size_t)(T > 0 ? T : 1);
+  double *acc = calloc(n, sizeof(double)), *p = malloc(tt * sizeof(double)), *dp = malloc(tt * sizeof(double));
+  if (!acc || !p || !dp) {
+    free(acc), free(p), free(dp);
+    return;
+  }
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < n_head; h++)
+      for (int t = 0; t < T; t++) {
+        size_t qo = ((size_t)b * T + t) * W + (size_t)h * hd, kcol = C + (size_t)(h * n_kv_head / n_head) * hd;
+        const float *q = qkv + qo, *dO = dy + ((size_t)b * T + t) * C + (size_t)h * hd;
+        int ns = causal ? t + 1 : T;
+        double mx = -INFINITY, sum = 0, D = 0;
+        for (int s = 0; s < ns; s++) {
+          const float *k = qkv + ((size_t)b * T + s) * W + kcol, *v = k + KV;
+          double d = 0, e = 0;
+          for (int i = 0; i < hd; i++)
+            d += (double)q[i] * k[i], e += (double)dO[i] * v[i];
+          p[s] = d * scale, dp[s] = e;
+          mx = p[s] > mx ? p[s] : mx;
+        }
+        for (int s = 0; s < ns; s++)
+          sum += (p[s] = exp(p[s] - mx));
+        for (int s = 0; s < ns; s++)
+          D += (p[s] /= sum) * dp[s];
+        for (int s = 0; s < ns; s++) {
+          size_t ko = ((size_t)b * T + s) * W + kcol;
+          double ds = p[s] * (dp[s] - D) * scale;
+          for (int i = 0; i < hd; i++) {
+            acc[qo + i] += ds * qkv[ko + i];
+            acc[ko + i] += ds * q[i];
+            acc[ko + KV + i] += p[s] * dO[i];
+          }
+        }
+      }
+  for (size_t i = 0; i < n; i++)
+    dqkv[i] = (float)acc[i];
+  free(acc), free(p), free(dp);
 }

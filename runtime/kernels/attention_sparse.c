@@ -456,11 +456,12 @@ static int sp_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int q0, i
 /* ---- strided's class products: small GEMMs (a class chunk is at most tile x nc x hd) ----------- *
  * A class's rows are l * 3C floats apart, so its chunks are many small products (at T = 1024 and
  * l = 128: 8 x 8 x hd); rt_gemm's per-call cost (oneDNN's primitive lookup) was a third of the
- * kernel's time there. Below SP_SMALL multiply-adds they run here instead, C = beta C + op(A) op(B)
+ * kernel's time there. Below SP_SMALL multiply-adds they run here instead (measured: from 32 x 32
+ * x 32, T = 4096 at l = 128, oneDNN is the faster by a quarter or more), C = beta C + op(A) op(B)
  * with beta 0 or 1, for the three shapes the classes use (NT: S = Q K^T; NN: O += P V; TN: dV +=
  * P^T dO). One body, built for the baseline, AVX2 and AVX-512 (the CPU's widest used): lanes are
  * independent sums in a fixed order and contraction is off, so every build gives the same bits. */
-#define SP_SMALL (64 * 64 * 64)
+#define SP_SMALL (16 * 16 * 64)
 #define SP_LANES 16
 #define SP_GEMM_BODY                                                                                   \
   if (!ta && tb) { /* C[i][j] = beta C + A[i] . B[j] (rows of k) */                                   \
@@ -516,7 +517,7 @@ __attribute__((target("avx512f"))) static void sp_gemm_avx512(SP_GEMM_ARGS) { SP
 
 /* A class chunk's product: C = beta C + op(A) op(B), here when small, else by rt_gemm. */
 static void sp_cgemm(SP_GEMM_ARGS) {
-  if ((long)m * n * k > SP_SMALL) {
+  if ((long)m * n * k >= SP_SMALL) {
     rt_gemm(ta, tb, m, n, k, RT_DT_F32, A, lda, RT_DT_F32, B, ldb, beta, C, ldc);
     return;
   }

@@ -134,7 +134,7 @@ static void pool_dx_tasks(void *p, int lo, int hi) {
     float *dq = a->dqkv + off;
     pool_queries(Qp, q, (int)ld, T, hd, s);
     rt_attend_dx_head(dQp, hd, tq, dq + C, dq + 2 * C, Qp, q + C, q + 2 * C, a->dy + (size_t)b * tq * C + (size_t)h * hd,
-                      (int)ld, C, T, hd, 0, a->scale, P, dP);
+                      (int)ld, C, T, hd, 0, a->scale, P, dP, 1);
     for (int t = 0; t < T; t++) { /* every row of a group gets its pooled query's gradient / s */
       const float *g = dQp + (size_t)(t / s) * hd;
       float *d = dq + (size_t)t * ld;

@@ -240,6 +240,11 @@ void rt_linear_xent_ref(float *dh, float *dW, float *loss, const float *h, const
 #define RT_ATTN_BK 128
 /* Naive twin: materialises the full (T,T) score row by row, double accumulation, no scratch. */
 void rt_attention_ref(float *out, const float *qkv, int B, int T, int C, int n_head, int causal);
+/* Its grouped-query form (layout as rt_attention_gqa, modelc_rt.h), and the grouped-query
+ * backward's twin, written out in double (independent of the sparse twins). */
+void rt_attention_gqa_ref(float *out, const float *qkv, int B, int T, int C, int n_head, int n_kv_head, int causal);
+void rt_attention_gqa_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
+                             int n_kv_head, int causal);
 
 /* Decoding with a KV cache: one new token per sequence, all at position t (0 <= t < Tmax).
  * qkv is (B,3C): the new token's fused q,k,v. kcache, vcache are (B,Tmax,C). The new k,v are
@@ -249,6 +254,9 @@ void rt_attention_ref(float *out, const float *qkv, int B, int T, int C, int n_h
 size_t rt_attention_decode_scratch_floats(int Tmax);
 void rt_attention_decode(float *out, const float *qkv, float *kcache, float *vcache, int B, int Tmax, int t, int C,
                          int n_head, float *scratch);
+/* The same with grouped-query rows (C + 2KV) and (B,Tmax,KV) caches, KV = n_kv_head * C/n_head. */
+void rt_attention_gqa_decode(float *out, const float *qkv, float *kcache, float *vcache, int B, int Tmax, int t, int C,
+                             int n_head, int n_kv_head, float *scratch);
 
 void rt_attention_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
                          int causal);
@@ -294,7 +302,8 @@ void rt_linformer_dx_ref(float *dqkv, float *dE, float *dF, const float *qkv, co
 void rt_attend_head(float *o, int ldo, const float *q, int ldq, int Tq, const float *k, const float *v, int ld, int T,
                     int hd, int causal, float scale, float *S, float *O, float *m, float *l);
 void rt_attend_dx_head(float *dq, int ldq, int Tq, float *dk, float *dv, const float *q, const float *k, const float *v,
-                       const float *dO, int ld, int ldo, int T, int hd, int causal, float scale, float *P, float *dP);
+                       const float *dO, int ld, int ldo, int T, int hd, int causal, float scale, float *P, float *dP,
+                       int zero);
 /* Naive twins of rt_seq_pool, rt_upsample, rt_attention_pool(_dx) (modelc_rt.h): each output
  * element from its definition, double accumulation, serial, no scratch. */
 void rt_seq_pool_ref(float *out, const float *x, int B, int T, int C, int stride, double scale);
@@ -303,10 +312,23 @@ void rt_attention_pool_ref(float *out, const float *qkv, int B, int T, int C, in
 void rt_attention_pool_dx_ref(float *dqkv, const float *qkv, const float *dy, int B, int T, int C, int n_head,
                               int stride);
 
+/* ---- mixture of experts (kernels/moe.c) ---- */
+
+/* Naive twins of rt_moe and rt_moe_dx (modelc_rt.h): serial, double accumulation, the routing
+ * written out again and every kept (token, choice) pair's expert computed on its own; no scratch. */
+void rt_moe_ref(float *y, float *aux, float *load, const float *x, const float *wr, const float *w1, const float *b1,
+                const float *w2, const float *b2, int N, int C, int E, int H, int K, float factor, float aux_coef,
+                int act);
+void rt_moe_dx_ref(float *dx, float *dwr, float *dw1, float *db1, float *dw2, float *db2, const float *x,
+                   const float *wr, const float *w1, const float *b1, const float *w2, const float *b2,
+                   const float *dy, float daux, int N, int C, int E, int H, int K, float factor, float aux_coef,
+                   int act);
+
 /* ---- rotary positions (kernels/rope.c) ---- */
 
 /* Naive twin of rt_rope (modelc_rt.h): serial, double precision, one angle per element. */
-void rt_rope_ref(float *out, const float *qkv, int B, int T, int t0, int C, int n_head, float theta);
+void rt_rope_ref(float *out, const float *qkv, int B, int T, int t0, int C, int n_head, int n_kv_head, float theta,
+                 int inverse);
 
 /* ---- optimiser updates (kernels/optim.c) ---- */
 

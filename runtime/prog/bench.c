@@ -81,7 +81,7 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
     }
   }
   for (int i = 0; i < B * T; i++) ids[i] = (int32_t)(rt_rng_u32(&g) % (uint32_t)m->vocab);
-  RtStep s = {B, T, 0, NULL, r.scratch, 0, 0.0f};
+  RtStep s = {B, T, 0, NULL, r.scratch, 0, 0.0f, NULL};
   for (int k = 0; k < BENCH_WARMUPS; k++) m->forward(&s, r.arena, r.W, ids, out);
   for (int k = 0; k < o.runs; k++) {
     double t0 = rt_now_seconds();
@@ -104,11 +104,11 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
     }
     int steps = o.have_n && o.n > 0 && o.n < T ? (int)o.n : T - 1;
     for (int k = -BENCH_WARMUPS; k < (int)o.runs; k++) { /* k < 0: warm-up sequences */
-      RtStep p = {1, 1, 0, r.state, r.scratch, 0, 0.0f};
+      RtStep p = {1, 1, 0, r.state, r.scratch, 0, 0.0f, NULL};
       m->forward(&p, r.arena, r.W, ids, out);
       double t0 = rt_now_seconds();
       for (int t = 1; t <= steps; t++) {
-        RtStep d = {1, 1, t, r.state, r.scratch, 0, 0.0f};
+        RtStep d = {1, 1, t, r.state, r.scratch, 0, 0.0f, NULL};
         m->forward(&d, r.arena, r.W, ids + t, out);
       }
       if (k >= 0) times[k] = (rt_now_seconds() - t0) / steps;
@@ -144,7 +144,7 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
       double loss = 0;
       rt_gemm_constant(NULL, 0); /* the steps below change r.W: nothing of it may stay pre-packed */
       for (int k = -BENCH_WARMUPS; k < (int)o.runs; k++) { /* k < 0: warm-up steps */
-        RtStep st = {B, T, 0, NULL, tscr, 0, 1.0f};
+        RtStep st = {B, T, 0, NULL, tscr, 0, 1.0f, NULL};
         float l[3] = {0, 0, 0}; /* a distilling program writes its KL and CE parts too */
         double t0 = rt_now_seconds();
         m->train(&st, tarena, r.W, ids, tgt, l, G);

@@ -21,18 +21,21 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   RtOpts o;
   int help = 0;
   if (rt_parse_opts(prog, "generate", argc, argv,
-                 "--weights --prompt -n --temperature --top-k --top-p --seed --no-cache --logits-out --threads", &o,
+                 "--weights --prompt -n --temperature --top-k --top-p --seed --no-cache --logits-out --threads "
+                 "--prompt-tokens --tokens-out", &o,
                  &help))
     return EXIT_USER;
   if (help) {
     printf("usage: %s generate [--weights W] --prompt TEXT [-n N] [--temperature X] [--top-k K]\n"
-           "       [--top-p P] [--seed S] [--no-cache] [--logits-out L.npy] [--threads N]\n\n"
+           "       [--top-p P] [--seed S] [--no-cache] [--logits-out L.npy] [--threads N]\n"
+           "       [--prompt-tokens ID,ID,...] [--tokens-out T.npy]\n\n"
            "Continue TEXT by N tokens (default 64), streaming them to stdout. Uses the KV cache unless\n"
            "--no-cache or the model has none (then every step recomputes the whole sequence).\n"
            "--temperature 0 is greedy. Non-finite logits (NaN or Inf) stop it with an error.\n"
            "Defaults: temperature 1, top-k off, top-p 1 (off), seed 1337. Past the compiled context\n"
            "(%lld tokens) %s. --logits-out writes each\n"
-           "step's logits [N,V].\n",
+           "step's logits [N,V]. --prompt-tokens starts from token ids instead of TEXT's bytes (e.g. 1,\n"
+           "a llama2.c model's BOS); --tokens-out writes the ids made, int32 [N].\n",
            prog, (long long)m->context,
            m->decode_unbounded ? "decoding goes on with the ring KV caches (local attention, no position table),\n"
                                  "in constant memory (with --no-cache the window slides: its last half is re-encoded)"
@@ -40,11 +43,14 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
     return EXIT_OK;
   }
   if (!rt_is_lm(m)) return rt_usage_error(prog, "generate", "this model has no language-model head");
-  if (!o.prompt || !o.prompt[0]) return rt_usage_error(prog, "generate", "--prompt TEXT is required (non-empty)");
-  const RtPathArg outs[] = {{"--logits-out", o.logits_out, "name another --logits-out", NULL}};
+  if (o.prompt && o.prompt_tokens) return rt_usage_error(prog, "generate", "give --prompt or --prompt-tokens, not both");
+  if (!o.prompt_tokens && (!o.prompt || !o.prompt[0]))
+    return rt_usage_error(prog, "generate", "--prompt TEXT is required (non-empty)");
+  const RtPathArg outs[] = {{"--logits-out", o.logits_out, "name another --logits-out", NULL},
+                            {"--tokens-out", o.tokens_out, "name another --tokens-out", NULL}};
   const RtPathArg ins[] = {{"--weights", o.weights, NULL, NULL}};
-  if (rt_check_outputs(prog, "generate", outs, 1, ins, 1)) return EXIT_USER;
-  if (m->vocab < RT_BYTE_VOCAB)
+  if (rt_check_outputs(prog, "generate", outs, 2, ins, 1)) return EXIT_USER;
+  if (!o.prompt_tokens && m->vocab < RT_BYTE_VOCAB)
     return rt_usage_error(prog, "generate", "the byte tokenizer needs a vocabulary of at least 256");
   if (m->time_multiple > 1)
     return rt_usage_error(prog, "generate", "the model pools its sequence (its lengths are multiples of the pooling "
@@ -53,7 +59,7 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   err.msg[0] = 0; /* set by what fails; a failed malloc here leaves it empty */
   RtRun r;
   int rc = EXIT_OK;
-  size_t plen = strlen(o.prompt);
+  size_t plen = o.prompt ? strlen(o.prompt) : 0;
   int ctx = (int)m->context;
   /* a model without state (bidirectional attention: every position sees the later ones) has no
    * KV cache, so each step recomputes the window, exactly as --no-cache */
@@ -63,8 +69,30 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   float *probs = rt_xalloc((size_t)m->vocab * sizeof(float));
   int32_t *idx = rt_xalloc((size_t)m->vocab * sizeof(int32_t));
   float *lsave = o.logits_out ? rt_xalloc((size_t)(o.n ? o.n : 1) * (size_t)m->vocab * sizeof(float)) : NULL;
+  int32_t *tsave = o.tokens_out ? malloc((size_t)(o.n ? o.n : 1) * sizeof(int32_t)) : NULL;
+  int len = 0;
+  if (o.prompt_tokens) { /* "1,2,3": ids in [0, vocab), at most the context less one */
+    const char *p = o.prompt_tokens;
+    while (ids && *p) {
+      char *end;
+      long long v = strtoll(p, &end, 10);
+      if (end == p || v < 0 || v >= m->vocab || (*end && *end != ',') || len >= (ctx > 1 ? ctx - 1 : 1)) {
+        free(ids), free(logits), free(probs), free(idx), free(lsave), free(tsave);
+        return rt_usage_error(prog, "generate",
+                              len >= (ctx > 1 ? ctx - 1 : 1) && end != p
+                                  ? "--prompt-tokens: more ids than the context leaves room for"
+                                  : "--prompt-tokens takes token ids below the vocabulary, separated by commas");
+      }
+      ids[len++] = (int32_t)v;
+      p = *end ? end + 1 : end;
+    }
+    if (len == 0) {
+      free(ids), free(logits), free(probs), free(idx), free(lsave), free(tsave);
+      return rt_usage_error(prog, "generate", "--prompt-tokens needs at least one token id");
+    }
+  }
   if (rt_run_init(&r, m, &err) || rt_run_load_weights(&r, o.weights, &err) || (cache && rt_run_kv(&r, 1, &err)) || !ids || !logits ||
-      !probs || !idx || (o.logits_out && !lsave)) {
+      !probs || !idx || (o.logits_out && !lsave) || (o.tokens_out && !tsave)) {
     fprintf(stderr, "%s: error: %s\n", prog, err.msg[0] ? err.msg : "out of memory");
     rc = EXIT_USER;
     goto done;
@@ -73,17 +101,17 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   /* keep the end of a prompt longer than the context, leaving room to generate (a context of 1
    * keeps the last byte: the window then slides at every step) */
   size_t room = ctx > 1 ? (size_t)ctx - 1 : 1;
-  if (plen > room) {
+  if (!o.prompt_tokens && plen > room) {
     fprintf(stderr, "%s: note: prompt truncated to its last %zu byte%s\n", prog, room, room == 1 ? "" : "s");
     o.prompt += plen - room;
     plen = room;
   }
-  int len = (int)rt_byte_encode(ids, o.prompt, plen);
+  if (!o.prompt_tokens) len = (int)rt_byte_encode(ids, o.prompt, plen);
   RtSampleParams sp = {(float)o.temperature, (int)o.top_k, (float)o.top_p};
   RtRng g;
   rt_rng_seed(&g, o.seed);
   /* prefill */
-  RtStep s = {1, len, 0, cache ? r.state : NULL, r.scratch, 0, 0.0f};
+  RtStep s = {1, len, 0, cache ? r.state : NULL, r.scratch, 0, 0.0f, NULL};
   m->forward(&s, r.arena, r.W, ids, logits);
   const float *last = logits + (size_t)(len - 1) * (size_t)m->vocab;
   long made = 0, pos = len; /* pos: the next token's position (decode_unbounded) */
@@ -100,6 +128,7 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
       goto done;
     }
     int tok = rt_sample(last, (int)m->vocab, &sp, &g, probs, idx);
+    if (tsave) tsave[made] = tok;
     if (tok < RT_BYTE_VOCAB) {
       putchar(tok);
     } else {
@@ -118,7 +147,7 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
         len = ctx - 1;
       }
       ids[len++] = tok;
-      RtStep step = {1, 1, (int)(pos++), r.state, r.scratch, 0, 0.0f};
+      RtStep step = {1, 1, (int)(pos++), r.state, r.scratch, 0, 0.0f, NULL};
       m->forward(&step, r.arena, r.W, ids + len - 1, logits);
       last = logits;
       continue;
@@ -130,18 +159,18 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
       memmove(ids, ids + len - keep, (size_t)keep * sizeof(int32_t));
       len = keep;
       ids[len++] = tok;
-      RtStep pre = {1, len, 0, cache ? r.state : NULL, r.scratch, 0, 0.0f};
+      RtStep pre = {1, len, 0, cache ? r.state : NULL, r.scratch, 0, 0.0f, NULL};
       m->forward(&pre, r.arena, r.W, ids, logits);
       last = logits + (size_t)(len - 1) * (size_t)m->vocab;
       continue;
     }
     ids[len++] = tok;
     if (!cache) {
-      RtStep full = {1, len, 0, NULL, r.scratch, 0, 0.0f};
+      RtStep full = {1, len, 0, NULL, r.scratch, 0, 0.0f, NULL};
       m->forward(&full, r.arena, r.W, ids, logits);
       last = logits + (size_t)(len - 1) * (size_t)m->vocab;
     } else {
-      RtStep step = {1, 1, len - 1, r.state, r.scratch, 0, 0.0f};
+      RtStep step = {1, 1, len - 1, r.state, r.scratch, 0, 0.0f, NULL};
       m->forward(&step, r.arena, r.W, ids + len - 1, logits);
       last = logits;
     }
@@ -153,12 +182,20 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
       rc = EXIT_USER;
     }
   }
+  if (tsave) {
+    int64_t shape[1] = {made};
+    if (rt_npy_write(o.tokens_out, RT_DT_I32, 1, shape, tsave, &err)) {
+      fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+      rc = EXIT_USER;
+    }
+  }
 done:
   free(ids);
   free(logits);
   free(probs);
   free(idx);
   free(lsave);
+  free(tsave);
   rt_run_free(&r);
   return rc;
 }

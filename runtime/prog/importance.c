@@ -90,7 +90,7 @@ int rt_verb_importance(const char *prog, int argc, char **argv, const RtModel *m
     if ((uint64_t)range > 0xffffffffull) x = (x << 32) | rt_rng_u32(&g);
     const unsigned char *w = text + (size_t)(x % (uint64_t)range);
     for (int i = 0; i < T; i++) ids[i] = w[i], tgt[i] = w[i + 1];
-    RtStep s = {1, T, 0, NULL, scratch, 0, 1.0f};
+    RtStep s = {1, T, 0, NULL, scratch, 0, 1.0f, NULL};
     float loss[3] = {0, 0, 0}; /* a distilling program writes its KL and CE parts too */
     m->train(&s, arena, W, ids, tgt, loss, G);
     for (int i = 0, base = 0; i < m->nparams; i++) {

@@ -213,7 +213,7 @@ int rt_verb_forward(const char *prog, int argc, char **argv, const RtModel *m) {
   } else {
     rt_run_weights_readonly(&r);
     out = rt_xalloc(rt_out_floats(m, B, T) * sizeof(float));
-    RtStep s = {B, T, 0, NULL, r.scratch, 0, 0.0f};
+    RtStep s = {B, T, 0, NULL, r.scratch, 0, 0.0f, NULL};
     RtSegState st = {0};
     if (!m->memory) m->forward(&s, r.arena, r.W, ids, out);
     else if (rt_seg_state_init(&st, m, B, &err) ||
@@ -298,7 +298,7 @@ int rt_verb_eval(const char *prog, int argc, char **argv, const RtModel *m) {
         }
         pos += (size_t)nt;
       }
-      RtStep s = {nb, nt, 0, NULL, r.scratch, 0, 0.0f};
+      RtStep s = {nb, nt, 0, NULL, r.scratch, 0, 0.0f, NULL};
       m->forward(&s, r.arena, r.W, ids, logits);
       for (int i = 0; i < nb * nt; i++, count++) total += rt_token_nll(logits + (size_t)i * (size_t)m->vocab, m->vocab, tgt[i]);
     }

@@ -188,6 +188,8 @@ int rt_parse_opts(const char *prog, const char *verb, int argc, char **argv, con
       {OPT("--data", ARG_STRING, &o->data, NULL)},
       {OPT("--prompt", ARG_STRING, &o->prompt, NULL)},
       {OPT("--logits-out", ARG_STRING, &o->logits_out, NULL)},
+      {OPT("--prompt-tokens", ARG_STRING, &o->prompt_tokens, NULL)},
+      {OPT("--tokens-out", ARG_STRING, &o->tokens_out, NULL)},
       {OPT("--checkpoint", ARG_STRING, &o->checkpoint, NULL)},
       {OPT("--resume", ARG_STRING, &o->resume, NULL)},
       {OPT("--log", ARG_STRING, &o->log, NULL)},

@@ -46,6 +46,7 @@ int rt_verb_importance(const char *prog, int argc, char **argv, const RtModel *m
 typedef struct RtOpts {
   const char *weights, *tokens, *targets, *out, *data, *prompt, *logits_out, *checkpoint, *resume, *log;
   const char *teacher_weights; /* train, grad: a distilling program's teacher */
+  const char *prompt_tokens, *tokens_out; /* generate: a prompt of token ids "1,2"; the ids made (.npy) */
   uint64_t seed;
   long long threads;         /* 0: MODELC_THREADS or the online CPUs */
   long long n, top_k, runs;  /* generate, bench */

@@ -66,7 +66,7 @@ int rt_seg_forward(const RtModel *m, char *arena, const void *W, float *scratch,
       memcpy(si + (size_t)b * nt, ids + (size_t)b * T + t0, (size_t)nt * sizeof(int32_t));
       if (tgt) memcpy(sg + (size_t)b * nt, tgt + (size_t)b * T + t0, (size_t)nt * sizeof(int32_t));
     }
-    RtStep s = {B, nt, t0, st->slot, scratch, 0, 1.0f};
+    RtStep s = {B, nt, t0, st->slot, scratch, 0, 1.0f, NULL};
     if (out) {
       m->forward(&s, arena, W, si, so);
       for (int b = 0; b < B; b++)
@@ -110,7 +110,7 @@ double rt_seg_stream_loss(const RtModel *m, char *arena, const void *W, float *s
       }
     /* t0 > INT_MAX cannot be passed: past it a stream restarts its memory (t0 = 0) */
     int t0 = no_memory || pos > (size_t)0x7fffffff - (size_t)Tc ? 0 : (int)pos;
-    RtStep s = {nb, nt, t0, st->slot, scratch, 0, 0.0f};
+    RtStep s = {nb, nt, t0, st->slot, scratch, 0, 0.0f, NULL};
     m->forward(&s, arena, W, ids, logits);
     for (int i = 0; i < nb * nt; i++, ++*count) total += rt_token_nll(logits + (size_t)i * (size_t)m->vocab, m->vocab, tgt[i]);
   }

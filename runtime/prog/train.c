@@ -45,7 +45,40 @@ static void trainer_free(Trainer *t) {
   rt_seg_state_free(&t->seg);
   rt_seg_state_free(&t->seg_eval);
   free(t->seg_rows);
+  free(t->moe_load);
+  free(t->moe_run);
   if (t->log) fclose(t->log);
+}
+
+/* Floats of a train call's moe load reports (RtStep.moe_load). */
+static size_t moe_load_floats(const RtModel *m) {
+  size_t n = 0;
+  for (int i = 0; i < m->nmoe; i++) n += (size_t)m->moe_experts[i] + 2;
+  return n;
+}
+
+/* The load reports (per moe layer: its aux loss, dropped pairs, pairs per expert; each value
+ * divided by `calls`), one line a layer: "moe layer 0: aux 0.0101, pairs per expert 130 126 ...,
+ * dropped 4 of 512 (0.8%)". */
+static void moe_print(FILE *f, const RtModel *m, const double *load, double calls, int64_t pairs) {
+  size_t off = 0;
+  for (int i = 0; i < m->nmoe; i++) {
+    int E = m->moe_experts[i];
+    fprintf(f, "moe layer %d: aux %.6g, pairs per expert", i, load[off] / calls);
+    for (int e = 0; e < E; e++) fprintf(f, " %.6g", load[off + 2 + e] / calls);
+    double dropped = load[off + 1] / calls;
+    fprintf(f, ", dropped %.6g of %lld (%.1f%%)\n", dropped, (long long)pairs, pairs ? 100.0 * dropped / (double)pairs : 0.0);
+    off += (size_t)E + 2;
+  }
+}
+
+/* The (token, choice) pairs of one call of nb rows: nb T top_k; top_k is what the report's counts
+ * sum to (dropped + ran = N K), so it is read from the first report. */
+static int64_t moe_pairs(const RtModel *m, const float *load) {
+  if (!m->nmoe) return 0;
+  double n = load[1];
+  for (int e = 0; e < m->moe_experts[0]; e++) n += load[2 + e];
+  return (int64_t)(n + 0.5);
 }
 
 /* One window per row: context+1 bytes at a random offset of the training part (or the next rows
@@ -112,7 +145,7 @@ static double evaluate(Trainer *t) {
       }
       pos += (size_t)nt;
     }
-    RtStep s = {nb, nt, 0, NULL, t->scratch, 0, 0.0f};
+    RtStep s = {nb, nt, 0, NULL, t->scratch, 0, 0.0f, NULL};
     m->forward(&s, t->arena, t->W, t->ids, t->logits);
     for (int i = 0; i < nb * nt; i++, count++) total += rt_token_nll(t->logits + (size_t)i * (size_t)m->vocab, m->vocab, t->tgt[i]);
   }
@@ -141,7 +174,7 @@ static double train_step(Trainer *t, double lr) {
      * --seed, kept in checkpoints), not drawn from the data stream, so the windows do not depend
      * on M; never 0, which means inference */
     uint64_t seed = rt_mix(t->dropout_seed, ((uint64_t)(t->step + 1) << 20) | (uint64_t)k) | 1;
-    RtStep s = {(int)t->M, t->T, 0, NULL, t->scratch, seed, (float)t->ls.scale};
+    RtStep s = {(int)t->M, t->T, 0, NULL, t->scratch, seed, (float)t->ls.scale, t->moe_load};
     if (segs) {
       rt_seg_state_rows(&t->seg, m, (int)(k * t->M), t->seg_rows);
       s.state = t->seg_rows, s.t0 = t->mem_t0;
@@ -149,6 +182,16 @@ static double train_step(Trainer *t, double lr) {
     float l[3] = {0, 0, 0}; /* the loss, and a distilling program's KL and CE parts */
     m->train(&s, t->arena, W, t->ids, t->tgt, l, t->G);
     loss += l[0], kl += l[1], ce += l[2];
+    if (m->nmoe) { /* the load reports: the step's aux loss, the session's sums */
+      if (k == 0) t->aux = 0;
+      size_t off = 0;
+      for (int i = 0; i < m->nmoe; i++) {
+        t->aux += t->moe_load[off] / (double)nmicro;
+        off += (size_t)m->moe_experts[i] + 2;
+      }
+      for (size_t j = 0; j < off; j++) t->moe_run[j] += t->moe_load[j];
+      t->moe_calls++;
+    }
     if (nmicro > 1) {
       for (int i = 0; i < m->nparams; i++) {
         const RtParamInfo *p = &m->params[i];
@@ -443,8 +486,12 @@ no_data:;
   t.logits = rt_xalloc((size_t)m->batch * (size_t)t.T * (size_t)m->vocab * sizeof(float));
   t.ids = rt_xalloc(rows * sizeof(int32_t));
   t.tgt = rt_xalloc(rows * sizeof(int32_t));
+  if (m->nmoe) {
+    t.moe_load = calloc(moe_load_floats(m), sizeof *t.moe_load);
+    t.moe_run = calloc(moe_load_floats(m), sizeof *t.moe_run);
+  }
   if (!t.W || !t.G || (t.B / t.M > 1 && !t.Gacc) || !t.s1 || (t.c.optimizer == RT_OPT_ADAMW && !t.s2) || !t.arena ||
-      !t.scratch || !t.logits || !t.ids || !t.tgt) {
+      !t.scratch || !t.logits || !t.ids || !t.tgt || (m->nmoe && (!t.moe_load || !t.moe_run))) {
     rt_fail(&err, "out of memory allocating the training state");
     goto fail;
   }
@@ -547,6 +594,7 @@ no_data:;
     size_t vl = 0;
     if (m->loss_parts == 3) vl = (size_t)snprintf(val, sizeof val, " (kl %.4f, ce %.4f)", t.parts.kl, t.parts.ce);
     if (isfinite(last_val)) snprintf(val + vl, sizeof val - vl, " | val %.4f", last_val);
+    if (m->nmoe) snprintf(val + strlen(val), sizeof val - strlen(val), " | aux %.4f", t.aux);
     double now = rt_now_seconds();
     if (tty) {
       if (now - last_draw > 0.1 || s == t.stop_at || evald) {
@@ -573,10 +621,15 @@ no_data:;
     const Hist *h = &t.hist[t.nhist - 1];
     printf("step %lld: loss %.6f", (long long)h->step, h->loss);
     if (m->loss_parts == 3) printf(" (kl %.6f, ce %.6f)", t.parts.kl, t.parts.ce);
+    if (m->nmoe) printf(" (of which load-balancing %.6f)", t.aux);
     if (isfinite(last_val)) printf(", val loss %.6f (%.4f bits per byte)", last_val, last_val / log(2.0));
     if (t.prec == RT_PREC_FP16)
       printf(", loss scale %g, %lld step(s) skipped for overflow", t.ls.scale, (long long)t.ls.skipped);
     printf("\n");
+  }
+  if (m->nmoe && t.moe_calls > 0) { /* the experts' load, the mean over this session's train calls */
+    printf("expert load, mean over %lld train call(s) of %lld rows:\n", (long long)t.moe_calls, (long long)t.M);
+    moe_print(stdout, m, t.moe_run, (double)t.moe_calls, moe_pairs(m, t.moe_load));
   }
   printf("wrote %s, %s, %s%s%s\n", o.out, t.log_path, t.svg_path, o.checkpoint ? ", " : "",
          o.checkpoint ? o.checkpoint : "");
@@ -632,7 +685,9 @@ int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
            "every stored parameter, written as float32 under the parameter's name to G, with the loss in\n"
            "its metadata (\"loss\"). Prints 'loss: X'. A distilling program's loss is the distillation\n"
            "loss (docs/training.md), its KL and CE parts also in the metadata (\"kl\", \"ce\") and\n"
-           "printed ('kl: X', 'ce: X'); the teacher's parameters get no gradient and are not written.\n",
+           "printed ('kl: X', 'ce: X'); the teacher's parameters get no gradient and are not written.\n"
+           "Moe layers: each one's load is printed too (its load-balancing loss, the (token, choice)\n"
+           "pairs each expert ran, the pairs dropped).\n",
            prog, (long long)m->batch, (long long)m->context, m->out_per_token ? "[B,T] like T" : "[B]");
     return EXIT_OK;
   }
@@ -677,23 +732,33 @@ int rt_verb_grad(const char *prog, int argc, char **argv, const RtModel *m) {
     /* as a training step computes them: working weights rounded to the compiled precision, loss
      * scale 1 (so the gradients are the true ones) */
     rt_round_weights(W, W, rt_weight_floats(m), m->train_precision);
-    RtStep s = {B, T, 0, NULL, scratch, 0, 1.0f};
+    float *ml = m->nmoe ? calloc(moe_load_floats(m), sizeof *ml) : NULL;
+    RtStep s = {B, T, 0, NULL, scratch, 0, 1.0f, ml};
     RtSegState st = {0};
     if (!m->memory) m->train(&s, arena, W, ids, tgt, loss, G);
     else if (rt_seg_state_init(&st, m, B, &err) ||
              rt_seg_forward(m, arena, W, scratch, &st, ids, tgt, B, T, NULL, loss, G, &err))
       rc = EXIT_USER; /* segment memory: the segments' gradients, the memory a constant */
     rt_seg_state_free(&st);
-  }
-  if (!rc) {
-    char ls[48], kls[48], ces[48];
-    snprintf(ls, sizeof ls, "%.9g", (double)loss[0]);
-    snprintf(kls, sizeof kls, "%.9g", (double)loss[1]);
-    snprintf(ces, sizeof ces, "%.9g", (double)loss[2]);
-    const char *meta[] = {"format", "pt", "modelc_model", m->name, "loss", ls, "kl", kls, "ce", ces};
-    if (rt_prog_write_weights(m, G, o.out, meta, m->loss_parts == 3 ? 5 : 3, &err)) rc = EXIT_USER;
-    else if (m->loss_parts == 3) printf("loss: %.9g\nkl: %.9g\nce: %.9g\n", (double)loss[0], (double)loss[1], (double)loss[2]);
-    else printf("loss: %.9g\n", (double)loss[0]);
+    if (!rc) {
+      char ls[48], kls[48], ces[48];
+      snprintf(ls, sizeof ls, "%.9g", (double)loss[0]);
+      snprintf(kls, sizeof kls, "%.9g", (double)loss[1]);
+      snprintf(ces, sizeof ces, "%.9g", (double)loss[2]);
+      const char *meta[] = {"format", "pt", "modelc_model", m->name, "loss", ls, "kl", kls, "ce", ces};
+      if (rt_prog_write_weights(m, G, o.out, meta, m->loss_parts == 3 ? 5 : 3, &err)) rc = EXIT_USER;
+      else if (m->loss_parts == 3) printf("loss: %.9g\nkl: %.9g\nce: %.9g\n", (double)loss[0], (double)loss[1], (double)loss[2]);
+      else printf("loss: %.9g\n", (double)loss[0]);
+    }
+    if (rc == EXIT_OK && ml) { /* the experts' load of this call */
+      double *d = malloc(sizeof *d * moe_load_floats(m));
+      if (d) {
+        for (size_t j = 0; j < moe_load_floats(m); j++) d[j] = ml[j];
+        moe_print(stdout, m, d, 1.0, moe_pairs(m, ml));
+      }
+      free(d);
+    }
+    free(ml);
   }
   if (rc) fprintf(stderr, "%s: error: %s\n", prog, err.msg);
   free(ids);

@@ -57,6 +57,13 @@ typedef struct Trainer {
   RtSegState seg, seg_eval;
   void **seg_rows;
   int mem_t0, no_memory;
+  /* mixture of experts (RtModel.nmoe > 0): one train call's load reports (RtStep.moe_load), their
+   * sums over this session's calls, the calls, and the last step's load-balancing loss (the sum
+   * over layers, the mean over micro-batches: part of the step's loss) */
+  float *moe_load;
+  double *moe_run;
+  int64_t moe_calls;
+  double aux;
 } Trainer;
 
 /* The names the log, help and checkpoints use. */

@@ -86,7 +86,7 @@ for prec in bf16 fp16; do
   sed "s/^train:/train:\n  precision: $prec/" tests/reference/specs/gpt-tiny-adamw.yaml > "$TMP/$prec/gpt-tiny-adamw.yaml"
 done
 for spec in examples/*.yaml tests/reference/specs/*.yaml "$TMP"/bf16/*.yaml "$TMP"/fp16/*.yaml; do
-  name=$(basename "$spec" .yaml); fx=${name%-adamw}; fx=${fx%-q8}; fx=$FIX/${fx%-bidir} # gpt-tiny-q8: gpt-tiny's (f32) weights; sparse-tiny-bidir: sparse-tiny's
+  name=$(basename "$spec" .yaml); fx=${name%-adamw}; fx=${fx%-q8}; fx=${fx%-k[12]}; fx=$FIX/${fx%-bidir} # gpt-tiny-q8: gpt-tiny's (f32) weights; sparse-tiny-bidir: sparse-tiny's
   bx=$fx; case $name in albert-tiny | gpt-local | funnel-tiny) bx=$FIX/gpt-tiny ;; xl-tiny-m9) bx=$FIX/xl-tiny ;; esac # no fixture: PROG init weights on gpt-tiny's batch
   case $name in distill-tiny | distill-teacher) bx=$FIX/distill-ref ;; esac # context 64: distill-ref's short batch
   [ "$name" = distill-ref-teacher ] && fx=$FIX/distill-ref-teacher bx=$FIX/distill-ref

@@ -487,6 +487,55 @@ START_TEST(test_all_errors_reported) {
 }
 END_TEST
 
+/* moe: every key checked at its value's line:col; the parameters' names and shapes (docs/spec.md). */
+START_TEST(test_moe) {
+  const char *text = "model: {vocab: 32, context: 8, dim: 16}\n"
+                     "layers:\n"
+                     "  - embedding: {}\n"
+                     "  - moe: {experts: 4, top_k: 5, hidden: 8}\n"
+                     "  - moe: {experts: 0, hidden: -2, activation: swiglu}\n"
+                     "  - moe: {experts: 2, hidden: 8, capacity_factor: 0, aux_loss: -1, topk: 1}\n"
+                     "  - moe: {top_k: 1}\n"
+                     "  - lm_head: {}\n";
+  Capture c;
+  ck_assert_ptr_null(parse_str(&c, text));
+  ck_assert_msg(has_error(c.buf, "t.yaml", 4, 30, "moe 'top_k' (5) must be in [1, experts] (experts 4)"), "%s", c.buf);
+  ck_assert_msg(has_error(c.buf, "t.yaml", 5, 20, "'experts' must be positive, got 0"), "%s", c.buf);
+  ck_assert_msg(has_error(c.buf, "t.yaml", 5, 31, "'hidden' must be positive, got -2"), "%s", c.buf);
+  ck_assert_msg(strstr(c.buf, "t.yaml:5:47: error: unknown moe activation 'swiglu'"), "%s", c.buf);
+  ck_assert_msg(has_error(c.buf, "t.yaml", 6, 51, "moe 'capacity_factor' must be in (0, 1e6], got 0"), "%s", c.buf);
+  ck_assert_msg(has_error(c.buf, "t.yaml", 6, 64, "moe 'aux_loss' must be in [0, 1e6], got -1"), "%s", c.buf);
+  ck_assert_msg(strstr(c.buf, "t.yaml:6:68: error: unknown key 'topk' in moe"), "%s", c.buf);
+  ck_assert_msg(has_error(c.buf, "t.yaml", 7, 5, "missing required key 'experts' in moe"), "%s", c.buf);
+  ck_assert_msg(has_error(c.buf, "t.yaml", 7, 5, "missing required key 'hidden' in moe"), "%s", c.buf);
+  cap_close(&c);
+  free(c.buf);
+  const char *ok = "model: {vocab: 32, context: 8, dim: 16}\n"
+                   "layers:\n"
+                   "  - embedding: {}\n"
+                   "  - residual: [layernorm: {}, moe: {experts: 3, top_k: 2, hidden: 8, activation: relu}]\n"
+                   "  - lm_head: {}\n";
+  Spec *s = parse_str(&c, ok);
+  ck_assert_ptr_nonnull(s);
+  const SpecLayer *l = &s->layers[1].body[1];
+  ck_assert(l->kind == SPEC_L_MOE && l->experts == 3 && l->top_k == 2 && l->capacity_factor == 1.25 &&
+            l->aux_loss == 0.01 && l->activation == SPEC_ACT_RELU);
+  Module *m = fe_lower(s, &c.d);
+  ck_assert_ptr_nonnull(m);
+  check_param(m, "moe.router.weight", 2, 3, 16, INIT_NORMAL, true);
+  check_param(m, "moe.b1", 2, 3, 8, INIT_ZEROS, false);
+  check_param(m, "moe.b2", 2, 3, 16, INIT_ZEROS, false);
+  const Param *w1 = ir_find_param(m, "moe.w1"), *w2 = ir_find_param(m, "moe.w2");
+  ck_assert(w1 && w1->type.rank == 3 && w1->type.dim[0] == 3 && w1->type.dim[1] == 8 && w1->type.dim[2] == 16);
+  ck_assert(w2 && w2->type.rank == 3 && w2->type.dim[0] == 3 && w2->type.dim[1] == 16 && w2->type.dim[2] == 8);
+  ck_assert(w1->decay && !ir_find_param(m, "moe.b1")->decay);
+  ir_module_free(m);
+  fe_spec_free(s);
+  cap_close(&c);
+  free(c.buf);
+}
+END_TEST
+
 /* Garbage never crashes: every prefix of an example either parses or reports an error. */
 START_TEST(test_prefixes) {
   FILE *f = fopen("examples/gpt-tiny.yaml", "rb");
@@ -527,6 +576,7 @@ static Suite *frontend_suite(void) {
   TCase *te = tcase_create("errors");
   tcase_set_timeout(te, 120);
   tcase_add_test(te, test_deep_nesting);
+  tcase_add_test(te, test_moe);
   tcase_add_test(te, test_empty_and_non_mapping);
   tcase_add_test(te, test_missing_file);
   tcase_add_test(te, test_all_errors_reported);

@@ -61,7 +61,7 @@ START_TEST(test_reference_both_backends) {
   ck_assert_msg(sh("cmp -s %s/c.npy %s/llvm.npy", tmp, tmp) == 0, "the C and LLVM programs' outputs differ");
   /* the C backend's call, generated from the kernel table's LOWER row */
   ck_assert_int_eq(sh("%s build --emit=c " FIX "/model.mir -o %s/m.c", MODELC_BIN, tmp), 0);
-  ck_assert_int_eq(sh("grep -qF 'rt_rope(v6, v5, nb, nt, t0, 24, 3, 100.0f);' %s/m.c", tmp), 0);
+  ck_assert_int_eq(sh("grep -qF 'rt_rope(v6, v5, nb, nt, t0, 24, 3, 3, 100.0f, 0);' %s/m.c", tmp), 0);
 }
 END_TEST
 
@@ -89,9 +89,11 @@ START_TEST(test_kv_cache_equals_recompute) {
 }
 END_TEST
 
-START_TEST(test_not_differentiable_yet) {
-  ck_assert_int_eq(sh("%s dump --passes=autodiff tests/ir/rope-lm.mir > /dev/null 2> %s/err", MODELC_BIN, tmp), 1);
-  ck_assert_int_eq(sh("grep -qF \"rope-lm.mir:18:3: error: autodiff: 'rope' has no gradient rule\" %s/err", tmp), 0);
+/* rope's gradient rule (the inverse rotation): autodiff differentiates rope-lm, and the backward
+ * holds the rope with inverse=1 (test_program_gqa checks its numbers against PyTorch). */
+START_TEST(test_differentiable) {
+  ck_assert_int_eq(sh("%s dump --passes=autodiff tests/ir/rope-lm.mir > %s/out", MODELC_BIN, tmp), 0);
+  ck_assert_int_eq(sh("grep -q 'rope(.*heads=4, inverse=1' %s/out", tmp), 0);
 }
 END_TEST
 
@@ -102,7 +104,7 @@ int main(void) {
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, test_reference_both_backends);
   tcase_add_test(tc, test_kv_cache_equals_recompute);
-  tcase_add_test(tc, test_not_differentiable_yet);
+  tcase_add_test(tc, test_differentiable);
   suite_add_tcase(s, tc);
   return check_run(s);
 }

@@ -135,6 +135,66 @@ START_TEST(attention_timing) {
 }
 END_TEST
 
+/* Grouped-query attention (rows C + 2 G hd, query head h reading KV head h / (H/G)): the fast
+ * forward and backward against their _ref twins; the twins with G = H against the multi-head twins
+ * (the backward's: the sparse twin's dense kind, an independent copy); and the KV-cache form (a
+ * prefill, then one token at a time into G-head caches) against the full causal twin. */
+static void check_gqa(int B, int T, int C, int H, int G, int causal, uint64_t seed) {
+  int KV = C / H * G, W = C + 2 * KV, TMAX = T + 3;
+  size_t nqkv = (size_t)B * T * W, no = (size_t)B * T * C;
+  float *qkv = falloc(nqkv), *o = falloc(no), *r = falloc(no), *dy = falloc(no), *dx = falloc(nqkv),
+        *dr = falloc(nqkv);
+  float *scratch = falloc(rt_attention_kv_scratch_floats(TMAX, C, H)),
+        *dscratch = falloc(rt_attention_dx_scratch_floats(T, C, H));
+  fill_uniform(qkv, nqkv, -2, 2, seed);
+  fill_uniform(dy, no, -1, 1, seed + 1);
+  rt_attention_gqa(o, qkv, B, T, C, H, G, causal, scratch);
+  rt_attention_gqa_ref(r, qkv, B, T, C, H, G, causal);
+  double e = norm_err(o, r, no);
+  ck_assert_msg(e < 1e-5, "gqa B=%d T=%d C=%d H=%d G=%d causal=%d: normalised error %g", B, T, C, H, G, causal, e);
+  rt_attention_gqa_dx(dx, qkv, dy, B, T, C, H, G, causal, dscratch);
+  rt_attention_gqa_dx_ref(dr, qkv, dy, B, T, C, H, G, causal);
+  e = norm_err(dx, dr, nqkv);
+  ck_assert_msg(e < 1e-5, "gqa_dx B=%d T=%d C=%d H=%d G=%d causal=%d: normalised error %g", B, T, C, H, G, causal, e);
+  if (G == H) {
+    rt_attention_ref(o, qkv, B, T, C, H, causal);
+    ck_assert(norm_err(o, r, no) < 1e-6);
+    rt_attention_dx_ref(dx, qkv, dy, B, T, C, H, causal);
+    ck_assert_msg(norm_err(dx, dr, nqkv) < 1e-6, "gqa_dx_ref vs attention_dx_ref: %g", norm_err(dx, dr, nqkv));
+  }
+  if (causal) {
+    float *kc = falloc((size_t)B * TMAX * KV), *vc = falloc((size_t)B * TMAX * KV), *chunk = falloc(nqkv);
+    int P = T / 2;
+    double worst = 0;
+    for (int t0 = 0, n = P; t0 < T; t0 += n, n = 1) {
+      for (int b = 0; b < B; b++)
+        memcpy(chunk + (size_t)b * n * W, qkv + ((size_t)b * T + t0) * W, (size_t)n * W * sizeof(float));
+      rt_attention_gqa_kv(o, chunk, kc, vc, B, n, t0, TMAX, C, H, G, 1, scratch);
+      for (int b = 0; b < B; b++) {
+        double eb = norm_err(o + (size_t)b * n * C, r + ((size_t)b * T + t0) * C, (size_t)n * C);
+        worst = eb > worst ? eb : worst;
+      }
+    }
+    ck_assert_msg(worst < 1e-5, "gqa kv cache vs full: %g", worst);
+    /* the caches hold the G KV heads' rows */
+    ck_assert(memcmp(kc + ((size_t)(B - 1) * TMAX + T - 1) * KV, qkv + ((size_t)(B - 1) * T + T - 1) * W + C,
+                     (size_t)KV * sizeof(float)) == 0);
+    free(kc), free(vc), free(chunk);
+  }
+  free(qkv), free(o), free(r), free(dy), free(dx), free(dr), free(scratch), free(dscratch);
+}
+
+START_TEST(gqa_vs_ref) {
+  rt_set_threads(_i);
+  for (int causal = 0; causal <= 1; causal++) {
+    check_gqa(2, 67, 64, 8, 4, causal, 1);  /* 2 query heads per KV head, a partial block */
+    check_gqa(1, 130, 48, 6, 1, causal, 2); /* multi-query, several blocks */
+    check_gqa(2, 9, 24, 3, 3, causal, 3);   /* G = H: multi-head */
+    check_gqa(3, 20, 32, 4, 2, causal, 4);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("rt_attention");
   TCase *tc = tcase_create("attention");
@@ -143,6 +203,7 @@ int main(void) {
   tcase_add_test(tc, causal_row0_is_v0);
   tcase_add_loop_test(tc, decode_matches_full, 1, 4);
   tcase_add_loop_test(tc, kv_prefill_then_chunks, 1, 4);
+  tcase_add_loop_test(tc, gqa_vs_ref, 1, 4);
   tcase_add_test(tc, attention_timing);
   suite_add_tcase(s, tc);
   return check_run(s);

@@ -25,6 +25,7 @@ static const RtSparsePattern PATS[] = {
     {RT_SPARSE_FIXED, 16, 0, 10, 3, 2},  /* fixed, l = 10 (not a multiple of the block), global 2 */
     {RT_SPARSE_LOCAL, 16, 7, 0, 0, 3},   /* local + global */
     {RT_SPARSE_STRIDED, 5, 0, 4, 0, 1},  /* block 5, strided + global */
+    {RT_SPARSE_STRIDED, 64, 0, 2, 0, 0}, /* stride 2: T = 100's class products go to rt_gemm (T = 37's are small) */
     {RT_SPARSE_DENSE, 16, 0, 0, 0, 0},   /* dense: every block full */
 };
 enum { NPATS = sizeof PATS / sizeof PATS[0] };

@@ -373,41 +373,71 @@ END_TEST
 /* rope against its double-precision twin: a run of nb < B sequences of an odd length nt < T at a
  * first position t0 (0, a few, and large, where a float angle would lose its phase) in buffers
  * sized for (B,T) leaves the rows past nb*nt untouched; v is copied exactly; in place equals out of
- * place; and each token rotated alone at its position (a KV-cache step) equals it rotated in the
- * sequence, bit for bit. */
-static void check_rope(int Bmax, int Tmax, int nb, int nt, int t0, int C, int H, float theta, uint64_t seed) {
-  size_t n = (size_t)Bmax * Tmax * 3 * C, used = (size_t)nb * nt * 3 * C;
-  float *x = falloc(n), *y = falloc(n), *r = falloc(n), *w = falloc(n), *one = falloc((size_t)3 * C);
+ * place; each token rotated alone at its position (a KV-cache step) equals it rotated in the
+ * sequence, bit for bit. G KV heads (grouped-query rows C + 2 G hd; G = H: 3C). The inverse
+ * (the gradient) against its twin, undoing the forward, and against central differences of
+ * L(x) = <dy, rope(x)>. */
+static void check_rope(int Bmax, int Tmax, int nb, int nt, int t0, int C, int H, int G, float theta, uint64_t seed) {
+  int W = C + 2 * (C / H) * G;
+  size_t n = (size_t)Bmax * Tmax * W, used = (size_t)nb * nt * W;
+  float *x = falloc(n), *y = falloc(n), *r = falloc(n), *w = falloc(n), *one = falloc((size_t)W);
   fill_uniform(x, n, -2, 2, seed);
   for (size_t i = 0; i < n; i++) y[i] = r[i] = -7.0f; /* a sentinel past the rows written */
-  rt_rope(y, x, nb, nt, t0, C, H, theta);
-  rt_rope_ref(r, x, nb, nt, t0, C, H, theta);
+  rt_rope(y, x, nb, nt, t0, C, H, G, theta, 0);
+  rt_rope_ref(r, x, nb, nt, t0, C, H, G, theta, 0);
   double e = norm_err(y, r, used);
-  ck_assert_msg(e < 1e-6, "rope nb=%d nt=%d t0=%d C=%d H=%d: normalised error %g", nb, nt, t0, C, H, e);
+  ck_assert_msg(e < 1e-6, "rope nb=%d nt=%d t0=%d C=%d H=%d G=%d: normalised error %g", nb, nt, t0, C, H, G, e);
   for (size_t i = used; i < n; i++) ck_assert_msg(y[i] == -7.0f && r[i] == -7.0f, "rope wrote past row %d", nb * nt);
+  int V0 = W - (W - C) / 2; /* v's first column */
   for (size_t row = 0; row < (size_t)nb * nt; row++) {
-    ck_assert(memcmp(y + row * 3 * C + 2 * C, x + row * 3 * C + 2 * C, (size_t)C * sizeof(float)) == 0);
+    ck_assert(memcmp(y + row * W + V0, x + row * W + V0, (size_t)(W - V0) * sizeof(float)) == 0);
     if (row % 5 == 0) { /* the decoding step of this token */
       int t = (int)(row % (size_t)nt);
-      rt_rope(one, x + row * 3 * C, 1, 1, t0 + t, C, H, theta);
-      ck_assert_msg(memcmp(one, y + row * 3 * C, (size_t)3 * C * sizeof(float)) == 0, "rope row %zu alone differs", row);
+      rt_rope(one, x + row * W, 1, 1, t0 + t, C, H, G, theta, 0);
+      ck_assert_msg(memcmp(one, y + row * W, (size_t)W * sizeof(float)) == 0, "rope row %zu alone differs", row);
     }
   }
   memcpy(w, x, used * sizeof(float));
-  rt_rope(w, w, nb, nt, t0, C, H, theta);
+  rt_rope(w, w, nb, nt, t0, C, H, G, theta, 0);
   ck_assert(memcmp(w, y, used * sizeof(float)) == 0);
   if (t0 == 0) /* position 0 is the identity */
-    ck_assert(memcmp(y, x, (size_t)3 * C * sizeof(float)) == 0);
-  free(x), free(y), free(r), free(w), free(one);
+    ck_assert(memcmp(y, x, (size_t)W * sizeof(float)) == 0);
+  /* the inverse: its twin, and it undoes the forward */
+  rt_rope(w, y, nb, nt, t0, C, H, G, theta, 1);
+  rt_rope_ref(r, y, nb, nt, t0, C, H, G, theta, 1);
+  e = norm_err(w, r, used);
+  ck_assert_msg(e < 1e-6, "inverse rope vs its twin: %g", e);
+  e = norm_err(w, x, used);
+  ck_assert_msg(e < 1e-6, "inverse rope does not undo rope: %g", e);
+  /* the gradient of L(x) = <dy, rope(x)> is rope^-1(dy): central differences in double */
+  float *dy = falloc(used), *dx = falloc(used);
+  fill_uniform(dy, used, -1, 1, seed + 100);
+  rt_rope(dx, dy, nb, nt, t0, C, H, G, theta, 1);
+  for (size_t i = 0; i < used; i += 1 + used / 23) {
+    double h = 1e-2, l[2];
+    for (int sgn = 0; sgn < 2; sgn++) {
+      memcpy(w, x, used * sizeof(float));
+      w[i] += (float)(sgn ? -h : h);
+      rt_rope_ref(r, w, nb, nt, t0, C, H, G, theta, 0);
+      l[sgn] = 0;
+      for (size_t j = 0; j < used; j++) l[sgn] += (double)dy[j] * r[j];
+    }
+    double fd = (l[0] - l[1]) / (2 * h);
+    ck_assert_msg(fabs(fd - dx[i]) < 2e-3 * (1 + fabs(fd)), "rope gradient at %zu: %g, central differences %g", i,
+                  (double)dx[i], fd);
+  }
+  free(x), free(y), free(r), free(w), free(one), free(dy), free(dx);
 }
 
 START_TEST(rope_vs_ref) {
   rt_set_threads(_i);
-  check_rope(3, 40, 3, 37, 0, 96, 4, 10000.0f, 1); /* 111 rows: the parallel path */
-  check_rope(4, 40, 2, 37, 3, 96, 4, 10000.0f, 2); /* nb < B, nt < T, t0 > 0 */
-  check_rope(2, 9, 1, 1, 5000, 24, 3, 10000.0f, 3); /* one decoding step far into a sequence */
-  check_rope(2, 16, 2, 15, 700, 16, 8, 500.0f, 4); /* hd = 2, another theta */
-  check_rope(1, 3, 1, 3, 1, 2, 1, 1.5f, 5);         /* C = hd = 2 */
+  check_rope(3, 40, 3, 37, 0, 96, 4, 4, 10000.0f, 1); /* 111 rows: the parallel path */
+  check_rope(4, 40, 2, 37, 3, 96, 4, 4, 10000.0f, 2); /* nb < B, nt < T, t0 > 0 */
+  check_rope(2, 9, 1, 1, 5000, 24, 3, 3, 10000.0f, 3); /* one decoding step far into a sequence */
+  check_rope(2, 16, 2, 15, 700, 16, 8, 8, 500.0f, 4); /* hd = 2, another theta */
+  check_rope(1, 3, 1, 3, 1, 2, 1, 1, 1.5f, 5);         /* C = hd = 2 */
+  check_rope(2, 20, 2, 19, 4, 64, 8, 4, 10000.0f, 6); /* grouped-query: 4 KV heads of 8 */
+  check_rope(1, 9, 1, 7, 2, 48, 6, 1, 10000.0f, 7);   /* multi-query: one KV head */
   rt_set_threads(0);
 }
 END_TEST

@@ -677,7 +677,7 @@ START_TEST(test_grad) {
   float *W = falloc(V * V + V), *G = falloc(V * V + V), *H = falloc(V * V + V);
   load_params(P("w.safetensors"), W);
   load_params(P("g.safetensors"), G);
-  RtStep s = {2, 8, 0, NULL, NULL, 0, 1.0f};
+  RtStep s = {2, 8, 0, NULL, NULL, 0, 1.0f, NULL};
   float loss;
   fake_train(&s, NULL, W, tok, tgt, &loss, H);
   ck_assert(memcmp(G, H, sizeof(float) * (V * V + V)) == 0);
