@@ -21,18 +21,23 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   RtOpts o;
   int help = 0;
   if (rt_parse_opts(prog, "generate", argc, argv,
-                 "--weights --prompt -n --temperature --top-k --top-p --seed --no-cache --logits-out --threads", &o,
+                 "--weights --prompt -n --temperature --top-k --top-p --seed --no-cache --logits-out --threads --tokenizer", &o,
                  &help))
     return EXIT_USER;
   if (help) {
     printf("usage: %s generate [--weights W] --prompt TEXT [-n N] [--temperature X] [--top-k K]\n"
-           "       [--top-p P] [--seed S] [--no-cache] [--logits-out L.npy] [--threads N]\n\n"
+           "       [--top-p P] [--seed S] [--no-cache] [--logits-out L.npy] [--threads N] [--tokenizer FILE]\n\n"
            "Continue TEXT by N tokens (default 64), streaming them to stdout. Uses the KV cache unless\n"
            "--no-cache or the model has none (then every step recomputes the whole sequence).\n"
            "--temperature 0 is greedy. Non-finite logits (NaN or Inf) stop it with an error.\n"
            "Defaults: temperature 1, top-k off, top-p 1 (off), seed 1337. Past the compiled context\n"
            "(%lld tokens) %s. --logits-out writes each\n"
-           "step's logits [N,V].\n",
+           "step's logits [N,V].\n"
+           "Without --tokenizer the tokens are bytes and only the continuation is printed. --tokenizer\n"
+           "FILE (llama2.c tokenizer.bin; GPT-2 encoder.json with vocab.bpe beside it, or a directory\n"
+           "holding them; a Hugging Face tokenizer.json) encodes TEXT, prints it, then the continuation,\n"
+           "as llama2.c does; llama2.c: BOS first, --prompt '' starts from BOS alone, generation stops\n"
+           "at BOS (id 1); GPT-2: --prompt '' starts from <|endoftext|>, which stops generation.\n",
            prog, (long long)m->context,
            m->decode_unbounded ? "decoding goes on with the ring KV caches (local attention, no position table),\n"
                                  "in constant memory (with --no-cache the window slides: its last half is re-encoded)"
@@ -40,17 +45,34 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
     return EXIT_OK;
   }
   if (!rt_is_lm(m)) return rt_usage_error(prog, "generate", "this model has no language-model head");
-  if (!o.prompt || !o.prompt[0]) return rt_usage_error(prog, "generate", "--prompt TEXT is required (non-empty)");
+  if (!o.prompt) return rt_usage_error(prog, "generate", "--prompt TEXT is required");
+  RtTokenizer tk, *tz = NULL;
+  if (o.tokenizer) {
+    if (rt_prog_tokenizer(prog, "generate", m, o.tokenizer, &tk)) return EXIT_USER;
+    tz = &tk;
+  }
+  /* the id generation starts from with an empty prompt, and the one that stops it */
+  int32_t start = tz ? (tz->kind == RT_TOK_LLAMA2C ? tz->bos : tz->eos) : -1;
+  if (!o.prompt[0] && start < 0) {
+    if (tz) rt_tok_free(tz);
+    return rt_usage_error(prog, "generate", "--prompt TEXT is required (non-empty%s)",
+                          tz ? ": this tokenizer has no <|endoftext|> to start from" : " without --tokenizer");
+  }
   const RtPathArg outs[] = {{"--logits-out", o.logits_out, "name another --logits-out", NULL}};
   const RtPathArg ins[] = {{"--weights", o.weights, NULL, NULL}};
-  if (rt_check_outputs(prog, "generate", outs, 1, ins, 1)) return EXIT_USER;
-  if (m->vocab < RT_BYTE_VOCAB)
-    return rt_usage_error(prog, "generate", "the byte tokenizer needs a vocabulary of at least 256");
+  if (rt_check_outputs(prog, "generate", outs, 1, ins, 1) ||
+      (!tz && m->vocab < RT_BYTE_VOCAB &&
+       rt_usage_error(prog, "generate", "the byte tokenizer needs a vocabulary of at least 256 (or give --tokenizer)"))) {
+    if (tz) rt_tok_free(tz);
+    return EXIT_USER;
+  }
   RtError err;
   err.msg[0] = 0; /* set by what fails; a failed malloc here leaves it empty */
   RtRun r;
   int rc = EXIT_OK;
   size_t plen = strlen(o.prompt);
+  int32_t *pids = NULL; /* --tokenizer: the prompt's ids */
+  size_t npids = 0;
   int ctx = (int)m->context;
   /* a model without state (bidirectional attention: every position sees the later ones) has no
    * KV cache, so each step recomputes the window, exactly as --no-cache */
@@ -60,6 +82,17 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   float *probs = rt_xalloc((size_t)m->vocab * sizeof(float));
   int32_t *idx = rt_xalloc((size_t)m->vocab * sizeof(int32_t));
   float *lsave = o.logits_out ? rt_xalloc((size_t)(o.n ? o.n : 1) * (size_t)m->vocab * sizeof(float)) : NULL;
+  if (tz && (plen ? rt_tok_encode(tz, o.prompt, plen, 1, &pids, &npids, &err)
+                  : !(pids = malloc(sizeof *pids)) ? rt_fail(&err, "out of memory") : (pids[npids++] = start, 0))) {
+    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+    free(ids);
+    free(logits);
+    free(probs);
+    free(idx);
+    free(lsave);
+    rt_tok_free(tz);
+    return EXIT_USER;
+  }
   if (rt_run_init(&r, m, &err) || rt_run_load_weights(&r, o.weights, &err) || (cache && rt_run_kv(&r, 1, &err)) || !ids || !logits ||
       !probs || !idx || (o.logits_out && !lsave)) {
     fprintf(stderr, "%s: error: %s\n", prog, err.msg[0] ? err.msg : "out of memory");
@@ -70,12 +103,32 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   /* keep the end of a prompt longer than the context, leaving room to generate (a context of 1
    * keeps the last byte: the window then slides at every step) */
   size_t room = ctx > 1 ? (size_t)ctx - 1 : 1;
-  if (plen > room) {
-    fprintf(stderr, "%s: note: prompt truncated to its last %zu byte%s\n", prog, room, room == 1 ? "" : "s");
-    o.prompt += plen - room;
-    plen = room;
+  int len;
+  if (tz) {
+    /* the prompt as llama2.c prints it: every piece after the one before it, BOS and the empty
+     * prompt's <|endoftext|> not shown */
+    for (size_t i = 0; i < npids; i++) {
+      const char *piece;
+      size_t pn;
+      if (pids[i] == start && (i == 0 || start == tz->bos)) continue;
+      rt_tok_piece(tz, i ? pids[i - 1] : -1, pids[i], &piece, &pn);
+      fwrite(piece, 1, pn, stdout);
+    }
+    size_t skip = 0;
+    if (npids > room) {
+      skip = npids - room;
+      fprintf(stderr, "%s: note: prompt truncated to its last %zu token%s\n", prog, room, room == 1 ? "" : "s");
+    }
+    len = (int)(npids - skip);
+    memcpy(ids, pids + skip, (size_t)len * sizeof(int32_t));
+  } else {
+    if (plen > room) {
+      fprintf(stderr, "%s: note: prompt truncated to its last %zu byte%s\n", prog, room, room == 1 ? "" : "s");
+      o.prompt += plen - room;
+      plen = room;
+    }
+    len = (int)rt_byte_encode(ids, o.prompt, plen);
   }
-  int len = (int)rt_byte_encode(ids, o.prompt, plen);
   RtSampleParams sp = {(float)o.temperature, (int)o.top_k, (float)o.top_p};
   RtRng g;
   rt_rng_seed(&g, o.seed);
@@ -97,7 +150,16 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
       goto done;
     }
     int tok = rt_sample(last, (int)m->vocab, &sp, &g, probs, idx);
-    if (tok < RT_BYTE_VOCAB) {
+    if (tz && tok == start) { /* llama2.c: BOS delimits sequences; GPT-2: <|endoftext|> */
+      made++;
+      break;
+    }
+    if (tz) {
+      const char *piece;
+      size_t pn;
+      rt_tok_piece(tz, ids[len - 1], tok, &piece, &pn);
+      fwrite(piece, 1, pn, stdout);
+    } else if (tok < RT_BYTE_VOCAB) {
       putchar(tok);
     } else {
       printf("<%d>", tok);
@@ -151,6 +213,8 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
     }
   }
 done:
+  if (tz) rt_tok_free(tz);
+  free(pids);
   free(ids);
   free(logits);
   free(probs);
