@@ -54,6 +54,37 @@ int rt_st_write(const char *path, const RtTensor *tensors, int n, const char *co
 int rt_tensor_to_f32(const RtTensor *t, float *out, RtError *err);
 
 /* ---------------------------------------------------------------------------------------------
+ * The strict JSON cursor (io/json.c): the safetensors header, the tokenizers' JSON files
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct RtJs {
+  const char *start, *p, *end;
+  const char *file;
+  RtError *err;
+  char *arena; /* decoded strings; capacity >= the input's length, which always suffices */
+  size_t used;
+  const char *what; /* in messages: "invalid WHAT at byte N"; NULL: "JSON header" */
+} RtJs;
+
+/* Each returns 0, or -1 with the message "FILE: invalid WHAT at byte N: ..." in j->err. */
+int rt_js_fail(RtJs *j, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+void rt_js_ws(RtJs *j);
+int rt_js_expect(RtJs *j, char c);
+int rt_js_peek(RtJs *j); /* the next non-space byte, or -1 at the end */
+/* A string into the arena (NUL-terminated; an embedded \u0000 is rejected). */
+int rt_js_string(RtJs *j, const char **out);
+int rt_js_uint(RtJs *j, uint64_t *out); /* a non-negative integer that fits in int64 */
+int rt_js_uint_array(RtJs *j, uint64_t *vals, int max, int *n, const char *what);
+/* "key": value pairs of an object: call with *first = 1; 1 with *key set and the cursor at the
+ * value, 0 at the closing brace, -1 on error. */
+int rt_js_next_key(RtJs *j, int *first, const char **key);
+int rt_js_skip(RtJs *j); /* one value of any kind, its strings not kept */
+
+/* ---------------------------------------------------------------------------------------------
  * NumPy .npy (io/npy.c; versions 1.0, 2.0, 3.0; dtypes <f4, <i4, <i8; C order only)
  * ------------------------------------------------------------------------------------------- */
 

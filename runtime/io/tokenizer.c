@@ -14,7 +14,8 @@
 
 static uint64_t fnv1a(const unsigned char *s, size_t n) {
   uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ull;
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ s[i]) * 1099511628211ull;
   return h;
 }
 
@@ -25,10 +26,13 @@ int rt_tok_alloc(RtTokenizer *t, int vocab, size_t store_bytes, RtError *err) {
   t->len = malloc(sizeof *t->len * (size_t)vocab);
   t->score = calloc((size_t)vocab, sizeof *t->score);
   t->hcap = 16;
-  while (t->hcap < (size_t)vocab * 2) t->hcap *= 2;
+  while (t->hcap < (size_t)vocab * 2)
+    t->hcap *= 2;
   t->hash = malloc(sizeof *t->hash * t->hcap);
-  if (!t->store || !t->off || !t->len || !t->score || !t->hash) return rt_fail(err, "out of memory loading a tokenizer");
-  for (size_t i = 0; i < t->hcap; i++) t->hash[i] = -1;
+  if (!t->store || !t->off || !t->len || !t->score || !t->hash)
+    return rt_fail(err, "out of memory loading a tokenizer");
+  for (size_t i = 0; i < t->hcap; i++)
+    t->hash[i] = -1;
   return 0;
 }
 
@@ -36,16 +40,20 @@ int32_t rt_tok_lookup(const RtTokenizer *t, const void *s, size_t n) {
   size_t mask = t->hcap - 1;
   for (size_t h = (size_t)fnv1a(s, n) & mask;; h = (h + 1) & mask) {
     int32_t id = t->hash[h];
-    if (id < 0) return -1;
-    if (t->len[id] == n && !memcmp(t->store + t->off[id], s, n)) return id;
+    if (id < 0)
+      return -1;
+    if (t->len[id] == n && !memcmp(t->store + t->off[id], s, n))
+      return id;
   }
 }
 
 void rt_tok_index(RtTokenizer *t, int32_t id) {
-  if (rt_tok_lookup(t, t->store + t->off[id], t->len[id]) >= 0) return; /* a duplicate: the first id wins */
+  if (rt_tok_lookup(t, t->store + t->off[id], t->len[id]) >= 0)
+    return; /* a duplicate: the first id wins */
   size_t mask = t->hcap - 1;
   size_t h = (size_t)fnv1a((const unsigned char *)t->store + t->off[id], t->len[id]) & mask;
-  while (t->hash[h] >= 0) h = (h + 1) & mask;
+  while (t->hash[h] >= 0)
+    h = (h + 1) & mask;
   t->hash[h] = id;
 }
 
@@ -70,15 +78,20 @@ static int32_t rd_i32(const unsigned char *p) {
 
 /* "<0xHH>" (two hex digits, either case): 0 with the byte in *b. */
 static int byte_piece(const char *s, size_t n, unsigned char *b) {
-  if (n != 6 || memcmp(s, "<0x", 3) || s[5] != '>') return -1;
+  if (n != 6 || memcmp(s, "<0x", 3) || s[5] != '>')
+    return -1;
   unsigned v = 0;
   for (int i = 3; i < 5; i++) {
     char c = s[i];
     v <<= 4;
-    if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
-    else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
-    else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
-    else return -1;
+    if (c >= '0' && c <= '9')
+      v |= (unsigned)(c - '0');
+    else if (c >= 'a' && c <= 'f')
+      v |= (unsigned)(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F')
+      v |= (unsigned)(c - 'A' + 10);
+    else
+      return -1;
   }
   *b = (unsigned char)v;
   return 0;
@@ -87,10 +100,12 @@ static int byte_piece(const char *s, size_t n, unsigned char *b) {
 static int load_llama2c(RtTokenizer *t, const char *path, RtError *err) {
   unsigned char *buf = NULL;
   size_t n = 0;
-  if (rt_read_file(path, &buf, &n, err)) return -1;
+  if (rt_read_file(path, &buf, &n, err))
+    return -1;
   int rc = -1;
   if (n < 4) {
-    rt_fail(err, "%s: not a llama2.c tokenizer.bin: %zu bytes, too short for its header (int32 max_token_length)", path, n);
+    rt_fail(err, "%s: not a llama2.c tokenizer.bin: %zu bytes, too short for its header (int32 max_token_length)", path,
+            n);
     goto out;
   }
   int32_t maxlen = rd_i32(buf);
@@ -126,7 +141,8 @@ static int load_llama2c(RtTokenizer *t, const char *path, RtError *err) {
             count == 1 ? "" : "s");
     goto out;
   }
-  if (rt_tok_alloc(t, count, store, err)) goto out;
+  if (rt_tok_alloc(t, count, store, err))
+    goto out;
   t->kind = RT_TOK_LLAMA2C;
   t->max_len = maxlen;
   t->bos = 1;
@@ -164,7 +180,8 @@ static void heap_push(Cand *h, size_t *n, Cand c) {
   size_t i = (*n)++;
   while (i > 0) {
     size_t up = (i - 1) / 2;
-    if (!cand_before(&c, &h[up])) break;
+    if (!cand_before(&c, &h[up]))
+      break;
     h[i] = h[up];
     i = up;
   }
@@ -177,13 +194,17 @@ static Cand heap_pop(Cand *h, size_t *n) {
   for (;;) {
     size_t l = 2 * i + 1, r = l + 1, best = i;
     const Cand *bc = &last;
-    if (l < *n && cand_before(&h[l], bc)) best = l, bc = &h[l];
-    if (r < *n && cand_before(&h[r], bc)) best = r;
-    if (best == i) break;
+    if (l < *n && cand_before(&h[l], bc))
+      best = l, bc = &h[l];
+    if (r < *n && cand_before(&h[r], bc))
+      best = r;
+    if (best == i)
+      break;
     h[i] = h[best];
     i = best;
   }
-  if (*n) h[i] = last;
+  if (*n)
+    h[i] = last;
   return top;
 }
 
@@ -192,11 +213,13 @@ static Cand heap_pop(Cand *h, size_t *n) {
 static void push_pair(const RtTokenizer *t, Cand *h, size_t *nh, char *tmp, const int32_t *tok, const uint32_t *ver,
                       int32_t l, int32_t r) {
   size_t la = t->len[tok[l]], lb = t->len[tok[r]];
-  if (la + lb > (size_t)t->max_len) return;
+  if (la + lb > (size_t)t->max_len)
+    return;
   memcpy(tmp, t->store + t->off[tok[l]], la);
   memcpy(tmp + la, t->store + t->off[tok[r]], lb);
   int32_t id = rt_tok_lookup(t, tmp, la + lb);
-  if (id < 0 || !(t->score[id] > -1e10f)) return;
+  if (id < 0 || !(t->score[id] > -1e10f))
+    return;
   heap_push(h, nh, (Cand){t->score[id], l, r, ver[l], ver[r], id});
 }
 
@@ -216,20 +239,23 @@ static int encode_llama2c(const RtTokenizer *t, const unsigned char *s, size_t n
     goto out;
   }
   size_t m = 0;
-  if (add_bos) tok[m++] = t->bos; /* a node like any other: run.c's merges scan it too */
-  if (n) { /* the dummy prefix: the piece " " (its byte fallback when the vocabulary has none) */
+  if (add_bos)
+    tok[m++] = t->bos; /* a node like any other: run.c's merges scan it too */
+  if (n) {             /* the dummy prefix: the piece " " (its byte fallback when the vocabulary has none) */
     int32_t sp = rt_tok_lookup(t, " ", 1);
     tok[m++] = sp >= 0 ? sp : ' ' + 3;
   }
   for (size_t i = 0; i < n;) {
     /* one UTF-8 codepoint: a byte and the continuation bytes after it, at most 4 bytes in all */
     size_t j = i + 1;
-    while (j < n && (s[j] & 0xC0) == 0x80 && j - i < 4) j++;
+    while (j < n && (s[j] & 0xC0) == 0x80 && j - i < 4)
+      j++;
     int32_t id = rt_tok_lookup(t, s + i, j - i);
     if (id >= 0) {
       tok[m++] = id;
     } else {
-      for (size_t b = i; b < j; b++) tok[m++] = (int32_t)s[b] + 3;
+      for (size_t b = i; b < j; b++)
+        tok[m++] = (int32_t)s[b] + 3;
     }
     i = j;
   }
@@ -242,20 +268,26 @@ static int encode_llama2c(const RtTokenizer *t, const unsigned char *s, size_t n
     prev[i] = (int32_t)i - 1;
   }
   size_t nh = 0;
-  for (size_t i = 0; i + 1 < m; i++) push_pair(t, h, &nh, tmp, tok, ver, (int32_t)i, (int32_t)i + 1);
+  for (size_t i = 0; i + 1 < m; i++)
+    push_pair(t, h, &nh, tmp, tok, ver, (int32_t)i, (int32_t)i + 1);
   while (nh) {
     Cand c = heap_pop(h, &nh);
-    if (ver[c.left] != c.vl || ver[c.right] != c.vr || next[c.left] != c.right) continue; /* stale */
+    if (ver[c.left] != c.vl || ver[c.right] != c.vr || next[c.left] != c.right)
+      continue; /* stale */
     int32_t l = c.left, r = c.right;
     tok[l] = c.id;
     ver[l]++;
     ver[r] = UINT32_MAX; /* removed */
     next[l] = next[r];
-    if (next[r] >= 0) prev[next[r]] = l;
-    if (prev[l] >= 0) push_pair(t, h, &nh, tmp, tok, ver, prev[l], l);
-    if (next[l] >= 0) push_pair(t, h, &nh, tmp, tok, ver, l, next[l]);
+    if (next[r] >= 0)
+      prev[next[r]] = l;
+    if (prev[l] >= 0)
+      push_pair(t, h, &nh, tmp, tok, ver, prev[l], l);
+    if (next[l] >= 0)
+      push_pair(t, h, &nh, tmp, tok, ver, l, next[l]);
   }
-  for (int32_t i = m ? 0 : -1; i >= 0; i = next[i]) out[k++] = tok[i];
+  for (int32_t i = m ? 0 : -1; i >= 0; i = next[i])
+    out[k++] = tok[i];
   *count = k;
 out:
   free(tok);
@@ -290,11 +322,14 @@ static char *join(const char *base, const char *name, int sibling) {
   if (sibling) {
     const char *slash = strrchr(base, '/');
     n = slash ? (size_t)(slash - base) : 0;
-    if (!slash) base = ".";
-    if (!slash) n = 1;
+    if (!slash)
+      base = ".";
+    if (!slash)
+      n = 1;
   }
   char *p = malloc(n + strlen(name) + 2);
-  if (p) sprintf(p, "%.*s/%s", (int)n, base, name);
+  if (p)
+    sprintf(p, "%.*s/%s", (int)n, base, name);
   return p;
 }
 
@@ -306,31 +341,40 @@ int rt_tok_load(RtTokenizer *t, const char *path, RtError *err) {
   if (is_dir(path)) {
     a = join(path, "tokenizer.json", 0);
     char *enc = join(path, "encoder.json", 0), *bpe = join(path, "vocab.bpe", 0), *bin = join(path, "tokenizer.bin", 0);
-    if (!a || !enc || !bpe || !bin) rc = rt_fail(err, "out of memory");
-    else if (exists(enc) && exists(bpe)) rc = rt_bpe_load_gpt2(t, enc, bpe, err);
-    else if (exists(a)) rc = rt_bpe_load_hf(t, a, err);
-    else if (exists(bin)) rc = load_llama2c(t, bin, err);
+    if (!a || !enc || !bpe || !bin)
+      rc = rt_fail(err, "out of memory");
+    else if (exists(enc) && exists(bpe))
+      rc = rt_bpe_load_gpt2(t, enc, bpe, err);
+    else if (exists(a))
+      rc = rt_bpe_load_hf(t, a, err);
+    else if (exists(bin))
+      rc = load_llama2c(t, bin, err);
     else
-      rc = rt_fail(err, "--tokenizer %s: the directory has none of encoder.json with vocab.bpe, tokenizer.json, "
-                        "tokenizer.bin", path);
+      rc = rt_fail(err,
+                   "--tokenizer %s: the directory has none of encoder.json with vocab.bpe, tokenizer.json, "
+                   "tokenizer.bin",
+                   path);
     free(enc);
     free(bpe);
     free(bin);
   } else if (ends_with(path, "encoder.json") || ends_with(path, "vocab.bpe")) {
     int is_enc = ends_with(path, "encoder.json");
     a = join(path, is_enc ? "vocab.bpe" : "encoder.json", 1);
-    if (!a) rc = rt_fail(err, "out of memory");
+    if (!a)
+      rc = rt_fail(err, "out of memory");
     else if (!exists(a))
       rc = rt_fail(err, "--tokenizer %s: a GPT-2 tokenizer needs %s beside it: %s is missing", path,
                    is_enc ? "vocab.bpe" : "encoder.json", a);
-    else rc = is_enc ? rt_bpe_load_gpt2(t, path, a, err) : rt_bpe_load_gpt2(t, a, path, err);
+    else
+      rc = is_enc ? rt_bpe_load_gpt2(t, path, a, err) : rt_bpe_load_gpt2(t, a, path, err);
   } else if (ends_with(path, ".json")) {
     rc = rt_bpe_load_hf(t, path, err);
   } else {
     rc = load_llama2c(t, path, err);
   }
   free(a);
-  if (rc) rt_tok_free(t);
+  if (rc)
+    rt_tok_free(t);
   return rc;
 }
 
@@ -340,7 +384,8 @@ int rt_tok_encode(const RtTokenizer *t, const void *text, size_t n, int add_bos,
   int32_t *out = malloc(sizeof *out * (n + 2));
   *ids = NULL;
   *count = 0;
-  if (!out) return rt_fail(err, "out of memory encoding %zu bytes", n);
+  if (!out)
+    return rt_fail(err, "out of memory encoding %zu bytes", n);
   int rc = t->kind == RT_TOK_LLAMA2C ? encode_llama2c(t, text, n, add_bos, out, count, err)
                                      : rt_bpe_encode(t, text, n, out, count, err);
   if (rc) {
@@ -356,7 +401,8 @@ static const unsigned char *byte_strings(void) {
   static unsigned char bytes[256];
   static int done;
   if (!done) {
-    for (int i = 0; i < 256; i++) bytes[i] = (unsigned char)i;
+    for (int i = 0; i < 256; i++)
+      bytes[i] = (unsigned char)i;
     done = 1;
   }
   return bytes;
@@ -372,7 +418,8 @@ void rt_tok_piece(const RtTokenizer *t, int32_t prev, int32_t id, const char **s
   size_t len = t->len[id];
   if (t->kind == RT_TOK_LLAMA2C) {
     unsigned char b;
-    if (prev == t->bos && len && p[0] == ' ') p++, len--; /* run.c: the dummy prefix after BOS */
+    if (prev == t->bos && len && p[0] == ' ')
+      p++, len--; /* run.c: the dummy prefix after BOS */
     if (byte_piece(p, len, &b) == 0) {
       p = (const char *)byte_strings() + b;
       len = 1;

