@@ -496,6 +496,10 @@ int rt_bpe_load_hf(RtTokenizer *t, const char *path, RtError *err) {
   }
   if (r < 0)
     goto out;
+  if (rt_js_peek(&j) >= 0) {
+    rt_js_fail(&j, "unexpected '%c' after the top-level object", *j.p);
+    goto out;
+  }
   if (!have_model || !type || strcmp(type, "BPE")) {
     rt_fail(err, "%s: model.type is %s%s%s: only byte-level BPE tokenizers (model.type \"BPE\") are supported", path,
             type ? "\"" : "", type ? type : "missing", type ? "\"" : "");
