@@ -28,10 +28,7 @@ static void cleanup(void) {
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc, (void)argv;
-  struct stat sb;
-  int shm = stat("/dev/shm", &sb) == 0 && S_ISDIR(sb.st_mode) && access("/dev/shm", W_OK) == 0;
-  snprintf(tmpdir, sizeof tmpdir, "%s/fuzz_tokenizer.XXXXXX", shm ? "/dev/shm" : "/tmp");
-  if (!mkdtemp(tmpdir)) abort();
+  fuzz_tmpdir(tmpdir, sizeof tmpdir, "fuzz_tokenizer");
   snprintf(bin, sizeof bin, "%s/tokenizer.bin", tmpdir);
   snprintf(json, sizeof json, "%s/tokenizer.json", tmpdir);
   atexit(cleanup);
