@@ -249,6 +249,7 @@ static Value *lw_layer(Lower *lw, const SpecLayer *l, Value *x, int depth) {
       if (l->kv_heads != l->heads) ir_set_attr_int(r, "kv_heads", l->kv_heads);
       ir_set_attr_float(r, "theta", s->rope_theta);
       qkv = ir_emit(f, r);
+    }
     if (l->stride > 1) { /* the first attention after a pool: pooled queries, full keys and values */
       Op *op = ir_op_new(f, OP_ATTENTION_POOL, 1, &qkv, 1);
       ir_set_attr_int(op, "heads", l->heads);

@@ -42,233 +42,25 @@ struct RtSafetensors {
   int n_meta;
 };
 
-/* ---- strict JSON cursor ------------------------------------------------------------------- */
-
-typedef struct Js {
-  const char *start, *p, *end;
-  const char *file;
-  RtError *err;
-  char *arena; /* decoded strings; capacity >= header length, which always suffices */
-  size_t used;
-} Js;
-
-static int js_fail(Js *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int js_fail(Js *j, const char *fmt, ...) {
-  char what[160];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(what, sizeof what, fmt, ap);
-  va_end(ap);
-  return rt_fail(j->err, "%s: invalid JSON header at byte %ld: %s", j->file, (long)(j->p - j->start), what);
-}
-
-static void js_ws(Js *j) {
-  while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
-    j->p++;
-}
-
-static int js_expect(Js *j, char c) {
-  js_ws(j);
-  if (j->p >= j->end)
-    return js_fail(j, "expected '%c', found end of header", c);
-  if (*j->p != c)
-    return js_fail(j, "expected '%c', found '%c'", c, *j->p);
-  j->p++;
-  return 0;
-}
-
-static int js_peek(Js *j) {
-  js_ws(j);
-  return j->p < j->end ? (unsigned char)*j->p : -1;
-}
-
-static int hex4(const char *s, unsigned *out) {
-  unsigned v = 0;
-  for (int i = 0; i < 4; i++) {
-    char c = s[i];
-    v <<= 4;
-    if (c >= '0' && c <= '9')
-      v |= (unsigned)(c - '0');
-    else if (c >= 'a' && c <= 'f')
-      v |= (unsigned)(c - 'a' + 10);
-    else if (c >= 'A' && c <= 'F')
-      v |= (unsigned)(c - 'A' + 10);
-    else
-      return -1;
-  }
-  *out = v;
-  return 0;
-}
-
-/* Parses a JSON string into the arena (NUL-terminated; an embedded \u0000 is rejected). */
-static int js_string(Js *j, const char **out) {
-  if (js_expect(j, '"'))
-    return -1;
-  char *dst = j->arena + j->used, *o = dst;
-  for (;;) {
-    if (j->p >= j->end)
-      return js_fail(j, "unterminated string");
-    unsigned char c = (unsigned char)*j->p++;
-    if (c == '"')
-      break;
-    if (c < 0x20)
-      return js_fail(j, "control character 0x%02x in string", c);
-    if (c != '\\') {
-      *o++ = (char)c;
-      continue;
-    }
-    if (j->p >= j->end)
-      return js_fail(j, "unterminated string");
-    char e = *j->p++;
-    switch (e) {
-    case '"': *o++ = '"'; break;
-    case '\\': *o++ = '\\'; break;
-    case '/': *o++ = '/'; break;
-    case 'b': *o++ = '\b'; break;
-    case 'f': *o++ = '\f'; break;
-    case 'n': *o++ = '\n'; break;
-    case 'r': *o++ = '\r'; break;
-    case 't': *o++ = '\t'; break;
-    case 'u': {
-      unsigned cp, lo;
-      if (j->end - j->p < 4 || hex4(j->p, &cp))
-        return js_fail(j, "bad \\u escape");
-      j->p += 4;
-      if (cp >= 0xd800 && cp <= 0xdbff) {
-        if (j->end - j->p < 6 || j->p[0] != '\\' || j->p[1] != 'u' || hex4(j->p + 2, &lo) || lo < 0xdc00 || lo > 0xdfff)
-          return js_fail(j, "unpaired surrogate in \\u escape");
-        j->p += 6;
-        cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-      } else if (cp >= 0xdc00 && cp <= 0xdfff) {
-        return js_fail(j, "unpaired surrogate in \\u escape");
-      }
-      if (cp == 0)
-        return js_fail(j, "\\u0000 in string");
-      if (cp < 0x80)
-        *o++ = (char)cp;
-      else if (cp < 0x800) {
-        *o++ = (char)(0xc0 | (cp >> 6));
-        *o++ = (char)(0x80 | (cp & 0x3f));
-      } else if (cp < 0x10000) {
-        *o++ = (char)(0xe0 | (cp >> 12));
-        *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
-        *o++ = (char)(0x80 | (cp & 0x3f));
-      } else {
-        *o++ = (char)(0xf0 | (cp >> 18));
-        *o++ = (char)(0x80 | ((cp >> 12) & 0x3f));
-        *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
-        *o++ = (char)(0x80 | (cp & 0x3f));
-      }
-      break;
-    }
-    default: return js_fail(j, "bad escape '\\%c'", e);
-    }
-  }
-  *o++ = '\0';
-  j->used += (size_t)(o - dst);
-  *out = dst;
-  return 0;
-}
-
-/* A non-negative JSON integer that fits in int64. */
-static int js_uint(Js *j, uint64_t *out) {
-  js_ws(j);
-  if (j->p >= j->end)
-    return js_fail(j, "expected an integer, found end of header");
-  if (*j->p == '-')
-    return js_fail(j, "expected a non-negative integer");
-  if (*j->p < '0' || *j->p > '9')
-    return js_fail(j, "expected an integer, found '%c'", *j->p);
-  if (*j->p == '0' && j->p + 1 < j->end && j->p[1] >= '0' && j->p[1] <= '9')
-    return js_fail(j, "integer with a leading zero");
-  uint64_t v = 0;
-  while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
-    unsigned d = (unsigned)(*j->p - '0');
-    if (v > ((uint64_t)INT64_MAX - d) / 10)
-      return js_fail(j, "integer too large");
-    v = v * 10 + d;
-    j->p++;
-  }
-  if (j->p < j->end && (*j->p == '.' || *j->p == 'e' || *j->p == 'E'))
-    return js_fail(j, "expected an integer");
-  *out = v;
-  return 0;
-}
-
-/* [int, ...] with at most max elements. */
-static int js_uint_array(Js *j, uint64_t *vals, int max, int *n, const char *what) {
-  if (js_expect(j, '['))
-    return -1;
-  *n = 0;
-  if (js_peek(j) == ']') {
-    j->p++;
-    return 0;
-  }
-  for (;;) {
-    if (*n == max)
-      return js_fail(j, "%s has more than %d elements", what, max);
-    if (js_uint(j, &vals[(*n)++]))
-      return -1;
-    int c = js_peek(j);
-    if (c == ',') {
-      j->p++;
-      continue;
-    }
-    if (c == ']') {
-      j->p++;
-      return 0;
-    }
-    return js_fail(j, "expected ',' or ']' in %s", what);
-  }
-}
-
-/* Iterates "key": value pairs of an object: call with *first = 1; returns 1 with *key set and the
- * cursor at the value, 0 at the closing brace, -1 on error. */
-static int js_next_key(Js *j, int *first, const char **key) {
-  int c = js_peek(j);
-  if (*first) {
-    *first = 0;
-    if (c == '}') {
-      j->p++;
-      return 0;
-    }
-  } else {
-    if (c == '}') {
-      j->p++;
-      return 0;
-    }
-    if (c != ',')
-      return js_fail(j, "expected ',' or '}'");
-    j->p++;
-  }
-  if (js_peek(j) != '"')
-    return js_fail(j, "expected a string key");
-  if (js_string(j, key))
-    return -1;
-  if (js_expect(j, ':'))
-    return -1;
-  return 1;
-}
-
 /* ---- header parsing ------------------------------------------------------------------------ */
 
 typedef struct Entry {
   uint64_t begin, end;
 } Entry;
 
-static int parse_tensor(Js *j, const char *name, RtTensor *t, Entry *e) {
-  if (js_expect(j, '{'))
+static int parse_tensor(RtJs *j, const char *name, RtTensor *t, Entry *e) {
+  if (rt_js_expect(j, '{'))
     return -1;
   int first = 1, r, seen_dtype = 0, seen_shape = 0, seen_off = 0;
   const char *key;
-  while ((r = js_next_key(j, &first, &key)) == 1) {
+  while ((r = rt_js_next_key(j, &first, &key)) == 1) {
     if (strcmp(key, "dtype") == 0) {
       const char *dt;
       if (seen_dtype++)
-        return js_fail(j, "tensor '%s': duplicate key 'dtype'", name);
-      if (js_peek(j) != '"')
-        return js_fail(j, "tensor '%s': dtype must be a string", name);
-      if (js_string(j, &dt))
+        return rt_js_fail(j, "tensor '%s': duplicate key 'dtype'", name);
+      if (rt_js_peek(j) != '"')
+        return rt_js_fail(j, "tensor '%s': dtype must be a string", name);
+      if (rt_js_string(j, &dt))
         return -1;
       t->dtype = rt_dtype_from_name(dt);
       if (t->dtype == RT_DT_INVALID)
@@ -276,8 +68,8 @@ static int parse_tensor(Js *j, const char *name, RtTensor *t, Entry *e) {
     } else if (strcmp(key, "shape") == 0) {
       uint64_t dims[RT_MAX_DIMS];
       if (seen_shape++)
-        return js_fail(j, "tensor '%s': duplicate key 'shape'", name);
-      if (js_uint_array(j, dims, RT_MAX_DIMS, &t->ndim, "shape"))
+        return rt_js_fail(j, "tensor '%s': duplicate key 'shape'", name);
+      if (rt_js_uint_array(j, dims, RT_MAX_DIMS, &t->ndim, "shape"))
         return -1;
       for (int i = 0; i < t->ndim; i++)
         t->shape[i] = (int64_t)dims[i];
@@ -285,15 +77,15 @@ static int parse_tensor(Js *j, const char *name, RtTensor *t, Entry *e) {
       uint64_t off[2];
       int n;
       if (seen_off++)
-        return js_fail(j, "tensor '%s': duplicate key 'data_offsets'", name);
-      if (js_uint_array(j, off, 2, &n, "data_offsets"))
+        return rt_js_fail(j, "tensor '%s': duplicate key 'data_offsets'", name);
+      if (rt_js_uint_array(j, off, 2, &n, "data_offsets"))
         return -1;
       if (n != 2)
-        return js_fail(j, "tensor '%s': data_offsets must have 2 elements", name);
+        return rt_js_fail(j, "tensor '%s': data_offsets must have 2 elements", name);
       e->begin = off[0];
       e->end = off[1];
     } else {
-      return js_fail(j, "tensor '%s': unknown key '%s'", name, key);
+      return rt_js_fail(j, "tensor '%s': unknown key '%s'", name, key);
     }
   }
   if (r < 0)
@@ -357,28 +149,29 @@ static int st_parse(RtSafetensors *st, const unsigned char *data, size_t size, R
   st->strings = malloc((size_t)hlen + 1);
   if (!st->strings)
     return rt_fail(err, "%s: out of memory", file);
-  Js j = {(const char *)data + 8, (const char *)data + 8, (const char *)data + 8 + hlen, file, err, st->strings, 0};
+  const char *hdr = (const char *)data + 8;
+  RtJs j = {hdr, hdr, hdr + hlen, file, err, st->strings, 0, NULL};
   Entry *ents = NULL;
   int cap = 0, meta_cap = 0, seen_meta = 0, first = 1, r, rc = -1;
   const char *key;
-  if (js_expect(&j, '{'))
+  if (rt_js_expect(&j, '{'))
     goto out;
-  while ((r = js_next_key(&j, &first, &key)) == 1) {
+  while ((r = rt_js_next_key(&j, &first, &key)) == 1) {
     if (strcmp(key, "__metadata__") == 0) {
       if (seen_meta++) {
-        js_fail(&j, "duplicate '__metadata__'");
+        rt_js_fail(&j, "duplicate '__metadata__'");
         goto out;
       }
-      if (js_expect(&j, '{'))
+      if (rt_js_expect(&j, '{'))
         goto out;
       int mfirst = 1, mr;
       const char *mkey, *mval;
-      while ((mr = js_next_key(&j, &mfirst, &mkey)) == 1) {
-        if (js_peek(&j) != '"') {
-          js_fail(&j, "__metadata__ value of '%s' must be a string", mkey);
+      while ((mr = rt_js_next_key(&j, &mfirst, &mkey)) == 1) {
+        if (rt_js_peek(&j) != '"') {
+          rt_js_fail(&j, "__metadata__ value of '%s' must be a string", mkey);
           goto out;
         }
-        if (js_string(&j, &mval))
+        if (rt_js_string(&j, &mval))
           goto out;
         if (st->n_meta == meta_cap) {
           meta_cap = meta_cap ? 2 * meta_cap : 8;
@@ -398,7 +191,7 @@ static int st_parse(RtSafetensors *st, const unsigned char *data, size_t size, R
       continue;
     }
     if (key[0] == '\0') {
-      js_fail(&j, "empty tensor name");
+      rt_js_fail(&j, "empty tensor name");
       goto out;
     }
     if (st->n == cap) {
@@ -425,9 +218,9 @@ static int st_parse(RtSafetensors *st, const unsigned char *data, size_t size, R
   }
   if (r < 0)
     goto out;
-  js_ws(&j);
+  rt_js_ws(&j);
   if (j.p != j.end) {
-    js_fail(&j, "unexpected '%c' after the header object", *j.p);
+    rt_js_fail(&j, "unexpected '%c' after the header object", *j.p);
     goto out;
   }
 

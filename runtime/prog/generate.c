@@ -22,20 +22,25 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   int help = 0;
   if (rt_parse_opts(prog, "generate", argc, argv,
                  "--weights --prompt -n --temperature --top-k --top-p --seed --no-cache --logits-out --threads "
-                 "--prompt-tokens --tokens-out", &o,
+                 "--prompt-tokens --tokens-out --tokenizer", &o,
                  &help))
     return EXIT_USER;
   if (help) {
     printf("usage: %s generate [--weights W] --prompt TEXT [-n N] [--temperature X] [--top-k K]\n"
            "       [--top-p P] [--seed S] [--no-cache] [--logits-out L.npy] [--threads N]\n"
-           "       [--prompt-tokens ID,ID,...] [--tokens-out T.npy]\n\n"
+           "       [--prompt-tokens ID,ID,...] [--tokens-out T.npy] [--tokenizer FILE]\n\n"
            "Continue TEXT by N tokens (default 64), streaming them to stdout. Uses the KV cache unless\n"
            "--no-cache or the model has none (then every step recomputes the whole sequence).\n"
            "--temperature 0 is greedy. Non-finite logits (NaN or Inf) stop it with an error.\n"
            "Defaults: temperature 1, top-k off, top-p 1 (off), seed 1337. Past the compiled context\n"
            "(%lld tokens) %s. --logits-out writes each\n"
            "step's logits [N,V]. --prompt-tokens starts from token ids instead of TEXT's bytes (e.g. 1,\n"
-           "a llama2.c model's BOS); --tokens-out writes the ids made, int32 [N].\n",
+           "a llama2.c model's BOS); --tokens-out writes the ids made, int32 [N].\n"
+           "Without --tokenizer the tokens are bytes and only the continuation is printed. --tokenizer\n"
+           "FILE (llama2.c tokenizer.bin; GPT-2 encoder.json with vocab.bpe beside it, or a directory\n"
+           "holding them; a Hugging Face tokenizer.json) encodes TEXT, prints it, then the continuation,\n"
+           "as llama2.c does; llama2.c: BOS first, --prompt '' starts from BOS alone, generation stops\n"
+           "at BOS (id 1); GPT-2: --prompt '' starts from <|endoftext|>, which stops generation.\n",
            prog, (long long)m->context,
            m->decode_unbounded ? "decoding goes on with the ring KV caches (local attention, no position table),\n"
                                  "in constant memory (with --no-cache the window slides: its last half is re-encoded)"
@@ -44,22 +49,41 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   }
   if (!rt_is_lm(m)) return rt_usage_error(prog, "generate", "this model has no language-model head");
   if (o.prompt && o.prompt_tokens) return rt_usage_error(prog, "generate", "give --prompt or --prompt-tokens, not both");
-  if (!o.prompt_tokens && (!o.prompt || !o.prompt[0]))
-    return rt_usage_error(prog, "generate", "--prompt TEXT is required (non-empty)");
-  const RtPathArg outs[] = {{"--logits-out", o.logits_out, "name another --logits-out", NULL},
-                            {"--tokens-out", o.tokens_out, "name another --tokens-out", NULL}};
-  const RtPathArg ins[] = {{"--weights", o.weights, NULL, NULL}};
-  if (rt_check_outputs(prog, "generate", outs, 2, ins, 1)) return EXIT_USER;
-  if (!o.prompt_tokens && m->vocab < RT_BYTE_VOCAB)
-    return rt_usage_error(prog, "generate", "the byte tokenizer needs a vocabulary of at least 256");
+  if (!o.prompt && !o.prompt_tokens) return rt_usage_error(prog, "generate", "--prompt TEXT is required");
+  if (o.prompt_tokens && o.tokenizer)
+    return rt_usage_error(prog, "generate", "--prompt-tokens gives ids: --tokenizer encodes a --prompt TEXT");
   if (m->time_multiple > 1)
     return rt_usage_error(prog, "generate", "the model pools its sequence (its lengths are multiples of the pooling "
                                             "strides), so it cannot run the growing windows of generation");
+  RtTokenizer tk, *tz = NULL;
+  if (o.tokenizer) {
+    if (rt_prog_tokenizer(prog, "generate", m, o.tokenizer, &tk)) return EXIT_USER;
+    tz = &tk;
+  }
+  /* the id generation starts from with an empty prompt, and the one that stops it */
+  int32_t start = tz ? (tz->kind == RT_TOK_LLAMA2C ? tz->bos : tz->eos) : -1;
+  if (!o.prompt_tokens && !o.prompt[0] && start < 0) {
+    if (tz) rt_tok_free(tz);
+    return rt_usage_error(prog, "generate", "--prompt TEXT is required (non-empty%s)",
+                          tz ? ": this tokenizer has no <|endoftext|> to start from" : " without --tokenizer");
+  }
+  const RtPathArg outs[] = {{"--logits-out", o.logits_out, "name another --logits-out", NULL},
+                            {"--tokens-out", o.tokens_out, "name another --tokens-out", NULL}};
+  const RtPathArg ins[] = {{"--weights", o.weights, NULL, NULL}};
+  if (rt_check_outputs(prog, "generate", outs, 2, ins, 1) ||
+      (!tz && !o.prompt_tokens && m->vocab < RT_BYTE_VOCAB &&
+       rt_usage_error(prog, "generate",
+                      "the byte tokenizer needs a vocabulary of at least 256 (or give --tokenizer)"))) {
+    if (tz) rt_tok_free(tz);
+    return EXIT_USER;
+  }
   RtError err;
   err.msg[0] = 0; /* set by what fails; a failed malloc here leaves it empty */
   RtRun r;
   int rc = EXIT_OK;
   size_t plen = o.prompt ? strlen(o.prompt) : 0;
+  int32_t *pids = NULL; /* --tokenizer: the prompt's ids */
+  size_t npids = 0;
   int ctx = (int)m->context;
   /* a model without state (bidirectional attention: every position sees the later ones) has no
    * KV cache, so each step recomputes the window, exactly as --no-cache */
@@ -90,6 +114,12 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
       free(ids), free(logits), free(probs), free(idx), free(lsave), free(tsave);
       return rt_usage_error(prog, "generate", "--prompt-tokens needs at least one token id");
     }
+  } else if (tz && (plen ? rt_tok_encode(tz, o.prompt, plen, 1, &pids, &npids, &err)
+                         : !(pids = malloc(sizeof *pids)) ? rt_fail(&err, "out of memory") : (pids[npids++] = start, 0))) {
+    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+    free(ids), free(logits), free(probs), free(idx), free(lsave), free(tsave);
+    rt_tok_free(tz);
+    return EXIT_USER;
   }
   if (rt_run_init(&r, m, &err) || rt_run_load_weights(&r, o.weights, &err) || (cache && rt_run_kv(&r, 1, &err)) || !ids || !logits ||
       !probs || !idx || (o.logits_out && !lsave) || (o.tokens_out && !tsave)) {
@@ -101,12 +131,33 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   /* keep the end of a prompt longer than the context, leaving room to generate (a context of 1
    * keeps the last byte: the window then slides at every step) */
   size_t room = ctx > 1 ? (size_t)ctx - 1 : 1;
-  if (!o.prompt_tokens && plen > room) {
-    fprintf(stderr, "%s: note: prompt truncated to its last %zu byte%s\n", prog, room, room == 1 ? "" : "s");
-    o.prompt += plen - room;
-    plen = room;
+  if (o.prompt_tokens) {
+    /* the ids were read above */
+  } else if (tz) {
+    /* the prompt as llama2.c prints it: every piece after the one before it, BOS and the empty
+     * prompt's <|endoftext|> not shown */
+    for (size_t i = 0; i < npids; i++) {
+      const char *piece;
+      size_t pn;
+      if (pids[i] == start && (i == 0 || start == tz->bos)) continue;
+      rt_tok_piece(tz, i ? pids[i - 1] : -1, pids[i], &piece, &pn);
+      fwrite(piece, 1, pn, stdout);
+    }
+    size_t skip = 0;
+    if (npids > room) {
+      skip = npids - room;
+      fprintf(stderr, "%s: note: prompt truncated to its last %zu token%s\n", prog, room, room == 1 ? "" : "s");
+    }
+    len = (int)(npids - skip);
+    memcpy(ids, pids + skip, (size_t)len * sizeof(int32_t));
+  } else {
+    if (plen > room) {
+      fprintf(stderr, "%s: note: prompt truncated to its last %zu byte%s\n", prog, room, room == 1 ? "" : "s");
+      o.prompt += plen - room;
+      plen = room;
+    }
+    len = (int)rt_byte_encode(ids, o.prompt, plen);
   }
-  if (!o.prompt_tokens) len = (int)rt_byte_encode(ids, o.prompt, plen);
   RtSampleParams sp = {(float)o.temperature, (int)o.top_k, (float)o.top_p};
   RtRng g;
   rt_rng_seed(&g, o.seed);
@@ -129,7 +180,16 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
     }
     int tok = rt_sample(last, (int)m->vocab, &sp, &g, probs, idx);
     if (tsave) tsave[made] = tok;
-    if (tok < RT_BYTE_VOCAB) {
+    if (tz && tok == start) { /* llama2.c: BOS delimits sequences; GPT-2: <|endoftext|> */
+      made++;
+      break;
+    }
+    if (tz) {
+      const char *piece;
+      size_t pn;
+      rt_tok_piece(tz, ids[len - 1], tok, &piece, &pn);
+      fwrite(piece, 1, pn, stdout);
+    } else if (tok < RT_BYTE_VOCAB) {
       putchar(tok);
     } else {
       printf("<%d>", tok);
@@ -190,6 +250,8 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
     }
   }
 done:
+  if (tz) rt_tok_free(tz);
+  free(pids);
   free(ids);
   free(logits);
   free(probs);

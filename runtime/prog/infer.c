@@ -233,10 +233,12 @@ int rt_verb_forward(const char *prog, int argc, char **argv, const RtModel *m) {
 int rt_verb_eval(const char *prog, int argc, char **argv, const RtModel *m) {
   RtOpts o;
   int help = 0;
-  if (rt_parse_opts(prog, "eval", argc, argv, "--weights --data --threads --no-memory", &o, &help)) return EXIT_USER;
+  if (rt_parse_opts(prog, "eval", argc, argv, "--weights --data --threads --no-memory --tokenizer", &o, &help)) return EXIT_USER;
   if (help) {
-    printf("usage: %s eval [--weights W] --data FILE%s\n\nMean next-token cross-entropy (nats) and bits per byte "
-           "over the bytes of FILE, in\nwindows of the compiled context.\n", prog, m->memory ? " [--no-memory]" : "");
+    printf("usage: %s eval [--weights W] --data FILE [--tokenizer FILE]%s\n\nMean next-token cross-entropy (nats) and "
+           "bits per byte over the bytes of FILE, in\nwindows of the compiled context. --tokenizer: over FILE's "
+           "tokens (llama2.c: BOS first);\nbits per byte is then the total over FILE's bytes.\n", prog,
+           m->memory ? " [--no-memory]" : "");
     if (m->memory)
       printf("Segment memory (%d positions): FILE is cut into one contiguous stream per batch row\n"
              "(the last (bytes-1) mod batch predictions are not scored), each read in consecutive\n"
@@ -245,17 +247,25 @@ int rt_verb_eval(const char *prog, int argc, char **argv, const RtModel *m) {
     return EXIT_OK;
   }
   if (o.no_memory && !m->memory) return rt_usage_error(prog, "eval", "--no-memory: this model keeps no segment memory");
-  if (!rt_is_lm(m) || m->vocab < RT_BYTE_VOCAB) return rt_usage_error(prog, "eval", "eval needs a byte-level language model");
+  if (!rt_is_lm(m) || (!o.tokenizer && m->vocab < RT_BYTE_VOCAB))
+    return rt_usage_error(prog, "eval", "eval needs a language model (byte-level, or give --tokenizer)");
   if (!o.data) return rt_usage_error(prog, "eval", "--data FILE is required");
   RtError err;
-  unsigned char *buf = NULL;
-  size_t n = 0;
-  if (rt_read_file(o.data, &buf, &n, &err)) {
+  RtTokenizer tk;
+  if (o.tokenizer && rt_prog_tokenizer(prog, "eval", m, o.tokenizer, &tk)) return EXIT_USER;
+  unsigned char *text = NULL;
+  int32_t *buf = NULL;
+  size_t n = 0, nbytes = 0;
+  int bad = rt_read_file(o.data, &text, &nbytes, &err) ||
+            rt_prog_text_ids(o.tokenizer ? &tk : NULL, text, nbytes, &buf, &n, &err);
+  free(text);
+  if (o.tokenizer) rt_tok_free(&tk);
+  if (bad) {
     fprintf(stderr, "%s: error: %s\n", prog, err.msg);
     return EXIT_USER;
   }
   if (n < 2) {
-    fprintf(stderr, "%s: error: %s: needs at least 2 bytes\n", prog, o.data);
+    fprintf(stderr, "%s: error: %s: needs at least 2 %s\n", prog, o.data, o.tokenizer ? "tokens" : "bytes");
     free(buf);
     return EXIT_USER;
   }
@@ -305,7 +315,7 @@ int rt_verb_eval(const char *prog, int argc, char **argv, const RtModel *m) {
     double loss = total / (double)count;
     if (!rc)
       printf("tokens:        %zu\nloss:          %.6f nats/token\nbits per byte: %.6f\n", count, loss,
-             loss / log(2.0));
+             o.tokenizer ? total / log(2.0) / (double)nbytes : loss / log(2.0));
   }
   free(buf);
   free(ids);

@@ -187,6 +187,7 @@ int rt_parse_opts(const char *prog, const char *verb, int argc, char **argv, con
       {OPT("--out", ARG_STRING, &o->out, NULL)},
       {OPT("--data", ARG_STRING, &o->data, NULL)},
       {OPT("--prompt", ARG_STRING, &o->prompt, NULL)},
+      {OPT("--tokenizer", ARG_STRING, &o->tokenizer, NULL)},
       {OPT("--logits-out", ARG_STRING, &o->logits_out, NULL)},
       {OPT("--prompt-tokens", ARG_STRING, &o->prompt_tokens, NULL)},
       {OPT("--tokens-out", ARG_STRING, &o->tokens_out, NULL)},

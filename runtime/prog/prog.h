@@ -47,6 +47,7 @@ typedef struct RtOpts {
   const char *weights, *tokens, *targets, *out, *data, *prompt, *logits_out, *checkpoint, *resume, *log;
   const char *teacher_weights; /* train, grad: a distilling program's teacher */
   const char *prompt_tokens, *tokens_out; /* generate: a prompt of token ids "1,2"; the ids made (.npy) */
+  const char *tokenizer;     /* generate, eval, train: --tokenizer FILE (NULL: bytes) */
   uint64_t seed;
   long long threads;         /* 0: MODELC_THREADS or the online CPUs */
   long long n, top_k, runs;  /* generate, bench */
@@ -182,7 +183,7 @@ int rt_seg_forward(const RtModel *m, char *arena, const void *W, float *scratch,
  * (no_memory: reset at every segment); the last (n-1) - nb*L predictions are not scored. *count: the
  * scored ones. st holds the compiled batch's rows. */
 double rt_seg_stream_loss(const RtModel *m, char *arena, const void *W, float *scratch, RtSegState *st,
-                          const unsigned char *buf, size_t n, int no_memory, size_t *count, RtError *err);
+                          const int32_t *buf, size_t n, int no_memory, size_t *count, RtError *err);
 
 /* Allocates weights, arena and inference scratch (-1 and a message when out of memory). */
 int rt_run_init(RtRun *r, const RtModel *m, RtError *err);
@@ -274,6 +275,13 @@ int rt_prog_write_weights_extra(const RtModel *m, const void *W, const char *pat
                                 int nmeta, const RtTensor *extra, int nextra, RtError *err);
 /* Bytes of every parameter's storage, values and scales, without the 64-byte alignment padding. */
 int64_t rt_model_export_bytes(const RtModel *m);
+/* ---- text (prog/text.c): bytes, or --tokenizer's ids ---- */
+/* Loads --tokenizer path for verb and checks its vocabulary is the model's: 0, or 1 (EXIT_USER) after
+ * printing the error (naming both sizes when they differ). */
+int rt_prog_tokenizer(const char *prog, const char *verb, const RtModel *m, const char *path, RtTokenizer *t);
+/* The ids of n bytes of text: the bytes themselves (t NULL) or t's encoding (llama2.c: with BOS). */
+int rt_prog_text_ids(const RtTokenizer *t, const void *text, size_t n, int32_t **ids, size_t *count, RtError *err);
+
 /* Reads a token file (int32/int64 [B,T]) within the compiled shape and the vocabulary into int32
  * ids; *ids is malloc'd. */
 int rt_prog_read_tokens(const RtModel *m, const char *path, int32_t **ids, int *B, int *T, RtError *err);

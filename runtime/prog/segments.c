@@ -86,7 +86,7 @@ int rt_seg_forward(const RtModel *m, char *arena, const void *W, float *scratch,
 }
 
 double rt_seg_stream_loss(const RtModel *m, char *arena, const void *W, float *scratch, RtSegState *st,
-                          const unsigned char *buf, size_t n, int no_memory, size_t *count, RtError *err) {
+                          const int32_t *buf, size_t n, int no_memory, size_t *count, RtError *err) {
   int B = (int)m->batch, Tc = (int)m->context;
   *count = 0;
   if (n < 2) return NAN;
@@ -104,7 +104,7 @@ double rt_seg_stream_loss(const RtModel *m, char *arena, const void *W, float *s
     int nt = L - pos < (size_t)Tc ? (int)(L - pos) : Tc;
     for (int b = 0; b < nb; b++)
       for (int t = 0; t < nt; t++) {
-        const unsigned char *w = buf + (size_t)b * L + pos + (size_t)t;
+        const int32_t *w = buf + (size_t)b * L + pos + (size_t)t;
         ids[b * nt + t] = w[0];
         tgt[b * nt + t] = w[1];
       }

@@ -96,7 +96,7 @@ static void draw_rows(Trainer *t, int rows) {
   for (int r = 0; r < rows; r++) {
     uint64_t x = rt_rng_u32(&t->rng);
     if ((uint64_t)range > 0xffffffffull) x = (x << 32) | rt_rng_u32(&t->rng);
-    const unsigned char *w = t->data + (size_t)(x % (uint64_t)range);
+    const int32_t *w = t->data + (size_t)(x % (uint64_t)range);
     for (int i = 0; i < t->T; i++) {
       t->ids[r * t->T + i] = w[i];
       t->tgt[r * t->T + i] = w[i + 1];
@@ -109,7 +109,7 @@ static void draw_rows(Trainer *t, int rows) {
 static void draw_segments(Trainer *t, int row0, int rows) {
   size_t S = t->ntrain / (size_t)t->B, J = (S - 1) / (size_t)t->T, j = (size_t)t->step % J;
   for (int r = 0; r < rows; r++) {
-    const unsigned char *w = t->data + (size_t)(row0 + r) * S + j * (size_t)t->T;
+    const int32_t *w = t->data + (size_t)(row0 + r) * S + j * (size_t)t->T;
     for (int i = 0; i < t->T; i++) {
       t->ids[r * t->T + i] = w[i];
       t->tgt[r * t->T + i] = w[i + 1];
@@ -128,7 +128,7 @@ static double evaluate(Trainer *t) {
     return rt_seg_stream_loss(m, t->arena, t->W, t->scratch, &t->seg_eval, t->data + t->ntrain, t->nval, t->no_memory,
                               &count, &e);
   }
-  const unsigned char *buf = t->data + t->ntrain;
+  const int32_t *buf = t->data + t->ntrain;
   size_t n = t->nval, pos = 0, count = 0;
   int B = (int)m->batch, T = t->T;
   double total = 0;
@@ -277,6 +277,7 @@ static void train_help(const char *prog, const RtModel *m) {
          "       [--tokens T.npy --targets Y.npy]   (a fixed batch every step instead of --data)\n"
          "       [--loss-scale S] [--loss-scale-window N]   (fp16 programs: initial 65536, window 2000)\n"
          "       [--teacher-weights T.safetensors]   (a distilling program: its teacher's weights, required)\n\n"
+         "       [--tokenizer FILE]   (train on FILE's tokens: llama2.c tokenizer.bin, GPT-2 BPE)\n\n"
          "Train on the bytes of FILE (byte-level vocabulary). The last 10%% of FILE (at least context+1\n"
          "bytes) is held out for validation. Each step draws B windows of context+1 bytes at random\n"
          "offsets (PCG32 seeded by --seed) and averages the gradients of B/M micro-batches of M rows\n"
@@ -319,7 +320,7 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
                  "--data --weights --out --steps --stop-at --batch --micro-batch --lr --seed --eval-every "
                  "--checkpoint --checkpoint-every --resume --log --threads --tokens --targets --min-lr "
                  "--weight-decay --grad-clip --beta1 --beta2 --momentum --warmup --schedule --optimizer --loss-scale "
-                 "--loss-scale-window --teacher-weights --no-memory",
+                 "--loss-scale-window --teacher-weights --no-memory --tokenizer",
                  &o, &help))
     return EXIT_USER;
   if (help) {
@@ -331,8 +332,11 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
   if (!o.tokens && !m->out_per_token)
     return rt_usage_error(prog, "train", "training a classifier (one output per sequence) on raw bytes is not "
                                       "supported yet; give labelled batches with --tokens and --targets");
-  if (!o.tokens && (m->out_dim != m->vocab || m->vocab < RT_BYTE_VOCAB))
-    return rt_usage_error(prog, "train", "training on bytes needs a language model with a vocabulary of at least 256");
+  if (!o.tokens && (m->out_dim != m->vocab || (!o.tokenizer && m->vocab < RT_BYTE_VOCAB)))
+    return rt_usage_error(prog, "train", "training on bytes needs a language model with a vocabulary of at least 256 "
+                                         "(or give --tokenizer)");
+  if (o.tokenizer && !o.data && o.tokens)
+    return rt_usage_error(prog, "train", "--tokenizer applies to --data's text; --tokens are ids already");
   Trainer t;
   memset(&t, 0, sizeof t);
   t.prog = prog;
@@ -341,6 +345,7 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
   t.T = (int)m->context;
   t.prec = m->train_precision;
   t.ls = (RtLossScaler){.scale = 1.0, .window = 2000};
+  t.bytes_per_token = 1;
   if (t.prec == RT_PREC_FP16) t.ls.scale = 65536.0; /* torch.cuda.amp.GradScaler's defaults */
   if (o.have_loss_scale || o.have_scale_window) {
     if (t.prec != RT_PREC_FP16)
@@ -453,12 +458,26 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
   int rc = EXIT_OK;
   size_t n = 0;
   if (!data) goto no_data;
-  if (rt_read_file(data, &t.data, &n, &err)) goto fail;
+  {
+    /* the text's ids: its bytes, or --tokenizer's encoding of it (vocabulary checked first) */
+    RtTokenizer tk;
+    unsigned char *text = NULL;
+    size_t nbytes = 0;
+    if (o.tokenizer && rt_prog_tokenizer(prog, "train", m, o.tokenizer, &tk)) return trainer_free(&t), EXIT_USER;
+    int bad = rt_read_file(data, &text, &nbytes, &err) ||
+              rt_prog_text_ids(o.tokenizer ? &tk : NULL, text, nbytes, &t.data, &n, &err);
+    free(text);
+    if (o.tokenizer) rt_tok_free(&tk);
+    if (bad) goto fail;
+    if (n) t.bytes_per_token = (double)nbytes / (double)n;
+  }
+  const char *unit = o.tokenizer ? "tokens" : "bytes";
   t.nval = n / 10 + (n % 10 != 0);
   if (t.nval < (size_t)t.T + 1) t.nval = (size_t)t.T + 1;
   if (n < t.nval + (size_t)t.T + 1) {
-    rt_fail(&err, "%s: %zu bytes is too small: training needs at least %lld (context+1 bytes to train on plus a "
-                  "held-out tail of 10%%, at least context+1 bytes)", data, n, (long long)(t.nval + (size_t)t.T + 1));
+    rt_fail(&err, "%s: %zu %s is too small: training needs at least %lld (context+1 %s to train on plus a "
+                  "held-out tail of 10%%, at least context+1 %s)", data, n, unit, (long long)(t.nval + (size_t)t.T + 1),
+                  unit, unit);
     goto fail;
   }
   t.ntrain = n - t.nval;
@@ -569,7 +588,7 @@ no_data:;
     int evald = 0;
     if (t.eval_every > 0 && (s % t.eval_every == 0 || s == t.steps)) {
       h->val_loss = last_val = evaluate(&t);
-      h->val_bpb = h->val_loss / log(2.0);
+      h->val_bpb = h->val_loss / log(2.0) / t.bytes_per_token;
       evald = 1;
     }
     double elapsed = t.elapsed0 + rt_now_seconds() - t_start;
@@ -622,7 +641,7 @@ no_data:;
     printf("step %lld: loss %.6f", (long long)h->step, h->loss);
     if (m->loss_parts == 3) printf(" (kl %.6f, ce %.6f)", t.parts.kl, t.parts.ce);
     if (m->nmoe) printf(" (of which load-balancing %.6f)", t.aux);
-    if (isfinite(last_val)) printf(", val loss %.6f (%.4f bits per byte)", last_val, last_val / log(2.0));
+    if (isfinite(last_val)) printf(", val loss %.6f (%.4f bits per byte)", last_val, last_val / log(2.0) / t.bytes_per_token);
     if (t.prec == RT_PREC_FP16)
       printf(", loss scale %g, %lld step(s) skipped for overflow", t.ls.scale, (long long)t.ls.skipped);
     printf("\n");

@@ -37,7 +37,8 @@ typedef struct Trainer {
   int32_t *ids, *tgt;
   int32_t *fix_ids, *fix_tgt;    /* --tokens/--targets: a fixed batch instead of --data windows */
   int64_t fix_rows, fix_next;    /* its rows, and the next row to use */
-  unsigned char *data;
+  int32_t *data;                 /* --data's ids: its bytes, or --tokenizer's encoding */
+  double bytes_per_token;        /* --data's bytes over its ids (1 without --tokenizer): bits per byte */
   size_t ntrain, nval;
   RtRng rng;
   int64_t step; /* optimiser steps done */

@@ -31,18 +31,19 @@ static const char *const verbs[][2] = {
     {"info", ""},
     {"init", "--seed --out"},
     {"forward", "--weights --tokens --out --threads"},
-    {"eval", "--weights --data --threads"},
-    {"generate", "--weights --prompt -n --temperature --top-k --top-p --seed --no-cache --logits-out --threads"},
+    {"eval", "--weights --data --threads --tokenizer"},
+    {"generate", "--weights --prompt -n --temperature --top-k --top-p --seed --no-cache --logits-out --threads "
+                 "--tokenizer"},
     {"bench", "--weights --runs --threads --seed -n"},
     {"grad", "--weights --tokens --targets --out --threads"},
     {"train", "--data --weights --out --steps --stop-at --batch --micro-batch --lr --seed --eval-every "
               "--checkpoint --checkpoint-every --resume --log --threads --tokens --targets --min-lr "
               "--weight-decay --grad-clip --beta1 --beta2 --momentum --warmup --schedule --optimizer --loss-scale "
-              "--loss-scale-window"},
+              "--loss-scale-window --tokenizer"},
     {"all", "--weights --tokens --targets --out --data --prompt --logits-out --checkpoint --resume --log --seed "
             "--threads -n --top-k --runs --temperature --top-p --no-cache --steps --stop-at --batch --micro-batch "
             "--eval-every --checkpoint-every --lr --min-lr --weight-decay --grad-clip --beta1 --beta2 --momentum "
-            "--warmup --schedule --optimizer --loss-scale --loss-scale-window"},
+            "--warmup --schedule --optimizer --loss-scale --loss-scale-window --tokenizer"},
 };
 #define NVERBS (int)(sizeof verbs / sizeof *verbs)
 
@@ -105,10 +106,10 @@ static int in_argv(const char *s, char **argv, int argc) {
  * accept set nothing. */
 static void check_values(const RtOpts *o, const char *list, char **argv, int argc) {
   const char *const strs[] = {o->weights, o->tokens, o->targets, o->out, o->data,
-                              o->prompt, o->logits_out, o->checkpoint, o->resume, o->log};
+                              o->prompt, o->logits_out, o->checkpoint, o->resume, o->log, o->tokenizer};
   const char *const names[] = {"--weights", "--tokens", "--targets", "--out", "--data",
-                               "--prompt", "--logits-out", "--checkpoint", "--resume", "--log"};
-  for (int i = 0; i < 10; i++) {
+                               "--prompt", "--logits-out", "--checkpoint", "--resume", "--log", "--tokenizer"};
+  for (int i = 0; i < 11; i++) {
     CHECK(!strs[i] || in_argv(strs[i], argv, argc));
     CHECK(!strs[i] || allowed(list, names[i]));
   }

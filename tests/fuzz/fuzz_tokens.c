@@ -30,12 +30,7 @@ static void cleanup(void) {
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc, (void)argv;
-  /* tmpfs where there is one: rewriting a file in place on ext4 starts its writeback at close */
-  struct stat sb;
-  int shm = stat("/dev/shm", &sb) == 0 && S_ISDIR(sb.st_mode) && access("/dev/shm", W_OK) == 0;
-  const char *base = shm ? "/dev/shm" : "/tmp";
-  snprintf(tmpdir, sizeof tmpdir, "%s/fuzz_tokens.XXXXXX", base);
-  if (!mkdtemp(tmpdir)) abort();
+  fuzz_tmpdir(tmpdir, sizeof tmpdir, "fuzz_tokens");
   snprintf(path, sizeof path, "%s/t.npy", tmpdir);
   atexit(cleanup);
   return 0;

@@ -5,15 +5,16 @@
 # frontend), fuzz_ir (the IR parser and verifier), fuzz_safetensors (safetensors and .npy readers:
 # the runtime's, and the compiler's --weights reader), fuzz_opts (PROG's option parser and output
 # checks), fuzz_checkpoint (checkpoint metadata on --resume), fuzz_tokens (token files, whole-file
-# reading, the byte tokenizer).
+# reading, the byte tokenizer), fuzz_tokenizer (--tokenizer's llama2.c tokenizer.bin and Hugging Face
+# tokenizer.json loaders, encoding and decoding).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-20}
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DMODELC_FUZZ=ON -DMODELC_SANITIZE=ON >/dev/null
 cmake --build build-fuzz -j"$(nproc)" --target fuzz_spec fuzz_ir fuzz_safetensors fuzz_opts fuzz_checkpoint \
-  fuzz_tokens >&2
+  fuzz_tokens fuzz_tokenizer >&2
 work=build-fuzz/corpus
-rm -rf "$work" && mkdir -p "$work"/{spec,ir,st,opts,ck,tok}
+rm -rf "$work" && mkdir -p "$work"/{spec,ir,st,opts,ck,tok,tkz}
 seed() { local dir=$1; shift; for f in "$@"; do cp "$f" "$work/$dir/$(echo "$f" | tr / _)"; done; }
 seed spec examples/*.yaml tests/reference/specs/*.yaml tests/specs/bad/*.yaml
 seed ir tests/ir/*.mir tests/passes/*/*.mir
@@ -42,8 +43,26 @@ while [ $(( ${#json} % 8 )) -ne 0 ]; do json+=' '; done
 for f in tests/reference/fixtures/*/tokens.npy tests/reference/fixtures/*/targets.npy; do
   { printf '\x03\x7f\x80'; cat "$f"; } > "$work/tok/$(echo "$f" | tr / _)"
 done
+# tkz: a format byte (even tokenizer.bin, odd tokenizer.json), a text length and the text, then the
+# llama2.c fixture, and a small byte-level BPE tokenizer.json (GPT-2's 256 byte letters and a few merges)
+{ printf '\x00\x0bHello there'; cat tests/reference/fixtures/tokenizer/llama2c/tokenizer.bin; } > "$work/tkz/llama2c"
+python3 - > "$work/tkz/hf" <<'PY'
+import json, sys
+bs = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
+m = {b: chr(b) for b in bs}
+m.update({b: chr(256 + i) for i, b in enumerate(b for b in range(256) if b not in bs)})
+vocab = {m[b]: b for b in range(256)}
+merges = ["\u0120 t", "h e", "\u0120t he", "l l", "e ll"]
+for a in merges:
+    vocab.setdefault(a.replace(" ", ""), len(vocab))
+tok = {"added_tokens": [{"id": len(vocab), "content": "<|endoftext|>"}],
+       "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False},
+       "model": {"type": "BPE", "vocab": vocab, "merges": merges}}
+sys.stdout.write("\x01\x10 hello the shell" + json.dumps(tok))
+PY
 export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1
-for t in spec:fuzz_spec ir:fuzz_ir st:fuzz_safetensors opts:fuzz_opts ck:fuzz_checkpoint tok:fuzz_tokens; do
+for t in spec:fuzz_spec ir:fuzz_ir st:fuzz_safetensors opts:fuzz_opts ck:fuzz_checkpoint tok:fuzz_tokens \
+  tkz:fuzz_tokenizer; do
   dir=${t%%:*} bin=${t#*:}
   echo "fuzz: $bin for ${secs}s" >&2
   log=build-fuzz/$bin.log
