@@ -89,8 +89,8 @@ int rt_sparse_allowed(const RtSparsePattern *p, int causal, int q, int k) { retu
 /* ---- the kernels' plan: segments of keys per query tile ---------------------------------------- *
  * Queries go in tiles of p->block rows. A tile's keys are a few segments, each a contiguous run of
  * rows of K and V (in place, leading dimension 3C) or of a gathered copy, every allowed key of the
- * tile's queries in exactly one segment (pass A), except the strided pattern's stride columns,
- * which pass B attends per residue class (below):
+ * tile's queries in exactly one segment, except the strided pattern's stride columns, which are
+ * scored per residue class (below):
  *   MAIN     the band around the tile: local and strided keys with |q - k| < window (stride), fixed
  *            the tile's own l-blocks; allowed there: that rule or a global key (k < G)
  *   GLOBAL   keys [0, min(G, MAIN's first)): the global tokens before the band
@@ -98,12 +98,12 @@ int rt_sparse_allowed(const RtSparsePattern *p, int causal, int q, int k) { retu
  *            (rows in position order); allowed: another l-block than the query's (causal: an earlier
  *            one) and k >= G (a global one is the other segments')
  *   ALL      bidirectional, a tile holding a global query (q < G sees every key): keys [0, T) with
- *            the whole pattern's mask; pass B skips these tiles' queries
+ *            the whole pattern's mask (these tiles' rows take no stride columns)
  * Within a segment each query row's allowed keys are one or two intervals of its columns, so the
  * mask is a few vectorised loops, not a test per element (ALL alone tests each element: one or two
  * tiles). The tile's panel holds its segments side by side: S = Q K^T per segment (one GEMM each),
- * masked and scaled, the exact softmax of each whole row (the panel holds all of the row's keys but
- * pass B's), then O = sum over segments of P V (one GEMM each, accumulated in the output rows).
+ * masked and scaled, then the rows' stride columns (below), the exact softmax of each whole row,
+ * then O = sum over segments of P V (one GEMM each, accumulated in the output rows).
  * Strided's stride columns (|q - k| >= l, (q - k) mod l == 0, k >= G: the global ones are the
  * other segments') are not contiguous for a tile: row q's are the keys of its residue class
  * r = q mod l, positions r, r + l, r + 2l, ... They are scored per class (GEMMs over strided views:
