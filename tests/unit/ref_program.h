@@ -1,7 +1,8 @@
 /* ref_program.h: a program built with a pass against a PyTorch reference fixture (test_program_linformer;
  * the comparisons themselves are npy_test.h's). A fixture folder FIX holds, per
  * configuration CFG (a file-name suffix), weightsCFG.safetensors, logitsCFG.npy, lossCFG.npy and
- * gradsCFG.safetensors, and tokens.npy, targets.npy for all. ref_config builds the spec with
+ * gradsCFG.safetensors, and tokens.npy, targets.npy for all (or, with ref_config_on, one weights file
+ * weightsW.safetensors for several configurations: test_program_sparse). ref_config builds the spec with
  * --passes='PASS,autodiff,constfold,cse,fuse,dce,memplan' by both backends and checks:
  *   - the program holds exactly the reference's parameters (`PROG init` writes the same names and
  *     shapes as the fixture's weights file, no more);
@@ -37,19 +38,20 @@ static inline void ref_run(const char *dir, const char *fix, const char *prog, c
                    0);
 }
 
-/* Builds DIR/c (C backend) and DIR/l (LLVM) with PASS and checks them against FIX's CFG. */
-static inline void ref_config(const char *dir, const char *spec, const char *fix, const char *pass, const char *cfg,
-                              double gtol) {
+/* Builds DIR/c (C backend) and DIR/l (LLVM) with PASS and checks them against FIX's CFG, run on the
+ * weights weightsW.safetensors. */
+static inline void ref_config_on(const char *dir, const char *spec, const char *fix, const char *pass, const char *cfg,
+                                 const char *w, double gtol) {
   char p[512], q[512];
   ref_build(dir, spec, pass, "c", "");
   ref_build(dir, spec, pass, "l", "--backend=llvm");
   /* the program's parameters are the reference's */
   ck_assert_int_eq(sh("%s/c init --seed 1 --out %s/init.safetensors", dir, dir), 0);
   snprintf(p, sizeof p, "%s/init.safetensors", dir);
-  snprintf(q, sizeof q, "%s/weights%s.safetensors", fix, cfg);
+  snprintf(q, sizeof q, "%s/weights%s.safetensors", fix, w);
   compare_tensors(p, q, -1);
-  ref_run(dir, fix, "c", cfg);
-  ref_run(dir, fix, "l", cfg);
+  ref_run(dir, fix, "c", w);
+  ref_run(dir, fix, "l", w);
   /* logits */
   snprintf(p, sizeof p, "%s/c.npy", dir);
   snprintf(q, sizeof q, "%s/logits%s.npy", fix, cfg);
@@ -73,6 +75,12 @@ static inline void ref_config(const char *dir, const char *spec, const char *fix
   ck_assert_msg(sh("cmp -s %s/c.npy %s/l.npy", dir, dir) == 0, "%s: logits, C vs LLVM", pass);
   ck_assert_msg(sh("cmp -s %s/c.safetensors %s/l.safetensors", dir, dir) == 0, "%s: gradients, C vs LLVM", pass);
   rt_npy_free(&y), rt_npy_free(&r), rt_npy_free(&rl);
+}
+
+/* ref_config_on with the configuration's own weights, weightsCFG.safetensors */
+static inline void ref_config(const char *dir, const char *spec, const char *fix, const char *pass, const char *cfg,
+                              double gtol) {
+  ref_config_on(dir, spec, fix, pass, cfg, cfg, gtol);
 }
 
 /* Builds SPEC with PASS by both backends, runs `forward` on WEIGHTS and TOKENS (a call other than

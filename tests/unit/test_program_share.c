@@ -15,16 +15,13 @@
  * And the IR after the pass keeps its invariants: Param.index is each parameter's position, the
  * removed names are gone from the name index (and can be added again), the kept ones found. */
 #include <check.h>
-
-#include "check_run.h"
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "../../compiler/frontend/spec.h"
-#include "../../runtime/io/io.h" /* .npy, safetensors (internal) */
 #include "../../runtime/modelc_rt.h"
-#include "npy_test.h"
+#include "check_run.h"
+#include "ref_program.h"
 #include "sh.h"
 
 #define FIX "tests/reference/fixtures/share-tiny"
@@ -37,58 +34,8 @@ static void setup(void) {
 }
 static void teardown(void) { sh("rm -rf %s", tmp); }
 
-static void build(const char *share, const char *prog, const char *flags) {
-  ck_assert_int_eq(sh("%s build %s --passes='%s,autodiff,constfold,cse,fuse,dce,memplan' " SPEC " -o %s/%s", MODELC_BIN,
-                      flags, share, tmp, prog),
-                   0);
-}
-
-/* forward and grad of one program on the configuration's weights: DIR/PROG.npy, DIR/PROG.safetensors */
-static void run(const char *prog, const char *cfg) {
-  ck_assert_int_eq(sh("%s/%s forward --weights " FIX "/weights%s.safetensors --tokens " FIX "/tokens.npy --out %s/%s.npy",
-                      tmp, prog, cfg, tmp, prog),
-                   0);
-  ck_assert_int_eq(sh("%s/%s grad --weights " FIX "/weights%s.safetensors --tokens " FIX "/tokens.npy --targets " FIX
-                      "/targets.npy --out %s/%s.safetensors > %s/%s.txt",
-                      tmp, prog, cfg, tmp, prog, tmp, prog),
-                   0);
-}
-
-static void config(const char *share, const char *cfg) {
-  char p[512], q[512];
-  build(share, "c", "");
-  build(share, "l", "--backend=llvm");
-  /* one copy of each shared set: the program's parameters are the reference's */
-  ck_assert_int_eq(sh("%s/c init --seed 1 --out %s/init.safetensors", tmp, tmp), 0);
-  snprintf(p, sizeof p, "%s/init.safetensors", tmp);
-  snprintf(q, sizeof q, FIX "/weights%s.safetensors", cfg);
-  compare_tensors(p, q, -1);
-  run("c", cfg);
-  run("l", cfg);
-  /* logits */
-  snprintf(p, sizeof p, "%s/c.npy", tmp);
-  snprintf(q, sizeof q, FIX "/logits%s.npy", cfg);
-  RtNpy y = load(p), r = load(q);
-  ck_assert_int_eq(numel(&y), numel(&r));
-  double e = max_rel(y.data, r.data, numel(&r));
-  /* loss */
-  snprintf(p, sizeof p, "%s/c.txt", tmp);
-  double loss = read_loss(p);
-  snprintf(q, sizeof q, FIX "/loss%s.npy", cfg);
-  RtNpy rl = load(q);
-  double want = ((float *)rl.data)[0];
-  /* gradients */
-  snprintf(p, sizeof p, "%s/c.safetensors", tmp);
-  snprintf(q, sizeof q, FIX "/grads%s.safetensors", cfg);
-  double ge = compare_tensors(p, q, 1e-4);
-  printf("share-tiny %s: logits %.3g, loss %.8g vs %.8g, worst gradient %.3g\n", share, e, loss, want, ge);
-  ck_assert_msg(e <= 1e-5, "%s: logits differ from PyTorch by %g", share, e);
-  ck_assert_msg(fabs(loss - want) <= 1e-5 * fabs(want), "%s: loss %.8g, PyTorch %.8g", share, loss, want);
-  /* the backends agree to the byte */
-  ck_assert_msg(sh("cmp -s %s/c.npy %s/l.npy", tmp, tmp) == 0, "%s: logits, C vs LLVM", share);
-  ck_assert_msg(sh("cmp -s %s/c.safetensors %s/l.safetensors", tmp, tmp) == 0, "%s: gradients, C vs LLVM", share);
-  rt_npy_free(&y), rt_npy_free(&r), rt_npy_free(&rl);
-}
+/* the reference's checks (ref_program.h), with gradients within 1e-4 of their largest element */
+static void config(const char *share, const char *cfg) { ref_config(tmp, SPEC, FIX, share, cfg, 1e-4); }
 
 START_TEST(share_all) { config("share<mode=all>", ""); }
 END_TEST

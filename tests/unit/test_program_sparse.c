@@ -6,9 +6,9 @@
  * definitions of the Sparse Transformer's reference code. For each pattern (local, strided, fixed,
  * local with global tokens; tile 4, which divides neither T nor the pattern sizes), causal and (on
  * sparse-tiny-bidir.yaml) bidirectional, with the pass before autodiff:
- *   - `PROG forward` gives the logits within 1e-5 of the largest, `PROG grad` the loss within 1e-5
- *     relative and every gradient within 1e-4 of its largest element (the block-sparse backward
- *     against autograd through the masked softmax);
+ *   - the program holds the reference's parameters; `PROG forward` gives the logits within 1e-5 of
+ *     the largest, `PROG grad` the loss within 1e-5 relative and every gradient within 1e-4 of its
+ *     largest element (the block-sparse backward against autograd through the masked softmax);
  *   - the LLVM backend gives the same bytes as the C backend;
  *   - the FLOPs the IR counts for an attention op are its pattern's allowed pairs, counted here
  *     element by element with the runtime's own mask (rt_sparse_allowed).
@@ -26,6 +26,7 @@
 #include "../../runtime/io/io.h" /* .npy, safetensors (internal) */
 #include "../../runtime/modelc_rt.h"
 #include "npy_test.h"
+#include "ref_program.h"
 #include "sh.h"
 
 #define FIX "tests/reference/fixtures/sparse-tiny"
@@ -40,46 +41,21 @@ static void setup(void) {
 }
 static void teardown(void) { sh("rm -rf %s", tmp); }
 
+/* the reference's checks (ref_program.h: parameters, logits, loss, gradients within 1e-4 of their
+ * largest element, C against LLVM), on the fixture's one weights file */
 static void config_on(const char *spec, const char *pass, const char *cfg) {
   char p[512], q[512];
-  for (int l = 0; l < 2; l++) {
-    ck_assert_int_eq(sh("%s build %s --passes='%s,autodiff,constfold,cse,fuse,dce,memplan' %s -o %s/%c", MODELC_BIN,
-                        l ? "--backend=llvm" : "", pass, spec, tmp, "cl"[l]),
-                     0);
-    ck_assert_int_eq(sh("%s/%c forward --weights " FIX "/weights.safetensors --tokens " FIX "/tokens.npy --out %s/%c.npy",
-                        tmp, "cl"[l], tmp, "cl"[l]),
-                     0);
-    ck_assert_int_eq(sh("%s/%c grad --weights " FIX "/weights.safetensors --tokens " FIX "/tokens.npy --targets " FIX
-                        "/targets.npy --out %s/%c.safetensors > %s/%c.txt",
-                        tmp, "cl"[l], tmp, "cl"[l], tmp, "cl"[l]),
-                     0);
-  }
-  snprintf(p, sizeof p, "%s/c.npy", tmp);
-  snprintf(q, sizeof q, FIX "/logits_%s.npy", cfg);
-  RtNpy y = load(p), r = load(q);
-  ck_assert_int_eq(numel(&y), numel(&r));
-  double e = max_rel(y.data, r.data, numel(&r));
-  snprintf(p, sizeof p, "%s/c.txt", tmp);
-  double loss = read_loss(p);
-  snprintf(q, sizeof q, FIX "/loss_%s.npy", cfg);
-  RtNpy rl = load(q);
-  double want = ((float *)rl.data)[0];
-  snprintf(p, sizeof p, "%s/c.safetensors", tmp);
-  snprintf(q, sizeof q, FIX "/grads_%s.safetensors", cfg);
-  double ge = compare_tensors(p, q, 1e-4);
-  printf("sparse-tiny %s: logits %.3g, loss %.8g vs %.8g, worst gradient %.3g\n", cfg, e, loss, want, ge);
-  ck_assert_msg(e <= 1e-5, "%s: logits differ from PyTorch by %g", cfg, e);
-  ck_assert_msg(fabs(loss - want) <= 1e-5 * fabs(want), "%s: loss %.8g, PyTorch %.8g", cfg, loss, want);
-  ck_assert_msg(sh("cmp -s %s/c.npy %s/l.npy", tmp, tmp) == 0, "%s: logits, C vs LLVM", cfg);
-  ck_assert_msg(sh("cmp -s %s/c.safetensors %s/l.safetensors", tmp, tmp) == 0, "%s: gradients, C vs LLVM", cfg);
+  snprintf(p, sizeof p, "_%s", cfg);
+  ref_config_on(tmp, spec, FIX, pass, p, "", 1e-4);
   /* the pattern changes the answer: the dense program's logits are not these */
   ck_assert_int_eq(sh("%s build %s -o %s/dense && %s/dense forward --weights " FIX "/weights.safetensors --tokens " FIX
                       "/tokens.npy --out %s/dense.npy", MODELC_BIN, spec, tmp, tmp, tmp),
                    0);
   snprintf(p, sizeof p, "%s/dense.npy", tmp);
-  RtNpy dn = load(p);
+  snprintf(q, sizeof q, FIX "/logits_%s.npy", cfg);
+  RtNpy dn = load(p), r = load(q);
   ck_assert_msg(max_rel(dn.data, r.data, numel(&r)) > 1e-3, "%s: the dense program gives the masked logits", cfg);
-  rt_npy_free(&y), rt_npy_free(&r), rt_npy_free(&rl), rt_npy_free(&dn);
+  rt_npy_free(&r), rt_npy_free(&dn);
 }
 
 static void config(const char *pass, const char *cfg) { config_on(SPEC, pass, cfg); }
