@@ -11,7 +11,7 @@
 #            teacher with each (temperature, alpha) of CONFIGS (default "2:0.5 1:0.5 2:0.9")
 #
 # Every run: batch 4, lr LR (default 2e-3, warm-up 100, cosine to lr/10), seed 1, 2 threads; DATA
-# (default /work/qtrain/fortunes.txt, else build-bench/distill/fortunes.txt made by
+# (default build-bench/distill/fortunes.txt, made by
 # scripts/fortunes-corpus.sh): the trainer's own split, the last 10% held out and never trained on.
 # The figure is the trainer's final validation loss over that tail in bits per byte (PROG train
 # --eval-every, the final step). A quality measurement (no timing): run under nice, no lock.
@@ -20,16 +20,15 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
+source tests/bench/bench_lib.bash
 OUT=${OUT:-build-bench/distill}
 TEACHER_STEPS=${TEACHER_STEPS:-4000}
 STEPS=${STEPS:-3000}
 LR=${LR:-2e-3}
 CONFIGS=${CONFIGS:-2:0.5 1:0.5 2:0.9}
-M=${MODELC:-build-bench/modelc}
 mkdir -p "$OUT"
-[ -x "$M" ] || scripts/setup.sh build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null 2>&1
-DATA=${DATA:-/work/qtrain/fortunes.txt}
-[ -f "$DATA" ] || { DATA=$OUT/fortunes.txt; [ -f "$DATA" ] || scripts/fortunes-corpus.sh "$DATA"; }
+bench_modelc build-bench
+bench_corpus "$OUT"
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 common=(--data "$DATA" --lr "$LR" --warmup 100 --seed 1 --batch 4 --threads 2)
 bpb() { grep -o '([0-9.]* bits per byte)' "$1" | tail -1 | tr -d '(' | cut -d' ' -f1; }

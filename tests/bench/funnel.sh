@@ -19,33 +19,29 @@
 # (T = 128 pooled to 64 and 32, an upsample and a full-length block under a token-level head)
 # against the same layers with its pools and upsample removed.
 # BUILD (default build-bench, a Release build made here if missing) names the build folder;
-# CORPUS (default /work/qtrain/fortunes.txt if present, else scripts/fortunes-corpus.sh's) the text.
+# CORPUS (default $BUILD/funnel/quality/fortunes.txt, made by scripts/fortunes-corpus.sh) the text.
 # The Markdown report goes to stdout and $BUILD/funnel/<mode>.md.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
+source tests/bench/bench_lib.bash
 MODE=${1:-quality}
 BUILD=${BUILD:-build-bench}
 OUT=$BUILD/funnel/$MODE
 log() { echo "funnel.sh: $*" >&2; }
 export OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1
 
-if [ ! -x "$BUILD/modelc" ]; then
-  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DMODELC_WERROR=OFF >/dev/null
-  cmake --build "$BUILD" -j2 >/dev/null
-fi
-MODELC=$BUILD/modelc
+bench_modelc "$BUILD"
+MODELC=$M
 mkdir -p "$OUT" && rm -rf "${OUT:?}"/*
 flops() { "$1" info | awk '/^forward FLOPs:/ { print $3 }'; }
 grep -v -e '- pool:' -e '- upsample:' examples/funnel-tiny.yaml > "$OUT/funnel-tiny-unpooled.yaml"
 
 if [ "$MODE" = quality ]; then
   STEPS=${2:-1200}
-  CORPUS=${CORPUS:-/work/qtrain/fortunes.txt}
-  if [ ! -f "$CORPUS" ]; then
-    scripts/fortunes-corpus.sh "$OUT/corpus.txt" 2>/dev/null
-    CORPUS=$OUT/corpus.txt
-  fi
+  DATA=${CORPUS:-}
+  bench_corpus "$OUT"
+  CORPUS=$DATA
   source tests/bench/topic_lib.bash
   topic_data "$OUT" "$CORPUS" "$STEPS"
   "$MODELC" build --batch=$TOPIC_ROWS examples/bert-tiny.yaml -o "$OUT/dense"

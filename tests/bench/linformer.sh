@@ -21,10 +21,11 @@
 # rows' mean cross-entropy and accuracy (forward on the 1024 test rows, dropout off). Only the
 # numbers measured in this run; the Markdown report goes to stdout and $BUILD/linformer/results.md.
 # BUILD (default build-bench, a Release build made here if missing) names the build folder;
-# CORPUS (default /work/qtrain/fortunes.txt if present, else scripts/fortunes-corpus.sh's) the text.
+# CORPUS (default $BUILD/linformer/fortunes.txt, made by scripts/fortunes-corpus.sh) the text.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
+source tests/bench/bench_lib.bash
 STEPS=${1:-1200}
 K=${2:-16}
 BUILD=${BUILD:-build-bench}
@@ -32,17 +33,12 @@ OUT=$BUILD/linformer
 log() { echo "linformer.sh: $*" >&2; }
 export OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1
 
-if [ ! -x "$BUILD/modelc" ]; then
-  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DMODELC_WERROR=OFF >/dev/null
-  cmake --build "$BUILD" -j2 >/dev/null
-fi
-MODELC=$BUILD/modelc
+bench_modelc "$BUILD"
+MODELC=$M
 mkdir -p "$OUT" && rm -rf "${OUT:?}"/*
-CORPUS=${CORPUS:-/work/qtrain/fortunes.txt}
-if [ ! -f "$CORPUS" ]; then
-  scripts/fortunes-corpus.sh "$OUT/corpus.txt" 2>/dev/null
-  CORPUS=$OUT/corpus.txt
-fi
+DATA=${CORPUS:-}
+bench_corpus "$OUT"
+CORPUS=$DATA
 source tests/bench/topic_lib.bash
 topic_data "$OUT" "$CORPUS" "$STEPS"
 ROWS=$TOPIC_ROWS

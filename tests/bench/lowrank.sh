@@ -3,9 +3,9 @@
 # factorisation (issue 13)"): SVD rank against held-out bits per byte. Quality only: no timing.
 #
 # Model: examples/gpt-tiny.yaml trained on the fortunes corpus, CKPT (default
-# /work/qtrain/tiny.safetensors, else build-bench/lowrank/tiny.safetensors, trained here first: 6000
-# steps, lr 2e-3, seed 1, ~20 minutes) on DATA (default /work/qtrain/fortunes.txt, else made by
-# scripts/fortunes-corpus.sh). The held-out text is the last 10% of DATA (the trainer's own
+# build-bench/lowrank/tiny.safetensors, trained here first when absent: 6000 steps, lr 2e-3,
+# seed 1, ~20 minutes) on DATA (default build-bench/lowrank/fortunes.txt, made by
+# scripts/fortunes-corpus.sh; tests/bench/bench_lib.bash). The held-out text is the last 10% of DATA (the trainer's own
 # validation split), as in tests/bench/prune.sh.
 #
 # Rows: dense; lowrank<rank=R> for R = 8 16 32 64; lowrank<energy=E> for E = 0.9 0.99, and 0.9 with
@@ -27,6 +27,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
+source tests/bench/bench_lib.bash
 PHASE=${1:-all}
 OUT=${LOWRANK_OUT:-build-bench/lowrank}
 STEPS=${STEPS:-0}
@@ -42,11 +43,8 @@ if [ -z "$M" ]; then
 fi
 export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS
 
-DATA=${DATA:-}
-[ -n "$DATA" ] || { [ -f /work/qtrain/fortunes.txt ] && DATA=/work/qtrain/fortunes.txt || DATA=$OUT/fortunes.txt; }
-[ -f "$DATA" ] || scripts/fortunes-corpus.sh "$DATA"
-CKPT=${CKPT:-}
-[ -n "$CKPT" ] || { [ -f /work/qtrain/tiny.safetensors ] && CKPT=/work/qtrain/tiny.safetensors || CKPT=$OUT/tiny.safetensors; }
+bench_corpus "$OUT"
+CKPT=${CKPT:-$OUT/tiny.safetensors}
 
 # name|lowrank options (empty: dense)
 rows=("dense|" "r8|rank=8" "r16|rank=16" "r32|rank=32" "r64|rank=64" "e0.9|energy=0.9" "e0.9u|energy=0.9;uniform"
@@ -55,13 +53,8 @@ rows=("dense|" "r8|rank=8" "r16|rank=16" "r32|rank=32" "r64|rank=64" "e0.9|energ
 pipe() { [ -n "$1" ] && echo "lowrank<$1>,$2" || echo "$2"; } # OPTS PIPELINE
 
 quality() {
-  if [ ! -f "$CKPT" ]; then
-    echo "lowrank.sh: no checkpoint at $CKPT: training gpt-tiny for 6000 steps (lr 2e-3, seed 1) first" >&2
-    $M build examples/gpt-tiny.yaml -o "$OUT/tiny-train"
-    "$OUT/tiny-train" train --data "$DATA" --steps 6000 --lr 2e-3 --eval-every 0 --seed 1 --threads 2 --out "$CKPT"
-  fi
-  /usr/bin/python3 -c "import sys; d = open(sys.argv[1], 'rb').read(); open(sys.argv[2], 'wb').write(d[len(d) - len(d) // 10:])" \
-    "$DATA" "$OUT/heldout.txt"
+  bench_checkpoint "$OUT"
+  bench_split "$DATA" "$OUT/heldout.txt"
   touch "$OUT/quality.res"
   for r in "${rows[@]}"; do
     local n=${r%%|*} o=${r#*|} f=$OUT/${r%%|*} w=$CKPT wf=() wt=()

@@ -3,9 +3,8 @@
 # (issue 12)").
 #
 # Model: examples/gpt-tiny.yaml trained on the fortunes corpus. CKPT (default
-# /work/qtrain/tiny.safetensors, 6000 steps, else build-bench/prune/tiny.safetensors) and DATA
-# (default /work/qtrain/fortunes.txt, else build-bench/prune/fortunes.txt made by
-# scripts/fortunes-corpus.sh); when no checkpoint exists the script trains one itself (6000 steps,
+# build-bench/prune/tiny.safetensors) and DATA (default build-bench/prune/fortunes.txt, made by
+# scripts/fortunes-corpus.sh; tests/bench/bench_lib.bash); when no checkpoint exists the script trains one itself (6000 steps,
 # lr 2e-3, seed 1, 2 threads: ~20 minutes; it says so). The held-out text is the last 10% of DATA,
 # the trainer's own validation split.
 #
@@ -44,6 +43,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
+source tests/bench/bench_lib.bash
 PHASE=${1:-all}
 OUT=${PRUNE_OUT:-build-bench/prune}
 STEPS=${STEPS:-300}
@@ -59,11 +59,8 @@ mkdir -p "$OUT"
 M=build-bench/modelc
 export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 
-DATA=${DATA:-}
-[ -n "$DATA" ] || { [ -f /work/qtrain/fortunes.txt ] && DATA=/work/qtrain/fortunes.txt || DATA=$OUT/fortunes.txt; }
-[ -f "$DATA" ] || scripts/fortunes-corpus.sh "$DATA"
-CKPT=${CKPT:-}
-[ -n "$CKPT" ] || { [ -f /work/qtrain/tiny.safetensors ] && CKPT=/work/qtrain/tiny.safetensors || CKPT=$OUT/tiny.safetensors; }
+bench_corpus "$OUT"
+CKPT=${CKPT:-$OUT/tiny.safetensors}
 
 # name|prune options (empty: dense)
 rows=(
@@ -93,15 +90,8 @@ build_inf() { # NAME OPTS SPEC
 has_importance() { [ -x "$OUT/dense-train" ] && "$OUT/dense-train" importance --help > /dev/null 2>&1; }
 
 quality() {
-  if [ ! -f "$CKPT" ]; then
-    echo "prune.sh: no checkpoint at $CKPT: training gpt-tiny for 6000 steps (lr 2e-3, seed 1) first" >&2
-    $M build examples/gpt-tiny.yaml -o "$OUT/tiny-train"
-    "$OUT/tiny-train" train --data "$DATA" --steps 6000 --lr 2e-3 --eval-every 0 --seed 1 --threads 2 --out "$CKPT"
-  fi
-  /usr/bin/python3 -c "import sys; d = open(sys.argv[1], 'rb').read(); open(sys.argv[2], 'wb').write(d[len(d) - len(d) // 10:])" \
-    "$DATA" "$OUT/heldout.txt"
-  /usr/bin/python3 -c "import sys; d = open(sys.argv[1], 'rb').read(); open(sys.argv[2], 'wb').write(d[:len(d) - len(d) // 10])" \
-    "$DATA" "$OUT/train90.txt"
+  bench_checkpoint "$OUT"
+  bench_split "$DATA" "$OUT/heldout.txt" "$OUT/train90.txt"
   $M build --passes=$TP examples/gpt-tiny.yaml -o "$OUT/dense-train"
   local list=("${rows[@]}") W0=$CKPT
   [ "$1" = all ] || list=()

@@ -19,6 +19,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
+source tests/bench/bench_lib.bash
 STEPS=${1:-300}
 EVERY=${2:-50}
 BUILD=${BUILD:-build-bench}
@@ -26,13 +27,10 @@ OUT=$BUILD/share
 log() { echo "share_curve.sh: $*" >&2; }
 export OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1
 
-if [ ! -x "$BUILD/modelc" ]; then
-  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DMODELC_WERROR=OFF >/dev/null
-  cmake --build "$BUILD" -j2 >/dev/null
-fi
-MODELC=$BUILD/modelc
+bench_modelc "$BUILD"
+MODELC=$M
 mkdir -p "$OUT" && rm -rf "${OUT:?}"/*
-scripts/fortunes-corpus.sh "$OUT/corpus.txt" 2>/dev/null
+bench_corpus "$OUT"
 grep -v -- '- share: {mode: all}' examples/albert-tiny.yaml > "$OUT/albert-tiny-unshared.yaml"
 if grep -q -- '- share:' "$OUT/albert-tiny-unshared.yaml"; then log "could not remove the share entry"; exit 1; fi
 
@@ -47,7 +45,7 @@ GPT_PASSES="autodiff,xent_fuse,constfold,cse,fuse,dce,memplan"
 for n in "${NAMES[@]}"; do
   log "training $n: $STEPS steps"
   start=$(date +%s.%N)
-  "$OUT/$n" train --data "$OUT/corpus.txt" --steps "$STEPS" --eval-every "$EVERY" --threads 1 \
+  "$OUT/$n" train --data "$DATA" --steps "$STEPS" --eval-every "$EVERY" --threads 1 \
     --out "$OUT/$n.safetensors" --log "$OUT/$n.csv" > "$OUT/$n.log" 2>&1
   end=$(date +%s.%N)
   awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f\n", b - a }' > "$OUT/$n.time"
@@ -57,7 +55,7 @@ done
 # one row per report: the mean train loss since the last report and the validation bpb
 series() { awk -F, -v e="$EVERY" 'NR > 1 { s += $3; k++; if ($1 % e == 0) { printf "%d %.3f %s\n", $1, s / k, $5; s = 0; k = 0 } }' "$1"; }
 {
-  echo "Weight sharing: $STEPS steps on the fortunes corpus ($(wc -c < "$OUT/corpus.txt") bytes, last 10% held out),"
+  echo "Weight sharing: $STEPS steps on the fortunes corpus ($(wc -c < "$DATA") bytes, last 10% held out),"
   echo "seed 1337, 1 thread, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')."
   echo "Command: tests/bench/share_curve.sh $STEPS $EVERY"
   echo

@@ -10,7 +10,7 @@
 #   strided   pattern strided, stride 32 (~ sqrt(1024)): the 32 keys before and every 32nd
 #   fixed     pattern fixed, block 128, summary 16: the query's own block of 128 and the last 16
 #             positions of every earlier block
-# Every run: DATA (default /work/qtrain/fortunes.txt, else $OUT/fortunes.txt made by
+# Every run: DATA (default $OUT/fortunes.txt, made by
 # scripts/fortunes-corpus.sh), seed 1, batch 4, lr LR (default 2e-3), warm-up 30 steps then a
 # constant rate (--schedule constant: the rate at step s does not depend on --steps, and neither
 # does the window stream, so the validation point at step s of a longer run *is* the end of an
@@ -29,6 +29,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
+source tests/bench/bench_lib.bash
 PHASE=${1:-all}
 OUT=${SQ_OUT:-build-q/sparse-quality}
 STEPS=${STEPS:-300}
@@ -38,15 +39,12 @@ LR=${LR:-2e-3}
 SEED=${SEED:-1}
 T=1024
 SPEC=examples/gpt-local.yaml
-M=${MODELC:-build-q/modelc}
 NICE=(nice -n 10)
 mkdir -p "$OUT"
-[ -x "$M" ] || scripts/setup.sh build-q -DCMAKE_BUILD_TYPE=Release >/dev/null 2>&1
+bench_modelc build-q
 export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 
-DATA=${DATA:-}
-[ -n "$DATA" ] || { [ -f /work/qtrain/fortunes.txt ] && DATA=/work/qtrain/fortunes.txt || DATA=$OUT/fortunes.txt; }
-[ -f "$DATA" ] || scripts/fortunes-corpus.sh "$DATA"
+bench_corpus "$OUT"
 
 # name|sparse mapping ("" = none: dense)|steps
 rows=(
@@ -90,8 +88,7 @@ pairs() { # KIND SIZE SUMMARY GLOBAL: allowed causal pairs at T (the definitions
 
 train() {
   local n
-  n=$(wc -c < "$DATA")
-  tail -c $((n / 10)) "$DATA" > "$OUT/heldout.txt"
+  bench_split "$DATA" "$OUT/heldout.txt"
   : > "$OUT/results.res"
   for r in "${rows[@]}"; do
     local name=${r%%|*} rest=${r#*|} map steps f

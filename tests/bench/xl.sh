@@ -18,22 +18,20 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
+source tests/bench/bench_lib.bash
 OUT=${XL_OUT:-build-q/xl}
 STEPS=${STEPS:-1500}
 EVERY=${EVERY:-250}
 LR=${LR:-2e-3}
 SEED=${SEED:-1}
 SPEC=examples/xl-tiny.yaml
-M=${MODELC:-build-release/modelc}
 NICE=(nice -n 19)
 mkdir -p "$OUT"
-[ -x "$M" ] || { echo "xl.sh: build $M first (cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release)" >&2; exit 1; }
+bench_modelc build-release
 export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 
-DATA=${DATA:-$OUT/fortunes.txt}
-[ -f "$DATA" ] || scripts/fortunes-corpus.sh "$DATA"
-n=$(wc -c < "$DATA")
-tail -c $((n / 10 + (n % 10 != 0))) "$DATA" > "$OUT/heldout.txt"
+bench_corpus "$OUT"
+bench_split "$DATA" "$OUT/heldout.txt"
 
 "${NICE[@]}" "$M" build "$SPEC" -o "$OUT/xl" >/dev/null
 for row in memory no-memory; do
