@@ -28,10 +28,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static size_t attn_slice(int C, int n_head) {
-  size_t hd = (size_t)(C / n_head);
-  return rt_slice_floats((size_t)RT_ATTN_BQ * RT_ATTN_BK + (size_t)RT_ATTN_BQ * hd + 2 * (size_t)RT_ATTN_BQ);
+size_t rt_attend_head_floats(int hd) {
+  return (size_t)RT_ATTN_BQ * RT_ATTN_BK + (size_t)RT_ATTN_BQ * (size_t)hd + 2 * (size_t)RT_ATTN_BQ;
 }
+
+static size_t attn_slice(int C, int n_head) { return rt_slice_floats(rt_attend_head_floats(C / n_head)); }
 
 size_t rt_attention_scratch_floats(int T, int C, int n_head) {
   (void)T;
@@ -39,11 +40,13 @@ size_t rt_attention_scratch_floats(int T, int C, int n_head) {
 }
 
 /* One (batch, head): Tq queries (row stride ldq) over T keys and values; q, k, v point at column
- * h*hd of row 0 (self-attention: ldq = ld = 3C, Tq = T); o (Tq rows, stride ldo = C). S is
- * (BQ,BK), O is (BQ,hd), m and l are (BQ). causal needs Tq = T. rt_attention_pool
- * (attention_pool.c) passes its pooled queries. */
+ * h*hd of row 0 (self-attention: ldq = ld = 3C, Tq = T); o (Tq rows, stride ldo = C). The
+ * workspace ws (rt_attend_head_floats(hd)) holds S (BQ,BK), the unnormalised O (BQ,hd), the running
+ * max m and sum l (BQ each). causal needs Tq = T. rt_attention_pool (funnel.c) passes its pooled
+ * queries. */
 void rt_attend_head(float *o, int ldo, const float *q, int ldq, int Tq, const float *k, const float *v, int ld, int T,
-                    int hd, int causal, float scale, float *S, float *O, float *m, float *l) {
+                    int hd, int causal, float scale, float *ws) {
+  float *S = ws, *O = S + (size_t)RT_ATTN_BQ * RT_ATTN_BK, *m = O + (size_t)RT_ATTN_BQ * hd, *l = m + RT_ATTN_BQ;
   for (int q0 = 0; q0 < Tq; q0 += RT_ATTN_BQ) {
     int nq = Tq - q0 < RT_ATTN_BQ ? Tq - q0 : RT_ATTN_BQ;
     int kend = causal ? q0 + nq : T;
@@ -104,11 +107,7 @@ typedef struct AttnCtx {
 
 static void attn_tasks(void *p, int lo, int hi) {
   AttnCtx *a = p;
-  int slot = atomic_fetch_add_explicit(&a->next_slot, 1, memory_order_relaxed);
-  float *S = a->scratch + (size_t)slot * a->slice;
-  float *O = S + (size_t)RT_ATTN_BQ * RT_ATTN_BK;
-  float *m = O + (size_t)RT_ATTN_BQ * a->hd;
-  float *l = m + RT_ATTN_BQ;
+  float *ws = rt_claim_slice(a->scratch, a->slice, &a->next_slot);
   int C = a->C, T = a->T, hd = a->hd, KV = a->n_kv_head * hd, rep = a->n_head / a->n_kv_head;
   size_t ld = (size_t)C + 2 * (size_t)KV;
   for (int task = lo; task < hi; task++) {
@@ -116,7 +115,7 @@ static void attn_tasks(void *p, int lo, int hi) {
     const float *row = a->qkv + (size_t)b * T * ld;
     const float *k = row + C + (size_t)(h / rep) * hd;
     rt_attend_head(a->out + (size_t)b * T * C + (size_t)h * hd, C, row + (size_t)h * hd, (int)ld, T, k, k + KV, (int)ld, T,
-                   hd, a->causal, a->scale, S, O, m, l);
+                   hd, a->causal, a->scale, ws);
   }
 }
 
@@ -191,8 +190,7 @@ typedef struct DecCtx {
 /* tasks are (b, h) pairs, after the new cache rows are written (several heads may read one KV head) */
 static void dec_tasks(void *p, int lo, int hi) {
   DecCtx *d = p;
-  int slot = atomic_fetch_add_explicit(&d->next_slot, 1, memory_order_relaxed);
-  float *s = d->scratch + (size_t)slot * d->slice;
+  float *s = rt_claim_slice(d->scratch, d->slice, &d->next_slot);
   int C = d->C, hd = d->hd, t = d->t, n = t + 1, KV = d->n_kv_head * hd, rep = d->n_head / d->n_kv_head;
   for (int task = lo; task < hi; task++) {
     int b = task / d->n_head, h = task % d->n_head;
@@ -367,8 +365,7 @@ typedef struct AttnDxCtx {
 
 static void attn_dx_tasks(void *p, int lo, int hi) {
   AttnDxCtx *a = p;
-  int slot = atomic_fetch_add_explicit(&a->next_slot, 1, memory_order_relaxed);
-  float *P = a->scratch + (size_t)slot * a->slice;
+  float *P = rt_claim_slice(a->scratch, a->slice, &a->next_slot);
   float *dP = P + a->slice / 2; /* slice = 2 * bq * T rounded up to 16: each half holds bq * T */
   int C = a->C, T = a->T, hd = a->hd, KV = a->n_kv_head * hd, rep = a->n_head / a->n_kv_head;
   size_t ld = (size_t)C + 2 * (size_t)KV;

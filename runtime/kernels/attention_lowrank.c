@@ -79,8 +79,7 @@ typedef struct LinCtx {
 
 static void lin_tasks(void *p, int lo, int hi) {
   LinCtx *a = p;
-  int slot = atomic_fetch_add_explicit(&a->next_slot, 1, memory_order_relaxed);
-  float *Kp = a->scratch + (size_t)slot * a->slice, *Vp = Kp + (size_t)a->K * a->hd, *P = Vp + (size_t)a->K * a->hd;
+  float *Kp = rt_claim_slice(a->scratch, a->slice, &a->next_slot), *Vp = Kp + (size_t)a->K * a->hd, *P = Vp + (size_t)a->K * a->hd;
   int C = a->C, nt = a->nt, hd = a->hd, K = a->K;
   size_t ld = 3 * (size_t)C;
   for (int task = lo; task < hi; task++) {
@@ -118,9 +117,8 @@ size_t rt_linformer_dx_scratch_floats(int B, int T, int C, int n_head, int K) {
 
 static void lin_dx_tasks(void *p, int lo, int hi) {
   LinCtx *a = p;
-  int slot = atomic_fetch_add_explicit(&a->next_slot, 1, memory_order_relaxed);
   int C = a->C, nt = a->nt, hd = a->hd, K = a->K;
-  float *Kp = a->scratch + (size_t)slot * a->slice, *Vp = Kp + (size_t)K * hd, *P = Vp + (size_t)K * hd;
+  float *Kp = rt_claim_slice(a->scratch, a->slice, &a->next_slot), *Vp = Kp + (size_t)K * hd, *P = Vp + (size_t)K * hd;
   float *dP = P + (size_t)nt * K;
   size_t ld = 3 * (size_t)C;
   for (int task = lo; task < hi; task++) {

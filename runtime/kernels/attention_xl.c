@@ -197,9 +197,8 @@ static void xl_probs(const XlCtx *a, const float *qb, int h, float *Qu, float *Q
 
 static void xl_tasks(void *p, int lo, int hi) {
   XlCtx *a = p;
-  int slot = atomic_fetch_add_explicit(&a->next_slot, 1, memory_order_relaxed);
   size_t t = (size_t)a->T, l = (size_t)a->M + (size_t)a->T;
-  float *Qu = a->scratch + (size_t)slot * a->slice, *Qw = Qu + t * a->hd, *P = Qw + t * a->hd, *BD = P + t * l;
+  float *Qu = rt_claim_slice(a->scratch, a->slice, &a->next_slot), *Qw = Qu + t * a->hd, *P = Qw + t * a->hd, *BD = P + t * l;
   size_t ld = 3 * (size_t)a->C;
   int nk = a->mlen + a->nt;
   for (int task = lo; task < hi; task++) {
@@ -225,10 +224,9 @@ void rt_xl_attention(float *out, const float *qkv, const float *rk, const float 
 
 static void xl_dx_tasks(void *p, int lo, int hi) {
   XlCtx *a = p;
-  int slot = atomic_fetch_add_explicit(&a->next_slot, 1, memory_order_relaxed);
   size_t t = (size_t)a->T, l = (size_t)a->M + (size_t)a->T, ld = 3 * (size_t)a->C;
   int nt = a->nt, hd = a->hd, M = a->M, mlen = a->mlen, nk = mlen + nt, C = a->C;
-  float *Qu = a->scratch + (size_t)slot * a->slice, *Qw = Qu + t * hd, *G = Qw + t * hd, *P = G + t * hd,
+  float *Qu = rt_claim_slice(a->scratch, a->slice, &a->next_slot), *Qw = Qu + t * hd, *G = Qw + t * hd, *P = G + t * hd,
         *dS = P + t * l, *dBD = dS + t * l;
   for (int h = lo; h < hi; h++) {
     for (int b = 0; b < a->B; b++) {

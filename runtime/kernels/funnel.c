@@ -60,7 +60,7 @@ static void pool_queries(float *Qp, const float *q, int ld, int T, int hd, int s
 
 static size_t pool_slice(int T, int C, int n_head, int s) {
   size_t hd = (size_t)(C / n_head), tq = (size_t)(T / s > 0 ? T / s : 1);
-  return rt_slice_floats((size_t)RT_ATTN_BQ * RT_ATTN_BK + (size_t)RT_ATTN_BQ * hd + 2 * (size_t)RT_ATTN_BQ + tq * hd);
+  return rt_slice_floats(rt_attend_head_floats((int)hd) + tq * hd);
 }
 
 size_t rt_attention_pool_scratch_floats(int T, int C, int n_head, int stride) {
@@ -80,20 +80,16 @@ typedef struct PoolCtx {
 
 static void pool_tasks(void *p, int lo, int hi) {
   PoolCtx *a = p;
-  int slot = atomic_fetch_add_explicit(&a->next_slot, 1, memory_order_relaxed);
   int C = a->C, T = a->T, hd = a->hd, tq = T / a->stride;
-  float *S = a->scratch + (size_t)slot * a->slice;
-  float *O = S + (size_t)RT_ATTN_BQ * RT_ATTN_BK;
-  float *m = O + (size_t)RT_ATTN_BQ * hd;
-  float *l = m + RT_ATTN_BQ;
-  float *Qp = l + RT_ATTN_BQ;
+  float *ws = rt_claim_slice(a->scratch, a->slice, &a->next_slot);
+  float *Qp = ws + rt_attend_head_floats(hd); /* the pooled queries after rt_attend_head's workspace */
   size_t ld = 3 * (size_t)C;
   for (int task = lo; task < hi; task++) {
     int b = task / a->n_head, h = task % a->n_head;
     const float *q = a->qkv + (size_t)b * T * ld + (size_t)h * hd;
     pool_queries(Qp, q, (int)ld, T, hd, a->stride);
     rt_attend_head(a->out + (size_t)b * tq * C + (size_t)h * hd, C, Qp, hd, tq, q + C, q + 2 * C, (int)ld, T, hd, 0,
-                   a->scale, S, O, m, l);
+                   a->scale, ws);
   }
 }
 
@@ -118,10 +114,9 @@ size_t rt_attention_pool_dx_scratch_floats(int T, int C, int n_head, int stride)
 
 static void pool_dx_tasks(void *p, int lo, int hi) {
   PoolCtx *a = p;
-  int slot = atomic_fetch_add_explicit(&a->next_slot, 1, memory_order_relaxed);
   int C = a->C, T = a->T, hd = a->hd, s = a->stride, tq = T / s;
   size_t bq = (size_t)(tq < RT_ATTN_BQ ? tq : RT_ATTN_BQ);
-  float *P = a->scratch + (size_t)slot * a->slice;
+  float *P = rt_claim_slice(a->scratch, a->slice, &a->next_slot);
   float *dP = P + bq * (size_t)T;
   float *Qp = dP + bq * (size_t)T;
   float *dQp = Qp + (size_t)tq * hd;

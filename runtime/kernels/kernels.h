@@ -7,6 +7,7 @@
 #ifndef MODELC_RT_KERNELS_H
 #define MODELC_RT_KERNELS_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -114,6 +115,13 @@ float rt_exp_row_portable(float *e, const float *x, int n, float mx);
 
 /* Floats of one per-task scratch slice, rounded up to a cache line (no false sharing). */
 static inline size_t rt_slice_floats(size_t n) { return (n + 15) / 16 * 16; }
+
+/* A kernel's per-chunk scratch: rt_parallel_for runs a call on at most rt_threads() chunks at once,
+ * so a kernel sizes its scratch as slice x rt_threads() and each chunk claims the next slice as it
+ * starts (the counter lives in the kernel's per-call context, zero at the start). */
+static inline float *rt_claim_slice(float *scratch, size_t slice, atomic_int *next) {
+  return scratch + (size_t)atomic_fetch_add_explicit(next, 1, memory_order_relaxed) * slice;
+}
 
 /* ---- linear (kernels/linear.c) ---- */
 
@@ -300,7 +308,8 @@ void rt_linformer_dx_ref(float *dqkv, float *dE, float *dF, const float *qkv, co
  * ld), forward and backward (attention.c; their scratch as rt_attention's and rt_attention_dx's
  * per-task slices). rt_attention passes its own queries (Tq = T), rt_attention_pool its pooled ones. */
 void rt_attend_head(float *o, int ldo, const float *q, int ldq, int Tq, const float *k, const float *v, int ld, int T,
-                    int hd, int causal, float scale, float *S, float *O, float *m, float *l);
+                    int hd, int causal, float scale, float *ws);
+size_t rt_attend_head_floats(int hd); /* rt_attend_head's workspace ws */
 void rt_attend_dx_head(float *dq, int ldq, int Tq, float *dk, float *dv, const float *q, const float *k, const float *v,
                        const float *dO, int ld, int ldo, int T, int hd, int causal, float scale, float *P, float *dP,
                        int zero);
