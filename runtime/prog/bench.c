@@ -50,8 +50,7 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
   rt_rng_seed(&g, o.seed);
   if (rt_run_init(&r, m, &err) || !ids || !out || !times ||
       (o.weights || m->embedded_weights ? rt_run_load_weights(&r, o.weights, &err) : 0)) {
-    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
-    rc = EXIT_USER;
+    rc = rt_prog_error(prog, &err);
     goto done;
   }
   rt_run_weights_readonly(&r); /* until the training steps below */
@@ -73,8 +72,7 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
         int bad = rt_param_store_f32(p, r.W, tmp, &err);
         free(tmp);
         if (bad) {
-          fprintf(stderr, "%s: error: %s\n", prog, err.msg);
-          rc = EXIT_USER;
+          rc = rt_prog_error(prog, &err);
           goto done;
         }
       }
@@ -98,8 +96,7 @@ int rt_verb_bench(const char *prog, int argc, char **argv, const RtModel *m) {
   printf("gemm: %s\n", gemm);
   if (rt_is_lm(m) && m->nstate > 0) {
     if (rt_run_kv(&r, 1, &err)) {
-      fprintf(stderr, "%s: error: %s\n", prog, err.msg);
-      rc = EXIT_USER;
+      rc = rt_prog_error(prog, &err);
       goto done;
     }
     int steps = o.have_n && o.n > 0 && o.n < T ? (int)o.n : T - 1;

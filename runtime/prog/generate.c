@@ -123,8 +123,7 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   }
   if (rt_run_init(&r, m, &err) || rt_run_load_weights(&r, o.weights, &err) || (cache && rt_run_kv(&r, 1, &err)) || !ids || !logits ||
       !probs || !idx || (o.logits_out && !lsave) || (o.tokens_out && !tsave)) {
-    fprintf(stderr, "%s: error: %s\n", prog, err.msg[0] ? err.msg : "out of memory");
-    rc = EXIT_USER;
+    rc = rt_prog_error(prog, &err);
     goto done;
   }
   rt_run_weights_readonly(&r);
@@ -238,15 +237,13 @@ int rt_verb_generate(const char *prog, int argc, char **argv, const RtModel *m) 
   if (lsave) {
     int64_t shape[2] = {made, m->vocab};
     if (rt_npy_write(o.logits_out, RT_DT_F32, 2, shape, lsave, &err)) {
-      fprintf(stderr, "%s: error: %s\n", prog, err.msg);
-      rc = EXIT_USER;
+      rc = rt_prog_error(prog, &err);
     }
   }
   if (tsave) {
     int64_t shape[1] = {made};
     if (rt_npy_write(o.tokens_out, RT_DT_I32, 1, shape, tsave, &err)) {
-      fprintf(stderr, "%s: error: %s\n", prog, err.msg);
-      rc = EXIT_USER;
+      rc = rt_prog_error(prog, &err);
     }
   }
 done:

@@ -142,8 +142,7 @@ int rt_verb_importance(const char *prog, int argc, char **argv, const RtModel *m
   if (rt_prog_write_weights_extra(m, W, o.out, meta, 3, ts, k, &err)) goto fail;
   goto done;
 fail:
-  fprintf(stderr, "%s: error: %s\n", prog, err.msg);
-  rc = EXIT_USER;
+  rc = rt_prog_error(prog, &err);
 done:
   for (int i = 0; names && i < nh; i++) free(names[i]);
   free(names);

@@ -150,8 +150,7 @@ int rt_verb_init(const char *prog, int argc, char **argv, const RtModel *m) {
            rt_prog_write_weights(m, r.W, o.out, NULL, 0, &err);
   rt_run_free(&r);
   if (rc) {
-    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
-    return EXIT_USER;
+    return rt_prog_error(prog, &err);
   }
   return EXIT_OK;
 }
@@ -178,8 +177,7 @@ int rt_verb_export(const char *prog, int argc, char **argv, const RtModel *m) {
            rt_prog_write_weights(m, r.W, o.out, NULL, 0, &err);
   rt_run_free(&r);
   if (rc) {
-    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
-    return EXIT_USER;
+    return rt_prog_error(prog, &err);
   }
   return EXIT_OK;
 }
@@ -223,7 +221,7 @@ int rt_verb_forward(const char *prog, int argc, char **argv, const RtModel *m) {
     int64_t shape[3] = {B, m->out_per_token ? T : m->out_dim, m->out_dim};
     if (!rc && rt_npy_write(o.out, RT_DT_F32, m->out_per_token ? 3 : 2, shape, out, &err)) rc = EXIT_USER;
   }
-  if (rc) fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+  if (rc) rt_prog_error(prog, &err);
   free(out);
   free(ids);
   rt_run_free(&r);
@@ -261,8 +259,7 @@ int rt_verb_eval(const char *prog, int argc, char **argv, const RtModel *m) {
   free(text);
   if (o.tokenizer) rt_tok_free(&tk);
   if (bad) {
-    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
-    return EXIT_USER;
+    return rt_prog_error(prog, &err);
   }
   if (n < 2) {
     fprintf(stderr, "%s: error: %s: needs at least 2 %s\n", prog, o.data, o.tokenizer ? "tokens" : "bytes");
@@ -276,8 +273,7 @@ int rt_verb_eval(const char *prog, int argc, char **argv, const RtModel *m) {
   int32_t *tgt = malloc(sizeof(int32_t) * (size_t)B * (size_t)T);
   float *logits = rt_xalloc((size_t)B * (size_t)T * (size_t)m->vocab * sizeof(float));
   if (rt_run_init(&r, m, &err) || rt_run_load_weights(&r, o.weights, &err) || !ids || !tgt || !logits) {
-    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
-    rc = EXIT_USER;
+    rc = rt_prog_error(prog, &err);
   } else {
     rt_run_weights_readonly(&r);
     double total = 0;
@@ -285,8 +281,7 @@ int rt_verb_eval(const char *prog, int argc, char **argv, const RtModel *m) {
     if (m->memory) { /* segment memory: streams read segment by segment (segments.c) */
       RtSegState st;
       if (rt_seg_state_init(&st, m, B, &err)) {
-        rc = EXIT_USER;
-        fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+        rc = rt_prog_error(prog, &err);
       } else {
         total = rt_seg_stream_loss(m, r.arena, r.W, r.scratch, &st, buf, n, o.no_memory, &count, &err);
         total *= (double)count;

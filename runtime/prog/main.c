@@ -44,8 +44,7 @@ int rt_main(int argc, char **argv, const RtModel *m) {
   const char *v = argv[1];
   RtError err;
   if (rt_gemm_init(&err)) { /* MODELC_GEMM names an implementation this build or CPU lacks */
-    fprintf(stderr, "%s: error: %s\n", prog, err.msg);
-    return EXIT_USER;
+    return rt_prog_error(prog, &err);
   }
   for (int i = 0; i < NVERBS; i++)
     if (!strcmp(v, verbs[i].name)) return verbs[i].run(prog, argc, argv, m);

@@ -16,6 +16,11 @@
 
 #include "prog.h"
 
+int rt_prog_error(const char *prog, const RtError *e) {
+  fprintf(stderr, "%s: error: %s\n", prog, e->msg[0] ? e->msg : "out of memory");
+  return EXIT_USER;
+}
+
 int rt_usage_error(const char *prog, const char *verb, const char *fmt, ...) {
   va_list ap;
   fprintf(stderr, "%s %s: error: ", prog, verb);

@@ -93,6 +93,10 @@ int rt_parse_int(const char *s, long long lo, long long hi, long long *out);
 /* decimal digits only: no sign, no space */
 int rt_parse_u64(const char *s, uint64_t *out);
 
+/* Prints "PROG: error: MESSAGE" (the error's message, "out of memory" when it has none) to stderr;
+ * returns EXIT_USER, the exit status of an error the run's inputs caused. */
+int rt_prog_error(const char *prog, const RtError *e);
+
 /* Prints "PROG VERB: error: MESSAGE (see 'PROG VERB --help')" to stderr; returns 1, the user-error
  * exit status. */
 int rt_usage_error(const char *prog, const char *verb, const char *fmt, ...)
