@@ -19,9 +19,17 @@ losses() { grep -o 'loss [0-9.]*' "$1" || true; }
 # modelc run under AddressSanitizer: the JIT'd code is not instrumented but calls the sanitised
 # runtime in this process; it works, so nothing is skipped. (MODELC_SKIP_JIT=1 would skip the JIT
 # checks, saying so.)
+# MODELC_TEST_SHARD=I/N (CTest's cli_llvm_I, tests/CMakeLists.txt) runs the I-th of N shards: the
+# specs of the loop whose position is I mod N, the flag checks before it in shard 0, the checks
+# after it in shard N-1; unset, everything.
+shard=${MODELC_TEST_SHARD:-0/1}
+si=${shard%/*} sn=${shard#*/}
+[[ $si =~ ^[0-9]+$ && $sn =~ ^[1-9][0-9]*$ && $si -lt $sn ]] || { echo "MODELC_TEST_SHARD=$shard: expected I/N, 0 <= I < N" >&2; exit 2; }
+
 jit=1
 if [ "${MODELC_SKIP_JIT:-0}" = 1 ]; then echo "NOTE: MODELC_SKIP_JIT=1: skipping the modelc run (JIT) checks" >&2; jit=0; fi
 
+if [ "$si" = 0 ]; then
 # ---- flags: clear errors, exit 1 ----
 expect_status 1 "$MODELC" build --backend=foo examples/gpt-tiny.yaml -o "$TMP/x"
 expect_in "$TMP/err" "--backend=foo: expected c or llvm"
@@ -75,6 +83,7 @@ CC=false expect_status 0 "$MODELC" build --backend=llvm --emit=obj --target=aarc
 od -An -tu2 -j18 -N2 "$TMP/a64.o" | grep -qw 183 || fail "--target=aarch64-linux-gnu did not write an AArch64 object"
 CC=false expect_status 0 "$MODELC" build --backend=llvm --emit=llvm -O0 examples/gpt-tiny.yaml -o "$TMP/g0.ll"
 if grep -qF 'vector.body' "$TMP/g0.ll"; then fail "-O0 vectorised: the level did not reach LLVM's pipeline"; fi
+fi
 
 # ---- every example and reference spec: C and LLVM (-O2, -O0, JIT) give the same outputs ----
 # gpt2-small is run at batch 1 on 8 tokens from PROG init weights; the others on their fixtures.
@@ -85,7 +94,10 @@ for prec in bf16 fp16; do
   mkdir -p "$TMP/$prec"
   sed "s/^train:/train:\n  precision: $prec/" tests/reference/specs/gpt-tiny-adamw.yaml > "$TMP/$prec/gpt-tiny-adamw.yaml"
 done
+
+k=-1
 for spec in examples/*.yaml tests/reference/specs/*.yaml "$TMP"/bf16/*.yaml "$TMP"/fp16/*.yaml; do
+  k=$((k + 1)); [ $((k % sn)) = "$si" ] || continue
   name=$(basename "$spec" .yaml); fx=${name%-adamw}; fx=${fx%-q8}; fx=${fx%-k[12]}; fx=$FIX/${fx%-bidir} # gpt-tiny-q8: gpt-tiny's (f32) weights; sparse-tiny-bidir: sparse-tiny's
   bx=$fx; case $name in albert-tiny | gpt-local | funnel-tiny) bx=$FIX/gpt-tiny ;; xl-tiny-m9) bx=$FIX/xl-tiny ;; esac # no fixture: PROG init weights on gpt-tiny's batch
   case $name in distill-tiny | distill-teacher) bx=$FIX/distill-ref ;; esac # context 64: distill-ref's short batch
@@ -146,6 +158,7 @@ for spec in examples/*.yaml tests/reference/specs/*.yaml "$TMP"/bf16/*.yaml "$TM
     esac
   fi
 done
+if [ $((si + 1)) = "$sn" ]; then
 
 # 16-bit tensors are only stored: both backends reject compute on one, with the op named
 cat > "$TMP/half.mir" <<'MIR'
@@ -221,5 +234,6 @@ if [ $jit = 1 ]; then
   expect_in "$TMP/out" "forward_tokens_per_s:"
   expect_status 1 "$MODELC" run examples/gpt-tiny.yaml -- nonsense
   expect_in "$TMP/err" "unknown command 'nonsense'"
+fi
 fi
 finish
