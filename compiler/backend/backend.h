@@ -20,6 +20,9 @@
 #include "../../ir/ir.h"
 #include "kernels.h"
 
+/* An integer tensor (token ids, targets, integer element-wise results): both backends store it as int32. */
+static inline bool backend_is_int(const Value *v) { return v->type.dtype == DT_I32 || v->type.dtype == DT_I64; }
+
 /* The largest constant table (a sinusoid op's [T, C] floats) the backends compile into the
  * program's data section: 256 MiB. Larger ones are rejected by backend_plan (docs/ir.md). */
 #define BACKEND_MAX_TABLE_BYTES ((int64_t)256 << 20)

@@ -69,12 +69,11 @@ static LLVMValueRef cf32(Ll *e, double v) {
   return LLVMConstReal(e->f32, strtof(buf, NULL));
 }
 
-static bool is_int(const Value *v) { return v->type.dtype == DT_I32 || v->type.dtype == DT_I64; }
-static LLVMTypeRef elem_t(Ll *e, const Value *v) { return is_int(v) ? e->i32 : e->f32; }
+static LLVMTypeRef elem_t(Ll *e, const Value *v) { return backend_is_int(v) ? e->i32 : e->f32; }
 static bool is_half(const Value *v) { return v->type.dtype == DT_BF16 || v->type.dtype == DT_F16; }
 /* The pointer type of v's storage (a quantised weight, ir.h, is bytes to the kernels that read it). */
 static LLVMTypeRef ptr_t(Ll *e, const Value *v) {
-  return is_int(v) ? e->pi : is_half(v) ? e->ph : ir_dtype_packed(v->type.dtype) ? e->p8 : e->pf;
+  return backend_is_int(v) ? e->pi : is_half(v) ? e->ph : ir_dtype_packed(v->type.dtype) ? e->p8 : e->pf;
 }
 
 /* The LLVM type of a kernel-table signature code (kernels.h): v void, p pointer (i8*), i int,
@@ -533,9 +532,9 @@ static LLVMValueRef ew_loop(Ll *e, const Value *r, LLVMValueRef outp, int nops, 
     args[k] = LLVMBuildLoad2(e->b, elem_t(e, ops[k]), gep(e, elem_t(e, ops[k]), p[fidx[k]], idx), "");
   }
   LLVMValueRef y = expr_ll(e, x, args);
-  if (is_int(r) && LLVMTypeOf(y) != e->i32)
+  if (backend_is_int(r) && LLVMTypeOf(y) != e->i32)
     y = LLVMBuildFPToSI(e->b, y, e->i32, "");
-  else if (!is_int(r))
+  else if (!backend_is_int(r))
     y = as_float(e, y);
   LLVMBuildStore(e->b, y, gep(e, elem_t(e, r), p[0], ri));
   if (rank >= 1)
@@ -552,7 +551,8 @@ static LLVMValueRef ew_loop(Ll *e, const Value *r, LLVMValueRef outp, int nops, 
 /* ---- ops ---- */
 
 static void unsupported(Ll *e, const Op *op, const char *why) {
-  diag_error(e->d, NULL, op->line, op->col, "LLVM backend: in @%s: %s: %s", e->f->name, ir_op_name(op->kind), why);
+  diag_error(e->d, e->p->m->file, op->line, op->col, "LLVM backend: in @%s: %s: %s", e->f->name, ir_op_name(op->kind),
+             why);
   e->ok = false;
 }
 
@@ -952,8 +952,8 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
   if (p->train) {
     const Func *tf = p->train;
     if (tf->narg != 2 || tf->nret < 1) {
-      diag_error(e->d, NULL, 0, 0, "LLVM backend: @%s must take tokens and targets and return the loss first",
-                 tf->name);
+      diag_error(e->d, e->p->m->file, tf->line, tf->col,
+                 "LLVM backend: @%s must take tokens and targets and return the loss first", tf->name);
       return false;
     }
     while (m->funcs[tr_idx] != tf)
@@ -974,8 +974,8 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       if (!q->trainable)
         continue;
       if (k >= tf->nret || !ir_type_eq(&tf->ret[k]->type, &q->type) || q->type.dtype != DT_F32) {
-        diag_error(e->d, NULL, 0, 0, "LLVM backend: @%s does not return the f32 gradient of @%s as result %d", tf->name,
-                   q->name, k);
+        diag_error(e->d, e->p->m->file, tf->line, tf->col,
+                   "LLVM backend: @%s does not return the f32 gradient of @%s as result %d", tf->name, q->name, k);
         free(ta);
         return false;
       }
@@ -983,7 +983,8 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
       k++;
     }
     if (k + p->loss_parts - 1 + p->nmoe != tf->nret) {
-      diag_error(e->d, NULL, 0, 0, "LLVM backend: @%s returns %d results for %d gradients", tf->name, tf->nret, k - 1);
+      diag_error(e->d, e->p->m->file, tf->line, tf->col, "LLVM backend: @%s returns %d results for %d gradients",
+                 tf->name, tf->nret, k - 1);
       free(ta);
       return false;
     }
@@ -1279,14 +1280,6 @@ static bool emit_descriptor(Ll *e, const EmitOptions *opt) {
 static LLVMModuleRef build_module(LLVMContextRef cx, const Module *m, const EmitOptions *opt, Diag *d) {
   BackendPlan p;
   if (!backend_plan(&p, m, d)) {
-    backend_plan_free(&p);
-    return NULL;
-  }
-  const Func *ent = p.entry;
-  if (ent->narg != 1 || !is_int(ent->args[0]) || ent->args[0]->type.rank != 2 || ent->nret != 1 ||
-      is_int(ent->ret[0])) {
-    diag_error(d, NULL, ent->line, ent->col,
-               "LLVM backend: the entry @%s must take token ids i32[B,T] and return one f32 tensor", ent->name);
     backend_plan_free(&p);
     return NULL;
   }

@@ -359,7 +359,14 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
   }
   p->entry = m->entry ? ir_find_func(m, m->entry) : NULL;
   if (!p->entry) {
-    diag_error(d, NULL, 0, 0, "backend: the module has no entry function");
+    diag_error(d, m->file, 0, 0, "backend: the module has no entry function");
+    return false;
+  }
+  const Func *ent = p->entry; /* the program's forward: the runtime calls it with token ids */
+  if (ent->narg != 1 || !backend_is_int(ent->args[0]) || ent->args[0]->type.rank != 2 || ent->nret != 1 ||
+      backend_is_int(ent->ret[0])) {
+    diag_error(d, m->file, ent->line, ent->col,
+               "backend: the entry @%s must take token ids i32[B,T] and return one f32 tensor", ent->name);
     return false;
   }
   /* Weights: one byte buffer, each parameter 64-byte aligned in its storage dtype (a shared weight
@@ -369,10 +376,11 @@ bool backend_plan(BackendPlan *p, const Module *m, Diag *d) {
     const Param *q = m->params[i];
     DType dt = q->type.dtype;
     if (!kt_rt_dtype_name(dt) || q->fmt != PF_DENSE) {
-      diag_error(d, NULL, q->line, q->col,
-                 "backend: parameter @%s: only dense f32, bf16, f16, quantised (i8_row, q8_0, q4_0) and csr parameters are "
-                 "supported yet (it is %s %s)",
-                 q->name, ir_param_format_name(q->fmt), ir_dtype_name(dt));
+      diag_error(
+          d, m->file, q->line, q->col,
+          "backend: parameter @%s: only dense f32, bf16, f16, quantised (i8_row, q8_0, q4_0) and csr parameters are "
+          "supported yet (it is %s %s)",
+          q->name, ir_param_format_name(q->fmt), ir_dtype_name(dt));
       c.ok = false;
     }
     p->param_offset[i] = off;

@@ -174,10 +174,25 @@ func @forward(%tokens: i32[1,2]) -> f32[1,2,3] {
   return %4
 }
 MIR
-for b in c llvm; do
-  expect_status 1 "$MODELC" build --backend=$b "$TMP/half.mir" -o "$TMP/half"
-  expect_in "$TMP/err" "relu: a 16-bit (bf16/f16) tensor: the backends compute in f32"
-done
+both_refuse() { # FILE.mir MESSAGE: both backends refuse to build it, saying MESSAGE
+  for b in c llvm; do
+    expect_status 1 "$MODELC" build --backend=$b "$1" -o "$TMP/refused"
+    expect_in "$TMP/err" "$2"
+  done
+}
+both_refuse "$TMP/half.mir" "half.mir:8:3: error: backend: in @forward: relu: a 16-bit (bf16/f16) tensor: the backends compute in f32"
+
+# the entry is what the runtime calls: token ids in, one float tensor out (either backend says so)
+cat > "$TMP/entry.mir" <<'MIR'
+module @m {batch=1, context=2, vocab=4}
+entry @forward
+param @emb : f32[4,3] init=normal(0.02)
+func @forward(%tokens: i32[1,2]) -> i32[1,2] {
+  %0 = add(%tokens, %tokens) : i32[1,2]
+  return %0
+}
+MIR
+both_refuse "$TMP/entry.mir" "entry.mir:4:1: error: backend: the entry @forward must take token ids i32[B,T] and return one f32 tensor"
 
 # integer element-wise ops (C's arithmetic: int32 + int32 stays int32), from an IR file
 cat > "$TMP/int.mir" <<'MIR'
