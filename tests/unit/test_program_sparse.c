@@ -44,9 +44,9 @@ static void teardown(void) { sh("rm -rf %s", tmp); }
 /* the reference's checks (ref_program.h: parameters, logits, loss, gradients within 1e-4 of their
  * largest element, C against LLVM), on the fixture's one weights file */
 static void config_on(const char *spec, const char *pass, const char *cfg) {
-  char p[512], q[512];
-  snprintf(p, sizeof p, "_%s", cfg);
-  ref_config_on(tmp, spec, FIX, pass, p, "", 1e-4);
+  char c[64], p[512], q[512];
+  snprintf(c, sizeof c, "_%s", cfg);
+  ref_config_on(tmp, spec, FIX, pass, c, "", 1e-4);
   /* the pattern changes the answer: the dense program's logits are not these */
   ck_assert_int_eq(sh("%s build %s -o %s/dense && %s/dense forward --weights " FIX "/weights.safetensors --tokens " FIX
                       "/tokens.npy --out %s/dense.npy", MODELC_BIN, spec, tmp, tmp, tmp),
