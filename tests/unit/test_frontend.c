@@ -6,7 +6,7 @@
  *     # note: LINE:COL: MESSAGE TEXT
  * and the test checks that "FILE:LINE:COL: error: " (or "note: ") is printed with MESSAGE TEXT on
  * that line. A bad file has at least one expect line; note lines are optional.
- * Diagnostics are captured with open_memstream as the Diag's output.
+ * Diagnostics are captured in memory (text_test.h).
  */
 #include <check.h>
 #include <dirent.h>
@@ -15,40 +15,19 @@
 #include <string.h>
 
 #include "../../compiler/frontend/spec.h"
+#include "text_test.h"
 
 /* ---- helpers ---- */
 
-typedef struct Capture {
-  char *buf;
-  size_t len;
-  FILE *f;
-  Diag d;
-} Capture;
-
-static void cap_open(Capture *c) {
-  c->buf = NULL;
-  c->len = 0;
-  c->f = open_memstream(&c->buf, &c->len);
-  ck_assert_ptr_nonnull(c->f);
-  diag_init(&c->d, c->f);
-  c->d.max_errors = 100;
-}
-
-/* Closes the stream; c->buf then holds everything printed. */
-static void cap_close(Capture *c) {
-  fclose(c->f);
-  diag_free(&c->d);
-}
-
-static Spec *parse_str(Capture *c, const char *text) {
-  cap_open(c);
+static Spec *parse_str(MemDiag *c, const char *text) {
+  md_open(c, 100);
   Spec *s = fe_parse_spec_text("t.yaml", text, strlen(text), &c->d);
   fflush(c->f);
   return s;
 }
 
-static Spec *parse_file(Capture *c, const char *path) {
-  cap_open(c);
+static Spec *parse_file(MemDiag *c, const char *path) {
+  md_open(c, 100);
   Spec *s = fe_parse_spec_file(path, &c->d);
   fflush(c->f);
   return s;
@@ -77,17 +56,16 @@ static bool has_error(const char *out, const char *file, int line, int col, cons
 }
 
 static Module *lower_ok(const char *path, Spec **sp) {
-  Capture c;
+  MemDiag c;
   Spec *s = parse_file(&c, path);
-  ck_assert_msg(s != NULL, "%s did not parse:\n%s", path, c.buf);
+  ck_assert_msg(s != NULL, "%s did not parse:\n%s", path, md_text(&c));
   Module *m = fe_lower(s, &c.d);
   fflush(c.f);
-  ck_assert_msg(m != NULL, "%s did not lower:\n%s", path, c.buf);
+  ck_assert_msg(m != NULL, "%s did not lower:\n%s", path, md_text(&c));
   ck_assert_msg(ir_verify(m, &c.d), "%s: IR does not verify", path);
   fflush(c.f);
   ck_assert_int_eq(c.d.nerrors, 0);
-  cap_close(&c);
-  free(c.buf);
+  md_close(&c);
   if (sp) *sp = s;
   else fe_spec_free(s);
   return m;
@@ -139,7 +117,7 @@ START_TEST(test_bad_spec) {
   ck_assert_ptr_nonnull(f);
   char line[1024];
   int nexpect = 0;
-  Capture c;
+  MemDiag c;
   Spec *s = parse_file(&c, path);
   fflush(c.f);
   ck_assert_msg(s == NULL, "%s parsed without error", path);
@@ -148,21 +126,20 @@ START_TEST(test_bad_spec) {
     if (sscanf(line, "# expect: %d:%d: %n", &l, &col, &off) == 2 && off > 0) {
       char *msg = line + off;
       msg[strcspn(msg, "\r\n")] = 0;
-      ck_assert_msg(has_error(c.buf, path, l, col, msg), "%s: expected %d:%d: error: %s\ngot:\n%s", path, l, col, msg,
-                    c.buf);
+      ck_assert_msg(has_error(md_text(&c), path, l, col, msg), "%s: expected %d:%d: error: %s\ngot:\n%s", path, l, col, msg,
+                    md_text(&c));
       nexpect++;
     } else if (sscanf(line, "# note: %d:%d: %n", &l, &col, &off) == 2 && off > 0) {
       char *msg = line + off;
       msg[strcspn(msg, "\r\n")] = 0;
-      ck_assert_msg(has_diag(c.buf, "note", path, l, col, msg), "%s: expected %d:%d: note: %s\ngot:\n%s", path, l,
-                    col, msg, c.buf);
+      ck_assert_msg(has_diag(md_text(&c), "note", path, l, col, msg), "%s: expected %d:%d: note: %s\ngot:\n%s", path, l,
+                    col, msg, md_text(&c));
     }
   }
   fclose(f);
   ck_assert_msg(nexpect > 0, "%s has no '# expect:' line", path);
   ck_assert_int_ge(c.d.nerrors, nexpect);
-  cap_close(&c);
-  free(c.buf);
+  md_close(&c);
 }
 END_TEST
 
@@ -314,9 +291,9 @@ START_TEST(test_variants) {
                      "passes:\n"
                      "  - fuse: {max-ops: 8}\n"
                      "  - 'cse,dce'\n";
-  Capture c;
+  MemDiag c;
   Spec *s = parse_str(&c, text);
-  ck_assert_msg(s != NULL, "%s", c.buf);
+  ck_assert_msg(s != NULL, "%s", md_text(&c));
   Module *m = fe_lower(s, &c.d);
   ck_assert_ptr_nonnull(m);
   ck_assert(ir_verify(m, &c.d));
@@ -341,8 +318,7 @@ START_TEST(test_variants) {
   ck_assert_int_eq(sins, 1);
   ir_module_free(m);
   fe_spec_free(s);
-  cap_close(&c);
-  free(c.buf);
+  md_close(&c);
 }
 END_TEST
 
@@ -355,9 +331,9 @@ START_TEST(test_factorised_embedding) {
                      "  - repeat: 2\n"
                      "    block: [residual: [attention: {heads: 2}]]\n"
                      "  - lm_head: {tied: false}\n";
-  Capture c;
+  MemDiag c;
   Spec *s = parse_str(&c, text);
-  ck_assert_msg(s != NULL, "%s", c.buf);
+  ck_assert_msg(s != NULL, "%s", md_text(&c));
   Module *m = fe_lower(s, &c.d);
   ck_assert_ptr_nonnull(m);
   ck_assert(ir_verify(m, &c.d));
@@ -378,15 +354,14 @@ START_TEST(test_factorised_embedding) {
   ck_assert_int_eq(ir_param_count(m), 300 + 168 + 2 * (1728 + 72 + 576 + 24) + 1200);
   ir_module_free(m);
   fe_spec_free(s);
-  cap_close(&c);
-  free(c.buf);
+  md_close(&c);
 }
 END_TEST
 
 START_TEST(test_no_passes_no_train) {
-  Capture c;
+  MemDiag c;
   Spec *s = parse_str(&c, "model: {vocab: 10, context: 4, dim: 8}\nlayers: [embedding, lm_head]\n");
-  ck_assert_msg(s != NULL, "%s", c.buf);
+  ck_assert_msg(s != NULL, "%s", md_text(&c));
   ck_assert_ptr_null(fe_spec_passes(s));
   ck_assert(!fe_spec_train(s)->present);
   ck_assert_int_eq(fe_spec_train(s)->steps, 1000);
@@ -397,8 +372,7 @@ START_TEST(test_no_passes_no_train) {
   ck_assert_int_eq(ir_param_count(m), 80);
   ir_module_free(m);
   fe_spec_free(s);
-  cap_close(&c);
-  free(c.buf);
+  md_close(&c);
 }
 END_TEST
 
@@ -409,59 +383,51 @@ START_TEST(test_deep_nesting) {
   char *text = malloc(n + 1);
   memset(text, '[', n);
   text[n] = 0;
-  Capture c;
+  MemDiag c;
   Spec *s = parse_str(&c, text);
   ck_assert_ptr_null(s);
-  ck_assert_msg(has_error(c.buf, "t.yaml", 1, 65, "nesting is too deep"), "%s", c.buf);
-  cap_close(&c);
-  free(c.buf);
+  ck_assert_msg(has_error(md_text(&c), "t.yaml", 1, 65, "nesting is too deep"), "%s", md_text(&c));
+  md_close(&c);
   /* Deep block-style nesting too. */
   size_t cap = 200 * 300, at = 0;
   char *t2 = malloc(cap);
   for (int i = 0; i < 200; i++) at += (size_t)snprintf(t2 + at, cap - at, "%*sk%d:\n", i, "", i);
   s = parse_str(&c, t2);
   ck_assert_ptr_null(s);
-  ck_assert_msg(strstr(c.buf, "nesting is too deep"), "%s", c.buf);
-  cap_close(&c);
-  free(c.buf);
+  ck_assert_msg(strstr(md_text(&c), "nesting is too deep"), "%s", md_text(&c));
+  md_close(&c);
   free(t2);
   free(text);
 }
 END_TEST
 
 START_TEST(test_empty_and_non_mapping) {
-  Capture c;
+  MemDiag c;
   ck_assert_ptr_null(parse_str(&c, ""));
-  ck_assert_msg(has_error(c.buf, "t.yaml", 1, 1, "empty spec"), "%s", c.buf);
-  cap_close(&c);
-  free(c.buf);
+  ck_assert_msg(has_error(md_text(&c), "t.yaml", 1, 1, "empty spec"), "%s", md_text(&c));
+  md_close(&c);
   ck_assert_ptr_null(parse_str(&c, "# only a comment\n"));
-  ck_assert_msg(has_error(c.buf, "t.yaml", 1, 1, "empty spec"), "%s", c.buf);
-  cap_close(&c);
-  free(c.buf);
+  ck_assert_msg(has_error(md_text(&c), "t.yaml", 1, 1, "empty spec"), "%s", md_text(&c));
+  md_close(&c);
   ck_assert_ptr_null(parse_str(&c, "- a\n- b\n"));
-  ck_assert_msg(has_error(c.buf, "t.yaml", 1, 1, "top level of a spec must be a mapping"), "%s", c.buf);
-  cap_close(&c);
-  free(c.buf);
+  ck_assert_msg(has_error(md_text(&c), "t.yaml", 1, 1, "top level of a spec must be a mapping"), "%s", md_text(&c));
+  md_close(&c);
   ck_assert_ptr_null(parse_str(&c, "hello\n"));
-  ck_assert_msg(has_error(c.buf, "t.yaml", 1, 1, "top level of a spec must be a mapping"), "%s", c.buf);
-  cap_close(&c);
-  free(c.buf);
+  ck_assert_msg(has_error(md_text(&c), "t.yaml", 1, 1, "top level of a spec must be a mapping"), "%s", md_text(&c));
+  md_close(&c);
 }
 END_TEST
 
 START_TEST(test_missing_file) {
-  Capture c;
+  MemDiag c;
   ck_assert_ptr_null(parse_file(&c, "tests/specs/no-such-file.yaml"));
-  ck_assert_msg(strstr(c.buf, "tests/specs/no-such-file.yaml: error: cannot open file "
+  ck_assert_msg(strstr(md_text(&c), "tests/specs/no-such-file.yaml: error: cannot open file "
                               "'tests/specs/no-such-file.yaml': No such file or directory"),
-                "%s", c.buf);
-  cap_close(&c);
-  free(c.buf);
+                "%s", md_text(&c));
+  md_close(&c);
   ck_assert_ptr_null(parse_file(&c, "tests/specs"));   /* a directory */
-  ck_assert_msg(strstr(c.buf, "tests/specs: error: cannot read file"), "%s", c.buf);
-  cap_close(&c);
-  free(c.buf);
+  ck_assert_msg(strstr(md_text(&c), "tests/specs: error: cannot read file"), "%s", md_text(&c));
+  md_close(&c);
 }
 END_TEST
 
@@ -473,17 +439,16 @@ START_TEST(test_all_errors_reported) {
                      "  - attention: {heads: 3}\n"
                      "  - mlp: {hidden: -1, activation: gelo}\n"
                      "  - lm_head: {tied: maybe}\n";
-  Capture c;
+  MemDiag c;
   ck_assert_ptr_null(parse_str(&c, text));
-  ck_assert_msg(has_error(c.buf, "t.yaml", 1, 16, "'vocab' must be positive, got 0"), "%s", c.buf);
-  ck_assert_msg(has_error(c.buf, "t.yaml", 4, 24, "'heads' (3) must divide model.dim (10)"), "%s", c.buf);
-  ck_assert_msg(has_error(c.buf, "t.yaml", 5, 19, "'hidden' must be positive, got -1"), "%s", c.buf);
-  ck_assert_msg(has_error(c.buf, "t.yaml", 5, 35, "unknown activation 'gelo'; did you mean 'gelu'?"), "%s", c.buf);
-  ck_assert_msg(has_error(c.buf, "t.yaml", 6, 21, "expected true or false for 'tied'"), "%s", c.buf);
+  ck_assert_msg(has_error(md_text(&c), "t.yaml", 1, 16, "'vocab' must be positive, got 0"), "%s", md_text(&c));
+  ck_assert_msg(has_error(md_text(&c), "t.yaml", 4, 24, "'heads' (3) must divide model.dim (10)"), "%s", md_text(&c));
+  ck_assert_msg(has_error(md_text(&c), "t.yaml", 5, 19, "'hidden' must be positive, got -1"), "%s", md_text(&c));
+  ck_assert_msg(has_error(md_text(&c), "t.yaml", 5, 35, "unknown activation 'gelo'; did you mean 'gelu'?"), "%s", md_text(&c));
+  ck_assert_msg(has_error(md_text(&c), "t.yaml", 6, 21, "expected true or false for 'tied'"), "%s", md_text(&c));
   ck_assert_int_eq(c.d.nerrors, 5);
-  ck_assert_msg(strstr(c.buf, "  - lm_head: {tied: maybe}\n                    ^"), "%s", c.buf);
-  cap_close(&c);
-  free(c.buf);
+  ck_assert_msg(strstr(md_text(&c), "  - lm_head: {tied: maybe}\n                    ^"), "%s", md_text(&c));
+  md_close(&c);
 }
 END_TEST
 
@@ -497,19 +462,18 @@ START_TEST(test_moe) {
                      "  - moe: {experts: 2, hidden: 8, capacity_factor: 0, aux_loss: -1, topk: 1}\n"
                      "  - moe: {top_k: 1}\n"
                      "  - lm_head: {}\n";
-  Capture c;
+  MemDiag c;
   ck_assert_ptr_null(parse_str(&c, text));
-  ck_assert_msg(has_error(c.buf, "t.yaml", 4, 30, "moe 'top_k' (5) must be in [1, experts] (experts 4)"), "%s", c.buf);
-  ck_assert_msg(has_error(c.buf, "t.yaml", 5, 20, "'experts' must be positive, got 0"), "%s", c.buf);
-  ck_assert_msg(has_error(c.buf, "t.yaml", 5, 31, "'hidden' must be positive, got -2"), "%s", c.buf);
-  ck_assert_msg(strstr(c.buf, "t.yaml:5:47: error: unknown moe activation 'swiglu'"), "%s", c.buf);
-  ck_assert_msg(has_error(c.buf, "t.yaml", 6, 51, "moe 'capacity_factor' must be in (0, 1e6], got 0"), "%s", c.buf);
-  ck_assert_msg(has_error(c.buf, "t.yaml", 6, 64, "moe 'aux_loss' must be in [0, 1e6], got -1"), "%s", c.buf);
-  ck_assert_msg(strstr(c.buf, "t.yaml:6:68: error: unknown key 'topk' in moe"), "%s", c.buf);
-  ck_assert_msg(has_error(c.buf, "t.yaml", 7, 5, "missing required key 'experts' in moe"), "%s", c.buf);
-  ck_assert_msg(has_error(c.buf, "t.yaml", 7, 5, "missing required key 'hidden' in moe"), "%s", c.buf);
-  cap_close(&c);
-  free(c.buf);
+  ck_assert_msg(has_error(md_text(&c), "t.yaml", 4, 30, "moe 'top_k' (5) must be in [1, experts] (experts 4)"), "%s", md_text(&c));
+  ck_assert_msg(has_error(md_text(&c), "t.yaml", 5, 20, "'experts' must be positive, got 0"), "%s", md_text(&c));
+  ck_assert_msg(has_error(md_text(&c), "t.yaml", 5, 31, "'hidden' must be positive, got -2"), "%s", md_text(&c));
+  ck_assert_msg(strstr(md_text(&c), "t.yaml:5:47: error: unknown moe activation 'swiglu'"), "%s", md_text(&c));
+  ck_assert_msg(has_error(md_text(&c), "t.yaml", 6, 51, "moe 'capacity_factor' must be in (0, 1e6], got 0"), "%s", md_text(&c));
+  ck_assert_msg(has_error(md_text(&c), "t.yaml", 6, 64, "moe 'aux_loss' must be in [0, 1e6], got -1"), "%s", md_text(&c));
+  ck_assert_msg(strstr(md_text(&c), "t.yaml:6:68: error: unknown key 'topk' in moe"), "%s", md_text(&c));
+  ck_assert_msg(has_error(md_text(&c), "t.yaml", 7, 5, "missing required key 'experts' in moe"), "%s", md_text(&c));
+  ck_assert_msg(has_error(md_text(&c), "t.yaml", 7, 5, "missing required key 'hidden' in moe"), "%s", md_text(&c));
+  md_close(&c);
   const char *ok = "model: {vocab: 32, context: 8, dim: 16}\n"
                    "layers:\n"
                    "  - embedding: {}\n"
@@ -531,8 +495,7 @@ START_TEST(test_moe) {
   ck_assert(w1->decay && !ir_find_param(m, "moe.b1")->decay);
   ir_module_free(m);
   fe_spec_free(s);
-  cap_close(&c);
-  free(c.buf);
+  md_close(&c);
 }
 END_TEST
 
@@ -544,8 +507,8 @@ START_TEST(test_prefixes) {
   size_t n = fread(text, 1, sizeof text, f);
   fclose(f);
   for (size_t len = 0; len <= n; len += 7) {
-    Capture c;
-    cap_open(&c);
+    MemDiag c;
+    md_open(&c, 100);
     Spec *s = fe_parse_spec_text("p.yaml", text, len, &c.d);
     if (s) {
       Module *m = fe_lower(s, &c.d);
@@ -556,8 +519,7 @@ START_TEST(test_prefixes) {
       fflush(c.f);
       ck_assert_int_gt(c.d.nerrors, 0);
     }
-    cap_close(&c);
-    free(c.buf);
+    md_close(&c);
   }
 }
 END_TEST

@@ -14,67 +14,24 @@
 #include <string.h>
 
 #include "../../ir/ir.h"
+#include "text_test.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-/* Captures diagnostics in memory. */
-typedef struct Cap {
-  Diag d;
-  FILE *f;
-  char *buf;
-  size_t len;
-} Cap;
-
-static void cap_open(Cap *c) {
-  c->buf = NULL;
-  c->len = 0;
-  c->f = open_memstream(&c->buf, &c->len);
-  ck_assert_ptr_nonnull(c->f);
-  diag_init(&c->d, c->f);
-  c->d.max_errors = 1000;
-}
-
-/* Returns the captured text (owned by c until cap_close). */
-static const char *cap_text(Cap *c) {
-  fflush(c->f);
-  return c->buf ? c->buf : "";
-}
-
-static void cap_close(Cap *c) {
-  diag_free(&c->d);
-  fclose(c->f);
-  free(c->buf);
-}
-
-static Module *parse_text(const char *text, Cap *c) {
+static Module *parse_text(const char *text, MemDiag *c) {
   return ir_parse("t.mir", text, strlen(text), &c->d);
-}
-
-static char *read_file(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  ck_assert_ptr_nonnull(s);
-  ck_assert_int_eq(fread(s, 1, (size_t)n, f), (size_t)n);
-  s[n] = 0;
-  fclose(f);
-  *len = (size_t)n;
-  return s;
 }
 
 /* Parses, prints, re-parses and re-prints; asserts the two prints are equal and both verify. */
 static void check_round_trip(const char *name, const char *text, size_t len) {
-  Cap c;
-  cap_open(&c);
+  MemDiag c;
+  md_open(&c, 1000);
   Module *m = ir_parse(name, text, len, &c.d);
-  ck_assert_msg(m != NULL, "%s does not parse:\n%s", name, cap_text(&c));
-  ck_assert_msg(ir_verify(m, &c.d), "%s does not verify:\n%s", name, cap_text(&c));
+  ck_assert_msg(m != NULL, "%s does not parse:\n%s", name, md_text(&c));
+  ck_assert_msg(ir_verify(m, &c.d), "%s does not verify:\n%s", name, md_text(&c));
   char *p1 = ir_print_to_string(m);
   Module *m2 = ir_parse("printed.mir", p1, strlen(p1), &c.d);
-  ck_assert_msg(m2 != NULL, "printed %s does not parse:\n%s\n%s", name, cap_text(&c), p1);
+  ck_assert_msg(m2 != NULL, "printed %s does not parse:\n%s\n%s", name, md_text(&c), p1);
   ck_assert(ir_verify(m2, &c.d));
   char *p2 = ir_print_to_string(m2);
   ck_assert_msg(strcmp(p1, p2) == 0, "round trip of %s differs:\n%s\n----\n%s", name, p1, p2);
@@ -82,7 +39,7 @@ static void check_round_trip(const char *name, const char *text, size_t len) {
   free(p2);
   ir_module_free(m);
   ir_module_free(m2);
-  cap_close(&c);
+  md_close(&c);
 }
 
 /* A small valid module built with the builder: @blk(x, g) -> layernorm(x,g)+x, called by @main. */
@@ -129,13 +86,13 @@ static Op *find_op(Func *f, OpKind k) {
 
 /* Runs ir_verify and asserts it fails with a message containing want. */
 static void expect_verify_error(Module *m, const char *want) {
-  Cap c;
-  cap_open(&c);
+  MemDiag c;
+  md_open(&c, 1000);
   bool ok = ir_verify(m, &c.d);
-  const char *t = cap_text(&c);
+  const char *t = md_text(&c);
   ck_assert_msg(!ok, "verifier accepted a module that should fail with '%s'", want);
   ck_assert_msg(strstr(t, want) != NULL, "verifier said:\n%s\nexpected to contain: %s", t, want);
-  cap_close(&c);
+  md_close(&c);
   ir_module_free(m);
 }
 
@@ -164,14 +121,14 @@ static const char *const built_text =
 
 START_TEST(test_builder_and_print) {
   Module *m = build_module();
-  Cap c;
-  cap_open(&c);
-  ck_assert_msg(ir_verify(m, &c.d), "%s", cap_text(&c));
+  MemDiag c;
+  md_open(&c, 1000);
+  ck_assert_msg(ir_verify(m, &c.d), "%s", md_text(&c));
   char *s = ir_print_to_string(m);
   ck_assert_str_eq(s, built_text);
   free(s);
   ck_assert_int_eq(ir_param_count(m), 8 + 64);
-  cap_close(&c);
+  md_close(&c);
   ir_module_free(m);
 }
 END_TEST
@@ -219,11 +176,11 @@ END_TEST
 
 START_TEST(test_verify_accepts) {
   Module *m = build_module();
-  Cap c;
-  cap_open(&c);
+  MemDiag c;
+  md_open(&c, 1000);
   ck_assert(ir_verify(m, &c.d));
-  ck_assert_str_eq(cap_text(&c), "");
-  cap_close(&c);
+  ck_assert_str_eq(md_text(&c), "");
+  md_close(&c);
   ir_module_free(m);
 }
 END_TEST
@@ -367,14 +324,14 @@ START_TEST(test_verify_recursion_and_entry) {
   ir_emit(blk, call);
   m->entry = "nothere";
   m->params[1]->fmt = PF_COUNT;
-  Cap c;
-  cap_open(&c);
+  MemDiag c;
+  md_open(&c, 1000);
   ck_assert(!ir_verify(m, &c.d));
-  const char *t = cap_text(&c);
+  const char *t = md_text(&c);
   ck_assert_msg(strstr(t, "recursive call to @") != NULL, "%s", t);
   ck_assert_msg(strstr(t, "entry function @nothere does not exist") != NULL, "%s", t);
   ck_assert_msg(strstr(t, "parameter @w: invalid format") != NULL, "%s", t);
-  cap_close(&c);
+  md_close(&c);
   ir_module_free(m);
 }
 END_TEST
@@ -395,11 +352,11 @@ START_TEST(test_verify_quantised) {
       {"module @m\nfunc @f(%w: q8_0[4,32]) -> q8_0[4,32] {\n  return %w\n}\n", "in @f: returned value 0 is a q8_0 weight"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-    Cap c;
-    cap_open(&c);
+    MemDiag c;
+    md_open(&c, 1000);
     ck_assert_msg(parse_text(cases[i][0], &c) == NULL, "%s parsed", cases[i][0]);
-    ck_assert_msg(strstr(cap_text(&c), cases[i][1]), "%s", cap_text(&c));
-    cap_close(&c);
+    ck_assert_msg(strstr(md_text(&c), cases[i][1]), "%s", md_text(&c));
+    md_close(&c);
   }
 }
 END_TEST
@@ -407,10 +364,10 @@ END_TEST
 START_TEST(test_verify_train_record) {
   Module *m = build_module();
   m->train = (TrainConfig){.present = true, .steps = 10, .batch = 4, .micro_batch = 4, .lr = 1e-3, .eps = 1e-8};
-  Cap c;
-  cap_open(&c);
-  ck_assert_msg(ir_verify(m, &c.d), "%s", cap_text(&c));
-  cap_close(&c);
+  MemDiag c;
+  md_open(&c, 1000);
+  ck_assert_msg(ir_verify(m, &c.d), "%s", md_text(&c));
+  md_close(&c);
   m->train.micro_batch = 3;
   expect_verify_error(m, "train: 'micro_batch' (3) must divide the training 'batch' (4)");
   m = build_module();
@@ -458,16 +415,16 @@ START_TEST(test_round_trip_handwritten) {
   for (size_t i = 0; i < sizeof mods / sizeof *mods; i++) check_round_trip("handwritten", mods[i], strlen(mods[i]));
 
   /* the first print normalises: compare against the expected text once */
-  Cap c;
-  cap_open(&c);
+  MemDiag c;
+  md_open(&c, 1000);
   Module *m = parse_text(mods[2], &c);
-  ck_assert_msg(m != NULL, "%s", cap_text(&c));
+  ck_assert_msg(m != NULL, "%s", md_text(&c));
   char *s = ir_print_to_string(m);
   ck_assert_str_eq(s, "module @b\n\nfunc @g(%0: f32[3], %y: f32[3]) -> f32[3], f32[3] {\n"
                       "  %zz = mul(%0, %y) : f32[3]\n  %1 = relu(%zz) : f32[3]\n  return %1, %zz\n}\n");
   free(s);
   ir_module_free(m);
-  cap_close(&c);
+  md_close(&c);
 }
 END_TEST
 
@@ -497,10 +454,10 @@ START_TEST(test_parse_file_facts) {
   size_t len;
   char *text = read_file("tests/ir/misc.mir", &len);
   ck_assert_ptr_nonnull(text);
-  Cap c;
-  cap_open(&c);
+  MemDiag c;
+  md_open(&c, 1000);
   Module *m = ir_parse("tests/ir/misc.mir", text, len, &c.d);
-  ck_assert_msg(m != NULL, "%s", cap_text(&c));
+  ck_assert_msg(m != NULL, "%s", md_text(&c));
   Param *q = ir_find_param(m, "q.w");
   ck_assert(q && !q->trainable && !q->decay && q->fmt == PF_DENSE && q->type.dtype == DT_F32);
   ck_assert(q->init == INIT_NORMAL && q->init_arg == 1.0);
@@ -525,7 +482,7 @@ START_TEST(test_parse_file_facts) {
   ck_assert_int_eq(call->col, 3);
   ck_assert(ir_verify(m, &c.d));
   ir_module_free(m);
-  cap_close(&c);
+  md_close(&c);
   free(text);
 }
 END_TEST
@@ -555,21 +512,21 @@ START_TEST(test_vocab_contradicts_table) {
   char text[1024];
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     snprintf(text, sizeof text, "%s%s", cases[i].module, body);
-    Cap c;
-    cap_open(&c);
+    MemDiag c;
+    md_open(&c, 1000);
     ck_assert_msg(parse_text(text, &c) == NULL, "case %zu parsed:\n%s", i, text);
-    ck_assert_msg(strstr(cap_text(&c), cases[i].want) != NULL, "case %zu: parser said:\n%s\nexpected: %s", i,
-                  cap_text(&c), cases[i].want);
-    cap_close(&c);
+    ck_assert_msg(strstr(md_text(&c), cases[i].want) != NULL, "case %zu: parser said:\n%s\nexpected: %s", i,
+                  md_text(&c), cases[i].want);
+    md_close(&c);
   }
   /* the verifier, on a good module whose attribute is then changed through the API */
   snprintf(text, sizeof text, "module @t {vocab=16}\n%s", body);
-  Cap c;
-  cap_open(&c);
+  MemDiag c;
+  md_open(&c, 1000);
   Module *m = parse_text(text, &c);
-  ck_assert_msg(m != NULL, "good text does not parse:\n%s", cap_text(&c));
+  ck_assert_msg(m != NULL, "good text does not parse:\n%s", md_text(&c));
   ck_assert(ir_verify(m, &c.d));
-  cap_close(&c);
+  md_close(&c);
   ir_module_set_attr(m, (Attr){.key = "vocab", .kind = ATTR_INT, .i = 1000});
   expect_verify_error(m, "<ir>:6:3: error: module attribute vocab=1000 contradicts the 16-row embedding table");
 }
@@ -708,14 +665,14 @@ START_TEST(test_parse_errors) {
   for (size_t i = 0; i < sizeof bad_inputs / sizeof *bad_inputs; i++) {
     char text[1024];
     snprintf(text, sizeof text, "%s%s", hdr, bad_inputs[i].body);
-    Cap c;
-    cap_open(&c);
+    MemDiag c;
+    md_open(&c, 1000);
     Module *m = parse_text(text, &c);
-    const char *t = cap_text(&c);
+    const char *t = md_text(&c);
     ck_assert_msg(m == NULL, "input %zu parsed:\n%s", i, text);
     ck_assert_msg(strncmp(t, bad_inputs[i].want, strlen(bad_inputs[i].want)) == 0,
                   "input %zu:\n%s\ngave:\n%s\nexpected:\n%s", i, text, t, bad_inputs[i].want);
-    cap_close(&c);
+    md_close(&c);
   }
 }
 END_TEST
@@ -730,11 +687,11 @@ START_TEST(test_parse_error_caret_and_recovery) {
       "  %2 = neg(%nope) : f32[4]\n"
       "  return %1\n"
       "}\n";
-  Cap c;
-  cap_open(&c);
+  MemDiag c;
+  md_open(&c, 1000);
   Module *m = parse_text(text, &c);
   ck_assert_ptr_null(m);
-  const char *t = cap_text(&c);
+  const char *t = md_text(&c);
   /* three independent errors, no cascade from %0 (whose op failed), carets under the columns */
   ck_assert_msg(strstr(t, "t.mir:2:24: error: expected an initialiser") != NULL, "%s", t);
   ck_assert_msg(strstr(t, "t.mir:4:8: error: unknown op 'relux' (did you mean 'relu'?)\n"
@@ -742,7 +699,7 @@ START_TEST(test_parse_error_caret_and_recovery) {
                           "       ^\n") != NULL, "%s", t);
   ck_assert_msg(strstr(t, "t.mir:6:12: error: use of undefined value %nope") != NULL, "%s", t);
   ck_assert_int_eq(c.d.nerrors, 3);
-  cap_close(&c);
+  md_close(&c);
 }
 END_TEST
 
@@ -806,34 +763,34 @@ START_TEST(test_attrs_parser_and_verifier_agree) {
     /* the parser on the bad text */
     snprintf(text, sizeof text, "module @t\nfunc @f(%%x: f32[2,4,12]) -> %s {\n  %s\n  return %%0\n}\n",
              attr_cases[i].ret, attr_cases[i].bad);
-    Cap c;
-    cap_open(&c);
+    MemDiag c;
+    md_open(&c, 1000);
     ck_assert_msg(parse_text(text, &c) == NULL, "case %zu parsed:\n%s", i, text);
-    const char *t = cap_text(&c);
+    const char *t = md_text(&c);
     snprintf(want, sizeof want, "t.mir:3:3: error: %s", attr_cases[i].want);
     ck_assert_msg(strstr(t, want) != NULL, "case %zu: parser said:\n%s\nexpected: %s", i, t, want);
     ck_assert(first_message(t, "", m1, sizeof m1));
-    cap_close(&c);
+    md_close(&c);
 
     /* the verifier on the good text with the same attribute set through the API */
     snprintf(text, sizeof text, "module @t\nfunc @f(%%x: f32[2,4,12]) -> %s {\n  %s\n  return %%0\n}\n",
              attr_cases[i].ret, attr_cases[i].good);
-    cap_open(&c);
+    md_open(&c, 1000);
     Module *m = parse_text(text, &c);
-    ck_assert_msg(m != NULL, "case %zu: good text does not parse:\n%s", i, cap_text(&c));
+    ck_assert_msg(m != NULL, "case %zu: good text does not parse:\n%s", i, md_text(&c));
     Op *op = ir_find_func(m, "f")->first;
     if (attr_cases[i].set.key)
       ir_set_attr(op, attr_cases[i].set);
     else
       ir_remove_attr(op, attr_cases[i].key);
     ck_assert_msg(!ir_verify(m, &c.d), "case %zu: the verifier accepted %s", i, attr_cases[i].bad);
-    t = cap_text(&c);
+    t = md_text(&c);
     snprintf(want, sizeof want, "<ir>:3:3: error: in @f: %s", attr_cases[i].want);
     ck_assert_msg(strstr(t, want) != NULL, "case %zu: verifier said:\n%s\nexpected: %s", i, t, want);
     ck_assert(first_message(t, "in @f: ", m2, sizeof m2));
     ck_assert_str_eq(m1, m2);
     ck_assert_int_eq(c.d.nerrors, 1); /* one problem, one message: the shape rule does not repeat it */
-    cap_close(&c);
+    md_close(&c);
     ir_module_free(m);
   }
 }
@@ -852,10 +809,10 @@ START_TEST(test_attrs_defaults_from_table) {
                      "func @g(%a: f32[2,4]) -> f32[2,4] {\n"
                      "  return %a\n"
                      "}\n";
-  Cap c;
-  cap_open(&c);
+  MemDiag c;
+  md_open(&c, 1000);
   Module *m = parse_text(text, &c);
-  ck_assert_msg(m != NULL, "%s", cap_text(&c));
+  ck_assert_msg(m != NULL, "%s", md_text(&c));
   Func *f = ir_find_func(m, "f");
   Op *ndx = find_op(f, OP_NORM_DX), *lin = find_op(f, OP_LINEAR), *drop = find_op(f, OP_DROPOUT);
   Op *call = find_op(f, OP_CALL);
@@ -876,7 +833,7 @@ START_TEST(test_attrs_defaults_from_table) {
   ck_assert(ir_attr_spec(OP_ROPE, "theta")->dflt == 10000.0); /* rt_rope's theta when the op omits it */
   ck_assert_ptr_null(ir_attr_spec(OP_ADD, "eps"));
   ck_assert_ptr_nonnull(ir_attr_spec(OP_RELU, "arena"));
-  cap_close(&c);
+  md_close(&c);
   ir_module_free(m);
 }
 END_TEST

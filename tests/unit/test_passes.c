@@ -18,50 +18,9 @@
 #include <string.h>
 
 #include "../../passes/pass.h"
+#include "text_test.h"
 
 /* ---- helpers ---- */
-
-static char *read_file(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  size_t got = fread(s, 1, (size_t)n, f);
-  s[got] = 0;
-  fclose(f);
-  if (len) *len = got;
-  return s;
-}
-
-/* A Diag writing into a memory buffer. */
-typedef struct MemDiag {
-  Diag d;
-  FILE *f;
-  char *text;
-  size_t len;
-} MemDiag;
-
-static void md_open(MemDiag *md) {
-  md->text = NULL;
-  md->len = 0;
-  md->f = open_memstream(&md->text, &md->len);
-  ck_assert_ptr_nonnull(md->f);
-  diag_init(&md->d, md->f);
-}
-
-/* Flushes and returns the text so far (valid until md_close). */
-static const char *md_text(MemDiag *md) {
-  fflush(md->f);
-  return md->text ? md->text : "";
-}
-
-static void md_close(MemDiag *md) {
-  diag_free(&md->d);
-  fclose(md->f);
-  free(md->text);
-}
 
 /* Drops trailing blanks and newlines in place. */
 static void rtrim(char *s) {
@@ -131,7 +90,7 @@ static void run_golden(const char *path) {
   }
 
   MemDiag md;
-  md_open(&md);
+  md_open(&md, 0);
   bool ok = true;
   Module *m = ir_parse(path, text, in_len, &md.d);
   if (!m) ok = false;
@@ -187,7 +146,7 @@ static bool parse_pl(Pipeline *p, const char *text, MemDiag *md) {
 /* The pipeline must fail with a diagnostic at col containing msg. */
 static void bad(const char *text, int col, const char *msg) {
   MemDiag md;
-  md_open(&md);
+  md_open(&md, 0);
   Pipeline p;
   bool ok = parse_pl(&p, text, &md);
   char loc[64];
@@ -201,7 +160,7 @@ static void bad(const char *text, int col, const char *msg) {
 
 static void canon(const char *text, const char *want) {
   MemDiag md;
-  md_open(&md);
+  md_open(&md, 0);
   Pipeline p;
   ck_assert_msg(parse_pl(&p, text, &md), "'%s': %s", text, md_text(&md));
   char buf[256];
@@ -218,7 +177,7 @@ static void canon(const char *text, const char *want) {
 
 START_TEST(test_pipeline_good) {
   MemDiag md;
-  md_open(&md);
+  md_open(&md, 0);
   Pipeline p;
   ck_assert(parse_pl(&p, "fuse,dce,cse", &md));
   ck_assert_int_eq(p.n, 3);
@@ -296,14 +255,14 @@ START_TEST(test_pipeline_bad) {
   bad("autodiff,precision<bf16>,precision<bf16>", 26, "pass 'precision' is listed twice");
   {
     MemDiag md;
-    md_open(&md);
+    md_open(&md, 0);
     Pipeline p;
     ck_assert(!parse_pl(&p, "autodiff,dce,autodiff", &md));
     ck_assert(strstr(md_text(&md), "--passes:1:1: note: 'autodiff' is first listed here"));
     pass_pipeline_free(&p);
     md_close(&md);
     /* the passes that may repeat still do */
-    md_open(&md);
+    md_open(&md, 0);
     ck_assert_msg(parse_pl(&p, "constfold,cse,fuse,dce,constfold,cse,fuse,dce,store,store,memplan,memplan", &md),
                   "%s", md_text(&md));
     pass_pipeline_free(&p);
@@ -311,7 +270,7 @@ START_TEST(test_pipeline_bad) {
   }
   /* every error of a pipeline is reported, not only the first */
   MemDiag md;
-  md_open(&md);
+  md_open(&md, 0);
   Pipeline p;
   ck_assert(!parse_pl(&p, "fusee,dcee<x>", &md));
   ck_assert_int_eq(md.d.nerrors, 2);
@@ -344,7 +303,7 @@ static PipelineEntry fake_entry(void) {
 
 static int64_t size_of(const char *text, bool *ok) {
   MemDiag md;
-  md_open(&md);
+  md_open(&md, 0);
   PipelineEntry e = fake_entry();
   *ok = pass_set_option(&e, "budget", text, "t", 1, 1, &md.d);
   md_close(&md);
@@ -381,7 +340,7 @@ START_TEST(test_option_types) {
   ck_assert(ok);
 
   MemDiag md;
-  md_open(&md);
+  md_open(&md, 0);
   PipelineEntry e = fake_entry();
   ck_assert(pass_set_option(&e, "ratio", "0.25", "t", 1, 1, &md.d));
   ck_assert(pass_opt_float(&e.opts, "ratio") == 0.25);
@@ -451,7 +410,7 @@ static void hook(void *ctx, const Module *m, const PipelineEntry *e) {
 START_TEST(test_run_print) {
   Module *m = small_module();
   MemDiag md;
-  md_open(&md);
+  md_open(&md, 0);
   Pipeline p;
   ck_assert(parse_pl(&p, "constfold,dce", &md));
   char *out = NULL;
@@ -512,7 +471,7 @@ static const PassInfo failing_pass = {"failing", "fails silently", run_failing, 
 START_TEST(test_run_verify_failure) {
   Module *m = small_module();
   MemDiag md;
-  md_open(&md);
+  md_open(&md, 0);
   Pipeline p;
   ck_assert(parse_pl(&p, "dce,dce", &md));
   p.e[0].pass = &evil_pass;
@@ -687,7 +646,7 @@ static const char *equiv_src =
 
 static void check_equiv(const char *pipeline, int max_ops_left) {
   MemDiag md;
-  md_open(&md);
+  md_open(&md, 0);
   Module *m = ir_parse("equiv.mir", equiv_src, strlen(equiv_src), &md.d);
   ck_assert_msg(m, "%s", md_text(&md));
   Tensor before = eval_func(m, ir_find_func(m, "forward"));
