@@ -11,21 +11,8 @@
 #include "../../compiler/frontend/spec.h"
 #include "../../passes/memplan.h"
 #include "../../passes/pass.h"
+#include "ir_test.h"
 
-static Module *compile(const char *path, const char *pipeline, Diag *d) {
-  Spec *s = fe_parse_spec_file(path, d);
-  ck_assert_msg(s, "%s does not parse", path);
-  Module *m = fe_lower(s, d);
-  fe_spec_free(s);
-  ck_assert(m);
-  Pipeline p;
-  pass_pipeline_init(&p);
-  ck_assert(pass_parse_pipeline(&p, pipeline, "test", 1, 1, d));
-  PassRunConfig cfg = {.verify_each = true, .dump = stderr};
-  ck_assert(pass_run_pipeline(m, &p, &cfg, d));
-  pass_pipeline_free(&p);
-  return m;
-}
 
 static const char *const examples[] = {"examples/gpt-tiny.yaml", "examples/bert-tiny.yaml",
                                        "examples/gpt2-small.yaml"};
@@ -34,7 +21,7 @@ START_TEST(test_examples_no_overlap) {
   for (int pl = 0; pl < 2; pl++) {
     Diag d;
     diag_init(&d, stderr);
-    Module *m = compile(examples[_i], pl ? "memplan" : "constfold,cse,fuse,dce,memplan", &d);
+    Module *m = ir_test_module(examples[_i], pl ? "memplan" : "constfold,cse,fuse,dce,memplan", &d);
     ck_assert(memplan_check(m, &d));
     const Func *f = ir_find_func(m, m->entry);
     int64_t arena = memplan_arena_bytes(m, f);
@@ -55,7 +42,7 @@ END_TEST
 START_TEST(test_unplanned) {
   Diag d;
   diag_init(&d, stderr);
-  Module *m = compile("examples/gpt-tiny.yaml", "fuse", &d);
+  Module *m = ir_test_module("examples/gpt-tiny.yaml", "fuse", &d);
   const Func *f = ir_find_func(m, m->entry);
   ck_assert_int_eq(memplan_frame_bytes(f), -1);
   ck_assert_int_eq(memplan_arena_bytes(m, f), -1);
@@ -70,7 +57,7 @@ START_TEST(test_corrupt_plan_detected) {
   FILE *out = open_memstream(&buf, &len);
   Diag d;
   diag_init(&d, out);
-  Module *m = compile("examples/gpt-tiny.yaml", "fuse,dce,memplan", &d);
+  Module *m = ir_test_module("examples/gpt-tiny.yaml", "fuse,dce,memplan", &d);
   /* Put two values that are live together at the same offset. */
   Func *h = ir_find_func(m, "h");
   ck_assert(h);

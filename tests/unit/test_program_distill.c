@@ -22,6 +22,7 @@
 
 #include "../../compiler/frontend/spec.h"
 #include "../../runtime/modelc_rt.h"
+#include "ir_test.h"
 #include "ref_program.h"
 
 #define FIX "tests/reference/fixtures/distill-ref"
@@ -103,19 +104,10 @@ START_TEST(teacher_alone) {
 }
 END_TEST
 
-static int count_ops(const Func *f, OpKind k) {
-  int n = 0;
-  for (const Op *op = f->first; op; op = op->next) n += op->kind == k;
-  return n;
-}
-
 START_TEST(ir) {
   Diag d;
   diag_init(&d, stderr);
-  Spec *s = fe_parse_spec_file(SPEC, &d);
-  ck_assert_ptr_nonnull(s);
-  Module *m = fe_lower(s, &d);
-  ck_assert_ptr_nonnull(m);
+  Module *m = ir_test_module(SPEC, NULL, &d);
   ck_assert(m->train.distill_temperature == 2.0 && m->train.distill_alpha == 0.7);
   const Param *tw = ir_find_param(m, "teacher.lm_head.weight");
   ck_assert_ptr_nonnull(tw);
@@ -123,23 +115,18 @@ START_TEST(ir) {
   ck_assert(ir_find_param(m, "wte.weight")->trainable);
   ck_assert_ptr_nonnull(ir_find_func(m, "teacher"));
   ck_assert_ptr_nonnull(ir_find_func(m, "teacher.h"));
-  Pipeline p;
-  pass_pipeline_init(&p);
-  ck_assert(pass_parse_pipeline(&p, "autodiff,dce", "test", 1, 1, &d));
-  PassRunConfig cfg = {.verify_each = true};
-  ck_assert(pass_run_pipeline(m, &p, &cfg, &d));
-  pass_pipeline_free(&p);
+  ir_test_run(m, "autodiff,dce", &d);
   const Func *t = ir_train_func(m);
-  ck_assert_int_eq(count_ops(t, OP_DISTILL_LOSS), 1);
-  ck_assert_int_eq(count_ops(t, OP_DISTILL_GRAD), 1);
-  ck_assert_int_eq(count_ops(t, OP_CROSS_ENTROPY), 0);
+  ck_assert_int_eq(ir_test_count(m, t->name, OP_DISTILL_LOSS), 1);
+  ck_assert_int_eq(ir_test_count(m, t->name, OP_DISTILL_GRAD), 1);
+  ck_assert_int_eq(ir_test_count(m, t->name, OP_CROSS_ENTROPY), 0);
   ck_assert_ptr_null(ir_find_func(m, "teacher")); /* inlined into @train and removed by autodiff */
   int ntrain = 0;
   for (int i = 0; i < m->nparam; i++) ntrain += m->params[i]->trainable;
   ck_assert_int_eq(t->nret, 1 + ntrain + 2);
   ck_assert(t->ret[ntrain + 1]->def->kind == OP_DISTILL_LOSS && t->ret[ntrain + 1]->index == 1);
   ck_assert(t->ret[ntrain + 2]->def->kind == OP_DISTILL_LOSS && t->ret[ntrain + 2]->index == 2);
-  ir_module_free(m), fe_spec_free(s);
+  ir_module_free(m);
   diag_free(&d);
 }
 END_TEST

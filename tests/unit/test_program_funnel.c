@@ -20,6 +20,7 @@
 
 #include "../../compiler/frontend/spec.h"
 #include "../../runtime/modelc_rt.h"
+#include "ir_test.h"
 #include "ref_program.h"
 
 #define FIX "tests/reference/fixtures/funnel-mini"
@@ -54,40 +55,24 @@ START_TEST(shorter_call) {
 }
 END_TEST
 
-/* ops of kind k in function `fn` (NULL: every function) */
-static int count_ops(const Module *m, OpKind k, const char *fn) {
-  int n = 0;
-  for (int i = 0; i < m->nfunc; i++)
-    for (const Op *op = m->funcs[i]->first; op && (!fn || !strcmp(m->funcs[i]->name, fn)); op = op->next) n += op->kind == k;
-  return n;
-}
-
 START_TEST(ir_lowered) {
   Diag d;
   diag_init(&d, stderr);
-  Spec *s = fe_parse_spec_file(SPEC, &d);
-  ck_assert_ptr_nonnull(s);
-  Module *m = fe_lower(s, &d);
-  ck_assert_ptr_nonnull(m);
-  ck_assert_int_eq(count_ops(m, OP_SEQ_POOL, NULL), 2);       /* the residuals of the two pooled blocks */
-  ck_assert_int_eq(count_ops(m, OP_ATTENTION_POOL, NULL), 2); /* their attentions */
-  ck_assert_int_eq(count_ops(m, OP_UPSAMPLE, NULL), 1);
+  Module *m = ir_test_module(SPEC, NULL, &d);
+  ck_assert_int_eq(ir_test_count(m, NULL, OP_SEQ_POOL), 2);       /* the residuals of the two pooled blocks */
+  ck_assert_int_eq(ir_test_count(m, NULL, OP_ATTENTION_POOL), 2); /* their attentions */
+  ck_assert_int_eq(ir_test_count(m, NULL, OP_UPSAMPLE), 1);
   for (const Op *op = ir_find_func(m, "forward")->first; op; op = op->next)
     if (op->kind == OP_UPSAMPLE) ck_assert_int_eq(ir_attr_i(op, "stride"), 4); /* both pools undone at once */
   const Func *mid = ir_find_func(m, "mid"); /* the repeat after the first pool runs at 8 positions */
   ck_assert_ptr_nonnull(mid);
   ck_assert_int_eq(mid->args[0]->type.dim[1], 8);
-  Pipeline p;
-  pass_pipeline_init(&p);
-  ck_assert(pass_parse_pipeline(&p, "autodiff", "test", 1, 1, &d));
-  PassRunConfig cfg = {.verify_each = true};
-  ck_assert(pass_run_pipeline(m, &p, &cfg, &d));
-  pass_pipeline_free(&p);
+  ir_test_run(m, "autodiff", &d);
   /* @train: the forward's ops and each one's gradient (each is the other's adjoint) */
-  ck_assert_int_eq(count_ops(m, OP_ATTENTION_POOL_DX, "train"), 2);
-  ck_assert_int_eq(count_ops(m, OP_SEQ_POOL, "train"), 3);  /* the forward's two, and upsample's gradient */
-  ck_assert_int_eq(count_ops(m, OP_UPSAMPLE, "train"), 3);  /* the forward's one, and the two pools' gradients */
-  ir_module_free(m), fe_spec_free(s);
+  ck_assert_int_eq(ir_test_count(m, "train", OP_ATTENTION_POOL_DX), 2);
+  ck_assert_int_eq(ir_test_count(m, "train", OP_SEQ_POOL), 3);  /* the forward's two, and upsample's gradient */
+  ck_assert_int_eq(ir_test_count(m, "train", OP_UPSAMPLE), 3);  /* the forward's one, and the two pools' gradients */
+  ir_module_free(m);
   diag_free(&d);
 }
 END_TEST

@@ -21,6 +21,7 @@
 
 #include "../../compiler/frontend/spec.h"
 #include "../../runtime/modelc_rt.h"
+#include "ir_test.h"
 #include "ref_program.h"
 
 #define FIX "tests/reference/fixtures/linformer-tiny"
@@ -48,20 +49,6 @@ START_TEST(shorter_call) {
 END_TEST
 
 /* The module after the pipeline: counts of linformer ops whose E is F, and of linformer_dx. */
-static Module *lowered(const char *passes, Spec **s, Diag *d) {
-  *s = fe_parse_spec_file(SPEC, d);
-  ck_assert_ptr_nonnull(*s);
-  Module *m = fe_lower(*s, d);
-  ck_assert_ptr_nonnull(m);
-  Pipeline p;
-  pass_pipeline_init(&p);
-  ck_assert(pass_parse_pipeline(&p, passes, "test", 1, 1, d));
-  PassRunConfig cfg = {.verify_each = true};
-  ck_assert(pass_run_pipeline(m, &p, &cfg, d));
-  pass_pipeline_free(&p);
-  return m;
-}
-
 static int count_ops(const Module *m, OpKind k, int *same) {
   int n = 0;
   for (int i = 0; i < m->nfunc; i++)
@@ -76,9 +63,8 @@ static int count_ops(const Module *m, OpKind k, int *same) {
 START_TEST(ir_after_pass) {
   Diag d;
   diag_init(&d, stderr);
-  Spec *s;
   /* the default k is T/4; share=none: two projections per layer, named by the layer */
-  Module *m = lowered("linformer", &s, &d);
+  Module *m = ir_test_module(SPEC, "linformer", &d);
   int same = 0;
   ck_assert_int_eq(count_ops(m, OP_ATTENTION, NULL), 0);
   ck_assert_int_eq(count_ops(m, OP_LINFORMER, &same), 1); /* one block function */
@@ -87,22 +73,22 @@ START_TEST(ir_after_pass) {
   ck_assert_ptr_nonnull(e);
   ck_assert(e->type.rank == 2 && e->type.dim[0] == 4 && e->type.dim[1] == 16);
   ck_assert(e->init == INIT_UNIFORM && fabs(e->init_arg - sqrt(3.0 / 20)) < 1e-12); /* xavier, gain 1/sqrt(2) */
-  ir_module_free(m), fe_spec_free(s);
+  ir_module_free(m);
   /* share=kv: E is F; share=layer: one parameter for both layers */
-  m = lowered("linformer<k=3;share=kv>", &s, &d);
+  m = ir_test_module(SPEC, "linformer<k=3;share=kv>", &d);
   same = 0;
   count_ops(m, OP_LINFORMER, &same);
   ck_assert_int_eq(same, 1);
   ck_assert_ptr_nonnull(ir_find_param(m, "layer.1.attn.lin_e.weight"));
   ck_assert_ptr_null(ir_find_param(m, "layer.1.attn.lin_f.weight"));
   ck_assert_int_eq(ir_find_param(m, "layer.0.attn.lin_e.weight")->type.dim[0], 3);
-  ir_module_free(m), fe_spec_free(s);
-  m = lowered("linformer<k=4;share=layer>,autodiff", &s, &d);
+  ir_module_free(m);
+  m = ir_test_module(SPEC, "linformer<k=4;share=layer>,autodiff", &d);
   ck_assert_ptr_nonnull(ir_find_param(m, "layer.0.attn.lin_e.weight"));
   ck_assert_ptr_null(ir_find_param(m, "layer.1.attn.lin_e.weight"));
   ck_assert_int_eq(count_ops(m, OP_LINFORMER_DX, NULL), 1);
   for (int i = 0; i < m->nparam; i++) ck_assert_int_eq(m->params[i]->index, i);
-  ir_module_free(m), fe_spec_free(s);
+  ir_module_free(m);
   diag_free(&d);
 }
 END_TEST

@@ -22,6 +22,7 @@
 
 #include "../../compiler/frontend/spec.h"
 #include "../../runtime/modelc_rt.h"
+#include "ir_test.h"
 #include "ref_program.h"
 
 #define FIX "tests/reference/fixtures/moe-tiny"
@@ -99,21 +100,12 @@ START_TEST(checkpoint_policies) {
 }
 END_TEST
 
-static int count_ops(const Func *f, OpKind k) {
-  int n = 0;
-  for (const Op *op = f->first; op; op = op->next) n += op->kind == k;
-  return n;
-}
-
 START_TEST(ir_shape) {
   Diag d;
   diag_init(&d, stderr);
-  Spec *s = fe_parse_spec_file("tests/reference/specs/moe-tiny-k2.yaml", &d);
-  ck_assert_ptr_nonnull(s);
-  Module *m = fe_lower(s, &d);
-  ck_assert_ptr_nonnull(m);
+  Module *m = ir_test_module("tests/reference/specs/moe-tiny-k2.yaml", NULL, &d);
   const Func *h = ir_find_func(m, "h");
-  ck_assert_int_eq(count_ops(h, OP_MOE), 1);
+  ck_assert_int_eq(ir_test_count(m, "h", OP_MOE), 1);
   ck_assert_int_eq(h->nret, 3); /* y, the block's aux loss and its moe's load report f32[E+2] */
   ck_assert_int_eq(h->ret[1]->type.rank, 0);
   ck_assert(h->ret[2]->type.rank == 1 && h->ret[2]->type.dim[0] == 6);
@@ -121,14 +113,9 @@ START_TEST(ir_shape) {
   ck_assert(w1 && w1->type.rank == 3 && w1->type.dim[0] == 4 && w1->type.dim[1] == 24 && w1->type.dim[2] == 16);
   const Param *r = ir_find_param(m, "h.0.moe.router.weight");
   ck_assert(r && r->type.rank == 2 && r->type.dim[0] == 4 && r->type.dim[1] == 16);
-  Pipeline p;
-  pass_pipeline_init(&p);
-  ck_assert(pass_parse_pipeline(&p, "autodiff", "test", 1, 1, &d));
-  PassRunConfig cfg = {.verify_each = true};
-  ck_assert(pass_run_pipeline(m, &p, &cfg, &d));
-  pass_pipeline_free(&p);
-  const Func *t = ir_find_func(m, "train"), *hb = ir_find_func(m, "h.bwd");
-  ck_assert_int_eq(count_ops(hb, OP_MOE_DX), 1);
+  ir_test_run(m, "autodiff", &d);
+  const Func *t = ir_find_func(m, "train");
+  ck_assert_int_eq(ir_test_count(m, "h.bwd", OP_MOE_DX), 1);
   /* the loss is cross-entropy + the aux of both calls: an add whose operand is a call's result 1 */
   int ntrain = 0;
   for (int i = 0; i < m->nparam; i++) ntrain += m->params[i]->trainable;
@@ -142,7 +129,7 @@ START_TEST(ir_shape) {
   for (const Op *op = h->first; op; op = op->next)
     if (op->kind == OP_MOE) fl = ir_op_flops(m, op);
   ck_assert_int_eq(fl, 16 * 4 * (2 * 16 + 5) + 24 * (4 * 16 * 24 + 24 + 4 * 16));
-  ir_module_free(m), fe_spec_free(s);
+  ir_module_free(m);
   diag_free(&d);
 }
 END_TEST

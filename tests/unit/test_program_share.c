@@ -21,6 +21,7 @@
 #include "../../compiler/frontend/spec.h"
 #include "../../runtime/modelc_rt.h"
 #include "check_run.h"
+#include "ir_test.h"
 #include "ref_program.h"
 #include "sh.h"
 
@@ -47,16 +48,9 @@ END_TEST
 START_TEST(removed_params) {
   Diag d;
   diag_init(&d, stderr);
-  Spec *s = fe_parse_spec_file(SPEC, &d);
-  ck_assert_ptr_nonnull(s);
-  Module *m = fe_lower(s, &d);
-  ck_assert_ptr_nonnull(m);
+  Module *m = ir_test_module(SPEC, NULL, &d);
   int before = m->nparam;
-  Pipeline p;
-  pass_pipeline_init(&p);
-  ck_assert(pass_parse_pipeline(&p, "share<mode=ffn;group=3>", "test", 1, 1, &d));
-  PassRunConfig cfg = {.verify_each = true};
-  ck_assert(pass_run_pipeline(m, &p, &cfg, &d));
+  ir_test_run(m, "share<mode=ffn;group=3>", &d);
   /* layers 1 and 2 lose their 6 FFN tensors (mlp.c_fc, mlp.c_proj, ln_2: weight and bias each) */
   ck_assert_int_eq(m->nparam, before - 2 * 6);
   for (int i = 0; i < m->nparam; i++) {
@@ -71,9 +65,7 @@ START_TEST(removed_params) {
   ck_assert_ptr_nonnull(q);
   ck_assert_int_eq(q->index, m->nparam - 1);
   ck_assert_ptr_eq(ir_find_param(m, "layer.1.mlp.c_fc.weight"), q);
-  pass_pipeline_free(&p);
   ir_module_free(m);
-  fe_spec_free(s);
   diag_free(&d);
 }
 END_TEST
