@@ -50,18 +50,26 @@ void rt_layernorm(float *out, float *mean_out, float *rstd_out, const float *x, 
   rt_parallel_for(R, rt_row_grain(C), layernorm_rows, &n);
 }
 
+/* The naive twins' row statistics, in double: the mean (0 for RMSNorm) and 1/sqrt(var + eps),
+ * var the mean square deviation from it. */
+static double ref_row_stats(const float *xr, int C, int rms, float eps, double *mean) {
+  double m = 0, v = 0;
+  if (!rms) {
+    for (int c = 0; c < C; c++)
+      m += xr[c];
+    m /= C;
+  }
+  for (int c = 0; c < C; c++)
+    v += (xr[c] - m) * (xr[c] - m);
+  *mean = m;
+  return 1.0 / sqrt(v / C + eps);
+}
+
 void rt_layernorm_ref(float *out, float *mean_out, float *rstd_out, const float *x, const float *gain,
                       const float *bias, int R, int C, float eps) {
   for (int r = 0; r < R; r++) {
     const float *xr = x + (size_t)r * C;
-    double m = 0, v = 0;
-    for (int c = 0; c < C; c++)
-      m += xr[c];
-    m /= C;
-    for (int c = 0; c < C; c++)
-      v += (xr[c] - m) * (xr[c] - m);
-    v /= C;
-    double rstd = 1.0 / sqrt(v + eps);
+    double m, rstd = ref_row_stats(xr, C, 0, eps, &m);
     for (int c = 0; c < C; c++)
       out[(size_t)r * C + c] = (float)((xr[c] - m) * rstd * gain[c] + (bias ? bias[c] : 0.0));
     if (mean_out)
@@ -96,10 +104,7 @@ void rt_rmsnorm(float *out, float *rstd_out, const float *x, const float *gain, 
 void rt_rmsnorm_ref(float *out, float *rstd_out, const float *x, const float *gain, int R, int C, float eps) {
   for (int r = 0; r < R; r++) {
     const float *xr = x + (size_t)r * C;
-    double ms = 0;
-    for (int c = 0; c < C; c++)
-      ms += (double)xr[c] * xr[c];
-    double rstd = 1.0 / sqrt(ms / C + eps);
+    double zero, rstd = ref_row_stats(xr, C, 1, eps, &zero);
     for (int c = 0; c < C; c++)
       out[(size_t)r * C + c] = (float)(xr[c] * rstd * gain[c]);
     if (rstd_out)
@@ -181,15 +186,7 @@ void rt_norm_dx_ref(float *dx, const float *x, const float *gain, const float *d
     return;
   for (int r = 0; r < R; r++) {
     const float *xr = x + (size_t)r * C, *dyr = dy + (size_t)r * C;
-    double mean = 0, var = 0;
-    if (!rms) {
-      for (int c = 0; c < C; c++)
-        mean += xr[c];
-      mean /= C;
-    }
-    for (int c = 0; c < C; c++)
-      var += (xr[c] - mean) * (xr[c] - mean);
-    double rstd = 1.0 / sqrt(var / C + eps);
+    double mean, rstd = ref_row_stats(xr, C, rms, eps, &mean);
     double sa = 0, sb = 0;
     for (int c = 0; c < C; c++) {
       double dh = (double)dyr[c] * gain[c];
@@ -274,15 +271,7 @@ void rt_norm_dg_ref(float *dgain, const float *x, const float *dy, int R, int C,
     return;
   for (int r = 0; r < R; r++) {
     const float *xr = x + (size_t)r * C, *dyr = dy + (size_t)r * C;
-    double mean = 0, var = 0;
-    if (!rms) {
-      for (int c = 0; c < C; c++)
-        mean += xr[c];
-      mean /= C;
-    }
-    for (int c = 0; c < C; c++)
-      var += (xr[c] - mean) * (xr[c] - mean);
-    double rstd = 1.0 / sqrt(var / C + eps);
+    double mean, rstd = ref_row_stats(xr, C, rms, eps, &mean);
     for (int c = 0; c < C; c++)
       acc[c] += (double)dyr[c] * (xr[c] - mean) * rstd;
   }
