@@ -237,21 +237,21 @@ static int sp_panel_width(const SpPlan *s) {
   return mx + s->nc;
 }
 
-/* s[0..n) *= scale; returns the largest result (-inf for n = 0). Eight lanes: no dependency
- * chain through one max. */
-static float sp_scale_max(float *s, int n, float scale) {
+/* y[0..n) = scale x[0..n) (y may be x); returns the largest result (-inf for n = 0). Eight lanes:
+ * no dependency chain through one max. */
+static float sp_scale_max(float *y, const float *x, int n, float scale) {
   float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
   int j = 0;
   for (; j + 8 <= n; j += 8)
     for (int u = 0; u < 8; u++) {
-      float x = s[j + u] * scale;
-      s[j + u] = x;
-      m[u] = x > m[u] ? x : m[u];
+      float v = x[j + u] * scale;
+      y[j + u] = v;
+      m[u] = v > m[u] ? v : m[u];
     }
   for (; j < n; j++) {
-    float x = s[j] * scale;
-    s[j] = x;
-    m[0] = x > m[0] ? x : m[0];
+    float v = x[j] * scale;
+    y[j] = v;
+    m[0] = v > m[0] ? v : m[0];
   }
   float a = m[0] > m[4] ? m[0] : m[4], b = m[1] > m[5] ? m[1] : m[5], c = m[2] > m[6] ? m[2] : m[6],
         d = m[3] > m[7] ? m[3] : m[7];
@@ -259,15 +259,30 @@ static float sp_scale_max(float *s, int n, float scale) {
   return a > b ? a : b;
 }
 
-static void sp_fill(float *s, int n, float v) {
-  for (int j = 0; j < n; j++)
-    s[j] = v;
+/* The allowed runs of a panel row (columns [a, b) pairs, ascending), which the masks record as they
+ * scale: the softmax exponentiates just these and the masked columns are written 0 at once. A row
+ * of an ALL tile, masked element by element, has n = -1 instead: its masked columns are -inf and
+ * the softmax finds the runs itself (sp_exp_runs). At most SP_RUNS runs per row: MAIN and SUMMARY
+ * two each, GLOBAL one, the stride columns two (a hole at the query's own class key). */
+#define SP_RUNS 8
+typedef struct SpRuns {
+  int n, a[SP_RUNS], b[SP_RUNS];
+} SpRuns;
+
+static void sp_run_add(SpRuns *r, int a, int b) {
+  if (b <= a)
+    return;
+  if (r->n > 0 && r->b[r->n - 1] == a) /* adjacent to the last: one longer run */
+    r->b[r->n - 1] = b;
+  else
+    r->a[r->n] = a, r->b[r->n++] = b;
 }
 
-/* Scale s[a0..a1) and s[b0..b1) (columns of a row of n), -inf elsewhere; returns the largest
- * scaled value (-inf: none allowed). */
-static float sp_mask2(float *s, int n, float scale, int a0, int a1, int b0, int b1) {
-  a0 = a0 < 0 ? 0 : a0, a1 = a1 > n ? n : a1, b0 = b0 < 0 ? 0 : b0, b1 = b1 > n ? n : b1;
+/* Scale s[a0..a1) and s[b0..b1) (columns of a row of n), 0 elsewhere, the runs recorded at panel
+ * column c + a0 etc.; returns the largest scaled value (-inf: none allowed). */
+static float sp_mask2(float *s, int n, float scale, int a0, int a1, int b0, int b1, SpRuns *rr, int c) {
+  a0 = a0 < 0 ? 0 : a0 > n ? n : a0, a1 = a1 > n ? n : a1;
+  b0 = b0 < 0 ? 0 : b0 > n ? n : b0, b1 = b1 > n ? n : b1;
   if (a1 < a0)
     a1 = a0;
   if (b1 < b0)
@@ -280,18 +295,32 @@ static float sp_mask2(float *s, int n, float scale, int a0, int a1, int b0, int 
     b0 = a1; /* overlapping: the second starts where the first ends */
   if (b1 < b0)
     b1 = b0;
-  sp_fill(s, a0, -INFINITY);
-  float m1 = sp_scale_max(s + a0, a1 - a0, scale);
-  sp_fill(s + a1, b0 - a1, -INFINITY);
-  float m2 = sp_scale_max(s + b0, b1 - b0, scale);
-  sp_fill(s + b1, n - b1, -INFINITY);
+  memset(s, 0, (size_t)a0 * sizeof(float));
+  float m1 = sp_scale_max(s + a0, s + a0, a1 - a0, scale);
+  memset(s + a1, 0, (size_t)(b0 - a1) * sizeof(float));
+  float m2 = sp_scale_max(s + b0, s + b0, b1 - b0, scale);
+  memset(s + b1, 0, (size_t)(n - b1) * sizeof(float));
+  sp_run_add(rr, c + a0, c + a1);
+  sp_run_add(rr, c + b0, c + b1);
   return m1 > m2 ? m1 : m2;
 }
 
-/* e = exp(row - mx) over a masked row, in place; returns the sum. Masked (-inf) runs become 0
- * without an exponential: exp of a large negative argument goes through subnormal intermediates,
- * which cost the CPU a microcode assist per element (the band's masked triangles were 40% of the
- * forward's time when they went through rt_exp_row). */
+/* The softmax's exponentials: e = exp(row - mx) in place over the row's allowed runs (the masked
+ * columns are 0 already); returns the sum. Masked columns never go through an exponential: exp of
+ * a large negative argument goes through subnormal intermediates, which cost the CPU a microcode
+ * assist per element (the band's masked triangles were 40% of the forward's time when they went
+ * through rt_exp_row), and finding the runs by scanning the row for -inf took a sixth of the
+ * forward's time: the masks know them. An ALL tile's row (rr->n = -1) is scanned (sp_exp_runs). */
+static float sp_exp_runs(float *row, int n, float mx);
+static float sp_softmax_exp(float *row, int n, const SpRuns *rr, float mx) {
+  if (rr->n < 0)
+    return sp_exp_runs(row, n, mx);
+  float sum = 0.0f;
+  for (int i = 0; i < rr->n; i++)
+    sum += rt_exp_row(row + rr->a[i], row + rr->a[i], rr->b[i] - rr->a[i], mx);
+  return sum;
+}
+
 /* The end of the run from j of elements that are -inf (masked = 1) or are not (masked = 0): eight
  * at a time while a whole group agrees (the runs are long: a band's triangles, its middle). */
 static int sp_run_end(const float *row, int j, int n, int masked) {
@@ -308,6 +337,7 @@ static int sp_run_end(const float *row, int j, int n, int masked) {
   return j;
 }
 
+/* exp over a row masked with -inf, the runs found by scanning (ALL tiles) */
 static float sp_exp_runs(float *row, int n, float mx) {
   float sum = 0.0f;
   for (int j = 0; j < n;) {
@@ -333,8 +363,9 @@ static float sp_dot(const float *a, const float *b, int n) {
   return (s0 + s1) + (s2 + s3);
 }
 
-/* Mask and scale query q's row of segment g (s: its n columns). */
-static float sp_mask_seg(const SpPlan *s, const Seg *g, int q, float *row, float scale) {
+/* Mask and scale query q's row of segment g (row: its n columns, at panel column c; the allowed
+ * runs into rr). */
+static float sp_mask_seg(const SpPlan *s, const Seg *g, int q, float *row, float scale, SpRuns *rr, int c) {
   const RtSparsePattern *p = s->p;
   int n = g->n, k0 = g->k0, G = s->G, kmax = s->causal ? q : s->T - 1; /* positions allowed: <= kmax */
   switch (g->kind) {
@@ -344,13 +375,14 @@ static float sp_mask_seg(const SpPlan *s, const Seg *g, int q, float *row, float
       row[j] = sp_allowed(p, s->causal, q, k0 + j) ? row[j] * scale : -INFINITY;
       mx = row[j] > mx ? row[j] : mx;
     }
+    rr->n = -1;
     return mx;
   }
   case SEG_GLOBAL: /* k < G and k <= q */
-    return sp_mask2(row, n, scale, 0, (G < kmax + 1 ? G : kmax + 1) - k0, 0, 0);
+    return sp_mask2(row, n, scale, 0, (G < kmax + 1 ? G : kmax + 1) - k0, 0, 0, rr, c);
   case SEG_SUMMARY: { /* rows of other (causal: earlier) l-blocks, positions >= G: rows >= ng */
     int b = q / s->w, r0 = sp_sum_before(s, b) - k0, r1 = sp_sum_before(s, b + 1) - k0;
-    return s->causal ? sp_mask2(row, n, scale, 0, r0, 0, 0) : sp_mask2(row, n, scale, 0, r0, r1, n);
+    return s->causal ? sp_mask2(row, n, scale, 0, r0, 0, 0, rr, c) : sp_mask2(row, n, scale, 0, r0, r1, n, rr, c);
   }
   default: { /* MAIN: the band (fixed: q's own l-block) or a global key, and k <= q */
     int lo, hi;
@@ -360,24 +392,28 @@ static float sp_mask_seg(const SpPlan *s, const Seg *g, int q, float *row, float
       lo = q - s->w + 1, hi = q + s->w - 1;
     hi = hi < kmax ? hi : kmax;
     int g1 = G < kmax + 1 ? G : kmax + 1; /* global keys 0..g1-1 */
-    return sp_mask2(row, n, scale, lo - k0, hi + 1 - k0, 0 - k0, g1 - k0);
+    return sp_mask2(row, n, scale, lo - k0, hi + 1 - k0, 0 - k0, g1 - k0, rr, c);
   }
   }
 }
 
-/* Per-task scratch of the forward: the panel S (bs x W), its rows' largest values rmax (bs), the
- * row statistics m, l (T each) and fixed's gathered Ks, Vs (ns x hd each). */
+/* Per-task scratch of the forward: the panel S (bs x W), its rows' largest values rmax (bs) and
+ * allowed runs (bs), the row statistics m, l (T each) and fixed's gathered Ks, Vs (ns x hd each). */
 typedef struct SpWork {
   int ldp; /* the row stride of S and dP: the widest panel's, so every tile's products have the
             * same leading dimensions (fewer GEMM shapes) */
   float *S, *rmax, *m, *l, *Ks, *Vs;
+  SpRuns *runs;
   float *B; /* strided: the classes' blocks of S, then P (l x nc x nc) */
   /* backward: dP (bs x W), dKs, dVs (ns x hd), strided's blocks of dP, then dS */
   float *dP, *dKs, *dVs, *dB;
 } SpWork;
 
+/* n rows' SpRuns in floats of the scratch (ints and floats: 4 bytes each) */
+#define SP_RUNS_FLOATS(n) rt_slice_floats((size_t)(n) * (sizeof(SpRuns) / sizeof(float)))
 static size_t sp_fwd_floats(const SpPlan *s, int hd, int W) {
-  return rt_slice_floats((size_t)s->bs * W) + rt_slice_floats((size_t)s->bs) + 2 * rt_slice_floats((size_t)s->T) +
+  return rt_slice_floats((size_t)s->bs * W) + rt_slice_floats((size_t)s->bs) + SP_RUNS_FLOATS(s->bs) +
+         2 * rt_slice_floats((size_t)s->T) +
          2 * rt_slice_floats((size_t)s->ns * hd) + rt_slice_floats((size_t)s->w * s->nc * s->nc);
 }
 static size_t sp_dx_floats(const SpPlan *s, int hd, int W) {
@@ -391,6 +427,7 @@ static SpWork sp_work(const SpPlan *s, int hd, int W, float *base, int backward)
 #define TAKE(ptr, n) (ptr = at, at += rt_slice_floats((size_t)(n)))
   TAKE(w.S, (size_t)s->bs * W);
   TAKE(w.rmax, s->bs);
+  w.runs = (SpRuns *)at, at += SP_RUNS_FLOATS(s->bs);
   TAKE(w.m, s->T);
   TAKE(w.l, s->T);
   TAKE(w.Ks, (size_t)s->ns * hd);
@@ -431,11 +468,11 @@ static void sp_seg_kv(const SpHead *h, const SpWork *w, const Seg *g, const floa
 }
 
 /* The panel of the tile q0..q0+nq-1: S = scale Q K^T per segment, masked, each row's largest
- * allowed value in rmax; returns its width. */
+ * allowed value in rmax, its allowed runs in w->runs; returns its width. */
 static int sp_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int q0, int nq, const Seg *seg, int nseg,
                     float *rmax) {
   for (int r = 0; r < nq; r++)
-    rmax[r] = -INFINITY;
+    rmax[r] = -INFINITY, w->runs[r].n = 0;
   int W = 0;
   for (int i = 0; i < nseg; i++)
     W += seg[i].n;
@@ -446,7 +483,7 @@ static int sp_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int q0, i
     rt_gemm(0, 1, nq, seg[i].n, h->hd, RT_DT_F32, h->q + (size_t)q0 * h->ld, h->ld, RT_DT_F32, K, ldk, 0.0f, w->S + c,
             w->ldp);
     for (int r = 0; r < nq; r++) {
-      float mx = sp_mask_seg(s, &seg[i], q0 + r, w->S + (size_t)r * w->ldp + c, h->scale);
+      float mx = sp_mask_seg(s, &seg[i], q0 + r, w->S + (size_t)r * w->ldp + c, h->scale, &w->runs[r], c);
       rmax[r] = mx > rmax[r] ? mx : rmax[r];
     }
   }
@@ -550,9 +587,9 @@ static void sp_stride_scores(const SpPlan *s, const SpHead *h, const SpWork *w, 
   }
 }
 
-/* Strided: the stride columns of the tile q0..q0+nq-1 into its panel at column c0 (S scaled and
- * masked from the blocks; backward also dP, 0 where masked); rmax updated; returns their number
- * (the most any row of the tile sees; 0 but for strided, and in ALL tiles). */
+/* Strided: the stride columns of the tile q0..q0+nq-1 into its panel at column c0 (S scaled from
+ * the blocks, 0 where masked, the runs recorded; backward also dP, 0 where masked); rmax updated;
+ * returns their number (the most any row of the tile sees; 0 but for strided, and in ALL tiles). */
 static int sp_stride_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int q0, int nq, int c0, float *rmax) {
   if (!s->nc || q0 < s->qskip)
     return 0;
@@ -565,17 +602,20 @@ static int sp_stride_panel(const SpPlan *s, const SpHead *h, const SpWork *w, in
     int q = q0 + a;
     sp_stride_cols(s, q, &i, &j0, &j1);
     const float *b = sp_brow(s, w->B, q % s->w, i) + j0;
-    float *row = w->S + (size_t)a * w->ldp + c0, mx = rmax[a];
-    for (int j = 0; j < ns; j++) {
-      row[j] = j < j1 - j0 && j0 + j != i ? b[j] * h->scale : -INFINITY;
-      mx = row[j] > mx ? row[j] : mx;
-    }
-    rmax[a] = mx;
+    float *row = w->S + (size_t)a * w->ldp + c0;
+    int n = j1 - j0, hole = i - j0 >= 0 && i - j0 < n ? i - j0 : n; /* the class's own key i: the band's */
+    float m1 = sp_scale_max(row, b, hole, h->scale), m2 = -INFINITY;
+    if (hole < n)
+      row[hole] = 0.0f, m2 = sp_scale_max(row + hole + 1, b + hole + 1, n - hole - 1, h->scale);
+    memset(row + n, 0, (size_t)(ns - n) * sizeof(float));
+    sp_run_add(&w->runs[a], c0, c0 + hole);
+    sp_run_add(&w->runs[a], c0 + hole + 1, c0 + n);
+    m1 = m1 > m2 ? m1 : m2;
+    rmax[a] = m1 > rmax[a] ? m1 : rmax[a];
     if (w->dP) {
-      const float *db = sp_brow(s, w->dB, q % s->w, i) + j0;
       float *drow = w->dP + (size_t)a * w->ldp + c0;
-      for (int j = 0; j < ns; j++)
-        drow[j] = j < j1 - j0 ? db[j] : 0.0f;
+      memcpy(drow, sp_brow(s, w->dB, q % s->w, i) + j0, (size_t)n * sizeof(float));
+      memset(drow + n, 0, (size_t)(ns - n) * sizeof(float));
     }
   }
   return ns;
@@ -616,7 +656,7 @@ static void sp_head_fwd(const SpPlan *s, const SpHead *h, const SpWork *w, float
     int WA = sp_panel(s, h, w, q0, nq, seg, nseg, w->m + q0);
     int W = WA + sp_stride_panel(s, h, w, q0, nq, WA, w->m + q0); /* finite: every query sees itself */
     for (int r = 0; r < nq; r++)
-      w->l[q0 + r] = sp_exp_runs(w->S + (size_t)r * w->ldp, W, w->m[q0 + r]);
+      w->l[q0 + r] = sp_softmax_exp(w->S + (size_t)r * w->ldp, W, &w->runs[r], w->m[q0 + r]);
     sp_stride_store(s, w, q0, nq, WA);
     for (int i = 0, c = 0; i < nseg; c += seg[i++].n) {
       const float *K, *V;
@@ -665,7 +705,7 @@ static void sp_head_dx(const SpPlan *s, const SpHead *h, const SpWork *w, const 
     int W = WA + sp_stride_panel(s, h, w, q0, nq, WA, w->rmax);
     for (int r = 0; r < nq; r++) { /* the row's softmax, and D = rowsum(P o dP) = rowsum(dO o O) */
       float *pr = w->S + (size_t)r * w->ldp, *dpr = w->dP + (size_t)r * w->ldp;
-      float inv = 1.0f / sp_exp_runs(pr, W, w->rmax[r]);
+      float inv = 1.0f / sp_softmax_exp(pr, W, &w->runs[r], w->rmax[r]);
       float acc[8] = {0};
       int j = 0;
       for (; j + 8 <= W; j += 8)
