@@ -115,8 +115,12 @@ int rt_sparse_allowed(const RtSparsePattern *p, int causal, int q, int k) { retu
  * per class GEMMs finish O (dQ, dK, dV) after the tiles. The blocks are strided's scratch: l * nc^2
  * (about T^2 / l) floats, the pattern's stride pairs (twice in the backward: S and dP). */
 enum { SEG_MAIN, SEG_GLOBAL, SEG_SUMMARY, SEG_ALL };
+/* A segment's products run over its parts (sp_parts): np row ranges r[i]..r[i+1]-1 of the tile,
+ * each over the columns c0[i]..c1[i]-1 its rows can see; the rest of those rows' columns is masked. */
+#define SP_PARTS 2
 typedef struct Seg {
   int kind, k0, n; /* keys k0 .. k0+n-1: positions (MAIN, GLOBAL, ALL) or rows of Ks, Vs (SUMMARY) */
+  int np, r[SP_PARTS + 1], c0[SP_PARTS], c1[SP_PARTS];
 } Seg;
 
 /* The per-head facts of a pattern at length T. */
@@ -160,11 +164,61 @@ static int sp_round(int n, int r, int cap) {
   return n < cap ? n : cap;
 }
 
+/* MAIN: query q's allowed columns of the segment are two intervals, [iv[0], iv[1]) the band
+ * (local, strided: |q - k| < window; fixed: q's own l-block), [iv[2], iv[3]) the global keys, k <= q
+ * when causal; not clipped to the segment. */
+static void sp_main_ivals(const SpPlan *s, const Seg *g, int q, int iv[4]) {
+  int kmax = s->causal ? q : s->T - 1, lo, hi; /* positions allowed: <= kmax */
+  if (s->p->kind == RT_SPARSE_FIXED)
+    lo = q / s->w * s->w, hi = lo + s->w - 1;
+  else
+    lo = q - s->w + 1, hi = q + s->w - 1;
+  hi = hi < kmax ? hi : kmax;
+  iv[0] = lo - g->k0, iv[1] = hi + 1 - g->k0;
+  iv[2] = -g->k0, iv[3] = (s->G < kmax + 1 ? s->G : kmax + 1) - g->k0;
+}
+
+/* The segment's parts: a MAIN band's first and last tile-wide column blocks are half masked (its
+ * triangles: the first query sees the band's first keys, the last its last ones), so the tile's two
+ * halves of rows take the columns they see, rounded to 16 (10% of the products' columns at tile
+ * 64 and window 256, 17% at stride 128). One part, the whole segment, where that saves little
+ * (the other segments; tiles of under 32 rows; a band that global keys widen). */
+static void sp_parts(const SpPlan *s, int q0, int nq, Seg *g) {
+  g->np = 1, g->r[0] = 0, g->r[1] = nq, g->c0[0] = 0, g->c1[0] = g->n;
+  if (g->kind != SEG_MAIN || nq < 32)
+    return;
+  int area = 0;
+  for (int p = 0; p < SP_PARTS; p++) {
+    int r0 = nq * p / SP_PARTS, r1 = nq * (p + 1) / SP_PARTS, c0 = g->n, c1 = 0;
+    for (int r = r0; r < r1; r++) {
+      int iv[4];
+      sp_main_ivals(s, g, q0 + r, iv);
+      for (int i = 0; i < 4; i += 2) {
+        int a = iv[i] > 0 ? iv[i] : 0, b = iv[i + 1] < g->n ? iv[i + 1] : g->n;
+        if (a < b)
+          c0 = a < c0 ? a : c0, c1 = b > c1 ? b : c1;
+      }
+    }
+    if (c1 <= c0) /* no row of the part sees the segment (does not happen: each sees itself) */
+      return;
+    int wd = sp_round(c1 - c0, 16, g->n);
+    c1 = c0 + wd < g->n ? c0 + wd : g->n, c0 = c1 - wd;
+    g->r[p] = r0, g->r[p + 1] = r1, g->c0[p] = c0, g->c1[p] = c1;
+    area += (r1 - r0) * wd;
+  }
+  if (area * 10 > nq * g->n * 9) { /* under 10% saved: one product is cheaper than two */
+    g->r[1] = nq, g->c0[0] = 0, g->c1[0] = g->n;
+    return;
+  }
+  g->np = SP_PARTS;
+}
+
 /* The segments of the tile of queries q0..q1; returns their number (at most 3). */
 static int sp_segments(const SpPlan *s, int q0, int q1, Seg *seg) {
   int T = s->T, n = 0, lo, hi;
   if (q0 < s->qskip) {
-    seg[0] = (Seg){SEG_ALL, 0, T};
+    seg[0] = (Seg){SEG_ALL, 0, T, 0, {0}, {0}, {0}};
+    sp_parts(s, q0, q1 - q0 + 1, &seg[0]);
     return 1;
   }
   if (s->p->kind == RT_SPARSE_FIXED) {
@@ -180,15 +234,17 @@ static int sp_segments(const SpPlan *s, int q0, int q1, Seg *seg) {
    * one oneDNN primitive per shape, in a bounded cache */
   int wn = sp_round(hi - lo + 1, s->bs, T);
   lo = lo + wn > T ? T - wn : lo;
-  seg[n++] = (Seg){SEG_MAIN, lo, wn};
+  seg[n++] = (Seg){SEG_MAIN, lo, wn, 0, {0}, {0}, {0}};
   if (s->G > 0 && lo > 0)
-    seg[n++] = (Seg){SEG_GLOBAL, 0, s->G < lo ? s->G : lo};
+    seg[n++] = (Seg){SEG_GLOBAL, 0, s->G < lo ? s->G : lo, 0, {0}, {0}, {0}};
   if (s->ns > s->ng) {
     int step = sp_round((s->ns + 7) / 8, s->bs, INT_MAX); /* at most 8 widths, multiples of the tile */
     int end = s->causal ? sp_round(sp_sum_before(s, q1 / s->w), step, s->ns) : s->ns;
     if (end > s->ng)
-      seg[n++] = (Seg){SEG_SUMMARY, s->ng, end - s->ng};
+      seg[n++] = (Seg){SEG_SUMMARY, s->ng, end - s->ng, 0, {0}, {0}, {0}};
   }
+  for (int i = 0; i < n; i++)
+    sp_parts(s, q0, q1 - q0 + 1, &seg[i]);
   return n;
 }
 
@@ -385,14 +441,9 @@ static float sp_mask_seg(const SpPlan *s, const Seg *g, int q, float *row, float
     return s->causal ? sp_mask2(row, n, scale, 0, r0, 0, 0, rr, c) : sp_mask2(row, n, scale, 0, r0, r1, n, rr, c);
   }
   default: { /* MAIN: the band (fixed: q's own l-block) or a global key, and k <= q */
-    int lo, hi;
-    if (p->kind == RT_SPARSE_FIXED)
-      lo = q / s->w * s->w, hi = lo + s->w - 1;
-    else
-      lo = q - s->w + 1, hi = q + s->w - 1;
-    hi = hi < kmax ? hi : kmax;
-    int g1 = G < kmax + 1 ? G : kmax + 1; /* global keys 0..g1-1 */
-    return sp_mask2(row, n, scale, lo - k0, hi + 1 - k0, 0 - k0, g1 - k0, rr, c);
+    int iv[4];
+    sp_main_ivals(s, g, q, iv);
+    return sp_mask2(row, n, scale, iv[0], iv[1], iv[2], iv[3], rr, c);
   }
   }
 }
@@ -467,6 +518,14 @@ static void sp_seg_kv(const SpHead *h, const SpWork *w, const Seg *g, const floa
   }
 }
 
+/* The parts of segment g (at panel column c) of the tile from query q0: m rows from tile row r0
+ * (query qr), nk keys from the segment's key kc (panel column pc). */
+#define SP_FOR_PARTS(g, q0, c)                                                                         \
+  for (int p_ = 0, r0, m, qr, kc, nk, pc;                                                             \
+       p_ < (g)->np && (r0 = (g)->r[p_], m = (g)->r[p_ + 1] - r0, qr = (q0) + r0, kc = (g)->c0[p_],   \
+                       nk = (g)->c1[p_] - kc, pc = (c) + kc, 1);                                       \
+       p_++)
+
 /* The panel of the tile q0..q0+nq-1: S = scale Q K^T per segment, masked, each row's largest
  * allowed value in rmax, its allowed runs in w->runs; returns its width. */
 static int sp_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int q0, int nq, const Seg *seg, int nseg,
@@ -480,8 +539,9 @@ static int sp_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int q0, i
     const float *K, *V;
     int ldk;
     sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
-    rt_gemm(0, 1, nq, seg[i].n, h->hd, RT_DT_F32, h->q + (size_t)q0 * h->ld, h->ld, RT_DT_F32, K, ldk, 0.0f, w->S + c,
-            w->ldp);
+    SP_FOR_PARTS(&seg[i], q0, c)
+      rt_gemm(0, 1, m, nk, h->hd, RT_DT_F32, h->q + (size_t)qr * h->ld, h->ld, RT_DT_F32, K + (size_t)kc * ldk, ldk, 0.0f,
+              w->S + (size_t)r0 * w->ldp + pc, w->ldp);
     for (int r = 0; r < nq; r++) {
       float mx = sp_mask_seg(s, &seg[i], q0 + r, w->S + (size_t)r * w->ldp + c, h->scale, &w->runs[r], c);
       rmax[r] = mx > rmax[r] ? mx : rmax[r];
@@ -662,8 +722,9 @@ static void sp_head_fwd(const SpPlan *s, const SpHead *h, const SpWork *w, float
       const float *K, *V;
       int ldk;
       sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
-      rt_gemm(0, 0, nq, hd, seg[i].n, RT_DT_F32, w->S + c, w->ldp, RT_DT_F32, V, ldk, i ? 1.0f : 0.0f, o + (size_t)q0 * ldo,
-              ldo);
+      SP_FOR_PARTS(&seg[i], q0, c)
+        rt_gemm(0, 0, m, hd, nk, RT_DT_F32, w->S + (size_t)r0 * w->ldp + pc, w->ldp, RT_DT_F32, V + (size_t)kc * ldk, ldk,
+                i ? 1.0f : 0.0f, o + (size_t)qr * ldo, ldo);
     }
   }
   for (SpChunk c = {0}; s->nc && sp_chunk_next(s, &c);) /* O += P V over the classes' keys */
@@ -674,6 +735,39 @@ static void sp_head_fwd(const SpPlan *s, const SpHead *h, const SpWork *w, float
     float inv = 1.0f / w->l[q], *dst = o + (size_t)q * ldo;
     for (int d = 0; d < hd; d++)
       dst[d] *= inv;
+  }
+}
+
+/* The backward's row: P = the softmax of the scaled, masked row pr, D = rowsum(P o dP) (=
+ * rowsum(dO o O): the panel holds every key of the row), dpr = dS = P o (dP - D) times the scale
+ * of its two products, over the allowed runs; 0 elsewhere (the parts' products left dP unwritten in
+ * columns their rows cannot see). */
+static void sp_softmax_dx_row(float *pr, float *dpr, int W, const SpRuns *rr, float mx, float scale) {
+  SpRuns all = {1, {0}, {W}};
+  float inv = 1.0f / sp_softmax_exp(pr, W, rr, mx);
+  rr = rr->n < 0 ? &all : rr; /* an ALL tile's row: one part over every column, masked ones P = 0 */
+  float acc[8] = {0};
+  for (int i = 0; i < rr->n; i++) {
+    int j = rr->a[i], e = rr->b[i];
+    for (; j + 8 <= e; j += 8)
+      for (int u = 0; u < 8; u++) {
+        pr[j + u] *= inv;
+        acc[u] += pr[j + u] * dpr[j + u];
+      }
+    for (; j < e; j++) {
+      pr[j] *= inv;
+      acc[0] += pr[j] * dpr[j];
+    }
+  }
+  float D = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (int i = 0, end = 0; i <= rr->n; i++) {
+    int a = i < rr->n ? rr->a[i] : W; /* the gap before run i (after the last: to W) */
+    memset(dpr + end, 0, (size_t)(a - end) * sizeof(float));
+    if (i == rr->n)
+      break;
+    for (int j = a; j < rr->b[i]; j++)
+      dpr[j] = pr[j] * (dpr[j] - D) * scale;
+    end = rr->b[i];
   }
 }
 
@@ -700,37 +794,27 @@ static void sp_head_dx(const SpPlan *s, const SpHead *h, const SpWork *w, const 
       const float *K, *V;
       int ldk;
       sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
-      rt_gemm(0, 1, nq, seg[i].n, hd, RT_DT_F32, dO + (size_t)q0 * lddo, lddo, RT_DT_F32, V, ldk, 0.0f, w->dP + c, w->ldp);
+      SP_FOR_PARTS(&seg[i], q0, c)
+        rt_gemm(0, 1, m, nk, hd, RT_DT_F32, dO + (size_t)qr * lddo, lddo, RT_DT_F32, V + (size_t)kc * ldk, ldk, 0.0f,
+                w->dP + (size_t)r0 * w->ldp + pc, w->ldp);
     }
     int W = WA + sp_stride_panel(s, h, w, q0, nq, WA, w->rmax);
-    for (int r = 0; r < nq; r++) { /* the row's softmax, and D = rowsum(P o dP) = rowsum(dO o O) */
-      float *pr = w->S + (size_t)r * w->ldp, *dpr = w->dP + (size_t)r * w->ldp;
-      float inv = 1.0f / sp_softmax_exp(pr, W, &w->runs[r], w->rmax[r]);
-      float acc[8] = {0};
-      int j = 0;
-      for (; j + 8 <= W; j += 8)
-        for (int u = 0; u < 8; u++) {
-          pr[j + u] *= inv;
-          acc[u] += pr[j + u] * dpr[j + u];
-        }
-      for (; j < W; j++) {
-        pr[j] *= inv;
-        acc[0] += pr[j] * dpr[j];
-      }
-      float D = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-      for (j = 0; j < W; j++)
-        dpr[j] = pr[j] * (dpr[j] - D) * h->scale; /* dS, times the scale of its two products */
-    }
+    for (int r = 0; r < nq; r++)
+      sp_softmax_dx_row(w->S + (size_t)r * w->ldp, w->dP + (size_t)r * w->ldp, W, &w->runs[r], w->rmax[r], h->scale);
     sp_stride_store(s, w, q0, nq, WA);
     for (int i = 0, c = 0; i < nseg; c += seg[i++].n) {
       const float *K, *V;
-      int ldk, n = seg[i].n;
+      int ldk;
       sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
       float *dK = seg[i].kind == SEG_SUMMARY ? w->dKs + (size_t)seg[i].k0 * hd : dk + (size_t)seg[i].k0 * ld;
       float *dV = seg[i].kind == SEG_SUMMARY ? w->dVs + (size_t)seg[i].k0 * hd : dv + (size_t)seg[i].k0 * ld;
-      rt_gemm(1, 0, n, hd, nq, RT_DT_F32, w->S + c, w->ldp, RT_DT_F32, dO + (size_t)q0 * lddo, lddo, 1.0f, dV, ldk);
-      rt_gemm(0, 0, nq, hd, n, RT_DT_F32, w->dP + c, w->ldp, RT_DT_F32, K, ldk, i ? 1.0f : 0.0f, dq + (size_t)q0 * ld, ld);
-      rt_gemm(1, 0, n, hd, nq, RT_DT_F32, w->dP + c, w->ldp, RT_DT_F32, h->q + (size_t)q0 * ld, ld, 1.0f, dK, ldk);
+      SP_FOR_PARTS(&seg[i], q0, c) {
+        const float *P = w->S + (size_t)r0 * w->ldp + pc, *dS = w->dP + (size_t)r0 * w->ldp + pc;
+        size_t kr = (size_t)kc * ldk;
+        rt_gemm(1, 0, nk, hd, m, RT_DT_F32, P, w->ldp, RT_DT_F32, dO + (size_t)qr * lddo, lddo, 1.0f, dV + kr, ldk);
+        rt_gemm(0, 0, m, hd, nk, RT_DT_F32, dS, w->ldp, RT_DT_F32, K + kr, ldk, i ? 1.0f : 0.0f, dq + (size_t)qr * ld, ld);
+        rt_gemm(1, 0, nk, hd, m, RT_DT_F32, dS, w->ldp, RT_DT_F32, h->q + (size_t)qr * ld, ld, 1.0f, dK + kr, ldk);
+      }
     }
   }
   int L = s->w, ldc = L * ld;
