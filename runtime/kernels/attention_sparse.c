@@ -258,27 +258,34 @@ static void sp_stride_cols(const SpPlan *s, int q, int *i, int *j0, int *j1) {
     *j1 = *j0;
 }
 
-/* Strided's per-class work in chunks of bs queries: class r, its queries i0..i0+nq-1, keys 0..nk-1
- * (causal: those before the chunk's last query, rounded to the tile). Start with nq = 0. */
+/* Strided's per-class work in chunks of bs queries: class r, its queries i0..i0+nq-1 (the first at
+ * position row0), keys 0..nk-1 (causal: those before the chunk's last query, rounded to the tile).
+ * SP_FOR_CHUNKS(s, c) visits every chunk with keys (none but for strided): the one place of the
+ * walk, which the score, forward and backward loops share. */
 typedef struct SpChunk {
-  int r, i0, nq, nk;
+  int r, i0, nq, nk, row0;
 } SpChunk;
 static int sp_chunk_next(const SpPlan *s, SpChunk *c) {
   int L = s->w;
+  if (!s->nc)
+    return 0;
   if (c->nq == 0)
     c->r = 0, c->i0 = 0;
   else
     c->i0 += s->bs;
   for (; c->r < L && c->r < s->T; c->r++, c->i0 = 0) {
     int nc = (s->T - c->r + L - 1) / L;
-    if (c->i0 >= nc)
-      continue;
-    c->nq = nc - c->i0 < s->bs ? nc - c->i0 : s->bs;
-    c->nk = s->causal ? sp_round(c->i0 + c->nq - 1, s->bs, nc) : nc;
-    return 1;
+    for (; c->i0 < nc; c->i0 += s->bs) {
+      c->nq = nc - c->i0 < s->bs ? nc - c->i0 : s->bs;
+      c->nk = s->causal ? sp_round(c->i0 + c->nq - 1, s->bs, nc) : nc;
+      c->row0 = c->r + c->i0 * L;
+      if (c->nk)
+        return 1;
+    }
   }
   return 0;
 }
+#define SP_FOR_CHUNKS(s, c) for (SpChunk c = {0}; sp_chunk_next(s, &c);)
 
 /* The widest panel any tile needs (the scratch's): its segments' and the stride columns. */
 static int sp_panel_width(const SpPlan *s) {
@@ -635,10 +642,8 @@ static float *sp_brow(const SpPlan *s, float *B, int r, int i) { return B + ((si
  * dO V^T into w->dB. */
 static void sp_stride_scores(const SpPlan *s, const SpHead *h, const SpWork *w, const float *dO, int lddo) {
   int L = s->w, ldc = L * h->ld;
-  for (SpChunk c = {0}; sp_chunk_next(s, &c);) {
-    if (!c.nk)
-      continue;
-    size_t row0 = (size_t)(c.r + c.i0 * L);
+  SP_FOR_CHUNKS(s, c) {
+    size_t row0 = (size_t)c.row0;
     sp_cgemm(0, 1, c.nq, c.nk, h->hd, h->q + row0 * h->ld, ldc, h->k + (size_t)c.r * h->ld, ldc,
             0.0f, sp_brow(s, w->B, c.r, c.i0), s->nc);
     if (dO)
@@ -727,10 +732,9 @@ static void sp_head_fwd(const SpPlan *s, const SpHead *h, const SpWork *w, float
                 i ? 1.0f : 0.0f, o + (size_t)qr * ldo, ldo);
     }
   }
-  for (SpChunk c = {0}; s->nc && sp_chunk_next(s, &c);) /* O += P V over the classes' keys */
-    if (c.nk)
-      sp_cgemm(0, 0, c.nq, hd, c.nk, sp_brow(s, w->B, c.r, c.i0), s->nc, h->v + (size_t)c.r * h->ld, s->w * h->ld, 1.0f,
-               o + (size_t)(c.r + c.i0 * s->w) * ldo, s->w * ldo);
+  SP_FOR_CHUNKS(s, c) /* O += P V over the classes' keys */
+    sp_cgemm(0, 0, c.nq, hd, c.nk, sp_brow(s, w->B, c.r, c.i0), s->nc, h->v + (size_t)c.r * h->ld, s->w * h->ld, 1.0f,
+             o + (size_t)c.row0 * ldo, s->w * ldo);
   for (int q = 0; q < T; q++) {
     float inv = 1.0f / w->l[q], *dst = o + (size_t)q * ldo;
     for (int d = 0; d < hd; d++)
@@ -818,10 +822,8 @@ static void sp_head_dx(const SpPlan *s, const SpHead *h, const SpWork *w, const 
     }
   }
   int L = s->w, ldc = L * ld;
-  for (SpChunk c = {0}; s->nc && sp_chunk_next(s, &c);) { /* the classes' dV, dQ, dK */
-    if (!c.nk)
-      continue;
-    size_t row0 = (size_t)(c.r + c.i0 * L);
+  SP_FOR_CHUNKS(s, c) { /* the classes' dV, dQ, dK */
+    size_t row0 = (size_t)c.row0;
     const float *P = sp_brow(s, w->B, c.r, c.i0), *dS = sp_brow(s, w->dB, c.r, c.i0);
     sp_cgemm(1, 0, c.nk, hd, c.nq, P, s->nc, dO + row0 * lddo, L * lddo, 1.0f, dv + (size_t)c.r * ld, ldc);
     sp_cgemm(0, 0, c.nq, hd, c.nk, dS, s->nc, h->k + (size_t)c.r * ld, ldc, 1.0f, dq + row0 * ld, ldc);
