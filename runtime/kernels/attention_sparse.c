@@ -115,12 +115,8 @@ int rt_sparse_allowed(const RtSparsePattern *p, int causal, int q, int k) { retu
  * per class GEMMs finish O (dQ, dK, dV) after the tiles. The blocks are strided's scratch: l * nc^2
  * (about T^2 / l) floats, the pattern's stride pairs (twice in the backward: S and dP). */
 enum { SEG_MAIN, SEG_GLOBAL, SEG_SUMMARY, SEG_ALL };
-/* A segment's products run over its parts (sp_parts): np row ranges r[i]..r[i+1]-1 of the tile,
- * each over the columns c0[i]..c1[i]-1 its rows can see; the rest of those rows' columns is masked. */
-#define SP_PARTS 2
 typedef struct Seg {
   int kind, k0, n; /* keys k0 .. k0+n-1: positions (MAIN, GLOBAL, ALL) or rows of Ks, Vs (SUMMARY) */
-  int np, r[SP_PARTS + 1], c0[SP_PARTS], c1[SP_PARTS];
 } Seg;
 
 /* The per-head facts of a pattern at length T. */
@@ -178,47 +174,11 @@ static void sp_main_ivals(const SpPlan *s, const Seg *g, int q, int iv[4]) {
   iv[2] = -g->k0, iv[3] = (s->G < kmax + 1 ? s->G : kmax + 1) - g->k0;
 }
 
-/* The segment's parts: a MAIN band's first and last tile-wide column blocks are half masked (its
- * triangles: the first query sees the band's first keys, the last its last ones), so the tile's two
- * halves of rows take the columns they see, rounded to 16 (10% of the products' columns at tile
- * 64 and window 256, 17% at stride 128). One part, the whole segment, where that saves little
- * (the other segments; tiles of under 32 rows; a band that global keys widen). */
-static void sp_parts(const SpPlan *s, int q0, int nq, Seg *g) {
-  g->np = 1, g->r[0] = 0, g->r[1] = nq, g->c0[0] = 0, g->c1[0] = g->n;
-  if (g->kind != SEG_MAIN || nq < 32)
-    return;
-  int area = 0;
-  for (int p = 0; p < SP_PARTS; p++) {
-    int r0 = nq * p / SP_PARTS, r1 = nq * (p + 1) / SP_PARTS, c0 = g->n, c1 = 0;
-    for (int r = r0; r < r1; r++) {
-      int iv[4];
-      sp_main_ivals(s, g, q0 + r, iv);
-      for (int i = 0; i < 4; i += 2) {
-        int a = iv[i] > 0 ? iv[i] : 0, b = iv[i + 1] < g->n ? iv[i + 1] : g->n;
-        if (a < b)
-          c0 = a < c0 ? a : c0, c1 = b > c1 ? b : c1;
-      }
-    }
-    if (c1 <= c0) /* no row of the part sees the segment (does not happen: each sees itself) */
-      return;
-    int wd = sp_round(c1 - c0, 16, g->n);
-    c1 = c0 + wd < g->n ? c0 + wd : g->n, c0 = c1 - wd;
-    g->r[p] = r0, g->r[p + 1] = r1, g->c0[p] = c0, g->c1[p] = c1;
-    area += (r1 - r0) * wd;
-  }
-  if (area * 10 > nq * g->n * 9) { /* under 10% saved: one product is cheaper than two */
-    g->r[1] = nq, g->c0[0] = 0, g->c1[0] = g->n;
-    return;
-  }
-  g->np = SP_PARTS;
-}
-
 /* The segments of the tile of queries q0..q1; returns their number (at most 3). */
 static int sp_segments(const SpPlan *s, int q0, int q1, Seg *seg) {
   int T = s->T, n = 0, lo, hi;
   if (q0 < s->qskip) {
-    seg[0] = (Seg){SEG_ALL, 0, T, 0, {0}, {0}, {0}};
-    sp_parts(s, q0, q1 - q0 + 1, &seg[0]);
+    seg[0] = (Seg){SEG_ALL, 0, T};
     return 1;
   }
   if (s->p->kind == RT_SPARSE_FIXED) {
@@ -234,17 +194,15 @@ static int sp_segments(const SpPlan *s, int q0, int q1, Seg *seg) {
    * one oneDNN primitive per shape, in a bounded cache */
   int wn = sp_round(hi - lo + 1, s->bs, T);
   lo = lo + wn > T ? T - wn : lo;
-  seg[n++] = (Seg){SEG_MAIN, lo, wn, 0, {0}, {0}, {0}};
+  seg[n++] = (Seg){SEG_MAIN, lo, wn};
   if (s->G > 0 && lo > 0)
-    seg[n++] = (Seg){SEG_GLOBAL, 0, s->G < lo ? s->G : lo, 0, {0}, {0}, {0}};
+    seg[n++] = (Seg){SEG_GLOBAL, 0, s->G < lo ? s->G : lo};
   if (s->ns > s->ng) {
     int step = sp_round((s->ns + 7) / 8, s->bs, INT_MAX); /* at most 8 widths, multiples of the tile */
     int end = s->causal ? sp_round(sp_sum_before(s, q1 / s->w), step, s->ns) : s->ns;
     if (end > s->ng)
-      seg[n++] = (Seg){SEG_SUMMARY, s->ng, end - s->ng, 0, {0}, {0}, {0}};
+      seg[n++] = (Seg){SEG_SUMMARY, s->ng, end - s->ng};
   }
-  for (int i = 0; i < n; i++)
-    sp_parts(s, q0, q1 - q0 + 1, &seg[i]);
   return n;
 }
 
@@ -300,26 +258,26 @@ static int sp_panel_width(const SpPlan *s) {
   return mx + s->nc;
 }
 
-/* y[0..n) = scale x[0..n) (y may be x); returns the largest result (-inf for n = 0). Eight lanes:
- * no dependency chain through one max. */
-static float sp_scale_max(float *y, const float *x, int n, float scale) {
+/* The largest of x[0..n) (-inf for n = 0). Eight lanes: no dependency chain through one max. */
+static float sp_max(const float *x, int n) {
   float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
   int j = 0;
   for (; j + 8 <= n; j += 8)
-    for (int u = 0; u < 8; u++) {
-      float v = x[j + u] * scale;
-      y[j + u] = v;
-      m[u] = v > m[u] ? v : m[u];
-    }
-  for (; j < n; j++) {
-    float v = x[j] * scale;
-    y[j] = v;
-    m[0] = v > m[0] ? v : m[0];
-  }
+    for (int u = 0; u < 8; u++)
+      m[u] = x[j + u] > m[u] ? x[j + u] : m[u];
+  for (; j < n; j++)
+    m[0] = x[j] > m[0] ? x[j] : m[0];
   float a = m[0] > m[4] ? m[0] : m[4], b = m[1] > m[5] ? m[1] : m[5], c = m[2] > m[6] ? m[2] : m[6],
         d = m[3] > m[7] ? m[3] : m[7];
   a = a > c ? a : c, b = b > d ? b : d;
   return a > b ? a : b;
+}
+
+/* y[0..n) = scale x[0..n); returns their largest (-inf for n = 0). */
+static float sp_scale_max(float *y, const float *x, int n, float scale) {
+  for (int j = 0; j < n; j++)
+    y[j] = x[j] * scale;
+  return sp_max(y, n);
 }
 
 /* The allowed runs of a panel row (columns [a, b) pairs, ascending), which the masks record as they
@@ -341,9 +299,9 @@ static void sp_run_add(SpRuns *r, int a, int b) {
     r->a[r->n] = a, r->b[r->n++] = b;
 }
 
-/* Scale s[a0..a1) and s[b0..b1) (columns of a row of n), 0 elsewhere, the runs recorded at panel
- * column c + a0 etc.; returns the largest scaled value (-inf: none allowed). */
-static float sp_mask2(float *s, int n, float scale, int a0, int a1, int b0, int b1, SpRuns *rr, int c) {
+/* Keep s[a0..a1) and s[b0..b1) (columns of a row of n, scaled scores), 0 elsewhere, the runs
+ * recorded at panel column c + a0 etc.; returns the largest kept value (-inf: none allowed). */
+static float sp_mask2(float *s, int n, int a0, int a1, int b0, int b1, SpRuns *rr, int c) {
   a0 = a0 < 0 ? 0 : a0 > n ? n : a0, a1 = a1 > n ? n : a1;
   b0 = b0 < 0 ? 0 : b0 > n ? n : b0, b1 = b1 > n ? n : b1;
   if (a1 < a0)
@@ -359,9 +317,9 @@ static float sp_mask2(float *s, int n, float scale, int a0, int a1, int b0, int 
   if (b1 < b0)
     b1 = b0;
   memset(s, 0, (size_t)a0 * sizeof(float));
-  float m1 = sp_scale_max(s + a0, s + a0, a1 - a0, scale);
+  float m1 = sp_max(s + a0, a1 - a0);
   memset(s + a1, 0, (size_t)(b0 - a1) * sizeof(float));
-  float m2 = sp_scale_max(s + b0, s + b0, b1 - b0, scale);
+  float m2 = sp_max(s + b0, b1 - b0);
   memset(s + b1, 0, (size_t)(n - b1) * sizeof(float));
   sp_run_add(rr, c + a0, c + a1);
   sp_run_add(rr, c + b0, c + b1);
@@ -426,41 +384,42 @@ static float sp_dot(const float *a, const float *b, int n) {
   return (s0 + s1) + (s2 + s3);
 }
 
-/* Mask and scale query q's row of segment g (row: its n columns, at panel column c; the allowed
- * runs into rr). */
-static float sp_mask_seg(const SpPlan *s, const Seg *g, int q, float *row, float scale, SpRuns *rr, int c) {
+/* Mask query q's row of segment g (row: its n columns of scaled scores, at panel column c; the
+ * allowed runs into rr); returns the row's largest allowed score there. */
+static float sp_mask_seg(const SpPlan *s, const Seg *g, int q, float *row, SpRuns *rr, int c) {
   const RtSparsePattern *p = s->p;
   int n = g->n, k0 = g->k0, G = s->G, kmax = s->causal ? q : s->T - 1; /* positions allowed: <= kmax */
   switch (g->kind) {
   case SEG_ALL: {
     float mx = -INFINITY;
     for (int j = 0; j < n; j++) {
-      row[j] = sp_allowed(p, s->causal, q, k0 + j) ? row[j] * scale : -INFINITY;
+      row[j] = sp_allowed(p, s->causal, q, k0 + j) ? row[j] : -INFINITY;
       mx = row[j] > mx ? row[j] : mx;
     }
     rr->n = -1;
     return mx;
   }
   case SEG_GLOBAL: /* k < G and k <= q */
-    return sp_mask2(row, n, scale, 0, (G < kmax + 1 ? G : kmax + 1) - k0, 0, 0, rr, c);
+    return sp_mask2(row, n, 0, (G < kmax + 1 ? G : kmax + 1) - k0, 0, 0, rr, c);
   case SEG_SUMMARY: { /* rows of other (causal: earlier) l-blocks, positions >= G: rows >= ng */
     int b = q / s->w, r0 = sp_sum_before(s, b) - k0, r1 = sp_sum_before(s, b + 1) - k0;
-    return s->causal ? sp_mask2(row, n, scale, 0, r0, 0, 0, rr, c) : sp_mask2(row, n, scale, 0, r0, r1, n, rr, c);
+    return s->causal ? sp_mask2(row, n, 0, r0, 0, 0, rr, c) : sp_mask2(row, n, 0, r0, r1, n, rr, c);
   }
   default: { /* MAIN: the band (fixed: q's own l-block) or a global key, and k <= q */
     int iv[4];
     sp_main_ivals(s, g, q, iv);
-    return sp_mask2(row, n, scale, iv[0], iv[1], iv[2], iv[3], rr, c);
+    return sp_mask2(row, n, iv[0], iv[1], iv[2], iv[3], rr, c);
   }
   }
 }
 
 /* Per-task scratch of the forward: the panel S (bs x W), its rows' largest values rmax (bs) and
- * allowed runs (bs), the row statistics m, l (T each) and fixed's gathered Ks, Vs (ns x hd each). */
+ * allowed runs (bs), the tile's queries times the scale Qs (bs x hd), the row statistics m, l (T
+ * each) and fixed's gathered Ks, Vs (ns x hd each). */
 typedef struct SpWork {
   int ldp; /* the row stride of S and dP: the widest panel's, so every tile's products have the
             * same leading dimensions (fewer GEMM shapes) */
-  float *S, *rmax, *m, *l, *Ks, *Vs;
+  float *S, *rmax, *m, *l, *Ks, *Vs, *Qs;
   SpRuns *runs;
   float *B; /* strided: the classes' blocks of S, then P (l x nc x nc) */
   /* backward: dP (bs x W), dKs, dVs (ns x hd), strided's blocks of dP, then dS */
@@ -471,7 +430,7 @@ typedef struct SpWork {
 #define SP_RUNS_FLOATS(n) rt_slice_floats((size_t)(n) * (sizeof(SpRuns) / sizeof(float)))
 static size_t sp_fwd_floats(const SpPlan *s, int hd, int W) {
   return rt_slice_floats((size_t)s->bs * W) + rt_slice_floats((size_t)s->bs) + SP_RUNS_FLOATS(s->bs) +
-         2 * rt_slice_floats((size_t)s->T) +
+         rt_slice_floats((size_t)s->bs * hd) + 2 * rt_slice_floats((size_t)s->T) +
          2 * rt_slice_floats((size_t)s->ns * hd) + rt_slice_floats((size_t)s->w * s->nc * s->nc);
 }
 static size_t sp_dx_floats(const SpPlan *s, int hd, int W) {
@@ -486,6 +445,7 @@ static SpWork sp_work(const SpPlan *s, int hd, int W, float *base, int backward)
   TAKE(w.S, (size_t)s->bs * W);
   TAKE(w.rmax, s->bs);
   w.runs = (SpRuns *)at, at += SP_RUNS_FLOATS(s->bs);
+  TAKE(w.Qs, (size_t)s->bs * hd);
   TAKE(w.m, s->T);
   TAKE(w.l, s->T);
   TAKE(w.Ks, (size_t)s->ns * hd);
@@ -525,20 +485,17 @@ static void sp_seg_kv(const SpHead *h, const SpWork *w, const Seg *g, const floa
   }
 }
 
-/* The parts of segment g (at panel column c) of the tile from query q0: m rows from tile row r0
- * (query qr), nk keys from the segment's key kc (panel column pc). */
-#define SP_FOR_PARTS(g, q0, c)                                                                         \
-  for (int p_ = 0, r0, m, qr, kc, nk, pc;                                                             \
-       p_ < (g)->np && (r0 = (g)->r[p_], m = (g)->r[p_ + 1] - r0, qr = (q0) + r0, kc = (g)->c0[p_],   \
-                       nk = (g)->c1[p_] - kc, pc = (c) + kc, 1);                                       \
-       p_++)
-
-/* The panel of the tile q0..q0+nq-1: S = scale Q K^T per segment, masked, each row's largest
- * allowed value in rmax, its allowed runs in w->runs; returns its width. */
+/* The panel of the tile q0..q0+nq-1: S = (scale Q) K^T per segment (the tile's queries scaled
+ * once, not every score: the masks then only read the allowed scores for their max), masked, each
+ * row's largest allowed value in rmax, its allowed runs in w->runs; returns its width. */
 static int sp_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int q0, int nq, const Seg *seg, int nseg,
                     float *rmax) {
-  for (int r = 0; r < nq; r++)
+  for (int r = 0; r < nq; r++) {
     rmax[r] = -INFINITY, w->runs[r].n = 0;
+    const float *qr = h->q + (size_t)(q0 + r) * h->ld;
+    for (int d = 0; d < h->hd; d++)
+      w->Qs[(size_t)r * h->hd + d] = qr[d] * h->scale;
+  }
   int W = 0;
   for (int i = 0; i < nseg; i++)
     W += seg[i].n;
@@ -546,11 +503,9 @@ static int sp_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int q0, i
     const float *K, *V;
     int ldk;
     sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
-    SP_FOR_PARTS(&seg[i], q0, c)
-      rt_gemm(0, 1, m, nk, h->hd, RT_DT_F32, h->q + (size_t)qr * h->ld, h->ld, RT_DT_F32, K + (size_t)kc * ldk, ldk, 0.0f,
-              w->S + (size_t)r0 * w->ldp + pc, w->ldp);
+    rt_gemm(0, 1, nq, seg[i].n, h->hd, RT_DT_F32, w->Qs, h->hd, RT_DT_F32, K, ldk, 0.0f, w->S + c, w->ldp);
     for (int r = 0; r < nq; r++) {
-      float mx = sp_mask_seg(s, &seg[i], q0 + r, w->S + (size_t)r * w->ldp + c, h->scale, &w->runs[r], c);
+      float mx = sp_mask_seg(s, &seg[i], q0 + r, w->S + (size_t)r * w->ldp + c, &w->runs[r], c);
       rmax[r] = mx > rmax[r] ? mx : rmax[r];
     }
   }
@@ -727,9 +682,8 @@ static void sp_head_fwd(const SpPlan *s, const SpHead *h, const SpWork *w, float
       const float *K, *V;
       int ldk;
       sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
-      SP_FOR_PARTS(&seg[i], q0, c)
-        rt_gemm(0, 0, m, hd, nk, RT_DT_F32, w->S + (size_t)r0 * w->ldp + pc, w->ldp, RT_DT_F32, V + (size_t)kc * ldk, ldk,
-                i ? 1.0f : 0.0f, o + (size_t)qr * ldo, ldo);
+      rt_gemm(0, 0, nq, hd, seg[i].n, RT_DT_F32, w->S + c, w->ldp, RT_DT_F32, V, ldk, i ? 1.0f : 0.0f, o + (size_t)q0 * ldo,
+              ldo);
     }
   }
   SP_FOR_CHUNKS(s, c) /* O += P V over the classes' keys */
@@ -744,12 +698,11 @@ static void sp_head_fwd(const SpPlan *s, const SpHead *h, const SpWork *w, float
 
 /* The backward's row: P = the softmax of the scaled, masked row pr, D = rowsum(P o dP) (=
  * rowsum(dO o O): the panel holds every key of the row), dpr = dS = P o (dP - D) times the scale
- * of its two products, over the allowed runs; 0 elsewhere (the parts' products left dP unwritten in
- * columns their rows cannot see). */
+ * of its two products, over the allowed runs only (P is 0 elsewhere, and so is dS). */
 static void sp_softmax_dx_row(float *pr, float *dpr, int W, const SpRuns *rr, float mx, float scale) {
   SpRuns all = {1, {0}, {W}};
   float inv = 1.0f / sp_softmax_exp(pr, W, rr, mx);
-  rr = rr->n < 0 ? &all : rr; /* an ALL tile's row: one part over every column, masked ones P = 0 */
+  rr = rr->n < 0 ? &all : rr; /* an ALL tile's row: every column, the masked ones P = 0 */
   float acc[8] = {0};
   for (int i = 0; i < rr->n; i++) {
     int j = rr->a[i], e = rr->b[i];
@@ -798,9 +751,7 @@ static void sp_head_dx(const SpPlan *s, const SpHead *h, const SpWork *w, const 
       const float *K, *V;
       int ldk;
       sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
-      SP_FOR_PARTS(&seg[i], q0, c)
-        rt_gemm(0, 1, m, nk, hd, RT_DT_F32, dO + (size_t)qr * lddo, lddo, RT_DT_F32, V + (size_t)kc * ldk, ldk, 0.0f,
-                w->dP + (size_t)r0 * w->ldp + pc, w->ldp);
+      rt_gemm(0, 1, nq, seg[i].n, hd, RT_DT_F32, dO + (size_t)q0 * lddo, lddo, RT_DT_F32, V, ldk, 0.0f, w->dP + c, w->ldp);
     }
     int W = WA + sp_stride_panel(s, h, w, q0, nq, WA, w->rmax);
     for (int r = 0; r < nq; r++)
@@ -812,13 +763,10 @@ static void sp_head_dx(const SpPlan *s, const SpHead *h, const SpWork *w, const 
       sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
       float *dK = seg[i].kind == SEG_SUMMARY ? w->dKs + (size_t)seg[i].k0 * hd : dk + (size_t)seg[i].k0 * ld;
       float *dV = seg[i].kind == SEG_SUMMARY ? w->dVs + (size_t)seg[i].k0 * hd : dv + (size_t)seg[i].k0 * ld;
-      SP_FOR_PARTS(&seg[i], q0, c) {
-        const float *P = w->S + (size_t)r0 * w->ldp + pc, *dS = w->dP + (size_t)r0 * w->ldp + pc;
-        size_t kr = (size_t)kc * ldk;
-        rt_gemm(1, 0, nk, hd, m, RT_DT_F32, P, w->ldp, RT_DT_F32, dO + (size_t)qr * lddo, lddo, 1.0f, dV + kr, ldk);
-        rt_gemm(0, 0, m, hd, nk, RT_DT_F32, dS, w->ldp, RT_DT_F32, K + kr, ldk, i ? 1.0f : 0.0f, dq + (size_t)qr * ld, ld);
-        rt_gemm(1, 0, nk, hd, m, RT_DT_F32, dS, w->ldp, RT_DT_F32, h->q + (size_t)qr * ld, ld, 1.0f, dK + kr, ldk);
-      }
+      int n = seg[i].n;
+      rt_gemm(1, 0, n, hd, nq, RT_DT_F32, w->S + c, w->ldp, RT_DT_F32, dO + (size_t)q0 * lddo, lddo, 1.0f, dV, ldk);
+      rt_gemm(0, 0, nq, hd, n, RT_DT_F32, w->dP + c, w->ldp, RT_DT_F32, K, ldk, i ? 1.0f : 0.0f, dq + (size_t)q0 * ld, ld);
+      rt_gemm(1, 0, n, hd, nq, RT_DT_F32, w->dP + c, w->ldp, RT_DT_F32, h->q + (size_t)q0 * ld, ld, 1.0f, dK, ldk);
     }
   }
   int L = s->w, ldc = L * ld;

@@ -6,9 +6,10 @@
  *    the explicit element mask) by normalised error < 1e-5, for every pattern (local causal and
  *    bidirectional, strided, fixed, with global tokens, a window wider than a block, a block that
  *    does not divide the pattern's lengths), T = 37 and 100 with block 16 (partial last blocks),
- *    1 and 2 heads, with 1, 2 and 3 pool threads, and with blocks of 32 and 48 (a band's products
- *    in two parts of rows); outputs and scratch pre-filled with NaN (every element written, no
- *    scratch read before it is written); scratch at its exact size (ASan catches overruns).
+ *    1 and 2 heads, with 1, 2 and 3 pool threads, and with blocks of 32 and 48 (bands of several
+ *    blocks, the first ones holding global keys); outputs and scratch pre-filled with NaN (every
+ *    element written, no scratch read before it is written); scratch at its exact size (ASan
+ *    catches overruns).
  * 3. 1, 2 and 3 threads give the same bytes, forward and backward.
  * 4. The dense kind is rt_attention_ref; the backward _ref against central differences of the
  *    forward _ref (L = sum(w o out), along random directions on q, k and v separately). */
@@ -28,10 +29,10 @@ static const RtSparsePattern PATS[] = {
     {RT_SPARSE_STRIDED, 5, 0, 4, 0, 1},  /* block 5, strided + global */
     {RT_SPARSE_STRIDED, 64, 0, 2, 0, 0}, /* stride 2: T = 100's class products go to rt_gemm (T = 37's are small) */
     {RT_SPARSE_DENSE, 16, 0, 0, 0, 0},   /* dense: every block full */
-    /* blocks of 32 and more: the band's products in two parts of rows (sp_parts) */
-    {RT_SPARSE_LOCAL, 32, 40, 0, 0, 0},   /* local, the halves' columns */
+    /* blocks of 32 and 48: bands of several blocks, a partial last tile */
+    {RT_SPARSE_LOCAL, 32, 40, 0, 0, 0},   /* local */
     {RT_SPARSE_LOCAL, 32, 20, 0, 0, 3},   /* local + global: the first bands hold the global keys */
-    {RT_SPARSE_STRIDED, 48, 0, 30, 0, 2}, /* strided + global, parts of 24 rows */
+    {RT_SPARSE_STRIDED, 48, 0, 30, 0, 2}, /* strided + global */
 };
 enum { NPATS = sizeof PATS / sizeof PATS[0] };
 
