@@ -26,10 +26,11 @@
  * Causal attention masks k > q whatever the pattern.
  *
  * rt_attention_sparse: tasks (batch, head); strided's stride columns scored per residue class
- * first; per tile one panel of S = scale Q K^T over its segments (rt_gemm, q, k, v read in place
- * from the (B,T,3C) buffer, leading dimension 3C) and its rows' stride columns, the exact softmax
- * of each row (the panel holds every key of the row), O = P V per segment into the output rows,
- * and per class after the tiles.
+ * first; per tile one panel of S = (scale Q) K^T over its segments (rt_gemm, k, v read in place
+ * from the (B,T,3C) buffer, leading dimension 3C, the tile's queries scaled into a copy) and its
+ * rows' stride columns, the exact softmax of each row (the panel holds every key of the row), over
+ * the allowed runs the masks record, O = P V per segment into the output rows, and per class after
+ * the tiles.
  *
  * rt_attention_sparse_dx: tasks (batch, head) (dK and dV of a head accumulate over its tiles, so
  * one task owns them: thread-count independent). Nothing is recomputed from the forward: per tile
@@ -281,7 +282,7 @@ static float sp_scale_max(float *y, const float *x, int n, float scale) {
 }
 
 /* The allowed runs of a panel row (columns [a, b) pairs, ascending), which the masks record as they
- * scale: the softmax exponentiates just these and the masked columns are written 0 at once. A row
+ * go: the softmax exponentiates just these and the masked columns are written 0 at once. A row
  * of an ALL tile, masked element by element, has n = -1 instead: its masked columns are -inf and
  * the softmax finds the runs itself (sp_exp_runs). At most SP_RUNS runs per row: MAIN and SUMMARY
  * two each, GLOBAL one, the stride columns two (a hole at the query's own class key). */
