@@ -26,10 +26,11 @@
  * Causal attention masks k > q whatever the pattern.
  *
  * rt_attention_sparse: tasks (batch, head); strided's stride columns scored per residue class
- * first; per tile one panel of S = scale Q K^T over its segments (rt_gemm, q, k, v read in place
- * from the (B,T,3C) buffer, leading dimension 3C) and its rows' stride columns, the exact softmax
- * of each row (the panel holds every key of the row), O = P V per segment into the output rows,
- * and per class after the tiles.
+ * first; per tile one panel of S = (scale Q) K^T over its segments (rt_gemm, k, v read in place
+ * from the (B,T,3C) buffer, leading dimension 3C, the tile's queries scaled into a copy) and its
+ * rows' stride columns, the exact softmax of each row (the panel holds every key of the row), over
+ * the allowed runs the masks record, O = P V per segment into the output rows, and per class after
+ * the tiles.
  *
  * rt_attention_sparse_dx: tasks (batch, head) (dK and dV of a head accumulate over its tiles, so
  * one task owns them: thread-count independent). Nothing is recomputed from the forward: per tile
@@ -160,6 +161,20 @@ static int sp_round(int n, int r, int cap) {
   return n < cap ? n : cap;
 }
 
+/* MAIN: query q's allowed columns of the segment are two intervals, [iv[0], iv[1]) the band
+ * (local, strided: |q - k| < window; fixed: q's own l-block), [iv[2], iv[3]) the global keys, k <= q
+ * when causal; not clipped to the segment. */
+static void sp_main_ivals(const SpPlan *s, const Seg *g, int q, int iv[4]) {
+  int kmax = s->causal ? q : s->T - 1, lo, hi; /* positions allowed: <= kmax */
+  if (s->p->kind == RT_SPARSE_FIXED)
+    lo = q / s->w * s->w, hi = lo + s->w - 1;
+  else
+    lo = q - s->w + 1, hi = q + s->w - 1;
+  hi = hi < kmax ? hi : kmax;
+  iv[0] = lo - g->k0, iv[1] = hi + 1 - g->k0;
+  iv[2] = -g->k0, iv[3] = (s->G < kmax + 1 ? s->G : kmax + 1) - g->k0;
+}
+
 /* The segments of the tile of queries q0..q1; returns their number (at most 3). */
 static int sp_segments(const SpPlan *s, int q0, int q1, Seg *seg) {
   int T = s->T, n = 0, lo, hi;
@@ -202,27 +217,34 @@ static void sp_stride_cols(const SpPlan *s, int q, int *i, int *j0, int *j1) {
     *j1 = *j0;
 }
 
-/* Strided's per-class work in chunks of bs queries: class r, its queries i0..i0+nq-1, keys 0..nk-1
- * (causal: those before the chunk's last query, rounded to the tile). Start with nq = 0. */
+/* Strided's per-class work in chunks of bs queries: class r, its queries i0..i0+nq-1 (the first at
+ * position row0), keys 0..nk-1 (causal: those before the chunk's last query, rounded to the tile).
+ * SP_FOR_CHUNKS(s, c) visits every chunk with keys (none but for strided): the one place of the
+ * walk, which the score, forward and backward loops share. */
 typedef struct SpChunk {
-  int r, i0, nq, nk;
+  int r, i0, nq, nk, row0;
 } SpChunk;
 static int sp_chunk_next(const SpPlan *s, SpChunk *c) {
   int L = s->w;
+  if (!s->nc)
+    return 0;
   if (c->nq == 0)
     c->r = 0, c->i0 = 0;
   else
     c->i0 += s->bs;
   for (; c->r < L && c->r < s->T; c->r++, c->i0 = 0) {
     int nc = (s->T - c->r + L - 1) / L;
-    if (c->i0 >= nc)
-      continue;
-    c->nq = nc - c->i0 < s->bs ? nc - c->i0 : s->bs;
-    c->nk = s->causal ? sp_round(c->i0 + c->nq - 1, s->bs, nc) : nc;
-    return 1;
+    for (; c->i0 < nc; c->i0 += s->bs) {
+      c->nq = nc - c->i0 < s->bs ? nc - c->i0 : s->bs;
+      c->nk = s->causal ? sp_round(c->i0 + c->nq - 1, s->bs, nc) : nc;
+      c->row0 = c->r + c->i0 * L;
+      if (c->nk)
+        return 1;
+    }
   }
   return 0;
 }
+#define SP_FOR_CHUNKS(s, c) for (SpChunk c = {0}; sp_chunk_next(s, &c);)
 
 /* The widest panel any tile needs (the scratch's): its segments' and the stride columns. */
 static int sp_panel_width(const SpPlan *s) {
@@ -237,37 +259,52 @@ static int sp_panel_width(const SpPlan *s) {
   return mx + s->nc;
 }
 
-/* s[0..n) *= scale; returns the largest result (-inf for n = 0). Eight lanes: no dependency
- * chain through one max. */
-static float sp_scale_max(float *s, int n, float scale) {
+/* The largest of x[0..n) (-inf for n = 0). Eight lanes: no dependency chain through one max. */
+static float sp_max(const float *x, int n) {
   float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
   int j = 0;
   for (; j + 8 <= n; j += 8)
-    for (int u = 0; u < 8; u++) {
-      float x = s[j + u] * scale;
-      s[j + u] = x;
-      m[u] = x > m[u] ? x : m[u];
-    }
-  for (; j < n; j++) {
-    float x = s[j] * scale;
-    s[j] = x;
-    m[0] = x > m[0] ? x : m[0];
-  }
+    for (int u = 0; u < 8; u++)
+      m[u] = x[j + u] > m[u] ? x[j + u] : m[u];
+  for (; j < n; j++)
+    m[0] = x[j] > m[0] ? x[j] : m[0];
   float a = m[0] > m[4] ? m[0] : m[4], b = m[1] > m[5] ? m[1] : m[5], c = m[2] > m[6] ? m[2] : m[6],
         d = m[3] > m[7] ? m[3] : m[7];
   a = a > c ? a : c, b = b > d ? b : d;
   return a > b ? a : b;
 }
 
-static void sp_fill(float *s, int n, float v) {
+/* y[0..n) = scale x[0..n); returns their largest (-inf for n = 0). */
+static float sp_scale_max(float *y, const float *x, int n, float scale) {
   for (int j = 0; j < n; j++)
-    s[j] = v;
+    y[j] = x[j] * scale;
+  return sp_max(y, n);
 }
 
-/* Scale s[a0..a1) and s[b0..b1) (columns of a row of n), -inf elsewhere; returns the largest
- * scaled value (-inf: none allowed). */
-static float sp_mask2(float *s, int n, float scale, int a0, int a1, int b0, int b1) {
-  a0 = a0 < 0 ? 0 : a0, a1 = a1 > n ? n : a1, b0 = b0 < 0 ? 0 : b0, b1 = b1 > n ? n : b1;
+/* The allowed runs of a panel row (columns [a, b) pairs, ascending), which the masks record as they
+ * go: the softmax exponentiates just these and the masked columns are written 0 at once. A row
+ * of an ALL tile, masked element by element, has n = -1 instead: its masked columns are -inf and
+ * the softmax finds the runs itself (sp_exp_runs). At most SP_RUNS runs per row: MAIN and SUMMARY
+ * two each, GLOBAL one, the stride columns two (a hole at the query's own class key). */
+#define SP_RUNS 8
+typedef struct SpRuns {
+  int n, a[SP_RUNS], b[SP_RUNS];
+} SpRuns;
+
+static void sp_run_add(SpRuns *r, int a, int b) {
+  if (b <= a)
+    return;
+  if (r->n > 0 && r->b[r->n - 1] == a) /* adjacent to the last: one longer run */
+    r->b[r->n - 1] = b;
+  else
+    r->a[r->n] = a, r->b[r->n++] = b;
+}
+
+/* Keep s[a0..a1) and s[b0..b1) (columns of a row of n, scaled scores), 0 elsewhere, the runs
+ * recorded at panel column c + a0 etc.; returns the largest kept value (-inf: none allowed). */
+static float sp_mask2(float *s, int n, int a0, int a1, int b0, int b1, SpRuns *rr, int c) {
+  a0 = a0 < 0 ? 0 : a0 > n ? n : a0, a1 = a1 > n ? n : a1;
+  b0 = b0 < 0 ? 0 : b0 > n ? n : b0, b1 = b1 > n ? n : b1;
   if (a1 < a0)
     a1 = a0;
   if (b1 < b0)
@@ -280,18 +317,32 @@ static float sp_mask2(float *s, int n, float scale, int a0, int a1, int b0, int 
     b0 = a1; /* overlapping: the second starts where the first ends */
   if (b1 < b0)
     b1 = b0;
-  sp_fill(s, a0, -INFINITY);
-  float m1 = sp_scale_max(s + a0, a1 - a0, scale);
-  sp_fill(s + a1, b0 - a1, -INFINITY);
-  float m2 = sp_scale_max(s + b0, b1 - b0, scale);
-  sp_fill(s + b1, n - b1, -INFINITY);
+  memset(s, 0, (size_t)a0 * sizeof(float));
+  float m1 = sp_max(s + a0, a1 - a0);
+  memset(s + a1, 0, (size_t)(b0 - a1) * sizeof(float));
+  float m2 = sp_max(s + b0, b1 - b0);
+  memset(s + b1, 0, (size_t)(n - b1) * sizeof(float));
+  sp_run_add(rr, c + a0, c + a1);
+  sp_run_add(rr, c + b0, c + b1);
   return m1 > m2 ? m1 : m2;
 }
 
-/* e = exp(row - mx) over a masked row, in place; returns the sum. Masked (-inf) runs become 0
- * without an exponential: exp of a large negative argument goes through subnormal intermediates,
- * which cost the CPU a microcode assist per element (the band's masked triangles were 40% of the
- * forward's time when they went through rt_exp_row). */
+/* The softmax's exponentials: e = exp(row - mx) in place over the row's allowed runs (the masked
+ * columns are 0 already); returns the sum. Masked columns never go through an exponential: exp of
+ * a large negative argument goes through subnormal intermediates, which cost the CPU a microcode
+ * assist per element (the band's masked triangles were 40% of the forward's time when they went
+ * through rt_exp_row), and finding the runs by scanning the row for -inf took a sixth of the
+ * forward's time: the masks know them. An ALL tile's row (rr->n = -1) is scanned (sp_exp_runs). */
+static float sp_exp_runs(float *row, int n, float mx);
+static float sp_softmax_exp(float *row, int n, const SpRuns *rr, float mx) {
+  if (rr->n < 0)
+    return sp_exp_runs(row, n, mx);
+  float sum = 0.0f;
+  for (int i = 0; i < rr->n; i++)
+    sum += rt_exp_row(row + rr->a[i], row + rr->a[i], rr->b[i] - rr->a[i], mx);
+  return sum;
+}
+
 /* The end of the run from j of elements that are -inf (masked = 1) or are not (masked = 0): eight
  * at a time while a whole group agrees (the runs are long: a band's triangles, its middle). */
 static int sp_run_end(const float *row, int j, int n, int masked) {
@@ -308,6 +359,7 @@ static int sp_run_end(const float *row, int j, int n, int masked) {
   return j;
 }
 
+/* exp over a row masked with -inf, the runs found by scanning (ALL tiles) */
 static float sp_exp_runs(float *row, int n, float mx) {
   float sum = 0.0f;
   for (int j = 0; j < n;) {
@@ -333,51 +385,53 @@ static float sp_dot(const float *a, const float *b, int n) {
   return (s0 + s1) + (s2 + s3);
 }
 
-/* Mask and scale query q's row of segment g (s: its n columns). */
-static float sp_mask_seg(const SpPlan *s, const Seg *g, int q, float *row, float scale) {
+/* Mask query q's row of segment g (row: its n columns of scaled scores, at panel column c; the
+ * allowed runs into rr); returns the row's largest allowed score there. */
+static float sp_mask_seg(const SpPlan *s, const Seg *g, int q, float *row, SpRuns *rr, int c) {
   const RtSparsePattern *p = s->p;
   int n = g->n, k0 = g->k0, G = s->G, kmax = s->causal ? q : s->T - 1; /* positions allowed: <= kmax */
   switch (g->kind) {
   case SEG_ALL: {
     float mx = -INFINITY;
     for (int j = 0; j < n; j++) {
-      row[j] = sp_allowed(p, s->causal, q, k0 + j) ? row[j] * scale : -INFINITY;
+      row[j] = sp_allowed(p, s->causal, q, k0 + j) ? row[j] : -INFINITY;
       mx = row[j] > mx ? row[j] : mx;
     }
+    rr->n = -1;
     return mx;
   }
   case SEG_GLOBAL: /* k < G and k <= q */
-    return sp_mask2(row, n, scale, 0, (G < kmax + 1 ? G : kmax + 1) - k0, 0, 0);
+    return sp_mask2(row, n, 0, (G < kmax + 1 ? G : kmax + 1) - k0, 0, 0, rr, c);
   case SEG_SUMMARY: { /* rows of other (causal: earlier) l-blocks, positions >= G: rows >= ng */
     int b = q / s->w, r0 = sp_sum_before(s, b) - k0, r1 = sp_sum_before(s, b + 1) - k0;
-    return s->causal ? sp_mask2(row, n, scale, 0, r0, 0, 0) : sp_mask2(row, n, scale, 0, r0, r1, n);
+    return s->causal ? sp_mask2(row, n, 0, r0, 0, 0, rr, c) : sp_mask2(row, n, 0, r0, r1, n, rr, c);
   }
   default: { /* MAIN: the band (fixed: q's own l-block) or a global key, and k <= q */
-    int lo, hi;
-    if (p->kind == RT_SPARSE_FIXED)
-      lo = q / s->w * s->w, hi = lo + s->w - 1;
-    else
-      lo = q - s->w + 1, hi = q + s->w - 1;
-    hi = hi < kmax ? hi : kmax;
-    int g1 = G < kmax + 1 ? G : kmax + 1; /* global keys 0..g1-1 */
-    return sp_mask2(row, n, scale, lo - k0, hi + 1 - k0, 0 - k0, g1 - k0);
+    int iv[4];
+    sp_main_ivals(s, g, q, iv);
+    return sp_mask2(row, n, iv[0], iv[1], iv[2], iv[3], rr, c);
   }
   }
 }
 
-/* Per-task scratch of the forward: the panel S (bs x W), its rows' largest values rmax (bs), the
- * row statistics m, l (T each) and fixed's gathered Ks, Vs (ns x hd each). */
+/* Per-task scratch of the forward: the panel S (bs x W), its rows' largest values rmax (bs) and
+ * allowed runs (bs), the tile's queries times the scale Qs (bs x hd), the row statistics m, l (T
+ * each) and fixed's gathered Ks, Vs (ns x hd each). */
 typedef struct SpWork {
   int ldp; /* the row stride of S and dP: the widest panel's, so every tile's products have the
             * same leading dimensions (fewer GEMM shapes) */
-  float *S, *rmax, *m, *l, *Ks, *Vs;
+  float *S, *rmax, *m, *l, *Ks, *Vs, *Qs;
+  SpRuns *runs;
   float *B; /* strided: the classes' blocks of S, then P (l x nc x nc) */
   /* backward: dP (bs x W), dKs, dVs (ns x hd), strided's blocks of dP, then dS */
   float *dP, *dKs, *dVs, *dB;
 } SpWork;
 
+/* n rows' SpRuns in floats of the scratch (ints and floats: 4 bytes each) */
+#define SP_RUNS_FLOATS(n) rt_slice_floats((size_t)(n) * (sizeof(SpRuns) / sizeof(float)))
 static size_t sp_fwd_floats(const SpPlan *s, int hd, int W) {
-  return rt_slice_floats((size_t)s->bs * W) + rt_slice_floats((size_t)s->bs) + 2 * rt_slice_floats((size_t)s->T) +
+  return rt_slice_floats((size_t)s->bs * W) + rt_slice_floats((size_t)s->bs) + SP_RUNS_FLOATS(s->bs) +
+         rt_slice_floats((size_t)s->bs * hd) + 2 * rt_slice_floats((size_t)s->T) +
          2 * rt_slice_floats((size_t)s->ns * hd) + rt_slice_floats((size_t)s->w * s->nc * s->nc);
 }
 static size_t sp_dx_floats(const SpPlan *s, int hd, int W) {
@@ -391,6 +445,8 @@ static SpWork sp_work(const SpPlan *s, int hd, int W, float *base, int backward)
 #define TAKE(ptr, n) (ptr = at, at += rt_slice_floats((size_t)(n)))
   TAKE(w.S, (size_t)s->bs * W);
   TAKE(w.rmax, s->bs);
+  w.runs = (SpRuns *)at, at += SP_RUNS_FLOATS(s->bs);
+  TAKE(w.Qs, (size_t)s->bs * hd);
   TAKE(w.m, s->T);
   TAKE(w.l, s->T);
   TAKE(w.Ks, (size_t)s->ns * hd);
@@ -430,12 +486,17 @@ static void sp_seg_kv(const SpHead *h, const SpWork *w, const Seg *g, const floa
   }
 }
 
-/* The panel of the tile q0..q0+nq-1: S = scale Q K^T per segment, masked, each row's largest
- * allowed value in rmax; returns its width. */
+/* The panel of the tile q0..q0+nq-1: S = (scale Q) K^T per segment (the tile's queries scaled
+ * once, not every score: the masks then only read the allowed scores for their max), masked, each
+ * row's largest allowed value in rmax, its allowed runs in w->runs; returns its width. */
 static int sp_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int q0, int nq, const Seg *seg, int nseg,
                     float *rmax) {
-  for (int r = 0; r < nq; r++)
-    rmax[r] = -INFINITY;
+  for (int r = 0; r < nq; r++) {
+    rmax[r] = -INFINITY, w->runs[r].n = 0;
+    const float *qr = h->q + (size_t)(q0 + r) * h->ld;
+    for (int d = 0; d < h->hd; d++)
+      w->Qs[(size_t)r * h->hd + d] = qr[d] * h->scale;
+  }
   int W = 0;
   for (int i = 0; i < nseg; i++)
     W += seg[i].n;
@@ -443,10 +504,9 @@ static int sp_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int q0, i
     const float *K, *V;
     int ldk;
     sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
-    rt_gemm(0, 1, nq, seg[i].n, h->hd, RT_DT_F32, h->q + (size_t)q0 * h->ld, h->ld, RT_DT_F32, K, ldk, 0.0f, w->S + c,
-            w->ldp);
+    rt_gemm(0, 1, nq, seg[i].n, h->hd, RT_DT_F32, w->Qs, h->hd, RT_DT_F32, K, ldk, 0.0f, w->S + c, w->ldp);
     for (int r = 0; r < nq; r++) {
-      float mx = sp_mask_seg(s, &seg[i], q0 + r, w->S + (size_t)r * w->ldp + c, h->scale);
+      float mx = sp_mask_seg(s, &seg[i], q0 + r, w->S + (size_t)r * w->ldp + c, &w->runs[r], c);
       rmax[r] = mx > rmax[r] ? mx : rmax[r];
     }
   }
@@ -538,10 +598,8 @@ static float *sp_brow(const SpPlan *s, float *B, int r, int i) { return B + ((si
  * dO V^T into w->dB. */
 static void sp_stride_scores(const SpPlan *s, const SpHead *h, const SpWork *w, const float *dO, int lddo) {
   int L = s->w, ldc = L * h->ld;
-  for (SpChunk c = {0}; sp_chunk_next(s, &c);) {
-    if (!c.nk)
-      continue;
-    size_t row0 = (size_t)(c.r + c.i0 * L);
+  SP_FOR_CHUNKS(s, c) {
+    size_t row0 = (size_t)c.row0;
     sp_cgemm(0, 1, c.nq, c.nk, h->hd, h->q + row0 * h->ld, ldc, h->k + (size_t)c.r * h->ld, ldc,
             0.0f, sp_brow(s, w->B, c.r, c.i0), s->nc);
     if (dO)
@@ -550,9 +608,9 @@ static void sp_stride_scores(const SpPlan *s, const SpHead *h, const SpWork *w, 
   }
 }
 
-/* Strided: the stride columns of the tile q0..q0+nq-1 into its panel at column c0 (S scaled and
- * masked from the blocks; backward also dP, 0 where masked); rmax updated; returns their number
- * (the most any row of the tile sees; 0 but for strided, and in ALL tiles). */
+/* Strided: the stride columns of the tile q0..q0+nq-1 into its panel at column c0 (S scaled from
+ * the blocks, 0 where masked, the runs recorded; backward also dP, 0 where masked); rmax updated;
+ * returns their number (the most any row of the tile sees; 0 but for strided, and in ALL tiles). */
 static int sp_stride_panel(const SpPlan *s, const SpHead *h, const SpWork *w, int q0, int nq, int c0, float *rmax) {
   if (!s->nc || q0 < s->qskip)
     return 0;
@@ -565,17 +623,20 @@ static int sp_stride_panel(const SpPlan *s, const SpHead *h, const SpWork *w, in
     int q = q0 + a;
     sp_stride_cols(s, q, &i, &j0, &j1);
     const float *b = sp_brow(s, w->B, q % s->w, i) + j0;
-    float *row = w->S + (size_t)a * w->ldp + c0, mx = rmax[a];
-    for (int j = 0; j < ns; j++) {
-      row[j] = j < j1 - j0 && j0 + j != i ? b[j] * h->scale : -INFINITY;
-      mx = row[j] > mx ? row[j] : mx;
-    }
-    rmax[a] = mx;
+    float *row = w->S + (size_t)a * w->ldp + c0;
+    int n = j1 - j0, hole = i - j0 >= 0 && i - j0 < n ? i - j0 : n; /* the class's own key i: the band's */
+    float m1 = sp_scale_max(row, b, hole, h->scale), m2 = -INFINITY;
+    if (hole < n)
+      row[hole] = 0.0f, m2 = sp_scale_max(row + hole + 1, b + hole + 1, n - hole - 1, h->scale);
+    memset(row + n, 0, (size_t)(ns - n) * sizeof(float));
+    sp_run_add(&w->runs[a], c0, c0 + hole);
+    sp_run_add(&w->runs[a], c0 + hole + 1, c0 + n);
+    m1 = m1 > m2 ? m1 : m2;
+    rmax[a] = m1 > rmax[a] ? m1 : rmax[a];
     if (w->dP) {
-      const float *db = sp_brow(s, w->dB, q % s->w, i) + j0;
       float *drow = w->dP + (size_t)a * w->ldp + c0;
-      for (int j = 0; j < ns; j++)
-        drow[j] = j < j1 - j0 ? db[j] : 0.0f;
+      memcpy(drow, sp_brow(s, w->dB, q % s->w, i) + j0, (size_t)n * sizeof(float));
+      memset(drow + n, 0, (size_t)(ns - n) * sizeof(float));
     }
   }
   return ns;
@@ -616,7 +677,7 @@ static void sp_head_fwd(const SpPlan *s, const SpHead *h, const SpWork *w, float
     int WA = sp_panel(s, h, w, q0, nq, seg, nseg, w->m + q0);
     int W = WA + sp_stride_panel(s, h, w, q0, nq, WA, w->m + q0); /* finite: every query sees itself */
     for (int r = 0; r < nq; r++)
-      w->l[q0 + r] = sp_exp_runs(w->S + (size_t)r * w->ldp, W, w->m[q0 + r]);
+      w->l[q0 + r] = sp_softmax_exp(w->S + (size_t)r * w->ldp, W, &w->runs[r], w->m[q0 + r]);
     sp_stride_store(s, w, q0, nq, WA);
     for (int i = 0, c = 0; i < nseg; c += seg[i++].n) {
       const float *K, *V;
@@ -626,14 +687,45 @@ static void sp_head_fwd(const SpPlan *s, const SpHead *h, const SpWork *w, float
               ldo);
     }
   }
-  for (SpChunk c = {0}; s->nc && sp_chunk_next(s, &c);) /* O += P V over the classes' keys */
-    if (c.nk)
-      sp_cgemm(0, 0, c.nq, hd, c.nk, sp_brow(s, w->B, c.r, c.i0), s->nc, h->v + (size_t)c.r * h->ld, s->w * h->ld, 1.0f,
-               o + (size_t)(c.r + c.i0 * s->w) * ldo, s->w * ldo);
+  SP_FOR_CHUNKS(s, c) /* O += P V over the classes' keys */
+    sp_cgemm(0, 0, c.nq, hd, c.nk, sp_brow(s, w->B, c.r, c.i0), s->nc, h->v + (size_t)c.r * h->ld, s->w * h->ld, 1.0f,
+             o + (size_t)c.row0 * ldo, s->w * ldo);
   for (int q = 0; q < T; q++) {
     float inv = 1.0f / w->l[q], *dst = o + (size_t)q * ldo;
     for (int d = 0; d < hd; d++)
       dst[d] *= inv;
+  }
+}
+
+/* The backward's row: P = the softmax of the scaled, masked row pr, D = rowsum(P o dP) (=
+ * rowsum(dO o O): the panel holds every key of the row), dpr = dS = P o (dP - D) times the scale
+ * of its two products, over the allowed runs only (P is 0 elsewhere, and so is dS). */
+static void sp_softmax_dx_row(float *pr, float *dpr, int W, const SpRuns *rr, float mx, float scale) {
+  SpRuns all = {1, {0}, {W}};
+  float inv = 1.0f / sp_softmax_exp(pr, W, rr, mx);
+  rr = rr->n < 0 ? &all : rr; /* an ALL tile's row: every column, the masked ones P = 0 */
+  float acc[8] = {0};
+  for (int i = 0; i < rr->n; i++) {
+    int j = rr->a[i], e = rr->b[i];
+    for (; j + 8 <= e; j += 8)
+      for (int u = 0; u < 8; u++) {
+        pr[j + u] *= inv;
+        acc[u] += pr[j + u] * dpr[j + u];
+      }
+    for (; j < e; j++) {
+      pr[j] *= inv;
+      acc[0] += pr[j] * dpr[j];
+    }
+  }
+  float D = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (int i = 0, end = 0; i <= rr->n; i++) {
+    int a = i < rr->n ? rr->a[i] : W; /* the gap before run i (after the last: to W) */
+    memset(dpr + end, 0, (size_t)(a - end) * sizeof(float));
+    if (i == rr->n)
+      break;
+    for (int j = a; j < rr->b[i]; j++)
+      dpr[j] = pr[j] * (dpr[j] - D) * scale;
+    end = rr->b[i];
   }
 }
 
@@ -663,41 +755,24 @@ static void sp_head_dx(const SpPlan *s, const SpHead *h, const SpWork *w, const 
       rt_gemm(0, 1, nq, seg[i].n, hd, RT_DT_F32, dO + (size_t)q0 * lddo, lddo, RT_DT_F32, V, ldk, 0.0f, w->dP + c, w->ldp);
     }
     int W = WA + sp_stride_panel(s, h, w, q0, nq, WA, w->rmax);
-    for (int r = 0; r < nq; r++) { /* the row's softmax, and D = rowsum(P o dP) = rowsum(dO o O) */
-      float *pr = w->S + (size_t)r * w->ldp, *dpr = w->dP + (size_t)r * w->ldp;
-      float inv = 1.0f / sp_exp_runs(pr, W, w->rmax[r]);
-      float acc[8] = {0};
-      int j = 0;
-      for (; j + 8 <= W; j += 8)
-        for (int u = 0; u < 8; u++) {
-          pr[j + u] *= inv;
-          acc[u] += pr[j + u] * dpr[j + u];
-        }
-      for (; j < W; j++) {
-        pr[j] *= inv;
-        acc[0] += pr[j] * dpr[j];
-      }
-      float D = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-      for (j = 0; j < W; j++)
-        dpr[j] = pr[j] * (dpr[j] - D) * h->scale; /* dS, times the scale of its two products */
-    }
+    for (int r = 0; r < nq; r++)
+      sp_softmax_dx_row(w->S + (size_t)r * w->ldp, w->dP + (size_t)r * w->ldp, W, &w->runs[r], w->rmax[r], h->scale);
     sp_stride_store(s, w, q0, nq, WA);
     for (int i = 0, c = 0; i < nseg; c += seg[i++].n) {
       const float *K, *V;
-      int ldk, n = seg[i].n;
+      int ldk;
       sp_seg_kv(h, w, &seg[i], &K, &V, &ldk);
       float *dK = seg[i].kind == SEG_SUMMARY ? w->dKs + (size_t)seg[i].k0 * hd : dk + (size_t)seg[i].k0 * ld;
       float *dV = seg[i].kind == SEG_SUMMARY ? w->dVs + (size_t)seg[i].k0 * hd : dv + (size_t)seg[i].k0 * ld;
+      int n = seg[i].n;
       rt_gemm(1, 0, n, hd, nq, RT_DT_F32, w->S + c, w->ldp, RT_DT_F32, dO + (size_t)q0 * lddo, lddo, 1.0f, dV, ldk);
       rt_gemm(0, 0, nq, hd, n, RT_DT_F32, w->dP + c, w->ldp, RT_DT_F32, K, ldk, i ? 1.0f : 0.0f, dq + (size_t)q0 * ld, ld);
       rt_gemm(1, 0, n, hd, nq, RT_DT_F32, w->dP + c, w->ldp, RT_DT_F32, h->q + (size_t)q0 * ld, ld, 1.0f, dK, ldk);
     }
   }
   int L = s->w, ldc = L * ld;
-  for (SpChunk c = {0}; s->nc && sp_chunk_next(s, &c);) { /* the classes' dV, dQ, dK */
-    if (!c.nk)
-      continue;
-    size_t row0 = (size_t)(c.r + c.i0 * L);
+  SP_FOR_CHUNKS(s, c) { /* the classes' dV, dQ, dK */
+    size_t row0 = (size_t)c.row0;
     const float *P = sp_brow(s, w->B, c.r, c.i0), *dS = sp_brow(s, w->dB, c.r, c.i0);
     sp_cgemm(1, 0, c.nk, hd, c.nq, P, s->nc, dO + row0 * lddo, L * lddo, 1.0f, dv + (size_t)c.r * ld, ldc);
     sp_cgemm(0, 0, c.nq, hd, c.nk, dS, s->nc, h->k + (size_t)c.r * ld, ldc, 1.0f, dq + row0 * ld, ldc);

@@ -7,7 +7,9 @@
  * (rt_attention_sparse, rt_attention_sparse_dx) for local window 256, strided l = 128, fixed
  * l = 128 with c = 16 summary columns, and local 256 with 16 global tokens, at tile TILE: the
  * forward, and a training step's attention (the forward, then the backward, which recomputes the
- * scores), each the median of RUNS (default 7) calls after 2 warm-ups. For each it prints the
+ * scores), each the median of RUNS (default 7) calls after 2 warm-ups. The kernels take turns
+ * (round i times each kernel's forward, then each one's training step), so that a change of the
+ * machine's speed during the run (a shared VM) falls on all of them alike, not on one. For each it prints the
  * allowed query-key pairs (rt_sparse_allowed, counted per row in closed form by the IR's FLOP rule;
  * here by intervals), their fraction of dense's, the FLOP-proportional ideal speed-up (dense pairs
  * / pattern pairs), the measured speed-ups, and the scratch floats the kernels ask for (with the
@@ -50,18 +52,13 @@ static double median(double *t, int n) {
   return t[n / 2];
 }
 
-/* median seconds of fwd (train = 0) or fwd + bwd (train = 1) */
-static double time_it(const Run *r, int train, int runs) {
-  double t[64];
-  for (int i = -2; i < runs; i++) {
-    double t0 = rt_now_seconds();
-    fwd(r);
-    if (train)
-      bwd(r);
-    if (i >= 0)
-      t[i] = rt_now_seconds() - t0;
-  }
-  return median(t, runs);
+/* seconds of one fwd (train = 0) or fwd + bwd (train = 1) */
+static double time_one(const Run *r, int train) {
+  double t0 = rt_now_seconds();
+  fwd(r);
+  if (train)
+    bwd(r);
+  return rt_now_seconds() - t0;
 }
 
 static long long pairs(const RtSparsePattern *p, int T, int causal) {
@@ -102,25 +99,37 @@ int main(int argc, char **argv) {
     qkv[i] = (float)((s = s * 6364136223846793005ULL + 1442695040888963407ULL) >> 40) / (float)(1 << 24) * 2 - 1;
   for (size_t i = 0; i < no; i++)
     dy[i] = (float)((s = s * 6364136223846793005ULL + 1442695040888963407ULL) >> 40) / (float)(1 << 24) - 0.5f;
-  double dense_f = 0, dense_t = 0;
-  long long dense_pairs = pairs(NULL, T, causal);
-  for (int k = 0; k < 5; k++) {
+  enum { NK = 5 };
+  Run r[NK];
+  size_t sf[NK], sd[NK];
+  for (int k = 0; k < NK; k++) {
     const RtSparsePattern *p = k ? &pats[k - 1] : NULL;
-    size_t sf = p ? rt_attention_sparse_scratch_floats(T, C, H, p) : rt_attention_scratch_floats(T, C, H);
-    size_t sd = p ? rt_attention_sparse_dx_scratch_floats(T, C, H, p) : rt_attention_dx_scratch_floats(T, C, H);
-    Run r = {p, out, dq, malloc(sf * sizeof(float)), malloc(sd * sizeof(float)), qkv, dy, T, C, H, causal};
-    if (!r.scratch || !r.scratch_dx)
+    sf[k] = p ? rt_attention_sparse_scratch_floats(T, C, H, p) : rt_attention_scratch_floats(T, C, H);
+    sd[k] = p ? rt_attention_sparse_dx_scratch_floats(T, C, H, p) : rt_attention_dx_scratch_floats(T, C, H);
+    r[k] = (Run){p, out, dq, malloc(sf[k] * sizeof(float)), malloc(sd[k] * sizeof(float)), qkv, dy, T, C, H, causal};
+    if (!r[k].scratch || !r[k].scratch_dx)
       return 1;
-    double tf = time_it(&r, 0, runs), tt = time_it(&r, 1, runs);
+  }
+  static double tf[NK][64], tt[NK][64];
+  for (int i = -2; i < runs; i++) /* i < 0: warm-ups */
+    for (int train = 0; train <= 1; train++)
+      for (int k = 0; k < NK; k++) {
+        double t = time_one(&r[k], train);
+        if (i >= 0)
+          (train ? tt : tf)[k][i] = t;
+      }
+  double dense_f = median(tf[0], runs), dense_t = median(tt[0], runs);
+  long long dense_pairs = pairs(NULL, T, causal);
+  for (int k = 0; k < NK; k++) {
+    const RtSparsePattern *p = r[k].p;
+    double f = median(tf[k], runs), t = median(tt[k], runs);
     long long np = pairs(p, T, causal);
-    if (!p)
-      dense_f = tf, dense_t = tt;
     printf("kernel=%s T=%d causal=%d tile=%d threads=%d pairs=%lld fraction=%.4f ideal=%.2f fwd_ms=%.3f train_ms=%.3f "
            "fwd_x=%.2f train_x=%.2f scratch_floats=%zu dx_scratch_floats=%zu\n",
            names[k], T, causal, p ? tile : 0, rt_threads(), np, (double)np / dense_pairs, (double)dense_pairs / np,
-           tf * 1e3, tt * 1e3, dense_f / tf, dense_t / tt, sf, sd);
+           f * 1e3, t * 1e3, dense_f / f, dense_t / t, sf[k], sd[k]);
     fflush(stdout);
-    free(r.scratch), free(r.scratch_dx);
+    free(r[k].scratch), free(r[k].scratch_dx);
   }
   free(qkv), free(dy), free(out), free(dq);
   return 0;

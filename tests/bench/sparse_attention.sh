@@ -6,7 +6,8 @@
 #          4 heads (hd 32), causal, T = TS (default "1024 2048 4096 8192 16384"), tile TILE
 #          (default 64), at THREADS (default 2) threads: the dense kernels and local 256, strided
 #          l = 128, fixed l = 128 c = 16, local 256 + 16 global: forward and a training step's
-#          attention (forward + backward) in ms (medians of RUNS = 5 calls after 2 warm-ups), the
+#          attention (forward + backward) in ms (medians of RUNS = 5 calls after 2 warm-ups, the
+#          kernels taking turns call by call), the
 #          speed-ups over dense, the FLOP-proportional ideal (dense pairs / pattern pairs) and the
 #          kernels' scratch.
 # tiles    the same at T = 4096 for tiles 16, 32, 64, 128 (the pass's default tile).

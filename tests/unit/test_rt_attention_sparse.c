@@ -6,8 +6,10 @@
  *    the explicit element mask) by normalised error < 1e-5, for every pattern (local causal and
  *    bidirectional, strided, fixed, with global tokens, a window wider than a block, a block that
  *    does not divide the pattern's lengths), T = 37 and 100 with block 16 (partial last blocks),
- *    1 and 2 heads, with 1, 2 and 3 pool threads; outputs pre-filled with NaN (every element
- *    written); scratch at its exact size (ASan catches overruns).
+ *    1 and 2 heads, with 1, 2 and 3 pool threads, and with blocks of 32 and 48 (bands of several
+ *    blocks, the first ones holding global keys); outputs and scratch pre-filled with NaN (every
+ *    element written, no scratch read before it is written); scratch at its exact size (ASan
+ *    catches overruns).
  * 3. 1, 2 and 3 threads give the same bytes, forward and backward.
  * 4. The dense kind is rt_attention_ref; the backward _ref against central differences of the
  *    forward _ref (L = sum(w o out), along random directions on q, k and v separately). */
@@ -27,6 +29,10 @@ static const RtSparsePattern PATS[] = {
     {RT_SPARSE_STRIDED, 5, 0, 4, 0, 1},  /* block 5, strided + global */
     {RT_SPARSE_STRIDED, 64, 0, 2, 0, 0}, /* stride 2: T = 100's class products go to rt_gemm (T = 37's are small) */
     {RT_SPARSE_DENSE, 16, 0, 0, 0, 0},   /* dense: every block full */
+    /* blocks of 32 and 48: bands of several blocks, a partial last tile */
+    {RT_SPARSE_LOCAL, 32, 40, 0, 0, 0},   /* local */
+    {RT_SPARSE_LOCAL, 32, 20, 0, 0, 3},   /* local + global: the first bands hold the global keys */
+    {RT_SPARSE_STRIDED, 48, 0, 30, 0, 2}, /* strided + global */
 };
 enum { NPATS = sizeof PATS / sizeof PATS[0] };
 
@@ -67,6 +73,8 @@ static void check_sparse(const RtSparsePattern *p, int B, int T, int C, int nh, 
   fill_uniform(qkv, nqkv, -2, 2, seed);
   fill_uniform(dy, no, -1, 1, seed + 100);
   nan_fill(o, no), nan_fill(dq, nqkv);
+  nan_fill(s1, rt_attention_sparse_scratch_floats(T, C, nh, p)); /* nothing may read scratch it did not write */
+  nan_fill(s2, rt_attention_sparse_dx_scratch_floats(T, C, nh, p));
   rt_attention_sparse(o, qkv, B, T, C, nh, causal, p, s1);
   rt_attention_sparse_ref(r, qkv, B, T, C, nh, causal, p);
   double e = norm_err(o, r, no);
