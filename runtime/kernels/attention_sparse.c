@@ -822,8 +822,7 @@ size_t rt_attention_sparse_dx_scratch_floats(int T, int C, int n_head, const RtS
 
 static void sp_tasks(void *ctx, int lo, int hi) {
   SpCtx *a = ctx;
-  int slot = atomic_fetch_add_explicit(&a->next_slot, 1, memory_order_relaxed);
-  SpWork w = sp_work(&a->plan, a->hd, a->W, a->scratch + (size_t)slot * a->slice, a->dy != NULL);
+  SpWork w = sp_work(&a->plan, a->hd, a->W, rt_claim_slice(a->scratch, a->slice, &a->next_slot), a->dy != NULL);
   int C = a->C, T = a->T, ld = 3 * C;
   for (int task = lo; task < hi; task++) {
     int b = task / a->n_head, h = task % a->n_head;
@@ -1012,8 +1011,7 @@ typedef struct SpKvCtx {
 /* tasks are (b, h): the head's queries of the step, then its columns of the new cache rows */
 static void sp_kv_tasks(void *ctx, int lo, int hi) {
   SpKvCtx *a = ctx;
-  int slot = atomic_fetch_add_explicit(&a->next_slot, 1, memory_order_relaxed);
-  float *s = a->scratch + (size_t)slot * a->slice;
+  float *s = rt_claim_slice(a->scratch, a->slice, &a->next_slot);
   int *pos = (int *)(s + a->slice / 2);
   const RtSparsePattern *p = a->p;
   int C = a->C, hd = a->hd, nt = a->nt, t0 = a->t0, G = p->global, ld = 3 * C;
