@@ -5,6 +5,7 @@
 #
 #     tests/bench/llama_decode.sh [MODEL...]      MODEL: stories260K s15m s15m-kv3 s15m-kv2 (default all)
 #     tests/bench/llama_decode.sh report          the tables of what has been measured
+#     tests/bench/llama_decode.sh gqa [ROUNDS]    ours only, s15m and s15m-kv2 alternating (below)
 #
 # The models:
 #   stories260K  llama2.c's trained stories260K (dim 64, hidden 172, 5 layers, 8 heads, 4 KV heads,
@@ -53,6 +54,8 @@ HERE=tests/bench
 STORIES260K=${STORIES260K:-$(dirname "$ROOT")/shared/models/stories260K.bin}
 MODELS=${*:-stories260K s15m s15m-kv3 s15m-kv2}
 [ "$MODELS" = report ] && MODELS="" TIMED=0
+GQA_ROUNDS=0
+if [ "${1:-}" = gqa ]; then GQA_ROUNDS=${2:-3} MODELS="s15m s15m-kv2" TIMED=0; fi
 THREADS=${THREADS:-1 2}
 CORETYPE=${CORETYPE:-$(grep -qw avx512f /proc/cpuinfo && echo SkylakeX || echo Haswell)}
 log() { echo "llama_decode.sh: $*" >&2; }
@@ -134,6 +137,25 @@ EOF
   done
 done
 
+# gqa [ROUNDS]: GQA's effect on our decode alone: the s15m and s15m-kv2 programs (above: imported,
+# built, checked) alternate in ROUNDS rounds (default 3) at each thread count, so both see the same
+# machine (between runs minutes apart this shared machine's speed has varied by 2x and more)
+if [ "$GQA_ROUNDS" -gt 0 ]; then
+  K=255
+  for n in $THREADS; do
+    for r in $(seq "$GQA_ROUNDS"); do
+      for m in s15m s15m-kv2; do
+        "$OUT/$m/prog" bench --weights "$OUT/$m/model.safetensors" --threads $n --runs "$RUNS" -n $K > "$OUT/$m/gqa.$n.$r" 2>&1
+        log "gqa: $m, $n thread(s), round $r: $(key decode_tokens_per_s "$OUT/$m/gqa.$n.$r") tokens/s"
+      done
+    done
+    med() { for r in $(seq "$GQA_ROUNDS"); do key decode_tokens_per_s "$OUT/$1/gqa.$n.$r"; done | sort -g | awk '{ v[NR] = $1 } END { print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+    all() { for r in $(seq "$GQA_ROUNDS"); do key decode_tokens_per_s "$OUT/$1/gqa.$n.$r"; done | paste -sd ' ' | sed 's/ /, /g'; }
+    a=$(med s15m) b=$(med s15m-kv2)
+    echo "| $n | $a ($(all s15m)) | $b ($(all s15m-kv2)) | $(ratio "$b" "$a") |" > "$OUT/gqa-row.$n"
+  done
+fi
+
 # the report: every row measured so far in $OUT (each model and thread count may come from its own run)
 {
   rows=$(for m in stories260K s15m s15m-kv3 s15m-kv2; do cat "$OUT/$m"/row.* 2>/dev/null || true; done)
@@ -146,6 +168,15 @@ done
     echo "| model | parameters | heads / KV heads | threads | K | ours tok/s | PyTorch f32 tok/s | ours / PyTorch f32 | PyTorch bf16 autocast tok/s | ours / PyTorch bf16 | ours, OPENBLAS_CORETYPE=$CORETYPE | PyTorch f32, OPENBLAS_CORETYPE=$CORETYPE | ours / PyTorch, both $CORETYPE | ours / PyTorch's best | PyTorch spread (min..max / median: f32; bf16; f32 $CORETYPE) |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     echo "$rows"
+    echo
+  fi
+  if ls "$OUT"/gqa-row.* >/dev/null 2>&1; then
+    echo "GQA's effect on our decode: s15m (6 KV heads) and s15m-kv2 (2) alternating, medians over the rounds"
+    echo "(each round's median of $RUNS sequences in parentheses), K = 255 tokens, default environment:"
+    echo
+    echo "| threads | s15m tok/s | s15m-kv2 tok/s | kv2 / kv6 |"
+    echo "|---|---|---|---|"
+    cat "$OUT"/gqa-row.*
     echo
   fi
   echo "KV-cache bytes at batch 1 (\`PROG info\`'s state bytes) against the formula (k and v, f32):"
