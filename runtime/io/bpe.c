@@ -363,9 +363,8 @@ out:
 static int read_merges(RtJs *j, Loader *L) {
   if (rt_js_expect(j, '['))
     return -1;
-  if (rt_js_peek(j) == ']')
-    return j->p++, 0;
-  for (;;) {
+  int first = 1, r;
+  while ((r = rt_js_next_elem(j, &first, "merges")) == 1) {
     const char *m;
     if (rt_js_peek(j) == '[') {
       const char *a, *b;
@@ -380,22 +379,16 @@ static int read_merges(RtJs *j, Loader *L) {
     }
     if (push_merge(L, m, j->err))
       return -1;
-    int c = rt_js_peek(j);
-    j->p++;
-    if (c == ']')
-      return 0;
-    if (c != ',')
-      return j->p--, rt_js_fail(j, "expected ',' or ']' in merges");
   }
+  return r;
 }
 
 /* "added_tokens": [{"id": N, "content": "...", ...}, ...]: ids the vocabulary may lack. */
 static int read_added(RtJs *j, Loader *L) {
   if (rt_js_expect(j, '['))
     return -1;
-  if (rt_js_peek(j) == ']')
-    return j->p++, 0;
-  for (;;) {
+  int first_elem = 1, e;
+  while ((e = rt_js_next_elem(j, &first_elem, "added_tokens")) == 1) {
     const char *key, *content = NULL;
     uint64_t id = UINT64_MAX;
     int first = 1, r;
@@ -420,13 +413,8 @@ static int read_added(RtJs *j, Loader *L) {
       known = L->e[i].id == id;
     if (!known && push_entry(L, content, id, j->err))
       return -1;
-    int c = rt_js_peek(j);
-    j->p++;
-    if (c == ']')
-      return 0;
-    if (c != ',')
-      return j->p--, rt_js_fail(j, "expected ',' or ']' in added_tokens");
   }
+  return e;
 }
 
 /* An object's "type" string (NULL when absent), the rest skipped. */

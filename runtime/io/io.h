@@ -82,7 +82,13 @@ int rt_js_uint_array(RtJs *j, uint64_t *vals, int max, int *n, const char *what)
 /* "key": value pairs of an object: call with *first = 1; 1 with *key set and the cursor at the
  * value, 0 at the closing brace, -1 on error. */
 int rt_js_next_key(RtJs *j, int *first, const char **key);
+/* The elements of an array whose '[' has been read: call with *first = 1; 1 with the cursor at the
+ * next element, 0 past the closing ']', -1 on error ("expected ',' or ']' in WHAT"). */
+int rt_js_next_elem(RtJs *j, int *first, const char *what);
 int rt_js_skip(RtJs *j); /* one value of any kind, its strings not kept */
+/* The n hex digits at s (either case) as a number in *out: 0, or -1 at a non-hex byte. JSON's
+ * \uXXXX escapes and llama2.c's byte pieces <0xHH> (io/tokenizer.c) read them. */
+int rt_hex_digits(const char *s, int n, unsigned *out);
 
 /* ---------------------------------------------------------------------------------------------
  * NumPy .npy (io/npy.c; versions 1.0, 2.0, 3.0; dtypes <f4, <i4, <i8; C order only)

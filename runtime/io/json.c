@@ -36,9 +36,9 @@ int rt_js_peek(RtJs *j) {
   return j->p < j->end ? (unsigned char)*j->p : -1;
 }
 
-static int hex4(const char *s, unsigned *out) {
+int rt_hex_digits(const char *s, int n, unsigned *out) {
   unsigned v = 0;
-  for (int i = 0; i < 4; i++) {
+  for (int i = 0; i < n; i++) {
     char c = s[i];
     v <<= 4;
     if (c >= '0' && c <= '9')
@@ -85,11 +85,11 @@ int rt_js_string(RtJs *j, const char **out) {
     case 't': *o++ = '\t'; break;
     case 'u': {
       unsigned cp, lo;
-      if (j->end - j->p < 4 || hex4(j->p, &cp))
+      if (j->end - j->p < 4 || rt_hex_digits(j->p, 4, &cp))
         return rt_js_fail(j, "bad \\u escape");
       j->p += 4;
       if (cp >= 0xd800 && cp <= 0xdbff) {
-        if (j->end - j->p < 6 || j->p[0] != '\\' || j->p[1] != 'u' || hex4(j->p + 2, &lo) || lo < 0xdc00 || lo > 0xdfff)
+        if (j->end - j->p < 6 || j->p[0] != '\\' || j->p[1] != 'u' || rt_hex_digits(j->p + 2, 4, &lo) || lo < 0xdc00 || lo > 0xdfff)
           return rt_js_fail(j, "unpaired surrogate in \\u escape");
         j->p += 6;
         cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
@@ -154,26 +154,32 @@ int rt_js_uint_array(RtJs *j, uint64_t *vals, int max, int *n, const char *what)
   if (rt_js_expect(j, '['))
     return -1;
   *n = 0;
-  if (rt_js_peek(j) == ']') {
-    j->p++;
-    return 0;
-  }
-  for (;;) {
+  int first = 1, r;
+  while ((r = rt_js_next_elem(j, &first, what)) == 1) {
     if (*n == max)
       return rt_js_fail(j, "%s has more than %d elements", what, max);
     if (rt_js_uint(j, &vals[(*n)++]))
       return -1;
-    int c = rt_js_peek(j);
-    if (c == ',') {
-      j->p++;
-      continue;
-    }
-    if (c == ']') {
-      j->p++;
-      return 0;
-    }
-    return rt_js_fail(j, "expected ',' or ']' in %s", what);
   }
+  return r;
+}
+
+/* Iterates the elements of an array whose '[' has been read (io.h). A ',' is always followed by an
+ * element, read by the caller, so "[1,]" fails there: no trailing comma. */
+int rt_js_next_elem(RtJs *j, int *first, const char *what) {
+  int c = rt_js_peek(j);
+  if (c == ']') { /* "[]", or the end after an element (after a ',' the element is read first) */
+    j->p++;
+    return 0;
+  }
+  if (*first) {
+    *first = 0;
+    return 1;
+  }
+  if (c != ',')
+    return rt_js_fail(j, "expected ',' or ']' in %s", what);
+  j->p++;
+  return 1;
 }
 
 /* Iterates "key": value pairs of an object: call with *first = 1; returns 1 with *key set and the

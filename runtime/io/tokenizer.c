@@ -78,21 +78,9 @@ static int32_t rd_i32(const unsigned char *p) {
 
 /* "<0xHH>" (two hex digits, either case): 0 with the byte in *b. */
 static int byte_piece(const char *s, size_t n, unsigned char *b) {
-  if (n != 6 || memcmp(s, "<0x", 3) || s[5] != '>')
+  unsigned v;
+  if (n != 6 || memcmp(s, "<0x", 3) || s[5] != '>' || rt_hex_digits(s + 3, 2, &v))
     return -1;
-  unsigned v = 0;
-  for (int i = 3; i < 5; i++) {
-    char c = s[i];
-    v <<= 4;
-    if (c >= '0' && c <= '9')
-      v |= (unsigned)(c - '0');
-    else if (c >= 'a' && c <= 'f')
-      v |= (unsigned)(c - 'a' + 10);
-    else if (c >= 'A' && c <= 'F')
-      v |= (unsigned)(c - 'A' + 10);
-    else
-      return -1;
-  }
   *b = (unsigned char)v;
   return 0;
 }

@@ -90,12 +90,12 @@ static void print_info(const RtModel *m, FILE *o) {
     fprintf(o, "state bytes:      %lld at batch 1 (%d slots: %s%s)\n", (long long)(rt_model_state_floats(m, 1) * 4),
             m->nstate, m->memory ? "the segment memory" : "the KV caches",
             m->decode_unbounded ? "; rings: decoding goes past the context in this memory" : "");
-  if (m->memory)
-    fprintf(o, "segment memory:   %d positions per layer (Transformer-XL): longer texts run as segments of %lld\n",
-            m->memory, (long long)m->context);
   else
     fprintf(o, "state bytes:      0 (no KV cache%s)\n",
             rt_is_lm(m) ? ": generate recomputes the whole window at every step" : "");
+  if (m->memory)
+    fprintf(o, "segment memory:   %d positions per layer (Transformer-XL): longer texts run as segments of %lld\n",
+            m->memory, (long long)m->context);
   fprintf(o, "compile options:  %s\n", m->compile_options);
   char cpu[256];
   rt_cpu_describe(cpu, sizeof cpu);

@@ -17,6 +17,12 @@ ckpt() {
 }
 # nothing written: OUT absent
 none_written() { [ ! -e "$TMP/$1" ] || fail "$1 was written: $(ls -A "$TMP/$1")"; }
+# refused NAME MESSAGE: importing $TMP/NAME exits 1 with MESSAGE and writes nothing
+refused() {
+  expect_status 1 "$MODELC" import "$TMP/$1" -o "$TMP/$1.out"
+  expect_in "$TMP/err" "$2"
+  none_written "$1.out"
+}
 
 # the valid one imports and checks
 ckpt ok ok.safetensors
@@ -28,21 +34,13 @@ expect_in "$TMP/ok.out/model.yaml" "mlp: {hidden: 32, activation: gelu_tanh}"
 
 # a missing tensor, a wrong shape (nn.Linear's layout), a wrong dtype, an unexpected tensor
 ckpt missing missing.safetensors
-expect_status 1 "$MODELC" import "$TMP/missing" -o "$TMP/missing.out"
-expect_in "$TMP/err" "$TMP/missing/model.safetensors: error: missing tensor 'transformer.h.0.mlp.c_fc.bias' (every GPT-2 has it)"
-none_written missing.out
+refused missing "$TMP/missing/model.safetensors: error: missing tensor 'transformer.h.0.mlp.c_fc.bias' (every GPT-2 has it)"
 ckpt shape shape.safetensors
-expect_status 1 "$MODELC" import "$TMP/shape" -o "$TMP/shape.out"
-expect_in "$TMP/err" "$TMP/shape/model.safetensors: error: tensor 'transformer.h.0.attn.c_attn.weight' is [24, 8], but $TMP/shape/config.json makes it [8, 24] (a Conv1D weight: [in, out])"
-none_written shape.out
+refused shape "$TMP/shape/model.safetensors: error: tensor 'transformer.h.0.attn.c_attn.weight' is [24, 8], but $TMP/shape/config.json makes it [8, 24] (a Conv1D weight: [in, out])"
 ckpt f16 f16.safetensors
-expect_status 1 "$MODELC" import "$TMP/f16" -o "$TMP/f16.out"
-expect_in "$TMP/err" "error: tensor 'transformer.h.0.ln_1.weight' is F16: modelc import reads F32 checkpoints only"
-none_written f16.out
+refused f16 "error: tensor 'transformer.h.0.ln_1.weight' is F16: modelc import reads F32 checkpoints only"
 ckpt extra extra.safetensors
-expect_status 1 "$MODELC" import "$TMP/extra" -o "$TMP/extra.out"
-expect_in "$TMP/err" "error: unexpected tensor 'transformer.h.1.ln_1.weight': not part of a GPT-2 language model of $TMP/extra/config.json"
-none_written extra.out
+refused extra "error: unexpected tensor 'transformer.h.1.ln_1.weight': not part of a GPT-2 language model of $TMP/extra/config.json"
 # an existing output directory stays empty
 mkdir "$TMP/empty.out"
 expect_status 1 "$MODELC" import "$TMP/missing" -o "$TMP/empty.out"
@@ -50,9 +48,7 @@ expect_status 1 "$MODELC" import "$TMP/missing" -o "$TMP/empty.out"
 
 # the head: a stored lm_head.weight that is not wte while tied; untied, it is the head
 ckpt untied untied.safetensors
-expect_status 1 "$MODELC" import "$TMP/untied" -o "$TMP/untied.out"
-expect_in "$TMP/err" "error: tensor 'lm_head.weight' differs from 'transformer.wte.weight' while $TMP/untied/config.json ties them"
-none_written untied.out
+refused untied "error: tensor 'lm_head.weight' differs from 'transformer.wte.weight' while $TMP/untied/config.json ties them"
 sed -i 's/^{/{\n  "tie_word_embeddings": false,/' "$TMP/untied/config.json"
 expect_status 0 "$MODELC" import "$TMP/untied" -o "$TMP/untied.out"
 expect_in "$TMP/untied.out/model.yaml" "lm_head: {tied: false}"
@@ -69,35 +65,24 @@ cfg() {
 }
 line_of() { grep -n -- "$2" "$TMP/$1/config.json" | head -1 | cut -d: -f1; }
 cfg unknown 's/^{/{\n  "rotary_dim": 8,/'
-expect_status 1 "$MODELC" import "$TMP/unknown" -o "$TMP/unknown.out"
-expect_in "$TMP/err" "$TMP/unknown/config.json:2:3: error: unknown config key 'rotary_dim': modelc import does not know whether it changes the architecture"
-none_written unknown.out
+refused unknown "$TMP/unknown/config.json:2:3: error: unknown config key 'rotary_dim': modelc import does not know whether it changes the architecture"
 cfg typo 's/"n_embd"/"n_embed"/'
-expect_status 1 "$MODELC" import "$TMP/typo" -o "$TMP/typo.out"
-expect_in "$TMP/err" "config.json:$(line_of typo n_embed):3: error: unknown config key 'n_embed': modelc import does not know whether it changes the architecture (did you mean 'n_embd'?)"
+refused typo "config.json:$(line_of typo n_embed):3: error: unknown config key 'n_embed': modelc import does not know whether it changes the architecture (did you mean 'n_embd'?)"
 expect_in "$TMP/err" "config.json: error: no 'n_embd': modelc import needs it"
 cfg scale 's/"scale_attn_weights": true/"scale_attn_weights": false/'
-expect_status 1 "$MODELC" import "$TMP/scale" -o "$TMP/scale.out"
-expect_in "$TMP/err" "config.json:$(line_of scale scale_attn_weights):3: error: 'scale_attn_weights' other than true changes the architecture: not supported by modelc import"
+refused scale "config.json:$(line_of scale scale_attn_weights):3: error: 'scale_attn_weights' other than true changes the architecture: not supported by modelc import"
 cfg act 's/"gelu_new"/"swish"/'
-expect_status 1 "$MODELC" import "$TMP/act" -o "$TMP/act.out"
-expect_in "$TMP/err" "error: 'activation_function' 'swish' is not supported (gelu_new, gelu_pytorch_tanh, gelu_fast, gelu or relu)"
+refused act "error: 'activation_function' 'swish' is not supported (gelu_new, gelu_pytorch_tanh, gelu_fast, gelu or relu)"
 cfg heads 's/"n_head": 2/"n_head": 3/'
-expect_status 1 "$MODELC" import "$TMP/heads" -o "$TMP/heads.out"
-expect_in "$TMP/err" "error: 'n_head' (3) must divide 'n_embd' (8)"
+refused heads "error: 'n_head' (3) must divide 'n_embd' (8)"
 cfg ctx 's/"n_ctx": 4/"n_ctx": 8/'
-expect_status 1 "$MODELC" import "$TMP/ctx" -o "$TMP/ctx.out"
-expect_in "$TMP/err" "error: 'n_ctx' (8) differs from 'n_positions' (4)"
+refused ctx "error: 'n_ctx' (8) differs from 'n_positions' (4)"
 cfg width 's/"n_embd": 8/"n_embd": 16/'
-expect_status 1 "$MODELC" import "$TMP/width" -o "$TMP/width.out"
-expect_in "$TMP/err" "error: tensor 'transformer.wte.weight' is [16, 8], but $TMP/width/config.json makes it [16, 16]"
+refused width "error: tensor 'transformer.wte.weight' is [16, 8], but $TMP/width/config.json makes it [16, 16]"
 cfg model 's/"model_type": "gpt2"/"model_type": "llama"/'
-expect_status 1 "$MODELC" import "$TMP/model" -o "$TMP/model.out"
-expect_in "$TMP/err" "error: 'model_type' is 'llama': modelc import reads GPT-2 ('gpt2') directories"
+refused model "error: 'model_type' is 'llama': modelc import reads GPT-2 ('gpt2') directories"
 cfg json 's/"n_layer": 1,/"n_layer": 1/'
-expect_status 1 "$MODELC" import "$TMP/json" -o "$TMP/json.out"
-expect_in "$TMP/err" "config.json:$(( $(line_of json n_layer) + 1 )):3: error: bad JSON: expected ',' or '}'"
-none_written json.out
+refused json "config.json:$(( $(line_of json n_layer) + 1 )):3: error: bad JSON: expected ',' or '}'"
 
 # the directory itself
 mkdir "$TMP/empty"

@@ -64,6 +64,8 @@ START_TEST(kv_cache_equals_recompute) {
   }
   /* 2 layers x (k, v) x 16 positions x G hd = 16 floats: 4096 bytes (multi-head: 8192) */
   ck_assert_int_eq(sh("%s/g info | grep -q 'state bytes: *4096 at batch 1'", tmp), 0);
+  /* and only that line: a cached model is not also said to have "0 (no KV cache)" */
+  ck_assert_int_eq(sh("test \"$(%s/g info | grep -c 'state bytes')\" = 1", tmp), 0);
 }
 END_TEST
 

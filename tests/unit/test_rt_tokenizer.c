@@ -263,6 +263,30 @@ START_TEST(hf_tokenizer_json) {
 }
 END_TEST
 
+/* tokenizer.json's arrays (merges, added_tokens): a missing ',' and a trailing one are errors at
+ * the array, naming the file; so is a bad \u escape in a piece. */
+START_TEST(hf_json_arrays) {
+  char dir[] = "/tmp/modelc-tokjs-XXXXXX";
+  ck_assert(mkdtemp(dir) != NULL);
+  char path[64];
+  snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+  static const struct {
+    const char *json, *want;
+  } cases[] = {
+      {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [\"a b\" \"c d\"]}}",
+       "expected ',' or ']' in merges"},
+      {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [[\"a\", \"b\"],]}}", "invalid JSON"},
+      {"{\"added_tokens\": [{\"id\": 1, \"content\": \"x\"} {\"id\": 2, \"content\": \"y\"}]}",
+       "expected ',' or ']'"}, /* skipped first (read after the vocabulary): the skipper's message */
+      {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"\\u00g1\": 0}, \"merges\": []}}", "bad \\u escape"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    expect_bad(path, cases[i].json, strlen(cases[i].json), cases[i].want);
+  unlink(path);
+  ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("rt_tokenizer");
   TCase *tc = tcase_create("tokenizer");
@@ -270,6 +294,7 @@ int main(void) {
   tcase_add_test(tc, llama2c_corrupt);
   tcase_add_test(tc, gpt2_cases);
   tcase_add_test(tc, hf_tokenizer_json);
+  tcase_add_test(tc, hf_json_arrays);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(s, tc);
   return check_run(s);
