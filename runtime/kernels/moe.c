@@ -24,6 +24,8 @@
  */
 #include "kernels.h"
 
+#include "../gemm/gemm.h"
+
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -131,101 +133,271 @@ static float route(Route *r, const float *x, const float *wr, int C, float facto
   return (float)(aux_coef * E * aux);
 }
 
-size_t rt_moe_scratch_floats(int N, int C, int E, int H, int K) {
-  size_t n = (size_t)(N > 0 ? N : 1);
-  return align16(n * E) * 2 + align16(n * K) * 3 + align16((size_t)E) * 2 + align16((size_t)E * n) +
-         align16(n * C) * 3 + align16(n * H) * 2;
+/* ---- the experts, grouped: one parallel region over tiles of every expert's rows ----
+ *
+ * The kept pairs, sorted by expert, are rows of one buffer: expert e's m_e pairs take rows
+ * [p_e, p_e + m_e) of its padded span, p_e the sum of the earlier experts' m rounded up to 16.
+ * Each expert's rows split into tiles of at most MOE_TILE rows (ceil(m / MOE_TILE) tiles of
+ * equal size, rounded up to 16 but the last), and one rt_parallel_blocks over all the tiles of all
+ * the experts runs each tile whole in one thread: the gather of its rows, the first product with
+ * the bias, the activation while the rows are in cache, the second product with the bias, and the
+ * gate-weighted write of the result. The tiles depend on the routing only, and each tile is one
+ * thread's calls, so the bits are the same for any thread count.
+ *
+ * Why tiles, and why two layouts: a GEMM call on few rows is dominated by the library's copy of
+ * its B operand (oneDNN repacks the weight on each call: ~15 us for a 512 x 128 weight, the time
+ * of ~15 rows), so E experts of m = N / E rows each cost E copies. A tile of at most MOE_TRANS
+ * rows computes the transposed products instead, h^T (H, r16) = W1_e x^T and y^T (C, r16) =
+ * W2_e h^T: the weight is the A operand, read as stored, and the copied B is the few token rows
+ * (r rounded up to r16, a multiple of 16, with zero rows: the library's tail over a partial
+ * vector of tokens costs a whole one anyway, and the GEMMs meet at most MOE_TRANS / 16 shapes).
+ * Larger tiles take the usual layout, h (r, H) = x W1_e^T. tests/bench/moe_kernel.c times them. */
+
+#define MOE_TILE 128 /* rows per tile at most */
+#define MOE_TRANS 64 /* tiles of at most this many rows compute the transposed products */
+
+static int ceil16(int n) { return (n + 15) / 16 * 16; }
+
+/* The tile plan of one call (in the scratch, after the routing). */
+typedef struct Tiles {
+  int n;             /* tiles */
+  int *e, *j0, *rows; /* per tile: the expert, its first row among the expert's pairs, the rows */
+  int *p;            /* per tile: its first row in the padded sorted buffers */
+  int *pe;           /* (E+1) each expert's first padded row; pe[E] = P, the padded rows */
+  int *pos;          /* (N K) pair q's padded sorted row, or -1 when dropped */
+} Tiles;
+
+static int max_tiles(int N, int E, int K) { return N * K / 16 + E + 1; }
+static size_t max_rows(int N, int E, int K) { return (size_t)N * K + (size_t)16 * E; }
+
+static float *tiles_carve(Tiles *t, float *s, int N, int E, int K) {
+  size_t mt = align16((size_t)max_tiles(N, E, K));
+  t->e = (int *)s, s += mt;
+  t->j0 = (int *)s, s += mt;
+  t->rows = (int *)s, s += mt;
+  t->p = (int *)s, s += mt;
+  t->pe = (int *)s, s += align16((size_t)E + 1);
+  t->pos = (int *)s, s += align16((size_t)N * K);
+  return s;
 }
 
-/* Expert e's rows: gathers its tokens into xg (m,C), a1 = xg W1_e^T + b1_e (m,H), hh = act(a1) and
- * yg = hh W2_e^T + b2_e (m,C). */
-static int expert_forward(const Route *r, int e, const float *x, const float *w1, const float *b1, const float *w2,
-                          const float *b2, int C, int H, int act, float *xg, float *a1, float *hh, float *yg) {
-  int m = r->count[e];
-  if (m == 0) return 0;
-  const int *list = r->list + (size_t)e * r->cap;
-  for (int j = 0; j < m; j++) memcpy(xg + (size_t)j * C, x + (size_t)(list[j] / r->K) * C, sizeof *xg * (size_t)C);
-  rt_linear(a1, xg, w1 + (size_t)e * H * C, b1 + (size_t)e * H, m, H, C, NULL, NULL);
-  size_t n = (size_t)m * H; /* activation.c's vectorised kernels (element-wise: any split is exact) */
-  switch (act) {
-  case 2: rt_gelu_tanh(hh, a1, n); break;
-  case 3: rt_relu(hh, a1, n); break;
-  case 4: rt_silu(hh, a1, n); break;
-  default: rt_gelu(hh, a1, n); break;
+static void tiles_plan(Tiles *t, const Route *r) {
+  int p = 0;
+  t->n = 0;
+  for (int q = 0; q < r->N * r->K; q++) t->pos[q] = -1;
+  for (int e = 0; e < r->E; e++) {
+    int m = r->count[e];
+    t->pe[e] = p;
+    if (m > 0) {
+      int nt = (m + MOE_TILE - 1) / MOE_TILE, rt = ceil16((m + nt - 1) / nt);
+      for (int j = 0; j < m; j += rt) {
+        t->e[t->n] = e, t->j0[t->n] = j, t->rows[t->n] = m - j < rt ? m - j : rt, t->p[t->n] = p + j;
+        t->n++;
+      }
+      for (int j = 0; j < m; j++) t->pos[r->list[(size_t)e * r->cap + j]] = p + j;
+    }
+    p += ceil16(m);
   }
-  rt_linear(yg, hh, w2 + (size_t)e * C * H, b2 + (size_t)e * C, m, C, H, NULL, NULL);
-  return m;
+  t->pe[r->E] = p;
+}
+
+size_t rt_moe_scratch_floats(int N, int C, int E, int H, int K) {
+  size_t n = (size_t)(N > 0 ? N : 1), P = max_rows(N > 0 ? N : 1, E, K);
+  size_t route = align16(n * E) + align16(n * K) * 2 + align16((size_t)E) * 2 + align16((size_t)E * n);
+  size_t tiles = align16((size_t)max_tiles((int)n, E, K)) * 4 + align16((size_t)E + 1) + align16(n * K);
+  /* the forward's xs, hs, ys (P,C) (P,H) (P,C) and yo (P,C); the backward's d P (N,E), d gate
+   * (N,K), xs, hs, ys, a1s and hhs (P,H) each, dys (P,C) and the router's d x (N,C) */
+  size_t fwd = align16(P * C) * 3 + align16(P * H);
+  size_t bwd = align16(n * E) + align16(n * K) + align16(P * C) * 3 + align16(P * H) * 3 + align16(n * C);
+  return route + tiles + (fwd > bwd ? fwd : bwd);
+}
+
+/* The activation over n values in place: activation.c's scalar functions, compiled a second time
+ * for AVX-512 (the same operations, no contraction under -std=c11: the same bits) and chosen by
+ * the CPU's features, never by timing. */
+#define ACT_LOOP(f) for (size_t i = 0; i < n; i++) h[i] = f(h[i])
+#define ACT_BODY                                                                                       \
+  switch (act) {                                                                                       \
+  case 2: ACT_LOOP(rt_gelu_tanhf); break;                                                              \
+  case 3: ACT_LOOP(rt_reluf); break;                                                                   \
+  case 4: ACT_LOOP(rt_siluf); break;                                                                   \
+  default: ACT_LOOP(rt_geluf); break;                                                                  \
+  }
+static void act_inplace_portable(int act, float *h, size_t n) { ACT_BODY }
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma,avx512f"))) static void act_inplace_avx512(int act, float *h, size_t n) { ACT_BODY }
+#endif
+static void act_inplace(int act, float *h, size_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (rt_cpu()->avx512f) {
+    act_inplace_avx512(act, h, n);
+    return;
+  }
+#endif
+  act_inplace_portable(act, h, n);
+}
+
+typedef struct Group {
+  const Route *r;
+  const Tiles *t;
+  const float *x, *w1, *b1, *w2, *b2;
+  int C, H, act;
+  float *xs, *hs, *ys; /* (P,C), (P,H), (P,C): each tile's gathered rows and work, at its rows */
+  /* the forward's output: y (N,C) directly for K = 1 (y zeroed before), else yo (P,C), the
+   * gate-weighted rows, summed per token afterwards; NULL in the backward */
+  float *y, *yo;
+  /* the backward's recompute: a1s and hhs (P,H) the pre-activation and the activation row-major,
+   * and d gate[q] = dy[n] . y_e(x_n); NULL in the forward */
+  float *a1s, *hhs, *dgate;
+  const float *dy;
+} Group;
+
+static void group_tile(const Group *g, int i) {
+  const Route *r = g->r;
+  const int C = g->C, H = g->H, K = r->K, e = g->t->e[i], m = g->t->rows[i];
+  const int *list = r->list + (size_t)e * r->cap + g->t->j0[i];
+  const size_t p = (size_t)g->t->p[i];
+  const float *w1 = g->w1 + (size_t)e * H * C, *b1 = g->b1 + (size_t)e * H;
+  const float *w2 = g->w2 + (size_t)e * C * H, *b2 = g->b2 + (size_t)e * C;
+  float *xg = g->xs + p * C, *h = g->hs + p * H, *yt = g->ys + p * C;
+  for (int j = 0; j < m; j++) memcpy(xg + (size_t)j * C, g->x + (size_t)(list[j] / K) * C, sizeof *xg * (size_t)C);
+  int trans = m <= MOE_TRANS, m16 = ceil16(m);
+  size_t ys_row, ys_col; /* element (j, c) of the tile's y is yt[j ys_row + c ys_col] */
+  if (trans) {
+    memset(xg + (size_t)m * C, 0, sizeof *xg * (size_t)(m16 - m) * C);
+    for (int k = 0; k < H; k++)
+      for (int j = 0; j < m16; j++) h[(size_t)k * m16 + j] = b1[k];
+    rt_gemm(0, 1, H, m16, C, RT_DT_F32, w1, C, RT_DT_F32, xg, C, 1.0f, h, m16);
+    if (g->a1s)
+      for (int j = 0; j < m; j++)
+        for (int k = 0; k < H; k++) g->a1s[(p + j) * H + k] = h[(size_t)k * m16 + j];
+    act_inplace(g->act, h, (size_t)H * m16);
+    if (g->hhs)
+      for (int j = 0; j < m; j++)
+        for (int k = 0; k < H; k++) g->hhs[(p + j) * H + k] = h[(size_t)k * m16 + j];
+    for (int c = 0; c < C; c++)
+      for (int j = 0; j < m16; j++) yt[(size_t)c * m16 + j] = b2[c];
+    rt_gemm(0, 0, C, m16, H, RT_DT_F32, w2, H, RT_DT_F32, h, m16, 1.0f, yt, m16);
+    ys_row = 1, ys_col = (size_t)m16;
+  } else {
+    rt_prefill_bias(h, b1, 0, m, H, 0, H);
+    rt_gemm(0, 1, m, H, C, RT_DT_F32, xg, C, RT_DT_F32, w1, C, 1.0f, h, H);
+    if (g->a1s) memcpy(g->a1s + p * H, h, sizeof *h * (size_t)m * H);
+    act_inplace(g->act, h, (size_t)m * H);
+    if (g->hhs) memcpy(g->hhs + p * H, h, sizeof *h * (size_t)m * H);
+    rt_prefill_bias(yt, b2, 0, m, C, 0, C);
+    rt_gemm(0, 1, m, C, H, RT_DT_F32, h, H, RT_DT_F32, w2, H, 1.0f, yt, C);
+    ys_row = (size_t)C, ys_col = 1;
+  }
+  for (int j = 0; j < m; j++) {
+    const int q = list[j];
+    const float *ye = yt + j * ys_row;
+    if (g->dgate) {
+      const float *d = g->dy + (size_t)(q / K) * C;
+      double dot = 0;
+      for (int c = 0; c < C; c++) dot += (double)d[c] * ye[c * ys_col];
+      g->dgate[q] = (float)dot;
+      continue;
+    }
+    float gate = r->gate[q], *o = K == 1 ? g->y + (size_t)(q / K) * C : g->yo + (p + j) * C;
+    for (int c = 0; c < C; c++) o[c] = gate * ye[c * ys_col];
+  }
+}
+
+static void group_tiles(void *ctx, int lo, int hi) {
+  for (int i = lo; i < hi; i++) group_tile(ctx, i);
 }
 
 void rt_moe(float *y, float *aux, float *load, const float *x, const float *wr, const float *w1, const float *b1, const float *w2,
             const float *b2, int N, int C, int E, int H, int K, float factor, float aux_coef, int act, float *scratch) {
   Route r;
-  float *s = route_carve(&r, scratch, N, E, K);
-  float *xg = s, *a1 = xg + align16((size_t)N * C), *hh = a1 + align16((size_t)N * H), *yg = hh + align16((size_t)N * H);
+  Tiles t;
+  float *s = tiles_carve(&t, route_carve(&r, scratch, N, E, K), N, E, K);
+  size_t P = max_rows(N, E, K);
+  float *xs = s, *hs = xs + align16(P * C), *ys = hs + align16(P * H), *yo = ys + align16(P * C);
   *aux = route(&r, x, wr, C, factor, aux_coef);
   load[0] = *aux, load[1] = 0;
   for (int e = 0; e < E; e++) load[2 + e] = (float)r.count[e], load[1] += (float)r.count[e];
   load[1] = (float)N * K - load[1];
-  memset(y, 0, sizeof *y * (size_t)N * C);
-  for (int e = 0; e < E; e++) {
-    int m = expert_forward(&r, e, x, w1, b1, w2, b2, C, H, act, xg, a1, hh, yg);
-    const int *list = r.list + (size_t)e * r.cap;
-    for (int j = 0; j < m; j++) {
-      float g = r.gate[list[j]], *yo = y + (size_t)(list[j] / K) * C;
-      const float *ye = yg + (size_t)j * C;
-      for (int c = 0; c < C; c++) yo[c] += g * ye[c];
+  tiles_plan(&t, &r);
+  if (K == 1) memset(y, 0, sizeof *y * (size_t)N * C); /* dropped tokens */
+  Group g = {&r, &t, x, w1, b1, w2, b2, C, H, act, xs, hs, ys, y, yo, NULL, NULL, NULL, NULL};
+  rt_parallel_blocks(t.n, 1, group_tiles, &g);
+  if (K > 1) /* each token's gate-weighted expert outputs, in the order of its choices */
+    for (int n = 0; n < N; n++) {
+      float *o = y + (size_t)n * C;
+      memset(o, 0, sizeof *o * (size_t)C);
+      for (int k = 0; k < K; k++) {
+        int pq = t.pos[n * K + k];
+        if (pq < 0) continue;
+        const float *v = yo + (size_t)pq * C;
+        for (int c = 0; c < C; c++) o[c] += v[c];
+      }
     }
-  }
 }
 
 void rt_moe_dx(float *dx, float *dwr, float *dw1, float *db1, float *dw2, float *db2, const float *x, const float *wr,
                const float *w1, const float *b1, const float *w2, const float *b2, const float *dy, float daux, int N,
                int C, int E, int H, int K, float factor, float aux_coef, int act, float *scratch) {
   Route r;
-  float *s = route_carve(&r, scratch, N, E, K);
-  float *dp = s;                                  /* (N,E) d loss / d P, then d logits */
-  float *dgate = dp + align16((size_t)N * E);     /* (N,K) */
-  float *xg = dgate + align16((size_t)N * K);     /* (m,C), later the router's d x */
-  float *a1 = xg + align16((size_t)N * C);        /* (m,H) pre-activation, then d a1 */
-  float *hh = a1 + align16((size_t)N * H);        /* (m,H) */
-  float *yg = hh + align16((size_t)N * H);        /* (m,C) */
-  float *dyg = yg + align16((size_t)N * C);       /* (m,C) */
+  Tiles t;
+  float *s = tiles_carve(&t, route_carve(&r, scratch, N, E, K), N, E, K);
+  size_t P = max_rows(N, E, K);
+  float *dp = s;                               /* (N,E) d loss / d P, then d logits */
+  float *dgate = dp + align16((size_t)N * E);  /* (N,K) */
+  float *xs = dgate + align16((size_t)N * K);  /* (P,C) the gathered rows */
+  float *hs = xs + align16(P * C);             /* (P,H) the tiles' work, then d hh */
+  float *ys = hs + align16(P * H);             /* (P,C) the tiles' work, then d xs */
+  float *a1s = ys + align16(P * C);            /* (P,H) pre-activation, then d a1 */
+  float *hhs = a1s + align16(P * H);           /* (P,H) activation */
+  float *dys = hhs + align16(P * H);           /* (P,C) gate * dy */
+  float *dxr = dys + align16(P * C);           /* (N,C) the router's d x */
   route(&r, x, wr, C, factor, aux_coef);
-  memset(dx, 0, sizeof *dx * (size_t)N * C);
-  memset(dw1, 0, sizeof *dw1 * (size_t)E * H * C);
-  memset(db1, 0, sizeof *db1 * (size_t)E * H);
-  memset(dw2, 0, sizeof *dw2 * (size_t)E * C * H);
-  memset(db2, 0, sizeof *db2 * (size_t)E * C);
+  tiles_plan(&t, &r);
   memset(dgate, 0, sizeof *dgate * (size_t)N * K); /* dropped pairs keep 0 */
+  /* the forward again, every expert's tiles in one region, keeping what the gradients need */
+  Group gr = {&r, &t, x, w1, b1, w2, b2, C, H, act, xs, hs, ys, NULL, NULL, a1s, hhs, dgate, dy};
+  rt_parallel_blocks(t.n, 1, group_tiles, &gr);
+  memset(dx, 0, sizeof *dx * (size_t)N * C);
+  memset(db1, 0, sizeof *db1 * (size_t)E * H);
+  memset(db2, 0, sizeof *db2 * (size_t)E * C);
+  /* Each expert's products on its rows rounded up to m16 (zero rows add exact zeros): the GEMMs
+   * meet a bounded set of shapes (a new shape costs oneDNN a primitive) */
   for (int e = 0; e < E; e++) {
-    int m = expert_forward(&r, e, x, w1, b1, w2, b2, C, H, act, xg, a1, hh, yg);
-    if (m == 0) continue;
-    const int *list = r.list + (size_t)e * r.cap;
-    for (int j = 0; j < m; j++) {
-      const float *d = dy + (size_t)(list[j] / K) * C, *ye = yg + (size_t)j * C;
-      float g = r.gate[list[j]], *o = dyg + (size_t)j * C;
-      double dot = 0;
-      for (int c = 0; c < C; c++) {
-        dot += (double)d[c] * ye[c];
-        o[c] = g * d[c];
-      }
-      dgate[list[j]] = (float)dot;
-    }
+    int m = r.count[e], m16 = ceil16(m);
+    size_t p = (size_t)t.pe[e];
     float *dw2e = dw2 + (size_t)e * C * H, *db2e = db2 + (size_t)e * C;
-    rt_linear_dw(dw2e, dyg, hh, m, C, H);
+    float *dw1e = dw1 + (size_t)e * H * C, *db1e = db1 + (size_t)e * H;
+    if (m == 0) {
+      memset(dw1e, 0, sizeof *dw1e * (size_t)H * C);
+      memset(dw2e, 0, sizeof *dw2e * (size_t)C * H);
+      continue;
+    }
+    const int *list = r.list + (size_t)e * r.cap;
+    float *xg = xs + p * C, *a1 = a1s + p * H, *hh = hhs + p * H, *dyg = dys + p * C, *dh = hs + p * H, *dxg = ys + p * C;
+    for (int j = 0; j < m; j++) {
+      const float *d = dy + (size_t)(list[j] / K) * C;
+      float gq = r.gate[list[j]], *o = dyg + (size_t)j * C;
+      for (int c = 0; c < C; c++) o[c] = gq * d[c];
+    }
+    size_t pad = (size_t)(m16 - m);
+    memset(dyg + (size_t)m * C, 0, sizeof *dyg * pad * C);
+    memset(hh + (size_t)m * H, 0, sizeof *hh * pad * H);
+    memset(xg + (size_t)m * C, 0, sizeof *xg * pad * C);
+    rt_linear_dw(dw2e, dyg, hh, m16, C, H);
     for (int j = 0; j < m; j++)
       for (int c = 0; c < C; c++) db2e[c] += dyg[(size_t)j * C + c];
-    /* d hh = dyg W2_e into hh's place (hh is no longer needed), then d a1 = d hh * act'(a1) */
-    rt_matmul_nn(hh, dyg, w2 + (size_t)e * C * H, m, C, H);
-    act_dmul(act, a1, hh, (size_t)m * H);
-    float *db1e = db1 + (size_t)e * H;
-    rt_linear_dw(dw1 + (size_t)e * H * C, a1, xg, m, H, C);
+    /* d hh = dyg W2_e, then d a1 = d hh * act'(a1) into a1's place (its pad rows: 0) */
+    rt_matmul_nn(dh, dyg, w2 + (size_t)e * C * H, m16, C, H);
+    act_dmul(act, a1, dh, (size_t)m * H);
+    memset(a1 + (size_t)m * H, 0, sizeof *a1 * pad * H);
+    rt_linear_dw(dw1e, a1, xg, m16, H, C);
     for (int j = 0; j < m; j++)
       for (int h = 0; h < H; h++) db1e[h] += a1[(size_t)j * H + h];
-    rt_matmul_nn(yg, a1, w1 + (size_t)e * H * C, m, H, C); /* d xg into yg's place */
+    rt_matmul_nn(dxg, a1, w1 + (size_t)e * H * C, m16, H, C); /* d xg */
     for (int j = 0; j < m; j++) {
       float *o = dx + (size_t)(list[j] / K) * C;
-      const float *d = yg + (size_t)j * C;
+      const float *d = dxg + (size_t)j * C;
       for (int c = 0; c < C; c++) o[c] += d[c];
     }
   }
@@ -249,8 +421,8 @@ void rt_moe_dx(float *dx, float *dwr, float *dw1, float *db1, float *dw2, float 
     for (int e = 0; e < E; e++) d[e] = (float)(p[e] * (d[e] - dot));
   }
   rt_linear_dw(dwr, dp, x, N, E, C);
-  rt_matmul_nn(xg, dp, wr, N, E, C);
-  for (size_t i = 0; i < (size_t)N * C; i++) dx[i] += xg[i];
+  rt_matmul_nn(dxr, dp, wr, N, E, C);
+  for (size_t i = 0; i < (size_t)N * C; i++) dx[i] += dxr[i];
 }
 
 /* ---- naive twins: serial, double accumulation, each (token, choice) pair computed on its own ---- */
