@@ -212,29 +212,37 @@ size_t rt_moe_scratch_floats(int N, int C, int E, int H, int K) {
   return route + tiles + (fwd > bwd ? fwd : bwd);
 }
 
-/* The activation over n values in place: activation.c's scalar functions, compiled a second time
+/* The bias and the activation in place over n values, h[i] = act(h[i] + b[i]) (b NULL: + bs, one
+ * bias for the row; act 0: the bias alone): activation.c's scalar functions, compiled a second time
  * for AVX-512 (the same operations, no contraction under -std=c11: the same bits) and chosen by
  * the CPU's features, never by timing. */
-#define ACT_LOOP(f) for (size_t i = 0; i < n; i++) h[i] = f(h[i])
+#define ACT_LOOP(f)                                                                                    \
+  if (b)                                                                                               \
+    for (size_t i = 0; i < n; i++) h[i] = f(h[i] + b[i]);                                              \
+  else                                                                                                 \
+    for (size_t i = 0; i < n; i++) h[i] = f(h[i] + bs);
+#define ACT_NONE(v) (v)
 #define ACT_BODY                                                                                       \
   switch (act) {                                                                                       \
+  case 0: ACT_LOOP(ACT_NONE); break;                                                                   \
   case 2: ACT_LOOP(rt_gelu_tanhf); break;                                                              \
   case 3: ACT_LOOP(rt_reluf); break;                                                                   \
   case 4: ACT_LOOP(rt_siluf); break;                                                                   \
   default: ACT_LOOP(rt_geluf); break;                                                                  \
   }
-static void act_inplace_portable(int act, float *h, size_t n) { ACT_BODY }
+static void bias_act_portable(int act, float *h, const float *b, float bs, size_t n) { ACT_BODY }
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2,fma,avx512f"))) static void act_inplace_avx512(int act, float *h, size_t n) { ACT_BODY }
+__attribute__((target("avx2,fma,avx512f"))) static void bias_act_avx512(int act, float *h, const float *b, float bs,
+                                                                         size_t n) { ACT_BODY }
 #endif
-static void act_inplace(int act, float *h, size_t n) {
+static void bias_act(int act, float *h, const float *b, float bs, size_t n) {
 #if defined(__x86_64__) && defined(__GNUC__)
   if (rt_cpu()->avx512f) {
-    act_inplace_avx512(act, h, n);
+    bias_act_avx512(act, h, b, bs, n);
     return;
   }
 #endif
-  act_inplace_portable(act, h, n);
+  bias_act_portable(act, h, b, bs, n);
 }
 
 typedef struct Group {
@@ -262,31 +270,32 @@ static void group_tile(const Group *g, int i) {
   float *xg = g->xs + p * C, *h = g->hs + p * H, *yt = g->ys + p * C;
   for (int j = 0; j < m; j++) memcpy(xg + (size_t)j * C, g->x + (size_t)(list[j] / K) * C, sizeof *xg * (size_t)C);
   int trans = m <= MOE_TRANS, m16 = ceil16(m);
-  size_t ys_row, ys_col; /* element (j, c) of the tile's y is yt[j ys_row + c ys_col] */
+  /* h, then the bias and the activation over it while it is in cache (the backward keeps the
+   * pre-activation: the bias first, a copy, then the activation) */
+  int fuse = g->a1s == NULL;
+  size_t ys_row, ys_col; /* element (j, c) of the tile's y (without its bias) is yt[j ys_row + c ys_col] */
   if (trans) {
     memset(xg + (size_t)m * C, 0, sizeof *xg * (size_t)(m16 - m) * C);
-    for (int k = 0; k < H; k++)
-      for (int j = 0; j < m16; j++) h[(size_t)k * m16 + j] = b1[k];
-    rt_gemm(0, 1, H, m16, C, RT_DT_F32, w1, C, RT_DT_F32, xg, C, 1.0f, h, m16);
-    if (g->a1s)
+    rt_gemm(0, 1, H, m16, C, RT_DT_F32, w1, C, RT_DT_F32, xg, C, 0.0f, h, m16);
+    for (int k = 0; k < H; k++) bias_act(fuse ? g->act : 0, h + (size_t)k * m16, NULL, b1[k], (size_t)m16);
+    if (!fuse) {
       for (int j = 0; j < m; j++)
         for (int k = 0; k < H; k++) g->a1s[(p + j) * H + k] = h[(size_t)k * m16 + j];
-    act_inplace(g->act, h, (size_t)H * m16);
-    if (g->hhs)
+      bias_act(g->act, h, NULL, 0.0f, (size_t)H * m16);
       for (int j = 0; j < m; j++)
         for (int k = 0; k < H; k++) g->hhs[(p + j) * H + k] = h[(size_t)k * m16 + j];
-    for (int c = 0; c < C; c++)
-      for (int j = 0; j < m16; j++) yt[(size_t)c * m16 + j] = b2[c];
-    rt_gemm(0, 0, C, m16, H, RT_DT_F32, w2, H, RT_DT_F32, h, m16, 1.0f, yt, m16);
+    }
+    rt_gemm(0, 0, C, m16, H, RT_DT_F32, w2, H, RT_DT_F32, h, m16, 0.0f, yt, m16);
     ys_row = 1, ys_col = (size_t)m16;
   } else {
-    rt_prefill_bias(h, b1, 0, m, H, 0, H);
-    rt_gemm(0, 1, m, H, C, RT_DT_F32, xg, C, RT_DT_F32, w1, C, 1.0f, h, H);
-    if (g->a1s) memcpy(g->a1s + p * H, h, sizeof *h * (size_t)m * H);
-    act_inplace(g->act, h, (size_t)m * H);
-    if (g->hhs) memcpy(g->hhs + p * H, h, sizeof *h * (size_t)m * H);
-    rt_prefill_bias(yt, b2, 0, m, C, 0, C);
-    rt_gemm(0, 1, m, C, H, RT_DT_F32, h, H, RT_DT_F32, w2, H, 1.0f, yt, C);
+    rt_gemm(0, 1, m, H, C, RT_DT_F32, xg, C, RT_DT_F32, w1, C, 0.0f, h, H);
+    for (int j = 0; j < m; j++) bias_act(fuse ? g->act : 0, h + (size_t)j * H, b1, 0.0f, (size_t)H);
+    if (!fuse) {
+      memcpy(g->a1s + p * H, h, sizeof *h * (size_t)m * H);
+      bias_act(g->act, h, NULL, 0.0f, (size_t)m * H);
+      memcpy(g->hhs + p * H, h, sizeof *h * (size_t)m * H);
+    }
+    rt_gemm(0, 1, m, C, H, RT_DT_F32, h, H, RT_DT_F32, w2, H, 0.0f, yt, C);
     ys_row = (size_t)C, ys_col = 1;
   }
   for (int j = 0; j < m; j++) {
@@ -295,12 +304,12 @@ static void group_tile(const Group *g, int i) {
     if (g->dgate) {
       const float *d = g->dy + (size_t)(q / K) * C;
       double dot = 0;
-      for (int c = 0; c < C; c++) dot += (double)d[c] * ye[c * ys_col];
+      for (int c = 0; c < C; c++) dot += (double)d[c] * (ye[c * ys_col] + b2[c]);
       g->dgate[q] = (float)dot;
       continue;
     }
     float gate = r->gate[q], *o = K == 1 ? g->y + (size_t)(q / K) * C : g->yo + (p + j) * C;
-    for (int c = 0; c < C; c++) o[c] = gate * ye[c * ys_col];
+    for (int c = 0; c < C; c++) o[c] = gate * (ye[c * ys_col] + b2[c]);
   }
 }
 
