@@ -9,16 +9,20 @@
  * before any second choice; earlier tokens first): a pair over capacity is dropped, its output 0
  * (the token keeps its residual; its renormalised gates are not changed). Each expert's pairs are
  * gathered into rows and run through the expert's two GEMMs, h = act(x W1_e^T + b1_e) (W1 (E,H,C),
- * b1 (E,H)), y_e = h W2_e^T + b2_e (W2 (E,C,H), b2 (E,C)), and scattered back weighted by the gate.
- * The load-balancing loss (Switch) is aux = A E sum_i f_i P_i, f_i the fraction of tokens whose
- * first choice is i, P_i the mean router probability of i over the N tokens.
+ * b1 (E,H)), y_e = h W2_e^T + b2_e (W2 (E,C,H), b2 (E,C)), and written back weighted by the gate
+ * (K > 1: a token's gate-weighted outputs summed in the order of its choices). The load-balancing
+ * loss (Switch) is aux = A E sum_i f_i P_i, f_i the fraction of tokens whose first choice is i,
+ * P_i the mean router probability of i over the N tokens.
  *
- * The backward recomputes the routing and each expert's activations from x (nothing is saved
- * between the calls): gradients flow through the gates into the router (and through the
- * renormalisation for K > 1), through the experts, and from daux through P_i into the router; the
- * choice of experts and f_i have none. All reductions run in a fixed order (experts in order, their
- * rows in order; the GEMMs' blocks are fixed by the shapes, linear.c), so the bits do not depend on
- * the thread count.
+ * The experts run as one grouped operation (below, "the experts, grouped"): every expert's rows
+ * cut into tiles, one parallel region over all the tiles, each tile's gather, products, bias and
+ * activation and gate-weighted write in one thread. The backward recomputes the routing and the
+ * experts' activations the same way from x (nothing is saved between the calls): gradients flow
+ * through the gates into the router (and through the renormalisation for K > 1), through the
+ * experts, and from daux through P_i into the router; the choice of experts and f_i have none.
+ * The tiles depend on the routing alone and every reduction runs in a fixed order (experts in
+ * order, their rows in order; the GEMMs' blocks are fixed by the shapes, linear.c), so the bits
+ * do not depend on the thread count.
  *
  * Activations (act): 1 gelu (exact), 2 gelu_tanh, 3 relu, 4 silu: the place of the IR's word.
  */
@@ -139,19 +143,23 @@ static float route(Route *r, const float *x, const float *wr, int C, float facto
  * [p_e, p_e + m_e) of its padded span, p_e the sum of the earlier experts' m rounded up to 16.
  * Each expert's rows split into tiles of at most MOE_TILE rows (ceil(m / MOE_TILE) tiles of
  * equal size, rounded up to 16 but the last), and one rt_parallel_blocks over all the tiles of all
- * the experts runs each tile whole in one thread: the gather of its rows, the first product with
- * the bias, the activation while the rows are in cache, the second product with the bias, and the
- * gate-weighted write of the result. The tiles depend on the routing only, and each tile is one
- * thread's calls, so the bits are the same for any thread count.
+ * the experts runs each tile whole in one thread: the gather of its rows, the first product, its
+ * bias and the activation in one pass while the rows are in cache, the second product, and its
+ * bias with the gate in the write of the result (straight into y for K = 1). The tiles depend on
+ * the routing only, and each tile is one thread's calls, so the bits are the same for any thread
+ * count. A GEMM call's shapes are bounded (rows <= MOE_TILE): oneDNN creates a primitive per shape,
+ * and a kernel whose shapes followed the routing's counts would create them through training.
  *
  * Why tiles, and why two layouts: a GEMM call on few rows is dominated by the library's copy of
  * its B operand (oneDNN repacks the weight on each call: ~15 us for a 512 x 128 weight, the time
- * of ~15 rows), so E experts of m = N / E rows each cost E copies. A tile of at most MOE_TRANS
+ * of ~15 rows), so E experts of m = N / E rows each cost E copies (E = 16 at moe-tiny's N = 512:
+ * ~32 rows an expert). A tile of at most MOE_TRANS
  * rows computes the transposed products instead, h^T (H, r16) = W1_e x^T and y^T (C, r16) =
  * W2_e h^T: the weight is the A operand, read as stored, and the copied B is the few token rows
  * (r rounded up to r16, a multiple of 16, with zero rows: the library's tail over a partial
  * vector of tokens costs a whole one anyway, and the GEMMs meet at most MOE_TRANS / 16 shapes).
- * Larger tiles take the usual layout, h (r, H) = x W1_e^T. tests/bench/moe_kernel.c times them. */
+ * Larger tiles take the usual layout, h (r, H) = x W1_e^T. tests/bench/moe_kernel.c times them;
+ * docs/benchmarks.md ("Mixture of experts") has the measurements, and what the padding costs. */
 
 #define MOE_TILE 128 /* rows per tile at most */
 #define MOE_TRANS 64 /* tiles of at most this many rows compute the transposed products */

@@ -7,7 +7,8 @@
  * weights from N(0, 0.02) as the programs' initialiser, capacity factor E (nothing dropped); times
  * rt_moe (the forward) and rt_moe_dx (the backward, which recomputes the forward), each the median
  * of RUNS (default 15) calls after 3 warm-ups, in the threads MODELC_THREADS names. One line per E:
- * 'key=value' fields (microseconds per call and per token, the largest and smallest expert load).
+ * 'key=value' fields (microseconds per call and per token, the largest and smallest expert load,
+ * the zero rows the transposed tiles add: runtime/kernels/moe.c).
  * MOE_FORWARD_ONLY=1 skips the backward (to profile the forward). */
 #include "modelc_rt.h"
 #include "core/core.h"
@@ -69,11 +70,19 @@ int main(int argc, char **argv) {
     qsort(tf, (size_t)runs, sizeof *tf, cmp);
     qsort(tb, (size_t)runs, sizeof *tb, cmp);
     float lo = load[2], hi = load[2];
-    for (int e = 0; e < E; e++) lo = fminf(lo, load[2 + e]), hi = fmaxf(hi, load[2 + e]);
+    int pad = 0; /* the zero rows of the transposed tiles (moe.c's plan: tiles <= 64 rows padded to 16) */
+    for (int e = 0; e < E; e++) {
+      int m = (int)load[2 + e], nt = (m + 127) / 128, rt = nt ? ((m + nt - 1) / nt + 15) / 16 * 16 : 0;
+      for (int j = 0; j < m; j += rt) {
+        int r = m - j < rt ? m - j : rt;
+        if (r <= 64) pad += (r + 15) / 16 * 16 - r;
+      }
+      lo = fminf(lo, load[2 + e]), hi = fmaxf(hi, load[2 + e]);
+    }
     printf("E=%d K=%d N=%d C=%d H=%d threads=%d forward_us=%.1f forward_us_per_token=%.3f backward_us=%.1f "
-           "backward_us_per_token=%.3f load_min=%g load_max=%g\n",
+           "backward_us_per_token=%.3f load_min=%g load_max=%g padded_rows=%d\n",
            E, K, N, C, H, rt_threads(), tf[runs / 2] * 1e6, tf[runs / 2] * 1e6 / N, tb[runs / 2] * 1e6,
-           tb[runs / 2] * 1e6 / N, lo, hi);
+           tb[runs / 2] * 1e6 / N, lo, hi, pad);
     float *all[] = {x, wr, w1, b1, w2, b2, dy, y, dx, dwr, dw1, db1, dw2, db2, load, scratch};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
     free(tf), free(tb);
