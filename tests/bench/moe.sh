@@ -4,6 +4,7 @@
 #     tests/bench/moe.sh build               builds the speed mode's programs (outside the timing lock)
 #     tests/bench/moe.sh speed [ROUNDS]      forward FLOPs and time per token as E grows at fixed K
 #     tests/bench/moe.sh kernels             rt_moe and rt_moe_dx alone (tests/bench/moe_kernel.c)
+#     tests/bench/moe.sh batch [B]           the forward alone at a compiled batch of B (default 16)
 #     tests/bench/moe.sh quality [STEPS]     MoE gpt-tiny against dense gpt-tiny at equal compute
 #
 # speed: examples/moe-tiny.yaml (gpt-tiny with top-1 MLPs of 4 experts) with E = 1, 4 and 16
@@ -19,6 +20,10 @@
 # built against it (MODELC_RUNTIME_LIB) and timed next to the new one in each round, its rows marked
 # "(base)". Build first, then take the timing lock around the timing alone:
 #     tests/bench/moe.sh build && flock /tmp/modelc-bench.lock tests/bench/moe.sh speed
+#
+# batch: the dense MLP and E = 1, 4, 16 at top_k 1 compiled for batch B (forward only: no
+# autodiff), `PROG bench --runs 5` at 1 thread, 3 rounds: whether the E = 16 cost at batch 4 is the
+# experts' weights (read once per call whatever the batch) rather than per-token work.
 #
 # kernels: moe_kernel at moe-tiny's shapes (N = 512, C = 128, H = 512), E = 1, 4, 16 at top_k 1
 # and 2, 1 and 2 threads, 3 rounds (the medians of 21 calls each; capacity factor E).
@@ -114,6 +119,26 @@ if [ "$MODE" = speed ]; then
   exit 0
 fi
 
+if [ "$MODE" = batch ]; then
+  B=${2:-16}
+  for n in dense 1 4 16; do
+    if [ $n = dense ]; then src=examples/gpt-tiny.yaml; else src=$(spec $n 1); fi
+    sed "s/^  batch: 4 .*/  batch: $B/; /^  - autodiff/d; /^  - xent_fuse/d" "$src" > "$OUT/b$B-$n.yaml"
+    "$MODELC" build "$OUT/b$B-$n.yaml" -o "$OUT/b$B-$n"
+  done
+  for round in 1 2 3; do
+    for n in dense 1 4 16; do "$OUT/b$B-$n" bench --runs 5 --threads 1 -n 0 > "$OUT/b$B-$n.r$round" 2>&1; done
+  done
+  echo "| MLP (batch $B x 128) | forward ms, 1 thread (median of 3 rounds) | us per token | vs E = 1 |"
+  echo "|---|---|---|---|"
+  for n in dense 1 4 16; do
+    f=$(for r in 1 2 3; do key forward_seconds "$OUT/b$B-$n.r$r"; done | tr '\n' ' ' | median)
+    [ $n = 1 ] && one=$f
+    awk -v n=$n -v f="$f" -v o="${one:-}" -v b=$B 'BEGIN { printf "| %s | %.2f | %.1f | %s |\n", n == "dense" ? "dense (mlp)" : "moe E=" n " top_k=1", f * 1e3, f * 1e6 / (b * 128), (o == "" ? "" : sprintf("%.2f", f / o)) }'
+  done
+  exit 0
+fi
+
 if [ "$MODE" = kernels ]; then
   LIBS=(-lopenblas)
   if grep -q '^DNNL_LIB:FILEPATH=/' "$BUILD/CMakeCache.txt"; then LIBS+=(-ldnnl -lgomp); fi
@@ -121,14 +146,15 @@ if [ "$MODE" = kernels ]; then
   : > "$OUT/kernels.txt"
   for round in 1 2 3; do
     for k in 1 2; do
-      for t in 1 2; do MODELC_THREADS=$t "$OUT/moe_kernel" 512 128 512 $k 1,4,16 21 | sed "s/^/round=$round /" >> "$OUT/kernels.txt"; done
+      es=1,4,16; [ $k = 2 ] && es=4,16 # top_k 2 needs two experts
+      for t in 1 2; do MODELC_THREADS=$t "$OUT/moe_kernel" 512 128 512 $k $es 21 | sed "s/^/round=$round /" >> "$OUT/kernels.txt"; done
     done
   done
   cat "$OUT/kernels.txt"
   exit 0
 fi
 
-[ "$MODE" = quality ] || { echo "usage: $0 build | speed [ROUNDS] | kernels | quality [STEPS]" >&2; exit 2; }
+[ "$MODE" = quality ] || { echo "usage: $0 build | speed [ROUNDS] | batch [B] | kernels | quality [STEPS]" >&2; exit 2; }
 CORPUS=${CORPUS:-/work/qtrain/fortunes.txt}
 if [ ! -f "$CORPUS" ]; then
   scripts/fortunes-corpus.sh "$OUT/corpus.txt" 2>/dev/null
