@@ -353,6 +353,60 @@ void rt_moe(float *y, float *aux, float *load, const float *x, const float *wr, 
     }
 }
 
+/* The backward's gradient products, grouped like the forward's tiles: in stage 1 every expert's
+ * dW2_e = dyg^T hh and d hh = dyg W2_e, in stage 2 its dW1_e = da1^T xg and d xg = da1 W1_e, each
+ * product cut into blocks of at most MOE_TILE output rows, each block one rt_gemm call in one
+ * thread, one parallel region over the blocks of every expert. The blocks depend on the routing
+ * alone (the same bits for any thread count); each expert's weight is copied by the library once
+ * per block, not once per block of a split over the pool for every expert in turn. */
+typedef struct Grads {
+  const Route *r;
+  const Tiles *t;
+  int C, H, stage;
+  const float *w1, *w2;
+  float *xs, *a1s, *hhs, *dys, *dhs, *dxs; /* (P,C), (P,H) d a1 in stage 2, (P,H), (P,C), (P,H), (P,C) */
+  float *dw1, *dw2;
+} Grads;
+
+static int blocks_of(int rows) { return (rows + MOE_TILE - 1) / MOE_TILE; }
+
+/* expert e's blocks in the stage: its dW's rows (C in stage 1, H in stage 2), then its m16 rows */
+static int grad_blocks(const Grads *g, int e) {
+  int m = g->r->count[e];
+  return m ? blocks_of(g->stage == 1 ? g->C : g->H) + blocks_of(ceil16(m)) : 0;
+}
+
+static int grad_count(const Grads *g) {
+  int n = 0;
+  for (int e = 0; e < g->r->E; e++) n += grad_blocks(g, e);
+  return n;
+}
+
+static void grad_task(const Grads *g, int i) {
+  int e = 0;
+  while (i >= grad_blocks(g, e)) i -= grad_blocks(g, e), e++;
+  const int C = g->C, H = g->H, m16 = ceil16(g->r->count[e]), nw = blocks_of(g->stage == 1 ? C : H);
+  const size_t p = (size_t)g->t->pe[e];
+  const int lo = (i < nw ? i : i - nw) * MOE_TILE, rows = i < nw ? (g->stage == 1 ? C : H) : m16;
+  const int n = rows - lo < MOE_TILE ? rows - lo : MOE_TILE;
+  if (g->stage == 1 && i < nw) /* dW2_e rows lo.. of C: dyg^T (C, m16) hh (m16, H) */
+    rt_gemm(1, 0, n, H, m16, RT_DT_F32, g->dys + p * C + lo, C, RT_DT_F32, g->hhs + p * H, H, 0.0f,
+            g->dw2 + ((size_t)e * C + lo) * H, H);
+  else if (g->stage == 1) /* d hh rows lo..: dyg (n, C) W2_e (C, H) */
+    rt_gemm(0, 0, n, H, C, RT_DT_F32, g->dys + (p + lo) * C, C, RT_DT_F32, g->w2 + (size_t)e * C * H, H, 0.0f,
+            g->dhs + (p + lo) * H, H);
+  else if (i < nw) /* dW1_e rows lo.. of H: da1^T (H, m16) xg (m16, C) */
+    rt_gemm(1, 0, n, C, m16, RT_DT_F32, g->a1s + p * H + lo, H, RT_DT_F32, g->xs + p * C, C, 0.0f,
+            g->dw1 + ((size_t)e * H + lo) * C, C);
+  else /* d xg rows lo..: da1 (n, H) W1_e (H, C) */
+    rt_gemm(0, 0, n, C, H, RT_DT_F32, g->a1s + (p + lo) * H, H, RT_DT_F32, g->w1 + (size_t)e * H * C, C, 0.0f,
+            g->dxs + (p + lo) * C, C);
+}
+
+static void grad_tasks_run(void *ctx, int lo, int hi) {
+  for (int i = lo; i < hi; i++) grad_task(ctx, i);
+}
+
 void rt_moe_dx(float *dx, float *dwr, float *dw1, float *db1, float *dw2, float *db2, const float *x, const float *wr,
                const float *w1, const float *b1, const float *w2, const float *b2, const float *dy, float daux, int N,
                int C, int E, int H, int K, float factor, float aux_coef, int act, float *scratch) {
@@ -378,41 +432,49 @@ void rt_moe_dx(float *dx, float *dwr, float *dw1, float *db1, float *dw2, float 
   memset(dx, 0, sizeof *dx * (size_t)N * C);
   memset(db1, 0, sizeof *db1 * (size_t)E * H);
   memset(db2, 0, sizeof *db2 * (size_t)E * C);
-  /* Each expert's products on its rows rounded up to m16 (zero rows add exact zeros): the GEMMs
-   * meet a bounded set of shapes (a new shape costs oneDNN a primitive) */
+  /* The gradient products on each expert's rows rounded up to m16 (zero rows add exact zeros: a
+   * bounded set of GEMM shapes), grouped as the forward's tiles (grad_task): first every dyg row
+   * (gate dy) and db2, then one region for every expert's dW2 and d hh, d a1 = d hh act'(a1) and
+   * db1, one region for every dW1 and d xg, and d xg added into dx, experts in order. */
+  Grads gd = {&r, &t, C, H, 1, w1, w2, xs, a1s, hhs, dys, hs, ys, dw1, dw2};
   for (int e = 0; e < E; e++) {
-    int m = r.count[e], m16 = ceil16(m);
-    size_t p = (size_t)t.pe[e];
-    float *dw2e = dw2 + (size_t)e * C * H, *db2e = db2 + (size_t)e * C;
-    float *dw1e = dw1 + (size_t)e * H * C, *db1e = db1 + (size_t)e * H;
+    int m = r.count[e];
+    size_t p = (size_t)t.pe[e], pad = (size_t)(ceil16(m) - m);
     if (m == 0) {
-      memset(dw1e, 0, sizeof *dw1e * (size_t)H * C);
-      memset(dw2e, 0, sizeof *dw2e * (size_t)C * H);
+      memset(dw1 + (size_t)e * H * C, 0, sizeof *dw1 * (size_t)H * C);
+      memset(dw2 + (size_t)e * C * H, 0, sizeof *dw2 * (size_t)C * H);
       continue;
     }
     const int *list = r.list + (size_t)e * r.cap;
-    float *xg = xs + p * C, *a1 = a1s + p * H, *hh = hhs + p * H, *dyg = dys + p * C, *dh = hs + p * H, *dxg = ys + p * C;
+    float *dyg = dys + p * C, *db2e = db2 + (size_t)e * C;
     for (int j = 0; j < m; j++) {
       const float *d = dy + (size_t)(list[j] / K) * C;
       float gq = r.gate[list[j]], *o = dyg + (size_t)j * C;
       for (int c = 0; c < C; c++) o[c] = gq * d[c];
     }
-    size_t pad = (size_t)(m16 - m);
     memset(dyg + (size_t)m * C, 0, sizeof *dyg * pad * C);
-    memset(hh + (size_t)m * H, 0, sizeof *hh * pad * H);
-    memset(xg + (size_t)m * C, 0, sizeof *xg * pad * C);
-    rt_linear_dw(dw2e, dyg, hh, m16, C, H);
+    memset(hhs + (p + m) * H, 0, sizeof *hhs * pad * H);
+    memset(xs + (p + m) * C, 0, sizeof *xs * pad * C);
     for (int j = 0; j < m; j++)
       for (int c = 0; c < C; c++) db2e[c] += dyg[(size_t)j * C + c];
-    /* d hh = dyg W2_e, then d a1 = d hh * act'(a1) into a1's place (its pad rows: 0) */
-    rt_matmul_nn(dh, dyg, w2 + (size_t)e * C * H, m16, C, H);
-    act_dmul(act, a1, dh, (size_t)m * H);
-    memset(a1 + (size_t)m * H, 0, sizeof *a1 * pad * H);
-    rt_linear_dw(dw1e, a1, xg, m16, H, C);
+  }
+  rt_parallel_blocks(grad_count(&gd), 1, grad_tasks_run, &gd);
+  for (int e = 0; e < E; e++) { /* d a1 = d hh * act'(a1) into a1's place (its pad rows: 0) */
+    int m = r.count[e];
+    if (m == 0) continue;
+    size_t p = (size_t)t.pe[e];
+    float *a1 = a1s + p * H, *db1e = db1 + (size_t)e * H;
+    act_dmul(act, a1, hs + p * H, (size_t)m * H);
+    memset(a1 + (size_t)m * H, 0, sizeof *a1 * (size_t)(ceil16(m) - m) * H);
     for (int j = 0; j < m; j++)
       for (int h = 0; h < H; h++) db1e[h] += a1[(size_t)j * H + h];
-    rt_matmul_nn(dxg, a1, w1 + (size_t)e * H * C, m16, H, C); /* d xg */
-    for (int j = 0; j < m; j++) {
+  }
+  gd.stage = 2;
+  rt_parallel_blocks(grad_count(&gd), 1, grad_tasks_run, &gd);
+  for (int e = 0; e < E; e++) {
+    const int *list = r.list + (size_t)e * r.cap;
+    const float *dxg = ys + (size_t)t.pe[e] * C;
+    for (int j = 0; j < r.count[e]; j++) {
       float *o = dx + (size_t)(list[j] / K) * C;
       const float *d = dxg + (size_t)j * C;
       for (int c = 0; c < C; c++) o[c] += d[c];
