@@ -17,7 +17,8 @@
  * The experts run as one grouped operation (below, "the experts, grouped"): every expert's rows
  * cut into tiles, one parallel region over all the tiles, each tile's gather, products, bias and
  * activation and gate-weighted write in one thread. The backward recomputes the routing and the
- * experts' activations the same way from x (nothing is saved between the calls): gradients flow
+ * experts' activations the same way from x (nothing is saved between the calls), and groups its
+ * gradient products the same way (Grads, two regions over every expert's blocks): gradients flow
  * through the gates into the router (and through the renormalisation for K > 1), through the
  * experts, and from daux through P_i into the router; the choice of experts and f_i have none.
  * The tiles depend on the routing alone and every reduction runs in a fixed order (experts in
@@ -357,8 +358,10 @@ void rt_moe(float *y, float *aux, float *load, const float *x, const float *wr, 
  * dW2_e = dyg^T hh and d hh = dyg W2_e, in stage 2 its dW1_e = da1^T xg and d xg = da1 W1_e, each
  * product cut into blocks of at most MOE_TILE output rows, each block one rt_gemm call in one
  * thread, one parallel region over the blocks of every expert. The blocks depend on the routing
- * alone (the same bits for any thread count); each expert's weight is copied by the library once
- * per block, not once per block of a split over the pool for every expert in turn. */
+ * alone (the same bits for any thread count). Against a loop over the experts with each product
+ * split over the pool (rt_linear_dw, rt_matmul_nn): two regions instead of four per expert, and
+ * an expert of m <= 128 rows makes one call per product (one copy of its weight by the library)
+ * instead of one per 16-row block. */
 typedef struct Grads {
   const Route *r;
   const Tiles *t;
