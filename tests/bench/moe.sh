@@ -1,19 +1,32 @@
 #!/bin/bash
 # tests/bench/moe.sh: the mixture-of-experts layer (issue 14), from the repository root:
 #
-#     tests/bench/moe.sh speed               forward FLOPs and time per token as E grows at fixed K
+#     tests/bench/moe.sh build               builds the speed mode's programs (outside the timing lock)
+#     tests/bench/moe.sh speed [ROUNDS]      forward FLOPs and time per token as E grows at fixed K
+#     tests/bench/moe.sh kernels             rt_moe and rt_moe_dx alone (tests/bench/moe_kernel.c)
+#     tests/bench/moe.sh batch [B]           the forward alone at a compiled batch of B (default 16)
 #     tests/bench/moe.sh quality [STEPS]     MoE gpt-tiny against dense gpt-tiny at equal compute
 #
 # speed: examples/moe-tiny.yaml (gpt-tiny with top-1 MLPs of 4 experts) with E = 1, 4 and 16
 # experts at top_k 1, and top_k 2 at E = 4 and 16, against examples/gpt-tiny.yaml (the dense MLP of
-# the same width): the compiled forward FLOPs per token (PROG info) and `PROG bench` (medians of
-# --runs 7 at the full batch 4 x 128: the forward, one training step; 1 and 2 threads). The
-# capacity factor is E (capacity = every token): random weights route unevenly (a random router
-# on correlated hidden states; 20-35% of the pairs dropped at capacity factor 1.25), so with drops
-# the time would measure the drop rate; without, every call runs exactly N K routed pairs, and
-# the time measures what E costs at equal routed work (the GEMMs' shapes, the router, gather and
-# scatter). All built here, run one after the other in one session. Take the timing lock around
-# it: flock /tmp/modelc-bench.lock nice -n 0 tests/bench/moe.sh speed
+# the same width): the compiled forward FLOPs per token (PROG info) and `PROG bench` (--runs 7 at
+# the full batch 4 x 128: the forward, one training step; 1 and 2 threads), ROUNDS rounds (default
+# 3) of every program one after the other, the medians over the rounds reported. The capacity
+# factor is E (capacity = every token): random weights route unevenly (a random router on
+# correlated hidden states; 20-35% of the pairs dropped at capacity factor 1.25), so with drops the
+# time would measure the drop rate; without, every call runs exactly N K routed pairs, and the time
+# measures what E costs at equal routed work (the GEMMs' shapes, the router, gather and scatter).
+# With BASE_LIB=path/to/libmodelc_rt.a (a runtime from before a change) every moe program is also
+# built against it (MODELC_RUNTIME_LIB) and timed next to the new one in each round, its rows marked
+# "(base)". Build first, then take the timing lock around the timing alone:
+#     tests/bench/moe.sh build && flock /tmp/modelc-bench.lock tests/bench/moe.sh speed
+#
+# batch: the dense MLP and E = 1, 4, 16 at top_k 1 compiled for batch B (forward only: no
+# autodiff), `PROG bench --runs 5` at 1 thread, 3 rounds: whether the E = 16 cost at batch 4 is the
+# experts' weights (read once per call whatever the batch) rather than per-token work.
+#
+# kernels: moe_kernel at moe-tiny's shapes (N = 512, C = 128, H = 512), E = 1, 4, 16 at top_k 1
+# and 2, 1 and 2 threads, 3 rounds (the medians of 21 calls each; capacity factor E).
 #
 # quality: dense gpt-tiny and moe-tiny (E = 4, top-1: the same FLOPs per token, 4x the MLP
 # parameters) train STEPS (default 400) steps of 4 x 128 bytes of the fortunes corpus from
@@ -30,6 +43,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 MODE=${1:-speed}
 STEPS=${2:-400}
+ROUNDS=${2:-3}
 BUILD=${BUILD:-build-bench}
 OUT=$BUILD/moe
 log() { echo "moe.sh: $*" >&2; }
@@ -48,37 +62,99 @@ spec() { # spec E K -> $OUT/moe-E-K.yaml, capacity_factor E: capacity N, nothing
   echo "$OUT/moe-e$1-k$2.yaml"
 }
 key() { awk -v k="$1:" '$1 == k { print $2 }' "$2"; }
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+configs=("dense gpt-tiny" "1 1" "4 1" "16 1" "4 2" "16 2")
+progs=() # name label
+for c in "${configs[@]}"; do
+  read -r e k <<< "$c"
+  if [ "$e" = dense ]; then progs+=("dense|dense (mlp)|examples/gpt-tiny.yaml|"); continue; fi
+  s=$OUT/moe-e$e-k$k.yaml
+  progs+=("e$e-k$k|moe E=$e top_k=$k|$s|")
+  [ -n "${BASE_LIB:-}" ] && progs+=("e$e-k$k-base|moe E=$e top_k=$k (base)|$s|$BASE_LIB")
+done
+
+if [ "$MODE" = build ] || [ "$MODE" = speed ]; then
+  for c in "${configs[@]}"; do read -r e k <<< "$c"; [ "$e" = dense ] || spec "$e" "$k" > /dev/null; done
+  for p in "${progs[@]}"; do
+    IFS='|' read -r n label s lib <<< "$p"
+    [ "$MODE" = speed ] && [ -x "$OUT/$n" ] && continue
+    if [ -n "$lib" ]; then MODELC_RUNTIME_LIB=$lib "$MODELC" build "$s" -o "$OUT/$n"; else "$MODELC" build "$s" -o "$OUT/$n"; fi
+    "$OUT/$n" info > "$OUT/$n.info"
+  done
+  [ "$MODE" = build ] && exit 0
+fi
 
 if [ "$MODE" = speed ]; then
   cpu=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
-  configs=("dense gpt-tiny" "1 1" "4 1" "16 1" "4 2" "16 2")
+  for ((round = 1; round <= ROUNDS; round++)); do
+    log "round $round of $ROUNDS"
+    for p in "${progs[@]}"; do
+      IFS='|' read -r n label s lib <<< "$p"
+      for t in 1 2; do "$OUT/$n" bench --runs 7 --threads $t -n 1 > "$OUT/$n.bench$t.r$round" 2>&1; done
+    done
+  done
   {
     echo "gpt-tiny (4 layers, C = 128, T = 128, batch 4) with its MLP (hidden 512) replaced by a mixture of E experts"
-    echo "of hidden 512, capacity factor E (nothing dropped); \`PROG bench --runs 7\` (random weights), $cpu:"
+    echo "of hidden 512, capacity factor E (nothing dropped); \`PROG bench --runs 7\` (random weights), the medians of"
+    echo "$ROUNDS rounds, $cpu:"
     echo
-    echo "| MLP | parameters | forward FLOPs per token | forward ms, 1 thread | forward us per token, 1 thread | training step ms, 1 thread | forward ms, 2 threads | training step ms, 2 threads |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| MLP | parameters | forward FLOPs per token | forward ms, 1 thread | forward us per token, 1 thread | vs E = 1 (top_k 2: E = 4) | training step ms, 1 thread | forward ms, 2 threads | training step ms, 2 threads |"
+    echo "|---|---|---|---|---|---|---|---|---|"
   } > "$OUT/speed.md"
-  for c in "${configs[@]}"; do
-    read -r e k <<< "$c"
-    if [ "$e" = dense ]; then s=examples/gpt-tiny.yaml; label="dense (mlp)"; n=dense
-    else s=$(spec "$e" "$k"); label="moe E=$e top_k=$k"; n=e$e-k$k; fi
-    "$MODELC" build "$s" -o "$OUT/$n"
-    "$OUT/$n" info > "$OUT/$n.info"
-    "$OUT/$n" bench --runs 7 --threads 1 -n 1 > "$OUT/$n.bench1" 2>&1
-    "$OUT/$n" bench --runs 7 --threads 2 -n 1 > "$OUT/$n.bench2" 2>&1
+  for p in "${progs[@]}"; do
+    IFS='|' read -r n label s lib <<< "$p"
+    med() { for ((r = 1; r <= ROUNDS; r++)); do key "$1" "$OUT/$n.bench$2.r$r"; done | tr '\n' ' ' | median; }
+    f1=$(med forward_seconds 1); t1=$(med train_step_seconds 1); f2=$(med forward_seconds 2); t2=$(med train_step_seconds 2)
+    eval "F1_${n//-/_}=$f1"
+    # vs E = 1 at top_k 1, vs E = 4 at top_k 2 (the fewest experts top_k 2 can choose from)
+    case $n in *-k1*) one=${n/e[0-9]*-k1/e1-k1} ;; *) one=${n/e[0-9]*-k2/e4-k2} ;; esac
+    ref=F1_${one//-/_}
+    rel=$([ "$n" = dense ] || [ -z "${!ref:-}" ] && echo "" || awk -v a="$f1" -v b="${!ref}" 'BEGIN { printf "%.2f", a / b }')
     fl=$(awk '/^forward FLOPs:/ { print $3 }' "$OUT/$n.info")
     pc=$(awk '/^parameters:/ { print $2 }' "$OUT/$n.info")
-    f1=$(key forward_seconds "$OUT/$n.bench1"); t1=$(key train_step_seconds "$OUT/$n.bench1")
-    f2=$(key forward_seconds "$OUT/$n.bench2"); t2=$(key train_step_seconds "$OUT/$n.bench2")
-    awk -v l="$label" -v p="$pc" -v f="$fl" -v f1="$f1" -v t1="$t1" -v f2="$f2" -v t2="$t2" \
-      'BEGIN { printf "| %s | %d | %d | %.2f | %.1f | %.1f | %.2f | %.1f |\n", l, p, f, f1 * 1e3, f1 * 1e6 / 512, t1 * 1e3, f2 * 1e3, t2 * 1e3 }' >> "$OUT/speed.md"
+    awk -v l="$label" -v p="$pc" -v f="$fl" -v f1="$f1" -v r="$rel" -v t1="$t1" -v f2="$f2" -v t2="$t2" \
+      'BEGIN { printf "| %s | %d | %d | %.2f | %.1f | %s | %.1f | %.2f | %.1f |\n", l, p, f, f1 * 1e3, f1 * 1e6 / 512, r, t1 * 1e3, f2 * 1e3, t2 * 1e3 }' >> "$OUT/speed.md"
   done
   cat "$OUT/speed.md"
   exit 0
 fi
 
-[ "$MODE" = quality ] || { echo "usage: $0 speed | quality [STEPS]" >&2; exit 2; }
+if [ "$MODE" = batch ]; then
+  B=${2:-16}
+  for n in dense 1 4 16; do
+    if [ $n = dense ]; then src=examples/gpt-tiny.yaml; else src=$(spec $n 1); fi
+    sed "s/^  batch: 4 .*/  batch: $B/; /^  - autodiff/d; /^  - xent_fuse/d" "$src" > "$OUT/b$B-$n.yaml"
+    "$MODELC" build "$OUT/b$B-$n.yaml" -o "$OUT/b$B-$n"
+  done
+  for round in 1 2 3; do
+    for n in dense 1 4 16; do "$OUT/b$B-$n" bench --runs 5 --threads 1 -n 0 > "$OUT/b$B-$n.r$round" 2>&1; done
+  done
+  echo "| MLP (batch $B x 128) | forward ms, 1 thread (median of 3 rounds) | us per token | vs E = 1 |"
+  echo "|---|---|---|---|"
+  for n in dense 1 4 16; do
+    f=$(for r in 1 2 3; do key forward_seconds "$OUT/b$B-$n.r$r"; done | tr '\n' ' ' | median)
+    [ $n = 1 ] && one=$f
+    awk -v n=$n -v f="$f" -v o="${one:-}" -v b=$B 'BEGIN { printf "| %s | %.2f | %.1f | %s |\n", n == "dense" ? "dense (mlp)" : "moe E=" n " top_k=1", f * 1e3, f * 1e6 / (b * 128), (o == "" ? "" : sprintf("%.2f", f / o)) }'
+  done
+  exit 0
+fi
+
+if [ "$MODE" = kernels ]; then
+  LIBS=(-lopenblas)
+  if grep -q '^DNNL_LIB:FILEPATH=/' "$BUILD/CMakeCache.txt"; then LIBS+=(-ldnnl -lgomp); fi
+  cc -O2 -Wall -Wextra -Iruntime tests/bench/moe_kernel.c "$BUILD/libmodelc_rt.a" -o "$OUT/moe_kernel" "${LIBS[@]}" -lm -lpthread
+  : > "$OUT/kernels.txt"
+  for round in 1 2 3; do
+    for k in 1 2; do
+      es=1,4,16; [ $k = 2 ] && es=4,16 # top_k 2 needs two experts
+      for t in 1 2; do MODELC_THREADS=$t "$OUT/moe_kernel" 512 128 512 $k $es 21 | sed "s/^/round=$round /" >> "$OUT/kernels.txt"; done
+    done
+  done
+  cat "$OUT/kernels.txt"
+  exit 0
+fi
+
+[ "$MODE" = quality ] || { echo "usage: $0 build | speed [ROUNDS] | batch [B] | kernels | quality [STEPS]" >&2; exit 2; }
 CORPUS=${CORPUS:-/work/qtrain/fortunes.txt}
 if [ ! -f "$CORPUS" ]; then
   scripts/fortunes-corpus.sh "$OUT/corpus.txt" 2>/dev/null

@@ -4,7 +4,9 @@
  * tokens), each activation; with 1, 2 and 3 threads (the scratch sized exactly, so ASan catches an
  * overrun); 1 against 2 threads bit for bit; a capacity of one pair per expert (exactly E tokens
  * get an output, the dropped ones exactly 0); and the backward twin against central differences
- * of the forward twin (L = sum(dy * y) + daux * aux). */
+ * of the forward twin (L = sum(dy * y) + daux * aux). The larger cases reach every tile shape of the
+ * grouped kernel: transposed tiles (at most 64 rows), row-major ones, experts of several tiles.
+ * CTest runs it once more with MODELC_CPU=portable (the activation's portable clone). */
 #include "rt_test_util.h"
 
 #include <check.h>
@@ -26,6 +28,13 @@ static const Case cases[] = {
     {9, 8, 1, 16, 1, 1.0f, 3},    /* one expert: a dense MLP */
     {40, 24, 16, 8, 2, 1.25f, 1}, /* 16 experts */
     {70, 32, 4, 40, 1, 4.0f, 4},  /* capacity N: no drops; GEMMs past RT_LIN_MIN_ROWS */
+    /* the grouped kernel's tiles (moe.c): experts of ~50 rows (transposed products, rows padded
+     * to 16), of ~100 (one row-major tile), and of ~300 at top-2 (three tiles per expert), with
+     * C and H not multiples of 16 */
+    {150, 16, 3, 10, 1, 3.0f, 4},
+    {200, 12, 2, 36, 1, 2.0f, 3},
+    {300, 20, 2, 24, 2, 2.0f, 2},
+    {260, 17, 3, 33, 2, 0.8f, 1}, /* top-2 with drops, tiles on both sides of 64 rows */
 };
 
 typedef struct Bufs {
