@@ -61,12 +61,9 @@ CORETYPE=${CORETYPE:-$(grep -qw avx512f /proc/cpuinfo && echo SkylakeX || echo H
 log() { echo "llama_decode.sh: $*" >&2; }
 export OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1
 
-if [ ! -x "$BUILD/modelc" ]; then
-  log "building modelc (Release) in $BUILD"
-  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DMODELC_WERROR=OFF >/dev/null
-  cmake --build "$BUILD" -j2 >/dev/null
-fi
-MODELC=$BUILD/modelc
+source tests/bench/bench_lib.bash
+bench_modelc "$BUILD"
+MODELC=$M
 mkdir -p "$OUT"
 key() { awk -v k="$1:" '$1 == k { print $2 }' "$2"; }
 ratio() { awk -v o="$1" -v t="$2" 'BEGIN { printf "%.2f", o / t }'; }

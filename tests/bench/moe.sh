@@ -36,7 +36,7 @@
 # moe-tiny the cross-entropy plus the load-balancing loss), and moe-tiny's expert load.
 #
 # BUILD (default build-bench, a Release build made here if missing) names the build folder;
-# CORPUS (default /work/qtrain/fortunes.txt if present, else scripts/fortunes-corpus.sh's) the text.
+# CORPUS (default $BUILD/moe/fortunes.txt, made by scripts/fortunes-corpus.sh) the text.
 # The Markdown report goes to stdout and $BUILD/moe/MODE.md.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -49,11 +49,9 @@ OUT=$BUILD/moe
 log() { echo "moe.sh: $*" >&2; }
 export OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1
 
-if [ ! -x "$BUILD/modelc" ]; then
-  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DMODELC_WERROR=OFF >/dev/null
-  cmake --build "$BUILD" -j2 >/dev/null
-fi
-MODELC=$BUILD/modelc
+source tests/bench/bench_lib.bash
+bench_modelc "$BUILD"
+MODELC=$M
 mkdir -p "$OUT"
 
 spec() { # spec E K -> $OUT/moe-E-K.yaml, capacity_factor E: capacity N, nothing dropped
@@ -155,11 +153,9 @@ if [ "$MODE" = kernels ]; then
 fi
 
 [ "$MODE" = quality ] || { echo "usage: $0 build | speed [ROUNDS] | batch [B] | kernels | quality [STEPS]" >&2; exit 2; }
-CORPUS=${CORPUS:-/work/qtrain/fortunes.txt}
-if [ ! -f "$CORPUS" ]; then
-  scripts/fortunes-corpus.sh "$OUT/corpus.txt" 2>/dev/null
-  CORPUS=$OUT/corpus.txt
-fi
+DATA=${CORPUS:-}
+bench_corpus "$OUT"
+CORPUS=$DATA
 EVAL=$((STEPS / 4))
 "$MODELC" build examples/gpt-tiny.yaml -o "$OUT/q-dense"
 "$MODELC" build examples/moe-tiny.yaml -o "$OUT/q-moe"
