@@ -60,6 +60,7 @@ typedef struct RtOpts {
   int schedule, optimizer;   /* RtSchedule, RtOptimizer */
   double loss_scale;         /* fp16: the initial loss scale and the good steps before it doubles */
   long long scale_window;
+  int shard_optimizer;       /* train over MPI: each process keeps the optimiser state of its parameters */
   int have_n, have_seed, have_steps, have_batch, have_micro, have_lr, have_eval, have_ckpt_every;
   int have_min_lr, have_wd, have_clip, have_beta1, have_beta2, have_momentum, have_warmup, have_schedule, have_opt;
   int have_loss_scale, have_scale_window;
