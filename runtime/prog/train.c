@@ -951,10 +951,10 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
   if (x->size() == 1) return train_main(prog, argc, argv, m, &agreed);
   if (x->rank() != 0) rt_dist_quiet_begin();
   int rc = train_main(prog, argc, argv, m, &agreed);
-  if (!agreed) { /* stopped before the first step: help, or an error the others must hear of */
+  if (!agreed) { /* stopped before the first step: --help, or an error the others must hear of */
     char said[1024];
     if (x->rank() != 0) rt_dist_quiet_end(said, sizeof said);
-    if (dist_agree(x, prog, 0, rc != EXIT_OK, x->rank() ? said : "") && rc == EXIT_OK) rc = EXIT_USER;
+    dist_agree(x, prog, 0, rc != EXIT_OK, x->rank() ? said : "");
   }
   return rc;
 }

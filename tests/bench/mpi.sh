@@ -3,7 +3,7 @@
 # by side (issue 16, point 4; docs/benchmarks.md, "Data-parallel training").
 #
 # gpt-tiny (examples/gpt-tiny.yaml) trains STEPS steps (default 30) of the same global batch (8
-# rows of 64 tokens, two micro-batches of 4) as
+# rows of its context of 128 tokens, two micro-batches of 4) as
 #   1x1   one process, one thread
 #   1x2   one process, two threads (the runtime's thread pool)
 #   2x1   two MPI processes of one thread each (mpirun -np 2, a micro-batch each)
@@ -28,6 +28,7 @@ if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_RO
 "$BUILD/modelc" build examples/gpt-tiny.yaml -o "$OUT/g"
 "$BUILD/modelc" build --mpi examples/gpt-tiny.yaml -o "$OUT/gm"
 cat README.md docs/*.md > "$OUT/data.txt"
+T=$("$OUT/g" info | sed -n 's/.*context \([0-9]*\),.*/\1/p')
 A=(train --data "$OUT/data.txt" --steps "$STEPS" --batch 8 --micro-batch 4 --seed 1 --eval-every 0)
 
 run() { # NAME: one training run, its outputs in $OUT/NAME.*
@@ -67,9 +68,9 @@ for name in "${names[@]}"; do
   comm=$(cut -d' ' -f2 "$OUT/$name.res" | median)
   sent=$(cut -d' ' -f3 "$OUT/$name.res" | median)
   recv=$(cut -d' ' -f4 "$OUT/$name.res" | median)
-  awk -v n="$name" -v t="$tps" -v c="$comm" -v s="$sent" -v rv="$recv" 'BEGIN {
-    printf "| %s | %.1f | %.0f | %s | %s |\n", n, 8 * 64 / t * 1e3, t, (c > 0 ? sprintf("%.1f", c) : "-"),
+  awk -v n="$name" -v t="$tps" -v c="$comm" -v s="$sent" -v rv="$recv" -v T="$T" 'BEGIN {
+    printf "| %s | %.1f | %.0f | %s | %s |\n", n, 8 * T / t * 1e3, t, (c > 0 ? sprintf("%.1f", c) : "-"),
       (s > 0 ? sprintf("%.2f / %.2f", s / 1e6, rv / 1e6) : "-") }'
 done
 echo
-echo "gradient bytes (4 x parameters, padded): $grad; rounds $ROUNDS, steps $STEPS, batch 8 x 64 tokens"
+echo "gradient bytes (4 x parameters, padded): $grad; rounds $ROUNDS, steps $STEPS, batch 8 x $T tokens"

@@ -2,7 +2,8 @@
 # Data-parallel training over Open MPI (issue 16): a program built with --mpi and started by
 # `mpirun -np N` for N = 1, 2, 4, with and without --shard-optimizer, ends with weights
 # byte-identical to the one-process run of the program built without --mpi on the same global
-# batch (gpt-tiny fp32, and gpt-tiny-adamw in bf16 and fp16 mixed precision sharded over 2); a
+# batch (gpt-tiny fp32; sharded over 2: gpt-tiny-adamw in bf16 and fp16 mixed precision, moe-tiny,
+# xl-tiny's segment memory); a
 # checkpoint written over 2 sharded ranks holds the one-process checkpoint's tensors and resumed
 # over 4 ranks (or 1) ends as the uninterrupted run; the sharded optimiser state is measured at
 # about 1/N per rank; a rank killed mid-run ends mpirun with an error within a bound and leaves
@@ -56,19 +57,27 @@ for n in 2 4; do
   [ $((big * n)) -le $((total * 13 / 10)) ] || fail "sharded over $n: a rank holds $big of $total bytes, not about 1/$n"
 done
 
-# mixed precision, sharded over 2: the 16-bit working weights rebuilt on every rank (bf16: AdamW's
-# own pass; fp16: rounding, and the loss scaler's finite flag over every rank's gradients)
-for p in bf16 fp16; do
+# sharded over 2 ranks: mixed precision (the 16-bit working weights rebuilt on every rank; bf16:
+# AdamW's own pass, fp16: rounding, and the loss scaler's finite flag over every rank's gradients),
+# mixture of experts (each micro-batch's load report gathered: the printed expert load is one
+# process's too) and segment memory (a micro-batch's rows keep their memory on their rank)
+for p in bf16 fp16 moe-tiny xl-tiny; do
   mkdir -p "$TMP/$p"
-  sed "s/^train:/train:\n  precision: $p/" tests/reference/specs/gpt-tiny-adamw.yaml > "$TMP/$p/gpt-tiny-adamw.yaml"
-  expect_status 0 "$MODELC" build "$TMP/$p/gpt-tiny-adamw.yaml" -o "$TMP/$p/g"
-  expect_status 0 "$MODELC" build --mpi "$TMP/$p/gpt-tiny-adamw.yaml" -o "$TMP/$p/gm"
-  B=(train --data "$TMP/data.txt" --steps 3 --batch 4 --micro-batch 2 --seed 4 --threads 1 --eval-every 0)
+  case $p in
+    bf16|fp16) spec="$TMP/$p/gpt-tiny-adamw.yaml"
+      sed "s/^train:/train:\n  precision: $p/" tests/reference/specs/gpt-tiny-adamw.yaml > "$spec" ;;
+    *) spec=examples/$p.yaml ;;
+  esac
+  expect_status 0 "$MODELC" build "$spec" -o "$TMP/$p/g"
+  expect_status 0 "$MODELC" build --mpi "$spec" -o "$TMP/$p/gm"
+  B=(train --data "$TMP/data.txt" --steps 3 --batch 4 --micro-batch 1 --seed 4 --threads 1 --eval-every 3)
   expect_status 0 "$TMP/$p/g" "${B[@]}" --out "$TMP/$p/one.safetensors"
-  expect_in "$TMP/out" "$p"
+  grep -v '^wrote' "$TMP/out" > "$TMP/$p/one.out"
   expect_status 0 "${MPIRUN[@]}" 2 "$TMP/$p/gm" "${B[@]}" --shard-optimizer --out "$TMP/$p/two.safetensors"
   same "$TMP/$p/one.safetensors" "$TMP/$p/two.safetensors" "$p, 2 ranks sharded"
+  diff "$TMP/$p/one.out" <(grep -v '^wrote' "$TMP/out") >/dev/null || fail "$p, 2 ranks: the printed results differ from one process's"
 done
+expect_in "$TMP/moe-tiny/one.out" "expert load, mean over 12 train call(s)"
 
 # resume: checkpointed at step 2 over 2 sharded ranks (rank 0 gathers the moments: the file is one
 # process's), continued over 4 ranks and over 1
@@ -93,6 +102,8 @@ set +e; "${MPIRUN[@]}" 4 "$GM" "${A[@]}" --micro-batch 2 --out "$TMP/x.safetenso
 [ $rc != 0 ] && [ $rc != 124 ] || fail "2 micro-batches over 4 ranks exited $rc"
 expect_in "$TMP/err" "2 micro-batch(es) per step (--batch 4 / --micro-batch 2) for 4 processes"
 [ "$(grep -c 'micro-batch(es) per step' "$TMP/err")" = 1 ] || fail "the error should be said once, by rank 0"
+expect_status 0 "${MPIRUN[@]}" 2 "$GM" train --help
+[ "$(grep -c '^usage:' "$TMP/out")" = 1 ] || fail "train --help over 2 ranks should print its usage once"
 set +e; "${MPIRUN[@]}" 2 "$GM" info >"$TMP/out" 2>"$TMP/err"; rc=$?; set -e
 [ $rc != 0 ] && [ $rc != 124 ] || fail "info over 2 ranks exited $rc"
 expect_in "$TMP/err" "of the commands only 'train' runs over MPI"
