@@ -4,7 +4,8 @@
  * (prog/model.c), sampling for generate, and the training loop's schedule and loss scaling.
  * prog/ may include every other room; nothing outside prog/ includes this header. Files depend
  * one way: main.c (the verb table) -> the verbs (infer.c, generate.c, bench.c, train.c) ->
- * model.c, options.c, sample.c, schedule.c; train.c -> checkpoint.c, report.c (prog/train.h). */
+ * model.c, options.c, sample.c, schedule.c; train.c -> checkpoint.c, report.c (prog/train.h);
+ * main.c, train.c -> dist.c (prog/dist.h: one process, or MPI's table from dist_mpi.c). */
 #ifndef MODELC_RT_PROG_H
 #define MODELC_RT_PROG_H
 

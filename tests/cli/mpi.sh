@@ -13,9 +13,12 @@ set -euo pipefail
 source "$(dirname "$0")/lib.bash"
 # mpirun refuses root unless told; 4 ranks on a 2-core machine need --oversubscribe
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
-# the sanitizer build (scripts/test.sh --sanitize): Open MPI's own allocations live until exit
-export LSAN_OPTIONS="suppressions=$PWD/tests/cli/mpi.lsan${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
-MPIRUN=(timeout 300 mpirun --oversubscribe -np)
+# The sanitizer build (scripts/test.sh --sanitize): under mpirun the programs run with ASan and
+# UBSan but without LeakSanitizer. Open MPI keeps allocations until exit and dlcloses its
+# components in MPI_Finalize, so LSan reports them from an "<unknown module>" that no suppression
+# can name (tried: suppressing libmpi, libopen-pal and libopen-rte leaves those). Every run in one
+# process keeps the leak check.
+MPIRUN=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" timeout 300 mpirun --oversubscribe -np)
 cat README.md docs/*.md > "$TMP/all.txt"; head -c 30000 "$TMP/all.txt" > "$TMP/data.txt"
 
 G="$TMP/g" GM="$TMP/gm"
@@ -109,7 +112,7 @@ set +e; "${MPIRUN[@]}" 2 "$GM" info >"$TMP/out" 2>"$TMP/err"; rc=$?; set -e
 expect_in "$TMP/err" "of the commands only 'train' runs over MPI"
 # an error on one rank only (MPMD: rank 1 is given a --data that does not exist): rank 0 says it,
 # with rank 1's message, and no rank waits for the others
-set +e; timeout 300 mpirun --oversubscribe -np 1 "$GM" "${A[@]}" --out "$TMP/x.safetensors" : -np 1 "$GM" "${A[@]}" \
+set +e; "${MPIRUN[@]:0:2}" timeout 300 mpirun --oversubscribe -np 1 "$GM" "${A[@]}" --out "$TMP/x.safetensors" : -np 1 "$GM" "${A[@]}" \
   --data "$TMP/nonesuch.txt" --out "$TMP/x.safetensors" >"$TMP/out" 2>"$TMP/err"; rc=$?; set -e
 [ $rc != 0 ] && [ $rc != 124 ] || fail "an error on rank 1 alone exited $rc"
 expect_in "$TMP/err" "rank 1 of 2 failed while setting up:"
@@ -120,7 +123,7 @@ expect_in "$TMP/err" "nonesuch.txt"
 # mpirun exits non-zero within the bound saying which rank died, and the checkpoint is a whole
 # one, which resumes to the uninterrupted run's bytes
 K=(train --data "$TMP/data.txt" --steps 100000 --batch 4 --micro-batch 1 --seed 3 --threads 1 --eval-every 0)
-timeout 120 mpirun --oversubscribe -np 2 "$GM" "${K[@]}" --checkpoint "$TMP/k.ck" --checkpoint-every 1 \
+"${MPIRUN[@]:0:2}" timeout 120 mpirun --oversubscribe -np 2 "$GM" "${K[@]}" --checkpoint "$TMP/k.ck" --checkpoint-every 1 \
   --out "$TMP/k.safetensors" >"$TMP/kout" 2>"$TMP/kerr" &
 job=$!
 for _ in $(seq 600); do [ -s "$TMP/k.ck" ] && break; sleep 0.1; done
