@@ -54,7 +54,7 @@ typedef struct RtDist {
 const RtDist *rt_dist(void);
 
 /* The processes the environment says a launcher started (Open MPI's OMPI_COMM_WORLD_SIZE,
- * MPICH's and Slurm's PMI_SIZE), 0 when not launched by one. */
+ * MPICH's PMI_SIZE), 0 when not launched by one. */
 int rt_dist_launched(void);
 
 /* stderr of a rank other than 0 while the trainer sets up (the same argument errors would print
