@@ -49,6 +49,7 @@ typedef struct Options {
   char **names;              /* the module's parameter names before the passes (with --weights) */
   int nnames;
   bool no_native;            /* --no-native: no -march=native */
+  bool mpi;                  /* --mpi: link the MPI part of the runtime (data-parallel train) */
   long batch;                /* --batch=N: compile for batch N instead of the spec's model.batch (0: keep) */
   const char *backend;       /* --backend=c|llvm (NULL: c) */
   const char *target, *mcpu; /* --target=TRIPLE, --mcpu=native|NAME (LLVM backend) */
@@ -133,6 +134,8 @@ static void print_command_help(const char *cmd) {
            "  --mcpu=native|NAME    LLVM backend: the CPU (default native on this machine, generic otherwise)\n"
            "  --embed-weights=W     bake the safetensors file W into the program (no --weights needed)\n"
            "  --no-native           do not compile for this CPU (-march=native is the default)\n"
+           "  --mpi                 link with MPI: 'mpirun -np N PROG train ...' trains data-parallel\n"
+           "                        over N processes (docs/training.md); needs --emit=exe\n"
            "environment: CC (default cc) compiles and links; MODELC_RUNTIME_INCLUDE and\n"
            "MODELC_RUNTIME_LIB override where modelc_rt.h and libmodelc_rt.a are found.\n%s",
            usage_pipeline);
@@ -223,6 +226,8 @@ static bool parse_args(const char *cmd, int argc, char **argv, Options *o, bool 
       o->mcpu = a + 7;
     } else if (strcmp(a, "--no-native") == 0) {
       o->no_native = true;
+    } else if (strcmp(a, "--mpi") == 0 && (strcmp(cmd, "build") == 0 || strcmp(cmd, "run") == 0)) {
+      o->mpi = true;
     } else if (strncmp(a, "--precision=", 12) == 0) {
       o->precision = a + 12;
       if (strcmp(o->precision, "bf16") != 0 && strcmp(o->precision, "f32") != 0) {
@@ -634,6 +639,10 @@ static void list_passes(void) {
 #ifndef MODELC_RT_LIB
 #define MODELC_RT_LIB "libmodelc_rt.a"
 #endif
+#ifndef MODELC_RT_MPI_LIB
+#define MODELC_RT_MPI_LIB "" /* this modelc was configured without MPI */
+#define MODELC_RT_MPI_LINK ""
+#endif
 #ifndef MODELC_RT_CFLAGS
 #define MODELC_RT_CFLAGS "" /* e.g. sanitizer flags when the runtime was built with them */
 #endif
@@ -684,6 +693,15 @@ static bool check_backend_flags(const Options *o, bool run, Diag *d) {
   } else if (o->target && (run || strcmp(emit, "exe") == 0)) {
     diag_error(d, NULL, 0, 0, "--target=%s: %s runs on this machine; cross-compile with --emit=obj, llvm or bc",
                o->target, run ? "'modelc run'" : "an executable");
+  } else if (o->mpi && run) {
+    diag_error(d, NULL, 0, 0, "--mpi links a program with the MPI part of the runtime: build one with 'modelc build "
+                              "--mpi' and start it with mpirun ('modelc run' runs in this one process)");
+  } else if (o->mpi && strcmp(emit, "exe") != 0) {
+    diag_error(d, NULL, 0, 0, "--mpi links the program with the MPI part of the runtime: it needs --emit=exe, not "
+                              "--emit=%s", emit);
+  } else if (o->mpi && !MODELC_RT_MPI_LIB[0]) {
+    diag_error(d, NULL, 0, 0, "--mpi: this modelc was configured without MPI (install libopenmpi-dev, as "
+                              "scripts/setup.sh does, and configure again)");
   } else if (llvm && !emitll_available()) {
     diag_error(d, NULL, 0, 0, "this modelc was built without LLVM (cmake -DMODELC_LLVM=OFF): --backend=llvm and "
                               "'modelc run' are unavailable");
@@ -802,9 +820,11 @@ static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **a
   const char *lib = getenv("MODELC_RUNTIME_LIB");
   char incflag[PATH_MAX + 3];
   snprintf(incflag, sizeof incflag, "-I%s", inc && *inc ? inc : MODELC_RT_INCLUDE);
-  char *args[32];
+  char *args[48];
   char rtlink[sizeof MODELC_RT_LINK]; /* split into args below, so a copy */
   memcpy(rtlink, MODELC_RT_LINK, sizeof rtlink);
+  char mpilink[sizeof MODELC_RT_MPI_LINK];
+  memcpy(mpilink, MODELC_RT_MPI_LINK, sizeof mpilink);
   int n = 0;
   args[n++] = (char *)cc;
   if (!llvm) { /* the LLVM backend's object only needs linking */
@@ -820,10 +840,16 @@ static int build(Module *m, const Options *o, Pipeline *pipe, int argc, char **a
   args[n++] = "-o";
   args[n++] = (char *)o->output;
   if (strcmp(emit, "exe") == 0) {
+    if (o->mpi) { /* the MPI table (prog/dist_mpi.c) before the runtime, which refers to it weakly:
+                   * -u pulls it in */
+      args[n++] = "-Wl,-u,rt_dist_mpi";
+      args[n++] = (char *)MODELC_RT_MPI_LIB;
+    }
     args[n++] = (char *)(lib && *lib ? lib : MODELC_RT_LIB);
     /* the runtime's own libraries (OpenBLAS, oneDNN and libgomp when built with it, libm,
      * pthreads): one space-separated list from CMake (RT_LINK_FLAGS), the runtime target's */
-    for (char *w = strtok(rtlink, " "); w && n < 30; w = strtok(NULL, " ")) args[n++] = w;
+    for (char *w = strtok(rtlink, " "); w && n < 40; w = strtok(NULL, " ")) args[n++] = w;
+    for (char *w = o->mpi ? strtok(mpilink, " ") : NULL; w && n < 46; w = strtok(NULL, " ")) args[n++] = w;
   }
   args[n] = NULL;
   int rc = run_command(args, false);

@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 # Build tools and libraries; clang and its sanitizer runtime build the ASan+UBSan configuration;
 # libdnnl-dev is oneDNN for the runtime's GEMM layer (optional to CMake: -DMODELC_DNNL=OFF); libopenblas-dev
-# also provides LAPACK (dgesdd: the lowrank pass's SVD), so no LAPACK package of its own.
+# also provides LAPACK (dgesdd: the lowrank pass's SVD), so no LAPACK package of its own;
+# libopenmpi-dev and openmpi-bin (mpirun) are Open MPI, for `modelc build --mpi` (data-parallel training).
 PKGS=(build-essential cmake pkg-config libyaml-dev check libsubunit-dev libopenblas-dev libdnnl-dev
-      llvm-14-dev clang libclang-rt-14-dev fortunes)
+      llvm-14-dev clang libclang-rt-14-dev fortunes libopenmpi-dev openmpi-bin)
 
 missing=()
 for p in "${PKGS[@]}"; do

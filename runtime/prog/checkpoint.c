@@ -23,7 +23,8 @@ static void tensor_of(RtTensor *ts, const RtParamInfo *p, const char *name, cons
   ts->nbytes = (size_t)p->nbytes;
 }
 
-int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *err) {
+int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, const float *s1, const float *s2,
+                        RtError *err) {
   const RtModel *m = t->m;
   int sgd = t->c.optimizer == RT_OPT_SGD, ns = m->nparams, per = sgd ? 2 : 3;
   RtTensor *ts = calloc((size_t)(ns * (per + 1)) + 1, sizeof *ts);
@@ -37,7 +38,7 @@ int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *e
   }
   for (int k = 1; k < per && !rc; k++) {
     const char *prefix = sgd ? "opt.mom." : k == 1 ? "opt.m." : "opt.v.";
-    const float *base = k == 1 ? t->s1 : t->s2;
+    const float *base = k == 1 ? s1 : s2;
     for (int i = 0; i < m->nparams && !rc; i++) {
       const RtParamInfo *p = &m->params[i];
       if (rt_param_is_teacher(m, p)) continue;
@@ -191,6 +192,7 @@ int rt_load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError 
   for (int k = 0; k < (sgd ? 2 : 3) && !rc; k++) {
     const char *prefix = k == 0 ? "" : sgd ? "opt.mom." : k == 1 ? "opt.m." : "opt.v.";
     float *base = k == 0 ? t->W : k == 1 ? t->s1 : t->s2;
+    int64_t lo = k == 0 ? 0 : t->opt_lo, hi = k == 0 ? rt_weight_floats(m) : t->opt_lo + t->opt_n;
     for (int i = 0; i < m->nparams && !rc; i++) {
       const RtParamInfo *p = &m->params[i];
       if (rt_param_is_teacher(m, p)) continue;
@@ -201,7 +203,9 @@ int rt_load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError 
         rc = -1;
         break;
       }
-      memcpy((unsigned char *)base + p->offset, ten->data, ten->nbytes);
+      /* the moments of this process's parameters (a sharded optimiser keeps those alone) */
+      int64_t o = rt_param_f32_index(p);
+      if (o >= lo && o < hi) memcpy(base + (o - lo), ten->data, ten->nbytes);
     }
   }
   for (int i = 0; i < m->nparams && !rc && t->masks; i++) {

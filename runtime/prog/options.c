@@ -237,6 +237,7 @@ int rt_parse_opts(const char *prog, const char *verb, int argc, char **argv, con
       {OPT("--optimizer", ARG_CHOICE, &o->optimizer, &o->have_opt), .choices = "adamw sgd", .hint = "adamw or sgd"},
       {OPT("--loss-scale", ARG_REAL, &o->loss_scale, &o->have_loss_scale), .rmin = 1, .rmax = 1e30,
        .hint = "in [1, 1e30]"},
+      {OPT("--shard-optimizer", ARG_FLAG, &o->shard_optimizer, NULL)},
       {OPT("--loss-scale-window", ARG_INT, &o->scale_window, &o->have_scale_window), .imin = 1, .imax = TERA,
        .hint = ">= 1"},
   };

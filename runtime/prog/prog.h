@@ -4,7 +4,8 @@
  * (prog/model.c), sampling for generate, and the training loop's schedule and loss scaling.
  * prog/ may include every other room; nothing outside prog/ includes this header. Files depend
  * one way: main.c (the verb table) -> the verbs (infer.c, generate.c, bench.c, train.c) ->
- * model.c, options.c, sample.c, schedule.c; train.c -> checkpoint.c, report.c (prog/train.h). */
+ * model.c, options.c, sample.c, schedule.c; train.c -> checkpoint.c, report.c (prog/train.h);
+ * main.c, train.c -> dist.c (prog/dist.h: one process, or MPI's table from dist_mpi.c). */
 #ifndef MODELC_RT_PROG_H
 #define MODELC_RT_PROG_H
 
@@ -60,6 +61,7 @@ typedef struct RtOpts {
   int schedule, optimizer;   /* RtSchedule, RtOptimizer */
   double loss_scale;         /* fp16: the initial loss scale and the good steps before it doubles */
   long long scale_window;
+  int shard_optimizer;       /* train over MPI: each process keeps the optimiser state of its parameters */
   int have_n, have_seed, have_steps, have_batch, have_micro, have_lr, have_eval, have_ckpt_every;
   int have_min_lr, have_wd, have_clip, have_beta1, have_beta2, have_momentum, have_warmup, have_schedule, have_opt;
   int have_loss_scale, have_scale_window;

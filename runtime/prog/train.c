@@ -47,6 +47,18 @@ static void trainer_free(Trainer *t) {
   free(t->seg_rows);
   free(t->moe_load);
   free(t->moe_run);
+  free(t->rep);
+  free(t->sq);
+  free(t->dp.kfirst);
+  free(t->dp.pfirst);
+  free(t->dp.lo);
+  free(t->dp.cnt);
+  free(t->dp.pcnt);
+  free(t->dp.pdisp);
+  free(t->dp.rcnt);
+  free(t->dp.rdisp);
+  free(t->dp.G2);
+  free(t->dp.recv);
   if (t->log) fclose(t->log);
 }
 
@@ -152,12 +164,32 @@ static double evaluate(Trainer *t) {
   return count ? total / (double)count : NAN;
 }
 
-/* One optimiser step (t->step + 1): B/M train calls, averaged, clipped, applied. Returns the loss. */
+/* Floats of one train call's report in Trainer.rep: its loss parts, then its moe load. */
+static size_t report_floats(const RtModel *m) { return 3 + moe_load_floats(m); }
+
+/* The rank that computes micro-batch k (DistPlan.kfirst). */
+static int micro_owner(const Trainer *t, int64_t k) {
+  int j = 0;
+  while (t->dp.kfirst[j + 1] <= k) j++;
+  return j;
+}
+
+/* One optimiser step (t->step + 1): B/M train calls, averaged, clipped, applied. Returns the loss.
+ * Over several ranks (t->nranks > 1) each computes its own micro-batches (every rank draws them
+ * all, so the data stream is one process's) and sends each gradient's slices to their owners as
+ * soon as it is made; an owner sums its slice over the micro-batches in their order, scales and
+ * clips it as one process does (the norm from every parameter's sum of squares, added in parameter
+ * order) and the update follows: the same operations on the same numbers as one process, so the
+ * same bytes (docs/training.md, "Data-parallel training"). */
 static double train_step(Trainer *t, double lr) {
   const RtModel *m = t->m;
+  DistPlan *d = t->nranks > 1 ? &t->dp : NULL;
+  const RtDist *x = t->dist;
+  int me = t->rank;
   int64_t nmicro = t->B / t->M;
+  size_t R = report_floats(m);
   double loss = 0, kl = 0, ce = 0;
-  float *g = nmicro > 1 ? t->Gacc : t->G;
+  float *g = nmicro > 1 || d ? t->Gacc : t->G;
   const float *W = t->W;
   if (t->Wh) { /* mixed precision: the step reads the master weights rounded to 16 bits, made
                  * here once, then kept up to date by each update (train.h, Trainer.wh_fresh) */
@@ -167,9 +199,25 @@ static double train_step(Trainer *t, double lr) {
   }
   int segs = t->seg.slot != NULL; /* segment memory: consecutive segments of B streams */
   if (segs && (size_t)t->step % ((t->ntrain / (size_t)t->B - 1) / (size_t)t->T) == 0) t->mem_t0 = 0; /* a stream's start */
+  int64_t k0 = d ? d->kfirst[me] : 0, k1 = d ? d->kfirst[me + 1] : nmicro;
+  int mine = d ? d->cnt[me] : 0; /* floats of the gradient this rank sums */
+  double c0 = 0;
+  if (d) { /* this step's slices of the others' micro-batches, tagged by micro-batch */
+    d->sent = d->recvd = 0;
+    for (int64_t k = 0; k < nmicro && mine > 0; k++)
+      if (k < k0 || k >= k1) {
+        x->post(2, 0, d->recv + k * mine, mine, micro_owner(t, k), (int)k);
+        d->recvd += 4.0 * mine;
+      }
+  }
   for (int64_t k = 0; k < nmicro; k++) {
-    if (segs) draw_segments(t, (int)(k * t->M), (int)t->M);
-    else draw_rows(t, (int)t->M);
+    int own = k >= k0 && k < k1;
+    if (segs) {
+      if (own) draw_segments(t, (int)(k * t->M), (int)t->M);
+    } else {
+      draw_rows(t, (int)t->M); /* every rank draws every micro-batch: one data stream */
+    }
+    if (!own) continue;
     /* dropout masks: a seed per (step, micro-batch) derived from the run's stream constant (set by
      * --seed, kept in checkpoints), not drawn from the data stream, so the windows do not depend
      * on M; never 0, which means inference */
@@ -179,20 +227,29 @@ static double train_step(Trainer *t, double lr) {
       rt_seg_state_rows(&t->seg, m, (int)(k * t->M), t->seg_rows);
       s.state = t->seg_rows, s.t0 = t->mem_t0;
     }
-    float l[3] = {0, 0, 0}; /* the loss, and a distilling program's KL and CE parts */
-    m->train(&s, t->arena, W, t->ids, t->tgt, l, t->G);
-    loss += l[0], kl += l[1], ce += l[2];
-    if (m->nmoe) { /* the load reports: the step's aux loss, the session's sums */
-      if (k == 0) t->aux = 0;
-      size_t off = 0;
-      for (int i = 0; i < m->nmoe; i++) {
-        t->aux += t->moe_load[off] / (double)nmicro;
-        off += (size_t)m->moe_experts[i] + 2;
+    float *G = t->G;
+    if (d) { /* two gradient buffers: the one two micro-batches back may still be on its way */
+      int b = (int)((k - k0) & 1);
+      G = b ? d->G2 : t->G;
+      if (k - k0 >= 2) {
+        double w0 = rt_now_seconds();
+        x->wait(b);
+        c0 += rt_now_seconds() - w0;
       }
-      for (size_t j = 0; j < off; j++) t->moe_run[j] += t->moe_load[j];
-      t->moe_calls++;
     }
-    if (nmicro > 1) {
+    float l[3] = {0, 0, 0}; /* the loss, and a distilling program's KL and CE parts */
+    m->train(&s, t->arena, W, t->ids, t->tgt, l, G);
+    float *rep = t->rep + (size_t)k * R;
+    memcpy(rep, l, sizeof l);
+    if (m->nmoe) memcpy(rep + 3, t->moe_load, moe_load_floats(m) * sizeof(float));
+    if (d) {
+      for (int j = 0; j < t->nranks; j++)
+        if (j != me && d->cnt[j] > 0) {
+          x->post((int)((k - k0) & 1), 1, G + d->lo[j], d->cnt[j], j, (int)k);
+          d->sent += 4.0 * d->cnt[j];
+        }
+      memcpy(d->recv + k * mine, G + d->lo[me], (size_t)mine * sizeof(float));
+    } else if (nmicro > 1) {
       for (int i = 0; i < m->nparams; i++) {
         const RtParamInfo *p = &m->params[i];
         float *a = t->Gacc + rt_param_f32_index(p);
@@ -204,6 +261,42 @@ static double train_step(Trainer *t, double lr) {
       }
     }
   }
+  int p0 = d ? d->pfirst[me] : 0, p1 = d ? d->pfirst[me + 1] : m->nparams; /* the parameters this rank sums */
+  if (d) {
+    double w0 = rt_now_seconds();
+    for (int grp = 0; grp < RT_DIST_GROUPS; grp++) x->wait(grp);
+    x->allgatherv_f32(t->rep, d->rcnt, d->rdisp); /* every micro-batch's report, for the sums below */
+    c0 += rt_now_seconds() - w0;
+    d->recvd += 4.0 * (double)(nmicro * (int64_t)R - d->rcnt[me]);
+    /* this rank's slice summed over the micro-batches in their order, as one process sums them */
+    for (int i = p0; i < p1; i++) {
+      const RtParamInfo *p = &m->params[i];
+      int64_t o = rt_param_f32_index(p), n = rt_param_numel(p);
+      float *a = t->Gacc + o;
+      for (int64_t k = 0; k < nmicro; k++) {
+        const float *b = d->recv + k * mine + (o - d->lo[me]);
+        if (k == 0) memcpy(a, b, (size_t)n * sizeof(float));
+        else
+          for (int64_t j = 0; j < n; j++) a[j] += b[j];
+      }
+    }
+  }
+  for (int64_t k = 0; k < nmicro; k++) { /* the reports, in micro-batch order */
+    const float *rep = t->rep + (size_t)k * R;
+    loss += rep[0], kl += rep[1], ce += rep[2];
+    if (m->nmoe) { /* the load reports: the step's aux loss, the session's sums */
+      const float *load = rep + 3;
+      if (k == 0) t->aux = 0;
+      size_t off = 0;
+      for (int i = 0; i < m->nmoe; i++) {
+        t->aux += load[off] / (double)nmicro;
+        off += (size_t)m->moe_experts[i] + 2;
+      }
+      for (size_t j = 0; j < off; j++) t->moe_run[j] += load[j];
+      t->moe_calls++;
+      if (k == nmicro - 1) memcpy(t->moe_load, load, off * sizeof(float)); /* the last call's, as one process has it */
+    }
+  }
   loss /= (double)nmicro;
   t->parts = (LossParts){kl / (double)nmicro, ce / (double)nmicro};
   /* the next segment continues the memory (a t0 that int holds; past it the streams restart it) */
@@ -212,46 +305,80 @@ static double train_step(Trainer *t, double lr) {
   double unscale = 1.0; /* the gradients carry the loss scale this step used */
   if (t->prec == RT_PREC_FP16) { /* dynamic loss scaling: skip the update on inf/nan gradients */
     int finite = 1;
-    for (int i = 0; i < m->nparams && finite; i++)
+    for (int i = p0; i < p1 && finite; i++)
       finite = rt_all_finite(g + rt_param_f32_index(&m->params[i]), rt_param_numel(&m->params[i]));
+    if (d) {
+      double w0 = rt_now_seconds();
+      finite = x->all_and(finite);
+      c0 += rt_now_seconds() - w0;
+    }
     unscale = 1.0 / t->ls.scale;
     if (!rt_loss_scaler_update(&t->ls, finite)) {
       t->step = step;
+      if (d) d->comm_s += c0;
       return loss;
     }
   }
   double norm2 = 0;
   float scale = (float)(unscale / (double)nmicro);
   if (scale != 1.0f)
-    for (int i = 0; i < m->nparams; i++) {
+    for (int i = p0; i < p1; i++) {
       const RtParamInfo *p = &m->params[i];
       float *a = g + rt_param_f32_index(p);
       int64_t n = rt_param_numel(p);
       for (int64_t j = 0; j < n; j++) a[j] *= scale;
     }
   if (t->c.grad_clip > 0) {
-    for (int i = 0; i < m->nparams; i++)
-      norm2 += rt_sum_squares(g + rt_param_f32_index(&m->params[i]), rt_param_numel(&m->params[i]));
+    for (int i = p0; i < p1; i++)
+      t->sq[i] = rt_sum_squares(g + rt_param_f32_index(&m->params[i]), rt_param_numel(&m->params[i]));
+    if (d) {
+      double w0 = rt_now_seconds();
+      x->allgatherv_f64(t->sq, d->pcnt, d->pdisp);
+      c0 += rt_now_seconds() - w0;
+      d->recvd += 8.0 * (m->nparams - d->pcnt[me]);
+    }
+    for (int i = 0; i < m->nparams; i++) norm2 += t->sq[i]; /* in parameter order, on every rank */
     /* as torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), applied when < 1 */
     double coef = t->c.grad_clip / (sqrt(norm2) + 1e-6);
     if (coef < 1.0)
-      for (int i = 0; i < m->nparams; i++)
+      for (int i = p0; i < p1; i++)
         rt_scale(g + rt_param_f32_index(&m->params[i]), rt_param_numel(&m->params[i]), (float)coef);
   }
+  int u0 = 0, u1 = m->nparams; /* the parameters this rank updates */
+  if (d && t->shard) {
+    u0 = p0, u1 = p1;
+  } else if (d) { /* every rank applies the whole update: it needs the whole gradient */
+    double w0 = rt_now_seconds();
+    x->allgatherv_f32(g, d->cnt, d->lo);
+    c0 += rt_now_seconds() - w0;
+    d->recvd += 4.0 * (double)(rt_weight_floats(m) - mine);
+  }
   int64_t opt_step = step - t->ls.skipped; /* AdamW's bias correction counts applied updates */
-  for (int i = 0; i < m->nparams; i++) {
+  for (int i = u0; i < u1; i++) {
     const RtParamInfo *p = &m->params[i];
     if (!p->trainable) continue; /* frozen: no gradient, no update, no decay */
-    int64_t o = rt_param_f32_index(p), n = rt_param_numel(p);
+    int64_t o = rt_param_f32_index(p), n = rt_param_numel(p), so = o - t->opt_lo;
     float wd = p->decay ? (float)t->c.weight_decay : 0.0f;
     float *wh = t->Wh && t->prec == RT_PREC_BF16 ? t->Wh + o : NULL; /* AdamW refreshes it in its pass */
     if (t->c.optimizer == RT_OPT_SGD)
-      rt_sgd(t->W + o, g + o, t->s1 + o, n, (float)lr, (float)t->c.momentum, wd);
+      rt_sgd(t->W + o, g + o, t->s1 + so, n, (float)lr, (float)t->c.momentum, wd);
     else
-      rt_adamw_bf16(t->W + o, wh, g + o, t->s1 + o, t->s2 + o, n, (float)lr, (float)t->c.beta1, (float)t->c.beta2,
+      rt_adamw_bf16(t->W + o, wh, g + o, t->s1 + so, t->s2 + so, n, (float)lr, (float)t->c.beta1, (float)t->c.beta2,
                     (float)t->c.eps, wd, opt_step);
     if (t->Wh && (t->c.optimizer == RT_OPT_SGD || !wh)) rt_round_weights(t->Wh + o, t->W + o, n, t->prec);
   }
+  if (d && t->shard) { /* ZeRO-1: the updated parameters from their owners; the 16-bit copies made here */
+    double w0 = rt_now_seconds();
+    x->allgatherv_f32(t->W, d->cnt, d->lo);
+    c0 += rt_now_seconds() - w0;
+    d->recvd += 4.0 * (double)(rt_weight_floats(m) - mine);
+    for (int i = 0; i < m->nparams && t->Wh; i++) {
+      const RtParamInfo *p = &m->params[i];
+      if ((i < p0 || i >= p1) && p->trainable)
+        rt_round_weights(t->Wh + rt_param_f32_index(p), t->W + rt_param_f32_index(p), rt_param_numel(p), t->prec);
+    }
+  }
+  if (d) d->comm_s += c0;
   t->step = step;
   if (t->masks) { /* pruning: the masks held after the update, recomputed when the schedule says */
     if (t->c.prune_every > 0 && rt_prune_schedule_due(step, t->c.prune_start, t->c.prune_end, t->c.prune_every)) {
@@ -277,7 +404,8 @@ static void train_help(const char *prog, const RtModel *m) {
          "       [--tokens T.npy --targets Y.npy]   (a fixed batch every step instead of --data)\n"
          "       [--loss-scale S] [--loss-scale-window N]   (fp16 programs: initial 65536, window 2000)\n"
          "       [--teacher-weights T.safetensors]   (a distilling program: its teacher's weights, required)\n\n"
-         "       [--tokenizer FILE]   (train on FILE's tokens: llama2.c tokenizer.bin, GPT-2 BPE)\n\n"
+         "       [--tokenizer FILE]   (train on FILE's tokens: llama2.c tokenizer.bin, GPT-2 BPE)\n"
+         "       [--shard-optimizer]   (under mpirun: each process keeps its parameters' optimiser state)\n\n"
          "Train on the bytes of FILE (byte-level vocabulary). The last 10%% of FILE (at least context+1\n"
          "bytes) is held out for validation. Each step draws B windows of context+1 bytes at random\n"
          "offsets (PCG32 seeded by --seed) and averages the gradients of B/M micro-batches of M rows\n"
@@ -289,6 +417,8 @@ static void train_help(const char *prog, const RtModel *m) {
          "to --steps (default: the checkpoint's). --stop-at K ends this session after step K (the\n"
          "schedule still runs to --steps). Writes the final weights to --out, a CSV of every step to\n"
          "--log (default OUT.csv next to --out) and the loss curve next to it (.svg).\n"
+         "Over MPI (a program built with 'modelc build --mpi', started by 'mpirun -np N'), each process\n"
+         "computes B/M/N of the micro-batches and the run ends with the one-process bytes (rank 0 writes).\n"
          "Mixed precision is compiled in (train: precision, the precision pass): this program trains\n"
          "in %s.\n"
          "Defaults (from the spec): steps %lld, batch %lld, micro-batch %lld, lr %g, seed %lld,\n"
@@ -313,14 +443,104 @@ static RtTrainConfig effective_config(const RtModel *m) {
 
 static int read_targets(const RtModel *m, const char *path, int B, int T, int32_t **out, RtError *err);
 
-int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
+/* The split of a step over t->nranks ranks (train.h, DistPlan): micro-batches in blocks, whole
+ * parameters balanced by elements; -1 with a message when out of memory. */
+static int dist_plan(Trainer *t, RtError *err) {
+  const RtModel *m = t->m;
+  DistPlan *d = &t->dp;
+  int N = t->nranks, P = m->nparams;
+  int64_t nmicro = t->B / t->M, total = 0;
+  d->kfirst = calloc((size_t)N + 1, sizeof *d->kfirst);
+  d->pfirst = calloc((size_t)N + 1, sizeof *d->pfirst);
+  d->lo = calloc((size_t)N, sizeof(int)), d->cnt = calloc((size_t)N, sizeof(int));
+  d->pcnt = calloc((size_t)N, sizeof(int)), d->pdisp = calloc((size_t)N, sizeof(int));
+  d->rcnt = calloc((size_t)N, sizeof(int)), d->rdisp = calloc((size_t)N, sizeof(int));
+  if (!d->kfirst || !d->pfirst || !d->lo || !d->cnt || !d->pcnt || !d->pdisp || !d->rcnt || !d->rdisp)
+    return rt_fail(err, "out of memory");
+  for (int j = 0; j <= N; j++) d->kfirst[j] = nmicro * j / N;
+  for (int i = 0; i < P; i++) total += rt_param_numel(&m->params[i]);
+  /* rank j's parameters end at the cut nearest to (j+1)/N of the elements: a parameter joins it
+   * while the running count with it is no farther from that than without it */
+  int64_t run = 0;
+  for (int j = 0, i = 0; j < N; j++) {
+    d->pfirst[j] = i;
+    while (i < P && (j == N - 1 || (2 * run + rt_param_numel(&m->params[i])) * N <= 2 * total * (j + 1)))
+      run += rt_param_numel(&m->params[i++]);
+  }
+  d->pfirst[N] = P;
+  int64_t R = (int64_t)report_floats(m);
+  for (int j = 0; j < N; j++) {
+    int a = d->pfirst[j], b = d->pfirst[j + 1];
+    int64_t lo = a == 0 ? 0 : a < P ? rt_param_f32_index(&m->params[a]) : rt_weight_floats(m);
+    int64_t hi = b < P ? rt_param_f32_index(&m->params[b]) : rt_weight_floats(m);
+    if (a == P) lo = hi = rt_weight_floats(m);
+    d->lo[j] = (int)lo, d->cnt[j] = (int)(hi - lo);
+    d->pcnt[j] = b - a, d->pdisp[j] = a;
+    d->rcnt[j] = (int)((d->kfirst[j + 1] - d->kfirst[j]) * R), d->rdisp[j] = (int)(d->kfirst[j] * R);
+  }
+  d->G2 = rt_xalloc((size_t)rt_weight_floats(m) * sizeof(float));
+  d->recv = rt_xalloc((size_t)nmicro * (size_t)d->cnt[t->rank] * sizeof(float));
+  if (!d->G2 || !d->recv) return rt_fail(err, "out of memory allocating the data-parallel buffers");
+  return 0;
+}
+
+/* Every rank's verdict on its setup, once, before the first step: 0 when every rank is ready to
+ * train. Otherwise rank 0 says why (the first failing rank's message, which a rank other than 0
+ * captured: rt_dist_quiet_begin) and every rank ends. */
+static int dist_agree(const RtDist *x, const char *prog, int ready, int failed, const char *said) {
+  int N = x->size(), me = x->rank();
+  int who = x->all_min(failed ? me : N), all_ready = x->all_and(ready);
+  if (who < N) {
+    if (who != 0) {
+      char msg[1024] = "";
+      if (me == who) snprintf(msg, sizeof msg, "%s", said);
+      x->bcast(msg, sizeof msg, who);
+      if (me == 0) fprintf(stderr, "%s train: rank %d of %d failed while setting up:\n%s", prog, who, N, msg);
+    }
+    return 1;
+  }
+  if (!all_ready && ready)
+    fprintf(stderr, "%s train: error: rank %d: another rank stopped before training (were the ranks given the "
+                    "same arguments?)\n", prog, me);
+  return !all_ready;
+}
+
+/* rank 0's outcome rc of a step only it took (writing files), on every rank. */
+static int dist_status(const Trainer *t, int rc) {
+  if (t->nranks > 1) t->dist->bcast(&rc, sizeof rc, 0);
+  return rc;
+}
+
+/* A checkpoint, written by rank 0 (with a sharded optimiser the moments gathered to it first, so
+ * that the file is one process's); every rank calls it and gets rank 0's outcome. */
+static int save_checkpoint(Trainer *t, const char *path, double elapsed, RtError *err) {
+  const float *s1 = t->s1, *s2 = t->s2;
+  float *f1 = NULL, *f2 = NULL;
+  int rc = 0;
+  if (t->nranks > 1 && t->shard) {
+    size_t wb = (size_t)rt_weight_floats(t->m) * sizeof(float);
+    if (t->rank == 0 && (!(f1 = rt_xalloc(wb)) || (t->s2 && !(f2 = rt_xalloc(wb))))) {
+      fprintf(stderr, "%s: error: out of memory gathering the optimiser state for %s\n", t->prog, path);
+      t->dist->abort(EXIT_USER); /* the others are in the gather */
+    }
+    t->dist->gatherv_f32(t->s1, f1, t->dp.cnt, t->dp.lo, 0);
+    if (t->s2) t->dist->gatherv_f32(t->s2, f2, t->dp.cnt, t->dp.lo, 0);
+    s1 = f1, s2 = f2;
+  }
+  if (t->rank == 0) rc = rt_write_checkpoint(t, path, elapsed, s1, s2, err);
+  free(f1);
+  free(f2);
+  return dist_status(t, rc);
+}
+
+static int train_main(const char *prog, int argc, char **argv, const RtModel *m, int *agreed) {
   RtOpts o;
   int help = 0;
   if (rt_parse_opts(prog, "train", argc, argv,
                  "--data --weights --out --steps --stop-at --batch --micro-batch --lr --seed --eval-every "
                  "--checkpoint --checkpoint-every --resume --log --threads --tokens --targets --min-lr "
                  "--weight-decay --grad-clip --beta1 --beta2 --momentum --warmup --schedule --optimizer --loss-scale "
-                 "--loss-scale-window --teacher-weights --no-memory --tokenizer",
+                 "--loss-scale-window --teacher-weights --no-memory --tokenizer --shard-optimizer",
                  &o, &help))
     return EXIT_USER;
   if (help) {
@@ -433,6 +653,16 @@ int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
   if (t.B % t.M)
     return trainer_free(&t), rt_usage_error(prog, "train", "--micro-batch %lld does not divide --batch %lld", (long long)t.M,
                        (long long)t.B);
+  t.dist = rt_dist();
+  t.rank = t.dist->rank(), t.nranks = t.dist->size(), t.shard = o.shard_optimizer;
+  if (t.nranks > 1 && t.B / t.M < t.nranks)
+    return trainer_free(&t), rt_usage_error(prog, "train", "%lld micro-batch(es) per step (--batch %lld / --micro-batch "
+                       "%lld) for %d processes: each process computes whole micro-batches; give --micro-batch at most "
+                       "%lld", (long long)(t.B / t.M), (long long)t.B, (long long)t.M, t.nranks,
+                       (long long)(t.B / t.nranks));
+  if (t.nranks > 1 && (t.B / t.M > 32767 || rt_weight_floats(m) > 0x7fffffff))
+    return trainer_free(&t), rt_usage_error(prog, "train", "over MPI a step holds at most 32767 micro-batches and a "
+                       "model at most 2^31-1 floats (MPI's int counts)");
   if (o.have_lr) { /* min_lr keeps the spec's ratio to lr (lr/10 by default) */
     double ratio = t.c.min_lr >= 0 && t.c.min_lr <= t.c.lr ? t.c.min_lr / t.c.lr : 0.1;
     t.c.lr = o.lr;
@@ -497,9 +727,18 @@ no_data:;
     rt_fail(&err, "out of memory allocating the working weights");
     goto fail;
   }
-  t.Gacc = t.B / t.M > 1 ? rt_xalloc(wbytes) : NULL;
-  t.s1 = rt_xalloc(wbytes);
-  t.s2 = t.c.optimizer == RT_OPT_ADAMW ? rt_xalloc(wbytes) : NULL;
+  int need_acc = t.B / t.M > 1 || t.nranks > 1;
+  t.Gacc = need_acc ? rt_xalloc(wbytes) : NULL;
+  t.opt_lo = 0, t.opt_n = rt_weight_floats(m);
+  if (t.nranks > 1) {
+    if (dist_plan(&t, &err)) goto fail;
+    if (t.shard) t.opt_lo = t.dp.lo[t.rank], t.opt_n = t.dp.cnt[t.rank]; /* ZeRO-1: this rank's moments */
+  }
+  size_t obytes = (size_t)t.opt_n * sizeof(float); /* per moment, measured: what is allocated */
+  t.s1 = rt_xalloc(obytes);
+  t.s2 = t.c.optimizer == RT_OPT_ADAMW ? rt_xalloc(obytes) : NULL;
+  t.rep = calloc((size_t)(t.B / t.M) * report_floats(m), sizeof(float));
+  t.sq = calloc((size_t)m->nparams + 1, sizeof(double));
   t.arena = rt_xalloc(abytes);
   t.scratch = rt_xalloc(rt_model_scratch_floats(m, 1) * sizeof(float));
   t.logits = rt_xalloc((size_t)m->batch * (size_t)t.T * (size_t)m->vocab * sizeof(float));
@@ -509,7 +748,7 @@ no_data:;
     t.moe_load = calloc(moe_load_floats(m), sizeof *t.moe_load);
     t.moe_run = calloc(moe_load_floats(m), sizeof *t.moe_run);
   }
-  if (!t.W || !t.G || (t.B / t.M > 1 && !t.Gacc) || !t.s1 || (t.c.optimizer == RT_OPT_ADAMW && !t.s2) || !t.arena ||
+  if (!t.W || !t.G || (need_acc && !t.Gacc) || !t.s1 || (t.c.optimizer == RT_OPT_ADAMW && !t.s2) || !t.rep || !t.sq || !t.arena ||
       !t.scratch || !t.logits || !t.ids || !t.tgt || (m->nmoe && (!t.moe_load || !t.moe_run))) {
     rt_fail(&err, "out of memory allocating the training state");
     goto fail;
@@ -558,17 +797,50 @@ no_data:;
     rt_fail(&err, "out of memory");
     goto fail;
   }
-  if (rt_open_log(&t, o.resume != NULL, &err)) goto fail;
+  if (t.rank == 0 && rt_open_log(&t, o.resume != NULL, &err)) goto fail; /* rank 0 writes the files */
+  char said[1024]; /* a rank's captured stderr while setting up */
+  /* the optimiser state each rank holds, as allocated: 1/N of one process's with --shard-optimizer */
+  double opt_bytes = (double)obytes * (t.s2 ? 2 : 1), *rank_bytes = NULL;
+  if (t.nranks > 1) {
+    if (t.rank) rt_dist_quiet_end(said, sizeof said);
+    *agreed = 1;
+    if (dist_agree(t.dist, prog, 1, 0, said)) {
+      trainer_free(&t);
+      return EXIT_USER;
+    }
+    if (!(rank_bytes = calloc((size_t)t.nranks, sizeof *rank_bytes))) {
+      fprintf(stderr, "%s: error: out of memory\n", prog);
+      t.dist->abort(EXIT_USER);
+    }
+    rank_bytes[t.rank] = opt_bytes;
+    int *c1 = calloc((size_t)t.nranks, sizeof *c1), *d1 = calloc((size_t)t.nranks, sizeof *d1);
+    if (!c1 || !d1) {
+      fprintf(stderr, "%s: error: out of memory\n", prog);
+      t.dist->abort(EXIT_USER);
+    }
+    for (int j = 0; j < t.nranks; j++) c1[j] = 1, d1[j] = j; /* one double per rank */
+    t.dist->allgatherv_f64(rank_bytes, c1, d1);
+    free(c1), free(d1);
+  }
 
   int tty = isatty(STDERR_FILENO);
   int64_t first = t.step, every = t.steps / 10 > 0 ? t.steps / 10 : 1;
   double t_start = rt_now_seconds(), t_train = 0, last_draw = 0, last_val = NAN;
   double tokens_per_step = (double)t.B * (double)t.T;
-  fprintf(stderr, "%s train: %s, %lld parameters, %zu training bytes, %zu held out, steps %lld..%lld of %lld, "
-                  "batch %lld (micro %lld), %s, lr %g, %s, %d threads\n",
-          prog, m->name, (long long)m->param_count, t.ntrain, t.nval, (long long)t.step + 1, (long long)t.stop_at,
-          (long long)t.steps, (long long)t.B, (long long)t.M, rt_opt_name(t.c.optimizer), t.c.lr, rt_prec_name(t.prec),
-          rt_threads());
+  if (t.rank == 0)
+    fprintf(stderr, "%s train: %s, %lld parameters, %zu training bytes, %zu held out, steps %lld..%lld of %lld, "
+                    "batch %lld (micro %lld), %s, lr %g, %s, %d threads\n",
+            prog, m->name, (long long)m->param_count, t.ntrain, t.nval, (long long)t.step + 1, (long long)t.stop_at,
+            (long long)t.steps, (long long)t.B, (long long)t.M, rt_opt_name(t.c.optimizer), t.c.lr,
+            rt_prec_name(t.prec), rt_threads());
+  if (t.rank == 0 && t.nranks > 1) {
+    fprintf(stderr, "%s train: data parallel over %d processes (MPI), %lld micro-batches a step; optimiser state "
+                    "per rank:", prog, t.nranks, (long long)(t.B / t.M));
+    for (int j = 0; j < t.nranks; j++) fprintf(stderr, " %.0f", rank_bytes[j]);
+    fprintf(stderr, " bytes (%s; one process holds %.0f)\n", t.shard ? "sharded: --shard-optimizer" : "whole on every rank",
+            (double)rt_weight_floats(m) * sizeof(float) * (t.s2 ? 2 : 1));
+  }
+  free(rank_bytes);
   while (t.step < t.stop_at) {
     double lr = rt_lr_at(&t.c, t.step + 1);
     double t0 = rt_now_seconds();
@@ -576,8 +848,8 @@ no_data:;
     double dt = rt_now_seconds() - t0;
     t_train += dt;
     int64_t s = t.step;
-    if (!isfinite(loss)) {
-      if (tty) fputc('\n', stderr);
+    if (!isfinite(loss)) { /* the loss of the whole batch: every rank stops here */
+      if (tty && t.rank == 0) fputc('\n', stderr);
       rt_fail(&err, "the loss is %g at step %lld (try a lower --lr)", loss, (long long)s);
       goto fail;
     }
@@ -587,24 +859,31 @@ no_data:;
     h->val_loss = h->val_bpb = NAN;
     int evald = 0;
     if (t.eval_every > 0 && (s % t.eval_every == 0 || s == t.steps)) {
-      h->val_loss = last_val = evaluate(&t);
-      h->val_bpb = h->val_loss / log(2.0) / t.bytes_per_token;
+      if (t.rank == 0) { /* the others wait at the next step */
+        h->val_loss = last_val = evaluate(&t);
+        h->val_bpb = h->val_loss / log(2.0) / t.bytes_per_token;
+      }
       evald = 1;
     }
     double elapsed = t.elapsed0 + rt_now_seconds() - t_start;
-    if (evald)
+    if (!t.log) {
+      /* a rank other than 0 writes nothing */
+    } else if (evald)
       fprintf(t.log, "%lld,%.9g,%.8g,%.8g,%.8g,%.1f,%.3f,%.9g", (long long)s, lr, loss, h->val_loss, h->val_bpb,
               dt > 0 ? tokens_per_step / dt : 0.0, elapsed, t.ls.scale);
     else
       fprintf(t.log, "%lld,%.9g,%.8g,,,%.1f,%.3f,%.9g", (long long)s, lr, loss, dt > 0 ? tokens_per_step / dt : 0.0,
               elapsed, t.ls.scale);
-    if (m->loss_parts == 3) fprintf(t.log, ",%.8g,%.8g", t.parts.kl, t.parts.ce); /* distillation's KL and CE */
-    fputc('\n', t.log);
-    fflush(t.log);
-    if (evald && rt_write_svg(&t, &err)) goto fail;
+    if (t.log) {
+      if (m->loss_parts == 3) fprintf(t.log, ",%.8g,%.8g", t.parts.kl, t.parts.ce); /* distillation's KL and CE */
+      fputc('\n', t.log);
+      fflush(t.log);
+    }
+    if (evald && dist_status(&t, t.rank == 0 && rt_write_svg(&t, &err))) goto fail;
     if (o.checkpoint && t.ckpt_every > 0 && s % t.ckpt_every == 0 && s != t.stop_at &&
-        rt_write_checkpoint(&t, o.checkpoint, elapsed, &err))
+        save_checkpoint(&t, o.checkpoint, elapsed, &err))
       goto fail;
+    if (t.rank != 0) continue;
     /* progress */
     double tps = tokens_per_step * (double)(s - first) / t_train;
     double eta = (double)(t.stop_at - s) * t_train / (double)(s - first);
@@ -626,16 +905,23 @@ no_data:;
               val, tps, etas);
     }
   }
-  if (tty && t.step > first) fputc('\n', stderr);
+  if (tty && t.step > first && t.rank == 0) fputc('\n', stderr);
   double elapsed = t.elapsed0 + rt_now_seconds() - t_start;
-  if (o.checkpoint && rt_write_checkpoint(&t, o.checkpoint, elapsed, &err)) goto fail;
-  {
+  if (o.checkpoint && save_checkpoint(&t, o.checkpoint, elapsed, &err)) goto fail;
+  if (t.rank == 0) {
     char step[32];
     snprintf(step, sizeof step, "%lld", (long long)t.step);
     const char *meta[] = {"format", "pt", "modelc_model", m->name, "step", step};
-    if (rt_prog_write_weights(m, t.W, o.out, meta, 3, &err)) goto fail;
+    rc = rt_prog_write_weights(m, t.W, o.out, meta, 3, &err) || rt_write_svg(&t, &err);
   }
-  if (rt_write_svg(&t, &err)) goto fail;
+  if (dist_status(&t, rc)) goto fail;
+  if (t.rank == 0 && t.nranks > 1 && t.step > first) { /* what the ranks' exchange cost (tests/bench/mpi.sh) */
+    double per = t.dp.comm_s / (double)(t.step - first);
+    fprintf(stderr, "%s train: MPI: %.3f ms a step in MPI waits and collectives (%.1f%% of the step); the last step "
+                    "rank 0 sent %.0f bytes and received %.0f (the gradients: %.0f bytes)\n", prog, 1e3 * per,
+            100.0 * per * (double)(t.step - first) / t_train, t.dp.sent, t.dp.recvd,
+            (double)rt_weight_floats(m) * sizeof(float));
+  }
   if (t.nhist > 0) {
     const Hist *h = &t.hist[t.nhist - 1];
     printf("step %lld: loss %.6f", (long long)h->step, h->loss);
@@ -655,9 +941,25 @@ no_data:;
   trainer_free(&t);
   return rc;
 fail:
-  fprintf(stderr, "%s: error: %s\n", prog, err.msg);
+  /* once the ranks agreed, rank 0 speaks for them: the others failed on its word or on the same
+   * loss; before, a rank other than 0 writes to its capture (dist_agree) */
+  if (t.rank == 0 || !*agreed) fprintf(stderr, "%s: error: %s\n", prog, err.msg);
   trainer_free(&t);
   return EXIT_USER;
+}
+
+int rt_verb_train(const char *prog, int argc, char **argv, const RtModel *m) {
+  const RtDist *x = rt_dist();
+  int agreed = 0;
+  if (x->size() == 1) return train_main(prog, argc, argv, m, &agreed);
+  if (x->rank() != 0) rt_dist_quiet_begin();
+  int rc = train_main(prog, argc, argv, m, &agreed);
+  if (!agreed) { /* stopped before the first step: --help, or an error the others must hear of */
+    char said[1024];
+    if (x->rank() != 0) rt_dist_quiet_end(said, sizeof said);
+    dist_agree(x, prog, 0, rc != EXIT_OK, x->rank() ? said : "");
+  }
+  return rc;
 }
 
 /* ---- grad ---- */

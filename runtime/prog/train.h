@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "dist.h"
 #include "prog.h"
 
 /* One step of the history: for the CSV log and the SVG curve. */
@@ -19,6 +20,23 @@ typedef struct Hist {
 typedef struct LossParts {
   double kl, ce;
 } LossParts;
+
+/* Data-parallel training (docs/training.md, "Data-parallel training"): how one step is split over
+ * the ranks, and what this rank holds for it. Rank j computes the micro-batches [kfirst[j],
+ * kfirst[j+1]) and owns the parameters [pfirst[j], pfirst[j+1]) (whole parameters, balanced by
+ * elements), the floats [lo[j], lo[j] + cnt[j]) of the weight layout (padding included, so the
+ * ranks' ranges tile it): it sums their gradients over the step's micro-batches in order, and
+ * with --shard-optimizer keeps their optimiser state alone. */
+typedef struct DistPlan {
+  int64_t *kfirst;
+  int *pfirst, *lo, *cnt;   /* nranks + 1, nranks, nranks */
+  int *pcnt, *pdisp;        /* parameters per rank, first parameter: the clip norm's all-gather */
+  int *rcnt, *rdisp;        /* report floats per rank, first report float (of rep) */
+  float *G2;                /* the second gradient buffer: a micro-batch's is sent while the next computes */
+  float *recv;              /* nmicro x cnt[rank]: each micro-batch's gradient of this rank's floats */
+  double comm_s;            /* seconds in MPI waits and collectives this session */
+  double sent, recvd;       /* bytes this rank sent and received in the last step */
+} DistPlan;
 
 typedef struct Trainer {
   const char *prog;
@@ -65,6 +83,16 @@ typedef struct Trainer {
   double *moe_run;
   int64_t moe_calls;
   double aux;
+  float *rep;                    /* nmicro x (3 + moe load floats): each micro-batch's loss parts
+                                  * and load report, summed in micro-batch order after the step */
+  double *sq;                    /* each parameter's sum of squares (the clip norm, summed in order) */
+  /* data parallelism (prog/dist.h): this process is rank `rank` of `nranks` (1: alone); s1 and s2
+   * hold the floats [opt_lo, opt_lo + opt_n) of the weight layout (all of them unless the
+   * optimiser state is sharded) */
+  const RtDist *dist;
+  int rank, nranks, shard;
+  int64_t opt_lo, opt_n;
+  DistPlan dp;
 } Trainer;
 
 /* The names the log, help and checkpoints use. */
@@ -73,8 +101,10 @@ static inline const char *rt_prec_name(RtPrecision p) { return p == RT_PREC_BF16
 
 /* ---- checkpoint.c ---- */
 
-/* Weights, optimiser state, step, RNG and loss-scaling state in one safetensors file. */
-int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, RtError *err);
+/* Weights, optimiser state (s1, s2: in the weight layout, all of it), step, RNG and loss-scaling
+ * state in one safetensors file. */
+int rt_write_checkpoint(Trainer *t, const char *path, double elapsed, const float *s1, const float *s2,
+                        RtError *err);
 /* A checkpoint's metadata (see docs/runtime.md, "Checkpoints"), read and checked by rt_ckpt_read_meta. */
 typedef struct RtCkptMeta {
   int64_t step, steps;                      /* steps done (<= 2^62 - 1), the run's total (0: not stored) */
@@ -93,7 +123,8 @@ typedef const char *(*RtCkptMetaGet)(const void *src, const char *key);
 int rt_ckpt_read_meta(const char *path, RtCkptMetaGet get, const void *src, const char *model, RtOptimizer opt,
                       int64_t fix_rows, RtCkptMeta *out, RtError *err);
 /* Loads a checkpoint into the trainer after checking it is one of this model's, with this
- * optimiser, holding every tensor with its exact shape; *ck_steps gets its --steps. */
+ * optimiser, holding every tensor with its exact shape (the optimiser state of the parameters
+ * in t->s1/s2's range only); *ck_steps gets its --steps. */
 int rt_load_checkpoint(Trainer *t, const char *path, int64_t *ck_steps, RtError *err);
 
 /* ---- report.c ---- */
